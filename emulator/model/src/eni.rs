@@ -1,0 +1,867 @@
+//! Elastic network interfaces (ECS `2014-05-26`): CreateNetworkInterface,
+//! AttachNetworkInterface, DetachNetworkInterface, DeleteNetworkInterface,
+//! DescribeNetworkInterfaces, DescribeNetworkInterfaceAttribute, AssignPrivateIpAddresses,
+//! UnassignPrivateIpAddresses, ModifyNetworkInterfaceAttribute.
+//!
+//! Types are `Primary` (created with its instance, never detached), `Secondary`, `Trunk`
+//! (`InstanceType=Trunk` at create) and `Member`: a Secondary ENI attached through
+//! `TrunkNetworkInstanceId`, which becomes `Secondary` again once detached (Terway's GC lists
+//! `Type=Member,Status=InUse` to detach and `Type=Secondary,Status=Available` to delete).
+//! A member's `Attachment.DeviceIndex` is its VLAN id on the trunk (Terway reads it as `Vid`):
+//! the lowest free id in 1–4094 on that trunk (the cloud's real range is unconfirmed).
+//!
+//! Status machine: Available → Attaching → InUse → Detaching → Available; Available → Deleting
+//! → gone. Choices where the reference is unconfirmed, all made so Terway never loops:
+//! attaching an ENI again to the instance (and trunk) it is already attached or attaching to
+//! succeeds; detaching an ENI that is `Detaching` or already `Available` succeeds; deleting an
+//! ENI that is already `Deleting` succeeds. A full trunk answers `EniPerInstanceLimitExceeded`.
+//! Detaching a trunk that still carries members is refused (`InvalidOperation.InvalidEniState`).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+use crate::ids::IdKind;
+use crate::instance::InstanceStatus;
+use crate::net::Mac;
+use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
+use crate::region::{Kind, Region, request_hash, check_tags, has_all_tags, parse_ip};
+use crate::time::Millis;
+use crate::{Result, Tag};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EniType {
+    Primary,
+    Secondary,
+    Trunk,
+    Member,
+}
+
+impl EniType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EniType::Primary => "Primary",
+            EniType::Secondary => "Secondary",
+            EniType::Trunk => "Trunk",
+            EniType::Member => "Member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EniType> {
+        [EniType::Primary, EniType::Secondary, EniType::Trunk, EniType::Member].into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EniStatus {
+    Available,
+    Attaching,
+    InUse,
+    Detaching,
+    Deleting,
+}
+
+impl EniStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EniStatus::Available => "Available",
+            EniStatus::Attaching => "Attaching",
+            EniStatus::InUse => "InUse",
+            EniStatus::Detaching => "Detaching",
+            EniStatus::Deleting => "Deleting",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EniStatus> {
+        [EniStatus::Available, EniStatus::Attaching, EniStatus::InUse, EniStatus::Detaching, EniStatus::Deleting]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub instance_id: String,
+    /// For an instance NIC its slot (0 = primary); for a member its VLAN id on the trunk.
+    pub device_index: u32,
+    pub trunk_network_interface_id: Option<String>,
+    pub network_card_index: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Eni {
+    pub network_interface_id: String,
+    pub network_interface_name: String,
+    pub description: String,
+    pub eni_type: EniType,
+    pub status: EniStatus,
+    /// When the current transitional status ends.
+    pub transition_due: Option<Millis>,
+    pub vpc_id: String,
+    pub v_switch_id: String,
+    pub zone_id: String,
+    pub mac_address: Mac,
+    pub primary_ip_address: Ipv4Addr,
+    pub secondary_ips: Vec<Ipv4Addr>,
+    pub security_group_ids: Vec<String>,
+    pub attachment: Option<Attachment>,
+    pub tags: Vec<Tag>,
+    pub creation_time: Millis,
+    pub delete_on_release: bool,
+    pub source_dest_check: bool,
+    pub traffic_mode: String,
+    pub resource_group_id: String,
+}
+
+impl Eni {
+    /// Primary first, then the secondary addresses in assignment order.
+    pub fn ips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        std::iter::once(self.primary_ip_address).chain(self.secondary_ips.iter().copied())
+    }
+
+    pub fn ip_count(&self) -> u32 {
+        1 + self.secondary_ips.len() as u32
+    }
+
+    /// The instance the ENI is attached to, members included.
+    pub fn instance_id(&self) -> Option<&str> {
+        self.attachment.as_ref().map(|a| a.instance_id.as_str())
+    }
+
+    pub fn vlan(&self) -> Option<u16> {
+        let a = self.attachment.as_ref()?;
+        a.trunk_network_interface_id.as_ref().map(|_| a.device_index as u16)
+    }
+}
+
+/// Everything an ENI is created with, once validated.
+pub(crate) struct NewEni {
+    pub eni_type: EniType,
+    pub v_switch_id: String,
+    pub security_group_ids: Vec<String>,
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<Tag>,
+    pub delete_on_release: bool,
+    pub source_dest_check: bool,
+    pub traffic_mode: String,
+    pub resource_group_id: String,
+    pub status: EniStatus,
+    pub attachment: Option<Attachment>,
+}
+
+/// The addresses an ENI will get, chosen before anything changes.
+pub(crate) struct IpPlan {
+    primary: Ipv4Addr,
+    secondary: Vec<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateNetworkInterface {
+    pub v_switch_id: String,
+    pub security_group_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    /// `Secondary` (default) or `Trunk`.
+    pub instance_type: Option<String>,
+    pub primary_ip_address: Option<String>,
+    pub private_ip_addresses: Vec<String>,
+    pub secondary_private_ip_address_count: Option<u32>,
+    pub network_interface_name: String,
+    pub description: String,
+    pub tags: Vec<Tag>,
+    pub delete_on_release: Option<bool>,
+    pub source_dest_check: Option<bool>,
+    pub network_interface_traffic_mode: Option<String>,
+    pub resource_group_id: String,
+    pub client_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachNetworkInterface {
+    pub network_interface_id: String,
+    pub instance_id: String,
+    pub trunk_network_instance_id: Option<String>,
+    pub network_card_index: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachNetworkInterface {
+    pub network_interface_id: String,
+    pub instance_id: String,
+    pub trunk_network_instance_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribeNetworkInterfaces {
+    pub vpc_id: Option<String>,
+    pub v_switch_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub r#type: Option<String>,
+    pub status: Option<String>,
+    pub network_interface_ids: Vec<String>,
+    pub private_ip_addresses: Vec<String>,
+    pub primary_ip_address: Option<String>,
+    pub security_group_id: Option<String>,
+    pub network_interface_name: Option<String>,
+    pub resource_group_id: Option<String>,
+    pub tags: Vec<Tag>,
+    pub page: PageRequest,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignPrivateIpAddresses {
+    pub network_interface_id: String,
+    pub secondary_private_ip_address_count: Option<u32>,
+    pub private_ip_addresses: Vec<String>,
+    pub client_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedPrivateIps {
+    pub network_interface_id: String,
+    pub private_ip_addresses: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnassignPrivateIpAddresses {
+    pub network_interface_id: String,
+    pub private_ip_addresses: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModifyNetworkInterfaceAttribute {
+    pub network_interface_id: String,
+    /// The complete new set, when given.
+    pub security_group_ids: Vec<String>,
+    pub network_interface_name: Option<String>,
+    pub description: Option<String>,
+    pub delete_on_release: Option<bool>,
+    pub source_dest_check: Option<bool>,
+}
+
+/// DescribeNetworkInterfaceAttribute's answer: the ENI and, for a trunk, its members.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EniAttribute {
+    pub eni: Eni,
+    pub member_network_interface_ids: Vec<String>,
+}
+
+const ENI_PAGES: PageBounds = PageBounds { default_size: 10, max_page_size: 1000, min_results: 10, max_results: 500 };
+
+fn not_found(id: &str) -> ModelError {
+    ModelError::EniNotFound(id.to_string())
+}
+
+fn check_text(param: &'static str, s: &str, max: usize) -> Result<()> {
+    if s.chars().count() > max || s.starts_with("http://") || s.starts_with("https://") {
+        return Err(ModelError::invalid(param, format!("at most {max} characters, not starting with http:// or https://")));
+    }
+    Ok(())
+}
+
+impl Region {
+    pub fn eni(&self, id: &str) -> Option<&Eni> {
+        self.enis.get(id)
+    }
+
+    pub fn enis(&self) -> impl Iterator<Item = &Eni> {
+        self.enis.values()
+    }
+
+    /// Members of a trunk ENI, by VLAN id.
+    pub fn trunk_members(&self, trunk_id: &str) -> impl Iterator<Item = (u32, &String)> {
+        self.members.get(trunk_id).into_iter().flat_map(|m| m.iter().map(|(v, e)| (*v, e)))
+    }
+
+    /// Choose the addresses of a new ENI: `primary` if named (else one from the pool), the
+    /// `named` secondaries, and `count` more from the pool. Changes nothing.
+    pub(crate) fn plan_eni_ips(&self, vsw_id: &str, primary: Option<Ipv4Addr>, named: &[Ipv4Addr], count: u32) -> Result<IpPlan> {
+        let ipam = self.ipam.get(vsw_id).ok_or_else(|| ModelError::VSwitchNotFound(vsw_id.to_string()))?;
+        let mut wanted: Vec<Ipv4Addr> = Vec::new();
+        for ip in primary.iter().chain(named) {
+            if !ipam.is_allocatable(*ip) {
+                return Err(ModelError::VSwitchIpInvalid(ip.to_string()));
+            }
+            if ipam.is_used(*ip) {
+                return Err(ModelError::PrivateIpDuplicated(ip.to_string()));
+            }
+            if wanted.contains(ip) {
+                return Err(ModelError::IpRepeated(ip.to_string()));
+            }
+            wanted.push(*ip);
+        }
+        let need = count as usize + usize::from(primary.is_none());
+        let mut picked = ipam.pick(need, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
+        let primary = match primary {
+            Some(p) => p,
+            None => picked.remove(0),
+        };
+        let mut secondary = named.to_vec();
+        secondary.extend(picked);
+        Ok(IpPlan { primary, secondary })
+    }
+
+    /// Create the ENI record and index it. All checks are done by the caller.
+    pub(crate) fn insert_eni(&mut self, new: NewEni, plan: IpPlan, now: Millis) -> String {
+        let id = self.new_id(IdKind::Eni);
+        let mac = self.new_mac();
+        let vsw = self.vswitches.get(&new.v_switch_id).expect("caller checked the vSwitch").clone();
+        let eni = Eni {
+            network_interface_id: id.clone(),
+            network_interface_name: new.name,
+            description: new.description,
+            eni_type: new.eni_type,
+            status: new.status,
+            transition_due: None,
+            vpc_id: vsw.vpc_id.clone(),
+            v_switch_id: vsw.v_switch_id.clone(),
+            zone_id: vsw.zone_id.clone(),
+            mac_address: mac,
+            primary_ip_address: plan.primary,
+            secondary_ips: plan.secondary,
+            security_group_ids: new.security_group_ids,
+            attachment: new.attachment,
+            tags: new.tags,
+            creation_time: now,
+            delete_on_release: new.delete_on_release,
+            source_dest_check: new.source_dest_check,
+            traffic_mode: new.traffic_mode,
+            resource_group_id: new.resource_group_id,
+        };
+        let ips: Vec<Ipv4Addr> = eni.ips().collect();
+        for ip in ips {
+            self.hold_ip(&vsw.v_switch_id, &id, ip);
+        }
+        self.macs.insert(mac);
+        self.join_groups(&id, &eni.security_group_ids);
+        self.enis.insert(id.clone(), eni);
+        self.mark(Kind::Eni, &id);
+        id
+    }
+
+    /// Forget an ENI: its addresses go back to the vSwitch, its MAC and group memberships go.
+    pub(crate) fn remove_eni(&mut self, id: &str) {
+        let Some(eni) = self.enis.remove(id) else { return };
+        for ip in eni.ips() {
+            self.free_ip(&eni.v_switch_id, id, ip);
+        }
+        self.macs.remove(&eni.mac_address);
+        self.leave_groups(id, &eni.security_group_ids);
+        if let Some(att) = &eni.attachment {
+            self.unindex_attachment(id, att);
+        }
+        self.mark(Kind::Eni, id);
+    }
+
+    fn unindex_attachment(&mut self, id: &str, att: &Attachment) {
+        let slots = match &att.trunk_network_interface_id {
+            Some(trunk) => self.members.get_mut(trunk),
+            None => self.nics.get_mut(&att.instance_id),
+        };
+        if let Some(slots) = slots {
+            if slots.get(&att.device_index).map(String::as_str) == Some(id) {
+                slots.remove(&att.device_index);
+            }
+        }
+    }
+
+    /// End an attachment now: the ENI is Available, a member is Secondary again.
+    pub(crate) fn finish_detach(&mut self, id: &str) {
+        let Some(eni) = self.enis.get_mut(id) else { return };
+        let att = eni.attachment.take();
+        eni.status = EniStatus::Available;
+        eni.transition_due = None;
+        if eni.eni_type == EniType::Member {
+            eni.eni_type = EniType::Secondary;
+        }
+        if let Some(att) = att {
+            self.unindex_attachment(id, &att);
+        }
+        self.mark(Kind::Eni, id);
+    }
+
+    pub(crate) fn complete_eni_transition(&mut self, id: &str, due: Millis) {
+        let Some(eni) = self.enis.get_mut(id) else { return };
+        // A stale schedule entry (the ENI moved on since) is ignored.
+        if eni.transition_due != Some(due) {
+            return;
+        }
+        match eni.status {
+            EniStatus::Attaching => {
+                eni.status = EniStatus::InUse;
+                eni.transition_due = None;
+                self.mark(Kind::Eni, id);
+            }
+            EniStatus::Detaching => self.finish_detach(id),
+            EniStatus::Deleting => self.remove_eni(id),
+            _ => {}
+        }
+    }
+
+    /// Put an ENI into a transitional status, completing it at once if the delay is zero.
+    fn begin_eni_transition(&mut self, id: &str, status: EniStatus, delay_ms: u64, now: Millis) {
+        let due = now.saturating_add_ms(delay_ms);
+        let eni = self.enis.get_mut(id).expect("caller checked");
+        eni.status = status;
+        eni.transition_due = Some(due);
+        self.mark(Kind::Eni, id);
+        if delay_ms == 0 {
+            self.complete_eni_transition(id, due);
+        } else {
+            self.schedule(Kind::Eni, id, due);
+        }
+    }
+
+    pub fn create_network_interface(&mut self, req: CreateNetworkInterface, now: Millis) -> Result<Eni> {
+        self.advance(now);
+        let token = req.client_token.clone();
+        let hash = request_hash(&req);
+        self.with_client_token("CreateNetworkInterface", token.as_deref(), hash, now, |r| {
+            if req.v_switch_id.is_empty() {
+                return Err(ModelError::MissingParameter("VSwitchId"));
+            }
+            let vsw = r.vswitches.get(&req.v_switch_id).ok_or_else(|| ModelError::VSwitchNotFound(req.v_switch_id.clone()))?;
+            let sgs: Vec<String> = match (req.security_group_id.as_deref().filter(|s| !s.is_empty()), req.security_group_ids.is_empty()) {
+                (Some(_), false) => return Err(ModelError::ParameterConflict("SecurityGroupId and SecurityGroupIds.N")),
+                (Some(one), true) => vec![one.to_string()],
+                (None, false) => req.security_group_ids.clone(),
+                (None, true) => return Err(ModelError::MissingParameter("SecurityGroupIds.N")),
+            };
+            r.check_security_groups(&vsw.vpc_id, &sgs)?;
+            let eni_type = match req.instance_type.as_deref().unwrap_or("") {
+                "" | "Secondary" => EniType::Secondary,
+                "Trunk" => EniType::Trunk,
+                other => return Err(ModelError::invalid("InstanceType", format!("{other:?} is not Secondary or Trunk"))),
+            };
+            let traffic_mode = match req.network_interface_traffic_mode.as_deref().unwrap_or("") {
+                "" | "Standard" => "Standard",
+                "HighPerformance" => "HighPerformance",
+                other => return Err(ModelError::invalid("NetworkInterfaceTrafficMode", format!("{other:?} is not Standard or HighPerformance"))),
+            };
+            check_text("NetworkInterfaceName", &req.network_interface_name, 128)?;
+            check_text("Description", &req.description, 256)?;
+            check_tags(&req.tags)?;
+            if req.secondary_private_ip_address_count.is_some() && !req.private_ip_addresses.is_empty() {
+                return Err(ModelError::ParameterConflict("SecondaryPrivateIpAddressCount and PrivateIpAddress.N"));
+            }
+            let count = req.secondary_private_ip_address_count.unwrap_or(0);
+            if req.secondary_private_ip_address_count.is_some() && !(1..=49).contains(&count) {
+                return Err(ModelError::invalid("SecondaryPrivateIpAddressCount", "must be 1 to 49"));
+            }
+            if req.private_ip_addresses.len() > 10 {
+                return Err(ModelError::invalid("PrivateIpAddress.N", "at most 10 addresses"));
+            }
+            let primary = req.primary_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
+            let named: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
+            if 1 + named.len() as u32 + count > r.config.limits.ips_per_unattached_eni {
+                return Err(ModelError::Ipv4CountExceeded(r.config.limits.ips_per_unattached_eni));
+            }
+            let plan = r.plan_eni_ips(&req.v_switch_id, primary, &named, count)?;
+            let id = r.insert_eni(
+                NewEni {
+                    eni_type,
+                    v_switch_id: req.v_switch_id.clone(),
+                    security_group_ids: sgs,
+                    name: req.network_interface_name.clone(),
+                    description: req.description.clone(),
+                    tags: req.tags.clone(),
+                    delete_on_release: req.delete_on_release.unwrap_or(false),
+                    source_dest_check: req.source_dest_check.unwrap_or(false),
+                    traffic_mode: traffic_mode.to_string(),
+                    resource_group_id: req.resource_group_id.clone(),
+                    status: EniStatus::Available,
+                    attachment: None,
+                },
+                plan,
+                now,
+            );
+            Ok(r.enis[&id].clone())
+        })
+    }
+
+    pub fn attach_network_interface(&mut self, req: AttachNetworkInterface, now: Millis) -> Result<()> {
+        self.advance(now);
+        if req.network_interface_id.is_empty() {
+            return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+        }
+        if req.instance_id.is_empty() {
+            return Err(ModelError::MissingParameter("InstanceId"));
+        }
+        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+        let inst = self.instances.get(&req.instance_id).ok_or_else(|| ModelError::EcsNotFound(req.instance_id.clone()))?;
+        let trunk_id = req.trunk_network_instance_id.as_deref().filter(|s| !s.is_empty());
+        if req.network_card_index.is_some_and(|n| n != 0) {
+            return Err(ModelError::invalid("NetworkCardIndex", "this instance type has one network card (index 0)"));
+        }
+
+        // Attaching again to where it already goes is a success: Terway's controller re-issues
+        // Attach on every reconcile until it sees InUse.
+        if let Some(att) = &eni.attachment {
+            let same = att.instance_id == req.instance_id && att.trunk_network_interface_id.as_deref() == trunk_id;
+            if same && matches!(eni.status, EniStatus::Attaching | EniStatus::InUse) {
+                return Ok(());
+            }
+        }
+        if eni.eni_type == EniType::Primary {
+            return Err(ModelError::InvalidEniType("a primary ENI cannot be attached".into()));
+        }
+        if eni.status != EniStatus::Available {
+            return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
+        }
+        if !matches!(inst.status, InstanceStatus::Running | InstanceStatus::Stopped) {
+            return Err(ModelError::InvalidEcsState(inst.status.as_str()));
+        }
+        if eni.zone_id != inst.zone_id {
+            return Err(ModelError::AvailabilityZoneMismatch { eni_zone: eni.zone_id.clone(), instance_zone: inst.zone_id.clone() });
+        }
+        if eni.vpc_id != inst.vpc_id {
+            return Err(ModelError::VpcMismatch(format!("ENI is in {}, instance in {}", eni.vpc_id, inst.vpc_id)));
+        }
+        let itype = self.types.get(&inst.instance_type).ok_or_else(|| ModelError::InstanceTypeNotFound(inst.instance_type.clone()))?;
+        if eni.ip_count() > itype.eni_private_ip_address_quantity {
+            return Err(ModelError::Ipv4CountExceeded(itype.eni_private_ip_address_quantity));
+        }
+
+        let (slot, kind_after) = match trunk_id {
+            Some(trunk_id) => {
+                let trunk = self.enis.get(trunk_id).ok_or_else(|| not_found(trunk_id))?;
+                if trunk.eni_type != EniType::Trunk {
+                    return Err(ModelError::InvalidEniType(format!("{trunk_id} is not a trunk ENI")));
+                }
+                if trunk.instance_id() != Some(req.instance_id.as_str()) || trunk.status != EniStatus::InUse {
+                    return Err(ModelError::InvalidEniState { expected: "InUse", current: trunk.status.as_str() });
+                }
+                if eni.eni_type != EniType::Secondary {
+                    return Err(ModelError::InvalidEniType(format!("a {} ENI cannot be a trunk member", eni.eni_type.as_str())));
+                }
+                let members: usize = self.trunks_of(&req.instance_id).map(|t| self.members.get(t).map_or(0, |m| m.len())).sum();
+                if members as u32 >= itype.member_eni_limit() {
+                    return Err(ModelError::EniPerInstanceLimitExceeded(format!(
+                        "{} carries at most {} member ENIs",
+                        inst.instance_type,
+                        itype.member_eni_limit()
+                    )));
+                }
+                let used = self.members.get(trunk_id);
+                let vlan = (1..=4094u32).find(|v| used.is_none_or(|m| !m.contains_key(v))).ok_or_else(|| {
+                    ModelError::EniPerInstanceLimitExceeded("the trunk has no free VLAN id".into())
+                })?;
+                (vlan, EniType::Member)
+            }
+            None => {
+                let nics = self.nics.get(&req.instance_id);
+                let count = nics.map_or(0, |m| m.len()) as u32;
+                if count >= itype.eni_quantity {
+                    return Err(ModelError::EniPerInstanceLimitExceeded(format!(
+                        "{} takes at most {} ENIs",
+                        inst.instance_type, itype.eni_quantity
+                    )));
+                }
+                if eni.eni_type == EniType::Trunk {
+                    if !itype.eni_trunk_supported {
+                        return Err(ModelError::InvalidEniType(format!("{} does not support trunk ENIs", inst.instance_type)));
+                    }
+                    if self.trunks_of(&req.instance_id).next().is_some() {
+                        return Err(ModelError::InvalidEniType("the instance already has a trunk ENI".into()));
+                    }
+                }
+                let index = (1..).find(|i| nics.is_none_or(|m| !m.contains_key(i))).expect("fewer than u32::MAX NICs");
+                (index, eni.eni_type)
+            }
+        };
+
+        let id = req.network_interface_id.clone();
+        let att = Attachment {
+            instance_id: req.instance_id.clone(),
+            device_index: slot,
+            trunk_network_interface_id: trunk_id.map(str::to_string),
+            network_card_index: 0,
+        };
+        match trunk_id {
+            Some(t) => self.members.entry(t.to_string()).or_default().insert(slot, id.clone()),
+            None => self.nics.entry(req.instance_id.clone()).or_default().insert(slot, id.clone()),
+        };
+        let eni = self.enis.get_mut(&id).expect("checked above");
+        eni.attachment = Some(att);
+        eni.eni_type = kind_after;
+        let delay = self.config.delays.attach_ms;
+        self.begin_eni_transition(&id, EniStatus::Attaching, delay, now);
+        Ok(())
+    }
+
+    pub fn detach_network_interface(&mut self, req: DetachNetworkInterface, now: Millis) -> Result<()> {
+        self.advance(now);
+        if req.network_interface_id.is_empty() {
+            return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+        }
+        if req.instance_id.is_empty() {
+            return Err(ModelError::MissingParameter("InstanceId"));
+        }
+        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+        if !self.instances.contains_key(&req.instance_id) {
+            return Err(ModelError::EcsNotFound(req.instance_id.clone()));
+        }
+        if eni.eni_type == EniType::Primary {
+            return Err(ModelError::DetachPrimaryEniNotAllowed);
+        }
+        match eni.status {
+            // Re-issuing a detach is allowed; detaching an ENI that is already free is a no-op
+            // (unconfirmed in the cloud; success is what keeps Terway's GC simple).
+            EniStatus::Detaching | EniStatus::Available => return Ok(()),
+            EniStatus::InUse => {}
+            other => return Err(ModelError::InvalidEniState { expected: "InUse", current: other.as_str() }),
+        }
+        let att = eni.attachment.as_ref().expect("InUse ENIs are attached");
+        if att.instance_id != req.instance_id {
+            return Err(ModelError::invalid("InstanceId", format!("{} is attached to {}", req.network_interface_id, att.instance_id)));
+        }
+        if let Some(t) = req.trunk_network_instance_id.as_deref().filter(|s| !s.is_empty()) {
+            if att.trunk_network_interface_id.as_deref() != Some(t) {
+                return Err(ModelError::invalid("TrunkNetworkInstanceId", format!("{} is not a member of {t}", req.network_interface_id)));
+            }
+        }
+        if eni.eni_type == EniType::Trunk {
+            let n = self.members.get(&req.network_interface_id).map_or(0, |m| m.len());
+            if n > 0 {
+                return Err(ModelError::InvalidEniState { expected: "InUse without members", current: "InUse" });
+            }
+        }
+        let delay = self.config.delays.detach_ms;
+        self.begin_eni_transition(&req.network_interface_id, EniStatus::Detaching, delay, now);
+        Ok(())
+    }
+
+    pub fn delete_network_interface(&mut self, id: &str, now: Millis) -> Result<()> {
+        self.advance(now);
+        if id.is_empty() {
+            return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+        }
+        let eni = self.enis.get(id).ok_or_else(|| not_found(id))?;
+        if eni.eni_type == EniType::Primary {
+            return Err(ModelError::InvalidEniType("a primary ENI is deleted with its instance".into()));
+        }
+        match eni.status {
+            EniStatus::Deleting => Ok(()),
+            EniStatus::Available => {
+                let delay = self.config.delays.delete_ms;
+                self.begin_eni_transition(id, EniStatus::Deleting, delay, now);
+                Ok(())
+            }
+            other => Err(ModelError::InvalidEniState { expected: "Available", current: other.as_str() }),
+        }
+    }
+
+    /// DescribeNetworkInterfaces: filters AND together, values inside one list OR. Lookups by
+    /// ID or private IP use the indexes, so a filtered call does not scan the region.
+    pub fn describe_network_interfaces(&mut self, req: &DescribeNetworkInterfaces, now: Millis) -> Result<(Vec<Eni>, PageInfo)> {
+        self.advance(now);
+        if req.network_interface_ids.len() > 100 {
+            return Err(ModelError::invalid("NetworkInterfaceId.N", "at most 100 values"));
+        }
+        if req.private_ip_addresses.len() > 100 {
+            return Err(ModelError::invalid("PrivateIpAddress.N", "at most 100 values"));
+        }
+        let want_type = match req.r#type.as_deref().filter(|s| !s.is_empty()) {
+            Some(t) => Some(EniType::parse(t).ok_or_else(|| ModelError::invalid("Type", format!("{t:?} is not an ENI type")))?),
+            None => None,
+        };
+        let want_status = match req.status.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(EniStatus::parse(s).ok_or_else(|| ModelError::invalid("Status", format!("{s:?} is not an ENI status")))?),
+            None => None,
+        };
+        let ips: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
+        let primary_ip = req.primary_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
+
+        // Narrow the candidates with an index when a filter allows it.
+        let candidates: BTreeSet<&String> = if !req.network_interface_ids.is_empty() {
+            req.network_interface_ids.iter().filter_map(|id| self.enis.get_key_value(id).map(|(k, _)| k)).collect()
+        } else if !ips.is_empty() || primary_ip.is_some() {
+            ips.iter().chain(primary_ip.iter()).filter_map(|ip| self.ip_owners.get(ip)).flatten().collect()
+        } else if let Some(inst) = req.instance_id.as_deref().filter(|s| !s.is_empty()) {
+            self.nics.get(inst).into_iter().flat_map(|m| m.values()).collect()
+        } else {
+            self.enis.keys().collect()
+        };
+        let some = |f: &Option<String>| f.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+        let (vpc, vsw, inst, sg, name, rg) = (
+            some(&req.vpc_id),
+            some(&req.v_switch_id),
+            some(&req.instance_id),
+            some(&req.security_group_id),
+            some(&req.network_interface_name),
+            some(&req.resource_group_id),
+        );
+        let items: Vec<Eni> = candidates
+            .into_iter()
+            .filter_map(|id| self.enis.get(id))
+            .filter(|e| vpc.as_ref().is_none_or(|v| &e.vpc_id == v))
+            .filter(|e| vsw.as_ref().is_none_or(|v| &e.v_switch_id == v))
+            // `InstanceId` lists the instance's own NICs: members are left out.
+            .filter(|e| inst.as_ref().is_none_or(|i| e.instance_id() == Some(i.as_str()) && e.eni_type != EniType::Member))
+            .filter(|e| want_type.is_none_or(|t| e.eni_type == t))
+            .filter(|e| want_status.is_none_or(|s| e.status == s))
+            .filter(|e| ips.is_empty() || e.ips().any(|ip| ips.contains(&ip)))
+            .filter(|e| primary_ip.is_none_or(|p| e.primary_ip_address == p))
+            .filter(|e| sg.as_ref().is_none_or(|g| e.security_group_ids.contains(g)))
+            .filter(|e| name.as_ref().is_none_or(|n| &e.network_interface_name == n))
+            .filter(|e| rg.as_ref().is_none_or(|g| &e.resource_group_id == g))
+            .filter(|e| has_all_tags(&e.tags, &req.tags))
+            .cloned()
+            .collect();
+        paginate(items, |e| &e.network_interface_id, &req.page, ENI_PAGES)
+    }
+
+    pub fn describe_network_interface_attribute(&mut self, id: &str, now: Millis) -> Result<EniAttribute> {
+        self.advance(now);
+        if id.is_empty() {
+            return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+        }
+        let eni = self.enis.get(id).ok_or_else(|| not_found(id))?;
+        let members = self.trunk_members(id).map(|(_, e)| e.clone()).collect();
+        Ok(EniAttribute { eni: eni.clone(), member_network_interface_ids: members })
+    }
+
+    /// The IPv4 limit that applies to an ENI now: the instance type's when attached, the
+    /// unattached limit otherwise.
+    fn ip_limit(&self, eni: &Eni) -> u32 {
+        eni.instance_id()
+            .and_then(|i| self.instances.get(i))
+            .and_then(|i| self.types.get(&i.instance_type))
+            .map_or(self.config.limits.ips_per_unattached_eni, |t| t.eni_private_ip_address_quantity)
+    }
+
+    pub fn assign_private_ip_addresses(&mut self, req: AssignPrivateIpAddresses, now: Millis) -> Result<AssignedPrivateIps> {
+        self.advance(now);
+        let token = req.client_token.clone();
+        let hash = request_hash(&req);
+        self.with_client_token("AssignPrivateIpAddresses", token.as_deref(), hash, now, |r| {
+            if req.network_interface_id.is_empty() {
+                return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+            }
+            let eni = r.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+            if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
+                return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
+            }
+            let named: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
+            let count = match (req.secondary_private_ip_address_count, named.is_empty()) {
+                (Some(_), false) => return Err(ModelError::ParameterConflict("SecondaryPrivateIpAddressCount and PrivateIpAddress.N")),
+                (None, true) => return Err(ModelError::MissingParameter("SecondaryPrivateIpAddressCount")),
+                (Some(0), true) => return Err(ModelError::invalid("SecondaryPrivateIpAddressCount", "must be at least 1")),
+                (Some(n), true) => n,
+                (None, false) => 0,
+            };
+            let adding = count + named.len() as u32;
+            let limit = r.ip_limit(eni);
+            if eni.ip_count() + adding > limit {
+                return Err(ModelError::Ipv4CountExceeded(limit));
+            }
+            // Plan with the current primary as "named" so the checks run on the new addresses
+            // only, then keep just the secondaries.
+            let vsw = eni.v_switch_id.clone();
+            let ipam = r.ipam.get(&vsw).ok_or_else(|| ModelError::VSwitchNotFound(vsw.clone()))?;
+            let mut wanted = Vec::new();
+            for ip in &named {
+                if !ipam.is_allocatable(*ip) {
+                    return Err(ModelError::VSwitchIpInvalid(ip.to_string()));
+                }
+                if ipam.is_used(*ip) {
+                    return Err(ModelError::PrivateIpDuplicated(ip.to_string()));
+                }
+                if wanted.contains(ip) {
+                    return Err(ModelError::IpRepeated(ip.to_string()));
+                }
+                wanted.push(*ip);
+            }
+            let picked = ipam.pick(count as usize, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw.clone()))?;
+            wanted.extend(picked);
+            let id = req.network_interface_id.clone();
+            for ip in &wanted {
+                r.hold_ip(&vsw, &id, *ip);
+            }
+            r.enis.get_mut(&id).expect("checked above").secondary_ips.extend(wanted.iter().copied());
+            r.mark(Kind::Eni, &id);
+            Ok(AssignedPrivateIps { network_interface_id: id, private_ip_addresses: wanted.iter().map(|ip| ip.to_string()).collect() })
+        })
+    }
+
+    /// Unassign secondary addresses. An address that is not on the ENI, and the primary
+    /// address, answer `InvalidIp.IpUnassigned` (Terway treats that as success).
+    pub fn unassign_private_ip_addresses(&mut self, req: UnassignPrivateIpAddresses, now: Millis) -> Result<()> {
+        self.advance(now);
+        if req.network_interface_id.is_empty() {
+            return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+        }
+        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+        if req.private_ip_addresses.is_empty() {
+            return Err(ModelError::MissingParameter("PrivateIpAddress.N"));
+        }
+        if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
+            return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
+        }
+        let mut doomed = Vec::new();
+        for s in &req.private_ip_addresses {
+            let ip = parse_ip(s)?;
+            if !eni.secondary_ips.contains(&ip) {
+                return Err(ModelError::IpUnassigned(s.clone()));
+            }
+            if doomed.contains(&ip) {
+                return Err(ModelError::IpRepeated(s.clone()));
+            }
+            doomed.push(ip);
+        }
+        let (id, vsw) = (eni.network_interface_id.clone(), eni.v_switch_id.clone());
+        for ip in &doomed {
+            self.free_ip(&vsw, &id, *ip);
+        }
+        self.enis.get_mut(&id).expect("checked above").secondary_ips.retain(|ip| !doomed.contains(ip));
+        self.mark(Kind::Eni, &id);
+        Ok(())
+    }
+
+    pub fn modify_network_interface_attribute(&mut self, req: ModifyNetworkInterfaceAttribute, now: Millis) -> Result<()> {
+        self.advance(now);
+        if req.network_interface_id.is_empty() {
+            return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+        }
+        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+        let touches_more = !req.security_group_ids.is_empty() || req.delete_on_release.is_some() || req.source_dest_check.is_some();
+        if eni.eni_type == EniType::Primary && touches_more {
+            return Err(ModelError::PrimaryEniOnlyNameAndDescription);
+        }
+        if !req.security_group_ids.is_empty() {
+            self.check_security_groups(&eni.vpc_id, &req.security_group_ids)?;
+        }
+        if let Some(n) = &req.network_interface_name {
+            check_text("NetworkInterfaceName", n, 128)?;
+        }
+        if let Some(d) = &req.description {
+            check_text("Description", d, 256)?;
+        }
+        let id = req.network_interface_id.clone();
+        if !req.security_group_ids.is_empty() {
+            let old = eni.security_group_ids.clone();
+            self.leave_groups(&id, &old);
+            self.join_groups(&id, &req.security_group_ids);
+        }
+        let eni = self.enis.get_mut(&id).expect("checked above");
+        if !req.security_group_ids.is_empty() {
+            eni.security_group_ids = req.security_group_ids;
+        }
+        if let Some(n) = req.network_interface_name {
+            eni.network_interface_name = n;
+        }
+        if let Some(d) = req.description {
+            eni.description = d;
+        }
+        if let Some(b) = req.delete_on_release {
+            eni.delete_on_release = b;
+        }
+        if let Some(b) = req.source_dest_check {
+            eni.source_dest_check = b;
+        }
+        self.mark(Kind::Eni, &id);
+        Ok(())
+    }
+}

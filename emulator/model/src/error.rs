@@ -1,0 +1,238 @@
+//! [`ModelError`]: every failure an action can return, one variant per cloud error code.
+//!
+//! The variant's `#[error]` text is the message the cloud sends (D21 tables and the API reference
+//! pages), `code()` is the `Code` field clients branch on (Terway decides only on the code, never
+//! on the HTTP status), `http_status()` is the status the cloud pairs with it. Each face maps this
+//! one enum: gRPC to a `tonic::Status` with a `google.rpc.ErrorInfo`, HTTP to the cloud's JSON.
+
+use thiserror::Error;
+
+/// Which product an error belongs to; it becomes the ErrorInfo domain / the HostId.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    Ecs,
+    Vpc,
+}
+
+impl Product {
+    pub fn domain(self) -> &'static str {
+        match self {
+            Product::Ecs => "ecs.aliyuncs.com",
+            Product::Vpc => "vpc.aliyuncs.com",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ModelError {
+    // ---- validation -------------------------------------------------------------------------
+    #[error("The input parameter \"{0}\" that is mandatory for processing this request is not supplied.")]
+    MissingParameter(&'static str),
+    #[error("The specified parameter \"{param}\" is not valid. {detail}")]
+    InvalidParameter { param: &'static str, detail: String },
+    #[error("The specified parameters {0} are mutually exclusive.")]
+    ParameterConflict(&'static str),
+    #[error("The specified parameter \"{0}\" is not supported.")]
+    UnsupportedParameter(&'static str),
+    #[error("Specified CIDR block \"{0}\" is not valid.")]
+    InvalidCidrBlock(String),
+    #[error("Specified CIDR block is not valid in VPC.")]
+    CidrNotInVpc,
+    #[error("Specified CIDR block overlapped with other subnets.")]
+    CidrOverlapped,
+    #[error("The specified IP address \"{0}\" is malformed.")]
+    InvalidPrivateIpMalformed(String),
+    #[error("The specified tag key \"{0}\" is not valid.")]
+    InvalidTagKey(String),
+    #[error("The Tag.N.Key contain duplicate key.")]
+    DuplicateTagKey,
+    #[error("The specified client token \"{0}\" is not valid (at most 64 ASCII characters).")]
+    InvalidClientToken(String),
+    #[error("The specified NextToken is not valid.")]
+    InvalidNextToken,
+
+    // ---- not found --------------------------------------------------------------------------
+    #[error("The specified EniId \"{0}\" is not found.")]
+    EniNotFound(String),
+    #[error("The specified instance \"{0}\" does not exist.")]
+    EcsNotFound(String),
+    #[error("The specified InstanceId \"{0}\" does not exist.")]
+    InstanceNotFound(String),
+    #[error("The specified VSwitchId \"{0}\" does not exist.")]
+    VSwitchNotFound(String),
+    #[error("The specified VpcId \"{0}\" does not exist.")]
+    VpcNotFound(String),
+    #[error("The specified SecurityGroupId \"{0}\" does not exist.")]
+    SecurityGroupNotFound(String),
+    #[error("The specified source security group \"{0}\" does not exist.")]
+    SourceGroupNotFound(String),
+    #[error("The specified ZoneId \"{0}\" does not exist in this region.")]
+    ZoneNotFound(String),
+    #[error("The specified InstanceType \"{0}\" does not exist.")]
+    InstanceTypeNotFound(String),
+    #[error("The specified security group rule \"{0}\" does not exist.")]
+    SecurityGroupRuleNotFound(String),
+
+    // ---- addresses --------------------------------------------------------------------------
+    #[error("The specified VSwitch \"{0}\" has not enough IpAddress.")]
+    VSwitchIpNotEnough(String),
+    #[error("The specified IP address \"{0}\" is not in the CIDR block of the vSwitch or is reserved.")]
+    VSwitchIpInvalid(String),
+    #[error("The specified private IP address \"{0}\" is already in use.")]
+    PrivateIpDuplicated(String),
+    #[error("The specified IP \"{0}\" is repeated in the request.")]
+    IpRepeated(String),
+    #[error("The specified IP \"{0}\" is not assigned on this ENI.")]
+    IpUnassigned(String),
+
+    // ---- state and limits -------------------------------------------------------------------
+    #[error("The operation is not allowed in the current ENI state. Expecting status is \"{expected}\" while current status is \"{current}\".")]
+    InvalidEniState { expected: &'static str, current: &'static str },
+    #[error("The operation is not allowed for this ENI: {0}")]
+    InvalidEniType(String),
+    #[error("The primary ENI of an instance cannot be detached.")]
+    DetachPrimaryEniNotAllowed,
+    #[error("Primary NetworkInterface is only allowed to modify name and description.")]
+    PrimaryEniOnlyNameAndDescription,
+    #[error("The operation is not allowed in the current instance state \"{0}\".")]
+    InvalidEcsState(&'static str),
+    #[error("The current status of the resource does not support this operation: instance is {0}.")]
+    IncorrectInstanceStatus(&'static str),
+    #[error("The zone of the ENI's vSwitch ({eni_zone}) differs from the zone of the instance ({instance_zone}).")]
+    AvailabilityZoneMismatch { eni_zone: String, instance_zone: String },
+    #[error("The specified resources do not belong to the same VPC: {0}")]
+    VpcMismatch(String),
+    #[error("The number of ENI exceeds the limit for the type of instance: {0}")]
+    EniPerInstanceLimitExceeded(String),
+    #[error("The number of private IPv4 addresses exceeds the limit of {0} per ENI.")]
+    Ipv4CountExceeded(u32),
+    #[error("The maximum number of security groups to which the specified resource can be added has been reached: {0}")]
+    JoinedGroupLimitExceed(String),
+    #[error("The specified security group ids has repeated.")]
+    SecurityGroupIdRepeated,
+    #[error("The specified instance can't join different types of security group.")]
+    MultiGroupType,
+    #[error("The maximum number of rules in security group \"{0}\" has been reached.")]
+    AuthorizationLimitExceed(String),
+    #[error("Virtual switch quota exceeded.")]
+    VSwitchQuotaExceeded,
+    #[error("Specified object has dependent resources: {0}")]
+    DependencyViolation(String),
+    #[error("The specified VPC still has vSwitches.")]
+    DependencyViolationVSwitch,
+    #[error("The specified VPC still has security groups.")]
+    DependencyViolationSecurityGroup,
+    #[error("The specified security group type \"{0}\" does not support this operation.")]
+    SecurityGroupTypeNotSupported(String),
+
+    // ---- security-group rule parameters -----------------------------------------------------
+    #[error("The specified IpProtocol \"{0}\" is not valid.")]
+    InvalidIpProtocol(String),
+    #[error("The specified PortRange \"{0}\" is not valid.")]
+    InvalidPortRange(String),
+    #[error("The specified Policy \"{0}\" is not valid.")]
+    InvalidPolicy(String),
+    #[error("The specified Priority \"{0}\" is not valid; it must be 1 to 100.")]
+    InvalidPriority(String),
+    #[error("The specified SourceCidrIp \"{0}\" is not valid.")]
+    InvalidSourceCidrIp(String),
+    #[error("The specified DestCidrIp \"{0}\" is not valid.")]
+    InvalidDestCidrIp(String),
+    #[error("The specified NicType \"{0}\" is not valid; only intranet is supported in a VPC.")]
+    InvalidNicType(String),
+
+    // ---- idempotency and service ------------------------------------------------------------
+    #[error("Request uses a client token in a previous request but is not identical to that request.")]
+    IdempotentParameterMismatch,
+    #[error("Request was denied due to request throttling.")]
+    Throttling,
+    #[error("The request processing has failed due to some unknown error, exception or failure.")]
+    InternalError,
+}
+
+impl ModelError {
+    pub fn invalid(param: &'static str, detail: impl Into<String>) -> ModelError {
+        ModelError::InvalidParameter { param, detail: detail.into() }
+    }
+
+    /// The cloud's error code, the field clients branch on.
+    pub fn code(&self) -> &'static str {
+        use ModelError::*;
+        match self {
+            MissingParameter(_) => "MissingParameter",
+            InvalidParameter { .. } => "InvalidParameter",
+            ParameterConflict(_) => "InvalidParameter.Conflict",
+            UnsupportedParameter(_) => "UnsupportedParameter",
+            InvalidCidrBlock(_) => "InvalidCidrBlock.Malformed",
+            CidrNotInVpc => "InvalidParameter",
+            CidrOverlapped => "InvalidCidrBlock.Overlapped",
+            InvalidPrivateIpMalformed(_) => "InvalidPrivateIpAddress.Malformed",
+            InvalidTagKey(_) => "InvalidTagKey.Malformed",
+            DuplicateTagKey => "Duplicate.TagKey",
+            InvalidClientToken(_) => "InvalidClientToken.Malformed",
+            InvalidNextToken => "InvalidNextToken.Malformed",
+            EniNotFound(_) => "InvalidEniId.NotFound",
+            EcsNotFound(_) => "InvalidEcsId.NotFound",
+            InstanceNotFound(_) => "InvalidInstanceId.NotFound",
+            VSwitchNotFound(_) => "InvalidVSwitchId.NotFound",
+            VpcNotFound(_) => "InvalidVpcId.NotFound",
+            SecurityGroupNotFound(_) => "InvalidSecurityGroupId.NotFound",
+            SourceGroupNotFound(_) => "InvalidSourceGroupId.NotFound",
+            ZoneNotFound(_) => "InvalidZoneId.NotFound",
+            InstanceTypeNotFound(_) => "InvalidInstanceType.NotFound",
+            SecurityGroupRuleNotFound(_) => "InvalidSecurityGroupRuleId.NotFound",
+            VSwitchIpNotEnough(_) => "InvalidVSwitchId.IpNotEnough",
+            VSwitchIpInvalid(_) => "InvalidVSwitchId.IpInvalid",
+            PrivateIpDuplicated(_) => "InvalidPrivateIpAddress.Duplicated",
+            IpRepeated(_) => "InvalidIp.IpRepeated",
+            IpUnassigned(_) => "InvalidIp.IpUnassigned",
+            InvalidEniState { .. } => "InvalidOperation.InvalidEniState",
+            InvalidEniType(_) => "InvalidOperation.InvalidEniType",
+            DetachPrimaryEniNotAllowed => "InvalidOperation.DetachPrimaryEniNotAllowed",
+            PrimaryEniOnlyNameAndDescription => "InvalidOperation.PrimaryEniOnlySupportModifyNameAndDesc",
+            InvalidEcsState(_) => "InvalidOperation.InvalidEcsState",
+            IncorrectInstanceStatus(_) => "IncorrectInstanceStatus",
+            AvailabilityZoneMismatch { .. } => "InvalidOperation.AvailabilityZoneMismatch",
+            VpcMismatch(_) => "InvalidOperation.VpcMismatch",
+            EniPerInstanceLimitExceeded(_) => "EniPerInstanceLimitExceeded",
+            Ipv4CountExceeded(_) => "InvalidOperation.Ipv4CountExceeded",
+            JoinedGroupLimitExceed(_) => "JoinedGroupLimitExceed",
+            SecurityGroupIdRepeated => "InvalidParameter.SecurityGroupIdRepeated",
+            MultiGroupType => "InvalidOperation.MultiGroupType",
+            AuthorizationLimitExceed(_) => "AuthorizationLimitExceed",
+            VSwitchQuotaExceeded => "QuotaExceeded.VSwitch",
+            DependencyViolation(_) => "DependencyViolation",
+            DependencyViolationVSwitch => "DependencyViolation.VSwitch",
+            DependencyViolationSecurityGroup => "DependencyViolation.SecurityGroup",
+            SecurityGroupTypeNotSupported(_) => "InvalidSecurityGroupType.NotSupported",
+            InvalidIpProtocol(_) => "InvalidIpProtocol.Malformed",
+            InvalidPortRange(_) => "InvalidIpPortRange.Malformed",
+            InvalidPolicy(_) => "InvalidPolicy.Malformed",
+            InvalidPriority(_) => "InvalidPriority.Malformed",
+            InvalidSourceCidrIp(_) => "InvalidSourceCidrIp.Malformed",
+            InvalidDestCidrIp(_) => "InvalidDestCidrIp.Malformed",
+            InvalidNicType(_) => "InvalidNicType.ValueNotSupported",
+            IdempotentParameterMismatch => "IdempotentParameterMismatch",
+            Throttling => "Throttling",
+            InternalError => "InternalError",
+        }
+    }
+
+    /// The HTTP status the cloud sends with this code (reference §5 and the API pages).
+    pub fn http_status(&self) -> u16 {
+        use ModelError::*;
+        match self {
+            EniNotFound(_) | EcsNotFound(_) | InstanceNotFound(_) | VSwitchNotFound(_)
+            | VpcNotFound(_) | SecurityGroupNotFound(_) | SourceGroupNotFound(_)
+            | ZoneNotFound(_) | InstanceTypeNotFound(_) | SecurityGroupRuleNotFound(_)
+            | SecurityGroupIdRepeated | PrimaryEniOnlyNameAndDescription => 404,
+            VSwitchIpNotEnough(_) | VSwitchIpInvalid(_) | IpUnassigned(_) | IpRepeated(_)
+            | InvalidEniType(_) | AvailabilityZoneMismatch { .. } | VpcMismatch(_)
+            | EniPerInstanceLimitExceeded(_) | Ipv4CountExceeded(_) | MultiGroupType
+            | AuthorizationLimitExceed(_) | DependencyViolation(_) | DependencyViolationVSwitch
+            | DependencyViolationSecurityGroup | IdempotentParameterMismatch => 403,
+            InternalError => 500,
+            _ => 400,
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! VPCs and vSwitches (VPC API `2016-04-28`): CreateVpc, DescribeVpcs, DeleteVpc, CreateVSwitch,
+//! DescribeVSwitches, DeleteVSwitch.
+//!
+//! Address rules from the VPC documentation: a VPC CIDR is /8 to /28 and may not lie in the
+//! ranges the platform keeps (100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4); a vSwitch
+//! is /16 to /29, inside its VPC, overlapping no other vSwitch of the VPC (so a private IP is
+//! unique per VPC as soon as it is unique per vSwitch); at most 150 vSwitches per VPC. Deleting
+//! refuses while dependents exist (`DependencyViolation`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+use crate::ids::IdKind;
+use crate::ipam::Ipam;
+use crate::net::Cidr;
+use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
+use crate::region::{Kind, Region, request_hash, check_tags, has_all_tags};
+use crate::time::Millis;
+use crate::{Result, Tag};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Vpc {
+    pub vpc_id: String,
+    pub vpc_name: String,
+    pub description: String,
+    pub cidr_block: Cidr,
+    pub v_router_id: String,
+    pub route_table_id: String,
+    pub resource_group_id: String,
+    pub tags: Vec<Tag>,
+    pub creation_time: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VSwitch {
+    pub v_switch_id: String,
+    pub vpc_id: String,
+    pub zone_id: String,
+    pub cidr: Cidr,
+    pub v_switch_name: String,
+    pub description: String,
+    pub resource_group_id: String,
+    pub tags: Vec<Tag>,
+    pub creation_time: Millis,
+}
+
+/// A vSwitch with the figures that are derived, not stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VSwitchView {
+    pub v_switch: VSwitch,
+    pub available_ip_address_count: u64,
+}
+
+const FORBIDDEN: [&str; 4] = ["100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4"];
+
+fn parse_cidr(s: &str) -> Result<Cidr> {
+    s.parse().map_err(|_| ModelError::InvalidCidrBlock(s.to_string()))
+}
+
+fn check_name(param: &'static str, name: &str) -> Result<()> {
+    // The cloud: 1–128 characters, must not start with http:// or https://.
+    if name.chars().count() > 128 || name.starts_with("http://") || name.starts_with("https://") {
+        return Err(ModelError::invalid(param, "1 to 128 characters, not starting with http:// or https://"));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateVpc {
+    pub cidr_block: Option<String>,
+    pub vpc_name: String,
+    pub description: String,
+    pub resource_group_id: String,
+    pub tags: Vec<Tag>,
+    pub client_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribeVpcs {
+    /// Up to 20 IDs, comma-separated in the cloud's request.
+    pub vpc_ids: Vec<String>,
+    pub vpc_name: Option<String>,
+    pub page: PageRequest,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateVSwitch {
+    pub vpc_id: String,
+    pub zone_id: String,
+    pub cidr_block: String,
+    pub v_switch_name: String,
+    pub description: String,
+    pub tags: Vec<Tag>,
+    pub client_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribeVSwitches {
+    pub v_switch_ids: Vec<String>,
+    pub vpc_id: Option<String>,
+    pub zone_id: Option<String>,
+    pub v_switch_name: Option<String>,
+    pub tags: Vec<Tag>,
+    pub page: PageRequest,
+}
+
+const VPC_PAGES: PageBounds = PageBounds { default_size: 10, max_page_size: 50, min_results: 1, max_results: 100 };
+
+impl Region {
+    pub fn create_vpc(&mut self, req: CreateVpc, now: Millis) -> Result<Vpc> {
+        self.advance(now);
+        let token = req.client_token.clone();
+        let hash = request_hash(&req);
+        self.with_client_token("CreateVpc", token.as_deref(), hash, now, |r| {
+            // The cloud's default VPC block when none is given.
+            let cidr = parse_cidr(req.cidr_block.as_deref().unwrap_or("172.16.0.0/12"))?;
+            if !(8..=28).contains(&cidr.prefix()) {
+                return Err(ModelError::InvalidCidrBlock(cidr.to_string()));
+            }
+            if FORBIDDEN.iter().any(|f| f.parse::<Cidr>().expect("constant").overlaps(&cidr)) {
+                return Err(ModelError::InvalidCidrBlock(cidr.to_string()));
+            }
+            check_name("VpcName", &req.vpc_name)?;
+            check_tags(&req.tags)?;
+            let vpc = Vpc {
+                vpc_id: r.new_id(IdKind::Vpc),
+                vpc_name: req.vpc_name,
+                description: req.description,
+                cidr_block: cidr,
+                v_router_id: r.new_id(IdKind::VRouter),
+                route_table_id: r.new_id(IdKind::RouteTable),
+                resource_group_id: req.resource_group_id,
+                tags: req.tags,
+                creation_time: now,
+            };
+            r.vpcs.insert(vpc.vpc_id.clone(), vpc.clone());
+            r.mark(Kind::Vpc, &vpc.vpc_id);
+            Ok(vpc)
+        })
+    }
+
+    pub fn describe_vpcs(&mut self, req: &DescribeVpcs, now: Millis) -> Result<(Vec<Vpc>, PageInfo)> {
+        self.advance(now);
+        if req.vpc_ids.len() > 20 {
+            return Err(ModelError::invalid("VpcId", "at most 20 IDs"));
+        }
+        let items: Vec<Vpc> = self
+            .vpcs
+            .values()
+            .filter(|v| req.vpc_ids.is_empty() || req.vpc_ids.contains(&v.vpc_id))
+            .filter(|v| req.vpc_name.as_ref().is_none_or(|n| &v.vpc_name == n))
+            .cloned()
+            .collect();
+        paginate(items, |v| &v.vpc_id, &req.page, VPC_PAGES)
+    }
+
+    /// The vSwitches of a VPC, for DescribeVpcs' `VSwitchIds`.
+    pub fn vswitch_ids_of(&self, vpc_id: &str) -> Vec<String> {
+        self.vswitches.values().filter(|v| v.vpc_id == vpc_id).map(|v| v.v_switch_id.clone()).collect()
+    }
+
+    pub fn delete_vpc(&mut self, vpc_id: &str, now: Millis) -> Result<()> {
+        self.advance(now);
+        if !self.vpcs.contains_key(vpc_id) {
+            return Err(ModelError::VpcNotFound(vpc_id.to_string()));
+        }
+        if self.vswitches.values().any(|v| v.vpc_id == vpc_id) {
+            return Err(ModelError::DependencyViolationVSwitch);
+        }
+        if self.sgs.values().any(|s| s.vpc_id == vpc_id) {
+            return Err(ModelError::DependencyViolationSecurityGroup);
+        }
+        self.vpcs.remove(vpc_id);
+        self.mark(Kind::Vpc, vpc_id);
+        Ok(())
+    }
+
+    pub fn create_vswitch(&mut self, req: CreateVSwitch, now: Millis) -> Result<VSwitch> {
+        self.advance(now);
+        let token = req.client_token.clone();
+        let hash = request_hash(&req);
+        self.with_client_token("CreateVSwitch", token.as_deref(), hash, now, |r| {
+            if req.vpc_id.is_empty() {
+                return Err(ModelError::MissingParameter("VpcId"));
+            }
+            if req.zone_id.is_empty() {
+                return Err(ModelError::MissingParameter("ZoneId"));
+            }
+            if req.cidr_block.is_empty() {
+                return Err(ModelError::MissingParameter("CidrBlock"));
+            }
+            let cidr = parse_cidr(&req.cidr_block)?;
+            let vpc = r.vpcs.get(&req.vpc_id).ok_or_else(|| ModelError::VpcNotFound(req.vpc_id.clone()))?;
+            r.check_zone(&req.zone_id)?;
+            if !(16..=29).contains(&cidr.prefix()) {
+                return Err(ModelError::InvalidCidrBlock(cidr.to_string()));
+            }
+            if !vpc.cidr_block.covers(&cidr) {
+                return Err(ModelError::CidrNotInVpc);
+            }
+            let siblings: Vec<&VSwitch> = r.vswitches.values().filter(|v| v.vpc_id == req.vpc_id).collect();
+            if siblings.iter().any(|v| v.cidr.overlaps(&cidr)) {
+                return Err(ModelError::CidrOverlapped);
+            }
+            if siblings.len() >= r.config.limits.vswitches_per_vpc {
+                return Err(ModelError::VSwitchQuotaExceeded);
+            }
+            check_name("VSwitchName", &req.v_switch_name)?;
+            check_tags(&req.tags)?;
+            let resource_group_id = vpc.resource_group_id.clone();
+            let vsw = VSwitch {
+                v_switch_id: r.new_id(IdKind::VSwitch),
+                vpc_id: req.vpc_id,
+                zone_id: req.zone_id,
+                cidr,
+                v_switch_name: req.v_switch_name,
+                description: req.description,
+                resource_group_id,
+                tags: req.tags,
+                creation_time: now,
+            };
+            r.ipam.insert(vsw.v_switch_id.clone(), Ipam::new(cidr));
+            r.vswitches.insert(vsw.v_switch_id.clone(), vsw.clone());
+            r.mark(Kind::VSwitch, &vsw.v_switch_id);
+            Ok(vsw)
+        })
+    }
+
+    pub fn vswitch_view(&self, vsw: &VSwitch) -> VSwitchView {
+        let available = self.ipam.get(&vsw.v_switch_id).map_or(vsw.cidr.usable(), Ipam::available);
+        VSwitchView { v_switch: vsw.clone(), available_ip_address_count: available }
+    }
+
+    pub fn vswitch(&self, id: &str) -> Option<&VSwitch> {
+        self.vswitches.get(id)
+    }
+
+    pub fn vpc(&self, id: &str) -> Option<&Vpc> {
+        self.vpcs.get(id)
+    }
+
+    pub fn describe_vswitches(&mut self, req: &DescribeVSwitches, now: Millis) -> Result<(Vec<VSwitchView>, PageInfo)> {
+        self.advance(now);
+        let items: Vec<VSwitchView> = self
+            .vswitches
+            .values()
+            .filter(|v| req.v_switch_ids.is_empty() || req.v_switch_ids.contains(&v.v_switch_id))
+            .filter(|v| req.vpc_id.as_ref().is_none_or(|x| &v.vpc_id == x))
+            .filter(|v| req.zone_id.as_ref().is_none_or(|x| &v.zone_id == x))
+            .filter(|v| req.v_switch_name.as_ref().is_none_or(|x| &v.v_switch_name == x))
+            .filter(|v| has_all_tags(&v.tags, &req.tags))
+            .map(|v| self.vswitch_view(v))
+            .collect();
+        paginate(items, |v| &v.v_switch.v_switch_id, &req.page, VPC_PAGES)
+    }
+
+    pub fn delete_vswitch(&mut self, vswitch_id: &str, now: Millis) -> Result<()> {
+        self.advance(now);
+        if !self.vswitches.contains_key(vswitch_id) {
+            return Err(ModelError::VSwitchNotFound(vswitch_id.to_string()));
+        }
+        if let Some(eni) = self.enis.values().find(|e| e.v_switch_id == vswitch_id) {
+            return Err(ModelError::DependencyViolation(format!("ENI {} is in this vSwitch", eni.network_interface_id)));
+        }
+        self.vswitches.remove(vswitch_id);
+        self.ipam.remove(vswitch_id);
+        self.mark(Kind::VSwitch, vswitch_id);
+        Ok(())
+    }
+}
