@@ -1,1 +1,16 @@
-fn main(){}
+//! Compiles `enifab/v1/*.proto` with protox (a protobuf compiler in Rust: no protoc needed) and
+//! writes the descriptor set that gRPC reflection and the generic JSON codec use.
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["enifab/v1/common.proto", "enifab/v1/vpc.proto", "enifab/v1/ecs.proto", "enifab/v1/emulator.proto"];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["."])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("enifab_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    Ok(())
+}

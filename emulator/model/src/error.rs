@@ -51,6 +51,9 @@ pub enum ModelError {
     #[error("The specified NextToken is not valid.")]
     InvalidNextToken,
 
+    #[error("The specified RegionId \"{0}\" does not exist.")]
+    RegionNotFound(String),
+
     // ---- not found --------------------------------------------------------------------------
     #[error("The specified EniId \"{0}\" is not found.")]
     EniNotFound(String),
@@ -171,6 +174,7 @@ impl ModelError {
             DuplicateTagKey => "Duplicate.TagKey",
             InvalidClientToken(_) => "InvalidClientToken.Malformed",
             InvalidNextToken => "InvalidNextToken.Malformed",
+            RegionNotFound(_) => "InvalidRegionId.NotFound",
             EniNotFound(_) => "InvalidEniId.NotFound",
             EcsNotFound(_) => "InvalidEcsId.NotFound",
             InstanceNotFound(_) => "InvalidInstanceId.NotFound",
@@ -222,7 +226,7 @@ impl ModelError {
     pub fn http_status(&self) -> u16 {
         use ModelError::*;
         match self {
-            EniNotFound(_) | EcsNotFound(_) | InstanceNotFound(_) | VSwitchNotFound(_)
+            RegionNotFound(_) | EniNotFound(_) | EcsNotFound(_) | InstanceNotFound(_) | VSwitchNotFound(_)
             | VpcNotFound(_) | SecurityGroupNotFound(_) | SourceGroupNotFound(_)
             | ZoneNotFound(_) | InstanceTypeNotFound(_) | SecurityGroupRuleNotFound(_)
             | SecurityGroupIdRepeated | PrimaryEniOnlyNameAndDescription => 404,

@@ -1,0 +1,43 @@
+//! `enifab.v1.Emulator`: actions the cloud does not have (custom instance types).
+
+use enifab_model::catalog::InstanceType;
+use enifab_proto::v1 as pb;
+use enifab_proto::v1::emulator_server::Emulator;
+use tonic::{Request, Response, Status};
+
+use super::{Ctx, request_id};
+
+#[derive(Clone, Debug)]
+pub struct EmulatorService {
+    pub ctx: Ctx,
+}
+
+fn non_negative(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+#[tonic::async_trait]
+impl Emulator for EmulatorService {
+    async fn create_instance_type(&self, req: Request<pb::CreateInstanceTypeRequest>) -> Result<Response<pb::CreateInstanceTypeResponse>, Status> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let t = InstanceType {
+            instance_type_id: q.instance_type_id,
+            instance_type_family: q.instance_type_family,
+            cpu_core_count: non_negative(q.cpu_core_count.into()) as u32,
+            memory_size_gib: q.memory_size.max(0.0),
+            eni_quantity: non_negative(q.eni_quantity.into()) as u32,
+            eni_private_ip_address_quantity: non_negative(q.eni_private_ip_address_quantity.into()) as u32,
+            eni_ipv6_address_quantity: non_negative(q.eni_ipv6_address_quantity.into()) as u32,
+            eni_total_quantity: non_negative(q.eni_total_quantity.into()) as u32,
+            eni_trunk_supported: q.eni_trunk_supported,
+            instance_bandwidth_rx_kbps: non_negative(q.instance_bandwidth_rx),
+            instance_bandwidth_tx_kbps: non_negative(q.instance_bandwidth_tx),
+            instance_pps_rx: non_negative(q.instance_pps_rx),
+            instance_pps_tx: non_negative(q.instance_pps_tx),
+            custom: true,
+        };
+        let t = self.ctx.call(&rid, "", move |r, now| r.create_instance_type(t, now)).await?;
+        Ok(Response::new(pb::CreateInstanceTypeResponse { request_id: rid, instance_type_id: t.instance_type_id }))
+    }
+}

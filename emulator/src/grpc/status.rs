@@ -1,0 +1,48 @@
+//! [`ModelError`] → `tonic::Status`, the gRPC face of the cloud's error codes.
+//!
+//! The status message starts with the cloud code (`InvalidEniId.NotFound: The specified EniId
+//! …`), and a `google.rpc.ErrorInfo` detail carries the code as `reason`, the product endpoint as
+//! `domain` (`ecs.aliyuncs.com`, `vpc.aliyuncs.com`) and the cloud's HTTP status and the request
+//! ID as metadata, so a client can branch on the same string Terway branches on.
+
+use std::collections::HashMap;
+
+use enifab_model::ModelError;
+use enifab_model::error::Product;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The gRPC code closest to what the cloud's error means.
+pub fn grpc_code(e: &ModelError) -> Code {
+    use ModelError::*;
+    match e {
+        Throttling => Code::ResourceExhausted,
+        InternalError => Code::Internal,
+        IdempotentParameterMismatch => Code::AlreadyExists,
+        VSwitchIpNotEnough(_) | EniPerInstanceLimitExceeded(_) | Ipv4CountExceeded(_) | JoinedGroupLimitExceed(_)
+        | AuthorizationLimitExceed(_) | VSwitchQuotaExceeded => Code::ResourceExhausted,
+        InvalidEniState { .. } | InvalidEcsState(_) | IncorrectInstanceStatus(_) | DependencyViolation(_)
+        | DependencyViolationVSwitch | DependencyViolationSecurityGroup | DetachPrimaryEniNotAllowed
+        | InvalidEniType(_) | PrimaryEniOnlyNameAndDescription | IpUnassigned(_) | PrivateIpDuplicated(_) => {
+            Code::FailedPrecondition
+        }
+        _ if e.http_status() == 404 => Code::NotFound,
+        _ => Code::InvalidArgument,
+    }
+}
+
+pub fn to_status(e: &ModelError, product: Product, request_id: &str) -> Status {
+    let metadata = HashMap::from([
+        ("http_status".to_string(), e.http_status().to_string()),
+        ("request_id".to_string(), request_id.to_string()),
+    ]);
+    let details = ErrorDetails::with_error_info(e.code(), product.domain(), metadata);
+    Status::with_error_details(grpc_code(e), format!("{}: {e}", e.code()), details)
+}
+
+/// The cloud code and message of a status produced by [`to_status`], for clients.
+pub fn cloud_error(status: &Status) -> Option<(String, String)> {
+    let info = status.get_details_error_info()?;
+    let message = status.message().strip_prefix(&format!("{}: ", info.reason)).unwrap_or(status.message());
+    Some((info.reason, message.to_string()))
+}

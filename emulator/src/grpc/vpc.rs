@@ -1,0 +1,130 @@
+//! `enifab.v1.Vpc`: VPCs and vSwitches.
+
+use enifab_model::paging::PageRequest;
+use enifab_model::vpc as m;
+use enifab_proto::v1 as pb;
+use enifab_proto::v1::vpc_server::Vpc;
+use tonic::{Request, Response, Status};
+
+use super::{Ctx, comma_list, count, opt, render, request_id, tags};
+
+#[derive(Clone, Debug)]
+pub struct VpcService {
+    pub ctx: Ctx,
+}
+
+type Res<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Vpc for VpcService {
+    async fn create_vpc(&self, req: Request<pb::CreateVpcRequest>) -> Res<pb::CreateVpcResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let req = m::CreateVpc {
+            cidr_block: opt(q.cidr_block),
+            vpc_name: q.vpc_name,
+            description: q.description,
+            resource_group_id: q.resource_group_id,
+            tags: tags(q.tag),
+            client_token: opt(q.client_token),
+        };
+        let v = self.ctx.call(&rid, &q.region_id, move |r, now| r.create_vpc(req, now)).await?;
+        Ok(Response::new(pb::CreateVpcResponse {
+            request_id: rid,
+            vpc_id: v.vpc_id,
+            v_router_id: v.v_router_id,
+            route_table_id: v.route_table_id,
+            resource_group_id: v.resource_group_id,
+        }))
+    }
+
+    async fn describe_vpcs(&self, req: Request<pb::DescribeVpcsRequest>) -> Res<pb::DescribeVpcsResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let region = self.ctx.model.region_id().to_string();
+        let (items, info) = self
+            .ctx
+            .call(&rid, &q.region_id, move |r, now| {
+                let req = m::DescribeVpcs {
+                    vpc_ids: comma_list(&q.vpc_id),
+                    vpc_name: opt(q.vpc_name),
+                    page: PageRequest {
+                        page_number: count("PageNumber", q.page_number)?,
+                        page_size: count("PageSize", q.page_size)?,
+                        ..Default::default()
+                    },
+                };
+                let (vpcs, info) = r.describe_vpcs(&req, now)?;
+                let items: Vec<_> = vpcs.into_iter().map(|v| { let vs = r.vswitch_ids_of(&v.vpc_id); (v, vs) }).collect();
+                Ok((items, info))
+            })
+            .await?;
+        Ok(Response::new(pb::DescribeVpcsResponse {
+            request_id: rid,
+            total_count: info.total_count as i32,
+            page_number: info.page_number as i32,
+            page_size: info.page_size as i32,
+            vpcs: Some(pb::VpcList { vpc: items.into_iter().map(|(v, vs)| render::vpc_item(&region, &v, vs)).collect() }),
+        }))
+    }
+
+    async fn delete_vpc(&self, req: Request<pb::DeleteVpcRequest>) -> Res<pb::DeleteVpcResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.delete_vpc(&q.vpc_id, now)).await?;
+        Ok(Response::new(pb::DeleteVpcResponse { request_id: rid }))
+    }
+
+    async fn create_v_switch(&self, req: Request<pb::CreateVSwitchRequest>) -> Res<pb::CreateVSwitchResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let req = m::CreateVSwitch {
+            vpc_id: q.vpc_id,
+            zone_id: q.zone_id,
+            cidr_block: q.cidr_block,
+            v_switch_name: q.v_switch_name,
+            description: q.description,
+            tags: tags(q.tag),
+            client_token: opt(q.client_token),
+        };
+        let v = self.ctx.call(&rid, &q.region_id, move |r, now| r.create_vswitch(req, now)).await?;
+        Ok(Response::new(pb::CreateVSwitchResponse { request_id: rid, v_switch_id: v.v_switch_id }))
+    }
+
+    async fn describe_v_switches(&self, req: Request<pb::DescribeVSwitchesRequest>) -> Res<pb::DescribeVSwitchesResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let (items, info) = self
+            .ctx
+            .call(&rid, &q.region_id, move |r, now| {
+                let req = m::DescribeVSwitches {
+                    v_switch_ids: comma_list(&q.v_switch_id),
+                    vpc_id: opt(q.vpc_id),
+                    zone_id: opt(q.zone_id),
+                    v_switch_name: opt(q.v_switch_name),
+                    tags: tags(q.tag),
+                    page: PageRequest {
+                        page_number: count("PageNumber", q.page_number)?,
+                        page_size: count("PageSize", q.page_size)?,
+                        ..Default::default()
+                    },
+                };
+                r.describe_vswitches(&req, now)
+            })
+            .await?;
+        Ok(Response::new(pb::DescribeVSwitchesResponse {
+            request_id: rid,
+            total_count: info.total_count as i32,
+            page_number: info.page_number as i32,
+            page_size: info.page_size as i32,
+            v_switches: Some(pb::VSwitchList { v_switch: items.iter().map(render::vswitch_item).collect() }),
+        }))
+    }
+
+    async fn delete_v_switch(&self, req: Request<pb::DeleteVSwitchRequest>) -> Res<pb::DeleteVSwitchResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.delete_vswitch(&q.v_switch_id, now)).await?;
+        Ok(Response::new(pb::DeleteVSwitchResponse { request_id: rid }))
+    }
+}

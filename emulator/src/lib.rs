@@ -1,0 +1,20 @@
+//! The `enifab` binary's library: everything with sockets, threads and files lives here, around
+//! the pure `enifab-model` (and later `enifab-dataplane`) crates.
+//!
+//! # Layout
+//! - [`actor`]: the single thread that owns the model and commits every call to [`store`];
+//! - [`store`]: SQLite persistence (WAL, `synchronous=FULL`);
+//! - [`grpc`]: the `enifab.v1` services, thin translators between proto and model;
+//! - [`serve`]: `enifab serve`, one port for gRPC, reflection, health and HTTP;
+//! - [`codec`]: the cloud's flat parameters (`SecurityGroupIds.1=…`) and PascalCase JSON,
+//!   derived from the proto descriptors, shared by the CLI and the HTTP endpoint;
+//! - [`cli`]: `enifab ecs|vpc|emulator <Action> --Param value` over gRPC;
+//! - [`apply`]: `enifab apply -f FILE.yaml`, declarative creation of a topology's cloud side.
+
+pub mod actor;
+pub mod apply;
+pub mod cli;
+pub mod codec;
+pub mod grpc;
+pub mod serve;
+pub mod store;
