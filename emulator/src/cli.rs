@@ -1,0 +1,138 @@
+//! `enifab ecs|vpc|emulator <Action> --Param value …`: the aliyun-CLI-shaped client.
+//!
+//! Any action of `enifab.v1` can be called by name with the cloud's flat parameters; the
+//! response prints as the cloud's JSON (PascalCase, double-wrapped lists). A cloud error prints
+//! `Code: Message` on stderr and exits 1, so scripts can branch on the code like Terway does.
+
+use std::time::Duration;
+
+use enifab_proto::v1 as pb;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec::{self, dynamic::DynCodec};
+use crate::grpc::status::cloud_error;
+
+/// The endpoint clients use when neither `--endpoint` nor `ENIFAB_ENDPOINT` is given.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:50051";
+
+/// What can go wrong when calling an action.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{code}: {message}")]
+    Cloud { code: String, message: String },
+    #[error("cannot reach the emulator at {endpoint}: {reason}")]
+    Transport { endpoint: String, reason: String },
+}
+
+/// Connect to `endpoint` (`host:port` or a URL).
+pub async fn connect(endpoint: &str) -> Result<Channel, CallError> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let transport = |reason: String| CallError::Transport {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    Endpoint::from_shared(url)
+        .map_err(|e| transport(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| transport(format!("{e}")))
+}
+
+/// `--Key value` and `--Key=value` pairs, in order.
+pub fn parse_flags(args: &[String]) -> Result<Vec<(String, String)>, CallError> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let Some(key) = arg.strip_prefix("--") else {
+            return Err(CallError::Usage(format!(
+                "expected --Parameter, got {arg:?}"
+            )));
+        };
+        match key.split_once('=') {
+            Some((k, v)) => out.push((k.to_string(), v.to_string())),
+            None => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| CallError::Usage(format!("--{key} needs a value")))?;
+                out.push((key.to_string(), v.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Call `/enifab.v1.<service>/<action>` with flat cloud parameters; return the cloud's JSON.
+pub async fn call(
+    channel: Channel,
+    service: &str,
+    action: &str,
+    params: &[(String, String)],
+) -> Result<serde_json::Value, CallError> {
+    let method = codec::method(service, action).ok_or_else(|| {
+        CallError::Usage(format!(
+            "{service} has no action {action:?}; actions: {}",
+            codec::actions(service).join(", ")
+        ))
+    })?;
+    let request = codec::params_to_message(&method.input(), params, true)
+        .map_err(|e| CallError::Usage(e.to_string()))?;
+    let path = format!("/enifab.v1.{service}/{action}")
+        .parse()
+        .expect("a valid path");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| CallError::Transport {
+        endpoint: String::new(),
+        reason: e.to_string(),
+    })?;
+    let response = grpc
+        .unary(
+            tonic::Request::new(request),
+            path,
+            DynCodec {
+                output: method.output(),
+            },
+        )
+        .await;
+    match response {
+        Ok(r) => Ok(codec::message_to_json(&r.into_inner())),
+        Err(status) => Err(match cloud_error(&status) {
+            Some((code, message)) => CallError::Cloud { code, message },
+            None => CallError::Transport {
+                endpoint: String::new(),
+                reason: status.to_string(),
+            },
+        }),
+    }
+}
+
+/// Typed clients for code that knows what it calls (apply, lab, tests).
+pub struct Clients {
+    pub ecs: pb::ecs_client::EcsClient<Channel>,
+    pub vpc: pb::vpc_client::VpcClient<Channel>,
+    pub emulator: pb::emulator_client::EmulatorClient<Channel>,
+}
+
+impl Clients {
+    pub fn new(channel: Channel) -> Clients {
+        Clients {
+            ecs: pb::ecs_client::EcsClient::new(channel.clone()),
+            vpc: pb::vpc_client::VpcClient::new(channel.clone()),
+            emulator: pb::emulator_client::EmulatorClient::new(channel),
+        }
+    }
+}
+
+/// A status as `Code: Message`, using the cloud code when the status carries one.
+pub fn describe_status(status: &tonic::Status) -> String {
+    match cloud_error(status) {
+        Some((code, message)) => format!("{code}: {message}"),
+        None => format!("{:?}: {}", status.code(), status.message()),
+    }
+}

@@ -27,7 +27,7 @@ use crate::ids::IdKind;
 use crate::instance::InstanceStatus;
 use crate::net::Mac;
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
-use crate::region::{Kind, Region, request_hash, check_tags, has_all_tags, parse_ip};
+use crate::region::{Kind, Region, check_tags, has_all_tags, parse_ip, request_hash};
 use crate::time::Millis;
 use crate::{Result, Tag};
 
@@ -50,7 +50,14 @@ impl EniType {
     }
 
     pub fn parse(s: &str) -> Option<EniType> {
-        [EniType::Primary, EniType::Secondary, EniType::Trunk, EniType::Member].into_iter().find(|t| t.as_str() == s)
+        [
+            EniType::Primary,
+            EniType::Secondary,
+            EniType::Trunk,
+            EniType::Member,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 }
 
@@ -75,9 +82,15 @@ impl EniStatus {
     }
 
     pub fn parse(s: &str) -> Option<EniStatus> {
-        [EniStatus::Available, EniStatus::Attaching, EniStatus::InUse, EniStatus::Detaching, EniStatus::Deleting]
-            .into_iter()
-            .find(|t| t.as_str() == s)
+        [
+            EniStatus::Available,
+            EniStatus::Attaching,
+            EniStatus::InUse,
+            EniStatus::Detaching,
+            EniStatus::Deleting,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 }
 
@@ -132,7 +145,9 @@ impl Eni {
 
     pub fn vlan(&self) -> Option<u16> {
         let a = self.attachment.as_ref()?;
-        a.trunk_network_interface_id.as_ref().map(|_| a.device_index as u16)
+        a.trunk_network_interface_id
+            .as_ref()
+            .map(|_| a.device_index as u16)
     }
 }
 
@@ -248,7 +263,12 @@ pub struct EniAttribute {
     pub member_network_interface_ids: Vec<String>,
 }
 
-const ENI_PAGES: PageBounds = PageBounds { default_size: 10, max_page_size: 1000, min_results: 10, max_results: 500 };
+const ENI_PAGES: PageBounds = PageBounds {
+    default_size: 10,
+    max_page_size: 1000,
+    min_results: 10,
+    max_results: 500,
+};
 
 fn not_found(id: &str) -> ModelError {
     ModelError::EniNotFound(id.to_string())
@@ -256,7 +276,10 @@ fn not_found(id: &str) -> ModelError {
 
 fn check_text(param: &'static str, s: &str, max: usize) -> Result<()> {
     if s.chars().count() > max || s.starts_with("http://") || s.starts_with("https://") {
-        return Err(ModelError::invalid(param, format!("at most {max} characters, not starting with http:// or https://")));
+        return Err(ModelError::invalid(
+            param,
+            format!("at most {max} characters, not starting with http:// or https://"),
+        ));
     }
     Ok(())
 }
@@ -272,13 +295,25 @@ impl Region {
 
     /// Members of a trunk ENI, by VLAN id.
     pub fn trunk_members(&self, trunk_id: &str) -> impl Iterator<Item = (u32, &String)> {
-        self.members.get(trunk_id).into_iter().flat_map(|m| m.iter().map(|(v, e)| (*v, e)))
+        self.members
+            .get(trunk_id)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(v, e)| (*v, e)))
     }
 
     /// Choose the addresses of a new ENI: `primary` if named (else one from the pool), the
     /// `named` secondaries, and `count` more from the pool. Changes nothing.
-    pub(crate) fn plan_eni_ips(&self, vsw_id: &str, primary: Option<Ipv4Addr>, named: &[Ipv4Addr], count: u32) -> Result<IpPlan> {
-        let ipam = self.ipam.get(vsw_id).ok_or_else(|| ModelError::VSwitchNotFound(vsw_id.to_string()))?;
+    pub(crate) fn plan_eni_ips(
+        &self,
+        vsw_id: &str,
+        primary: Option<Ipv4Addr>,
+        named: &[Ipv4Addr],
+        count: u32,
+    ) -> Result<IpPlan> {
+        let ipam = self
+            .ipam
+            .get(vsw_id)
+            .ok_or_else(|| ModelError::VSwitchNotFound(vsw_id.to_string()))?;
         let mut wanted: Vec<Ipv4Addr> = Vec::new();
         for ip in primary.iter().chain(named) {
             if !ipam.is_allocatable(*ip) {
@@ -293,7 +328,9 @@ impl Region {
             wanted.push(*ip);
         }
         let need = count as usize + usize::from(primary.is_none());
-        let mut picked = ipam.pick(need, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
+        let mut picked = ipam
+            .pick(need, &wanted)
+            .ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
         let primary = match primary {
             Some(p) => p,
             None => picked.remove(0),
@@ -307,7 +344,11 @@ impl Region {
     pub(crate) fn insert_eni(&mut self, new: NewEni, plan: IpPlan, now: Millis) -> String {
         let id = self.new_id(IdKind::Eni);
         let mac = self.new_mac();
-        let vsw = self.vswitches.get(&new.v_switch_id).expect("caller checked the vSwitch").clone();
+        let vsw = self
+            .vswitches
+            .get(&new.v_switch_id)
+            .expect("caller checked the vSwitch")
+            .clone();
         let eni = Eni {
             network_interface_id: id.clone(),
             network_interface_name: new.name,
@@ -343,7 +384,9 @@ impl Region {
 
     /// Forget an ENI: its addresses go back to the vSwitch, its MAC and group memberships go.
     pub(crate) fn remove_eni(&mut self, id: &str) {
-        let Some(eni) = self.enis.remove(id) else { return };
+        let Some(eni) = self.enis.remove(id) else {
+            return;
+        };
         for ip in eni.ips() {
             self.free_ip(&eni.v_switch_id, id, ip);
         }
@@ -369,7 +412,9 @@ impl Region {
 
     /// End an attachment now: the ENI is Available, a member is Secondary again.
     pub(crate) fn finish_detach(&mut self, id: &str) {
-        let Some(eni) = self.enis.get_mut(id) else { return };
+        let Some(eni) = self.enis.get_mut(id) else {
+            return;
+        };
         let att = eni.attachment.take();
         eni.status = EniStatus::Available;
         eni.transition_due = None;
@@ -383,7 +428,9 @@ impl Region {
     }
 
     pub(crate) fn complete_eni_transition(&mut self, id: &str, due: Millis) {
-        let Some(eni) = self.enis.get_mut(id) else { return };
+        let Some(eni) = self.enis.get_mut(id) else {
+            return;
+        };
         // A stale schedule entry (the ENI moved on since) is ignored.
         if eni.transition_due != Some(due) {
             return;
@@ -414,7 +461,11 @@ impl Region {
         }
     }
 
-    pub fn create_network_interface(&mut self, req: CreateNetworkInterface, now: Millis) -> Result<Eni> {
+    pub fn create_network_interface(
+        &mut self,
+        req: CreateNetworkInterface,
+        now: Millis,
+    ) -> Result<Eni> {
         self.advance(now);
         let token = req.client_token.clone();
         let hash = request_hash(&req);
@@ -422,9 +473,19 @@ impl Region {
             if req.v_switch_id.is_empty() {
                 return Err(ModelError::MissingParameter("VSwitchId"));
             }
-            let vsw = r.vswitches.get(&req.v_switch_id).ok_or_else(|| ModelError::VSwitchNotFound(req.v_switch_id.clone()))?;
-            let sgs: Vec<String> = match (req.security_group_id.as_deref().filter(|s| !s.is_empty()), req.security_group_ids.is_empty()) {
-                (Some(_), false) => return Err(ModelError::ParameterConflict("SecurityGroupId and SecurityGroupIds.N")),
+            let vsw = r
+                .vswitches
+                .get(&req.v_switch_id)
+                .ok_or_else(|| ModelError::VSwitchNotFound(req.v_switch_id.clone()))?;
+            let sgs: Vec<String> = match (
+                req.security_group_id.as_deref().filter(|s| !s.is_empty()),
+                req.security_group_ids.is_empty(),
+            ) {
+                (Some(_), false) => {
+                    return Err(ModelError::ParameterConflict(
+                        "SecurityGroupId and SecurityGroupIds.N",
+                    ));
+                }
                 (Some(one), true) => vec![one.to_string()],
                 (None, false) => req.security_group_ids.clone(),
                 (None, true) => return Err(ModelError::MissingParameter("SecurityGroupIds.N")),
@@ -433,30 +494,61 @@ impl Region {
             let eni_type = match req.instance_type.as_deref().unwrap_or("") {
                 "" | "Secondary" => EniType::Secondary,
                 "Trunk" => EniType::Trunk,
-                other => return Err(ModelError::invalid("InstanceType", format!("{other:?} is not Secondary or Trunk"))),
+                other => {
+                    return Err(ModelError::invalid(
+                        "InstanceType",
+                        format!("{other:?} is not Secondary or Trunk"),
+                    ));
+                }
             };
             let traffic_mode = match req.network_interface_traffic_mode.as_deref().unwrap_or("") {
                 "" | "Standard" => "Standard",
                 "HighPerformance" => "HighPerformance",
-                other => return Err(ModelError::invalid("NetworkInterfaceTrafficMode", format!("{other:?} is not Standard or HighPerformance"))),
+                other => {
+                    return Err(ModelError::invalid(
+                        "NetworkInterfaceTrafficMode",
+                        format!("{other:?} is not Standard or HighPerformance"),
+                    ));
+                }
             };
             check_text("NetworkInterfaceName", &req.network_interface_name, 128)?;
             check_text("Description", &req.description, 256)?;
             check_tags(&req.tags)?;
-            if req.secondary_private_ip_address_count.is_some() && !req.private_ip_addresses.is_empty() {
-                return Err(ModelError::ParameterConflict("SecondaryPrivateIpAddressCount and PrivateIpAddress.N"));
+            if req.secondary_private_ip_address_count.is_some()
+                && !req.private_ip_addresses.is_empty()
+            {
+                return Err(ModelError::ParameterConflict(
+                    "SecondaryPrivateIpAddressCount and PrivateIpAddress.N",
+                ));
             }
             let count = req.secondary_private_ip_address_count.unwrap_or(0);
             if req.secondary_private_ip_address_count.is_some() && !(1..=49).contains(&count) {
-                return Err(ModelError::invalid("SecondaryPrivateIpAddressCount", "must be 1 to 49"));
+                return Err(ModelError::invalid(
+                    "SecondaryPrivateIpAddressCount",
+                    "must be 1 to 49",
+                ));
             }
             if req.private_ip_addresses.len() > 10 {
-                return Err(ModelError::invalid("PrivateIpAddress.N", "at most 10 addresses"));
+                return Err(ModelError::invalid(
+                    "PrivateIpAddress.N",
+                    "at most 10 addresses",
+                ));
             }
-            let primary = req.primary_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
-            let named: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
+            let primary = req
+                .primary_ip_address
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(parse_ip)
+                .transpose()?;
+            let named: Vec<Ipv4Addr> = req
+                .private_ip_addresses
+                .iter()
+                .map(|s| parse_ip(s))
+                .collect::<Result<_>>()?;
             if 1 + named.len() as u32 + count > r.config.limits.ips_per_unattached_eni {
-                return Err(ModelError::Ipv4CountExceeded(r.config.limits.ips_per_unattached_eni));
+                return Err(ModelError::Ipv4CountExceeded(
+                    r.config.limits.ips_per_unattached_eni,
+                ));
             }
             let plan = r.plan_eni_ips(&req.v_switch_id, primary, &named, count)?;
             let id = r.insert_eni(
@@ -481,7 +573,11 @@ impl Region {
         })
     }
 
-    pub fn attach_network_interface(&mut self, req: AttachNetworkInterface, now: Millis) -> Result<()> {
+    pub fn attach_network_interface(
+        &mut self,
+        req: AttachNetworkInterface,
+        now: Millis,
+    ) -> Result<()> {
         self.advance(now);
         if req.network_interface_id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
@@ -489,54 +585,99 @@ impl Region {
         if req.instance_id.is_empty() {
             return Err(ModelError::MissingParameter("InstanceId"));
         }
-        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
-        let inst = self.instances.get(&req.instance_id).ok_or_else(|| ModelError::EcsNotFound(req.instance_id.clone()))?;
-        let trunk_id = req.trunk_network_instance_id.as_deref().filter(|s| !s.is_empty());
+        let eni = self
+            .enis
+            .get(&req.network_interface_id)
+            .ok_or_else(|| not_found(&req.network_interface_id))?;
+        let inst = self
+            .instances
+            .get(&req.instance_id)
+            .ok_or_else(|| ModelError::EcsNotFound(req.instance_id.clone()))?;
+        let trunk_id = req
+            .trunk_network_instance_id
+            .as_deref()
+            .filter(|s| !s.is_empty());
         if req.network_card_index.is_some_and(|n| n != 0) {
-            return Err(ModelError::invalid("NetworkCardIndex", "this instance type has one network card (index 0)"));
+            return Err(ModelError::invalid(
+                "NetworkCardIndex",
+                "this instance type has one network card (index 0)",
+            ));
         }
 
         // Attaching again to where it already goes is a success: Terway's controller re-issues
         // Attach on every reconcile until it sees InUse.
         if let Some(att) = &eni.attachment {
-            let same = att.instance_id == req.instance_id && att.trunk_network_interface_id.as_deref() == trunk_id;
+            let same = att.instance_id == req.instance_id
+                && att.trunk_network_interface_id.as_deref() == trunk_id;
             if same && matches!(eni.status, EniStatus::Attaching | EniStatus::InUse) {
                 return Ok(());
             }
         }
         if eni.eni_type == EniType::Primary {
-            return Err(ModelError::InvalidEniType("a primary ENI cannot be attached".into()));
+            return Err(ModelError::InvalidEniType(
+                "a primary ENI cannot be attached".into(),
+            ));
         }
         if eni.status != EniStatus::Available {
-            return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
+            return Err(ModelError::InvalidEniState {
+                expected: "Available",
+                current: eni.status.as_str(),
+            });
         }
-        if !matches!(inst.status, InstanceStatus::Running | InstanceStatus::Stopped) {
+        if !matches!(
+            inst.status,
+            InstanceStatus::Running | InstanceStatus::Stopped
+        ) {
             return Err(ModelError::InvalidEcsState(inst.status.as_str()));
         }
         if eni.zone_id != inst.zone_id {
-            return Err(ModelError::AvailabilityZoneMismatch { eni_zone: eni.zone_id.clone(), instance_zone: inst.zone_id.clone() });
+            return Err(ModelError::AvailabilityZoneMismatch {
+                eni_zone: eni.zone_id.clone(),
+                instance_zone: inst.zone_id.clone(),
+            });
         }
         if eni.vpc_id != inst.vpc_id {
-            return Err(ModelError::VpcMismatch(format!("ENI is in {}, instance in {}", eni.vpc_id, inst.vpc_id)));
+            return Err(ModelError::VpcMismatch(format!(
+                "ENI is in {}, instance in {}",
+                eni.vpc_id, inst.vpc_id
+            )));
         }
-        let itype = self.types.get(&inst.instance_type).ok_or_else(|| ModelError::InstanceTypeNotFound(inst.instance_type.clone()))?;
+        let itype = self
+            .types
+            .get(&inst.instance_type)
+            .ok_or_else(|| ModelError::InstanceTypeNotFound(inst.instance_type.clone()))?;
         if eni.ip_count() > itype.eni_private_ip_address_quantity {
-            return Err(ModelError::Ipv4CountExceeded(itype.eni_private_ip_address_quantity));
+            return Err(ModelError::Ipv4CountExceeded(
+                itype.eni_private_ip_address_quantity,
+            ));
         }
 
         let (slot, kind_after) = match trunk_id {
             Some(trunk_id) => {
                 let trunk = self.enis.get(trunk_id).ok_or_else(|| not_found(trunk_id))?;
                 if trunk.eni_type != EniType::Trunk {
-                    return Err(ModelError::InvalidEniType(format!("{trunk_id} is not a trunk ENI")));
+                    return Err(ModelError::InvalidEniType(format!(
+                        "{trunk_id} is not a trunk ENI"
+                    )));
                 }
-                if trunk.instance_id() != Some(req.instance_id.as_str()) || trunk.status != EniStatus::InUse {
-                    return Err(ModelError::InvalidEniState { expected: "InUse", current: trunk.status.as_str() });
+                if trunk.instance_id() != Some(req.instance_id.as_str())
+                    || trunk.status != EniStatus::InUse
+                {
+                    return Err(ModelError::InvalidEniState {
+                        expected: "InUse",
+                        current: trunk.status.as_str(),
+                    });
                 }
                 if eni.eni_type != EniType::Secondary {
-                    return Err(ModelError::InvalidEniType(format!("a {} ENI cannot be a trunk member", eni.eni_type.as_str())));
+                    return Err(ModelError::InvalidEniType(format!(
+                        "a {} ENI cannot be a trunk member",
+                        eni.eni_type.as_str()
+                    )));
                 }
-                let members: usize = self.trunks_of(&req.instance_id).map(|t| self.members.get(t).map_or(0, |m| m.len())).sum();
+                let members: usize = self
+                    .trunks_of(&req.instance_id)
+                    .map(|t| self.members.get(t).map_or(0, |m| m.len()))
+                    .sum();
                 if members as u32 >= itype.member_eni_limit() {
                     return Err(ModelError::EniPerInstanceLimitExceeded(format!(
                         "{} carries at most {} member ENIs",
@@ -545,9 +686,13 @@ impl Region {
                     )));
                 }
                 let used = self.members.get(trunk_id);
-                let vlan = (1..=4094u32).find(|v| used.is_none_or(|m| !m.contains_key(v))).ok_or_else(|| {
-                    ModelError::EniPerInstanceLimitExceeded("the trunk has no free VLAN id".into())
-                })?;
+                let vlan = (1..=4094u32)
+                    .find(|v| used.is_none_or(|m| !m.contains_key(v)))
+                    .ok_or_else(|| {
+                        ModelError::EniPerInstanceLimitExceeded(
+                            "the trunk has no free VLAN id".into(),
+                        )
+                    })?;
                 (vlan, EniType::Member)
             }
             None => {
@@ -561,13 +706,20 @@ impl Region {
                 }
                 if eni.eni_type == EniType::Trunk {
                     if !itype.eni_trunk_supported {
-                        return Err(ModelError::InvalidEniType(format!("{} does not support trunk ENIs", inst.instance_type)));
+                        return Err(ModelError::InvalidEniType(format!(
+                            "{} does not support trunk ENIs",
+                            inst.instance_type
+                        )));
                     }
                     if self.trunks_of(&req.instance_id).next().is_some() {
-                        return Err(ModelError::InvalidEniType("the instance already has a trunk ENI".into()));
+                        return Err(ModelError::InvalidEniType(
+                            "the instance already has a trunk ENI".into(),
+                        ));
                     }
                 }
-                let index = (1..).find(|i| nics.is_none_or(|m| !m.contains_key(i))).expect("fewer than u32::MAX NICs");
+                let index = (1..)
+                    .find(|i| nics.is_none_or(|m| !m.contains_key(i)))
+                    .expect("fewer than u32::MAX NICs");
                 (index, eni.eni_type)
             }
         };
@@ -580,8 +732,16 @@ impl Region {
             network_card_index: 0,
         };
         match trunk_id {
-            Some(t) => self.members.entry(t.to_string()).or_default().insert(slot, id.clone()),
-            None => self.nics.entry(req.instance_id.clone()).or_default().insert(slot, id.clone()),
+            Some(t) => self
+                .members
+                .entry(t.to_string())
+                .or_default()
+                .insert(slot, id.clone()),
+            None => self
+                .nics
+                .entry(req.instance_id.clone())
+                .or_default()
+                .insert(slot, id.clone()),
         };
         let eni = self.enis.get_mut(&id).expect("checked above");
         eni.attachment = Some(att);
@@ -591,7 +751,11 @@ impl Region {
         Ok(())
     }
 
-    pub fn detach_network_interface(&mut self, req: DetachNetworkInterface, now: Millis) -> Result<()> {
+    pub fn detach_network_interface(
+        &mut self,
+        req: DetachNetworkInterface,
+        now: Millis,
+    ) -> Result<()> {
         self.advance(now);
         if req.network_interface_id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
@@ -599,7 +763,10 @@ impl Region {
         if req.instance_id.is_empty() {
             return Err(ModelError::MissingParameter("InstanceId"));
         }
-        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+        let eni = self
+            .enis
+            .get(&req.network_interface_id)
+            .ok_or_else(|| not_found(&req.network_interface_id))?;
         if !self.instances.contains_key(&req.instance_id) {
             return Err(ModelError::EcsNotFound(req.instance_id.clone()));
         }
@@ -611,21 +778,45 @@ impl Region {
             // (unconfirmed in the cloud; success is what keeps Terway's GC simple).
             EniStatus::Detaching | EniStatus::Available => return Ok(()),
             EniStatus::InUse => {}
-            other => return Err(ModelError::InvalidEniState { expected: "InUse", current: other.as_str() }),
+            other => {
+                return Err(ModelError::InvalidEniState {
+                    expected: "InUse",
+                    current: other.as_str(),
+                });
+            }
         }
         let att = eni.attachment.as_ref().expect("InUse ENIs are attached");
         if att.instance_id != req.instance_id {
-            return Err(ModelError::invalid("InstanceId", format!("{} is attached to {}", req.network_interface_id, att.instance_id)));
+            return Err(ModelError::invalid(
+                "InstanceId",
+                format!(
+                    "{} is attached to {}",
+                    req.network_interface_id, att.instance_id
+                ),
+            ));
         }
-        if let Some(t) = req.trunk_network_instance_id.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(t) = req
+            .trunk_network_instance_id
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
             if att.trunk_network_interface_id.as_deref() != Some(t) {
-                return Err(ModelError::invalid("TrunkNetworkInstanceId", format!("{} is not a member of {t}", req.network_interface_id)));
+                return Err(ModelError::invalid(
+                    "TrunkNetworkInstanceId",
+                    format!("{} is not a member of {t}", req.network_interface_id),
+                ));
             }
         }
         if eni.eni_type == EniType::Trunk {
-            let n = self.members.get(&req.network_interface_id).map_or(0, |m| m.len());
+            let n = self
+                .members
+                .get(&req.network_interface_id)
+                .map_or(0, |m| m.len());
             if n > 0 {
-                return Err(ModelError::InvalidEniState { expected: "InUse without members", current: "InUse" });
+                return Err(ModelError::InvalidEniState {
+                    expected: "InUse without members",
+                    current: "InUse",
+                });
             }
         }
         let delay = self.config.delays.detach_ms;
@@ -640,7 +831,9 @@ impl Region {
         }
         let eni = self.enis.get(id).ok_or_else(|| not_found(id))?;
         if eni.eni_type == EniType::Primary {
-            return Err(ModelError::InvalidEniType("a primary ENI is deleted with its instance".into()));
+            return Err(ModelError::InvalidEniType(
+                "a primary ENI is deleted with its instance".into(),
+            ));
         }
         match eni.status {
             EniStatus::Deleting => Ok(()),
@@ -649,38 +842,76 @@ impl Region {
                 self.begin_eni_transition(id, EniStatus::Deleting, delay, now);
                 Ok(())
             }
-            other => Err(ModelError::InvalidEniState { expected: "Available", current: other.as_str() }),
+            other => Err(ModelError::InvalidEniState {
+                expected: "Available",
+                current: other.as_str(),
+            }),
         }
     }
 
     /// DescribeNetworkInterfaces: filters AND together, values inside one list OR. Lookups by
     /// ID or private IP use the indexes, so a filtered call does not scan the region.
-    pub fn describe_network_interfaces(&mut self, req: &DescribeNetworkInterfaces, now: Millis) -> Result<(Vec<Eni>, PageInfo)> {
+    pub fn describe_network_interfaces(
+        &mut self,
+        req: &DescribeNetworkInterfaces,
+        now: Millis,
+    ) -> Result<(Vec<Eni>, PageInfo)> {
         self.advance(now);
         if req.network_interface_ids.len() > 100 {
-            return Err(ModelError::invalid("NetworkInterfaceId.N", "at most 100 values"));
+            return Err(ModelError::invalid(
+                "NetworkInterfaceId.N",
+                "at most 100 values",
+            ));
         }
         if req.private_ip_addresses.len() > 100 {
-            return Err(ModelError::invalid("PrivateIpAddress.N", "at most 100 values"));
+            return Err(ModelError::invalid(
+                "PrivateIpAddress.N",
+                "at most 100 values",
+            ));
         }
-        let want_type = match req.r#type.as_deref().filter(|s| !s.is_empty()) {
-            Some(t) => Some(EniType::parse(t).ok_or_else(|| ModelError::invalid("Type", format!("{t:?} is not an ENI type")))?),
-            None => None,
-        };
+        let want_type =
+            match req.r#type.as_deref().filter(|s| !s.is_empty()) {
+                Some(t) => Some(EniType::parse(t).ok_or_else(|| {
+                    ModelError::invalid("Type", format!("{t:?} is not an ENI type"))
+                })?),
+                None => None,
+            };
         let want_status = match req.status.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => Some(EniStatus::parse(s).ok_or_else(|| ModelError::invalid("Status", format!("{s:?} is not an ENI status")))?),
+            Some(s) => Some(EniStatus::parse(s).ok_or_else(|| {
+                ModelError::invalid("Status", format!("{s:?} is not an ENI status"))
+            })?),
             None => None,
         };
-        let ips: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
-        let primary_ip = req.primary_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
+        let ips: Vec<Ipv4Addr> = req
+            .private_ip_addresses
+            .iter()
+            .map(|s| parse_ip(s))
+            .collect::<Result<_>>()?;
+        let primary_ip = req
+            .primary_ip_address
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(parse_ip)
+            .transpose()?;
 
         // Narrow the candidates with an index when a filter allows it.
         let candidates: BTreeSet<&String> = if !req.network_interface_ids.is_empty() {
-            req.network_interface_ids.iter().filter_map(|id| self.enis.get_key_value(id).map(|(k, _)| k)).collect()
+            req.network_interface_ids
+                .iter()
+                .filter_map(|id| self.enis.get_key_value(id).map(|(k, _)| k))
+                .collect()
         } else if !ips.is_empty() || primary_ip.is_some() {
-            ips.iter().chain(primary_ip.iter()).filter_map(|ip| self.ip_owners.get(ip)).flatten().collect()
+            ips.iter()
+                .chain(primary_ip.iter())
+                .filter_map(|ip| self.ip_owners.get(ip))
+                .flatten()
+                .collect()
         } else if let Some(inst) = req.instance_id.as_deref().filter(|s| !s.is_empty()) {
-            self.nics.get(inst).into_iter().flat_map(|m| m.values()).collect()
+            self.nics
+                .get(inst)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .collect()
         } else {
             self.enis.keys().collect()
         };
@@ -699,7 +930,11 @@ impl Region {
             .filter(|e| vpc.as_ref().is_none_or(|v| &e.vpc_id == v))
             .filter(|e| vsw.as_ref().is_none_or(|v| &e.v_switch_id == v))
             // `InstanceId` lists the instance's own NICs: members are left out.
-            .filter(|e| inst.as_ref().is_none_or(|i| e.instance_id() == Some(i.as_str()) && e.eni_type != EniType::Member))
+            .filter(|e| {
+                inst.as_ref().is_none_or(|i| {
+                    e.instance_id() == Some(i.as_str()) && e.eni_type != EniType::Member
+                })
+            })
             .filter(|e| want_type.is_none_or(|t| e.eni_type == t))
             .filter(|e| want_status.is_none_or(|s| e.status == s))
             .filter(|e| ips.is_empty() || e.ips().any(|ip| ips.contains(&ip)))
@@ -713,14 +948,21 @@ impl Region {
         paginate(items, |e| &e.network_interface_id, &req.page, ENI_PAGES)
     }
 
-    pub fn describe_network_interface_attribute(&mut self, id: &str, now: Millis) -> Result<EniAttribute> {
+    pub fn describe_network_interface_attribute(
+        &mut self,
+        id: &str,
+        now: Millis,
+    ) -> Result<EniAttribute> {
         self.advance(now);
         if id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
         }
         let eni = self.enis.get(id).ok_or_else(|| not_found(id))?;
         let members = self.trunk_members(id).map(|(_, e)| e.clone()).collect();
-        Ok(EniAttribute { eni: eni.clone(), member_network_interface_ids: members })
+        Ok(EniAttribute {
+            eni: eni.clone(),
+            member_network_interface_ids: members,
+        })
     }
 
     /// The IPv4 limit that applies to an ENI now: the instance type's when attached, the
@@ -729,76 +971,133 @@ impl Region {
         eni.instance_id()
             .and_then(|i| self.instances.get(i))
             .and_then(|i| self.types.get(&i.instance_type))
-            .map_or(self.config.limits.ips_per_unattached_eni, |t| t.eni_private_ip_address_quantity)
+            .map_or(self.config.limits.ips_per_unattached_eni, |t| {
+                t.eni_private_ip_address_quantity
+            })
     }
 
-    pub fn assign_private_ip_addresses(&mut self, req: AssignPrivateIpAddresses, now: Millis) -> Result<AssignedPrivateIps> {
+    pub fn assign_private_ip_addresses(
+        &mut self,
+        req: AssignPrivateIpAddresses,
+        now: Millis,
+    ) -> Result<AssignedPrivateIps> {
         self.advance(now);
         let token = req.client_token.clone();
         let hash = request_hash(&req);
-        self.with_client_token("AssignPrivateIpAddresses", token.as_deref(), hash, now, |r| {
-            if req.network_interface_id.is_empty() {
-                return Err(ModelError::MissingParameter("NetworkInterfaceId"));
-            }
-            let eni = r.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
-            if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
-                return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
-            }
-            let named: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
-            let count = match (req.secondary_private_ip_address_count, named.is_empty()) {
-                (Some(_), false) => return Err(ModelError::ParameterConflict("SecondaryPrivateIpAddressCount and PrivateIpAddress.N")),
-                (None, true) => return Err(ModelError::MissingParameter("SecondaryPrivateIpAddressCount")),
-                (Some(0), true) => return Err(ModelError::invalid("SecondaryPrivateIpAddressCount", "must be at least 1")),
-                (Some(n), true) => n,
-                (None, false) => 0,
-            };
-            let adding = count + named.len() as u32;
-            let limit = r.ip_limit(eni);
-            if eni.ip_count() + adding > limit {
-                return Err(ModelError::Ipv4CountExceeded(limit));
-            }
-            // Plan with the current primary as "named" so the checks run on the new addresses
-            // only, then keep just the secondaries.
-            let vsw = eni.v_switch_id.clone();
-            let ipam = r.ipam.get(&vsw).ok_or_else(|| ModelError::VSwitchNotFound(vsw.clone()))?;
-            let mut wanted = Vec::new();
-            for ip in &named {
-                if !ipam.is_allocatable(*ip) {
-                    return Err(ModelError::VSwitchIpInvalid(ip.to_string()));
+        self.with_client_token(
+            "AssignPrivateIpAddresses",
+            token.as_deref(),
+            hash,
+            now,
+            |r| {
+                if req.network_interface_id.is_empty() {
+                    return Err(ModelError::MissingParameter("NetworkInterfaceId"));
                 }
-                if ipam.is_used(*ip) {
-                    return Err(ModelError::PrivateIpDuplicated(ip.to_string()));
+                let eni = r
+                    .enis
+                    .get(&req.network_interface_id)
+                    .ok_or_else(|| not_found(&req.network_interface_id))?;
+                if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
+                    return Err(ModelError::InvalidEniState {
+                        expected: "Available",
+                        current: eni.status.as_str(),
+                    });
                 }
-                if wanted.contains(ip) {
-                    return Err(ModelError::IpRepeated(ip.to_string()));
+                let named: Vec<Ipv4Addr> = req
+                    .private_ip_addresses
+                    .iter()
+                    .map(|s| parse_ip(s))
+                    .collect::<Result<_>>()?;
+                let count = match (req.secondary_private_ip_address_count, named.is_empty()) {
+                    (Some(_), false) => {
+                        return Err(ModelError::ParameterConflict(
+                            "SecondaryPrivateIpAddressCount and PrivateIpAddress.N",
+                        ));
+                    }
+                    (None, true) => {
+                        return Err(ModelError::MissingParameter(
+                            "SecondaryPrivateIpAddressCount",
+                        ));
+                    }
+                    (Some(0), true) => {
+                        return Err(ModelError::invalid(
+                            "SecondaryPrivateIpAddressCount",
+                            "must be at least 1",
+                        ));
+                    }
+                    (Some(n), true) => n,
+                    (None, false) => 0,
+                };
+                let adding = count + named.len() as u32;
+                let limit = r.ip_limit(eni);
+                if eni.ip_count() + adding > limit {
+                    return Err(ModelError::Ipv4CountExceeded(limit));
                 }
-                wanted.push(*ip);
-            }
-            let picked = ipam.pick(count as usize, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw.clone()))?;
-            wanted.extend(picked);
-            let id = req.network_interface_id.clone();
-            for ip in &wanted {
-                r.hold_ip(&vsw, &id, *ip);
-            }
-            r.enis.get_mut(&id).expect("checked above").secondary_ips.extend(wanted.iter().copied());
-            r.mark(Kind::Eni, &id);
-            Ok(AssignedPrivateIps { network_interface_id: id, private_ip_addresses: wanted.iter().map(|ip| ip.to_string()).collect() })
-        })
+                // Plan with the current primary as "named" so the checks run on the new addresses
+                // only, then keep just the secondaries.
+                let vsw = eni.v_switch_id.clone();
+                let ipam = r
+                    .ipam
+                    .get(&vsw)
+                    .ok_or_else(|| ModelError::VSwitchNotFound(vsw.clone()))?;
+                let mut wanted = Vec::new();
+                for ip in &named {
+                    if !ipam.is_allocatable(*ip) {
+                        return Err(ModelError::VSwitchIpInvalid(ip.to_string()));
+                    }
+                    if ipam.is_used(*ip) {
+                        return Err(ModelError::PrivateIpDuplicated(ip.to_string()));
+                    }
+                    if wanted.contains(ip) {
+                        return Err(ModelError::IpRepeated(ip.to_string()));
+                    }
+                    wanted.push(*ip);
+                }
+                let picked = ipam
+                    .pick(count as usize, &wanted)
+                    .ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw.clone()))?;
+                wanted.extend(picked);
+                let id = req.network_interface_id.clone();
+                for ip in &wanted {
+                    r.hold_ip(&vsw, &id, *ip);
+                }
+                r.enis
+                    .get_mut(&id)
+                    .expect("checked above")
+                    .secondary_ips
+                    .extend(wanted.iter().copied());
+                r.mark(Kind::Eni, &id);
+                Ok(AssignedPrivateIps {
+                    network_interface_id: id,
+                    private_ip_addresses: wanted.iter().map(|ip| ip.to_string()).collect(),
+                })
+            },
+        )
     }
 
     /// Unassign secondary addresses. An address that is not on the ENI, and the primary
     /// address, answer `InvalidIp.IpUnassigned` (Terway treats that as success).
-    pub fn unassign_private_ip_addresses(&mut self, req: UnassignPrivateIpAddresses, now: Millis) -> Result<()> {
+    pub fn unassign_private_ip_addresses(
+        &mut self,
+        req: UnassignPrivateIpAddresses,
+        now: Millis,
+    ) -> Result<()> {
         self.advance(now);
         if req.network_interface_id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
         }
-        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+        let eni = self
+            .enis
+            .get(&req.network_interface_id)
+            .ok_or_else(|| not_found(&req.network_interface_id))?;
         if req.private_ip_addresses.is_empty() {
             return Err(ModelError::MissingParameter("PrivateIpAddress.N"));
         }
         if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
-            return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
+            return Err(ModelError::InvalidEniState {
+                expected: "Available",
+                current: eni.status.as_str(),
+            });
         }
         let mut doomed = Vec::new();
         for s in &req.private_ip_addresses {
@@ -815,18 +1114,31 @@ impl Region {
         for ip in &doomed {
             self.free_ip(&vsw, &id, *ip);
         }
-        self.enis.get_mut(&id).expect("checked above").secondary_ips.retain(|ip| !doomed.contains(ip));
+        self.enis
+            .get_mut(&id)
+            .expect("checked above")
+            .secondary_ips
+            .retain(|ip| !doomed.contains(ip));
         self.mark(Kind::Eni, &id);
         Ok(())
     }
 
-    pub fn modify_network_interface_attribute(&mut self, req: ModifyNetworkInterfaceAttribute, now: Millis) -> Result<()> {
+    pub fn modify_network_interface_attribute(
+        &mut self,
+        req: ModifyNetworkInterfaceAttribute,
+        now: Millis,
+    ) -> Result<()> {
         self.advance(now);
         if req.network_interface_id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
         }
-        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
-        let touches_more = !req.security_group_ids.is_empty() || req.delete_on_release.is_some() || req.source_dest_check.is_some();
+        let eni = self
+            .enis
+            .get(&req.network_interface_id)
+            .ok_or_else(|| not_found(&req.network_interface_id))?;
+        let touches_more = !req.security_group_ids.is_empty()
+            || req.delete_on_release.is_some()
+            || req.source_dest_check.is_some();
         if eni.eni_type == EniType::Primary && touches_more {
             return Err(ModelError::PrimaryEniOnlyNameAndDescription);
         }

@@ -107,7 +107,11 @@ impl IdGen {
         // that makes every ID 20 characters long like the cloud's.
         base36(unique, 13, &mut id);
         let filler = 20 - code.len() - 13;
-        base36(scramble(unique ^ 0x5bd1_e995) % 36u64.pow(filler as u32), filler, &mut id);
+        base36(
+            scramble(unique ^ 0x5bd1_e995) % 36u64.pow(filler as u32),
+            filler,
+            &mut id,
+        );
         id
     }
 
@@ -137,7 +141,11 @@ mod tests {
             let id = g.next_id(IdKind::Eni, "cn-hongkong");
             assert!(id.starts_with("eni-j6c"), "{id}");
             assert_eq!(id.len(), 4 + 20, "{id}");
-            assert!(id[4..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+            assert!(
+                id[4..]
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            );
             assert!(seen.insert(id));
         }
         let other = g.next_id(IdKind::Instance, "xx-unknown-1");

@@ -28,7 +28,11 @@ impl Cidr {
     }
 
     fn mask_of(prefix: u8) -> u32 {
-        if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        }
     }
 
     pub fn network(&self) -> Ipv4Addr {
@@ -116,7 +120,8 @@ impl Serialize for Cidr {
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|_| serde::de::Error::custom(format!("bad CIDR {s:?}")))
+        s.parse()
+            .map_err(|_| serde::de::Error::custom(format!("bad CIDR {s:?}")))
     }
 }
 
@@ -126,7 +131,10 @@ pub fn parse_peer_cidr(s: &str) -> Option<Cidr> {
     if s.contains('/') {
         s.parse().ok()
     } else {
-        s.trim().parse::<Ipv4Addr>().ok().and_then(|a| Cidr::new(a, 32))
+        s.trim()
+            .parse::<Ipv4Addr>()
+            .ok()
+            .and_then(|a| Cidr::new(a, 32))
     }
 }
 
@@ -143,7 +151,11 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -176,7 +188,8 @@ impl Serialize for Mac {
 impl<'de> Deserialize<'de> for Mac {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|_| serde::de::Error::custom(format!("bad MAC {s:?}")))
+        s.parse()
+            .map_err(|_| serde::de::Error::custom(format!("bad MAC {s:?}")))
     }
 }
 
@@ -190,10 +203,16 @@ mod tests {
 
     #[test]
     fn gateway_is_last_minus_two() {
-        assert_eq!(c("192.168.1.0/24").gateway(), Some(Ipv4Addr::new(192, 168, 1, 253)));
+        assert_eq!(
+            c("192.168.1.0/24").gateway(),
+            Some(Ipv4Addr::new(192, 168, 1, 253))
+        );
         assert_eq!(c("10.0.0.0/30").gateway(), Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(c("10.0.0.0/31").gateway(), None);
-        assert_eq!(c("10.0.0.0/16").gateway(), Some(Ipv4Addr::new(10, 0, 255, 253)));
+        assert_eq!(
+            c("10.0.0.0/16").gateway(),
+            Some(Ipv4Addr::new(10, 0, 255, 253))
+        );
     }
 
     #[test]
@@ -211,7 +230,15 @@ mod tests {
 
     #[test]
     fn parsing_is_strict() {
-        for bad in ["10.0.0.1/24", "10.0.0.0", "10.0.0.0/33", "10.0.0.0/+8", "x/8", "10.0.0.0/", ""] {
+        for bad in [
+            "10.0.0.1/24",
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "10.0.0.0/+8",
+            "x/8",
+            "10.0.0.0/",
+            "",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
         assert_eq!(parse_peer_cidr("10.0.4.30"), Some(c("10.0.4.30/32")));

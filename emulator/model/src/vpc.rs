@@ -14,7 +14,7 @@ use crate::ids::IdKind;
 use crate::ipam::Ipam;
 use crate::net::Cidr;
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
-use crate::region::{Kind, Region, request_hash, check_tags, has_all_tags};
+use crate::region::{Kind, Region, check_tags, has_all_tags, request_hash};
 use crate::time::Millis;
 use crate::{Result, Tag};
 
@@ -51,16 +51,25 @@ pub struct VSwitchView {
     pub available_ip_address_count: u64,
 }
 
-const FORBIDDEN: [&str; 4] = ["100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4"];
+const FORBIDDEN: [&str; 4] = [
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "224.0.0.0/4",
+];
 
 fn parse_cidr(s: &str) -> Result<Cidr> {
-    s.parse().map_err(|_| ModelError::InvalidCidrBlock(s.to_string()))
+    s.parse()
+        .map_err(|_| ModelError::InvalidCidrBlock(s.to_string()))
 }
 
 fn check_name(param: &'static str, name: &str) -> Result<()> {
     // The cloud: 1–128 characters, must not start with http:// or https://.
     if name.chars().count() > 128 || name.starts_with("http://") || name.starts_with("https://") {
-        return Err(ModelError::invalid(param, "1 to 128 characters, not starting with http:// or https://"));
+        return Err(ModelError::invalid(
+            param,
+            "1 to 128 characters, not starting with http:// or https://",
+        ));
     }
     Ok(())
 }
@@ -104,7 +113,12 @@ pub struct DescribeVSwitches {
     pub page: PageRequest,
 }
 
-const VPC_PAGES: PageBounds = PageBounds { default_size: 10, max_page_size: 50, min_results: 1, max_results: 100 };
+const VPC_PAGES: PageBounds = PageBounds {
+    default_size: 10,
+    max_page_size: 50,
+    min_results: 1,
+    max_results: 100,
+};
 
 impl Region {
     pub fn create_vpc(&mut self, req: CreateVpc, now: Millis) -> Result<Vpc> {
@@ -117,7 +131,10 @@ impl Region {
             if !(8..=28).contains(&cidr.prefix()) {
                 return Err(ModelError::InvalidCidrBlock(cidr.to_string()));
             }
-            if FORBIDDEN.iter().any(|f| f.parse::<Cidr>().expect("constant").overlaps(&cidr)) {
+            if FORBIDDEN
+                .iter()
+                .any(|f| f.parse::<Cidr>().expect("constant").overlaps(&cidr))
+            {
                 return Err(ModelError::InvalidCidrBlock(cidr.to_string()));
             }
             check_name("VpcName", &req.vpc_name)?;
@@ -139,7 +156,11 @@ impl Region {
         })
     }
 
-    pub fn describe_vpcs(&mut self, req: &DescribeVpcs, now: Millis) -> Result<(Vec<Vpc>, PageInfo)> {
+    pub fn describe_vpcs(
+        &mut self,
+        req: &DescribeVpcs,
+        now: Millis,
+    ) -> Result<(Vec<Vpc>, PageInfo)> {
         self.advance(now);
         if req.vpc_ids.len() > 20 {
             return Err(ModelError::invalid("VpcId", "at most 20 IDs"));
@@ -156,7 +177,11 @@ impl Region {
 
     /// The vSwitches of a VPC, for DescribeVpcs' `VSwitchIds`.
     pub fn vswitch_ids_of(&self, vpc_id: &str) -> Vec<String> {
-        self.vswitches.values().filter(|v| v.vpc_id == vpc_id).map(|v| v.v_switch_id.clone()).collect()
+        self.vswitches
+            .values()
+            .filter(|v| v.vpc_id == vpc_id)
+            .map(|v| v.v_switch_id.clone())
+            .collect()
     }
 
     pub fn delete_vpc(&mut self, vpc_id: &str, now: Millis) -> Result<()> {
@@ -190,7 +215,10 @@ impl Region {
                 return Err(ModelError::MissingParameter("CidrBlock"));
             }
             let cidr = parse_cidr(&req.cidr_block)?;
-            let vpc = r.vpcs.get(&req.vpc_id).ok_or_else(|| ModelError::VpcNotFound(req.vpc_id.clone()))?;
+            let vpc = r
+                .vpcs
+                .get(&req.vpc_id)
+                .ok_or_else(|| ModelError::VpcNotFound(req.vpc_id.clone()))?;
             r.check_zone(&req.zone_id)?;
             if !(16..=29).contains(&cidr.prefix()) {
                 return Err(ModelError::InvalidCidrBlock(cidr.to_string()));
@@ -198,7 +226,11 @@ impl Region {
             if !vpc.cidr_block.covers(&cidr) {
                 return Err(ModelError::CidrNotInVpc);
             }
-            let siblings: Vec<&VSwitch> = r.vswitches.values().filter(|v| v.vpc_id == req.vpc_id).collect();
+            let siblings: Vec<&VSwitch> = r
+                .vswitches
+                .values()
+                .filter(|v| v.vpc_id == req.vpc_id)
+                .collect();
             if siblings.iter().any(|v| v.cidr.overlaps(&cidr)) {
                 return Err(ModelError::CidrOverlapped);
             }
@@ -227,8 +259,14 @@ impl Region {
     }
 
     pub fn vswitch_view(&self, vsw: &VSwitch) -> VSwitchView {
-        let available = self.ipam.get(&vsw.v_switch_id).map_or(vsw.cidr.usable(), Ipam::available);
-        VSwitchView { v_switch: vsw.clone(), available_ip_address_count: available }
+        let available = self
+            .ipam
+            .get(&vsw.v_switch_id)
+            .map_or(vsw.cidr.usable(), Ipam::available);
+        VSwitchView {
+            v_switch: vsw.clone(),
+            available_ip_address_count: available,
+        }
     }
 
     pub fn vswitch(&self, id: &str) -> Option<&VSwitch> {
@@ -239,7 +277,11 @@ impl Region {
         self.vpcs.get(id)
     }
 
-    pub fn describe_vswitches(&mut self, req: &DescribeVSwitches, now: Millis) -> Result<(Vec<VSwitchView>, PageInfo)> {
+    pub fn describe_vswitches(
+        &mut self,
+        req: &DescribeVSwitches,
+        now: Millis,
+    ) -> Result<(Vec<VSwitchView>, PageInfo)> {
         self.advance(now);
         let items: Vec<VSwitchView> = self
             .vswitches
@@ -247,7 +289,11 @@ impl Region {
             .filter(|v| req.v_switch_ids.is_empty() || req.v_switch_ids.contains(&v.v_switch_id))
             .filter(|v| req.vpc_id.as_ref().is_none_or(|x| &v.vpc_id == x))
             .filter(|v| req.zone_id.as_ref().is_none_or(|x| &v.zone_id == x))
-            .filter(|v| req.v_switch_name.as_ref().is_none_or(|x| &v.v_switch_name == x))
+            .filter(|v| {
+                req.v_switch_name
+                    .as_ref()
+                    .is_none_or(|x| &v.v_switch_name == x)
+            })
             .filter(|v| has_all_tags(&v.tags, &req.tags))
             .map(|v| self.vswitch_view(v))
             .collect();
@@ -260,7 +306,10 @@ impl Region {
             return Err(ModelError::VSwitchNotFound(vswitch_id.to_string()));
         }
         if let Some(eni) = self.enis.values().find(|e| e.v_switch_id == vswitch_id) {
-            return Err(ModelError::DependencyViolation(format!("ENI {} is in this vSwitch", eni.network_interface_id)));
+            return Err(ModelError::DependencyViolation(format!(
+                "ENI {} is in this vSwitch",
+                eni.network_interface_id
+            )));
         }
         self.vswitches.remove(vswitch_id);
         self.ipam.remove(vswitch_id);

@@ -19,13 +19,23 @@ pub fn grpc_code(e: &ModelError) -> Code {
         Throttling => Code::ResourceExhausted,
         InternalError => Code::Internal,
         IdempotentParameterMismatch => Code::AlreadyExists,
-        VSwitchIpNotEnough(_) | EniPerInstanceLimitExceeded(_) | Ipv4CountExceeded(_) | JoinedGroupLimitExceed(_)
-        | AuthorizationLimitExceed(_) | VSwitchQuotaExceeded => Code::ResourceExhausted,
-        InvalidEniState { .. } | InvalidEcsState(_) | IncorrectInstanceStatus(_) | DependencyViolation(_)
-        | DependencyViolationVSwitch | DependencyViolationSecurityGroup | DetachPrimaryEniNotAllowed
-        | InvalidEniType(_) | PrimaryEniOnlyNameAndDescription | IpUnassigned(_) | PrivateIpDuplicated(_) => {
-            Code::FailedPrecondition
-        }
+        VSwitchIpNotEnough(_)
+        | EniPerInstanceLimitExceeded(_)
+        | Ipv4CountExceeded(_)
+        | JoinedGroupLimitExceed(_)
+        | AuthorizationLimitExceed(_)
+        | VSwitchQuotaExceeded => Code::ResourceExhausted,
+        InvalidEniState { .. }
+        | InvalidEcsState(_)
+        | IncorrectInstanceStatus(_)
+        | DependencyViolation(_)
+        | DependencyViolationVSwitch
+        | DependencyViolationSecurityGroup
+        | DetachPrimaryEniNotAllowed
+        | InvalidEniType(_)
+        | PrimaryEniOnlyNameAndDescription
+        | IpUnassigned(_)
+        | PrivateIpDuplicated(_) => Code::FailedPrecondition,
         _ if e.http_status() == 404 => Code::NotFound,
         _ => Code::InvalidArgument,
     }
@@ -43,6 +53,9 @@ pub fn to_status(e: &ModelError, product: Product, request_id: &str) -> Status {
 /// The cloud code and message of a status produced by [`to_status`], for clients.
 pub fn cloud_error(status: &Status) -> Option<(String, String)> {
     let info = status.get_details_error_info()?;
-    let message = status.message().strip_prefix(&format!("{}: ", info.reason)).unwrap_or(status.message());
+    let message = status
+        .message()
+        .strip_prefix(&format!("{}: ", info.reason))
+        .unwrap_or(status.message());
     Some((info.reason, message.to_string()))
 }
