@@ -1,6 +1,617 @@
-//! placeholder
+//! `enifab apply -f FILE.yaml`: create the cloud side of a topology through the API.
+//!
+//! Declarative and idempotent: resources are found by name (VPC, vSwitch, security group,
+//! instance) and created only when missing; a security group's rules are made equal to the file's
+//! (missing rules authorized, extra rules revoked); a node's trunk ENI is found by its
+//! `enifab:trunk-of` tag. Applying the same file twice changes nothing the second time. The file
+//! is fully checked before the first call (see [`crate::topology`]), so a broken file creates
+//! nothing. Every call goes through the same gRPC API as any client.
+
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
-pub async fn run(_endpoint: &str, _file: &Path) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
+
+use anyhow::{Context, Result, anyhow, bail};
+use enifab_model::net::parse_peer_cidr;
+use enifab_proto::v1 as pb;
+use tonic::Status;
+
+use crate::cli::{self, Clients, describe_status};
+use crate::topology::{RuleSpec, Topology};
+
+/// The tag that ties a trunk ENI to the instance it was created for.
+pub const TRUNK_TAG: &str = "enifab:trunk-of";
+
+/// Names → IDs of everything a topology made, for the lab and for printing.
+#[derive(Debug, Default, Clone)]
+pub struct Applied {
+    pub vpcs: HashMap<String, String>,
+    pub vswitches: HashMap<String, String>,
+    pub security_groups: HashMap<String, String>,
+    pub instances: HashMap<String, String>,
+    /// Instance name → its trunk ENI.
+    pub trunks: HashMap<String, String>,
+    pub created: usize,
+}
+
+fn api(what: &str) -> impl Fn(Status) -> anyhow::Error + '_ {
+    move |s| anyhow!("{what}: {}", describe_status(&s))
+}
+
+/// The entry point of `enifab apply`.
+pub async fn run(endpoint: &str, file: &Path) -> Result<ExitCode> {
+    let topo = Topology::load(file)?;
+    let channel = cli::connect(endpoint).await?;
+    let mut clients = Clients::new(channel);
+    let applied = apply(&mut clients, &topo, &mut |line| println!("{line}")).await?;
+    println!(
+        "applied {}: {} created, {} already present",
+        file.display(),
+        applied.created,
+        count(&applied) - applied.created
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn count(a: &Applied) -> usize {
+    a.vpcs.len() + a.vswitches.len() + a.security_groups.len() + a.instances.len() + a.trunks.len()
+}
+
+/// Make the cloud match `topo`; `log` receives one line per resource.
+pub async fn apply(
+    c: &mut Clients,
+    topo: &Topology,
+    log: &mut dyn FnMut(String),
+) -> Result<Applied> {
+    let region = topo.region.value.clone();
+    let mut out = Applied::default();
+    let mut note = |out: &mut Applied, kind: &str, name: &str, id: &str, created: bool| {
+        if created {
+            out.created += 1;
+        }
+        log(format!(
+            "{kind:<15} {name:<28} {id:<26} {}",
+            if created { "created" } else { "exists" }
+        ));
+    };
+
+    // A file written for another region must not half-apply: ask before creating anything.
+    c.vpc
+        .describe_vpcs(pb::DescribeVpcsRequest {
+            region_id: region.clone(),
+            page_size: Some(1),
+            ..Default::default()
+        })
+        .await
+        .map_err(api(&format!("region {region}")))?;
+    for t in &topo.instance_types {
+        c.emulator
+            .create_instance_type(pb::CreateInstanceTypeRequest {
+                instance_type_id: t.id.value.clone(),
+                cpu_core_count: t.cpu as i32,
+                memory_size: t.memory_gib,
+                eni_quantity: t.eni_quantity as i32,
+                eni_private_ip_address_quantity: t.eni_private_ip_address_quantity as i32,
+                eni_total_quantity: t.eni_total_quantity as i32,
+                eni_trunk_supported: t.eni_trunk_supported,
+                ..Default::default()
+            })
+            .await
+            .map_err(api(&format!("instance type {}", t.id.value)))?;
+    }
+
+    for v in &topo.vpcs {
+        let found = c
+            .vpc
+            .describe_vpcs(pb::DescribeVpcsRequest {
+                region_id: region.clone(),
+                vpc_name: v.name.value.clone(),
+                page_size: Some(50),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("DescribeVpcs"))?
+            .into_inner()
+            .vpcs
+            .unwrap_or_default()
+            .vpc;
+        let (id, created) = match found.first() {
+            Some(existing) if existing.cidr_block != v.cidr.value => {
+                bail!(
+                    "vpc {} exists with CIDR {}, the file says {}",
+                    v.name.value,
+                    existing.cidr_block,
+                    v.cidr.value
+                )
+            }
+            Some(existing) => (existing.vpc_id.clone(), false),
+            None => {
+                let r = c
+                    .vpc
+                    .create_vpc(pb::CreateVpcRequest {
+                        region_id: region.clone(),
+                        cidr_block: v.cidr.value.clone(),
+                        vpc_name: v.name.value.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(api(&format!("vpc {}", v.name.value)))?;
+                (r.into_inner().vpc_id, true)
+            }
+        };
+        note(&mut out, "vpc", &v.name.value, &id, created);
+        out.vpcs.insert(v.name.value.clone(), id.clone());
+        for s in &v.vswitches {
+            let found = c
+                .vpc
+                .describe_v_switches(pb::DescribeVSwitchesRequest {
+                    region_id: region.clone(),
+                    vpc_id: id.clone(),
+                    v_switch_name: s.name.value.clone(),
+                    page_size: Some(50),
+                    ..Default::default()
+                })
+                .await
+                .map_err(api("DescribeVSwitches"))?
+                .into_inner()
+                .v_switches
+                .unwrap_or_default()
+                .v_switch;
+            let (vsw, created) = match found.first() {
+                Some(e) if e.cidr_block != s.cidr.value || e.zone_id != s.zone.value => {
+                    bail!(
+                        "vswitch {} exists as {} in {}, the file says {} in {}",
+                        s.name.value,
+                        e.cidr_block,
+                        e.zone_id,
+                        s.cidr.value,
+                        s.zone.value
+                    )
+                }
+                Some(e) => (e.v_switch_id.clone(), false),
+                None => {
+                    let r = c
+                        .vpc
+                        .create_v_switch(pb::CreateVSwitchRequest {
+                            region_id: region.clone(),
+                            vpc_id: id.clone(),
+                            zone_id: s.zone.value.clone(),
+                            cidr_block: s.cidr.value.clone(),
+                            v_switch_name: s.name.value.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(api(&format!("vswitch {}", s.name.value)))?;
+                    (r.into_inner().v_switch_id, true)
+                }
+            };
+            note(&mut out, "vswitch", &s.name.value, &vsw, created);
+            out.vswitches.insert(s.name.value.clone(), vsw);
+        }
+    }
+
+    // Groups first, rules after: a rule may name any group of the file as its peer.
+    for g in &topo.security_groups {
+        let vpc_id = out.vpcs[&g.vpc.value].clone();
+        let kind = g.kind.as_ref().map_or("normal", |k| k.value.as_str());
+        let found = c
+            .ecs
+            .describe_security_groups(pb::DescribeSecurityGroupsRequest {
+                region_id: region.clone(),
+                vpc_id: vpc_id.clone(),
+                security_group_name: g.name.value.clone(),
+                page_size: Some(100),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("DescribeSecurityGroups"))?
+            .into_inner()
+            .security_groups
+            .unwrap_or_default()
+            .security_group;
+        let (id, created) = match found.first() {
+            Some(e) if e.security_group_type != kind => {
+                bail!(
+                    "security group {} exists as {}, the file says {kind}",
+                    g.name.value,
+                    e.security_group_type
+                )
+            }
+            Some(e) => (e.security_group_id.clone(), false),
+            None => {
+                let r = c
+                    .ecs
+                    .create_security_group(pb::CreateSecurityGroupRequest {
+                        region_id: region.clone(),
+                        vpc_id,
+                        security_group_name: g.name.value.clone(),
+                        security_group_type: kind.to_string(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(api(&format!("security group {}", g.name.value)))?;
+                (r.into_inner().security_group_id, true)
+            }
+        };
+        note(&mut out, "security group", &g.name.value, &id, created);
+        out.security_groups.insert(g.name.value.clone(), id);
+    }
+    for g in &topo.security_groups {
+        let id = out.security_groups[&g.name.value].clone();
+        sync_rules(c, &region, &id, g, &out.security_groups).await?;
+    }
+
+    for i in &topo.instances {
+        let found = c
+            .ecs
+            .describe_instances(pb::DescribeInstancesRequest {
+                region_id: region.clone(),
+                instance_name: i.name.value.clone(),
+                page_size: Some(100),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("DescribeInstances"))?
+            .into_inner()
+            .instances
+            .unwrap_or_default()
+            .instance;
+        let groups: Vec<String> = i
+            .security_groups
+            .iter()
+            .map(|g| out.security_groups[&g.value].clone())
+            .collect();
+        let (id, created) = match found.first() {
+            Some(e) => {
+                let ip = e
+                    .vpc_attributes
+                    .as_ref()
+                    .and_then(|v| v.private_ip_address.as_ref())
+                    .and_then(|l| l.ip_address.first())
+                    .cloned()
+                    .unwrap_or_default();
+                if e.instance_type != i.instance_type.value
+                    || i.private_ip.as_ref().is_some_and(|want| want.value != ip)
+                {
+                    bail!(
+                        "instance {} exists as {} with {ip}, which the file does not describe",
+                        i.name.value,
+                        e.instance_type
+                    );
+                }
+                (e.instance_id.clone(), false)
+            }
+            None => {
+                let r = c
+                    .ecs
+                    .create_instance(pb::CreateInstanceRequest {
+                        region_id: region.clone(),
+                        instance_type: i.instance_type.value.clone(),
+                        v_switch_id: out.vswitches[&i.vswitch.value].clone(),
+                        security_group_ids: groups,
+                        private_ip_address: i
+                            .private_ip
+                            .as_ref()
+                            .map(|p| p.value.clone())
+                            .unwrap_or_default(),
+                        instance_name: i.name.value.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(api(&format!("instance {}", i.name.value)))?;
+                (r.into_inner().instance_id, true)
+            }
+        };
+        note(&mut out, "instance", &i.name.value, &id, created);
+        out.instances.insert(i.name.value.clone(), id.clone());
+        if let Some(t) = &i.trunk {
+            let (trunk, created) = ensure_trunk(
+                c,
+                &region,
+                &id,
+                &i.name.value,
+                &out.vswitches[&t.vswitch.value],
+                t.security_groups
+                    .iter()
+                    .map(|g| out.security_groups[&g.value].clone())
+                    .collect(),
+            )
+            .await?;
+            note(&mut out, "trunk eni", &i.name.value, &trunk, created);
+            out.trunks.insert(i.name.value.clone(), trunk);
+        }
+    }
+    Ok(out)
+}
+
+/// Find the instance's trunk ENI by tag, creating and attaching it if needed.
+async fn ensure_trunk(
+    c: &mut Clients,
+    region: &str,
+    instance_id: &str,
+    name: &str,
+    vswitch_id: &str,
+    groups: Vec<String>,
+) -> Result<(String, bool)> {
+    let tag = pb::Tag {
+        key: TRUNK_TAG.into(),
+        value: name.into(),
+    };
+    let found = c
+        .ecs
+        .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+            region_id: region.into(),
+            r#type: "Trunk".into(),
+            tag: vec![tag.clone()],
+            max_results: Some(100),
+            ..Default::default()
+        })
+        .await
+        .map_err(api("DescribeNetworkInterfaces"))?
+        .into_inner()
+        .network_interface_sets
+        .unwrap_or_default()
+        .network_interface_set;
+    let (eni, created) = match found.into_iter().next() {
+        Some(e) => {
+            if !e.instance_id.is_empty() && e.instance_id != instance_id {
+                bail!(
+                    "trunk ENI {} of {name} is attached to {}",
+                    e.network_interface_id,
+                    e.instance_id
+                );
+            }
+            (e, false)
+        }
+        None => {
+            let r = c
+                .ecs
+                .create_network_interface(pb::CreateNetworkInterfaceRequest {
+                    region_id: region.into(),
+                    v_switch_id: vswitch_id.into(),
+                    security_group_ids: groups,
+                    instance_type: "Trunk".into(),
+                    description: "interface create by terway".into(),
+                    tag: vec![
+                        tag,
+                        pb::Tag {
+                            key: "creator".into(),
+                            value: "terway".into(),
+                        },
+                    ],
+                    source_dest_check: Some(false),
+                    ..Default::default()
+                })
+                .await
+                .map_err(api(&format!("trunk ENI of {name}")))?
+                .into_inner();
+            let set = pb::NetworkInterfaceSet {
+                network_interface_id: r.network_interface_id,
+                status: r.status,
+                ..Default::default()
+            };
+            (set, true)
+        }
+    };
+    if eni.instance_id.is_empty() {
+        c.ecs
+            .attach_network_interface(pb::AttachNetworkInterfaceRequest {
+                region_id: region.into(),
+                instance_id: instance_id.into(),
+                network_interface_id: eni.network_interface_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(api(&format!("attaching the trunk ENI of {name}")))?;
+    }
+    Ok((eni.network_interface_id, created))
+}
+
+/// A rule in a comparable form: what DescribeSecurityGroupAttribute prints for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RuleKey {
+    direction: &'static str,
+    protocol: String,
+    ports: String,
+    peer_cidr: String,
+    peer_group: String,
+    policy: String,
+    priority: String,
+}
+
+fn desired_key(direction: &'static str, r: &RuleSpec, groups: &HashMap<String, String>) -> RuleKey {
+    let protocol = r.protocol.value.to_ascii_uppercase();
+    let ports = match &r.ports {
+        Some(p) => p.value.clone(),
+        None => "-1/-1".into(),
+    };
+    let policy = match r.policy.as_ref().map(|p| p.value.to_ascii_lowercase()) {
+        Some(p) if p == "drop" => "Drop".to_string(),
+        _ => "Accept".to_string(),
+    };
+    RuleKey {
+        direction,
+        protocol,
+        ports,
+        peer_cidr: r
+            .peer
+            .as_ref()
+            .and_then(|p| parse_peer_cidr(&p.value))
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        peer_group: r
+            .peer_group
+            .as_ref()
+            .map(|g| groups[&g.value].clone())
+            .unwrap_or_default(),
+        policy,
+        priority: r.priority.as_ref().map_or(1, |p| p.value).to_string(),
+    }
+}
+
+fn current_key(p: &pb::PermissionItem) -> RuleKey {
+    let ingress = p.direction == "ingress";
+    RuleKey {
+        direction: if ingress { "ingress" } else { "egress" },
+        protocol: p.ip_protocol.clone(),
+        ports: p.port_range.clone(),
+        peer_cidr: if ingress {
+            p.source_cidr_ip.clone()
+        } else {
+            p.dest_cidr_ip.clone()
+        },
+        peer_group: if ingress {
+            p.source_group_id.clone()
+        } else {
+            p.dest_group_id.clone()
+        },
+        policy: p.policy.clone(),
+        priority: p.priority.clone(),
+    }
+}
+
+fn permission(k: &RuleKey, description: &str) -> pb::Permission {
+    let ingress = k.direction == "ingress";
+    let (cidr, group) = (k.peer_cidr.clone(), k.peer_group.clone());
+    pb::Permission {
+        ip_protocol: k.protocol.clone(),
+        port_range: k.ports.clone(),
+        source_cidr_ip: if ingress { cidr.clone() } else { String::new() },
+        source_group_id: if ingress {
+            group.clone()
+        } else {
+            String::new()
+        },
+        dest_cidr_ip: if ingress { String::new() } else { cidr },
+        dest_group_id: if ingress { String::new() } else { group },
+        policy: k.policy.to_ascii_lowercase(),
+        priority: k.priority.clone(),
+        description: description.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Make the group's policy and rules what the file says.
+async fn sync_rules(
+    c: &mut Clients,
+    region: &str,
+    id: &str,
+    g: &crate::topology::SecurityGroupSpec,
+    groups: &HashMap<String, String>,
+) -> Result<()> {
+    if let Some(policy) = &g.inner_access_policy {
+        c.ecs
+            .modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
+                region_id: region.into(),
+                security_group_id: id.into(),
+                inner_access_policy: policy.value.clone(),
+            })
+            .await
+            .map_err(api(&format!("security group {} policy", g.name.value)))?;
+    }
+    let want: Vec<(RuleKey, String)> = g
+        .ingress
+        .iter()
+        .map(|r| {
+            (
+                desired_key("ingress", r, groups),
+                r.description.clone().unwrap_or_default(),
+            )
+        })
+        .chain(g.egress.iter().map(|r| {
+            (
+                desired_key("egress", r, groups),
+                r.description.clone().unwrap_or_default(),
+            )
+        }))
+        .collect();
+    let current = c
+        .ecs
+        .describe_security_group_attribute(pb::DescribeSecurityGroupAttributeRequest {
+            region_id: region.into(),
+            security_group_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(api("DescribeSecurityGroupAttribute"))?
+        .into_inner()
+        .permissions
+        .unwrap_or_default()
+        .permission;
+    let (mut stale_in, mut stale_out) = (Vec::new(), Vec::new());
+    for p in &current {
+        if !want.iter().any(|(k, _)| *k == current_key(p)) {
+            if p.direction == "ingress" {
+                stale_in.push(p.security_group_rule_id.clone())
+            } else {
+                stale_out.push(p.security_group_rule_id.clone())
+            }
+        }
+    }
+    if !stale_in.is_empty() {
+        c.ecs
+            .revoke_security_group(pb::RevokeSecurityGroupRequest {
+                region_id: region.into(),
+                security_group_id: id.into(),
+                security_group_rule_id: stale_in,
+                ..Default::default()
+            })
+            .await
+            .map_err(api("RevokeSecurityGroup"))?;
+    }
+    if !stale_out.is_empty() {
+        c.ecs
+            .revoke_security_group_egress(pb::RevokeSecurityGroupEgressRequest {
+                region_id: region.into(),
+                security_group_id: id.into(),
+                security_group_rule_id: stale_out,
+                ..Default::default()
+            })
+            .await
+            .map_err(api("RevokeSecurityGroupEgress"))?;
+    }
+    let missing = |dir: &str| -> Vec<pb::Permission> {
+        want.iter()
+            .filter(|(k, _)| k.direction == dir && !current.iter().any(|p| current_key(p) == *k))
+            .map(|(k, d)| permission(k, d))
+            .collect()
+    };
+    let (add_in, add_out) = (missing("ingress"), missing("egress"));
+    if !add_in.is_empty() {
+        c.ecs
+            .authorize_security_group(pb::AuthorizeSecurityGroupRequest {
+                region_id: region.into(),
+                security_group_id: id.into(),
+                permissions: add_in,
+                ..Default::default()
+            })
+            .await
+            .map_err(api(&format!(
+                "security group {} ingress rules",
+                g.name.value
+            )))?;
+    }
+    if !add_out.is_empty() {
+        c.ecs
+            .authorize_security_group_egress(pb::AuthorizeSecurityGroupEgressRequest {
+                region_id: region.into(),
+                security_group_id: id.into(),
+                permissions: add_out,
+                ..Default::default()
+            })
+            .await
+            .map_err(api(&format!(
+                "security group {} egress rules",
+                g.name.value
+            )))?;
+    }
+    Ok(())
+}
+
+/// Read a file and apply it (used by tests and the lab).
+pub async fn apply_file(endpoint: &str, file: &Path) -> Result<Applied> {
+    let topo = Topology::load(file)?;
+    let channel = cli::connect(endpoint).await.context("connecting")?;
+    let mut clients = Clients::new(channel);
+    apply(&mut clients, &topo, &mut |_| {}).await
 }

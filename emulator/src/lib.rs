@@ -18,3 +18,4 @@ pub mod codec;
 pub mod grpc;
 pub mod serve;
 pub mod store;
+pub mod topology;

@@ -1,0 +1,403 @@
+//! Topology files: the YAML a user writes to describe a VPC's cloud side (and, for the lab,
+//! the nodes, pods and checks on top of it).
+//!
+//! Parsing is strict (`deny_unknown_fields`, so a misspelt key is an error, not a silent
+//! default) and every error names its place: syntax and type errors come located from
+//! serde-saphyr, and the semantic checks here (unknown references, bad CIDRs, duplicate names)
+//! carry the line and column of the offending value. All checks run before anything is
+//! created, so a broken file changes nothing.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use enifab_model::Cidr;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A value with the place it was written.
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Topology {
+    /// The region the emulator serves; apply refuses a server of another region.
+    pub region: S<String>,
+    #[serde(default)]
+    pub instance_types: Vec<InstanceTypeSpec>,
+    #[serde(default)]
+    pub vpcs: Vec<VpcSpec>,
+    #[serde(default)]
+    pub security_groups: Vec<SecurityGroupSpec>,
+    #[serde(default)]
+    pub instances: Vec<InstanceSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstanceTypeSpec {
+    pub id: S<String>,
+    #[serde(default = "one")]
+    pub cpu: u32,
+    #[serde(default = "one_f")]
+    pub memory_gib: f32,
+    pub eni_quantity: u32,
+    pub eni_private_ip_address_quantity: u32,
+    pub eni_total_quantity: u32,
+    #[serde(default)]
+    pub eni_trunk_supported: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn one_f() -> f32 {
+    1.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VpcSpec {
+    pub name: S<String>,
+    pub cidr: S<String>,
+    #[serde(default)]
+    pub vswitches: Vec<VSwitchSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VSwitchSpec {
+    pub name: S<String>,
+    pub zone: S<String>,
+    pub cidr: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecurityGroupSpec {
+    pub name: S<String>,
+    pub vpc: S<String>,
+    /// `normal` (basic, default) or `enterprise`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<S<String>>,
+    /// `Accept` (default for basic groups) or `Drop`.
+    #[serde(default)]
+    pub inner_access_policy: Option<S<String>>,
+    #[serde(default)]
+    pub ingress: Vec<RuleSpec>,
+    #[serde(default)]
+    pub egress: Vec<RuleSpec>,
+}
+
+/// One rule. `peer` is a CIDR or an IP; `peerGroup` names a group of the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleSpec {
+    pub protocol: S<String>,
+    #[serde(default)]
+    pub ports: Option<S<String>>,
+    #[serde(default)]
+    pub peer: Option<S<String>>,
+    #[serde(default)]
+    pub peer_group: Option<S<String>>,
+    #[serde(default)]
+    pub policy: Option<S<String>>,
+    #[serde(default)]
+    pub priority: Option<S<u32>>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstanceSpec {
+    /// The instance name, e.g. `cn-hongkong.10.0.4.22` as ACK names nodes; also the key apply
+    /// finds it by.
+    pub name: S<String>,
+    #[serde(rename = "type")]
+    pub instance_type: S<String>,
+    pub vswitch: S<String>,
+    #[serde(default)]
+    pub private_ip: Option<S<String>>,
+    pub security_groups: Vec<S<String>>,
+    /// A trunk ENI to create and attach (Terway's node daemon does this on a real cluster).
+    #[serde(default)]
+    pub trunk: Option<TrunkSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrunkSpec {
+    pub vswitch: S<String>,
+    pub security_groups: Vec<S<String>>,
+}
+
+/// A problem at a place in the file.
+pub fn at<T>(file: &str, s: &S<T>, msg: impl std::fmt::Display) -> String {
+    format!(
+        "{file}:{}:{}: {msg}",
+        s.referenced.line(),
+        s.referenced.column()
+    )
+}
+
+impl Topology {
+    /// Read and check a topology file.
+    pub fn load(path: &Path) -> Result<Topology> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Topology::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Topology> {
+        let topo: Topology =
+            serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let problems = topo.check(file);
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "{} problem(s) in the topology:\n  {}",
+                problems.len(),
+                problems.join("\n  ")
+            );
+        }
+        Ok(topo)
+    }
+
+    pub fn vswitch(&self, name: &str) -> Option<(&VpcSpec, &VSwitchSpec)> {
+        self.vpcs.iter().find_map(|v| {
+            v.vswitches
+                .iter()
+                .find(|s| s.name.value == name)
+                .map(|s| (v, s))
+        })
+    }
+
+    pub fn security_group(&self, name: &str) -> Option<&SecurityGroupSpec> {
+        self.security_groups.iter().find(|g| g.name.value == name)
+    }
+
+    /// Every semantic problem, each located.
+    fn check(&self, f: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        let mut names = HashSet::new();
+        let mut unique = |p: &mut Vec<String>, what: &str, n: &S<String>| {
+            if n.value.is_empty() {
+                p.push(at(f, n, format!("{what} name is empty")));
+            } else if !names.insert((what.to_string(), n.value.clone())) {
+                p.push(at(f, n, format!("{what} {:?} is defined twice", n.value)));
+            }
+        };
+        for t in &self.instance_types {
+            unique(&mut p, "instance type", &t.id);
+            if !t.id.value.starts_with("ecs.") {
+                p.push(at(
+                    f,
+                    &t.id,
+                    "instance type ids look like ecs.<family>.<size>",
+                ));
+            }
+            if t.eni_total_quantity < t.eni_quantity {
+                p.push(at(
+                    f,
+                    &t.id,
+                    "eniTotalQuantity must be at least eniQuantity",
+                ));
+            }
+        }
+        for v in &self.vpcs {
+            unique(&mut p, "vpc", &v.name);
+            let vpc_cidr = v.cidr.value.parse::<Cidr>().ok();
+            if vpc_cidr.is_none() {
+                p.push(at(
+                    f,
+                    &v.cidr,
+                    format!("{:?} is not a CIDR block like 10.0.0.0/8", v.cidr.value),
+                ));
+            }
+            let mut seen: Vec<Cidr> = Vec::new();
+            for s in &v.vswitches {
+                unique(&mut p, "vswitch", &s.name);
+                match s.cidr.value.parse::<Cidr>() {
+                    Err(()) => p.push(at(
+                        f,
+                        &s.cidr,
+                        format!("{:?} is not a CIDR block like 10.0.4.0/24", s.cidr.value),
+                    )),
+                    Ok(c) => {
+                        if vpc_cidr.is_some_and(|vc| !vc.covers(&c)) {
+                            p.push(at(
+                                f,
+                                &s.cidr,
+                                format!("{c} is not inside the VPC's {}", v.cidr.value),
+                            ));
+                        }
+                        if seen.iter().any(|o| o.overlaps(&c)) {
+                            p.push(at(
+                                f,
+                                &s.cidr,
+                                format!("{c} overlaps another vSwitch of the VPC"),
+                            ));
+                        }
+                        seen.push(c);
+                    }
+                }
+            }
+        }
+        for g in &self.security_groups {
+            unique(&mut p, "security group", &g.name);
+            if !self.vpcs.iter().any(|v| v.name.value == g.vpc.value) {
+                p.push(at(f, &g.vpc, format!("no vpc named {:?}", g.vpc.value)));
+            }
+            if let Some(k) = &g.kind {
+                if !matches!(k.value.as_str(), "normal" | "enterprise") {
+                    p.push(at(f, k, "type is normal or enterprise"));
+                }
+            }
+            if let Some(k) = &g.inner_access_policy {
+                if !matches!(k.value.as_str(), "Accept" | "Drop") {
+                    p.push(at(f, k, "innerAccessPolicy is Accept or Drop"));
+                }
+            }
+            for r in g.ingress.iter().chain(&g.egress) {
+                self.check_rule(f, r, &mut p);
+            }
+        }
+        for i in &self.instances {
+            unique(&mut p, "instance", &i.name);
+            self.check_vswitch_ref(f, &i.vswitch, &mut p);
+            self.check_groups(f, &i.security_groups, &i.name, &mut p);
+            if let Some(ip) = &i.private_ip {
+                match ip.value.parse::<std::net::Ipv4Addr>() {
+                    Err(_) => p.push(at(f, ip, format!("{:?} is not an IPv4 address", ip.value))),
+                    Ok(a) => {
+                        let inside = self
+                            .vswitch(&i.vswitch.value)
+                            .and_then(|(_, s)| s.cidr.value.parse::<Cidr>().ok())
+                            .is_none_or(|c| c.contains(a));
+                        if !inside {
+                            p.push(at(
+                                f,
+                                ip,
+                                format!("{a} is not in vSwitch {}", i.vswitch.value),
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some(t) = &i.trunk {
+                self.check_vswitch_ref(f, &t.vswitch, &mut p);
+                self.check_groups(f, &t.security_groups, &t.vswitch, &mut p);
+            }
+        }
+        p
+    }
+
+    fn check_vswitch_ref(&self, f: &str, r: &S<String>, p: &mut Vec<String>) {
+        if self.vswitch(&r.value).is_none() {
+            p.push(at(f, r, format!("no vswitch named {:?}", r.value)));
+        }
+    }
+
+    fn check_groups(&self, f: &str, groups: &[S<String>], owner: &S<String>, p: &mut Vec<String>) {
+        if groups.is_empty() {
+            p.push(at(f, owner, "needs at least one security group"));
+        }
+        if groups.len() > 5 {
+            p.push(at(f, &groups[5], "an ENI joins at most 5 security groups"));
+        }
+        for g in groups {
+            if self.security_group(&g.value).is_none() {
+                p.push(at(f, g, format!("no security group named {:?}", g.value)));
+            }
+        }
+    }
+
+    fn check_rule(&self, f: &str, r: &RuleSpec, p: &mut Vec<String>) {
+        let proto = r.protocol.value.to_ascii_uppercase();
+        if !matches!(proto.as_str(), "TCP" | "UDP" | "ICMP" | "GRE" | "ALL") {
+            p.push(at(f, &r.protocol, "protocol is TCP, UDP, ICMP, GRE or ALL"));
+        }
+        if matches!(proto.as_str(), "TCP" | "UDP") && r.ports.is_none() {
+            p.push(at(
+                f,
+                &r.protocol,
+                "TCP and UDP rules need ports: \"80/80\" or \"1/65535\"",
+            ));
+        }
+        match (&r.peer, &r.peer_group) {
+            (None, None) => p.push(at(
+                f,
+                &r.protocol,
+                "a rule needs a peer (CIDR) or a peerGroup",
+            )),
+            (Some(c), _) if enifab_model::net::parse_peer_cidr(&c.value).is_none() => p.push(at(
+                f,
+                c,
+                format!("{:?} is not a CIDR block or an IP", c.value),
+            )),
+            (_, Some(g)) if self.security_group(&g.value).is_none() => {
+                p.push(at(f, g, format!("no security group named {:?}", g.value)))
+            }
+            _ => {}
+        }
+        if let Some(pr) = &r.priority {
+            if !(1..=100).contains(&pr.value) {
+                p.push(at(f, pr, "priority is 1 to 100"));
+            }
+        }
+        if let Some(pol) = &r.policy {
+            if !matches!(pol.value.to_ascii_lowercase().as_str(), "accept" | "drop") {
+                p.push(at(f, pol, "policy is accept or drop"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "region: cn-hongkong
+vpcs:
+  - name: v
+    cidr: 10.0.0.0/8
+    vswitches:
+      - { name: s, zone: cn-hongkong-b, cidr: 10.0.4.0/24 }
+securityGroups:
+  - name: g
+    vpc: v
+    ingress:
+      - { protocol: TCP, ports: 80/80, peer: 10.0.0.0/8 }
+instances:
+  - { name: n1, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.22, securityGroups: [g], trunk: { vswitch: s, securityGroups: [g] } }
+";
+
+    #[test]
+    fn a_good_file_parses() {
+        let t = Topology::parse("t.yaml", GOOD).unwrap();
+        assert_eq!(
+            t.instances[0].private_ip.as_ref().unwrap().value,
+            "10.0.4.22"
+        );
+    }
+
+    #[test]
+    fn errors_are_located() {
+        let bad = GOOD.replace("vswitch: s, privateIp", "vswitch: nope, privateIp");
+        let e = Topology::parse("t.yaml", &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("t.yaml:13:47:") && e.contains("no vswitch named \"nope\""),
+            "{e}"
+        );
+        let bad = GOOD.replace("cidr: 10.0.4.0/24", "cidr: 10.0.4.7/24");
+        let e = Topology::parse("t.yaml", &bad).unwrap_err().to_string();
+        assert!(e.contains("t.yaml:6:") && e.contains("not a CIDR"), "{e}");
+        let bad = GOOD.replace("protocol: TCP, ports", "protocl: TCP, ports");
+        let e = Topology::parse("t.yaml", &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("line 11 column 11: unknown field `protocl`"),
+            "{e}"
+        );
+    }
+}
