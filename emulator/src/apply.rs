@@ -41,7 +41,8 @@ fn api(what: &str) -> impl Fn(Status) -> anyhow::Error + '_ {
 /// The entry point of `enifab apply`.
 pub async fn run(endpoint: &str, file: &Path) -> Result<ExitCode> {
     let topo = Topology::load(file)?;
-    let channel = cli::connect(endpoint).await?;
+    // `enifab serve & enifab apply …` is the usual way in: give the server a moment to bind.
+    let channel = cli::connect_patiently(endpoint, std::time::Duration::from_secs(10)).await?;
     let mut clients = Clients::new(channel);
     let applied = apply(&mut clients, &topo, &mut |line| println!("{line}")).await?;
     println!(

@@ -45,6 +45,18 @@ pub async fn connect(endpoint: &str) -> Result<Channel, CallError> {
         .map_err(|e| transport(format!("{e}")))
 }
 
+/// Connect, retrying for up to `patience` while the emulator is still starting.
+pub async fn connect_patiently(endpoint: &str, patience: Duration) -> Result<Channel, CallError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match connect(endpoint).await {
+            Ok(c) => return Ok(c),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// `--Key value` and `--Key=value` pairs, in order.
 pub fn parse_flags(args: &[String]) -> Result<Vec<(String, String)>, CallError> {
     let mut out = Vec::new();

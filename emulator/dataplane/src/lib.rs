@@ -1,1 +1,77 @@
-//! placeholder
+//! `enifab-dataplane`: the emulator's frame pipeline, a pure function from "this Geneve datagram
+//! arrived from that shim address at this time" to "send these bytes there, or drop for this
+//! reason" (boringtun's `TunnResult`, OPTE's `ProcessResult`).
+//!
+//! It reproduces the Alibaba Cloud VPC as ENI trunking sees it (reference §6, §8, §9): ports
+//! named by Geneve VNI, members demultiplexed by `(trunk port, 802.1Q VLAN)`, proxy ARP with
+//! `ee:ff:ff:ff:ff:ff`, the vSwitch gateway answering ping, source/destination check, routing
+//! by destination IP to the ENI that owns it, stateful security groups, and delivery rewritten
+//! as routed (src MAC `ee:ff:ff:ff:ff:ff`, dst MAC the receiving device's, member tag pushed).
+//! The order of steps is drawn in `PIPELINE.md`.
+//!
+//! Must not: use tokio, sockets, threads, clocks, syscalls or randomness; panic on any input;
+//! allocate per frame. Time is a parameter ([`Instant`]); the output buffer is the caller's.
+//!
+//! # Layout
+//! - [`wire`]: byte-level headers, shared with the node shim (Geneve + virtio-net option, VLAN
+//!   push/pop, Ethernet, ARP, IPv4, TCP/UDP/ICMP).
+//! - [`config`]: the immutable, indexed snapshot of ports, ENIs and security groups.
+//! - [`fabric`]: [`Fabric::process`], the pipeline, and [`Fabric::trace`], its explanation.
+//! - `conntrack`, `security_group`: the stateful firewall.
+//! - [`drop`](mod@drop), [`stats`]: drop reasons and counters.
+
+pub mod config;
+mod conntrack;
+pub mod drop;
+pub mod fabric;
+mod security_group;
+pub mod stats;
+pub mod wire;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+#[cfg(test)]
+mod tests;
+
+use core::time::Duration;
+
+pub use config::{
+    Attachment, ConfigError, ConntrackTimeouts, Direction, EniConfig, FabricConfig, Ipv4Cidr, Peer,
+    Policy, PortConfig, Protocol, Rule, SecurityGroupConfig, SgKind,
+};
+pub use conntrack::{FlowDir, FlowState};
+pub use drop::{DropKind, DropReason, Layer};
+pub use fabric::{CtLookup, Fabric, FabricOptions, FlowView, MAX_GROWTH, Step, Trace, Verdict};
+pub use security_group::{HEALTH_CHECK_CIDR, SgMatch};
+pub use stats::{DropStats, PortStats, StatsSnapshot};
+pub use wire::geneve::Vni;
+
+/// A point on the caller's monotonic clock, in nanoseconds. The pipeline only compares and adds
+/// these, so any monotonic origin works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(pub u64);
+
+impl Instant {
+    pub const fn from_secs(s: u64) -> Instant {
+        Instant(s.saturating_mul(1_000_000_000))
+    }
+
+    pub const fn from_millis(ms: u64) -> Instant {
+        Instant(ms.saturating_mul(1_000_000))
+    }
+
+    pub fn saturating_add(self, d: Duration) -> Instant {
+        Instant(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+impl core::ops::Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, d: Duration) -> Instant {
+        self.saturating_add(d)
+    }
+}

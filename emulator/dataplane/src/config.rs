@@ -1,0 +1,692 @@
+//! The data plane's view of the VPC: an immutable snapshot ([`FabricConfig`]) that the emulator
+//! builds from its resource model after every API change and hands over as `Arc<FabricConfig>`.
+//!
+//! Building a snapshot does all the work that would otherwise be per frame: it indexes ports,
+//! ENI addresses, `(trunk port, VLAN)` member bindings and vSwitch gateways, resolves
+//! security-group references to IP sets, and flattens each ENI's rules into one pre-sorted list
+//! per direction (reference §8.2: all rules of all groups, priority 1 first, drop before accept
+//! at equal priority). Per-frame code then does hash lookups only.
+//!
+//! Must not: read a clock, do I/O, or use process-random hashing. Index maps use a fixed-key
+//! hasher because their keys come from the trusted control plane; conntrack, whose keys come
+//! from the wire, gets its hasher from the caller (see `FabricOptions`).
+//!
+//! Cloud facts encoded here: gateway = last address of the vSwitch CIDR − 2 (reference §9.1,
+//! Terway `DeriveGatewayIP`; none for /31 and /32), member VLAN id = `DeviceIndex` in 1..=4094,
+//! conntrack defaults of `ConnectionTrackingConfiguration` (reference §8.2 item 6).
+
+use core::fmt;
+use core::net::{Ipv4Addr, SocketAddr};
+use core::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
+
+use crate::wire::ethernet::Mac;
+use crate::wire::geneve::Vni;
+use crate::wire::ipv4::{PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::vlan::Tci;
+
+/// Deterministic hasher for maps whose keys the control plane chose.
+pub(crate) type FixedState = BuildHasherDefault<DefaultHasher>;
+pub(crate) type FixedMap<K, V> = HashMap<K, V, FixedState>;
+pub(crate) type FixedSet<K> = HashSet<K, FixedState>;
+
+/// An IPv4 prefix. Host bits of `addr` are ignored when matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Cidr {
+    addr: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Ipv4Cidr {
+    pub const fn new(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Cidr> {
+        if prefix <= 32 {
+            Some(Ipv4Cidr { addr, prefix })
+        } else {
+            None
+        }
+    }
+
+    pub const fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    pub const fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(ip) ^ u32::from(self.addr)) & self.mask() == 0
+    }
+
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    pub fn last(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    /// The vSwitch gateway: last address − 2 (`.253` in a /24, `.1` in a /30); none for /31
+    /// and /32, which have no reserved addresses to put it in.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        (self.prefix <= 30).then(|| Ipv4Addr::from(u32::from(self.last()) - 2))
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// One ENI device a node shim registered: frames with this VNI are accepted only from `peer`,
+/// and frames for it are sent there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    pub eni_id: String,
+    /// The device's MAC: dst MAC of everything delivered on this port, members included.
+    pub mac: Mac,
+    pub peer: SocketAddr,
+}
+
+/// Where an ENI's frames enter and leave the fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attachment {
+    /// Primary, Secondary or Trunk ENI: the untagged traffic of port `vni`.
+    Port { vni: Vni },
+    /// Member ENI: VLAN `vlan` (its `DeviceIndex`) on the trunk's port.
+    Member { trunk_vni: Vni, vlan: u16 },
+}
+
+/// Per-ENI `ConnectionTrackingConfiguration`. A flow between two ENIs uses the shorter value of
+/// each, since either ENI's own tracker forgetting the flow ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConntrackTimeouts {
+    /// `TcpEstablishedTimeout`, 30–910 s in the cloud, default 910 s.
+    pub tcp_established: Duration,
+    /// `TcpClosedAndTimeWaitTimeout`, 3–15 s, default 3 s: after RST or FIN both ways.
+    pub tcp_closed: Duration,
+    /// Not exposed by the cloud. 120 s, Linux's `nf_conntrack_tcp_timeout_syn_sent`: longer than
+    /// the gap between any of a client's SYN retransmissions, so a slow handshake is not cut.
+    pub tcp_handshake: Duration,
+    /// `UdpTimeout`, 10–100 s, default 30 s. Also used for GRE and other IP protocols, which
+    /// are tracked by address pair only.
+    pub udp: Duration,
+    /// Not exposed by the cloud. 30 s, Linux's `nf_conntrack_icmp_timeout`: an echo exchange
+    /// (keyed by echo id) lives as long as a `ping` keeps sending.
+    pub icmp: Duration,
+}
+
+impl Default for ConntrackTimeouts {
+    fn default() -> Self {
+        ConntrackTimeouts {
+            tcp_established: Duration::from_secs(910),
+            tcp_closed: Duration::from_secs(3),
+            tcp_handshake: Duration::from_secs(120),
+            udp: Duration::from_secs(30),
+            icmp: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An ENI of the VPC that has addresses and is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EniConfig {
+    pub id: String,
+    pub vpc_id: String,
+    pub mac: Mac,
+    pub primary_ip: Ipv4Addr,
+    /// Primary and secondary IPs (the primary is added if missing).
+    pub ips: Vec<Ipv4Addr>,
+    pub vswitch_cidr: Ipv4Cidr,
+    pub security_group_ids: Vec<String>,
+    pub source_dest_check: bool,
+    pub attachment: Attachment,
+    pub conntrack: ConntrackTimeouts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SgKind {
+    /// `SecurityGroupType=normal`: no-match default in deny / out allow.
+    Basic,
+    /// Enterprise (advanced): no-match default in deny / out deny; never inner-accept.
+    Enterprise,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityGroupConfig {
+    pub id: String,
+    pub vpc_id: String,
+    pub kind: SgKind,
+    /// `InnerAccessPolicy=Accept`; only honoured for basic groups.
+    pub inner_access_accept: bool,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Policy {
+    Accept,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    Gre,
+    All,
+}
+
+impl Protocol {
+    fn number(self) -> Option<u8> {
+        match self {
+            Protocol::Tcp => Some(PROTO_TCP),
+            Protocol::Udp => Some(PROTO_UDP),
+            Protocol::Icmp => Some(PROTO_ICMP),
+            Protocol::Gre => Some(PROTO_GRE),
+            Protocol::All => None,
+        }
+    }
+}
+
+/// The remote side of a rule: `SourceCidrIp`/`DestCidrIp` or `SourceGroupId`/`DestGroupId`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Peer {
+    Cidr(Ipv4Cidr),
+    /// All private IPs of all ENIs in that group (same VPC). An unknown group matches nothing.
+    Group(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rule {
+    pub direction: Direction,
+    /// 1..=100, 1 highest.
+    pub priority: u8,
+    pub policy: Policy,
+    pub protocol: Protocol,
+    /// Destination ports (`PortRange`); `None` is `-1/-1`. Only constrains TCP and UDP rules.
+    pub port_range: Option<(u16, u16)>,
+    /// `SourcePortRange`; same rules as `port_range`.
+    pub source_port_range: Option<(u16, u16)>,
+    pub peer: Peer,
+    /// This ENI's side of a 5-tuple rule: `DestCidrIp` on ingress, `SourceCidrIp` on egress.
+    pub local_cidr: Option<Ipv4Cidr>,
+}
+
+/// A snapshot the emulator could not turn into a consistent data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    DuplicateEni(String),
+    /// Two ENIs of one VPC claim the same address.
+    DuplicateIp {
+        vpc_id: String,
+        ip: Ipv4Addr,
+    },
+    /// Two members on one trunk port share a VLAN id.
+    DuplicateVlan {
+        trunk_vni: Vni,
+        vlan: u16,
+    },
+    /// Member VLAN id outside 1..=4094.
+    BadVlan {
+        eni_id: String,
+        vlan: u16,
+    },
+    /// Two ENIs attached as the untagged ENI of one port, or a port naming another ENI than
+    /// the one attached to it.
+    PortEniMismatch {
+        vni: Vni,
+        eni_id: String,
+    },
+    UnknownSecurityGroup {
+        eni_id: String,
+        sg_id: String,
+    },
+    DuplicateSecurityGroup(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::DuplicateEni(id) => write!(f, "ENI {id} appears twice"),
+            ConfigError::DuplicateIp { vpc_id, ip } => {
+                write!(f, "IP {ip} is claimed twice in {vpc_id}")
+            }
+            ConfigError::DuplicateVlan { trunk_vni, vlan } => {
+                write!(f, "VLAN {vlan} is used twice on trunk port {trunk_vni}")
+            }
+            ConfigError::BadVlan { eni_id, vlan } => {
+                write!(f, "member {eni_id} has VLAN {vlan}, not in 1..=4094")
+            }
+            ConfigError::PortEniMismatch { vni, eni_id } => {
+                write!(
+                    f,
+                    "port {vni} and ENI {eni_id} disagree about their attachment"
+                )
+            }
+            ConfigError::UnknownSecurityGroup { eni_id, sg_id } => {
+                write!(f, "ENI {eni_id} names unknown security group {sg_id}")
+            }
+            ConfigError::DuplicateSecurityGroup(id) => {
+                write!(f, "security group {id} appears twice")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Stable 64-bit name of a string id (FNV-1a). Conntrack keys and entries use it so that they
+/// stay meaningful across snapshots, whose internal indexes are renumbered.
+pub(crate) fn stable_key(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+pub(crate) type EniIdx = u32;
+pub(crate) type GroupIdx = u32;
+
+#[derive(Debug)]
+pub(crate) struct Port {
+    pub eni_id: Arc<str>,
+    pub mac: Mac,
+    pub peer: SocketAddr,
+    /// The untagged ENI, when the snapshot has one for this port.
+    pub eni: Option<EniIdx>,
+}
+
+/// Nanosecond timeouts, ready for `now + t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    pub tcp_established: u64,
+    pub tcp_closed: u64,
+    pub tcp_handshake: u64,
+    pub udp: u64,
+    pub icmp: u64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Timeouts {
+    fn from_config(c: &ConntrackTimeouts) -> Timeouts {
+        Timeouts {
+            tcp_established: nanos(c.tcp_established),
+            tcp_closed: nanos(c.tcp_closed),
+            tcp_handshake: nanos(c.tcp_handshake),
+            udp: nanos(c.udp),
+            icmp: nanos(c.icmp),
+        }
+    }
+
+    pub fn min(&self, o: &Timeouts) -> Timeouts {
+        Timeouts {
+            tcp_established: self.tcp_established.min(o.tcp_established),
+            tcp_closed: self.tcp_closed.min(o.tcp_closed),
+            tcp_handshake: self.tcp_handshake.min(o.tcp_handshake),
+            udp: self.udp.min(o.udp),
+            icmp: self.icmp.min(o.icmp),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CompiledPeer {
+    Cidr(Ipv4Cidr),
+    Group(GroupIdx),
+    /// A reference to a group not in the snapshot.
+    Nothing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompiledRule {
+    pub group: GroupIdx,
+    /// Position in the group's `rules`, reported in drop reasons and traces.
+    pub index: u32,
+    pub priority: u8,
+    pub policy: Policy,
+    /// `None` = all protocols.
+    pub protocol: Option<u8>,
+    /// Inclusive; `(0, 65535)` when unconstrained.
+    pub dst_ports: (u16, u16),
+    pub src_ports: (u16, u16),
+    pub peer: CompiledPeer,
+    pub local: Option<Ipv4Cidr>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Eni {
+    pub id: Arc<str>,
+    pub key: u64,
+    pub vpc: u64,
+    pub source_dest_check: bool,
+    /// The port its frames arrive on and leave by, and the tag they carry there.
+    pub vni: Vni,
+    pub tag: Option<Tci>,
+    pub timeouts: Timeouts,
+    pub ingress: Box<[CompiledRule]>,
+    pub egress: Box<[CompiledRule]>,
+    pub default_egress: Policy,
+    /// Basic groups with `InnerAccessPolicy=Accept`, sorted.
+    pub inner_accept: Box<[GroupIdx]>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub id: Arc<str>,
+    /// Every IP of every ENI of the group's VPC that is in the group.
+    pub members: FixedSet<Ipv4Addr>,
+}
+
+/// An immutable, indexed snapshot of everything the pipeline needs. Build one per change of the
+/// resource model and swap it in with `Fabric::set_config`.
+#[derive(Debug)]
+pub struct FabricConfig {
+    epoch: u64,
+    port_specs: Vec<(Vni, PortConfig)>,
+    eni_specs: Vec<EniConfig>,
+    group_specs: Vec<SecurityGroupConfig>,
+    pub(crate) ports: FixedMap<Vni, Port>,
+    pub(crate) enis: Vec<Eni>,
+    pub(crate) groups: Vec<Group>,
+    pub(crate) by_ip: FixedMap<(u64, Ipv4Addr), EniIdx>,
+    pub(crate) by_vlan: FixedMap<(Vni, u16), EniIdx>,
+    pub(crate) gateways: FixedSet<(u64, Ipv4Addr)>,
+}
+
+impl FabricConfig {
+    /// A snapshot with nothing in it: every frame is dropped `unknown_port`.
+    pub fn empty(epoch: u64) -> FabricConfig {
+        Self::new(epoch, Vec::new(), Vec::new(), Vec::new()).unwrap_or_else(|_| unreachable!())
+    }
+
+    pub fn new(
+        epoch: u64,
+        ports: impl IntoIterator<Item = (Vni, PortConfig)>,
+        enis: Vec<EniConfig>,
+        groups: Vec<SecurityGroupConfig>,
+    ) -> Result<FabricConfig, ConfigError> {
+        let mut port_specs: Vec<(Vni, PortConfig)> = ports.into_iter().collect();
+        port_specs.sort_by_key(|(v, _)| *v);
+        port_specs.dedup_by_key(|(v, _)| *v);
+
+        let mut group_idx: FixedMap<&str, GroupIdx> = FixedMap::default();
+        for (i, g) in groups.iter().enumerate() {
+            if group_idx.insert(g.id.as_str(), i as GroupIdx).is_some() {
+                return Err(ConfigError::DuplicateSecurityGroup(g.id.clone()));
+            }
+        }
+
+        let mut eni_idx: FixedMap<&str, EniIdx> = FixedMap::default();
+        let mut by_ip = FixedMap::default();
+        let mut by_vlan = FixedMap::default();
+        let mut untagged: FixedMap<Vni, EniIdx> = FixedMap::default();
+        let mut gateways = FixedSet::default();
+        for (i, e) in enis.iter().enumerate() {
+            let i = i as EniIdx;
+            if eni_idx.insert(e.id.as_str(), i).is_some() {
+                return Err(ConfigError::DuplicateEni(e.id.clone()));
+            }
+            let vpc = stable_key(&e.vpc_id);
+            for ip in core::iter::once(e.primary_ip).chain(e.ips.iter().copied()) {
+                if let Some(other) = by_ip.insert((vpc, ip), i)
+                    && other != i
+                {
+                    return Err(ConfigError::DuplicateIp {
+                        vpc_id: e.vpc_id.clone(),
+                        ip,
+                    });
+                }
+            }
+            if let Some(gw) = e.vswitch_cidr.gateway() {
+                gateways.insert((vpc, gw));
+            }
+            match e.attachment {
+                Attachment::Port { vni } => {
+                    let named = port_specs
+                        .iter()
+                        .find(|(v, _)| *v == vni)
+                        .map(|(_, p)| p.eni_id.as_str());
+                    if untagged.insert(vni, i).is_some() || named.is_some_and(|n| n != e.id) {
+                        return Err(ConfigError::PortEniMismatch {
+                            vni,
+                            eni_id: e.id.clone(),
+                        });
+                    }
+                }
+                Attachment::Member { trunk_vni, vlan } => {
+                    if Tci::from_vid(vlan).is_none() {
+                        return Err(ConfigError::BadVlan {
+                            eni_id: e.id.clone(),
+                            vlan,
+                        });
+                    }
+                    if by_vlan.insert((trunk_vni, vlan), i).is_some() {
+                        return Err(ConfigError::DuplicateVlan { trunk_vni, vlan });
+                    }
+                }
+            }
+            for sg in &e.security_group_ids {
+                if !group_idx.contains_key(sg.as_str()) {
+                    return Err(ConfigError::UnknownSecurityGroup {
+                        eni_id: e.id.clone(),
+                        sg_id: sg.clone(),
+                    });
+                }
+            }
+        }
+
+        let compiled_groups: Vec<Group> = groups
+            .iter()
+            .map(|g| Group {
+                id: Arc::from(g.id.as_str()),
+                members: enis
+                    .iter()
+                    .filter(|e| e.vpc_id == g.vpc_id && e.security_group_ids.contains(&g.id))
+                    .flat_map(|e| core::iter::once(e.primary_ip).chain(e.ips.iter().copied()))
+                    .collect(),
+            })
+            .collect();
+
+        let compiled_enis = enis
+            .iter()
+            .map(|e| compile_eni(e, &groups, &group_idx))
+            .collect::<Vec<_>>();
+
+        let ports = port_specs
+            .iter()
+            .map(|(vni, p)| {
+                let port = Port {
+                    eni_id: Arc::from(p.eni_id.as_str()),
+                    mac: p.mac,
+                    peer: p.peer,
+                    eni: untagged.get(vni).copied(),
+                };
+                (*vni, port)
+            })
+            .collect();
+
+        Ok(FabricConfig {
+            epoch,
+            port_specs,
+            eni_specs: enis,
+            group_specs: groups,
+            ports,
+            enis: compiled_enis,
+            groups: compiled_groups,
+            by_ip,
+            by_vlan,
+            gateways,
+        })
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Registered ports, sorted by VNI.
+    pub fn ports(&self) -> &[(Vni, PortConfig)] {
+        &self.port_specs
+    }
+
+    pub fn enis(&self) -> &[EniConfig] {
+        &self.eni_specs
+    }
+
+    pub fn security_groups(&self) -> &[SecurityGroupConfig] {
+        &self.group_specs
+    }
+
+    pub(crate) fn eni(&self, i: EniIdx) -> &Eni {
+        &self.enis[i as usize]
+    }
+
+    pub(crate) fn group(&self, i: GroupIdx) -> &Group {
+        &self.groups[i as usize]
+    }
+}
+
+fn compile_eni(
+    e: &EniConfig,
+    groups: &[SecurityGroupConfig],
+    group_idx: &FixedMap<&str, GroupIdx>,
+) -> Eni {
+    let mut ingress = Vec::new();
+    let mut egress = Vec::new();
+    let mut inner_accept = Vec::new();
+    let mut any_enterprise = false;
+    for sg_id in &e.security_group_ids {
+        let Some(&gi) = group_idx.get(sg_id.as_str()) else {
+            continue;
+        };
+        let g = &groups[gi as usize];
+        any_enterprise |= g.kind == SgKind::Enterprise;
+        if g.kind == SgKind::Basic && g.inner_access_accept {
+            inner_accept.push(gi);
+        }
+        for (ri, r) in g.rules.iter().enumerate() {
+            let ported = matches!(r.protocol, Protocol::Tcp | Protocol::Udp);
+            let any = (0, u16::MAX);
+            let compiled = CompiledRule {
+                group: gi,
+                index: ri as u32,
+                priority: r.priority,
+                policy: r.policy,
+                protocol: r.protocol.number(),
+                dst_ports: r.port_range.filter(|_| ported).unwrap_or(any),
+                src_ports: r.source_port_range.filter(|_| ported).unwrap_or(any),
+                peer: match &r.peer {
+                    Peer::Cidr(c) => CompiledPeer::Cidr(*c),
+                    Peer::Group(id) => group_idx
+                        .get(id.as_str())
+                        .map_or(CompiledPeer::Nothing, |&i| CompiledPeer::Group(i)),
+                },
+                local: r.local_cidr,
+            };
+            match r.direction {
+                Direction::Ingress => ingress.push(compiled),
+                Direction::Egress => egress.push(compiled),
+            }
+        }
+    }
+    // Stable sort: equal (priority, policy) keeps group order then rule order, so a trace names
+    // the same rule every time.
+    let order = |r: &CompiledRule| (r.priority, r.policy == Policy::Accept);
+    ingress.sort_by_key(order);
+    egress.sort_by_key(order);
+    inner_accept.sort_unstable();
+    inner_accept.dedup();
+    let (vni, tag) = match e.attachment {
+        Attachment::Port { vni } => (vni, None),
+        Attachment::Member { trunk_vni, vlan } => (trunk_vni, Tci::from_vid(vlan)),
+    };
+    Eni {
+        id: Arc::from(e.id.as_str()),
+        key: stable_key(&e.id),
+        vpc: stable_key(&e.vpc_id),
+        source_dest_check: e.source_dest_check,
+        vni,
+        tag,
+        timeouts: Timeouts::from_config(&e.conntrack),
+        ingress: ingress.into(),
+        egress: egress.into(),
+        // An ENI cannot mix kinds (reference §8.3); if a snapshot does anyway, the stricter
+        // enterprise default wins. No group at all behaves like a basic group.
+        default_egress: if any_enterprise {
+            Policy::Drop
+        } else {
+            Policy::Accept
+        },
+        inner_accept: inner_accept.into(),
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn cidr(a: [u8; 4], p: u8) -> Ipv4Cidr {
+        Ipv4Cidr::new(Ipv4Addr::from(a), p).unwrap()
+    }
+
+    #[test]
+    fn gateways_follow_terway() {
+        assert_eq!(
+            cidr([192, 168, 1, 0], 24).gateway(),
+            Some(Ipv4Addr::new(192, 168, 1, 253))
+        );
+        assert_eq!(
+            cidr([192, 168, 1, 0], 30).gateway(),
+            Some(Ipv4Addr::new(192, 168, 1, 1))
+        );
+        assert_eq!(cidr([192, 168, 1, 0], 31).gateway(), None);
+        assert_eq!(
+            cidr([10, 0, 0, 0], 16).gateway(),
+            Some(Ipv4Addr::new(10, 0, 255, 253))
+        );
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let c = cidr([10, 1, 2, 3], 16);
+        assert!(c.contains(Ipv4Addr::new(10, 1, 200, 1)));
+        assert!(!c.contains(Ipv4Addr::new(10, 2, 0, 1)));
+        assert!(cidr([0, 0, 0, 0], 0).contains(Ipv4Addr::new(1, 2, 3, 4)));
+        assert!(cidr([1, 2, 3, 4], 32).contains(Ipv4Addr::new(1, 2, 3, 4)));
+        assert!(!cidr([1, 2, 3, 4], 32).contains(Ipv4Addr::new(1, 2, 3, 5)));
+        assert!(Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 33).is_none());
+        assert_eq!(c.network(), Ipv4Addr::new(10, 1, 0, 0));
+    }
+
+    #[test]
+    fn stable_key_is_stable() {
+        assert_eq!(stable_key(""), 0xcbf2_9ce4_8422_2325);
+        assert_ne!(stable_key("vpc-a"), stable_key("vpc-b"));
+    }
+}

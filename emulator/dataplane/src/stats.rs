@@ -1,0 +1,178 @@
+//! Counters: frames and bytes received and sent per port, and drops per reason, both per port
+//! and in total. Plain integers updated by the one owner of the `Fabric` (no atomics: the shell
+//! serialises access), read out as a [`StatsSnapshot`] shaped like a table/gRPC message.
+//!
+//! Bytes are inner Ethernet frame bytes (tag included, Geneve and vnet option excluded); a drop
+//! before the Geneve header could be read counts the whole datagram. Per-port counters live as
+//! long as the port is in the snapshot; totals live as long as the `Fabric`.
+
+use crate::config::{FabricConfig, FixedMap};
+use crate::drop::DropKind;
+use crate::wire::geneve::Vni;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+impl Counter {
+    fn add(&mut self, bytes: usize) {
+        self.frames += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PortCounters {
+    pub rx: Counter,
+    pub tx: Counter,
+    pub drops: [Counter; DropKind::COUNT],
+}
+
+impl Default for PortCounters {
+    fn default() -> Self {
+        PortCounters {
+            rx: Counter::default(),
+            tx: Counter::default(),
+            drops: [Counter::default(); DropKind::COUNT],
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Stats {
+    pub drops: [Counter; DropKind::COUNT],
+    pub ports: FixedMap<Vni, PortCounters>,
+}
+
+impl Stats {
+    pub fn new(cfg: &FabricConfig) -> Stats {
+        let mut s = Stats {
+            drops: [Counter::default(); DropKind::COUNT],
+            ports: FixedMap::default(),
+        };
+        s.sync_ports(cfg);
+        s
+    }
+
+    /// Creates counters for new ports and forgets removed ones, at snapshot time, so that the
+    /// frame path never inserts (never allocates).
+    pub fn sync_ports(&mut self, cfg: &FabricConfig) {
+        self.ports.retain(|vni, _| cfg.ports.contains_key(vni));
+        for vni in cfg.ports.keys() {
+            self.ports.entry(*vni).or_default();
+        }
+    }
+
+    pub fn rx(&mut self, vni: Vni, bytes: usize) {
+        if let Some(p) = self.ports.get_mut(&vni) {
+            p.rx.add(bytes);
+        }
+    }
+
+    pub fn tx(&mut self, vni: Vni, bytes: usize) {
+        if let Some(p) = self.ports.get_mut(&vni) {
+            p.tx.add(bytes);
+        }
+    }
+
+    pub fn drop(&mut self, port: Option<Vni>, kind: DropKind, bytes: usize) {
+        self.drops[kind as usize].add(bytes);
+        if let Some(p) = port.and_then(|v| self.ports.get_mut(&v)) {
+            p.drops[kind as usize].add(bytes);
+        }
+    }
+
+    pub fn snapshot(&self, cfg: &FabricConfig, conntrack_entries: usize) -> StatsSnapshot {
+        let rows = |drops: &[Counter; DropKind::COUNT]| -> Vec<DropStats> {
+            DropKind::ALL
+                .iter()
+                .zip(drops)
+                .filter(|(_, c)| c.frames > 0)
+                .map(|(k, c)| DropStats {
+                    reason: k.as_str(),
+                    frames: c.frames,
+                    bytes: c.bytes,
+                })
+                .collect()
+        };
+        let ports = cfg
+            .ports()
+            .iter()
+            .map(|(vni, p)| {
+                let c = self.ports.get(vni).cloned().unwrap_or_default();
+                PortStats {
+                    vni: vni.get(),
+                    eni_id: p.eni_id.clone(),
+                    rx_frames: c.rx.frames,
+                    rx_bytes: c.rx.bytes,
+                    tx_frames: c.tx.frames,
+                    tx_bytes: c.tx.bytes,
+                    drops: rows(&c.drops),
+                }
+            })
+            .collect();
+        StatsSnapshot {
+            epoch: cfg.epoch(),
+            conntrack_entries,
+            ports,
+            drops: rows(&self.drops),
+        }
+    }
+}
+
+/// All counters at one moment, ready to become a table or a protobuf message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Epoch of the configuration in force.
+    pub epoch: u64,
+    pub conntrack_entries: usize,
+    /// One row per registered port, by VNI.
+    pub ports: Vec<PortStats>,
+    /// Totals over all ports (and over frames no port could be found for); non-zero only.
+    pub drops: Vec<DropStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortStats {
+    pub vni: u32,
+    pub eni_id: String,
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Drops of frames received on this port; non-zero only.
+    pub drops: Vec<DropStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropStats {
+    /// [`DropKind::as_str`], e.g. `security_group_ingress`.
+    pub reason: &'static str,
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+impl StatsSnapshot {
+    /// Total drops under `reason` (0 if none).
+    pub fn drops(&self, reason: DropKind) -> u64 {
+        self.drops
+            .iter()
+            .find(|d| d.reason == reason.as_str())
+            .map_or(0, |d| d.frames)
+    }
+
+    pub fn port(&self, vni: Vni) -> Option<&PortStats> {
+        self.ports.iter().find(|p| p.vni == vni.get())
+    }
+}
+
+impl PortStats {
+    pub fn drops(&self, reason: DropKind) -> u64 {
+        self.drops
+            .iter()
+            .find(|d| d.reason == reason.as_str())
+            .map_or(0, |d| d.frames)
+    }
+}

@@ -1,0 +1,464 @@
+//! A small lab and frame builders for tests, the fuzz target and other crates' tests (feature
+//! `testkit`). Not for production: builders allocate and assume well-formed arguments.
+//!
+//! The lab is one VPC (`vpc-lab`) with two vSwitches and two nodes:
+//!
+//! ```text
+//! vsw-node 10.0.0.0/24 (gw .253)            vsw-pod 10.0.1.0/24 (gw .253)
+//! node A, shim 192.0.2.1:6081
+//!   VNI 10  eni-trunk-a   10.0.0.10, .11     00:16:3e:0a:00:01   sg-node
+//!     VLAN 1001  eni-pod-a1   10.0.1.11                          sg-web
+//!     VLAN 1002  eni-pod-a2   10.0.1.12                          sg-db
+//! node B, shim 192.0.2.2:6081
+//!   VNI 20  eni-primary-b 10.0.0.20          00:16:3e:0b:00:01   sg-node
+//!   VNI 21  eni-trunk-b   10.0.0.21          00:16:3e:0b:00:02   sg-node
+//!     VLAN 1001  eni-pod-b1   10.0.1.21                          sg-web
+//! ```
+//!
+//! Groups (all basic): `sg-node` accepts inner access and nothing else; `sg-web` accepts TCP 80
+//! from 10.0.0.0/8; `sg-db` accepts TCP 5432 from group `sg-web`.
+
+use core::net::{Ipv4Addr, SocketAddr};
+
+use crate::config::*;
+use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, GATEWAY_MAC, Mac};
+use crate::wire::geneve::{self, Vni};
+use crate::wire::ipv4::{self, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::vlan::Tci;
+use crate::wire::vnet::VnetHdr;
+use crate::wire::{arp, checksum};
+
+pub const VPC: &str = "vpc-lab";
+pub const NODE_A: SocketAddr =
+    SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 6081);
+pub const NODE_B: SocketAddr =
+    SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 6081);
+pub const STRANGER: SocketAddr =
+    SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99)), 6081);
+pub const NODE_GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 253);
+pub const POD_GW: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 253);
+
+/// One sender/receiver in the lab: where its frames enter and how they look there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub eni: &'static str,
+    pub vni: u32,
+    pub vlan: Option<u16>,
+    /// The MAC on the wire: for a member, the trunk's.
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+    pub peer: SocketAddr,
+}
+
+const MAC_TRUNK_A: Mac = [0x00, 0x16, 0x3e, 0x0a, 0x00, 0x01];
+const MAC_PRIMARY_B: Mac = [0x00, 0x16, 0x3e, 0x0b, 0x00, 0x01];
+const MAC_TRUNK_B: Mac = [0x00, 0x16, 0x3e, 0x0b, 0x00, 0x02];
+
+pub const TRUNK_A: Endpoint = Endpoint {
+    eni: "eni-trunk-a",
+    vni: 10,
+    vlan: None,
+    mac: MAC_TRUNK_A,
+    ip: Ipv4Addr::new(10, 0, 0, 10),
+    peer: NODE_A,
+};
+pub const POD_A1: Endpoint = Endpoint {
+    eni: "eni-pod-a1",
+    vni: 10,
+    vlan: Some(1001),
+    mac: MAC_TRUNK_A,
+    ip: Ipv4Addr::new(10, 0, 1, 11),
+    peer: NODE_A,
+};
+pub const POD_A2: Endpoint = Endpoint {
+    eni: "eni-pod-a2",
+    vni: 10,
+    vlan: Some(1002),
+    mac: MAC_TRUNK_A,
+    ip: Ipv4Addr::new(10, 0, 1, 12),
+    peer: NODE_A,
+};
+pub const PRIMARY_B: Endpoint = Endpoint {
+    eni: "eni-primary-b",
+    vni: 20,
+    vlan: None,
+    mac: MAC_PRIMARY_B,
+    ip: Ipv4Addr::new(10, 0, 0, 20),
+    peer: NODE_B,
+};
+pub const TRUNK_B: Endpoint = Endpoint {
+    eni: "eni-trunk-b",
+    vni: 21,
+    vlan: None,
+    mac: MAC_TRUNK_B,
+    ip: Ipv4Addr::new(10, 0, 0, 21),
+    peer: NODE_B,
+};
+pub const POD_B1: Endpoint = Endpoint {
+    eni: "eni-pod-b1",
+    vni: 21,
+    vlan: Some(1001),
+    mac: MAC_TRUNK_B,
+    ip: Ipv4Addr::new(10, 0, 1, 21),
+    peer: NODE_B,
+};
+
+pub const ALL: [Endpoint; 6] = [TRUNK_A, POD_A1, POD_A2, PRIMARY_B, TRUNK_B, POD_B1];
+
+pub fn vni(v: u32) -> Vni {
+    Vni::new(v).unwrap_or_else(|| panic!("vni {v} out of range"))
+}
+
+pub fn cidr(a: [u8; 4], prefix: u8) -> Ipv4Cidr {
+    Ipv4Cidr::new(Ipv4Addr::from(a), prefix).unwrap_or_else(|| panic!("bad prefix {prefix}"))
+}
+
+pub fn rule(
+    direction: Direction,
+    priority: u8,
+    policy: Policy,
+    protocol: Protocol,
+    port: Option<u16>,
+    peer: Peer,
+) -> Rule {
+    Rule {
+        direction,
+        priority,
+        policy,
+        protocol,
+        port_range: port.map(|p| (p, p)),
+        source_port_range: None,
+        peer,
+        local_cidr: None,
+    }
+}
+
+pub fn any_ip() -> Peer {
+    Peer::Cidr(cidr([0, 0, 0, 0], 0))
+}
+
+/// The lab's resources, editable before [`Lab::build`].
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub ports: Vec<(Vni, PortConfig)>,
+    pub enis: Vec<EniConfig>,
+    pub groups: Vec<SecurityGroupConfig>,
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let port = |e: &Endpoint| {
+            (
+                vni(e.vni),
+                PortConfig {
+                    eni_id: e.eni.to_string(),
+                    mac: e.mac,
+                    peer: e.peer,
+                },
+            )
+        };
+        let eni = |e: &Endpoint, extra: &[Ipv4Addr], sg: &str| {
+            let attachment = match e.vlan {
+                None => Attachment::Port { vni: vni(e.vni) },
+                Some(vlan) => Attachment::Member {
+                    trunk_vni: vni(e.vni),
+                    vlan,
+                },
+            };
+            let subnet = if e.vlan.is_some() {
+                cidr([10, 0, 1, 0], 24)
+            } else {
+                cidr([10, 0, 0, 0], 24)
+            };
+            let mut ips = vec![e.ip];
+            ips.extend_from_slice(extra);
+            EniConfig {
+                id: e.eni.to_string(),
+                vpc_id: VPC.to_string(),
+                // Members have a MAC of their own in the API, never seen on the wire.
+                mac: if e.vlan.is_some() {
+                    [0x00, 0x16, 0x3e, 0xee, 0x00, e.ip.octets()[3]]
+                } else {
+                    e.mac
+                },
+                primary_ip: e.ip,
+                ips,
+                vswitch_cidr: subnet,
+                security_group_ids: vec![sg.to_string()],
+                source_dest_check: false,
+                attachment,
+                conntrack: ConntrackTimeouts::default(),
+            }
+        };
+        let group = |id: &str, inner: bool, rules: Vec<Rule>| SecurityGroupConfig {
+            id: id.to_string(),
+            vpc_id: VPC.to_string(),
+            kind: SgKind::Basic,
+            inner_access_accept: inner,
+            rules,
+        };
+        use Direction::Ingress;
+        Lab {
+            ports: vec![port(&TRUNK_A), port(&PRIMARY_B), port(&TRUNK_B)],
+            enis: vec![
+                eni(&TRUNK_A, &[Ipv4Addr::new(10, 0, 0, 11)], "sg-node"),
+                eni(&POD_A1, &[], "sg-web"),
+                eni(&POD_A2, &[], "sg-db"),
+                eni(&PRIMARY_B, &[], "sg-node"),
+                eni(&TRUNK_B, &[], "sg-node"),
+                eni(&POD_B1, &[], "sg-web"),
+            ],
+            groups: vec![
+                group("sg-node", true, vec![]),
+                group(
+                    "sg-web",
+                    false,
+                    vec![rule(
+                        Ingress,
+                        1,
+                        Policy::Accept,
+                        Protocol::Tcp,
+                        Some(80),
+                        Peer::Cidr(cidr([10, 0, 0, 0], 8)),
+                    )],
+                ),
+                group(
+                    "sg-db",
+                    false,
+                    vec![rule(
+                        Ingress,
+                        1,
+                        Policy::Accept,
+                        Protocol::Tcp,
+                        Some(5432),
+                        Peer::Group("sg-web".into()),
+                    )],
+                ),
+            ],
+        }
+    }
+
+    pub fn eni_mut(&mut self, id: &str) -> &mut EniConfig {
+        self.enis
+            .iter_mut()
+            .find(|e| e.id == id)
+            .unwrap_or_else(|| panic!("no ENI {id}"))
+    }
+
+    pub fn group_mut(&mut self, id: &str) -> &mut SecurityGroupConfig {
+        self.groups
+            .iter_mut()
+            .find(|g| g.id == id)
+            .unwrap_or_else(|| panic!("no group {id}"))
+    }
+
+    pub fn build(&self, epoch: u64) -> FabricConfig {
+        FabricConfig::new(
+            epoch,
+            self.ports.clone(),
+            self.enis.clone(),
+            self.groups.clone(),
+        )
+        .unwrap_or_else(|e| panic!("lab config: {e}"))
+    }
+}
+
+/// Geneve datagram around `frame`.
+pub fn geneve(vni_: u32, vnet: Option<VnetHdr>, frame: &[u8]) -> Vec<u8> {
+    let h = geneve::Header {
+        vni: vni(vni_),
+        oam: false,
+        vnet,
+    };
+    let mut out = vec![0; h.len() + frame.len()];
+    let n = geneve::encapsulate(&h, frame, &mut out).unwrap_or(0);
+    out.truncate(n);
+    out
+}
+
+pub fn ethernet(dst: Mac, src: Mac, vlan: Option<u16>, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0; ethernet::TAGGED_HEADER_LEN];
+    let n = ethernet::emit_header(dst, src, vlan.map(Tci), ethertype, &mut out).unwrap_or(0);
+    out.truncate(n);
+    out.extend_from_slice(payload);
+    out
+}
+
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0; ipv4::MIN_HEADER_LEN];
+    let r = ipv4::Repr {
+        src,
+        dst,
+        protocol,
+        ttl: 64,
+        tos: 0,
+        ident: 0x4242,
+        payload_len: payload.len(),
+    };
+    let _ = r.emit(&mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A TCP header with `flags` followed by `data_len` bytes of data (checksum left zero).
+pub fn tcp(sport: u16, dport: u16, flags: u8, data_len: usize) -> Vec<u8> {
+    let mut h = vec![0u8; 20 + data_len];
+    h[0..2].copy_from_slice(&sport.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[12] = 0x50;
+    h[13] = flags;
+    h[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    for (i, b) in h[20..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    h
+}
+
+pub fn udp(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 8];
+    h[0..2].copy_from_slice(&sport.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    h.extend_from_slice(data);
+    h
+}
+
+pub fn icmp(ty: u8, code: u8, rest: [u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend_from_slice(&rest);
+    m.extend_from_slice(data);
+    let c = checksum::internet(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+pub fn echo(ty: u8, id: u16, seq: u16) -> Vec<u8> {
+    let [a, b] = id.to_be_bytes();
+    let [c, d] = seq.to_be_bytes();
+    icmp(ty, 0, [a, b, c, d], b"enifab-ping-data")
+}
+
+/// IPv4 packet `ip` sent by `from`, to the gateway MAC, as its shim would encapsulate it.
+pub fn from_endpoint(from: &Endpoint, ip: &[u8]) -> Vec<u8> {
+    geneve(
+        from.vni,
+        None,
+        &ethernet(GATEWAY_MAC, from.mac, from.vlan, ETHERTYPE_IPV4, ip),
+    )
+}
+
+pub fn tcp_datagram(from: &Endpoint, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    from_endpoint(
+        from,
+        &ipv4(from.ip, dst, PROTO_TCP, &tcp(sport, dport, flags, 0)),
+    )
+}
+
+pub fn udp_datagram(from: &Endpoint, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    from_endpoint(
+        from,
+        &ipv4(from.ip, dst, PROTO_UDP, &udp(sport, dport, b"hello")),
+    )
+}
+
+pub fn echo_datagram(from: &Endpoint, dst: Ipv4Addr, ty: u8, id: u16) -> Vec<u8> {
+    from_endpoint(from, &ipv4(from.ip, dst, PROTO_ICMP, &echo(ty, id, 1)))
+}
+
+/// A broadcast "who has `target`?" from `from`.
+pub fn arp_request(from: &Endpoint, target: Ipv4Addr) -> Vec<u8> {
+    let req = arp::Repr {
+        operation: arp::OP_REQUEST,
+        sender_mac: from.mac,
+        sender_ip: from.ip,
+        target_mac: [0; 6],
+        target_ip: target,
+    };
+    let mut a = [0u8; arp::LEN];
+    let _ = req.emit(&mut a);
+    geneve(
+        from.vni,
+        None,
+        &ethernet(ethernet::BROADCAST, from.mac, from.vlan, ETHERTYPE_ARP, &a),
+    )
+}
+
+/// Splits a fuzz input into a sender and a datagram: the first byte picks one of the lab's
+/// shim addresses (or a stranger), the rest is the datagram.
+pub fn split_fuzz_input(data: &[u8]) -> (SocketAddr, &[u8]) {
+    match data.split_first() {
+        Some((sel, rest)) => ([NODE_A, NODE_B, STRANGER][usize::from(*sel) % 3], rest),
+        None => (NODE_A, data),
+    }
+}
+
+/// Valid datagrams of many kinds, prefixed for [`split_fuzz_input`]: the fuzz seed corpus.
+pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
+    let with_sel = |from: &Endpoint, d: Vec<u8>| {
+        let sel = if from.peer == NODE_A { 0u8 } else { 1u8 };
+        let mut v = vec![sel];
+        v.extend(d);
+        v
+    };
+    let gso = VnetHdr {
+        flags: crate::wire::vnet::F_NEEDS_CSUM,
+        gso_type: crate::wire::vnet::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    let big = ipv4(
+        TRUNK_A.ip,
+        PRIMARY_B.ip,
+        PROTO_TCP,
+        &tcp(40000, 22, 0x18, 3000),
+    );
+    vec![
+        (
+            "arp_untagged",
+            with_sel(&TRUNK_A, arp_request(&TRUNK_A, NODE_GW)),
+        ),
+        (
+            "arp_vlan1001",
+            with_sel(&POD_A1, arp_request(&POD_A1, POD_GW)),
+        ),
+        (
+            "tcp_syn_member_to_member",
+            with_sel(&POD_A1, tcp_datagram(&POD_A1, POD_B1.ip, 40000, 80, 0x02)),
+        ),
+        (
+            "tcp_synack_reply",
+            with_sel(&POD_B1, tcp_datagram(&POD_B1, POD_A1.ip, 80, 40000, 0x12)),
+        ),
+        (
+            "udp_node_to_node",
+            with_sel(&TRUNK_A, udp_datagram(&TRUNK_A, PRIMARY_B.ip, 5353, 53)),
+        ),
+        (
+            "ping_gateway",
+            with_sel(&POD_A2, echo_datagram(&POD_A2, POD_GW, 8, 7)),
+        ),
+        (
+            "ping_node",
+            with_sel(&PRIMARY_B, echo_datagram(&PRIMARY_B, TRUNK_A.ip, 8, 9)),
+        ),
+        (
+            "tso_vnet",
+            with_sel(
+                &TRUNK_A,
+                geneve(
+                    TRUNK_A.vni,
+                    Some(gso),
+                    &ethernet(GATEWAY_MAC, TRUNK_A.mac, None, ETHERTYPE_IPV4, &big),
+                ),
+            ),
+        ),
+    ]
+}
