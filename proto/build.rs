@@ -4,12 +4,7 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = [
-        "enifab/v1/common.proto",
-        "enifab/v1/vpc.proto",
-        "enifab/v1/ecs.proto",
-        "enifab/v1/emulator.proto",
-    ];
+    let protos = ["enifab/v1/common.proto", "enifab/v1/vpc.proto", "enifab/v1/ecs.proto", "enifab/v1/emulator.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
@@ -19,9 +14,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Type names let the JSON codec find a generated message's descriptor (`prost::Name`).
     let mut config = prost_build::Config::new();
     config.enable_type_names();
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds_with_config(fds, config)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds_with_config(fds, config)?;
     Ok(())
 }

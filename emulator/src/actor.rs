@@ -38,11 +38,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Millis {
-        Millis(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        )
+        Millis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
     }
 }
 
@@ -65,9 +61,7 @@ pub struct ModelHandle {
 
 impl std::fmt::Debug for ModelHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModelHandle")
-            .field("region_id", &self.region_id)
-            .finish()
+        f.debug_struct("ModelHandle").field("region_id", &self.region_id).finish()
     }
 }
 
@@ -87,11 +81,7 @@ impl ModelHandle {
         let mut store = Store::open(data_dir)?;
         match store.setting("region")? {
             Some(r) if r != opts.region => {
-                bail!(
-                    "{} holds region {r}, not {}: one data directory per region",
-                    data_dir.display(),
-                    opts.region
-                )
+                bail!("{} holds region {r}, not {}: one data directory per region", data_dir.display(), opts.region)
             }
             Some(_) => {}
             None => store.set_setting("region", &opts.region)?,
@@ -101,14 +91,9 @@ impl ModelHandle {
         let rows = store.load()?;
         let region = if rows.is_empty() {
             let mut seed = [0u8; 8];
-            getrandom::fill(&mut seed)
-                .map_err(|e| anyhow::anyhow!("no randomness for the ID seed: {e}"))?;
+            getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness for the ID seed: {e}"))?;
             let mut region = Region::new(config.clone(), u64::from_le_bytes(seed));
-            let all: Vec<Change> = region
-                .export_all()
-                .into_iter()
-                .map(|(k, id, body)| (k, id, Some(body)))
-                .collect();
+            let all: Vec<Change> = region.export_all().into_iter().map(|(k, id, body)| (k, id, Some(body))).collect();
             store.commit(&all)?;
             region.take_dirty();
             region
@@ -126,11 +111,7 @@ impl ModelHandle {
             .name("enifab-model".into())
             .spawn(move || run(region, store, config, clock, rx, epoch_tx, hooks))
             .context("starting the model thread")?;
-        Ok(ModelHandle {
-            tx,
-            epoch: epoch_rx,
-            region_id,
-        })
+        Ok(ModelHandle { tx, epoch: epoch_rx, region_id })
     }
 
     pub fn region_id(&self) -> &str {
@@ -147,11 +128,7 @@ impl ModelHandle {
         let job: Job = Box::new(move |region, now| {
             let out = f(region, now);
             Box::new(move |committed| {
-                let _ = tx.send(if committed {
-                    out
-                } else {
-                    Err(ModelError::InternalError)
-                });
+                let _ = tx.send(if committed { out } else { Err(ModelError::InternalError) });
             })
         });
         self.tx.send(job).map_err(|_| ModelError::InternalError)?;
@@ -223,10 +200,7 @@ fn run(
                 Ok(()) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "commit failed; reloading the model from the database");
-                    match store
-                        .load()
-                        .map_err(|e| e.to_string())
-                        .and_then(|rows| Region::restore(config.clone(), rows))
+                    match store.load().map_err(|e| e.to_string()).and_then(|rows| Region::restore(config.clone(), rows))
                     {
                         Ok(fresh) => region = fresh,
                         Err(e) => {

@@ -59,30 +59,19 @@ fn count(a: &Applied) -> usize {
 }
 
 /// Make the cloud match `topo`; `log` receives one line per resource.
-pub async fn apply(
-    c: &mut Clients,
-    topo: &Topology,
-    log: &mut dyn FnMut(String),
-) -> Result<Applied> {
+pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)) -> Result<Applied> {
     let region = topo.region.value.clone();
     let mut out = Applied::default();
     let mut note = |out: &mut Applied, kind: &str, name: &str, id: &str, created: bool| {
         if created {
             out.created += 1;
         }
-        log(format!(
-            "{kind:<15} {name:<28} {id:<26} {}",
-            if created { "created" } else { "exists" }
-        ));
+        log(format!("{kind:<15} {name:<28} {id:<26} {}", if created { "created" } else { "exists" }));
     };
 
     // A file written for another region must not half-apply: ask before creating anything.
     c.vpc
-        .describe_vpcs(pb::DescribeVpcsRequest {
-            region_id: region.clone(),
-            page_size: Some(1),
-            ..Default::default()
-        })
+        .describe_vpcs(pb::DescribeVpcsRequest { region_id: region.clone(), page_size: Some(1), ..Default::default() })
         .await
         .map_err(api(&format!("region {region}")))?;
     for t in &topo.instance_types {
@@ -118,12 +107,7 @@ pub async fn apply(
             .vpc;
         let (id, created) = match found.first() {
             Some(existing) if existing.cidr_block != v.cidr.value => {
-                bail!(
-                    "vpc {} exists with CIDR {}, the file says {}",
-                    v.name.value,
-                    existing.cidr_block,
-                    v.cidr.value
-                )
+                bail!("vpc {} exists with CIDR {}, the file says {}", v.name.value, existing.cidr_block, v.cidr.value)
             }
             Some(existing) => (existing.vpc_id.clone(), false),
             None => {
@@ -212,11 +196,7 @@ pub async fn apply(
             .security_group;
         let (id, created) = match found.first() {
             Some(e) if e.security_group_type != kind => {
-                bail!(
-                    "security group {} exists as {}, the file says {kind}",
-                    g.name.value,
-                    e.security_group_type
-                )
+                bail!("security group {} exists as {}, the file says {kind}", g.name.value, e.security_group_type)
             }
             Some(e) => (e.security_group_id.clone(), false),
             None => {
@@ -257,11 +237,7 @@ pub async fn apply(
             .instances
             .unwrap_or_default()
             .instance;
-        let groups: Vec<String> = i
-            .security_groups
-            .iter()
-            .map(|g| out.security_groups[&g.value].clone())
-            .collect();
+        let groups: Vec<String> = i.security_groups.iter().map(|g| out.security_groups[&g.value].clone()).collect();
         let (id, created) = match found.first() {
             Some(e) => {
                 let ip = e
@@ -290,11 +266,7 @@ pub async fn apply(
                         instance_type: i.instance_type.value.clone(),
                         v_switch_id: out.vswitches[&i.vswitch.value].clone(),
                         security_group_ids: groups,
-                        private_ip_address: i
-                            .private_ip
-                            .as_ref()
-                            .map(|p| p.value.clone())
-                            .unwrap_or_default(),
+                        private_ip_address: i.private_ip.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
                         instance_name: i.name.value.clone(),
                         ..Default::default()
                     })
@@ -312,10 +284,7 @@ pub async fn apply(
                 &id,
                 &i.name.value,
                 &out.vswitches[&t.vswitch.value],
-                t.security_groups
-                    .iter()
-                    .map(|g| out.security_groups[&g.value].clone())
-                    .collect(),
+                t.security_groups.iter().map(|g| out.security_groups[&g.value].clone()).collect(),
             )
             .await?;
             note(&mut out, "trunk eni", &i.name.value, &trunk, created);
@@ -334,10 +303,7 @@ async fn ensure_trunk(
     vswitch_id: &str,
     groups: Vec<String>,
 ) -> Result<(String, bool)> {
-    let tag = pb::Tag {
-        key: TRUNK_TAG.into(),
-        value: name.into(),
-    };
+    let tag = pb::Tag { key: TRUNK_TAG.into(), value: name.into() };
     let found = c
         .ecs
         .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
@@ -356,11 +322,7 @@ async fn ensure_trunk(
     let (eni, created) = match found.into_iter().next() {
         Some(e) => {
             if !e.instance_id.is_empty() && e.instance_id != instance_id {
-                bail!(
-                    "trunk ENI {} of {name} is attached to {}",
-                    e.network_interface_id,
-                    e.instance_id
-                );
+                bail!("trunk ENI {} of {name} is attached to {}", e.network_interface_id, e.instance_id);
             }
             (e, false)
         }
@@ -373,13 +335,7 @@ async fn ensure_trunk(
                     security_group_ids: groups,
                     instance_type: "Trunk".into(),
                     description: "interface create by terway".into(),
-                    tag: vec![
-                        tag,
-                        pb::Tag {
-                            key: "creator".into(),
-                            value: "terway".into(),
-                        },
-                    ],
+                    tag: vec![tag, pb::Tag { key: "creator".into(), value: "terway".into() }],
                     source_dest_check: Some(false),
                     ..Default::default()
                 })
@@ -434,17 +390,8 @@ fn desired_key(direction: &'static str, r: &RuleSpec, groups: &HashMap<String, S
         direction,
         protocol,
         ports,
-        peer_cidr: r
-            .peer
-            .as_ref()
-            .and_then(|p| parse_peer_cidr(&p.value))
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
-        peer_group: r
-            .peer_group
-            .as_ref()
-            .map(|g| groups[&g.value].clone())
-            .unwrap_or_default(),
+        peer_cidr: r.peer.as_ref().and_then(|p| parse_peer_cidr(&p.value)).map(|c| c.to_string()).unwrap_or_default(),
+        peer_group: r.peer_group.as_ref().map(|g| groups[&g.value].clone()).unwrap_or_default(),
         policy,
         priority: r.priority.as_ref().map_or(1, |p| p.value).to_string(),
     }
@@ -456,16 +403,8 @@ fn current_key(p: &pb::PermissionItem) -> RuleKey {
         direction: if ingress { "ingress" } else { "egress" },
         protocol: p.ip_protocol.clone(),
         ports: p.port_range.clone(),
-        peer_cidr: if ingress {
-            p.source_cidr_ip.clone()
-        } else {
-            p.dest_cidr_ip.clone()
-        },
-        peer_group: if ingress {
-            p.source_group_id.clone()
-        } else {
-            p.dest_group_id.clone()
-        },
+        peer_cidr: if ingress { p.source_cidr_ip.clone() } else { p.dest_cidr_ip.clone() },
+        peer_group: if ingress { p.source_group_id.clone() } else { p.dest_group_id.clone() },
         policy: p.policy.clone(),
         priority: p.priority.clone(),
     }
@@ -478,11 +417,7 @@ fn permission(k: &RuleKey, description: &str) -> pb::Permission {
         ip_protocol: k.protocol.clone(),
         port_range: k.ports.clone(),
         source_cidr_ip: if ingress { cidr.clone() } else { String::new() },
-        source_group_id: if ingress {
-            group.clone()
-        } else {
-            String::new()
-        },
+        source_group_id: if ingress { group.clone() } else { String::new() },
         dest_cidr_ip: if ingress { String::new() } else { cidr },
         dest_group_id: if ingress { String::new() } else { group },
         policy: k.policy.to_ascii_lowercase(),
@@ -513,18 +448,8 @@ async fn sync_rules(
     let want: Vec<(RuleKey, String)> = g
         .ingress
         .iter()
-        .map(|r| {
-            (
-                desired_key("ingress", r, groups),
-                r.description.clone().unwrap_or_default(),
-            )
-        })
-        .chain(g.egress.iter().map(|r| {
-            (
-                desired_key("egress", r, groups),
-                r.description.clone().unwrap_or_default(),
-            )
-        }))
+        .map(|r| (desired_key("ingress", r, groups), r.description.clone().unwrap_or_default()))
+        .chain(g.egress.iter().map(|r| (desired_key("egress", r, groups), r.description.clone().unwrap_or_default())))
         .collect();
     let current = c
         .ecs
@@ -587,10 +512,7 @@ async fn sync_rules(
                 ..Default::default()
             })
             .await
-            .map_err(api(&format!(
-                "security group {} ingress rules",
-                g.name.value
-            )))?;
+            .map_err(api(&format!("security group {} ingress rules", g.name.value)))?;
     }
     if !add_out.is_empty() {
         c.ecs
@@ -601,10 +523,7 @@ async fn sync_rules(
                 ..Default::default()
             })
             .await
-            .map_err(api(&format!(
-                "security group {} egress rules",
-                g.name.value
-            )))?;
+            .map_err(api(&format!("security group {} egress rules", g.name.value)))?;
     }
     Ok(())
 }

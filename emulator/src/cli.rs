@@ -28,15 +28,8 @@ pub enum CallError {
 
 /// Connect to `endpoint` (`host:port` or a URL).
 pub async fn connect(endpoint: &str) -> Result<Channel, CallError> {
-    let url = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    let transport = |reason: String| CallError::Transport {
-        endpoint: endpoint.to_string(),
-        reason,
-    };
+    let url = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    let transport = |reason: String| CallError::Transport { endpoint: endpoint.to_string(), reason };
     Endpoint::from_shared(url)
         .map_err(|e| transport(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
@@ -63,16 +56,12 @@ pub fn parse_flags(args: &[String]) -> Result<Vec<(String, String)>, CallError> 
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let Some(key) = arg.strip_prefix("--") else {
-            return Err(CallError::Usage(format!(
-                "expected --Parameter, got {arg:?}"
-            )));
+            return Err(CallError::Usage(format!("expected --Parameter, got {arg:?}")));
         };
         match key.split_once('=') {
             Some((k, v)) => out.push((k.to_string(), v.to_string())),
             None => {
-                let v = it
-                    .next()
-                    .ok_or_else(|| CallError::Usage(format!("--{key} needs a value")))?;
+                let v = it.next().ok_or_else(|| CallError::Usage(format!("--{key} needs a value")))?;
                 out.push((key.to_string(), v.clone()));
             }
         }
@@ -88,38 +77,19 @@ pub async fn call(
     params: &[(String, String)],
 ) -> Result<serde_json::Value, CallError> {
     let method = codec::method(service, action).ok_or_else(|| {
-        CallError::Usage(format!(
-            "{service} has no action {action:?}; actions: {}",
-            codec::actions(service).join(", ")
-        ))
+        CallError::Usage(format!("{service} has no action {action:?}; actions: {}", codec::actions(service).join(", ")))
     })?;
-    let request = codec::params_to_message(&method.input(), params, true)
-        .map_err(|e| CallError::Usage(e.to_string()))?;
-    let path = format!("/enifab.v1.{service}/{action}")
-        .parse()
-        .expect("a valid path");
+    let request =
+        codec::params_to_message(&method.input(), params, true).map_err(|e| CallError::Usage(e.to_string()))?;
+    let path = format!("/enifab.v1.{service}/{action}").parse().expect("a valid path");
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| CallError::Transport {
-        endpoint: String::new(),
-        reason: e.to_string(),
-    })?;
-    let response = grpc
-        .unary(
-            tonic::Request::new(request),
-            path,
-            DynCodec {
-                output: method.output(),
-            },
-        )
-        .await;
+    grpc.ready().await.map_err(|e| CallError::Transport { endpoint: String::new(), reason: e.to_string() })?;
+    let response = grpc.unary(tonic::Request::new(request), path, DynCodec { output: method.output() }).await;
     match response {
         Ok(r) => Ok(codec::message_to_json(&r.into_inner())),
         Err(status) => Err(match cloud_error(&status) {
             Some((code, message)) => CallError::Cloud { code, message },
-            None => CallError::Transport {
-                endpoint: String::new(),
-                reason: status.to_string(),
-            },
+            None => CallError::Transport { endpoint: String::new(), reason: status.to_string() },
         }),
     }
 }

@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor,
-    ReflectMessage, Value,
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, ReflectMessage, Value,
 };
 
 /// The largest `.N` index accepted: the cloud's lists stop at 100 (`PrivateIpAddress.N` 1–100).
@@ -27,17 +26,13 @@ pub const MAX_INDEX: u32 = 1000;
 pub fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        DescriptorPool::decode(enifab_proto::FILE_DESCRIPTOR_SET)
-            .expect("the embedded descriptor set is valid")
+        DescriptorPool::decode(enifab_proto::FILE_DESCRIPTOR_SET).expect("the embedded descriptor set is valid")
     })
 }
 
 /// The method `/enifab.v1.<service>/<action>`, if it exists.
 pub fn method(service: &str, action: &str) -> Option<MethodDescriptor> {
-    pool()
-        .get_service_by_name(&format!("enifab.v1.{service}"))?
-        .methods()
-        .find(|m| m.name() == action)
+    pool().get_service_by_name(&format!("enifab.v1.{service}"))?.methods().find(|m| m.name() == action)
 }
 
 /// The action names of a service, sorted.
@@ -96,10 +91,7 @@ struct Tree {
 }
 
 fn invalid(param: &str, reason: impl Into<String>) -> ParamError {
-    ParamError::Invalid {
-        param: param.to_string(),
-        reason: reason.into(),
-    }
+    ParamError::Invalid { param: param.to_string(), reason: reason.into() }
 }
 
 /// Build the request message `desc` from flat cloud parameters.
@@ -134,12 +126,7 @@ fn field_by_pascal(desc: &MessageDescriptor, name: &str) -> Option<FieldDescript
     desc.fields().find(|f| pascal(f.name()) == name)
 }
 
-fn build(
-    desc: &MessageDescriptor,
-    node: &Tree,
-    prefix: &str,
-    strict: bool,
-) -> Result<DynamicMessage, ParamError> {
+fn build(desc: &MessageDescriptor, node: &Tree, prefix: &str, strict: bool) -> Result<DynamicMessage, ParamError> {
     let mut msg = DynamicMessage::new(desc.clone());
     if let Some((key, _)) = node.values.first() {
         return Err(invalid(key, "a structure cannot take a single value"));
@@ -148,11 +135,7 @@ fn build(
         let Seg::Name(name) = seg else {
             return Err(invalid(prefix, "unexpected list index"));
         };
-        let path = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
+        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
         let Some(field) = field_by_pascal(desc, name) else {
             if strict {
                 return Err(ParamError::Unknown(path));
@@ -170,9 +153,7 @@ fn build(
                 };
                 let item_path = format!("{path}.{i}");
                 match field.kind() {
-                    Kind::Message(m) => {
-                        items.push(Value::Message(build(&m, grand, &item_path, strict)?))
-                    }
+                    Kind::Message(m) => items.push(Value::Message(build(&m, grand, &item_path, strict)?)),
                     _ => {
                         if !grand.children.is_empty() || grand.values.len() != 1 {
                             return Err(invalid(&item_path, "expected one value"));
@@ -209,22 +190,10 @@ fn element(field: &FieldDescriptor, key: &str, raw: &str) -> Result<Value, Param
             "false" => Value::Bool(false),
             _ => return Err(bad("true or false")),
         },
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
-            Value::I32(raw.trim().parse().map_err(|_| bad("an integer"))?)
-        }
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
-            Value::I64(raw.trim().parse().map_err(|_| bad("an integer"))?)
-        }
-        Kind::Uint32 | Kind::Fixed32 => Value::U32(
-            raw.trim()
-                .parse()
-                .map_err(|_| bad("a non-negative integer"))?,
-        ),
-        Kind::Uint64 | Kind::Fixed64 => Value::U64(
-            raw.trim()
-                .parse()
-                .map_err(|_| bad("a non-negative integer"))?,
-        ),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(raw.trim().parse().map_err(|_| bad("an integer"))?),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(raw.trim().parse().map_err(|_| bad("an integer"))?),
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(raw.trim().parse().map_err(|_| bad("a non-negative integer"))?),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(raw.trim().parse().map_err(|_| bad("a non-negative integer"))?),
         Kind::Float => Value::F32(raw.trim().parse().map_err(|_| bad("a number"))?),
         Kind::Double => Value::F64(raw.trim().parse().map_err(|_| bad("a number"))?),
         Kind::Bytes | Kind::Enum(_) | Kind::Message(_) => {
@@ -267,9 +236,7 @@ fn value_to_json(v: &Value) -> serde_json::Value {
 
 /// The JSON of any generated `enifab.v1` message.
 pub fn to_json<M: prost::Message + prost::Name>(m: &M) -> serde_json::Value {
-    let desc = pool()
-        .get_message_by_name(&M::full_name())
-        .expect("generated messages are in the pool");
+    let desc = pool().get_message_by_name(&M::full_name()).expect("generated messages are in the pool");
     let dynamic = DynamicMessage::decode(desc, m.encode_to_vec().as_slice())
         .expect("a message re-decodes with its own descriptor");
     message_to_json(&dynamic)
@@ -345,10 +312,7 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -373,13 +337,7 @@ mod tests {
         assert_eq!(req.v_switch_id, "vsw-1");
         assert_eq!(req.security_group_ids, vec!["sg-a", "sg-b"]);
         assert_eq!(req.instance_type, "Trunk");
-        assert_eq!(
-            req.tag,
-            vec![pb::Tag {
-                key: "creator".into(),
-                value: "terway".into()
-            }]
-        );
+        assert_eq!(req.tag, vec![pb::Tag { key: "creator".into(), value: "terway".into() }]);
         assert_eq!(req.secondary_private_ip_address_count, Some(2));
         assert_eq!(req.source_dest_check, Some(false));
     }
@@ -387,29 +345,13 @@ mod tests {
     #[test]
     fn bad_parameters_are_named() {
         let m = method("Ecs", "CreateNetworkInterface").unwrap();
-        let err =
-            |pairs: &[(&str, &str)]| params_to_message(&m.input(), &p(pairs), true).unwrap_err();
-        assert_eq!(
-            err(&[("VSwitchID", "x")]),
-            ParamError::Unknown("VSwitchID".into())
-        );
-        assert_eq!(
-            err(&[("SecondaryPrivateIpAddressCount", "two")]).param(),
-            "SecondaryPrivateIpAddressCount"
-        );
-        assert_eq!(
-            err(&[("SecurityGroupIds.0", "sg")]).param(),
-            "SecurityGroupIds.0"
-        );
-        assert_eq!(
-            err(&[("SecurityGroupIds.99999", "sg")]).param(),
-            "SecurityGroupIds.99999"
-        );
+        let err = |pairs: &[(&str, &str)]| params_to_message(&m.input(), &p(pairs), true).unwrap_err();
+        assert_eq!(err(&[("VSwitchID", "x")]), ParamError::Unknown("VSwitchID".into()));
+        assert_eq!(err(&[("SecondaryPrivateIpAddressCount", "two")]).param(), "SecondaryPrivateIpAddressCount");
+        assert_eq!(err(&[("SecurityGroupIds.0", "sg")]).param(), "SecurityGroupIds.0");
+        assert_eq!(err(&[("SecurityGroupIds.99999", "sg")]).param(), "SecurityGroupIds.99999");
         assert_eq!(err(&[("Tag.1", "x")]).param(), "Tag.1");
-        assert!(
-            params_to_message(&m.input(), &p(&[("Bogus", "1")]), false).is_ok(),
-            "lenient mode skips"
-        );
+        assert!(params_to_message(&m.input(), &p(&[("Bogus", "1")]), false).is_ok(), "lenient mode skips");
     }
 
     #[test]
@@ -420,10 +362,7 @@ mod tests {
                 network_interface_set: vec![pb::NetworkInterfaceSet {
                     network_interface_id: "eni-1".into(),
                     r#type: "Member".into(),
-                    attachment: Some(pb::Attachment {
-                        device_index: 5,
-                        ..Default::default()
-                    }),
+                    attachment: Some(pb::Attachment { device_index: 5, ..Default::default() }),
                     ..Default::default()
                 }],
             }),
@@ -435,10 +374,7 @@ mod tests {
         assert_eq!(set["Type"], "Member");
         assert_eq!(set["Attachment"]["DeviceIndex"], 5);
         assert_eq!(set["VSwitchId"], "");
-        assert!(
-            set.get("PrivateIpSets").is_none(),
-            "unset messages are left out"
-        );
+        assert!(set.get("PrivateIpSets").is_none(), "unset messages are left out");
         assert_eq!(j["RequestId"], "R");
     }
 }

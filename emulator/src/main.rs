@@ -78,10 +78,7 @@ struct ActionArgs {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn action(endpoint: &str, service: &str, args: ActionArgs) -> ExitCode {
@@ -97,10 +94,7 @@ async fn action(endpoint: &str, service: &str, args: ActionArgs) -> ExitCode {
     .await;
     match result {
         Ok(json) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json).expect("JSON values print")
-            );
+            println!("{}", serde_json::to_string_pretty(&json).expect("JSON values print"));
             ExitCode::SUCCESS
         }
         Err(e @ CallError::Cloud { .. }) => {
@@ -139,14 +133,7 @@ async fn main() -> ExitCode {
                     start_stop_ms: start_stop_delay_ms,
                 }
             };
-            serve::serve(ServeConfig {
-                listen,
-                data_dir,
-                region,
-                delays,
-            })
-            .await
-            .map(|()| ExitCode::SUCCESS)
+            serve::serve(ServeConfig { listen, data_dir, region, delays }).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Ecs(args) => Ok(action(&cli.endpoint, "Ecs", args).await),
         Command::Vpc(args) => Ok(action(&cli.endpoint, "Vpc", args).await),

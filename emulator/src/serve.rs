@@ -35,42 +35,15 @@ pub struct ServeConfig {
 }
 
 /// Open the model for `cfg` (loading the data directory).
-pub fn open_model(
-    cfg: &ServeConfig,
-    clock: Arc<dyn Clock>,
-    hooks: Vec<CommitHook>,
-) -> Result<ModelHandle> {
-    ModelHandle::start(
-        &cfg.data_dir,
-        ModelOptions {
-            region: cfg.region.clone(),
-            delays: cfg.delays,
-            clock,
-            hooks,
-        },
-    )
+pub fn open_model(cfg: &ServeConfig, clock: Arc<dyn Clock>, hooks: Vec<CommitHook>) -> Result<ModelHandle> {
+    ModelHandle::start(&cfg.data_dir, ModelOptions { region: cfg.region.clone(), delays: cfg.delays, clock, hooks })
 }
 
 /// Build the router: the three API services, reflection (v1 and v1alpha) and health.
 pub async fn router(model: ModelHandle) -> Result<axum::Router> {
-    let ecs = EcsService {
-        ctx: Ctx {
-            model: model.clone(),
-            product: Product::Ecs,
-        },
-    };
-    let vpc = VpcService {
-        ctx: Ctx {
-            model: model.clone(),
-            product: Product::Vpc,
-        },
-    };
-    let emu = EmulatorService {
-        ctx: Ctx {
-            model: model.clone(),
-            product: Product::Ecs,
-        },
-    };
+    let ecs = EcsService { ctx: Ctx { model: model.clone(), product: Product::Ecs } };
+    let vpc = VpcService { ctx: Ctx { model: model.clone(), product: Product::Vpc } };
+    let emu = EmulatorService { ctx: Ctx { model: model.clone(), product: Product::Ecs } };
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(enifab_proto::FILE_DESCRIPTOR_SET)
@@ -79,9 +52,7 @@ pub async fn router(model: ModelHandle) -> Result<axum::Router> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<EcsServer<EcsService>>().await;
     reporter.set_serving::<VpcServer<VpcService>>().await;
-    reporter
-        .set_serving::<EmulatorServer<EmulatorService>>()
-        .await;
+    reporter.set_serving::<EmulatorServer<EmulatorService>>().await;
     let routes = tonic::service::Routes::new(EcsServer::new(ecs))
         .add_service(VpcServer::new(vpc))
         .add_service(EmulatorServer::new(emu))
@@ -98,19 +69,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let app = router(model).await?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving")?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving")?;
     Ok(())
 }
 
 /// `enifab serve`: open the model, bind, serve until Ctrl-C or SIGTERM.
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
     let model = open_model(&cfg, Arc::new(SystemClock), Vec::new())?;
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
+    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), region = %cfg.region, "enifab serving");
     eprintln!(
         "enifab: region {} serving on {} (data in {})",

@@ -25,11 +25,9 @@ pub type Change = (Kind, String, Option<String>);
 impl Store {
     /// Open (creating if needed) `<data_dir>/enifab.db`.
     pub fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
         let path = data_dir.join("enifab.db");
-        let conn =
-            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -45,35 +43,26 @@ impl Store {
     }
 
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        Ok(self.conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
     }
 
     pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        self.conn.execute("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])?;
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
         Ok(())
     }
 
     /// Every stored row.
     pub fn load(&self) -> Result<Vec<(Kind, String, String)>> {
         let mut stmt = self.conn.prepare("SELECT kind, id, body FROM resources")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (kind, id, body) = row?;
-            let Some(kind) = Kind::parse(&kind) else {
-                bail!("unknown row kind {kind:?} in {}", self.path.display())
-            };
+            let Some(kind) = Kind::parse(&kind) else { bail!("unknown row kind {kind:?} in {}", self.path.display()) };
             out.push((kind, id, body));
         }
         Ok(out)
@@ -86,8 +75,7 @@ impl Store {
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO resources (kind, id, body) VALUES (?1, ?2, ?3) ON CONFLICT(kind, id) DO UPDATE SET body = excluded.body",
             )?;
-            let mut delete =
-                tx.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND id = ?2")?;
+            let mut delete = tx.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND id = ?2")?;
             for (kind, id, body) in changes {
                 match body {
                     Some(body) => upsert.execute(params![kind.as_str(), id, body])?,

@@ -135,42 +135,27 @@ pub struct TrunkSpec {
 
 /// A problem at a place in the file.
 pub fn at<T>(file: &str, s: &S<T>, msg: impl std::fmt::Display) -> String {
-    format!(
-        "{file}:{}:{}: {msg}",
-        s.referenced.line(),
-        s.referenced.column()
-    )
+    format!("{file}:{}:{}: {msg}", s.referenced.line(), s.referenced.column())
 }
 
 impl Topology {
     /// Read and check a topology file.
     pub fn load(path: &Path) -> Result<Topology> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Topology::parse(&path.display().to_string(), &text)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Topology> {
-        let topo: Topology =
-            serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let topo: Topology = serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
         let problems = topo.check(file);
         if !problems.is_empty() {
-            anyhow::bail!(
-                "{} problem(s) in the topology:\n  {}",
-                problems.len(),
-                problems.join("\n  ")
-            );
+            anyhow::bail!("{} problem(s) in the topology:\n  {}", problems.len(), problems.join("\n  "));
         }
         Ok(topo)
     }
 
     pub fn vswitch(&self, name: &str) -> Option<(&VpcSpec, &VSwitchSpec)> {
-        self.vpcs.iter().find_map(|v| {
-            v.vswitches
-                .iter()
-                .find(|s| s.name.value == name)
-                .map(|s| (v, s))
-        })
+        self.vpcs.iter().find_map(|v| v.vswitches.iter().find(|s| s.name.value == name).map(|s| (v, s)))
     }
 
     pub fn security_group(&self, name: &str) -> Option<&SecurityGroupSpec> {
@@ -191,53 +176,31 @@ impl Topology {
         for t in &self.instance_types {
             unique(&mut p, "instance type", &t.id);
             if !t.id.value.starts_with("ecs.") {
-                p.push(at(
-                    f,
-                    &t.id,
-                    "instance type ids look like ecs.<family>.<size>",
-                ));
+                p.push(at(f, &t.id, "instance type ids look like ecs.<family>.<size>"));
             }
             if t.eni_total_quantity < t.eni_quantity {
-                p.push(at(
-                    f,
-                    &t.id,
-                    "eniTotalQuantity must be at least eniQuantity",
-                ));
+                p.push(at(f, &t.id, "eniTotalQuantity must be at least eniQuantity"));
             }
         }
         for v in &self.vpcs {
             unique(&mut p, "vpc", &v.name);
             let vpc_cidr = v.cidr.value.parse::<Cidr>().ok();
             if vpc_cidr.is_none() {
-                p.push(at(
-                    f,
-                    &v.cidr,
-                    format!("{:?} is not a CIDR block like 10.0.0.0/8", v.cidr.value),
-                ));
+                p.push(at(f, &v.cidr, format!("{:?} is not a CIDR block like 10.0.0.0/8", v.cidr.value)));
             }
             let mut seen: Vec<Cidr> = Vec::new();
             for s in &v.vswitches {
                 unique(&mut p, "vswitch", &s.name);
                 match s.cidr.value.parse::<Cidr>() {
-                    Err(()) => p.push(at(
-                        f,
-                        &s.cidr,
-                        format!("{:?} is not a CIDR block like 10.0.4.0/24", s.cidr.value),
-                    )),
+                    Err(()) => {
+                        p.push(at(f, &s.cidr, format!("{:?} is not a CIDR block like 10.0.4.0/24", s.cidr.value)))
+                    }
                     Ok(c) => {
                         if vpc_cidr.is_some_and(|vc| !vc.covers(&c)) {
-                            p.push(at(
-                                f,
-                                &s.cidr,
-                                format!("{c} is not inside the VPC's {}", v.cidr.value),
-                            ));
+                            p.push(at(f, &s.cidr, format!("{c} is not inside the VPC's {}", v.cidr.value)));
                         }
                         if seen.iter().any(|o| o.overlaps(&c)) {
-                            p.push(at(
-                                f,
-                                &s.cidr,
-                                format!("{c} overlaps another vSwitch of the VPC"),
-                            ));
+                            p.push(at(f, &s.cidr, format!("{c} overlaps another vSwitch of the VPC")));
                         }
                         seen.push(c);
                     }
@@ -276,11 +239,7 @@ impl Topology {
                             .and_then(|(_, s)| s.cidr.value.parse::<Cidr>().ok())
                             .is_none_or(|c| c.contains(a));
                         if !inside {
-                            p.push(at(
-                                f,
-                                ip,
-                                format!("{a} is not in vSwitch {}", i.vswitch.value),
-                            ));
+                            p.push(at(f, ip, format!("{a} is not in vSwitch {}", i.vswitch.value)));
                         }
                     }
                 }
@@ -319,23 +278,13 @@ impl Topology {
             p.push(at(f, &r.protocol, "protocol is TCP, UDP, ICMP, GRE or ALL"));
         }
         if matches!(proto.as_str(), "TCP" | "UDP") && r.ports.is_none() {
-            p.push(at(
-                f,
-                &r.protocol,
-                "TCP and UDP rules need ports: \"80/80\" or \"1/65535\"",
-            ));
+            p.push(at(f, &r.protocol, "TCP and UDP rules need ports: \"80/80\" or \"1/65535\""));
         }
         match (&r.peer, &r.peer_group) {
-            (None, None) => p.push(at(
-                f,
-                &r.protocol,
-                "a rule needs a peer (CIDR) or a peerGroup",
-            )),
-            (Some(c), _) if enifab_model::net::parse_peer_cidr(&c.value).is_none() => p.push(at(
-                f,
-                c,
-                format!("{:?} is not a CIDR block or an IP", c.value),
-            )),
+            (None, None) => p.push(at(f, &r.protocol, "a rule needs a peer (CIDR) or a peerGroup")),
+            (Some(c), _) if enifab_model::net::parse_peer_cidr(&c.value).is_none() => {
+                p.push(at(f, c, format!("{:?} is not a CIDR block or an IP", c.value)))
+            }
             (_, Some(g)) if self.security_group(&g.value).is_none() => {
                 p.push(at(f, g, format!("no security group named {:?}", g.value)))
             }
@@ -376,28 +325,19 @@ instances:
     #[test]
     fn a_good_file_parses() {
         let t = Topology::parse("t.yaml", GOOD).unwrap();
-        assert_eq!(
-            t.instances[0].private_ip.as_ref().unwrap().value,
-            "10.0.4.22"
-        );
+        assert_eq!(t.instances[0].private_ip.as_ref().unwrap().value, "10.0.4.22");
     }
 
     #[test]
     fn errors_are_located() {
         let bad = GOOD.replace("vswitch: s, privateIp", "vswitch: nope, privateIp");
         let e = Topology::parse("t.yaml", &bad).unwrap_err().to_string();
-        assert!(
-            e.contains("t.yaml:13:47:") && e.contains("no vswitch named \"nope\""),
-            "{e}"
-        );
+        assert!(e.contains("t.yaml:13:47:") && e.contains("no vswitch named \"nope\""), "{e}");
         let bad = GOOD.replace("cidr: 10.0.4.0/24", "cidr: 10.0.4.7/24");
         let e = Topology::parse("t.yaml", &bad).unwrap_err().to_string();
         assert!(e.contains("t.yaml:6:") && e.contains("not a CIDR"), "{e}");
         let bad = GOOD.replace("protocol: TCP, ports", "protocl: TCP, ports");
         let e = Topology::parse("t.yaml", &bad).unwrap_err().to_string();
-        assert!(
-            e.contains("line 11 column 11: unknown field `protocl`"),
-            "{e}"
-        );
+        assert!(e.contains("line 11 column 11: unknown field `protocl`"), "{e}");
     }
 }

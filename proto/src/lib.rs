@@ -10,5 +10,4 @@ pub mod v1 {
 }
 
 /// The encoded `FileDescriptorSet` of every `enifab.v1` file.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/enifab_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/enifab_descriptor.bin"));

@@ -41,11 +41,7 @@ pub struct Ipv4Cidr {
 
 impl Ipv4Cidr {
     pub const fn new(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Cidr> {
-        if prefix <= 32 {
-            Some(Ipv4Cidr { addr, prefix })
-        } else {
-            None
-        }
+        if prefix <= 32 { Some(Ipv4Cidr { addr, prefix }) } else { None }
     }
 
     pub const fn addr(&self) -> Ipv4Addr {
@@ -57,9 +53,7 @@ impl Ipv4Cidr {
     }
 
     fn mask(&self) -> u32 {
-        u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0)
+        u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
@@ -283,10 +277,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "member {eni_id} has VLAN {vlan}, not in 1..=4094")
             }
             ConfigError::PortEniMismatch { vni, eni_id } => {
-                write!(
-                    f,
-                    "port {vni} and ENI {eni_id} disagree about their attachment"
-                )
+                write!(f, "port {vni} and ENI {eni_id} disagree about their attachment")
             }
             ConfigError::UnknownSecurityGroup { eni_id, sg_id } => {
                 write!(f, "ENI {eni_id} names unknown security group {sg_id}")
@@ -303,9 +294,7 @@ impl std::error::Error for ConfigError {}
 /// Stable 64-bit name of a string id (FNV-1a). Conntrack keys and entries use it so that they
 /// stay meaningful across snapshots, whose internal indexes are renumbered.
 pub(crate) fn stable_key(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 pub(crate) type EniIdx = u32;
@@ -458,10 +447,7 @@ impl FabricConfig {
                 if let Some(other) = by_ip.insert((vpc, ip), i)
                     && other != i
                 {
-                    return Err(ConfigError::DuplicateIp {
-                        vpc_id: e.vpc_id.clone(),
-                        ip,
-                    });
+                    return Err(ConfigError::DuplicateIp { vpc_id: e.vpc_id.clone(), ip });
                 }
             }
             if let Some(gw) = e.vswitch_cidr.gateway() {
@@ -469,23 +455,14 @@ impl FabricConfig {
             }
             match e.attachment {
                 Attachment::Port { vni } => {
-                    let named = port_specs
-                        .iter()
-                        .find(|(v, _)| *v == vni)
-                        .map(|(_, p)| p.eni_id.as_str());
+                    let named = port_specs.iter().find(|(v, _)| *v == vni).map(|(_, p)| p.eni_id.as_str());
                     if untagged.insert(vni, i).is_some() || named.is_some_and(|n| n != e.id) {
-                        return Err(ConfigError::PortEniMismatch {
-                            vni,
-                            eni_id: e.id.clone(),
-                        });
+                        return Err(ConfigError::PortEniMismatch { vni, eni_id: e.id.clone() });
                     }
                 }
                 Attachment::Member { trunk_vni, vlan } => {
                     if Tci::from_vid(vlan).is_none() {
-                        return Err(ConfigError::BadVlan {
-                            eni_id: e.id.clone(),
-                            vlan,
-                        });
+                        return Err(ConfigError::BadVlan { eni_id: e.id.clone(), vlan });
                     }
                     if by_vlan.insert((trunk_vni, vlan), i).is_some() {
                         return Err(ConfigError::DuplicateVlan { trunk_vni, vlan });
@@ -494,10 +471,7 @@ impl FabricConfig {
             }
             for sg in &e.security_group_ids {
                 if !group_idx.contains_key(sg.as_str()) {
-                    return Err(ConfigError::UnknownSecurityGroup {
-                        eni_id: e.id.clone(),
-                        sg_id: sg.clone(),
-                    });
+                    return Err(ConfigError::UnknownSecurityGroup { eni_id: e.id.clone(), sg_id: sg.clone() });
                 }
             }
         }
@@ -514,10 +488,7 @@ impl FabricConfig {
             })
             .collect();
 
-        let compiled_enis = enis
-            .iter()
-            .map(|e| compile_eni(e, &groups, &group_idx))
-            .collect::<Vec<_>>();
+        let compiled_enis = enis.iter().map(|e| compile_eni(e, &groups, &group_idx)).collect::<Vec<_>>();
 
         let ports = port_specs
             .iter()
@@ -572,11 +543,7 @@ impl FabricConfig {
     }
 }
 
-fn compile_eni(
-    e: &EniConfig,
-    groups: &[SecurityGroupConfig],
-    group_idx: &FixedMap<&str, GroupIdx>,
-) -> Eni {
+fn compile_eni(e: &EniConfig, groups: &[SecurityGroupConfig], group_idx: &FixedMap<&str, GroupIdx>) -> Eni {
     let mut ingress = Vec::new();
     let mut egress = Vec::new();
     let mut inner_accept = Vec::new();
@@ -603,9 +570,9 @@ fn compile_eni(
                 src_ports: r.source_port_range.filter(|_| ported).unwrap_or(any),
                 peer: match &r.peer {
                     Peer::Cidr(c) => CompiledPeer::Cidr(*c),
-                    Peer::Group(id) => group_idx
-                        .get(id.as_str())
-                        .map_or(CompiledPeer::Nothing, |&i| CompiledPeer::Group(i)),
+                    Peer::Group(id) => {
+                        group_idx.get(id.as_str()).map_or(CompiledPeer::Nothing, |&i| CompiledPeer::Group(i))
+                    }
                 },
                 local: r.local_cidr,
             };
@@ -638,11 +605,7 @@ fn compile_eni(
         egress: egress.into(),
         // An ENI cannot mix kinds (reference §8.3); if a snapshot does anyway, the stricter
         // enterprise default wins. No group at all behaves like a basic group.
-        default_egress: if any_enterprise {
-            Policy::Drop
-        } else {
-            Policy::Accept
-        },
+        default_egress: if any_enterprise { Policy::Drop } else { Policy::Accept },
         inner_accept: inner_accept.into(),
     }
 }
@@ -657,19 +620,10 @@ mod test {
 
     #[test]
     fn gateways_follow_terway() {
-        assert_eq!(
-            cidr([192, 168, 1, 0], 24).gateway(),
-            Some(Ipv4Addr::new(192, 168, 1, 253))
-        );
-        assert_eq!(
-            cidr([192, 168, 1, 0], 30).gateway(),
-            Some(Ipv4Addr::new(192, 168, 1, 1))
-        );
+        assert_eq!(cidr([192, 168, 1, 0], 24).gateway(), Some(Ipv4Addr::new(192, 168, 1, 253)));
+        assert_eq!(cidr([192, 168, 1, 0], 30).gateway(), Some(Ipv4Addr::new(192, 168, 1, 1)));
         assert_eq!(cidr([192, 168, 1, 0], 31).gateway(), None);
-        assert_eq!(
-            cidr([10, 0, 0, 0], 16).gateway(),
-            Some(Ipv4Addr::new(10, 0, 255, 253))
-        );
+        assert_eq!(cidr([10, 0, 0, 0], 16).gateway(), Some(Ipv4Addr::new(10, 0, 255, 253)));
     }
 
     #[test]

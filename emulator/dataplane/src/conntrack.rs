@@ -39,13 +39,7 @@ pub(crate) struct FlowKey {
 
 impl FlowKey {
     pub fn reversed(&self) -> FlowKey {
-        FlowKey {
-            src: self.dst,
-            dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
-            ..*self
-        }
+        FlowKey { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, ..*self }
     }
 }
 
@@ -120,18 +114,10 @@ pub(crate) enum L4Info {
 
 /// A new entry for the first packet of a flow, or `None` for a packet that must not start one
 /// (a lone RST: it ends things, it does not open them).
-pub(crate) fn start(
-    l4: L4Info,
-    now: Instant,
-    t: &Timeouts,
-    src_eni: u64,
-    dst_eni: u64,
-) -> Option<Entry> {
+pub(crate) fn start(l4: L4Info, now: Instant, t: &Timeouts, src_eni: u64, dst_eni: u64) -> Option<Entry> {
     let state = match l4 {
         L4Info::Tcp { flags } if flags & TCP_RST != 0 => return None,
-        L4Info::Tcp { flags } if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 => {
-            FlowState::TcpSynSent
-        }
+        L4Info::Tcp { flags } if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 => FlowState::TcpSynSent,
         // Mid-stream pickup (e.g. after the entry expired and the rules still allow it), like
         // Linux's `nf_conntrack_tcp_loose`.
         L4Info::Tcp { .. } => FlowState::TcpEstablished,
@@ -139,14 +125,7 @@ pub(crate) fn start(
         L4Info::IcmpEcho => FlowState::IcmpEcho,
         L4Info::Other => FlowState::Other,
     };
-    let mut e = Entry {
-        state,
-        expires: 0,
-        src_eni,
-        dst_eni,
-        fin_original: false,
-        fin_reply: false,
-    };
+    let mut e = Entry { state, expires: 0, src_eni, dst_eni, fin_original: false, fin_reply: false };
     if let L4Info::Tcp { flags } = l4 {
         note_fin(&mut e, FlowDir::Original, flags);
     }
@@ -177,9 +156,7 @@ pub(crate) fn advance(e: &Entry, dir: FlowDir, l4: L4Info, now: Instant, t: &Tim
         } else {
             match (e.state, dir) {
                 (FlowState::TcpSynSent, FlowDir::Reply) if syn && ack => FlowState::TcpSynReceived,
-                (FlowState::TcpSynReceived, FlowDir::Original) if ack && !syn => {
-                    FlowState::TcpEstablished
-                }
+                (FlowState::TcpSynReceived, FlowDir::Original) if ack && !syn => FlowState::TcpEstablished,
                 (s, _) => s,
             }
         };
@@ -192,8 +169,7 @@ pub(crate) fn advance(e: &Entry, dir: FlowDir, l4: L4Info, now: Instant, t: &Tim
 /// TIME_WAIT); it must be judged by the rules again, not waved through.
 pub(crate) fn is_reopen(e: &Entry, dir: FlowDir, l4: L4Info) -> bool {
     matches!(l4, L4Info::Tcp { flags } if flags & TCP_SYN != 0 && flags & TCP_ACK == 0)
-        && (e.state == FlowState::TcpClosed
-            || dir == FlowDir::Reply && e.state != FlowState::TcpSynSent)
+        && (e.state == FlowState::TcpClosed || dir == FlowDir::Reply && e.state != FlowState::TcpSynSent)
 }
 
 /// A flow table in the direction of first packets.
@@ -206,10 +182,7 @@ pub(crate) struct Conntrack {
 impl Conntrack {
     pub fn new(max_entries: usize, hasher: RandomState) -> Conntrack {
         // Reserved up front so that admitting a flow does not allocate on the frame path.
-        Conntrack {
-            map: HashMap::with_capacity_and_hasher(max_entries, hasher),
-            max_entries,
-        }
+        Conntrack { map: HashMap::with_capacity_and_hasher(max_entries, hasher), max_entries }
     }
 
     /// The live entry for `key` as seen from `dir`: looks up `key` itself for `Original`, its
@@ -253,13 +226,7 @@ mod test {
     const S: u64 = 1_000_000_000;
 
     fn t() -> Timeouts {
-        Timeouts {
-            tcp_established: 910 * S,
-            tcp_closed: 3 * S,
-            tcp_handshake: 120 * S,
-            udp: 30 * S,
-            icmp: 30 * S,
-        }
+        Timeouts { tcp_established: 910 * S, tcp_closed: 3 * S, tcp_handshake: 120 * S, udp: 30 * S, icmp: 30 * S }
     }
 
     fn tcp(flags: u8) -> L4Info {
@@ -275,21 +242,9 @@ mod test {
         assert_eq!(e.state, FlowState::TcpSynReceived);
         let e = advance(&e, FlowDir::Original, tcp(TCP_ACK), Instant(2 * S), &t);
         assert_eq!((e.state, e.expires), (FlowState::TcpEstablished, 912 * S));
-        let e = advance(
-            &e,
-            FlowDir::Original,
-            tcp(TCP_FIN | TCP_ACK),
-            Instant(3 * S),
-            &t,
-        );
+        let e = advance(&e, FlowDir::Original, tcp(TCP_FIN | TCP_ACK), Instant(3 * S), &t);
         assert_eq!((e.state, e.expires), (FlowState::TcpHalfClosed, 913 * S));
-        let e = advance(
-            &e,
-            FlowDir::Reply,
-            tcp(TCP_FIN | TCP_ACK),
-            Instant(4 * S),
-            &t,
-        );
+        let e = advance(&e, FlowDir::Reply, tcp(TCP_FIN | TCP_ACK), Instant(4 * S), &t);
         assert_eq!((e.state, e.expires), (FlowState::TcpClosed, 7 * S));
         assert!(is_reopen(&e, FlowDir::Original, tcp(TCP_SYN)));
         assert!(!is_reopen(&e, FlowDir::Original, tcp(TCP_ACK)));
@@ -309,14 +264,8 @@ mod test {
     fn table_bounds_and_expiry() {
         let t = t();
         let mut ct = Conntrack::new(2, RandomState::new());
-        let key = |p| FlowKey {
-            vpc: 1,
-            proto: 17,
-            src: Ipv4Addr::LOCALHOST,
-            dst: Ipv4Addr::BROADCAST,
-            sport: p,
-            dport: 53,
-        };
+        let key =
+            |p| FlowKey { vpc: 1, proto: 17, src: Ipv4Addr::LOCALHOST, dst: Ipv4Addr::BROADCAST, sport: p, dport: 53 };
         let e = start(L4Info::Udp, Instant(0), &t, 1, 2).unwrap();
         ct.store(key(1), e);
         ct.store(key(2), e);

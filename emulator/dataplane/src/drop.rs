@@ -122,22 +122,17 @@ pub enum DropReason {
 impl From<geneve::Error> for DropReason {
     fn from(e: geneve::Error) -> Self {
         match e {
-            geneve::Error::Truncated => DropReason::Malformed {
-                layer: Layer::Geneve,
-                detail: "geneve header truncated",
-            },
-            geneve::Error::OptionOverrun => DropReason::Malformed {
-                layer: Layer::Geneve,
-                detail: "geneve option runs past the options area",
-            },
-            geneve::Error::BadVnetOption => DropReason::Malformed {
-                layer: Layer::Vnet,
-                detail: "virtio-net option has a bad length or repeats",
-            },
-            geneve::Error::Version(v) => DropReason::GeneveVersion(v),
-            geneve::Error::CriticalOption { class, kind } => {
-                DropReason::GeneveCriticalOption { class, kind }
+            geneve::Error::Truncated => {
+                DropReason::Malformed { layer: Layer::Geneve, detail: "geneve header truncated" }
             }
+            geneve::Error::OptionOverrun => {
+                DropReason::Malformed { layer: Layer::Geneve, detail: "geneve option runs past the options area" }
+            }
+            geneve::Error::BadVnetOption => {
+                DropReason::Malformed { layer: Layer::Vnet, detail: "virtio-net option has a bad length or repeats" }
+            }
+            geneve::Error::Version(v) => DropReason::GeneveVersion(v),
+            geneve::Error::CriticalOption { class, kind } => DropReason::GeneveCriticalOption { class, kind },
             geneve::Error::Protocol(p) => DropReason::GeneveNotEthernet(p),
         }
     }
@@ -268,9 +263,7 @@ impl fmt::Display for DropReason {
             DropReason::GeneveCriticalOption { class, kind } => {
                 write!(f, ": class {class:#06x} type {kind:#04x}")
             }
-            DropReason::GeneveNotEthernet(p)
-            | DropReason::UnsupportedTpid(p)
-            | DropReason::UnsupportedEthertype(p) => {
+            DropReason::GeneveNotEthernet(p) | DropReason::UnsupportedTpid(p) | DropReason::UnsupportedEthertype(p) => {
                 write!(f, ": {p:#06x}")
             }
             DropReason::UnknownPort { vni } | DropReason::UnknownEni { vni } => {
@@ -284,8 +277,7 @@ impl fmt::Display for DropReason {
             DropReason::ToGateway { dst } | DropReason::NoRoute { dst } => write!(f, ": {dst}"),
             DropReason::Spoofed { eni, src } => write!(f, ": {src} is not an address of {eni}"),
             DropReason::DestinationNotRegistered { eni } => write!(f, ": {eni}"),
-            DropReason::SecurityGroupEgress { eni, sg, rule }
-            | DropReason::SecurityGroupIngress { eni, sg, rule } => {
+            DropReason::SecurityGroupEgress { eni, sg, rule } | DropReason::SecurityGroupIngress { eni, sg, rule } => {
                 write!(f, ": {eni} by {}", RuleName(sg, rule))
             }
             DropReason::OutputBufferTooSmall { needed } => write!(f, ": need {needed} bytes"),
@@ -308,10 +300,7 @@ mod test {
     #[test]
     fn names_are_unique_snake_case() {
         let mut names: Vec<&str> = DropKind::ALL.iter().map(|k| k.as_str()).collect();
-        assert!(names.iter().all(|n| {
-            n.chars()
-                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
-        }));
+        assert!(names.iter().all(|n| { n.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()) }));
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), DropKind::COUNT);
@@ -319,20 +308,9 @@ mod test {
 
     #[test]
     fn display_names_the_rule() {
-        let r = DropReason::SecurityGroupIngress {
-            eni: "eni-b".into(),
-            sg: Some("sg-1".into()),
-            rule: Some(2),
-        };
-        assert_eq!(
-            r.to_string(),
-            "security_group_ingress: eni-b by sg-1 rule 2"
-        );
-        let d = DropReason::SecurityGroupEgress {
-            eni: "eni-a".into(),
-            sg: None,
-            rule: None,
-        };
+        let r = DropReason::SecurityGroupIngress { eni: "eni-b".into(), sg: Some("sg-1".into()), rule: Some(2) };
+        assert_eq!(r.to_string(), "security_group_ingress: eni-b by sg-1 rule 2");
+        let d = DropReason::SecurityGroupEgress { eni: "eni-a".into(), sg: None, rule: None };
         assert_eq!(d.to_string(), "security_group_egress: eni-a by default");
     }
 }

@@ -42,8 +42,7 @@ use crate::security_group::{self, Judgement, PacketMeta, SgMatch};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::wire::arp::{self, ArpError};
 use crate::wire::ethernet::{
-    self, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame, GATEWAY_MAC, L2Error,
-    Mac,
+    self, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame, GATEWAY_MAC, L2Error, Mac,
 };
 use crate::wire::geneve::{self, Vni};
 use crate::wire::ipv4::{self, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
@@ -84,10 +83,7 @@ pub struct FabricOptions {
 
 impl FabricOptions {
     pub fn new(conntrack_hasher: RandomState) -> FabricOptions {
-        FabricOptions {
-            conntrack_max: 65_536,
-            conntrack_hasher,
-        }
+        FabricOptions { conntrack_max: 65_536, conntrack_hasher }
     }
 }
 
@@ -108,60 +104,18 @@ pub enum CtLookup {
 /// One step a frame took through the pipeline, for `enifab trace`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Decap {
-        vni: Vni,
-        vnet: Option<VnetHdr>,
-        frame_len: usize,
-    },
-    Port {
-        vni: Vni,
-        peer: SocketAddr,
-        eni: Arc<str>,
-    },
-    Demux {
-        vlan: Option<u16>,
-        eni: Arc<str>,
-    },
-    Arp {
-        operation: u16,
-        sender_ip: Ipv4Addr,
-        target_ip: Ipv4Addr,
-    },
-    Ipv4 {
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        protocol: u8,
-        gso: bool,
-    },
-    GatewayEcho {
-        gateway: Ipv4Addr,
-    },
-    SourceCheck {
-        eni: Arc<str>,
-        enabled: bool,
-    },
-    Route {
-        dst: Ipv4Addr,
-        eni: Arc<str>,
-        vni: Vni,
-        vlan: Option<u16>,
-    },
+    Decap { vni: Vni, vnet: Option<VnetHdr>, frame_len: usize },
+    Port { vni: Vni, peer: SocketAddr, eni: Arc<str> },
+    Demux { vlan: Option<u16>, eni: Arc<str> },
+    Arp { operation: u16, sender_ip: Ipv4Addr, target_ip: Ipv4Addr },
+    Ipv4 { src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, gso: bool },
+    GatewayEcho { gateway: Ipv4Addr },
+    SourceCheck { eni: Arc<str>, enabled: bool },
+    Route { dst: Ipv4Addr, eni: Arc<str>, vni: Vni, vlan: Option<u16> },
     Conntrack(CtLookup),
-    SecurityGroup {
-        direction: Direction,
-        eni: Arc<str>,
-        decision: SgMatch,
-    },
-    FlowStarted {
-        state: FlowState,
-    },
-    Rewrite {
-        vni: Vni,
-        to: SocketAddr,
-        dst_mac: Mac,
-        vlan: Option<u16>,
-        vnet_shift: i32,
-    },
+    SecurityGroup { direction: Direction, eni: Arc<str>, decision: SgMatch },
+    FlowStarted { state: FlowState },
+    Rewrite { vni: Vni, to: SocketAddr, dst_mac: Mac, vlan: Option<u16>, vnet_shift: i32 },
 }
 
 /// The explanation of one frame: steps, verdict, and the bytes that would have been sent.
@@ -221,11 +175,7 @@ pub struct Fabric {
 impl Fabric {
     pub fn new(config: Arc<FabricConfig>, options: FabricOptions) -> Fabric {
         let stats = Stats::new(&config);
-        Fabric {
-            conntrack: Conntrack::new(options.conntrack_max, options.conntrack_hasher),
-            stats,
-            config,
-        }
+        Fabric { conntrack: Conntrack::new(options.conntrack_max, options.conntrack_hasher), stats, config }
     }
 
     /// Swaps in a new snapshot; the next frame sees it. Flows and counters are kept (counters of
@@ -242,19 +192,8 @@ impl Fabric {
 
     /// Runs the pipeline on one datagram from `from`, writing any datagram to send into `out`.
     /// `out` should hold `datagram.len() + MAX_GROWTH` bytes.
-    pub fn process(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        datagram: &[u8],
-        out: &mut [u8],
-    ) -> Verdict {
-        let mut o = Outcome {
-            rx: None,
-            in_bytes: datagram.len(),
-            tx: None,
-            flow: None,
-        };
+    pub fn process(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Verdict {
+        let mut o = Outcome { rx: None, in_bytes: datagram.len(), tx: None, flow: None };
         let verdict = self.decide(now, from, datagram, out, &mut o, &mut NoTrace);
         self.commit(o, verdict)
     }
@@ -264,23 +203,14 @@ impl Fabric {
     pub fn trace(&self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Trace {
         let mut out = vec![0u8; datagram.len() + MAX_GROWTH];
         let mut steps = Vec::new();
-        let mut o = Outcome {
-            rx: None,
-            in_bytes: datagram.len(),
-            tx: None,
-            flow: None,
-        };
+        let mut o = Outcome { rx: None, in_bytes: datagram.len(), tx: None, flow: None };
         let verdict = self.decide(now, from, datagram, &mut out, &mut o, &mut steps);
         let len = match verdict {
             Verdict::Forward { len, .. } | Verdict::Reply { len, .. } => len,
             Verdict::Drop(_) => 0,
         };
         out.truncate(len);
-        Trace {
-            steps,
-            verdict,
-            output: out,
-        }
+        Trace { steps, verdict, output: out }
     }
 
     /// Forgets flows that have expired at `now`; returns how many. Call periodically: lookups
@@ -356,31 +286,19 @@ impl Fabric {
 
         // 1. Decap and port.
         let (gh, frame) = geneve::Header::parse(datagram)?;
-        t.step(|| Step::Decap {
-            vni: gh.vni,
-            vnet: gh.vnet,
-            frame_len: frame.len(),
-        });
+        t.step(|| Step::Decap { vni: gh.vni, vnet: gh.vnet, frame_len: frame.len() });
         if gh.oam {
             return Err(DropReason::GeneveOam);
         }
-        let port = cfg
-            .ports
-            .get(&gh.vni)
-            .ok_or(DropReason::UnknownPort { vni: gh.vni })?;
+        let port = cfg.ports.get(&gh.vni).ok_or(DropReason::UnknownPort { vni: gh.vni })?;
         if port.peer != from {
             return Err(DropReason::UnknownPeer { vni: gh.vni, from });
         }
         o.rx = Some(gh.vni);
         o.in_bytes = frame.len();
-        t.step(|| Step::Port {
-            vni: gh.vni,
-            peer: from,
-            eni: port.eni_id.clone(),
-        });
+        t.step(|| Step::Port { vni: gh.vni, peer: from, eni: port.eni_id.clone() });
         let vnet = gh.vnet.unwrap_or_default();
-        vnet.check_frame(frame.len())
-            .map_err(|m| DropReason::malformed(Layer::Vnet, m))?;
+        vnet.check_frame(frame.len()).map_err(|m| DropReason::malformed(Layer::Vnet, m))?;
 
         // 2. 802.1Q demux.
         let eth = Frame::parse(frame).map_err(|e| match e {
@@ -390,17 +308,13 @@ impl Fabric {
         })?;
         let src_idx = match eth.tag.map(Tci::vid) {
             // VID 0 is a priority tag: the frame belongs to the untagged ENI (802.1Q §9.6).
-            Some(vlan) if vlan != 0 => *cfg
-                .by_vlan
-                .get(&(gh.vni, vlan))
-                .ok_or(DropReason::UnknownVlan { vni: gh.vni, vlan })?,
+            Some(vlan) if vlan != 0 => {
+                *cfg.by_vlan.get(&(gh.vni, vlan)).ok_or(DropReason::UnknownVlan { vni: gh.vni, vlan })?
+            }
             _ => port.eni.ok_or(DropReason::UnknownEni { vni: gh.vni })?,
         };
         let src = cfg.eni(src_idx);
-        t.step(|| Step::Demux {
-            vlan: eth.tag.map(Tci::vid),
-            eni: src.id.clone(),
-        });
+        t.step(|| Step::Demux { vlan: eth.tag.map(Tci::vid), eni: src.id.clone() });
 
         // 3. ARP, or IPv4 to the gateway MAC.
         match eth.ethertype {
@@ -416,14 +330,8 @@ impl Fabric {
                 DropReason::NotForGateway { dst: eth.dst }
             });
         }
-        let ip = ipv4::Packet::parse(eth.payload, vnet.is_gso())
-            .map_err(|m| DropReason::malformed(Layer::Ipv4, m))?;
-        t.step(|| Step::Ipv4 {
-            src: ip.src,
-            dst: ip.dst,
-            protocol: ip.protocol,
-            gso: vnet.is_gso(),
-        });
+        let ip = ipv4::Packet::parse(eth.payload, vnet.is_gso()).map_err(|m| DropReason::malformed(Layer::Ipv4, m))?;
+        t.step(|| Step::Ipv4 { src: ip.src, dst: ip.dst, protocol: ip.protocol, gso: vnet.is_gso() });
         if ip.is_fragment() {
             return Err(DropReason::Ipv4Fragment);
         }
@@ -435,34 +343,16 @@ impl Fabric {
 
         // 5. Anti-spoof: the source must be routed back to this very ENI.
         if src.source_dest_check && cfg.by_ip.get(&(src.vpc, ip.src)) != Some(&src_idx) {
-            return Err(DropReason::Spoofed {
-                eni: src.id.clone(),
-                src: ip.src,
-            });
+            return Err(DropReason::Spoofed { eni: src.id.clone(), src: ip.src });
         }
-        t.step(|| Step::SourceCheck {
-            eni: src.id.clone(),
-            enabled: src.source_dest_check,
-        });
+        t.step(|| Step::SourceCheck { eni: src.id.clone(), enabled: src.source_dest_check });
 
         // 6. Route.
-        let dst_idx: EniIdx = *cfg
-            .by_ip
-            .get(&(src.vpc, ip.dst))
-            .ok_or(DropReason::NoRoute { dst: ip.dst })?;
+        let dst_idx: EniIdx = *cfg.by_ip.get(&(src.vpc, ip.dst)).ok_or(DropReason::NoRoute { dst: ip.dst })?;
         let dst = cfg.eni(dst_idx);
         let dst_port =
-            cfg.ports
-                .get(&dst.vni)
-                .ok_or_else(|| DropReason::DestinationNotRegistered {
-                    eni: dst.id.clone(),
-                })?;
-        t.step(|| Step::Route {
-            dst: ip.dst,
-            eni: dst.id.clone(),
-            vni: dst.vni,
-            vlan: dst.tag.map(Tci::vid),
-        });
+            cfg.ports.get(&dst.vni).ok_or_else(|| DropReason::DestinationNotRegistered { eni: dst.id.clone() })?;
+        t.step(|| Step::Route { dst: ip.dst, eni: dst.id.clone(), vni: dst.vni, vlan: dst.tag.map(Tci::vid) });
 
         // 7. Conntrack.
         let (meta, track) = classify(src.vpc, &ip)?;
@@ -472,25 +362,15 @@ impl Fabric {
                 Some((canonical, dir, entry)) => {
                     let next = conntrack::advance(&entry, dir, l4, now, &timeouts);
                     o.flow = Some((canonical, next));
-                    CtLookup::Established {
-                        dir,
-                        state: next.state,
-                    }
+                    CtLookup::Established { dir, state: next.state }
                 }
                 None => CtLookup::New,
             },
             Track::Related { quoted } => {
-                let related = [
-                    (quoted, FlowDir::Original),
-                    (quoted.reversed(), FlowDir::Reply),
-                ]
-                .iter()
-                .any(|(k, _)| self.conntrack.get(k, now).is_some());
-                if related {
-                    CtLookup::Related
-                } else {
-                    CtLookup::Untracked
-                }
+                let related = [(quoted, FlowDir::Original), (quoted.reversed(), FlowDir::Reply)]
+                    .iter()
+                    .any(|(k, _)| self.conntrack.get(k, now).is_some());
+                if related { CtLookup::Related } else { CtLookup::Untracked }
             }
             Track::None => CtLookup::Untracked,
         };
@@ -512,30 +392,13 @@ impl Fabric {
 
         // 9. Rewrite and encap.
         let tag = dst.tag;
-        let out_l2 = if tag.is_some() {
-            ethernet::TAGGED_HEADER_LEN
-        } else {
-            ethernet::HEADER_LEN
-        };
+        let out_l2 = if tag.is_some() { ethernet::TAGGED_HEADER_LEN } else { ethernet::HEADER_LEN };
         let shift = out_l2 as i32 - eth.header_len as i32;
         let mut out_vnet = vnet;
-        out_vnet
-            .shift(shift)
-            .map_err(|m| DropReason::malformed(Layer::Vnet, m))?;
-        let oh = geneve::Header {
-            vni: dst.vni,
-            oam: false,
-            vnet: gh.vnet.map(|_| out_vnet),
-        };
-        let len = write_frame(
-            out,
-            &oh,
-            dst_port.mac,
-            tag,
-            ETHERTYPE_IPV4,
-            eth.payload.len(),
-            |b| copy_into(b, eth.payload),
-        )?;
+        out_vnet.shift(shift).map_err(|m| DropReason::malformed(Layer::Vnet, m))?;
+        let oh = geneve::Header { vni: dst.vni, oam: false, vnet: gh.vnet.map(|_| out_vnet) };
+        let len =
+            write_frame(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, eth.payload.len(), |b| copy_into(b, eth.payload))?;
         o.tx = Some((dst.vni, len - oh.len()));
         t.step(|| Step::Rewrite {
             vni: dst.vni,
@@ -544,10 +407,7 @@ impl Fabric {
             vlan: tag.map(Tci::vid),
             vnet_shift: shift,
         });
-        Ok(Verdict::Forward {
-            to: dst_port.peer,
-            len,
-        })
+        Ok(Verdict::Forward { to: dst_port.peer, len })
     }
 
     /// The live entry of this packet's flow, with the key it is stored under and the packet's
@@ -562,17 +422,9 @@ impl Fabric {
         dst: &Eni,
         now: Instant,
     ) -> Option<(FlowKey, FlowDir, Entry)> {
-        let original = || {
-            self.conntrack
-                .get(&key, now)
-                .map(|e| (key, FlowDir::Original, *e))
-        };
+        let original = || self.conntrack.get(&key, now).map(|e| (key, FlowDir::Original, *e));
         let reply = || {
-            let k = if dirs == Dirs::ReplyOnly {
-                key
-            } else {
-                key.reversed()
-            };
+            let k = if dirs == Dirs::ReplyOnly { key } else { key.reversed() };
             self.conntrack.get(&k, now).map(|e| (k, FlowDir::Reply, *e))
         };
         let found = match dirs {
@@ -589,13 +441,7 @@ impl Fabric {
         })
     }
 
-    fn security_groups<T: Tracer>(
-        &self,
-        src: &Eni,
-        dst: &Eni,
-        meta: &PacketMeta,
-        t: &mut T,
-    ) -> Result<(), DropReason> {
+    fn security_groups<T: Tracer>(&self, src: &Eni, dst: &Eni, meta: &PacketMeta, t: &mut T) -> Result<(), DropReason> {
         let cfg = &*self.config;
         if let Some(g) = security_group::shared_inner_group(src, dst) {
             let j = Judgement::InnerAccess(g);
@@ -613,11 +459,7 @@ impl Fabric {
         }
         for (direction, eni) in [(Direction::Egress, src), (Direction::Ingress, dst)] {
             let j = security_group::judge(cfg, eni, direction, meta);
-            t.step(|| Step::SecurityGroup {
-                direction,
-                eni: eni.id.clone(),
-                decision: j.describe(cfg),
-            });
+            t.step(|| Step::SecurityGroup { direction, eni: eni.id.clone(), decision: j.describe(cfg) });
             if j.policy() == Policy::Drop {
                 let (sg, rule) = match j {
                     Judgement::Rule(r) => (Some(cfg.group(r.group).id.clone()), Some(r.index)),
@@ -653,11 +495,7 @@ impl Fabric {
             ArpError::Malformed(m) => DropReason::malformed(Layer::Arp, m),
             ArpError::Unsupported => DropReason::ArpUnsupported,
         })?;
-        t.step(|| Step::Arp {
-            operation: a.operation,
-            sender_ip: a.sender_ip,
-            target_ip: a.target_ip,
-        });
+        t.step(|| Step::Arp { operation: a.operation, sender_ip: a.sender_ip, target_ip: a.target_ip });
         if a.is_gratuitous() {
             return Err(DropReason::ArpGratuitous);
         }
@@ -668,16 +506,10 @@ impl Fabric {
             return Err(DropReason::ArpProbe);
         }
         let reply = a.reply_from(GATEWAY_MAC);
-        let oh = geneve::Header {
-            vni: gh.vni,
-            oam: false,
-            vnet: None,
-        };
+        let oh = geneve::Header { vni: gh.vni, oam: false, vnet: None };
         // Same tag as the request (priority bits included): the answer must come back on the
         // VLAN sub-interface that asked.
-        let len = write_frame(out, &oh, eth.src, eth.tag, ETHERTYPE_ARP, arp::LEN, |b| {
-            reply.emit(b)
-        })?;
+        let len = write_frame(out, &oh, eth.src, eth.tag, ETHERTYPE_ARP, arp::LEN, |b| reply.emit(b))?;
         o.tx = Some((gh.vni, len - oh.len()));
         Ok(Verdict::Reply { to: from, len })
     }
@@ -712,19 +544,12 @@ impl Fabric {
             ident: ip.ident,
             payload_len: icmp_len,
         };
-        let oh = geneve::Header {
-            vni: gh.vni,
-            oam: false,
-            vnet: None,
-        };
+        let oh = geneve::Header { vni: gh.vni, oam: false, vnet: None };
         let body_len = ipv4::MIN_HEADER_LEN + icmp_len;
         let len = write_frame(out, &oh, eth.src, eth.tag, ETHERTYPE_IPV4, body_len, |b| {
             let n = ip_repr.emit(b)?;
             let available = b.len();
-            let msg = b.get_mut(n..n + icmp_len).ok_or(BufferTooSmall {
-                needed: n + icmp_len,
-                available,
-            })?;
+            let msg = b.get_mut(n..n + icmp_len).ok_or(BufferTooSmall { needed: n + icmp_len, available })?;
             msg.copy_from_slice(ip.payload);
             msg[0] = l4::ICMP_ECHO_REPLY;
             msg[2..4].fill(0);
@@ -761,71 +586,36 @@ enum Track {
 
 /// Reads the L4 header into what rules match on and how conntrack should treat the packet.
 fn classify(vpc: u64, ip: &ipv4::Packet<'_>) -> Result<(PacketMeta, Track), DropReason> {
-    let mut meta = PacketMeta {
-        proto: ip.protocol,
-        src: ip.src,
-        dst: ip.dst,
-        ports: None,
-    };
-    let key = |sport, dport| FlowKey {
-        vpc,
-        proto: ip.protocol,
-        src: ip.src,
-        dst: ip.dst,
-        sport,
-        dport,
-    };
+    let mut meta = PacketMeta { proto: ip.protocol, src: ip.src, dst: ip.dst, ports: None };
+    let key = |sport, dport| FlowKey { vpc, proto: ip.protocol, src: ip.src, dst: ip.dst, sport, dport };
     let track = match ip.protocol {
         PROTO_TCP => {
             let h = Tcp::parse(ip.payload).map_err(|m| DropReason::malformed(Layer::Tcp, m))?;
             meta.ports = Some((h.src_port, h.dst_port));
-            Track::Flow {
-                key: key(h.src_port, h.dst_port),
-                l4: L4Info::Tcp { flags: h.flags },
-                dirs: Dirs::Both,
-            }
+            Track::Flow { key: key(h.src_port, h.dst_port), l4: L4Info::Tcp { flags: h.flags }, dirs: Dirs::Both }
         }
         PROTO_UDP => {
             let h = Udp::parse(ip.payload).map_err(|m| DropReason::malformed(Layer::Udp, m))?;
             meta.ports = Some((h.src_port, h.dst_port));
-            Track::Flow {
-                key: key(h.src_port, h.dst_port),
-                l4: L4Info::Udp,
-                dirs: Dirs::Both,
-            }
+            Track::Flow { key: key(h.src_port, h.dst_port), l4: L4Info::Udp, dirs: Dirs::Both }
         }
         PROTO_ICMP => {
             let h = Icmp::parse(ip.payload).map_err(|m| DropReason::malformed(Layer::Icmp, m))?;
             match h.ty {
-                l4::ICMP_ECHO_REQUEST => Track::Flow {
-                    key: key(h.echo_id(), 0),
-                    l4: L4Info::IcmpEcho,
-                    dirs: Dirs::OriginalOnly,
-                },
-                l4::ICMP_ECHO_REPLY => {
-                    let request = FlowKey {
-                        src: ip.dst,
-                        dst: ip.src,
-                        sport: h.echo_id(),
-                        dport: 0,
-                        ..key(0, 0)
-                    };
-                    Track::Flow {
-                        key: request,
-                        l4: L4Info::IcmpEcho,
-                        dirs: Dirs::ReplyOnly,
-                    }
+                l4::ICMP_ECHO_REQUEST => {
+                    Track::Flow { key: key(h.echo_id(), 0), l4: L4Info::IcmpEcho, dirs: Dirs::OriginalOnly }
                 }
-                _ if h.is_error() => quoted_flow(vpc, h.payload)
-                    .map_or(Track::None, |quoted| Track::Related { quoted }),
+                l4::ICMP_ECHO_REPLY => {
+                    let request = FlowKey { src: ip.dst, dst: ip.src, sport: h.echo_id(), dport: 0, ..key(0, 0) };
+                    Track::Flow { key: request, l4: L4Info::IcmpEcho, dirs: Dirs::ReplyOnly }
+                }
+                _ if h.is_error() => {
+                    quoted_flow(vpc, h.payload).map_or(Track::None, |quoted| Track::Related { quoted })
+                }
                 _ => Track::None,
             }
         }
-        _ => Track::Flow {
-            key: key(0, 0),
-            l4: L4Info::Other,
-            dirs: Dirs::Both,
-        },
+        _ => Track::Flow { key: key(0, 0), l4: L4Info::Other, dirs: Dirs::Both },
     };
     Ok((meta, track))
 }
@@ -838,22 +628,12 @@ fn quoted_flow(vpc: u64, quoted: &[u8]) -> Option<FlowKey> {
     }
     let sport = crate::wire::be16(q.payload, 0)?;
     let dport = crate::wire::be16(q.payload, 2)?;
-    Some(FlowKey {
-        vpc,
-        proto: q.protocol,
-        src: q.src,
-        dst: q.dst,
-        sport,
-        dport,
-    })
+    Some(FlowKey { vpc, proto: q.protocol, src: q.src, dst: q.dst, sport, dport })
 }
 
 fn copy_into(b: &mut [u8], payload: &[u8]) -> Result<usize, BufferTooSmall> {
     let available = b.len();
-    let dst = b.get_mut(..payload.len()).ok_or(BufferTooSmall {
-        needed: payload.len(),
-        available,
-    })?;
+    let dst = b.get_mut(..payload.len()).ok_or(BufferTooSmall { needed: payload.len(), available })?;
     dst.copy_from_slice(payload);
     Ok(payload.len())
 }
@@ -870,19 +650,12 @@ fn write_frame(
     body_len: usize,
     body: impl FnOnce(&mut [u8]) -> Result<usize, BufferTooSmall>,
 ) -> Result<usize, DropReason> {
-    let l2 = if tag.is_some() {
-        ethernet::TAGGED_HEADER_LEN
-    } else {
-        ethernet::HEADER_LEN
-    };
+    let l2 = if tag.is_some() { ethernet::TAGGED_HEADER_LEN } else { ethernet::HEADER_LEN };
     let needed = oh.len() + l2 + body_len;
     let too_small = |_: BufferTooSmall| DropReason::OutputBufferTooSmall { needed };
-    let out = out
-        .get_mut(..needed)
-        .ok_or(DropReason::OutputBufferTooSmall { needed })?;
+    let out = out.get_mut(..needed).ok_or(DropReason::OutputBufferTooSmall { needed })?;
     let g = oh.emit(out).map_err(too_small)?;
-    let l2 = ethernet::emit_header(dst_mac, GATEWAY_MAC, tag, ethertype, &mut out[g..])
-        .map_err(too_small)?;
+    let l2 = ethernet::emit_header(dst_mac, GATEWAY_MAC, tag, ethertype, &mut out[g..]).map_err(too_small)?;
     let n = body(&mut out[g + l2..]).map_err(too_small)?;
     Ok(g + l2 + n)
 }

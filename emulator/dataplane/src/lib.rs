@@ -37,8 +37,8 @@ mod tests;
 use core::time::Duration;
 
 pub use config::{
-    Attachment, ConfigError, ConntrackTimeouts, Direction, EniConfig, FabricConfig, Ipv4Cidr, Peer,
-    Policy, PortConfig, Protocol, Rule, SecurityGroupConfig, SgKind,
+    Attachment, ConfigError, ConntrackTimeouts, Direction, EniConfig, FabricConfig, Ipv4Cidr, Peer, Policy, PortConfig,
+    Protocol, Rule, SecurityGroupConfig, SgKind,
 };
 pub use conntrack::{FlowDir, FlowState};
 pub use drop::{DropKind, DropReason, Layer};
@@ -62,10 +62,7 @@ impl Instant {
     }
 
     pub fn saturating_add(self, d: Duration) -> Instant {
-        Instant(
-            self.0
-                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-        )
+        Instant(self.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
     }
 }
 

@@ -17,9 +17,7 @@
 use core::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::config::{
-    CompiledPeer, CompiledRule, Direction, Eni, FabricConfig, GroupIdx, Ipv4Cidr, Policy,
-};
+use crate::config::{CompiledPeer, CompiledRule, Direction, Eni, FabricConfig, GroupIdx, Ipv4Cidr, Policy};
 
 /// CLB health checks and other Alibaba services come from here (reference §8.2 item 7).
 pub const HEALTH_CHECK_CIDR: Ipv4Cidr = match Ipv4Cidr::new(Ipv4Addr::new(100, 64, 0, 0), 10) {
@@ -64,9 +62,7 @@ impl Judgement {
                 policy: r.policy,
             },
             Judgement::Default(policy) => SgMatch::Default { policy: *policy },
-            Judgement::InnerAccess(g) => SgMatch::InnerAccess {
-                sg: cfg.group(*g).id.clone(),
-            },
+            Judgement::InnerAccess(g) => SgMatch::InnerAccess { sg: cfg.group(*g).id.clone() },
             Judgement::HealthCheck => SgMatch::HealthCheck,
         }
     }
@@ -76,12 +72,7 @@ impl Judgement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SgMatch {
     /// Rule number `index` (0-based position in that group's rule list) of group `sg`.
-    Rule {
-        sg: Arc<str>,
-        index: u32,
-        priority: u8,
-        policy: Policy,
-    },
+    Rule { sg: Arc<str>, index: u32, priority: u8, policy: Policy },
     /// No rule matched.
     Default { policy: Policy },
     /// Both ENIs share this basic group with `InnerAccessPolicy=Accept`.
@@ -93,10 +84,7 @@ pub enum SgMatch {
 /// A basic group with inner access accepted that both ENIs are in, if any.
 pub(crate) fn shared_inner_group(a: &Eni, b: &Eni) -> Option<GroupIdx> {
     // Both lists are sorted and hold at most a handful of groups.
-    a.inner_accept
-        .iter()
-        .find(|g| b.inner_accept.binary_search(g).is_ok())
-        .copied()
+    a.inner_accept.iter().find(|g| b.inner_accept.binary_search(g).is_ok()).copied()
 }
 
 /// The judgement of `eni`'s rules for `dir` on `pkt` (inner access is checked by the caller,
@@ -120,13 +108,7 @@ fn in_range(p: u16, (lo, hi): (u16, u16)) -> bool {
     lo <= p && p <= hi
 }
 
-fn matches(
-    cfg: &FabricConfig,
-    r: &CompiledRule,
-    pkt: &PacketMeta,
-    peer: Ipv4Addr,
-    local: Ipv4Addr,
-) -> bool {
+fn matches(cfg: &FabricConfig, r: &CompiledRule, pkt: &PacketMeta, peer: Ipv4Addr, local: Ipv4Addr) -> bool {
     if r.protocol.is_some_and(|p| p != pkt.proto) {
         return false;
     }

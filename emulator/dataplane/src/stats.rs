@@ -32,11 +32,7 @@ pub(crate) struct PortCounters {
 
 impl Default for PortCounters {
     fn default() -> Self {
-        PortCounters {
-            rx: Counter::default(),
-            tx: Counter::default(),
-            drops: [Counter::default(); DropKind::COUNT],
-        }
+        PortCounters { rx: Counter::default(), tx: Counter::default(), drops: [Counter::default(); DropKind::COUNT] }
     }
 }
 
@@ -48,10 +44,7 @@ pub(crate) struct Stats {
 
 impl Stats {
     pub fn new(cfg: &FabricConfig) -> Stats {
-        let mut s = Stats {
-            drops: [Counter::default(); DropKind::COUNT],
-            ports: FixedMap::default(),
-        };
+        let mut s = Stats { drops: [Counter::default(); DropKind::COUNT], ports: FixedMap::default() };
         s.sync_ports(cfg);
         s
     }
@@ -90,11 +83,7 @@ impl Stats {
                 .iter()
                 .zip(drops)
                 .filter(|(_, c)| c.frames > 0)
-                .map(|(k, c)| DropStats {
-                    reason: k.as_str(),
-                    frames: c.frames,
-                    bytes: c.bytes,
-                })
+                .map(|(k, c)| DropStats { reason: k.as_str(), frames: c.frames, bytes: c.bytes })
                 .collect()
         };
         let ports = cfg
@@ -113,12 +102,7 @@ impl Stats {
                 }
             })
             .collect();
-        StatsSnapshot {
-            epoch: cfg.epoch(),
-            conntrack_entries,
-            ports,
-            drops: rows(&self.drops),
-        }
+        StatsSnapshot { epoch: cfg.epoch(), conntrack_entries, ports, drops: rows(&self.drops) }
     }
 }
 
@@ -157,10 +141,7 @@ pub struct DropStats {
 impl StatsSnapshot {
     /// Total drops under `reason` (0 if none).
     pub fn drops(&self, reason: DropKind) -> u64 {
-        self.drops
-            .iter()
-            .find(|d| d.reason == reason.as_str())
-            .map_or(0, |d| d.frames)
+        self.drops.iter().find(|d| d.reason == reason.as_str()).map_or(0, |d| d.frames)
     }
 
     pub fn port(&self, vni: Vni) -> Option<&PortStats> {
@@ -170,9 +151,6 @@ impl StatsSnapshot {
 
 impl PortStats {
     pub fn drops(&self, reason: DropKind) -> u64 {
-        self.drops
-            .iter()
-            .find(|d| d.reason == reason.as_str())
-            .map_or(0, |d| d.frames)
+        self.drops.iter().find(|d| d.reason == reason.as_str()).map_or(0, |d| d.frames)
     }
 }

@@ -29,12 +29,9 @@ use crate::wire::vnet::VnetHdr;
 use crate::wire::{arp, checksum};
 
 pub const VPC: &str = "vpc-lab";
-pub const NODE_A: SocketAddr =
-    SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 6081);
-pub const NODE_B: SocketAddr =
-    SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 6081);
-pub const STRANGER: SocketAddr =
-    SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99)), 6081);
+pub const NODE_A: SocketAddr = SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 6081);
+pub const NODE_B: SocketAddr = SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 6081);
+pub const STRANGER: SocketAddr = SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99)), 6081);
 pub const NODE_GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 253);
 pub const POD_GW: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 253);
 
@@ -153,40 +150,20 @@ impl Default for Lab {
 
 impl Lab {
     pub fn new() -> Lab {
-        let port = |e: &Endpoint| {
-            (
-                vni(e.vni),
-                PortConfig {
-                    eni_id: e.eni.to_string(),
-                    mac: e.mac,
-                    peer: e.peer,
-                },
-            )
-        };
+        let port = |e: &Endpoint| (vni(e.vni), PortConfig { eni_id: e.eni.to_string(), mac: e.mac, peer: e.peer });
         let eni = |e: &Endpoint, extra: &[Ipv4Addr], sg: &str| {
             let attachment = match e.vlan {
                 None => Attachment::Port { vni: vni(e.vni) },
-                Some(vlan) => Attachment::Member {
-                    trunk_vni: vni(e.vni),
-                    vlan,
-                },
+                Some(vlan) => Attachment::Member { trunk_vni: vni(e.vni), vlan },
             };
-            let subnet = if e.vlan.is_some() {
-                cidr([10, 0, 1, 0], 24)
-            } else {
-                cidr([10, 0, 0, 0], 24)
-            };
+            let subnet = if e.vlan.is_some() { cidr([10, 0, 1, 0], 24) } else { cidr([10, 0, 0, 0], 24) };
             let mut ips = vec![e.ip];
             ips.extend_from_slice(extra);
             EniConfig {
                 id: e.eni.to_string(),
                 vpc_id: VPC.to_string(),
                 // Members have a MAC of their own in the API, never seen on the wire.
-                mac: if e.vlan.is_some() {
-                    [0x00, 0x16, 0x3e, 0xee, 0x00, e.ip.octets()[3]]
-                } else {
-                    e.mac
-                },
+                mac: if e.vlan.is_some() { [0x00, 0x16, 0x3e, 0xee, 0x00, e.ip.octets()[3]] } else { e.mac },
                 primary_ip: e.ip,
                 ips,
                 vswitch_cidr: subnet,
@@ -219,63 +196,34 @@ impl Lab {
                 group(
                     "sg-web",
                     false,
-                    vec![rule(
-                        Ingress,
-                        1,
-                        Policy::Accept,
-                        Protocol::Tcp,
-                        Some(80),
-                        Peer::Cidr(cidr([10, 0, 0, 0], 8)),
-                    )],
+                    vec![rule(Ingress, 1, Policy::Accept, Protocol::Tcp, Some(80), Peer::Cidr(cidr([10, 0, 0, 0], 8)))],
                 ),
                 group(
                     "sg-db",
                     false,
-                    vec![rule(
-                        Ingress,
-                        1,
-                        Policy::Accept,
-                        Protocol::Tcp,
-                        Some(5432),
-                        Peer::Group("sg-web".into()),
-                    )],
+                    vec![rule(Ingress, 1, Policy::Accept, Protocol::Tcp, Some(5432), Peer::Group("sg-web".into()))],
                 ),
             ],
         }
     }
 
     pub fn eni_mut(&mut self, id: &str) -> &mut EniConfig {
-        self.enis
-            .iter_mut()
-            .find(|e| e.id == id)
-            .unwrap_or_else(|| panic!("no ENI {id}"))
+        self.enis.iter_mut().find(|e| e.id == id).unwrap_or_else(|| panic!("no ENI {id}"))
     }
 
     pub fn group_mut(&mut self, id: &str) -> &mut SecurityGroupConfig {
-        self.groups
-            .iter_mut()
-            .find(|g| g.id == id)
-            .unwrap_or_else(|| panic!("no group {id}"))
+        self.groups.iter_mut().find(|g| g.id == id).unwrap_or_else(|| panic!("no group {id}"))
     }
 
     pub fn build(&self, epoch: u64) -> FabricConfig {
-        FabricConfig::new(
-            epoch,
-            self.ports.clone(),
-            self.enis.clone(),
-            self.groups.clone(),
-        )
-        .unwrap_or_else(|e| panic!("lab config: {e}"))
+        FabricConfig::new(epoch, self.ports.clone(), self.enis.clone(), self.groups.clone())
+            .unwrap_or_else(|e| panic!("lab config: {e}"))
     }
 }
 
 /// Geneve datagram around `frame`.
 pub fn geneve(vni_: u32, vnet: Option<VnetHdr>, frame: &[u8]) -> Vec<u8> {
-    let h = geneve::Header {
-        vni: vni(vni_),
-        oam: false,
-        vnet,
-    };
+    let h = geneve::Header { vni: vni(vni_), oam: false, vnet };
     let mut out = vec![0; h.len() + frame.len()];
     let n = geneve::encapsulate(&h, frame, &mut out).unwrap_or(0);
     out.truncate(n);
@@ -292,15 +240,7 @@ pub fn ethernet(dst: Mac, src: Mac, vlan: Option<u16>, ethertype: u16, payload: 
 
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0; ipv4::MIN_HEADER_LEN];
-    let r = ipv4::Repr {
-        src,
-        dst,
-        protocol,
-        ttl: 64,
-        tos: 0,
-        ident: 0x4242,
-        payload_len: payload.len(),
-    };
+    let r = ipv4::Repr { src, dst, protocol, ttl: 64, tos: 0, ident: 0x4242, payload_len: payload.len() };
     let _ = r.emit(&mut out);
     out.extend_from_slice(payload);
     out
@@ -346,25 +286,15 @@ pub fn echo(ty: u8, id: u16, seq: u16) -> Vec<u8> {
 
 /// IPv4 packet `ip` sent by `from`, to the gateway MAC, as its shim would encapsulate it.
 pub fn from_endpoint(from: &Endpoint, ip: &[u8]) -> Vec<u8> {
-    geneve(
-        from.vni,
-        None,
-        &ethernet(GATEWAY_MAC, from.mac, from.vlan, ETHERTYPE_IPV4, ip),
-    )
+    geneve(from.vni, None, &ethernet(GATEWAY_MAC, from.mac, from.vlan, ETHERTYPE_IPV4, ip))
 }
 
 pub fn tcp_datagram(from: &Endpoint, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    from_endpoint(
-        from,
-        &ipv4(from.ip, dst, PROTO_TCP, &tcp(sport, dport, flags, 0)),
-    )
+    from_endpoint(from, &ipv4(from.ip, dst, PROTO_TCP, &tcp(sport, dport, flags, 0)))
 }
 
 pub fn udp_datagram(from: &Endpoint, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
-    from_endpoint(
-        from,
-        &ipv4(from.ip, dst, PROTO_UDP, &udp(sport, dport, b"hello")),
-    )
+    from_endpoint(from, &ipv4(from.ip, dst, PROTO_UDP, &udp(sport, dport, b"hello")))
 }
 
 pub fn echo_datagram(from: &Endpoint, dst: Ipv4Addr, ty: u8, id: u16) -> Vec<u8> {
@@ -382,11 +312,7 @@ pub fn arp_request(from: &Endpoint, target: Ipv4Addr) -> Vec<u8> {
     };
     let mut a = [0u8; arp::LEN];
     let _ = req.emit(&mut a);
-    geneve(
-        from.vni,
-        None,
-        &ethernet(ethernet::BROADCAST, from.mac, from.vlan, ETHERTYPE_ARP, &a),
-    )
+    geneve(from.vni, None, &ethernet(ethernet::BROADCAST, from.mac, from.vlan, ETHERTYPE_ARP, &a))
 }
 
 /// Splits a fuzz input into a sender and a datagram: the first byte picks one of the lab's
@@ -414,50 +340,20 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
         csum_start: 34,
         csum_offset: 16,
     };
-    let big = ipv4(
-        TRUNK_A.ip,
-        PRIMARY_B.ip,
-        PROTO_TCP,
-        &tcp(40000, 22, 0x18, 3000),
-    );
+    let big = ipv4(TRUNK_A.ip, PRIMARY_B.ip, PROTO_TCP, &tcp(40000, 22, 0x18, 3000));
     vec![
-        (
-            "arp_untagged",
-            with_sel(&TRUNK_A, arp_request(&TRUNK_A, NODE_GW)),
-        ),
-        (
-            "arp_vlan1001",
-            with_sel(&POD_A1, arp_request(&POD_A1, POD_GW)),
-        ),
-        (
-            "tcp_syn_member_to_member",
-            with_sel(&POD_A1, tcp_datagram(&POD_A1, POD_B1.ip, 40000, 80, 0x02)),
-        ),
-        (
-            "tcp_synack_reply",
-            with_sel(&POD_B1, tcp_datagram(&POD_B1, POD_A1.ip, 80, 40000, 0x12)),
-        ),
-        (
-            "udp_node_to_node",
-            with_sel(&TRUNK_A, udp_datagram(&TRUNK_A, PRIMARY_B.ip, 5353, 53)),
-        ),
-        (
-            "ping_gateway",
-            with_sel(&POD_A2, echo_datagram(&POD_A2, POD_GW, 8, 7)),
-        ),
-        (
-            "ping_node",
-            with_sel(&PRIMARY_B, echo_datagram(&PRIMARY_B, TRUNK_A.ip, 8, 9)),
-        ),
+        ("arp_untagged", with_sel(&TRUNK_A, arp_request(&TRUNK_A, NODE_GW))),
+        ("arp_vlan1001", with_sel(&POD_A1, arp_request(&POD_A1, POD_GW))),
+        ("tcp_syn_member_to_member", with_sel(&POD_A1, tcp_datagram(&POD_A1, POD_B1.ip, 40000, 80, 0x02))),
+        ("tcp_synack_reply", with_sel(&POD_B1, tcp_datagram(&POD_B1, POD_A1.ip, 80, 40000, 0x12))),
+        ("udp_node_to_node", with_sel(&TRUNK_A, udp_datagram(&TRUNK_A, PRIMARY_B.ip, 5353, 53))),
+        ("ping_gateway", with_sel(&POD_A2, echo_datagram(&POD_A2, POD_GW, 8, 7))),
+        ("ping_node", with_sel(&PRIMARY_B, echo_datagram(&PRIMARY_B, TRUNK_A.ip, 8, 9))),
         (
             "tso_vnet",
             with_sel(
                 &TRUNK_A,
-                geneve(
-                    TRUNK_A.vni,
-                    Some(gso),
-                    &ethernet(GATEWAY_MAC, TRUNK_A.mac, None, ETHERTYPE_IPV4, &big),
-                ),
+                geneve(TRUNK_A.vni, Some(gso), &ethernet(GATEWAY_MAC, TRUNK_A.mac, None, ETHERTYPE_IPV4, &big)),
             ),
         ),
     ]

@@ -37,11 +37,7 @@ pub struct InstanceType {
 impl InstanceType {
     /// Member ENIs this type can carry on its trunk (Terway's formula).
     pub fn member_eni_limit(&self) -> u32 {
-        if self.eni_trunk_supported {
-            self.eni_total_quantity.saturating_sub(self.eni_quantity)
-        } else {
-            0
-        }
+        if self.eni_trunk_supported { self.eni_total_quantity.saturating_sub(self.eni_quantity) } else { 0 }
     }
 }
 
@@ -58,11 +54,7 @@ fn builtin(
     bw_kbps: u64,
     pps: u64,
 ) -> InstanceType {
-    let family = id
-        .rsplit_once('.')
-        .map(|(f, _)| f)
-        .unwrap_or(id)
-        .to_string();
+    let family = id.rsplit_once('.').map(|(f, _)| f).unwrap_or(id).to_string();
     InstanceType {
         instance_type_id: id.to_string(),
         instance_type_family: family,
@@ -85,129 +77,19 @@ fn builtin(
 pub fn builtin_types() -> Vec<InstanceType> {
     let mut v = vec![
         // g7 (Ice Lake). g7.xlarge is a captured response; the others follow the family table.
-        builtin(
-            "ecs.g7.large",
-            2,
-            8.0,
-            3,
-            6,
-            6,
-            11,
-            true,
-            2_048_000,
-            900_000,
-        ), // total estimated
-        builtin(
-            "ecs.g7.xlarge",
-            4,
-            16.0,
-            4,
-            15,
-            15,
-            20,
-            true,
-            3_072_000,
-            1_100_000,
-        ),
-        builtin(
-            "ecs.g7.2xlarge",
-            8,
-            32.0,
-            4,
-            15,
-            15,
-            27,
-            true,
-            5_120_000,
-            1_600_000,
-        ), // total estimated
-        builtin(
-            "ecs.g7.4xlarge",
-            16,
-            64.0,
-            8,
-            30,
-            30,
-            38,
-            true,
-            10_240_000,
-            3_000_000,
-        ), // total estimated
+        builtin("ecs.g7.large", 2, 8.0, 3, 6, 6, 11, true, 2_048_000, 900_000), // total estimated
+        builtin("ecs.g7.xlarge", 4, 16.0, 4, 15, 15, 20, true, 3_072_000, 1_100_000),
+        builtin("ecs.g7.2xlarge", 8, 32.0, 4, 15, 15, 27, true, 5_120_000, 1_600_000), // total estimated
+        builtin("ecs.g7.4xlarge", 16, 64.0, 8, 30, 30, 38, true, 10_240_000, 3_000_000), // total estimated
         // g6 (Cascade Lake). g6.16xlarge is a captured response.
-        builtin(
-            "ecs.g6.large",
-            2,
-            8.0,
-            2,
-            6,
-            1,
-            2,
-            false,
-            1_024_000,
-            300_000,
-        ),
-        builtin(
-            "ecs.g6.xlarge",
-            4,
-            16.0,
-            3,
-            10,
-            1,
-            13,
-            true,
-            1_536_000,
-            500_000,
-        ), // total estimated
-        builtin(
-            "ecs.g6.2xlarge",
-            8,
-            32.0,
-            4,
-            10,
-            1,
-            20,
-            true,
-            2_560_000,
-            800_000,
-        ), // total estimated
-        builtin(
-            "ecs.g6.16xlarge",
-            64,
-            256.0,
-            8,
-            20,
-            1,
-            60,
-            true,
-            20_480_000,
-            4_000_000,
-        ),
+        builtin("ecs.g6.large", 2, 8.0, 2, 6, 1, 2, false, 1_024_000, 300_000),
+        builtin("ecs.g6.xlarge", 4, 16.0, 3, 10, 1, 13, true, 1_536_000, 500_000), // total estimated
+        builtin("ecs.g6.2xlarge", 8, 32.0, 4, 10, 1, 20, true, 2_560_000, 800_000), // total estimated
+        builtin("ecs.g6.16xlarge", 64, 256.0, 8, 20, 1, 60, true, 20_480_000, 4_000_000),
         // u1: a captured response.
-        builtin(
-            "ecs.u1-c1m4.xlarge",
-            4,
-            16.0,
-            3,
-            10,
-            1,
-            6,
-            true,
-            1_536_000,
-            500_000,
-        ),
+        builtin("ecs.u1-c1m4.xlarge", 4, 16.0, 3, 10, 1, 6, true, 1_536_000, 500_000),
         // An entry-level type without trunking, for "this node cannot do trunk pods" cases.
-        builtin(
-            "ecs.t6-c1m2.large",
-            2,
-            4.0,
-            2,
-            2,
-            0,
-            2,
-            false,
-            102_400,
-            50_000,
-        ),
+        builtin("ecs.t6-c1m2.large", 2, 4.0, 2, 2, 0, 2, false, 102_400, 50_000),
     ];
     v.sort_by(|a, b| a.instance_type_id.cmp(&b.instance_type_id));
     v
@@ -220,15 +102,9 @@ mod tests {
     #[test]
     fn member_limit_follows_terway() {
         let all = builtin_types();
-        let g7 = all
-            .iter()
-            .find(|t| t.instance_type_id == "ecs.g7.xlarge")
-            .unwrap();
+        let g7 = all.iter().find(|t| t.instance_type_id == "ecs.g7.xlarge").unwrap();
         assert_eq!(g7.member_eni_limit(), 16);
-        let g6 = all
-            .iter()
-            .find(|t| t.instance_type_id == "ecs.g6.large")
-            .unwrap();
+        let g6 = all.iter().find(|t| t.instance_type_id == "ecs.g6.large").unwrap();
         assert_eq!(g6.member_eni_limit(), 0);
         assert_eq!(g7.instance_type_family, "ecs.g7");
     }

@@ -50,14 +50,7 @@ impl EniType {
     }
 
     pub fn parse(s: &str) -> Option<EniType> {
-        [
-            EniType::Primary,
-            EniType::Secondary,
-            EniType::Trunk,
-            EniType::Member,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
+        [EniType::Primary, EniType::Secondary, EniType::Trunk, EniType::Member].into_iter().find(|t| t.as_str() == s)
     }
 }
 
@@ -82,15 +75,9 @@ impl EniStatus {
     }
 
     pub fn parse(s: &str) -> Option<EniStatus> {
-        [
-            EniStatus::Available,
-            EniStatus::Attaching,
-            EniStatus::InUse,
-            EniStatus::Detaching,
-            EniStatus::Deleting,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
+        [EniStatus::Available, EniStatus::Attaching, EniStatus::InUse, EniStatus::Detaching, EniStatus::Deleting]
+            .into_iter()
+            .find(|t| t.as_str() == s)
     }
 }
 
@@ -101,6 +88,10 @@ pub struct Attachment {
     pub device_index: u32,
     pub trunk_network_interface_id: Option<String>,
     pub network_card_index: u32,
+    /// The fabric port of a NIC (its Geneve VNI between node and emulator); 0 for members,
+    /// which travel on their trunk's port. Not part of the cloud's API.
+    #[serde(default)]
+    pub port_id: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,9 +136,7 @@ impl Eni {
 
     pub fn vlan(&self) -> Option<u16> {
         let a = self.attachment.as_ref()?;
-        a.trunk_network_interface_id
-            .as_ref()
-            .map(|_| a.device_index as u16)
+        a.trunk_network_interface_id.as_ref().map(|_| a.device_index as u16)
     }
 }
 
@@ -263,12 +252,7 @@ pub struct EniAttribute {
     pub member_network_interface_ids: Vec<String>,
 }
 
-const ENI_PAGES: PageBounds = PageBounds {
-    default_size: 10,
-    max_page_size: 1000,
-    min_results: 10,
-    max_results: 500,
-};
+const ENI_PAGES: PageBounds = PageBounds { default_size: 10, max_page_size: 1000, min_results: 10, max_results: 500 };
 
 fn not_found(id: &str) -> ModelError {
     ModelError::EniNotFound(id.to_string())
@@ -295,10 +279,7 @@ impl Region {
 
     /// Members of a trunk ENI, by VLAN id.
     pub fn trunk_members(&self, trunk_id: &str) -> impl Iterator<Item = (u32, &String)> {
-        self.members
-            .get(trunk_id)
-            .into_iter()
-            .flat_map(|m| m.iter().map(|(v, e)| (*v, e)))
+        self.members.get(trunk_id).into_iter().flat_map(|m| m.iter().map(|(v, e)| (*v, e)))
     }
 
     /// Choose the addresses of a new ENI: `primary` if named (else one from the pool), the
@@ -310,10 +291,7 @@ impl Region {
         named: &[Ipv4Addr],
         count: u32,
     ) -> Result<IpPlan> {
-        let ipam = self
-            .ipam
-            .get(vsw_id)
-            .ok_or_else(|| ModelError::VSwitchNotFound(vsw_id.to_string()))?;
+        let ipam = self.ipam.get(vsw_id).ok_or_else(|| ModelError::VSwitchNotFound(vsw_id.to_string()))?;
         let mut wanted: Vec<Ipv4Addr> = Vec::new();
         for ip in primary.iter().chain(named) {
             if !ipam.is_allocatable(*ip) {
@@ -328,9 +306,7 @@ impl Region {
             wanted.push(*ip);
         }
         let need = count as usize + usize::from(primary.is_none());
-        let mut picked = ipam
-            .pick(need, &wanted)
-            .ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
+        let mut picked = ipam.pick(need, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
         let primary = match primary {
             Some(p) => p,
             None => picked.remove(0),
@@ -344,11 +320,7 @@ impl Region {
     pub(crate) fn insert_eni(&mut self, new: NewEni, plan: IpPlan, now: Millis) -> String {
         let id = self.new_id(IdKind::Eni);
         let mac = self.new_mac();
-        let vsw = self
-            .vswitches
-            .get(&new.v_switch_id)
-            .expect("caller checked the vSwitch")
-            .clone();
+        let vsw = self.vswitches.get(&new.v_switch_id).expect("caller checked the vSwitch").clone();
         let eni = Eni {
             network_interface_id: id.clone(),
             network_interface_name: new.name,
@@ -398,7 +370,15 @@ impl Region {
         self.mark(Kind::Eni, id);
     }
 
+    /// A NIC by its fabric port.
+    pub fn eni_by_port(&self, port_id: u32) -> Option<&Eni> {
+        self.ports.get(&port_id).and_then(|id| self.enis.get(id))
+    }
+
     fn unindex_attachment(&mut self, id: &str, att: &Attachment) {
+        if att.port_id != 0 && self.ports.get(&att.port_id).map(String::as_str) == Some(id) {
+            self.ports.remove(&att.port_id);
+        }
         let slots = match &att.trunk_network_interface_id {
             Some(trunk) => self.members.get_mut(trunk),
             None => self.nics.get_mut(&att.instance_id),
@@ -461,11 +441,7 @@ impl Region {
         }
     }
 
-    pub fn create_network_interface(
-        &mut self,
-        req: CreateNetworkInterface,
-        now: Millis,
-    ) -> Result<Eni> {
+    pub fn create_network_interface(&mut self, req: CreateNetworkInterface, now: Millis) -> Result<Eni> {
         self.advance(now);
         let token = req.client_token.clone();
         let hash = request_hash(&req);
@@ -477,28 +453,21 @@ impl Region {
                 .vswitches
                 .get(&req.v_switch_id)
                 .ok_or_else(|| ModelError::VSwitchNotFound(req.v_switch_id.clone()))?;
-            let sgs: Vec<String> = match (
-                req.security_group_id.as_deref().filter(|s| !s.is_empty()),
-                req.security_group_ids.is_empty(),
-            ) {
-                (Some(_), false) => {
-                    return Err(ModelError::ParameterConflict(
-                        "SecurityGroupId and SecurityGroupIds.N",
-                    ));
-                }
-                (Some(one), true) => vec![one.to_string()],
-                (None, false) => req.security_group_ids.clone(),
-                (None, true) => return Err(ModelError::MissingParameter("SecurityGroupIds.N")),
-            };
+            let sgs: Vec<String> =
+                match (req.security_group_id.as_deref().filter(|s| !s.is_empty()), req.security_group_ids.is_empty()) {
+                    (Some(_), false) => {
+                        return Err(ModelError::ParameterConflict("SecurityGroupId and SecurityGroupIds.N"));
+                    }
+                    (Some(one), true) => vec![one.to_string()],
+                    (None, false) => req.security_group_ids.clone(),
+                    (None, true) => return Err(ModelError::MissingParameter("SecurityGroupIds.N")),
+                };
             r.check_security_groups(&vsw.vpc_id, &sgs)?;
             let eni_type = match req.instance_type.as_deref().unwrap_or("") {
                 "" | "Secondary" => EniType::Secondary,
                 "Trunk" => EniType::Trunk,
                 other => {
-                    return Err(ModelError::invalid(
-                        "InstanceType",
-                        format!("{other:?} is not Secondary or Trunk"),
-                    ));
+                    return Err(ModelError::invalid("InstanceType", format!("{other:?} is not Secondary or Trunk")));
                 }
             };
             let traffic_mode = match req.network_interface_traffic_mode.as_deref().unwrap_or("") {
@@ -514,41 +483,20 @@ impl Region {
             check_text("NetworkInterfaceName", &req.network_interface_name, 128)?;
             check_text("Description", &req.description, 256)?;
             check_tags(&req.tags)?;
-            if req.secondary_private_ip_address_count.is_some()
-                && !req.private_ip_addresses.is_empty()
-            {
-                return Err(ModelError::ParameterConflict(
-                    "SecondaryPrivateIpAddressCount and PrivateIpAddress.N",
-                ));
+            if req.secondary_private_ip_address_count.is_some() && !req.private_ip_addresses.is_empty() {
+                return Err(ModelError::ParameterConflict("SecondaryPrivateIpAddressCount and PrivateIpAddress.N"));
             }
             let count = req.secondary_private_ip_address_count.unwrap_or(0);
             if req.secondary_private_ip_address_count.is_some() && !(1..=49).contains(&count) {
-                return Err(ModelError::invalid(
-                    "SecondaryPrivateIpAddressCount",
-                    "must be 1 to 49",
-                ));
+                return Err(ModelError::invalid("SecondaryPrivateIpAddressCount", "must be 1 to 49"));
             }
             if req.private_ip_addresses.len() > 10 {
-                return Err(ModelError::invalid(
-                    "PrivateIpAddress.N",
-                    "at most 10 addresses",
-                ));
+                return Err(ModelError::invalid("PrivateIpAddress.N", "at most 10 addresses"));
             }
-            let primary = req
-                .primary_ip_address
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(parse_ip)
-                .transpose()?;
-            let named: Vec<Ipv4Addr> = req
-                .private_ip_addresses
-                .iter()
-                .map(|s| parse_ip(s))
-                .collect::<Result<_>>()?;
+            let primary = req.primary_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
+            let named: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
             if 1 + named.len() as u32 + count > r.config.limits.ips_per_unattached_eni {
-                return Err(ModelError::Ipv4CountExceeded(
-                    r.config.limits.ips_per_unattached_eni,
-                ));
+                return Err(ModelError::Ipv4CountExceeded(r.config.limits.ips_per_unattached_eni));
             }
             let plan = r.plan_eni_ips(&req.v_switch_id, primary, &named, count)?;
             let id = r.insert_eni(
@@ -573,11 +521,7 @@ impl Region {
         })
     }
 
-    pub fn attach_network_interface(
-        &mut self,
-        req: AttachNetworkInterface,
-        now: Millis,
-    ) -> Result<()> {
+    pub fn attach_network_interface(&mut self, req: AttachNetworkInterface, now: Millis) -> Result<()> {
         self.advance(now);
         if req.network_interface_id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
@@ -585,49 +529,29 @@ impl Region {
         if req.instance_id.is_empty() {
             return Err(ModelError::MissingParameter("InstanceId"));
         }
-        let eni = self
-            .enis
-            .get(&req.network_interface_id)
-            .ok_or_else(|| not_found(&req.network_interface_id))?;
-        let inst = self
-            .instances
-            .get(&req.instance_id)
-            .ok_or_else(|| ModelError::EcsNotFound(req.instance_id.clone()))?;
-        let trunk_id = req
-            .trunk_network_instance_id
-            .as_deref()
-            .filter(|s| !s.is_empty());
+        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+        let inst =
+            self.instances.get(&req.instance_id).ok_or_else(|| ModelError::EcsNotFound(req.instance_id.clone()))?;
+        let trunk_id = req.trunk_network_instance_id.as_deref().filter(|s| !s.is_empty());
         if req.network_card_index.is_some_and(|n| n != 0) {
-            return Err(ModelError::invalid(
-                "NetworkCardIndex",
-                "this instance type has one network card (index 0)",
-            ));
+            return Err(ModelError::invalid("NetworkCardIndex", "this instance type has one network card (index 0)"));
         }
 
         // Attaching again to where it already goes is a success: Terway's controller re-issues
         // Attach on every reconcile until it sees InUse.
         if let Some(att) = &eni.attachment {
-            let same = att.instance_id == req.instance_id
-                && att.trunk_network_interface_id.as_deref() == trunk_id;
+            let same = att.instance_id == req.instance_id && att.trunk_network_interface_id.as_deref() == trunk_id;
             if same && matches!(eni.status, EniStatus::Attaching | EniStatus::InUse) {
                 return Ok(());
             }
         }
         if eni.eni_type == EniType::Primary {
-            return Err(ModelError::InvalidEniType(
-                "a primary ENI cannot be attached".into(),
-            ));
+            return Err(ModelError::InvalidEniType("a primary ENI cannot be attached".into()));
         }
         if eni.status != EniStatus::Available {
-            return Err(ModelError::InvalidEniState {
-                expected: "Available",
-                current: eni.status.as_str(),
-            });
+            return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
         }
-        if !matches!(
-            inst.status,
-            InstanceStatus::Running | InstanceStatus::Stopped
-        ) {
+        if !matches!(inst.status, InstanceStatus::Running | InstanceStatus::Stopped) {
             return Err(ModelError::InvalidEcsState(inst.status.as_str()));
         }
         if eni.zone_id != inst.zone_id {
@@ -637,36 +561,24 @@ impl Region {
             });
         }
         if eni.vpc_id != inst.vpc_id {
-            return Err(ModelError::VpcMismatch(format!(
-                "ENI is in {}, instance in {}",
-                eni.vpc_id, inst.vpc_id
-            )));
+            return Err(ModelError::VpcMismatch(format!("ENI is in {}, instance in {}", eni.vpc_id, inst.vpc_id)));
         }
         let itype = self
             .types
             .get(&inst.instance_type)
             .ok_or_else(|| ModelError::InstanceTypeNotFound(inst.instance_type.clone()))?;
         if eni.ip_count() > itype.eni_private_ip_address_quantity {
-            return Err(ModelError::Ipv4CountExceeded(
-                itype.eni_private_ip_address_quantity,
-            ));
+            return Err(ModelError::Ipv4CountExceeded(itype.eni_private_ip_address_quantity));
         }
 
         let (slot, kind_after) = match trunk_id {
             Some(trunk_id) => {
                 let trunk = self.enis.get(trunk_id).ok_or_else(|| not_found(trunk_id))?;
                 if trunk.eni_type != EniType::Trunk {
-                    return Err(ModelError::InvalidEniType(format!(
-                        "{trunk_id} is not a trunk ENI"
-                    )));
+                    return Err(ModelError::InvalidEniType(format!("{trunk_id} is not a trunk ENI")));
                 }
-                if trunk.instance_id() != Some(req.instance_id.as_str())
-                    || trunk.status != EniStatus::InUse
-                {
-                    return Err(ModelError::InvalidEniState {
-                        expected: "InUse",
-                        current: trunk.status.as_str(),
-                    });
+                if trunk.instance_id() != Some(req.instance_id.as_str()) || trunk.status != EniStatus::InUse {
+                    return Err(ModelError::InvalidEniState { expected: "InUse", current: trunk.status.as_str() });
                 }
                 if eni.eni_type != EniType::Secondary {
                     return Err(ModelError::InvalidEniType(format!(
@@ -674,10 +586,8 @@ impl Region {
                         eni.eni_type.as_str()
                     )));
                 }
-                let members: usize = self
-                    .trunks_of(&req.instance_id)
-                    .map(|t| self.members.get(t).map_or(0, |m| m.len()))
-                    .sum();
+                let members: usize =
+                    self.trunks_of(&req.instance_id).map(|t| self.members.get(t).map_or(0, |m| m.len())).sum();
                 if members as u32 >= itype.member_eni_limit() {
                     return Err(ModelError::EniPerInstanceLimitExceeded(format!(
                         "{} carries at most {} member ENIs",
@@ -688,11 +598,7 @@ impl Region {
                 let used = self.members.get(trunk_id);
                 let vlan = (1..=4094u32)
                     .find(|v| used.is_none_or(|m| !m.contains_key(v)))
-                    .ok_or_else(|| {
-                        ModelError::EniPerInstanceLimitExceeded(
-                            "the trunk has no free VLAN id".into(),
-                        )
-                    })?;
+                    .ok_or_else(|| ModelError::EniPerInstanceLimitExceeded("the trunk has no free VLAN id".into()))?;
                 (vlan, EniType::Member)
             }
             None => {
@@ -712,37 +618,30 @@ impl Region {
                         )));
                     }
                     if self.trunks_of(&req.instance_id).next().is_some() {
-                        return Err(ModelError::InvalidEniType(
-                            "the instance already has a trunk ENI".into(),
-                        ));
+                        return Err(ModelError::InvalidEniType("the instance already has a trunk ENI".into()));
                     }
                 }
-                let index = (1..)
-                    .find(|i| nics.is_none_or(|m| !m.contains_key(i)))
-                    .expect("fewer than u32::MAX NICs");
+                let index = (1..).find(|i| nics.is_none_or(|m| !m.contains_key(i))).expect("fewer than u32::MAX NICs");
                 (index, eni.eni_type)
             }
         };
 
         let id = req.network_interface_id.clone();
+        let port_id = if trunk_id.is_some() { 0 } else { self.new_port() };
         let att = Attachment {
             instance_id: req.instance_id.clone(),
             device_index: slot,
             trunk_network_interface_id: trunk_id.map(str::to_string),
             network_card_index: 0,
+            port_id,
         };
         match trunk_id {
-            Some(t) => self
-                .members
-                .entry(t.to_string())
-                .or_default()
-                .insert(slot, id.clone()),
-            None => self
-                .nics
-                .entry(req.instance_id.clone())
-                .or_default()
-                .insert(slot, id.clone()),
+            Some(t) => self.members.entry(t.to_string()).or_default().insert(slot, id.clone()),
+            None => self.nics.entry(req.instance_id.clone()).or_default().insert(slot, id.clone()),
         };
+        if port_id != 0 {
+            self.ports.insert(port_id, id.clone());
+        }
         let eni = self.enis.get_mut(&id).expect("checked above");
         eni.attachment = Some(att);
         eni.eni_type = kind_after;
@@ -751,11 +650,7 @@ impl Region {
         Ok(())
     }
 
-    pub fn detach_network_interface(
-        &mut self,
-        req: DetachNetworkInterface,
-        now: Millis,
-    ) -> Result<()> {
+    pub fn detach_network_interface(&mut self, req: DetachNetworkInterface, now: Millis) -> Result<()> {
         self.advance(now);
         if req.network_interface_id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
@@ -763,10 +658,7 @@ impl Region {
         if req.instance_id.is_empty() {
             return Err(ModelError::MissingParameter("InstanceId"));
         }
-        let eni = self
-            .enis
-            .get(&req.network_interface_id)
-            .ok_or_else(|| not_found(&req.network_interface_id))?;
+        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
         if !self.instances.contains_key(&req.instance_id) {
             return Err(ModelError::EcsNotFound(req.instance_id.clone()));
         }
@@ -779,27 +671,17 @@ impl Region {
             EniStatus::Detaching | EniStatus::Available => return Ok(()),
             EniStatus::InUse => {}
             other => {
-                return Err(ModelError::InvalidEniState {
-                    expected: "InUse",
-                    current: other.as_str(),
-                });
+                return Err(ModelError::InvalidEniState { expected: "InUse", current: other.as_str() });
             }
         }
         let att = eni.attachment.as_ref().expect("InUse ENIs are attached");
         if att.instance_id != req.instance_id {
             return Err(ModelError::invalid(
                 "InstanceId",
-                format!(
-                    "{} is attached to {}",
-                    req.network_interface_id, att.instance_id
-                ),
+                format!("{} is attached to {}", req.network_interface_id, att.instance_id),
             ));
         }
-        if let Some(t) = req
-            .trunk_network_instance_id
-            .as_deref()
-            .filter(|s| !s.is_empty())
-        {
+        if let Some(t) = req.trunk_network_instance_id.as_deref().filter(|s| !s.is_empty()) {
             if att.trunk_network_interface_id.as_deref() != Some(t) {
                 return Err(ModelError::invalid(
                     "TrunkNetworkInstanceId",
@@ -808,15 +690,9 @@ impl Region {
             }
         }
         if eni.eni_type == EniType::Trunk {
-            let n = self
-                .members
-                .get(&req.network_interface_id)
-                .map_or(0, |m| m.len());
+            let n = self.members.get(&req.network_interface_id).map_or(0, |m| m.len());
             if n > 0 {
-                return Err(ModelError::InvalidEniState {
-                    expected: "InUse without members",
-                    current: "InUse",
-                });
+                return Err(ModelError::InvalidEniState { expected: "InUse without members", current: "InUse" });
             }
         }
         let delay = self.config.delays.detach_ms;
@@ -831,9 +707,7 @@ impl Region {
         }
         let eni = self.enis.get(id).ok_or_else(|| not_found(id))?;
         if eni.eni_type == EniType::Primary {
-            return Err(ModelError::InvalidEniType(
-                "a primary ENI is deleted with its instance".into(),
-            ));
+            return Err(ModelError::InvalidEniType("a primary ENI is deleted with its instance".into()));
         }
         match eni.status {
             EniStatus::Deleting => Ok(()),
@@ -842,10 +716,7 @@ impl Region {
                 self.begin_eni_transition(id, EniStatus::Deleting, delay, now);
                 Ok(())
             }
-            other => Err(ModelError::InvalidEniState {
-                expected: "Available",
-                current: other.as_str(),
-            }),
+            other => Err(ModelError::InvalidEniState { expected: "Available", current: other.as_str() }),
         }
     }
 
@@ -858,60 +729,34 @@ impl Region {
     ) -> Result<(Vec<Eni>, PageInfo)> {
         self.advance(now);
         if req.network_interface_ids.len() > 100 {
-            return Err(ModelError::invalid(
-                "NetworkInterfaceId.N",
-                "at most 100 values",
-            ));
+            return Err(ModelError::invalid("NetworkInterfaceId.N", "at most 100 values"));
         }
         if req.private_ip_addresses.len() > 100 {
-            return Err(ModelError::invalid(
-                "PrivateIpAddress.N",
-                "at most 100 values",
-            ));
+            return Err(ModelError::invalid("PrivateIpAddress.N", "at most 100 values"));
         }
-        let want_type =
-            match req.r#type.as_deref().filter(|s| !s.is_empty()) {
-                Some(t) => Some(EniType::parse(t).ok_or_else(|| {
-                    ModelError::invalid("Type", format!("{t:?} is not an ENI type"))
-                })?),
-                None => None,
-            };
-        let want_status = match req.status.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => Some(EniStatus::parse(s).ok_or_else(|| {
-                ModelError::invalid("Status", format!("{s:?} is not an ENI status"))
-            })?),
+        let want_type = match req.r#type.as_deref().filter(|s| !s.is_empty()) {
+            Some(t) => Some(
+                EniType::parse(t).ok_or_else(|| ModelError::invalid("Type", format!("{t:?} is not an ENI type")))?,
+            ),
             None => None,
         };
-        let ips: Vec<Ipv4Addr> = req
-            .private_ip_addresses
-            .iter()
-            .map(|s| parse_ip(s))
-            .collect::<Result<_>>()?;
-        let primary_ip = req
-            .primary_ip_address
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(parse_ip)
-            .transpose()?;
+        let want_status = match req.status.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(
+                EniStatus::parse(s)
+                    .ok_or_else(|| ModelError::invalid("Status", format!("{s:?} is not an ENI status")))?,
+            ),
+            None => None,
+        };
+        let ips: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
+        let primary_ip = req.primary_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
 
         // Narrow the candidates with an index when a filter allows it.
         let candidates: BTreeSet<&String> = if !req.network_interface_ids.is_empty() {
-            req.network_interface_ids
-                .iter()
-                .filter_map(|id| self.enis.get_key_value(id).map(|(k, _)| k))
-                .collect()
+            req.network_interface_ids.iter().filter_map(|id| self.enis.get_key_value(id).map(|(k, _)| k)).collect()
         } else if !ips.is_empty() || primary_ip.is_some() {
-            ips.iter()
-                .chain(primary_ip.iter())
-                .filter_map(|ip| self.ip_owners.get(ip))
-                .flatten()
-                .collect()
+            ips.iter().chain(primary_ip.iter()).filter_map(|ip| self.ip_owners.get(ip)).flatten().collect()
         } else if let Some(inst) = req.instance_id.as_deref().filter(|s| !s.is_empty()) {
-            self.nics
-                .get(inst)
-                .into_iter()
-                .flat_map(|m| m.values())
-                .collect()
+            self.nics.get(inst).into_iter().flat_map(|m| m.values()).collect()
         } else {
             self.enis.keys().collect()
         };
@@ -931,9 +776,7 @@ impl Region {
             .filter(|e| vsw.as_ref().is_none_or(|v| &e.v_switch_id == v))
             // `InstanceId` lists the instance's own NICs: members are left out.
             .filter(|e| {
-                inst.as_ref().is_none_or(|i| {
-                    e.instance_id() == Some(i.as_str()) && e.eni_type != EniType::Member
-                })
+                inst.as_ref().is_none_or(|i| e.instance_id() == Some(i.as_str()) && e.eni_type != EniType::Member)
             })
             .filter(|e| want_type.is_none_or(|t| e.eni_type == t))
             .filter(|e| want_status.is_none_or(|s| e.status == s))
@@ -948,21 +791,14 @@ impl Region {
         paginate(items, |e| &e.network_interface_id, &req.page, ENI_PAGES)
     }
 
-    pub fn describe_network_interface_attribute(
-        &mut self,
-        id: &str,
-        now: Millis,
-    ) -> Result<EniAttribute> {
+    pub fn describe_network_interface_attribute(&mut self, id: &str, now: Millis) -> Result<EniAttribute> {
         self.advance(now);
         if id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
         }
         let eni = self.enis.get(id).ok_or_else(|| not_found(id))?;
         let members = self.trunk_members(id).map(|(_, e)| e.clone()).collect();
-        Ok(EniAttribute {
-            eni: eni.clone(),
-            member_network_interface_ids: members,
-        })
+        Ok(EniAttribute { eni: eni.clone(), member_network_interface_ids: members })
     }
 
     /// The IPv4 limit that applies to an ENI now: the instance type's when attached, the
@@ -971,9 +807,7 @@ impl Region {
         eni.instance_id()
             .and_then(|i| self.instances.get(i))
             .and_then(|i| self.types.get(&i.instance_type))
-            .map_or(self.config.limits.ips_per_unattached_eni, |t| {
-                t.eni_private_ip_address_quantity
-            })
+            .map_or(self.config.limits.ips_per_unattached_eni, |t| t.eni_private_ip_address_quantity)
     }
 
     pub fn assign_private_ip_addresses(
@@ -984,120 +818,79 @@ impl Region {
         self.advance(now);
         let token = req.client_token.clone();
         let hash = request_hash(&req);
-        self.with_client_token(
-            "AssignPrivateIpAddresses",
-            token.as_deref(),
-            hash,
-            now,
-            |r| {
-                if req.network_interface_id.is_empty() {
-                    return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+        self.with_client_token("AssignPrivateIpAddresses", token.as_deref(), hash, now, |r| {
+            if req.network_interface_id.is_empty() {
+                return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+            }
+            let eni = r.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+            if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
+                return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
+            }
+            let named: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
+            let count = match (req.secondary_private_ip_address_count, named.is_empty()) {
+                (Some(_), false) => {
+                    return Err(ModelError::ParameterConflict("SecondaryPrivateIpAddressCount and PrivateIpAddress.N"));
                 }
-                let eni = r
-                    .enis
-                    .get(&req.network_interface_id)
-                    .ok_or_else(|| not_found(&req.network_interface_id))?;
-                if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
-                    return Err(ModelError::InvalidEniState {
-                        expected: "Available",
-                        current: eni.status.as_str(),
-                    });
+                (None, true) => {
+                    return Err(ModelError::MissingParameter("SecondaryPrivateIpAddressCount"));
                 }
-                let named: Vec<Ipv4Addr> = req
-                    .private_ip_addresses
-                    .iter()
-                    .map(|s| parse_ip(s))
-                    .collect::<Result<_>>()?;
-                let count = match (req.secondary_private_ip_address_count, named.is_empty()) {
-                    (Some(_), false) => {
-                        return Err(ModelError::ParameterConflict(
-                            "SecondaryPrivateIpAddressCount and PrivateIpAddress.N",
-                        ));
-                    }
-                    (None, true) => {
-                        return Err(ModelError::MissingParameter(
-                            "SecondaryPrivateIpAddressCount",
-                        ));
-                    }
-                    (Some(0), true) => {
-                        return Err(ModelError::invalid(
-                            "SecondaryPrivateIpAddressCount",
-                            "must be at least 1",
-                        ));
-                    }
-                    (Some(n), true) => n,
-                    (None, false) => 0,
-                };
-                let adding = count + named.len() as u32;
-                let limit = r.ip_limit(eni);
-                if eni.ip_count() + adding > limit {
-                    return Err(ModelError::Ipv4CountExceeded(limit));
+                (Some(0), true) => {
+                    return Err(ModelError::invalid("SecondaryPrivateIpAddressCount", "must be at least 1"));
                 }
-                // Plan with the current primary as "named" so the checks run on the new addresses
-                // only, then keep just the secondaries.
-                let vsw = eni.v_switch_id.clone();
-                let ipam = r
-                    .ipam
-                    .get(&vsw)
-                    .ok_or_else(|| ModelError::VSwitchNotFound(vsw.clone()))?;
-                let mut wanted = Vec::new();
-                for ip in &named {
-                    if !ipam.is_allocatable(*ip) {
-                        return Err(ModelError::VSwitchIpInvalid(ip.to_string()));
-                    }
-                    if ipam.is_used(*ip) {
-                        return Err(ModelError::PrivateIpDuplicated(ip.to_string()));
-                    }
-                    if wanted.contains(ip) {
-                        return Err(ModelError::IpRepeated(ip.to_string()));
-                    }
-                    wanted.push(*ip);
+                (Some(n), true) => n,
+                (None, false) => 0,
+            };
+            let adding = count + named.len() as u32;
+            let limit = r.ip_limit(eni);
+            if eni.ip_count() + adding > limit {
+                return Err(ModelError::Ipv4CountExceeded(limit));
+            }
+            // Plan with the current primary as "named" so the checks run on the new addresses
+            // only, then keep just the secondaries.
+            let vsw = eni.v_switch_id.clone();
+            let ipam = r.ipam.get(&vsw).ok_or_else(|| ModelError::VSwitchNotFound(vsw.clone()))?;
+            let mut wanted = Vec::new();
+            for ip in &named {
+                if !ipam.is_allocatable(*ip) {
+                    return Err(ModelError::VSwitchIpInvalid(ip.to_string()));
                 }
-                let picked = ipam
-                    .pick(count as usize, &wanted)
-                    .ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw.clone()))?;
-                wanted.extend(picked);
-                let id = req.network_interface_id.clone();
-                for ip in &wanted {
-                    r.hold_ip(&vsw, &id, *ip);
+                if ipam.is_used(*ip) {
+                    return Err(ModelError::PrivateIpDuplicated(ip.to_string()));
                 }
-                r.enis
-                    .get_mut(&id)
-                    .expect("checked above")
-                    .secondary_ips
-                    .extend(wanted.iter().copied());
-                r.mark(Kind::Eni, &id);
-                Ok(AssignedPrivateIps {
-                    network_interface_id: id,
-                    private_ip_addresses: wanted.iter().map(|ip| ip.to_string()).collect(),
-                })
-            },
-        )
+                if wanted.contains(ip) {
+                    return Err(ModelError::IpRepeated(ip.to_string()));
+                }
+                wanted.push(*ip);
+            }
+            let picked =
+                ipam.pick(count as usize, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw.clone()))?;
+            wanted.extend(picked);
+            let id = req.network_interface_id.clone();
+            for ip in &wanted {
+                r.hold_ip(&vsw, &id, *ip);
+            }
+            r.enis.get_mut(&id).expect("checked above").secondary_ips.extend(wanted.iter().copied());
+            r.mark(Kind::Eni, &id);
+            Ok(AssignedPrivateIps {
+                network_interface_id: id,
+                private_ip_addresses: wanted.iter().map(|ip| ip.to_string()).collect(),
+            })
+        })
     }
 
     /// Unassign secondary addresses. An address that is not on the ENI, and the primary
     /// address, answer `InvalidIp.IpUnassigned` (Terway treats that as success).
-    pub fn unassign_private_ip_addresses(
-        &mut self,
-        req: UnassignPrivateIpAddresses,
-        now: Millis,
-    ) -> Result<()> {
+    pub fn unassign_private_ip_addresses(&mut self, req: UnassignPrivateIpAddresses, now: Millis) -> Result<()> {
         self.advance(now);
         if req.network_interface_id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
         }
-        let eni = self
-            .enis
-            .get(&req.network_interface_id)
-            .ok_or_else(|| not_found(&req.network_interface_id))?;
+        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
         if req.private_ip_addresses.is_empty() {
             return Err(ModelError::MissingParameter("PrivateIpAddress.N"));
         }
         if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
-            return Err(ModelError::InvalidEniState {
-                expected: "Available",
-                current: eni.status.as_str(),
-            });
+            return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
         }
         let mut doomed = Vec::new();
         for s in &req.private_ip_addresses {
@@ -1114,11 +907,7 @@ impl Region {
         for ip in &doomed {
             self.free_ip(&vsw, &id, *ip);
         }
-        self.enis
-            .get_mut(&id)
-            .expect("checked above")
-            .secondary_ips
-            .retain(|ip| !doomed.contains(ip));
+        self.enis.get_mut(&id).expect("checked above").secondary_ips.retain(|ip| !doomed.contains(ip));
         self.mark(Kind::Eni, &id);
         Ok(())
     }
@@ -1132,13 +921,9 @@ impl Region {
         if req.network_interface_id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
         }
-        let eni = self
-            .enis
-            .get(&req.network_interface_id)
-            .ok_or_else(|| not_found(&req.network_interface_id))?;
-        let touches_more = !req.security_group_ids.is_empty()
-            || req.delete_on_release.is_some()
-            || req.source_dest_check.is_some();
+        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+        let touches_more =
+            !req.security_group_ids.is_empty() || req.delete_on_release.is_some() || req.source_dest_check.is_some();
         if eni.eni_type == EniType::Primary && touches_more {
             return Err(ModelError::PrimaryEniOnlyNameAndDescription);
         }

@@ -26,9 +26,7 @@ impl Product {
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum ModelError {
     // ---- validation -------------------------------------------------------------------------
-    #[error(
-        "The input parameter \"{0}\" that is mandatory for processing this request is not supplied."
-    )]
+    #[error("The input parameter \"{0}\" that is mandatory for processing this request is not supplied.")]
     MissingParameter(&'static str),
     #[error("The specified parameter \"{param}\" is not valid. {detail}")]
     InvalidParameter { param: &'static str, detail: String },
@@ -81,9 +79,7 @@ pub enum ModelError {
     // ---- addresses --------------------------------------------------------------------------
     #[error("The specified VSwitch \"{0}\" has not enough IpAddress.")]
     VSwitchIpNotEnough(String),
-    #[error(
-        "The specified IP address \"{0}\" is not in the CIDR block of the vSwitch or is reserved."
-    )]
+    #[error("The specified IP address \"{0}\" is not in the CIDR block of the vSwitch or is reserved.")]
     VSwitchIpInvalid(String),
     #[error("The specified private IP address \"{0}\" is already in use.")]
     PrivateIpDuplicated(String),
@@ -96,10 +92,7 @@ pub enum ModelError {
     #[error(
         "The operation is not allowed in the current ENI state. Expecting status is \"{expected}\" while current status is \"{current}\"."
     )]
-    InvalidEniState {
-        expected: &'static str,
-        current: &'static str,
-    },
+    InvalidEniState { expected: &'static str, current: &'static str },
     #[error("The operation is not allowed for this ENI: {0}")]
     InvalidEniType(String),
     #[error("The primary ENI of an instance cannot be detached.")]
@@ -110,22 +103,15 @@ pub enum ModelError {
     InvalidEcsState(&'static str),
     #[error("The current status of the resource does not support this operation: instance is {0}.")]
     IncorrectInstanceStatus(&'static str),
-    #[error(
-        "The zone of the ENI's vSwitch ({eni_zone}) differs from the zone of the instance ({instance_zone})."
-    )]
-    AvailabilityZoneMismatch {
-        eni_zone: String,
-        instance_zone: String,
-    },
+    #[error("The zone of the ENI's vSwitch ({eni_zone}) differs from the zone of the instance ({instance_zone}).")]
+    AvailabilityZoneMismatch { eni_zone: String, instance_zone: String },
     #[error("The specified resources do not belong to the same VPC: {0}")]
     VpcMismatch(String),
     #[error("The number of ENI exceeds the limit for the type of instance: {0}")]
     EniPerInstanceLimitExceeded(String),
     #[error("The number of private IPv4 addresses exceeds the limit of {0} per ENI.")]
     Ipv4CountExceeded(u32),
-    #[error(
-        "The maximum number of security groups to which the specified resource can be added has been reached: {0}"
-    )]
+    #[error("The maximum number of security groups to which the specified resource can be added has been reached: {0}")]
     JoinedGroupLimitExceed(String),
     #[error("The specified security group ids has repeated.")]
     SecurityGroupIdRepeated,
@@ -161,9 +147,7 @@ pub enum ModelError {
     InvalidNicType(String),
 
     // ---- idempotency and service ------------------------------------------------------------
-    #[error(
-        "Request uses a client token in a previous request but is not identical to that request."
-    )]
+    #[error("Request uses a client token in a previous request but is not identical to that request.")]
     IdempotentParameterMismatch,
     #[error("Request was denied due to request throttling.")]
     Throttling,
@@ -173,10 +157,7 @@ pub enum ModelError {
 
 impl ModelError {
     pub fn invalid(param: &'static str, detail: impl Into<String>) -> ModelError {
-        ModelError::InvalidParameter {
-            param,
-            detail: detail.into(),
-        }
+        ModelError::InvalidParameter { param, detail: detail.into() }
     }
 
     /// The cloud's error code, the field clients branch on.
@@ -214,9 +195,7 @@ impl ModelError {
             InvalidEniState { .. } => "InvalidOperation.InvalidEniState",
             InvalidEniType(_) => "InvalidOperation.InvalidEniType",
             DetachPrimaryEniNotAllowed => "InvalidOperation.DetachPrimaryEniNotAllowed",
-            PrimaryEniOnlyNameAndDescription => {
-                "InvalidOperation.PrimaryEniOnlySupportModifyNameAndDesc"
-            }
+            PrimaryEniOnlyNameAndDescription => "InvalidOperation.PrimaryEniOnlySupportModifyNameAndDesc",
             InvalidEcsState(_) => "InvalidOperation.InvalidEcsState",
             IncorrectInstanceStatus(_) => "IncorrectInstanceStatus",
             AvailabilityZoneMismatch { .. } => "InvalidOperation.AvailabilityZoneMismatch",

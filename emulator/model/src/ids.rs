@@ -46,6 +46,9 @@ impl IdKind {
 pub struct IdGen {
     pub seed: u64,
     pub counter: u64,
+    /// The last fabric port number handed out (see [`IdGen::next_port`]).
+    #[serde(default)]
+    pub last_port: u32,
 }
 
 /// The region code real IDs start with; unknown regions get none.
@@ -87,7 +90,19 @@ fn base36(mut x: u64, width: usize, out: &mut String) {
 
 impl IdGen {
     pub fn new(seed: u64) -> IdGen {
-        IdGen { seed, counter: 0 }
+        IdGen { seed, counter: 0, last_port: 0 }
+    }
+
+    /// The next fabric port number (a Geneve VNI: 24 bits, never 0) that `in_use` does not
+    /// hold. Numbers are not reused until the space wraps, so a shim that still knows an old
+    /// port cannot reach the ENI that came after it.
+    pub fn next_port(&mut self, in_use: impl Fn(u32) -> bool) -> u32 {
+        loop {
+            self.last_port = if self.last_port >= 0xff_ffff { 1 } else { self.last_port + 1 };
+            if !in_use(self.last_port) {
+                return self.last_port;
+            }
+        }
     }
 
     fn next_value(&mut self) -> u64 {
@@ -107,11 +122,7 @@ impl IdGen {
         // that makes every ID 20 characters long like the cloud's.
         base36(unique, 13, &mut id);
         let filler = 20 - code.len() - 13;
-        base36(
-            scramble(unique ^ 0x5bd1_e995) % 36u64.pow(filler as u32),
-            filler,
-            &mut id,
-        );
+        base36(scramble(unique ^ 0x5bd1_e995) % 36u64.pow(filler as u32), filler, &mut id);
         id
     }
 
@@ -141,11 +152,7 @@ mod tests {
             let id = g.next_id(IdKind::Eni, "cn-hongkong");
             assert!(id.starts_with("eni-j6c"), "{id}");
             assert_eq!(id.len(), 4 + 20, "{id}");
-            assert!(
-                id[4..]
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            );
+            assert!(id[4..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
             assert!(seen.insert(id));
         }
         let other = g.next_id(IdKind::Instance, "xx-unknown-1");

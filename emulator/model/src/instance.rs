@@ -104,26 +104,18 @@ pub struct InstanceView {
     pub type_info: Option<InstanceType>,
 }
 
-const INSTANCE_PAGES: PageBounds = PageBounds {
-    default_size: 10,
-    max_page_size: 100,
-    min_results: 1,
-    max_results: 100,
-};
-const TYPE_PAGES: PageBounds = PageBounds {
-    default_size: 1600,
-    max_page_size: 1600,
-    min_results: 1,
-    max_results: 1600,
-};
+const INSTANCE_PAGES: PageBounds =
+    PageBounds { default_size: 10, max_page_size: 100, min_results: 1, max_results: 100 };
+const TYPE_PAGES: PageBounds =
+    PageBounds { default_size: 1600, max_page_size: 1600, min_results: 1, max_results: 1600 };
 
 /// Parse the cloud's JSON-array parameters (`InstanceIds='["i-1","i-2"]'`).
 pub fn parse_json_list(param: &'static str, s: &str) -> Result<Vec<String>> {
     if s.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let v: Vec<String> = serde_json::from_str(s)
-        .map_err(|_| ModelError::invalid(param, "must be a JSON array of strings"))?;
+    let v: Vec<String> =
+        serde_json::from_str(s).map_err(|_| ModelError::invalid(param, "must be a JSON array of strings"))?;
     if v.len() > 100 {
         return Err(ModelError::invalid(param, "at most 100 values"));
     }
@@ -164,14 +156,10 @@ impl Region {
             }
             r.check_security_groups(&vsw.vpc_id, &req.security_group_ids)?;
             check_tags(&req.tags)?;
-            let primary_ip = req
-                .private_ip_address
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(parse_ip)
-                .transpose()?;
+            let primary_ip = req.private_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
             let instance_id = r.new_id(IdKind::Instance);
             let plan = r.plan_eni_ips(&vsw.v_switch_id, primary_ip, &[], 0)?;
+            let port_id = r.new_port();
             let primary = r.insert_eni(
                 NewEni {
                     eni_type: EniType::Primary,
@@ -190,6 +178,7 @@ impl Region {
                         device_index: 0,
                         trunk_network_interface_id: None,
                         network_card_index: 0,
+                        port_id,
                     }),
                 },
                 plan,
@@ -198,14 +187,8 @@ impl Region {
             let short = instance_id.trim_start_matches("i-");
             let instance = Instance {
                 instance_id: instance_id.clone(),
-                instance_name: req
-                    .instance_name
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| instance_id.clone()),
-                host_name: req
-                    .host_name
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| format!("iZ{short}Z")),
+                instance_name: req.instance_name.filter(|n| !n.is_empty()).unwrap_or_else(|| instance_id.clone()),
+                host_name: req.host_name.filter(|n| !n.is_empty()).unwrap_or_else(|| format!("iZ{short}Z")),
                 description: req.description,
                 instance_type: req.instance_type,
                 zone_id: vsw.zone_id.clone(),
@@ -218,10 +201,8 @@ impl Region {
                 creation_time: now,
             };
             r.instances.insert(instance_id.clone(), instance);
-            r.nics
-                .entry(instance_id.clone())
-                .or_default()
-                .insert(0, primary);
+            r.ports.insert(port_id, primary.clone());
+            r.nics.entry(instance_id.clone()).or_default().insert(0, primary);
             r.mark(Kind::Instance, &instance_id);
             Ok(r.instance_view(&instance_id).expect("just inserted"))
         })
@@ -237,23 +218,13 @@ impl Region {
 
     pub fn instance_view(&self, id: &str) -> Option<InstanceView> {
         let inst = self.instances.get(id)?;
-        let nics: Vec<Eni> = self
-            .nics
-            .get(id)
-            .into_iter()
-            .flat_map(|m| m.values())
-            .filter_map(|e| self.enis.get(e))
-            .cloned()
-            .collect();
+        let nics: Vec<Eni> =
+            self.nics.get(id).into_iter().flat_map(|m| m.values()).filter_map(|e| self.enis.get(e)).cloned().collect();
         let primary = self.enis.get(&inst.primary_eni_id);
         Some(InstanceView {
             instance: inst.clone(),
-            security_group_ids: primary
-                .map(|p| p.security_group_ids.clone())
-                .unwrap_or_default(),
-            private_ip_address: primary
-                .map(|p| p.primary_ip_address.to_string())
-                .unwrap_or_default(),
+            security_group_ids: primary.map(|p| p.security_group_ids.clone()).unwrap_or_default(),
+            private_ip_address: primary.map(|p| p.primary_ip_address.to_string()).unwrap_or_default(),
             network_interfaces: nics,
             type_info: self.types.get(&inst.instance_type).cloned(),
         })
@@ -272,54 +243,25 @@ impl Region {
             .filter(|i| req.vpc_id.as_ref().is_none_or(|x| &i.vpc_id == x))
             .filter(|i| req.v_switch_id.as_ref().is_none_or(|x| &i.v_switch_id == x))
             .filter(|i| req.zone_id.as_ref().is_none_or(|x| &i.zone_id == x))
-            .filter(|i| {
-                req.instance_name
-                    .as_ref()
-                    .is_none_or(|x| &i.instance_name == x)
-            })
-            .filter(|i| {
-                req.instance_type
-                    .as_ref()
-                    .is_none_or(|x| &i.instance_type == x)
-            })
+            .filter(|i| req.instance_name.as_ref().is_none_or(|x| &i.instance_name == x))
+            .filter(|i| req.instance_type.as_ref().is_none_or(|x| &i.instance_type == x))
             .filter(|i| req.status.as_ref().is_none_or(|x| i.status.as_str() == x))
             .filter(|i| has_all_tags(&i.tags, &req.tags))
             .filter_map(|i| self.instance_view(&i.instance_id))
-            .filter(|v| {
-                req.private_ip_addresses.is_empty()
-                    || req.private_ip_addresses.contains(&v.private_ip_address)
-            })
+            .filter(|v| req.private_ip_addresses.is_empty() || req.private_ip_addresses.contains(&v.private_ip_address))
             .collect();
-        paginate(
-            items,
-            |v| &v.instance.instance_id,
-            &req.page,
-            INSTANCE_PAGES,
-        )
+        paginate(items, |v| &v.instance.instance_id, &req.page, INSTANCE_PAGES)
     }
 
     pub fn delete_instance(&mut self, id: &str, force: bool, now: Millis) -> Result<()> {
         self.advance(now);
-        let inst = self
-            .instances
-            .get(id)
-            .ok_or_else(|| ModelError::InstanceNotFound(id.to_string()))?;
+        let inst = self.instances.get(id).ok_or_else(|| ModelError::InstanceNotFound(id.to_string()))?;
         if !force && inst.status != InstanceStatus::Stopped {
             return Err(ModelError::IncorrectInstanceStatus(inst.status.as_str()));
         }
-        let nics: Vec<String> = self
-            .nics
-            .get(id)
-            .into_iter()
-            .flat_map(|m| m.values().cloned())
-            .collect();
+        let nics: Vec<String> = self.nics.get(id).into_iter().flat_map(|m| m.values().cloned()).collect();
         for nic in &nics {
-            let members: Vec<String> = self
-                .members
-                .get(nic)
-                .into_iter()
-                .flat_map(|m| m.values().cloned())
-                .collect();
+            let members: Vec<String> = self.members.get(nic).into_iter().flat_map(|m| m.values().cloned()).collect();
             for m in members {
                 self.release_from_instance(&m);
             }
@@ -348,15 +290,10 @@ impl Region {
 
     pub fn stop_instance(&mut self, id: &str, now: Millis) -> Result<()> {
         self.advance(now);
-        let inst = self
-            .instances
-            .get(id)
-            .ok_or_else(|| ModelError::InstanceNotFound(id.to_string()))?;
+        let inst = self.instances.get(id).ok_or_else(|| ModelError::InstanceNotFound(id.to_string()))?;
         match inst.status {
             InstanceStatus::Stopped | InstanceStatus::Stopping => Ok(()),
-            InstanceStatus::Starting => {
-                Err(ModelError::IncorrectInstanceStatus(inst.status.as_str()))
-            }
+            InstanceStatus::Starting => Err(ModelError::IncorrectInstanceStatus(inst.status.as_str())),
             InstanceStatus::Running => {
                 self.begin_instance_transition(id, InstanceStatus::Stopping, now);
                 Ok(())
@@ -366,15 +303,10 @@ impl Region {
 
     pub fn start_instance(&mut self, id: &str, now: Millis) -> Result<()> {
         self.advance(now);
-        let inst = self
-            .instances
-            .get(id)
-            .ok_or_else(|| ModelError::InstanceNotFound(id.to_string()))?;
+        let inst = self.instances.get(id).ok_or_else(|| ModelError::InstanceNotFound(id.to_string()))?;
         match inst.status {
             InstanceStatus::Running | InstanceStatus::Starting => Ok(()),
-            InstanceStatus::Stopping => {
-                Err(ModelError::IncorrectInstanceStatus(inst.status.as_str()))
-            }
+            InstanceStatus::Stopping => Err(ModelError::IncorrectInstanceStatus(inst.status.as_str())),
             InstanceStatus::Stopped => {
                 self.begin_instance_transition(id, InstanceStatus::Starting, now);
                 Ok(())
@@ -424,14 +356,8 @@ impl Region {
         let items: Vec<InstanceType> = self
             .types
             .values()
-            .filter(|t| {
-                req.instance_types.is_empty() || req.instance_types.contains(&t.instance_type_id)
-            })
-            .filter(|t| {
-                req.instance_type_family
-                    .as_ref()
-                    .is_none_or(|f| &t.instance_type_family == f)
-            })
+            .filter(|t| req.instance_types.is_empty() || req.instance_types.contains(&t.instance_type_id))
+            .filter(|t| req.instance_type_family.as_ref().is_none_or(|f| &t.instance_type_family == f))
             .cloned()
             .collect();
         paginate(items, |t| &t.instance_type_id, &req.page, TYPE_PAGES)
@@ -439,21 +365,14 @@ impl Region {
 
     /// Add a custom instance type (an emulator extension; the cloud's catalogue is fixed).
     /// Re-adding an identical type is a no-op; redefining a type that instances use is refused.
-    pub fn create_instance_type(
-        &mut self,
-        mut t: InstanceType,
-        now: Millis,
-    ) -> Result<InstanceType> {
+    pub fn create_instance_type(&mut self, mut t: InstanceType, now: Millis) -> Result<InstanceType> {
         self.advance(now);
         t.custom = true;
         if t.instance_type_id.is_empty() {
             return Err(ModelError::MissingParameter("InstanceTypeId"));
         }
         if !t.instance_type_id.starts_with("ecs.") || t.instance_type_id.len() > 64 {
-            return Err(ModelError::invalid(
-                "InstanceTypeId",
-                "must look like ecs.<family>.<size>",
-            ));
+            return Err(ModelError::invalid("InstanceTypeId", "must look like ecs.<family>.<size>"));
         }
         if t.eni_quantity == 0 || t.eni_private_ip_address_quantity == 0 {
             return Err(ModelError::invalid(
@@ -462,36 +381,19 @@ impl Region {
             ));
         }
         if t.eni_total_quantity < t.eni_quantity {
-            return Err(ModelError::invalid(
-                "EniTotalQuantity",
-                "must be at least EniQuantity",
-            ));
+            return Err(ModelError::invalid("EniTotalQuantity", "must be at least EniQuantity"));
         }
         if t.instance_type_family.is_empty() {
-            t.instance_type_family = t
-                .instance_type_id
-                .rsplit_once('.')
-                .map(|(f, _)| f.to_string())
-                .unwrap_or_default();
+            t.instance_type_family =
+                t.instance_type_id.rsplit_once('.').map(|(f, _)| f.to_string()).unwrap_or_default();
         }
         match self.types.get(&t.instance_type_id) {
             Some(old) if *old == t => return Ok(t),
             Some(old) if !old.custom => {
-                return Err(ModelError::invalid(
-                    "InstanceTypeId",
-                    "built-in instance types cannot be redefined",
-                ));
+                return Err(ModelError::invalid("InstanceTypeId", "built-in instance types cannot be redefined"));
             }
-            Some(_)
-                if self
-                    .instances
-                    .values()
-                    .any(|i| i.instance_type == t.instance_type_id) =>
-            {
-                return Err(ModelError::DependencyViolation(format!(
-                    "instances use {}",
-                    t.instance_type_id
-                )));
+            Some(_) if self.instances.values().any(|i| i.instance_type == t.instance_type_id) => {
+                return Err(ModelError::DependencyViolation(format!("instances use {}", t.instance_type_id)));
             }
             _ => {}
         }

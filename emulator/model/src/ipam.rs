@@ -24,11 +24,7 @@ pub struct Ipam {
 
 impl Ipam {
     pub fn new(cidr: Cidr) -> Ipam {
-        Ipam {
-            cidr,
-            used: HashSet::new(),
-            cursor: cidr.first() + 1,
-        }
+        Ipam { cidr, used: HashSet::new(), cursor: cidr.first() + 1 }
     }
 
     pub fn cidr(&self) -> Cidr {
@@ -62,11 +58,7 @@ impl Ipam {
             return None;
         }
         let span = hi - lo + 1;
-        let start = if (lo..=hi).contains(&self.cursor) {
-            self.cursor
-        } else {
-            lo
-        };
+        let start = if (lo..=hi).contains(&self.cursor) { self.cursor } else { lo };
         let mut out = Vec::with_capacity(n);
         for step in 0..span {
             let ip = lo + (start - lo + step) % span;
@@ -111,20 +103,13 @@ mod tests {
         let mut ipam = Ipam::new("10.0.0.0/29".parse().unwrap());
         assert_eq!(ipam.available(), 4);
         let got = ipam.pick(4, &[]).unwrap();
-        assert_eq!(
-            got,
-            ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
-                .map(|s| s.parse::<Ipv4Addr>().unwrap())
-        );
+        assert_eq!(got, ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"].map(|s| s.parse::<Ipv4Addr>().unwrap()));
         for ip in &got {
             assert!(ipam.reserve(*ip));
         }
         assert_eq!(ipam.available(), 0);
         assert_eq!(ipam.pick(1, &[]), None);
-        assert!(
-            !ipam.reserve("10.0.0.5".parse().unwrap()),
-            "reserved address"
-        );
+        assert!(!ipam.reserve("10.0.0.5".parse().unwrap()), "reserved address");
     }
 
     #[derive(Clone, Debug)]

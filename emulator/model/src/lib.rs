@@ -38,9 +38,7 @@ pub use region::{Kind, Region, RegionConfig, TransitionDelays};
 pub use time::Millis;
 
 /// A resource tag (`Tag.N.Key` / `Tag.N.Value`); responses call the fields `TagKey` / `TagValue`.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Tag {
     pub key: String,
     pub value: String,

@@ -28,11 +28,7 @@ impl Cidr {
     }
 
     fn mask_of(prefix: u8) -> u32 {
-        if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        }
+        if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
     }
 
     pub fn network(&self) -> Ipv4Addr {
@@ -120,22 +116,14 @@ impl Serialize for Cidr {
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse()
-            .map_err(|_| serde::de::Error::custom(format!("bad CIDR {s:?}")))
+        s.parse().map_err(|_| serde::de::Error::custom(format!("bad CIDR {s:?}")))
     }
 }
 
 /// Parse `a.b.c.d` or `a.b.c.d/n` (a single address means /32), as the cloud accepts for
 /// security-group peers.
 pub fn parse_peer_cidr(s: &str) -> Option<Cidr> {
-    if s.contains('/') {
-        s.parse().ok()
-    } else {
-        s.trim()
-            .parse::<Ipv4Addr>()
-            .ok()
-            .and_then(|a| Cidr::new(a, 32))
-    }
+    if s.contains('/') { s.parse().ok() } else { s.trim().parse::<Ipv4Addr>().ok().and_then(|a| Cidr::new(a, 32)) }
 }
 
 /// A MAC address. ENIs get addresses in Alibaba's OUI `00:16:3e`.
@@ -151,11 +139,7 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -188,8 +172,7 @@ impl Serialize for Mac {
 impl<'de> Deserialize<'de> for Mac {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse()
-            .map_err(|_| serde::de::Error::custom(format!("bad MAC {s:?}")))
+        s.parse().map_err(|_| serde::de::Error::custom(format!("bad MAC {s:?}")))
     }
 }
 
@@ -203,16 +186,10 @@ mod tests {
 
     #[test]
     fn gateway_is_last_minus_two() {
-        assert_eq!(
-            c("192.168.1.0/24").gateway(),
-            Some(Ipv4Addr::new(192, 168, 1, 253))
-        );
+        assert_eq!(c("192.168.1.0/24").gateway(), Some(Ipv4Addr::new(192, 168, 1, 253)));
         assert_eq!(c("10.0.0.0/30").gateway(), Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(c("10.0.0.0/31").gateway(), None);
-        assert_eq!(
-            c("10.0.0.0/16").gateway(),
-            Some(Ipv4Addr::new(10, 0, 255, 253))
-        );
+        assert_eq!(c("10.0.0.0/16").gateway(), Some(Ipv4Addr::new(10, 0, 255, 253)));
     }
 
     #[test]
@@ -230,15 +207,7 @@ mod tests {
 
     #[test]
     fn parsing_is_strict() {
-        for bad in [
-            "10.0.0.1/24",
-            "10.0.0.0",
-            "10.0.0.0/33",
-            "10.0.0.0/+8",
-            "x/8",
-            "10.0.0.0/",
-            "",
-        ] {
+        for bad in ["10.0.0.1/24", "10.0.0.0", "10.0.0.0/33", "10.0.0.0/+8", "x/8", "10.0.0.0/", ""] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
         assert_eq!(parse_peer_cidr("10.0.4.30"), Some(c("10.0.4.30/32")));

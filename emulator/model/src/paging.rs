@@ -37,10 +37,7 @@ pub struct PageInfo {
 }
 
 fn encode_token(last_id: &str) -> String {
-    last_id
-        .bytes()
-        .map(|b| format!("{:02x}", b ^ 0x5a))
-        .collect()
+    last_id.bytes().map(|b| format!("{:02x}", b ^ 0x5a)).collect()
 }
 
 fn decode_token(token: &str) -> Result<String> {
@@ -49,15 +46,9 @@ fn decode_token(token: &str) -> Result<String> {
     }
     let bytes: Option<Vec<u8>> = (0..token.len())
         .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(token.get(i..i + 2)?, 16)
-                .ok()
-                .map(|b| b ^ 0x5a)
-        })
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok().map(|b| b ^ 0x5a))
         .collect();
-    bytes
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or(ModelError::InvalidNextToken)
+    bytes.and_then(|b| String::from_utf8(b).ok()).ok_or(ModelError::InvalidNextToken)
 }
 
 /// Cut one page out of `items`, which must be sorted by `id`. Token mode is chosen when the
@@ -70,13 +61,10 @@ pub fn paginate<T>(
     b: PageBounds,
 ) -> Result<(Vec<T>, PageInfo)> {
     let total = items.len() as u32;
-    let token_mode =
-        req.max_results.is_some() || req.next_token.as_deref().is_some_and(|t| !t.is_empty());
+    let token_mode = req.max_results.is_some() || req.next_token.as_deref().is_some_and(|t| !t.is_empty());
     if token_mode {
-        let size = req
-            .max_results
-            .unwrap_or(b.default_size.max(b.min_results))
-            .clamp(b.min_results, b.max_results) as usize;
+        let size =
+            req.max_results.unwrap_or(b.default_size.max(b.min_results)).clamp(b.min_results, b.max_results) as usize;
         let start = match req.next_token.as_deref().filter(|t| !t.is_empty()) {
             Some(tok) => {
                 let after = decode_token(tok)?;
@@ -85,21 +73,10 @@ pub fn paginate<T>(
             None => 0,
         };
         let end = (start + size).min(items.len());
-        let next_token = if end < items.len() && end > start {
-            encode_token(id(&items[end - 1]))
-        } else {
-            String::new()
-        };
+        let next_token =
+            if end < items.len() && end > start { encode_token(id(&items[end - 1])) } else { String::new() };
         let page: Vec<T> = items.into_iter().skip(start).take(end - start).collect();
-        Ok((
-            page,
-            PageInfo {
-                total_count: total,
-                page_number: 0,
-                page_size: size as u32,
-                next_token,
-            },
-        ))
+        Ok((page, PageInfo { total_count: total, page_number: 0, page_size: size as u32, next_token }))
     } else {
         let number = req.page_number.unwrap_or(1);
         if number == 0 {
@@ -107,22 +84,11 @@ pub fn paginate<T>(
         }
         let size = req.page_size.unwrap_or(b.default_size);
         if size == 0 || size > b.max_page_size {
-            return Err(ModelError::invalid(
-                "PageSize",
-                format!("must be 1 to {}", b.max_page_size),
-            ));
+            return Err(ModelError::invalid("PageSize", format!("must be 1 to {}", b.max_page_size)));
         }
         let start = ((number - 1) as usize).saturating_mul(size as usize);
         let page: Vec<T> = items.into_iter().skip(start).take(size as usize).collect();
-        Ok((
-            page,
-            PageInfo {
-                total_count: total,
-                page_number: number,
-                page_size: size,
-                next_token: String::new(),
-            },
-        ))
+        Ok((page, PageInfo { total_count: total, page_number: number, page_size: size, next_token: String::new() }))
     }
 }
 
@@ -130,12 +96,7 @@ pub fn paginate<T>(
 mod tests {
     use super::*;
 
-    const B: PageBounds = PageBounds {
-        default_size: 10,
-        max_page_size: 100,
-        min_results: 10,
-        max_results: 500,
-    };
+    const B: PageBounds = PageBounds { default_size: 10, max_page_size: 100, min_results: 10, max_results: 500 };
 
     fn ids(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("eni-{i:04}")).collect()
@@ -145,10 +106,7 @@ mod tests {
     fn token_pages_cover_everything_once() {
         let all = ids(1234);
         let mut seen = Vec::new();
-        let mut req = PageRequest {
-            max_results: Some(500),
-            ..Default::default()
-        };
+        let mut req = PageRequest { max_results: Some(500), ..Default::default() };
         loop {
             let (page, info) = paginate(all.clone(), |s| s, &req, B).unwrap();
             assert!(page.len() <= 500);
@@ -163,36 +121,14 @@ mod tests {
 
     #[test]
     fn max_results_is_clamped_and_bad_tokens_refused() {
-        let (page, info) = paginate(
-            ids(50),
-            |s| s,
-            &PageRequest {
-                max_results: Some(3),
-                ..Default::default()
-            },
-            B,
-        )
-        .unwrap();
+        let (page, info) =
+            paginate(ids(50), |s| s, &PageRequest { max_results: Some(3), ..Default::default() }, B).unwrap();
         assert_eq!((page.len(), info.page_size), (10, 10));
-        let (page, _) = paginate(
-            ids(900),
-            |s| s,
-            &PageRequest {
-                max_results: Some(9999),
-                ..Default::default()
-            },
-            B,
-        )
-        .unwrap();
+        let (page, _) =
+            paginate(ids(900), |s| s, &PageRequest { max_results: Some(9999), ..Default::default() }, B).unwrap();
         assert_eq!(page.len(), 500);
-        let bad = PageRequest {
-            next_token: Some("zz".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            paginate(ids(5), |s| s, &bad, B).unwrap_err().code(),
-            "InvalidNextToken.Malformed"
-        );
+        let bad = PageRequest { next_token: Some("zz".into()), ..Default::default() };
+        assert_eq!(paginate(ids(5), |s| s, &bad, B).unwrap_err().code(), "InvalidNextToken.Malformed");
     }
 
     #[test]
@@ -200,30 +136,12 @@ mod tests {
         let (page, info) = paginate(
             ids(25),
             |s| s,
-            &PageRequest {
-                page_number: Some(3),
-                page_size: Some(10),
-                ..Default::default()
-            },
+            &PageRequest { page_number: Some(3), page_size: Some(10), ..Default::default() },
             B,
         )
         .unwrap();
-        assert_eq!(
-            page,
-            vec!["eni-0020", "eni-0021", "eni-0022", "eni-0023", "eni-0024"]
-        );
+        assert_eq!(page, vec!["eni-0020", "eni-0021", "eni-0022", "eni-0023", "eni-0024"]);
         assert_eq!(info.total_count, 25);
-        assert!(
-            paginate(
-                ids(5),
-                |s| s,
-                &PageRequest {
-                    page_size: Some(101),
-                    ..Default::default()
-                },
-                B
-            )
-            .is_err()
-        );
+        assert!(paginate(ids(5), |s| s, &PageRequest { page_size: Some(101), ..Default::default() }, B).is_err());
     }
 }

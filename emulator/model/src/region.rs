@@ -45,22 +45,12 @@ pub struct TransitionDelays {
 }
 
 impl TransitionDelays {
-    pub const ZERO: TransitionDelays = TransitionDelays {
-        attach_ms: 0,
-        detach_ms: 0,
-        delete_ms: 0,
-        start_stop_ms: 0,
-    };
+    pub const ZERO: TransitionDelays = TransitionDelays { attach_ms: 0, detach_ms: 0, delete_ms: 0, start_stop_ms: 0 };
 }
 
 impl Default for TransitionDelays {
     fn default() -> Self {
-        TransitionDelays {
-            attach_ms: 600,
-            detach_ms: 400,
-            delete_ms: 300,
-            start_stop_ms: 800,
-        }
+        TransitionDelays { attach_ms: 600, detach_ms: 400, delete_ms: 300, start_stop_ms: 800 }
     }
 }
 
@@ -112,10 +102,7 @@ impl RegionConfig {
         };
         RegionConfig {
             region_id: region_id.to_string(),
-            zones: suffixes
-                .iter()
-                .map(|s| format!("{region_id}-{s}"))
-                .collect(),
+            zones: suffixes.iter().map(|s| format!("{region_id}-{s}")).collect(),
             delays: TransitionDelays::default(),
             limits: Limits::default(),
         }
@@ -200,6 +187,8 @@ pub struct Region {
     pub(crate) nics: HashMap<String, BTreeMap<u32, String>>,
     /// Trunk ENI → VLAN id (= the member's DeviceIndex) → member ENI.
     pub(crate) members: HashMap<String, BTreeMap<u32, String>>,
+    /// Fabric port (Geneve VNI) → the NIC it carries.
+    pub(crate) ports: HashMap<u32, String>,
     /// Transitions waiting for their due time.
     pub(crate) pending: BTreeSet<(Millis, Kind, String)>,
     pub(crate) token_expiry: BTreeSet<(Millis, String)>,
@@ -224,10 +213,7 @@ impl Region {
             sgs: BTreeMap::new(),
             instances: BTreeMap::new(),
             enis: BTreeMap::new(),
-            types: builtin_types()
-                .into_iter()
-                .map(|t| (t.instance_type_id.clone(), t))
-                .collect(),
+            types: builtin_types().into_iter().map(|t| (t.instance_type_id.clone(), t)).collect(),
             tokens: BTreeMap::new(),
             idgen,
             ipam: HashMap::new(),
@@ -236,6 +222,7 @@ impl Region {
             sg_members: HashMap::new(),
             nics: HashMap::new(),
             members: HashMap::new(),
+            ports: HashMap::new(),
             pending: BTreeSet::new(),
             token_expiry: BTreeSet::new(),
             dirty: BTreeSet::new(),
@@ -304,17 +291,10 @@ impl Region {
         keys.extend(self.sgs.keys().map(|k| (Kind::SecurityGroup, k.clone())));
         keys.extend(self.instances.keys().map(|k| (Kind::Instance, k.clone())));
         keys.extend(self.enis.keys().map(|k| (Kind::Eni, k.clone())));
-        keys.extend(
-            self.types
-                .values()
-                .filter(|t| t.custom)
-                .map(|t| (Kind::InstanceType, t.instance_type_id.clone())),
-        );
+        keys.extend(self.types.values().filter(|t| t.custom).map(|t| (Kind::InstanceType, t.instance_type_id.clone())));
         keys.extend(self.tokens.keys().map(|k| (Kind::ClientToken, k.clone())));
         keys.push((Kind::Meta, META_IDGEN.to_string()));
-        keys.into_iter()
-            .filter_map(|(k, id)| self.export_row(k, &id).map(|body| (k, id, body)))
-            .collect()
+        keys.into_iter().filter_map(|(k, id)| self.export_row(k, &id).map(|body| (k, id, body))).collect()
     }
 
     /// Rebuild a region from stored rows. Fails on a row that does not parse, or on rows that
@@ -382,9 +362,7 @@ impl Region {
                 .ok_or_else(|| format!("ENI {id} is in unknown vSwitch {}", eni.v_switch_id))?;
             for ip in eni.ips() {
                 if !ipam.reserve(ip) {
-                    return Err(format!(
-                        "ENI {id}: IP {ip} is held twice or is outside its vSwitch"
-                    ));
+                    return Err(format!("ENI {id}: IP {ip} is held twice or is outside its vSwitch"));
                 }
                 self.ip_owners.entry(ip).or_default().push(id.clone());
             }
@@ -392,10 +370,7 @@ impl Region {
                 return Err(format!("ENI {id}: MAC {} is held twice", eni.mac_address));
             }
             for sg in &eni.security_group_ids {
-                self.sg_members
-                    .entry(sg.clone())
-                    .or_default()
-                    .insert(id.clone());
+                self.sg_members.entry(sg.clone()).or_default().insert(id.clone());
             }
             if let Some(att) = &eni.attachment {
                 let slot = match &att.trunk_network_interface_id {
@@ -403,10 +378,10 @@ impl Region {
                     None => self.nics.entry(att.instance_id.clone()).or_default(),
                 };
                 if slot.insert(att.device_index, id.clone()).is_some() {
-                    return Err(format!(
-                        "ENI {id}: device index {} is held twice",
-                        att.device_index
-                    ));
+                    return Err(format!("ENI {id}: device index {} is held twice", att.device_index));
+                }
+                if att.port_id != 0 && self.ports.insert(att.port_id, id.clone()).is_some() {
+                    return Err(format!("ENI {id}: fabric port {} is held twice", att.port_id));
                 }
             }
             if let Some(due) = eni.transition_due {
@@ -463,6 +438,12 @@ impl Region {
         id
     }
 
+    pub(crate) fn new_port(&mut self) -> u32 {
+        self.mark(Kind::Meta, META_IDGEN);
+        let ports = &self.ports;
+        self.idgen.next_port(|p| ports.contains_key(&p))
+    }
+
     pub(crate) fn new_mac(&mut self) -> Mac {
         self.mark(Kind::Meta, META_IDGEN);
         loop {
@@ -502,19 +483,11 @@ impl Region {
             if rec.params_hash != hash {
                 return Err(ModelError::IdempotentParameterMismatch);
             }
-            return serde_json::from_value(rec.result.clone())
-                .map_err(|_| ModelError::InternalError);
+            return serde_json::from_value(rec.result.clone()).map_err(|_| ModelError::InternalError);
         }
         let out = run(self)?;
         let result = serde_json::to_value(&out).expect("responses serialize");
-        self.tokens.insert(
-            key.clone(),
-            TokenRecord {
-                params_hash: hash,
-                result,
-                at: now,
-            },
-        );
+        self.tokens.insert(key.clone(), TokenRecord { params_hash: hash, result, at: now });
         self.token_expiry.insert((now, key.clone()));
         self.mark(Kind::ClientToken, &key);
         Ok(out)
@@ -549,15 +522,9 @@ impl Region {
             if !seen.insert(id) {
                 return Err(ModelError::SecurityGroupIdRepeated);
             }
-            let sg = self
-                .sgs
-                .get(id)
-                .ok_or_else(|| ModelError::SecurityGroupNotFound(id.clone()))?;
+            let sg = self.sgs.get(id).ok_or_else(|| ModelError::SecurityGroupNotFound(id.clone()))?;
             if sg.vpc_id != vpc_id {
-                return Err(ModelError::VpcMismatch(format!(
-                    "security group {id} is in {}, not {vpc_id}",
-                    sg.vpc_id
-                )));
+                return Err(ModelError::VpcMismatch(format!("security group {id} is in {}, not {vpc_id}", sg.vpc_id)));
             }
             kinds.insert(sg.security_group_type);
         }
@@ -569,10 +536,7 @@ impl Region {
 
     pub(crate) fn join_groups(&mut self, eni_id: &str, ids: &[String]) {
         for sg in ids {
-            self.sg_members
-                .entry(sg.clone())
-                .or_default()
-                .insert(eni_id.to_string());
+            self.sg_members.entry(sg.clone()).or_default().insert(eni_id.to_string());
         }
     }
 
@@ -592,11 +556,7 @@ impl Region {
         self.ip_owners
             .get(&ip)?
             .iter()
-            .find(|eni| {
-                self.enis
-                    .get(eni.as_str())
-                    .is_some_and(|e| e.vpc_id == vpc_id)
-            })
+            .find(|eni| self.enis.get(eni.as_str()).is_some_and(|e| e.vpc_id == vpc_id))
             .map(String::as_str)
     }
 
@@ -604,10 +564,7 @@ impl Region {
         if let Some(ipam) = self.ipam.get_mut(vswitch_id) {
             ipam.reserve(ip);
         }
-        self.ip_owners
-            .entry(ip)
-            .or_default()
-            .push(eni_id.to_string());
+        self.ip_owners.entry(ip).or_default().push(eni_id.to_string());
     }
 
     pub(crate) fn free_ip(&mut self, vswitch_id: &str, eni_id: &str, ip: Ipv4Addr) {
@@ -629,10 +586,7 @@ impl Region {
         let mut macs = HashSet::new();
         let mut held_per_vsw: HashMap<&str, usize> = HashMap::new();
         for (id, eni) in &self.enis {
-            let vsw = self
-                .vswitches
-                .get(&eni.v_switch_id)
-                .ok_or(format!("{id}: vSwitch gone"))?;
+            let vsw = self.vswitches.get(&eni.v_switch_id).ok_or(format!("{id}: vSwitch gone"))?;
             if vsw.vpc_id != eni.vpc_id {
                 return Err(format!("{id}: VPC differs from its vSwitch's"));
             }
@@ -649,44 +603,27 @@ impl Region {
                 *held_per_vsw.entry(&eni.v_switch_id).or_default() += 1;
             }
             if !macs.insert(eni.mac_address) || !self.macs.contains(&eni.mac_address) {
-                return Err(format!(
-                    "{id}: MAC {} duplicated or unindexed",
-                    eni.mac_address
-                ));
+                return Err(format!("{id}: MAC {} duplicated or unindexed", eni.mac_address));
             }
             for sg in &eni.security_group_ids {
-                if !self.sgs.contains_key(sg)
-                    || !self.sg_members.get(sg).is_some_and(|m| m.contains(id))
-                {
+                if !self.sgs.contains_key(sg) || !self.sg_members.get(sg).is_some_and(|m| m.contains(id)) {
                     return Err(format!("{id}: group {sg} missing or unindexed"));
                 }
             }
             match (&eni.attachment, eni.eni_type) {
                 (Some(att), _) => {
-                    let inst = self
-                        .instances
-                        .get(&att.instance_id)
-                        .ok_or(format!("{id}: attached to a missing instance"))?;
+                    let inst =
+                        self.instances.get(&att.instance_id).ok_or(format!("{id}: attached to a missing instance"))?;
                     let slot = match &att.trunk_network_interface_id {
                         Some(trunk) => {
-                            let t = self
-                                .enis
-                                .get(trunk)
-                                .ok_or(format!("{id}: trunk {trunk} missing"))?;
+                            let t = self.enis.get(trunk).ok_or(format!("{id}: trunk {trunk} missing"))?;
                             if t.eni_type != EniType::Trunk
-                                || t.attachment.as_ref().map(|a| &a.instance_id)
-                                    != Some(&att.instance_id)
+                                || t.attachment.as_ref().map(|a| &a.instance_id) != Some(&att.instance_id)
                             {
-                                return Err(format!(
-                                    "{id}: trunk {trunk} is not a trunk of {}",
-                                    inst.instance_id
-                                ));
+                                return Err(format!("{id}: trunk {trunk} is not a trunk of {}", inst.instance_id));
                             }
                             if !(1..=4094).contains(&att.device_index) {
-                                return Err(format!(
-                                    "{id}: VLAN {} out of range",
-                                    att.device_index
-                                ));
+                                return Err(format!("{id}: VLAN {} out of range", att.device_index));
                             }
                             self.members.get(trunk)
                         }
@@ -694,6 +631,10 @@ impl Region {
                     };
                     if slot.and_then(|s| s.get(&att.device_index)) != Some(id) {
                         return Err(format!("{id}: device index {} unindexed", att.device_index));
+                    }
+                    let is_member = att.trunk_network_interface_id.is_some();
+                    if is_member != (att.port_id == 0) || (!is_member && self.ports.get(&att.port_id) != Some(id)) {
+                        return Err(format!("{id}: fabric port {} wrong or unindexed", att.port_id));
                     }
                 }
                 (None, EniType::Primary | EniType::Member) => {
@@ -709,10 +650,7 @@ impl Region {
         for (vsw, ipam) in &self.ipam {
             let held = held_per_vsw.get(vsw.as_str()).copied().unwrap_or(0) as u64;
             if ipam.available() != ipam.cidr().usable() - held {
-                return Err(format!(
-                    "{vsw}: IPAM count {} disagrees with {held} held",
-                    ipam.available()
-                ));
+                return Err(format!("{vsw}: IPAM count {} disagrees with {held} held", ipam.available()));
             }
         }
         for (inst_id, inst) in &self.instances {
@@ -723,20 +661,12 @@ impl Region {
             if let Some(t) = self.types.get(&inst.instance_type) {
                 let nics = self.nics.get(inst_id).map_or(0, BTreeMap::len) as u32;
                 if nics > t.eni_quantity {
-                    return Err(format!(
-                        "{inst_id}: {nics} NICs over EniQuantity {}",
-                        t.eni_quantity
-                    ));
+                    return Err(format!("{inst_id}: {nics} NICs over EniQuantity {}", t.eni_quantity));
                 }
-                let members: u32 = self
-                    .trunks_of(inst_id)
-                    .map(|trunk| self.members.get(trunk).map_or(0, BTreeMap::len) as u32)
-                    .sum();
+                let members: u32 =
+                    self.trunks_of(inst_id).map(|trunk| self.members.get(trunk).map_or(0, BTreeMap::len) as u32).sum();
                 if members > t.member_eni_limit() {
-                    return Err(format!(
-                        "{inst_id}: {members} members over the limit {}",
-                        t.member_eni_limit()
-                    ));
+                    return Err(format!("{inst_id}: {members} members over the limit {}", t.member_eni_limit()));
                 }
             }
         }
@@ -744,19 +674,12 @@ impl Region {
     }
 
     /// Trunk ENIs attached to an instance (at most one in practice).
-    pub(crate) fn trunks_of<'a>(
-        &'a self,
-        instance_id: &str,
-    ) -> impl Iterator<Item = &'a String> + 'a {
+    pub(crate) fn trunks_of<'a>(&'a self, instance_id: &str) -> impl Iterator<Item = &'a String> + 'a {
         self.nics
             .get(instance_id)
             .into_iter()
             .flat_map(|m| m.values())
-            .filter(|e| {
-                self.enis
-                    .get(e.as_str())
-                    .is_some_and(|e| e.eni_type == EniType::Trunk)
-            })
+            .filter(|e| self.enis.get(e.as_str()).is_some_and(|e| e.eni_type == EniType::Trunk))
     }
 }
 
@@ -768,11 +691,7 @@ pub(crate) fn check_tags(tags: &[Tag]) -> Result<()> {
     }
     let mut keys = HashSet::new();
     for t in tags {
-        if t.key.is_empty()
-            || t.key.chars().count() > 128
-            || t.key.starts_with("aliyun")
-            || t.key.starts_with("acs:")
-        {
+        if t.key.is_empty() || t.key.chars().count() > 128 || t.key.starts_with("aliyun") || t.key.starts_with("acs:") {
             return Err(ModelError::InvalidTagKey(t.key.clone()));
         }
         if t.value.chars().count() > 128 {
@@ -787,32 +706,21 @@ pub(crate) fn check_tags(tags: &[Tag]) -> Result<()> {
 
 /// Whether `have` carries every tag of `want` (the cloud's `Tag.N` filter semantics).
 pub(crate) fn has_all_tags(have: &[Tag], want: &[Tag]) -> bool {
-    want.iter().all(|w| {
-        have.iter()
-            .any(|h| h.key == w.key && (w.value.is_empty() || h.value == w.value))
-    })
+    want.iter().all(|w| have.iter().any(|h| h.key == w.key && (w.value.is_empty() || h.value == w.value)))
 }
 
 /// The fingerprint of a request a ClientToken remembers.
 pub(crate) fn request_hash<P: Serialize>(req: &P) -> u64 {
-    fnv1a(
-        serde_json::to_string(req)
-            .expect("requests serialize")
-            .as_bytes(),
-    )
+    fnv1a(serde_json::to_string(req).expect("requests serialize").as_bytes())
 }
 
 /// Stable across processes and releases, unlike `DefaultHasher`: ClientToken records outlive
 /// the process that wrote them.
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Parse an IPv4 address parameter.
 pub(crate) fn parse_ip(s: &str) -> Result<Ipv4Addr> {
-    s.trim()
-        .parse()
-        .map_err(|_| ModelError::InvalidPrivateIpMalformed(s.to_string()))
+    s.trim().parse().map_err(|_| ModelError::InvalidPrivateIpMalformed(s.to_string()))
 }

@@ -125,11 +125,7 @@ fn parse_port_range(s: &str, protocol: IpProtocol) -> Result<Option<PortRange>> 
     let bad = || ModelError::InvalidPortRange(s.to_string());
     let s = s.trim();
     if s.is_empty() || s == "-1/-1" {
-        return if protocol.has_ports() {
-            Err(bad())
-        } else {
-            Ok(None)
-        };
+        return if protocol.has_ports() { Err(bad()) } else { Ok(None) };
     }
     if !protocol.has_ports() {
         return Err(bad());
@@ -173,19 +169,9 @@ impl SgRule {
             self.source_port_range,
             &self.source_cidr_ip,
             &self.source_group_id,
-        ) == (
-            o.direction,
-            o.ip_protocol,
-            o.port_range,
-            o.source_port_range,
-            &o.source_cidr_ip,
-            &o.source_group_id,
-        ) && (
-            &self.dest_cidr_ip,
-            &self.dest_group_id,
-            self.policy,
-            self.priority,
-        ) == (&o.dest_cidr_ip, &o.dest_group_id, o.policy, o.priority)
+        ) == (o.direction, o.ip_protocol, o.port_range, o.source_port_range, &o.source_cidr_ip, &o.source_group_id)
+            && (&self.dest_cidr_ip, &self.dest_group_id, self.policy, self.priority)
+                == (&o.dest_cidr_ip, &o.dest_group_id, o.policy, o.priority)
     }
 
     /// The peer group of the rule (source on ingress, destination on egress), if it has one.
@@ -274,19 +260,10 @@ pub struct SecurityGroupView {
     pub ecs_count: u32,
 }
 
-const SG_PAGES: PageBounds = PageBounds {
-    default_size: 10,
-    max_page_size: 100,
-    min_results: 10,
-    max_results: 100,
-};
+const SG_PAGES: PageBounds = PageBounds { default_size: 10, max_page_size: 100, min_results: 10, max_results: 100 };
 
 impl Region {
-    pub fn create_security_group(
-        &mut self,
-        req: CreateSecurityGroup,
-        now: Millis,
-    ) -> Result<SecurityGroup> {
+    pub fn create_security_group(&mut self, req: CreateSecurityGroup, now: Millis) -> Result<SecurityGroup> {
         self.advance(now);
         let token = req.client_token.clone();
         let hash = request_hash(&req);
@@ -307,13 +284,8 @@ impl Region {
                     ));
                 }
             };
-            if req.security_group_name.chars().count() > 128
-                || req.security_group_name.starts_with("http")
-            {
-                return Err(ModelError::invalid(
-                    "SecurityGroupName",
-                    "2 to 128 characters, not starting with http",
-                ));
+            if req.security_group_name.chars().count() > 128 || req.security_group_name.starts_with("http") {
+                return Err(ModelError::invalid("SecurityGroupName", "2 to 128 characters, not starting with http"));
             }
             check_tags(&req.tags)?;
             let sg = SecurityGroup {
@@ -344,9 +316,11 @@ impl Region {
                 "There is still instance(s) in the specified security group.".into(),
             ));
         }
-        if let Some(other) = self.sgs.values().find(|g| {
-            g.security_group_id != id && g.rules.iter().any(|rl| rl.peer_group() == Some(id))
-        }) {
+        if let Some(other) = self
+            .sgs
+            .values()
+            .find(|g| g.security_group_id != id && g.rules.iter().any(|rl| rl.peer_group() == Some(id)))
+        {
             return Err(ModelError::DependencyViolation(format!(
                 "the security group is referenced by a rule of {}",
                 other.security_group_id
@@ -377,44 +351,21 @@ impl Region {
     ) -> Result<(Vec<SecurityGroupView>, PageInfo)> {
         self.advance(now);
         let by_eni: Option<HashSet<&String>> = match &req.network_interface_id {
-            Some(eni) => Some(
-                self.enis
-                    .get(eni)
-                    .map(|e| e.security_group_ids.iter().collect())
-                    .unwrap_or_default(),
-            ),
+            Some(eni) => Some(self.enis.get(eni).map(|e| e.security_group_ids.iter().collect()).unwrap_or_default()),
             None => None,
         };
         let items: Vec<SecurityGroupView> = self
             .sgs
             .values()
             .filter(|g| req.vpc_id.as_ref().is_none_or(|v| &g.vpc_id == v))
-            .filter(|g| {
-                req.security_group_ids.is_empty()
-                    || req.security_group_ids.contains(&g.security_group_id)
-            })
-            .filter(|g| {
-                req.security_group_name
-                    .as_ref()
-                    .is_none_or(|n| &g.security_group_name == n)
-            })
-            .filter(|g| {
-                req.security_group_type
-                    .as_ref()
-                    .is_none_or(|t| g.security_group_type.as_str() == t)
-            })
-            .filter(|g| {
-                by_eni
-                    .as_ref()
-                    .is_none_or(|set| set.contains(&g.security_group_id))
-            })
+            .filter(|g| req.security_group_ids.is_empty() || req.security_group_ids.contains(&g.security_group_id))
+            .filter(|g| req.security_group_name.as_ref().is_none_or(|n| &g.security_group_name == n))
+            .filter(|g| req.security_group_type.as_ref().is_none_or(|t| g.security_group_type.as_str() == t))
+            .filter(|g| by_eni.as_ref().is_none_or(|set| set.contains(&g.security_group_id)))
             .filter(|g| has_all_tags(&g.tags, &req.tags))
             .map(|g| SecurityGroupView {
                 group: g.clone(),
-                ecs_count: self
-                    .sg_members
-                    .get(&g.security_group_id)
-                    .map_or(0, |m| m.len() as u32),
+                ecs_count: self.sg_members.get(&g.security_group_id).map_or(0, |m| m.len() as u32),
             })
             .collect();
         paginate(items, |g| &g.group.security_group_id, &req.page, SG_PAGES)
@@ -427,38 +378,21 @@ impl Region {
         now: Millis,
     ) -> Result<(SecurityGroup, Vec<SgRule>)> {
         self.advance(now);
-        let sg = self
-            .sgs
-            .get(id)
-            .ok_or_else(|| ModelError::SecurityGroupNotFound(id.to_string()))?;
+        let sg = self.sgs.get(id).ok_or_else(|| ModelError::SecurityGroupNotFound(id.to_string()))?;
         let want = match direction.unwrap_or("all") {
             "" | "all" => None,
             "ingress" => Some(Direction::Ingress),
             "egress" => Some(Direction::Egress),
             other => {
-                return Err(ModelError::invalid(
-                    "Direction",
-                    format!("{other:?} is not all, ingress or egress"),
-                ));
+                return Err(ModelError::invalid("Direction", format!("{other:?} is not all, ingress or egress")));
             }
         };
-        let rules = sg
-            .rules
-            .iter()
-            .filter(|r| want.is_none_or(|d| r.direction == d))
-            .cloned()
-            .collect();
+        let rules = sg.rules.iter().filter(|r| want.is_none_or(|d| r.direction == d)).cloned().collect();
         Ok((sg.clone(), rules))
     }
 
     /// Turn one permission into a rule of `sg`, validating every field.
-    fn build_rule(
-        &self,
-        sg: &SecurityGroup,
-        direction: Direction,
-        p: &PermissionInput,
-        now: Millis,
-    ) -> Result<SgRule> {
+    fn build_rule(&self, sg: &SecurityGroup, direction: Direction, p: &PermissionInput, now: Millis) -> Result<SgRule> {
         if p.ip_protocol.is_empty() {
             return Err(ModelError::MissingParameter("IpProtocol"));
         }
@@ -467,11 +401,8 @@ impl Region {
             return Err(ModelError::MissingParameter("PortRange"));
         }
         let port_range = parse_port_range(&p.port_range, ip_protocol)?;
-        let source_port_range = if p.source_port_range.is_empty() {
-            None
-        } else {
-            parse_port_range(&p.source_port_range, ip_protocol)?
-        };
+        let source_port_range =
+            if p.source_port_range.is_empty() { None } else { parse_port_range(&p.source_port_range, ip_protocol)? };
         let policy = match p.policy.to_ascii_lowercase().as_str() {
             "" | "accept" => Policy::Accept,
             "drop" => Policy::Drop,
@@ -493,13 +424,7 @@ impl Region {
             return Err(ModelError::invalid("Description", "at most 512 characters"));
         }
         let cidr = |s: &str, err: fn(String) -> ModelError| -> Result<Option<Cidr>> {
-            if s.is_empty() {
-                Ok(None)
-            } else {
-                parse_peer_cidr(s)
-                    .map(Some)
-                    .ok_or_else(|| err(s.to_string()))
-            }
+            if s.is_empty() { Ok(None) } else { parse_peer_cidr(s).map(Some).ok_or_else(|| err(s.to_string())) }
         };
         let source_cidr_ip = cidr(&p.source_cidr_ip, ModelError::InvalidSourceCidrIp)?;
         let dest_cidr_ip = cidr(&p.dest_cidr_ip, ModelError::InvalidDestCidrIp)?;
@@ -507,21 +432,14 @@ impl Region {
             if s.is_empty() {
                 return Ok(None);
             }
-            let peer = self
-                .sgs
-                .get(s)
-                .ok_or_else(|| ModelError::SourceGroupNotFound(s.to_string()))?;
+            let peer = self.sgs.get(s).ok_or_else(|| ModelError::SourceGroupNotFound(s.to_string()))?;
             if peer.vpc_id != sg.vpc_id {
-                return Err(ModelError::VpcMismatch(format!(
-                    "group {s} is in another VPC"
-                )));
+                return Err(ModelError::VpcMismatch(format!("group {s} is in another VPC")));
             }
             if sg.security_group_type == SecurityGroupType::Enterprise
                 || peer.security_group_type == SecurityGroupType::Enterprise
             {
-                return Err(ModelError::SecurityGroupTypeNotSupported(
-                    "enterprise".into(),
-                ));
+                return Err(ModelError::SecurityGroupTypeNotSupported("enterprise".into()));
             }
             Ok(Some(s.to_string()))
         };
@@ -579,27 +497,17 @@ impl Region {
                 return Err(ModelError::MissingParameter("Permissions"));
             }
             if req.permissions.len() > 100 {
-                return Err(ModelError::invalid(
-                    "Permissions.N",
-                    "at most 100 permissions per call",
-                ));
+                return Err(ModelError::invalid("Permissions.N", "at most 100 permissions per call"));
             }
             let mut fresh: Vec<SgRule> = Vec::new();
             for p in &req.permissions {
                 let rule = r.build_rule(sg, direction, p, now)?;
-                if !sg
-                    .rules
-                    .iter()
-                    .chain(fresh.iter())
-                    .any(|x| x.same_as(&rule))
-                {
+                if !sg.rules.iter().chain(fresh.iter()).any(|x| x.same_as(&rule)) {
                     fresh.push(rule);
                 }
             }
             if sg.rules.len() + fresh.len() > r.config.limits.rules_per_security_group {
-                return Err(ModelError::AuthorizationLimitExceed(
-                    req.security_group_id.clone(),
-                ));
+                return Err(ModelError::AuthorizationLimitExceed(req.security_group_id.clone()));
             }
             if fresh.is_empty() {
                 return Ok(());
@@ -607,10 +515,7 @@ impl Region {
             for rule in &mut fresh {
                 rule.security_group_rule_id = r.new_id(IdKind::SecurityGroupRule);
             }
-            let sg = r
-                .sgs
-                .get_mut(&req.security_group_id)
-                .expect("checked above");
+            let sg = r.sgs.get_mut(&req.security_group_id).expect("checked above");
             sg.rules.extend(fresh);
             r.mark(Kind::SecurityGroup, &req.security_group_id);
             Ok(())
@@ -618,12 +523,7 @@ impl Region {
     }
 
     /// RevokeSecurityGroup (ingress) and RevokeSecurityGroupEgress, by rule ID or by content.
-    pub fn revoke_security_group(
-        &mut self,
-        direction: Direction,
-        req: RevokeSecurityGroup,
-        now: Millis,
-    ) -> Result<()> {
+    pub fn revoke_security_group(&mut self, direction: Direction, req: RevokeSecurityGroup, now: Millis) -> Result<()> {
         self.advance(now);
         let sg = self
             .sgs
@@ -633,11 +533,7 @@ impl Region {
             return Err(ModelError::MissingParameter("Permissions"));
         }
         for id in &req.security_group_rule_ids {
-            if !sg
-                .rules
-                .iter()
-                .any(|r| &r.security_group_rule_id == id && r.direction == direction)
-            {
+            if !sg.rules.iter().any(|r| &r.security_group_rule_id == id && r.direction == direction) {
                 return Err(ModelError::SecurityGroupRuleNotFound(id.clone()));
             }
         }
@@ -646,14 +542,9 @@ impl Region {
             doomed.push(self.build_rule(sg, direction, p, now)?);
         }
         let before = sg.rules.len();
-        let sg = self
-            .sgs
-            .get_mut(&req.security_group_id)
-            .expect("checked above");
+        let sg = self.sgs.get_mut(&req.security_group_id).expect("checked above");
         sg.rules.retain(|r| {
-            !req.security_group_rule_ids
-                .contains(&r.security_group_rule_id)
-                && !doomed.iter().any(|d| d.same_as(r))
+            !req.security_group_rule_ids.contains(&r.security_group_rule_id) && !doomed.iter().any(|d| d.same_as(r))
         });
         if sg.rules.len() != before {
             self.mark(Kind::SecurityGroup, &req.security_group_id);
@@ -663,17 +554,9 @@ impl Region {
 
     /// ModifySecurityGroupPolicy: `Accept` lets the group's members reach each other whatever
     /// the rules say; `Drop` isolates them. Enterprise groups are always isolated.
-    pub fn modify_security_group_policy(
-        &mut self,
-        id: &str,
-        inner_access_policy: &str,
-        now: Millis,
-    ) -> Result<()> {
+    pub fn modify_security_group_policy(&mut self, id: &str, inner_access_policy: &str, now: Millis) -> Result<()> {
         self.advance(now);
-        let sg = self
-            .sgs
-            .get(id)
-            .ok_or_else(|| ModelError::SecurityGroupNotFound(id.to_string()))?;
+        let sg = self.sgs.get(id).ok_or_else(|| ModelError::SecurityGroupNotFound(id.to_string()))?;
         let accept = match inner_access_policy.to_ascii_lowercase().as_str() {
             "accept" => true,
             "drop" => false,
@@ -681,15 +564,10 @@ impl Region {
             _ => return Err(ModelError::invalid("InnerAccessPolicy", "Accept or Drop")),
         };
         if sg.security_group_type == SecurityGroupType::Enterprise {
-            return Err(ModelError::SecurityGroupTypeNotSupported(
-                "enterprise".into(),
-            ));
+            return Err(ModelError::SecurityGroupTypeNotSupported("enterprise".into()));
         }
         if sg.inner_access_accept != accept {
-            self.sgs
-                .get_mut(id)
-                .expect("checked above")
-                .inner_access_accept = accept;
+            self.sgs.get_mut(id).expect("checked above").inner_access_accept = accept;
             self.mark(Kind::SecurityGroup, id);
         }
         Ok(())

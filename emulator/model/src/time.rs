@@ -8,9 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch (UTC).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Millis(pub u64);
 
 impl Millis {
@@ -37,11 +35,7 @@ impl Millis {
 fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
-    let (h, mi, s) = (
-        (rem / 3600) as u32,
-        ((rem % 3600) / 60) as u32,
-        (rem % 60) as u32,
-    );
+    let (h, mi, s) = ((rem / 3600) as u32, ((rem % 3600) / 60) as u32, (rem % 60) as u32);
     // Howard Hinnant's days-to-civil algorithm: eras of 400 years keep the arithmetic exact.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -63,18 +57,9 @@ mod tests {
     fn formats_like_the_cloud() {
         assert_eq!(Millis(0).to_cloud_seconds(), "1970-01-01T00:00:00Z");
         // 2026-11-27T03:45:23Z
-        assert_eq!(
-            Millis(1_795_751_123_000).to_cloud_seconds(),
-            "2026-11-27T03:45:23Z"
-        );
-        assert_eq!(
-            Millis(1_795_751_123_000).to_cloud_minutes(),
-            "2026-11-27T03:45Z"
-        );
+        assert_eq!(Millis(1_795_751_123_000).to_cloud_seconds(), "2026-11-27T03:45:23Z");
+        assert_eq!(Millis(1_795_751_123_000).to_cloud_minutes(), "2026-11-27T03:45Z");
         // A leap day.
-        assert_eq!(
-            Millis(1_709_164_800_000).to_cloud_seconds(),
-            "2024-02-29T00:00:00Z"
-        );
+        assert_eq!(Millis(1_709_164_800_000).to_cloud_seconds(), "2024-02-29T00:00:00Z");
     }
 }

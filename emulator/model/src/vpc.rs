@@ -51,25 +51,16 @@ pub struct VSwitchView {
     pub available_ip_address_count: u64,
 }
 
-const FORBIDDEN: [&str; 4] = [
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "224.0.0.0/4",
-];
+const FORBIDDEN: [&str; 4] = ["100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4"];
 
 fn parse_cidr(s: &str) -> Result<Cidr> {
-    s.parse()
-        .map_err(|_| ModelError::InvalidCidrBlock(s.to_string()))
+    s.parse().map_err(|_| ModelError::InvalidCidrBlock(s.to_string()))
 }
 
 fn check_name(param: &'static str, name: &str) -> Result<()> {
     // The cloud: 1–128 characters, must not start with http:// or https://.
     if name.chars().count() > 128 || name.starts_with("http://") || name.starts_with("https://") {
-        return Err(ModelError::invalid(
-            param,
-            "1 to 128 characters, not starting with http:// or https://",
-        ));
+        return Err(ModelError::invalid(param, "1 to 128 characters, not starting with http:// or https://"));
     }
     Ok(())
 }
@@ -113,12 +104,7 @@ pub struct DescribeVSwitches {
     pub page: PageRequest,
 }
 
-const VPC_PAGES: PageBounds = PageBounds {
-    default_size: 10,
-    max_page_size: 50,
-    min_results: 1,
-    max_results: 100,
-};
+const VPC_PAGES: PageBounds = PageBounds { default_size: 10, max_page_size: 50, min_results: 1, max_results: 100 };
 
 impl Region {
     pub fn create_vpc(&mut self, req: CreateVpc, now: Millis) -> Result<Vpc> {
@@ -131,10 +117,7 @@ impl Region {
             if !(8..=28).contains(&cidr.prefix()) {
                 return Err(ModelError::InvalidCidrBlock(cidr.to_string()));
             }
-            if FORBIDDEN
-                .iter()
-                .any(|f| f.parse::<Cidr>().expect("constant").overlaps(&cidr))
-            {
+            if FORBIDDEN.iter().any(|f| f.parse::<Cidr>().expect("constant").overlaps(&cidr)) {
                 return Err(ModelError::InvalidCidrBlock(cidr.to_string()));
             }
             check_name("VpcName", &req.vpc_name)?;
@@ -156,11 +139,7 @@ impl Region {
         })
     }
 
-    pub fn describe_vpcs(
-        &mut self,
-        req: &DescribeVpcs,
-        now: Millis,
-    ) -> Result<(Vec<Vpc>, PageInfo)> {
+    pub fn describe_vpcs(&mut self, req: &DescribeVpcs, now: Millis) -> Result<(Vec<Vpc>, PageInfo)> {
         self.advance(now);
         if req.vpc_ids.len() > 20 {
             return Err(ModelError::invalid("VpcId", "at most 20 IDs"));
@@ -177,11 +156,7 @@ impl Region {
 
     /// The vSwitches of a VPC, for DescribeVpcs' `VSwitchIds`.
     pub fn vswitch_ids_of(&self, vpc_id: &str) -> Vec<String> {
-        self.vswitches
-            .values()
-            .filter(|v| v.vpc_id == vpc_id)
-            .map(|v| v.v_switch_id.clone())
-            .collect()
+        self.vswitches.values().filter(|v| v.vpc_id == vpc_id).map(|v| v.v_switch_id.clone()).collect()
     }
 
     pub fn delete_vpc(&mut self, vpc_id: &str, now: Millis) -> Result<()> {
@@ -215,10 +190,7 @@ impl Region {
                 return Err(ModelError::MissingParameter("CidrBlock"));
             }
             let cidr = parse_cidr(&req.cidr_block)?;
-            let vpc = r
-                .vpcs
-                .get(&req.vpc_id)
-                .ok_or_else(|| ModelError::VpcNotFound(req.vpc_id.clone()))?;
+            let vpc = r.vpcs.get(&req.vpc_id).ok_or_else(|| ModelError::VpcNotFound(req.vpc_id.clone()))?;
             r.check_zone(&req.zone_id)?;
             if !(16..=29).contains(&cidr.prefix()) {
                 return Err(ModelError::InvalidCidrBlock(cidr.to_string()));
@@ -226,11 +198,7 @@ impl Region {
             if !vpc.cidr_block.covers(&cidr) {
                 return Err(ModelError::CidrNotInVpc);
             }
-            let siblings: Vec<&VSwitch> = r
-                .vswitches
-                .values()
-                .filter(|v| v.vpc_id == req.vpc_id)
-                .collect();
+            let siblings: Vec<&VSwitch> = r.vswitches.values().filter(|v| v.vpc_id == req.vpc_id).collect();
             if siblings.iter().any(|v| v.cidr.overlaps(&cidr)) {
                 return Err(ModelError::CidrOverlapped);
             }
@@ -259,14 +227,8 @@ impl Region {
     }
 
     pub fn vswitch_view(&self, vsw: &VSwitch) -> VSwitchView {
-        let available = self
-            .ipam
-            .get(&vsw.v_switch_id)
-            .map_or(vsw.cidr.usable(), Ipam::available);
-        VSwitchView {
-            v_switch: vsw.clone(),
-            available_ip_address_count: available,
-        }
+        let available = self.ipam.get(&vsw.v_switch_id).map_or(vsw.cidr.usable(), Ipam::available);
+        VSwitchView { v_switch: vsw.clone(), available_ip_address_count: available }
     }
 
     pub fn vswitch(&self, id: &str) -> Option<&VSwitch> {
@@ -277,11 +239,7 @@ impl Region {
         self.vpcs.get(id)
     }
 
-    pub fn describe_vswitches(
-        &mut self,
-        req: &DescribeVSwitches,
-        now: Millis,
-    ) -> Result<(Vec<VSwitchView>, PageInfo)> {
+    pub fn describe_vswitches(&mut self, req: &DescribeVSwitches, now: Millis) -> Result<(Vec<VSwitchView>, PageInfo)> {
         self.advance(now);
         let items: Vec<VSwitchView> = self
             .vswitches
@@ -289,11 +247,7 @@ impl Region {
             .filter(|v| req.v_switch_ids.is_empty() || req.v_switch_ids.contains(&v.v_switch_id))
             .filter(|v| req.vpc_id.as_ref().is_none_or(|x| &v.vpc_id == x))
             .filter(|v| req.zone_id.as_ref().is_none_or(|x| &v.zone_id == x))
-            .filter(|v| {
-                req.v_switch_name
-                    .as_ref()
-                    .is_none_or(|x| &v.v_switch_name == x)
-            })
+            .filter(|v| req.v_switch_name.as_ref().is_none_or(|x| &v.v_switch_name == x))
             .filter(|v| has_all_tags(&v.tags, &req.tags))
             .map(|v| self.vswitch_view(v))
             .collect();

@@ -18,12 +18,7 @@ pub struct EcsService {
 
 type Res<T> = Result<Response<T>, Status>;
 
-fn page(
-    page_number: Option<i32>,
-    page_size: Option<i32>,
-    max_results: Option<i64>,
-    next_token: String,
-) -> PageRequest {
+fn page(page_number: Option<i32>, page_size: Option<i32>, max_results: Option<i64>, next_token: String) -> PageRequest {
     // Negative sizes become 0, which paging rejects or clamps like any other bad size.
     let nn = |v: i64| v.max(0) as u32;
     PageRequest {
@@ -60,10 +55,7 @@ fn with_flat(mut perms: Vec<PermissionInput>, flat: PermissionInput) -> Vec<Perm
 
 #[tonic::async_trait]
 impl Ecs for EcsService {
-    async fn create_instance(
-        &self,
-        req: Request<pb::CreateInstanceRequest>,
-    ) -> Res<pb::CreateInstanceResponse> {
+    async fn create_instance(&self, req: Request<pb::CreateInstanceRequest>) -> Res<pb::CreateInstanceResponse> {
         let q = req.into_inner();
         let rid = request_id();
         let m = m_inst::CreateInstance {
@@ -78,14 +70,8 @@ impl Ecs for EcsService {
             tags: tags(q.tag),
             client_token: opt(q.client_token),
         };
-        let v = self
-            .ctx
-            .call(&rid, &q.region_id, move |r, now| r.create_instance(m, now))
-            .await?;
-        Ok(Response::new(pb::CreateInstanceResponse {
-            request_id: rid,
-            instance_id: v.instance.instance_id,
-        }))
+        let v = self.ctx.call(&rid, &q.region_id, move |r, now| r.create_instance(m, now)).await?;
+        Ok(Response::new(pb::CreateInstanceResponse { request_id: rid, instance_id: v.instance.instance_id }))
     }
 
     async fn describe_instances(
@@ -106,17 +92,9 @@ impl Ecs for EcsService {
                     instance_name: opt(q.instance_name),
                     instance_type: opt(q.instance_type),
                     status: opt(q.status),
-                    private_ip_addresses: parse_json_list(
-                        "PrivateIpAddresses",
-                        &q.private_ip_addresses,
-                    )?,
+                    private_ip_addresses: parse_json_list("PrivateIpAddresses", &q.private_ip_addresses)?,
                     tags: tags(q.tag),
-                    page: page(
-                        q.page_number,
-                        q.page_size,
-                        q.max_results.map(i64::from),
-                        q.next_token,
-                    ),
+                    page: page(q.page_number, q.page_size, q.max_results.map(i64::from), q.next_token),
                 };
                 r.describe_instances(&m, now)
             })
@@ -128,56 +106,30 @@ impl Ecs for EcsService {
             page_size: info.page_size as i32,
             next_token: info.next_token,
             instances: Some(pb::InstanceList {
-                instance: items
-                    .iter()
-                    .map(|v| render::instance_item(&region, v))
-                    .collect(),
+                instance: items.iter().map(|v| render::instance_item(&region, v)).collect(),
             }),
         }))
     }
 
-    async fn delete_instance(
-        &self,
-        req: Request<pb::DeleteInstanceRequest>,
-    ) -> Res<pb::DeleteInstanceResponse> {
+    async fn delete_instance(&self, req: Request<pb::DeleteInstanceRequest>) -> Res<pb::DeleteInstanceResponse> {
         let q = req.into_inner();
         let rid = request_id();
         let force = q.force.unwrap_or(false);
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.delete_instance(&q.instance_id, force, now)
-            })
-            .await?;
-        Ok(Response::new(pb::DeleteInstanceResponse {
-            request_id: rid,
-        }))
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.delete_instance(&q.instance_id, force, now)).await?;
+        Ok(Response::new(pb::DeleteInstanceResponse { request_id: rid }))
     }
 
-    async fn start_instance(
-        &self,
-        req: Request<pb::StartInstanceRequest>,
-    ) -> Res<pb::StartInstanceResponse> {
+    async fn start_instance(&self, req: Request<pb::StartInstanceRequest>) -> Res<pb::StartInstanceResponse> {
         let q = req.into_inner();
         let rid = request_id();
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.start_instance(&q.instance_id, now)
-            })
-            .await?;
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.start_instance(&q.instance_id, now)).await?;
         Ok(Response::new(pb::StartInstanceResponse { request_id: rid }))
     }
 
-    async fn stop_instance(
-        &self,
-        req: Request<pb::StopInstanceRequest>,
-    ) -> Res<pb::StopInstanceResponse> {
+    async fn stop_instance(&self, req: Request<pb::StopInstanceRequest>) -> Res<pb::StopInstanceResponse> {
         let q = req.into_inner();
         let rid = request_id();
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.stop_instance(&q.instance_id, now)
-            })
-            .await?;
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.stop_instance(&q.instance_id, now)).await?;
         Ok(Response::new(pb::StopInstanceResponse { request_id: rid }))
     }
 
@@ -192,12 +144,7 @@ impl Ecs for EcsService {
             instance_type_family: opt(q.instance_type_family),
             page: page(None, None, q.max_results, q.next_token),
         };
-        let (items, info) = self
-            .ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.describe_instance_types(&m, now)
-            })
-            .await?;
+        let (items, info) = self.ctx.call(&rid, &q.region_id, move |r, now| r.describe_instance_types(&m, now)).await?;
         Ok(Response::new(pb::DescribeInstanceTypesResponse {
             request_id: rid,
             next_token: info.next_token,
@@ -259,9 +206,7 @@ impl Ecs for EcsService {
                 r.attach_network_interface(m, now)
             })
             .await?;
-        Ok(Response::new(pb::AttachNetworkInterfaceResponse {
-            request_id: rid,
-        }))
+        Ok(Response::new(pb::AttachNetworkInterfaceResponse { request_id: rid }))
     }
 
     async fn detach_network_interface(
@@ -275,14 +220,8 @@ impl Ecs for EcsService {
             instance_id: q.instance_id,
             trunk_network_instance_id: opt(q.trunk_network_instance_id),
         };
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.detach_network_interface(m, now)
-            })
-            .await?;
-        Ok(Response::new(pb::DetachNetworkInterfaceResponse {
-            request_id: rid,
-        }))
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.detach_network_interface(m, now)).await?;
+        Ok(Response::new(pb::DetachNetworkInterfaceResponse { request_id: rid }))
     }
 
     async fn delete_network_interface(
@@ -292,13 +231,9 @@ impl Ecs for EcsService {
         let q = req.into_inner();
         let rid = request_id();
         self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.delete_network_interface(&q.network_interface_id, now)
-            })
+            .call(&rid, &q.region_id, move |r, now| r.delete_network_interface(&q.network_interface_id, now))
             .await?;
-        Ok(Response::new(pb::DeleteNetworkInterfaceResponse {
-            request_id: rid,
-        }))
+        Ok(Response::new(pb::DeleteNetworkInterfaceResponse { request_id: rid }))
     }
 
     async fn describe_network_interfaces(
@@ -320,19 +255,10 @@ impl Ecs for EcsService {
             network_interface_name: opt(q.network_interface_name),
             resource_group_id: opt(q.resource_group_id),
             tags: tags(q.tag),
-            page: page(
-                q.page_number,
-                q.page_size,
-                q.max_results.map(i64::from),
-                q.next_token,
-            ),
+            page: page(q.page_number, q.page_size, q.max_results.map(i64::from), q.next_token),
         };
-        let (items, info) = self
-            .ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.describe_network_interfaces(&m, now)
-            })
-            .await?;
+        let (items, info) =
+            self.ctx.call(&rid, &q.region_id, move |r, now| r.describe_network_interfaces(&m, now)).await?;
         Ok(Response::new(pb::DescribeNetworkInterfacesResponse {
             request_id: rid,
             total_count: info.total_count as i32,
@@ -357,11 +283,7 @@ impl Ecs for EcsService {
                 r.describe_network_interface_attribute(&q.network_interface_id, now)
             })
             .await?;
-        Ok(Response::new(render::eni_attribute(
-            rid,
-            &a.eni,
-            a.member_network_interface_ids,
-        )))
+        Ok(Response::new(render::eni_attribute(rid, &a.eni, a.member_network_interface_ids)))
     }
 
     async fn assign_private_ip_addresses(
@@ -389,9 +311,7 @@ impl Ecs for EcsService {
             request_id: rid,
             assigned_private_ip_addresses_set: Some(pb::AssignedPrivateIpAddressesSet {
                 network_interface_id: got.network_interface_id,
-                private_ip_set: Some(pb::AssignedPrivateIpList {
-                    private_ip_address: got.private_ip_addresses,
-                }),
+                private_ip_set: Some(pb::AssignedPrivateIpList { private_ip_address: got.private_ip_addresses }),
             }),
         }))
     }
@@ -406,14 +326,8 @@ impl Ecs for EcsService {
             network_interface_id: q.network_interface_id,
             private_ip_addresses: q.private_ip_address,
         };
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.unassign_private_ip_addresses(m, now)
-            })
-            .await?;
-        Ok(Response::new(pb::UnassignPrivateIpAddressesResponse {
-            request_id: rid,
-        }))
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.unassign_private_ip_addresses(m, now)).await?;
+        Ok(Response::new(pb::UnassignPrivateIpAddressesResponse { request_id: rid }))
     }
 
     async fn modify_network_interface_attribute(
@@ -430,14 +344,8 @@ impl Ecs for EcsService {
             delete_on_release: q.delete_on_release,
             source_dest_check: q.source_dest_check,
         };
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.modify_network_interface_attribute(m, now)
-            })
-            .await?;
-        Ok(Response::new(pb::ModifyNetworkInterfaceAttributeResponse {
-            request_id: rid,
-        }))
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.modify_network_interface_attribute(m, now)).await?;
+        Ok(Response::new(pb::ModifyNetworkInterfaceAttributeResponse { request_id: rid }))
     }
 
     async fn create_security_group(
@@ -455,16 +363,8 @@ impl Ecs for EcsService {
             tags: tags(q.tag),
             client_token: opt(q.client_token),
         };
-        let sg = self
-            .ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.create_security_group(m, now)
-            })
-            .await?;
-        Ok(Response::new(pb::CreateSecurityGroupResponse {
-            request_id: rid,
-            security_group_id: sg.security_group_id,
-        }))
+        let sg = self.ctx.call(&rid, &q.region_id, move |r, now| r.create_security_group(m, now)).await?;
+        Ok(Response::new(pb::CreateSecurityGroupResponse { request_id: rid, security_group_id: sg.security_group_id }))
     }
 
     async fn delete_security_group(
@@ -473,14 +373,8 @@ impl Ecs for EcsService {
     ) -> Res<pb::DeleteSecurityGroupResponse> {
         let q = req.into_inner();
         let rid = request_id();
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.delete_security_group(&q.security_group_id, now)
-            })
-            .await?;
-        Ok(Response::new(pb::DeleteSecurityGroupResponse {
-            request_id: rid,
-        }))
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.delete_security_group(&q.security_group_id, now)).await?;
+        Ok(Response::new(pb::DeleteSecurityGroupResponse { request_id: rid }))
     }
 
     async fn describe_security_groups(
@@ -502,12 +396,7 @@ impl Ecs for EcsService {
                     security_group_type: opt(q.security_group_type),
                     network_interface_id: None,
                     tags: tags(q.tag),
-                    page: page(
-                        q.page_number,
-                        q.page_size,
-                        q.max_results.map(i64::from),
-                        q.next_token,
-                    ),
+                    page: page(q.page_number, q.page_size, q.max_results.map(i64::from), q.next_token),
                 };
                 r.describe_security_groups(&m, now)
             })
@@ -546,14 +435,8 @@ impl Ecs for EcsService {
             security_group_name: sg.security_group_name,
             description: sg.description,
             vpc_id: sg.vpc_id,
-            inner_access_policy: if sg.inner_access_accept {
-                "Accept".into()
-            } else {
-                "Drop".into()
-            },
-            permissions: Some(pb::PermissionList {
-                permission: rules.iter().map(render::permission_item).collect(),
-            }),
+            inner_access_policy: if sg.inner_access_accept { "Accept".into() } else { "Drop".into() },
+            permissions: Some(pb::PermissionList { permission: rules.iter().map(render::permission_item).collect() }),
         }))
     }
 
@@ -581,14 +464,8 @@ impl Ecs for EcsService {
             permissions: with_flat(q.permissions.into_iter().map(permission).collect(), flat),
             client_token: opt(q.client_token),
         };
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.authorize_security_group(Direction::Ingress, m, now)
-            })
-            .await?;
-        Ok(Response::new(pb::AuthorizeSecurityGroupResponse {
-            request_id: rid,
-        }))
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.authorize_security_group(Direction::Ingress, m, now)).await?;
+        Ok(Response::new(pb::AuthorizeSecurityGroupResponse { request_id: rid }))
     }
 
     async fn authorize_security_group_egress(
@@ -615,14 +492,8 @@ impl Ecs for EcsService {
             permissions: with_flat(q.permissions.into_iter().map(permission).collect(), flat),
             client_token: opt(q.client_token),
         };
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.authorize_security_group(Direction::Egress, m, now)
-            })
-            .await?;
-        Ok(Response::new(pb::AuthorizeSecurityGroupEgressResponse {
-            request_id: rid,
-        }))
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.authorize_security_group(Direction::Egress, m, now)).await?;
+        Ok(Response::new(pb::AuthorizeSecurityGroupEgressResponse { request_id: rid }))
     }
 
     async fn revoke_security_group(
@@ -649,14 +520,8 @@ impl Ecs for EcsService {
             security_group_rule_ids: q.security_group_rule_id,
             permissions: with_flat(q.permissions.into_iter().map(permission).collect(), flat),
         };
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.revoke_security_group(Direction::Ingress, m, now)
-            })
-            .await?;
-        Ok(Response::new(pb::RevokeSecurityGroupResponse {
-            request_id: rid,
-        }))
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.revoke_security_group(Direction::Ingress, m, now)).await?;
+        Ok(Response::new(pb::RevokeSecurityGroupResponse { request_id: rid }))
     }
 
     async fn revoke_security_group_egress(
@@ -683,14 +548,8 @@ impl Ecs for EcsService {
             security_group_rule_ids: q.security_group_rule_id,
             permissions: with_flat(q.permissions.into_iter().map(permission).collect(), flat),
         };
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.revoke_security_group(Direction::Egress, m, now)
-            })
-            .await?;
-        Ok(Response::new(pb::RevokeSecurityGroupEgressResponse {
-            request_id: rid,
-        }))
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.revoke_security_group(Direction::Egress, m, now)).await?;
+        Ok(Response::new(pb::RevokeSecurityGroupEgressResponse { request_id: rid }))
     }
 
     async fn modify_security_group_policy(
@@ -704,8 +563,6 @@ impl Ecs for EcsService {
                 r.modify_security_group_policy(&q.security_group_id, &q.inner_access_policy, now)
             })
             .await?;
-        Ok(Response::new(pb::ModifySecurityGroupPolicyResponse {
-            request_id: rid,
-        }))
+        Ok(Response::new(pb::ModifySecurityGroupPolicyResponse { request_id: rid }))
     }
 }

@@ -30,8 +30,7 @@ impl Emulator for EmulatorService {
             cpu_core_count: non_negative(q.cpu_core_count.into()) as u32,
             memory_size_gib: q.memory_size.max(0.0),
             eni_quantity: non_negative(q.eni_quantity.into()) as u32,
-            eni_private_ip_address_quantity: non_negative(q.eni_private_ip_address_quantity.into())
-                as u32,
+            eni_private_ip_address_quantity: non_negative(q.eni_private_ip_address_quantity.into()) as u32,
             eni_ipv6_address_quantity: non_negative(q.eni_ipv6_address_quantity.into()) as u32,
             eni_total_quantity: non_negative(q.eni_total_quantity.into()) as u32,
             eni_trunk_supported: q.eni_trunk_supported,
@@ -41,13 +40,7 @@ impl Emulator for EmulatorService {
             instance_pps_tx: non_negative(q.instance_pps_tx),
             custom: true,
         };
-        let t = self
-            .ctx
-            .call(&rid, "", move |r, now| r.create_instance_type(t, now))
-            .await?;
-        Ok(Response::new(pb::CreateInstanceTypeResponse {
-            request_id: rid,
-            instance_type_id: t.instance_type_id,
-        }))
+        let t = self.ctx.call(&rid, "", move |r, now| r.create_instance_type(t, now)).await?;
+        Ok(Response::new(pb::CreateInstanceTypeResponse { request_id: rid, instance_type_id: t.instance_type_id }))
     }
 }

@@ -40,10 +40,7 @@ impl Ctx {
                 request_id,
             ));
         }
-        self.model
-            .call(f)
-            .await
-            .map_err(|e| status::to_status(&e, self.product, request_id))
+        self.model.call(f).await.map_err(|e| status::to_status(&e, self.product, request_id))
     }
 }
 
@@ -53,14 +50,7 @@ pub fn request_id() -> String {
     // A failed random read only makes request IDs less unique; it is not worth failing a call.
     let _ = getrandom::fill(&mut b);
     let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 /// Empty strings are how proto3 says "not given".
@@ -69,12 +59,7 @@ pub(crate) fn opt(s: String) -> Option<String> {
 }
 
 pub(crate) fn tags(t: Vec<pb::Tag>) -> Vec<Tag> {
-    t.into_iter()
-        .map(|t| Tag {
-            key: t.key,
-            value: t.value,
-        })
-        .collect()
+    t.into_iter().map(|t| Tag { key: t.key, value: t.value }).collect()
 }
 
 /// Counts arrive as int32; negative values are invalid parameters, not huge unsigned ones.
@@ -88,9 +73,5 @@ pub(crate) fn count(param: &'static str, v: Option<i32>) -> Result<Option<u32>, 
 
 /// A comma-separated ID list (`VpcId=vpc-1,vpc-2`).
 pub(crate) fn comma_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .map(str::to_string)
-        .collect()
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()
 }

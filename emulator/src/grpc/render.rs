@@ -14,26 +14,12 @@ pub const OWNER_ID: &str = "1234567890123456";
 
 pub fn resource_tags(tags: &[Tag]) -> pb::ResourceTags {
     pb::ResourceTags {
-        tag: tags
-            .iter()
-            .map(|t| pb::ResourceTag {
-                tag_key: t.key.clone(),
-                tag_value: t.value.clone(),
-            })
-            .collect(),
+        tag: tags.iter().map(|t| pb::ResourceTag { tag_key: t.key.clone(), tag_value: t.value.clone() }).collect(),
     }
 }
 
 pub fn vpc_tags(tags: &[Tag]) -> pb::VpcResourceTags {
-    pb::VpcResourceTags {
-        tag: tags
-            .iter()
-            .map(|t| pb::Tag {
-                key: t.key.clone(),
-                value: t.value.clone(),
-            })
-            .collect(),
-    }
+    pb::VpcResourceTags { tag: tags.iter().map(|t| pb::Tag { key: t.key.clone(), value: t.value.clone() }).collect() }
 }
 
 fn ts(t: Millis) -> String {
@@ -45,18 +31,13 @@ pub fn private_ip_sets(e: &Eni) -> pb::PrivateIpSets {
         private_ip_set: e
             .ips()
             .enumerate()
-            .map(|(i, ip)| pb::PrivateIpSet {
-                private_ip_address: ip.to_string(),
-                primary: i == 0,
-            })
+            .map(|(i, ip)| pb::PrivateIpSet { private_ip_address: ip.to_string(), primary: i == 0 })
             .collect(),
     }
 }
 
 fn sg_ids(e: &Eni) -> pb::SecurityGroupIdList {
-    pb::SecurityGroupIdList {
-        security_group_id: e.security_group_ids.clone(),
-    }
+    pb::SecurityGroupIdList { security_group_id: e.security_group_ids.clone() }
 }
 
 pub fn network_interface_set(e: &Eni) -> pb::NetworkInterfaceSet {
@@ -168,32 +149,21 @@ pub fn instance_item(region_id: &str, v: &InstanceView) -> pb::InstanceItem {
         host_name: i.host_name.clone(),
         description: i.description.clone(),
         instance_type: i.instance_type.clone(),
-        instance_type_family: v
-            .type_info
-            .as_ref()
-            .map(|t| t.instance_type_family.clone())
-            .unwrap_or_default(),
+        instance_type_family: v.type_info.as_ref().map(|t| t.instance_type_family.clone()).unwrap_or_default(),
         region_id: region_id.to_string(),
         zone_id: i.zone_id.clone(),
         status: i.status.as_str().into(),
         creation_time: i.creation_time.to_cloud_minutes(),
         cpu: v.type_info.as_ref().map_or(0, |t| t.cpu_core_count as i32),
-        memory: v
-            .type_info
-            .as_ref()
-            .map_or(0, |t| (t.memory_size_gib * 1024.0) as i32),
+        memory: v.type_info.as_ref().map_or(0, |t| (t.memory_size_gib * 1024.0) as i32),
         instance_network_type: "vpc".into(),
         vpc_attributes: Some(pb::VpcAttributes {
             vpc_id: i.vpc_id.clone(),
             v_switch_id: i.v_switch_id.clone(),
-            private_ip_address: Some(pb::IpAddressList {
-                ip_address: vec![v.private_ip_address.clone()],
-            }),
+            private_ip_address: Some(pb::IpAddressList { ip_address: vec![v.private_ip_address.clone()] }),
             nat_ip_address: String::new(),
         }),
-        security_group_ids: Some(pb::SecurityGroupIdList {
-            security_group_id: v.security_group_ids.clone(),
-        }),
+        security_group_ids: Some(pb::SecurityGroupIdList { security_group_id: v.security_group_ids.clone() }),
         network_interfaces: Some(pb::InstanceNetworkInterfaceList {
             network_interface: v
                 .network_interfaces
@@ -228,9 +198,7 @@ pub fn instance_type_item(t: &InstanceType) -> pb::InstanceTypeItem {
         instance_pps_rx: t.instance_pps_rx as i64,
         instance_pps_tx: t.instance_pps_tx as i64,
         network_cards: Some(pb::NetworkCardList {
-            network_card_info: vec![pb::NetworkCardInfo {
-                network_card_index: 0,
-            }],
+            network_card_info: vec![pb::NetworkCardInfo { network_card_index: 0 }],
         }),
     }
 }
@@ -246,9 +214,7 @@ pub fn vpc_item(region_id: &str, v: &Vpc, vswitches: Vec<String>) -> pb::VpcItem
         v_router_id: v.v_router_id.clone(),
         description: v.description.clone(),
         is_default: false,
-        v_switch_ids: Some(pb::VSwitchIdList {
-            v_switch_id: vswitches,
-        }),
+        v_switch_ids: Some(pb::VSwitchIdList { v_switch_id: vswitches }),
         resource_group_id: v.resource_group_id.clone(),
         tags: Some(vpc_tags(&v.tags)),
     }
@@ -300,10 +266,7 @@ pub fn permission_item(r: &SgRule) -> pb::PermissionItem {
         },
         ip_protocol: r.ip_protocol.as_str().into(),
         port_range: port_range_str(r.port_range),
-        source_port_range: r
-            .source_port_range
-            .map(|p| port_range_str(Some(p)))
-            .unwrap_or_default(),
+        source_port_range: r.source_port_range.map(|p| port_range_str(Some(p))).unwrap_or_default(),
         source_cidr_ip: cidr(&r.source_cidr_ip),
         source_group_id: r.source_group_id.clone().unwrap_or_default(),
         dest_cidr_ip: cidr(&r.dest_cidr_ip),

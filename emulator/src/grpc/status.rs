@@ -53,9 +53,6 @@ pub fn to_status(e: &ModelError, product: Product, request_id: &str) -> Status {
 /// The cloud code and message of a status produced by [`to_status`], for clients.
 pub fn cloud_error(status: &Status) -> Option<(String, String)> {
     let info = status.get_details_error_info()?;
-    let message = status
-        .message()
-        .strip_prefix(&format!("{}: ", info.reason))
-        .unwrap_or(status.message());
+    let message = status.message().strip_prefix(&format!("{}: ", info.reason)).unwrap_or(status.message());
     Some((info.reason, message.to_string()))
 }

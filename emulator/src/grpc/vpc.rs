@@ -28,10 +28,7 @@ impl Vpc for VpcService {
             tags: tags(q.tag),
             client_token: opt(q.client_token),
         };
-        let v = self
-            .ctx
-            .call(&rid, &q.region_id, move |r, now| r.create_vpc(req, now))
-            .await?;
+        let v = self.ctx.call(&rid, &q.region_id, move |r, now| r.create_vpc(req, now)).await?;
         Ok(Response::new(pb::CreateVpcResponse {
             request_id: rid,
             vpc_id: v.vpc_id,
@@ -41,10 +38,7 @@ impl Vpc for VpcService {
         }))
     }
 
-    async fn describe_vpcs(
-        &self,
-        req: Request<pb::DescribeVpcsRequest>,
-    ) -> Res<pb::DescribeVpcsResponse> {
+    async fn describe_vpcs(&self, req: Request<pb::DescribeVpcsRequest>) -> Res<pb::DescribeVpcsResponse> {
         let q = req.into_inner();
         let rid = request_id();
         let region = self.ctx.model.region_id().to_string();
@@ -77,10 +71,7 @@ impl Vpc for VpcService {
             page_number: info.page_number as i32,
             page_size: info.page_size as i32,
             vpcs: Some(pb::VpcList {
-                vpc: items
-                    .into_iter()
-                    .map(|(v, vs)| render::vpc_item(&region, &v, vs))
-                    .collect(),
+                vpc: items.into_iter().map(|(v, vs)| render::vpc_item(&region, &v, vs)).collect(),
             }),
         }))
     }
@@ -88,18 +79,11 @@ impl Vpc for VpcService {
     async fn delete_vpc(&self, req: Request<pb::DeleteVpcRequest>) -> Res<pb::DeleteVpcResponse> {
         let q = req.into_inner();
         let rid = request_id();
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.delete_vpc(&q.vpc_id, now)
-            })
-            .await?;
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.delete_vpc(&q.vpc_id, now)).await?;
         Ok(Response::new(pb::DeleteVpcResponse { request_id: rid }))
     }
 
-    async fn create_v_switch(
-        &self,
-        req: Request<pb::CreateVSwitchRequest>,
-    ) -> Res<pb::CreateVSwitchResponse> {
+    async fn create_v_switch(&self, req: Request<pb::CreateVSwitchRequest>) -> Res<pb::CreateVSwitchResponse> {
         let q = req.into_inner();
         let rid = request_id();
         let req = m::CreateVSwitch {
@@ -111,14 +95,8 @@ impl Vpc for VpcService {
             tags: tags(q.tag),
             client_token: opt(q.client_token),
         };
-        let v = self
-            .ctx
-            .call(&rid, &q.region_id, move |r, now| r.create_vswitch(req, now))
-            .await?;
-        Ok(Response::new(pb::CreateVSwitchResponse {
-            request_id: rid,
-            v_switch_id: v.v_switch_id,
-        }))
+        let v = self.ctx.call(&rid, &q.region_id, move |r, now| r.create_vswitch(req, now)).await?;
+        Ok(Response::new(pb::CreateVSwitchResponse { request_id: rid, v_switch_id: v.v_switch_id }))
     }
 
     async fn describe_v_switches(
@@ -150,23 +128,14 @@ impl Vpc for VpcService {
             total_count: info.total_count as i32,
             page_number: info.page_number as i32,
             page_size: info.page_size as i32,
-            v_switches: Some(pb::VSwitchList {
-                v_switch: items.iter().map(render::vswitch_item).collect(),
-            }),
+            v_switches: Some(pb::VSwitchList { v_switch: items.iter().map(render::vswitch_item).collect() }),
         }))
     }
 
-    async fn delete_v_switch(
-        &self,
-        req: Request<pb::DeleteVSwitchRequest>,
-    ) -> Res<pb::DeleteVSwitchResponse> {
+    async fn delete_v_switch(&self, req: Request<pb::DeleteVSwitchRequest>) -> Res<pb::DeleteVSwitchResponse> {
         let q = req.into_inner();
         let rid = request_id();
-        self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                r.delete_vswitch(&q.v_switch_id, now)
-            })
-            .await?;
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.delete_vswitch(&q.v_switch_id, now)).await?;
         Ok(Response::new(pb::DeleteVSwitchResponse { request_id: rid }))
     }
 }

@@ -56,7 +56,7 @@ fn the_frame_path_does_not_allocate() {
         (POD_A1, echo_datagram(&POD_A1, POD_GW, ICMP_ECHO_REQUEST, 1)),
         (POD_A1, tcp_datagram(&POD_A1, POD_B1.ip, 1, 22, TCP_SYN)), // SG drop
         (TRUNK_A, tcp_datagram(&TRUNK_A, [10, 9, 9, 9].into(), 1, 22, TCP_SYN)), // no route
-        (TRUNK_A, vec![0u8; 5]), // malformed
+        (TRUNK_A, vec![0u8; 5]),                                    // malformed
     ];
     let Harness { fabric, out, .. } = &mut h;
     for (i, (from, d)) in frames.iter().enumerate() {

@@ -28,11 +28,7 @@ impl Harness {
     }
 
     pub fn with_options(lab: &Lab, options: FabricOptions) -> Harness {
-        Harness {
-            fabric: Fabric::new(Arc::new(lab.build(1)), options),
-            out: vec![0; 70_000],
-            now: Instant(0),
-        }
+        Harness { fabric: Fabric::new(Arc::new(lab.build(1)), options), out: vec![0; 70_000], now: Instant(0) }
     }
 
     /// Sends `d` from the shim address of `from` and returns the verdict and any output bytes.
@@ -110,12 +106,7 @@ fn fuzz_seed_corpus() {
             std::fs::write(&path, &bytes).unwrap();
         }
         let on_disk = std::fs::read(&path).unwrap_or_default();
-        assert_eq!(
-            on_disk,
-            bytes,
-            "{} is stale: rerun with ENIFAB_WRITE_CORPUS=1",
-            path.display()
-        );
+        assert_eq!(on_disk, bytes, "{} is stale: rerun with ENIFAB_WRITE_CORPUS=1", path.display());
         // Every seed gets past decap and port lookup, so the fuzzer starts deep.
         let (from, d) = split_fuzz_input(&bytes);
         let v = h.send_raw(from, d).0;

@@ -24,19 +24,9 @@ fn lab_fabric() -> Fabric {
     let mut lab = Lab::new();
     // A rule-rich, flow-rich lab so that random packets reach the deeper steps.
     for g in &mut lab.groups {
-        g.rules.push(rule(
-            crate::Direction::Ingress,
-            50,
-            crate::Policy::Accept,
-            crate::Protocol::All,
-            None,
-            any_ip(),
-        ));
+        g.rules.push(rule(crate::Direction::Ingress, 50, crate::Policy::Accept, crate::Protocol::All, None, any_ip()));
     }
-    Fabric::new(
-        Arc::new(lab.build(1)),
-        FabricOptions::new(RandomState::new()),
-    )
+    Fabric::new(Arc::new(lab.build(1)), FabricOptions::new(RandomState::new()))
 }
 
 #[derive(Debug, Clone)]

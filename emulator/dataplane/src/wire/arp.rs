@@ -36,9 +36,7 @@ pub struct Repr {
 impl Repr {
     /// Parses the first 28 bytes; Ethernet padding after them is ignored.
     pub fn parse(buf: &[u8]) -> Result<Repr, ArpError> {
-        let b = buf
-            .get(..LEN)
-            .ok_or(ArpError::Malformed(Malformed("arp packet truncated")))?;
+        let b = buf.get(..LEN).ok_or(ArpError::Malformed(Malformed("arp packet truncated")))?;
         let htype = u16::from_be_bytes([b[0], b[1]]);
         let ptype = u16::from_be_bytes([b[2], b[3]]);
         let operation = u16::from_be_bytes([b[6], b[7]]);
@@ -146,28 +144,13 @@ mod test {
     fn kinds() {
         let r = request();
         assert!(!r.is_probe() && !r.is_gratuitous());
-        assert!(
-            Repr {
-                sender_ip: Ipv4Addr::UNSPECIFIED,
-                ..r
-            }
-            .is_probe()
-        );
-        assert!(
-            Repr {
-                target_ip: r.sender_ip,
-                ..r
-            }
-            .is_gratuitous()
-        );
+        assert!(Repr { sender_ip: Ipv4Addr::UNSPECIFIED, ..r }.is_probe());
+        assert!(Repr { target_ip: r.sender_ip, ..r }.is_gratuitous());
     }
 
     #[test]
     fn refused() {
-        assert!(matches!(
-            Repr::parse(&REQUEST[..27]),
-            Err(ArpError::Malformed(_))
-        ));
+        assert!(matches!(Repr::parse(&REQUEST[..27]), Err(ArpError::Malformed(_))));
         let mut ipv6 = REQUEST;
         ipv6[2..4].copy_from_slice(&[0x86, 0xdd]);
         assert_eq!(Repr::parse(&ipv6), Err(ArpError::Unsupported));

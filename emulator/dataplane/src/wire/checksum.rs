@@ -43,18 +43,13 @@ mod test {
 
     #[test]
     fn odd_length_pads_with_zero() {
-        assert_eq!(
-            internet(&[0x12, 0x34, 0x56]),
-            internet(&[0x12, 0x34, 0x56, 0x00])
-        );
+        assert_eq!(internet(&[0x12, 0x34, 0x56]), internet(&[0x12, 0x34, 0x56, 0x00]));
     }
 
     #[test]
     fn valid_header_sums_to_zero() {
-        let mut hdr = [
-            0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 0, 1, 5,
-            10, 0, 1, 253,
-        ];
+        let mut hdr =
+            [0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 0, 1, 5, 10, 0, 1, 253];
         let c = internet(&hdr);
         hdr[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(internet(&hdr), 0);

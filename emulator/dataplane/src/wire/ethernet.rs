@@ -40,11 +40,7 @@ pub struct MacDisplay(pub Mac);
 impl fmt::Display for MacDisplay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -127,11 +123,7 @@ pub fn emit_header(
     ethertype: u16,
     buf: &mut [u8],
 ) -> Result<usize, BufferTooSmall> {
-    let len = if tag.is_some() {
-        TAGGED_HEADER_LEN
-    } else {
-        HEADER_LEN
-    };
+    let len = if tag.is_some() { TAGGED_HEADER_LEN } else { HEADER_LEN };
     check_room(buf, len)?;
     buf[0..6].copy_from_slice(&dst);
     buf[6..12].copy_from_slice(&src);
@@ -151,8 +143,8 @@ mod test {
 
     /// ee:ff:ff:ff:ff:ff ← 00:16:3e:00:00:01, VLAN 5 (PCP 3), IPv4, 2 payload bytes.
     static TAGGED: [u8; 20] = [
-        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x16, 0x3e, 0x00, 0x00, 0x01, 0x81, 0x00, 0x60,
-        0x05, 0x08, 0x00, 0xab, 0xcd,
+        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x16, 0x3e, 0x00, 0x00, 0x01, 0x81, 0x00, 0x60, 0x05, 0x08, 0x00,
+        0xab, 0xcd,
     ];
 
     #[test]
@@ -161,10 +153,7 @@ mod test {
         assert_eq!(f.dst, GATEWAY_MAC);
         assert_eq!(f.src, [0x00, 0x16, 0x3e, 0, 0, 1]);
         assert_eq!(f.tag.map(|t| (t.vid(), t.pcp())), Some((5, 3)));
-        assert_eq!(
-            (f.ethertype, f.header_len, f.payload),
-            (ETHERTYPE_IPV4, 18, &[0xab, 0xcd][..])
-        );
+        assert_eq!((f.ethertype, f.header_len, f.payload), (ETHERTYPE_IPV4, 18, &[0xab, 0xcd][..]));
     }
 
     #[test]
@@ -182,14 +171,8 @@ mod test {
         let mut untagged = [0u8; 14];
         untagged[12..14].copy_from_slice(&[0x08, 0x06]);
         let f = Frame::parse(&untagged).unwrap();
-        assert_eq!(
-            (f.tag, f.ethertype, f.payload.len()),
-            (None, ETHERTYPE_ARP, 0)
-        );
-        assert!(matches!(
-            Frame::parse(&untagged[..13]),
-            Err(L2Error::Ethernet(_))
-        ));
+        assert_eq!((f.tag, f.ethertype, f.payload.len()), (None, ETHERTYPE_ARP, 0));
+        assert!(matches!(Frame::parse(&untagged[..13]), Err(L2Error::Ethernet(_))));
         assert!(matches!(Frame::parse(&TAGGED[..17]), Err(L2Error::Vlan(_))));
     }
 

@@ -86,10 +86,7 @@ impl fmt::Display for Error {
             Error::OptionOverrun => f.write_str("geneve option runs past the options area"),
             Error::BadVnetOption => f.write_str("virtio-net option has a bad length or repeats"),
             Error::CriticalOption { class, kind } => {
-                write!(
-                    f,
-                    "unknown critical geneve option class {class:#06x} type {kind:#04x}"
-                )
+                write!(f, "unknown critical geneve option class {class:#06x} type {kind:#04x}")
             }
             Error::Protocol(p) => write!(f, "geneve protocol {p:#06x} is not Ethernet"),
         }
@@ -137,12 +134,7 @@ impl Header {
 
     /// Bytes [`Header::emit`] will write.
     pub fn len(&self) -> usize {
-        HEADER_LEN
-            + if self.vnet.is_some() {
-                VNET_OPTION_LEN
-            } else {
-                0
-            }
+        HEADER_LEN + if self.vnet.is_some() { VNET_OPTION_LEN } else { 0 }
     }
 
     /// Never zero; present for clippy's `len_without_is_empty`.
@@ -174,9 +166,7 @@ impl Header {
 fn parse_options(mut options: &[u8]) -> Result<Option<VnetHdr>, Error> {
     let mut vnet = None;
     while !options.is_empty() {
-        let (Some(class), Some(&kind), Some(&len)) =
-            (be16(options, 0), options.get(2), options.get(3))
-        else {
+        let (Some(class), Some(&kind), Some(&len)) = (be16(options, 0), options.get(2), options.get(3)) else {
             return Err(Error::OptionOverrun);
         };
         let whole = 4 + usize::from(len & 0x1f) * 4;
@@ -241,28 +231,14 @@ mod test {
     #[test]
     fn test_parse_plain() {
         let (h, payload) = Header::parse(&PLAIN).unwrap();
-        assert_eq!(
-            h,
-            Header {
-                vni: Vni::new(100).unwrap(),
-                oam: false,
-                vnet: None
-            }
-        );
+        assert_eq!(h, Header { vni: Vni::new(100).unwrap(), oam: false, vnet: None });
         assert_eq!(payload, &PLAIN[8..]);
     }
 
     #[test]
     fn test_parse_vnet() {
         let (h, payload) = Header::parse(&WITH_VNET).unwrap();
-        assert_eq!(
-            h,
-            Header {
-                vni: Vni::new(300).unwrap(),
-                oam: false,
-                vnet: Some(tso())
-            }
-        );
+        assert_eq!(h, Header { vni: Vni::new(300).unwrap(), oam: false, vnet: Some(tso()) });
         assert_eq!(payload, &WITH_VNET[24..]);
     }
 
@@ -278,11 +254,7 @@ mod test {
 
     #[test]
     fn emit_into_short_buffer_fails() {
-        let h = Header {
-            vni: Vni::new(1).unwrap(),
-            oam: false,
-            vnet: Some(tso()),
-        };
+        let h = Header { vni: Vni::new(1).unwrap(), oam: false, vnet: Some(tso()) };
         assert!(h.emit(&mut [0; 23]).is_err());
         assert_eq!(h.emit(&mut [0; 24]), Ok(24));
     }
@@ -303,13 +275,7 @@ mod test {
         d[0] = 0x01;
         d[1] = 0x40; // C bit
         d.extend_from_slice(&[0x01, 0x02, 0x83, 0x00]);
-        assert_eq!(
-            Header::parse(&d),
-            Err(Error::CriticalOption {
-                class: 0x0102,
-                kind: 0x83
-            })
-        );
+        assert_eq!(Header::parse(&d), Err(Error::CriticalOption { class: 0x0102, kind: 0x83 }));
     }
 
     #[test]

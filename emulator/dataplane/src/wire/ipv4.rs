@@ -44,9 +44,7 @@ impl<'a> Packet<'a> {
                 return Err(Malformed("ipv4 total length shorter than its header"));
             }
             // Trailing bytes are Ethernet padding; fewer bytes than announced is a cut packet.
-            p.payload = buf
-                .get(p.header_len..total)
-                .ok_or(Malformed("ipv4 packet shorter than its total length"))?;
+            p.payload = buf.get(p.header_len..total).ok_or(Malformed("ipv4 packet shorter than its total length"))?;
         }
         Ok(p)
     }
@@ -68,9 +66,7 @@ impl<'a> Packet<'a> {
         if header_len < MIN_HEADER_LEN {
             return Err(Malformed("ipv4 IHL below 5"));
         }
-        let payload = buf
-            .get(header_len..)
-            .ok_or(Malformed("ipv4 IHL beyond the packet"))?;
+        let payload = buf.get(header_len..).ok_or(Malformed("ipv4 IHL beyond the packet"))?;
         let frag = u16::from_be_bytes([buf[6], buf[7]]);
         let unspecified = Ipv4Addr::UNSPECIFIED;
         Ok(Packet {
@@ -133,22 +129,16 @@ mod test {
 
     /// 10.0.1.10 → 10.0.2.20, ICMP, ttl 64, id 0x1234, DF, 4 payload bytes.
     static ICMP_PACKET: [u8; 24] = [
-        0x45, 0x00, 0x00, 0x18, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 0, 1, 10, 10,
-        0, 2, 20, 0x08, 0x00, 0xf7, 0xff,
+        0x45, 0x00, 0x00, 0x18, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 0, 1, 10, 10, 0, 2, 20, 0x08, 0x00,
+        0xf7, 0xff,
     ];
 
     #[test]
     fn test_parse() {
         let p = Packet::parse(&ICMP_PACKET, false).unwrap();
         assert_eq!(p.header_len, 20);
-        assert_eq!(
-            (p.total_len, p.ident, p.ttl, p.protocol),
-            (24, 0x1234, 64, PROTO_ICMP)
-        );
-        assert_eq!(
-            (p.src, p.dst),
-            (Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 2, 20))
-        );
+        assert_eq!((p.total_len, p.ident, p.ttl, p.protocol), (24, 0x1234, 64, PROTO_ICMP));
+        assert_eq!((p.src, p.dst), (Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 2, 20)));
         assert!(!p.is_fragment());
         assert_eq!(p.payload, &ICMP_PACKET[20..]);
     }
@@ -156,15 +146,7 @@ mod test {
     #[test]
     fn test_emit() {
         let p = Packet::parse(&ICMP_PACKET, false).unwrap();
-        let r = Repr {
-            src: p.src,
-            dst: p.dst,
-            protocol: p.protocol,
-            ttl: 64,
-            tos: 0,
-            ident: 0x1234,
-            payload_len: 4,
-        };
+        let r = Repr { src: p.src, dst: p.dst, protocol: p.protocol, ttl: 64, tos: 0, ident: 0x1234, payload_len: 4 };
         let mut out = [0u8; 20];
         r.emit(&mut out).unwrap();
         // Our emitter clears DF; apart from that and the checksum it is the fixture.
@@ -194,16 +176,10 @@ mod test {
         assert!(Packet::parse(&v6, false).is_err());
         let mut ihl4 = ICMP_PACKET;
         ihl4[0] = 0x44;
-        assert_eq!(
-            Packet::parse(&ihl4, false),
-            Err(Malformed("ipv4 IHL below 5"))
-        );
+        assert_eq!(Packet::parse(&ihl4, false), Err(Malformed("ipv4 IHL below 5")));
         let mut ihl15 = ICMP_PACKET;
         ihl15[0] = 0x4f;
-        assert_eq!(
-            Packet::parse(&ihl15, false),
-            Err(Malformed("ipv4 IHL beyond the packet"))
-        );
+        assert_eq!(Packet::parse(&ihl15, false), Err(Malformed("ipv4 IHL beyond the packet")));
         let mut long = ICMP_PACKET;
         long[3] = 0x40;
         assert!(Packet::parse(&long, false).is_err());

@@ -78,15 +78,8 @@ pub struct Icmp<'a> {
 
 impl<'a> Icmp<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Icmp<'a>, Malformed> {
-        let h = buf
-            .get(..ICMP_HEADER_LEN)
-            .ok_or(Malformed("icmp header truncated"))?;
-        Ok(Icmp {
-            ty: h[0],
-            code: h[1],
-            rest: [h[4], h[5], h[6], h[7]],
-            payload: &buf[ICMP_HEADER_LEN..],
-        })
+        let h = buf.get(..ICMP_HEADER_LEN).ok_or(Malformed("icmp header truncated"))?;
+        Ok(Icmp { ty: h[0], code: h[1], rest: [h[4], h[5], h[6], h[7]], payload: &buf[ICMP_HEADER_LEN..] })
     }
 
     pub fn is_echo(&self) -> bool {
@@ -95,10 +88,7 @@ impl<'a> Icmp<'a> {
 
     /// Errors that quote the packet that caused them, which conntrack relates to its flow.
     pub fn is_error(&self) -> bool {
-        matches!(
-            self.ty,
-            ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
-        )
+        matches!(self.ty, ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM)
     }
 
     pub fn echo_id(&self) -> u16 {
@@ -111,9 +101,7 @@ mod test {
     use super::*;
 
     /// 40000 → 80, SYN, data offset 5.
-    static TCP_SYN_HDR: [u8; 20] = [
-        0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
-    ];
+    static TCP_SYN_HDR: [u8; 20] = [0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0];
     /// Echo request id 0x0101 seq 1 with 2 data bytes.
     static ECHO: [u8; 10] = [0x08, 0x00, 0xf5, 0xfc, 0x01, 0x01, 0x00, 0x01, 0xab, 0xcd];
 
@@ -132,13 +120,7 @@ mod test {
 
     #[test]
     fn udp() {
-        assert_eq!(
-            Udp::parse(&TCP_SYN_HDR[..8]),
-            Ok(Udp {
-                src_port: 40000,
-                dst_port: 80
-            })
-        );
+        assert_eq!(Udp::parse(&TCP_SYN_HDR[..8]), Ok(Udp { src_port: 40000, dst_port: 80 }));
         assert!(Udp::parse(&TCP_SYN_HDR[..7]).is_err());
     }
 
@@ -146,10 +128,7 @@ mod test {
     fn icmp() {
         let i = Icmp::parse(&ECHO).unwrap();
         assert!(i.is_echo() && !i.is_error());
-        assert_eq!(
-            (i.ty, i.echo_id(), i.payload),
-            (ICMP_ECHO_REQUEST, 0x0101, &[0xab, 0xcd][..])
-        );
+        assert_eq!((i.ty, i.echo_id(), i.payload), (ICMP_ECHO_REQUEST, 0x0101, &[0xab, 0xcd][..]));
         assert!(Icmp::parse(&ECHO[..7]).is_err());
     }
 }

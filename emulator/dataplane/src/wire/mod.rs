@@ -45,11 +45,7 @@ pub struct BufferTooSmall {
 
 impl fmt::Display for BufferTooSmall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "buffer too small: need {} bytes, have {}",
-            self.needed, self.available
-        )
+        write!(f, "buffer too small: need {} bytes, have {}", self.needed, self.available)
     }
 }
 
@@ -69,12 +65,5 @@ pub(crate) fn ipv4_at(buf: &[u8], at: usize) -> Option<core::net::Ipv4Addr> {
 
 #[inline]
 pub(crate) fn check_room(buf: &[u8], needed: usize) -> Result<(), BufferTooSmall> {
-    if buf.len() < needed {
-        Err(BufferTooSmall {
-            needed,
-            available: buf.len(),
-        })
-    } else {
-        Ok(())
-    }
+    if buf.len() < needed { Err(BufferTooSmall { needed, available: buf.len() }) } else { Ok(()) }
 }

@@ -25,11 +25,7 @@ pub struct Tci(pub u16);
 impl Tci {
     /// A tag for `vid` with PCP 0; `None` outside 1..=4094, which no member ENI can have.
     pub const fn from_vid(vid: u16) -> Option<Tci> {
-        if vid >= 1 && vid <= MAX_VID {
-            Some(Tci(vid))
-        } else {
-            None
-        }
+        if vid >= 1 && vid <= MAX_VID { Some(Tci(vid)) } else { None }
     }
 
     pub const fn vid(self) -> u16 {
@@ -112,19 +108,11 @@ fn write_tag(at: &mut [u8], tci: Tci) {
 
 /// Tags the frame in `buf[..len]` in place (moving everything after the MACs right by 4) and
 /// returns the new length. `buf` needs 4 spare bytes.
-pub fn push_in_place(
-    buf: &mut [u8],
-    len: usize,
-    tci: Tci,
-    vnet: &mut VnetHdr,
-) -> Result<usize, VlanError> {
+pub fn push_in_place(buf: &mut [u8], len: usize, tci: Tci, vnet: &mut VnetHdr) -> Result<usize, VlanError> {
     let frame = buf.get(..len).ok_or(VlanError::Truncated)?;
     check_push(frame)?;
     if buf.len() < len + TAG_LEN {
-        return Err(VlanError::BufferTooSmall(BufferTooSmall {
-            needed: len + TAG_LEN,
-            available: buf.len(),
-        }));
+        return Err(VlanError::BufferTooSmall(BufferTooSmall { needed: len + TAG_LEN, available: buf.len() }));
     }
     let v = shifted(vnet, TAG_LEN as i32)?;
     buf.copy_within(12..len, 12 + TAG_LEN);
@@ -135,11 +123,7 @@ pub fn push_in_place(
 
 /// Untags the frame in `buf[..len]` in place (moving everything after the tag left by 4) and
 /// returns the tag and the new length.
-pub fn pop_in_place(
-    buf: &mut [u8],
-    len: usize,
-    vnet: &mut VnetHdr,
-) -> Result<(Tci, usize), VlanError> {
+pub fn pop_in_place(buf: &mut [u8], len: usize, vnet: &mut VnetHdr) -> Result<(Tci, usize), VlanError> {
     let frame = buf.get(..len).ok_or(VlanError::Truncated)?;
     let tci = check_pop(frame)?;
     let v = shifted(vnet, -(TAG_LEN as i32))?;
@@ -161,13 +145,9 @@ pub fn push_headroom(
     let end = start.checked_add(len).ok_or(VlanError::Truncated)?;
     let frame = buf.get(start..end).ok_or(VlanError::Truncated)?;
     check_push(frame)?;
-    let new_start =
-        start
-            .checked_sub(TAG_LEN)
-            .ok_or(VlanError::BufferTooSmall(BufferTooSmall {
-                needed: TAG_LEN,
-                available: start,
-            }))?;
+    let new_start = start
+        .checked_sub(TAG_LEN)
+        .ok_or(VlanError::BufferTooSmall(BufferTooSmall { needed: TAG_LEN, available: start }))?;
     let v = shifted(vnet, TAG_LEN as i32)?;
     buf.copy_within(start..start + 12, new_start);
     write_tag(&mut buf[new_start + 12..new_start + 16], tci);
@@ -191,24 +171,16 @@ mod test {
     use crate::wire::vnet;
 
     /// 00:16:3e:00:00:02 ← 00:16:3e:00:00:01, IPv4, 4 payload bytes.
-    static UNTAGGED: [u8; 18] = [
-        0x00, 0x16, 0x3e, 0x00, 0x00, 0x02, 0x00, 0x16, 0x3e, 0x00, 0x00, 0x01, 0x08, 0x00, 0xde,
-        0xad, 0xbe, 0xef,
-    ];
+    static UNTAGGED: [u8; 18] =
+        [0x00, 0x16, 0x3e, 0x00, 0x00, 0x02, 0x00, 0x16, 0x3e, 0x00, 0x00, 0x01, 0x08, 0x00, 0xde, 0xad, 0xbe, 0xef];
     /// The same frame tagged with VID 1001 (0x3e9).
     static TAGGED_1001: [u8; 22] = [
-        0x00, 0x16, 0x3e, 0x00, 0x00, 0x02, 0x00, 0x16, 0x3e, 0x00, 0x00, 0x01, 0x81, 0x00, 0x03,
-        0xe9, 0x08, 0x00, 0xde, 0xad, 0xbe, 0xef,
+        0x00, 0x16, 0x3e, 0x00, 0x00, 0x02, 0x00, 0x16, 0x3e, 0x00, 0x00, 0x01, 0x81, 0x00, 0x03, 0xe9, 0x08, 0x00,
+        0xde, 0xad, 0xbe, 0xef,
     ];
 
     fn csum_hdr(start: u16) -> VnetHdr {
-        VnetHdr {
-            flags: vnet::F_NEEDS_CSUM,
-            csum_start: start,
-            csum_offset: 16,
-            hdr_len: 54,
-            ..VnetHdr::PLAIN
-        }
+        VnetHdr { flags: vnet::F_NEEDS_CSUM, csum_start: start, csum_offset: 16, hdr_len: 54, ..VnetHdr::PLAIN }
     }
 
     #[test]
@@ -253,43 +225,19 @@ mod test {
     fn refusals_leave_everything_unchanged() {
         let mut buf = TAGGED_1001;
         let mut v = csum_hdr(38);
-        assert_eq!(
-            push_in_place(&mut buf, 22, Tci(5), &mut v),
-            Err(VlanError::AlreadyTagged)
-        );
+        assert_eq!(push_in_place(&mut buf, 22, Tci(5), &mut v), Err(VlanError::AlreadyTagged));
         let mut buf2 = UNTAGGED;
-        assert_eq!(
-            pop_in_place(&mut buf2, 18, &mut v),
-            Err(VlanError::NotTagged)
-        );
-        assert!(matches!(
-            push_in_place(&mut buf2, 18, Tci(5), &mut v),
-            Err(VlanError::BufferTooSmall(_))
-        ));
-        assert!(matches!(
-            push_headroom(&mut buf2, 0, 18, Tci(5), &mut v),
-            Err(VlanError::BufferTooSmall(_))
-        ));
-        assert_eq!(
-            pop_in_place(&mut buf2, 13, &mut v),
-            Err(VlanError::Truncated)
-        );
-        assert_eq!(
-            pop_in_place(&mut buf2, 40, &mut v),
-            Err(VlanError::Truncated)
-        );
+        assert_eq!(pop_in_place(&mut buf2, 18, &mut v), Err(VlanError::NotTagged));
+        assert!(matches!(push_in_place(&mut buf2, 18, Tci(5), &mut v), Err(VlanError::BufferTooSmall(_))));
+        assert!(matches!(push_headroom(&mut buf2, 0, 18, Tci(5), &mut v), Err(VlanError::BufferTooSmall(_))));
+        assert_eq!(pop_in_place(&mut buf2, 13, &mut v), Err(VlanError::Truncated));
+        assert_eq!(pop_in_place(&mut buf2, 40, &mut v), Err(VlanError::Truncated));
         let mut cut = [0u8; 16];
         cut.copy_from_slice(&TAGGED_1001[..16]);
         assert_eq!(pop_headroom(&mut cut, &mut v), Err(VlanError::Truncated));
-        let mut bad = VnetHdr {
-            csum_start: 2,
-            ..csum_hdr(2)
-        };
+        let mut bad = VnetHdr { csum_start: 2, ..csum_hdr(2) };
         let mut buf3 = TAGGED_1001;
-        assert!(matches!(
-            pop_in_place(&mut buf3, 22, &mut bad),
-            Err(VlanError::Vnet(_))
-        ));
+        assert!(matches!(pop_in_place(&mut buf3, 22, &mut bad), Err(VlanError::Vnet(_))));
         assert_eq!(buf3, TAGGED_1001);
         assert_eq!((v, bad.csum_start), (csum_hdr(38), 2));
         assert_eq!(buf, TAGGED_1001);

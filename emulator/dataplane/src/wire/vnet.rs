@@ -39,20 +39,12 @@ pub struct VnetHdr {
 }
 
 impl VnetHdr {
-    pub const PLAIN: VnetHdr = VnetHdr {
-        flags: 0,
-        gso_type: GSO_NONE,
-        hdr_len: 0,
-        gso_size: 0,
-        csum_start: 0,
-        csum_offset: 0,
-    };
+    pub const PLAIN: VnetHdr =
+        VnetHdr { flags: 0, gso_type: GSO_NONE, hdr_len: 0, gso_size: 0, csum_start: 0, csum_offset: 0 };
 
     pub fn parse(buf: &[u8]) -> Result<VnetHdr, Malformed> {
-        let b: &[u8; LEN] = buf
-            .get(..LEN)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(Malformed("virtio-net header truncated"))?;
+        let b: &[u8; LEN] =
+            buf.get(..LEN).and_then(|b| b.try_into().ok()).ok_or(Malformed("virtio-net header truncated"))?;
         Ok(VnetHdr::from_bytes(b))
     }
 
@@ -177,20 +169,10 @@ mod test {
 
     #[test]
     fn shift_refuses_to_underflow() {
-        let mut h = VnetHdr {
-            csum_start: 3,
-            flags: F_NEEDS_CSUM,
-            ..VnetHdr::PLAIN
-        };
+        let mut h = VnetHdr { csum_start: 3, flags: F_NEEDS_CSUM, ..VnetHdr::PLAIN };
         assert!(h.shift(-4).is_err());
-        assert_eq!(
-            h.csum_start, 3,
-            "a failed shift leaves the header unchanged"
-        );
-        let mut h = VnetHdr {
-            csum_start: 65534,
-            ..VnetHdr::PLAIN
-        };
+        assert_eq!(h.csum_start, 3, "a failed shift leaves the header unchanged");
+        let mut h = VnetHdr { csum_start: 65534, ..VnetHdr::PLAIN };
         assert!(h.shift(4).is_err());
     }
 
