@@ -4,7 +4,14 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["enifab/v1/common.proto", "enifab/v1/vpc.proto", "enifab/v1/ecs.proto", "enifab/v1/emulator.proto"];
+    let protos = [
+        "enifab/v1/common.proto",
+        "enifab/v1/vpc.proto",
+        "enifab/v1/ecs.proto",
+        "enifab/v1/emulator.proto",
+        "enifab/v1/fabric.proto",
+        "enifab/v1/shim.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
