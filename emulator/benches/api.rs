@@ -40,6 +40,7 @@ async fn start() -> Server {
         data_dir: dir.path().to_path_buf(),
         region: "cn-hongkong".into(),
         delays: TransitionDelays::ZERO,
+        fabric_listen: "127.0.0.1:0".parse().unwrap(),
     };
     let model = serve::open_model(&cfg, Arc::new(SystemClock), Vec::new()).unwrap();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();
@@ -243,7 +244,12 @@ async fn health_baseline(addr: std::net::SocketAddr, clients: usize, secs: f64) 
         lat.extend(t.await.unwrap());
     }
     lat.sort();
-    Rate { ops: done.load(Ordering::Relaxed), secs: start.elapsed().as_secs_f64(), p50: pct(&lat, 0.5), p99: pct(&lat, 0.99) }
+    Rate {
+        ops: done.load(Ordering::Relaxed),
+        secs: start.elapsed().as_secs_f64(),
+        p50: pct(&lat, 0.5),
+        p99: pct(&lat, 0.99),
+    }
 }
 
 struct Describe {
@@ -338,15 +344,24 @@ async fn filtered_describe() -> Describe {
     // Baseline: the model alone, a filter with no index, i.e. a scan of all 10,000 ENIs.
     let mut r = Region::new(RegionConfig::new("cn-hongkong"), 1);
     let now = Millis(1);
-    let vpc = r.create_vpc(CreateVpc { cidr_block: Some("10.0.0.0/8".into()), ..Default::default() }, now).unwrap().vpc_id;
+    let vpc =
+        r.create_vpc(CreateVpc { cidr_block: Some("10.0.0.0/8".into()), ..Default::default() }, now).unwrap().vpc_id;
     let vsw = r
         .create_vswitch(
-            CreateVSwitch { vpc_id: vpc.clone(), zone_id: "cn-hongkong-b".into(), cidr_block: "10.1.0.0/16".into(), ..Default::default() },
+            CreateVSwitch {
+                vpc_id: vpc.clone(),
+                zone_id: "cn-hongkong-b".into(),
+                cidr_block: "10.1.0.0/16".into(),
+                ..Default::default()
+            },
             now,
         )
         .unwrap()
         .v_switch_id;
-    let sg = r.create_security_group(CreateSecurityGroup { vpc_id: vpc.clone(), ..Default::default() }, now).unwrap().security_group_id;
+    let sg = r
+        .create_security_group(CreateSecurityGroup { vpc_id: vpc.clone(), ..Default::default() }, now)
+        .unwrap()
+        .security_group_id;
     for i in 0..10_000 {
         r.create_network_interface(
             CreateNetworkInterface {
@@ -372,19 +387,32 @@ async fn filtered_describe() -> Describe {
         assert!(items.is_empty());
     }
     scan.sort();
-    Describe { grpc_p50: pct(&lat, 0.5), grpc_p99: pct(&lat, 0.99), scan_p50: pct(&scan, 0.5), scan_p99: pct(&scan, 0.99) }
+    Describe {
+        grpc_p50: pct(&lat, 0.5),
+        grpc_p99: pct(&lat, 0.99),
+        scan_p50: pct(&scan, 0.5),
+        scan_p99: pct(&scan, 0.99),
+    }
 }
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)
+        })
         .unwrap_or(0);
     format!("{cores} cores ({cpu}), {mem} GiB RAM, Linux {}", kernel.trim())
 }
@@ -426,7 +454,11 @@ fn main() {
         let per_s = rt_rate.ops as f64 / rt_rate.secs;
         best = best.max(per_s);
         let base_s = base.ops as f64 / base.secs;
-        println!("clients {n:>3}: {per_s:>8.0} create+attach+describe/s (p50 {}, p99 {}); health baseline {base_s:>8.0} calls/s", ms(rt_rate.p50), ms(rt_rate.p99));
+        println!(
+            "clients {n:>3}: {per_s:>8.0} create+attach+describe/s (p50 {}, p99 {}); health baseline {base_s:>8.0} calls/s",
+            ms(rt_rate.p50),
+            ms(rt_rate.p99)
+        );
         rows.push_str(&format!(
             "| {n} | {per_s:.0} | {} | {} | {base_s:.0} | {} |\n",
             ms(rt_rate.p50),
@@ -442,7 +474,12 @@ fn main() {
         ms(d.scan_p50),
         ms(d.scan_p99)
     );
-    let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let (gp50, gp99, sp50, sp99) = (ms(d.grpc_p50), ms(d.grpc_p99), ms(d.scan_p50), ms(d.scan_p99));
     let machine = machine();
     let section = format!(

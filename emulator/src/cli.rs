@@ -99,6 +99,7 @@ pub struct Clients {
     pub ecs: pb::ecs_client::EcsClient<Channel>,
     pub vpc: pb::vpc_client::VpcClient<Channel>,
     pub emulator: pb::emulator_client::EmulatorClient<Channel>,
+    pub fabric: pb::fabric_client::FabricClient<Channel>,
 }
 
 impl Clients {
@@ -106,7 +107,8 @@ impl Clients {
         Clients {
             ecs: pb::ecs_client::EcsClient::new(channel.clone()),
             vpc: pb::vpc_client::VpcClient::new(channel.clone()),
-            emulator: pb::emulator_client::EmulatorClient::new(channel),
+            emulator: pb::emulator_client::EmulatorClient::new(channel.clone()),
+            fabric: pb::fabric_client::FabricClient::new(channel),
         }
     }
 }
@@ -117,4 +119,59 @@ pub fn describe_status(status: &tonic::Status) -> String {
         Some((code, message)) => format!("{code}: {message}"),
         None => format!("{:?}: {}", status.code(), status.message()),
     }
+}
+
+/// `enifab fabric counters`: the pipeline's counters as a table (or JSON).
+pub async fn fabric_counters(
+    endpoint: &str,
+    port: Option<u32>,
+    eni: Option<String>,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let channel = connect(endpoint).await?;
+    let mut client = pb::fabric_client::FabricClient::new(channel);
+    let r = client
+        .describe_fabric_counters(pb::DescribeFabricCountersRequest {
+            vni: port,
+            network_interface_id: eni.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
+        .into_inner();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&codec::to_json(&r)).expect("JSON values print"));
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    print!("{}", counters_table(&r));
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The counters as a fixed-width table: one row per port, then the drop totals.
+pub fn counters_table(r: &pb::DescribeFabricCountersResponse) -> String {
+    let mut out = format!("config epoch {}, {} tracked flows\n\n", r.config_epoch, r.conntrack_entries);
+    out.push_str(&format!(
+        "{:>8}  {:<26} {:<24} {:>10} {:>12} {:>10} {:>12}  drops\n",
+        "VNI", "ENI", "INSTANCE", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES"
+    ));
+    for p in &r.ports {
+        let drops: Vec<String> = p.drops.iter().map(|d| format!("{}={}", d.reason, d.frames)).collect();
+        out.push_str(&format!(
+            "{:>8}  {:<26} {:<24} {:>10} {:>12} {:>10} {:>12}  {}\n",
+            p.vni,
+            p.network_interface_id,
+            p.instance_id,
+            p.rx_frames,
+            p.rx_bytes,
+            p.tx_frames,
+            p.tx_bytes,
+            if drops.is_empty() { "-".to_string() } else { drops.join(" ") }
+        ));
+    }
+    if !r.drops.is_empty() {
+        out.push_str("\ndrops by reason (all ports)\n");
+        for d in &r.drops {
+            out.push_str(&format!("  {:<32} {:>10} frames {:>12} bytes\n", d.reason, d.frames, d.bytes));
+        }
+    }
+    out
 }

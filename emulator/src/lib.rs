@@ -6,6 +6,8 @@
 //! - [`store`]: SQLite persistence (WAL, `synchronous=FULL`);
 //! - [`grpc`]: the `enifab.v1` services, thin translators between proto and model;
 //! - [`serve`]: `enifab serve`, one port for gRPC, reflection, health and HTTP;
+//! - [`fabric`]: the data plane at run time: Geneve socket, I/O thread, shim registry,
+//!   `enifab.v1.Fabric`;
 //! - [`codec`]: the cloud's flat parameters (`SecurityGroupIds.1=…`) and PascalCase JSON,
 //!   derived from the proto descriptors, shared by the CLI and the HTTP endpoint;
 //! - [`cli`]: `enifab ecs|vpc|emulator <Action> --Param value` over gRPC;
@@ -15,6 +17,7 @@ pub mod actor;
 pub mod apply;
 pub mod cli;
 pub mod codec;
+pub mod fabric;
 pub mod grpc;
 pub mod serve;
 pub mod store;

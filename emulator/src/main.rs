@@ -33,6 +33,9 @@ enum Command {
         /// Where the state lives (SQLite, crash-safe).
         #[arg(long, env = "ENIFAB_DATA_DIR", default_value = "./enifab-data")]
         data_dir: PathBuf,
+        /// The Geneve/UDP socket node shims exchange frames with.
+        #[arg(long, env = "ENIFAB_FABRIC_LISTEN", default_value = serve::DEFAULT_FABRIC_LISTEN)]
+        fabric_listen: std::net::SocketAddr,
         /// The region this server emulates (one region per server and data directory).
         #[arg(long, env = "ENIFAB_REGION", default_value = "cn-hongkong")]
         region: String,
@@ -58,11 +61,30 @@ enum Command {
     Vpc(ActionArgs),
     /// Call an emulator-only action: `enifab emulator CreateInstanceType --InstanceTypeId …`.
     Emulator(ActionArgs),
+    /// Look at the data plane.
+    #[command(subcommand)]
+    Fabric(FabricCommand),
     /// Create the cloud side of a topology file (VPCs, vSwitches, groups, instances, trunks).
     Apply {
         /// The topology file (YAML).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FabricCommand {
+    /// Frames, bytes and drops per port (Geneve VNI) and per drop reason.
+    Counters {
+        /// Only this port (VNI).
+        #[arg(long)]
+        port: Option<u32>,
+        /// Only the port of this ENI.
+        #[arg(long)]
+        eni: Option<String>,
+        /// Print the response as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -114,6 +136,7 @@ async fn main() -> ExitCode {
     let outcome: Result<ExitCode> = match cli.command {
         Command::Serve {
             listen,
+            fabric_listen,
             data_dir,
             region,
             attach_delay_ms,
@@ -133,11 +156,17 @@ async fn main() -> ExitCode {
                     start_stop_ms: start_stop_delay_ms,
                 }
             };
-            serve::serve(ServeConfig { listen, data_dir, region, delays }).await.map(|()| ExitCode::SUCCESS)
+            serve::serve(ServeConfig { listen, data_dir, region, delays, fabric_listen })
+                .await
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::Ecs(args) => Ok(action(&cli.endpoint, "Ecs", args).await),
         Command::Vpc(args) => Ok(action(&cli.endpoint, "Vpc", args).await),
         Command::Emulator(args) => Ok(action(&cli.endpoint, "Emulator", args).await),
+        Command::Fabric(FabricCommand::Counters { port, eni, json }) => {
+            init_tracing("warn");
+            enifab::cli::fabric_counters(&cli.endpoint, port, eni, json).await
+        }
         Command::Apply { file } => {
             init_tracing("warn");
             enifab::apply::run(&cli.endpoint, &file).await

@@ -14,16 +14,21 @@ use enifab_model::TransitionDelays;
 use enifab_model::error::Product;
 use enifab_proto::v1::ecs_server::EcsServer;
 use enifab_proto::v1::emulator_server::EmulatorServer;
+use enifab_proto::v1::fabric_server::FabricServer;
 use enifab_proto::v1::vpc_server::VpcServer;
 use tokio::net::TcpListener;
 
 use crate::actor::{Clock, CommitHook, ModelHandle, ModelOptions, SystemClock};
+use crate::fabric::FabricShell;
+use crate::fabric::service::FabricService;
 use crate::grpc::Ctx;
 use crate::grpc::ecs::EcsService;
 use crate::grpc::emulator::EmulatorService;
 use crate::grpc::vpc::VpcService;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Geneve's IANA port, on loopback.
+pub const DEFAULT_FABRIC_LISTEN: &str = "127.0.0.1:6081";
 
 /// Everything `enifab serve` is configured with.
 #[derive(Clone, Debug)]
@@ -32,6 +37,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub region: String,
     pub delays: TransitionDelays,
+    /// The Geneve UDP socket the node shims talk to.
+    pub fabric_listen: SocketAddr,
 }
 
 /// Open the model for `cfg` (loading the data directory).
@@ -39,8 +46,32 @@ pub fn open_model(cfg: &ServeConfig, clock: Arc<dyn Clock>, hooks: Vec<CommitHoo
     ModelHandle::start(&cfg.data_dir, ModelOptions { region: cfg.region.clone(), delays: cfg.delays, clock, hooks })
 }
 
-/// Build the router: the three API services, reflection (v1 and v1alpha) and health.
-pub async fn router(model: ModelHandle) -> Result<axum::Router> {
+/// The whole emulator: the model and the data plane wired together.
+#[derive(Clone, Debug)]
+pub struct Emulator {
+    pub model: ModelHandle,
+    pub fabric: Arc<FabricShell>,
+}
+
+impl Emulator {
+    /// Bind the fabric socket, open the data directory, and connect the two.
+    pub fn open(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Emulator> {
+        let (fabric, hook) = FabricShell::start(cfg.fabric_listen)?;
+        let model = open_model(cfg, clock, vec![hook])?;
+        Ok(Emulator { model, fabric })
+    }
+
+    /// Serve the API (with the Fabric service) on `listener` until `shutdown` completes.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let app = router(self.model, Some(self.fabric)).await?;
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving")?;
+        Ok(())
+    }
+}
+
+/// Build the router: the API services (and the Fabric service when a fabric runs), reflection
+/// (v1 and v1alpha) and health.
+pub async fn router(model: ModelHandle, fabric: Option<Arc<FabricShell>>) -> Result<axum::Router> {
     let ecs = EcsService { ctx: Ctx { model: model.clone(), product: Product::Ecs } };
     let vpc = VpcService { ctx: Ctx { model: model.clone(), product: Product::Vpc } };
     let emu = EmulatorService { ctx: Ctx { model: model.clone(), product: Product::Ecs } };
@@ -53,38 +84,43 @@ pub async fn router(model: ModelHandle) -> Result<axum::Router> {
     reporter.set_serving::<EcsServer<EcsService>>().await;
     reporter.set_serving::<VpcServer<VpcService>>().await;
     reporter.set_serving::<EmulatorServer<EmulatorService>>().await;
-    let routes = tonic::service::Routes::new(EcsServer::new(ecs))
+    let mut routes = tonic::service::Routes::new(EcsServer::new(ecs))
         .add_service(VpcServer::new(vpc))
         .add_service(EmulatorServer::new(emu))
         .add_service(reflection().build_v1().context("reflection v1")?)
         .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
         .add_service(health);
+    if let Some(shell) = fabric {
+        reporter.set_serving::<FabricServer<FabricService>>().await;
+        routes = routes.add_service(FabricServer::new(FabricService { model, shell }));
+    }
     Ok(routes.into_axum_router())
 }
 
-/// Serve on `listener` until `shutdown` completes.
+/// Serve the API alone (no data plane) on `listener` until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
     model: ModelHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let app = router(model).await?;
+    let app = router(model, None).await?;
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving")?;
     Ok(())
 }
 
 /// `enifab serve`: open the model, bind, serve until Ctrl-C or SIGTERM.
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
-    let model = open_model(&cfg, Arc::new(SystemClock), Vec::new())?;
+    let emulator = Emulator::open(&cfg, Arc::new(SystemClock))?;
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), region = %cfg.region, "enifab serving");
     eprintln!(
-        "enifab: region {} serving on {} (data in {})",
+        "enifab: region {} serving on {}, fabric (Geneve/UDP) on {}, data in {}",
         cfg.region,
         listener.local_addr()?,
+        emulator.fabric.addr(),
         cfg.data_dir.display()
     );
-    run(listener, model, shutdown_signal()).await
+    emulator.run(listener, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

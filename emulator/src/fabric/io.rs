@@ -1,0 +1,92 @@
+//! The fabric's I/O thread: Geneve datagrams in, [`enifab_dataplane::Fabric::process`], Geneve
+//! datagrams out.
+//!
+//! One OS thread owns the pipeline (and so its conntrack and counters) and the UDP socket. It
+//! takes up to a batch of datagrams per `recvmmsg`, runs each through the pure pipeline into the
+//! next free send buffer, and sends the batch with one `sendmmsg`. Nothing else touches the
+//! pipeline, so the hot path takes no lock: a new configuration arrives as an `Arc` swapped in
+//! between batches (a `watch` channel, checked with one atomic load), counters leave as a
+//! snapshot on request. The socket's read timeout bounds how late a swap or a request can be.
+
+use std::hash::RandomState;
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use enifab_dataplane::{Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot, Verdict};
+use tokio::sync::{oneshot, watch};
+
+use super::udp::{RecvBatch, SendBatch, set_buffers};
+
+/// What other threads may ask of the I/O thread.
+pub enum IoRequest {
+    Stats(oneshot::Sender<StatsSnapshot>),
+}
+
+const POLL: Duration = Duration::from_millis(20);
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+pub fn spawn(
+    sock: UdpSocket,
+    mut config: watch::Receiver<Arc<FabricConfig>>,
+    requests: mpsc::Receiver<IoRequest>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    sock.set_read_timeout(Some(POLL))?;
+    set_buffers(&sock, 8 << 20);
+    std::thread::Builder::new().name("enifab-fabric".into()).spawn(move || {
+        let epoch = std::time::Instant::now();
+        let clock = || Instant(epoch.elapsed().as_nanos() as u64);
+        let mut fabric = Fabric::new(config.borrow_and_update().clone(), FabricOptions::new(RandomState::new()));
+        let mut rx = RecvBatch::new();
+        let mut tx = SendBatch::default();
+        let mut last_expire = clock();
+        loop {
+            while let Ok(req) = requests.try_recv() {
+                match req {
+                    IoRequest::Stats(reply) => {
+                        let _ = reply.send(fabric.stats());
+                    }
+                }
+            }
+            let received = rx.recv(&sock);
+            // Look for a new snapshot after waking, not before sleeping: a frame sent after an
+            // API call returned must meet the configuration that call made.
+            match config.has_changed() {
+                Ok(true) => fabric.set_config(config.borrow_and_update().clone()),
+                Ok(false) => {}
+                // The emulator is shutting down.
+                Err(_) => return,
+            }
+            match received {
+                Ok(n) => {
+                    let now = clock();
+                    for i in 0..n {
+                        let Some((from, data)) = rx.get(i) else { continue };
+                        match fabric.process(now, from, data, tx.next_buf()) {
+                            Verdict::Forward { to, len } | Verdict::Reply { to, len } => {
+                                tx.commit(to, len);
+                                if tx.is_full() {
+                                    tx.flush(&sock);
+                                }
+                            }
+                            Verdict::Drop(_) => {}
+                        }
+                    }
+                    tx.flush(&sock);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "fabric receive failed");
+                    std::thread::sleep(POLL);
+                }
+            }
+            let now = clock();
+            if now.0.saturating_sub(last_expire.0) >= EXPIRE_EVERY.as_nanos() as u64 {
+                fabric.expire(now);
+                last_expire = now;
+            }
+        }
+    })
+}

@@ -1,0 +1,155 @@
+//! `enifab.v1.Fabric`: RegisterNode, WatchNode and DescribeFabricCounters.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use enifab_model::ModelError;
+use enifab_model::error::Product;
+use enifab_proto::v1 as pb;
+use enifab_proto::v1::fabric_server::Fabric;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{FabricShell, view};
+use crate::actor::ModelHandle;
+use crate::grpc::{request_id, status::to_status};
+
+#[derive(Clone, Debug)]
+pub struct FabricService {
+    pub model: ModelHandle,
+    pub shell: Arc<FabricShell>,
+}
+
+fn err(e: ModelError, rid: &str) -> Status {
+    to_status(&e, Product::Ecs, rid)
+}
+
+impl FabricService {
+    async fn node(&self, instance_id: &str) -> Result<pb::NodeConfig, ModelError> {
+        let id = instance_id.to_string();
+        let fabric = self.shell.addr().to_string();
+        self.model
+            .read(move |r| view::node_config(r, &id, &fabric))
+            .await?
+            .ok_or_else(|| ModelError::InstanceNotFound(instance_id.to_string()))
+    }
+}
+
+type NodeStream = Pin<Box<dyn Stream<Item = Result<pb::NodeConfig, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Fabric for FabricService {
+    async fn register_node(
+        &self,
+        req: Request<pb::RegisterNodeRequest>,
+    ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+        let q = req.into_inner();
+        let rid = request_id();
+        if q.instance_id.is_empty() {
+            return Err(err(ModelError::MissingParameter("InstanceId"), &rid));
+        }
+        let geneve: SocketAddr =
+            q.geneve_address.parse().map_err(|_| err(ModelError::invalid("GeneveAddress", "must be ip:port"), &rid))?;
+        // Check the instance exists before it can claim ports.
+        let config = self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
+        self.shell.register(&q.instance_id, geneve);
+        let publisher = self.shell.publisher.clone();
+        self.model.read(move |r| publisher.publish(r)).await.map_err(|e| err(e, &rid))?;
+        tracing::info!(instance = %q.instance_id, %geneve, "node registered");
+        Ok(Response::new(pb::RegisterNodeResponse {
+            fabric_address: self.shell.addr().to_string(),
+            config: Some(config),
+        }))
+    }
+
+    type WatchNodeStream = NodeStream;
+
+    async fn watch_node(&self, req: Request<pb::WatchNodeRequest>) -> Result<Response<NodeStream>, Status> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let first = self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
+        let (tx, rx) = mpsc::channel(4);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut epochs = this.model.epochs();
+            let mut last = first;
+            if tx.send(Ok(last.clone())).await.is_err() {
+                return;
+            }
+            loop {
+                if epochs.changed().await.is_err() {
+                    return;
+                }
+                match this.node(&q.instance_id).await {
+                    Ok(cfg) => {
+                        // Only what the node would notice; the epoch moves on every commit.
+                        let changed =
+                            pb::NodeConfig { epoch: 0, ..cfg.clone() } != pb::NodeConfig { epoch: 0, ..last.clone() };
+                        if changed {
+                            last = cfg;
+                            if tx.send(Ok(last.clone())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(err(e, &request_id()))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn describe_fabric_counters(
+        &self,
+        req: Request<pb::DescribeFabricCountersRequest>,
+    ) -> Result<Response<pb::DescribeFabricCountersResponse>, Status> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let stats = self.shell.stats().await.ok_or_else(|| err(ModelError::InternalError, &rid))?;
+        let vnis: Vec<u32> = stats.ports.iter().map(|p| p.vni).collect();
+        let owners = self
+            .model
+            .read(move |r| {
+                vnis.iter()
+                    .map(|v| r.eni_by_port(*v).and_then(|e| e.instance_id()).unwrap_or_default().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| err(e, &rid))?;
+        let drops = |d: &[enifab_dataplane::DropStats]| {
+            d.iter()
+                .map(|d| pb::DropCounter { reason: d.reason.to_string(), frames: d.frames, bytes: d.bytes })
+                .collect()
+        };
+        let ports = stats
+            .ports
+            .iter()
+            .zip(owners)
+            .filter(|(p, _)| q.vni.is_none_or(|v| v == p.vni))
+            .filter(|(p, _)| q.network_interface_id.is_empty() || q.network_interface_id == p.eni_id)
+            .map(|(p, instance_id)| pb::PortCounters {
+                vni: p.vni,
+                network_interface_id: p.eni_id.clone(),
+                instance_id,
+                rx_frames: p.rx_frames,
+                rx_bytes: p.rx_bytes,
+                tx_frames: p.tx_frames,
+                tx_bytes: p.tx_bytes,
+                drops: drops(&p.drops),
+            })
+            .collect();
+        Ok(Response::new(pb::DescribeFabricCountersResponse {
+            request_id: rid,
+            config_epoch: stats.epoch,
+            conntrack_entries: stats.conntrack_entries as u64,
+            ports,
+            drops: drops(&stats.drops),
+        }))
+    }
+}
