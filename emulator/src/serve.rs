@@ -64,7 +64,7 @@ impl Emulator {
     /// Serve the API (with the Fabric service) on `listener` until `shutdown` completes.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let app = router(self.model, Some(self.fabric)).await?;
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving")?;
+        axum::serve(no_delay(listener), app).with_graceful_shutdown(shutdown).await.context("serving")?;
         Ok(())
     }
 }
@@ -104,7 +104,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let app = router(model, None).await?;
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving")?;
+    axum::serve(no_delay(listener), app).with_graceful_shutdown(shutdown).await.context("serving")?;
     Ok(())
 }
 
@@ -136,4 +136,16 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Answers must leave at once: without TCP_NODELAY, a reply that is ready a moment after the
+/// request (any call that waits for the model thread's commit) sits behind Nagle's algorithm
+/// until the client's delayed ACK, 40 ms later.
+fn no_delay(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    })
 }
