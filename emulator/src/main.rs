@@ -54,6 +54,8 @@ enum Command {
         /// Complete every transition at once (what tests want).
         #[arg(long)]
         no_delays: bool,
+        #[command(flatten)]
+        api: Box<ApiArgs>,
     },
     /// Call an ECS action: `enifab ecs DescribeNetworkInterfaces --InstanceId i-…`.
     Ecs(ActionArgs),
@@ -64,12 +66,102 @@ enum Command {
     /// Look at the data plane.
     #[command(subcommand)]
     Fabric(FabricCommand),
+    /// A whole cluster on this machine from a topology file: nodes, pods, probes.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// The seed article's SOP scenarios, end to end: lab up, check, down (needs root).
+    Demo {
+        /// Use the `vlan` datapath example instead of the article's `veth` one.
+        #[arg(long)]
+        vlan: bool,
+    },
     /// Create the cloud side of a topology file (VPCs, vSwitches, groups, instances, trunks).
     Apply {
         /// The topology file (YAML).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum LabCommand {
+    /// Create the topology: cloud resources, node namespaces with their shims, pods, servers.
+    Up(LabArgs),
+    /// Run the topology's checks and print the table; exit 1 on any mismatch.
+    Check(LabArgs),
+    /// Remove everything `up` made, also after a crash.
+    Down(LabArgs),
+    /// (internal) Run the built-in responders inside a namespace.
+    #[command(hide = true)]
+    Responder {
+        #[arg(long)]
+        netns: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tcp: Vec<u16>,
+        #[arg(long)]
+        udp: Vec<u16>,
+        #[arg(long)]
+        http: Vec<u16>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct LabArgs {
+    /// The topology file.
+    file: PathBuf,
+    /// Where the lab keeps its state, logs and shim sockets.
+    #[arg(long, env = "ENIFAB_LAB_DIR", default_value = "./enifab-data/lab")]
+    state_dir: PathBuf,
+}
+
+/// The cloud-compatible endpoint (ECS/VPC OpenAPI): who may call, and HTTPS.
+#[derive(clap::Args, Debug)]
+struct ApiArgs {
+    /// Require requests signed with this AccessKey (with --access-key-secret); without any
+    /// credentials, every request is accepted unsigned.
+    #[arg(long, env = "ENIFAB_ACCESS_KEY_ID", requires = "access_key_secret")]
+    access_key_id: Option<String>,
+    /// The secret of --access-key-id (prefer the environment or --access-key-file: flags show in `ps`).
+    #[arg(long, env = "ENIFAB_ACCESS_KEY_SECRET", hide_env_values = true, requires = "access_key_id")]
+    access_key_secret: Option<String>,
+    /// A file of AccessKeys, one `AccessKeyId AccessKeySecret` pair per line.
+    #[arg(long, env = "ENIFAB_ACCESS_KEY_FILE")]
+    access_key_file: Option<PathBuf>,
+    /// Also serve HTTPS (OpenAPI and gRPC) here, e.g. 127.0.0.1:50443. Off by default.
+    #[arg(long, env = "ENIFAB_HTTPS_LISTEN")]
+    https_listen: Option<std::net::SocketAddr>,
+    /// The HTTPS certificate chain (PEM); without it enifab issues one from its own CA, kept in
+    /// <data-dir>/tls/ca.pem.
+    #[arg(long, env = "ENIFAB_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "ENIFAB_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// More names for the certificate enifab issues (DNS names or IPs clients connect to).
+    #[arg(long = "tls-san", env = "ENIFAB_TLS_SANS", value_delimiter = ',')]
+    tls_sans: Vec<String>,
+}
+
+impl ApiArgs {
+    fn config(self) -> Result<serve::ApiConfig> {
+        use enifab::openapi::auth::Credentials;
+        let mut credentials = Credentials::default();
+        if let (Some(id), Some(secret)) = (self.access_key_id, self.access_key_secret) {
+            credentials.extend(Credentials::new([(id, secret)]));
+        }
+        if let Some(file) = &self.access_key_file {
+            credentials.extend(Credentials::load(file)?);
+        }
+        let https = self.https_listen.map(|listen| enifab::openapi::tls::HttpsConfig {
+            listen,
+            cert: self.tls_cert,
+            key: self.tls_key,
+            sans: self.tls_sans,
+        });
+        Ok(serve::ApiConfig { openapi: enifab::openapi::Options { credentials }, https })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,6 +222,30 @@ async fn action(endpoint: &str, service: &str, args: ActionArgs) -> ExitCode {
     }
 }
 
+async fn lab_command(endpoint: &str, cmd: LabCommand) -> Result<ExitCode> {
+    use enifab::lab::{self, LabOptions};
+    let print = &mut |line: String| println!("{line}");
+    match cmd {
+        LabCommand::Up(a) => {
+            lab::up(&LabOptions::new(endpoint, &a.state_dir)?, &a.file, print).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Check(a) => {
+            let rows = lab::check(&LabOptions::new(endpoint, &a.state_dir)?, &a.file).await?;
+            print!("{}", lab::render(&rows));
+            Ok(lab::exit_code(&rows))
+        }
+        LabCommand::Down(a) => {
+            lab::down(&LabOptions::new(endpoint, &a.state_dir)?, &a.file, print).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Responder { netns, name, tcp, udp, http } => {
+            lab::responder::run(&netns, &name, &tcp, &udp, &http)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -144,6 +260,7 @@ async fn main() -> ExitCode {
             delete_delay_ms,
             start_stop_delay_ms,
             no_delays,
+            api,
         } => {
             init_tracing("info");
             let delays = if no_delays {
@@ -156,9 +273,12 @@ async fn main() -> ExitCode {
                     start_stop_ms: start_stop_delay_ms,
                 }
             };
-            serve::serve(ServeConfig { listen, data_dir, region, delays, fabric_listen })
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            match api.config() {
+                Ok(api) => serve::serve(ServeConfig { listen, data_dir, region, delays, fabric_listen }, api)
+                    .await
+                    .map(|()| ExitCode::SUCCESS),
+                Err(e) => Err(e),
+            }
         }
         Command::Ecs(args) => Ok(action(&cli.endpoint, "Ecs", args).await),
         Command::Vpc(args) => Ok(action(&cli.endpoint, "Vpc", args).await),
@@ -166,6 +286,14 @@ async fn main() -> ExitCode {
         Command::Fabric(FabricCommand::Counters { port, eni, json }) => {
             init_tracing("warn");
             enifab::cli::fabric_counters(&cli.endpoint, port, eni, json).await
+        }
+        Command::Lab(cmd) => {
+            init_tracing("warn");
+            lab_command(&cli.endpoint, cmd).await
+        }
+        Command::Demo { vlan } => {
+            init_tracing("warn");
+            enifab::lab::demo::run(vlan).await
         }
         Command::Apply { file } => {
             init_tracing("warn");

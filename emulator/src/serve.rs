@@ -1,6 +1,11 @@
 //! `enifab serve`: the emulator process. Binds the API port (gRPC with reflection and health,
 //! plus plain HTTP routes on the same port) and runs until asked to stop.
 //!
+//! The plain HTTP routes are the cloud-compatible OpenAPI endpoint (`crate::openapi`): `/` with
+//! `?Action=…&Version=…` serves ECS `2014-05-26` and VPC `2016-04-28` to Terway, the CCM and the
+//! official SDKs, through the same handlers as gRPC. `--https-listen` adds a TLS listener that
+//! serves the same router (OpenAPI and gRPC).
+//!
 //! Loopback is the default listen address: an emulator of a cloud control plane has no
 //! authentication of its own, so exposing it is an explicit choice (`--listen 0.0.0.0:50051`).
 
@@ -21,10 +26,11 @@ use tokio::net::TcpListener;
 use crate::actor::{Clock, CommitHook, ModelHandle, ModelOptions, SystemClock};
 use crate::fabric::FabricShell;
 use crate::fabric::service::FabricService;
-use crate::grpc::Ctx;
 use crate::grpc::ecs::EcsService;
 use crate::grpc::emulator::EmulatorService;
 use crate::grpc::vpc::VpcService;
+use crate::grpc::{self, Ctx, Faults};
+use crate::openapi::{self, tls};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// Geneve's IANA port, on loopback.
@@ -39,6 +45,15 @@ pub struct ServeConfig {
     pub delays: TransitionDelays,
     /// The Geneve UDP socket the node shims talk to.
     pub fabric_listen: SocketAddr,
+}
+
+/// How `enifab serve` configures the cloud-compatible endpoint (kept apart from [`ServeConfig`],
+/// which in-process servers build field by field).
+#[derive(Clone, Debug, Default)]
+pub struct ApiConfig {
+    pub openapi: openapi::Options,
+    /// The HTTPS listener, off unless asked for.
+    pub https: Option<tls::HttpsConfig>,
 }
 
 /// Open the model for `cfg` (loading the data directory).
@@ -70,11 +85,24 @@ impl Emulator {
 }
 
 /// Build the router: the API services (and the Fabric service when a fabric runs), reflection
-/// (v1 and v1alpha) and health.
+/// (v1 and v1alpha), health, and the cloud-compatible endpoint (no signature checks).
 pub async fn router(model: ModelHandle, fabric: Option<Arc<FabricShell>>) -> Result<axum::Router> {
-    let ecs = EcsService { ctx: Ctx { model: model.clone(), product: Product::Ecs } };
-    let vpc = VpcService { ctx: Ctx { model: model.clone(), product: Product::Vpc } };
-    let emu = EmulatorService { ctx: Ctx { model: model.clone(), product: Product::Ecs } };
+    router_with(model, fabric, openapi::Options::default()).await
+}
+
+/// [`router`] with the cloud-compatible endpoint configured by `api`.
+pub async fn router_with(
+    model: ModelHandle,
+    fabric: Option<Arc<FabricShell>>,
+    api: openapi::Options,
+) -> Result<axum::Router> {
+    // One fault registry for every service and face (`InjectFault`).
+    let faults = Faults::default();
+    let ctx = |product| Ctx { model: model.clone(), product, faults: faults.clone() };
+    let ecs = EcsService { ctx: ctx(Product::Ecs) };
+    let vpc = VpcService { ctx: ctx(Product::Vpc) };
+    let emu = EmulatorService { ctx: ctx(Product::Ecs) };
+    let services = openapi::dispatch::Services { ecs: ecs.clone(), vpc: vpc.clone(), emulator: emu.clone() };
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(enifab_proto::FILE_DESCRIPTOR_SET)
@@ -94,7 +122,9 @@ pub async fn router(model: ModelHandle, fabric: Option<Arc<FabricShell>>) -> Res
         reporter.set_serving::<FabricServer<FabricService>>().await;
         routes = routes.add_service(FabricServer::new(FabricService { model, shell }));
     }
-    Ok(routes.into_axum_router())
+    // gRPC handlers run inside their action's scope, so injected faults reach them too.
+    let grpc_routes = routes.into_axum_router().layer(axum::middleware::from_fn(grpc::action_scope));
+    Ok(grpc_routes.merge(openapi::router(services, api)))
 }
 
 /// Serve the API alone (no data plane) on `listener` until `shutdown` completes.
@@ -108,10 +138,31 @@ pub async fn run(
     Ok(())
 }
 
+/// [`run`] with the cloud-compatible endpoint configured by `api` (signature checks).
+pub async fn run_with(
+    listener: TcpListener,
+    model: ModelHandle,
+    api: openapi::Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let app = router_with(model, None, api).await?;
+    axum::serve(no_delay(listener), app).with_graceful_shutdown(shutdown).await.context("serving")?;
+    Ok(())
+}
+
 /// `enifab serve`: open the model, bind, serve until Ctrl-C or SIGTERM.
-pub async fn serve(cfg: ServeConfig) -> Result<()> {
+pub async fn serve(cfg: ServeConfig, api: ApiConfig) -> Result<()> {
     let emulator = Emulator::open(&cfg, Arc::new(SystemClock))?;
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let https = match &api.https {
+        Some(h) => {
+            let files = h.cert_files(&cfg.data_dir)?;
+            let config = tls::server_config(&files)?;
+            let l = TcpListener::bind(h.listen).await.with_context(|| format!("binding {}", h.listen))?;
+            Some((l, config, files))
+        }
+        None => None,
+    };
     tracing::info!(listen = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), region = %cfg.region, "enifab serving");
     eprintln!(
         "enifab: region {} serving on {}, fabric (Geneve/UDP) on {}, data in {}",
@@ -120,7 +171,43 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         emulator.fabric.addr(),
         cfg.data_dir.display()
     );
-    emulator.run(listener, shutdown_signal()).await
+    let addr = listener.local_addr()?;
+    let checks = if api.openapi.credentials.is_empty() { "signatures not checked" } else { "signatures required" };
+    eprintln!(
+        "enifab: ECS/VPC OpenAPI on the same port, plain HTTP ({checks}): ECS_ENDPOINT={addr} VPC_ENDPOINT={addr} ALICLOUD_CLIENT_SCHEME=HTTP"
+    );
+    if !addr.ip().is_loopback() && api.openapi.credentials.is_empty() {
+        tracing::warn!(%addr, "listening beyond loopback with no credentials: anyone who can reach it can call the API");
+    }
+    if let Some((l, _, files)) = &https {
+        match &files.ca {
+            Some(ca) => {
+                eprintln!(
+                    "enifab: HTTPS (OpenAPI and gRPC) on {}; clients must trust {}",
+                    l.local_addr()?,
+                    ca.display()
+                )
+            }
+            None => eprintln!("enifab: HTTPS (OpenAPI and gRPC) on {} with {}", l.local_addr()?, files.cert.display()),
+        }
+    }
+    let app = router_with(emulator.model.clone(), Some(emulator.fabric.clone()), api.openapi).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tls_task = https.map(|(l, config, _)| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(tls::serve(l, config, app.clone(), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
+    });
+    let stop_all = async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    axum::serve(no_delay(listener), app).with_graceful_shutdown(stop_all).await.context("serving")?;
+    if let Some(task) = tls_task {
+        task.await.context("the HTTPS listener")??;
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -31,6 +31,12 @@ pub struct Topology {
     pub security_groups: Vec<SecurityGroupSpec>,
     #[serde(default)]
     pub instances: Vec<InstanceSpec>,
+    /// Lab only: pods on the nodes (a namespace and a CNI ADD each).
+    #[serde(default)]
+    pub pods: Vec<PodSpec>,
+    /// Lab only: probes with the verdict expected.
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +130,80 @@ pub struct InstanceSpec {
     /// A trunk ENI to create and attach (Terway's node daemon does this on a real cluster).
     #[serde(default)]
     pub trunk: Option<TrunkSpec>,
+    /// Lab only: built-in responders to run in the node's namespace.
+    #[serde(default)]
+    pub servers: Vec<ServerSpec>,
+}
+
+/// A pod of the lab: its own namespace, wired by `enifab-cni` to a member ENI of its node's
+/// trunk, with the vSwitch and groups a PodNetworking would give it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PodSpec {
+    pub name: S<String>,
+    /// The instance (node) it runs on.
+    pub node: S<String>,
+    /// `veth` (the seed article's path: veth + policy routing + VLAN push by source IP) or
+    /// `vlan` (Terway's trunk path: a VLAN sub-interface in the pod). Default `veth`.
+    #[serde(default)]
+    pub datapath: Option<S<String>>,
+    /// The member ENI's vSwitch; default the node trunk's.
+    #[serde(default)]
+    pub vswitch: Option<S<String>>,
+    /// The member ENI's groups; default the node trunk's.
+    #[serde(default)]
+    pub security_groups: Vec<S<String>>,
+    /// The pod IP (the member ENI's primary IP); default: whatever the vSwitch hands out.
+    #[serde(default)]
+    pub ip: Option<S<String>>,
+    #[serde(default)]
+    pub servers: Vec<ServerSpec>,
+}
+
+/// A built-in responder: `tcp` answers with a line naming the pod, `udp` echoes, `http` serves
+/// `GET /` with the pod's name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerSpec {
+    pub protocol: S<String>,
+    pub port: S<u16>,
+}
+
+/// One probe: from a pod or node to a pod, a node or an IP, and what must happen.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CheckSpec {
+    pub name: S<String>,
+    /// The SOP scenario it belongs to (for the table).
+    #[serde(default)]
+    pub scenario: Option<u32>,
+    pub from: S<String>,
+    pub to: S<String>,
+    /// `tcp`, `udp`, `http` or `icmp`.
+    pub protocol: S<String>,
+    #[serde(default)]
+    pub port: Option<S<u16>>,
+    /// `reachable` or `blocked`.
+    pub expect: S<String>,
+    /// Rule changes made before the probe and undone after it.
+    #[serde(default)]
+    pub changes: Vec<ChangeSpec>,
+    /// Why the expectation is what it is (printed with a failure).
+    #[serde(default)]
+    pub why: Option<String>,
+}
+
+/// Authorize (`add`) or revoke (`remove`) one rule of a group for the duration of a check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChangeSpec {
+    pub group: S<String>,
+    /// `ingress` or `egress`.
+    pub direction: S<String>,
+    #[serde(default)]
+    pub add: Option<RuleSpec>,
+    #[serde(default)]
+    pub remove: Option<RuleSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +211,15 @@ pub struct InstanceSpec {
 pub struct TrunkSpec {
     pub vswitch: S<String>,
     pub security_groups: Vec<S<String>>,
+}
+
+fn check_server(f: &str, s: &ServerSpec, p: &mut Vec<String>) {
+    if !matches!(s.protocol.value.as_str(), "tcp" | "udp" | "http") {
+        p.push(at(f, &s.protocol, "a server's protocol is tcp, udp or http"));
+    }
+    if s.port.value == 0 {
+        p.push(at(f, &s.port, "port 0 is not a port"));
+    }
 }
 
 /// A problem at a place in the file.
@@ -160,6 +249,14 @@ impl Topology {
 
     pub fn security_group(&self, name: &str) -> Option<&SecurityGroupSpec> {
         self.security_groups.iter().find(|g| g.name.value == name)
+    }
+
+    pub fn instance(&self, name: &str) -> Option<&InstanceSpec> {
+        self.instances.iter().find(|i| i.name.value == name)
+    }
+
+    pub fn pod(&self, name: &str) -> Option<&PodSpec> {
+        self.pods.iter().find(|p| p.name.value == name)
     }
 
     /// Every semantic problem, each located.
@@ -247,6 +344,73 @@ impl Topology {
             if let Some(t) = &i.trunk {
                 self.check_vswitch_ref(f, &t.vswitch, &mut p);
                 self.check_groups(f, &t.security_groups, &t.vswitch, &mut p);
+            }
+            for srv in &i.servers {
+                check_server(f, srv, &mut p);
+            }
+        }
+        for pod in &self.pods {
+            unique(&mut p, "pod or instance", &pod.name);
+            if self.instance(&pod.name.value).is_some() {
+                p.push(at(f, &pod.name, "a pod cannot have an instance's name"));
+            }
+            match self.instance(&pod.node.value) {
+                None => p.push(at(f, &pod.node, format!("no instance named {:?}", pod.node.value))),
+                Some(i) if i.trunk.is_none() => p.push(at(f, &pod.node, "trunk pods need a node with a trunk ENI")),
+                Some(_) => {}
+            }
+            if let Some(d) = &pod.datapath {
+                if !matches!(d.value.as_str(), "veth" | "vlan") {
+                    p.push(at(f, d, "datapath is veth or vlan"));
+                }
+            }
+            if let Some(v) = &pod.vswitch {
+                self.check_vswitch_ref(f, v, &mut p);
+            }
+            if !pod.security_groups.is_empty() {
+                self.check_groups(f, &pod.security_groups, &pod.name, &mut p);
+            }
+            if let Some(ip) = &pod.ip {
+                if ip.value.parse::<std::net::Ipv4Addr>().is_err() {
+                    p.push(at(f, ip, format!("{:?} is not an IPv4 address", ip.value)));
+                }
+            }
+            for srv in &pod.servers {
+                check_server(f, srv, &mut p);
+            }
+        }
+        let mut check_names = HashSet::new();
+        for c in &self.checks {
+            if !check_names.insert(c.name.value.clone()) {
+                p.push(at(f, &c.name, format!("check {:?} is defined twice", c.name.value)));
+            }
+            for end in [&c.from, &c.to] {
+                let known = self.pod(&end.value).is_some() || self.instance(&end.value).is_some();
+                let is_ip = end.value.parse::<std::net::Ipv4Addr>().is_ok();
+                if !known && !(is_ip && std::ptr::eq(end, &c.to)) {
+                    p.push(at(f, end, format!("no pod or instance named {:?}", end.value)));
+                }
+            }
+            let proto = c.protocol.value.as_str();
+            if !matches!(proto, "tcp" | "udp" | "http" | "icmp") {
+                p.push(at(f, &c.protocol, "protocol is tcp, udp, http or icmp"));
+            } else if proto != "icmp" && c.port.is_none() {
+                p.push(at(f, &c.protocol, format!("a {proto} check needs a port")));
+            }
+            if !matches!(c.expect.value.as_str(), "reachable" | "blocked") {
+                p.push(at(f, &c.expect, "expect is reachable or blocked"));
+            }
+            for ch in &c.changes {
+                if self.security_group(&ch.group.value).is_none() {
+                    p.push(at(f, &ch.group, format!("no security group named {:?}", ch.group.value)));
+                }
+                if !matches!(ch.direction.value.as_str(), "ingress" | "egress") {
+                    p.push(at(f, &ch.direction, "direction is ingress or egress"));
+                }
+                match (&ch.add, &ch.remove) {
+                    (Some(r), None) | (None, Some(r)) => self.check_rule(f, r, &mut p),
+                    _ => p.push(at(f, &ch.group, "a change has exactly one of add or remove")),
+                }
             }
         }
         p

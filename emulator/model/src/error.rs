@@ -153,11 +153,55 @@ pub enum ModelError {
     Throttling,
     #[error("The request processing has failed due to some unknown error, exception or failure.")]
     InternalError,
+
+    // ---- service-side failures, only ever injected (`enifab.v1.Emulator/InjectFault`) ---------
+    // The model never decides these itself; they let clients' retry paths be tested (reference
+    // §4, §5, §12).
+    #[error("The request has failed due to a temporary failure of the server.")]
+    ServiceUnavailable,
+    #[error("The previous idempotent request(s) has failed due to some unknown error, exception or failure.")]
+    IdempotentFailed,
+    #[error("The previous idempotent request(s) is still being processed, please retry later.")]
+    IdempotentProcessing,
+    #[error("ecs task is conflicted.")]
+    OperationConflict,
+    #[error("The quota of private IP addresses has been exceeded.")]
+    QuotaExceededPrivateIpAddress,
+    #[error("User not authorized to operate on the specified resource, or this API doesn't support RAM.")]
+    ForbiddenRam,
 }
+
+/// The codes `InjectFault` accepts: the service-side failures clients retry on or branch on.
+pub const INJECTABLE_CODES: &[&str] = &[
+    "Throttling",
+    "InternalError",
+    "ServiceUnavailable",
+    "IdempotentFailed",
+    "IdempotentProcessing",
+    "Operation.Conflict",
+    "QuotaExceeded.PrivateIpAddress",
+    "Forbidden.RAM",
+];
 
 impl ModelError {
     pub fn invalid(param: &'static str, detail: impl Into<String>) -> ModelError {
         ModelError::InvalidParameter { param, detail: detail.into() }
+    }
+
+    /// The error an injected fault with cloud code `code` answers with (see [`INJECTABLE_CODES`]).
+    pub fn injectable(code: &str) -> Option<ModelError> {
+        use ModelError::*;
+        Some(match code {
+            "Throttling" => Throttling,
+            "InternalError" => InternalError,
+            "ServiceUnavailable" => ServiceUnavailable,
+            "IdempotentFailed" => IdempotentFailed,
+            "IdempotentProcessing" => IdempotentProcessing,
+            "Operation.Conflict" => OperationConflict,
+            "QuotaExceeded.PrivateIpAddress" => QuotaExceededPrivateIpAddress,
+            "Forbidden.RAM" => ForbiddenRam,
+            _ => return None,
+        })
     }
 
     /// The cloud's error code, the field clients branch on.
@@ -221,10 +265,18 @@ impl ModelError {
             IdempotentParameterMismatch => "IdempotentParameterMismatch",
             Throttling => "Throttling",
             InternalError => "InternalError",
+            ServiceUnavailable => "ServiceUnavailable",
+            IdempotentFailed => "IdempotentFailed",
+            IdempotentProcessing => "IdempotentProcessing",
+            OperationConflict => "Operation.Conflict",
+            QuotaExceededPrivateIpAddress => "QuotaExceeded.PrivateIpAddress",
+            ForbiddenRam => "Forbidden.RAM",
         }
     }
 
     /// The HTTP status the cloud sends with this code (reference §5 and the API pages).
+    /// `IdempotentFailed`/`IdempotentProcessing` (400) and `QuotaExceeded.PrivateIpAddress` (403)
+    /// are not documented anywhere we found; Terway decides on the code only.
     pub fn http_status(&self) -> u16 {
         use ModelError::*;
         match self {
@@ -255,9 +307,30 @@ impl ModelError {
             | DependencyViolation(_)
             | DependencyViolationVSwitch
             | DependencyViolationSecurityGroup
-            | IdempotentParameterMismatch => 403,
+            | IdempotentParameterMismatch
+            | OperationConflict
+            | QuotaExceededPrivateIpAddress
+            | ForbiddenRam => 403,
             InternalError => 500,
+            ServiceUnavailable => 503,
             _ => 400,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_injectable_code_maps_back_to_itself() {
+        for code in INJECTABLE_CODES {
+            let e = ModelError::injectable(code).unwrap_or_else(|| panic!("{code} is injectable"));
+            assert_eq!(e.code(), *code);
+        }
+        assert_eq!(ModelError::injectable("InvalidEniId.NotFound"), None);
+        assert_eq!(ModelError::ServiceUnavailable.http_status(), 503);
+        assert_eq!(ModelError::Throttling.http_status(), 400);
+        assert_eq!(ModelError::OperationConflict.http_status(), 403);
     }
 }

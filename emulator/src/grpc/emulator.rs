@@ -1,11 +1,15 @@
-//! `enifab.v1.Emulator`: actions the cloud does not have (custom instance types).
+//! `enifab.v1.Emulator`: actions the cloud does not have (custom instance types, fault
+//! injection). Faults live in the shell ([`super::Faults`]), not in the model, and are applied by
+//! [`super::Ctx::call`]; this handler only arms them.
 
+use enifab_model::ModelError;
 use enifab_model::catalog::InstanceType;
+use enifab_model::error::INJECTABLE_CODES;
 use enifab_proto::v1 as pb;
 use enifab_proto::v1::emulator_server::Emulator;
 use tonic::{Request, Response, Status};
 
-use super::{Ctx, request_id};
+use super::{Ctx, request_id, status};
 
 #[derive(Clone, Debug)]
 pub struct EmulatorService {
@@ -42,5 +46,42 @@ impl Emulator for EmulatorService {
         };
         let t = self.ctx.call(&rid, "", move |r, now| r.create_instance_type(t, now)).await?;
         Ok(Response::new(pb::CreateInstanceTypeResponse { request_id: rid, instance_type_id: t.instance_type_id }))
+    }
+
+    async fn inject_fault(
+        &self,
+        req: Request<pb::InjectFaultRequest>,
+    ) -> Result<Response<pb::InjectFaultResponse>, Status> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let fail = |e: ModelError| Err(status::to_status(&e, self.ctx.product, &rid));
+        if q.target_action.is_empty() {
+            return fail(ModelError::MissingParameter("TargetAction"));
+        }
+        let known = q.target_action == "*"
+            || ["Ecs", "Vpc", "Emulator"].iter().any(|s| crate::codec::method(s, &q.target_action).is_some());
+        if !known || q.target_action == "InjectFault" {
+            return fail(ModelError::invalid("TargetAction", format!("{:?} is not an action", q.target_action)));
+        }
+        let count = match q.count {
+            None => 1,
+            Some(n) if n >= 0 => n as u32,
+            Some(_) => return fail(ModelError::invalid("Count", "must not be negative")),
+        };
+        let error = match ModelError::injectable(&q.code) {
+            Some(e) => e,
+            None if count == 0 => ModelError::InternalError,
+            None => {
+                return fail(ModelError::invalid("Code", format!("must be one of {}", INJECTABLE_CODES.join(", "))));
+            }
+        };
+        let remaining = self.ctx.faults.arm(&q.target_action, error, count);
+        tracing::info!(action = %q.target_action, code = %q.code, count, "fault armed");
+        Ok(Response::new(pb::InjectFaultResponse {
+            request_id: rid,
+            target_action: q.target_action,
+            code: q.code,
+            remaining: remaining as i32,
+        }))
     }
 }

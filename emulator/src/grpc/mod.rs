@@ -5,12 +5,20 @@
 //! proto response with the cloud's field layout. No handler keeps state or makes a decision the
 //! model could make, so every face that calls these handlers (the CLI, the HTTP endpoint)
 //! behaves the same.
+//!
+//! Injected faults (`enifab.v1.Emulator/InjectFault`) are applied in one place, [`Ctx::call`],
+//! which every handler goes through. It learns which action it serves from [`as_action`]: the
+//! gRPC routes are wrapped in [`action_scope`] (serve.rs), the HTTP endpoint wraps its dispatch.
 
 pub mod ecs;
 pub mod emulator;
 pub mod render;
 pub mod status;
 pub mod vpc;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use enifab_model::error::Product;
 use enifab_model::{Millis, ModelError, Region, Tag};
@@ -19,20 +27,28 @@ use tonic::Status;
 
 use crate::actor::ModelHandle;
 
-/// What every handler needs: the model and which product's error domain it answers in.
+/// What every handler needs: the model, which product's error domain it answers in, and the
+/// faults armed for the server (shared by every service).
 #[derive(Clone, Debug)]
 pub struct Ctx {
     pub model: ModelHandle,
     pub product: Product,
+    pub faults: Faults,
 }
 
 impl Ctx {
-    /// Check `RegionId` (empty means the server's region), then run `f` on the model thread.
+    /// Fail with an injected fault if one is armed for the current action; check `RegionId`
+    /// (empty means the server's region); then run `f` on the model thread.
     pub async fn call<T, F>(&self, request_id: &str, region_id: &str, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&mut Region, Millis) -> Result<T, ModelError> + Send + 'static,
     {
+        // Like the cloud's gateway, a throttled or failed call is refused before it is validated.
+        if let Some(e) = ACTION.try_with(|a| self.faults.take(a)).ok().flatten() {
+            tracing::debug!(code = e.code(), request_id, "injected fault");
+            return Err(status::to_status(&e, self.product, request_id));
+        }
         if !region_id.is_empty() && region_id != self.model.region_id() {
             return Err(status::to_status(
                 &ModelError::RegionNotFound(region_id.to_string()),
@@ -41,6 +57,61 @@ impl Ctx {
             ));
         }
         self.model.call(f).await.map_err(|e| status::to_status(&e, self.product, request_id))
+    }
+}
+
+/// Faults armed by `InjectFault`: action name (or `*`) → the error and how many calls it fails.
+/// State of the running server only, never persisted: the model knows nothing of it.
+#[derive(Clone, Debug, Default)]
+pub struct Faults(Arc<Mutex<HashMap<String, (ModelError, u32)>>>);
+
+impl Faults {
+    /// Fail the next `count` calls of `action` (`*`: of every action) with `error`; 0 disarms.
+    /// Returns the calls still to fail.
+    pub fn arm(&self, action: &str, error: ModelError, count: u32) -> u32 {
+        let mut armed = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if count == 0 {
+            armed.remove(action);
+        } else {
+            armed.insert(action.to_string(), (error, count));
+        }
+        count
+    }
+
+    /// The error the current call of `action` fails with, counting the fault down. A fault for
+    /// the action itself fires before a `*` one.
+    pub fn take(&self, action: &str) -> Option<ModelError> {
+        let mut armed = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if armed.contains_key(action) { action } else { "*" };
+        let (error, left) = armed.get_mut(key)?;
+        let error = error.clone();
+        *left -= 1;
+        if *left == 0 {
+            armed.remove(key);
+        }
+        Some(error)
+    }
+}
+
+tokio::task_local! {
+    /// The action the current task is serving, as the cloud names it.
+    static ACTION: Arc<str>;
+}
+
+/// Run `call` as a call of `action`, so [`Ctx::call`] applies the faults armed for it.
+pub async fn as_action<F: Future>(action: &str, call: F) -> F::Output {
+    ACTION.scope(Arc::from(action), call).await
+}
+
+/// Axum middleware for the gRPC routes: `/enifab.v1.Ecs/CreateNetworkInterface` runs as
+/// `CreateNetworkInterface`. A unary handler runs inside the service future, so inside the scope.
+pub async fn action_scope(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    match req.uri().path().strip_prefix("/enifab.v1.").and_then(|p| p.split_once('/')) {
+        Some((_, action)) => {
+            let action = action.to_string();
+            as_action(&action, next.run(req)).await
+        }
+        None => next.run(req).await,
     }
 }
 

@@ -1,0 +1,158 @@
+//! Probes: does traffic from a namespace reach an address? TCP connect, a UDP exchange, an
+//! HTTP GET, or an ICMP echo, each from a thread inside the source namespace, each with a short
+//! deadline. A security group drops silently, so "blocked" is a timeout; a refused connection
+//! means the packets got through but nothing listened, which is reported as such.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::netns;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Http,
+    Icmp,
+}
+
+impl Proto {
+    pub fn parse(s: &str) -> Option<Proto> {
+        match s {
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
+            "http" => Some(Proto::Http),
+            "icmp" => Some(Proto::Icmp),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered; the responder's words when it said any.
+    Reachable(String),
+    /// Nothing came back in time: dropped somewhere.
+    Timeout,
+    /// A reset or an ICMP error: the path works, nothing listens there.
+    Refused,
+    /// The probe itself could not run.
+    Error(String),
+}
+
+impl Outcome {
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::Reachable(_) => "reachable",
+            Outcome::Timeout => "blocked",
+            Outcome::Refused => "refused",
+            Outcome::Error(_) => "error",
+        }
+    }
+}
+
+pub const TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Probe `to` from inside the namespace `from_ns`.
+pub fn probe(from_ns: &str, to: Ipv4Addr, proto: Proto, port: u16) -> Result<Outcome> {
+    netns::run_in(from_ns, move || match proto {
+        Proto::Tcp => tcp(to, port, false),
+        Proto::Http => tcp(to, port, true),
+        Proto::Udp => udp(to, port),
+        Proto::Icmp => icmp(to),
+    })
+}
+
+fn classify(e: &std::io::Error) -> Outcome {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        TimedOut | WouldBlock => Outcome::Timeout,
+        ConnectionRefused | ConnectionReset => Outcome::Refused,
+        HostUnreachable | NetworkUnreachable => Outcome::Timeout,
+        _ => Outcome::Error(e.to_string()),
+    }
+}
+
+fn tcp(to: Ipv4Addr, port: u16, http: bool) -> Outcome {
+    let mut s = match TcpStream::connect_timeout(&SocketAddr::from((to, port)), TIMEOUT) {
+        Ok(s) => s,
+        Err(e) => return classify(&e),
+    };
+    let _ = s.set_read_timeout(Some(TIMEOUT));
+    if http {
+        let req = format!("GET / HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n");
+        if let Err(e) = s.write_all(req.as_bytes()) {
+            return classify(&e);
+        }
+    }
+    let mut buf = Vec::new();
+    match s.read_to_end(&mut buf) {
+        Ok(_) | Err(_) if !buf.is_empty() => {}
+        Err(e) if http => return classify(&e),
+        _ => {}
+    }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    if http {
+        let status_ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
+        if !status_ok {
+            return Outcome::Error(format!("HTTP answer: {}", text.lines().next().unwrap_or("nothing")));
+        }
+        return Outcome::Reachable(text.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string());
+    }
+    Outcome::Reachable(text.trim().to_string())
+}
+
+fn udp(to: Ipv4Addr, port: u16) -> Outcome {
+    let s = match UdpSocket::bind("0.0.0.0:0") {
+        Ok(s) => s,
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+    // UDP may lose the first datagram while neighbours resolve: ask a few times.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        if let Err(e) = s.send_to(b"enifab-probe", (to, port)) {
+            return classify(&e);
+        }
+        match s.recv_from(&mut buf) {
+            Ok((n, _)) => return Outcome::Reachable(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+            Err(e) if matches!(classify(&e), Outcome::Timeout) => continue,
+            Err(e) => return classify(&e),
+        }
+    }
+    Outcome::Timeout
+}
+
+/// An ICMP echo over a datagram ICMP socket (the kernel fills the id and checksum; allowed for
+/// root whatever `ping_group_range` says).
+fn icmp(to: Ipv4Addr) -> Outcome {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let s = match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Error(format!("ICMP socket: {e}")),
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seq: u16 = 0;
+    while Instant::now() < deadline {
+        seq = seq.wrapping_add(1);
+        let [a, b] = seq.to_be_bytes();
+        let echo = [8u8, 0, 0, 0, 0, 0, a, b, b'e', b'n', b'i', b'f', b'a', b'b'];
+        if let Err(e) = s.send_to(&echo, &SockAddr::from(SocketAddr::from((to, 0)))) {
+            return classify(&e);
+        }
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+        match s.recv(&mut buf) {
+            // A datagram ICMP socket only delivers replies to its own echoes.
+            Ok(n) if n >= 8 => return Outcome::Reachable(String::new()),
+            Ok(_) => continue,
+            Err(e) if matches!(classify(&e), Outcome::Timeout) => continue,
+            Err(e) => return classify(&e),
+        }
+    }
+    Outcome::Timeout
+}

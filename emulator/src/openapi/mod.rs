@@ -1,0 +1,164 @@
+//! The cloud-compatible endpoint: Alibaba Cloud's RPC-style OpenAPI for ECS (`2014-05-26`) and VPC
+//! (`2016-04-28`) over HTTP(S), so Terway, the cloud-controller-manager and the official SDKs can
+//! be pointed at enifab (`ECS_ENDPOINT`, `VPC_ENDPOINT`) and run unchanged (reference §1).
+//!
+//! It is a face, like the gRPC services and the CLI, and holds no logic of its own about
+//! resources: a request is decoded ([`wire`]), authenticated ([`auth`], [`sign`]), routed by
+//! `Version` and `Action` and handed to the **same** gRPC handlers ([`dispatch`]), whose answer is
+//! rendered as the cloud's JSON by the shared descriptor codec (`crate::codec`). Failures become
+//! the cloud's error JSON with the cloud's HTTP status ([`error`]). It is served on the gRPC port
+//! (`POST /` and `GET /`; gRPC uses `/enifab.v1.*/…` paths, so the two never meet) and, with
+//! `--https-listen`, over TLS too ([`tls`]).
+//!
+//! ```text
+//! POST /?Action=CreateNetworkInterface&Version=2014-05-26&VSwitchId=…&Signature=…
+//!   → wire::RpcRequest → auth::Auth::verify → dispatch::Api (by Version)
+//!   → codec::params_to_message (lenient: unknown parameters are ignored, as the cloud does)
+//!   → grpc::as_action(Action, EcsService::create_network_interface)   ← faults apply here
+//!   → 200 codec::to_json(response)  |  4xx/5xx {RequestId, HostId, Code, Message, Recommend}
+//! ```
+//!
+//! Gateway errors (before a handler runs): no `Action` or `Version` → `MissingParameter` (400);
+//! a version no product has → `InvalidVersion` (400); an action the product lacks, or a method
+//! other than GET/POST → `InvalidAction.NotFound` (404); a body over 1 MiB, a value over 32 KiB,
+//! bad percent-encoding, a bad list index or a value of the wrong type → `InvalidParameter` (400).
+//! None of them reaches the model, so a malformed request changes nothing. Responses are always
+//! JSON (`Format=XML` is not supported).
+
+pub mod auth;
+pub mod dispatch;
+pub mod error;
+pub mod sign;
+pub mod tls;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use axum::routing::any;
+
+use self::auth::{Auth, Caller, Credentials};
+use self::dispatch::{Api, Services};
+use self::error::{ApiError, json_response};
+use self::wire::{MAX_BODY_BYTES, RpcRequest};
+use crate::{codec, grpc};
+
+/// How the endpoint is configured.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// AccessKeys whose signatures are accepted; empty: accept every request unsigned.
+    pub credentials: Credentials,
+}
+
+/// The endpoint's state: the handlers and the signature checker.
+#[derive(Debug)]
+pub struct OpenApi {
+    services: Services,
+    auth: Auth,
+}
+
+/// The routes of the endpoint (`/`, any method), to merge with the gRPC routes.
+pub fn router(services: Services, options: Options) -> axum::Router {
+    let state = Arc::new(OpenApi { services, auth: Auth::new(options.credentials) });
+    axum::Router::new().route("/", any(handle)).with_state(state)
+}
+
+async fn handle(State(api): State<Arc<OpenApi>>, req: Request) -> Response {
+    let request_id = grpc::request_id();
+    let (parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_string())
+        .unwrap_or_else(|| "enifab".to_string());
+    let outcome = match read_body(body).await {
+        Ok(body) => api.serve(parts.method, &parts.uri, parts.headers, body).await,
+        Err(e) => Err((None, e)),
+    };
+    match outcome {
+        Ok(json) => {
+            let rid = json.get("RequestId").and_then(|r| r.as_str()).unwrap_or(&request_id).to_string();
+            json_response(StatusCode::OK, &rid, &json)
+        }
+        Err((product, e)) => {
+            tracing::debug!(code = %e.code, status = e.status, "OpenAPI call failed");
+            match product {
+                Some(p) => e.into_response(&request_id, p.host_id(), p.product_code()),
+                None => e.into_response(&request_id, &host, "Ecs"),
+            }
+        }
+    }
+}
+
+/// Past this many bytes an oversized body is no longer read, and the connection is dropped
+/// after the answer; below it the rest is read and discarded, so the client gets to read the
+/// error instead of a reset connection.
+const MAX_DRAIN_BYTES: usize = 16 * MAX_BODY_BYTES;
+
+/// The body, at most [`MAX_BODY_BYTES`] of it.
+async fn read_body(body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let (mut buf, mut total) = (Vec::new(), 0usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::invalid("Body", format!("It could not be read: {e}.")))?;
+        total += chunk.len();
+        if total <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&chunk);
+        } else if total > MAX_DRAIN_BYTES {
+            break;
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::invalid("Body", format!("A request body may carry at most {MAX_BODY_BYTES} bytes.")));
+    }
+    Ok(buf)
+}
+
+type Failure = (Option<Api>, ApiError);
+
+impl OpenApi {
+    async fn serve(
+        &self,
+        method: Method,
+        uri: &axum::http::Uri,
+        headers: axum::http::HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, Failure> {
+        let req = RpcRequest::decode(method, uri, headers, body).map_err(|e| (None, e))?;
+        let action = req.action().ok_or_else(|| (None, ApiError::missing("Action")))?.to_string();
+        let version = req.version().ok_or_else(|| (None, ApiError::missing("Version")))?;
+        let api = Api::from_version(version)
+            .ok_or_else(|| (None, ApiError::new(400, "InvalidVersion", "Specified parameter Version is not valid.")))?;
+        let fail = |e: ApiError| (Some(api), e);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        match self.auth.verify(&req, now).map_err(fail)? {
+            Caller::Anyone { access_key_id } => {
+                tracing::debug!(%action, access_key_id = access_key_id.as_deref().unwrap_or(""), "accepted without a signature check (no credentials configured)");
+            }
+            Caller::Signed { access_key_id, scheme } => {
+                tracing::debug!(%action, %access_key_id, scheme, "signature verified")
+            }
+        }
+        let not_found = || {
+            ApiError::new(
+                404,
+                "InvalidAction.NotFound",
+                "Specified api is not found, please check your url and method.",
+            )
+        };
+        if req.method != Method::GET && req.method != Method::POST {
+            return Err(fail(not_found()));
+        }
+        let method = codec::method(api.service(), &action).ok_or_else(|| fail(not_found()))?;
+        let message =
+            codec::params_to_message(&method.input(), &req.action_params(), false).map_err(|e| fail(e.into()))?;
+        grpc::as_action(&action, self.services.call(api, &action, message))
+            .await
+            .map_err(|status| fail(ApiError::from_status(&status)))
+    }
+}
