@@ -62,7 +62,7 @@ impl Ecs for EcsService {
             instance_type: q.instance_type,
             zone_id: opt(q.zone_id),
             v_switch_id: q.v_switch_id,
-            security_group_ids: q.security_group_ids,
+            security_group_ids: q.security_group_ids.into_iter().chain(opt(q.security_group_id)).collect(),
             private_ip_address: opt(q.private_ip_address),
             instance_name: opt(q.instance_name),
             host_name: opt(q.host_name),

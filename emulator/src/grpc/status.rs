@@ -16,8 +16,12 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub fn grpc_code(e: &ModelError) -> Code {
     use ModelError::*;
     match e {
-        Throttling => Code::ResourceExhausted,
+        Throttling | QuotaExceededPrivateIpAddress => Code::ResourceExhausted,
         InternalError => Code::Internal,
+        ServiceUnavailable => Code::Unavailable,
+        IdempotentProcessing | OperationConflict => Code::Aborted,
+        IdempotentFailed => Code::FailedPrecondition,
+        ForbiddenRam => Code::PermissionDenied,
         IdempotentParameterMismatch => Code::AlreadyExists,
         VSwitchIpNotEnough(_)
         | EniPerInstanceLimitExceeded(_)
