@@ -309,15 +309,15 @@ impl Topology {
             if !self.vpcs.iter().any(|v| v.name.value == g.vpc.value) {
                 p.push(at(f, &g.vpc, format!("no vpc named {:?}", g.vpc.value)));
             }
-            if let Some(k) = &g.kind {
-                if !matches!(k.value.as_str(), "normal" | "enterprise") {
-                    p.push(at(f, k, "type is normal or enterprise"));
-                }
+            if let Some(k) = &g.kind
+                && !matches!(k.value.as_str(), "normal" | "enterprise")
+            {
+                p.push(at(f, k, "type is normal or enterprise"));
             }
-            if let Some(k) = &g.inner_access_policy {
-                if !matches!(k.value.as_str(), "Accept" | "Drop") {
-                    p.push(at(f, k, "innerAccessPolicy is Accept or Drop"));
-                }
+            if let Some(k) = &g.inner_access_policy
+                && !matches!(k.value.as_str(), "Accept" | "Drop")
+            {
+                p.push(at(f, k, "innerAccessPolicy is Accept or Drop"));
             }
             for r in g.ingress.iter().chain(&g.egress) {
                 self.check_rule(f, r, &mut p);
@@ -359,10 +359,10 @@ impl Topology {
                 Some(i) if i.trunk.is_none() => p.push(at(f, &pod.node, "trunk pods need a node with a trunk ENI")),
                 Some(_) => {}
             }
-            if let Some(d) = &pod.datapath {
-                if !matches!(d.value.as_str(), "veth" | "vlan") {
-                    p.push(at(f, d, "datapath is veth or vlan"));
-                }
+            if let Some(d) = &pod.datapath
+                && !matches!(d.value.as_str(), "veth" | "vlan")
+            {
+                p.push(at(f, d, "datapath is veth or vlan"));
             }
             if let Some(v) = &pod.vswitch {
                 self.check_vswitch_ref(f, v, &mut p);
@@ -370,10 +370,10 @@ impl Topology {
             if !pod.security_groups.is_empty() {
                 self.check_groups(f, &pod.security_groups, &pod.name, &mut p);
             }
-            if let Some(ip) = &pod.ip {
-                if ip.value.parse::<std::net::Ipv4Addr>().is_err() {
-                    p.push(at(f, ip, format!("{:?} is not an IPv4 address", ip.value)));
-                }
+            if let Some(ip) = &pod.ip
+                && ip.value.parse::<std::net::Ipv4Addr>().is_err()
+            {
+                p.push(at(f, ip, format!("{:?} is not an IPv4 address", ip.value)));
             }
             for srv in &pod.servers {
                 check_server(f, srv, &mut p);
@@ -454,15 +454,15 @@ impl Topology {
             }
             _ => {}
         }
-        if let Some(pr) = &r.priority {
-            if !(1..=100).contains(&pr.value) {
-                p.push(at(f, pr, "priority is 1 to 100"));
-            }
+        if let Some(pr) = &r.priority
+            && !(1..=100).contains(&pr.value)
+        {
+            p.push(at(f, pr, "priority is 1 to 100"));
         }
-        if let Some(pol) = &r.policy {
-            if !matches!(pol.value.to_ascii_lowercase().as_str(), "accept" | "drop") {
-                p.push(at(f, pol, "policy is accept or drop"));
-            }
+        if let Some(pol) = &r.policy
+            && !matches!(pol.value.to_ascii_lowercase().as_str(), "accept" | "drop")
+        {
+            p.push(at(f, pol, "policy is accept or drop"));
         }
     }
 }

@@ -383,10 +383,10 @@ impl Region {
             Some(trunk) => self.members.get_mut(trunk),
             None => self.nics.get_mut(&att.instance_id),
         };
-        if let Some(slots) = slots {
-            if slots.get(&att.device_index).map(String::as_str) == Some(id) {
-                slots.remove(&att.device_index);
-            }
+        if let Some(slots) = slots
+            && slots.get(&att.device_index).map(String::as_str) == Some(id)
+        {
+            slots.remove(&att.device_index);
         }
     }
 
@@ -681,13 +681,13 @@ impl Region {
                 format!("{} is attached to {}", req.network_interface_id, att.instance_id),
             ));
         }
-        if let Some(t) = req.trunk_network_instance_id.as_deref().filter(|s| !s.is_empty()) {
-            if att.trunk_network_interface_id.as_deref() != Some(t) {
-                return Err(ModelError::invalid(
-                    "TrunkNetworkInstanceId",
-                    format!("{} is not a member of {t}", req.network_interface_id),
-                ));
-            }
+        if let Some(t) = req.trunk_network_instance_id.as_deref().filter(|s| !s.is_empty())
+            && att.trunk_network_interface_id.as_deref() != Some(t)
+        {
+            return Err(ModelError::invalid(
+                "TrunkNetworkInstanceId",
+                format!("{} is not a member of {t}", req.network_interface_id),
+            ));
         }
         if eni.eni_type == EniType::Trunk {
             let n = self.members.get(&req.network_interface_id).map_or(0, |m| m.len());

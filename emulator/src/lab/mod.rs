@@ -319,7 +319,9 @@ pub async fn up(opts: &LabOptions, file: &Path, log: &mut dyn FnMut(String)) -> 
     }
 
     (step.log)(format!("lab {id}: servers"));
-    let mut wanted: Vec<(String, String, Vec<(String, u16)>)> = Vec::new();
+    // (owner, namespace, [(protocol, port)])
+    type Servers = Vec<(String, u16)>;
+    let mut wanted: Vec<(String, String, Servers)> = Vec::new();
     for inst in &topo.instances {
         if !inst.servers.is_empty() {
             let ns = st.nodes[&inst.name.value].netns.clone();
@@ -763,10 +765,17 @@ pub async fn down(opts: &LabOptions, file: &Path, log: &mut dyn FnMut(String)) -
     }
 }
 
+/// An answer that says the resource is already gone is as good as success when tearing down.
+fn tolerate_gone<T>(r: Result<T, tonic::Status>, what: impl FnOnce() -> String) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(s) if crate::grpc::status::cloud_error(&s).is_some_and(|(code, _)| code.ends_with(".NotFound")) => Ok(()),
+        Err(s) => Err(anyhow!("{}: {}", what(), describe_status(&s))),
+    }
+}
+
 /// Delete the topology's cloud resources (found by name), members and trunks first.
 async fn delete_cloud(c: &mut Clients, topo: &Topology, id: &str, log: &mut dyn FnMut(String)) -> Result<()> {
-    let ok_gone =
-        |s: &tonic::Status| crate::grpc::status::cloud_error(s).is_some_and(|(code, _)| code.ends_with(".NotFound"));
     let enis =
         |r: pb::DescribeNetworkInterfacesResponse| r.network_interface_sets.unwrap_or_default().network_interface_set;
     // Member ENIs the CNI could not remove (tagged by the lab), then the trunks.
@@ -812,11 +821,7 @@ async fn delete_cloud(c: &mut Clients, topo: &Topology, id: &str, log: &mut dyn 
                     ..Default::default()
                 })
                 .await;
-            if let Err(s) = r {
-                if !ok_gone(&s) {
-                    bail!("detaching {}: {}", e.network_interface_id, describe_status(&s));
-                }
-            }
+            tolerate_gone(r, || format!("detaching {}", e.network_interface_id))?;
         }
     }
     for e in tagged.iter().chain(trunks.iter()) {
@@ -828,11 +833,7 @@ async fn delete_cloud(c: &mut Clients, topo: &Topology, id: &str, log: &mut dyn 
                 ..Default::default()
             })
             .await;
-        if let Err(s) = r {
-            if !ok_gone(&s) {
-                bail!("deleting {}: {}", e.network_interface_id, describe_status(&s));
-            }
-        }
+        tolerate_gone(r, || format!("deleting {}", e.network_interface_id))?;
         log(format!("  eni      {} deleted", e.network_interface_id));
     }
     let applied = lookup(c, topo).await?;
@@ -845,11 +846,7 @@ async fn delete_cloud(c: &mut Clients, topo: &Topology, id: &str, log: &mut dyn 
                 ..Default::default()
             })
             .await;
-        if let Err(s) = r {
-            if !ok_gone(&s) {
-                bail!("deleting instance {name}: {}", describe_status(&s));
-            }
-        }
+        tolerate_gone(r, || format!("deleting instance {name}"))?;
         log(format!("  instance {name} deleted"));
     }
     // Rules may name other groups of the file: empty every group before deleting any.
@@ -894,29 +891,17 @@ async fn delete_cloud(c: &mut Clients, topo: &Topology, id: &str, log: &mut dyn 
                 ..Default::default()
             })
             .await;
-        if let Err(s) = r {
-            if !ok_gone(&s) {
-                bail!("deleting security group {name}: {}", describe_status(&s));
-            }
-        }
+        tolerate_gone(r, || format!("deleting security group {name}"))?;
         log(format!("  group    {name} deleted"));
     }
     for (name, vsw) in &applied.vswitches {
         let r =
             c.vpc.delete_v_switch(pb::DeleteVSwitchRequest { v_switch_id: vsw.clone(), ..Default::default() }).await;
-        if let Err(s) = r {
-            if !ok_gone(&s) {
-                bail!("deleting vswitch {name}: {}", describe_status(&s));
-            }
-        }
+        tolerate_gone(r, || format!("deleting vswitch {name}"))?;
     }
     for (name, vpc) in &applied.vpcs {
         let r = c.vpc.delete_vpc(pb::DeleteVpcRequest { vpc_id: vpc.clone(), ..Default::default() }).await;
-        if let Err(s) = r {
-            if !ok_gone(&s) {
-                bail!("deleting vpc {name}: {}", describe_status(&s));
-            }
-        }
+        tolerate_gone(r, || format!("deleting vpc {name}"))?;
         log(format!("  vpc      {name} deleted"));
     }
     Ok(())
