@@ -13,9 +13,9 @@
 //! (Attaching → InUse, …) falls due, so status changes are committed and published on time even
 //! when nobody is calling.
 //!
-//! If a commit fails, the in-memory region is thrown away and reloaded from the database, and
-//! every call of the batch answers `InternalError`: what the callers were told always matches
-//! what is on disk.
+//! If a commit fails, or a model action panics, the in-memory region is thrown away and reloaded
+//! from the database, and every call of the batch answers `InternalError`: what the callers were
+//! told always matches what is on disk, and one bad call cannot wedge the server.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -184,8 +184,32 @@ fn run(
         }
         let now = clock.now();
         region.advance(now);
+        let mut panicked = false;
         for job in batch.drain(..) {
-            replies.push(job(&mut region, now));
+            if panicked {
+                // Dropping the job drops its answer channel: its caller gets InternalError.
+                continue;
+            }
+            // A model method that panics may have changed the region halfway. Its caller's
+            // channel is dropped in the unwind (InternalError); the batch is abandoned below.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut region, now))) {
+                Ok(reply) => replies.push(reply),
+                Err(_) => panicked = true,
+            }
+        }
+        if panicked {
+            tracing::error!("a model action panicked; reloading the model from the database and failing its batch");
+            match store.load().map_err(|e| e.to_string()).and_then(|rows| Region::restore(config.clone(), rows)) {
+                Ok(fresh) => region = fresh,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot reload the model; stopping");
+                    return;
+                }
+            }
+            for reply in replies.drain(..) {
+                reply(false);
+            }
+            continue;
         }
         let committed = if region.has_dirty() {
             let changes: Vec<Change> = region

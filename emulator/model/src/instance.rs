@@ -157,8 +157,9 @@ impl Region {
             r.check_security_groups(&vsw.vpc_id, &req.security_group_ids)?;
             check_tags(&req.tags)?;
             let primary_ip = req.private_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
-            let instance_id = r.new_id(IdKind::Instance);
+            // Plan before taking IDs: a failure must not even move the ID counter.
             let plan = r.plan_eni_ips(&vsw.v_switch_id, primary_ip, &[], 0)?;
+            let instance_id = r.new_id(IdKind::Instance);
             let port_id = r.new_port();
             let primary = r.insert_eni(
                 NewEni {

@@ -77,7 +77,8 @@ impl Cidr {
     /// Whether `ip` is one of the addresses the VPC keeps for itself in a vSwitch of this block.
     pub fn is_reserved(&self, ip: Ipv4Addr) -> bool {
         let ip = u32::from(ip);
-        ip == self.first() || ip + 3 > self.last()
+        // `last − 3 < ip`, written so that the top of the address space cannot overflow.
+        ip == self.first() || ip > self.last().saturating_sub(3)
     }
 
     /// Addresses an ENI may hold: everything but the reserved four.
@@ -202,6 +203,10 @@ mod tests {
             assert!(!v.is_reserved(Ipv4Addr::new(192, 168, 1, free)), "{free}");
         }
         assert_eq!(v.usable(), 252);
+        let top = c("255.255.255.0/24");
+        assert!(top.is_reserved(Ipv4Addr::new(255, 255, 255, 255)));
+        assert!(top.is_reserved(Ipv4Addr::new(255, 255, 255, 253)));
+        assert!(!top.is_reserved(Ipv4Addr::new(255, 255, 255, 252)));
         assert_eq!(c("10.0.0.0/29").usable(), 4);
     }
 
