@@ -1,0 +1,173 @@
+//! The shim's control session with the emulator (`enifab.v1.Fabric`, gRPC client):
+//! `RegisterNode` with the Geneve socket's address, apply the returned NodeConfig, then apply
+//! every NodeConfig the `WatchNode` stream delivers.
+//!
+//! When the emulator goes away or restarts, the session ends and a new one starts after a
+//! backoff (100 ms doubling to 2 s, reset once a registration succeeds): the shim registers
+//! again with the *same* Geneve address, so the emulator's new process learns where this node
+//! is, and the devices and the relay keep running all along — like an ECS instance whose NICs do
+//! not blink when the control plane has a hiccup. A reconcile that left errors is retried every
+//! [`RETRY`] with the latest config until it applies cleanly.
+//!
+//! Must not: touch devices itself (that is [`crate::node`], run on a blocking thread), or give
+//! up while the shim runs.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use enifab_proto::v1 as pb;
+use enifab_proto::v1::fabric_client::FabricClient;
+use tokio::sync::watch;
+use tonic::transport::Endpoint;
+
+use crate::node::Node;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How soon a reconcile that failed somewhere is tried again.
+pub const RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// `--endpoint` is not something a gRPC channel can connect to.
+    #[error("bad endpoint {endpoint}: {source}")]
+    Endpoint { endpoint: String, source: tonic::transport::Error },
+    /// The emulator could not be reached.
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect { endpoint: String, source: tonic::transport::Error },
+    /// The emulator answered a call with an error.
+    #[error("{call}: {status}")]
+    Rpc { call: &'static str, status: tonic::Status },
+    /// RegisterNode answered with a fabric address that is not `ip:port`.
+    #[error("the emulator's fabric address {0:?} is not ip:port")]
+    FabricAddress(String),
+    /// The blocking reconcile task died.
+    #[error("reconcile task: {0}")]
+    Task(String),
+}
+
+/// `127.0.0.1:50051` → `http://127.0.0.1:50051`; URLs pass unchanged.
+pub fn endpoint_url(endpoint: &str) -> String {
+    if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") }
+}
+
+/// Runs sessions until `stop` turns true.
+pub async fn run(
+    endpoint: String,
+    instance_id: String,
+    node: Arc<Mutex<Node>>,
+    geneve: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let mut registered = false;
+        let session = session(&endpoint, &instance_id, &node, geneve, &mut registered);
+        tokio::select! {
+            r = session => match r {
+                Ok(()) => tracing::warn!("the emulator ended the node watch; reconnecting"),
+                Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "control session failed"),
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if registered {
+            backoff = MIN_BACKOFF;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn session(
+    endpoint: &str,
+    instance_id: &str,
+    node: &Arc<Mutex<Node>>,
+    geneve: SocketAddr,
+    registered: &mut bool,
+) -> Result<(), ControlError> {
+    let url = endpoint_url(endpoint);
+    let channel = Endpoint::from_shared(url.clone())
+        .map_err(|source| ControlError::Endpoint { endpoint: url.clone(), source })?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        // A dead emulator is noticed by the keepalive even when no config changes flow.
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .map_err(|source| ControlError::Connect { endpoint: url.clone(), source })?;
+    let mut client = FabricClient::new(channel);
+    let req = pb::RegisterNodeRequest { instance_id: instance_id.to_string(), geneve_address: geneve.to_string() };
+    let resp = client
+        .register_node(req)
+        .await
+        .map_err(|status| ControlError::Rpc { call: "RegisterNode", status })?
+        .into_inner();
+    let fabric: SocketAddr =
+        resp.fabric_address.parse().map_err(|_| ControlError::FabricAddress(resp.fabric_address.clone()))?;
+    *registered = true;
+    tracing::info!(instance = %instance_id, %geneve, %fabric, "registered with the emulator");
+    let mut latest = resp.config;
+    let mut clean = match &latest {
+        Some(c) => apply(node, fabric, c.clone()).await?,
+        None => true,
+    };
+    let mut stream = client
+        .watch_node(pb::WatchNodeRequest { instance_id: instance_id.to_string() })
+        .await
+        .map_err(|status| ControlError::Rpc { call: "WatchNode", status })?
+        .into_inner();
+    loop {
+        tokio::select! {
+            msg = stream.message() => {
+                match msg.map_err(|status| ControlError::Rpc { call: "WatchNode", status })? {
+                    Some(c) => {
+                        clean = apply(node, fabric, c.clone()).await?;
+                        latest = Some(c);
+                    }
+                    None => return Ok(()),
+                }
+            }
+            _ = tokio::time::sleep(RETRY), if !clean => {
+                if let Some(c) = &latest {
+                    clean = apply(node, fabric, c.clone()).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Reconciles on a blocking thread; true when every step succeeded.
+async fn apply(node: &Arc<Mutex<Node>>, fabric: SocketAddr, config: pb::NodeConfig) -> Result<bool, ControlError> {
+    let node = node.clone();
+    let epoch = config.epoch;
+    let report = tokio::task::spawn_blocking(move || {
+        let mut n = node.lock().unwrap_or_else(|p| p.into_inner());
+        n.reconcile(Some(fabric), config)
+    })
+    .await
+    .map_err(|e| ControlError::Task(e.to_string()))?;
+    for a in &report.applied {
+        tracing::info!(epoch, action = %a, "reconcile");
+    }
+    for e in &report.errors {
+        tracing::warn!(epoch, error = %e, "reconcile step failed; will retry");
+    }
+    Ok(report.errors.is_empty())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls() {
+        assert_eq!(endpoint_url("127.0.0.1:50051"), "http://127.0.0.1:50051");
+        assert_eq!(endpoint_url("http://[::1]:1"), "http://[::1]:1");
+    }
+}

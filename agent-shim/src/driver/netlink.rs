@@ -1,0 +1,175 @@
+//! rtnetlink calls for the shim's devices, made from the thread that is inside the target
+//! namespace (see [`super::netns`]): link attributes (MAC, MTU, GSO limits, queue length, up),
+//! rename, the IPv4 address and default route of a NIC, and the per-device IPv6 switch.
+//!
+//! Each call is the `ip` command written next to it, and the `ensure_*` ones are idempotent so a
+//! reconcile can repeat them. The netlink socket is driven by a current-thread tokio runtime
+//! owned by [`Netlink`], private to the namespace thread: rtnetlink is async, but nothing here
+//! may run on the shim's main runtime (its threads are in the host namespace). It must not
+//! touch links it was not named.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::{LinkUnspec, RouteMessageBuilder};
+
+use super::DriverError;
+use crate::view::{Ipv4Setup, Mac};
+
+/// A GSO super-frame the kernel hands a TAP, plus the 18-byte tagged Ethernet header, the
+/// 24-byte Geneve header with its virtio-net option, and UDP/IP, must fit one UDP datagram on
+/// loopback (65 507 bytes of payload), or the relay would have to drop it. 65 000 leaves room.
+pub const GSO_MAX_SIZE: u32 = 65_000;
+/// Frames the kernel queues for the relay before dropping (`ip link set … txqueuelen`); the
+/// tun default of 500 overflows under TCP bursts while the relay thread is descheduled.
+pub const TX_QUEUE_LEN: u32 = 2000;
+
+/// The attributes a shim device gets, set in one `RTM_SETLINK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkAttrs {
+    pub mac: Mac,
+    pub mtu: u32,
+}
+
+/// A netlink socket in the calling thread's namespace.
+pub struct Netlink {
+    rt: tokio::runtime::Runtime,
+    handle: rtnetlink::Handle,
+}
+
+fn nl_err(op: &'static str, link: &str, e: rtnetlink::Error) -> DriverError {
+    let source = match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io(),
+        other => io::Error::other(other.to_string()),
+    };
+    DriverError::Netlink { op, link: link.to_string(), source }
+}
+
+fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
+        _ => None,
+    }
+}
+
+impl Netlink {
+    /// Opens a socket in the namespace of the calling thread.
+    pub fn open() -> Result<Netlink, DriverError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(DriverError::Runtime)?;
+        let handle = rt.block_on(async {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(DriverError::Runtime)?;
+            tokio::spawn(conn);
+            Ok::<_, DriverError>(handle)
+        })?;
+        Ok(Netlink { rt, handle })
+    }
+
+    /// `ip link show NAME` → its ifindex.
+    pub fn index_of(&self, name: &str) -> Result<u32, DriverError> {
+        let h = self.handle.clone();
+        let found = self.rt.block_on(async move {
+            let mut links = h.link().get().match_name(name.to_string()).execute();
+            links.try_next().await
+        });
+        match found {
+            Ok(Some(msg)) => Ok(msg.header.index),
+            Ok(None) => Err(DriverError::NoSuchLink(name.to_string())),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Err(DriverError::NoSuchLink(name.to_string())),
+            Err(e) => Err(nl_err("get", name, e)),
+        }
+    }
+
+    /// `ip link set NAME address MAC mtu MTU txqueuelen 2000 gso_max_size 65000
+    /// gso_ipv4_max_size 65000`.
+    pub fn set_attrs(&self, index: u32, name: &str, a: LinkAttrs) -> Result<(), DriverError> {
+        let msg = LinkUnspec::new_with_index(index)
+            .address(a.mac.to_vec())
+            .mtu(a.mtu)
+            .txqueuelen(TX_QUEUE_LEN)
+            .append_extra_attribute(LinkAttribute::GsoMaxSize(GSO_MAX_SIZE))
+            .append_extra_attribute(LinkAttribute::GsoIpv4MaxSize(GSO_MAX_SIZE))
+            .build();
+        let h = self.handle.clone();
+        self.rt.block_on(async move { h.link().set(msg).execute().await }).map_err(|e| nl_err("set", name, e))
+    }
+
+    /// `ip link set NAME up|down`.
+    pub fn set_up(&self, index: u32, name: &str, up: bool) -> Result<(), DriverError> {
+        let b = LinkUnspec::new_with_index(index);
+        let msg = if up { b.up() } else { b.down() }.build();
+        let h = self.handle.clone();
+        self.rt.block_on(async move { h.link().set(msg).execute().await }).map_err(|e| nl_err("set up/down", name, e))
+    }
+
+    /// `ip link set FROM name TO` (the link must be down).
+    pub fn rename(&self, index: u32, from: &str, to: &str) -> Result<(), DriverError> {
+        let msg = LinkUnspec::new_with_index(index).name(to).build();
+        let h = self.handle.clone();
+        self.rt.block_on(async move { h.link().set(msg).execute().await }).map_err(|e| nl_err("rename", from, e))
+    }
+
+    /// Moves the link's DHCP-like setup from `old` to `want`:
+    /// `ip addr del OLD dev NAME` (only the address the shim configured before, never one someone
+    /// else added), then `ip addr replace ADDR/LEN dev NAME; ip route replace default via GW dev
+    /// NAME`. Either side may be `None` (nothing configured before / remove it).
+    pub fn ensure_ipv4(
+        &self,
+        index: u32,
+        name: &str,
+        old: Option<Ipv4Setup>,
+        want: Option<Ipv4Setup>,
+    ) -> Result<(), DriverError> {
+        let h = self.handle.clone();
+        self.rt.block_on(async move {
+            if let Some(o) = old.filter(|o| want.is_none_or(|w| (w.address, w.prefix_len) != (o.address, o.prefix_len)))
+            {
+                let current: Vec<_> = h
+                    .address()
+                    .get()
+                    .set_link_index_filter(index)
+                    .set_address_filter(IpAddr::V4(o.address))
+                    .execute()
+                    .try_collect()
+                    .await
+                    .map_err(|e| nl_err("address get", name, e))?;
+                for msg in current.into_iter().filter(|m| m.header.prefix_len == o.prefix_len) {
+                    // The address (and the routes through it) may already be gone: fine.
+                    if let Err(e) = h.address().del(msg).execute().await
+                        && errno_of(&e) != Some(libc::EADDRNOTAVAIL)
+                    {
+                        return Err(nl_err("address del", name, e));
+                    }
+                }
+            }
+            let Some(w) = want else { return Ok(()) };
+            h.address()
+                .add(index, IpAddr::V4(w.address), w.prefix_len)
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| nl_err("address replace", name, e))?;
+            if let Some(gw) = w.gateway {
+                let route =
+                    RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(Ipv4Addr::UNSPECIFIED, 0).gateway(gw);
+                let route = route.output_interface(index).build();
+                h.route().add(route).replace().execute().await.map_err(|e| nl_err("default route replace", name, e))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `sysctl -w net.ipv6.conf.NAME.disable_ipv6=1` in the calling thread's namespace. The VPC is
+/// IPv4 here, and a TAP with IPv6 on sends router solicitations and DAD probes that the fabric
+/// would only count as drops. A kernel without IPv6 has no such file, which is fine.
+pub fn disable_ipv6(name: &str) -> Result<(), DriverError> {
+    // /proc/sys/net resolves against the namespace of the thread that opens it.
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    match std::fs::write(&path, b"1") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DriverError::Sysctl { path, source }),
+    }
+}

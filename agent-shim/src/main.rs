@@ -1,0 +1,62 @@
+//! `enifab-shim`: one per node. Runs in the host namespace (where the emulator's gRPC and UDP
+//! are reachable) and makes the namespace `--netns` look like the ECS instance `--instance-id`.
+//! SIGTERM or SIGINT removes the devices it created and exits 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use enifab_shim::{DEFAULT_GENEVE_LISTEN, Shim, ShimOptions};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, Parser)]
+#[command(name = "enifab-shim", version, about = "Make a network namespace look like an ECS instance of enifab's VPC")]
+struct Args {
+    /// The emulator's gRPC address.
+    #[arg(long, env = "ENIFAB_ENDPOINT", default_value = "127.0.0.1:50051")]
+    endpoint: String,
+    /// The ECS instance this node is (i-…).
+    #[arg(long)]
+    instance_id: String,
+    /// The node's network namespace: a name under /run/netns (as `ip netns add` makes it) or a path.
+    #[arg(long)]
+    netns: String,
+    /// Unix socket of the Shim API for the CNI [default: /run/enifab/shim-<instance-id>.sock].
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
+    /// Address of the Geneve UDP socket (registered with the emulator).
+    #[arg(long, default_value = DEFAULT_GENEVE_LISTEN)]
+    geneve_listen: SocketAddr,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // Two workers are plenty: the data plane runs on its own threads.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let shim = Shim::start(ShimOptions {
+            endpoint: args.endpoint,
+            instance_id: args.instance_id,
+            netns: args.netns,
+            control_socket: args.control_socket,
+            geneve_listen: args.geneve_listen,
+        })
+        .context("starting the shim")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+        shim.shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,386 @@
+//! Reconcile, second half: the node's state (the devices the shim made, the config it made them
+//! from) and the code that applies a [`crate::plan`] with the drivers, then hands the relay the
+//! matching [`RelayTable`]. Also the VLAN sub-interface devices the CNI asks for.
+//!
+//! All methods are blocking (they run driver threads and wait for the relay to acknowledge a
+//! table): async callers go through `spawn_blocking`, holding the [`Node`] behind a
+//! `std::sync::Mutex` so that reconciles and CNI requests are applied one at a time.
+//!
+//! Device lifetime follows the cloud (reference §6): a NIC's TAP exists while the NIC is `InUse`;
+//! a sub-interface exists from `CreateVlanDevice` until `DeleteVlanDevice` or until its member
+//! is no longer attached to that trunk with that VLAN id, whichever comes first; a failed step
+//! is retried by the next reconcile, and nothing else is touched in the meantime.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use enifab_dataplane::wire::ethernet::MacDisplay;
+use enifab_dataplane::wire::vlan::Tci;
+use enifab_proto::v1 as pb;
+
+use crate::driver::netns::{self, NetnsId};
+use crate::driver::tap::{self, Tap, TapSetup};
+use crate::driver::{DriverError, netns::path_of};
+use crate::plan::{self, Action, CurrentVlan, NicSpec};
+use crate::relay::{DeviceFd, Port, Relay, RelayTable, Source, SourceRule, StatsSnapshot};
+use crate::sys::IFNAMSIZ_MAX;
+use crate::view::{DEFAULT_MTU, NicKind, NodeView};
+use crate::vlan::MemberTable;
+
+/// Why a node operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The shim has not received the node's configuration yet.
+    #[error("the node has no configuration yet: the shim is not registered with the emulator")]
+    NotRegistered,
+    /// The ENI is not a member of any trunk of this instance.
+    #[error("{0} is not a member ENI of a trunk of this instance")]
+    NotAMember(String),
+    /// The member exists but does not carry traffic yet (or any more).
+    #[error("member ENI {id} is {status}, not InUse")]
+    MemberNotInUse { id: String, status: String },
+    /// A request field is unusable.
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+/// A NIC's device.
+#[derive(Debug)]
+struct NicDevice {
+    spec: NicSpec,
+    tap: Arc<Tap>,
+}
+
+/// A member's sub-interface device.
+#[derive(Debug)]
+struct VlanDevice {
+    current: CurrentVlan,
+    if_name: String,
+    mtu: u32,
+    netns: NetnsId,
+    tap: Arc<Tap>,
+}
+
+/// A `CreateVlanDevice` request, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlanRequest {
+    pub member_eni_id: String,
+    pub netns_path: PathBuf,
+    pub if_name: String,
+    pub mtu: u32,
+}
+
+impl VlanRequest {
+    pub fn from_proto(r: &pb::CreateVlanDeviceRequest) -> Result<VlanRequest, NodeError> {
+        let invalid = |field, reason: &str| NodeError::Invalid { field, reason: reason.to_string() };
+        if r.network_interface_id.is_empty() {
+            return Err(invalid("network_interface_id", "must be set"));
+        }
+        if r.netns_path.is_empty() {
+            return Err(invalid("netns_path", "must be set"));
+        }
+        let n = &r.if_name;
+        if n.is_empty() || n.len() > IFNAMSIZ_MAX || n == "." || n == ".." || n.contains(['/', ':', '\0']) {
+            return Err(invalid("if_name", "must be 1 to 15 characters without '/', ':' or whitespace"));
+        }
+        if n.chars().any(char::is_whitespace) {
+            return Err(invalid("if_name", "must not contain whitespace"));
+        }
+        let mtu = if r.mtu == 0 { DEFAULT_MTU } else { r.mtu };
+        if !(68..=65_535).contains(&mtu) {
+            return Err(invalid("mtu", "must be between 68 and 65535"));
+        }
+        Ok(VlanRequest {
+            member_eni_id: r.network_interface_id.clone(),
+            netns_path: PathBuf::from(&r.netns_path),
+            if_name: n.clone(),
+            mtu,
+        })
+    }
+}
+
+/// What a reconcile did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub applied: Vec<String>,
+    /// Steps that failed; the caller retries the whole reconcile later.
+    pub errors: Vec<String>,
+}
+
+/// The node: its config, its devices, and the relay that moves their frames.
+pub struct Node {
+    netns_path: PathBuf,
+    relay: Relay,
+    fabric: Option<SocketAddr>,
+    config: Option<pb::NodeConfig>,
+    view: NodeView,
+    nics: BTreeMap<String, NicDevice>,
+    vlans: BTreeMap<String, VlanDevice>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("netns", &self.netns_path)
+            .field("fabric", &self.fabric)
+            .field("nics", &self.nics.values().map(|n| &n.spec.name).collect::<Vec<_>>())
+            .field("vlans", &self.vlans.values().map(|v| &v.if_name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A device as [`Node::devices`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub eni_id: String,
+    pub if_name: String,
+    pub ifindex: u32,
+    /// `Some(vlan)` for a sub-interface device.
+    pub vlan: Option<u16>,
+}
+
+impl Node {
+    /// A node without devices whose NICs will live in the namespace `netns` (a name under
+    /// `/run/netns` or a path).
+    pub fn new(netns: &str, relay: Relay) -> Result<Node, NodeError> {
+        let netns_path = path_of(netns);
+        netns::id_of(&netns_path)?;
+        Ok(Node {
+            netns_path,
+            relay,
+            fabric: None,
+            config: None,
+            view: NodeView::default(),
+            nics: BTreeMap::new(),
+            vlans: BTreeMap::new(),
+        })
+    }
+
+    pub fn netns_path(&self) -> &Path {
+        &self.netns_path
+    }
+
+    pub fn config(&self) -> Option<&pb::NodeConfig> {
+        self.config.as_ref()
+    }
+
+    pub fn relay_stats(&self) -> StatsSnapshot {
+        self.relay.stats()
+    }
+
+    pub fn geneve_address(&self) -> SocketAddr {
+        self.relay.local_addr()
+    }
+
+    pub fn devices(&self) -> Vec<DeviceInfo> {
+        let nics = self.nics.values().map(|n| DeviceInfo {
+            eni_id: n.spec.eni_id.clone(),
+            if_name: n.spec.name.clone(),
+            ifindex: n.tap.ifindex(),
+            vlan: None,
+        });
+        let vlans = self.vlans.values().map(|v| DeviceInfo {
+            eni_id: v.current.member_eni_id.clone(),
+            if_name: v.if_name.clone(),
+            ifindex: v.tap.ifindex(),
+            vlan: Some(v.current.vlan),
+        });
+        nics.chain(vlans).collect()
+    }
+
+    /// Makes the devices match `config` (and the relay match the devices). `fabric`, when
+    /// given, is the emulator's Geneve address from `RegisterNode`; otherwise the config's.
+    pub fn reconcile(&mut self, fabric: Option<SocketAddr>, config: pb::NodeConfig) -> Report {
+        let view = NodeView::from_proto(&config);
+        for p in &view.problems {
+            tracing::warn!(problem = %p, "node config entry ignored");
+        }
+        self.fabric = fabric.or(view.fabric_address).or(self.fabric);
+        let current: Vec<NicSpec> = self.nics.values().map(|n| n.spec.clone()).collect();
+        let vlans: Vec<CurrentVlan> = self.vlans.values().map(|v| v.current.clone()).collect();
+        let actions = plan::plan(&view, &current, &vlans);
+        self.view = view;
+        self.config = Some(config);
+        let mut report = Report::default();
+
+        // Removals first, and really gone (relay acknowledged, fds closed) before any creation
+        // reuses a name.
+        let mut released: Vec<Arc<Tap>> = Vec::new();
+        for a in &actions {
+            match a {
+                Action::RemoveVlanDevice { member_eni_id, .. } => {
+                    released.extend(self.vlans.remove(member_eni_id).map(|v| v.tap));
+                }
+                Action::RemoveNic { eni_id, .. } => released.extend(self.nics.remove(eni_id).map(|n| n.tap)),
+                _ => continue,
+            }
+            report.applied.push(a.to_string());
+        }
+        if !released.is_empty() {
+            self.release(released);
+        }
+        for a in actions {
+            let result = match &a {
+                Action::RemoveVlanDevice { .. } | Action::RemoveNic { .. } => continue,
+                Action::RenameNic { eni_id, from, to, ipv4 } => self.rename(eni_id, from, to, *ipv4),
+                Action::CreateNic(spec) => self.create_nic(spec),
+                Action::SetIpv4 { eni_id, name, ipv4 } => self.set_ipv4(eni_id, name, *ipv4),
+            };
+            match result {
+                Ok(()) => report.applied.push(a.to_string()),
+                Err(e) => report.errors.push(format!("{a}: {e}")),
+            }
+        }
+        self.publish();
+        report
+    }
+
+    fn rename(
+        &mut self,
+        eni_id: &str,
+        from: &str,
+        to: &str,
+        ipv4: Option<crate::view::Ipv4Setup>,
+    ) -> Result<(), DriverError> {
+        let Some(dev) = self.nics.get_mut(eni_id) else { return Ok(()) };
+        tap::rename(&self.netns_path, &dev.tap, from, to, ipv4)?;
+        dev.spec.name = to.to_string();
+        dev.spec.ipv4 = ipv4;
+        Ok(())
+    }
+
+    fn create_nic(&mut self, spec: &NicSpec) -> Result<(), DriverError> {
+        let setup = TapSetup { name: spec.name.clone(), mac: spec.mac, mtu: spec.mtu, ipv4: spec.ipv4 };
+        let tap = tap::create(&self.netns_path, &setup)?;
+        tracing::info!(eni = %spec.eni_id, name = %spec.name, mac = %MacDisplay(spec.mac), "NIC device created");
+        self.nics.insert(spec.eni_id.clone(), NicDevice { spec: spec.clone(), tap: Arc::new(tap) });
+        Ok(())
+    }
+
+    fn set_ipv4(&mut self, eni_id: &str, name: &str, ipv4: Option<crate::view::Ipv4Setup>) -> Result<(), DriverError> {
+        let Some(dev) = self.nics.get_mut(eni_id) else { return Ok(()) };
+        tap::ensure_ipv4(&self.netns_path, &dev.tap, name, dev.spec.ipv4, ipv4)?;
+        dev.spec.ipv4 = ipv4;
+        Ok(())
+    }
+
+    /// Publishes a table without `released` devices, then drops them: their fds close and the
+    /// kernel removes the devices.
+    fn release(&mut self, released: Vec<Arc<Tap>>) {
+        self.publish();
+        for tap in released {
+            if Arc::strong_count(&tap) > 1 {
+                tracing::warn!(ifindex = tap.ifindex(), "a removed device is still referenced; it goes when released");
+            }
+        }
+    }
+
+    /// The relay table for the current devices and view.
+    fn table(&self) -> RelayTable {
+        let mut t = RelayTable { fabric: self.fabric, ..RelayTable::default() };
+        for dev in self.nics.values() {
+            let Some(nic) = self.view.nic(&dev.spec.eni_id) else { continue };
+            let device: DeviceFd = dev.tap.clone();
+            let trunk = nic.kind == NicKind::Trunk;
+            let rule =
+                if trunk { SourceRule::Trunk(Arc::new(MemberTable::new(&nic.members))) } else { SourceRule::Plain };
+            t.sources.push(Source { device: device.clone(), vni: nic.vni, rule });
+            if let Some(vni) = nic.vni {
+                let port = t.ports.entry(vni).or_default();
+                port.device = Some(device);
+                port.untag = trunk;
+            }
+        }
+        for v in self.vlans.values() {
+            let Some(place) = self.view.member_place(&v.current.member_eni_id) else { continue };
+            let Some(tci) = Tci::from_vid(place.vlan) else { continue };
+            let device: DeviceFd = v.tap.clone();
+            t.sources.push(Source { device: device.clone(), vni: place.trunk_vni, rule: SourceRule::Tag(tci) });
+            if let Some(vni) = place.trunk_vni {
+                let port = t.ports.entry(vni).or_insert_with(|| Port { untag: true, ..Port::default() });
+                port.untag = true;
+                port.vlans.insert(place.vlan, device);
+            }
+        }
+        t
+    }
+
+    fn publish(&self) {
+        self.relay.publish(self.table());
+    }
+
+    /// `CreateVlanDevice`: a TAP in `req.netns_path` with the trunk's MAC that behaves like the
+    /// VLAN sub-interface `<trunk>.<vlan>`. Idempotent: the same request again returns the same
+    /// device; a different namespace, name or MTU for the same member replaces it.
+    pub fn create_vlan_device(&mut self, req: &VlanRequest) -> Result<pb::CreateVlanDeviceResponse, NodeError> {
+        let config = self.config.as_ref().ok_or(NodeError::NotRegistered)?;
+        let Some(place) = self.view.member_place(&req.member_eni_id) else {
+            let status = config
+                .nics
+                .iter()
+                .flat_map(|n| &n.members)
+                .find(|m| m.network_interface_id == req.member_eni_id)
+                .map(|m| m.status.clone());
+            return Err(match status {
+                Some(status) => NodeError::MemberNotInUse { id: req.member_eni_id.clone(), status },
+                None => NodeError::NotAMember(req.member_eni_id.clone()),
+            });
+        };
+        let response = pb::CreateVlanDeviceResponse {
+            if_name: req.if_name.clone(),
+            mac_address: MacDisplay(place.trunk_mac).to_string(),
+            vlan_id: u32::from(place.vlan),
+            trunk_network_interface_id: place.trunk_eni_id.clone(),
+        };
+        let netns = netns::id_of(&req.netns_path)?;
+        let current = CurrentVlan {
+            member_eni_id: req.member_eni_id.clone(),
+            trunk_eni_id: place.trunk_eni_id.clone(),
+            vlan: place.vlan,
+        };
+        if let Some(v) = self.vlans.get(&req.member_eni_id) {
+            if v.netns == netns && v.if_name == req.if_name && v.mtu == req.mtu && v.current == current {
+                return Ok(response);
+            }
+            let old = self.vlans.remove(&req.member_eni_id).map(|v| v.tap);
+            self.release(old.into_iter().collect());
+        }
+        let setup = TapSetup { name: req.if_name.clone(), mac: place.trunk_mac, mtu: req.mtu, ipv4: None };
+        let tap = tap::create(&req.netns_path, &setup)?;
+        tracing::info!(
+            member = %req.member_eni_id, vlan = place.vlan, name = %req.if_name,
+            netns = %req.netns_path.display(), "VLAN sub-interface device created"
+        );
+        self.vlans.insert(
+            req.member_eni_id.clone(),
+            VlanDevice { current, if_name: req.if_name.clone(), mtu: req.mtu, netns, tap: Arc::new(tap) },
+        );
+        self.publish();
+        Ok(response)
+    }
+
+    /// `DeleteVlanDevice`: idempotent; returns whether there was a device.
+    pub fn delete_vlan_device(&mut self, member_eni_id: &str) -> bool {
+        match self.vlans.remove(member_eni_id) {
+            Some(v) => {
+                tracing::info!(member = %member_eni_id, name = %v.if_name, "VLAN sub-interface device deleted");
+                self.release(vec![v.tap]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops the relay and removes every device (their fds close).
+    pub fn shutdown(&mut self) {
+        self.relay.stop();
+        let n = self.nics.len() + self.vlans.len();
+        self.nics.clear();
+        self.vlans.clear();
+        tracing::info!(devices = n, stats = %self.relay.stats(), "node shut down, devices removed");
+    }
+}

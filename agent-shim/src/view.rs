@@ -1,0 +1,341 @@
+//! The node as the shim works with it: a [`NodeView`] parsed and checked once from the
+//! `enifab.v1.NodeConfig` that `RegisterNode`/`WatchNode` deliver, with MACs, addresses, prefixes
+//! and VNIs as typed values instead of strings.
+//!
+//! Pure: no syscalls, no I/O. It follows the cloud's view of an instance (reference §6, §9):
+//! only NICs whose status is `InUse` exist as devices in the guest (an `Attaching` ENI has no
+//! device yet, a `Detaching` one has lost it); a member ENI is carried on its trunk only while
+//! it is `InUse`; the primary ENI gets its primary IP with the vSwitch prefix and a default route
+//! via the vSwitch gateway (what DHCP does on ECS). It must not decide what to *do* about a
+//! config (that is [`crate::plan`]); entries it cannot parse are left out and reported in
+//! [`NodeView::problems`], so one bad NIC does not take the others down.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use enifab_dataplane::Vni;
+use enifab_proto::v1 as pb;
+
+pub use enifab_dataplane::wire::ethernet::Mac;
+
+/// Terway's and ECS's default MTU (reference §9.2).
+pub const DEFAULT_MTU: u32 = 1500;
+/// Status of an ENI that carries traffic.
+pub const IN_USE: &str = "InUse";
+
+/// `aa:bb:cc:dd:ee:ff`, case-insensitive.
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// `a.b.c.d/len` → (network-or-host address, prefix length).
+pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, l) = s.split_once('/')?;
+    let l: u8 = l.parse().ok()?;
+    (l <= 32).then_some(())?;
+    Some((a.parse().ok()?, l))
+}
+
+/// What DHCP would configure on an interface: one address with its subnet prefix, and a default
+/// route via the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Setup {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl fmt::Display for Ipv4Setup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)?;
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicKind {
+    Primary,
+    Secondary,
+    Trunk,
+}
+
+impl NicKind {
+    fn parse(s: &str) -> Option<NicKind> {
+        match s {
+            "Primary" => Some(NicKind::Primary),
+            "Secondary" => Some(NicKind::Secondary),
+            "Trunk" => Some(NicKind::Trunk),
+            _ => None,
+        }
+    }
+}
+
+/// A member ENI of a trunk, as the trunk's wire sees it: a VLAN id and the addresses whose
+/// frames carry that tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub eni_id: String,
+    /// `Attachment.DeviceIndex`, 1..=4094.
+    pub vlan: u16,
+    /// Primary first.
+    pub ips: Vec<Ipv4Addr>,
+}
+
+/// One `InUse` NIC of the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicView {
+    pub eni_id: String,
+    pub kind: NicKind,
+    pub mac: Mac,
+    pub device_index: u32,
+    /// The fabric port; `None` when the emulator has not assigned one (0 on the wire).
+    pub vni: Option<Vni>,
+    /// Primary first.
+    pub ips: Vec<Ipv4Addr>,
+    /// Primary IP with the vSwitch prefix and the gateway, when all three parse.
+    pub ipv4: Option<Ipv4Setup>,
+    /// `InUse` members, for a trunk; empty otherwise.
+    pub members: Vec<MemberView>,
+}
+
+impl NicView {
+    /// The interface name in the guest: the primary ENI is `eth0`, every other NIC
+    /// `eth<DeviceIndex>`, as on ECS images (the trunk ENI is usually `eth1`).
+    pub fn if_name(&self) -> String {
+        match self.kind {
+            NicKind::Primary => "eth0".to_string(),
+            _ => format!("eth{}", self.device_index),
+        }
+    }
+}
+
+/// Where a member ENI lives on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberPlace {
+    pub trunk_eni_id: String,
+    pub trunk_mac: Mac,
+    pub trunk_vni: Option<Vni>,
+    pub vlan: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeView {
+    pub instance_id: String,
+    pub fabric_address: Option<SocketAddr>,
+    /// `InUse` NICs, in the config's order.
+    pub nics: Vec<NicView>,
+    /// What was left out and why, for logs.
+    pub problems: Vec<String>,
+}
+
+impl NodeView {
+    pub fn from_proto(c: &pb::NodeConfig) -> NodeView {
+        let mut problems = Vec::new();
+        let fabric_address = if c.fabric_address.is_empty() {
+            None
+        } else {
+            let a = c.fabric_address.parse().ok();
+            if a.is_none() {
+                problems.push(format!("fabric_address {:?} is not ip:port", c.fabric_address));
+            }
+            a
+        };
+        let mut nics = Vec::new();
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for n in c.nics.iter().filter(|n| n.status == IN_USE) {
+            match nic_view(n, &mut problems) {
+                Ok(v) => {
+                    // Two NICs cannot both be ethN; the first (lowest DeviceIndex order) wins.
+                    if let Some(other) = names.insert(v.if_name(), v.eni_id.clone()) {
+                        problems.push(format!("{} and {other} both want {}", v.eni_id, v.if_name()));
+                        names.insert(v.if_name(), other);
+                        continue;
+                    }
+                    nics.push(v)
+                }
+                Err(e) => problems.push(format!("{}: {e}", n.network_interface_id)),
+            }
+        }
+        NodeView { instance_id: c.instance_id.clone(), fabric_address, nics, problems }
+    }
+
+    pub fn nic(&self, eni_id: &str) -> Option<&NicView> {
+        self.nics.iter().find(|n| n.eni_id == eni_id)
+    }
+
+    /// The trunk that carries `member_eni_id` as an `InUse` member, and its VLAN.
+    pub fn member_place(&self, member_eni_id: &str) -> Option<MemberPlace> {
+        self.nics.iter().filter(|n| n.kind == NicKind::Trunk).find_map(|t| {
+            t.members.iter().find(|m| m.eni_id == member_eni_id).map(|m| MemberPlace {
+                trunk_eni_id: t.eni_id.clone(),
+                trunk_mac: t.mac,
+                trunk_vni: t.vni,
+                vlan: m.vlan,
+            })
+        })
+    }
+}
+
+fn nic_view(n: &pb::NodeNic, problems: &mut Vec<String>) -> Result<NicView, String> {
+    let kind = NicKind::parse(&n.r#type).ok_or_else(|| format!("unknown NIC type {:?}", n.r#type))?;
+    let mac = parse_mac(&n.mac_address).ok_or_else(|| format!("bad MAC {:?}", n.mac_address))?;
+    if kind != NicKind::Primary && (n.device_index == 0 || n.device_index > 9999) {
+        return Err(format!("device index {} cannot name a secondary NIC", n.device_index));
+    }
+    let vni = if n.vni == 0 { None } else { Some(Vni::new(n.vni).ok_or_else(|| format!("VNI {} > 24 bits", n.vni))?) };
+    let ips = n.private_ip_addresses.iter().filter_map(|s| s.parse().ok()).collect();
+    let primary: Option<Ipv4Addr> = n.primary_ip_address.parse().ok();
+    let ipv4 = match (primary, parse_cidr(&n.v_switch_cidr_block)) {
+        (Some(address), Some((_, prefix_len))) => {
+            Some(Ipv4Setup { address, prefix_len, gateway: n.gateway.parse().ok() })
+        }
+        _ => None,
+    };
+    let members = n
+        .members
+        .iter()
+        .filter(|m| m.status == IN_USE)
+        .filter_map(|m| {
+            if !(1..=u32::from(enifab_dataplane::wire::vlan::MAX_VID)).contains(&m.vlan_id) {
+                problems.push(format!("member {}: VLAN id {} outside 1..=4094", m.network_interface_id, m.vlan_id));
+                return None;
+            }
+            let mut ips: Vec<Ipv4Addr> = Vec::new();
+            for s in std::iter::once(&m.primary_ip_address).chain(&m.private_ip_addresses) {
+                if let Ok(ip) = s.parse()
+                    && !ips.contains(&ip)
+                {
+                    ips.push(ip);
+                }
+            }
+            Some(MemberView { eni_id: m.network_interface_id.clone(), vlan: m.vlan_id as u16, ips })
+        })
+        .collect();
+    Ok(NicView {
+        eni_id: n.network_interface_id.clone(),
+        kind,
+        mac,
+        device_index: n.device_index,
+        vni,
+        ips,
+        ipv4,
+        members,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod test {
+    use super::*;
+
+    pub fn member(id: &str, vlan: u32, ip: &str) -> pb::NodeMember {
+        pb::NodeMember {
+            network_interface_id: id.into(),
+            status: IN_USE.into(),
+            vlan_id: vlan,
+            mac_address: "00:16:3e:00:aa:01".into(),
+            primary_ip_address: ip.into(),
+            private_ip_addresses: vec![ip.into()],
+            v_switch_id: "vsw-pod".into(),
+            v_switch_cidr_block: "10.0.8.0/24".into(),
+            gateway: "10.0.8.253".into(),
+            security_group_ids: vec![],
+        }
+    }
+
+    pub fn nic(id: &str, kind: &str, index: u32, mac: &str, ip: &str, vni: u32) -> pb::NodeNic {
+        pb::NodeNic {
+            network_interface_id: id.into(),
+            r#type: kind.into(),
+            status: IN_USE.into(),
+            mac_address: mac.into(),
+            device_index: index,
+            vni,
+            primary_ip_address: ip.into(),
+            private_ip_addresses: vec![ip.into()],
+            v_switch_id: "vsw-node".into(),
+            v_switch_cidr_block: "10.0.4.0/24".into(),
+            gateway: "10.0.4.253".into(),
+            security_group_ids: vec![],
+            members: vec![],
+        }
+    }
+
+    /// A node with a primary ENI (eth0) and a trunk (eth1) carrying one member on VLAN 5.
+    pub fn config() -> pb::NodeConfig {
+        let mut trunk = nic("eni-trunk", "Trunk", 1, "00:16:3e:00:00:02", "10.0.4.23", 11);
+        trunk.members.push(member("eni-m5", 5, "10.0.8.5"));
+        pb::NodeConfig {
+            instance_id: "i-node".into(),
+            fabric_address: "127.0.0.1:6081".into(),
+            nics: vec![nic("eni-prim", "Primary", 0, "00:16:3e:00:00:01", "10.0.4.22", 10), trunk],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parses_a_node() {
+        let v = NodeView::from_proto(&config());
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        assert_eq!(v.fabric_address, Some("127.0.0.1:6081".parse().unwrap()));
+        let names: Vec<String> = v.nics.iter().map(NicView::if_name).collect();
+        assert_eq!(names, ["eth0", "eth1"]);
+        let p = &v.nics[0];
+        assert_eq!(p.mac, [0x00, 0x16, 0x3e, 0, 0, 1]);
+        assert_eq!(
+            p.ipv4,
+            Some(Ipv4Setup {
+                address: "10.0.4.22".parse().unwrap(),
+                prefix_len: 24,
+                gateway: Some("10.0.4.253".parse().unwrap())
+            })
+        );
+        assert_eq!(v.nics[1].members[0].vlan, 5);
+        let place = v.member_place("eni-m5").unwrap();
+        assert_eq!(
+            (place.trunk_eni_id.as_str(), place.vlan, place.trunk_vni.map(Vni::get)),
+            ("eni-trunk", 5, Some(11))
+        );
+        assert_eq!(v.member_place("eni-prim"), None);
+    }
+
+    #[test]
+    fn leaves_out_what_is_not_in_use_or_broken() {
+        let mut c = config();
+        c.nics[1].members[0].status = "Attaching".into();
+        c.nics[1].members.push(member("eni-bad", 4095, "10.0.8.6"));
+        c.nics.push(pb::NodeNic {
+            status: "Attaching".into(),
+            ..nic("eni-att", "Secondary", 2, "00:16:3e:00:00:03", "", 0)
+        });
+        c.nics.push(nic("eni-badmac", "Secondary", 3, "00:16:3e:00:00", "10.0.4.30", 12));
+        c.nics.push(nic("eni-dup", "Secondary", 1, "00:16:3e:00:00:04", "10.0.4.31", 13));
+        let v = NodeView::from_proto(&c);
+        assert_eq!(v.nics.iter().map(|n| n.eni_id.as_str()).collect::<Vec<_>>(), ["eni-prim", "eni-trunk"]);
+        assert!(v.nics[1].members.is_empty());
+        assert_eq!(v.problems.len(), 3, "{:?}", v.problems);
+    }
+
+    #[test]
+    fn macs_and_cidrs() {
+        assert_eq!(parse_mac("EE:ff:ff:ff:ff:ff"), Some([0xee, 0xff, 0xff, 0xff, 0xff, 0xff]));
+        assert_eq!(parse_mac("ee:ff:ff:ff:ff"), None);
+        assert_eq!(parse_mac("ee:ff:ff:ff:ff:ff:00"), None);
+        assert_eq!(parse_mac("e:ff:ff:ff:ff:fff"), None);
+        assert_eq!(parse_cidr("10.0.4.0/24"), Some(("10.0.4.0".parse().unwrap(), 24)));
+        assert_eq!(parse_cidr("10.0.4.0/33"), None);
+        assert_eq!(parse_cidr("10.0.4.0"), None);
+    }
+}

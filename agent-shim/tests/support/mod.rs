@@ -1,0 +1,172 @@
+//! Helpers shared by the privileged and end-to-end tests: network namespaces with unique names
+//! that are removed by a guard (also when the test panics), `ip -j` queries, frames and fds.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Read;
+use std::net::SocketAddrV4;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// True when the tests may create namespaces and TAP devices; otherwise says why they skip.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: needs root (network namespaces, TAP devices); run `cargo test -p enifab-shim` as root");
+    false
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace `esh<pid>-<n>-<tag>` (`ip netns add`), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("esh{}-{}-{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("run ip");
+        assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let ns = Netns { name };
+        // Loopback up, as a container runtime does.
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// `ip -n NAME ARGS…`, which must succeed; returns stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let out = Command::new("ip").args(["-n", &self.name]).args(args).output().expect("run ip");
+        assert!(out.status.success(), "ip -n {} {args:?}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ip -n NAME -j ARGS…` parsed; `Value::Null` when the command fails (no such device).
+    pub fn ip_json(&self, args: &[&str]) -> Value {
+        let out = Command::new("ip").args(["-n", &self.name, "-j"]).args(args).output().expect("run ip");
+        if !out.status.success() {
+            return Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// The link `name` as `ip -d -s -j link show` describes it, or `None`.
+    pub fn link(&self, name: &str) -> Option<Value> {
+        match self.ip_json(&["-d", "-s", "link", "show", "dev", name]) {
+            Value::Array(mut a) if !a.is_empty() => Some(a.remove(0)),
+            _ => None,
+        }
+    }
+
+    /// The IPv4 addresses of `name` as `a.b.c.d/len`.
+    pub fn ipv4_addrs(&self, name: &str) -> Vec<String> {
+        self.addrs(name, "inet")
+    }
+
+    pub fn addrs(&self, name: &str, family: &str) -> Vec<String> {
+        let v = self.ip_json(&["addr", "show", "dev", name]);
+        v.get(0)
+            .and_then(|l| l["addr_info"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a["family"] == family)
+            .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+            .collect()
+    }
+
+    /// `cat PATH` inside the namespace.
+    pub fn cat(&self, path: &str) -> String {
+        let out = Command::new("ip").args(["netns", "exec", &self.name, "cat", path]).output().expect("run ip");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, for at most `secs` seconds.
+pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A second handle on a (non-blocking) device fd, readable with `std::io::Read`.
+pub fn reader(dev: &impl AsFd) -> File {
+    File::from(dev.as_fd().try_clone_to_owned().expect("dup"))
+}
+
+/// Reads one frame (with its 10-byte vnet header) from a non-blocking fd within `secs`.
+pub fn read_frame(f: &mut File, secs: u64) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 70_000];
+    eventually(secs, || match f.read(&mut buf) {
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    })
+}
+
+pub fn mac_str(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// RFC 1071 one's-complement sum of `data`, folded, not complemented.
+pub fn ones_sum(data: &[u8], mut acc: u32) -> u16 {
+    for c in data.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// An Ethernet/IPv4/UDP frame `src → dst` carrying `payload`, with a correct IPv4 header
+/// checksum and `udp_check` as the UDP checksum field.
+pub fn udp_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: &[u8],
+    udp_check: u16,
+) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut f = Vec::with_capacity(14 + total);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip.extend_from_slice(&src.ip().octets());
+    ip.extend_from_slice(&dst.ip().octets());
+    let c = !ones_sum(&ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&src.port().to_be_bytes());
+    f.extend_from_slice(&dst.port().to_be_bytes());
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&udp_check.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
