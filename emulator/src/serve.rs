@@ -78,7 +78,12 @@ impl Emulator {
 
     /// Serve the API (with the Fabric service) on `listener` until `shutdown` completes.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let fabric = self.fabric.clone();
         let app = router(self.model, Some(self.fabric)).await?;
+        let shutdown = async move {
+            shutdown.await;
+            fabric.close();
+        };
         axum::serve(no_delay(listener), app).with_graceful_shutdown(shutdown).await.context("serving")?;
         Ok(())
     }
@@ -199,8 +204,10 @@ pub async fn serve(cfg: ServeConfig, api: ApiConfig) -> Result<()> {
             let _ = stopped.wait_for(|s| *s).await;
         }))
     });
+    let fabric = emulator.fabric.clone();
     let stop_all = async move {
         shutdown_signal().await;
+        fabric.close();
         let _ = stop.send(true);
     };
     axum::serve(no_delay(listener), app).with_graceful_shutdown(stop_all).await.context("serving")?;

@@ -32,6 +32,9 @@ pub struct FabricShell {
     peers: Arc<Mutex<HashMap<String, SocketAddr>>>,
     publisher: Publisher,
     requests: Mutex<std::sync::mpsc::Sender<IoRequest>>,
+    /// Becomes true when the server stops: node watches end, so a graceful shutdown is not held
+    /// up by streams that would otherwise last forever.
+    closing: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for FabricShell {
@@ -75,8 +78,18 @@ impl FabricShell {
             Publisher { peers: peers.clone(), config: Arc::new(config_tx), epoch: Arc::new(AtomicU64::new(0)) };
         let hook_pub = publisher.clone();
         let hook: CommitHook = Box::new(move |region: &Region| hook_pub.publish(region));
-        let shell = FabricShell { addr, peers, publisher, requests: Mutex::new(req_tx) };
+        let shell =
+            FabricShell { addr, peers, publisher, requests: Mutex::new(req_tx), closing: watch::Sender::new(false) };
         Ok((Arc::new(shell), hook))
+    }
+
+    /// End every WatchNode stream (the server is stopping).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Where shims send their frames.

@@ -73,6 +73,7 @@ impl Fabric for FabricService {
         let first = self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
+        let mut closing = self.shell.closing();
         tokio::spawn(async move {
             let mut epochs = this.model.epochs();
             let mut last = first;
@@ -80,8 +81,9 @@ impl Fabric for FabricService {
                 return;
             }
             loop {
-                if epochs.changed().await.is_err() {
-                    return;
+                tokio::select! {
+                    changed = epochs.changed() => if changed.is_err() { return },
+                    _ = closing.wait_for(|c| *c) => return,
                 }
                 match this.node(&q.instance_id).await {
                     Ok(cfg) => {
