@@ -28,6 +28,7 @@
 //! - [`driver`], `sys`: every syscall (netns, TAP, netlink, sysctl, mmsg); the only `unsafe`
 //!   is in `sys`.
 
+pub mod cni;
 pub mod control;
 pub mod driver;
 pub mod node;

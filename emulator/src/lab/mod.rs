@@ -290,6 +290,7 @@ pub async fn up(opts: &LabOptions, file: &Path, log: &mut dyn FnMut(String)) -> 
             "trunkNetworkInterfaceId": applied.trunks[&pod.node.value],
             "nodeNetns": netns::path(&node.netns),
             "shimSocket": node.socket,
+            "stateDir": opts.state_dir.join("cni"),
             "datapath": datapath,
             "vSwitchId": applied.vswitches[&vsw],
             "securityGroupIds": groups,
@@ -302,8 +303,7 @@ pub async fn up(opts: &LabOptions, file: &Path, log: &mut dyn FnMut(String)) -> 
         let result = run_cni(&cni, "ADD", &format!("{id}-{name}"), &netns::path(&ns), &args.join(";"), &netconf)
             .with_context(|| format!("CNI ADD for pod {name}"))?;
         let ip = result["ips"][0]["address"].as_str().unwrap_or("").split('/').next().unwrap_or("").to_string();
-        let member = result["enifab"]["memberNetworkInterfaceId"].as_str().unwrap_or("").to_string();
-        let vlan = result["enifab"]["vlanId"].as_u64().unwrap_or(0);
+        let (member, vlan) = member_of(&mut c, &ip).await?;
         st.pods.insert(
             name.clone(),
             PodState {
@@ -371,15 +371,35 @@ pub async fn up(opts: &LabOptions, file: &Path, log: &mut dyn FnMut(String)) -> 
     Ok(st)
 }
 
+/// The member ENI that holds a pod IP, and its VLAN id.
+async fn member_of(c: &mut Clients, ip: &str) -> Result<(String, i32)> {
+    let r = c
+        .ecs
+        .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+            private_ip_address: vec![ip.to_string()],
+            r#type: "Member".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| anyhow!("DescribeNetworkInterfaces: {}", describe_status(&s)))?
+        .into_inner();
+    let e = r.network_interface_sets.unwrap_or_default().network_interface_set.into_iter().next();
+    let e = e.ok_or_else(|| anyhow!("no member ENI holds {ip}"))?;
+    Ok((e.network_interface_id, e.attachment.map_or(0, |a| a.device_index)))
+}
+
 /// A node is up when its shim has plugged eth0 (and the trunk, when there is one) in.
 async fn wait_for_node(ns: &str, trunk: &Option<String>, pid: u32) -> Result<()> {
     let want = if trunk.is_some() { 2 } else { 1 };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let ns2 = ns.to_string();
-        let links = netns::run_in(&ns2, || {
-            ["eth0", "eth1"].iter().filter(|d| Path::new(&format!("/sys/class/net/{d}/operstate")).exists()).count()
-        })?;
+        // /sys shows the namespace it was mounted in, not the thread's: ask netlink through ip.
+        let links = ["eth0", "eth1"]
+            .iter()
+            .filter(|d| {
+                Command::new("ip").args(["-n", ns, "link", "show", d]).output().is_ok_and(|o| o.status.success())
+            })
+            .count();
         if links >= want {
             return Ok(());
         }
@@ -722,6 +742,7 @@ pub async fn down(opts: &LabOptions, file: &Path, log: &mut dyn FnMut(String)) -
                 "instanceId": node.instance_id,
                 "nodeNetns": netns::path(&node.netns),
                 "shimSocket": node.socket,
+            "stateDir": opts.state_dir.join("cni"),
                 "datapath": pod.datapath,
             });
             let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
@@ -825,7 +846,7 @@ async fn delete_cloud(c: &mut Clients, topo: &Topology, id: &str, log: &mut dyn 
         }
     }
     for e in tagged.iter().chain(trunks.iter()) {
-        wait_available(c, &e.network_interface_id).await?;
+        wait_eni(c, &e.network_interface_id, "Available").await?;
         let r = c
             .ecs
             .delete_network_interface(pb::DeleteNetworkInterfaceRequest {
@@ -834,6 +855,8 @@ async fn delete_cloud(c: &mut Clients, topo: &Topology, id: &str, log: &mut dyn 
             })
             .await;
         tolerate_gone(r, || format!("deleting {}", e.network_interface_id))?;
+        // Deleting takes a moment in the cloud too; its groups stay in use until it is gone.
+        wait_eni(c, &e.network_interface_id, "").await?;
         log(format!("  eni      {} deleted", e.network_interface_id));
     }
     let applied = lookup(c, topo).await?;
@@ -907,7 +930,8 @@ async fn delete_cloud(c: &mut Clients, topo: &Topology, id: &str, log: &mut dyn 
     Ok(())
 }
 
-async fn wait_available(c: &mut Clients, eni: &str) -> Result<()> {
+/// Wait until an ENI is `status`, or gone (which also satisfies an empty `status`).
+async fn wait_eni(c: &mut Clients, eni: &str, status: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = c
@@ -921,7 +945,7 @@ async fn wait_available(c: &mut Clients, eni: &str) -> Result<()> {
             .into_inner();
         match r.network_interface_sets.unwrap_or_default().network_interface_set.first() {
             None => return Ok(()),
-            Some(e) if e.status == "Available" => return Ok(()),
+            Some(e) if e.status == status => return Ok(()),
             Some(e) if Instant::now() > deadline => bail!("{eni} stuck in {}", e.status),
             Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }

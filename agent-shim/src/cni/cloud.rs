@@ -1,0 +1,246 @@
+//! The cloud side of a trunk pod, as Terway's controller does it: a Secondary ENI per pod in
+//! the pod's vSwitch with the pod's security groups (tagged as Terway tags member ENIs),
+//! attached to the node's trunk with `TrunkNetworkInstanceId`, waited on until `InUse`; its
+//! `Attachment.DeviceIndex` is the pod's VLAN id. Release is detach, wait for `Available`,
+//! delete, wait until the ENI is gone, treating "not found" as done (Terway's rule).
+
+use std::time::{Duration, Instant};
+
+use enifab_proto::v1 as pb;
+use pb::ecs_client::EcsClient;
+use pb::vpc_client::VpcClient;
+use rscni_plugin::error::Error;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+use super::conf::PodRequest;
+
+/// The tag that ties a member ENI to the container it serves.
+pub const CONTAINER_TAG: &str = "enifab:container";
+
+pub struct Cloud {
+    pub ecs: EcsClient<Channel>,
+    pub vpc: VpcClient<Channel>,
+}
+
+/// A cloud error becomes CNI error 100 with the cloud's code as the message; an unreachable
+/// emulator is "try again later" (11).
+pub fn cni_error(s: tonic::Status) -> Error {
+    match s.get_details_error_info() {
+        Some(info) => {
+            let msg = s.message().strip_prefix(&format!("{}: ", info.reason)).unwrap_or(s.message()).to_string();
+            Error::Custom(100, info.reason, msg)
+        }
+        None => Error::TryAgainLater(format!("the emulator: {}", s.message())),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+impl Cloud {
+    pub async fn connect(endpoint: &str) -> Result<Cloud, Error> {
+        let url = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+        let ch = tonic::transport::Endpoint::from_shared(url)
+            .map_err(|e| Error::InvalidNetworkConfig(format!("endpoint: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| Error::TryAgainLater(format!("cannot reach the emulator at {endpoint}: {e}")))?;
+        Ok(Cloud { ecs: EcsClient::new(ch.clone()), vpc: VpcClient::new(ch) })
+    }
+
+    async fn describe(
+        &mut self,
+        q: pb::DescribeNetworkInterfacesRequest,
+    ) -> Result<Vec<pb::NetworkInterfaceSet>, Error> {
+        Ok(self
+            .ecs
+            .describe_network_interfaces(q)
+            .await
+            .map_err(cni_error)?
+            .into_inner()
+            .network_interface_sets
+            .unwrap_or_default()
+            .network_interface_set)
+    }
+
+    pub async fn eni(&mut self, id: &str) -> Result<Option<pb::NetworkInterfaceSet>, Error> {
+        Ok(self
+            .describe(pb::DescribeNetworkInterfacesRequest {
+                network_interface_id: vec![id.to_string()],
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// The member ENI made for this container, if any.
+    pub async fn member_of(&mut self, container: &str) -> Result<Option<pb::NetworkInterfaceSet>, Error> {
+        let tag = pb::Tag { key: CONTAINER_TAG.into(), value: container.into() };
+        Ok(self
+            .describe(pb::DescribeNetworkInterfacesRequest {
+                tag: vec![tag],
+                max_results: Some(10),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// The node's trunk ENI.
+    pub async fn trunk(&mut self, req: &PodRequest) -> Result<pb::NetworkInterfaceSet, Error> {
+        if let Some(id) = &req.conf.trunk_network_interface_id {
+            return self
+                .eni(id)
+                .await?
+                .ok_or_else(|| Error::InvalidNetworkConfig(format!("trunk ENI {id} does not exist")));
+        }
+        let q = pb::DescribeNetworkInterfacesRequest {
+            instance_id: req.conf.instance_id.clone(),
+            r#type: "Trunk".into(),
+            ..Default::default()
+        };
+        self.describe(q)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::InvalidNetworkConfig(format!("instance {} has no trunk ENI", req.conf.instance_id)))
+    }
+
+    /// Create the pod's member ENI (primary IP = pod IP) and attach it to the trunk.
+    pub async fn create_member(&mut self, req: &PodRequest, trunk: &pb::NetworkInterfaceSet) -> Result<String, Error> {
+        let mut tags = vec![
+            pb::Tag { key: "ack.aliyun.com".into(), value: req.conf.cluster_id.clone() },
+            pb::Tag { key: "creator".into(), value: "terway-controller".into() },
+            pb::Tag { key: CONTAINER_TAG.into(), value: req.container_id.clone() },
+        ];
+        if let Some(pod) = &req.pod {
+            tags.push(pb::Tag { key: "k8s.aliyun.com/pod".into(), value: pod.clone() });
+        }
+        tags.extend(req.conf.tags.iter().map(|(k, v)| pb::Tag { key: k.clone(), value: v.clone() }));
+        let groups = if req.security_group_ids.is_empty() {
+            trunk.security_group_ids.as_ref().map(|g| g.security_group_id.clone()).unwrap_or_default()
+        } else {
+            req.security_group_ids.clone()
+        };
+        let r = self
+            .ecs
+            .create_network_interface(pb::CreateNetworkInterfaceRequest {
+                v_switch_id: req.v_switch_id.clone().unwrap_or_else(|| trunk.v_switch_id.clone()),
+                security_group_ids: groups,
+                primary_ip_address: req.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                description: "interface create by terway".into(),
+                tag: tags,
+                source_dest_check: Some(false),
+                ..Default::default()
+            })
+            .await
+            .map_err(cni_error)?
+            .into_inner();
+        Ok(r.network_interface_id)
+    }
+
+    pub async fn attach(&mut self, req: &PodRequest, member: &str, trunk: &str) -> Result<(), Error> {
+        self.ecs
+            .attach_network_interface(pb::AttachNetworkInterfaceRequest {
+                instance_id: req.conf.instance_id.clone(),
+                network_interface_id: member.into(),
+                trunk_network_instance_id: trunk.into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(cni_error)?;
+        Ok(())
+    }
+
+    /// Poll until the ENI has `status` (or is gone, when `status` is empty).
+    pub async fn wait(&mut self, id: &str, status: &str) -> Result<Option<pb::NetworkInterfaceSet>, Error> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let e = self.eni(id).await?;
+            match &e {
+                None if status.is_empty() => return Ok(None),
+                Some(x) if x.status == status => return Ok(e),
+                _ if Instant::now() > deadline => {
+                    return Err(Error::TryAgainLater(format!("{id} did not become {status} within {WAIT:?}")));
+                }
+                _ => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// `(CIDR prefix length, gateway)` of a vSwitch.
+    pub async fn vswitch(&mut self, id: &str) -> Result<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr), Error> {
+        let r = self
+            .vpc
+            .describe_v_switches(pb::DescribeVSwitchesRequest { v_switch_id: id.into(), ..Default::default() })
+            .await
+            .map_err(cni_error)?
+            .into_inner();
+        let v = r
+            .v_switches
+            .unwrap_or_default()
+            .v_switch
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Custom(100, "InvalidVSwitchId.NotFound".into(), id.into()))?;
+        let (net, prefix) = v.cidr_block.split_once('/').ok_or_else(|| Error::FailedToDecode(v.cidr_block.clone()))?;
+        let net: std::net::Ipv4Addr = net.parse().map_err(|_| Error::FailedToDecode(v.cidr_block.clone()))?;
+        let prefix: u8 = prefix.parse().map_err(|_| Error::FailedToDecode(v.cidr_block.clone()))?;
+        let last = u32::from(net) | (u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0));
+        // The gateway is the vSwitch's last address − 2, as Terway derives it.
+        Ok((net, prefix, std::net::Ipv4Addr::from(last.wrapping_sub(2))))
+    }
+
+    /// Detach (if attached), wait for Available, delete, wait until gone. "Not found" at any
+    /// point means someone finished the job.
+    pub async fn release(&mut self, eni: &pb::NetworkInterfaceSet) -> Result<(), Error> {
+        let gone = |e: &Error| matches!(e, Error::Custom(_, code, _) if code.ends_with(".NotFound"));
+        let id = eni.network_interface_id.clone();
+        if eni.status == "InUse" || eni.status == "Attaching" {
+            if eni.status == "Attaching" {
+                self.wait(&id, "InUse").await?;
+            }
+            let r = self
+                .ecs
+                .detach_network_interface(pb::DetachNetworkInterfaceRequest {
+                    instance_id: eni.instance_id.clone(),
+                    network_interface_id: id.clone(),
+                    trunk_network_instance_id: eni
+                        .attachment
+                        .as_ref()
+                        .map(|a| a.trunk_network_interface_id.clone())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(cni_error);
+            match r {
+                Err(e) if gone(&e) => return Ok(()),
+                r => r?,
+            };
+        }
+        if self.wait(&id, "Available").await?.is_none() {
+            return Ok(());
+        }
+        match self
+            .ecs
+            .delete_network_interface(pb::DeleteNetworkInterfaceRequest {
+                network_interface_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(cni_error)
+        {
+            Err(e) if gone(&e) => return Ok(()),
+            r => {
+                r?;
+            }
+        }
+        self.wait(&id, "").await?;
+        Ok(())
+    }
+}

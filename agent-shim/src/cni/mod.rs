@@ -1,0 +1,388 @@
+//! `enifab-cni`: the CNI plugin (spec 1.0/1.1: ADD, DEL, CHECK, STATUS, GC, VERSION) that wires
+//! trunk pods the way Terway does, against the emulated cloud.
+//!
+//! ADD: find or create the pod's member ENI (a Secondary ENI in the pod's vSwitch with its
+//! security groups, tagged with the container ID), attach it to the node's trunk with
+//! `TrunkNetworkInstanceId`, wait for `InUse`, read `DeviceIndex` (the VLAN id), wait until the
+//! node shim carries the member, then compute the pod's network ([`plan`]) and apply it with the
+//! idempotent netlink driver ([`net`]) or, for the `vlan` datapath, the shim's sub-interface
+//! device. DEL undoes the links, detaches and deletes the ENI; both are safe to repeat, and DEL
+//! of an unknown container succeeds. CHECK compares the kernel and the cloud with the plan.
+//!
+//! Errors are CNI error JSON: 7 for a bad configuration, 11 when the emulator cannot be
+//! reached, 100 with the cloud's code as `msg` (e.g. `InvalidVSwitchId.IpNotEnough`) and its
+//! message as `details` for a cloud error.
+
+pub mod cloud;
+pub mod conf;
+pub mod net;
+pub mod plan;
+pub mod state;
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use enifab_proto::v1 as pb;
+use hyper_util::rt::TokioIo;
+use rscni_plugin::async_cni::Cni;
+use rscni_plugin::error::Error;
+use rscni_plugin::types::{Args, CNIResult, Interface, IpConfig};
+
+use crate::driver::netns::run_in;
+use cloud::Cloud;
+use conf::{Datapath, PodRequest};
+use plan::{Inputs, Ns, Step};
+use state::PodState;
+
+/// The plugin; every operation reads its inputs from the invocation.
+#[derive(Debug, Default)]
+pub struct EnifabCni;
+
+fn request(args: &Args) -> Result<PodRequest, Error> {
+    PodRequest::new(
+        args.config(),
+        args.container_id().map(|c| c.to_string()).as_deref(),
+        args.netns().cloned(),
+        args.ifname().map(|i| i.to_string()).as_deref(),
+        args.args(),
+    )
+}
+
+fn io(e: crate::driver::DriverError) -> Error {
+    Error::Custom(101, "netlink".into(), e.to_string())
+}
+
+/// The node's namespace: the one named in the configuration, or ours.
+fn node_ns(req: &PodRequest) -> PathBuf {
+    req.conf.node_netns.clone().unwrap_or_else(|| PathBuf::from("/proc/self/ns/net"))
+}
+
+async fn shim(socket: &Path) -> Result<pb::shim_client::ShimClient<tonic::transport::Channel>, Error> {
+    let path = socket.to_path_buf();
+    let ch = tonic::transport::Endpoint::from_static("http://shim.local")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+        }))
+        .await
+        .map_err(|e| Error::TryAgainLater(format!("the node shim at {}: {e}", socket.display())))?;
+    Ok(pb::shim_client::ShimClient::new(ch))
+}
+
+/// Wait until the shim's view of the node carries the member, `InUse`, on its VLAN: only then
+/// does it tag the pod's frames.
+async fn wait_shim_knows(socket: &Path, member: &str, vlan: u32) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = shim(socket).await?;
+    loop {
+        let node = client
+            .describe_node(pb::DescribeNodeRequest {})
+            .await
+            .map_err(|s| Error::TryAgainLater(s.message().to_string()))?
+            .into_inner();
+        let known = node
+            .nics
+            .iter()
+            .flat_map(|n| &n.members)
+            .any(|m| m.network_interface_id == member && m.vlan_id == vlan && m.status == "InUse");
+        if known {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::TryAgainLater(format!("the node shim does not carry member {member} after 30 s")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Apply the plan's steps in order, each in its namespace.
+async fn apply(req: &PodRequest, pod_ns: &Path, steps: Vec<Step>) -> Result<(), Error> {
+    let node = node_ns(req);
+    for step in steps {
+        let text = step.to_string();
+        let fail = |e: Error| Error::Custom(101, "setup".into(), format!("{text}: {}", e.details()));
+        match step {
+            Step::VlanDevice { member, link, mtu, .. } => {
+                let mut c = shim(&req.conf.shim_socket).await?;
+                c.create_vlan_device(pb::CreateVlanDeviceRequest {
+                    network_interface_id: member,
+                    netns_path: pod_ns.display().to_string(),
+                    if_name: link,
+                    mtu,
+                })
+                .await
+                .map_err(|s| fail(Error::TryAgainLater(s.message().to_string())))?;
+            }
+            Step::MoveToPod { link } => {
+                let pod = std::fs::File::open(pod_ns)
+                    .map_err(|e| Error::InvalidNetNS(format!("{}: {e}", pod_ns.display())))?;
+                run_in(&node, move || net::Net::open()?.move_to(&link, pod.as_raw_fd())).map_err(io).map_err(fail)?;
+            }
+            Step::Neigh { link, ip, mac_of } => {
+                let mac = run_in(&node, move || net::Net::open()?.mac(&mac_of)).map_err(io).map_err(fail)?;
+                run_in(pod_ns, move || net::Net::open()?.replace_neigh(&link, ip, mac)).map_err(io).map_err(fail)?;
+            }
+            Step::Veth { host, peer } => {
+                run_in(&node, move || net::Net::open()?.ensure_veth(&host, &peer)).map_err(io).map_err(fail)?
+            }
+            Step::RenameUp { from, to } => {
+                run_in(pod_ns, move || net::Net::open()?.rename_up(&from, &to)).map_err(io).map_err(fail)?
+            }
+            Step::Up { ns, link } => {
+                run_in(ns_path(ns, &node, pod_ns), move || net::Net::open()?.set_up(&link)).map_err(io).map_err(fail)?
+            }
+            Step::Addr { ns, link, ip, prefix } => {
+                run_in(ns_path(ns, &node, pod_ns), move || net::Net::open()?.ensure_addr(&link, ip, prefix))
+                    .map_err(io)
+                    .map_err(fail)?
+            }
+            Step::Route { ns, dst, prefix, via, link, table, onlink } => {
+                run_in(ns_path(ns, &node, pod_ns), move || {
+                    net::Net::open()?.replace_route(dst, prefix, via, &link, table, onlink)
+                })
+                .map_err(io)
+                .map_err(fail)?
+            }
+            Step::Rule { priority, from, to, table } => {
+                run_in(&node, move || net::Net::open()?.ensure_rule(priority, from, to, table))
+                    .map_err(io)
+                    .map_err(fail)?
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ns_path<'a>(ns: Ns, node: &'a Path, pod: &'a Path) -> &'a Path {
+    match ns {
+        Ns::Node => node,
+        Ns::Pod => pod,
+    }
+}
+
+/// Undo what a pod's plan made. Every part tolerates being gone already.
+async fn teardown(req: &PodRequest, st: &PodState) -> Result<(), Error> {
+    match st.datapath {
+        Datapath::Veth => {
+            let (host, ip, table) = (st.host_veth.clone(), st.pod_ip, st.table);
+            run_in(&node_ns(req), move || {
+                let n = net::Net::open()?;
+                n.delete_link(&host)?;
+                n.delete_rules_for(plan::RULE_TO_POD, ip)?;
+                n.delete_rules_for(plan::RULE_FROM_POD, ip)?;
+                n.flush_table(table)
+            })
+            .map_err(io)?;
+        }
+        Datapath::Vlan => {
+            // A shim that is gone took its devices with it.
+            if let Ok(mut c) = shim(&req.conf.shim_socket).await {
+                c.delete_vlan_device(pb::DeleteVlanDeviceRequest { network_interface_id: st.member.clone() })
+                    .await
+                    .map_err(|s| Error::TryAgainLater(s.message().to_string()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Cni for EnifabCni {
+    async fn add(&self, args: Args) -> Result<CNIResult, Error> {
+        let req = request(&args)?;
+        let pod_ns =
+            req.pod_netns.clone().ok_or_else(|| Error::InvalidEnvValue("CNI_NETNS is required for ADD".into()))?;
+        if !pod_ns.exists() {
+            return Err(Error::InvalidNetNS(format!("{} does not exist", pod_ns.display())));
+        }
+        let mut c = Cloud::connect(&req.conf.endpoint).await?;
+        let trunk = c.trunk(&req).await?;
+        if trunk.status != "InUse" || trunk.instance_id != req.conf.instance_id {
+            return Err(Error::TryAgainLater(format!(
+                "trunk {} is {} on {:?}",
+                trunk.network_interface_id, trunk.status, trunk.instance_id
+            )));
+        }
+        let trunk_dev = format!("eth{}", trunk.attachment.as_ref().map_or(0, |a| a.device_index));
+        let member = match c.member_of(&req.container_id).await? {
+            Some(m) => m.network_interface_id,
+            None => c.create_member(&req, &trunk).await?,
+        };
+        let eni =
+            c.eni(&member).await?.ok_or_else(|| Error::Custom(100, "InvalidEniId.NotFound".into(), member.clone()))?;
+        if eni.status == "Available" {
+            c.attach(&req, &member, &trunk.network_interface_id).await?;
+        }
+        let eni = c
+            .wait(&member, "InUse")
+            .await?
+            .ok_or_else(|| Error::Custom(100, "InvalidEniId.NotFound".into(), member.clone()))?;
+        let vlan = eni.attachment.as_ref().map_or(0, |a| a.device_index as u32);
+        let pod_ip: Ipv4Addr =
+            eni.private_ip_address.parse().map_err(|_| Error::FailedToDecode(eni.private_ip_address.clone()))?;
+        let (_, prefix, gateway) = c.vswitch(&eni.v_switch_id).await?;
+        wait_shim_knows(&req.conf.shim_socket, &member, vlan).await?;
+
+        let inputs = Inputs {
+            datapath: req.datapath,
+            member: member.clone(),
+            vlan,
+            pod_ip,
+            vswitch_prefix: prefix,
+            gateway,
+            trunk_dev: trunk_dev.clone(),
+            host_veth: req.host_veth(),
+            ifname: req.ifname.clone(),
+            mtu: req.conf.mtu,
+        };
+        let st = PodState {
+            container_id: req.container_id.clone(),
+            member: member.clone(),
+            vlan,
+            pod_ip,
+            prefix,
+            gateway,
+            datapath: req.datapath,
+            host_veth: inputs.host_veth.clone(),
+            trunk_dev,
+            ifname: req.ifname.clone(),
+            table: inputs.table(),
+        };
+        // Recorded before the links exist, so a DEL after a failed ADD knows what to remove.
+        state::save(&req.conf.state_dir, &st)?;
+        apply(&req, &pod_ns, plan::setup(&inputs)).await?;
+
+        let pod_mac = {
+            let (ns, name) = (pod_ns.clone(), req.ifname.clone());
+            run_in(&ns, move || net::Net::open()?.mac(&name)).map_err(io)?
+        };
+        let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        let iface = |name: String, mac: String, sandbox: Option<String>| Interface {
+            name,
+            mac,
+            mtu: Some(req.conf.mtu),
+            sandbox,
+            socket_path: None,
+            pci_id: None,
+        };
+        let mut interfaces = Vec::new();
+        if req.datapath == Datapath::Veth {
+            let host = st.host_veth.clone();
+            let host_mac = run_in(&node_ns(&req), move || net::Net::open()?.mac(&host)).map_err(io)?;
+            interfaces.push(iface(st.host_veth.clone(), mac(host_mac), None));
+        }
+        interfaces.push(iface(req.ifname.clone(), mac(pod_mac), Some(pod_ns.display().to_string())));
+        let (addr_prefix, gw) = match req.datapath {
+            Datapath::Veth => (32, plan::POD_GATEWAY),
+            Datapath::Vlan => (prefix, gateway),
+        };
+        Ok(CNIResult {
+            interfaces: interfaces.clone(),
+            ips: vec![IpConfig {
+                interface: Some((interfaces.len() - 1) as u32),
+                address: format!("{pod_ip}/{addr_prefix}")
+                    .parse()
+                    .map_err(|_| Error::FailedToDecode(pod_ip.to_string()))?,
+                gateway: Some(std::net::IpAddr::V4(gw)),
+            }],
+            ..Default::default()
+        })
+    }
+
+    async fn del(&self, args: Args) -> Result<(), Error> {
+        let req = request(&args)?;
+        let st = state::load(&req.conf.state_dir, &req.container_id)?;
+        if let Some(st) = &st {
+            teardown(&req, st).await?;
+        }
+        let mut c = Cloud::connect(&req.conf.endpoint).await?;
+        if let Some(eni) = c.member_of(&req.container_id).await? {
+            c.release(&eni).await?;
+        }
+        state::remove(&req.conf.state_dir, &req.container_id)
+    }
+
+    async fn check(&self, args: Args) -> Result<(), Error> {
+        let req = request(&args)?;
+        let st = state::load(&req.conf.state_dir, &req.container_id)?
+            .ok_or_else(|| Error::NotExist(format!("container {} has no enifab network", req.container_id)))?;
+        let pod_ns =
+            req.pod_netns.clone().ok_or_else(|| Error::InvalidEnvValue("CNI_NETNS is required for CHECK".into()))?;
+        let mut c = Cloud::connect(&req.conf.endpoint).await?;
+        let eni = c
+            .eni(&st.member)
+            .await?
+            .ok_or_else(|| Error::Custom(100, "InvalidEniId.NotFound".into(), st.member.clone()))?;
+        let vlan = eni.attachment.as_ref().map_or(0, |a| a.device_index as u32);
+        if eni.status != "InUse" || vlan != st.vlan || eni.private_ip_address != st.pod_ip.to_string() {
+            return Err(Error::Custom(
+                102,
+                "member ENI drifted".into(),
+                format!("{} is {} on VLAN {vlan} with {}", st.member, eni.status, eni.private_ip_address),
+            ));
+        }
+        let (ifname, ip) = (st.ifname.clone(), st.pod_ip);
+        let addrs = run_in(&pod_ns, move || net::Net::open()?.addrs(&ifname)).map_err(io)?;
+        if !addrs.iter().any(|(a, _)| *a == ip) {
+            return Err(Error::Custom(
+                102,
+                "pod address missing".into(),
+                format!("{} has {addrs:?}, not {ip}", st.ifname),
+            ));
+        }
+        if st.datapath == Datapath::Veth {
+            let s = st.clone();
+            let problems = run_in(&node_ns(&req), move || {
+                let n = net::Net::open()?;
+                let mut p = Vec::new();
+                if n.index(&s.host_veth)?.is_none() {
+                    p.push(format!("{} is missing", s.host_veth));
+                }
+                let rules = n.rules()?;
+                let want = [
+                    net::RuleInfo { priority: plan::RULE_TO_POD, from: None, to: Some(s.pod_ip), table: 254 },
+                    net::RuleInfo { priority: plan::RULE_FROM_POD, from: Some(s.pod_ip), to: None, table: s.table },
+                ];
+                for w in want {
+                    if !rules.contains(&w) {
+                        p.push(format!("rule {w:?} is missing"));
+                    }
+                }
+                if !n.routes(s.table)?.iter().any(|r| r.prefix == 0 && r.gateway == Some(s.gateway)) {
+                    p.push(format!("table {} has no default route via {}", s.table, s.gateway));
+                }
+                if !n.routes(254)?.iter().any(|r| r.prefix == 32 && r.dst == s.pod_ip) {
+                    p.push(format!("main has no route to {}", s.pod_ip));
+                }
+                Ok(p)
+            })
+            .map_err(io)?;
+            if !problems.is_empty() {
+                return Err(Error::Custom(102, "node state drifted".into(), problems.join("; ")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn status(&self, args: Args) -> Result<(), Error> {
+        let req = PodRequest::new(args.config(), Some("status"), None, None, None)?;
+        let mut c =
+            Cloud::connect(&req.conf.endpoint).await.map_err(|e| Error::PluginNotAvailable(e.details().to_string()))?;
+        c.ecs
+            .describe_instances(pb::DescribeInstancesRequest {
+                instance_ids: format!("[\"{}\"]", req.conf.instance_id),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| Error::PluginNotAvailable(s.message().to_string()))?;
+        Ok(())
+    }
+
+    async fn gc(&self, _args: Args) -> Result<(), Error> {
+        // Member ENIs are released by DEL; nothing else is left behind on a node.
+        Ok(())
+    }
+}
