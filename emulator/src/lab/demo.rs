@@ -44,16 +44,17 @@ pub async fn run(vlan: bool) -> Result<ExitCode> {
     let mut print = |line: String| println!("{line}");
     let outcome = async {
         up(&opts, &file, &mut print).await?;
-        let rows = check(&opts, &file).await?;
-        println!();
-        print!("{}", render(&rows));
-        Ok::<_, anyhow::Error>(exit_code(&rows))
+        println!("lab: running the checks");
+        check(&opts, &file).await
     }
     .await;
-    let down_result = down(&opts, &file, &mut print).await;
+    println!("lab: tearing down");
+    let down_result = down(&opts, &file, &mut |_| {}).await;
     let _ = stop_tx.send(());
     let _ = server.await;
-    let code = outcome?;
+    let rows = outcome?;
     down_result?;
-    Ok(code)
+    println!();
+    print!("{}", render(&rows));
+    Ok(exit_code(&rows))
 }

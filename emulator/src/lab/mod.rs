@@ -680,7 +680,7 @@ fn path_summary(
         for d in &p.drops {
             let was = b.and_then(|b| b.drops.iter().find(|x| x.reason == d.reason)).map_or(0, |x| x.frames);
             if d.frames > was {
-                drops.push(format!("{} at {name}", d.reason));
+                drops.push(format!("{} (frame from {name})", d.reason));
             }
         }
     }
@@ -698,24 +698,18 @@ fn path_summary(
     s
 }
 
-/// The table `check` prints, and its closing line.
+/// The table `check` prints, and its closing line: one row per check, then what was probed and
+/// the way the traffic went (which fabric ports it entered and left by, and any drop).
 pub fn render(rows: &[CheckRow]) -> String {
-    let mut out = String::new();
-    out.push_str(&format!("{:<4} {:<44} {:<46} {:<10} {:<10} {}\n", "SOP", "CHECK", "PATH", "EXPECTED", "GOT", ""));
+    let width = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(5).max(5);
+    let mut out = format!("{:<4} {:<width$}  {:<10} {:<10}\n", "SOP", "CHECK", "EXPECTED", "GOT");
     for r in rows {
         let sop = r.scenario.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
-        out.push_str(&format!(
-            "{:<4} {:<44} {:<46} {:<10} {:<10} {}\n",
-            sop,
-            r.name,
-            r.what,
-            r.expected,
-            r.got,
-            if r.passed { "ok" } else { "MISMATCH" }
-        ));
-        out.push_str(&format!("{:<4}   path: {}\n", "", r.path));
+        let verdict = if r.passed { "ok" } else { "MISMATCH" };
+        out.push_str(&format!("{sop:<4} {:<width$}  {:<10} {:<10} {verdict}\n", r.name, r.expected, r.got));
+        out.push_str(&format!("     {}: {}\n", r.what, r.path));
         if !r.passed && !r.detail.is_empty() {
-            out.push_str(&format!("{:<4}   note: {}\n", "", r.detail));
+            out.push_str(&format!("     note: {}\n", r.detail));
         }
     }
     let passed = rows.iter().filter(|r| r.passed).count();
