@@ -751,6 +751,26 @@ pub fn enifab_binary() -> PathBuf {
     .clone()
 }
 
+/// The directory holding this workspace's `enifab`, `enifab-shim` and `enifab-cni`, built if
+/// needed (the lab starts shims and runs the CNI plugin as processes, as a node would).
+pub fn workspace_bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let enifab = enifab_binary();
+        let dir = enifab.parent().expect("target/<profile>").to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf();
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&workspace).args(["build", "--quiet", "-p", "enifab-shim", "--bins"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().expect("run cargo build").success(), "cargo build -p enifab-shim --bins failed");
+        dir
+    })
+    .clone()
+}
+
 /// `enifab serve` as a child process on a free loopback port with `data_dir`. Killed (SIGKILL)
 /// and reaped when dropped, so a failing test leaves nothing running.
 pub struct ChildServer {
