@@ -25,12 +25,15 @@
 //! - [`node`]: the state and the reconcile that applies plans and feeds the relay.
 //! - [`control`]: the gRPC session with the emulator, with reconnects.
 //! - [`service`]: the `enifab.v1.Shim` API on a Unix socket.
+//! - [`metadata`]: the instance metadata service at 100.100.100.200 inside the node namespace
+//!   ([`metadata::routes`] is pure).
 //! - [`driver`], `sys`: every syscall (netns, TAP, netlink, sysctl, mmsg); the only `unsafe`
 //!   is in `sys`.
 
 pub mod cni;
 pub mod control;
 pub mod driver;
+pub mod metadata;
 pub mod node;
 pub mod plan;
 pub mod relay;
@@ -63,6 +66,8 @@ pub struct ShimOptions {
     /// The Shim API's Unix socket; default `/run/enifab/shim-<instance-id>.sock`.
     pub control_socket: Option<PathBuf>,
     pub geneve_listen: SocketAddr,
+    /// The instance metadata service inside the node namespace; `None` leaves it off.
+    pub metadata: Option<metadata::MetadataOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +83,9 @@ pub enum ShimError {
     /// The Unix socket of the Shim API could not be bound.
     #[error("cannot bind the control socket {path}: {source}")]
     ControlSocket { path: PathBuf, source: std::io::Error },
+    /// The instance metadata service could not start in the node's namespace.
+    #[error(transparent)]
+    Metadata(#[from] metadata::MetadataError),
 }
 
 /// A running shim: relay threads, the control session, the Shim API. Must be started inside a
@@ -89,6 +97,7 @@ pub struct Shim {
     tasks: Vec<JoinHandle<()>>,
     socket_path: PathBuf,
     geneve: SocketAddr,
+    metadata: Option<metadata::MetadataServer>,
 }
 
 impl Shim {
@@ -98,6 +107,17 @@ impl Shim {
         let relay = Relay::start(sock).map_err(ShimError::Relay)?;
         let geneve = relay.local_addr();
         let node = Arc::new(Mutex::new(Node::new(&opts.netns, relay)?));
+        // Before the control socket, so that a failure here leaves no socket file behind.
+        let metadata = match opts.metadata {
+            Some(m) => {
+                let (netns, config) = {
+                    let n = node.lock().unwrap_or_else(|p| p.into_inner());
+                    (n.netns_path().to_path_buf(), n.watch_config())
+                };
+                Some(metadata::MetadataServer::start(&netns, config, m)?)
+            }
+            None => None,
+        };
         let socket_path =
             opts.control_socket.clone().unwrap_or_else(|| service::default_socket_path(&opts.instance_id));
         let listener = service::bind(&socket_path)
@@ -116,7 +136,7 @@ impl Shim {
         }));
         tasks.push(tokio::spawn(control::run(opts.endpoint, opts.instance_id, node.clone(), geneve, stop.subscribe())));
         tracing::info!(%geneve, socket = %socket_path.display(), "shim started");
-        Ok(Shim { node, stop, tasks, socket_path, geneve })
+        Ok(Shim { node, stop, tasks, socket_path, geneve, metadata })
     }
 
     /// The address registered with the emulator.
@@ -141,6 +161,9 @@ impl Shim {
         self.stop.send_replace(true);
         for t in self.tasks.drain(..) {
             let _ = t.await;
+        }
+        if let Some(m) = self.metadata.take() {
+            m.shutdown().await;
         }
         let node = self.node.clone();
         let _ = tokio::task::spawn_blocking(move || node.lock().unwrap_or_else(|p| p.into_inner()).shutdown()).await;

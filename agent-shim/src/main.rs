@@ -1,12 +1,15 @@
 //! `enifab-shim`: one per node. Runs in the host namespace (where the emulator's gRPC and UDP
 //! are reachable) and makes the namespace `--netns` look like the ECS instance `--instance-id`.
-//! SIGTERM or SIGINT removes the devices it created and exits 0.
+//! It also answers the instance metadata service at 100.100.100.200 inside that namespace
+//! (`--metadata`, on by default). SIGTERM or SIGINT removes the devices and the address it
+//! created and exits 0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use enifab_shim::metadata::MetadataOptions;
 use enifab_shim::{DEFAULT_GENEVE_LISTEN, Shim, ShimOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -28,6 +31,14 @@ struct Args {
     /// Address of the Geneve UDP socket (registered with the emulator).
     #[arg(long, default_value = DEFAULT_GENEVE_LISTEN)]
     geneve_listen: SocketAddr,
+    /// Serve the instance metadata service at http://100.100.100.200/ inside the node's
+    /// namespace (`--metadata=false` to leave it off).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    metadata: bool,
+    /// Security hardening mode only: metadata requests without a token from
+    /// `PUT /latest/api/token` get 401.
+    #[arg(long)]
+    metadata_token_required: bool,
 }
 
 fn main() -> Result<()> {
@@ -50,6 +61,7 @@ fn main() -> Result<()> {
             netns: args.netns,
             control_socket: args.control_socket,
             geneve_listen: args.geneve_listen,
+            metadata: args.metadata.then_some(MetadataOptions { token_required: args.metadata_token_required }),
         })
         .context("starting the shim")?;
         tokio::select! {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use enifab_dataplane::wire::ethernet::MacDisplay;
 use enifab_dataplane::wire::vlan::Tci;
 use enifab_proto::v1 as pb;
+use tokio::sync::watch;
 
 use crate::driver::netns::{self, NetnsId};
 use crate::driver::tap::{self, Tap, TapSetup};
@@ -117,6 +118,9 @@ pub struct Node {
     relay: Relay,
     fabric: Option<SocketAddr>,
     config: Option<pb::NodeConfig>,
+    /// The config of the last reconcile, for readers that must not wait for the node lock (the
+    /// metadata service).
+    published: watch::Sender<Option<Arc<pb::NodeConfig>>>,
     view: NodeView,
     nics: BTreeMap<String, NicDevice>,
     vlans: BTreeMap<String, VlanDevice>,
@@ -154,6 +158,7 @@ impl Node {
             relay,
             fabric: None,
             config: None,
+            published: watch::Sender::new(None),
             view: NodeView::default(),
             nics: BTreeMap::new(),
             vlans: BTreeMap::new(),
@@ -166,6 +171,12 @@ impl Node {
 
     pub fn config(&self) -> Option<&pb::NodeConfig> {
         self.config.as_ref()
+    }
+
+    /// The config each reconcile applied, published after its devices were made, so that what
+    /// a reader sees (a NIC in the metadata's MAC list) already has its device in the guest.
+    pub fn watch_config(&self) -> watch::Receiver<Option<Arc<pb::NodeConfig>>> {
+        self.published.subscribe()
     }
 
     pub fn relay_stats(&self) -> StatsSnapshot {
@@ -236,6 +247,7 @@ impl Node {
             }
         }
         self.publish();
+        self.published.send_replace(self.config.clone().map(Arc::new));
         report
     }
 

@@ -158,7 +158,8 @@ fn cni(command: &str, container: &str, netns: Option<&Path>, args: &str, conf: &
         cmd.env("CNI_NETNS", ns);
     }
     let mut child = cmd.spawn().expect("run enifab-cni");
-    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    // The plugin may answer before reading stdin (VERSION, a usage error): a closed pipe is fine.
+    let _ = child.stdin.take().unwrap().write_all(conf.to_string().as_bytes());
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let json = if stdout.trim().is_empty() {

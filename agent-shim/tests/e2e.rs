@@ -568,6 +568,7 @@ async fn trunk_member_via_sub_interface_and_source_tagging() {
         netns: ns.name.clone(),
         control_socket: Some(dir.path().join(format!("{instance}.sock"))),
         geneve_listen: "127.0.0.1:0".parse().unwrap(),
+        metadata: None,
     };
     let shim_a = Shim::start(opts(&ia, &na)).unwrap();
     let shim_b = Shim::start(opts(&ib, &nb)).unwrap();

@@ -1,6 +1,7 @@
 //! rtnetlink calls for the shim's devices, made from the thread that is inside the target
 //! namespace (see [`super::netns`]): link attributes (MAC, MTU, GSO limits, queue length, up),
-//! rename, the IPv4 address and default route of a NIC, and the per-device IPv6 switch.
+//! rename, the IPv4 address and default route of a NIC, the per-device IPv6 switch, and a plain
+//! address on a link (the metadata service's 100.100.100.200/32 on `lo`).
 //!
 //! Each call is the `ip` command written next to it, and the `ensure_*` ones are idempotent so a
 //! reconcile can repeat them. The netlink socket is driven by a current-thread tokio runtime
@@ -155,6 +156,38 @@ impl Netlink {
                     RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(Ipv4Addr::UNSPECIFIED, 0).gateway(gw);
                 let route = route.output_interface(index).build();
                 h.route().add(route).replace().execute().await.map_err(|e| nl_err("default route replace", name, e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `ip addr replace ADDR/LEN dev NAME`: idempotent, an address that is already there stays.
+    pub fn ensure_address(&self, index: u32, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<(), DriverError> {
+        let h = self.handle.clone();
+        self.rt
+            .block_on(async move { h.address().add(index, IpAddr::V4(addr), prefix_len).replace().execute().await })
+            .map_err(|e| nl_err("address replace", name, e))
+    }
+
+    /// `ip addr del ADDR/LEN dev NAME`; an address that is not there is fine.
+    pub fn remove_address(&self, index: u32, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<(), DriverError> {
+        let h = self.handle.clone();
+        self.rt.block_on(async move {
+            let current: Vec<_> = h
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .set_address_filter(IpAddr::V4(addr))
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| nl_err("address get", name, e))?;
+            for msg in current.into_iter().filter(|m| m.header.prefix_len == prefix_len) {
+                if let Err(e) = h.address().del(msg).execute().await
+                    && errno_of(&e) != Some(libc::EADDRNOTAVAIL)
+                {
+                    return Err(nl_err("address del", name, e));
+                }
             }
             Ok(())
         })

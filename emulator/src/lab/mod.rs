@@ -201,10 +201,15 @@ const NODE_SYSCTLS: &[(&str, &str)] = &[
     ("net/ipv4/conf/default/rp_filter", "0"),
     ("net/ipv6/conf/all/disable_ipv6", "1"),
     ("net/ipv6/conf/default/disable_ipv6", "1"),
+    // Let ping-style ICMP sockets (the lab's icmp probes, `ping` without privileges) work.
+    ("net/ipv4/ping_group_range", "0 2147483647"),
 ];
 
-const POD_SYSCTLS: &[(&str, &str)] =
-    &[("net/ipv6/conf/all/disable_ipv6", "1"), ("net/ipv6/conf/default/disable_ipv6", "1")];
+const POD_SYSCTLS: &[(&str, &str)] = &[
+    ("net/ipv6/conf/all/disable_ipv6", "1"),
+    ("net/ipv6/conf/default/disable_ipv6", "1"),
+    ("net/ipv4/ping_group_range", "0 2147483647"),
+];
 
 /// `enifab lab up`.
 pub async fn up(opts: &LabOptions, file: &Path, log: &mut dyn FnMut(String)) -> Result<LabState> {
@@ -436,7 +441,9 @@ fn run_cni(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", cni.display()))?;
-    child.stdin.take().expect("piped").write_all(netconf.to_string().as_bytes())?;
+    // A plugin may answer without reading its configuration (a usage error): a closed pipe here
+    // is not the failure to report, its answer is.
+    let _ = child.stdin.take().expect("piped").write_all(netconf.to_string().as_bytes());
     let out = child.wait_with_output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
