@@ -31,12 +31,10 @@ async fn drops(c: &mut Clients, reason: &str) -> u64 {
 
 /// Run a short Python program inside a namespace (raw frames and bound sources without unsafe
 /// code or an 802.1Q-capable kernel).
-fn python_in(ns: &str, program: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "python3", "-c", program])
-        .output()
-        .expect("ip netns exec python3");
-    assert!(out.status.success(), "python in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+fn python_in(ns: &str, program: &str) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(["netns", "exec", ns, "python3", "-c", program]).output()?;
+    anyhow::ensure!(out.status.success(), "python in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +67,8 @@ async fn pods_across_nodes_talk_and_bad_frames_are_counted() {
         let st = lab::up(&opts, &file, &mut |_| {}).await?;
         let rows = lab::check(&opts, &file).await?;
         let table = lab::render(&rows);
-        assert!(rows.iter().all(|r| r.passed), "pods do not talk across nodes:\n{table}");
+        // No panics before `down`: a failed expectation is an error, so the lab is still torn down.
+        anyhow::ensure!(rows.iter().all(|r| r.passed), "pods do not talk across nodes:\n{table}");
 
         // A spoofed source from pod-a, whose member ENI now checks sources.
         let member_a = st.pods["pod-a"].member_eni.clone();
@@ -87,10 +86,10 @@ async fn pods_across_nodes_talk_and_bad_frames_are_counted() {
             &pod_a,
             "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.0.4.99',0))\n\
              for _ in range(3): s.sendto(b'spoofed',('10.0.4.40',7))",
-        );
+        )?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let after = drops(&mut c, "spoofed").await;
-        assert!(after >= before + 3, "spoofed frames not counted: {before} → {after}");
+        anyhow::ensure!(after >= before + 3, "spoofed frames not counted: {before} → {after}");
 
         // A frame on node-a's trunk tagged with a VLAN no member owns.
         let before = drops(&mut c, "unknown_vlan").await;
@@ -101,10 +100,10 @@ async fn pods_across_nodes_talk_and_bad_frames_are_counted() {
              src=s.getsockname()[4]\n\
              frame=b'\\xee\\xff\\xff\\xff\\xff\\xff'+src+struct.pack('!HH',0x8100,3999)+struct.pack('!H',0x0800)+bytes(40)\n\
              for _ in range(2): s.send(frame)",
-        );
+        )?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let after = drops(&mut c, "unknown_vlan").await;
-        assert!(after >= before + 2, "frames on an unknown VLAN not counted: {before} → {after}");
+        anyhow::ensure!(after >= before + 2, "frames on an unknown VLAN not counted: {before} → {after}");
         Ok::<_, anyhow::Error>(())
     }
     .await;
