@@ -94,7 +94,9 @@ pub async fn call(
     }
 }
 
-/// Typed clients for code that knows what it calls (apply, lab, tests).
+/// Typed clients for code that knows what it calls (apply, lab, tests). Cheap to clone: they
+/// share one channel.
+#[derive(Clone, Debug)]
 pub struct Clients {
     pub ecs: pb::ecs_client::EcsClient<Channel>,
     pub vpc: pb::vpc_client::VpcClient<Channel>,

@@ -751,6 +751,57 @@ pub fn enifab_binary() -> PathBuf {
     .clone()
 }
 
+// ---- a whole emulator (API and data plane) --------------------------------------------------------
+
+/// An emulator with its data plane (`serve::Emulator`: gRPC and the Geneve fabric) in this
+/// process, on free loopback ports, with a temporary data directory and short transition
+/// delays. For tests that run shims and pods against it; stopped when dropped.
+pub struct FullEmulator {
+    pub dir: TempDir,
+    pub endpoint: String,
+    pub clients: Clients,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FullEmulator {
+    pub async fn start() -> FullEmulator {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cfg = ServeConfig {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            data_dir: dir.path().join("data"),
+            region: REGION.into(),
+            delays: TransitionDelays { attach_ms: 30, detach_ms: 30, delete_ms: 10, start_stop_ms: 10 },
+            fabric_listen: "127.0.0.1:0".parse().expect("an address"),
+        };
+        let emu = serve::Emulator::open(&cfg, Arc::new(SystemClock)).expect("open the emulator");
+        let listener = TcpListener::bind(cfg.listen).await.expect("bind");
+        let endpoint = listener.local_addr().expect("a local address").to_string();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(emu.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        let clients = Clients::new(connect(endpoint.parse().expect("an address")).await);
+        FullEmulator { dir, endpoint, clients, _stop: stop }
+    }
+
+    /// Lab options for this emulator, with the workspace's binaries and state in the temp dir.
+    pub fn lab_options(&self) -> enifab::lab::LabOptions {
+        enifab::lab::LabOptions {
+            endpoint: self.endpoint.clone(),
+            state_dir: self.dir.path().join("lab"),
+            bin_dir: workspace_bin_dir(),
+        }
+    }
+}
+
+/// Whether this process runs as root (the lab and the shims need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
 /// The directory holding this workspace's `enifab`, `enifab-shim` and `enifab-cni`, built if
 /// needed (the lab starts shims and runs the CNI plugin as processes, as a node would).
 pub fn workspace_bin_dir() -> PathBuf {

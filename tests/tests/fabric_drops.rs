@@ -6,23 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use enifab::actor::SystemClock;
 use enifab::cli::Clients;
-use enifab::lab::{self, LabOptions, netns};
-use enifab::serve::{Emulator, ServeConfig};
-use enifab_model::TransitionDelays;
+use enifab::lab::{self, netns};
 use enifab_proto::v1 as pb;
-use enifab_tests::workspace_bin_dir;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
-}
+use enifab_tests::{FullEmulator, is_root};
 
 async fn drops(c: &mut Clients, reason: &str) -> u64 {
     let r = c.fabric.describe_fabric_counters(pb::DescribeFabricCountersRequest::default()).await.unwrap().into_inner();
@@ -43,25 +32,11 @@ async fn pods_across_nodes_talk_and_bad_frames_are_counted() {
         eprintln!("SKIPPED: needs root (network namespaces, TAP devices)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        region: "cn-hongkong".into(),
-        delays: TransitionDelays { attach_ms: 30, detach_ms: 30, delete_ms: 10, start_stop_ms: 10 },
-        fabric_listen: "127.0.0.1:0".parse().unwrap(),
-    };
-    let emu = Emulator::open(&cfg, Arc::new(SystemClock)).unwrap();
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();
-    let endpoint = listener.local_addr().unwrap().to_string();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(emu.run(listener, async move {
-        let _ = stopped.await;
-    }));
-    let mut c = Clients::new(enifab::cli::connect(&endpoint).await.unwrap());
-    let file: PathBuf = dir.path().join("two-nodes.yaml");
+    let env = FullEmulator::start().await;
+    let mut c = env.clients.clone();
+    let file: PathBuf = env.dir.path().join("two-nodes.yaml");
     std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/two-nodes.yaml"), &file).unwrap();
-    let opts = LabOptions { endpoint, state_dir: dir.path().join("lab"), bin_dir: workspace_bin_dir() };
+    let opts = env.lab_options();
 
     let outcome = async {
         let st = lab::up(&opts, &file, &mut |_| {}).await?;

@@ -4,56 +4,17 @@
 //! refused with a located error before anything is made. Needs root (skips otherwise).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use enifab::actor::SystemClock;
-use enifab::cli::Clients;
-use enifab::lab::{self, LabOptions, netns};
-use enifab::serve::{Emulator, ServeConfig};
-use enifab_model::TransitionDelays;
+use enifab::lab::{self, netns};
 use enifab_proto::v1 as pb;
-use enifab_tests::workspace_bin_dir;
+use enifab_tests::{FullEmulator, is_root};
 
 fn root(test: &str) -> bool {
-    if nix_root() {
+    if is_root() {
         return true;
     }
     eprintln!("SKIPPED {test}: the lab needs root (network namespaces, TAP devices)");
     false
-}
-
-fn nix_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    endpoint: String,
-    clients: Clients,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn emulator() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        region: "cn-hongkong".into(),
-        delays: TransitionDelays { attach_ms: 30, detach_ms: 30, delete_ms: 10, start_stop_ms: 10 },
-        fabric_listen: "127.0.0.1:0".parse().unwrap(),
-    };
-    let emu = Emulator::open(&cfg, Arc::new(SystemClock)).unwrap();
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();
-    let endpoint = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(emu.run(listener, async move {
-        let _ = stopped.await;
-    }));
-    let clients = Clients::new(enifab::cli::connect(&endpoint).await.unwrap());
-    Env { dir, endpoint, clients, _stop: stop }
 }
 
 /// A copy of an example in the test's own directory, so its lab id (and names) are unique.
@@ -69,14 +30,10 @@ fn alive(pid: u32) -> bool {
 }
 
 async fn end_to_end(example: &str) {
-    let mut env = emulator().await;
+    let mut env = FullEmulator::start().await;
     let file = example_copy(env.dir.path(), example);
     let id = lab::lab_id(&file);
-    let opts = LabOptions {
-        endpoint: env.endpoint.clone(),
-        state_dir: env.dir.path().join("lab"),
-        bin_dir: workspace_bin_dir(),
-    };
+    let opts = env.lab_options();
     let mut log = Vec::new();
     let up = lab::up(&opts, &file, &mut |l| log.push(l)).await;
     let st = match up {
@@ -147,7 +104,7 @@ async fn a_broken_topology_is_located_and_creates_nothing() {
     if !root("a_broken_topology_is_located_and_creates_nothing") {
         return;
     }
-    let mut env = emulator().await;
+    let mut env = FullEmulator::start().await;
     let file = example_copy(env.dir.path(), "topology.yaml");
     let text = std::fs::read_to_string(&file).unwrap().replacen(
         "node: cn-hongkong.10.0.4.20",
@@ -157,11 +114,7 @@ async fn a_broken_topology_is_located_and_creates_nothing() {
     std::fs::write(&file, &text).unwrap();
     let line = text.lines().position(|l| l.contains("cn-hongkong.10.0.4.99")).unwrap() + 1;
     let id = lab::lab_id(&file);
-    let opts = LabOptions {
-        endpoint: env.endpoint.clone(),
-        state_dir: env.dir.path().join("lab"),
-        bin_dir: workspace_bin_dir(),
-    };
+    let opts = env.lab_options();
     let err = lab::up(&opts, &file, &mut |_| {}).await.unwrap_err().to_string();
     assert!(err.contains(&format!("topology.yaml:{line}:")) && err.contains("no instance named"), "{err}");
     assert!(netns::list(&format!("efb{id}-")).is_empty());

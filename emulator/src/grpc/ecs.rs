@@ -45,6 +45,27 @@ fn permission(p: pb::Permission) -> PermissionInput {
     }
 }
 
+/// The legacy flat parameters of a rule request as one permission. The four rule requests name
+/// these fields alike; each has only one of the group fields (and revokes no description), so
+/// the caller names those.
+macro_rules! flat_permission {
+    ($q:ident, source_group_id: $sg:expr, dest_group_id: $dg:expr, description: $d:expr) => {
+        PermissionInput {
+            ip_protocol: $q.ip_protocol,
+            port_range: $q.port_range,
+            source_port_range: $q.source_port_range,
+            source_cidr_ip: $q.source_cidr_ip,
+            source_group_id: $sg,
+            dest_cidr_ip: $q.dest_cidr_ip,
+            dest_group_id: $dg,
+            policy: $q.policy,
+            priority: $q.priority,
+            nic_type: $q.nic_type,
+            description: $d,
+        }
+    };
+}
+
 /// The legacy flat parameters describe one rule; they count only when a protocol is given.
 fn with_flat(mut perms: Vec<PermissionInput>, flat: PermissionInput) -> Vec<PermissionInput> {
     if !flat.ip_protocol.is_empty() {
@@ -446,19 +467,7 @@ impl Ecs for EcsService {
     ) -> Res<pb::AuthorizeSecurityGroupResponse> {
         let q = req.into_inner();
         let rid = request_id();
-        let flat = PermissionInput {
-            ip_protocol: q.ip_protocol,
-            port_range: q.port_range,
-            source_port_range: q.source_port_range,
-            source_cidr_ip: q.source_cidr_ip,
-            source_group_id: q.source_group_id,
-            dest_cidr_ip: q.dest_cidr_ip,
-            dest_group_id: String::new(),
-            policy: q.policy,
-            priority: q.priority,
-            nic_type: q.nic_type,
-            description: q.description,
-        };
+        let flat = flat_permission!(q, source_group_id: q.source_group_id, dest_group_id: String::new(), description: q.description);
         let m = m_sg::AuthorizeSecurityGroup {
             security_group_id: q.security_group_id,
             permissions: with_flat(q.permissions.into_iter().map(permission).collect(), flat),
@@ -474,19 +483,7 @@ impl Ecs for EcsService {
     ) -> Res<pb::AuthorizeSecurityGroupEgressResponse> {
         let q = req.into_inner();
         let rid = request_id();
-        let flat = PermissionInput {
-            ip_protocol: q.ip_protocol,
-            port_range: q.port_range,
-            source_port_range: q.source_port_range,
-            source_cidr_ip: q.source_cidr_ip,
-            source_group_id: String::new(),
-            dest_cidr_ip: q.dest_cidr_ip,
-            dest_group_id: q.dest_group_id,
-            policy: q.policy,
-            priority: q.priority,
-            nic_type: q.nic_type,
-            description: q.description,
-        };
+        let flat = flat_permission!(q, source_group_id: String::new(), dest_group_id: q.dest_group_id, description: q.description);
         let m = m_sg::AuthorizeSecurityGroup {
             security_group_id: q.security_group_id,
             permissions: with_flat(q.permissions.into_iter().map(permission).collect(), flat),
@@ -502,19 +499,7 @@ impl Ecs for EcsService {
     ) -> Res<pb::RevokeSecurityGroupResponse> {
         let q = req.into_inner();
         let rid = request_id();
-        let flat = PermissionInput {
-            ip_protocol: q.ip_protocol,
-            port_range: q.port_range,
-            source_port_range: q.source_port_range,
-            source_cidr_ip: q.source_cidr_ip,
-            source_group_id: q.source_group_id,
-            dest_cidr_ip: q.dest_cidr_ip,
-            dest_group_id: String::new(),
-            policy: q.policy,
-            priority: q.priority,
-            nic_type: q.nic_type,
-            description: String::new(),
-        };
+        let flat = flat_permission!(q, source_group_id: q.source_group_id, dest_group_id: String::new(), description: String::new());
         let m = m_sg::RevokeSecurityGroup {
             security_group_id: q.security_group_id,
             security_group_rule_ids: q.security_group_rule_id,
@@ -530,19 +515,7 @@ impl Ecs for EcsService {
     ) -> Res<pb::RevokeSecurityGroupEgressResponse> {
         let q = req.into_inner();
         let rid = request_id();
-        let flat = PermissionInput {
-            ip_protocol: q.ip_protocol,
-            port_range: q.port_range,
-            source_port_range: q.source_port_range,
-            source_cidr_ip: q.source_cidr_ip,
-            source_group_id: String::new(),
-            dest_cidr_ip: q.dest_cidr_ip,
-            dest_group_id: q.dest_group_id,
-            policy: q.policy,
-            priority: q.priority,
-            nic_type: q.nic_type,
-            description: String::new(),
-        };
+        let flat = flat_permission!(q, source_group_id: String::new(), dest_group_id: q.dest_group_id, description: String::new());
         let m = m_sg::RevokeSecurityGroup {
             security_group_id: q.security_group_id,
             security_group_rule_ids: q.security_group_rule_id,
