@@ -658,11 +658,19 @@ async fn port_names(c: &mut Clients, st: &LabState) -> Result<BTreeMap<String, S
             .into_inner();
         for e in r.network_interface_sets.unwrap_or_default().network_interface_set {
             let idx = e.attachment.map_or(0, |a| a.device_index);
-            let short = name.rsplit('.').next().unwrap_or(name);
-            out.insert(e.network_interface_id, format!("node .{short}/eth{idx}"));
+            out.insert(e.network_interface_id, format!("{}/eth{idx}", short_node_name(name)));
         }
     }
     Ok(out)
+}
+
+/// ACK names nodes `<region>.<primary IP>`; in a table, `node .22` says as much. Other names
+/// stay as they are.
+fn short_node_name(name: &str) -> String {
+    match name.split_once('.') {
+        Some((_, ip)) if ip.parse::<Ipv4Addr>().is_ok() => format!("node .{}", ip.rsplit('.').next().unwrap_or(ip)),
+        _ => name.to_string(),
+    }
 }
 
 /// Which fabric ports the probe's frames crossed, and where any were dropped.
@@ -1023,4 +1031,35 @@ async fn lookup(c: &mut Clients, topo: &Topology) -> Result<Applied> {
 /// The exit code of `check`: non-zero on any mismatch.
 pub fn exit_code(rows: &[CheckRow]) -> ExitCode {
     if rows.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_shorten_only_when_they_end_in_an_address() {
+        assert_eq!(short_node_name("cn-hongkong.10.0.4.22"), "node .22");
+        assert_eq!(short_node_name("node-a"), "node-a");
+        assert_eq!(short_node_name("a.b"), "a.b");
+    }
+
+    #[test]
+    fn the_table_closes_with_the_counts() {
+        let row = |name: &str, passed: bool| CheckRow {
+            name: name.into(),
+            scenario: Some(4),
+            what: "a → b http/80".into(),
+            path: "stayed on the node (host routing, never reached the VPC)".into(),
+            expected: "reachable".into(),
+            got: if passed { "reachable".into() } else { "blocked".into() },
+            passed,
+            detail: "why it differs".into(),
+        };
+        let t = render(&[row("first", true), row("second", false)]);
+        assert!(t.ends_with("1 passed, 1 failed\n"), "{t}");
+        assert!(t.contains("MISMATCH") && t.contains("note: why it differs"), "{t}");
+        assert_eq!(exit_code(&[row("x", true)]), ExitCode::SUCCESS);
+        assert_eq!(exit_code(&[row("x", false)]), ExitCode::from(1));
+    }
 }
