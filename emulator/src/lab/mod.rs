@@ -165,6 +165,19 @@ fn reap(pid: u32) {
     let _ = waitpid(nix::unistd::Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
 }
 
+/// Our shims and responders whose command line mentions `needle` (a lab's namespace prefix).
+fn processes_naming(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            let ours = cmd.contains("enifab-shim") || cmd.contains("responder");
+            ours && cmd.contains(needle) && *pid != std::process::id()
+        })
+        .collect()
+}
+
 /// Start a long-running helper detached from our terminal, logging to `log`.
 fn spawn_daemon(program: &Path, args: &[String], log: &Path) -> Result<u32> {
     let out = std::fs::OpenOptions::new()
@@ -769,6 +782,11 @@ pub async fn down(opts: &LabOptions, file: &Path, log: &mut dyn FnMut(String)) -
         let _ = std::fs::remove_file(&node.socket);
         log(format!("  node     {name} shim stopped"));
     }
+    // A crash between starting a helper and recording it leaves a process the state does not
+    // know: find the lab's shims and responders by the namespaces they were given.
+    for pid in processes_naming(&format!("efb{id}-")) {
+        stop_process(pid);
+    }
     for ns in netns::list(&format!("efb{id}-")) {
         if let Err(e) = netns::delete(&ns) {
             problems.push(format!("{e:#}"));
@@ -836,37 +854,38 @@ async fn delete_cloud(c: &mut Clients, topo: &Topology, id: &str, log: &mut dyn 
             })
         })
         .collect::<Vec<_>>();
-    for e in tagged.iter().chain(trunks.iter()) {
-        if !e.instance_id.is_empty() {
+    // Members first: a trunk cannot be detached while it still carries any.
+    for group in [&tagged, &trunks] {
+        for e in group.iter() {
+            if e.instance_id.is_empty() {
+                continue;
+            }
+            let trunk = e.attachment.as_ref().map(|a| a.trunk_network_interface_id.clone()).unwrap_or_default();
             let r = c
                 .ecs
                 .detach_network_interface(pb::DetachNetworkInterfaceRequest {
                     instance_id: e.instance_id.clone(),
                     network_interface_id: e.network_interface_id.clone(),
-                    trunk_network_instance_id: e
-                        .attachment
-                        .as_ref()
-                        .map(|a| a.trunk_network_interface_id.clone())
-                        .unwrap_or_default(),
+                    trunk_network_instance_id: trunk,
                     ..Default::default()
                 })
                 .await;
             tolerate_gone(r, || format!("detaching {}", e.network_interface_id))?;
         }
-    }
-    for e in tagged.iter().chain(trunks.iter()) {
-        wait_eni(c, &e.network_interface_id, "Available").await?;
-        let r = c
-            .ecs
-            .delete_network_interface(pb::DeleteNetworkInterfaceRequest {
-                network_interface_id: e.network_interface_id.clone(),
-                ..Default::default()
-            })
-            .await;
-        tolerate_gone(r, || format!("deleting {}", e.network_interface_id))?;
-        // Deleting takes a moment in the cloud too; its groups stay in use until it is gone.
-        wait_eni(c, &e.network_interface_id, "").await?;
-        log(format!("  eni      {} deleted", e.network_interface_id));
+        for e in group.iter() {
+            wait_eni(c, &e.network_interface_id, "Available").await?;
+            let r = c
+                .ecs
+                .delete_network_interface(pb::DeleteNetworkInterfaceRequest {
+                    network_interface_id: e.network_interface_id.clone(),
+                    ..Default::default()
+                })
+                .await;
+            tolerate_gone(r, || format!("deleting {}", e.network_interface_id))?;
+            // Deleting takes a moment in the cloud too; its groups stay in use until it is gone.
+            wait_eni(c, &e.network_interface_id, "").await?;
+            log(format!("  eni      {} deleted", e.network_interface_id));
+        }
     }
     let applied = lookup(c, topo).await?;
     for (name, iid) in &applied.instances {
