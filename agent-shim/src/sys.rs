@@ -1,6 +1,6 @@
 //! The shim's raw syscalls, and the only `unsafe` code of the crate: TAP ioctls (`TUNSETIFF`,
 //! `TUNSETVNETHDRSZ`, `TUNSETOFFLOAD`), scatter/gather I/O on TAP fds, `recvmmsg`/`sendmmsg` on
-//! the Geneve socket, `poll` and `eventfd`.
+//! the Geneve socket (with UDP GSO on send and UDP GRO on receive), `poll` and `eventfd`.
 //!
 //! Each wrapper is small, takes Rust types in, returns `io::Result`, and never keeps a raw
 //! pointer past the call, except [`MmsgBatch`], which owns both the buffers and the headers that
@@ -213,6 +213,23 @@ fn storage_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// Asks the kernel to queue runs of datagrams that were sent as one UDP GSO message as one
+/// buffer (`UDP_GRO`), which [`MmsgBatch::segment`] then reports. Fails on kernels before 5.0.
+pub fn enable_gro(sock: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            sock,
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// A batch of datagram slots for `recvmmsg`/`sendmmsg`: `slots` buffers of `slot_len` bytes,
 /// each with its own address storage and one iovec. Built once per I/O thread and reused, so the
 /// hot path allocates nothing. Not `Send` (it holds pointers into itself), which is why each
@@ -224,7 +241,8 @@ pub struct MmsgBatch {
     namelens: Vec<libc::socklen_t>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
-    /// One `UDP_SEGMENT` control message per outgoing message (u64s for cmsghdr alignment).
+    /// One `UDP_SEGMENT` control message per outgoing message, or room for the `UDP_GRO` one of
+    /// a received message (u64s for cmsghdr alignment).
     cmsgs: Vec<[u64; 4]>,
     /// Datagrams in each outgoing message.
     counts: Vec<usize>,
@@ -299,21 +317,23 @@ impl MmsgBatch {
         h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         h.msg_hdr.msg_iov = &mut self.iovs[i];
         h.msg_hdr.msg_iovlen = 1;
-        h.msg_hdr.msg_control = std::ptr::null_mut();
-        h.msg_hdr.msg_controllen = 0;
+        // Room for a UDP_GRO control message on receive.
+        h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+        h.msg_hdr.msg_controllen = mem::size_of::<[u64; 4]>();
         h.msg_hdr.msg_flags = 0;
         h.msg_len = 0;
     }
 
-    /// Receives up to `slots()` datagrams: blocks (up to the socket's read timeout) for the first,
+    /// Receives up to `slots()` messages: blocks (up to the socket's read timeout) for the first,
     /// then takes what is already queued (`MSG_WAITFORONE`). Returns how many arrived; slot `i`
-    /// then holds [`MmsgBatch::received`]`(i)`.
+    /// then holds [`MmsgBatch::received`]`(i)`. On a socket with [`enable_gro`], a message may be
+    /// a run of datagrams of [`MmsgBatch::segment`]`(i)` bytes each (the last possibly shorter).
     pub fn recv(&mut self, sock: RawFd) -> io::Result<usize> {
         for i in 0..self.slots() {
             self.reset_slot(i);
         }
-        // SAFETY: every header points at this batch's own iovec, buffer and name storage, which
-        // live as long as `self` and are not otherwise borrowed during the call.
+        // SAFETY: every header points at this batch's own iovec, buffer, name storage and control
+        // buffer, which live as long as `self` and are not otherwise borrowed during the call.
         let n = unsafe {
             libc::recvmmsg(
                 sock,
@@ -335,6 +355,29 @@ impl MmsgBatch {
         let from = if truncated { None } else { storage_to_std(&self.names[i]) };
         let l = self.slot_len;
         (from, &mut self.bufs[i * l..i * l + len])
+    }
+
+    /// The segment size of message `i` after [`MmsgBatch::recv`] when the kernel delivered a run
+    /// of datagrams as one (`UDP_GRO`), else `None`.
+    pub fn segment(&self, i: usize) -> Option<usize> {
+        let h = &self.hdrs[i].msg_hdr;
+        if h.msg_control.is_null() || h.msg_controllen < mem::size_of::<libc::cmsghdr>() {
+            return None;
+        }
+        // SAFETY: after recvmmsg, msg_control is this slot's own buffer holding `msg_controllen`
+        // bytes of control messages the kernel wrote; CMSG_FIRSTHDR/NXTHDR stay within that
+        // length (null at its end), and a UDP_GRO message carries one int after its header.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    return usize::try_from(v).ok().filter(|s| *s > 0);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
     }
 
     /// Sets slot `i` up to send `buf[start..end]` of its own buffer to `to`.

@@ -218,6 +218,8 @@ async fn full_life(datapath: &str) {
     match datapath {
         "veth" => {
             assert_eq!(routes[0]["gateway"], "169.254.1.1");
+            // Super-frames no bigger than the trunk TAP takes, or the node would cut them up.
+            assert_eq!(pod.ip_json(&["-d", "link", "show", "eth0"])[0]["gso_max_size"], 65000);
             // The node's side: the host veth, the route to the pod, Terway's two rules and the
             // member's table.
             let host = first["interfaces"][0]["name"].as_str().unwrap().to_string();

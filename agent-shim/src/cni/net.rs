@@ -17,6 +17,7 @@ use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
 use rtnetlink::{IpVersion, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::driver::DriverError;
+use crate::driver::netlink::GSO_MAX_SIZE;
 
 /// A netlink socket in the calling thread's namespace, with its own small runtime (rtnetlink is
 /// async; the namespace thread is not part of any runtime).
@@ -113,18 +114,31 @@ impl Net {
         Ok(msg.header.flags.contains(rtnetlink::packet_route::link::LinkFlags::Up))
     }
 
-    /// `ip link add HOST type veth peer name PEER`, unless HOST exists.
+    /// `ip link add HOST type veth peer name PEER gso_max_size 65000 gso_ipv4_max_size 65000`,
+    /// unless HOST exists. The GSO limit is the shim's TAP limit: a pod whose super-frames are
+    /// bigger than the trunk TAP takes gets every one cut into MTU frames by the node kernel, a
+    /// six-fold loss of throughput.
     pub fn ensure_veth(&self, host: &str, peer: &str) -> Result<(), DriverError> {
-        if self.index(host)?.is_some() {
-            return Ok(());
+        if self.index(host)?.is_none() {
+            let h = self.h.clone();
+            let r = self.rt.block_on(async move { h.link().add(LinkVeth::new(host, peer).build()).execute().await });
+            match r {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(err("add veth", host, e)),
+            }
         }
-        let h = self.h.clone();
-        let r = self.rt.block_on(async move { h.link().add(LinkVeth::new(host, peer).build()).execute().await });
-        match r {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
-            Err(e) => Err(err("add veth", host, e)),
+        for name in [host, peer] {
+            // The peer may already be in the pod (a repeated ADD): nothing to do for it here.
+            let Some(index) = self.index(name)? else { continue };
+            let h = self.h.clone();
+            let msg = LinkUnspec::new_with_index(index)
+                .append_extra_attribute(LinkAttribute::GsoMaxSize(GSO_MAX_SIZE))
+                .append_extra_attribute(LinkAttribute::GsoIpv4MaxSize(GSO_MAX_SIZE))
+                .build();
+            self.rt.block_on(async move { h.link().set(msg).execute().await }).map_err(|e| err("set gso", name, e))?;
         }
+        Ok(())
     }
 
     /// `ip link set NAME netns <fd>`; a link already gone from here has been moved before.

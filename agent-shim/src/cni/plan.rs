@@ -6,7 +6,7 @@
 //! 10.0.4.253 (Terway's policy-router datapath, `plugin/datapath/policy_router_linux.go`):
 //!
 //! ```text
-//! node: ip link add cali… type veth peer name tmp…        # pod's wire, host side cali…
+//! node: ip link add cali… type veth peer name tmp… gso_max_size 65000   # the pod's wire
 //! node: ip link set tmp… netns <pod>
 //! pod:  ip link set tmp… name eth0 up
 //! pod:  ip addr add 10.0.4.30/32 dev eth0
@@ -116,7 +116,9 @@ pub enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::Veth { host, peer } => write!(f, "node: ip link add {host} type veth peer name {peer}"),
+            Step::Veth { host, peer } => {
+                write!(f, "node: ip link add {host} type veth peer name {peer} gso_max_size 65000")
+            }
             Step::MoveToPod { link } => write!(f, "node: ip link set {link} netns <pod>"),
             Step::RenameUp { from, to } => write!(f, "pod:  ip link set {from} name {to} up"),
             Step::Up { ns, link } => write!(f, "{ns} ip link set {link} up"),
@@ -283,7 +285,7 @@ mod tests {
     #[test]
     fn veth_plan_is_terways_policy_router() {
         let golden = "\
-node: ip link add cali0123456789a type veth peer name tmp0123456789a
+node: ip link add cali0123456789a type veth peer name tmp0123456789a gso_max_size 65000
 node: ip link set tmp0123456789a netns <pod>
 pod:  ip link set tmp0123456789a name eth0 up
 pod:  ip link set lo up

@@ -20,8 +20,10 @@
 //!
 //! Profiling showed the egress thread spending ~90% of its time in `sendmmsg` (IP output and
 //! the loopback delivery into the emulator's socket, once per datagram), so runs of equal-sized
-//! datagrams (small packets, TCP ACKs) leave as one UDP GSO send (`UDP_SEGMENT`), which the
-//! receiving kernel splits back into the original datagrams: +20% small-packet rate.
+//! datagrams (small packets, TCP ACKs) leave as one UDP GSO send (`UDP_SEGMENT`): +20%
+//! small-packet rate. The emulator keeps such a run whole on receive (`UDP_GRO`) and sends its
+//! own runs the same way; the ingress socket has `UDP_GRO` on too, so a run from the fabric is
+//! one buffer in the socket queue and one `recvmmsg` slot, split here datagram by datagram.
 //!
 //! Configuration ([`RelayTable`]: fabric address, which fd is which port, member tags) is an
 //! `Arc` that [`Relay::publish`] swaps in; the threads check a generation counter between
@@ -173,6 +175,9 @@ impl Relay {
     pub fn start(sock: UdpSocket) -> io::Result<Relay> {
         let local = reachable(sock.local_addr()?);
         set_buffers(&sock, SOCKET_BUFFER);
+        if let Err(e) = sys::enable_gro(sock.as_raw_fd()) {
+            tracing::debug!(error = %e, "UDP_GRO not available: receiving datagram by datagram");
+        }
         sock.set_read_timeout(Some(IDLE))?;
         let waker = UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
         let shared = Arc::new(Shared {
@@ -387,6 +392,7 @@ fn ingress(shared: &Shared, sock: &UdpSocket, local: SocketAddr) {
             }
         };
         for i in 0..n {
+            let segment = batch.segment(i);
             let (from, d) = batch.received(i);
             if from.is_none() || from != table.fabric {
                 // Empty datagrams are the relay's own wake-ups, not traffic.
@@ -395,8 +401,20 @@ fn ingress(shared: &Shared, sock: &UdpSocket, local: SocketAddr) {
                 }
                 continue;
             }
-            if let Err(reason) = deliver(&table, d, stats) {
-                stats.drop(reason);
+            // A run the fabric sent as one UDP GSO message arrives whole (UDP_GRO): its
+            // datagrams, back to back, `segment` bytes each but the last.
+            let segment = segment.filter(|s| *s < d.len()).unwrap_or(d.len());
+            let mut rest = d;
+            loop {
+                let at = segment.min(rest.len());
+                let (d, tail) = std::mem::take(&mut rest).split_at_mut(at);
+                if let Err(reason) = deliver(&table, d, stats) {
+                    stats.drop(reason);
+                }
+                if tail.is_empty() {
+                    break;
+                }
+                rest = tail;
             }
         }
     }
@@ -559,6 +577,32 @@ mod test {
         // Counted just after the write the test saw.
         let s = settle(&l.relay, |s| s.from_fabric_frames == 3);
         assert_eq!((s.from_fabric_frames, s.tags_popped), (3, 2));
+    }
+
+    /// Equal-sized datagrams the fabric sends as one UDP GSO message reach the relay as one
+    /// buffer (UDP_GRO) and are delivered one frame each, in order.
+    #[test]
+    fn ingress_splits_a_coalesced_run() {
+        let l = lab();
+        let to = RawSockAddr::from_std(l.relay.local_addr());
+        let h = Header { vni: vni(10), oam: false, vnet: Some(VnetHdr::PLAIN) };
+        let mut tx = MmsgBatch::new(4, 2048);
+        for i in 0..4 {
+            let mut frame = IPV4_FROM_MEMBER.to_vec();
+            *frame.last_mut().unwrap() = i as u8;
+            let len = geneve::encapsulate(&h, &frame, tx.buf_mut(i)).unwrap();
+            tx.set_send(i, 0, len, &to);
+        }
+        let sent = tx.send(l.fabric.as_raw_fd(), 4, &mut Gso::default());
+        assert_eq!((sent.datagrams, sent.dropped), (4, 0));
+        let mut buf = [0u8; 2048];
+        for i in 0..4 {
+            let n = l.plain.recv(&mut buf).unwrap();
+            assert_eq!(&buf[vnet::LEN..n - 1], &IPV4_FROM_MEMBER[..IPV4_FROM_MEMBER.len() - 1]);
+            assert_eq!(buf[n - 1], i as u8, "in order");
+        }
+        let s = settle(&l.relay, |s| s.from_fabric_frames == 4);
+        assert_eq!(s.from_fabric_frames, 4);
     }
 
     #[test]

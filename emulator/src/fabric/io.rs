@@ -2,8 +2,10 @@
 //! datagrams out.
 //!
 //! One OS thread owns the pipeline (and so its conntrack and counters) and the UDP socket. It
-//! takes up to a batch of datagrams per `recvmmsg`, runs each through the pure pipeline into the
-//! next free send buffer, and sends the batch with one `sendmmsg`. Nothing else touches the
+//! takes up to a batch of messages per `recvmmsg` (a message is one datagram, or a run of them
+//! that a shim sent as one UDP GSO message and the kernel kept whole: see [`super::udp`]), runs
+//! each datagram through the pure pipeline into the next free send buffer, and sends the batch
+//! with one `sendmmsg`, runs to one shim coalesced again. Nothing else touches the
 //! pipeline, so the hot path takes no lock: a new configuration arrives as an `Arc` swapped in
 //! between batches (a `watch` channel, checked with one atomic load), counters leave as a
 //! snapshot on request. The socket's read timeout bounds how late a swap or a request can be.
@@ -18,7 +20,7 @@ use std::time::Duration;
 use enifab_dataplane::{Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot, Verdict};
 use tokio::sync::{oneshot, watch};
 
-use super::udp::{RecvBatch, SendBatch, set_buffers};
+use super::udp::{RecvBatch, SendBatch, enable_gro, set_buffers};
 
 /// What other threads may ask of the I/O thread.
 pub enum IoRequest {
@@ -26,6 +28,9 @@ pub enum IoRequest {
 }
 
 const POLL: Duration = Duration::from_millis(20);
+/// Socket buffers, each way: bursts from several shims must not overflow them while the thread
+/// is descheduled (two shims and the emulator may share two cores).
+const SOCKET_BUFFER: usize = 8 << 20;
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 pub fn spawn(
@@ -34,7 +39,10 @@ pub fn spawn(
     requests: mpsc::Receiver<IoRequest>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     sock.set_read_timeout(Some(POLL))?;
-    set_buffers(&sock, 8 << 20);
+    set_buffers(&sock, SOCKET_BUFFER);
+    if !enable_gro(&sock) {
+        tracing::debug!("UDP_GRO not available: receiving datagram by datagram");
+    }
     std::thread::Builder::new().name("enifab-fabric".into()).spawn(move || {
         let epoch = std::time::Instant::now();
         let clock = || Instant(epoch.elapsed().as_nanos() as u64);
@@ -63,15 +71,17 @@ pub fn spawn(
                 Ok(n) => {
                     let now = clock();
                     for i in 0..n {
-                        let Some((from, data)) = rx.get(i) else { continue };
-                        match fabric.process(now, from, data, tx.next_buf()) {
-                            Verdict::Forward { to, len } | Verdict::Reply { to, len } => {
-                                tx.commit(to, len);
-                                if tx.is_full() {
-                                    tx.flush(&sock);
+                        let Some((from, datagrams)) = rx.get(i) else { continue };
+                        for data in datagrams {
+                            match fabric.process(now, from, data, tx.next_buf()) {
+                                Verdict::Forward { to, len } | Verdict::Reply { to, len } => {
+                                    tx.commit(to, len);
+                                    if tx.is_full() {
+                                        tx.flush(&sock);
+                                    }
                                 }
+                                Verdict::Drop(_) => {}
                             }
-                            Verdict::Drop(_) => {}
                         }
                     }
                     tx.flush(&sock);

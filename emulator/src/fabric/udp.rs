@@ -1,11 +1,28 @@
-//! Batched UDP: `recvmmsg` and `sendmmsg` over a std `UdpSocket`.
+//! Batched UDP: `recvmmsg` and `sendmmsg` over a std `UdpSocket`, with UDP GRO on receive and
+//! UDP GSO on send.
 //!
-//! One system call moves up to [`BATCH`] datagrams each way. That is what keeps the fabric's
-//! per-frame cost low for small packets, where the syscall, not the copy, dominates. The
-//! buffers are allocated once, at the largest datagram a Geneve super-frame can make, and
+//! One system call moves up to [`BATCH`] messages in and [`SEND_BATCH`] datagrams out. That is
+//! what keeps the fabric's per-frame cost low for small packets, where the syscall and the
+//! per-datagram work of the kernel, not the copy, dominate. Two kernel offloads cut the latter
+//! further:
+//!
+//! - **Receive (`UDP_GRO`)**: shims send runs of equal-sized datagrams as one UDP GSO message;
+//!   with `UDP_GRO` on our socket the kernel queues such a run as one buffer (the datagrams back
+//!   to back, all of the announced segment size but the last) instead of splitting it into one
+//!   socket buffer per datagram. That takes the per-datagram allocation, queueing and receive
+//!   buffer accounting out of the path the previous design overflowed under small packets
+//!   (`RcvbufErrors`). [`RecvBatch::get`] hands the datagrams out one by one again.
+//! - **Send (`UDP_SEGMENT`)**: consecutive datagrams of one size (the last of a run may be
+//!   shorter) to the same peer leave as one message, one pass through the IP output path, which
+//!   the receiving kernel splits again (or keeps whole for a socket with `UDP_GRO`, as the
+//!   shims'). A path whose MTU refuses the segment size (a peer across a 1500-byte network;
+//!   loopback never does) makes [`SendBatch::flush`] resend the run datagram by datagram and
+//!   coalesce only segments that fit any Ethernet path from then on, or none.
+//!
+//! The buffers are allocated once, at the largest datagram a Geneve super-frame can make, and
 //! reused; nothing on this path allocates.
 //!
-//! This is the one module of the emulator with `unsafe`: the two syscalls and the C structures
+//! This is the one module of the emulator with `unsafe`: the syscalls and the C structures
 //! they fill. Each block says why it is sound.
 #![allow(unsafe_code)]
 
@@ -14,10 +31,20 @@ use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
-/// Datagrams per system call.
+/// Messages per `recvmmsg`.
 pub const BATCH: usize = 32;
+/// Datagrams queued per `sendmmsg`: one full GSO message's worth.
+pub const SEND_BATCH: usize = GSO_MAX_SEGMENTS;
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
+/// Most datagrams in one UDP GSO send (`UDP_MAX_SEGMENTS` of older kernels).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one UDP GSO send (it is one IP packet until it is segmented).
+const GSO_MAX_BYTES: usize = 65_000;
+/// A segment size every Ethernet path carries (1500-byte MTU minus IP/UDP headers, with margin).
+const SAFE_SEGMENT: usize = 1400;
+/// Room for one `UDP_GRO`/`UDP_SEGMENT` control message (u64s for `cmsghdr` alignment).
+type CmsgBuf = [u64; 4];
 
 /// Receive buffers for one batch.
 pub struct RecvBatch {
@@ -25,10 +52,13 @@ pub struct RecvBatch {
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Where the kernel says a message is a GRO run (and of which segment size).
+    cmsgs: Vec<CmsgBuf>,
 }
 
-// SAFETY: the raw pointers inside `iovs`/`hdrs` only ever point into `bufs`/`addrs`, which the
-// batch owns and never reallocates; moving the batch to another thread moves its owners too.
+// SAFETY: the raw pointers inside `iovs`/`hdrs` only ever point into `bufs`/`addrs`/`cmsgs`,
+// which the batch owns and never reallocates; moving the batch to another thread moves their
+// owners too.
 unsafe impl Send for RecvBatch {}
 
 impl Default for RecvBatch {
@@ -45,11 +75,18 @@ impl RecvBatch {
         let zero_addr: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
         let zero_iov: libc::iovec = unsafe { MaybeUninit::zeroed().assume_init() };
         let zero_hdr: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-        RecvBatch { bufs, addrs: vec![zero_addr; BATCH], iovs: vec![zero_iov; BATCH], hdrs: vec![zero_hdr; BATCH] }
+        RecvBatch {
+            bufs,
+            addrs: vec![zero_addr; BATCH],
+            iovs: vec![zero_iov; BATCH],
+            hdrs: vec![zero_hdr; BATCH],
+            cmsgs: vec![[0; 4]; BATCH],
+        }
     }
 
-    /// Wait for at least one datagram (up to the socket's read timeout), take up to [`BATCH`].
-    /// Returns how many arrived; read each with [`RecvBatch::get`].
+    /// Wait for at least one message (up to the socket's read timeout), take up to [`BATCH`].
+    /// Returns how many arrived; read each with [`RecvBatch::get`]. With [`enable_gro`] on the
+    /// socket, one message may hold a run of datagrams.
     pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
         for i in 0..BATCH {
             self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.bufs[i].len() };
@@ -58,13 +95,14 @@ impl RecvBatch {
             hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_iov = &mut self.iovs[i];
             hdr.msg_iovlen = 1;
-            hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_controllen = 0;
+            hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+            hdr.msg_controllen = std::mem::size_of::<CmsgBuf>();
             hdr.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
-        // SAFETY: every header points at a live iovec and sockaddr_storage owned by `self`, each
-        // iovec at a live buffer of the stated length; the kernel writes only within those.
+        // SAFETY: every header points at a live iovec, sockaddr_storage and control buffer owned
+        // by `self`, each iovec at a live buffer of the stated length; the kernel writes only
+        // within those.
         let n = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
@@ -77,23 +115,97 @@ impl RecvBatch {
         if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
     }
 
-    /// Datagram `i` of the last [`RecvBatch::recv`]: its sender and bytes.
-    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+    /// Message `i` of the last [`RecvBatch::recv`]: its sender and its datagrams (one, or a
+    /// GRO run of several, in the order they were sent).
+    pub fn get(&self, i: usize) -> Option<(SocketAddr, Datagrams<'_>)> {
         let len = self.hdrs[i].msg_len as usize;
         let from = from_storage(&self.addrs[i])?;
-        Some((from, &self.bufs[i][..len.min(self.bufs[i].len())]))
+        let data = &self.bufs[i][..len.min(self.bufs[i].len())];
+        let segment = gro_segment(&self.hdrs[i].msg_hdr).filter(|s| *s > 0).unwrap_or(data.len());
+        Some((from, Datagrams { data, segment, first: true }))
     }
 }
 
-/// Outgoing datagrams of one batch, queued then sent with one `sendmmsg`.
+/// The datagrams of one received message: `segment` bytes each, the last possibly shorter.
+#[derive(Debug, Clone)]
+pub struct Datagrams<'a> {
+    data: &'a [u8],
+    segment: usize,
+    /// An empty message is still one (empty) datagram.
+    first: bool,
+}
+
+impl<'a> Iterator for Datagrams<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.data.is_empty() {
+            return std::mem::take(&mut self.first).then_some(self.data);
+        }
+        self.first = false;
+        let (d, rest) = self.data.split_at(self.segment.clamp(1, self.data.len()));
+        self.data = rest;
+        Some(d)
+    }
+}
+
+/// The segment size of a `UDP_GRO` control message on a received header, if there is one.
+fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
+    if hdr.msg_controllen < std::mem::size_of::<libc::cmsghdr>() {
+        return None;
+    }
+    // SAFETY: the kernel filled `msg_control` (our own buffer) with `msg_controllen` bytes of
+    // control messages; CMSG_FIRSTHDR/NXTHDR stay within that length and return null at its end,
+    // and a UDP_GRO message carries one int after its header.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(v).ok();
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
+}
+
+/// Ask the kernel to queue runs of datagrams that were sent as one (UDP GSO) as one buffer
+/// (`UDP_GRO`). Returns whether it agreed (kernels before 5.0 do not know the option, and the
+/// fabric then works datagram by datagram as before).
+pub fn enable_gro(sock: &UdpSocket) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+/// Outgoing datagrams of one batch, queued then sent with one `sendmmsg` (runs of equal-sized
+/// datagrams to one peer coalesced into UDP GSO messages).
 pub struct SendBatch {
     bufs: Vec<Box<[u8]>>,
     lens: Vec<usize>,
+    peers: Vec<Option<SocketAddr>>,
     addrs: Vec<libc::sockaddr_storage>,
     addr_lens: Vec<libc::socklen_t>,
+    /// One per datagram, in queue order: a message's datagrams are consecutive iovecs.
     iovs: Vec<libc::iovec>,
+    /// One per message (at most one message per datagram).
     hdrs: Vec<libc::mmsghdr>,
+    cmsgs: Vec<CmsgBuf>,
+    /// Datagrams in each message.
+    counts: Vec<usize>,
     queued: usize,
+    /// Datagrams of at most this size are coalesced; lowered when a path refuses a size.
+    max_segment: usize,
 }
 
 // SAFETY: as for RecvBatch: the raw pointers only point into storage the batch owns.
@@ -112,18 +224,28 @@ impl SendBatch {
         let zero_iov: libc::iovec = unsafe { MaybeUninit::zeroed().assume_init() };
         let zero_hdr: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
         SendBatch {
-            bufs: (0..BATCH).map(|_| vec![0u8; buf_len].into_boxed_slice()).collect(),
-            lens: vec![0; BATCH],
-            addrs: vec![zero_addr; BATCH],
-            addr_lens: vec![0; BATCH],
-            iovs: vec![zero_iov; BATCH],
-            hdrs: vec![zero_hdr; BATCH],
+            bufs: (0..SEND_BATCH).map(|_| vec![0u8; buf_len].into_boxed_slice()).collect(),
+            lens: vec![0; SEND_BATCH],
+            peers: vec![None; SEND_BATCH],
+            addrs: vec![zero_addr; SEND_BATCH],
+            addr_lens: vec![0; SEND_BATCH],
+            iovs: vec![zero_iov; SEND_BATCH],
+            hdrs: vec![zero_hdr; SEND_BATCH],
+            cmsgs: vec![[0; 4]; SEND_BATCH],
+            counts: vec![0; SEND_BATCH],
             queued: 0,
+            max_segment: GSO_MAX_BYTES / 2,
         }
     }
 
+    /// Send every datagram on its own (no UDP GSO), e.g. where the kernel lacks it.
+    pub fn without_gso(mut self) -> SendBatch {
+        self.max_segment = 0;
+        self
+    }
+
     pub fn is_full(&self) -> bool {
-        self.queued == BATCH
+        self.queued == SEND_BATCH
     }
 
     /// The buffer the next datagram is written into.
@@ -134,7 +256,8 @@ impl SendBatch {
     /// Queue the first `len` bytes of [`SendBatch::next_buf`] for `to`.
     pub fn commit(&mut self, to: SocketAddr, len: usize) {
         let i = self.queued;
-        self.lens[i] = len;
+        self.lens[i] = len.min(self.bufs[i].len());
+        self.peers[i] = Some(to);
         self.addr_lens[i] = to_storage(to, &mut self.addrs[i]);
         self.queued += 1;
     }
@@ -143,38 +266,100 @@ impl SendBatch {
     /// buffer) are dropped, as a switch drops what it cannot deliver; the count sent is returned.
     pub fn flush(&mut self, sock: &UdpSocket) -> usize {
         let mut sent = 0;
-        while sent < self.queued {
-            for i in sent..self.queued {
-                self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.lens[i] };
-                let hdr = &mut self.hdrs[i].msg_hdr;
-                hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-                hdr.msg_namelen = self.addr_lens[i];
-                hdr.msg_iov = &mut self.iovs[i];
-                hdr.msg_iovlen = 1;
-                hdr.msg_control = std::ptr::null_mut();
-                hdr.msg_controllen = 0;
-                hdr.msg_flags = 0;
+        // `first` = the first datagram not yet sent or dropped.
+        let mut first = 0;
+        while first < self.queued {
+            let messages = self.build_messages(first);
+            // SAFETY: headers `0..messages` point at this batch's own addresses, iovecs (which
+            // point into its buffers, within their lengths) and control buffers, all alive and
+            // not otherwise borrowed during the call.
+            let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), self.hdrs.as_mut_ptr(), messages as libc::c_uint, 0) };
+            if n > 0 {
+                let n = n as usize;
+                let datagrams: usize = self.counts[..n].iter().sum();
+                sent += datagrams;
+                first += datagrams;
+                continue;
             }
-            // SAFETY: headers `sent..queued` point at live iovecs, addresses and buffers owned by
-            // `self`, with lengths within the buffers.
-            let n = unsafe {
-                libc::sendmmsg(
-                    sock.as_raw_fd(),
-                    self.hdrs[sent..].as_mut_ptr(),
-                    (self.queued - sent) as libc::c_uint,
-                    0,
-                )
-            };
-            if n <= 0 {
-                // Skip the datagram that failed and carry on with the rest.
-                sent += 1;
-            } else {
-                sent += n as usize;
+            let errno = if n < 0 { io::Error::last_os_error().raw_os_error() } else { None };
+            if errno == Some(libc::EINTR) {
+                continue;
             }
+            if self.counts[0] > 1 && matches!(errno, Some(libc::EINVAL | libc::EMSGSIZE)) {
+                // A GSO message refused: its segment size does not fit the path (a shim across
+                // a 1500-byte network). Coalesce only what fits any Ethernet path from now on,
+                // or nothing, and send the same datagrams again.
+                let segment = self.lens[first];
+                self.max_segment = if segment > SAFE_SEGMENT { SAFE_SEGMENT.min(self.max_segment) } else { 0 };
+                tracing::debug!(segment, max_segment = self.max_segment, "UDP GSO refused; coalescing less");
+                continue;
+            }
+            // The first pending message refused: skip its datagrams and carry on with the rest.
+            first += self.counts[0];
         }
-        let done = self.queued;
         self.queued = 0;
-        done
+        sent
+    }
+
+    /// Groups datagrams `first..queued` into messages in `hdrs[0..m]` and returns `m`.
+    fn build_messages(&mut self, first: usize) -> usize {
+        let mut m = 0;
+        let mut i = first;
+        while i < self.queued {
+            let len = self.lens[i];
+            let mut count = 1;
+            let mut total = len;
+            if len > 0 && len <= self.max_segment {
+                while i + count < self.queued && count < GSO_MAX_SEGMENTS {
+                    let j = i + count;
+                    let next = self.lens[j];
+                    if self.peers[j] != self.peers[i] || next > len || next == 0 || total + next > GSO_MAX_BYTES {
+                        break;
+                    }
+                    count += 1;
+                    total += next;
+                    if next < len {
+                        break; // only the last segment may be shorter
+                    }
+                }
+            }
+            for k in i..i + count {
+                self.iovs[k] = libc::iovec { iov_base: self.bufs[k].as_mut_ptr().cast(), iov_len: self.lens[k] };
+            }
+            self.counts[m] = count;
+            let cmsg = self.cmsgs[m].as_mut_ptr();
+            let hdr = &mut self.hdrs[m];
+            hdr.msg_len = 0;
+            let h = &mut hdr.msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = self.addr_lens[i];
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = count;
+            h.msg_flags = 0;
+            if count > 1 {
+                // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic on a constant.
+                let (space, clen) = unsafe { (libc::CMSG_SPACE(2), libc::CMSG_LEN(2)) };
+                h.msg_control = cmsg.cast();
+                h.msg_controllen = space as usize;
+                // SAFETY: msg_control points at this message's own 32-byte, 8-aligned buffer,
+                // which holds CMSG_SPACE(2) = 24 bytes; CMSG_FIRSTHDR returns its start (non-null
+                // since msg_controllen ≥ the header size) and CMSG_DATA the 2 bytes after the
+                // header, inside the buffer.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(h);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = clen as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), len as u16);
+                }
+            } else {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+            }
+            m += 1;
+            i += count;
+        }
+        m
     }
 }
 
@@ -275,16 +460,128 @@ mod tests {
             out.commit(b.local_addr().unwrap(), 3);
         }
         assert_eq!(out.flush(&a), 5);
+        assert_eq!(receive(&b, 5), (0..5u8).map(|i| (a.local_addr().unwrap(), vec![i, i, i])).collect::<Vec<_>>());
+    }
+
+    /// Every datagram of the next `n` that `sock` receives, with its sender.
+    fn receive(sock: &UdpSocket, n: usize) -> Vec<(SocketAddr, Vec<u8>)> {
         let mut got = Vec::new();
         let mut rx = RecvBatch::new();
-        while got.len() < 5 {
-            let n = rx.recv(&b).unwrap();
-            for i in 0..n {
-                let (from, data) = rx.get(i).unwrap();
-                assert_eq!(from, a.local_addr().unwrap());
-                got.push(data.to_vec());
+        while got.len() < n {
+            let k = rx.recv(sock).unwrap();
+            for i in 0..k {
+                let (from, datagrams) = rx.get(i).unwrap();
+                got.extend(datagrams.map(|d| (from, d.to_vec())));
             }
         }
-        assert_eq!(got, (0..5u8).map(|i| vec![i, i, i]).collect::<Vec<_>>());
+        got
+    }
+
+    /// A batch of 4 × 100 B + a 60 B tail to `b`, 2 × 100 B to `c`, 3000 B + a 100 B tail to `b`,
+    /// and 40,000 B to `b` (too big to coalesce): four messages with GSO, ten without, and the
+    /// same datagrams arrive either way.
+    #[test]
+    fn runs_to_one_peer_are_coalesced_and_arrive_as_sent() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (b, c) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
+        for s in [&b, &c] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        }
+        // `b` takes runs whole (GRO), `c` one datagram at a time: both see the datagrams sent.
+        assert!(enable_gro(&b));
+        let (pb, pc) = (b.local_addr().unwrap(), c.local_addr().unwrap());
+        let plan = [
+            (pb, 100),
+            (pb, 100),
+            (pb, 100),
+            (pb, 100),
+            (pb, 60),
+            (pc, 100),
+            (pc, 100),
+            (pb, 3000),
+            (pb, 100),
+            (pb, 40_000),
+        ];
+        for gso in [true, false] {
+            let mut out = SendBatch::new(MAX_DATAGRAM);
+            if !gso {
+                out = out.without_gso();
+            }
+            for (i, (to, len)) in plan.iter().enumerate() {
+                out.next_buf()[..*len].fill(i as u8);
+                out.commit(*to, *len);
+            }
+            assert_eq!(out.build_messages(0), if gso { 4 } else { 10 });
+            assert_eq!(out.flush(&a), plan.len());
+            let want = |peer| {
+                plan.iter()
+                    .enumerate()
+                    .filter(|(_, (to, _))| *to == peer)
+                    .map(|(i, (_, len))| (a.local_addr().unwrap(), vec![i as u8; *len]))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(receive(&b, 8), want(pb), "gso {gso}");
+            assert_eq!(receive(&c, 2), want(pc), "gso {gso}");
+        }
+    }
+
+    /// With UDP_GRO, a run sent as one GSO message is one message on receive, split again by
+    /// [`RecvBatch::get`].
+    #[test]
+    fn a_coalesced_run_is_one_message_with_gro() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        assert!(enable_gro(&b));
+        let mut out = SendBatch::new(2048);
+        for i in 0..5u8 {
+            out.next_buf()[..100].fill(i);
+            out.commit(b.local_addr().unwrap(), if i == 4 { 40 } else { 100 });
+        }
+        assert_eq!(out.flush(&a), 5);
+        let mut rx = RecvBatch::new();
+        assert_eq!(rx.recv(&b).unwrap(), 1);
+        let (from, datagrams) = rx.get(0).unwrap();
+        assert_eq!(from, a.local_addr().unwrap());
+        let got: Vec<Vec<u8>> = datagrams.map(<[u8]>::to_vec).collect();
+        let want: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; if i == 4 { 40 } else { 100 }]).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_empty_datagram_is_one_datagram() {
+        let d = Datagrams { data: &[], segment: 0, first: true };
+        assert_eq!(d.collect::<Vec<_>>(), vec![&[] as &[u8]]);
+        let d = Datagrams { data: &[1, 2, 3, 4, 5], segment: 2, first: true };
+        assert_eq!(d.collect::<Vec<_>>(), vec![&[1, 2][..], &[3, 4], &[5]]);
+    }
+
+    /// A path whose MTU is below the segment size refuses the GSO message: the same datagrams
+    /// go again one by one (fragmented if need be), and coalescing stops.
+    #[test]
+    fn gso_refused_by_a_small_mtu_falls_back_without_loss() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (a private network namespace)");
+            return;
+        }
+        std::thread::spawn(|| {
+            // This thread alone moves to a new, empty namespace, which dies with it.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let up = std::process::Command::new("ip").args(["link", "set", "lo", "up", "mtu", "1200"]).status();
+            assert!(up.unwrap().success());
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+            b.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+            let mut out = SendBatch::new(2048);
+            for _ in 0..4 {
+                out.next_buf()[..1300].fill(7);
+                out.commit(b.local_addr().unwrap(), 1300);
+            }
+            assert_eq!(out.flush(&a), 4);
+            assert_eq!(out.max_segment, 0, "1300-byte segments do not fit; nothing smaller is tried");
+            assert_eq!(receive(&b, 4).len(), 4);
+        })
+        .join()
+        .unwrap();
     }
 }
