@@ -474,58 +474,78 @@ async fn sync_rules(
             }
         }
     }
-    if !stale_in.is_empty() {
-        c.ecs
-            .revoke_security_group(pb::RevokeSecurityGroupRequest {
-                region_id: region.into(),
-                security_group_id: id.into(),
-                security_group_rule_id: stale_in,
-                ..Default::default()
-            })
-            .await
-            .map_err(api("RevokeSecurityGroup"))?;
-    }
-    if !stale_out.is_empty() {
-        c.ecs
-            .revoke_security_group_egress(pb::RevokeSecurityGroupEgressRequest {
-                region_id: region.into(),
-                security_group_id: id.into(),
-                security_group_rule_id: stale_out,
-                ..Default::default()
-            })
-            .await
-            .map_err(api("RevokeSecurityGroupEgress"))?;
-    }
+    revoke(c, region, id, true, Vec::new(), stale_in).await.map_err(api("RevokeSecurityGroup"))?;
+    revoke(c, region, id, false, Vec::new(), stale_out).await.map_err(api("RevokeSecurityGroupEgress"))?;
     let missing = |dir: &str| -> Vec<pb::Permission> {
         want.iter()
             .filter(|(k, _)| k.direction == dir && !current.iter().any(|p| current_key(p) == *k))
             .map(|(k, d)| permission(k, d))
             .collect()
     };
-    let (add_in, add_out) = (missing("ingress"), missing("egress"));
-    if !add_in.is_empty() {
-        c.ecs
-            .authorize_security_group(pb::AuthorizeSecurityGroupRequest {
-                region_id: region.into(),
-                security_group_id: id.into(),
-                permissions: add_in,
-                ..Default::default()
-            })
-            .await
-            .map_err(api(&format!("security group {} ingress rules", g.name.value)))?;
-    }
-    if !add_out.is_empty() {
-        c.ecs
-            .authorize_security_group_egress(pb::AuthorizeSecurityGroupEgressRequest {
-                region_id: region.into(),
-                security_group_id: id.into(),
-                permissions: add_out,
-                ..Default::default()
-            })
-            .await
-            .map_err(api(&format!("security group {} egress rules", g.name.value)))?;
-    }
+    let name = &g.name.value;
+    authorize(c, region, id, true, missing("ingress"))
+        .await
+        .map_err(api(&format!("security group {name} ingress rules")))?;
+    authorize(c, region, id, false, missing("egress"))
+        .await
+        .map_err(api(&format!("security group {name} egress rules")))?;
     Ok(())
+}
+
+/// AuthorizeSecurityGroup (`ingress`) or AuthorizeSecurityGroupEgress; nothing to do for none.
+pub async fn authorize(
+    c: &mut Clients,
+    region: &str,
+    sg: &str,
+    ingress: bool,
+    permissions: Vec<pb::Permission>,
+) -> Result<(), Status> {
+    if permissions.is_empty() {
+        return Ok(());
+    }
+    let (region_id, security_group_id) = (region.to_string(), sg.to_string());
+    if ingress {
+        let req = pb::AuthorizeSecurityGroupRequest { region_id, security_group_id, permissions, ..Default::default() };
+        c.ecs.authorize_security_group(req).await.map(|_| ())
+    } else {
+        let req =
+            pb::AuthorizeSecurityGroupEgressRequest { region_id, security_group_id, permissions, ..Default::default() };
+        c.ecs.authorize_security_group_egress(req).await.map(|_| ())
+    }
+}
+
+/// RevokeSecurityGroup (`ingress`) or RevokeSecurityGroupEgress, by content and/or rule ID.
+pub async fn revoke(
+    c: &mut Clients,
+    region: &str,
+    sg: &str,
+    ingress: bool,
+    permissions: Vec<pb::Permission>,
+    security_group_rule_id: Vec<String>,
+) -> Result<(), Status> {
+    if permissions.is_empty() && security_group_rule_id.is_empty() {
+        return Ok(());
+    }
+    let (region_id, security_group_id) = (region.to_string(), sg.to_string());
+    if ingress {
+        let req = pb::RevokeSecurityGroupRequest {
+            region_id,
+            security_group_id,
+            permissions,
+            security_group_rule_id,
+            ..Default::default()
+        };
+        c.ecs.revoke_security_group(req).await.map(|_| ())
+    } else {
+        let req = pb::RevokeSecurityGroupEgressRequest {
+            region_id,
+            security_group_id,
+            permissions,
+            security_group_rule_id,
+            ..Default::default()
+        };
+        c.ecs.revoke_security_group_egress(req).await.map(|_| ())
+    }
 }
 
 /// Read a file and apply it (used by tests and the lab).

@@ -384,10 +384,11 @@ impl Topology {
             if !check_names.insert(c.name.value.clone()) {
                 p.push(at(f, &c.name, format!("check {:?} is defined twice", c.name.value)));
             }
-            for end in [&c.from, &c.to] {
+            // A probe starts in a pod or a node; it may aim at a bare IP.
+            for (end, ip_allowed) in [(&c.from, false), (&c.to, true)] {
                 let known = self.pod(&end.value).is_some() || self.instance(&end.value).is_some();
-                let is_ip = end.value.parse::<std::net::Ipv4Addr>().is_ok();
-                if !known && !(is_ip && std::ptr::eq(end, &c.to)) {
+                let ip = ip_allowed && end.value.parse::<std::net::Ipv4Addr>().is_ok();
+                if !known && !ip {
                     p.push(at(f, end, format!("no pod or instance named {:?}", end.value)));
                 }
             }

@@ -589,43 +589,10 @@ async fn change(c: &mut Clients, ch: &ChangeSpec, groups: &BTreeMap<String, Stri
     };
     let ingress = ch.direction.value == "ingress";
     let p = permission(rule, ingress, groups);
-    let r = match (authorize, ingress) {
-        (true, true) => c
-            .ecs
-            .authorize_security_group(pb::AuthorizeSecurityGroupRequest {
-                security_group_id: sg,
-                permissions: vec![p],
-                ..Default::default()
-            })
-            .await
-            .map(|_| ()),
-        (true, false) => c
-            .ecs
-            .authorize_security_group_egress(pb::AuthorizeSecurityGroupEgressRequest {
-                security_group_id: sg,
-                permissions: vec![p],
-                ..Default::default()
-            })
-            .await
-            .map(|_| ()),
-        (false, true) => c
-            .ecs
-            .revoke_security_group(pb::RevokeSecurityGroupRequest {
-                security_group_id: sg,
-                permissions: vec![p],
-                ..Default::default()
-            })
-            .await
-            .map(|_| ()),
-        (false, false) => c
-            .ecs
-            .revoke_security_group_egress(pb::RevokeSecurityGroupEgressRequest {
-                security_group_id: sg,
-                permissions: vec![p],
-                ..Default::default()
-            })
-            .await
-            .map(|_| ()),
+    let r = if authorize {
+        apply::authorize(c, "", &sg, ingress, vec![p]).await
+    } else {
+        apply::revoke(c, "", &sg, ingress, vec![p], Vec::new()).await
     };
     r.map_err(|s| anyhow!("changing {}: {}", ch.group.value, describe_status(&s)))
 }
@@ -912,26 +879,10 @@ async fn delete_cloud(c: &mut Clients, topo: &Topology, id: &str, log: &mut dyn 
         if let Ok(attr) = attr {
             let perms = attr.into_inner().permissions.unwrap_or_default().permission;
             let (ing, eg): (Vec<_>, Vec<_>) = perms.into_iter().partition(|p| p.direction == "ingress");
-            if !ing.is_empty() {
-                let _ = c
-                    .ecs
-                    .revoke_security_group(pb::RevokeSecurityGroupRequest {
-                        security_group_id: sg.clone(),
-                        security_group_rule_id: ing.into_iter().map(|p| p.security_group_rule_id).collect(),
-                        ..Default::default()
-                    })
-                    .await;
-            }
-            if !eg.is_empty() {
-                let _ = c
-                    .ecs
-                    .revoke_security_group_egress(pb::RevokeSecurityGroupEgressRequest {
-                        security_group_id: sg.clone(),
-                        security_group_rule_id: eg.into_iter().map(|p| p.security_group_rule_id).collect(),
-                        ..Default::default()
-                    })
-                    .await;
-            }
+            let ids = |v: Vec<pb::PermissionItem>| v.into_iter().map(|p| p.security_group_rule_id).collect();
+            // Best effort: a group that cannot be emptied fails its own delete below, with a reason.
+            let _ = apply::revoke(c, "", sg, true, Vec::new(), ids(ing)).await;
+            let _ = apply::revoke(c, "", sg, false, Vec::new(), ids(eg)).await;
         }
     }
     for (name, sg) in &applied.security_groups {
