@@ -24,12 +24,21 @@
 //! IPv4 are `broadcast_or_multicast` (a VPC never floods). Source MACs are not checked: the
 //! port and VLAN identify the sender (architecture decision 4).
 //!
+//! Forwarding never changes the inner IPv4 packet, so [`Fabric::process_split`] writes only the
+//! new Geneve and Ethernet headers and names the packet as a range of the input datagram
+//! ([`SplitVerdict`]): the caller sends headers and payload as two pieces of one datagram (the
+//! emulator, as two iovecs) and the packet is never copied here. [`Fabric::process`] runs the
+//! same pipeline, only checking `out` for room for the payload too, then copies the payload
+//! after the headers; the two cannot disagree on anything else. The gateway's replies (ARP,
+//! echo) are always written whole.
+//!
 //! Decide, then commit: the pipeline itself (`decide`) only reads `self`; the conntrack entry
 //! and counters it produced are applied afterwards. [`Fabric::trace`] runs the same code with a
 //! step recorder and skips the commit, so explaining a frame changes nothing. The recorder is a
 //! generic parameter whose no-op version compiles away on the normal path.
 
 use core::net::{Ipv4Addr, SocketAddr};
+use core::ops::Range;
 use core::time::Duration;
 use std::hash::RandomState;
 use std::sync::Arc;
@@ -55,6 +64,10 @@ use crate::wire::{BufferTooSmall, checksum};
 /// `out` as `datagram.len() + MAX_GROWTH` and `OutputBufferTooSmall` cannot happen.
 pub const MAX_GROWTH: usize = vlan::TAG_LEN;
 
+/// The headers [`Fabric::process_split`] writes for a forwarded datagram are never longer than
+/// this: Geneve with the virtio-net option, and an 802.1Q-tagged Ethernet header.
+pub const MAX_HEADER_LEN: usize = geneve::MAX_EMIT_LEN + ethernet::TAGGED_HEADER_LEN;
+
 /// TTL of packets the gateway originates (echo replies), Linux's default.
 const GATEWAY_TTL: u8 = 64;
 
@@ -67,6 +80,29 @@ pub enum Verdict {
     Reply { to: SocketAddr, len: usize },
     /// Nothing to send; already counted.
     Drop(DropReason),
+}
+
+/// What the caller must do with a datagram, from [`Fabric::process_split`]: as [`Verdict`], but a
+/// forwarded datagram is left in two pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitVerdict {
+    /// Send one datagram to the receiving port's shim: `headers_out[..header_len]` (Geneve and
+    /// Ethernet headers) followed by `datagram[payload]` (the inner packet, unchanged).
+    Forward { to: SocketAddr, header_len: usize, payload: Range<usize> },
+    /// Send `headers_out[..len]`, a complete Geneve datagram, back to the sender: the gateway's
+    /// ARP or echo reply.
+    Reply { to: SocketAddr, len: usize },
+    /// Nothing to send; already counted.
+    Drop(DropReason),
+}
+
+/// How much of a forwarded datagram `run` writes into `out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Emit {
+    /// The headers, with room checked for the payload after them (which the caller copies).
+    Whole,
+    /// The headers only.
+    Split,
 }
 
 /// Construction parameters of a [`Fabric`].
@@ -194,8 +230,37 @@ impl Fabric {
     /// `out` should hold `datagram.len() + MAX_GROWTH` bytes.
     pub fn process(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Verdict {
         let mut o = Outcome { rx: None, in_bytes: datagram.len(), tx: None, flow: None };
-        let verdict = self.decide(now, from, datagram, out, &mut o, &mut NoTrace);
-        self.commit(o, verdict)
+        let split = self.decide(now, from, datagram, out, Emit::Whole, &mut o, &mut NoTrace);
+        let verdict = join(split, datagram, out);
+        let dropped = match &verdict {
+            Verdict::Drop(reason) => Some(reason),
+            Verdict::Forward { .. } | Verdict::Reply { .. } => None,
+        };
+        self.commit(o, dropped);
+        verdict
+    }
+
+    /// [`Fabric::process`] without copying what it forwards: a forwarded datagram is
+    /// `headers_out[..header_len]` followed by `datagram[payload]` (see [`SplitVerdict`]); only
+    /// the gateway's replies are written whole into `headers_out`. Flows and counters change
+    /// exactly as with `process`. `headers_out` needs [`MAX_HEADER_LEN`] bytes for forwarding and
+    /// `datagram.len() + MAX_GROWTH` for every reply to fit; a shorter one drops what does not
+    /// fit as `output_buffer_too_small`.
+    pub fn process_split(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        headers_out: &mut [u8],
+    ) -> SplitVerdict {
+        let mut o = Outcome { rx: None, in_bytes: datagram.len(), tx: None, flow: None };
+        let verdict = self.decide(now, from, datagram, headers_out, Emit::Split, &mut o, &mut NoTrace);
+        let dropped = match &verdict {
+            SplitVerdict::Drop(reason) => Some(reason),
+            SplitVerdict::Forward { .. } | SplitVerdict::Reply { .. } => None,
+        };
+        self.commit(o, dropped);
+        verdict
     }
 
     /// Explains what [`Fabric::process`] would do with this datagram now, without changing any
@@ -204,7 +269,8 @@ impl Fabric {
         let mut out = vec![0u8; datagram.len() + MAX_GROWTH];
         let mut steps = Vec::new();
         let mut o = Outcome { rx: None, in_bytes: datagram.len(), tx: None, flow: None };
-        let verdict = self.decide(now, from, datagram, &mut out, &mut o, &mut steps);
+        let split = self.decide(now, from, datagram, &mut out, Emit::Whole, &mut o, &mut steps);
+        let verdict = join(split, datagram, &mut out);
         let len = match verdict {
             Verdict::Forward { len, .. } | Verdict::Reply { len, .. } => len,
             Verdict::Drop(_) => 0,
@@ -240,13 +306,14 @@ impl Fabric {
             .collect()
     }
 
-    fn commit(&mut self, o: Outcome, verdict: Verdict) -> Verdict {
+    /// Applies what `decide` produced: counters always, the flow only if something is sent.
+    fn commit(&mut self, o: Outcome, dropped: Option<&DropReason>) {
         if let Some(vni) = o.rx {
             self.stats.rx(vni, o.in_bytes);
         }
-        match &verdict {
-            Verdict::Drop(reason) => self.stats.drop(o.rx, reason.kind(), o.in_bytes),
-            Verdict::Forward { .. } | Verdict::Reply { .. } => {
+        match dropped {
+            Some(reason) => self.stats.drop(o.rx, reason.kind(), o.in_bytes),
+            None => {
                 if let Some((key, entry)) = o.flow {
                     self.conntrack.store(key, entry);
                 }
@@ -255,33 +322,36 @@ impl Fabric {
                 }
             }
         }
-        verdict
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide<T: Tracer>(
         &self,
         now: Instant,
         from: SocketAddr,
         datagram: &[u8],
         out: &mut [u8],
+        emit: Emit,
         o: &mut Outcome,
         t: &mut T,
-    ) -> Verdict {
-        match self.run(now, from, datagram, out, o, t) {
+    ) -> SplitVerdict {
+        match self.run(now, from, datagram, out, emit, o, t) {
             Ok(v) => v,
-            Err(reason) => Verdict::Drop(reason),
+            Err(reason) => SplitVerdict::Drop(reason),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run<T: Tracer>(
         &self,
         now: Instant,
         from: SocketAddr,
         datagram: &[u8],
         out: &mut [u8],
+        emit: Emit,
         o: &mut Outcome,
         t: &mut T,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Result<SplitVerdict, DropReason> {
         let cfg = &*self.config;
 
         // 1. Decap and port.
@@ -397,9 +467,15 @@ impl Fabric {
         let mut out_vnet = vnet;
         out_vnet.shift(shift).map_err(|m| DropReason::malformed(Layer::Vnet, m))?;
         let oh = geneve::Header { vni: dst.vni, oam: false, vnet: gh.vnet.map(|_| out_vnet) };
-        let len =
-            write_frame(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, eth.payload.len(), |b| copy_into(b, eth.payload))?;
-        o.tx = Some((dst.vni, len - oh.len()));
+        // The IPv4 packet leaves unchanged: it is the input datagram's tail, sent from where it is
+        // (or copied by `join`).
+        let payload = datagram.len().saturating_sub(eth.payload.len())..datagram.len();
+        let room_after = match emit {
+            Emit::Whole => payload.len(),
+            Emit::Split => 0,
+        };
+        let header_len = write_headers(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, room_after)?;
+        o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
         t.step(|| Step::Rewrite {
             vni: dst.vni,
             to: dst_port.peer,
@@ -407,7 +483,7 @@ impl Fabric {
             vlan: tag.map(Tci::vid),
             vnet_shift: shift,
         });
-        Ok(Verdict::Forward { to: dst_port.peer, len })
+        Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload })
     }
 
     /// The live entry of this packet's flow, with the key it is stored under and the packet's
@@ -483,7 +559,7 @@ impl Fabric {
         out: &mut [u8],
         o: &mut Outcome,
         t: &mut T,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Result<SplitVerdict, DropReason> {
         if eth.dst != BROADCAST && eth.dst != GATEWAY_MAC {
             return Err(if ethernet::is_multicast(&eth.dst) {
                 DropReason::BroadcastOrMulticast { dst: eth.dst }
@@ -511,7 +587,7 @@ impl Fabric {
         // VLAN sub-interface that asked.
         let len = write_frame(out, &oh, eth.src, eth.tag, ETHERTYPE_ARP, arp::LEN, |b| reply.emit(b))?;
         o.tx = Some((gh.vni, len - oh.len()));
-        Ok(Verdict::Reply { to: from, len })
+        Ok(SplitVerdict::Reply { to: from, len })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -524,7 +600,7 @@ impl Fabric {
         out: &mut [u8],
         o: &mut Outcome,
         t: &mut T,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Result<SplitVerdict, DropReason> {
         let refuse = DropReason::ToGateway { dst: ip.dst };
         if ip.protocol != PROTO_ICMP {
             return Err(refuse);
@@ -558,7 +634,7 @@ impl Fabric {
             Ok(n + icmp_len)
         })?;
         o.tx = Some((gh.vni, len - oh.len()));
-        Ok(Verdict::Reply { to: from, len })
+        Ok(SplitVerdict::Reply { to: from, len })
     }
 }
 
@@ -631,16 +707,47 @@ fn quoted_flow(vpc: u64, quoted: &[u8]) -> Option<FlowKey> {
     Some(FlowKey { vpc, proto: q.protocol, src: q.src, dst: q.dst, sport, dport })
 }
 
-fn copy_into(b: &mut [u8], payload: &[u8]) -> Result<usize, BufferTooSmall> {
-    let available = b.len();
-    let dst = b.get_mut(..payload.len()).ok_or(BufferTooSmall { needed: payload.len(), available })?;
-    dst.copy_from_slice(payload);
-    Ok(payload.len())
+/// Completes a split verdict into `out` for [`Fabric::process`]: a forward's payload is copied
+/// after its headers (`run` checked the room for it in [`Emit::Whole`]).
+fn join(v: SplitVerdict, datagram: &[u8], out: &mut [u8]) -> Verdict {
+    match v {
+        SplitVerdict::Forward { to, header_len, payload } => {
+            let len = header_len + payload.len();
+            match (out.get_mut(header_len..len), datagram.get(payload)) {
+                (Some(dst), Some(src)) => {
+                    dst.copy_from_slice(src);
+                    Verdict::Forward { to, len }
+                }
+                _ => Verdict::Drop(DropReason::OutputBufferTooSmall { needed: len }),
+            }
+        }
+        SplitVerdict::Reply { to, len } => Verdict::Reply { to, len },
+        SplitVerdict::Drop(reason) => Verdict::Drop(reason),
+    }
 }
 
-/// Geneve header, then an Ethernet header from the gateway MAC to `dst_mac`, then the
-/// `body_len` bytes `body` writes. Returns the datagram length. The whole length is checked
-/// first, so a short buffer is reported with what would have been needed.
+/// Geneve header, then an Ethernet header from the gateway MAC to `dst_mac`, into the start of
+/// `out`, which must also have `room_after` bytes free after them. Returns the headers' length.
+/// The whole length is checked first, so a short buffer is reported with what would have been
+/// needed.
+fn write_headers(
+    out: &mut [u8],
+    oh: &geneve::Header,
+    dst_mac: Mac,
+    tag: Option<Tci>,
+    ethertype: u16,
+    room_after: usize,
+) -> Result<usize, DropReason> {
+    let l2 = if tag.is_some() { ethernet::TAGGED_HEADER_LEN } else { ethernet::HEADER_LEN };
+    let needed = oh.len() + l2 + room_after;
+    let too_small = |_: BufferTooSmall| DropReason::OutputBufferTooSmall { needed };
+    let out = out.get_mut(..needed).ok_or(DropReason::OutputBufferTooSmall { needed })?;
+    let g = oh.emit(out).map_err(too_small)?;
+    let l2 = ethernet::emit_header(dst_mac, GATEWAY_MAC, tag, ethertype, &mut out[g..]).map_err(too_small)?;
+    Ok(g + l2)
+}
+
+/// [`write_headers`], then the `body_len` bytes `body` writes. Returns the datagram length.
 fn write_frame(
     out: &mut [u8],
     oh: &geneve::Header,
@@ -650,12 +757,9 @@ fn write_frame(
     body_len: usize,
     body: impl FnOnce(&mut [u8]) -> Result<usize, BufferTooSmall>,
 ) -> Result<usize, DropReason> {
-    let l2 = if tag.is_some() { ethernet::TAGGED_HEADER_LEN } else { ethernet::HEADER_LEN };
-    let needed = oh.len() + l2 + body_len;
+    let h = write_headers(out, oh, dst_mac, tag, ethertype, body_len)?;
+    let needed = h + body_len;
     let too_small = |_: BufferTooSmall| DropReason::OutputBufferTooSmall { needed };
-    let out = out.get_mut(..needed).ok_or(DropReason::OutputBufferTooSmall { needed })?;
-    let g = oh.emit(out).map_err(too_small)?;
-    let l2 = ethernet::emit_header(dst_mac, GATEWAY_MAC, tag, ethertype, &mut out[g..]).map_err(too_small)?;
-    let n = body(&mut out[g + l2..]).map_err(too_small)?;
-    Ok(g + l2 + n)
+    let n = body(out.get_mut(h..needed).ok_or(DropReason::OutputBufferTooSmall { needed })?).map_err(too_small)?;
+    Ok(h + n)
 }

@@ -1,14 +1,23 @@
-//! The fabric's I/O thread: Geneve datagrams in, [`enifab_dataplane::Fabric::process`], Geneve
-//! datagrams out.
+//! The fabric's I/O thread: Geneve datagrams in, [`enifab_dataplane::Fabric::process_split`],
+//! Geneve datagrams out.
 //!
 //! One OS thread owns the pipeline (and so its conntrack and counters) and the UDP socket. It
 //! takes up to a batch of messages per `recvmmsg` (a message is one datagram, or a run of them
 //! that a shim sent as one UDP GSO message and the kernel kept whole: see [`super::udp`]), runs
-//! each datagram through the pure pipeline into the next free send buffer, and sends the batch
-//! with one `sendmmsg`, runs to one shim coalesced again. Nothing else touches the
-//! pipeline, so the hot path takes no lock: a new configuration arrives as an `Arc` swapped in
-//! between batches (a `watch` channel, checked with one atomic load), counters leave as a
-//! snapshot on request. The socket's read timeout bounds how late a swap or a request can be.
+//! each datagram through the pure pipeline, and sends the batch with one `sendmmsg`, runs to one
+//! shim coalesced again.
+//!
+//! A forwarded datagram is never copied here: the pipeline writes its new headers into the next
+//! free send buffer, and the packet goes out from the receive buffer it arrived in, as the
+//! datagram's second iovec (the gateway's replies are written whole). So everything queued is
+//! sent before the next `recvmmsg` reuses those buffers: when the send batch fills up, and at
+//! the end of each round. The send queue borrows the round's receive buffers, so the compiler
+//! checks that.
+//!
+//! Nothing else touches the pipeline, so the hot path takes no lock: a new configuration arrives
+//! as an `Arc` swapped in between batches (a `watch` channel, checked with one atomic load),
+//! counters leave as a snapshot on request. The socket's read timeout bounds how late a swap or
+//! a request can be.
 
 use std::hash::RandomState;
 use std::io::ErrorKind;
@@ -17,7 +26,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use enifab_dataplane::{Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot, Verdict};
+use enifab_dataplane::fabric::SplitVerdict;
+use enifab_dataplane::{Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot};
 use tokio::sync::{oneshot, watch};
 
 use super::udp::{RecvBatch, SendBatch, enable_gro, set_buffers};
@@ -70,21 +80,26 @@ pub fn spawn(
             match received {
                 Ok(n) => {
                     let now = clock();
+                    // Borrows this round's receive buffers: gone (everything sent) before the
+                    // next `recv`.
+                    let mut queue = tx.queue();
                     for i in 0..n {
                         let Some((from, datagrams)) = rx.get(i) else { continue };
                         for data in datagrams {
-                            match fabric.process(now, from, data, tx.next_buf()) {
-                                Verdict::Forward { to, len } | Verdict::Reply { to, len } => {
-                                    tx.commit(to, len);
-                                    if tx.is_full() {
-                                        tx.flush(&sock);
-                                    }
-                                }
-                                Verdict::Drop(_) => {}
+                            match fabric.process_split(now, from, data, queue.next_buf()) {
+                                SplitVerdict::Forward { to, header_len, payload } => match data.get(payload) {
+                                    Some(payload) => queue.commit_split(to, header_len, payload),
+                                    None => continue,
+                                },
+                                SplitVerdict::Reply { to, len } => queue.commit(to, len),
+                                SplitVerdict::Drop(_) => continue,
+                            }
+                            if queue.is_full() {
+                                queue.flush(&sock);
                             }
                         }
                     }
-                    tx.flush(&sock);
+                    queue.flush(&sock);
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(e) => {

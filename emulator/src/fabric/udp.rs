@@ -19,6 +19,14 @@
 //!   loopback never does) makes [`SendBatch::flush`] resend the run datagram by datagram and
 //!   coalesce only segments that fit any Ethernet path from then on, or none.
 //!
+//! - **Send without copying the packet**: a datagram queued through a [`Queue`] may be two
+//!   pieces, headers in the batch's own buffer and the payload borrowed from elsewhere (the
+//!   fabric's receive buffer, where the forwarded packet already is): each piece is one iovec, and
+//!   the kernel gathers them, also across the datagrams of one GSO message (it segments by bytes,
+//!   not by iovec). The borrow is a lifetime on the queue, so the compiler sees to it that the
+//!   payloads outlive the send: the receive buffers cannot be reused (`recvmmsg` again) while a
+//!   queue that borrows them has anything unsent.
+//!
 //! The buffers are allocated once, at the largest datagram a Geneve super-frame can make, and
 //! reused; nothing on this path allocates.
 //!
@@ -27,6 +35,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -189,14 +198,25 @@ pub fn enable_gro(sock: &UdpSocket) -> bool {
 }
 
 /// Outgoing datagrams of one batch, queued then sent with one `sendmmsg` (runs of equal-sized
-/// datagrams to one peer coalesced into UDP GSO messages).
+/// datagrams to one peer coalesced into UDP GSO messages). Datagrams whose payload is borrowed
+/// are queued through [`SendBatch::queue`].
 pub struct SendBatch {
     bufs: Vec<Box<[u8]>>,
+    /// Each datagram's whole length (what GSO coalescing compares)…
     lens: Vec<usize>,
+    /// … of which the first `heads` bytes are in its buffer and the rest at `payloads`.
+    heads: Vec<usize>,
+    /// The borrowed rest of each datagram (null, 0 for none), valid only while the [`Queue`]
+    /// it came through lives.
+    payloads: Vec<(*const u8, usize)>,
+    /// Some of `payloads` are set: only a live `Queue` may send them. One that was leaked
+    /// (`mem::forget`) never discarded them, so anything else discards them unsent.
+    borrowing: bool,
     peers: Vec<Option<SocketAddr>>,
     addrs: Vec<libc::sockaddr_storage>,
     addr_lens: Vec<libc::socklen_t>,
-    /// One per datagram, in queue order: a message's datagrams are consecutive iovecs.
+    /// One or two per datagram (head, then any payload), in queue order: a message's datagrams
+    /// are consecutive iovecs.
     iovs: Vec<libc::iovec>,
     /// One per message (at most one message per datagram).
     hdrs: Vec<libc::mmsghdr>,
@@ -208,7 +228,10 @@ pub struct SendBatch {
     max_segment: usize,
 }
 
-// SAFETY: as for RecvBatch: the raw pointers only point into storage the batch owns.
+// SAFETY: as for RecvBatch: the raw pointers point into storage the batch owns, except the
+// payloads, which are only sent while the `Queue` they came through (which borrows the batch
+// mutably, and so cannot move to another thread without it) holds the borrow of what they point
+// at.
 unsafe impl Send for SendBatch {}
 
 impl Default for SendBatch {
@@ -226,10 +249,13 @@ impl SendBatch {
         SendBatch {
             bufs: (0..SEND_BATCH).map(|_| vec![0u8; buf_len].into_boxed_slice()).collect(),
             lens: vec![0; SEND_BATCH],
+            heads: vec![0; SEND_BATCH],
+            payloads: vec![(std::ptr::null(), 0); SEND_BATCH],
+            borrowing: false,
             peers: vec![None; SEND_BATCH],
             addrs: vec![zero_addr; SEND_BATCH],
             addr_lens: vec![0; SEND_BATCH],
-            iovs: vec![zero_iov; SEND_BATCH],
+            iovs: vec![zero_iov; 2 * SEND_BATCH],
             hdrs: vec![zero_hdr; SEND_BATCH],
             cmsgs: vec![[0; 4]; SEND_BATCH],
             counts: vec![0; SEND_BATCH],
@@ -255,24 +281,58 @@ impl SendBatch {
 
     /// Queue the first `len` bytes of [`SendBatch::next_buf`] for `to`.
     pub fn commit(&mut self, to: SocketAddr, len: usize) {
+        let len = len.min(self.bufs[self.queued].len());
+        self.push(to, len, (std::ptr::null(), 0));
+    }
+
+    /// A queue for datagrams that may borrow their payload for `'p`; whatever it leaves unsent
+    /// when dropped is discarded.
+    pub fn queue<'p>(&mut self) -> Queue<'_, 'p> {
+        if self.borrowing {
+            self.discard();
+        }
+        Queue { batch: self, payloads: PhantomData }
+    }
+
+    /// Queue `head` bytes of the next buffer followed by the `payload.1` bytes at `payload.0`.
+    fn push(&mut self, to: SocketAddr, head: usize, payload: (*const u8, usize)) {
         let i = self.queued;
-        self.lens[i] = len.min(self.bufs[i].len());
+        self.heads[i] = head;
+        self.payloads[i] = payload;
+        self.lens[i] = head + payload.1;
         self.peers[i] = Some(to);
         self.addr_lens[i] = to_storage(to, &mut self.addrs[i]);
         self.queued += 1;
     }
 
+    /// Forget everything queued, unsent.
+    fn discard(&mut self) {
+        self.payloads[..self.queued].fill((std::ptr::null(), 0));
+        self.queued = 0;
+        self.borrowing = false;
+    }
+
     /// Send everything queued. Datagrams the kernel refuses (an unreachable shim, a full
     /// buffer) are dropped, as a switch drops what it cannot deliver; the count sent is returned.
     pub fn flush(&mut self, sock: &UdpSocket) -> usize {
+        if self.borrowing {
+            // Left by a leaked queue: what they point at may be gone.
+            self.discard();
+        }
+        self.send_queued(sock)
+    }
+
+    /// [`SendBatch::flush`], for a caller that vouches for the payloads (a live [`Queue`]).
+    fn send_queued(&mut self, sock: &UdpSocket) -> usize {
         let mut sent = 0;
         // `first` = the first datagram not yet sent or dropped.
         let mut first = 0;
         while first < self.queued {
             let messages = self.build_messages(first);
-            // SAFETY: headers `0..messages` point at this batch's own addresses, iovecs (which
-            // point into its buffers, within their lengths) and control buffers, all alive and
-            // not otherwise borrowed during the call.
+            // SAFETY: headers `0..messages` point at this batch's own addresses, iovecs and
+            // control buffers, all alive and not otherwise borrowed during the call; the iovecs
+            // point into its buffers, within their lengths, or at payloads that the `Queue` they
+            // came through still borrows (a `Queue` discards them before its borrow ends).
             let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), self.hdrs.as_mut_ptr(), messages as libc::c_uint, 0) };
             if n > 0 {
                 let n = n as usize;
@@ -297,7 +357,7 @@ impl SendBatch {
             // The first pending message refused: skip its datagrams and carry on with the rest.
             first += self.counts[0];
         }
-        self.queued = 0;
+        self.discard();
         sent
     }
 
@@ -305,6 +365,8 @@ impl SendBatch {
     fn build_messages(&mut self, first: usize) -> usize {
         let mut m = 0;
         let mut i = first;
+        // The next free iovec.
+        let mut v = 0;
         while i < self.queued {
             let len = self.lens[i];
             let mut count = 1;
@@ -323,8 +385,16 @@ impl SendBatch {
                     }
                 }
             }
+            let first_iov = v;
             for k in i..i + count {
-                self.iovs[k] = libc::iovec { iov_base: self.bufs[k].as_mut_ptr().cast(), iov_len: self.lens[k] };
+                self.iovs[v] = libc::iovec { iov_base: self.bufs[k].as_mut_ptr().cast(), iov_len: self.heads[k] };
+                v += 1;
+                let (payload, payload_len) = self.payloads[k];
+                if payload_len > 0 {
+                    // The kernel only reads through iovecs given to sendmmsg.
+                    self.iovs[v] = libc::iovec { iov_base: payload.cast_mut().cast(), iov_len: payload_len };
+                    v += 1;
+                }
             }
             self.counts[m] = count;
             let cmsg = self.cmsgs[m].as_mut_ptr();
@@ -333,8 +403,8 @@ impl SendBatch {
             let h = &mut hdr.msg_hdr;
             h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = self.addr_lens[i];
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = count;
+            h.msg_iov = &mut self.iovs[first_iov];
+            h.msg_iovlen = v - first_iov;
             h.msg_flags = 0;
             if count > 1 {
                 // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic on a constant.
@@ -360,6 +430,50 @@ impl SendBatch {
             i += count;
         }
         m
+    }
+}
+
+/// Datagrams queued on a [`SendBatch`] that may borrow their payload for `'p` (from the
+/// receive buffers of the round being forwarded). Flush before the queue goes: dropping it
+/// discards what it has not sent, so nothing is sent from a payload after its borrow ended (and
+/// should a queue be leaked instead, the batch discards what it left before sending again).
+pub struct Queue<'b, 'p> {
+    batch: &'b mut SendBatch,
+    payloads: PhantomData<&'p [u8]>,
+}
+
+impl<'p> Queue<'_, 'p> {
+    pub fn is_full(&self) -> bool {
+        self.batch.is_full()
+    }
+
+    /// The buffer the next datagram (or its headers) is written into.
+    pub fn next_buf(&mut self) -> &mut [u8] {
+        self.batch.next_buf()
+    }
+
+    /// Queue the first `len` bytes of [`Queue::next_buf`] for `to`.
+    pub fn commit(&mut self, to: SocketAddr, len: usize) {
+        self.batch.commit(to, len);
+    }
+
+    /// Queue one datagram for `to`: the first `head_len` bytes of [`Queue::next_buf`] followed
+    /// by `payload`, which is sent from where it is.
+    pub fn commit_split(&mut self, to: SocketAddr, head_len: usize, payload: &'p [u8]) {
+        let head_len = head_len.min(self.batch.bufs[self.batch.queued].len());
+        self.batch.push(to, head_len, (payload.as_ptr(), payload.len()));
+        self.batch.borrowing = true;
+    }
+
+    /// Send everything queued, as [`SendBatch::flush`].
+    pub fn flush(&mut self, sock: &UdpSocket) -> usize {
+        self.batch.send_queued(sock)
+    }
+}
+
+impl Drop for Queue<'_, '_> {
+    fn drop(&mut self) {
+        self.batch.discard();
     }
 }
 
@@ -548,6 +662,134 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// Datagrams in two pieces (headers in the batch, payload borrowed) among whole ones: the
+    /// same plan as above, so the same four messages with GSO (a message's iovecs need not
+    /// match its segments) and ten without, and every datagram arrives whole, pieces in order.
+    #[test]
+    fn split_datagrams_are_coalesced_and_arrive_whole() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (b, c) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
+        for s in [&b, &c] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        }
+        assert!(enable_gro(&b));
+        let (pb, pc) = (b.local_addr().unwrap(), c.local_addr().unwrap());
+        // (peer, head, payload): a payload of 0 is a whole datagram.
+        let plan = [
+            (pb, 30, 70),
+            (pb, 30, 70),
+            (pb, 100, 0),
+            (pb, 42, 58),
+            (pb, 30, 30),
+            (pc, 42, 58),
+            (pc, 100, 0),
+            (pb, 42, 2958),
+            (pb, 42, 58),
+            (pb, 42, 39_958),
+        ];
+        // Standing in for the receive buffers the payloads live in.
+        let payloads: Vec<Vec<u8>> = (0..plan.len()).map(|i| vec![0x80 | i as u8; plan[i].2]).collect();
+        let datagram = |i: usize| {
+            let (_, head, payload) = plan[i];
+            let mut d = vec![i as u8; head];
+            d.extend(std::iter::repeat_n(0x80 | i as u8, payload));
+            d
+        };
+        for gso in [true, false] {
+            let mut out = SendBatch::new(MAX_DATAGRAM);
+            if !gso {
+                out = out.without_gso();
+            }
+            let mut q = out.queue();
+            for (i, (to, head, payload)) in plan.iter().enumerate() {
+                q.next_buf()[..*head].fill(i as u8);
+                if *payload == 0 {
+                    q.commit(*to, *head);
+                } else {
+                    q.commit_split(*to, *head, &payloads[i]);
+                }
+            }
+            assert_eq!(q.batch.build_messages(0), if gso { 4 } else { 10 });
+            assert_eq!(q.flush(&a), plan.len());
+            drop(q);
+            let want = |peer| {
+                (0..plan.len())
+                    .filter(|i| plan[*i].0 == peer)
+                    .map(|i| (a.local_addr().unwrap(), datagram(i)))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(receive(&b, 8), want(pb), "gso {gso}");
+            assert_eq!(receive(&c, 2), want(pc), "gso {gso}");
+        }
+    }
+
+    /// What a queue leaves unsent goes with it: its payloads' borrow ends there.
+    #[test]
+    fn a_dropped_queue_sends_nothing() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut out = SendBatch::new(2048);
+        {
+            let payload = vec![1u8; 100];
+            let mut q = out.queue();
+            q.commit_split(a.local_addr().unwrap(), 10, &payload);
+            q.commit(a.local_addr().unwrap(), 10);
+        }
+        assert_eq!(out.queued, 0);
+        assert!(out.payloads.iter().all(|p| p.1 == 0));
+        assert_eq!(out.flush(&a), 0);
+        // Nor does a leaked one, whose drop never ran: its payloads are discarded unsent.
+        let payload = vec![1u8; 100];
+        let mut q = out.queue();
+        q.commit_split(a.local_addr().unwrap(), 10, &payload);
+        std::mem::forget(q);
+        drop(payload);
+        assert_eq!(out.flush(&a), 0);
+        assert_eq!(out.queued, 0);
+    }
+
+    /// The fabric's path: a run received as one GRO message, each of its datagrams forwarded with
+    /// new headers and its payload straight from the receive buffer, the run coalesced again.
+    #[test]
+    fn forwarding_from_the_receive_buffer_keeps_runs_whole() {
+        let bind = || {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+            s
+        };
+        let (shim_a, fabric, shim_b) = (bind(), bind(), bind());
+        assert!(enable_gro(&fabric) && enable_gro(&shim_b));
+        let lens = [200, 200, 200, 200, 120];
+        let mut out = SendBatch::new(2048);
+        for (i, len) in lens.iter().enumerate() {
+            out.next_buf()[..*len].fill(i as u8);
+            out.commit(fabric.local_addr().unwrap(), *len);
+        }
+        assert_eq!(out.flush(&shim_a), lens.len());
+
+        let mut rx = RecvBatch::new();
+        let mut tx = SendBatch::new(2048);
+        assert_eq!(rx.recv(&fabric).unwrap(), 1, "one GRO message");
+        let mut q = tx.queue();
+        let (from, datagrams) = rx.get(0).unwrap();
+        assert_eq!(from, shim_a.local_addr().unwrap());
+        for d in datagrams {
+            // New headers, 12 bytes where the datagram had 8.
+            q.next_buf()[..12].fill(0xee);
+            q.commit_split(shim_b.local_addr().unwrap(), 12, &d[8..]);
+        }
+        assert_eq!(q.batch.build_messages(0), 1, "the run leaves as one message");
+        assert_eq!(q.flush(&fabric), lens.len());
+        drop(q);
+
+        assert_eq!(rx.recv(&shim_b).unwrap(), 1, "and arrives as one");
+        let (from, datagrams) = rx.get(0).unwrap();
+        assert_eq!(from, fabric.local_addr().unwrap());
+        let got: Vec<Vec<u8>> = datagrams.map(<[u8]>::to_vec).collect();
+        let want: Vec<Vec<u8>> =
+            lens.iter().enumerate().map(|(i, len)| [vec![0xee; 12], vec![i as u8; len - 8]].concat()).collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn an_empty_datagram_is_one_datagram() {
         let d = Datagrams { data: &[], segment: 0, first: true };
@@ -557,7 +799,8 @@ mod tests {
     }
 
     /// A path whose MTU is below the segment size refuses the GSO message: the same datagrams
-    /// go again one by one (fragmented if need be), and coalescing stops.
+    /// go again one by one (fragmented if need be), and coalescing stops; whole datagrams and
+    /// split ones alike.
     #[test]
     fn gso_refused_by_a_small_mtu_falls_back_without_loss() {
         if !nix::unistd::geteuid().is_root() {
@@ -580,6 +823,19 @@ mod tests {
             assert_eq!(out.flush(&a), 4);
             assert_eq!(out.max_segment, 0, "1300-byte segments do not fit; nothing smaller is tried");
             assert_eq!(receive(&b, 4).len(), 4);
+            // The same with the payloads borrowed: each datagram goes again as its two iovecs.
+            let mut out = SendBatch::new(2048);
+            let payload = vec![9u8; 1258];
+            let mut q = out.queue();
+            for _ in 0..4 {
+                q.next_buf()[..42].fill(7);
+                q.commit_split(b.local_addr().unwrap(), 42, &payload);
+            }
+            assert_eq!(q.flush(&a), 4);
+            drop(q);
+            assert_eq!(out.max_segment, 0);
+            let want = [vec![7u8; 42], payload.clone()].concat();
+            assert_eq!(receive(&b, 4), vec![(a.local_addr().unwrap(), want); 4]);
         })
         .join()
         .unwrap();

@@ -1,5 +1,6 @@
 //! The frame path must not allocate. A counting global allocator (test binary only) proves it
-//! for the common verdicts: established flow, new flow, ARP reply, gateway echo, drops.
+//! for the common verdicts: established flow, new flow, ARP reply, gateway echo, drops, through
+//! `process` and `process_split`.
 #![allow(unsafe_code)] // a GlobalAlloc impl cannot be written without it
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -64,6 +65,14 @@ fn the_frame_path_does_not_allocate() {
         let n = allocations_during(|| verdict = Some(fabric.process(Instant(i as u64), from.peer, d, out)));
         assert_eq!(n, 0, "frame {i} allocated: {verdict:?}");
     }
+    // The same through the split path, on a fabric of its own (fresh flows again).
+    let mut split = Fabric::new(Arc::new(Lab::new().build(1)), FabricOptions::new(RandomState::new()));
+    for (i, (from, d)) in frames.iter().enumerate() {
+        let mut verdict = None;
+        let n = allocations_during(|| verdict = Some(split.process_split(Instant(i as u64), from.peer, d, out)));
+        assert_eq!(n, 0, "frame {i} allocated on the split path: {verdict:?}");
+    }
+    assert_eq!(split.stats().conntrack_entries, 1);
     assert_eq!(fabric.stats().conntrack_entries, 1);
     // The counter does see allocations: a trace builds a Vec.
     let (from, d) = &frames[2];

@@ -1,6 +1,7 @@
 //! Scenario tests in the OPTE style: build a small lab, push datagrams in, assert the verdict,
 //! the exact output bytes and the counter deltas. `proptests` throws arbitrary and mutated
-//! bytes at the pipeline.
+//! bytes at the pipeline. The harness runs every datagram through a twin fabric with
+//! [`Fabric::process_split`] too, and checks that it sends the same bytes and counts the same.
 
 mod alloc;
 mod malformed;
@@ -11,15 +12,19 @@ use core::net::SocketAddr;
 use std::hash::RandomState;
 use std::sync::Arc;
 
+use crate::fabric::{MAX_HEADER_LEN, SplitVerdict};
 use crate::testkit::*;
 use crate::wire::ethernet::Frame;
 use crate::wire::geneve;
-use crate::{DropKind, Fabric, FabricOptions, Instant, StatsSnapshot, Verdict, Vni};
+use crate::{DropKind, Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot, Verdict, Vni};
 
 pub(crate) struct Harness {
     pub fabric: Fabric,
     pub out: Vec<u8>,
     pub now: Instant,
+    /// Same configuration and history as `fabric`, fed through `process_split`.
+    split: Fabric,
+    headers: Vec<u8>,
 }
 
 impl Harness {
@@ -28,7 +33,26 @@ impl Harness {
     }
 
     pub fn with_options(lab: &Lab, options: FabricOptions) -> Harness {
-        Harness { fabric: Fabric::new(Arc::new(lab.build(1)), options), out: vec![0; 70_000], now: Instant(0) }
+        let config = Arc::new(lab.build(1));
+        Harness {
+            fabric: Fabric::new(config.clone(), options.clone()),
+            out: vec![0; 70_000],
+            now: Instant(0),
+            split: Fabric::new(config, options),
+            headers: vec![0; 70_000],
+        }
+    }
+
+    pub fn set_config(&mut self, config: FabricConfig) {
+        let config = Arc::new(config);
+        self.fabric.set_config(config.clone());
+        self.split.set_config(config);
+    }
+
+    pub fn expire(&mut self) -> usize {
+        let n = self.fabric.expire(self.now);
+        assert_eq!(self.split.expire(self.now), n);
+        n
     }
 
     /// Sends `d` from the shim address of `from` and returns the verdict and any output bytes.
@@ -42,6 +66,9 @@ impl Harness {
             Verdict::Forward { len, .. } | Verdict::Reply { len, .. } => self.out[..len].to_vec(),
             Verdict::Drop(_) => Vec::new(),
         };
+        let split = process_split_joined(&mut self.split, self.now, from, d, &mut self.headers);
+        assert_eq!(split, (v.clone(), out.clone()), "process_split sends what process sends");
+        assert_eq!(self.split.stats(), self.fabric.stats(), "process_split counts what process counts");
         (v, out)
     }
 
@@ -74,6 +101,27 @@ impl Harness {
 
     pub fn advance_secs(&mut self, s: u64) {
         self.now = Instant(self.now.0 + s * 1_000_000_000);
+    }
+}
+
+/// Runs [`Fabric::process_split`] and puts together what it would send, as [`Fabric::process`]
+/// reports it: the verdict and the datagram's bytes.
+pub(crate) fn process_split_joined(
+    f: &mut Fabric,
+    now: Instant,
+    from: SocketAddr,
+    d: &[u8],
+    headers_out: &mut [u8],
+) -> (Verdict, Vec<u8>) {
+    match f.process_split(now, from, d, headers_out) {
+        SplitVerdict::Forward { to, header_len, payload } => {
+            assert!(header_len <= MAX_HEADER_LEN, "{header_len} bytes of headers");
+            let mut out = headers_out[..header_len].to_vec();
+            out.extend_from_slice(&d[payload]);
+            (Verdict::Forward { to, len: out.len() }, out)
+        }
+        SplitVerdict::Reply { to, len } => (Verdict::Reply { to, len }, headers_out[..len].to_vec()),
+        SplitVerdict::Drop(reason) => (Verdict::Drop(reason), Vec::new()),
     }
 }
 

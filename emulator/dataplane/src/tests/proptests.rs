@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::fabric::{MAX_HEADER_LEN, SplitVerdict};
 
 fn check_verdict(v: &Verdict, out_len: usize, out: &[u8]) {
     match v {
@@ -17,6 +18,40 @@ fn check_verdict(v: &Verdict, out_len: usize, out: &[u8]) {
             let _ = r.kind().as_str();
             let _ = r.to_string();
         }
+    }
+}
+
+/// `process_split` on `g` sends the same bytes and counts the same as `process` on `f`, when
+/// both start in the same state. Returns what `process` sent.
+fn assert_split_matches(
+    f: &mut Fabric,
+    g: &mut Fabric,
+    now: Instant,
+    from: core::net::SocketAddr,
+    d: &[u8],
+) -> (Verdict, Vec<u8>) {
+    let mut out = vec![0u8; d.len() + crate::MAX_GROWTH];
+    let v = f.process(now, from, d, &mut out);
+    let sent = match v {
+        Verdict::Forward { len, .. } | Verdict::Reply { len, .. } => out[..len].to_vec(),
+        Verdict::Drop(_) => Vec::new(),
+    };
+    let mut headers = vec![0u8; d.len() + crate::MAX_GROWTH];
+    let split = process_split_joined(g, now, from, d, &mut headers);
+    assert_eq!(split, (v.clone(), sent.clone()));
+    assert_eq!(g.stats(), f.stats());
+    (v, sent)
+}
+
+/// Whatever `headers_out`, `process_split` forwards a range of the input and headers that fit.
+fn check_split(v: &SplitVerdict, d: &[u8], headers_len: usize) {
+    match v {
+        SplitVerdict::Forward { header_len, payload, .. } => {
+            assert!(*header_len <= headers_len.min(MAX_HEADER_LEN));
+            assert!(payload.start <= payload.end && payload.end == d.len());
+        }
+        SplitVerdict::Reply { len, .. } => assert!(*len <= headers_len),
+        SplitVerdict::Drop(_) => {}
     }
 }
 
@@ -74,6 +109,9 @@ proptest! {
         check_verdict(&v, out_len, &out);
         let t = f.trace(Instant(0), from, d);
         prop_assert_eq!(&t.verdict, &f.process(Instant(0), from, d, &mut vec![0u8; d.len() + crate::MAX_GROWTH]));
+        let mut headers = vec![0u8; out_len];
+        check_split(&lab_fabric().process_split(Instant(0), from, d, &mut headers), d, out_len);
+        assert_split_matches(&mut lab_fabric(), &mut lab_fabric(), Instant(0), from, d);
     }
 
     #[test]
@@ -89,18 +127,25 @@ proptest! {
         for m in &mutations {
             apply(&mut data, m);
         }
-        let mut f = lab_fabric();
-        // Prime some flows so that conntrack paths run on the mutants too.
+        let (mut f, mut g) = (lab_fabric(), lab_fabric());
+        // Prime some flows so that conntrack paths run on the mutants too (on `g` through the
+        // split path, which must leave the same state).
         for (_, c) in &corpus {
             let (from, d) = split_fuzz_input(c);
             let _ = f.process(Instant(now / 2), from, d, &mut vec![0u8; d.len() + 4]);
+            let _ = g.process_split(Instant(now / 2), from, d, &mut vec![0u8; d.len() + 4]);
         }
+        prop_assert_eq!(g.stats(), f.stats());
         let (from, d) = split_fuzz_input(&data);
         let out_len = if small_out { d.len() / 2 } else { d.len() + crate::MAX_GROWTH };
-        let mut out = vec![0u8; out_len];
-        let v = f.process(Instant(now), from, d, &mut out);
-        check_verdict(&v, out_len, &out);
-        if !small_out {
+        if small_out {
+            let mut out = vec![0u8; out_len];
+            let v = f.process(Instant(now), from, d, &mut out);
+            check_verdict(&v, out_len, &out);
+            check_split(&g.process_split(Instant(now), from, d, &mut out), d, out_len);
+        } else {
+            let (v, sent) = assert_split_matches(&mut f, &mut g, Instant(now), from, d);
+            check_verdict(&v, out_len, &sent);
             let too_small = matches!(v, Verdict::Drop(crate::DropReason::OutputBufferTooSmall { .. }));
             prop_assert!(!too_small, "{:?}", v);
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::*;
+use crate::fabric::{MAX_HEADER_LEN, SplitVerdict};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, GATEWAY_MAC};
 use crate::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::wire::l4::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -520,7 +521,7 @@ fn conntrack_expiry_follows_the_cloud_timeouts() {
     h.forwarded(&POD_B1, &data_back, &TRUNK_A);
     h.advance_secs(910);
     assert_eq!(h.dropped(&POD_B1, &data_back), ingress_drop("eni-trunk-a", None, None));
-    assert_eq!(h.fabric.expire(h.now), 1);
+    assert_eq!(h.expire(), 1);
     assert_eq!(h.stats().conntrack_entries, 0);
 }
 
@@ -573,7 +574,7 @@ fn revoked_rules_leave_tracked_flows_alone_until_they_expire() {
 
     // RevokeSecurityGroup: sg-web loses its only rule.
     lab.group_mut("sg-web").rules.clear();
-    h.fabric.set_config(Arc::new(lab.build(2)));
+    h.set_config(lab.build(2));
     assert_eq!(h.stats().epoch, 2);
     h.advance_secs(100);
     h.forwarded(&TRUNK_A, &a(40000, ACK), &POD_B1);
@@ -597,7 +598,7 @@ fn flows_do_not_follow_an_address_to_another_eni() {
     lab.eni_mut("eni-pod-b1").ips = vec![Ipv4Addr::new(10, 0, 1, 22)];
     lab.eni_mut("eni-pod-b1").primary_ip = Ipv4Addr::new(10, 0, 1, 22);
     lab.eni_mut("eni-pod-a2").ips.push(moved);
-    h.fabric.set_config(Arc::new(lab.build(2)));
+    h.set_config(lab.build(2));
     let d = tcp_datagram(&TRUNK_A, moved, 40000, 80, ACK);
     assert_eq!(h.dropped(&TRUNK_A, &d), ingress_drop("eni-pod-a2", None, None));
 }
@@ -675,6 +676,47 @@ fn gso_super_frame_crosses_whole_with_the_tag_pushed_and_offsets_moved() {
     );
     let out = h.forwarded(&TRUNK_A, &plain_opt, &POD_B1);
     assert_eq!(decode(&out).0.vnet, Some(VnetHdr::PLAIN));
+}
+
+/// `process_split` names the unchanged packet inside the input and writes at most
+/// `MAX_HEADER_LEN` bytes (vnet option in, member tag pushed: the longest headers) for a forward;
+/// the gateway's replies still need room for the whole datagram. (That its output equals
+/// `process`'s is checked by the harness on every datagram of every scenario.)
+#[test]
+fn process_split_forwards_from_a_header_sized_buffer() {
+    let fresh = || Fabric::new(Arc::new(Lab::new().build(1)), FabricOptions::new(RandomState::new()));
+    let ip = ipv4(TRUNK_A.ip, POD_B1.ip, PROTO_TCP, &tcp(40000, 80, SYN, 1000));
+    let d = geneve(10, Some(VnetHdr::PLAIN), &ethernet(GATEWAY_MAC, TRUNK_A.mac, None, ETHERTYPE_IPV4, &ip));
+    let mut headers = [0u8; MAX_HEADER_LEN];
+
+    let mut f = fresh();
+    let v = f.process_split(Instant(0), NODE_A, &d, &mut headers);
+    let SplitVerdict::Forward { to, header_len, payload } = v else { panic!("expected a forward, got {v:?}") };
+    assert_eq!((to, header_len), (NODE_B, MAX_HEADER_LEN));
+    assert_eq!(payload, d.len() - ip.len()..d.len());
+    let mut out = vec![0u8; d.len() + crate::MAX_GROWTH];
+    assert_eq!(fresh().process(Instant(0), NODE_A, &d, &mut out), Verdict::Forward { to: NODE_B, len: d.len() + 4 });
+    assert_eq!(&out[..header_len], &headers[..]);
+    assert_eq!(&out[header_len..d.len() + 4], &ip[..]);
+    assert_eq!(f.stats().conntrack_entries, 1);
+    assert_eq!(port(&f.stats(), 21).tx_bytes, (d.len() + 4 - 24) as u64, "the frame is counted whole");
+
+    // One byte short of the headers: dropped and not tracked.
+    let mut short = fresh();
+    let v = short.process_split(Instant(0), NODE_A, &d, &mut headers[..MAX_HEADER_LEN - 1]);
+    assert_eq!(v, SplitVerdict::Drop(DropReason::OutputBufferTooSmall { needed: MAX_HEADER_LEN }));
+    assert_eq!(short.stats().conntrack_entries, 0);
+
+    // Replies are written whole.
+    for (from, q) in
+        [(POD_A1, echo_datagram(&POD_A1, POD_GW, ICMP_ECHO_REQUEST, 1)), (POD_A1, arp_request(&POD_A1, POD_GW))]
+    {
+        let v = f.process_split(Instant(0), from.peer, &q, &mut headers);
+        assert!(matches!(v, SplitVerdict::Drop(DropReason::OutputBufferTooSmall { .. })), "{v:?}");
+        let mut whole = vec![0u8; q.len() + crate::MAX_GROWTH];
+        let v = f.process_split(Instant(0), from.peer, &q, &mut whole);
+        assert!(matches!(v, SplitVerdict::Reply { to: NODE_A, .. }), "{v:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
