@@ -12,8 +12,10 @@
 
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{SockaddrLike, SockaddrStorage, setsockopt, sockopt};
 use std::time::Duration;
 
 /// Largest interface name the kernel takes, without the NUL.
@@ -141,10 +143,7 @@ impl EventFd {
 
 /// A socket address in the kernel's layout, for `msg_name`.
 #[derive(Clone, Copy)]
-pub struct RawSockAddr {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
+pub struct RawSockAddr(SockaddrStorage);
 
 impl std::fmt::Debug for RawSockAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,80 +153,25 @@ impl std::fmt::Debug for RawSockAddr {
 
 impl RawSockAddr {
     pub fn from_std(addr: SocketAddr) -> RawSockAddr {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
-                unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-                mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
-                    sin6_scope_id: a.scope_id(),
-                };
-                // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
-                unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-                mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        RawSockAddr { storage, len: len as libc::socklen_t }
+        RawSockAddr(SockaddrStorage::from(addr))
     }
 
     /// `None` for families other than IPv4/IPv6.
     pub fn to_std(self) -> Option<SocketAddr> {
-        storage_to_std(&self.storage)
+        storage_to_std(&self.0)
     }
 }
 
-fn storage_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match s.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in; storage is big enough
-            // and aligned for it.
-            let sin: libc::sockaddr_in = unsafe { std::ptr::read((s as *const libc::sockaddr_storage).cast()) };
-            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((s as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+fn storage_to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    a.as_sockaddr_in()
+        .map(|v4| SocketAddrV4::from(*v4).into())
+        .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddrV6::from(*v6).into()))
 }
 
 /// Asks the kernel to queue runs of datagrams that were sent as one UDP GSO message as one
 /// buffer (`UDP_GRO`), which [`MmsgBatch::segment`] then reports. Fails on kernels before 5.0.
-pub fn enable_gro(sock: RawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a live c_int.
-    let r = unsafe {
-        libc::setsockopt(
-            sock,
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&on as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+pub fn enable_gro(sock: &impl AsFd) -> nix::Result<()> {
+    setsockopt(sock, sockopt::UdpGroSegment, &true)
 }
 
 /// A batch of datagram slots for `recvmmsg`/`sendmmsg`: `slots` buffers of `slot_len` bytes,
@@ -237,8 +181,7 @@ pub fn enable_gro(sock: RawFd) -> io::Result<()> {
 pub struct MmsgBatch {
     bufs: Vec<u8>,
     slot_len: usize,
-    names: Vec<libc::sockaddr_storage>,
-    namelens: Vec<libc::socklen_t>,
+    names: Vec<SockaddrStorage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     /// One `UDP_SEGMENT` control message per outgoing message, or room for the `UDP_GRO` one of
@@ -278,16 +221,14 @@ pub struct Sent {
 
 impl MmsgBatch {
     pub fn new(slots: usize, slot_len: usize) -> MmsgBatch {
-        // SAFETY: all-zero is a valid sockaddr_storage, iovec and mmsghdr (null pointers, zero
-        // lengths); every pointer is set below before any syscall sees it.
-        let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let unspecified = SockaddrStorage::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
         let mut b = MmsgBatch {
             bufs: vec![0u8; slots * slot_len],
             slot_len,
-            names: vec![zero_name; slots],
-            namelens: vec![0; slots],
+            names: vec![unspecified; slots],
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; slots],
-            // SAFETY: see above.
+            // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths); every pointer
+            // is set below before any syscall sees it.
             hdrs: (0..slots).map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() }).collect(),
             cmsgs: vec![[0u64; 4]; slots],
             counts: vec![0; slots],
@@ -313,8 +254,8 @@ impl MmsgBatch {
         let l = self.slot_len;
         self.iovs[i] = libc::iovec { iov_base: self.bufs[i * l..].as_mut_ptr().cast(), iov_len: l };
         let h = &mut self.hdrs[i];
-        h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-        h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        h.msg_hdr.msg_name = (&mut self.names[i] as *mut SockaddrStorage).cast();
+        h.msg_hdr.msg_namelen = mem::size_of::<SockaddrStorage>() as libc::socklen_t;
         h.msg_hdr.msg_iov = &mut self.iovs[i];
         h.msg_hdr.msg_iovlen = 1;
         // Room for a UDP_GRO control message on receive.
@@ -385,8 +326,7 @@ impl MmsgBatch {
         let l = self.slot_len;
         let end = end.min(l);
         let start = start.min(end);
-        self.names[i] = to.storage;
-        self.namelens[i] = to.len;
+        self.names[i] = to.0;
         self.iovs[i] = libc::iovec { iov_base: self.bufs[i * l + start..].as_mut_ptr().cast(), iov_len: end - start };
     }
 
@@ -459,8 +399,8 @@ impl MmsgBatch {
             self.counts[m] = count;
             let cmsg_buf = self.cmsgs[m].as_mut_ptr();
             let h = &mut self.hdrs[m];
-            h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = self.namelens[i];
+            h.msg_hdr.msg_name = (&mut self.names[i] as *mut SockaddrStorage).cast();
+            h.msg_hdr.msg_namelen = self.names[i].len();
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = count;
             h.msg_hdr.msg_flags = 0;

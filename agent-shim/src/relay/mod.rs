@@ -175,7 +175,7 @@ impl Relay {
     pub fn start(sock: UdpSocket) -> io::Result<Relay> {
         let local = reachable(sock.local_addr()?);
         set_buffers(&sock, SOCKET_BUFFER);
-        if let Err(e) = sys::enable_gro(sock.as_raw_fd()) {
+        if let Err(e) = sys::enable_gro(&sock) {
             tracing::debug!(error = %e, "UDP_GRO not available: receiving datagram by datagram");
         }
         sock.set_read_timeout(Some(IDLE))?;

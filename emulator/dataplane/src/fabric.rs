@@ -232,11 +232,7 @@ impl Fabric {
         let mut o = Outcome { rx: None, in_bytes: datagram.len(), tx: None, flow: None };
         let split = self.decide(now, from, datagram, out, Emit::Whole, &mut o, &mut NoTrace);
         let verdict = join(split, datagram, out);
-        let dropped = match &verdict {
-            Verdict::Drop(reason) => Some(reason),
-            Verdict::Forward { .. } | Verdict::Reply { .. } => None,
-        };
-        self.commit(o, dropped);
+        self.commit(o, if let Verdict::Drop(reason) = &verdict { Some(reason) } else { None });
         verdict
     }
 
@@ -255,11 +251,7 @@ impl Fabric {
     ) -> SplitVerdict {
         let mut o = Outcome { rx: None, in_bytes: datagram.len(), tx: None, flow: None };
         let verdict = self.decide(now, from, datagram, headers_out, Emit::Split, &mut o, &mut NoTrace);
-        let dropped = match &verdict {
-            SplitVerdict::Drop(reason) => Some(reason),
-            SplitVerdict::Forward { .. } | SplitVerdict::Reply { .. } => None,
-        };
-        self.commit(o, dropped);
+        self.commit(o, if let SplitVerdict::Drop(reason) = &verdict { Some(reason) } else { None });
         verdict
     }
 

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ModelError;
 use crate::ids::IdKind;
 use crate::instance::InstanceStatus;
+use crate::ipam::Ipam;
 use crate::net::Mac;
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
 use crate::region::{Kind, Region, check_tags, has_all_tags, parse_ip, request_hash};
@@ -292,19 +293,7 @@ impl Region {
         count: u32,
     ) -> Result<IpPlan> {
         let ipam = self.ipam.get(vsw_id).ok_or_else(|| ModelError::VSwitchNotFound(vsw_id.to_string()))?;
-        let mut wanted: Vec<Ipv4Addr> = Vec::new();
-        for ip in primary.iter().chain(named) {
-            if !ipam.is_allocatable(*ip) {
-                return Err(ModelError::VSwitchIpInvalid(ip.to_string()));
-            }
-            if ipam.is_used(*ip) {
-                return Err(ModelError::PrivateIpDuplicated(ip.to_string()));
-            }
-            if wanted.contains(ip) {
-                return Err(ModelError::IpRepeated(ip.to_string()));
-            }
-            wanted.push(*ip);
-        }
+        let wanted = check_named(ipam, primary.iter().chain(named))?;
         let need = count as usize + usize::from(primary.is_none());
         let mut picked = ipam.pick(need, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
         let primary = match primary {
@@ -845,23 +834,9 @@ impl Region {
             if eni.ip_count() + adding > limit {
                 return Err(ModelError::Ipv4CountExceeded(limit));
             }
-            // Plan with the current primary as "named" so the checks run on the new addresses
-            // only, then keep just the secondaries.
             let vsw = eni.v_switch_id.clone();
             let ipam = r.ipam.get(&vsw).ok_or_else(|| ModelError::VSwitchNotFound(vsw.clone()))?;
-            let mut wanted = Vec::new();
-            for ip in &named {
-                if !ipam.is_allocatable(*ip) {
-                    return Err(ModelError::VSwitchIpInvalid(ip.to_string()));
-                }
-                if ipam.is_used(*ip) {
-                    return Err(ModelError::PrivateIpDuplicated(ip.to_string()));
-                }
-                if wanted.contains(ip) {
-                    return Err(ModelError::IpRepeated(ip.to_string()));
-                }
-                wanted.push(*ip);
-            }
+            let mut wanted = check_named(ipam, &named)?;
             let picked =
                 ipam.pick(count as usize, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw.clone()))?;
             wanted.extend(picked);
@@ -961,4 +936,23 @@ impl Region {
         self.mark(Kind::Eni, &id);
         Ok(())
     }
+}
+
+/// The addresses a caller named for one ENI, in order, once each checked: inside the vSwitch's
+/// allocatable range, not held by anyone, and not named twice.
+fn check_named<'a>(ipam: &Ipam, ips: impl IntoIterator<Item = &'a Ipv4Addr>) -> Result<Vec<Ipv4Addr>> {
+    let mut wanted: Vec<Ipv4Addr> = Vec::new();
+    for &ip in ips {
+        if !ipam.is_allocatable(ip) {
+            return Err(ModelError::VSwitchIpInvalid(ip.to_string()));
+        }
+        if ipam.is_used(ip) {
+            return Err(ModelError::PrivateIpDuplicated(ip.to_string()));
+        }
+        if wanted.contains(&ip) {
+            return Err(ModelError::IpRepeated(ip.to_string()));
+        }
+        wanted.push(ip);
+    }
+    Ok(wanted)
 }

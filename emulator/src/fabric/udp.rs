@@ -37,8 +37,10 @@
 use std::io;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{SockaddrLike, SockaddrStorage, setsockopt, sockopt};
 
 /// Messages per `recvmmsg`.
 pub const BATCH: usize = 32;
@@ -58,7 +60,7 @@ type CmsgBuf = [u64; 4];
 /// Receive buffers for one batch.
 pub struct RecvBatch {
     bufs: Vec<Box<[u8]>>,
-    addrs: Vec<libc::sockaddr_storage>,
+    addrs: Vec<SockaddrStorage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     /// Where the kernel says a message is a GRO run (and of which segment size).
@@ -79,14 +81,13 @@ impl Default for RecvBatch {
 impl RecvBatch {
     pub fn new() -> RecvBatch {
         let bufs: Vec<Box<[u8]>> = (0..BATCH).map(|_| vec![0u8; MAX_DATAGRAM].into_boxed_slice()).collect();
-        // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all-zero
-        // bytes are a valid value.
-        let zero_addr: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+        // SAFETY: iovec and mmsghdr are plain C structs for which all-zero bytes are a valid
+        // value.
         let zero_iov: libc::iovec = unsafe { MaybeUninit::zeroed().assume_init() };
         let zero_hdr: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
         RecvBatch {
             bufs,
-            addrs: vec![zero_addr; BATCH],
+            addrs: vec![unspecified(); BATCH],
             iovs: vec![zero_iov; BATCH],
             hdrs: vec![zero_hdr; BATCH],
             cmsgs: vec![[0; 4]; BATCH],
@@ -100,8 +101,8 @@ impl RecvBatch {
         for i in 0..BATCH {
             self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.bufs[i].len() };
             let hdr = &mut self.hdrs[i].msg_hdr;
-            hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_name = (&mut self.addrs[i] as *mut SockaddrStorage).cast();
+            hdr.msg_namelen = std::mem::size_of::<SockaddrStorage>() as libc::socklen_t;
             hdr.msg_iov = &mut self.iovs[i];
             hdr.msg_iovlen = 1;
             hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
@@ -109,7 +110,7 @@ impl RecvBatch {
             hdr.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
-        // SAFETY: every header points at a live iovec, sockaddr_storage and control buffer owned
+        // SAFETY: every header points at a live iovec, address storage and control buffer owned
         // by `self`, each iovec at a live buffer of the stated length; the kernel writes only
         // within those.
         let n = unsafe {
@@ -128,7 +129,7 @@ impl RecvBatch {
     /// GRO run of several, in the order they were sent).
     pub fn get(&self, i: usize) -> Option<(SocketAddr, Datagrams<'_>)> {
         let len = self.hdrs[i].msg_len as usize;
-        let from = from_storage(&self.addrs[i])?;
+        let from = to_std(&self.addrs[i])?;
         let data = &self.bufs[i][..len.min(self.bufs[i].len())];
         let segment = gro_segment(&self.hdrs[i].msg_hdr).filter(|s| *s > 0).unwrap_or(data.len());
         Some((from, Datagrams { data, segment, first: true }))
@@ -183,18 +184,7 @@ fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
 /// (`UDP_GRO`). Returns whether it agreed (kernels before 5.0 do not know the option, and the
 /// fabric then works datagram by datagram as before).
 pub fn enable_gro(sock: &UdpSocket) -> bool {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a live c_int.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    r == 0
+    setsockopt(sock, sockopt::UdpGroSegment, &true).is_ok()
 }
 
 /// Outgoing datagrams of one batch, queued then sent with one `sendmmsg` (runs of equal-sized
@@ -213,8 +203,7 @@ pub struct SendBatch {
     /// (`mem::forget`) never discarded them, so anything else discards them unsent.
     borrowing: bool,
     peers: Vec<Option<SocketAddr>>,
-    addrs: Vec<libc::sockaddr_storage>,
-    addr_lens: Vec<libc::socklen_t>,
+    addrs: Vec<SockaddrStorage>,
     /// One or two per datagram (head, then any payload), in queue order: a message's datagrams
     /// are consecutive iovecs.
     iovs: Vec<libc::iovec>,
@@ -243,7 +232,6 @@ impl Default for SendBatch {
 impl SendBatch {
     pub fn new(buf_len: usize) -> SendBatch {
         // SAFETY: plain C structs; all-zero bytes are valid values.
-        let zero_addr: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
         let zero_iov: libc::iovec = unsafe { MaybeUninit::zeroed().assume_init() };
         let zero_hdr: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
         SendBatch {
@@ -253,8 +241,7 @@ impl SendBatch {
             payloads: vec![(std::ptr::null(), 0); SEND_BATCH],
             borrowing: false,
             peers: vec![None; SEND_BATCH],
-            addrs: vec![zero_addr; SEND_BATCH],
-            addr_lens: vec![0; SEND_BATCH],
+            addrs: vec![unspecified(); SEND_BATCH],
             iovs: vec![zero_iov; 2 * SEND_BATCH],
             hdrs: vec![zero_hdr; SEND_BATCH],
             cmsgs: vec![[0; 4]; SEND_BATCH],
@@ -301,7 +288,7 @@ impl SendBatch {
         self.payloads[i] = payload;
         self.lens[i] = head + payload.1;
         self.peers[i] = Some(to);
-        self.addr_lens[i] = to_storage(to, &mut self.addrs[i]);
+        self.addrs[i] = SockaddrStorage::from(to);
         self.queued += 1;
     }
 
@@ -401,8 +388,8 @@ impl SendBatch {
             let hdr = &mut self.hdrs[m];
             hdr.msg_len = 0;
             let h = &mut hdr.msg_hdr;
-            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = self.addr_lens[i];
+            h.msg_name = (&mut self.addrs[i] as *mut SockaddrStorage).cast();
+            h.msg_namelen = self.addrs[i].len();
             h.msg_iov = &mut self.iovs[first_iov];
             h.msg_iovlen = v - first_iov;
             h.msg_flags = 0;
@@ -477,85 +464,26 @@ impl Drop for Queue<'_, '_> {
     }
 }
 
-fn to_storage(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
-            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
-            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
-    }
+/// An address for slots not yet written (the kernel overwrites it on receive).
+fn unspecified() -> SockaddrStorage {
+    SockaddrStorage::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
 }
 
-fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(s.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the kernel wrote a sockaddr_in here.
-            let sin: &libc::sockaddr_in = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the kernel wrote a sockaddr_in6 here.
-            let sin6: &libc::sockaddr_in6 = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+/// The address the kernel wrote, if it is IPv4 or IPv6.
+fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    a.as_sockaddr_in()
+        .map(|v4| SocketAddrV4::from(*v4).into())
+        .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddrV6::from(*v6).into()))
 }
 
 /// Ask for big socket buffers: a burst of super-frames must not overflow them. As root the
 /// `*FORCE` variants pass the system limits; otherwise the plain ones are capped, which is fine.
 pub fn set_buffers(sock: &UdpSocket, bytes: usize) {
-    let fd = sock.as_raw_fd();
-    let v = bytes as libc::c_int;
-    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
-        // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a live c_int.
-        let ok = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                force,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if ok != 0 {
-            // SAFETY: as above.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    plain,
-                    (&v as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-        }
+    if setsockopt(sock, sockopt::RcvBufForce, &bytes).is_err() {
+        let _ = setsockopt(sock, sockopt::RcvBuf, &bytes);
+    }
+    if setsockopt(sock, sockopt::SndBufForce, &bytes).is_err() {
+        let _ = setsockopt(sock, sockopt::SndBuf, &bytes);
     }
 }
 
