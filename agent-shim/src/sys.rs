@@ -7,15 +7,18 @@
 //! point into them. Policy (which device, which frame) lives elsewhere: nothing here knows about
 //! ENIs or VLANs. Kernel behaviour followed: `Documentation/networking/tuntap.rst` and
 //! `drivers/net/tun.c` (vnet header before every frame once `IFF_VNET_HDR` is set; the device
-//! lives in the network namespace of the thread that *opened* `/dev/net/tun`).
+//! lives in the network namespace of the thread that *opened* `/dev/net/tun`). The UDP GSO/GRO
+//! rules and control messages are [`enifab_udp`]'s, the same the emulator's fabric socket uses.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{SockaddrLike, SockaddrStorage, setsockopt, sockopt};
+pub use enifab_udp::enable_gro;
+use enifab_udp::{CmsgBuf, INITIAL_MAX_SEGMENT, after_refusal, gro_segment, gso_run, set_gso_control};
+use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 use std::time::Duration;
 
 /// Largest interface name the kernel takes, without the NUL.
@@ -158,20 +161,8 @@ impl RawSockAddr {
 
     /// `None` for families other than IPv4/IPv6.
     pub fn to_std(self) -> Option<SocketAddr> {
-        storage_to_std(&self.0)
+        enifab_udp::to_std(&self.0)
     }
-}
-
-fn storage_to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
-    a.as_sockaddr_in()
-        .map(|v4| SocketAddrV4::from(*v4).into())
-        .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddrV6::from(*v6).into()))
-}
-
-/// Asks the kernel to queue runs of datagrams that were sent as one UDP GSO message as one
-/// buffer (`UDP_GRO`), which [`MmsgBatch::segment`] then reports. Fails on kernels before 5.0.
-pub fn enable_gro(sock: &impl AsFd) -> nix::Result<()> {
-    setsockopt(sock, sockopt::UdpGroSegment, &true)
 }
 
 /// A batch of datagram slots for `recvmmsg`/`sendmmsg`: `slots` buffers of `slot_len` bytes,
@@ -186,18 +177,10 @@ pub struct MmsgBatch {
     hdrs: Vec<libc::mmsghdr>,
     /// One `UDP_SEGMENT` control message per outgoing message, or room for the `UDP_GRO` one of
     /// a received message (u64s for cmsghdr alignment).
-    cmsgs: Vec<[u64; 4]>,
+    cmsgs: Vec<CmsgBuf>,
     /// Datagrams in each outgoing message.
     counts: Vec<usize>,
 }
-
-/// Most datagrams the kernel takes in one UDP GSO send (`UDP_MAX_SEGMENTS` in older kernels).
-const GSO_MAX_SEGMENTS: usize = 64;
-/// Most payload bytes in one UDP GSO send (it is one IP packet until the receiver segments it).
-const GSO_MAX_BYTES: usize = 65_000;
-
-/// A segment size every Ethernet path carries (1500-byte MTU minus IP/UDP headers, with margin).
-const SAFE_SEGMENT: usize = 1400;
 
 /// Which datagrams [`MmsgBatch::send`] may coalesce with UDP GSO: those of at most `max_segment`
 /// bytes. Lowered when the kernel refuses a size (a path MTU below it), 0 = never.
@@ -208,7 +191,7 @@ pub struct Gso {
 
 impl Default for Gso {
     fn default() -> Self {
-        Gso { max_segment: GSO_MAX_BYTES / 2 }
+        Gso { max_segment: INITIAL_MAX_SEGMENT }
     }
 }
 
@@ -230,7 +213,7 @@ impl MmsgBatch {
             // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths); every pointer
             // is set below before any syscall sees it.
             hdrs: (0..slots).map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() }).collect(),
-            cmsgs: vec![[0u64; 4]; slots],
+            cmsgs: vec![[0; 4]; slots],
             counts: vec![0; slots],
         };
         for i in 0..slots {
@@ -260,7 +243,7 @@ impl MmsgBatch {
         h.msg_hdr.msg_iovlen = 1;
         // Room for a UDP_GRO control message on receive.
         h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
-        h.msg_hdr.msg_controllen = mem::size_of::<[u64; 4]>();
+        h.msg_hdr.msg_controllen = mem::size_of::<CmsgBuf>();
         h.msg_hdr.msg_flags = 0;
         h.msg_len = 0;
     }
@@ -293,7 +276,7 @@ impl MmsgBatch {
         let h = &self.hdrs[i];
         let len = (h.msg_len as usize).min(self.slot_len);
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        let from = if truncated { None } else { storage_to_std(&self.names[i]) };
+        let from = if truncated { None } else { enifab_udp::to_std(&self.names[i]) };
         let l = self.slot_len;
         (from, &mut self.bufs[i * l..i * l + len])
     }
@@ -301,24 +284,7 @@ impl MmsgBatch {
     /// The segment size of message `i` after [`MmsgBatch::recv`] when the kernel delivered a run
     /// of datagrams as one (`UDP_GRO`), else `None`.
     pub fn segment(&self, i: usize) -> Option<usize> {
-        let h = &self.hdrs[i].msg_hdr;
-        if h.msg_control.is_null() || h.msg_controllen < mem::size_of::<libc::cmsghdr>() {
-            return None;
-        }
-        // SAFETY: after recvmmsg, msg_control is this slot's own buffer holding `msg_controllen`
-        // bytes of control messages the kernel wrote; CMSG_FIRSTHDR/NXTHDR stay within that
-        // length (null at its end), and a UDP_GRO message carries one int after its header.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(h);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
-                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                    return usize::try_from(v).ok().filter(|s| *s > 0);
-                }
-                c = libc::CMSG_NXTHDR(h, c);
-            }
-        }
-        None
+        gro_segment(&self.hdrs[i].msg_hdr).filter(|s| *s > 0)
     }
 
     /// Sets slot `i` up to send `buf[start..end]` of its own buffer to `to`.
@@ -361,7 +327,7 @@ impl MmsgBatch {
             let count = self.counts[off];
             if count > 1 {
                 let segment = self.iovs_of(off).first().map_or(0, |v| v.iov_len);
-                gso.max_segment = if segment > SAFE_SEGMENT { SAFE_SEGMENT } else { 0 };
+                gso.max_segment = after_refusal(segment, gso.max_segment);
             }
             sent.dropped += count;
             off += 1;
@@ -381,23 +347,8 @@ impl MmsgBatch {
         let mut i = 0;
         while i < n {
             let len = self.iovs[i].iov_len;
-            let mut count = 1;
-            let mut total = len;
-            if len <= gso.max_segment {
-                while i + count < n && count < GSO_MAX_SEGMENTS {
-                    let next = self.iovs[i + count].iov_len;
-                    if next > len || next == 0 || total + next > GSO_MAX_BYTES {
-                        break;
-                    }
-                    count += 1;
-                    total += next;
-                    if next < len {
-                        break; // only the last segment may be shorter
-                    }
-                }
-            }
+            let count = gso_run(len, gso.max_segment, self.iovs[i + 1..n].iter().map(|v| v.iov_len));
             self.counts[m] = count;
-            let cmsg_buf = self.cmsgs[m].as_mut_ptr();
             let h = &mut self.hdrs[m];
             h.msg_hdr.msg_name = (&mut self.names[i] as *mut SockaddrStorage).cast();
             h.msg_hdr.msg_namelen = self.names[i].len();
@@ -405,26 +356,7 @@ impl MmsgBatch {
             h.msg_hdr.msg_iovlen = count;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
-            if count > 1 {
-                // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic on a constant.
-                let (space, clen) = unsafe { (libc::CMSG_SPACE(2), libc::CMSG_LEN(2)) };
-                h.msg_hdr.msg_control = cmsg_buf.cast();
-                h.msg_hdr.msg_controllen = space as usize;
-                // SAFETY: msg_control points at this message's own 32-byte, 8-aligned buffer,
-                // which holds CMSG_SPACE(2) = 24 bytes; CMSG_FIRSTHDR returns its start (non-null
-                // since msg_controllen ≥ the header size) and CMSG_DATA the 2 bytes after the
-                // header, inside the buffer.
-                unsafe {
-                    let c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = libc::UDP_SEGMENT;
-                    (*c).cmsg_len = clen as usize;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), len as u16);
-                }
-            } else {
-                h.msg_hdr.msg_control = std::ptr::null_mut();
-                h.msg_hdr.msg_controllen = 0;
-            }
+            set_gso_control(&mut h.msg_hdr, &mut self.cmsgs[m], (count > 1).then_some(len as u16));
             m += 1;
             i += count;
         }

@@ -48,7 +48,6 @@ use std::time::{Duration, Instant};
 use enifab_dataplane::Vni;
 use enifab_dataplane::wire::vlan::Tci;
 use enifab_dataplane::wire::vnet::{self, VnetHdr};
-use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::sys::{self, EventFd, Gso, MmsgBatch, RawSockAddr};
 use crate::vlan::MemberTable;
@@ -149,17 +148,6 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// Large socket buffers: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` as root (past `rmem_max`), the plain
-/// options otherwise.
-pub fn set_buffers(sock: &UdpSocket, bytes: usize) {
-    if setsockopt(sock, sockopt::RcvBufForce, &bytes).is_err() {
-        let _ = setsockopt(sock, sockopt::RcvBuf, &bytes);
-    }
-    if setsockopt(sock, sockopt::SndBufForce, &bytes).is_err() {
-        let _ = setsockopt(sock, sockopt::SndBuf, &bytes);
-    }
-}
-
 /// The address peers should use for `sock`: a wildcard bind is reachable on loopback.
 fn reachable(mut a: SocketAddr) -> SocketAddr {
     match a.ip() {
@@ -174,7 +162,7 @@ impl Relay {
     /// Starts both threads on the bound Geneve socket, with an empty table.
     pub fn start(sock: UdpSocket) -> io::Result<Relay> {
         let local = reachable(sock.local_addr()?);
-        set_buffers(&sock, SOCKET_BUFFER);
+        enifab_udp::set_buffers(&sock, SOCKET_BUFFER);
         if let Err(e) = sys::enable_gro(&sock) {
             tracing::debug!(error = %e, "UDP_GRO not available: receiving datagram by datagram");
         }

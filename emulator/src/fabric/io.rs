@@ -50,7 +50,7 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     sock.set_read_timeout(Some(POLL))?;
     set_buffers(&sock, SOCKET_BUFFER);
-    if !enable_gro(&sock) {
+    if enable_gro(&sock).is_err() {
         tracing::debug!("UDP_GRO not available: receiving datagram by datagram");
     }
     std::thread::Builder::new().name("enifab-fabric".into()).spawn(move || {

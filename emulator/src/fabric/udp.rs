@@ -27,6 +27,9 @@
 //!   payloads outlive the send: the receive buffers cannot be reused (`recvmmsg` again) while a
 //!   queue that borrows them has anything unsent.
 //!
+//! What makes a GSO run, what to coalesce after a refusal, the control messages and the socket
+//! options are [`enifab_udp`]'s, shared with the shims' relays; this module keeps the batches.
+//!
 //! The buffers are allocated once, at the largest datagram a Geneve super-frame can make, and
 //! reused; nothing on this path allocates.
 //!
@@ -37,10 +40,15 @@
 use std::io;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{SockaddrLike, SockaddrStorage, setsockopt, sockopt};
+use enifab_udp::{
+    CmsgBuf, GSO_MAX_SEGMENTS, INITIAL_MAX_SEGMENT, after_refusal, gro_segment, gso_run, set_gso_control, to_std,
+    unspecified,
+};
+pub use enifab_udp::{enable_gro, set_buffers};
+use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
 /// Messages per `recvmmsg`.
 pub const BATCH: usize = 32;
@@ -48,14 +56,6 @@ pub const BATCH: usize = 32;
 pub const SEND_BATCH: usize = GSO_MAX_SEGMENTS;
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
-/// Most datagrams in one UDP GSO send (`UDP_MAX_SEGMENTS` of older kernels).
-const GSO_MAX_SEGMENTS: usize = 64;
-/// Most payload bytes in one UDP GSO send (it is one IP packet until it is segmented).
-const GSO_MAX_BYTES: usize = 65_000;
-/// A segment size every Ethernet path carries (1500-byte MTU minus IP/UDP headers, with margin).
-const SAFE_SEGMENT: usize = 1400;
-/// Room for one `UDP_GRO`/`UDP_SEGMENT` control message (u64s for `cmsghdr` alignment).
-type CmsgBuf = [u64; 4];
 
 /// Receive buffers for one batch.
 pub struct RecvBatch {
@@ -159,34 +159,6 @@ impl<'a> Iterator for Datagrams<'a> {
     }
 }
 
-/// The segment size of a `UDP_GRO` control message on a received header, if there is one.
-fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
-    if hdr.msg_controllen < std::mem::size_of::<libc::cmsghdr>() {
-        return None;
-    }
-    // SAFETY: the kernel filled `msg_control` (our own buffer) with `msg_controllen` bytes of
-    // control messages; CMSG_FIRSTHDR/NXTHDR stay within that length and return null at its end,
-    // and a UDP_GRO message carries one int after its header.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(hdr);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                return usize::try_from(v).ok();
-            }
-            c = libc::CMSG_NXTHDR(hdr, c);
-        }
-    }
-    None
-}
-
-/// Ask the kernel to queue runs of datagrams that were sent as one (UDP GSO) as one buffer
-/// (`UDP_GRO`). Returns whether it agreed (kernels before 5.0 do not know the option, and the
-/// fabric then works datagram by datagram as before).
-pub fn enable_gro(sock: &UdpSocket) -> bool {
-    setsockopt(sock, sockopt::UdpGroSegment, &true).is_ok()
-}
-
 /// Outgoing datagrams of one batch, queued then sent with one `sendmmsg` (runs of equal-sized
 /// datagrams to one peer coalesced into UDP GSO messages). Datagrams whose payload is borrowed
 /// are queued through [`SendBatch::queue`].
@@ -247,7 +219,7 @@ impl SendBatch {
             cmsgs: vec![[0; 4]; SEND_BATCH],
             counts: vec![0; SEND_BATCH],
             queued: 0,
-            max_segment: GSO_MAX_BYTES / 2,
+            max_segment: INITIAL_MAX_SEGMENT,
         }
     }
 
@@ -337,7 +309,7 @@ impl SendBatch {
                 // a 1500-byte network). Coalesce only what fits any Ethernet path from now on,
                 // or nothing, and send the same datagrams again.
                 let segment = self.lens[first];
-                self.max_segment = if segment > SAFE_SEGMENT { SAFE_SEGMENT.min(self.max_segment) } else { 0 };
+                self.max_segment = after_refusal(segment, self.max_segment);
                 tracing::debug!(segment, max_segment = self.max_segment, "UDP GSO refused; coalescing less");
                 continue;
             }
@@ -356,22 +328,8 @@ impl SendBatch {
         let mut v = 0;
         while i < self.queued {
             let len = self.lens[i];
-            let mut count = 1;
-            let mut total = len;
-            if len > 0 && len <= self.max_segment {
-                while i + count < self.queued && count < GSO_MAX_SEGMENTS {
-                    let j = i + count;
-                    let next = self.lens[j];
-                    if self.peers[j] != self.peers[i] || next > len || next == 0 || total + next > GSO_MAX_BYTES {
-                        break;
-                    }
-                    count += 1;
-                    total += next;
-                    if next < len {
-                        break; // only the last segment may be shorter
-                    }
-                }
-            }
+            let same_peer = (i + 1..self.queued).take_while(|j| self.peers[*j] == self.peers[i]);
+            let count = gso_run(len, self.max_segment, same_peer.map(|j| self.lens[j]));
             let first_iov = v;
             for k in i..i + count {
                 self.iovs[v] = libc::iovec { iov_base: self.bufs[k].as_mut_ptr().cast(), iov_len: self.heads[k] };
@@ -384,7 +342,6 @@ impl SendBatch {
                 }
             }
             self.counts[m] = count;
-            let cmsg = self.cmsgs[m].as_mut_ptr();
             let hdr = &mut self.hdrs[m];
             hdr.msg_len = 0;
             let h = &mut hdr.msg_hdr;
@@ -393,26 +350,7 @@ impl SendBatch {
             h.msg_iov = &mut self.iovs[first_iov];
             h.msg_iovlen = v - first_iov;
             h.msg_flags = 0;
-            if count > 1 {
-                // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic on a constant.
-                let (space, clen) = unsafe { (libc::CMSG_SPACE(2), libc::CMSG_LEN(2)) };
-                h.msg_control = cmsg.cast();
-                h.msg_controllen = space as usize;
-                // SAFETY: msg_control points at this message's own 32-byte, 8-aligned buffer,
-                // which holds CMSG_SPACE(2) = 24 bytes; CMSG_FIRSTHDR returns its start (non-null
-                // since msg_controllen ≥ the header size) and CMSG_DATA the 2 bytes after the
-                // header, inside the buffer.
-                unsafe {
-                    let c = libc::CMSG_FIRSTHDR(h);
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = libc::UDP_SEGMENT;
-                    (*c).cmsg_len = clen as usize;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), len as u16);
-                }
-            } else {
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
-            }
+            set_gso_control(h, &mut self.cmsgs[m], (count > 1).then_some(len as u16));
             m += 1;
             i += count;
         }
@@ -464,29 +402,6 @@ impl Drop for Queue<'_, '_> {
     }
 }
 
-/// An address for slots not yet written (the kernel overwrites it on receive).
-fn unspecified() -> SockaddrStorage {
-    SockaddrStorage::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
-}
-
-/// The address the kernel wrote, if it is IPv4 or IPv6.
-fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
-    a.as_sockaddr_in()
-        .map(|v4| SocketAddrV4::from(*v4).into())
-        .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddrV6::from(*v6).into()))
-}
-
-/// Ask for big socket buffers: a burst of super-frames must not overflow them. As root the
-/// `*FORCE` variants pass the system limits; otherwise the plain ones are capped, which is fine.
-pub fn set_buffers(sock: &UdpSocket, bytes: usize) {
-    if setsockopt(sock, sockopt::RcvBufForce, &bytes).is_err() {
-        let _ = setsockopt(sock, sockopt::RcvBuf, &bytes);
-    }
-    if setsockopt(sock, sockopt::SndBufForce, &bytes).is_err() {
-        let _ = setsockopt(sock, sockopt::SndBuf, &bytes);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,7 +445,7 @@ mod tests {
             s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
         }
         // `b` takes runs whole (GRO), `c` one datagram at a time: both see the datagrams sent.
-        assert!(enable_gro(&b));
+        assert!(enable_gro(&b).is_ok());
         let (pb, pc) = (b.local_addr().unwrap(), c.local_addr().unwrap());
         let plan = [
             (pb, 100),
@@ -574,7 +489,7 @@ mod tests {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         b.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
-        assert!(enable_gro(&b));
+        assert!(enable_gro(&b).is_ok());
         let mut out = SendBatch::new(2048);
         for i in 0..5u8 {
             out.next_buf()[..100].fill(i);
@@ -600,7 +515,7 @@ mod tests {
         for s in [&b, &c] {
             s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
         }
-        assert!(enable_gro(&b));
+        assert!(enable_gro(&b).is_ok());
         let (pb, pc) = (b.local_addr().unwrap(), c.local_addr().unwrap());
         // (peer, head, payload): a payload of 0 is a whole datagram.
         let plan = [
@@ -685,7 +600,7 @@ mod tests {
             s
         };
         let (shim_a, fabric, shim_b) = (bind(), bind(), bind());
-        assert!(enable_gro(&fabric) && enable_gro(&shim_b));
+        assert!(enable_gro(&fabric).is_ok() && enable_gro(&shim_b).is_ok());
         let lens = [200, 200, 200, 200, 120];
         let mut out = SendBatch::new(2048);
         for (i, len) in lens.iter().enumerate() {
