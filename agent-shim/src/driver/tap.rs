@@ -91,19 +91,27 @@ pub fn create(netns_path: &Path, setup: &TapSetup) -> Result<Tap, DriverError> {
 }
 
 /// Renames the TAP (`ip link set FROM down; ip link set FROM name TO; ip link set TO up`) and
-/// puts its IPv4 setup back (taking a link down drops its routes).
+/// puts its IPv4 setup back (taking a link down drops its routes). A refused rename (the name
+/// is taken by a link we did not make) leaves the TAP up under its old name, as it was, so a
+/// retry does not cut the node off in the meantime.
 pub fn rename(netns_path: &Path, tap: &Tap, from: &str, to: &str, ipv4: Option<Ipv4Setup>) -> Result<(), DriverError> {
     let (index, from, to) = (tap.ifindex, from.to_string(), to.to_string());
     netns::run_in(netns_path, move || {
         let nl = Netlink::open()?;
+        let restore = |name: &str| {
+            nl.set_up(index, name, true)?;
+            if ipv4.is_some() {
+                // The address survived; the default route went down with the link.
+                nl.ensure_ipv4(index, name, None, ipv4)?;
+            }
+            Ok::<(), DriverError>(())
+        };
         nl.set_up(index, &from, false)?;
-        nl.rename(index, &from, &to)?;
-        nl.set_up(index, &to, true)?;
-        if ipv4.is_some() {
-            // The address survived; the default route went down with the link.
-            nl.ensure_ipv4(index, &to, None, ipv4)?;
+        if let Err(e) = nl.rename(index, &from, &to) {
+            let _ = restore(&from);
+            return Err(e);
         }
-        Ok(())
+        restore(&to)
     })
 }
 

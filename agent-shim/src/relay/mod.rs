@@ -306,8 +306,10 @@ fn egress(shared: &Shared, sock: &UdpSocket) {
             if pfd.revents & libc::POLLIN == 0 {
                 if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
                     // The device is gone from under us (its namespace was destroyed); stop
-                    // polling it until the next table instead of spinning.
-                    pfd.events = 0;
+                    // polling it until the next table instead of spinning. `poll` reports
+                    // errors and hang-ups whatever `events` asks for, so only a negative fd
+                    // takes it out.
+                    pfd.fd = -1;
                 }
                 continue;
             }
@@ -330,7 +332,7 @@ fn egress(shared: &Shared, sock: &UdpSocket) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => {
                         stats.drop(DropReason::TapRead);
-                        pfd.events = 0;
+                        pfd.fd = -1;
                         break;
                     }
                 };

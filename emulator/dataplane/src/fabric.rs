@@ -386,11 +386,7 @@ impl Fabric {
             other => return Err(DropReason::UnsupportedEthertype(other)),
         }
         if eth.dst != GATEWAY_MAC {
-            return Err(if ethernet::is_multicast(&eth.dst) {
-                DropReason::BroadcastOrMulticast { dst: eth.dst }
-            } else {
-                DropReason::NotForGateway { dst: eth.dst }
-            });
+            return Err(not_for_us(eth.dst));
         }
         let ip = ipv4::Packet::parse(eth.payload, vnet.is_gso()).map_err(|m| DropReason::malformed(Layer::Ipv4, m))?;
         t.step(|| Step::Ipv4 { src: ip.src, dst: ip.dst, protocol: ip.protocol, gso: vnet.is_gso() });
@@ -428,12 +424,12 @@ impl Fabric {
                 }
                 None => CtLookup::New,
             },
-            Track::Related { quoted } => {
-                let related = [(quoted, FlowDir::Original), (quoted.reversed(), FlowDir::Reply)]
-                    .iter()
-                    .any(|(k, _)| self.conntrack.get(k, now).is_some());
-                if related { CtLookup::Related } else { CtLookup::Untracked }
-            }
+            // The quoted packet went the other way, from this error's receiver to its sender:
+            // only the flow's other end can speak for it (a VPC has no router in between).
+            Track::Related { quoted } => match self.live_flow(quoted, Dirs::Both, L4Info::Other, dst, src, now) {
+                Some(_) => CtLookup::Related,
+                None => CtLookup::Untracked,
+            },
             Track::None => CtLookup::Untracked,
         };
         t.step(|| Step::Conntrack(lookup));
@@ -553,11 +549,7 @@ impl Fabric {
         t: &mut T,
     ) -> Result<SplitVerdict, DropReason> {
         if eth.dst != BROADCAST && eth.dst != GATEWAY_MAC {
-            return Err(if ethernet::is_multicast(&eth.dst) {
-                DropReason::BroadcastOrMulticast { dst: eth.dst }
-            } else {
-                DropReason::NotForGateway { dst: eth.dst }
-            });
+            return Err(not_for_us(eth.dst));
         }
         let a = arp::Repr::parse(eth.payload).map_err(|e| match e {
             ArpError::Malformed(m) => DropReason::malformed(Layer::Arp, m),
@@ -697,6 +689,16 @@ fn quoted_flow(vpc: u64, quoted: &[u8]) -> Option<FlowKey> {
     let sport = crate::wire::be16(q.payload, 0)?;
     let dport = crate::wire::be16(q.payload, 2)?;
     Some(FlowKey { vpc, proto: q.protocol, src: q.src, dst: q.dst, sport, dport })
+}
+
+/// Why a frame addressed to `dst`, neither the gateway nor (for ARP) broadcast, is dropped: a VPC
+/// never floods, and every unicast goes to the gateway.
+fn not_for_us(dst: Mac) -> DropReason {
+    if ethernet::is_multicast(&dst) {
+        DropReason::BroadcastOrMulticast { dst }
+    } else {
+        DropReason::NotForGateway { dst }
+    }
 }
 
 /// Completes a split verdict into `out` for [`Fabric::process`]: a forward's payload is copied

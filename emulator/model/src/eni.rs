@@ -28,7 +28,7 @@ use crate::instance::InstanceStatus;
 use crate::ipam::Ipam;
 use crate::net::Mac;
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
-use crate::region::{Kind, Region, check_tags, has_all_tags, parse_ip, request_hash};
+use crate::region::{Kind, Region, check_tags, check_text, has_all_tags, parse_ip, request_hash};
 use crate::time::Millis;
 use crate::{Result, Tag};
 
@@ -257,16 +257,6 @@ const ENI_PAGES: PageBounds = PageBounds { default_size: 10, max_page_size: 1000
 
 fn not_found(id: &str) -> ModelError {
     ModelError::EniNotFound(id.to_string())
-}
-
-fn check_text(param: &'static str, s: &str, max: usize) -> Result<()> {
-    if s.chars().count() > max || s.starts_with("http://") || s.starts_with("https://") {
-        return Err(ModelError::invalid(
-            param,
-            format!("at most {max} characters, not starting with http:// or https://"),
-        ));
-    }
-    Ok(())
 }
 
 impl Region {
@@ -829,9 +819,12 @@ impl Region {
                 (Some(n), true) => n,
                 (None, false) => 0,
             };
-            let adding = count + named.len() as u32;
             let limit = r.ip_limit(eni);
-            if eni.ip_count() + adding > limit {
+            let after = u32::try_from(named.len())
+                .ok()
+                .and_then(|n| count.checked_add(n))
+                .and_then(|adding| eni.ip_count().checked_add(adding));
+            if after.is_none_or(|after| after > limit) {
                 return Err(ModelError::Ipv4CountExceeded(limit));
             }
             let vsw = eni.v_switch_id.clone();

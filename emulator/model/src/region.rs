@@ -685,6 +685,18 @@ impl Region {
 
 /// Validate `Tag.N.Key/Value` the way the cloud does: at most 20, keys non-empty, at most 128
 /// characters, not starting with `aliyun` or `acs:`, no key twice.
+/// A name or description as the cloud takes it: at most `max` characters, and not starting with
+/// `http://` or `https://` (the cloud's rule for every resource name and description).
+pub(crate) fn check_text(param: &'static str, s: &str, max: usize) -> Result<()> {
+    if s.chars().count() > max || s.starts_with("http://") || s.starts_with("https://") {
+        return Err(ModelError::invalid(
+            param,
+            format!("at most {max} characters, not starting with http:// or https://"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_tags(tags: &[Tag]) -> Result<()> {
     if tags.len() > 20 {
         return Err(ModelError::invalid("Tag.N", "at most 20 tags"));

@@ -21,7 +21,7 @@ use crate::error::ModelError;
 use crate::ids::IdKind;
 use crate::net::{Cidr, parse_peer_cidr};
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
-use crate::region::{Kind, Region, check_tags, has_all_tags, request_hash};
+use crate::region::{Kind, Region, check_tags, check_text, has_all_tags, request_hash};
 use crate::time::Millis;
 use crate::{Result, Tag};
 
@@ -284,9 +284,7 @@ impl Region {
                     ));
                 }
             };
-            if req.security_group_name.chars().count() > 128 || req.security_group_name.starts_with("http") {
-                return Err(ModelError::invalid("SecurityGroupName", "2 to 128 characters, not starting with http"));
-            }
+            check_text("SecurityGroupName", &req.security_group_name, 128)?;
             check_tags(&req.tags)?;
             let sg = SecurityGroup {
                 security_group_id: r.new_id(IdKind::SecurityGroup),

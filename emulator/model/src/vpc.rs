@@ -14,7 +14,7 @@ use crate::ids::IdKind;
 use crate::ipam::Ipam;
 use crate::net::Cidr;
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
-use crate::region::{Kind, Region, check_tags, has_all_tags, request_hash};
+use crate::region::{Kind, Region, check_tags, check_text, has_all_tags, request_hash};
 use crate::time::Millis;
 use crate::{Result, Tag};
 
@@ -55,14 +55,6 @@ const FORBIDDEN: [&str; 4] = ["100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", 
 
 fn parse_cidr(s: &str) -> Result<Cidr> {
     s.parse().map_err(|_| ModelError::InvalidCidrBlock(s.to_string()))
-}
-
-fn check_name(param: &'static str, name: &str) -> Result<()> {
-    // The cloud: 1–128 characters, must not start with http:// or https://.
-    if name.chars().count() > 128 || name.starts_with("http://") || name.starts_with("https://") {
-        return Err(ModelError::invalid(param, "1 to 128 characters, not starting with http:// or https://"));
-    }
-    Ok(())
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +112,7 @@ impl Region {
             if FORBIDDEN.iter().any(|f| f.parse::<Cidr>().expect("constant").overlaps(&cidr)) {
                 return Err(ModelError::InvalidCidrBlock(cidr.to_string()));
             }
-            check_name("VpcName", &req.vpc_name)?;
+            check_text("VpcName", &req.vpc_name, 128)?;
             check_tags(&req.tags)?;
             let vpc = Vpc {
                 vpc_id: r.new_id(IdKind::Vpc),
@@ -205,7 +197,7 @@ impl Region {
             if siblings.len() >= r.config.limits.vswitches_per_vpc {
                 return Err(ModelError::VSwitchQuotaExceeded);
             }
-            check_name("VSwitchName", &req.v_switch_name)?;
+            check_text("VSwitchName", &req.v_switch_name, 128)?;
             check_tags(&req.tags)?;
             let resource_group_id = vpc.resource_group_id.clone();
             let vsw = VSwitch {

@@ -576,6 +576,17 @@ fn security_group_rules_validate_and_dedupe() {
         )
         .unwrap_err();
     assert_eq!(err.code(), "JoinedGroupLimitExceed");
+    // Names: only a URL-like prefix is refused, as for every other resource.
+    let named = |name: &str| CreateSecurityGroup {
+        vpc_id: l.vpc.clone(),
+        security_group_name: name.into(),
+        ..Default::default()
+    };
+    assert!(l.r.create_security_group(named("httpd-servers"), T0).is_ok());
+    for bad in ["http://sg", "https://sg", &"x".repeat(129)] {
+        let err = l.r.create_security_group(named(bad), T0).unwrap_err();
+        assert_eq!(err.code(), "InvalidParameter", "{bad}");
+    }
     // Revoke by content removes the rule; revoking again is a no-op.
     let revoke =
         RevokeSecurityGroup { security_group_id: l.sg.clone(), permissions: vec![ok.clone()], ..Default::default() };

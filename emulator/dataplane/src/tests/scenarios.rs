@@ -499,6 +499,10 @@ fn icmp_errors_about_a_tracked_flow_are_related() {
     h.forwarded(&POD_B1, &unreachable, &TRUNK_A);
     let t = h.fabric.trace(h.now, NODE_B, &unreachable);
     assert!(t.steps.contains(&Step::Conntrack(CtLookup::Related)));
+    // The same error from an ENI that is not the flow's other end vouches for nothing: the
+    // receiver's security group judges it.
+    let forged = from_endpoint(&POD_A2, &ipv4(POD_A2.ip, TRUNK_A.ip, PROTO_ICMP, &icmp(3, 3, [0; 4], &syn_ip[..28])));
+    assert_eq!(h.dropped(&POD_A2, &forged), ingress_drop("eni-trunk-a", None, None));
 }
 
 #[test]
