@@ -41,7 +41,7 @@ fn encode_token(last_id: &str) -> String {
 }
 
 fn decode_token(token: &str) -> Result<String> {
-    if !token.len().is_multiple_of(2) || token.len() > 256 {
+    if !token.len().is_multiple_of(2) || token.len() > 256 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ModelError::InvalidNextToken);
     }
     let bytes: Option<Vec<u8>> = (0..token.len())

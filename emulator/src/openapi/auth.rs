@@ -316,8 +316,10 @@ struct Nonces {
 impl Nonces {
     /// Record `key` until `expires`; false if it is already recorded (a replay).
     fn insert(&mut self, key: String, expires: i64, now: i64) -> bool {
+        // A nonce expiring at `now` is kept: a timestamp exactly at the edge of the window is
+        // still accepted, so its nonce must still be refused.
         while let Some((at, _)) = self.by_expiry.first() {
-            if *at > now && self.expiry.len() < MAX_NONCES {
+            if *at >= now && self.expiry.len() < MAX_NONCES {
                 break;
             }
             let (_, old) = self.by_expiry.pop_first().expect("checked above");
@@ -364,6 +366,7 @@ mod tests {
         let mut n = Nonces::default();
         assert!(n.insert("a".into(), 100, 0));
         assert!(!n.insert("a".into(), 100, 50));
+        assert!(!n.insert("a".into(), 100, 100), "still refused at the very edge of the window");
         assert!(n.insert("a".into(), 300, 101), "forgotten once its timestamp is out of the window");
         assert_eq!(n.expiry.len(), 1);
     }

@@ -113,7 +113,7 @@ pub fn acs3_signature(secret: &str, string_to_sign: &str) -> String {
 /// Whether `signature` (hex) is ACS3's signature of `string_to_sign`, in constant time.
 pub fn acs3_verify(secret: &str, string_to_sign: &str, signature: &str) -> bool {
     let sig = signature.trim();
-    if !sig.len().is_multiple_of(2) || !sig.is_ascii() {
+    if !sig.len().is_multiple_of(2) || !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
         return false;
     }
     let given: Option<Vec<u8>> =

@@ -86,19 +86,19 @@ fn ca_params() -> Result<CertificateParams> {
     Ok(p)
 }
 
+/// Replaces `path` atomically. The new file starts as a fresh, uniquely named 0600 file (so a
+/// key is never readable by others, whatever a crash left behind) and is opened up to 0644 only
+/// if it is not private.
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if private { 0o600 } else { 0o644 })
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut f = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
     f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    if !private {
+        f.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    f.as_file().sync_all()?;
+    f.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -106,7 +106,8 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<()> {
 pub fn local_ca(dir: &Path, names: &[String]) -> Result<CertFiles> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (ca_pem, ca_key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
-    let ca_key = if ca_pem.exists() && ca_key_path.exists() {
+    let ca_existed = ca_pem.exists() && ca_key_path.exists();
+    let ca_key = if ca_existed {
         let pem =
             std::fs::read_to_string(&ca_key_path).with_context(|| format!("reading {}", ca_key_path.display()))?;
         KeyPair::from_pem(&pem).with_context(|| format!("parsing {}", ca_key_path.display()))?
@@ -124,7 +125,9 @@ pub fn local_ca(dir: &Path, names: &[String]) -> Result<CertFiles> {
     wanted.dedup();
     let wanted_text = wanted.join("\n");
     let current = std::fs::read_to_string(&names_path).ok();
-    if current.as_deref() != Some(wanted_text.as_str()) || !cert_path.exists() || !key_path.exists() {
+    // A new CA means a new issuer: a server certificate from the old one would not verify.
+    let reissue = !ca_existed || current.as_deref() != Some(wanted_text.as_str());
+    if reissue || !cert_path.exists() || !key_path.exists() {
         let mut params = CertificateParams::new(wanted.clone()).context("certificate names")?;
         params.distinguished_name.push(DnType::CommonName, "enifab");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -230,7 +233,29 @@ mod tests {
         assert_eq!(std::fs::read_to_string(third.ca.as_ref().unwrap()).unwrap(), ca, "the CA stays");
         assert_ne!(std::fs::read_to_string(&third.cert).unwrap(), cert, "a new certificate for new names");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let mode = |f: &str| std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode("ca.key"), mode("server.key")), (0o600, 0o600));
+        assert_eq!((mode("ca.pem"), mode("server.pem")), (0o644, 0o644));
+    }
+
+    /// A lost CA is made anew, and the server certificate with it: one from the old CA would not
+    /// verify against the new `ca.pem`.
+    #[test]
+    fn a_new_ca_reissues_the_server_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_string()];
+        let first = local_ca(dir.path(), &names).unwrap();
+        let cert = std::fs::read_to_string(&first.cert).unwrap();
+        std::fs::remove_file(dir.path().join("ca.key")).unwrap();
+        let second = local_ca(dir.path(), &names).unwrap();
+        let ca = std::fs::read_to_string(second.ca.as_ref().unwrap()).unwrap();
+        let reissued = std::fs::read_to_string(&second.cert).unwrap();
+        assert_ne!(reissued, cert);
+        assert!(reissued.ends_with(&ca), "the served chain ends with the new CA");
+        // Nothing but the five files is left in the directory (no temporary files).
+        let mut files: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        files.sort();
+        assert_eq!(files, ["ca.key", "ca.pem", "server.key", "server.names", "server.pem"]);
     }
 }

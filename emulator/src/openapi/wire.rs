@@ -133,9 +133,9 @@ fn decode_component(s: &str) -> Option<String> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Two hex digits exactly (`from_str_radix` alone would take "+F").
+                let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 2;
             }
             b => out.push(b),
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn bad_encodings_are_invalid_parameters() {
-        for bad in ["A=%", "A=%zz", "A=%C3%28", "%FF=1"] {
+        for bad in ["A=%", "A=%zz", "A=%C3%28", "%FF=1", "A=%+F", "A=%-1"] {
             let e = decode_pairs(bad).unwrap_err();
             assert_eq!((e.status, e.code.as_str()), (400, "InvalidParameter"), "{bad}");
         }
