@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use enifab_model::net::parse_peer_cidr;
+use enifab_model::security_group::canonical_port_range;
 use enifab_proto::v1 as pb;
 use tonic::Status;
 
@@ -378,8 +379,9 @@ struct RuleKey {
 
 fn desired_key(direction: &'static str, r: &RuleSpec, groups: &HashMap<String, String>) -> RuleKey {
     let protocol = r.protocol.value.to_ascii_uppercase();
+    // As the model renders it, so that "80/80" and " 80/80" are one rule (the file was checked).
     let ports = match &r.ports {
-        Some(p) => p.value.clone(),
+        Some(p) => canonical_port_range(&protocol, &p.value).unwrap_or_else(|_| p.value.clone()),
         None => "-1/-1".into(),
     };
     let policy = match r.policy.as_ref().map(|p| p.value.to_ascii_lowercase()) {

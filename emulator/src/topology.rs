@@ -12,6 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use enifab_model::Cidr;
+use enifab_model::security_group::canonical_port_range;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -439,11 +440,23 @@ impl Topology {
 
     fn check_rule(&self, f: &str, r: &RuleSpec, p: &mut Vec<String>) {
         let proto = r.protocol.value.to_ascii_uppercase();
-        if !matches!(proto.as_str(), "TCP" | "UDP" | "ICMP" | "GRE" | "ALL") {
+        let known = matches!(proto.as_str(), "TCP" | "UDP" | "ICMP" | "GRE" | "ALL");
+        if !known {
             p.push(at(f, &r.protocol, "protocol is TCP, UDP, ICMP, GRE or ALL"));
         }
         if matches!(proto.as_str(), "TCP" | "UDP") && r.ports.is_none() {
             p.push(at(f, &r.protocol, "TCP and UDP rules need ports: \"80/80\" or \"1/65535\""));
+        }
+        // The model's own check, here, so that a bad range stops the file before anything exists.
+        if let Some(ports) = &r.ports
+            && known
+            && let Err(e) = canonical_port_range(&proto, &ports.value)
+        {
+            p.push(at(
+                f,
+                ports,
+                format!("{}: {e} (\"80/80\" or \"1/65535\"; \"-1/-1\" for ICMP, GRE and ALL)", e.code()),
+            ));
         }
         match (&r.peer, &r.peer_group) {
             (None, None) => p.push(at(f, &r.protocol, "a rule needs a peer (CIDR) or a peerGroup")),
@@ -504,5 +517,16 @@ instances:
         let bad = GOOD.replace("protocol: TCP, ports", "protocl: TCP, ports");
         let e = Topology::parse("t.yaml", &bad).unwrap_err().to_string();
         assert!(e.contains("line 11 column 11: unknown field `protocl`"), "{e}");
+        // Port ranges are checked as the model checks them, before anything is created.
+        for bad in ["ports: 80-90", "ports: 90/80", "ports: 0/80"] {
+            let file = GOOD.replace("ports: 80/80", bad);
+            let e = Topology::parse("t.yaml", &file).unwrap_err().to_string();
+            assert!(e.contains("t.yaml:11:") && e.contains("InvalidIpPortRange.Malformed"), "{bad}: {e}");
+        }
+        let icmp = GOOD.replace("protocol: TCP, ports: 80/80", "protocol: ICMP, ports: 80/80");
+        let e = Topology::parse("t.yaml", &icmp).unwrap_err().to_string();
+        assert!(e.contains("InvalidIpPortRange.Malformed"), "{e}");
+        let icmp = GOOD.replace("protocol: TCP, ports: 80/80", "protocol: ICMP, ports: -1/-1");
+        Topology::parse("t.yaml", &icmp).unwrap();
     }
 }

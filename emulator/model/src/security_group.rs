@@ -121,6 +121,13 @@ pub fn port_range_str(r: Option<PortRange>) -> String {
     }
 }
 
+/// A rule's `PortRange` as the model stores and renders it ("80/80", or "-1/-1" for protocols
+/// without ports), or the error AuthorizeSecurityGroup would give: for callers that check a
+/// rule before sending it, or compare it with the stored one.
+pub fn canonical_port_range(protocol: &str, ports: &str) -> Result<String> {
+    Ok(port_range_str(parse_port_range(ports, IpProtocol::parse(protocol)?)?))
+}
+
 fn parse_port_range(s: &str, protocol: IpProtocol) -> Result<Option<PortRange>> {
     let bad = || ModelError::InvalidPortRange(s.to_string());
     let s = s.trim();
