@@ -92,21 +92,7 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
     }
 
     for v in &topo.vpcs {
-        let found = c
-            .vpc
-            .describe_vpcs(pb::DescribeVpcsRequest {
-                region_id: region.clone(),
-                vpc_name: v.name.value.clone(),
-                page_size: Some(50),
-                ..Default::default()
-            })
-            .await
-            .map_err(api("DescribeVpcs"))?
-            .into_inner()
-            .vpcs
-            .unwrap_or_default()
-            .vpc;
-        let (id, created) = match found.first() {
+        let (id, created) = match find_vpc(c, &region, &v.name.value).await?.as_ref() {
             Some(existing) if existing.cidr_block != v.cidr.value => {
                 bail!("vpc {} exists with CIDR {}, the file says {}", v.name.value, existing.cidr_block, v.cidr.value)
             }
@@ -128,22 +114,7 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
         note(&mut out, "vpc", &v.name.value, &id, created);
         out.vpcs.insert(v.name.value.clone(), id.clone());
         for s in &v.vswitches {
-            let found = c
-                .vpc
-                .describe_v_switches(pb::DescribeVSwitchesRequest {
-                    region_id: region.clone(),
-                    vpc_id: id.clone(),
-                    v_switch_name: s.name.value.clone(),
-                    page_size: Some(50),
-                    ..Default::default()
-                })
-                .await
-                .map_err(api("DescribeVSwitches"))?
-                .into_inner()
-                .v_switches
-                .unwrap_or_default()
-                .v_switch;
-            let (vsw, created) = match found.first() {
+            let (vsw, created) = match find_vswitch(c, &region, &id, &s.name.value).await?.as_ref() {
                 Some(e) if e.cidr_block != s.cidr.value || e.zone_id != s.zone.value => {
                     bail!(
                         "vswitch {} exists as {} in {}, the file says {} in {}",
@@ -180,22 +151,7 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
     for g in &topo.security_groups {
         let vpc_id = out.vpcs[&g.vpc.value].clone();
         let kind = g.kind.as_ref().map_or("normal", |k| k.value.as_str());
-        let found = c
-            .ecs
-            .describe_security_groups(pb::DescribeSecurityGroupsRequest {
-                region_id: region.clone(),
-                vpc_id: vpc_id.clone(),
-                security_group_name: g.name.value.clone(),
-                page_size: Some(100),
-                ..Default::default()
-            })
-            .await
-            .map_err(api("DescribeSecurityGroups"))?
-            .into_inner()
-            .security_groups
-            .unwrap_or_default()
-            .security_group;
-        let (id, created) = match found.first() {
+        let (id, created) = match find_group(c, &region, &vpc_id, &g.name.value).await?.as_ref() {
             Some(e) if e.security_group_type != kind => {
                 bail!("security group {} exists as {}, the file says {kind}", g.name.value, e.security_group_type)
             }
@@ -224,22 +180,8 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
     }
 
     for i in &topo.instances {
-        let found = c
-            .ecs
-            .describe_instances(pb::DescribeInstancesRequest {
-                region_id: region.clone(),
-                instance_name: i.name.value.clone(),
-                page_size: Some(100),
-                ..Default::default()
-            })
-            .await
-            .map_err(api("DescribeInstances"))?
-            .into_inner()
-            .instances
-            .unwrap_or_default()
-            .instance;
         let groups: Vec<String> = i.security_groups.iter().map(|g| out.security_groups[&g.value].clone()).collect();
-        let (id, created) = match found.first() {
+        let (id, created) = match find_instance(c, &region, &i.name.value).await?.as_ref() {
             Some(e) => {
                 let ip = e
                     .vpc_attributes
@@ -296,6 +238,74 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
 }
 
 /// Find the instance's trunk ENI by tag, creating and attaching it if needed.
+/// The VPC named `name`, if there is one. `apply` creates what these finders do not find;
+/// the lab finds what an earlier `apply` made with the same ones.
+pub async fn find_vpc(c: &mut Clients, region: &str, name: &str) -> Result<Option<pb::VpcItem>> {
+    let r = c
+        .vpc
+        .describe_vpcs(pb::DescribeVpcsRequest {
+            region_id: region.to_string(),
+            vpc_name: name.to_string(),
+            page_size: Some(50),
+            ..Default::default()
+        })
+        .await
+        .map_err(api("DescribeVpcs"))?;
+    Ok(r.into_inner().vpcs.unwrap_or_default().vpc.into_iter().next())
+}
+
+/// The vSwitch named `name` in VPC `vpc_id`.
+pub async fn find_vswitch(c: &mut Clients, region: &str, vpc_id: &str, name: &str) -> Result<Option<pb::VSwitchItem>> {
+    let r = c
+        .vpc
+        .describe_v_switches(pb::DescribeVSwitchesRequest {
+            region_id: region.to_string(),
+            vpc_id: vpc_id.to_string(),
+            v_switch_name: name.to_string(),
+            page_size: Some(50),
+            ..Default::default()
+        })
+        .await
+        .map_err(api("DescribeVSwitches"))?;
+    Ok(r.into_inner().v_switches.unwrap_or_default().v_switch.into_iter().next())
+}
+
+/// The security group named `name` in VPC `vpc_id` (names are only unique within a VPC).
+pub async fn find_group(
+    c: &mut Clients,
+    region: &str,
+    vpc_id: &str,
+    name: &str,
+) -> Result<Option<pb::SecurityGroupItem>> {
+    let r = c
+        .ecs
+        .describe_security_groups(pb::DescribeSecurityGroupsRequest {
+            region_id: region.to_string(),
+            vpc_id: vpc_id.to_string(),
+            security_group_name: name.to_string(),
+            page_size: Some(100),
+            ..Default::default()
+        })
+        .await
+        .map_err(api("DescribeSecurityGroups"))?;
+    Ok(r.into_inner().security_groups.unwrap_or_default().security_group.into_iter().next())
+}
+
+/// The instance named `name`.
+pub async fn find_instance(c: &mut Clients, region: &str, name: &str) -> Result<Option<pb::InstanceItem>> {
+    let r = c
+        .ecs
+        .describe_instances(pb::DescribeInstancesRequest {
+            region_id: region.to_string(),
+            instance_name: name.to_string(),
+            page_size: Some(100),
+            ..Default::default()
+        })
+        .await
+        .map_err(api("DescribeInstances"))?;
+    Ok(r.into_inner().instances.unwrap_or_default().instance.into_iter().next())
+}
+
 async fn ensure_trunk(
     c: &mut Clients,
     region: &str,
@@ -427,6 +437,12 @@ fn permission(k: &RuleKey, description: &str) -> pb::Permission {
         description: description.to_string(),
         ..Default::default()
     }
+}
+
+/// The permission for one rule of a topology file, as `apply` sends it (peer groups by name in
+/// `groups`): what the lab authorizes and revokes for a check's rule changes too.
+pub fn rule_permission(direction: &'static str, r: &RuleSpec, groups: &HashMap<String, String>) -> pb::Permission {
+    permission(&desired_key(direction, r, groups), r.description.as_deref().unwrap_or_default())
 }
 
 /// Make the group's policy and rules what the file says.

@@ -19,7 +19,7 @@ pub mod netns;
 pub mod probe;
 pub mod responder;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{self, Applied};
 use crate::cli::{self, Clients, describe_status};
-use crate::topology::{ChangeSpec, RuleSpec, Topology};
+use crate::topology::{ChangeSpec, Topology};
 
 /// Where the lab finds its programs and keeps its state.
 #[derive(Debug, Clone)]
@@ -556,31 +556,17 @@ pub async fn check(opts: &LabOptions, file: &Path) -> Result<Vec<CheckRow>> {
     Ok(rows)
 }
 
-/// Security group names of the topology → IDs.
-async fn group_ids(c: &mut Clients, topo: &Topology) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for g in &topo.security_groups {
-        let r = c
-            .ecs
-            .describe_security_groups(pb::DescribeSecurityGroupsRequest {
-                security_group_name: g.name.value.clone(),
-                page_size: Some(100),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| anyhow!("DescribeSecurityGroups: {}", describe_status(&s)))?
-            .into_inner();
-        let id = r.security_groups.unwrap_or_default().security_group.into_iter().next().map(|g| g.security_group_id);
-        out.insert(
-            g.name.value.clone(),
-            id.ok_or_else(|| anyhow!("security group {} does not exist: is the lab up?", g.name.value))?,
-        );
+/// Security group names of the topology → IDs, all of which must exist.
+async fn group_ids(c: &mut Clients, topo: &Topology) -> Result<HashMap<String, String>> {
+    let found = lookup(c, topo).await?.security_groups;
+    if let Some(g) = topo.security_groups.iter().find(|g| !found.contains_key(&g.name.value)) {
+        bail!("security group {} does not exist: is the lab up?", g.name.value);
     }
-    Ok(out)
+    Ok(found)
 }
 
 /// Authorize a change's rule (or revoke it when undoing), or the reverse for `remove`.
-async fn change(c: &mut Clients, ch: &ChangeSpec, groups: &BTreeMap<String, String>, undo: bool) -> Result<()> {
+async fn change(c: &mut Clients, ch: &ChangeSpec, groups: &HashMap<String, String>, undo: bool) -> Result<()> {
     let sg = groups[&ch.group.value].clone();
     let (rule, authorize) = match (&ch.add, &ch.remove) {
         (Some(r), _) => (r, !undo),
@@ -588,30 +574,13 @@ async fn change(c: &mut Clients, ch: &ChangeSpec, groups: &BTreeMap<String, Stri
         (None, None) => return Ok(()),
     };
     let ingress = ch.direction.value == "ingress";
-    let p = permission(rule, ingress, groups);
+    let p = apply::rule_permission(if ingress { "ingress" } else { "egress" }, rule, groups);
     let r = if authorize {
         apply::authorize(c, "", &sg, ingress, vec![p]).await
     } else {
         apply::revoke(c, "", &sg, ingress, vec![p], Vec::new()).await
     };
     r.map_err(|s| anyhow!("changing {}: {}", ch.group.value, describe_status(&s)))
-}
-
-fn permission(r: &RuleSpec, ingress: bool, groups: &BTreeMap<String, String>) -> pb::Permission {
-    let cidr = r.peer.as_ref().map(|p| p.value.clone()).unwrap_or_default();
-    let group = r.peer_group.as_ref().map(|g| groups[&g.value].clone()).unwrap_or_default();
-    pb::Permission {
-        ip_protocol: r.protocol.value.clone(),
-        port_range: r.ports.as_ref().map_or_else(|| "-1/-1".to_string(), |p| p.value.clone()),
-        source_cidr_ip: if ingress { cidr.clone() } else { String::new() },
-        source_group_id: if ingress { group.clone() } else { String::new() },
-        dest_cidr_ip: if ingress { String::new() } else { cidr },
-        dest_group_id: if ingress { String::new() } else { group },
-        policy: r.policy.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
-        priority: r.priority.as_ref().map(|p| p.value.to_string()).unwrap_or_default(),
-        description: r.description.clone().unwrap_or_default(),
-        ..Default::default()
-    }
 }
 
 async fn counters(c: &mut Clients) -> Result<pb::DescribeFabricCountersResponse> {
@@ -931,67 +900,27 @@ async fn wait_eni(c: &mut Clients, eni: &str, status: &str) -> Result<()> {
     }
 }
 
-/// Find the topology's resources by name without creating anything.
+/// Find the topology's resources by name without creating anything, as `apply` finds them.
 async fn lookup(c: &mut Clients, topo: &Topology) -> Result<Applied> {
+    let region = &topo.region.value;
     let mut out = Applied::default();
     for v in &topo.vpcs {
-        let r = c
-            .vpc
-            .describe_vpcs(pb::DescribeVpcsRequest {
-                vpc_name: v.name.value.clone(),
-                page_size: Some(50),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| anyhow!("{}", describe_status(&s)))?
-            .into_inner();
-        for vpc in r.vpcs.unwrap_or_default().vpc {
-            out.vpcs.insert(v.name.value.clone(), vpc.vpc_id.clone());
-            for s in &v.vswitches {
-                let r = c
-                    .vpc
-                    .describe_v_switches(pb::DescribeVSwitchesRequest {
-                        vpc_id: vpc.vpc_id.clone(),
-                        v_switch_name: s.name.value.clone(),
-                        page_size: Some(50),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|st| anyhow!("{}", describe_status(&st)))?
-                    .into_inner();
-                for vsw in r.v_switches.unwrap_or_default().v_switch {
-                    out.vswitches.insert(s.name.value.clone(), vsw.v_switch_id);
-                }
+        let Some(vpc) = apply::find_vpc(c, region, &v.name.value).await? else { continue };
+        for s in &v.vswitches {
+            if let Some(vsw) = apply::find_vswitch(c, region, &vpc.vpc_id, &s.name.value).await? {
+                out.vswitches.insert(s.name.value.clone(), vsw.v_switch_id);
             }
         }
+        out.vpcs.insert(v.name.value.clone(), vpc.vpc_id);
     }
     for g in &topo.security_groups {
-        let r = c
-            .ecs
-            .describe_security_groups(pb::DescribeSecurityGroupsRequest {
-                security_group_name: g.name.value.clone(),
-                page_size: Some(100),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| anyhow!("{}", describe_status(&s)))?
-            .into_inner();
-        for sg in r.security_groups.unwrap_or_default().security_group {
+        let Some(vpc_id) = out.vpcs.get(&g.vpc.value) else { continue };
+        if let Some(sg) = apply::find_group(c, region, vpc_id, &g.name.value).await? {
             out.security_groups.insert(g.name.value.clone(), sg.security_group_id);
         }
     }
     for i in &topo.instances {
-        let r = c
-            .ecs
-            .describe_instances(pb::DescribeInstancesRequest {
-                instance_name: i.name.value.clone(),
-                page_size: Some(100),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| anyhow!("{}", describe_status(&s)))?
-            .into_inner();
-        for inst in r.instances.unwrap_or_default().instance {
+        if let Some(inst) = apply::find_instance(c, region, &i.name.value).await? {
             out.instances.insert(i.name.value.clone(), inst.instance_id);
         }
     }
