@@ -13,11 +13,11 @@
 
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 pub use enifab_udp::enable_gro;
-use enifab_udp::{CmsgBuf, INITIAL_MAX_SEGMENT, after_refusal, gro_segment, gso_run, set_gso_control};
+use enifab_udp::{CmsgBuf, INITIAL_MAX_SEGMENT, after_refusal, gro_segment, gso_run, segment_refused, set_gso_control};
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 use std::time::Duration;
 
@@ -204,11 +204,10 @@ pub struct Sent {
 
 impl MmsgBatch {
     pub fn new(slots: usize, slot_len: usize) -> MmsgBatch {
-        let unspecified = SockaddrStorage::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
         let mut b = MmsgBatch {
             bufs: vec![0u8; slots * slot_len],
             slot_len,
-            names: vec![unspecified; slots],
+            names: vec![enifab_udp::unspecified(); slots],
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; slots],
             // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths); every pointer
             // is set below before any syscall sees it.
@@ -284,7 +283,7 @@ impl MmsgBatch {
     /// The segment size of message `i` after [`MmsgBatch::recv`] when the kernel delivered a run
     /// of datagrams as one (`UDP_GRO`), else `None`.
     pub fn segment(&self, i: usize) -> Option<usize> {
-        gro_segment(&self.hdrs[i].msg_hdr).filter(|s| *s > 0)
+        gro_segment(&self.hdrs[i].msg_hdr)
     }
 
     /// Sets slot `i` up to send `buf[start..end]` of its own buffer to `to`.
@@ -300,51 +299,47 @@ impl MmsgBatch {
     /// `sendmmsg` calls as the kernel allows. Runs of datagrams of one size (the last of a run may
     /// be shorter) go as one UDP GSO message (`UDP_SEGMENT`): one pass through the IP output
     /// path for up to 64 datagrams, which the receiving kernel splits back into the original
-    /// datagrams before any socket sees them. Datagrams the kernel refuses are counted as dropped.
+    /// datagrams before any socket sees them. A run whose segment size the path refuses goes
+    /// again with less coalescing ([`enifab_udp::after_refusal`]); datagrams the kernel refuses
+    /// for themselves are counted as dropped.
     pub fn send(&mut self, sock: RawFd, n: usize, gso: &mut Gso) -> Sent {
         let n = n.min(self.slots());
-        let messages = self.build_messages(n, gso);
         let mut sent = Sent::default();
-        let mut off = 0;
-        while off < messages {
-            // SAFETY: headers `off..messages` point at this batch's own names, iovecs and control
+        // `first` = the first slot not yet sent or dropped.
+        let mut first = 0;
+        while first < n {
+            let messages = self.build_messages(first, n, gso);
+            // SAFETY: headers `0..messages` point at this batch's own names, iovecs and control
             // buffers (set by `build_messages`), all alive and unborrowed for the call.
-            let r = unsafe { libc::sendmmsg(sock, self.hdrs[off..].as_mut_ptr(), (messages - off) as libc::c_uint, 0) };
+            let r = unsafe { libc::sendmmsg(sock, self.hdrs.as_mut_ptr(), messages as libc::c_uint, 0) };
             if r > 0 {
-                let k = r as usize;
-                sent.datagrams += self.counts[off..off + k].iter().sum::<usize>();
-                off += k;
+                let datagrams: usize = self.counts[..r as usize].iter().sum();
+                sent.datagrams += datagrams;
+                first += datagrams;
                 continue;
             }
-            let err = io::Error::last_os_error();
-            if r < 0 && err.kind() == io::ErrorKind::Interrupted {
+            let errno = if r < 0 { io::Error::last_os_error().raw_os_error() } else { None };
+            if errno == Some(libc::EINTR) {
                 continue;
             }
-            // The first pending message was refused (or nothing was sent): skip it. A GSO
-            // message is refused when a segment does not fit the path MTU (a fabric across a
-            // 1500-byte network; loopback never refuses): fall back to segments that fit any
-            // Ethernet path, and to no coalescing at all if even those are refused.
-            let count = self.counts[off];
-            if count > 1 {
-                let segment = self.iovs_of(off).first().map_or(0, |v| v.iov_len);
-                gso.max_segment = after_refusal(segment, gso.max_segment);
+            if segment_refused(errno, self.counts[0]) {
+                // A fabric across a 1500-byte network (loopback never refuses): coalesce only
+                // what fits any Ethernet path from now on, or nothing, and send the same
+                // datagrams again.
+                gso.max_segment = after_refusal(self.iovs[first].iov_len, gso.max_segment);
+                continue;
             }
-            sent.dropped += count;
-            off += 1;
+            // The first pending message refused for itself: skip it and carry on.
+            sent.dropped += self.counts[0];
+            first += self.counts[0];
         }
         sent
     }
 
-    fn iovs_of(&self, message: usize) -> &[libc::iovec] {
-        let h = &self.hdrs[message].msg_hdr;
-        let first = (h.msg_iov as usize - self.iovs.as_ptr() as usize) / mem::size_of::<libc::iovec>();
-        &self.iovs[first..first + h.msg_iovlen]
-    }
-
-    /// Groups slots `0..n` into messages in `hdrs[0..m]` and returns `m`.
-    fn build_messages(&mut self, n: usize, gso: &Gso) -> usize {
+    /// Groups slots `first..n` into messages in `hdrs[0..m]` and returns `m`.
+    fn build_messages(&mut self, first: usize, n: usize, gso: &Gso) -> usize {
         let mut m = 0;
-        let mut i = 0;
+        let mut i = first;
         while i < n {
             let len = self.iovs[i].iov_len;
             let count = gso_run(len, gso.max_segment, self.iovs[i + 1..n].iter().map(|v| v.iov_len));
@@ -402,7 +397,7 @@ mod test {
             tx.set_send(i, 8, 8 + len, &to);
         }
         let mut gso = Gso::default();
-        assert_eq!(tx.build_messages(lens.len(), &gso), 3, "coalesced into three messages");
+        assert_eq!(tx.build_messages(0, lens.len(), &gso), 3, "coalesced into three messages");
         let sent = tx.send(a.as_raw_fd(), lens.len(), &mut gso);
         assert_eq!(sent, Sent { datagrams: lens.len(), dropped: 0 });
         let mut rx = MmsgBatch::new(16, 4096);
@@ -423,7 +418,7 @@ mod test {
     /// A path whose MTU is below the segment size refuses the GSO send: that batch is lost
     /// (counted), coalescing stops, and the next datagrams go one by one (fragmented if need be).
     #[test]
-    fn gso_refused_by_a_small_mtu_falls_back_to_single_datagrams() {
+    fn gso_refused_by_a_small_mtu_falls_back_without_loss() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIPPED: needs root (a private network namespace)");
             return;
@@ -442,11 +437,12 @@ mod test {
             for i in 0..4 {
                 tx.set_send(i, 0, 1300, &to);
             }
-            assert_eq!(tx.send(a.as_raw_fd(), 4, &mut gso), Sent { datagrams: 0, dropped: 4 });
+            // The run is refused as one message, then goes again datagram by datagram: no loss.
+            assert_eq!(tx.send(a.as_raw_fd(), 4, &mut gso), Sent { datagrams: 4, dropped: 0 });
             assert_eq!(gso.max_segment, 0, "1300-byte segments do not fit; nothing smaller is tried");
             assert_eq!(tx.send(a.as_raw_fd(), 4, &mut gso), Sent { datagrams: 4, dropped: 0 });
             let mut buf = [0u8; 2048];
-            for _ in 0..4 {
+            for _ in 0..8 {
                 assert_eq!(b.recv(&mut buf).unwrap(), 1300);
             }
         })
@@ -461,8 +457,8 @@ mod test {
         for i in 0..4 {
             tx.set_send(i, 0, 50, &to);
         }
-        assert_eq!(tx.build_messages(4, &Gso { max_segment: 0 }), 4);
-        assert_eq!(tx.build_messages(4, &Gso { max_segment: 49 }), 4);
-        assert_eq!(tx.build_messages(4, &Gso { max_segment: 50 }), 1);
+        assert_eq!(tx.build_messages(0, 4, &Gso { max_segment: 0 }), 4);
+        assert_eq!(tx.build_messages(0, 4, &Gso { max_segment: 49 }), 4);
+        assert_eq!(tx.build_messages(0, 4, &Gso { max_segment: 50 }), 1);
     }
 }

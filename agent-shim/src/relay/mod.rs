@@ -38,7 +38,7 @@ pub mod stats;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -148,20 +148,10 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// The address peers should use for `sock`: a wildcard bind is reachable on loopback.
-fn reachable(mut a: SocketAddr) -> SocketAddr {
-    match a.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => a.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        IpAddr::V6(ip) if ip.is_unspecified() => a.set_ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-        _ => {}
-    }
-    a
-}
-
 impl Relay {
     /// Starts both threads on the bound Geneve socket, with an empty table.
     pub fn start(sock: UdpSocket) -> io::Result<Relay> {
-        let local = reachable(sock.local_addr()?);
+        let local = enifab_udp::reachable(sock.local_addr()?);
         enifab_udp::set_buffers(&sock, SOCKET_BUFFER);
         if let Err(e) = sys::enable_gro(&sock) {
             tracing::debug!(error = %e, "UDP_GRO not available: receiving datagram by datagram");

@@ -14,7 +14,7 @@ pub mod udp;
 pub mod view;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -64,12 +64,8 @@ impl FabricShell {
     /// model thread so that commits reach the data plane.
     pub fn start(listen: SocketAddr) -> Result<(Arc<FabricShell>, CommitHook)> {
         let sock = UdpSocket::bind(listen).with_context(|| format!("binding the fabric socket {listen}"))?;
-        let mut addr = sock.local_addr()?;
-        if addr.ip().is_unspecified() {
-            // Shims need an address to send to; on a wildcard bind, loopback is the one that
-            // surely reaches us.
-            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        }
+        // Shims need an address to send to; on a wildcard bind, loopback surely reaches us.
+        let addr = enifab_udp::reachable(sock.local_addr()?);
         let (config_tx, config_rx) = watch::channel(Arc::new(FabricConfig::empty(0)));
         let (req_tx, req_rx) = std::sync::mpsc::channel();
         io::spawn(sock, config_rx, req_rx).context("starting the fabric thread")?;

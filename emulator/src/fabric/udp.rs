@@ -44,8 +44,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use enifab_udp::{
-    CmsgBuf, GSO_MAX_SEGMENTS, INITIAL_MAX_SEGMENT, after_refusal, gro_segment, gso_run, set_gso_control, to_std,
-    unspecified,
+    CmsgBuf, GSO_MAX_SEGMENTS, INITIAL_MAX_SEGMENT, after_refusal, gro_segment, gso_run, segment_refused,
+    set_gso_control, to_std, unspecified,
 };
 pub use enifab_udp::{enable_gro, set_buffers};
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
@@ -131,7 +131,7 @@ impl RecvBatch {
         let len = self.hdrs[i].msg_len as usize;
         let from = to_std(&self.addrs[i])?;
         let data = &self.bufs[i][..len.min(self.bufs[i].len())];
-        let segment = gro_segment(&self.hdrs[i].msg_hdr).filter(|s| *s > 0).unwrap_or(data.len());
+        let segment = gro_segment(&self.hdrs[i].msg_hdr).unwrap_or(data.len());
         Some((from, Datagrams { data, segment, first: true }))
     }
 }
@@ -304,7 +304,7 @@ impl SendBatch {
             if errno == Some(libc::EINTR) {
                 continue;
             }
-            if self.counts[0] > 1 && matches!(errno, Some(libc::EINVAL | libc::EMSGSIZE)) {
+            if segment_refused(errno, self.counts[0]) {
                 // A GSO message refused: its segment size does not fit the path (a shim across
                 // a 1500-byte network). Coalesce only what fits any Ethernet path from now on,
                 // or nothing, and send the same datagrams again.

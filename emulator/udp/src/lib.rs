@@ -17,7 +17,7 @@
 //! Must not: own sockets or buffers, block, or allocate on the per-datagram path.
 #![allow(unsafe_code)]
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsFd;
 
 use nix::sys::socket::{SockaddrStorage, setsockopt, sockopt};
@@ -55,6 +55,14 @@ pub fn gso_run(len: usize, max_segment: usize, next: impl IntoIterator<Item = us
     count
 }
 
+/// Whether a `sendmmsg` failure with `errno` on a message of `count` datagrams is the kernel
+/// refusing the GSO segment size (a path MTU below it), which [`after_refusal`] answers, rather
+/// than a failure of the datagrams themselves (a full buffer, an unreachable peer), which only
+/// costs that message.
+pub fn segment_refused(errno: Option<i32>, count: usize) -> bool {
+    count > 1 && matches!(errno, Some(libc::EINVAL | libc::EMSGSIZE))
+}
+
 /// The largest segment to coalesce after the kernel refused a run of `segment`-byte datagrams.
 pub fn after_refusal(segment: usize, max_segment: usize) -> usize {
     if segment > SAFE_SEGMENT { SAFE_SEGMENT.min(max_segment) } else { 0 }
@@ -84,8 +92,9 @@ pub fn set_gso_control(hdr: &mut libc::msghdr, buf: &mut CmsgBuf, segment: Optio
     }
 }
 
-/// The segment size of a `UDP_GRO` control message on a received header, if there is one: the
-/// message is a run of datagrams of that size, back to back, the last possibly shorter.
+/// The segment size of a `UDP_GRO` control message on a received header, if there is one (and
+/// not 0): the message is a run of datagrams of that size, back to back, the last possibly
+/// shorter.
 pub fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
     if hdr.msg_control.is_null() || hdr.msg_controllen < std::mem::size_of::<libc::cmsghdr>() {
         return None;
@@ -98,7 +107,7 @@ pub fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
                 let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                return usize::try_from(v).ok();
+                return usize::try_from(v).ok().filter(|s| *s > 0);
             }
             c = libc::CMSG_NXTHDR(hdr, c);
         }
@@ -121,6 +130,17 @@ pub fn set_buffers(sock: &impl AsFd, bytes: usize) {
     if setsockopt(sock, sockopt::SndBufForce, &bytes).is_err() {
         let _ = setsockopt(sock, sockopt::SndBuf, &bytes);
     }
+}
+
+/// The address peers should send to for a socket bound to `a`: a wildcard bind is reachable on
+/// the loopback address of its family.
+pub fn reachable(mut a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => a.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        IpAddr::V6(ip) if ip.is_unspecified() => a.set_ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        _ => {}
+    }
+    a
 }
 
 /// An address for a slot nothing has been written to yet (the kernel overwrites it on receive).
@@ -209,5 +229,10 @@ mod tests {
             assert_eq!(to_std(&SockaddrStorage::from(a)), Some(a));
         }
         assert_eq!(to_std(&unspecified()), Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))));
+        for (bound, want) in
+            [("0.0.0.0:6081", "127.0.0.1:6081"), ("[::]:6081", "[::1]:6081"), ("10.0.0.1:5", "10.0.0.1:5")]
+        {
+            assert_eq!(reachable(bound.parse().unwrap()), want.parse::<SocketAddr>().unwrap());
+        }
     }
 }
