@@ -21,7 +21,7 @@ use enifab_dataplane::wire::vlan::Tci;
 use enifab_proto::v1 as pb;
 use tokio::sync::watch;
 
-use crate::driver::netns::{self, NetnsId};
+use crate::driver::netns;
 use crate::driver::tap::{self, Tap, TapSetup};
 use crate::driver::{DriverError, netns::path_of};
 use crate::plan::{self, Action, CurrentVlan, NicSpec};
@@ -62,7 +62,6 @@ struct VlanDevice {
     current: CurrentVlan,
     if_name: String,
     mtu: u32,
-    netns: NetnsId,
     tap: Arc<Tap>,
 }
 
@@ -355,7 +354,7 @@ impl Node {
             vlan: place.vlan,
         };
         if let Some(v) = self.vlans.get(&req.member_eni_id) {
-            if v.netns == netns && v.if_name == req.if_name && v.mtu == req.mtu && v.current == current {
+            if v.tap.netns() == netns && v.if_name == req.if_name && v.mtu == req.mtu && v.current == current {
                 return Ok(response);
             }
             let old = self.vlans.remove(&req.member_eni_id).map(|v| v.tap);
@@ -369,7 +368,7 @@ impl Node {
         );
         self.vlans.insert(
             req.member_eni_id.clone(),
-            VlanDevice { current, if_name: req.if_name.clone(), mtu: req.mtu, netns, tap: Arc::new(tap) },
+            VlanDevice { current, if_name: req.if_name.clone(), mtu: req.mtu, tap: Arc::new(tap) },
         );
         self.publish();
         Ok(response)

@@ -103,17 +103,6 @@ impl Net {
             .ok_or_else(|| DriverError::NoSuchLink(format!("{name} (no MAC)")))
     }
 
-    /// Whether a link is administratively up.
-    pub fn is_up(&self, name: &str) -> Result<bool, DriverError> {
-        let h = self.h.clone();
-        let msg = self
-            .rt
-            .block_on(async move { h.link().get().match_name(name.to_string()).execute().try_next().await })
-            .map_err(|e| err("get", name, e))?
-            .ok_or_else(|| DriverError::NoSuchLink(name.to_string()))?;
-        Ok(msg.header.flags.contains(rtnetlink::packet_route::link::LinkFlags::Up))
-    }
-
     /// `ip link add HOST type veth peer name PEER gso_max_size 65000 gso_ipv4_max_size 65000`,
     /// unless HOST exists. The GSO limit is the shim's TAP limit: a pod whose super-frames are
     /// bigger than the trunk TAP takes gets every one cut into MTU frames by the node kernel, a
