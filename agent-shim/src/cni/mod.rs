@@ -31,6 +31,7 @@ use rscni_plugin::async_cni::Cni;
 use rscni_plugin::error::Error;
 use rscni_plugin::types::{Args, CNIResult, Interface, IpConfig};
 
+use crate::driver::netlink::Netlink;
 use crate::driver::netns::run_in;
 use cloud::Cloud;
 use conf::{Datapath, PodRequest};
@@ -119,35 +120,38 @@ async fn apply(req: &PodRequest, pod_ns: &Path, steps: Vec<Step>) -> Result<(), 
             Step::MoveToPod { link } => {
                 let pod = std::fs::File::open(pod_ns)
                     .map_err(|e| Error::InvalidNetNS(format!("{}: {e}", pod_ns.display())))?;
-                run_in(&node, move || net::Net::open()?.move_to(&link, pod.as_raw_fd())).map_err(io).map_err(fail)?;
+                run_in(&node, move || Netlink::open()?.move_to(&link, pod.as_raw_fd())).map_err(io).map_err(fail)?;
             }
             Step::Neigh { link, ip, mac_of } => {
-                let mac = run_in(&node, move || net::Net::open()?.mac(&mac_of)).map_err(io).map_err(fail)?;
-                run_in(pod_ns, move || net::Net::open()?.replace_neigh(&link, ip, mac)).map_err(io).map_err(fail)?;
+                let mac = run_in(&node, move || Netlink::open()?.mac(&mac_of)).map_err(io).map_err(fail)?;
+                run_in(pod_ns, move || Netlink::open()?.replace_neigh(&link, ip, mac)).map_err(io).map_err(fail)?;
             }
             Step::Veth { host, peer } => {
-                run_in(&node, move || net::Net::open()?.ensure_veth(&host, &peer)).map_err(io).map_err(fail)?
+                run_in(&node, move || Netlink::open()?.ensure_veth(&host, &peer)).map_err(io).map_err(fail)?
             }
             Step::RenameUp { from, to } => {
-                run_in(pod_ns, move || net::Net::open()?.rename_up(&from, &to)).map_err(io).map_err(fail)?
+                run_in(pod_ns, move || Netlink::open()?.rename_up(&from, &to)).map_err(io).map_err(fail)?
             }
-            Step::Up { ns, link } => {
-                run_in(ns_path(ns, &node, pod_ns), move || net::Net::open()?.set_up(&link)).map_err(io).map_err(fail)?
-            }
+            Step::Up { ns, link } => run_in(ns_path(ns, &node, pod_ns), move || {
+                let n = Netlink::open()?;
+                n.set_up(n.index_of(&link)?, &link, true)
+            })
+            .map_err(io)
+            .map_err(fail)?,
             Step::Addr { ns, link, ip, prefix } => {
-                run_in(ns_path(ns, &node, pod_ns), move || net::Net::open()?.ensure_addr(&link, ip, prefix))
+                run_in(ns_path(ns, &node, pod_ns), move || Netlink::open()?.ensure_addr(&link, ip, prefix))
                     .map_err(io)
                     .map_err(fail)?
             }
             Step::Route { ns, dst, prefix, via, link, table, onlink } => {
                 run_in(ns_path(ns, &node, pod_ns), move || {
-                    net::Net::open()?.replace_route(dst, prefix, via, &link, table, onlink)
+                    Netlink::open()?.replace_route(dst, prefix, via, &link, table, onlink)
                 })
                 .map_err(io)
                 .map_err(fail)?
             }
             Step::Rule { priority, from, to, table } => {
-                run_in(&node, move || net::Net::open()?.ensure_rule(priority, from, to, table))
+                run_in(&node, move || Netlink::open()?.ensure_rule(priority, from, to, table))
                     .map_err(io)
                     .map_err(fail)?
             }
@@ -169,7 +173,7 @@ async fn teardown(req: &PodRequest, st: &PodState) -> Result<(), Error> {
         Datapath::Veth => {
             let (host, ip, table) = (st.host_veth.clone(), st.pod_ip, st.table);
             run_in(&node_ns(req), move || {
-                let n = net::Net::open()?;
+                let n = Netlink::open()?;
                 n.delete_link(&host)?;
                 n.delete_rules_for(plan::RULE_TO_POD, ip)?;
                 n.delete_rules_for(plan::RULE_FROM_POD, ip)?;
@@ -257,7 +261,7 @@ impl Cni for EnifabCni {
 
         let pod_mac = {
             let (ns, name) = (pod_ns.clone(), req.ifname.clone());
-            run_in(&ns, move || net::Net::open()?.mac(&name)).map_err(io)?
+            run_in(&ns, move || Netlink::open()?.mac(&name)).map_err(io)?
         };
         let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
         let iface = |name: String, mac: String, sandbox: Option<String>| Interface {
@@ -271,7 +275,7 @@ impl Cni for EnifabCni {
         let mut interfaces = Vec::new();
         if req.datapath == Datapath::Veth {
             let host = st.host_veth.clone();
-            let host_mac = run_in(&node_ns(&req), move || net::Net::open()?.mac(&host)).map_err(io)?;
+            let host_mac = run_in(&node_ns(&req), move || Netlink::open()?.mac(&host)).map_err(io)?;
             interfaces.push(iface(st.host_veth.clone(), mac(host_mac), None));
         }
         interfaces.push(iface(req.ifname.clone(), mac(pod_mac), Some(pod_ns.display().to_string())));
@@ -325,7 +329,7 @@ impl Cni for EnifabCni {
             ));
         }
         let (ifname, ip) = (st.ifname.clone(), st.pod_ip);
-        let addrs = run_in(&pod_ns, move || net::Net::open()?.addrs(&ifname)).map_err(io)?;
+        let addrs = run_in(&pod_ns, move || Netlink::open()?.addrs(&ifname)).map_err(io)?;
         if !addrs.iter().any(|(a, _)| *a == ip) {
             return Err(Error::Custom(
                 102,
@@ -336,7 +340,7 @@ impl Cni for EnifabCni {
         if st.datapath == Datapath::Veth {
             let s = st.clone();
             let problems = run_in(&node_ns(&req), move || {
-                let n = net::Net::open()?;
+                let n = Netlink::open()?;
                 let mut p = Vec::new();
                 if n.index(&s.host_veth)?.is_none() {
                     p.push(format!("{} is missing", s.host_veth));

@@ -1,11 +1,10 @@
 //! The CNI plugin's netlink driver: the `ensure_*` operations a pod's plan is made of (veth,
 //! moves, addresses, neighbours, routes, rules) and their removal, each idempotent so ADD and
-//! DEL can run twice. Every [`Net`] lives on a thread that entered one namespace (see
-//! [`crate::driver::netns::run_in`]); its netlink socket belongs to that namespace.
+//! DEL can run twice, as methods of the shim's [`Netlink`] socket. A socket lives on a thread
+//! that entered one namespace (see [`crate::driver::netns::run_in`]) and belongs to it.
 //!
 //! It knows nothing of ENIs or plans: it is told "route X via Y dev Z table T" and makes it so.
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
@@ -17,29 +16,7 @@ use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
 use rtnetlink::{IpVersion, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::driver::DriverError;
-use crate::driver::netlink::GSO_MAX_SIZE;
-
-/// A netlink socket in the calling thread's namespace, with its own small runtime (rtnetlink is
-/// async; the namespace thread is not part of any runtime).
-pub struct Net {
-    rt: tokio::runtime::Runtime,
-    h: rtnetlink::Handle,
-}
-
-fn err(op: &'static str, what: &str, e: rtnetlink::Error) -> DriverError {
-    let source = match e {
-        rtnetlink::Error::NetlinkError(m) => m.to_io(),
-        other => io::Error::other(other.to_string()),
-    };
-    DriverError::Netlink { op, link: what.to_string(), source }
-}
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
-        _ => None,
-    }
-}
+use crate::driver::netlink::{GSO_MAX_SIZE, Netlink, errno_of, nl_err};
 
 /// A rule as the kernel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,39 +37,14 @@ pub struct RouteInfo {
     pub table: u32,
 }
 
-impl Net {
-    pub fn open() -> Result<Net, DriverError> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(DriverError::Runtime)?;
-        let h = rt.block_on(async {
-            let (conn, h, _) = rtnetlink::new_connection().map_err(DriverError::Runtime)?;
-            tokio::spawn(conn);
-            Ok::<_, DriverError>(h)
-        })?;
-        Ok(Net { rt, h })
-    }
-
-    /// `ip link show NAME` → its index, if it exists here.
-    pub fn index(&self, name: &str) -> Result<Option<u32>, DriverError> {
-        let h = self.h.clone();
-        let r = self.rt.block_on(async move { h.link().get().match_name(name.to_string()).execute().try_next().await });
-        match r {
-            Ok(m) => Ok(m.map(|m| m.header.index)),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(err("get", name, e)),
-        }
-    }
-
-    fn must(&self, name: &str) -> Result<u32, DriverError> {
-        self.index(name)?.ok_or_else(|| DriverError::NoSuchLink(name.to_string()))
-    }
-
+impl Netlink {
     /// The MAC of a link.
     pub fn mac(&self, name: &str) -> Result<[u8; 6], DriverError> {
-        let h = self.h.clone();
+        let h = self.handle.clone();
         let msg = self
             .rt
             .block_on(async move { h.link().get().match_name(name.to_string()).execute().try_next().await })
-            .map_err(|e| err("get", name, e))?
+            .map_err(|e| nl_err("get", name, e))?
             .ok_or_else(|| DriverError::NoSuchLink(name.to_string()))?;
         msg.attributes
             .iter()
@@ -109,23 +61,25 @@ impl Net {
     /// six-fold loss of throughput.
     pub fn ensure_veth(&self, host: &str, peer: &str) -> Result<(), DriverError> {
         if self.index(host)?.is_none() {
-            let h = self.h.clone();
+            let h = self.handle.clone();
             let r = self.rt.block_on(async move { h.link().add(LinkVeth::new(host, peer).build()).execute().await });
             match r {
                 Ok(()) => {}
-                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
-                Err(e) => return Err(err("add veth", host, e)),
+                Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(nl_err("add veth", host, e)),
             }
         }
         for name in [host, peer] {
             // The peer may already be in the pod (a repeated ADD): nothing to do for it here.
             let Some(index) = self.index(name)? else { continue };
-            let h = self.h.clone();
+            let h = self.handle.clone();
             let msg = LinkUnspec::new_with_index(index)
                 .append_extra_attribute(LinkAttribute::GsoMaxSize(GSO_MAX_SIZE))
                 .append_extra_attribute(LinkAttribute::GsoIpv4MaxSize(GSO_MAX_SIZE))
                 .build();
-            self.rt.block_on(async move { h.link().set(msg).execute().await }).map_err(|e| err("set gso", name, e))?;
+            self.rt
+                .block_on(async move { h.link().set(msg).execute().await })
+                .map_err(|e| nl_err("set gso", name, e))?;
         }
         Ok(())
     }
@@ -133,66 +87,58 @@ impl Net {
     /// `ip link set NAME netns <fd>`; a link already gone from here has been moved before.
     pub fn move_to(&self, name: &str, netns_fd: RawFd) -> Result<(), DriverError> {
         let Some(index) = self.index(name)? else { return Ok(()) };
-        let h = self.h.clone();
+        let h = self.handle.clone();
         self.rt
             .block_on(async move {
                 h.link().set(LinkUnspec::new_with_index(index).setns_by_fd(netns_fd).build()).execute().await
             })
-            .map_err(|e| err("set netns", name, e))
+            .map_err(|e| nl_err("set netns", name, e))
     }
 
     /// `ip link set FROM name TO up`; if TO exists already, just make sure it is up.
     pub fn rename_up(&self, from: &str, to: &str) -> Result<(), DriverError> {
         if self.index(to)?.is_some() {
-            return self.set_up(to);
+            return self.set_up(self.index_of(to)?, to, true);
         }
-        let index = self.must(from)?;
-        let h = self.h.clone();
+        let index = self.index_of(from)?;
+        let h = self.handle.clone();
         self.rt
             .block_on(async move {
                 h.link().set(LinkUnspec::new_with_index(index).name(to.to_string()).up().build()).execute().await
             })
-            .map_err(|e| err("rename", from, e))
-    }
-
-    pub fn set_up(&self, name: &str) -> Result<(), DriverError> {
-        let index = self.must(name)?;
-        let h = self.h.clone();
-        self.rt
-            .block_on(async move { h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await })
-            .map_err(|e| err("set up", name, e))
+            .map_err(|e| nl_err("rename", from, e))
     }
 
     /// `ip link del NAME`, if it exists (a veth's peer goes with it).
     pub fn delete_link(&self, name: &str) -> Result<(), DriverError> {
         let Some(index) = self.index(name)? else { return Ok(()) };
-        let h = self.h.clone();
+        let h = self.handle.clone();
         match self.rt.block_on(async move { h.link().del(index).execute().await }) {
             Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
-            Err(e) => Err(err("del", name, e)),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
+            Err(e) => Err(nl_err("del", name, e)),
         }
     }
 
     /// `ip addr add IP/PREFIX dev NAME`, unless present.
     pub fn ensure_addr(&self, name: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), DriverError> {
-        let index = self.must(name)?;
-        let h = self.h.clone();
+        let index = self.index_of(name)?;
+        let h = self.handle.clone();
         match self.rt.block_on(async move { h.address().add(index, IpAddr::V4(ip), prefix).execute().await }) {
             Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
-            Err(e) => Err(err("addr add", name, e)),
+            Err(e) if errno_of(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(nl_err("addr add", name, e)),
         }
     }
 
     /// IPv4 addresses on a link, with prefixes.
     pub fn addrs(&self, name: &str) -> Result<Vec<(Ipv4Addr, u8)>, DriverError> {
-        let index = self.must(name)?;
-        let h = self.h.clone();
+        let index = self.index_of(name)?;
+        let h = self.handle.clone();
         let msgs: Vec<_> = self
             .rt
             .block_on(async move { h.address().get().set_link_index_filter(index).execute().try_collect().await })
-            .map_err(|e| err("addr get", name, e))?;
+            .map_err(|e| nl_err("addr get", name, e))?;
         Ok(msgs
             .into_iter()
             .flat_map(|m| {
@@ -207,8 +153,8 @@ impl Net {
 
     /// `ip neigh replace IP lladdr MAC dev NAME nud permanent`.
     pub fn replace_neigh(&self, name: &str, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), DriverError> {
-        let index = self.must(name)?;
-        let h = self.h.clone();
+        let index = self.index_of(name)?;
+        let h = self.handle.clone();
         self.rt
             .block_on(async move {
                 h.neighbours()
@@ -219,7 +165,7 @@ impl Net {
                     .execute()
                     .await
             })
-            .map_err(|e| err("neigh replace", name, e))
+            .map_err(|e| nl_err("neigh replace", name, e))
     }
 
     /// `ip route replace DST/PREFIX [via GW] dev NAME [scope link] [onlink] [table T]`.
@@ -233,7 +179,7 @@ impl Net {
         table: Option<u32>,
         onlink: bool,
     ) -> Result<(), DriverError> {
-        let index = self.must(dev)?;
+        let index = self.index_of(dev)?;
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, prefix).output_interface(index);
         b = match via {
             Some(gw) => b.gateway(gw),
@@ -246,15 +192,15 @@ impl Net {
             b = b.onlink();
         }
         let msg = b.build();
-        let h = self.h.clone();
+        let h = self.handle.clone();
         self.rt
             .block_on(async move { h.route().add(msg).replace().execute().await })
-            .map_err(|e| err("route replace", dev, e))
+            .map_err(|e| nl_err("route replace", dev, e))
     }
 
     /// Every IPv4 route of `table` (254 is main).
     pub fn routes(&self, table: u32) -> Result<Vec<RouteInfo>, DriverError> {
-        let h = self.h.clone();
+        let h = self.handle.clone();
         let msgs: Vec<_> = self
             .rt
             .block_on(async move {
@@ -262,7 +208,7 @@ impl Net {
                 req.header.table = 0;
                 h.route().get(req).execute().try_collect().await
             })
-            .map_err(|e| err("route get", "all", e))?;
+            .map_err(|e| nl_err("route get", "all", e))?;
         let mut out = Vec::new();
         for m in msgs {
             let mut info = RouteInfo {
@@ -300,11 +246,11 @@ impl Net {
                 b = b.output_interface(oif);
             }
             let msg = b.build();
-            let h = self.h.clone();
+            let h = self.handle.clone();
             match self.rt.block_on(async move { h.route().del(msg).execute().await }) {
                 Ok(()) => {}
-                Err(e) if errno(&e) == Some(libc::ESRCH) => {}
-                Err(e) => return Err(err("route del", "table", e)),
+                Err(e) if errno_of(&e) == Some(libc::ESRCH) => {}
+                Err(e) => return Err(nl_err("route del", "table", e)),
             }
         }
         Ok(())
@@ -312,11 +258,11 @@ impl Net {
 
     /// Every IPv4 rule.
     pub fn rules(&self) -> Result<Vec<RuleInfo>, DriverError> {
-        let h = self.h.clone();
+        let h = self.handle.clone();
         let msgs: Vec<_> = self
             .rt
             .block_on(async move { h.rule().get(IpVersion::V4).execute().try_collect().await })
-            .map_err(|e| err("rule get", "all", e))?;
+            .map_err(|e| nl_err("rule get", "all", e))?;
         Ok(msgs
             .into_iter()
             .map(|m| {
@@ -348,7 +294,7 @@ impl Net {
         if self.rules()?.contains(&want) {
             return Ok(());
         }
-        let h = self.h.clone();
+        let h = self.handle.clone();
         self.rt
             .block_on(async move {
                 let mut req = h.rule().add().v4().priority(priority).table_id(table).action(RuleAction::ToTable);
@@ -360,25 +306,25 @@ impl Net {
                 }
                 req.execute().await
             })
-            .map_err(|e| err("rule add", "rule", e))
+            .map_err(|e| nl_err("rule add", "rule", e))
     }
 
     /// Remove the rules at `priority` that name `ip` as source or destination.
     pub fn delete_rules_for(&self, priority: u32, ip: Ipv4Addr) -> Result<(), DriverError> {
-        let h = self.h.clone();
+        let h = self.handle.clone();
         let msgs: Vec<_> = self
             .rt
             .block_on(async move { h.rule().get(IpVersion::V4).execute().try_collect().await })
-            .map_err(|e| err("rule get", "all", e))?;
+            .map_err(|e| nl_err("rule get", "all", e))?;
         for m in msgs {
             let mine = m.attributes.contains(&RuleAttribute::Priority(priority))
                 && m.attributes.iter().any(|a| matches!(a, RuleAttribute::Source(IpAddr::V4(x)) | RuleAttribute::Destination(IpAddr::V4(x)) if *x == ip));
             if mine {
-                let h = self.h.clone();
+                let h = self.handle.clone();
                 match self.rt.block_on(async move { h.rule().del(m).execute().await }) {
                     Ok(()) => {}
-                    Err(e) if errno(&e) == Some(libc::ENOENT) => {}
-                    Err(e) => return Err(err("rule del", "rule", e)),
+                    Err(e) if errno_of(&e) == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(nl_err("rule del", "rule", e)),
                 }
             }
         }

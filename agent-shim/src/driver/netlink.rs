@@ -34,13 +34,14 @@ pub struct LinkAttrs {
     pub mtu: u32,
 }
 
-/// A netlink socket in the calling thread's namespace.
+/// A netlink socket in the calling thread's namespace. The CNI plugin's operations on it are in
+/// [`crate::cni::net`].
 pub struct Netlink {
-    rt: tokio::runtime::Runtime,
-    handle: rtnetlink::Handle,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) handle: rtnetlink::Handle,
 }
 
-fn nl_err(op: &'static str, link: &str, e: rtnetlink::Error) -> DriverError {
+pub(crate) fn nl_err(op: &'static str, link: &str, e: rtnetlink::Error) -> DriverError {
     let source = match e {
         rtnetlink::Error::NetlinkError(m) => m.to_io(),
         other => io::Error::other(other.to_string()),
@@ -48,7 +49,7 @@ fn nl_err(op: &'static str, link: &str, e: rtnetlink::Error) -> DriverError {
     DriverError::Netlink { op, link: link.to_string(), source }
 }
 
-fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
+pub(crate) fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
         _ => None,
@@ -67,19 +68,21 @@ impl Netlink {
         Ok(Netlink { rt, handle })
     }
 
-    /// `ip link show NAME` → its ifindex.
-    pub fn index_of(&self, name: &str) -> Result<u32, DriverError> {
+    /// `ip link show NAME` → its ifindex, if it exists here.
+    pub fn index(&self, name: &str) -> Result<Option<u32>, DriverError> {
         let h = self.handle.clone();
-        let found = self.rt.block_on(async move {
-            let mut links = h.link().get().match_name(name.to_string()).execute();
-            links.try_next().await
-        });
+        let found =
+            self.rt.block_on(async move { h.link().get().match_name(name.to_string()).execute().try_next().await });
         match found {
-            Ok(Some(msg)) => Ok(msg.header.index),
-            Ok(None) => Err(DriverError::NoSuchLink(name.to_string())),
-            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Err(DriverError::NoSuchLink(name.to_string())),
+            Ok(msg) => Ok(msg.map(|m| m.header.index)),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(nl_err("get", name, e)),
         }
+    }
+
+    /// `ip link show NAME` → its ifindex; a missing link is an error.
+    pub fn index_of(&self, name: &str) -> Result<u32, DriverError> {
+        self.index(name)?.ok_or_else(|| DriverError::NoSuchLink(name.to_string()))
     }
 
     /// `ip link set NAME address MAC mtu MTU txqueuelen 2000 gso_max_size 65000
@@ -126,23 +129,7 @@ impl Netlink {
         self.rt.block_on(async move {
             if let Some(o) = old.filter(|o| want.is_none_or(|w| (w.address, w.prefix_len) != (o.address, o.prefix_len)))
             {
-                let current: Vec<_> = h
-                    .address()
-                    .get()
-                    .set_link_index_filter(index)
-                    .set_address_filter(IpAddr::V4(o.address))
-                    .execute()
-                    .try_collect()
-                    .await
-                    .map_err(|e| nl_err("address get", name, e))?;
-                for msg in current.into_iter().filter(|m| m.header.prefix_len == o.prefix_len) {
-                    // The address (and the routes through it) may already be gone: fine.
-                    if let Err(e) = h.address().del(msg).execute().await
-                        && errno_of(&e) != Some(libc::EADDRNOTAVAIL)
-                    {
-                        return Err(nl_err("address del", name, e));
-                    }
-                }
+                del_address(&h, index, name, o.address, o.prefix_len).await?;
             }
             let Some(w) = want else { return Ok(()) };
             h.address()
@@ -172,26 +159,36 @@ impl Netlink {
     /// `ip addr del ADDR/LEN dev NAME`; an address that is not there is fine.
     pub fn remove_address(&self, index: u32, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<(), DriverError> {
         let h = self.handle.clone();
-        self.rt.block_on(async move {
-            let current: Vec<_> = h
-                .address()
-                .get()
-                .set_link_index_filter(index)
-                .set_address_filter(IpAddr::V4(addr))
-                .execute()
-                .try_collect()
-                .await
-                .map_err(|e| nl_err("address get", name, e))?;
-            for msg in current.into_iter().filter(|m| m.header.prefix_len == prefix_len) {
-                if let Err(e) = h.address().del(msg).execute().await
-                    && errno_of(&e) != Some(libc::EADDRNOTAVAIL)
-                {
-                    return Err(nl_err("address del", name, e));
-                }
-            }
-            Ok(())
-        })
+        self.rt.block_on(del_address(&h, index, name, addr, prefix_len))
     }
+}
+
+/// `ip addr del ADDR/LEN dev NAME`: exactly that address and length, and one already gone (with
+/// the routes through it) is fine.
+async fn del_address(
+    h: &rtnetlink::Handle,
+    index: u32,
+    name: &str,
+    addr: Ipv4Addr,
+    prefix_len: u8,
+) -> Result<(), DriverError> {
+    let current: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .set_address_filter(IpAddr::V4(addr))
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl_err("address get", name, e))?;
+    for msg in current.into_iter().filter(|m| m.header.prefix_len == prefix_len) {
+        if let Err(e) = h.address().del(msg).execute().await
+            && errno_of(&e) != Some(libc::EADDRNOTAVAIL)
+        {
+            return Err(nl_err("address del", name, e));
+        }
+    }
+    Ok(())
 }
 
 /// `sysctl -w net.ipv6.conf.NAME.disable_ipv6=1` in the calling thread's namespace. The VPC is
