@@ -151,6 +151,18 @@ impl ModelHandle {
     }
 }
 
+/// The model as the database has it, after a failed commit or a panicking action left the one
+/// in memory untrustworthy; `None` (logged) if even that fails, and the actor must stop.
+fn reload(store: &mut Store, config: &RegionConfig) -> Option<Region> {
+    match store.load().map_err(|e| e.to_string()).and_then(|rows| Region::restore(config.clone(), rows)) {
+        Ok(fresh) => Some(fresh),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reload the model; stopping");
+            None
+        }
+    }
+}
+
 fn run(
     mut region: Region,
     mut store: Store,
@@ -199,15 +211,12 @@ fn run(
         }
         if panicked {
             tracing::error!("a model action panicked; reloading the model from the database and failing its batch");
-            match store.load().map_err(|e| e.to_string()).and_then(|rows| Region::restore(config.clone(), rows)) {
-                Ok(fresh) => region = fresh,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot reload the model; stopping");
-                    return;
-                }
-            }
             for reply in replies.drain(..) {
                 reply(false);
+            }
+            match reload(&mut store, &config) {
+                Some(fresh) => region = fresh,
+                None => return,
             }
             continue;
         }
@@ -224,11 +233,9 @@ fn run(
                 Ok(()) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "commit failed; reloading the model from the database");
-                    match store.load().map_err(|e| e.to_string()).and_then(|rows| Region::restore(config.clone(), rows))
-                    {
-                        Ok(fresh) => region = fresh,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot reload the model; stopping");
+                    match reload(&mut store, &config) {
+                        Some(fresh) => region = fresh,
+                        None => {
                             for reply in replies.drain(..) {
                                 reply(false);
                             }

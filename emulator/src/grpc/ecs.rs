@@ -3,13 +3,12 @@
 use enifab_model::eni as m_eni;
 use enifab_model::instance as m_inst;
 use enifab_model::instance::parse_json_list;
-use enifab_model::paging::PageRequest;
 use enifab_model::security_group::{self as m_sg, Direction, PermissionInput};
 use enifab_proto::v1 as pb;
 use enifab_proto::v1::ecs_server::Ecs;
 use tonic::{Request, Response, Status};
 
-use super::{Ctx, comma_list, count, opt, render, request_id, tags};
+use super::{Ctx, comma_list, count, opt, page, render, request_id, tags};
 
 #[derive(Clone, Debug)]
 pub struct EcsService {
@@ -17,17 +16,6 @@ pub struct EcsService {
 }
 
 type Res<T> = Result<Response<T>, Status>;
-
-fn page(page_number: Option<i32>, page_size: Option<i32>, max_results: Option<i64>, next_token: String) -> PageRequest {
-    // Negative sizes become 0, which paging rejects or clamps like any other bad size.
-    let nn = |v: i64| v.max(0) as u32;
-    PageRequest {
-        page_number: page_number.map(|v| nn(v.into())),
-        page_size: page_size.map(|v| nn(v.into())),
-        max_results: max_results.map(nn),
-        next_token: opt(next_token),
-    }
-}
 
 fn permission(p: pb::Permission) -> PermissionInput {
     PermissionInput {

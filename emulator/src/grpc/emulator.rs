@@ -63,10 +63,9 @@ impl Emulator for EmulatorService {
         if !known || q.target_action == "InjectFault" {
             return fail(ModelError::invalid("TargetAction", format!("{:?} is not an action", q.target_action)));
         }
-        let count = match q.count {
-            None => 1,
-            Some(n) if n >= 0 => n as u32,
-            Some(_) => return fail(ModelError::invalid("Count", "must not be negative")),
+        let count = match super::count("Count", q.count) {
+            Ok(n) => n.unwrap_or(1),
+            Err(e) => return fail(e),
         };
         let error = match ModelError::injectable(&q.code) {
             Some(e) => e,

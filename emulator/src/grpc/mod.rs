@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use enifab_model::error::Product;
+use enifab_model::paging::PageRequest;
 use enifab_model::{Millis, ModelError, Region, Tag};
 use enifab_proto::v1 as pb;
 use tonic::Status;
@@ -139,6 +140,23 @@ pub(crate) fn count(param: &'static str, v: Option<i32>) -> Result<Option<u32>, 
         None => Ok(None),
         Some(n) if n >= 0 => Ok(Some(n as u32)),
         Some(_) => Err(ModelError::invalid(param, "must not be negative")),
+    }
+}
+
+/// The paging parameters of a Describe call, for every product alike.
+pub(crate) fn page(
+    page_number: Option<i32>,
+    page_size: Option<i32>,
+    max_results: Option<i64>,
+    next_token: String,
+) -> PageRequest {
+    // Negative sizes become 0, which paging rejects or clamps like any other bad size.
+    let nn = |v: i64| v.max(0) as u32;
+    PageRequest {
+        page_number: page_number.map(|v| nn(v.into())),
+        page_size: page_size.map(|v| nn(v.into())),
+        max_results: max_results.map(nn),
+        next_token: opt(next_token),
     }
 }
 

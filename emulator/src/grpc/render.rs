@@ -4,7 +4,7 @@
 use enifab_model::catalog::InstanceType;
 use enifab_model::eni::Eni;
 use enifab_model::instance::InstanceView;
-use enifab_model::security_group::{Direction, SecurityGroupView, SgRule, port_range_str};
+use enifab_model::security_group::{SecurityGroupView, SgRule, port_range_str};
 use enifab_model::vpc::{VSwitchView, Vpc};
 use enifab_model::{Millis, Tag};
 use enifab_proto::v1 as pb;
@@ -260,10 +260,7 @@ pub fn permission_item(r: &SgRule) -> pb::PermissionItem {
     let cidr = |c: &Option<enifab_model::Cidr>| c.map(|c| c.to_string()).unwrap_or_default();
     pb::PermissionItem {
         security_group_rule_id: r.security_group_rule_id.clone(),
-        direction: match r.direction {
-            Direction::Ingress => "ingress".into(),
-            Direction::Egress => "egress".into(),
-        },
+        direction: r.direction.as_str().into(),
         ip_protocol: r.ip_protocol.as_str().into(),
         port_range: port_range_str(r.port_range),
         source_port_range: r.source_port_range.map(|p| port_range_str(Some(p))).unwrap_or_default(),

@@ -57,6 +57,13 @@ pub fn to_status(e: &ModelError, product: Product, request_id: &str) -> Status {
 /// The cloud code and message of a status produced by [`to_status`], for clients.
 pub fn cloud_error(status: &Status) -> Option<(String, String)> {
     let info = status.get_details_error_info()?;
-    let message = status.message().strip_prefix(&format!("{}: ", info.reason)).unwrap_or(status.message());
-    Some((info.reason, message.to_string()))
+    let message = cloud_message(status, &info.reason).to_string();
+    Some((info.reason, message))
+}
+
+/// The cloud's message of a status produced by [`to_status`] for `code`: without the code that
+/// [`to_status`] puts in front for gRPC clients.
+pub fn cloud_message<'a>(status: &'a Status, code: &str) -> &'a str {
+    let m = status.message();
+    m.strip_prefix(code).and_then(|rest| rest.strip_prefix(": ")).unwrap_or(m)
 }

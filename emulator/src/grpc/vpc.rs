@@ -1,12 +1,11 @@
 //! `enifab.v1.Vpc`: VPCs and vSwitches.
 
-use enifab_model::paging::PageRequest;
 use enifab_model::vpc as m;
 use enifab_proto::v1 as pb;
 use enifab_proto::v1::vpc_server::Vpc;
 use tonic::{Request, Response, Status};
 
-use super::{Ctx, comma_list, count, opt, render, request_id, tags};
+use super::{Ctx, comma_list, opt, page, render, request_id, tags};
 
 #[derive(Clone, Debug)]
 pub struct VpcService {
@@ -48,11 +47,7 @@ impl Vpc for VpcService {
                 let req = m::DescribeVpcs {
                     vpc_ids: comma_list(&q.vpc_id),
                     vpc_name: opt(q.vpc_name),
-                    page: PageRequest {
-                        page_number: count("PageNumber", q.page_number)?,
-                        page_size: count("PageSize", q.page_size)?,
-                        ..Default::default()
-                    },
+                    page: page(q.page_number, q.page_size, None, String::new()),
                 };
                 let (vpcs, info) = r.describe_vpcs(&req, now)?;
                 let items: Vec<_> = vpcs
@@ -114,11 +109,7 @@ impl Vpc for VpcService {
                     zone_id: opt(q.zone_id),
                     v_switch_name: opt(q.v_switch_name),
                     tags: tags(q.tag),
-                    page: PageRequest {
-                        page_number: count("PageNumber", q.page_number)?,
-                        page_size: count("PageSize", q.page_size)?,
-                        ..Default::default()
-                    },
+                    page: page(q.page_number, q.page_size, None, String::new()),
                 };
                 r.describe_vswitches(&req, now)
             })

@@ -56,7 +56,7 @@ impl ApiError {
             tracing::warn!(%status, "a handler failed without a cloud error code");
             return ApiError::from_model(&ModelError::InternalError);
         };
-        let message = status.message().strip_prefix(&format!("{}: ", info.reason)).unwrap_or(status.message());
+        let message = crate::grpc::status::cloud_message(status, &info.reason);
         let http = info.metadata.get("http_status").and_then(|s| s.parse().ok()).unwrap_or(400);
         ApiError {
             status: http,
