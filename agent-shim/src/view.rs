@@ -117,9 +117,14 @@ impl NicView {
     pub fn if_name(&self) -> String {
         match self.kind {
             NicKind::Primary => "eth0".to_string(),
-            _ => format!("eth{}", self.device_index),
+            _ => nic_name(self.device_index),
         }
     }
+}
+
+/// The guest's name for the NIC at `device_index` (the primary's is 0: `eth0`).
+pub fn nic_name(device_index: impl std::fmt::Display) -> String {
+    format!("eth{device_index}")
 }
 
 /// Where a member ENI lives on this node.

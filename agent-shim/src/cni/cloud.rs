@@ -14,6 +14,8 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use super::conf::PodRequest;
+use crate::control::endpoint_url;
+use crate::view::{IN_USE, parse_cidr};
 
 /// The tag that ties a member ENI to the container it serves.
 pub const CONTAINER_TAG: &str = "enifab:container";
@@ -40,8 +42,7 @@ const POLL: Duration = Duration::from_millis(50);
 
 impl Cloud {
     pub async fn connect(endpoint: &str) -> Result<Cloud, Error> {
-        let url = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-        let ch = tonic::transport::Endpoint::from_shared(url)
+        let ch = tonic::transport::Endpoint::from_shared(endpoint_url(endpoint))
             .map_err(|e| Error::InvalidNetworkConfig(format!("endpoint: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .connect()
@@ -187,9 +188,7 @@ impl Cloud {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Custom(100, "InvalidVSwitchId.NotFound".into(), id.into()))?;
-        let (net, prefix) = v.cidr_block.split_once('/').ok_or_else(|| Error::FailedToDecode(v.cidr_block.clone()))?;
-        let net: std::net::Ipv4Addr = net.parse().map_err(|_| Error::FailedToDecode(v.cidr_block.clone()))?;
-        let prefix: u8 = prefix.parse().map_err(|_| Error::FailedToDecode(v.cidr_block.clone()))?;
+        let (net, prefix) = parse_cidr(&v.cidr_block).ok_or_else(|| Error::FailedToDecode(v.cidr_block.clone()))?;
         let last = u32::from(net) | (u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0));
         // The gateway is the vSwitch's last address − 2, as Terway derives it.
         Ok((net, prefix, std::net::Ipv4Addr::from(last.wrapping_sub(2))))
@@ -200,9 +199,9 @@ impl Cloud {
     pub async fn release(&mut self, eni: &pb::NetworkInterfaceSet) -> Result<(), Error> {
         let gone = |e: &Error| matches!(e, Error::Custom(_, code, _) if code.ends_with(".NotFound"));
         let id = eni.network_interface_id.clone();
-        if eni.status == "InUse" || eni.status == "Attaching" {
+        if eni.status == IN_USE || eni.status == "Attaching" {
             if eni.status == "Attaching" {
-                self.wait(&id, "InUse").await?;
+                self.wait(&id, IN_USE).await?;
             }
             let r = self
                 .ecs

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use enifab_dataplane::wire::ethernet::MacDisplay;
 use enifab_proto::v1 as pb;
 use hyper_util::rt::TokioIo;
 use rscni_plugin::async_cni::Cni;
@@ -33,6 +34,7 @@ use rscni_plugin::types::{Args, CNIResult, Interface, IpConfig};
 
 use crate::driver::netlink::Netlink;
 use crate::driver::netns::run_in;
+use crate::view::{IN_USE, nic_name};
 use cloud::Cloud;
 use conf::{Datapath, PodRequest};
 use plan::{Inputs, Ns, Step};
@@ -88,7 +90,7 @@ async fn wait_shim_knows(socket: &Path, member: &str, vlan: u32) -> Result<(), E
             .nics
             .iter()
             .flat_map(|n| &n.members)
-            .any(|m| m.network_interface_id == member && m.vlan_id == vlan && m.status == "InUse");
+            .any(|m| m.network_interface_id == member && m.vlan_id == vlan && m.status == IN_USE);
         if known {
             return Ok(());
         }
@@ -204,13 +206,13 @@ impl Cni for EnifabCni {
         }
         let mut c = Cloud::connect(&req.conf.endpoint).await?;
         let trunk = c.trunk(&req).await?;
-        if trunk.status != "InUse" || trunk.instance_id != req.conf.instance_id {
+        if trunk.status != IN_USE || trunk.instance_id != req.conf.instance_id {
             return Err(Error::TryAgainLater(format!(
                 "trunk {} is {} on {:?}",
                 trunk.network_interface_id, trunk.status, trunk.instance_id
             )));
         }
-        let trunk_dev = format!("eth{}", trunk.attachment.as_ref().map_or(0, |a| a.device_index));
+        let trunk_dev = nic_name(trunk.attachment.as_ref().map_or(0, |a| a.device_index));
         let member = match c.member_of(&req.container_id).await? {
             Some(m) => m.network_interface_id,
             None => c.create_member(&req, &trunk).await?,
@@ -221,7 +223,7 @@ impl Cni for EnifabCni {
             c.attach(&req, &member, &trunk.network_interface_id).await?;
         }
         let eni = c
-            .wait(&member, "InUse")
+            .wait(&member, IN_USE)
             .await?
             .ok_or_else(|| Error::Custom(100, "InvalidEniId.NotFound".into(), member.clone()))?;
         let vlan = eni.attachment.as_ref().map_or(0, |a| a.device_index as u32);
@@ -263,7 +265,7 @@ impl Cni for EnifabCni {
             let (ns, name) = (pod_ns.clone(), req.ifname.clone());
             run_in(&ns, move || Netlink::open()?.mac(&name)).map_err(io)?
         };
-        let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        let mac = |m: [u8; 6]| MacDisplay(m).to_string();
         let iface = |name: String, mac: String, sandbox: Option<String>| Interface {
             name,
             mac,
@@ -321,7 +323,7 @@ impl Cni for EnifabCni {
             .await?
             .ok_or_else(|| Error::Custom(100, "InvalidEniId.NotFound".into(), st.member.clone()))?;
         let vlan = eni.attachment.as_ref().map_or(0, |a| a.device_index as u32);
-        if eni.status != "InUse" || vlan != st.vlan || eni.private_ip_address != st.pod_ip.to_string() {
+        if eni.status != IN_USE || vlan != st.vlan || eni.private_ip_address != st.pod_ip.to_string() {
             return Err(Error::Custom(
                 102,
                 "member ENI drifted".into(),

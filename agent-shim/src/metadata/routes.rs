@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use enifab_dataplane::wire::ethernet::MacDisplay;
 use enifab_proto::v1 as pb;
 
 use crate::view::{IN_USE, parse_cidr, parse_mac};
@@ -246,7 +247,7 @@ fn guest_nics(c: &pb::NodeConfig) -> Vec<GuestNic<'_>> {
         .filter(|n| n.status == IN_USE)
         .filter_map(|nic| {
             let m = parse_mac(&nic.mac_address)?;
-            let mac = m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+            let mac = MacDisplay(m).to_string();
             Some(GuestNic { mac, nic })
         })
         .collect()

@@ -28,7 +28,7 @@ use crate::instance::InstanceStatus;
 use crate::ipam::Ipam;
 use crate::net::Mac;
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
-use crate::region::{Kind, Region, check_tags, check_text, has_all_tags, parse_ip, request_hash};
+use crate::region::{Kind, Region, check_tags, check_text, has_all_tags, parse_ip};
 use crate::time::Millis;
 use crate::{Result, Tag};
 
@@ -358,14 +358,18 @@ impl Region {
         if att.port_id != 0 && self.ports.get(&att.port_id).map(String::as_str) == Some(id) {
             self.ports.remove(&att.port_id);
         }
-        let slots = match &att.trunk_network_interface_id {
-            Some(trunk) => self.members.get_mut(trunk),
-            None => self.nics.get_mut(&att.instance_id),
+        let (index, owner) = match &att.trunk_network_interface_id {
+            Some(trunk) => (&mut self.members, trunk),
+            None => (&mut self.nics, &att.instance_id),
         };
-        if let Some(slots) = slots
+        if let Some(slots) = index.get_mut(owner)
             && slots.get(&att.device_index).map(String::as_str) == Some(id)
         {
             slots.remove(&att.device_index);
+            // A trunk (or instance) with nothing attached leaves no entry behind.
+            if slots.is_empty() {
+                index.remove(owner);
+            }
         }
     }
 
@@ -421,10 +425,7 @@ impl Region {
     }
 
     pub fn create_network_interface(&mut self, req: CreateNetworkInterface, now: Millis) -> Result<Eni> {
-        self.advance(now);
-        let token = req.client_token.clone();
-        let hash = request_hash(&req);
-        self.with_client_token("CreateNetworkInterface", token.as_deref(), hash, now, |r| {
+        self.idempotent("CreateNetworkInterface", req, now, |r, req| {
             if req.v_switch_id.is_empty() {
                 return Err(ModelError::MissingParameter("VSwitchId"));
             }
@@ -794,10 +795,7 @@ impl Region {
         req: AssignPrivateIpAddresses,
         now: Millis,
     ) -> Result<AssignedPrivateIps> {
-        self.advance(now);
-        let token = req.client_token.clone();
-        let hash = request_hash(&req);
-        self.with_client_token("AssignPrivateIpAddresses", token.as_deref(), hash, now, |r| {
+        self.idempotent("AssignPrivateIpAddresses", req, now, |r, req| {
             if req.network_interface_id.is_empty() {
                 return Err(ModelError::MissingParameter("NetworkInterfaceId"));
             }

@@ -18,7 +18,7 @@ use crate::eni::{Attachment, Eni, EniStatus, EniType, NewEni};
 use crate::error::ModelError;
 use crate::ids::IdKind;
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
-use crate::region::{Kind, Region, check_tags, has_all_tags, parse_ip, request_hash};
+use crate::region::{Kind, Region, check_tags, has_all_tags, parse_ip};
 use crate::time::Millis;
 use crate::{Result, Tag};
 
@@ -124,10 +124,7 @@ pub fn parse_json_list(param: &'static str, s: &str) -> Result<Vec<String>> {
 
 impl Region {
     pub fn create_instance(&mut self, req: CreateInstance, now: Millis) -> Result<InstanceView> {
-        self.advance(now);
-        let token = req.client_token.clone();
-        let hash = request_hash(&req);
-        self.with_client_token("CreateInstance", token.as_deref(), hash, now, |r| {
+        self.idempotent("CreateInstance", req, now, |r, req| {
             if req.instance_type.is_empty() {
                 return Err(ModelError::MissingParameter("InstanceType"));
             }

@@ -456,43 +456,45 @@ impl Region {
 
     // ---- idempotency ------------------------------------------------------------------------
 
-    /// Run `action` under a ClientToken (reference §4): the same token with the same request
-    /// replays the first answer without doing anything; with a different request it is
-    /// `IdempotentParameterMismatch`. Failures are not remembered, so a retry after
-    /// `InvalidVSwitchId.IpNotEnough` can succeed with the same token, as Terway expects.
-    pub(crate) fn with_client_token<T>(
+    /// Runs `action` under the request's ClientToken (reference §4): the same token with the
+    /// same request replays the first answer without doing anything; with a different request it
+    /// is `IdempotentParameterMismatch`. Failures are not remembered, so a retry after
+    /// `InvalidVSwitchId.IpNotEnough` can succeed with the same token, as Terway expects. Without
+    /// a token it just runs. Brings the clock to `now` first, as every action does.
+    pub(crate) fn idempotent<P, T>(
         &mut self,
         action: &str,
-        token: Option<&str>,
-        params_hash: u64,
+        req: P,
         now: Millis,
-        run: impl FnOnce(&mut Region) -> Result<T>,
+        run: impl FnOnce(&mut Region, P) -> Result<T>,
     ) -> Result<T>
     where
+        P: ClientToken + Serialize,
         T: Serialize + DeserializeOwned,
     {
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return run(self);
+        self.advance(now);
+        let Some(token) = req.client_token().filter(|t| !t.is_empty()) else {
+            return run(self, req);
         };
         if token.len() > 64 || !token.is_ascii() {
             return Err(ModelError::InvalidClientToken(token.to_string()));
         }
         let key = format!("{action}/{token}");
-        let hash = params_hash;
+        // Only hashed when a token asks for it: it serializes the whole request.
+        let hash = request_hash(&req);
         if let Some(rec) = self.tokens.get(&key) {
             if rec.params_hash != hash {
                 return Err(ModelError::IdempotentParameterMismatch);
             }
             return serde_json::from_value(rec.result.clone()).map_err(|_| ModelError::InternalError);
         }
-        let out = run(self)?;
+        let out = run(self, req)?;
         let result = serde_json::to_value(&out).expect("responses serialize");
         self.tokens.insert(key.clone(), TokenRecord { params_hash: hash, result, at: now });
         self.token_expiry.insert((now, key.clone()));
         self.mark(Kind::ClientToken, &key);
         Ok(out)
     }
-
     // ---- shared lookups and checks ------------------------------------------------------------
 
     pub(crate) fn check_zone(&self, zone: &str) -> Result<()> {
@@ -722,6 +724,31 @@ pub(crate) fn has_all_tags(have: &[Tag], want: &[Tag]) -> bool {
 }
 
 /// The fingerprint of a request a ClientToken remembers.
+/// A request that may carry a `ClientToken` (see [`Region::idempotent`]).
+pub(crate) trait ClientToken {
+    fn client_token(&self) -> Option<&str>;
+}
+
+macro_rules! client_token_requests {
+    ($($t:ty),* $(,)?) => {$(
+        impl ClientToken for $t {
+            fn client_token(&self) -> Option<&str> {
+                self.client_token.as_deref()
+            }
+        }
+    )*};
+}
+
+client_token_requests!(
+    crate::vpc::CreateVpc,
+    crate::vpc::CreateVSwitch,
+    crate::instance::CreateInstance,
+    crate::eni::CreateNetworkInterface,
+    crate::eni::AssignPrivateIpAddresses,
+    crate::security_group::CreateSecurityGroup,
+    crate::security_group::AuthorizeSecurityGroup,
+);
+
 pub(crate) fn request_hash<P: Serialize>(req: &P) -> u64 {
     fnv1a(serde_json::to_string(req).expect("requests serialize").as_bytes())
 }

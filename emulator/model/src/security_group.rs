@@ -21,7 +21,7 @@ use crate::error::ModelError;
 use crate::ids::IdKind;
 use crate::net::{Cidr, parse_peer_cidr};
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
-use crate::region::{Kind, Region, check_tags, check_text, has_all_tags, request_hash};
+use crate::region::{Kind, Region, check_tags, check_text, has_all_tags};
 use crate::time::Millis;
 use crate::{Result, Tag};
 
@@ -271,10 +271,7 @@ const SG_PAGES: PageBounds = PageBounds { default_size: 10, max_page_size: 100, 
 
 impl Region {
     pub fn create_security_group(&mut self, req: CreateSecurityGroup, now: Millis) -> Result<SecurityGroup> {
-        self.advance(now);
-        let token = req.client_token.clone();
-        let hash = request_hash(&req);
-        self.with_client_token("CreateSecurityGroup", token.as_deref(), hash, now, |r| {
+        self.idempotent("CreateSecurityGroup", req, now, |r, req| {
             if req.vpc_id.is_empty() {
                 return Err(ModelError::MissingParameter("VpcId"));
             }
@@ -486,14 +483,11 @@ impl Region {
         req: AuthorizeSecurityGroup,
         now: Millis,
     ) -> Result<()> {
-        self.advance(now);
         let action = match direction {
             Direction::Ingress => "AuthorizeSecurityGroup",
             Direction::Egress => "AuthorizeSecurityGroupEgress",
         };
-        let token = req.client_token.clone();
-        let hash = request_hash(&req);
-        self.with_client_token(action, token.as_deref(), hash, now, |r| {
+        self.idempotent(action, req, now, |r, req| {
             let sg = r
                 .sgs
                 .get(&req.security_group_id)

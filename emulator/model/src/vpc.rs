@@ -14,7 +14,7 @@ use crate::ids::IdKind;
 use crate::ipam::Ipam;
 use crate::net::Cidr;
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
-use crate::region::{Kind, Region, check_tags, check_text, has_all_tags, request_hash};
+use crate::region::{Kind, Region, check_tags, check_text, has_all_tags};
 use crate::time::Millis;
 use crate::{Result, Tag};
 
@@ -100,10 +100,7 @@ const VPC_PAGES: PageBounds = PageBounds { default_size: 10, max_page_size: 50, 
 
 impl Region {
     pub fn create_vpc(&mut self, req: CreateVpc, now: Millis) -> Result<Vpc> {
-        self.advance(now);
-        let token = req.client_token.clone();
-        let hash = request_hash(&req);
-        self.with_client_token("CreateVpc", token.as_deref(), hash, now, |r| {
+        self.idempotent("CreateVpc", req, now, |r, req| {
             // The cloud's default VPC block when none is given.
             let cidr = parse_cidr(req.cidr_block.as_deref().unwrap_or("172.16.0.0/12"))?;
             if !(8..=28).contains(&cidr.prefix()) {
@@ -168,10 +165,7 @@ impl Region {
     }
 
     pub fn create_vswitch(&mut self, req: CreateVSwitch, now: Millis) -> Result<VSwitch> {
-        self.advance(now);
-        let token = req.client_token.clone();
-        let hash = request_hash(&req);
-        self.with_client_token("CreateVSwitch", token.as_deref(), hash, now, |r| {
+        self.idempotent("CreateVSwitch", req, now, |r, req| {
             if req.vpc_id.is_empty() {
                 return Err(ModelError::MissingParameter("VpcId"));
             }
