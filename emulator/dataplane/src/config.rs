@@ -437,6 +437,8 @@ impl FabricConfig {
         let mut by_vlan = FixedMap::default();
         let mut untagged: FixedMap<Vni, EniIdx> = FixedMap::default();
         let mut gateways = FixedSet::default();
+        // Each group's member addresses, gathered in the one pass over the ENIs.
+        let mut members: Vec<FixedSet<Ipv4Addr>> = vec![FixedSet::default(); groups.len()];
         for (i, e) in enis.iter().enumerate() {
             let i = i as EniIdx;
             if eni_idx.insert(e.id.as_str(), i).is_some() {
@@ -455,7 +457,10 @@ impl FabricConfig {
             }
             match e.attachment {
                 Attachment::Port { vni } => {
-                    let named = port_specs.iter().find(|(v, _)| *v == vni).map(|(_, p)| p.eni_id.as_str());
+                    let named = port_specs
+                        .binary_search_by_key(&vni, |(v, _)| *v)
+                        .ok()
+                        .map(|k| port_specs[k].1.eni_id.as_str());
                     if untagged.insert(vni, i).is_some() || named.is_some_and(|n| n != e.id) {
                         return Err(ConfigError::PortEniMismatch { vni, eni_id: e.id.clone() });
                     }
@@ -470,23 +475,18 @@ impl FabricConfig {
                 }
             }
             for sg in &e.security_group_ids {
-                if !group_idx.contains_key(sg.as_str()) {
+                let Some(&g) = group_idx.get(sg.as_str()) else {
                     return Err(ConfigError::UnknownSecurityGroup { eni_id: e.id.clone(), sg_id: sg.clone() });
+                };
+                // A group of another VPC names no one here (the model refuses such a pairing).
+                if groups[g as usize].vpc_id == e.vpc_id {
+                    members[g as usize].extend(core::iter::once(e.primary_ip).chain(e.ips.iter().copied()));
                 }
             }
         }
 
-        let compiled_groups: Vec<Group> = groups
-            .iter()
-            .map(|g| Group {
-                id: Arc::from(g.id.as_str()),
-                members: enis
-                    .iter()
-                    .filter(|e| e.vpc_id == g.vpc_id && e.security_group_ids.contains(&g.id))
-                    .flat_map(|e| core::iter::once(e.primary_ip).chain(e.ips.iter().copied()))
-                    .collect(),
-            })
-            .collect();
+        let compiled_groups: Vec<Group> =
+            groups.iter().zip(members).map(|(g, members)| Group { id: Arc::from(g.id.as_str()), members }).collect();
 
         let compiled_enis = enis.iter().map(|e| compile_eni(e, &groups, &group_idx)).collect::<Vec<_>>();
 
