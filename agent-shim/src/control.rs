@@ -126,6 +126,9 @@ async fn session(
         tokio::select! {
             msg = stream.message() => {
                 match msg.map_err(|status| ControlError::Rpc { call: "WatchNode", status })? {
+                    // The stream opens with the config RegisterNode already gave: after a clean
+                    // apply of that, nothing is left to do (only the epoch may differ).
+                    Some(c) if clean && latest.as_ref().is_some_and(|l| same_but_epoch(l, &c)) => latest = Some(c),
                     Some(c) => {
                         clean = apply(node, fabric, c.clone()).await?;
                         latest = Some(c);
@@ -140,6 +143,10 @@ async fn session(
             }
         }
     }
+}
+
+fn same_but_epoch(a: &pb::NodeConfig, b: &pb::NodeConfig) -> bool {
+    pb::NodeConfig { epoch: b.epoch, ..a.clone() } == *b
 }
 
 /// Reconciles on a blocking thread; true when every step succeeded.
