@@ -92,21 +92,25 @@ impl Ecs for EcsService {
         let region = self.ctx.model.region_id().to_string();
         let (items, info) = self
             .ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                let m = m_inst::DescribeInstances {
-                    instance_ids: parse_json_list("InstanceIds", &q.instance_ids)?,
-                    vpc_id: opt(q.vpc_id),
-                    v_switch_id: opt(q.v_switch_id),
-                    zone_id: opt(q.zone_id),
-                    instance_name: opt(q.instance_name),
-                    instance_type: opt(q.instance_type),
-                    status: opt(q.status),
-                    private_ip_addresses: parse_json_list("PrivateIpAddresses", &q.private_ip_addresses)?,
-                    tags: tags(q.tag),
-                    page: page(q.page_number, q.page_size, q.max_results.map(i64::from), q.next_token),
-                };
-                r.describe_instances(&m, now)
-            })
+            .call_with(
+                &rid,
+                &q.region_id,
+                move || {
+                    Ok(m_inst::DescribeInstances {
+                        instance_ids: parse_json_list("InstanceIds", &q.instance_ids)?,
+                        vpc_id: opt(q.vpc_id),
+                        v_switch_id: opt(q.v_switch_id),
+                        zone_id: opt(q.zone_id),
+                        instance_name: opt(q.instance_name),
+                        instance_type: opt(q.instance_type),
+                        status: opt(q.status),
+                        private_ip_addresses: parse_json_list("PrivateIpAddresses", &q.private_ip_addresses)?,
+                        tags: tags(q.tag),
+                        page: page(q.page_number, q.page_size, q.max_results.map(i64::from), q.next_token),
+                    })
+                },
+                |r, now, m| r.describe_instances(&m, now),
+            )
             .await?;
         Ok(Response::new(pb::DescribeInstancesResponse {
             request_id: rid,
@@ -171,29 +175,33 @@ impl Ecs for EcsService {
         let rid = request_id();
         let eni = self
             .ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                let m = m_eni::CreateNetworkInterface {
-                    v_switch_id: q.v_switch_id,
-                    security_group_id: opt(q.security_group_id),
-                    security_group_ids: q.security_group_ids,
-                    instance_type: opt(q.instance_type),
-                    primary_ip_address: opt(q.primary_ip_address),
-                    private_ip_addresses: q.private_ip_address,
-                    secondary_private_ip_address_count: count(
-                        "SecondaryPrivateIpAddressCount",
-                        q.secondary_private_ip_address_count,
-                    )?,
-                    network_interface_name: q.network_interface_name,
-                    description: q.description,
-                    tags: tags(q.tag),
-                    delete_on_release: q.delete_on_release,
-                    source_dest_check: q.source_dest_check,
-                    network_interface_traffic_mode: opt(q.network_interface_traffic_mode),
-                    resource_group_id: q.resource_group_id,
-                    client_token: opt(q.client_token),
-                };
-                r.create_network_interface(m, now)
-            })
+            .call_with(
+                &rid,
+                &q.region_id,
+                move || {
+                    Ok(m_eni::CreateNetworkInterface {
+                        v_switch_id: q.v_switch_id,
+                        security_group_id: opt(q.security_group_id),
+                        security_group_ids: q.security_group_ids,
+                        instance_type: opt(q.instance_type),
+                        primary_ip_address: opt(q.primary_ip_address),
+                        private_ip_addresses: q.private_ip_address,
+                        secondary_private_ip_address_count: count(
+                            "SecondaryPrivateIpAddressCount",
+                            q.secondary_private_ip_address_count,
+                        )?,
+                        network_interface_name: q.network_interface_name,
+                        description: q.description,
+                        tags: tags(q.tag),
+                        delete_on_release: q.delete_on_release,
+                        source_dest_check: q.source_dest_check,
+                        network_interface_traffic_mode: opt(q.network_interface_traffic_mode),
+                        resource_group_id: q.resource_group_id,
+                        client_token: opt(q.client_token),
+                    })
+                },
+                |r, now, m| r.create_network_interface(m, now),
+            )
             .await?;
         Ok(Response::new(render::create_eni_response(rid, &eni)))
     }
@@ -205,15 +213,19 @@ impl Ecs for EcsService {
         let q = req.into_inner();
         let rid = request_id();
         self.ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                let m = m_eni::AttachNetworkInterface {
-                    network_interface_id: q.network_interface_id,
-                    instance_id: q.instance_id,
-                    trunk_network_instance_id: opt(q.trunk_network_instance_id),
-                    network_card_index: count("NetworkCardIndex", q.network_card_index)?,
-                };
-                r.attach_network_interface(m, now)
-            })
+            .call_with(
+                &rid,
+                &q.region_id,
+                move || {
+                    Ok(m_eni::AttachNetworkInterface {
+                        network_interface_id: q.network_interface_id,
+                        instance_id: q.instance_id,
+                        trunk_network_instance_id: opt(q.trunk_network_instance_id),
+                        network_card_index: count("NetworkCardIndex", q.network_card_index)?,
+                    })
+                },
+                |r, now, m| r.attach_network_interface(m, now),
+            )
             .await?;
         Ok(Response::new(pb::AttachNetworkInterfaceResponse { request_id: rid }))
     }
@@ -303,18 +315,22 @@ impl Ecs for EcsService {
         let rid = request_id();
         let got = self
             .ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                let m = m_eni::AssignPrivateIpAddresses {
-                    network_interface_id: q.network_interface_id,
-                    secondary_private_ip_address_count: count(
-                        "SecondaryPrivateIpAddressCount",
-                        q.secondary_private_ip_address_count,
-                    )?,
-                    private_ip_addresses: q.private_ip_address,
-                    client_token: opt(q.client_token),
-                };
-                r.assign_private_ip_addresses(m, now)
-            })
+            .call_with(
+                &rid,
+                &q.region_id,
+                move || {
+                    Ok(m_eni::AssignPrivateIpAddresses {
+                        network_interface_id: q.network_interface_id,
+                        secondary_private_ip_address_count: count(
+                            "SecondaryPrivateIpAddressCount",
+                            q.secondary_private_ip_address_count,
+                        )?,
+                        private_ip_addresses: q.private_ip_address,
+                        client_token: opt(q.client_token),
+                    })
+                },
+                |r, now, m| r.assign_private_ip_addresses(m, now),
+            )
             .await?;
         Ok(Response::new(pb::AssignPrivateIpAddressesResponse {
             request_id: rid,
@@ -395,20 +411,24 @@ impl Ecs for EcsService {
         let region = self.ctx.model.region_id().to_string();
         let (items, info) = self
             .ctx
-            .call(&rid, &q.region_id, move |r, now| {
-                let mut ids = parse_json_list("SecurityGroupIds", &q.security_group_ids)?;
-                ids.extend(comma_list(&q.security_group_id));
-                let m = m_sg::DescribeSecurityGroups {
-                    vpc_id: opt(q.vpc_id),
-                    security_group_ids: ids,
-                    security_group_name: opt(q.security_group_name),
-                    security_group_type: opt(q.security_group_type),
-                    network_interface_id: None,
-                    tags: tags(q.tag),
-                    page: page(q.page_number, q.page_size, q.max_results.map(i64::from), q.next_token),
-                };
-                r.describe_security_groups(&m, now)
-            })
+            .call_with(
+                &rid,
+                &q.region_id,
+                move || {
+                    let mut ids = parse_json_list("SecurityGroupIds", &q.security_group_ids)?;
+                    ids.extend(comma_list(&q.security_group_id));
+                    Ok(m_sg::DescribeSecurityGroups {
+                        vpc_id: opt(q.vpc_id),
+                        security_group_ids: ids,
+                        security_group_name: opt(q.security_group_name),
+                        security_group_type: opt(q.security_group_type),
+                        network_interface_id: None,
+                        tags: tags(q.tag),
+                        page: page(q.page_number, q.page_size, q.max_results.map(i64::from), q.next_token),
+                    })
+                },
+                |r, now, m| r.describe_security_groups(&m, now),
+            )
             .await?;
         Ok(Response::new(pb::DescribeSecurityGroupsResponse {
             request_id: rid,

@@ -45,7 +45,33 @@ impl Ctx {
         T: Send + 'static,
         F: FnOnce(&mut Region, Millis) -> Result<T, ModelError> + Send + 'static,
     {
-        // Like the cloud's gateway, a throttled or failed call is refused before it is validated.
+        self.admit(request_id, region_id)?;
+        self.model.call(f).await.map_err(|e| status::to_status(&e, self.product, request_id))
+    }
+
+    /// [`Ctx::call`] for a request whose conversion into the model's can fail (lists in JSON,
+    /// negative counts): `build` runs here, after the gateway's checks and before the model
+    /// thread, which then only runs `f`.
+    pub async fn call_with<R, T, F>(
+        &self,
+        request_id: &str,
+        region_id: &str,
+        build: impl FnOnce() -> Result<R, ModelError>,
+        f: F,
+    ) -> Result<T, Status>
+    where
+        R: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut Region, Millis, R) -> Result<T, ModelError> + Send + 'static,
+    {
+        self.admit(request_id, region_id)?;
+        let req = build().map_err(|e| status::to_status(&e, self.product, request_id))?;
+        self.model.call(move |r, now| f(r, now, req)).await.map_err(|e| status::to_status(&e, self.product, request_id))
+    }
+
+    /// What the cloud's gateway checks before any validation: an injected fault for this action
+    /// (throttled or failed calls are refused first), then `RegionId` (empty means ours).
+    fn admit(&self, request_id: &str, region_id: &str) -> Result<(), Status> {
         if let Some(e) = ACTION.try_with(|a| self.faults.take(a)).ok().flatten() {
             tracing::debug!(code = e.code(), request_id, "injected fault");
             return Err(status::to_status(&e, self.product, request_id));
@@ -57,7 +83,7 @@ impl Ctx {
                 request_id,
             ));
         }
-        self.model.call(f).await.map_err(|e| status::to_status(&e, self.product, request_id))
+        Ok(())
     }
 }
 
