@@ -47,16 +47,22 @@ pub fn actions(service: &str) -> Vec<String> {
 
 /// `v_switch_id` → `VSwitchId`, the cloud's spelling of a proto field.
 pub fn pascal(snake: &str) -> String {
-    snake
-        .split('_')
-        .map(|w| {
-            let mut c = w.chars();
-            match c.next() {
-                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
-                None => String::new(),
-            }
-        })
-        .collect()
+    pascal_chars(snake).collect()
+}
+
+/// The characters of [`pascal`]`(snake)`, without building the string: every field of a
+/// request is compared with every parameter name, on every call.
+fn pascal_chars(snake: &str) -> impl Iterator<Item = char> + '_ {
+    let mut upper = true;
+    snake.chars().filter_map(move |c| {
+        if c == '_' {
+            upper = true;
+            return None;
+        }
+        let c = if upper { c.to_ascii_uppercase() } else { c };
+        upper = false;
+        Some(c)
+    })
 }
 
 /// Why a parameter could not be used.
@@ -123,7 +129,7 @@ pub fn params_to_message(
 }
 
 fn field_by_pascal(desc: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
-    desc.fields().find(|f| pascal(f.name()) == name)
+    desc.fields().find(|f| pascal_chars(f.name()).eq(name.chars()))
 }
 
 fn build(desc: &MessageDescriptor, node: &Tree, prefix: &str, strict: bool) -> Result<DynamicMessage, ParamError> {
@@ -313,6 +319,21 @@ mod tests {
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn field_names_in_the_clouds_spelling() {
+        for (snake, cloud) in [
+            ("v_switch_id", "VSwitchId"),
+            ("network_interface_set", "NetworkInterfaceSet"),
+            ("private_ip_address", "PrivateIpAddress"),
+            ("region_id", "RegionId"),
+            ("a__b", "AB"),
+            ("_x", "X"),
+        ] {
+            assert_eq!(pascal(snake), cloud);
+            assert!(pascal_chars(snake).eq(cloud.chars()));
+        }
     }
 
     #[test]

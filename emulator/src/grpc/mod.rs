@@ -147,8 +147,17 @@ pub fn request_id() -> String {
     let mut b = [0u8; 16];
     // A failed random read only makes request IDs less unique; it is not worth failing a call.
     let _ = getrandom::fill(&mut b);
-    let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    // The cloud's shape: upper-case hex, 8-4-4-4-12.
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut id = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[usize::from(x >> 4)]));
+        id.push(char::from(HEX[usize::from(x & 0xf)]));
+    }
+    id
 }
 
 /// Empty strings are how proto3 says "not given".
@@ -189,4 +198,16 @@ pub(crate) fn page(
 /// A comma-separated ID list (`VpcId=vpc-1,vpc-2`).
 pub(crate) fn comma_list(s: &str) -> Vec<String> {
     s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_have_the_clouds_shape() {
+        let (a, b) = (super::request_id(), super::request_id());
+        assert_ne!(a, b);
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_digit() || c.is_ascii_uppercase()), "{a}");
+    }
 }

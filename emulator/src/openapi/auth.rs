@@ -174,8 +174,7 @@ impl Auth {
             Some(m) if m.eq_ignore_ascii_case("HMAC-SHA1") => {}
             other => return Err(incomplete(&format!("SignatureMethod {other:?} is not HMAC-SHA1"))),
         }
-        let params: Vec<(String, String)> = req.query.iter().chain(&req.form).cloned().collect();
-        let sts = sign::rpc_string_to_sign(req.method.as_str(), &params);
+        let sts = sign::rpc_string_to_sign(req.method.as_str(), req.query.iter().chain(&req.form));
         if !sign::rpc_verify(secret, &sts, signature) {
             return Err(ApiError::new(
                 400,

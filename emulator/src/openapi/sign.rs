@@ -37,17 +37,22 @@ fn canonical_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Strin
 }
 
 /// RPC v1's string to sign over `params` (query and form together); `Signature` is left out.
-pub fn rpc_string_to_sign(method: &str, params: &[(String, String)]) -> String {
+pub fn rpc_string_to_sign<'a>(method: &str, params: impl IntoIterator<Item = &'a (String, String)>) -> String {
     let canonical =
-        canonical_pairs(params.iter().filter(|(k, _)| k != "Signature").map(|(k, v)| (k.as_str(), v.as_str())));
+        canonical_pairs(params.into_iter().filter(|(k, _)| k != "Signature").map(|(k, v)| (k.as_str(), v.as_str())));
     format!("{method}&{}&{}", encode("/"), encode(&canonical))
+}
+
+/// RPC v1's HMAC-SHA1 over `string_to_sign`, keyed with `secret&`.
+fn rpc_mac(secret: &str, string_to_sign: &str) -> Hmac<Sha1> {
+    let mut mac = Hmac::<Sha1>::new_from_slice(format!("{secret}&").as_bytes()).expect("HMAC takes any key length");
+    mac.update(string_to_sign.as_bytes());
+    mac
 }
 
 /// RPC v1's signature of `string_to_sign` with `secret`.
 pub fn rpc_signature(secret: &str, string_to_sign: &str) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(format!("{secret}&").as_bytes()).expect("HMAC takes any key length");
-    mac.update(string_to_sign.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    base64::engine::general_purpose::STANDARD.encode(rpc_mac(secret, string_to_sign).finalize().into_bytes())
 }
 
 /// Whether `signature` (base64) is RPC v1's signature of `string_to_sign`, compared in constant
@@ -56,9 +61,7 @@ pub fn rpc_verify(secret: &str, string_to_sign: &str, signature: &str) -> bool {
     let Ok(given) = base64::engine::general_purpose::STANDARD.decode(signature.trim()) else {
         return false;
     };
-    let mut mac = Hmac::<Sha1>::new_from_slice(format!("{secret}&").as_bytes()).expect("HMAC takes any key length");
-    mac.update(string_to_sign.as_bytes());
-    mac.verify_slice(&given).is_ok()
+    rpc_mac(secret, string_to_sign).verify_slice(&given).is_ok()
 }
 
 /// The algorithm name ACS3 signs with.
