@@ -7,12 +7,13 @@
 //! - **which datagrams make one UDP GSO message** ([`gso_run`]): consecutive datagrams of one
 //!   size, the last of a run possibly shorter, at most [`GSO_MAX_SEGMENTS`] of them and
 //!   [`GSO_MAX_BYTES`] in all, as the kernel's `UDP_SEGMENT` requires;
-//! - **what to coalesce after the kernel refused a run** ([`after_refusal`]): a path whose MTU is
-//!   below the segment size refuses the whole message, so from then on only segments every
-//!   Ethernet path carries, or none;
+//! - **what to do when the kernel refuses a run** ([`segment_refused`], [`after_refusal`]): a path
+//!   whose MTU is below the segment size refuses the whole message, which goes again with only
+//!   segments every Ethernet path carries, or none; any other failure costs only that message;
 //! - the control messages: writing `UDP_SEGMENT` ([`set_gso_control`]) and reading `UDP_GRO`
 //!   ([`gro_segment`]) — the only `unsafe` here, each block saying why it is sound;
-//! - socket setup ([`enable_gro`], [`set_buffers`]) and addresses in the kernel's layout.
+//! - socket setup ([`enable_gro`], [`set_buffers`]), the address peers reach a wildcard bind at
+//!   ([`reachable`]), and addresses in the kernel's layout ([`to_std`], [`unspecified`]).
 //!
 //! Must not: own sockets or buffers, block, or allocate on the per-datagram path.
 #![allow(unsafe_code)]
