@@ -328,6 +328,9 @@ impl Region {
         }
         self.macs.insert(mac);
         self.join_groups(&id, &eni.security_group_ids);
+        if let Some(att) = &eni.attachment {
+            self.index_attachment(&id, att).expect("caller checked the slot; the port is new");
+        }
         self.enis.insert(id.clone(), eni);
         self.mark(Kind::Eni, &id);
         id
@@ -352,6 +355,28 @@ impl Region {
     /// A NIC by its fabric port.
     pub fn eni_by_port(&self, port_id: u32) -> Option<&Eni> {
         self.ports.get(&port_id).and_then(|id| self.enis.get(id))
+    }
+
+    /// Records an attachment in the slot index of its instance (or trunk) and the port index;
+    /// a slot or port already held by another ENI is an error, and nothing is recorded.
+    pub(crate) fn index_attachment(&mut self, id: &str, att: &Attachment) -> Result<(), String> {
+        if att.port_id != 0 && self.ports.get(&att.port_id).is_some_and(|holder| holder != id) {
+            return Err(format!("ENI {id}: fabric port {} is held twice", att.port_id));
+        }
+        let slots = match &att.trunk_network_interface_id {
+            Some(trunk) => self.members.entry(trunk.clone()).or_default(),
+            None => self.nics.entry(att.instance_id.clone()).or_default(),
+        };
+        match slots.get(&att.device_index) {
+            Some(holder) if holder != id => {
+                return Err(format!("ENI {id}: device index {} is held twice", att.device_index));
+            }
+            _ => slots.insert(att.device_index, id.to_string()),
+        };
+        if att.port_id != 0 {
+            self.ports.insert(att.port_id, id.to_string());
+        }
+        Ok(())
     }
 
     fn unindex_attachment(&mut self, id: &str, att: &Attachment) {
@@ -615,13 +640,7 @@ impl Region {
             network_card_index: 0,
             port_id,
         };
-        match trunk_id {
-            Some(t) => self.members.entry(t.to_string()).or_default().insert(slot, id.clone()),
-            None => self.nics.entry(req.instance_id.clone()).or_default().insert(slot, id.clone()),
-        };
-        if port_id != 0 {
-            self.ports.insert(port_id, id.clone());
-        }
+        self.index_attachment(&id, &att).expect("the slot was checked free; the port is new");
         let eni = self.enis.get_mut(&id).expect("checked above");
         eni.attachment = Some(att);
         eni.eni_type = kind_after;

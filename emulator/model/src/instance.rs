@@ -199,8 +199,6 @@ impl Region {
                 creation_time: now,
             };
             r.instances.insert(instance_id.clone(), instance);
-            r.ports.insert(port_id, primary.clone());
-            r.nics.entry(instance_id.clone()).or_default().insert(0, primary);
             r.mark(Kind::Instance, &instance_id);
             Ok(r.instance_view(&instance_id).expect("just inserted"))
         })

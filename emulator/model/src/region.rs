@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{InstanceType, builtin_types};
-use crate::eni::{Eni, EniStatus, EniType};
+use crate::eni::{Attachment, Eni, EniStatus, EniType};
 use crate::error::ModelError;
 use crate::ids::{IdGen, IdKind};
 use crate::instance::Instance;
@@ -372,21 +372,14 @@ impl Region {
             for sg in &eni.security_group_ids {
                 self.sg_members.entry(sg.clone()).or_default().insert(id.clone());
             }
-            if let Some(att) = &eni.attachment {
-                let slot = match &att.trunk_network_interface_id {
-                    Some(trunk) => self.members.entry(trunk.clone()).or_default(),
-                    None => self.nics.entry(att.instance_id.clone()).or_default(),
-                };
-                if slot.insert(att.device_index, id.clone()).is_some() {
-                    return Err(format!("ENI {id}: device index {} is held twice", att.device_index));
-                }
-                if att.port_id != 0 && self.ports.insert(att.port_id, id.clone()).is_some() {
-                    return Err(format!("ENI {id}: fabric port {} is held twice", att.port_id));
-                }
-            }
             if let Some(due) = eni.transition_due {
                 self.pending.insert((due, Kind::Eni, id.clone()));
             }
+        }
+        let attachments: Vec<(String, Attachment)> =
+            self.enis.iter().filter_map(|(id, e)| Some((id.clone(), e.attachment.clone()?))).collect();
+        for (id, att) in &attachments {
+            self.index_attachment(id, att)?;
         }
         for (key, t) in &self.tokens {
             self.token_expiry.insert((t.at, key.clone()));
