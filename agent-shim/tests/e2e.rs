@@ -15,12 +15,8 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use enifab::actor::SystemClock;
-use enifab::serve::{Emulator, ServeConfig};
-use enifab_model::TransitionDelays;
 use enifab_proto::v1 as pb;
 use enifab_proto::v1::ecs_client::EcsClient;
 use enifab_proto::v1::shim_client::ShimClient;
@@ -30,55 +26,10 @@ use enifab_shim::{Shim, ShimOptions};
 use hyper_util::rt::TokioIo;
 use nix::sys::socket::{self as nsock, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn};
 use nix::sys::time::TimeVal;
-use support::{Netns, eventually, privileged};
-use tokio::sync::oneshot;
+use support::{Emu, Netns, REGION, eventually, privileged};
 use tonic::transport::{Channel, Endpoint};
 
-const REGION: &str = "cn-hongkong";
-
 // ---- the emulator ---------------------------------------------------------------------------
-
-struct Emu {
-    grpc: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Emu {
-    /// Serves `data_dir` with gRPC on `grpc` (port 0 = any) and the fabric on 127.0.0.1:0.
-    async fn start(data_dir: &Path, grpc: SocketAddr) -> Emu {
-        let cfg = ServeConfig {
-            listen: grpc,
-            data_dir: data_dir.to_path_buf(),
-            region: REGION.into(),
-            delays: TransitionDelays::ZERO,
-            fabric_listen: "127.0.0.1:0".parse().unwrap(),
-        };
-        let emu = Emulator::open(&cfg, Arc::new(SystemClock)).expect("open the emulator");
-        let listener = tokio::net::TcpListener::bind(grpc).await.expect("bind the API port");
-        let grpc = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(emu.run(listener, async {
-            let _ = rx.await;
-        }));
-        Emu { grpc, shutdown: Some(tx), task: Some(task) }
-    }
-
-    async fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await.expect("connect")
-    }
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
 
 /// `enifab serve` as a child process, for what only a process can do: die (SIGKILL) and come
 /// back on the same API port and data directory.

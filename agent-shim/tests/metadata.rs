@@ -15,67 +15,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use enifab::actor::SystemClock;
 use enifab::cli::Clients;
-use enifab::serve::{Emulator, ServeConfig};
-use enifab_model::TransitionDelays;
 use enifab_proto::v1 as pb;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::metadata::{MetadataError, MetadataOptions, MetadataServer};
 use enifab_shim::{Shim, ShimOptions};
-use support::{Netns, privileged};
-use tokio::sync::oneshot;
-use tonic::transport::Endpoint;
+use support::{Emu, Netns, REGION, privileged};
 
-const REGION: &str = "cn-hongkong";
 const ZONE: &str = "cn-hongkong-b";
 const META: &str = "/latest/meta-data/";
 /// How soon a change the API shows must show in the metadata.
 const WITHIN: Duration = Duration::from_secs(1);
 
 // ---- the emulator and the cloud side ---------------------------------------------------------
-
-/// `enifab serve` in this process: gRPC and the fabric on 127.0.0.1, any port; stopped on drop.
-struct Emu {
-    grpc: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Emu {
-    async fn start(data_dir: &Path) -> Emu {
-        let cfg = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.to_path_buf(),
-            region: REGION.into(),
-            delays: TransitionDelays::ZERO,
-            fabric_listen: "127.0.0.1:0".parse().unwrap(),
-        };
-        let emu = Emulator::open(&cfg, Arc::new(SystemClock)).expect("open the emulator");
-        let listener = tokio::net::TcpListener::bind(cfg.listen).await.expect("bind the API port");
-        let grpc = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(emu.run(listener, async {
-            let _ = rx.await;
-        }));
-        Emu { grpc, shutdown: Some(tx), task: Some(task) }
-    }
-
-    async fn clients(&self) -> Clients {
-        Clients::new(Endpoint::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await.expect("connect"))
-    }
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
 
 struct Cloud {
     c: Clients,
@@ -444,8 +396,8 @@ async fn metadata_agrees_with_the_api_inside_the_node() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let emu = Emu::start(&dir.path().join("data")).await;
-    let mut cloud = Cloud::build(emu.clients().await).await;
+    let emu = Emu::start(&dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).await;
+    let mut cloud = Cloud::build(Clients::new(emu.channel().await)).await;
     let (ia, ib) = (cloud.instance("10.0.4.22").await, cloud.instance("10.0.4.23").await);
     let (na, nb) = (Netns::new("mda"), Netns::new("mdb"));
     let shim_a = Shim::start(shim_options(&emu, &ia, &na, dir.path(), false)).expect("shim A");

@@ -1,5 +1,6 @@
 //! Helpers shared by the privileged and end-to-end tests: network namespaces with unique names
-//! that are removed by a guard (also when the test panics), `ip -j` queries, frames and fds.
+//! that are removed by a guard (also when the test panics), `ip -j` queries, frames and fds, and
+//! an in-process emulator ([`Emu`]).
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -169,4 +170,55 @@ pub fn udp_frame(
     f.extend_from_slice(&udp_check.to_be_bytes());
     f.extend_from_slice(payload);
     f
+}
+
+/// The region every test cloud is in.
+pub const REGION: &str = "cn-hongkong";
+
+/// `enifab serve` in this process: gRPC on `grpc` (port 0 = any), the fabric on 127.0.0.1 (any
+/// port), state in `data_dir`, transitions immediate; stopped on drop.
+pub struct Emu {
+    pub grpc: std::net::SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Emu {
+    pub async fn start(data_dir: &std::path::Path, grpc: std::net::SocketAddr) -> Emu {
+        let cfg = enifab::serve::ServeConfig {
+            listen: grpc,
+            data_dir: data_dir.to_path_buf(),
+            region: REGION.into(),
+            delays: enifab_model::TransitionDelays::ZERO,
+            fabric_listen: "127.0.0.1:0".parse().unwrap(),
+        };
+        let emu = enifab::serve::Emulator::open(&cfg, std::sync::Arc::new(enifab::actor::SystemClock))
+            .expect("open the emulator");
+        let listener = tokio::net::TcpListener::bind(grpc).await.expect("bind the API port");
+        let grpc = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(emu.run(listener, async {
+            let _ = rx.await;
+        }));
+        Emu { grpc, shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
 }
