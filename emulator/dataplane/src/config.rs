@@ -231,6 +231,162 @@ pub struct Rule {
     pub local_cidr: Option<Ipv4Cidr>,
 }
 
+/// A layer-4 protocol a load balancer listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LbProtocol {
+    Tcp,
+    Udp,
+}
+
+impl LbProtocol {
+    pub fn number(self) -> u8 {
+        match self {
+            LbProtocol::Tcp => PROTO_TCP,
+            LbProtocol::Udp => PROTO_UDP,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbProtocol::Tcp => "tcp",
+            LbProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// How a listener picks a backend for a new flow (CLB `Scheduler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheduler {
+    /// Weighted round robin (the cloud's default), smooth: over every cycle of total-weight
+    /// flows each backend gets exactly its weight's share, interleaved.
+    Wrr,
+    /// Round robin over the eligible backends, weights ignored (beyond weight 0 = none).
+    Rr,
+    /// Weighted least connections: the fewest tracked flows per unit of weight.
+    Wlc,
+    /// Consistent hash of the source IP (weighted rendezvous hashing).
+    Sch,
+    /// Consistent hash of the 4-tuple.
+    Tch,
+}
+
+impl Scheduler {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheduler::Wrr => "wrr",
+            Scheduler::Rr => "rr",
+            Scheduler::Wlc => "wlc",
+            Scheduler::Sch => "sch",
+            Scheduler::Tch => "tch",
+        }
+    }
+}
+
+/// One backend of a listener: an address of an ENI of the load balancer's VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendConfig {
+    /// What the API calls it (`eni-…`, `i-…`), for health reports.
+    pub server_id: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// 0–100; 0 takes no new flows.
+    pub weight: u8,
+}
+
+/// What a health check sends and what counts as an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HealthCheckKind {
+    /// A SYN; a SYN-ACK is healthy (answered with a RST), a RST or silence is not.
+    Tcp,
+    /// A connection and `GET <uri>`; healthy when the status code's class is in `codes`.
+    Http { uri: String, host: Option<String>, codes: HttpCodes },
+    /// A datagram (`request`); an ICMP port unreachable is unhealthy. With `expect` set, only a
+    /// reply containing it is healthy; without, silence is healthy too.
+    Udp { request: Vec<u8>, expect: Option<Vec<u8>> },
+}
+
+/// The status classes an HTTP check accepts (`HealthCheckHttpCode`: `http_2xx,http_3xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct HttpCodes {
+    /// Bit n set: class nxx (n = 1..=5) is healthy.
+    pub classes: u8,
+}
+
+impl HttpCodes {
+    pub const DEFAULT: HttpCodes = HttpCodes { classes: 1 << 2 };
+
+    pub fn accepts(&self, status: u16) -> bool {
+        let class = status / 100;
+        (1..=5).contains(&class) && self.classes & (1 << class) != 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    /// `HealthCheckConnectPort`; `None` checks each backend on its own port.
+    pub port: Option<u16>,
+    /// How long one probe waits for its answer (`HealthCheckConnectTimeout`).
+    pub timeout: Duration,
+    /// Between the starts of two probes of one backend (`HealthCheckInterval`).
+    pub interval: Duration,
+    /// Consecutive successes that make an unhealthy backend healthy (`HealthyThreshold`).
+    pub healthy_threshold: u8,
+    /// Consecutive failures that make a healthy backend unhealthy (`UnhealthyThreshold`).
+    pub unhealthy_threshold: u8,
+}
+
+/// One listener of a load balancer (CLB layer 4: TCP or UDP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub protocol: LbProtocol,
+    pub port: u16,
+    /// `running`; a stopped listener takes no traffic.
+    pub running: bool,
+    pub scheduler: Scheduler,
+    /// `PersistenceTimeout`: a client keeps its backend this long after its last new flow;
+    /// zero is off.
+    pub persistence: Duration,
+    /// `EstablishedTimeout` (TCP): idle time after which an established flow is forgotten.
+    pub established_timeout: Duration,
+    pub backends: Vec<BackendConfig>,
+    /// `None`: health checking is off and every backend counts as healthy.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// Where a load balancer's address is reached from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LbNetwork {
+    /// `AddressType=intranet`: a private address of the VPC, reached from its ENIs.
+    Intranet,
+    /// `AddressType=internet`: a public address, reached from the internet side only.
+    Internet,
+}
+
+/// A load balancer (CLB instance) with its listeners; backends live in `vpc_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancerConfig {
+    pub id: String,
+    pub vpc_id: String,
+    pub network: LbNetwork,
+    pub address: Ipv4Addr,
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// A host on the internet side of the fabric (an external client): one port, one public
+/// address, no VPC and no security groups. It reaches internet-facing load balancers; nothing
+/// reaches it but the replies of its own flows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalHostConfig {
+    pub id: String,
+    pub vni: Vni,
+    pub mac: Mac,
+    pub peer: SocketAddr,
+    pub ip: Ipv4Addr,
+    /// The segment it believes it is on; its gateway (last − 2) answers ping.
+    pub segment: Ipv4Cidr,
+}
+
 /// A snapshot the emulator could not turn into a consistent data plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
@@ -261,6 +417,23 @@ pub enum ConfigError {
         sg_id: String,
     },
     DuplicateSecurityGroup(String),
+    /// Two load balancers (or a load balancer and an ENI or external host) claim one address.
+    DuplicateAddress {
+        id: String,
+        ip: Ipv4Addr,
+    },
+    /// A load balancer listens twice on one protocol and port, or on port 0.
+    BadListener {
+        lb_id: String,
+        port: u16,
+    },
+    /// A backend with port 0 or a weight over 100.
+    BadBackend {
+        lb_id: String,
+        ip: Ipv4Addr,
+    },
+    /// An external host's VNI is also a node's port.
+    DuplicatePort(Vni),
 }
 
 impl fmt::Display for ConfigError {
@@ -285,6 +458,14 @@ impl fmt::Display for ConfigError {
             ConfigError::DuplicateSecurityGroup(id) => {
                 write!(f, "security group {id} appears twice")
             }
+            ConfigError::DuplicateAddress { id, ip } => write!(f, "{id} claims {ip}, which is already taken"),
+            ConfigError::BadListener { lb_id, port } => {
+                write!(f, "load balancer {lb_id}: listener port {port} is 0 or appears twice")
+            }
+            ConfigError::BadBackend { lb_id, ip } => {
+                write!(f, "load balancer {lb_id}: backend {ip} has port 0 or a weight over 100")
+            }
+            ConfigError::DuplicatePort(vni) => write!(f, "port {vni} is registered twice"),
         }
     }
 }
@@ -293,8 +474,30 @@ impl std::error::Error for ConfigError {}
 
 /// Stable 64-bit name of a string id (FNV-1a). Conntrack keys and entries use it so that they
 /// stay meaningful across snapshots, whose internal indexes are renumbered.
-pub(crate) fn stable_key(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+pub(crate) const fn stable_key(s: &str) -> u64 {
+    fnv_extend(0xcbf2_9ce4_8422_2325, s.as_bytes())
+}
+
+/// FNV-1a of `bytes`, continuing from `h`.
+pub(crate) const fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        h = (h ^ bytes[i] as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
+
+/// The namespace of the internet side: what the VPC key is for ENIs, this is for external
+/// hosts and internet-facing VIPs. No VPC id hashes to it in practice (VPC ids start `vpc-`),
+/// and conntrack checks endpoints as well as keys, so a collision could not mix flows anyway.
+pub(crate) const INTERNET: u64 = stable_key("enifab:internet");
+
+/// The stable name of a listener, for runtime state that outlives snapshots (scheduler,
+/// persistence, health).
+pub(crate) fn listener_key(lb_id: &str, protocol: LbProtocol, port: u16) -> u64 {
+    let h = fnv_extend(stable_key(lb_id), &[0, protocol.number()]);
+    fnv_extend(h, &port.to_be_bytes())
 }
 
 pub(crate) type EniIdx = u32;
@@ -384,6 +587,49 @@ pub(crate) struct Eni {
     pub default_egress: Policy,
     /// Basic groups with `InnerAccessPolicy=Accept`, sorted.
     pub inner_accept: Box<[GroupIdx]>,
+    /// A host of the internet side, not an ENI: no groups, its own address only.
+    pub external: bool,
+}
+
+pub(crate) type LbIdx = u32;
+
+#[derive(Debug)]
+pub(crate) struct Backend {
+    pub server_id: Arc<str>,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub weight: u8,
+}
+
+#[derive(Debug)]
+pub(crate) struct Listener {
+    /// [`listener_key`].
+    pub key: u64,
+    pub protocol: LbProtocol,
+    pub port: u16,
+    pub running: bool,
+    pub scheduler: Scheduler,
+    /// Nanoseconds; 0 = no persistence.
+    pub persistence: u64,
+    /// Nanoseconds.
+    pub established: u64,
+    pub backends: Box<[Backend]>,
+    pub health: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Lb {
+    pub id: Arc<str>,
+    /// The backends' VPC.
+    pub vpc: u64,
+    /// Sorted by (protocol, port).
+    pub listeners: Box<[Listener]>,
+}
+
+impl Lb {
+    pub fn listener(&self, protocol: u8, port: u16) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.protocol.number() == protocol && l.port == port)
+    }
 }
 
 #[derive(Debug)]
@@ -407,6 +653,25 @@ pub struct FabricConfig {
     pub(crate) by_ip: FixedMap<(u64, Ipv4Addr), EniIdx>,
     pub(crate) by_vlan: FixedMap<(Vni, u16), EniIdx>,
     pub(crate) gateways: FixedSet<(u64, Ipv4Addr)>,
+    lb_specs: Vec<LoadBalancerConfig>,
+    host_specs: Vec<ExternalHostConfig>,
+    pub(crate) lbs: Vec<Lb>,
+    /// (namespace, VIP) → load balancer: a VPC key for intranet VIPs, [`INTERNET`] for public.
+    pub(crate) vips: FixedMap<(u64, Ipv4Addr), LbIdx>,
+    /// [`listener_key`] → (load balancer, listener index).
+    pub(crate) listener_by_key: FixedMap<u64, (LbIdx, u32)>,
+    /// Conntrack's folded namespace → the full key (every VPC with an ENI, and the internet).
+    pub(crate) namespaces: FixedMap<u32, u64>,
+}
+
+/// Everything a snapshot is built from.
+#[derive(Debug, Clone, Default)]
+pub struct FabricSpec {
+    pub ports: Vec<(Vni, PortConfig)>,
+    pub enis: Vec<EniConfig>,
+    pub groups: Vec<SecurityGroupConfig>,
+    pub load_balancers: Vec<LoadBalancerConfig>,
+    pub external_hosts: Vec<ExternalHostConfig>,
 }
 
 impl FabricConfig {
@@ -421,9 +686,23 @@ impl FabricConfig {
         enis: Vec<EniConfig>,
         groups: Vec<SecurityGroupConfig>,
     ) -> Result<FabricConfig, ConfigError> {
-        let mut port_specs: Vec<(Vni, PortConfig)> = ports.into_iter().collect();
+        let spec = FabricSpec { ports: ports.into_iter().collect(), enis, groups, ..FabricSpec::default() };
+        Self::build(epoch, spec)
+    }
+
+    /// A snapshot with load balancers and the internet side too.
+    pub fn build(epoch: u64, spec: FabricSpec) -> Result<FabricConfig, ConfigError> {
+        let FabricSpec { ports, enis, groups, load_balancers, external_hosts } = spec;
+        let mut port_specs: Vec<(Vni, PortConfig)> = ports;
         port_specs.sort_by_key(|(v, _)| *v);
         port_specs.dedup_by_key(|(v, _)| *v);
+        for h in &external_hosts {
+            if port_specs.iter().any(|(v, _)| *v == h.vni) {
+                return Err(ConfigError::DuplicatePort(h.vni));
+            }
+            port_specs.push((h.vni, PortConfig { eni_id: h.id.clone(), mac: h.mac, peer: h.peer }));
+        }
+        port_specs.sort_by_key(|(v, _)| *v);
 
         let mut group_idx: FixedMap<&str, GroupIdx> = FixedMap::default();
         for (i, g) in groups.iter().enumerate() {
@@ -488,7 +767,93 @@ impl FabricConfig {
         let compiled_groups: Vec<Group> =
             groups.iter().zip(members).map(|(g, members)| Group { id: Arc::from(g.id.as_str()), members }).collect();
 
-        let compiled_enis = enis.iter().map(|e| compile_eni(e, &groups, &group_idx)).collect::<Vec<_>>();
+        let mut compiled_enis = enis.iter().map(|e| compile_eni(e, &groups, &group_idx)).collect::<Vec<_>>();
+
+        // The internet side: each external host is an endpoint of its own namespace.
+        for h in &external_hosts {
+            let i = compiled_enis.len() as EniIdx;
+            if eni_idx.insert(h.id.as_str(), i).is_some() {
+                return Err(ConfigError::DuplicateEni(h.id.clone()));
+            }
+            if by_ip.insert((INTERNET, h.ip), i).is_some() {
+                return Err(ConfigError::DuplicateAddress { id: h.id.clone(), ip: h.ip });
+            }
+            untagged.insert(h.vni, i);
+            if let Some(gw) = h.segment.gateway() {
+                gateways.insert((INTERNET, gw));
+            }
+            compiled_enis.push(Eni {
+                id: Arc::from(h.id.as_str()),
+                key: stable_key(&h.id),
+                vpc: INTERNET,
+                source_dest_check: true,
+                vni: h.vni,
+                tag: None,
+                timeouts: Timeouts::from_config(&ConntrackTimeouts::default()),
+                ingress: Box::new([]),
+                egress: Box::new([]),
+                default_egress: Policy::Accept,
+                inner_accept: Box::new([]),
+                external: true,
+            });
+        }
+
+        let mut vips = FixedMap::default();
+        let mut lbs = Vec::with_capacity(load_balancers.len());
+        for lb in &load_balancers {
+            let vpc = stable_key(&lb.vpc_id);
+            let ns = match lb.network {
+                LbNetwork::Intranet => vpc,
+                LbNetwork::Internet => INTERNET,
+            };
+            let taken = by_ip.contains_key(&(ns, lb.address)) || gateways.contains(&(ns, lb.address));
+            if taken || vips.insert((ns, lb.address), lbs.len() as LbIdx).is_some() {
+                return Err(ConfigError::DuplicateAddress { id: lb.id.clone(), ip: lb.address });
+            }
+            let mut listeners = Vec::with_capacity(lb.listeners.len());
+            for l in &lb.listeners {
+                if l.port == 0 || listeners.iter().any(|o: &Listener| o.protocol == l.protocol && o.port == l.port) {
+                    return Err(ConfigError::BadListener { lb_id: lb.id.clone(), port: l.port });
+                }
+                let mut backends = Vec::with_capacity(l.backends.len());
+                for b in &l.backends {
+                    if b.port == 0 || b.weight > 100 {
+                        return Err(ConfigError::BadBackend { lb_id: lb.id.clone(), ip: b.ip });
+                    }
+                    backends.push(Backend {
+                        server_id: Arc::from(b.server_id.as_str()),
+                        ip: b.ip,
+                        port: b.port,
+                        weight: b.weight,
+                    });
+                }
+                listeners.push(Listener {
+                    key: listener_key(&lb.id, l.protocol, l.port),
+                    protocol: l.protocol,
+                    port: l.port,
+                    running: l.running,
+                    scheduler: l.scheduler,
+                    persistence: nanos(l.persistence),
+                    established: nanos(l.established_timeout),
+                    backends: backends.into(),
+                    health: l.health_check.clone(),
+                });
+            }
+            listeners.sort_by_key(|l| (l.protocol, l.port));
+            lbs.push(Lb { id: Arc::from(lb.id.as_str()), vpc, listeners: listeners.into() });
+        }
+        let listener_by_key = lbs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, lb)| lb.listeners.iter().enumerate().map(move |(j, l)| (l.key, (i as LbIdx, j as u32))))
+            .collect();
+        let namespaces = compiled_enis
+            .iter()
+            .map(|e| e.vpc)
+            .chain(lbs.iter().map(|lb| lb.vpc))
+            .chain(core::iter::once(INTERNET))
+            .map(|k| (crate::conntrack::ns(k), k))
+            .collect();
 
         let ports = port_specs
             .iter()
@@ -514,7 +879,31 @@ impl FabricConfig {
             by_ip,
             by_vlan,
             gateways,
+            lb_specs: load_balancers,
+            host_specs: external_hosts,
+            lbs,
+            vips,
+            listener_by_key,
+            namespaces,
         })
+    }
+
+    pub(crate) fn listener(&self, key: u64) -> Option<(&Lb, &Listener)> {
+        let &(lb, l) = self.listener_by_key.get(&key)?;
+        let lb = self.lb(lb);
+        Some((lb, &lb.listeners[l as usize]))
+    }
+
+    pub fn load_balancers(&self) -> &[LoadBalancerConfig] {
+        &self.lb_specs
+    }
+
+    pub fn external_hosts(&self) -> &[ExternalHostConfig] {
+        &self.host_specs
+    }
+
+    pub(crate) fn lb(&self, i: LbIdx) -> &Lb {
+        &self.lbs[i as usize]
     }
 
     pub fn epoch(&self) -> u64 {
@@ -607,6 +996,7 @@ fn compile_eni(e: &EniConfig, groups: &[SecurityGroupConfig], group_idx: &FixedM
         // enterprise default wins. No group at all behaves like a basic group.
         default_egress: if any_enterprise { Policy::Drop } else { Policy::Accept },
         inner_accept: inner_accept.into(),
+        external: false,
     }
 }
 

@@ -1,21 +1,39 @@
 //! Connection tracking: what makes security groups stateful ("if an outbound packet is
-//! permitted, inbound packets of this connection are also permitted", reference §8.2 item 6).
+//! permitted, inbound packets of this connection are also permitted", reference §8.2 item 6),
+//! and what lets a load balancer's translation follow a flow (reference §11.1: layer-4 CLB keeps
+//! the client's address, so replies must be steered back through the VIP).
 //!
-//! A flow is keyed by (VPC, protocol, addresses, ports) in the direction of its first packet.
+//! A connection has two tuples, as in Linux's conntrack: the *original* one (the first packet's
+//! addresses and ports, in its sender's namespace) and the *reply* one (what a reply looks like
+//! where the receiver sends it). Without translation the reply tuple is the original reversed,
+//! and only the original is indexed: a reply finds its connection by reversing itself. A
+//! translated (load-balanced) connection indexes both, because its reply (`backend → client`) is
+//! not the reverse of its original (`client → VIP`); the reply tuple lives in the backend's
+//! VPC, the original in the client's (a VPC, or the internet side).
+//!
 //! TCP and UDP use ports, ICMP echo uses the echo identifier (a reply matches only the reverse
 //! of a tracked request, so an unsolicited request never rides on someone else's ping), and any
 //! other IP protocol (GRE…) is tracked by address pair. TCP state is followed just far enough to
 //! pick the timeout: handshake, established, half-closed, closed (FIN both ways or RST).
 //!
-//! Decisions are split from effects: `Conntrack::get`, `start` and `advance` are read-only and
-//! return the entry to store; the pipeline commits it after the verdict is known. That is what
-//! lets `Fabric::trace` run the whole pipeline without touching state.
+//! One reply tuple never belongs to two connections: a new connection whose tuples (or their
+//! reverses) are held by a live one is refused (`conntrack_clash`), never merged. That is what
+//! stops a client that reaches a backend directly and through a VIP from the same source port
+//! from having the backend's replies un-translated for the wrong one.
+//!
+//! Decisions are split from effects: lookups and [`start`]/[`advance`] are read-only and return
+//! what to store; the pipeline commits it after the verdict is known. That is what lets
+//! `Fabric::trace` run the whole pipeline without touching state.
 //!
 //! Revoked rules: a tracked flow keeps passing until it expires, even if the rule that admitted
 //! it is removed, as in the cloud's own conntrack (and Linux/AWS): rules are checked when a flow
 //! starts, not per packet. This keeps established traffic O(1) in the number of rules. Entries
-//! remember the ENIs they were admitted between, so an address that moves to another ENI does
-//! not inherit the old ENI's flows.
+//! remember the endpoints they were admitted between, so an address that moves to another ENI
+//! does not inherit the old ENI's flows.
+//!
+//! Memory: connections live in a slab reserved up front (no allocation on the frame path) and
+//! the index maps compact 20-byte tuples to a 4-byte slot: about 80 bytes a connection plus 25
+//! per indexed tuple and the hash table's slack (BENCHMARKS.md has the measured figure).
 //!
 //! Must not: read a clock (time comes in as `now`) or grow without bound (`max_entries`).
 
@@ -24,17 +42,25 @@ use std::collections::HashMap;
 use std::hash::RandomState;
 
 use crate::Instant;
-use crate::config::Timeouts;
+use crate::config::{FixedMap, Timeouts};
 use crate::wire::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
+/// A packet's tuple in one namespace. `ns` is the VPC's stable key (or the internet side's)
+/// folded to 32 bits: the index stays compact, and a fold collision between two VPCs could at
+/// worst make a flow be judged afresh, since connections also check their endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct FlowKey {
-    pub vpc: u64,
-    pub proto: u8,
+    pub ns: u32,
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     pub sport: u16,
     pub dport: u16,
+    pub proto: u8,
+}
+
+/// The 32-bit namespace of a VPC (or internet) key.
+pub(crate) fn ns(key: u64) -> u32 {
+    (key as u32) ^ ((key >> 32) as u32)
 }
 
 impl FlowKey {
@@ -92,15 +118,64 @@ impl FlowState {
     }
 }
 
+/// A load balancer's translation of a flow: the original direction's destination (the VIP and
+/// listener port, which are the original tuple's `dst`/`dport`) becomes this backend, and the
+/// reply's source becomes the VIP again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Nat {
+    pub backend: Ipv4Addr,
+    pub backend_port: u16,
+    /// Namespace of the backend's side, where the reply tuple lives.
+    pub reply_ns: u32,
+    /// The listener that chose the backend (for its flow counts).
+    pub listener: u64,
+}
+
+/// The state of one tracked connection, as the pipeline reads and writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub state: FlowState,
     pub expires: u64,
-    /// `stable_key` of the ENIs the flow was admitted from and to.
+    /// `stable_key` of the endpoints the flow was admitted from and to (for a translated flow,
+    /// the client and the backend).
     pub src_eni: u64,
     pub dst_eni: u64,
     pub fin_original: bool,
     pub fin_reply: bool,
+    pub nat: Option<Nat>,
+}
+
+/// A connection in the slab: its original tuple and its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Conn {
+    pub orig: FlowKey,
+    pub entry: Entry,
+}
+
+impl Conn {
+    /// What replies look like, in the namespace they are sent in.
+    pub fn reply_key(&self) -> FlowKey {
+        match self.entry.nat {
+            None => self.orig.reversed(),
+            Some(n) => FlowKey {
+                ns: n.reply_ns,
+                src: n.backend,
+                dst: self.orig.src,
+                sport: n.backend_port,
+                dport: self.orig.sport,
+                proto: self.orig.proto,
+            },
+        }
+    }
+
+    /// The tuples the index holds for this connection: the original, and for a translated flow
+    /// the reply too.
+    fn indexed(&self) -> ([FlowKey; 2], usize) {
+        match self.entry.nat {
+            None => ([self.orig, self.orig], 1),
+            Some(_) => ([self.orig, self.reply_key()], 2),
+        }
+    }
 }
 
 /// What the layer-4 header says, as far as tracking cares.
@@ -112,9 +187,28 @@ pub(crate) enum L4Info {
     Other,
 }
 
+/// Which tuples a lookup may match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dirs {
+    /// The packet's own tuple, as an original or (translated flows) a reply; then its reverse,
+    /// as the original of an untranslated flow.
+    Both,
+    /// Only as an original (an echo request starts or continues its own exchange).
+    OriginalOnly,
+    /// The key given is already the original tuple the packet would reply to (an echo reply).
+    ReplyOnly,
+}
+
 /// A new entry for the first packet of a flow, or `None` for a packet that must not start one
 /// (a lone RST: it ends things, it does not open them).
-pub(crate) fn start(l4: L4Info, now: Instant, t: &Timeouts, src_eni: u64, dst_eni: u64) -> Option<Entry> {
+pub(crate) fn start(
+    l4: L4Info,
+    now: Instant,
+    t: &Timeouts,
+    src_eni: u64,
+    dst_eni: u64,
+    nat: Option<Nat>,
+) -> Option<Entry> {
     let state = match l4 {
         L4Info::Tcp { flags } if flags & TCP_RST != 0 => return None,
         L4Info::Tcp { flags } if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 => FlowState::TcpSynSent,
@@ -125,7 +219,7 @@ pub(crate) fn start(l4: L4Info, now: Instant, t: &Timeouts, src_eni: u64, dst_en
         L4Info::IcmpEcho => FlowState::IcmpEcho,
         L4Info::Other => FlowState::Other,
     };
-    let mut e = Entry { state, expires: 0, src_eni, dst_eni, fin_original: false, fin_reply: false };
+    let mut e = Entry { state, expires: 0, src_eni, dst_eni, fin_original: false, fin_reply: false, nat };
     if let L4Info::Tcp { flags } = l4 {
         note_fin(&mut e, FlowDir::Original, flags);
     }
@@ -172,50 +266,219 @@ pub(crate) fn is_reopen(e: &Entry, dir: FlowDir, l4: L4Info) -> bool {
         && (e.state == FlowState::TcpClosed || dir == FlowDir::Reply && e.state != FlowState::TcpSynSent)
 }
 
-/// A flow table in the direction of first packets.
+/// Slot numbers in the index carry this bit when the tuple is a connection's reply tuple.
+const REPLY_BIT: u32 = 1 << 31;
+
+/// A live connection a packet belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub slot: u32,
+    pub dir: FlowDir,
+    pub conn: Conn,
+}
+
+/// Why a new connection cannot be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InsertError {
+    /// Every slot holds a live connection.
+    Full,
+    /// A live connection holds one of its tuples, or the reverse of one.
+    Clash,
+}
+
+/// Flows per (listener, backend address, backend port), for the least-connections scheduler.
+pub(crate) type BackendKey = (u64, Ipv4Addr, u16);
+
+/// The connection table.
 #[derive(Debug)]
 pub(crate) struct Conntrack {
-    map: HashMap<FlowKey, Entry, RandomState>,
-    max_entries: usize,
+    slots: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    index: HashMap<FlowKey, u32, RandomState>,
+    live: usize,
+    /// Translated connections per backend; keys are created when the snapshot names the
+    /// backend ([`Conntrack::sync_backends`]), so the frame path never inserts.
+    per_backend: FixedMap<BackendKey, u32>,
 }
 
 impl Conntrack {
     pub fn new(max_entries: usize, hasher: RandomState) -> Conntrack {
-        // Reserved up front so that admitting a flow does not allocate on the frame path.
-        Conntrack { map: HashMap::with_capacity_and_hasher(max_entries, hasher), max_entries }
-    }
-
-    /// The live entry for `key` as seen from `dir`: looks up `key` itself for `Original`, its
-    /// reverse for `Reply`. Expired entries are invisible (and are replaced or swept later).
-    pub fn get(&self, key: &FlowKey, now: Instant) -> Option<&Entry> {
-        self.map.get(key).filter(|e| e.expires > now.0)
-    }
-
-    /// Room for `key` (an existing, possibly expired entry for it is overwritten in place).
-    pub fn has_room_for(&self, key: &FlowKey) -> bool {
-        self.map.len() < self.max_entries || self.map.contains_key(key)
-    }
-
-    pub fn store(&mut self, key: FlowKey, e: Entry) {
-        if self.has_room_for(&key) {
-            self.map.insert(key, e);
+        let max = max_entries.min(REPLY_BIT as usize - 1);
+        // Reserved up front so that admitting a flow does not allocate on the frame path; a
+        // translated flow has two tuples, and most flows of a busy fabric are translated only
+        // when a load balancer is in front, so the index is sized for the worst case.
+        Conntrack {
+            slots: vec![None; max],
+            free: (0..max as u32).rev().collect(),
+            index: HashMap::with_capacity_and_hasher(max.saturating_mul(2), hasher),
+            live: 0,
+            per_backend: FixedMap::default(),
         }
     }
 
-    /// Drops every entry that has expired at `now`; returns how many. The shell calls this
-    /// periodically (about once a second is plenty).
+    fn conn(&self, slot: u32) -> Option<&Conn> {
+        self.slots.get((slot & !REPLY_BIT) as usize)?.as_ref()
+    }
+
+    fn live_at(&self, key: &FlowKey, now: Instant) -> Option<(u32, &Conn)> {
+        let slot = *self.index.get(key)?;
+        let c = self.conn(slot)?;
+        (c.entry.expires > now.0).then_some((slot, c))
+    }
+
+    /// The live connection a packet with tuple `key` belongs to, and the packet's direction.
+    pub fn lookup(&self, key: &FlowKey, dirs: Dirs, now: Instant) -> Option<Found> {
+        let found = |slot: u32, c: &Conn, dir| Found { slot: slot & !REPLY_BIT, dir, conn: *c };
+        match dirs {
+            Dirs::Both => {
+                if let Some((slot, c)) = self.live_at(key, now) {
+                    let dir = if slot & REPLY_BIT != 0 { FlowDir::Reply } else { FlowDir::Original };
+                    return Some(found(slot, c, dir));
+                }
+                // An untranslated flow's reply is its original reversed. The reverse of a
+                // translated flow's reply tuple (client → backend, directly) is not part of it.
+                let (slot, c) = self.live_at(&key.reversed(), now)?;
+                (slot & REPLY_BIT == 0 && c.entry.nat.is_none()).then(|| found(slot, c, FlowDir::Reply))
+            }
+            Dirs::OriginalOnly => {
+                let (slot, c) = self.live_at(key, now)?;
+                (slot & REPLY_BIT == 0).then(|| found(slot, c, FlowDir::Original))
+            }
+            Dirs::ReplyOnly => {
+                let (slot, c) = self.live_at(key, now)?;
+                (slot & REPLY_BIT == 0).then(|| found(slot, c, FlowDir::Reply))
+            }
+        }
+    }
+
+    /// Whether `conn` could be stored now: no live connection holds its tuples or their
+    /// reverses, and a slot is free (or held by an expired connection, which would be reused).
+    /// `replacing`: a live connection the new one supersedes (a port reopened after close, an
+    /// address that moved), whose tuples do not count as a clash.
+    pub fn check_insert(&self, conn: &Conn, now: Instant, replacing: Option<u32>) -> Result<(), InsertError> {
+        let (keys, n) = conn.indexed();
+        let live_at = |k: &FlowKey| self.live_at(k, now).filter(|(slot, _)| Some(slot & !REPLY_BIT) != replacing);
+        for (i, k) in keys[..n].iter().enumerate() {
+            if live_at(k).is_some() {
+                return Err(InsertError::Clash);
+            }
+            // The reverse of a tuple held as another flow's reply tuple: the two flows' packets
+            // would be taken for each other's. The reverse of our own reply tuple held as an
+            // original (a direct flow client → backend): its replies are ours. The reverse of
+            // our original held as an original is only possible for echo requests crossing
+            // (each side pinging the other), which are separate exchanges.
+            if let Some((slot, _)) = live_at(&k.reversed())
+                && (slot & REPLY_BIT != 0 || i == 1)
+            {
+                return Err(InsertError::Clash);
+            }
+        }
+        let reusable = replacing.is_some() || keys[..n].iter().any(|k| self.index.contains_key(k));
+        if self.free.is_empty() && !reusable { Err(InsertError::Full) } else { Ok(()) }
+    }
+
+    /// Stores a new connection (checked with [`Conntrack::check_insert`] by the caller: a
+    /// connection that no longer fits is not stored). Expired connections holding its tuples
+    /// are forgotten first.
+    pub fn insert(&mut self, conn: Conn, now: Instant, replacing: Option<u32>) {
+        if self.check_insert(&conn, now, replacing).is_err() {
+            return;
+        }
+        if let Some(slot) = replacing {
+            self.remove(slot);
+        }
+        let (keys, n) = conn.indexed();
+        // `check_insert` passed, so whatever holds one of our tuples has expired.
+        for k in &keys[..n] {
+            if let Some(&slot) = self.index.get(k) {
+                self.remove(slot & !REPLY_BIT);
+            }
+        }
+        let Some(slot) = self.free.pop() else { return };
+        self.index.insert(keys[0], slot);
+        if n == 2 {
+            self.index.insert(keys[1], slot | REPLY_BIT);
+        }
+        if let Some(nat) = conn.entry.nat
+            && let Some(count) = self.per_backend.get_mut(&(nat.listener, nat.backend, nat.backend_port))
+        {
+            *count += 1;
+        }
+        self.slots[slot as usize] = Some(conn);
+        self.live += 1;
+    }
+
+    /// Replaces the state of the connection in `slot` (its tuples do not change).
+    pub fn update(&mut self, slot: u32, entry: Entry) {
+        if let Some(Some(c)) = self.slots.get_mut(slot as usize) {
+            debug_assert_eq!(c.entry.nat, entry.nat, "a connection's translation never changes");
+            c.entry = entry;
+        }
+    }
+
+    fn remove(&mut self, slot: u32) {
+        let Some(c) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
+        let (keys, n) = c.indexed();
+        for k in &keys[..n] {
+            if self.index.get(k).is_some_and(|s| s & !REPLY_BIT == slot) {
+                self.index.remove(k);
+            }
+        }
+        if let Some(nat) = c.entry.nat
+            && let Some(count) = self.per_backend.get_mut(&(nat.listener, nat.backend, nat.backend_port))
+        {
+            *count = count.saturating_sub(1);
+        }
+        self.free.push(slot);
+        self.live -= 1;
+    }
+
+    /// Forgets every connection that has expired at `now`; returns how many. The shell calls
+    /// this periodically (about once a second is plenty): lookups already ignore them.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, e| e.expires > now.0);
-        before - self.map.len()
+        let expired: Vec<u32> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.filter(|c| c.entry.expires <= now.0).map(|_| i as u32))
+            .collect();
+        for slot in &expired {
+            self.remove(*slot);
+        }
+        expired.len()
+    }
+
+    /// Makes `backends` the set whose translated flows are counted (the snapshot's), keeping
+    /// the counts of those that stay.
+    pub fn sync_backends(&mut self, backends: impl IntoIterator<Item = BackendKey>) {
+        let mut next: FixedMap<BackendKey, u32> = backends.into_iter().map(|k| (k, 0)).collect();
+        for (k, v) in next.iter_mut() {
+            *v = self.per_backend.get(k).copied().unwrap_or(0);
+        }
+        // Flows to a backend that was removed and comes back are counted again from its flows.
+        if next.values().all(|v| *v == 0) && self.live > 0 {
+            for c in self.slots.iter().flatten() {
+                if let Some(nat) = c.entry.nat
+                    && let Some(n) = next.get_mut(&(nat.listener, nat.backend, nat.backend_port))
+                {
+                    *n += 1;
+                }
+            }
+        }
+        self.per_backend = next;
+    }
+
+    /// Tracked translated flows of one backend of one listener.
+    pub fn flows_to(&self, key: &BackendKey) -> u32 {
+        self.per_backend.get(key).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.live
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Entry)> {
-        self.map.iter()
+    pub fn iter(&self) -> impl Iterator<Item = &Conn> {
+        self.slots.iter().flatten()
     }
 }
 
@@ -233,10 +496,18 @@ mod test {
         L4Info::Tcp { flags }
     }
 
+    fn key(sport: u16, dport: u16) -> FlowKey {
+        FlowKey { ns: 1, proto: 17, src: Ipv4Addr::new(10, 0, 0, 1), dst: Ipv4Addr::new(10, 0, 0, 2), sport, dport }
+    }
+
+    fn conn(orig: FlowKey, nat: Option<Nat>) -> Conn {
+        Conn { orig, entry: start(L4Info::Udp, Instant(0), &t(), 1, 2, nat).unwrap() }
+    }
+
     #[test]
     fn tcp_lifecycle_picks_timeouts() {
         let t = t();
-        let e = start(tcp(TCP_SYN), Instant(0), &t, 1, 2).unwrap();
+        let e = start(tcp(TCP_SYN), Instant(0), &t, 1, 2, None).unwrap();
         assert_eq!((e.state, e.expires), (FlowState::TcpSynSent, 120 * S));
         let e = advance(&e, FlowDir::Reply, tcp(TCP_SYN | TCP_ACK), Instant(S), &t);
         assert_eq!(e.state, FlowState::TcpSynReceived);
@@ -253,8 +524,8 @@ mod test {
     #[test]
     fn rst_closes_and_never_opens() {
         let t = t();
-        assert!(start(tcp(TCP_RST), Instant(0), &t, 1, 2).is_none());
-        let e = start(tcp(TCP_ACK), Instant(0), &t, 1, 2).unwrap();
+        assert!(start(tcp(TCP_RST), Instant(0), &t, 1, 2, None).is_none());
+        let e = start(tcp(TCP_ACK), Instant(0), &t, 1, 2, None).unwrap();
         assert_eq!(e.state, FlowState::TcpEstablished, "mid-stream pickup");
         let e = advance(&e, FlowDir::Reply, tcp(TCP_RST), Instant(0), &t);
         assert_eq!((e.state, e.expires), (FlowState::TcpClosed, 3 * S));
@@ -262,21 +533,43 @@ mod test {
 
     #[test]
     fn table_bounds_and_expiry() {
-        let t = t();
         let mut ct = Conntrack::new(2, RandomState::new());
-        let key =
-            |p| FlowKey { vpc: 1, proto: 17, src: Ipv4Addr::LOCALHOST, dst: Ipv4Addr::BROADCAST, sport: p, dport: 53 };
-        let e = start(L4Info::Udp, Instant(0), &t, 1, 2).unwrap();
-        ct.store(key(1), e);
-        ct.store(key(2), e);
-        assert!(!ct.has_room_for(&key(3)));
-        assert!(ct.has_room_for(&key(2)));
-        ct.store(key(3), e);
+        ct.insert(conn(key(1, 53), None), Instant(0), None);
+        ct.insert(conn(key(2, 53), None), Instant(0), None);
+        assert_eq!(ct.check_insert(&conn(key(3, 53), None), Instant(0), None), Err(InsertError::Full));
+        ct.insert(conn(key(3, 53), None), Instant(0), None);
         assert_eq!(ct.len(), 2);
-        assert!(ct.get(&key(1), Instant(30 * S - 1)).is_some());
-        assert!(ct.get(&key(1), Instant(30 * S)).is_none());
-        assert!(ct.get(&key(1).reversed(), Instant(0)).is_none());
+        let found = ct.lookup(&key(1, 53), Dirs::Both, Instant(30 * S - 1)).unwrap();
+        assert_eq!(found.dir, FlowDir::Original);
+        assert_eq!(ct.lookup(&key(1, 53).reversed(), Dirs::Both, Instant(0)).unwrap().dir, FlowDir::Reply);
+        assert!(ct.lookup(&key(1, 53), Dirs::Both, Instant(30 * S)).is_none());
         assert_eq!(ct.expire(Instant(30 * S)), 2);
         assert_eq!(ct.len(), 0);
+        assert!(ct.index.is_empty());
+    }
+
+    #[test]
+    fn a_translated_flow_is_found_from_both_tuples() {
+        let mut ct = Conntrack::new(8, RandomState::new());
+        let vip = key(40000, 80);
+        let nat = Nat { backend: Ipv4Addr::new(10, 0, 1, 5), backend_port: 8080, reply_ns: 1, listener: 7 };
+        ct.sync_backends([(7, nat.backend, 8080)]);
+        ct.insert(conn(vip, Some(nat)), Instant(0), None);
+        assert_eq!(ct.flows_to(&(7, nat.backend, 8080)), 1);
+        let reply = FlowKey { src: nat.backend, dst: vip.src, sport: 8080, dport: 40000, ..vip };
+        let f = ct.lookup(&reply, Dirs::Both, Instant(0)).unwrap();
+        assert_eq!((f.dir, f.conn.orig), (FlowDir::Reply, vip));
+        // The client reaching the backend directly from the same port is not this flow, and
+        // may not start one of its own: its replies would be un-translated for the other.
+        let direct = reply.reversed();
+        assert!(ct.lookup(&direct, Dirs::Both, Instant(0)).is_none());
+        assert_eq!(ct.check_insert(&conn(direct, None), Instant(0), None), Err(InsertError::Clash));
+        // Nor may a second VIP flow whose reply would be the same.
+        let other_vip = FlowKey { dst: Ipv4Addr::new(10, 0, 0, 99), ..vip };
+        assert_eq!(ct.check_insert(&conn(other_vip, Some(nat)), Instant(0), None), Err(InsertError::Clash));
+        assert_eq!(ct.expire(Instant(31 * S)), 1);
+        assert_eq!(ct.flows_to(&(7, nat.backend, 8080)), 0);
+        assert!(ct.index.is_empty());
+        assert!(ct.check_insert(&conn(direct, None), Instant(31 * S), None).is_ok());
     }
 }

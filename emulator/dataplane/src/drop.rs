@@ -113,6 +113,41 @@ pub enum DropReason {
     },
     /// A new flow was allowed but the conntrack table is full.
     ConntrackFull,
+    /// A new flow would share a tuple with a live one (e.g. a client reaching a backend both
+    /// directly and through a VIP from one source port): refused, never merged.
+    ConntrackClash,
+    /// To a load balancer's address, on a protocol and port it has no listener for (or not TCP
+    /// or UDP at all). The cloud's VIP stays silent.
+    LbNoListener {
+        vip: Ipv4Addr,
+        protocol: u8,
+        port: u16,
+    },
+    /// The listener exists but is stopped.
+    LbListenerStopped {
+        vip: Ipv4Addr,
+        port: u16,
+    },
+    /// The listener has no backend with a weight above 0.
+    LbNoBackend {
+        vip: Ipv4Addr,
+        port: u16,
+    },
+    /// Every backend with weight is unhealthy.
+    LbNoHealthyBackend {
+        vip: Ipv4Addr,
+        port: u16,
+    },
+    /// The backend chosen is the client itself: layer-4 CLB does not support an instance being
+    /// both a backend and a client of one listener, since it keeps the client's address.
+    LbHairpin {
+        eni: Arc<str>,
+    },
+    /// A backend's answer to a health check, taken by the fabric's checker (counted, not an
+    /// error).
+    HealthCheckAnswer,
+    /// Addressed to the health checker, but no probe in progress expects it (a late answer).
+    HealthCheckStray,
     /// The caller's output buffer cannot hold the frame to send.
     OutputBufferTooSmall {
         needed: usize,
@@ -191,6 +226,14 @@ drop_kinds! {
     SecurityGroupEgress => "security_group_egress",
     SecurityGroupIngress => "security_group_ingress",
     ConntrackFull => "conntrack_full",
+    ConntrackClash => "conntrack_clash",
+    LbNoListener => "lb_no_listener",
+    LbListenerStopped => "lb_listener_stopped",
+    LbNoBackend => "lb_no_backend",
+    LbNoHealthyBackend => "lb_no_healthy_backend",
+    LbHairpin => "lb_hairpin",
+    HealthCheckAnswer => "health_check_answer",
+    HealthCheckStray => "health_check_stray",
     OutputBufferTooSmall => "output_buffer_too_small",
 }
 
@@ -233,6 +276,14 @@ impl DropReason {
             DropReason::SecurityGroupEgress { .. } => DropKind::SecurityGroupEgress,
             DropReason::SecurityGroupIngress { .. } => DropKind::SecurityGroupIngress,
             DropReason::ConntrackFull => DropKind::ConntrackFull,
+            DropReason::ConntrackClash => DropKind::ConntrackClash,
+            DropReason::LbNoListener { .. } => DropKind::LbNoListener,
+            DropReason::LbListenerStopped { .. } => DropKind::LbListenerStopped,
+            DropReason::LbNoBackend { .. } => DropKind::LbNoBackend,
+            DropReason::LbNoHealthyBackend { .. } => DropKind::LbNoHealthyBackend,
+            DropReason::LbHairpin { .. } => DropKind::LbHairpin,
+            DropReason::HealthCheckAnswer => DropKind::HealthCheckAnswer,
+            DropReason::HealthCheckStray => DropKind::HealthCheckStray,
             DropReason::OutputBufferTooSmall { .. } => DropKind::OutputBufferTooSmall,
         }
     }
@@ -281,6 +332,11 @@ impl fmt::Display for DropReason {
                 write!(f, ": {eni} by {}", RuleName(sg, rule))
             }
             DropReason::OutputBufferTooSmall { needed } => write!(f, ": need {needed} bytes"),
+            DropReason::LbNoListener { vip, protocol, port } => write!(f, ": {vip} protocol {protocol} port {port}"),
+            DropReason::LbListenerStopped { vip, port }
+            | DropReason::LbNoBackend { vip, port }
+            | DropReason::LbNoHealthyBackend { vip, port } => write!(f, ": {vip}:{port}"),
+            DropReason::LbHairpin { eni } => write!(f, ": {eni} is the client"),
             DropReason::GeneveOam
             | DropReason::Ipv6Unsupported
             | DropReason::ArpUnsupported
@@ -288,7 +344,10 @@ impl fmt::Display for DropReason {
             | DropReason::ArpGratuitous
             | DropReason::ArpProbe
             | DropReason::Ipv4Fragment
-            | DropReason::ConntrackFull => Ok(()),
+            | DropReason::ConntrackFull
+            | DropReason::ConntrackClash
+            | DropReason::HealthCheckAnswer
+            | DropReason::HealthCheckStray => Ok(()),
         }
     }
 }

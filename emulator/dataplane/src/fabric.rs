@@ -3,20 +3,27 @@
 //!
 //! 1. Geneve decap (RFC 8926) and port lookup: the VNI must be registered *and* the datagram
 //!    must come from the shim address that registered it.
-//! 2. 802.1Q demux: untagged (or priority-tagged, VID 0) = the port's own ENI; VID n = the
-//!    member ENI attached to this trunk port with `DeviceIndex` n; anything else is dropped.
+//! 2. 802.1Q demux: untagged (or priority-tagged, VID 0) = the port's own ENI (or external
+//!    host); VID n = the member ENI attached to this trunk port with `DeviceIndex` n; anything
+//!    else is dropped.
 //! 3. Proxy ARP: every request is answered with `ee:ff:ff:ff:ff:ff`, back on the same port and
 //!    tag; replies, announcements and probes are consumed.
 //! 4. IPv4 only, addressed to `ee:ff:ff:ff:ff:ff`; an echo request to any vSwitch gateway of
-//!    the VPC (CIDR last − 2) is answered by the fabric.
-//! 5. Anti-spoof when the sender has `SourceDestCheck` on.
-//! 6. Route by destination IP to the ENI of the VPC that owns it. (The receiver's own
-//!    `SourceDestCheck` needs no code: only its own addresses route to it.)
-//! 7. Conntrack: a packet of a live flow, either direction, skips step 8.
-//! 8. Security groups: sender's egress, then receiver's ingress.
-//! 9. Rewrite as routed (src MAC `ee:ff:ff:ff:ff:ff`, dst MAC = receiving port's MAC, member
-//!    VLAN pushed, TTL untouched) and re-encapsulate, moving the virtio-net offsets by the
-//!    change in L2 header length.
+//!    the VPC (CIDR last − 2), or to a load balancer's address that has a listener, is answered
+//!    by the fabric.
+//! 5. Anti-spoof when the sender has `SourceDestCheck` on (always, for an external host).
+//! 6. Answers to the fabric's own health checks go to the checker ([`crate::health`]).
+//! 7. Conntrack: a packet of a live flow, either direction, skips the security groups; a
+//!    translated (load-balanced) flow also decides where the packet goes and how it is
+//!    rewritten.
+//! 8. Otherwise route by destination: an ENI address of the sender's VPC; or a load balancer's
+//!    address (a VPC's intranet VIP, or from the internet side a public VIP), where the listener
+//!    picks a backend ([`crate::lb`]) and the flow is translated to it, the client's address kept.
+//! 9. Security groups, for new flows: sender's egress (towards the address it used), then
+//!    receiver's ingress (from the client's real address, as CLB layer 4 preserves it).
+//! 10. Rewrite as routed (src MAC `ee:ff:ff:ff:ff:ff`, dst MAC = receiving port's MAC, member
+//!     VLAN pushed, TTL untouched), apply the translation with incremental checksums, and
+//!     re-encapsulate, moving the virtio-net offsets by the change in L2 header length.
 //!
 //! Accepted destination MACs: ARP to broadcast or `ee:ff:ff:ff:ff:ff` (Linux re-validates
 //! neighbours with unicast ARP); IPv4 to `ee:ff:ff:ff:ff:ff` only, which is what every node
@@ -24,18 +31,20 @@
 //! IPv4 are `broadcast_or_multicast` (a VPC never floods). Source MACs are not checked: the
 //! port and VLAN identify the sender (architecture decision 4).
 //!
-//! Forwarding never changes the inner IPv4 packet, so [`Fabric::process_split`] writes only the
-//! new Geneve and Ethernet headers and names the packet as a range of the input datagram
-//! ([`SplitVerdict`]): the caller sends headers and payload as two pieces of one datagram (the
-//! emulator, as two iovecs) and the packet is never copied here. [`Fabric::process`] runs the
-//! same pipeline, only checking `out` for room for the payload too, then copies the payload
-//! after the headers; the two cannot disagree on anything else. The gateway's replies (ARP,
-//! echo) are always written whole.
+//! Forwarding changes at most the IPv4 and TCP/UDP headers (translated flows), so
+//! [`Fabric::process_split`] writes only the new headers and names the rest of the packet as a
+//! range of the input datagram ([`SplitVerdict`]): the caller sends headers and payload as two
+//! pieces of one datagram (the emulator, as two iovecs) and the payload is never copied here.
+//! [`Fabric::process`] runs the same pipeline, only checking `out` for room for the payload too,
+//! then copies the payload after the headers; the two cannot disagree on anything else. The
+//! fabric's own frames (ARP and echo replies, health-check segments, a translated ICMP error)
+//! are always written whole.
 //!
-//! Decide, then commit: the pipeline itself (`decide`) only reads `self`; the conntrack entry
-//! and counters it produced are applied afterwards. [`Fabric::trace`] runs the same code with a
-//! step recorder and skips the commit, so explaining a frame changes nothing. The recorder is a
-//! generic parameter whose no-op version compiles away on the normal path.
+//! Decide, then commit: the pipeline itself (`decide`) only reads `self`; the conntrack entry,
+//! the scheduler's move, the health checker's progress and the counters it produced are applied
+//! afterwards. [`Fabric::trace`] runs the same code with a step recorder and skips the commit, so
+//! explaining a frame changes nothing. The recorder is a generic parameter whose no-op version
+//! compiles away on the normal path.
 
 use core::net::{Ipv4Addr, SocketAddr};
 use core::ops::Range;
@@ -44,9 +53,11 @@ use std::hash::RandomState;
 use std::sync::Arc;
 
 use crate::Instant;
-use crate::config::{Direction, Eni, EniIdx, FabricConfig, Policy};
-use crate::conntrack::{self, Conntrack, Entry, FlowDir, FlowKey, FlowState, L4Info};
+use crate::config::{Direction, Eni, EniIdx, FabricConfig, LbIdx, Policy, Scheduler, Timeouts};
+use crate::conntrack::{self, Conn, Conntrack, Dirs, Entry, FlowDir, FlowKey, FlowState, InsertError, L4Info, Nat};
 use crate::drop::{DropReason, Layer};
+use crate::health::{self, Answer, Arrival, BackendHealth, HealthTable, ProbeKind, ProbeSpec, Respond};
+use crate::lb::{self, LbRuntime, NewFlow, NoBackend, Pick};
 use crate::security_group::{self, Judgement, PacketMeta, SgMatch};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::wire::arp::{self, ArpError};
@@ -55,7 +66,7 @@ use crate::wire::ethernet::{
 };
 use crate::wire::geneve::{self, Vni};
 use crate::wire::ipv4::{self, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use crate::wire::l4::{self, Icmp, Tcp, Udp};
+use crate::wire::l4::{self, Icmp, Tcp, TcpRepr, Udp, UdpRepr};
 use crate::wire::vlan::{self, Tci};
 use crate::wire::vnet::VnetHdr;
 use crate::wire::{BufferTooSmall, checksum};
@@ -65,18 +76,20 @@ use crate::wire::{BufferTooSmall, checksum};
 pub const MAX_GROWTH: usize = vlan::TAG_LEN;
 
 /// The headers [`Fabric::process_split`] writes for a forwarded datagram are never longer than
-/// this: Geneve with the virtio-net option, and an 802.1Q-tagged Ethernet header.
-pub const MAX_HEADER_LEN: usize = geneve::MAX_EMIT_LEN + ethernet::TAGGED_HEADER_LEN;
+/// this: Geneve with the virtio-net option, an 802.1Q-tagged Ethernet header, and for a
+/// translated flow the IPv4 and TCP headers with the largest options.
+pub const MAX_HEADER_LEN: usize = geneve::MAX_EMIT_LEN + ethernet::TAGGED_HEADER_LEN + 60 + 60;
 
-/// TTL of packets the gateway originates (echo replies), Linux's default.
-const GATEWAY_TTL: u8 = 64;
+/// TTL of packets the fabric originates (echo replies, health checks), Linux's default.
+const FABRIC_TTL: u8 = 64;
 
 /// What the caller must do with a datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Send `out[..len]`, a complete Geneve datagram, to the receiving port's shim.
     Forward { to: SocketAddr, len: usize },
-    /// Send `out[..len]` back to the sender: the gateway's ARP or echo reply.
+    /// Send `out[..len]` back to the sender: the gateway's ARP or echo reply, or the health
+    /// checker's next segment.
     Reply { to: SocketAddr, len: usize },
     /// Nothing to send; already counted.
     Drop(DropReason),
@@ -87,10 +100,10 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SplitVerdict {
     /// Send one datagram to the receiving port's shim: `headers_out[..header_len]` (Geneve and
-    /// Ethernet headers) followed by `datagram[payload]` (the inner packet, unchanged).
+    /// Ethernet headers, and rewritten IPv4/L4 headers of a translated flow) followed by
+    /// `datagram[payload]` (the rest of the packet, unchanged).
     Forward { to: SocketAddr, header_len: usize, payload: Range<usize> },
-    /// Send `headers_out[..len]`, a complete Geneve datagram, back to the sender: the gateway's
-    /// ARP or echo reply.
+    /// Send `headers_out[..len]`, a complete Geneve datagram, back to the sender.
     Reply { to: SocketAddr, len: usize },
     /// Nothing to send; already counted.
     Drop(DropReason),
@@ -111,15 +124,17 @@ pub struct FabricOptions {
     /// Most flows tracked at once; new flows beyond it are dropped `conntrack_full`. The table
     /// is reserved up front.
     pub conntrack_max: usize,
-    /// Hasher of the conntrack table, whose keys come from the wire. The shell passes
-    /// `RandomState::new()` so that nobody can aim collisions at it; the core never creates
-    /// randomness itself.
+    /// Most clients a load balancer's persistence remembers at once (all listeners together).
+    pub persistence_max: usize,
+    /// Hasher of the conntrack and persistence tables, whose keys come from the wire. The shell
+    /// passes `RandomState::new()` so that nobody can aim collisions at them; the core never
+    /// creates randomness itself.
     pub conntrack_hasher: RandomState,
 }
 
 impl FabricOptions {
     pub fn new(conntrack_hasher: RandomState) -> FabricOptions {
-        FabricOptions { conntrack_max: 65_536, conntrack_hasher }
+        FabricOptions { conntrack_max: 65_536, persistence_max: 65_536, conntrack_hasher }
     }
 }
 
@@ -140,18 +155,82 @@ pub enum CtLookup {
 /// One step a frame took through the pipeline, for `enifab trace`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Decap { vni: Vni, vnet: Option<VnetHdr>, frame_len: usize },
-    Port { vni: Vni, peer: SocketAddr, eni: Arc<str> },
-    Demux { vlan: Option<u16>, eni: Arc<str> },
-    Arp { operation: u16, sender_ip: Ipv4Addr, target_ip: Ipv4Addr },
-    Ipv4 { src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, gso: bool },
-    GatewayEcho { gateway: Ipv4Addr },
-    SourceCheck { eni: Arc<str>, enabled: bool },
-    Route { dst: Ipv4Addr, eni: Arc<str>, vni: Vni, vlan: Option<u16> },
+    Decap {
+        vni: Vni,
+        vnet: Option<VnetHdr>,
+        frame_len: usize,
+    },
+    Port {
+        vni: Vni,
+        peer: SocketAddr,
+        eni: Arc<str>,
+    },
+    Demux {
+        vlan: Option<u16>,
+        eni: Arc<str>,
+    },
+    Arp {
+        operation: u16,
+        sender_ip: Ipv4Addr,
+        target_ip: Ipv4Addr,
+    },
+    Ipv4 {
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        gso: bool,
+    },
+    GatewayEcho {
+        gateway: Ipv4Addr,
+    },
+    SourceCheck {
+        eni: Arc<str>,
+        enabled: bool,
+    },
+    Route {
+        dst: Ipv4Addr,
+        eni: Arc<str>,
+        vni: Vni,
+        vlan: Option<u16>,
+    },
     Conntrack(CtLookup),
-    SecurityGroup { direction: Direction, eni: Arc<str>, decision: SgMatch },
-    FlowStarted { state: FlowState },
-    Rewrite { vni: Vni, to: SocketAddr, dst_mac: Mac, vlan: Option<u16>, vnet_shift: i32 },
+    /// A new flow to a load balancer's address: the listener and the backend it chose.
+    LoadBalancer {
+        lb: Arc<str>,
+        vip: Ipv4Addr,
+        port: u16,
+        scheduler: Scheduler,
+        backend: Ipv4Addr,
+        backend_port: u16,
+        /// Chosen by persistence rather than by the scheduler.
+        persisted: bool,
+    },
+    SecurityGroup {
+        direction: Direction,
+        eni: Arc<str>,
+        decision: SgMatch,
+    },
+    FlowStarted {
+        state: FlowState,
+    },
+    /// The addresses and ports the packet leaves with, when a translation changed them.
+    Translate {
+        src: (Ipv4Addr, u16),
+        dst: (Ipv4Addr, u16),
+    },
+    /// An answer to the fabric's health check, and what the checker made of it.
+    HealthCheck {
+        backend: Ipv4Addr,
+        port: u16,
+        verdict: Option<Result<(), &'static str>>,
+    },
+    Rewrite {
+        vni: Vni,
+        to: SocketAddr,
+        dst_mac: Mac,
+        vlan: Option<u16>,
+        vnet_shift: i32,
+    },
 }
 
 /// The explanation of one frame: steps, verdict, and the bytes that would have been sent.
@@ -173,6 +252,8 @@ pub struct FlowView {
     pub dst_port: u16,
     pub state: FlowState,
     pub expires_in: Duration,
+    /// For a load-balanced flow: the backend its `dst` (the VIP) was translated to.
+    pub backend: Option<(Ipv4Addr, u16)>,
 }
 
 trait Tracer {
@@ -192,33 +273,94 @@ impl Tracer for Vec<Step> {
     }
 }
 
+/// A flow to store when the frame is sent.
+#[derive(Debug, Clone, Copy)]
+enum FlowCommit {
+    /// One more packet of a live flow.
+    Update { slot: u32, entry: Entry },
+    /// A new flow; `replaces` is the live one it supersedes (a port reopened after close).
+    New { conn: Conn, replaces: Option<u32> },
+}
+
 /// Everything `decide` wants changed; applied by `commit`.
 struct Outcome {
     rx: Option<Vni>,
     in_bytes: usize,
     tx: Option<(Vni, usize)>,
-    flow: Option<(FlowKey, Entry)>,
+    flow: Option<FlowCommit>,
+    pick: Option<Pick>,
+    health: Option<Answer>,
 }
 
-/// The VPC's switch: current snapshot, flow table and counters.
+impl Outcome {
+    fn new(in_bytes: usize) -> Outcome {
+        Outcome { rx: None, in_bytes, tx: None, flow: None, pick: None, health: None }
+    }
+}
+
+/// How a translated packet's addresses and ports change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Translate {
+    /// New source (the reply direction: backend → VIP).
+    src: Option<(Ipv4Addr, u16)>,
+    /// New destination (the original direction: VIP → backend).
+    dst: Option<(Ipv4Addr, u16)>,
+}
+
+/// Where a packet goes after tracking and routing.
+struct Path {
+    dst: EniIdx,
+    lookup: CtLookup,
+    translate: Translate,
+    /// For a related ICMP error of a translated flow: the quoted packet's rewrite.
+    quoted: Option<Translate>,
+}
+
+/// The VPC's switch: current snapshot, flow table, load-balancer and health state, counters.
 #[derive(Debug)]
 pub struct Fabric {
     config: Arc<FabricConfig>,
     conntrack: Conntrack,
+    lb: LbRuntime,
+    health: HealthTable,
     stats: Stats,
 }
 
 impl Fabric {
     pub fn new(config: Arc<FabricConfig>, options: FabricOptions) -> Fabric {
         let stats = Stats::new(&config);
-        Fabric { conntrack: Conntrack::new(options.conntrack_max, options.conntrack_hasher), stats, config }
+        let mut f = Fabric {
+            conntrack: Conntrack::new(options.conntrack_max, options.conntrack_hasher.clone()),
+            lb: LbRuntime::new(options.persistence_max, options.conntrack_hasher),
+            health: HealthTable::default(),
+            stats,
+            config: config.clone(),
+        };
+        f.set_config_at(config, Instant(0));
+        f
     }
 
     /// Swaps in a new snapshot; the next frame sees it. Flows and counters are kept (counters of
     /// ports that left the snapshot are dropped). Tracked flows are *not* re-judged against the
-    /// new rules: see the `conntrack` module for why.
+    /// new rules: see the `conntrack` module for why. New health-checked backends are probed
+    /// from the next [`Fabric::poll_health`] on.
     pub fn set_config(&mut self, config: Arc<FabricConfig>) {
+        // Health checks of new backends are due at once: "now" for them is any time up to the
+        // next poll, so the earliest instant will do.
+        self.set_config_at(config, Instant(0));
+    }
+
+    fn set_config_at(&mut self, config: Arc<FabricConfig>, now: Instant) {
         self.stats.sync_ports(&config);
+        self.lb.sync(&config);
+        self.health.sync(&config, now.0);
+        self.conntrack.sync_backends(
+            config
+                .lbs
+                .iter()
+                .flat_map(|lb| lb.listeners.iter())
+                .flat_map(|l| l.backends.iter().map(|b| (l.key, b.ip, b.port))),
+        );
         self.config = config;
     }
 
@@ -229,19 +371,19 @@ impl Fabric {
     /// Runs the pipeline on one datagram from `from`, writing any datagram to send into `out`.
     /// `out` should hold `datagram.len() + MAX_GROWTH` bytes.
     pub fn process(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Verdict {
-        let mut o = Outcome { rx: None, in_bytes: datagram.len(), tx: None, flow: None };
+        let mut o = Outcome::new(datagram.len());
         let split = self.decide(now, from, datagram, out, Emit::Whole, &mut o, &mut NoTrace);
         let verdict = join(split, datagram, out);
-        self.commit(o, if let Verdict::Drop(reason) = &verdict { Some(reason) } else { None });
+        self.commit(now, o, if let Verdict::Drop(reason) = &verdict { Some(reason) } else { None });
         verdict
     }
 
     /// [`Fabric::process`] without copying what it forwards: a forwarded datagram is
-    /// `headers_out[..header_len]` followed by `datagram[payload]` (see [`SplitVerdict`]); only
-    /// the gateway's replies are written whole into `headers_out`. Flows and counters change
+    /// `headers_out[..header_len]` followed by `datagram[payload]` (see [`SplitVerdict`]); the
+    /// fabric's own frames are written whole into `headers_out`. Flows and counters change
     /// exactly as with `process`. `headers_out` needs [`MAX_HEADER_LEN`] bytes for forwarding and
-    /// `datagram.len() + MAX_GROWTH` for every reply to fit; a shorter one drops what does not
-    /// fit as `output_buffer_too_small`.
+    /// `datagram.len() + MAX_GROWTH` for everything to fit (a translated ICMP error is written
+    /// whole too); a shorter one drops what does not fit as `output_buffer_too_small`.
     pub fn process_split(
         &mut self,
         now: Instant,
@@ -249,18 +391,18 @@ impl Fabric {
         datagram: &[u8],
         headers_out: &mut [u8],
     ) -> SplitVerdict {
-        let mut o = Outcome { rx: None, in_bytes: datagram.len(), tx: None, flow: None };
+        let mut o = Outcome::new(datagram.len());
         let verdict = self.decide(now, from, datagram, headers_out, Emit::Split, &mut o, &mut NoTrace);
-        self.commit(o, if let SplitVerdict::Drop(reason) = &verdict { Some(reason) } else { None });
+        self.commit(now, o, if let SplitVerdict::Drop(reason) = &verdict { Some(reason) } else { None });
         verdict
     }
 
     /// Explains what [`Fabric::process`] would do with this datagram now, without changing any
-    /// flow or counter.
+    /// flow, counter, scheduler or health state.
     pub fn trace(&self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Trace {
         let mut out = vec![0u8; datagram.len() + MAX_GROWTH];
         let mut steps = Vec::new();
-        let mut o = Outcome { rx: None, in_bytes: datagram.len(), tx: None, flow: None };
+        let mut o = Outcome::new(datagram.len());
         let split = self.decide(now, from, datagram, &mut out, Emit::Whole, &mut o, &mut steps);
         let verdict = join(split, datagram, &mut out);
         let len = match verdict {
@@ -271,9 +413,11 @@ impl Fabric {
         Trace { steps, verdict, output: out }
     }
 
-    /// Forgets flows that have expired at `now`; returns how many. Call periodically: lookups
-    /// already ignore expired flows, this only reclaims their room.
+    /// Forgets flows and persistence entries that have expired at `now`; returns how many
+    /// flows. Call periodically: lookups already ignore expired entries, this only reclaims
+    /// their room.
     pub fn expire(&mut self, now: Instant) -> usize {
+        self.lb.expire(now.0);
         self.conntrack.expire(now)
     }
 
@@ -285,34 +429,119 @@ impl Fabric {
     pub fn flows(&self, now: Instant) -> Vec<FlowView> {
         self.conntrack
             .iter()
-            .filter(|(_, e)| e.expires > now.0)
-            .map(|(k, e)| FlowView {
-                protocol: k.proto,
-                src: k.src,
-                dst: k.dst,
-                src_port: k.sport,
-                dst_port: k.dport,
-                state: e.state,
-                expires_in: Duration::from_nanos(e.expires - now.0),
+            .filter(|c| c.entry.expires > now.0)
+            .map(|c| FlowView {
+                protocol: c.orig.proto,
+                src: c.orig.src,
+                dst: c.orig.dst,
+                src_port: c.orig.sport,
+                dst_port: c.orig.dport,
+                state: c.entry.state,
+                expires_in: Duration::from_nanos(c.entry.expires - now.0),
+                backend: c.entry.nat.map(|n| (n.backend, n.backend_port)),
             })
             .collect()
     }
 
-    /// Applies what `decide` produced: counters always, the flow only if something is sent.
-    fn commit(&mut self, o: Outcome, dropped: Option<&DropReason>) {
+    /// The health of every checked backend (allocates; for `DescribeHealthStatus`).
+    pub fn health(&self) -> Vec<BackendHealth> {
+        self.health.report(&self.config)
+    }
+
+    /// When [`Fabric::poll_health`] next has something to do, if ever.
+    pub fn next_health_check(&self) -> Option<Instant> {
+        self.health.next_deadline().map(Instant)
+    }
+
+    /// Runs the health checks due at `now`: records the probes that timed out, and writes the
+    /// next probe to send into `out` (a complete Geneve datagram for the backend's shim). Call
+    /// until it returns `None`. A backend that cannot be reached (no ENI holds its address, its
+    /// node is not registered, or a rule of its groups drops the checker) gets no frame; its
+    /// probe times out and counts as a failure.
+    pub fn poll_health(&mut self, now: Instant, out: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        loop {
+            let spec = self.health.due(now.0)?;
+            if let Some((to, vni, len, bytes)) = self.emit_probe(&spec, out) {
+                self.stats.tx(vni, bytes);
+                return Some((to, len));
+            }
+        }
+    }
+
+    fn emit_probe(&self, spec: &ProbeSpec, out: &mut [u8]) -> Option<(SocketAddr, Vni, usize, usize)> {
+        let cfg = &*self.config;
+        let (lb, listener) = cfg.listener(spec.key.0)?;
+        let dst = cfg.eni(*cfg.by_ip.get(&(lb.vpc, spec.backend))?);
+        let port = cfg.ports.get(&dst.vni)?;
+        let proto = listener.protocol.number();
+        // The checker needs no rule, but a rule that drops it explicitly still does.
+        let meta =
+            PacketMeta { proto, src: health::CHECKER, dst: spec.backend, ports: Some((spec.checker_port, spec.port)) };
+        if security_group::judge(cfg, dst, Direction::Ingress, &meta).policy() == Policy::Drop {
+            return None;
+        }
+        let oh = geneve::Header { vni: dst.vni, oam: false, vnet: None };
+        let len = match &spec.kind {
+            ProbeKind::Syn { isn } => {
+                let seg = TcpRepr {
+                    src: health::CHECKER,
+                    dst: spec.backend,
+                    src_port: spec.checker_port,
+                    dst_port: spec.port,
+                    seq: *isn,
+                    ack: 0,
+                    flags: l4::TCP_SYN,
+                    window: 65_535,
+                    payload: &[],
+                };
+                write_ipv4(out, &oh, port.mac, dst.tag, PROTO_TCP, spec.backend, seg.len(), |b| seg.emit(b)).ok()?
+            }
+            ProbeKind::Datagram { payload } => {
+                let d = UdpRepr {
+                    src: health::CHECKER,
+                    dst: spec.backend,
+                    src_port: spec.checker_port,
+                    dst_port: spec.port,
+                    payload,
+                };
+                write_ipv4(out, &oh, port.mac, dst.tag, PROTO_UDP, spec.backend, d.len(), |b| d.emit(b)).ok()?
+            }
+        };
+        Some((port.peer, dst.vni, len, len - oh.len()))
+    }
+
+    /// Applies what `decide` produced: counters always; the flow, the scheduler's move and the
+    /// checker's progress only if something is sent (the checker also takes the answers it
+    /// consumes, and a hairpin still moves the scheduler as the cloud's would).
+    fn commit(&mut self, now: Instant, o: Outcome, dropped: Option<&DropReason>) {
         if let Some(vni) = o.rx {
             self.stats.rx(vni, o.in_bytes);
         }
-        match dropped {
-            Some(reason) => self.stats.drop(o.rx, reason.kind(), o.in_bytes),
+        if let Some(a) = &o.health {
+            self.health.apply(a);
+        }
+        let pick = match dropped {
+            Some(reason) => {
+                self.stats.drop(o.rx, reason.kind(), o.in_bytes);
+                o.pick.filter(|_| matches!(reason, DropReason::LbHairpin { .. }))
+            }
             None => {
-                if let Some((key, entry)) = o.flow {
-                    self.conntrack.store(key, entry);
+                match o.flow {
+                    Some(FlowCommit::Update { slot, entry }) => self.conntrack.update(slot, entry),
+                    Some(FlowCommit::New { conn, replaces }) => self.conntrack.insert(conn, now, replaces),
+                    None => {}
                 }
                 if let Some((vni, bytes)) = o.tx {
                     self.stats.tx(vni, bytes);
                 }
+                o.pick
             }
+        };
+        if let Some(p) = pick
+            && let Some((_, listener)) = self.config.listener(p.listener)
+        {
+            let health = &self.health;
+            self.lb.commit(&p, listener, |i| lb::is_eligible(health, listener, i));
         }
     }
 
@@ -394,9 +623,16 @@ impl Fabric {
             return Err(DropReason::Ipv4Fragment);
         }
 
-        // 4. The vSwitch gateways.
+        // 4. Addresses the fabric answers for itself: the vSwitch gateways, and a load
+        //    balancer's address for ping (when it has a listener, as CLB's does).
         if cfg.gateways.contains(&(src.vpc, ip.dst)) {
-            return self.gateway_echo(&gh, &eth, &ip, from, out, o, t);
+            return self.echo_reply(&gh, &eth, &ip, from, out, o, t);
+        }
+        if let Some(&lb) = cfg.vips.get(&(src.vpc, ip.dst))
+            && !cfg.lb(lb).listeners.is_empty()
+            && is_echo_request(&ip)
+        {
+            return self.echo_reply(&gh, &eth, &ip, from, out, o, t);
         }
 
         // 5. Anti-spoof: the source must be routed back to this very ENI.
@@ -405,56 +641,105 @@ impl Fabric {
         }
         t.step(|| Step::SourceCheck { eni: src.id.clone(), enabled: src.source_dest_check });
 
-        // 6. Route.
-        let dst_idx: EniIdx = *cfg.by_ip.get(&(src.vpc, ip.dst)).ok_or(DropReason::NoRoute { dst: ip.dst })?;
-        let dst = cfg.eni(dst_idx);
+        // 6. The health checker's answers.
+        if ip.dst == health::CHECKER && !src.external {
+            return self.health_answer(&gh, &ip, src, from, out, o, t);
+        }
+
+        // 7–8. Track, then route.
+        let (meta, track) = classify(src.vpc, &ip)?;
+        let path = self.route(now, src_idx, &ip, &meta, &track, o, t)?;
+        let dst = cfg.eni(path.dst);
         let dst_port =
             cfg.ports.get(&dst.vni).ok_or_else(|| DropReason::DestinationNotRegistered { eni: dst.id.clone() })?;
         t.step(|| Step::Route { dst: ip.dst, eni: dst.id.clone(), vni: dst.vni, vlan: dst.tag.map(Tci::vid) });
+        t.step(|| Step::Conntrack(path.lookup));
 
-        // 7. Conntrack.
-        let (meta, track) = classify(src.vpc, &ip)?;
-        let timeouts = src.timeouts.min(&dst.timeouts);
-        let lookup = match track {
-            Track::Flow { key, l4, dirs } => match self.live_flow(key, dirs, l4, src, dst, now) {
-                Some((canonical, dir, entry)) => {
-                    let next = conntrack::advance(&entry, dir, l4, now, &timeouts);
-                    o.flow = Some((canonical, next));
-                    CtLookup::Established { dir, state: next.state }
+        // 9. Security groups, for packets no live flow vouches for.
+        if matches!(path.lookup, CtLookup::New | CtLookup::Untracked) {
+            // Egress sees what the sender addressed; ingress sees where it is delivered.
+            let ingress_meta = match path.translate.dst {
+                Some((to, port)) => PacketMeta { dst: to, ports: meta.ports.map(|(s, _)| (s, port)), ..meta },
+                None => meta,
+            };
+            self.security_groups(src, dst, &meta, &ingress_meta, t)?;
+            if let Track::Flow { key, l4, .. } = track {
+                let nat = path.translate.dst.zip(o.pick).map(|((backend, backend_port), p)| Nat {
+                    backend,
+                    backend_port,
+                    reply_ns: conntrack::ns(dst.vpc),
+                    listener: p.listener,
+                });
+                let timeouts = self.flow_timeouts(src, dst, nat.as_ref());
+                if let Some(entry) = conntrack::start(l4, now, &timeouts, src.key, dst.key, nat) {
+                    let conn = Conn { orig: key, entry };
+                    let replaces = match o.flow {
+                        Some(FlowCommit::New { replaces, .. }) => replaces,
+                        _ => None,
+                    };
+                    match self.conntrack.check_insert(&conn, now, replaces) {
+                        Ok(()) => {}
+                        Err(InsertError::Full) => return Err(DropReason::ConntrackFull),
+                        Err(InsertError::Clash) => return Err(DropReason::ConntrackClash),
+                    }
+                    o.flow = Some(FlowCommit::New { conn, replaces });
+                    t.step(|| Step::FlowStarted { state: entry.state });
                 }
-                None => CtLookup::New,
-            },
-            // The quoted packet went the other way, from this error's receiver to its sender:
-            // only the flow's other end can speak for it (a VPC has no router in between).
-            Track::Related { quoted } => match self.live_flow(quoted, Dirs::Both, L4Info::Other, dst, src, now) {
-                Some(_) => CtLookup::Related,
-                None => CtLookup::Untracked,
-            },
-            Track::None => CtLookup::Untracked,
-        };
-        t.step(|| Step::Conntrack(lookup));
-
-        // 8. Security groups, for packets no live flow vouches for.
-        if matches!(lookup, CtLookup::New | CtLookup::Untracked) {
-            self.security_groups(src, dst, &meta, t)?;
-            if let Track::Flow { key, l4, .. } = track
-                && let Some(entry) = conntrack::start(l4, now, &timeouts, src.key, dst.key)
-            {
-                if !self.conntrack.has_room_for(&key) {
-                    return Err(DropReason::ConntrackFull);
-                }
-                o.flow = Some((key, entry));
-                t.step(|| Step::FlowStarted { state: entry.state });
             }
         }
 
-        // 9. Rewrite and encap.
+        // 10. Rewrite and encap.
         let tag = dst.tag;
         let out_l2 = if tag.is_some() { ethernet::TAGGED_HEADER_LEN } else { ethernet::HEADER_LEN };
         let shift = out_l2 as i32 - eth.header_len as i32;
         let mut out_vnet = vnet;
         out_vnet.shift(shift).map_err(|m| DropReason::malformed(Layer::Vnet, m))?;
         let oh = geneve::Header { vni: dst.vni, oam: false, vnet: gh.vnet.map(|_| out_vnet) };
+        t.step(|| Step::Rewrite {
+            vni: dst.vni,
+            to: dst_port.peer,
+            dst_mac: dst_port.mac,
+            vlan: tag.map(Tci::vid),
+            vnet_shift: shift,
+        });
+        if let Some(quoted) = path.quoted {
+            // A translated ICMP error: small, rewritten and sent whole.
+            let len = write_frame(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, eth.payload.len(), |b| {
+                translate_icmp_error(b, eth.payload, &ip, path.translate, quoted)
+            })?;
+            o.tx = Some((dst.vni, len - oh.len()));
+            return Ok(SplitVerdict::Forward {
+                to: dst_port.peer,
+                header_len: len,
+                payload: datagram.len()..datagram.len(),
+            });
+        }
+        if path.translate != Translate::default() {
+            let (src_now, dst_now) = translated_ends(&ip, &meta, path.translate);
+            t.step(|| Step::Translate { src: src_now, dst: dst_now });
+            // Headers up to the end of the L4 header are rewritten; the rest leaves as it came.
+            let l4_len = match ip.protocol {
+                PROTO_TCP => {
+                    Tcp::parse(ip.payload).map(|h| h.header_len).map_err(|m| DropReason::malformed(Layer::Tcp, m))?
+                }
+                _ => l4::UDP_HEADER_LEN,
+            };
+            let rewritten = ip.header_len + l4_len;
+            let in_l3 = datagram.len() - eth.payload.len();
+            let payload = in_l3 + rewritten..datagram.len();
+            let room_after = match emit {
+                Emit::Whole => payload.len(),
+                Emit::Split => 0,
+            };
+            let partial = vnet.needs_csum() && usize::from(vnet.csum_start) == eth.header_len + ip.header_len;
+            let h = write_headers(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, rewritten + room_after)?;
+            let l3 = out.get_mut(h..h + rewritten).ok_or(DropReason::OutputBufferTooSmall { needed: h + rewritten })?;
+            l3.copy_from_slice(&eth.payload[..rewritten]);
+            translate_headers(l3, ip.header_len, ip.protocol, path.translate, partial);
+            let header_len = h + rewritten;
+            o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
+            return Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload });
+        }
         // The IPv4 packet leaves unchanged: it is the input datagram's tail, sent from where it is
         // (or copied by `join`).
         let payload = datagram.len().saturating_sub(eth.payload.len())..datagram.len();
@@ -464,48 +749,211 @@ impl Fabric {
         };
         let header_len = write_headers(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, room_after)?;
         o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
-        t.step(|| Step::Rewrite {
-            vni: dst.vni,
-            to: dst_port.peer,
-            dst_mac: dst_port.mac,
-            vlan: tag.map(Tci::vid),
-            vnet_shift: shift,
-        });
         Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload })
     }
 
-    /// The live entry of this packet's flow, with the key it is stored under and the packet's
-    /// direction. An entry admitted between other ENIs (the address moved) or closed and now
-    /// reopened by a SYN does not count: the packet must be judged afresh.
-    fn live_flow(
+    /// Conntrack, then routing: where the packet goes, how it relates to a flow, and how it is
+    /// translated. Records the flow's next state (or the flow it replaces) and any scheduler
+    /// pick in `o`.
+    #[allow(clippy::too_many_arguments)]
+    fn route<T: Tracer>(
         &self,
-        key: FlowKey,
-        dirs: Dirs,
-        l4: L4Info,
-        src: &Eni,
-        dst: &Eni,
         now: Instant,
-    ) -> Option<(FlowKey, FlowDir, Entry)> {
-        let original = || self.conntrack.get(&key, now).map(|e| (key, FlowDir::Original, *e));
-        let reply = || {
-            let k = if dirs == Dirs::ReplyOnly { key } else { key.reversed() };
-            self.conntrack.get(&k, now).map(|e| (k, FlowDir::Reply, *e))
+        src_idx: EniIdx,
+        ip: &ipv4::Packet<'_>,
+        meta: &PacketMeta,
+        track: &Track,
+        o: &mut Outcome,
+        t: &mut T,
+    ) -> Result<Path, DropReason> {
+        let cfg = &*self.config;
+        let src = cfg.eni(src_idx);
+        let plain = |dst, lookup| Path { dst, lookup, translate: Translate::default(), quoted: None };
+
+        match *track {
+            Track::Flow { key, l4, dirs } => {
+                if let Some(found) = self.conntrack.lookup(&key, dirs, now) {
+                    let e = found.conn.entry;
+                    // Where this direction of the flow goes, and how it is rewritten.
+                    let (dst, translate) = match (e.nat, found.dir) {
+                        (None, _) => (cfg.by_ip.get(&(src.vpc, ip.dst)).copied(), Translate::default()),
+                        (Some(n), FlowDir::Original) => (
+                            self.backend_ns(&n).and_then(|ns| cfg.by_ip.get(&(ns, n.backend))).copied(),
+                            Translate { dst: Some((n.backend, n.backend_port)), src: None },
+                        ),
+                        (Some(_), FlowDir::Reply) => (
+                            cfg.namespaces
+                                .get(&found.conn.orig.ns)
+                                .and_then(|ns| cfg.by_ip.get(&(*ns, found.conn.orig.src)))
+                                .copied(),
+                            Translate { src: Some((found.conn.orig.dst, found.conn.orig.dport)), dst: None },
+                        ),
+                    };
+                    let same_ends = dst.is_some_and(|d| {
+                        let d = cfg.eni(d);
+                        match found.dir {
+                            FlowDir::Original => (e.src_eni, e.dst_eni) == (src.key, d.key),
+                            FlowDir::Reply => (e.src_eni, e.dst_eni) == (d.key, src.key),
+                        }
+                    });
+                    if let Some(dst) = dst.filter(|_| same_ends && !conntrack::is_reopen(&e, found.dir, l4)) {
+                        let timeouts = self.flow_timeouts(src, cfg.eni(dst), e.nat.as_ref());
+                        let next = conntrack::advance(&e, found.dir, l4, now, &timeouts);
+                        o.flow = Some(FlowCommit::Update { slot: found.slot, entry: next });
+                        let lookup = CtLookup::Established { dir: found.dir, state: next.state };
+                        return Ok(Path { dst, lookup, translate, quoted: None });
+                    }
+                    // Between other ends now (an address moved), or a port reopened: judged
+                    // afresh, and the new flow takes the old one's place.
+                    o.flow = Some(FlowCommit::New { conn: found.conn, replaces: Some(found.slot) });
+                }
+            }
+            Track::Related { quoted } => {
+                if let Some(path) = self.related(src, &quoted, now) {
+                    return Ok(path);
+                }
+            }
+            Track::None => {}
+        }
+
+        let lookup = if matches!(track, Track::Flow { .. }) { CtLookup::New } else { CtLookup::Untracked };
+        if let Some(&dst) = cfg.by_ip.get(&(src.vpc, ip.dst)) {
+            return Ok(plain(dst, lookup));
+        }
+        let Some(&lb) = cfg.vips.get(&(src.vpc, ip.dst)) else {
+            return Err(DropReason::NoRoute { dst: ip.dst });
         };
-        let found = match dirs {
-            Dirs::Both => original().or_else(reply),
-            Dirs::OriginalOnly => original(),
-            Dirs::ReplyOnly => reply(),
-        };
-        found.filter(|(_, dir, e)| {
-            let same_enis = match dir {
-                FlowDir::Original => (e.src_eni, e.dst_eni) == (src.key, dst.key),
-                FlowDir::Reply => (e.src_eni, e.dst_eni) == (dst.key, src.key),
-            };
-            same_enis && !conntrack::is_reopen(e, *dir, l4)
-        })
+        self.to_vip(now, src_idx, lb, ip, meta, lookup, o, t)
     }
 
-    fn security_groups<T: Tracer>(&self, src: &Eni, dst: &Eni, meta: &PacketMeta, t: &mut T) -> Result<(), DropReason> {
+    /// A new flow to a load balancer's address: the listener picks a backend.
+    #[allow(clippy::too_many_arguments)]
+    fn to_vip<T: Tracer>(
+        &self,
+        now: Instant,
+        src_idx: EniIdx,
+        lb_idx: LbIdx,
+        ip: &ipv4::Packet<'_>,
+        meta: &PacketMeta,
+        lookup: CtLookup,
+        o: &mut Outcome,
+        t: &mut T,
+    ) -> Result<Path, DropReason> {
+        let cfg = &*self.config;
+        let lb = cfg.lb(lb_idx);
+        let vip = ip.dst;
+        let no_listener = |port| DropReason::LbNoListener { vip, protocol: ip.protocol, port };
+        let (sport, vport) = meta.ports.ok_or(no_listener(0))?;
+        let listener = lb.listener(ip.protocol, vport).ok_or(no_listener(vport))?;
+        if !listener.running {
+            return Err(DropReason::LbListenerStopped { vip, port: vport });
+        }
+        let flow = NewFlow { client: ip.src, client_port: sport, vip, vport };
+        let pick = lb::pick(&self.lb, &self.health, &self.conntrack, listener, flow, now.0).map_err(|e| match e {
+            NoBackend::Empty => DropReason::LbNoBackend { vip, port: vport },
+            NoBackend::Unhealthy => DropReason::LbNoHealthyBackend { vip, port: vport },
+        })?;
+        let b = &listener.backends[pick.backend];
+        t.step(|| Step::LoadBalancer {
+            lb: lb.id.clone(),
+            vip,
+            port: vport,
+            scheduler: listener.scheduler,
+            backend: b.ip,
+            backend_port: b.port,
+            persisted: !pick.scheduled,
+        });
+        o.pick = Some(pick);
+        let dst = *cfg.by_ip.get(&(lb.vpc, b.ip)).ok_or(DropReason::NoRoute { dst: b.ip })?;
+        if dst == src_idx {
+            return Err(DropReason::LbHairpin { eni: cfg.eni(src_idx).id.clone() });
+        }
+        Ok(Path { dst, lookup, translate: Translate { dst: Some((b.ip, b.port)), src: None }, quoted: None })
+    }
+
+    /// An ICMP error about a live flow, from the flow's other end: where it goes, and for a
+    /// translated flow how it (and the packet it quotes) is rewritten.
+    fn related(&self, src: &Eni, quoted: &FlowKey, now: Instant) -> Option<Path> {
+        let cfg = &*self.config;
+        // The quoted packet went the other way: from this error's receiver to its sender.
+        if let Some(found) = self.conntrack.lookup(quoted, Dirs::Both, now)
+            && found.conn.entry.nat.is_none()
+        {
+            let e = found.conn.entry;
+            // The error's receiver is the end the quoted packet came from.
+            let receiver = match found.dir {
+                FlowDir::Original => e.src_eni,
+                FlowDir::Reply => e.dst_eni,
+            };
+            let sender_ok = match found.dir {
+                FlowDir::Original => e.dst_eni == src.key,
+                FlowDir::Reply => e.src_eni == src.key,
+            };
+            let dst = cfg.by_ip.get(&(src.vpc, quoted.src)).copied().filter(|d| cfg.eni(*d).key == receiver)?;
+            return sender_ok.then_some(Path {
+                dst,
+                lookup: CtLookup::Related,
+                translate: Translate::default(),
+                quoted: None,
+            });
+        }
+        // A translated flow: the quoted packet is one the fabric delivered, so its reverse is
+        // one of the flow's own tuples.
+        let found = self.conntrack.lookup(&quoted.reversed(), Dirs::Both, now)?;
+        let n = found.conn.entry.nat?;
+        let orig = found.conn.orig;
+        match found.dir {
+            // From the backend, about what the client sent it: back to the client, the backend
+            // hidden behind the VIP again.
+            FlowDir::Reply if found.conn.entry.dst_eni == src.key => {
+                let ns = *cfg.namespaces.get(&orig.ns)?;
+                let dst = *cfg.by_ip.get(&(ns, orig.src))?;
+                Some(Path {
+                    dst,
+                    lookup: CtLookup::Related,
+                    translate: Translate { src: Some((orig.dst, 0)), dst: None },
+                    quoted: Some(Translate { dst: Some((orig.dst, orig.dport)), src: None }),
+                })
+            }
+            // From the client, about a reply it got from the VIP: on to the backend.
+            FlowDir::Original if found.conn.entry.src_eni == src.key => {
+                let dst = *cfg.by_ip.get(&(self.backend_ns(&n)?, n.backend))?;
+                Some(Path {
+                    dst,
+                    lookup: CtLookup::Related,
+                    translate: Translate { dst: Some((n.backend, 0)), src: None },
+                    quoted: Some(Translate { src: Some((n.backend, n.backend_port)), dst: None }),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The VPC key of a translated flow's backend side.
+    fn backend_ns(&self, n: &Nat) -> Option<u64> {
+        self.config.namespaces.get(&n.reply_ns).copied()
+    }
+
+    /// A flow's timeouts: the shorter of its two ends' (either end's tracker forgetting it ends
+    /// it), and for a load-balanced TCP flow the listener's `EstablishedTimeout` too.
+    fn flow_timeouts(&self, a: &Eni, b: &Eni, nat: Option<&Nat>) -> Timeouts {
+        let mut t = a.timeouts.min(&b.timeouts);
+        if let Some((_, l)) = nat.and_then(|n| self.config.listener(n.listener))
+            && l.established > 0
+        {
+            t.tcp_established = t.tcp_established.min(l.established);
+        }
+        t
+    }
+
+    fn security_groups<T: Tracer>(
+        &self,
+        src: &Eni,
+        dst: &Eni,
+        egress: &PacketMeta,
+        ingress: &PacketMeta,
+        t: &mut T,
+    ) -> Result<(), DropReason> {
         let cfg = &*self.config;
         if let Some(g) = security_group::shared_inner_group(src, dst) {
             let j = Judgement::InnerAccess(g);
@@ -521,7 +969,7 @@ impl Fabric {
             });
             return Ok(());
         }
-        for (direction, eni) in [(Direction::Egress, src), (Direction::Ingress, dst)] {
+        for (direction, eni, meta) in [(Direction::Egress, src, egress), (Direction::Ingress, dst, ingress)] {
             let j = security_group::judge(cfg, eni, direction, meta);
             t.step(|| Step::SecurityGroup { direction, eni: eni.id.clone(), decision: j.describe(cfg) });
             if j.policy() == Policy::Drop {
@@ -574,8 +1022,10 @@ impl Fabric {
         Ok(SplitVerdict::Reply { to: from, len })
     }
 
+    /// An echo reply from `ip.dst` (a gateway or a VIP) to an echo request; anything else
+    /// addressed there is refused (the caller names the reason).
     #[allow(clippy::too_many_arguments)]
-    fn gateway_echo<T: Tracer>(
+    fn echo_reply<T: Tracer>(
         &self,
         gh: &geneve::Header,
         eth: &Frame<'_>,
@@ -599,7 +1049,7 @@ impl Fabric {
             src: ip.dst,
             dst: ip.src,
             protocol: PROTO_ICMP,
-            ttl: GATEWAY_TTL,
+            ttl: FABRIC_TTL,
             tos: ip.tos,
             ident: ip.ident,
             payload_len: icmp_len,
@@ -620,14 +1070,98 @@ impl Fabric {
         o.tx = Some((gh.vni, len - oh.len()));
         Ok(SplitVerdict::Reply { to: from, len })
     }
+
+    /// A backend answering the fabric's health checker: the checker's verdict, and its next
+    /// segment (sent back on the backend's port) when the check goes on or ends with a RST.
+    #[allow(clippy::too_many_arguments)]
+    fn health_answer<T: Tracer>(
+        &self,
+        gh: &geneve::Header,
+        ip: &ipv4::Packet<'_>,
+        src: &Eni,
+        from: SocketAddr,
+        out: &mut [u8],
+        o: &mut Outcome,
+        t: &mut T,
+    ) -> Result<SplitVerdict, DropReason> {
+        let arrival = match ip.protocol {
+            PROTO_TCP => {
+                let h = Tcp::parse(ip.payload).map_err(|m| DropReason::malformed(Layer::Tcp, m))?;
+                let payload = ip.payload.get(h.header_len..).unwrap_or(&[]);
+                Arrival::Tcp {
+                    from: ip.src,
+                    sport: h.src_port,
+                    dport: h.dst_port,
+                    seq: h.seq,
+                    ack: h.ack,
+                    flags: h.flags,
+                    payload,
+                }
+            }
+            PROTO_UDP => {
+                let h = Udp::parse(ip.payload).map_err(|m| DropReason::malformed(Layer::Udp, m))?;
+                Arrival::Udp {
+                    from: ip.src,
+                    sport: h.src_port,
+                    dport: h.dst_port,
+                    payload: ip.payload.get(l4::UDP_HEADER_LEN..).unwrap_or(&[]),
+                }
+            }
+            PROTO_ICMP => {
+                let h = Icmp::parse(ip.payload).map_err(|m| DropReason::malformed(Layer::Icmp, m))?;
+                let q = ipv4::Packet::parse_quoted(h.payload).ok().filter(|q| h.is_error() && q.src == health::CHECKER);
+                let q = q.ok_or(DropReason::HealthCheckStray)?;
+                let (Some(sport), Some(dport)) = (crate::wire::be16(q.payload, 0), crate::wire::be16(q.payload, 2))
+                else {
+                    return Err(DropReason::HealthCheckStray);
+                };
+                // The error may come from the backend or from its node on its behalf.
+                Arrival::Unreachable { to: q.dst, port: dport, checker_port: sport }
+            }
+            _ => return Err(DropReason::HealthCheckStray),
+        };
+        let answer = self.health.answer(arrival).ok_or(DropReason::HealthCheckStray)?;
+        let (backend, port) = (answer.key.1, answer.key.2);
+        t.step(|| Step::HealthCheck { backend, port, verdict: answer.verdict });
+        let Some(respond) = answer.respond.clone() else {
+            o.health = Some(answer);
+            return Err(DropReason::HealthCheckAnswer);
+        };
+        let cfg = &*self.config;
+        let port_mac = cfg.ports.get(&src.vni).map(|p| p.mac).ok_or(DropReason::HealthCheckStray)?;
+        let Arrival::Tcp { sport, dport, .. } = arrival else { return Err(DropReason::HealthCheckStray) };
+        let request;
+        let (seq, ack, flags, payload): (u32, u32, u8, &[u8]) = match respond {
+            Respond::Rst { seq } => (seq, 0, l4::TCP_RST, &[]),
+            Respond::Request { seq, ack } => {
+                request = self.health.request_of(&answer.key).unwrap_or_default();
+                (seq, ack, l4::TCP_ACK | TCP_PSH, request.as_bytes())
+            }
+        };
+        let seg = TcpRepr {
+            src: health::CHECKER,
+            dst: ip.src,
+            src_port: dport,
+            dst_port: sport,
+            seq,
+            ack,
+            flags,
+            window: 65_535,
+            payload,
+        };
+        let oh = geneve::Header { vni: gh.vni, oam: false, vnet: None };
+        let len = write_ipv4(out, &oh, port_mac, src.tag, PROTO_TCP, ip.src, seg.len(), |b| seg.emit(b))?;
+        o.tx = Some((gh.vni, len - oh.len()));
+        o.health = Some(answer);
+        Ok(SplitVerdict::Reply { to: from, len })
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dirs {
-    Both,
-    OriginalOnly,
-    /// The key given is already the original direction's.
-    ReplyOnly,
+/// TCP's push flag: the health check's request is all there is.
+const TCP_PSH: u8 = 0x08;
+
+fn is_echo_request(ip: &ipv4::Packet<'_>) -> bool {
+    ip.protocol == PROTO_ICMP && Icmp::parse(ip.payload).is_ok_and(|h| h.ty == l4::ICMP_ECHO_REQUEST && h.code == 0)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -646,8 +1180,9 @@ enum Track {
 
 /// Reads the L4 header into what rules match on and how conntrack should treat the packet.
 fn classify(vpc: u64, ip: &ipv4::Packet<'_>) -> Result<(PacketMeta, Track), DropReason> {
+    let ns = conntrack::ns(vpc);
     let mut meta = PacketMeta { proto: ip.protocol, src: ip.src, dst: ip.dst, ports: None };
-    let key = |sport, dport| FlowKey { vpc, proto: ip.protocol, src: ip.src, dst: ip.dst, sport, dport };
+    let key = |sport, dport| FlowKey { ns, proto: ip.protocol, src: ip.src, dst: ip.dst, sport, dport };
     let track = match ip.protocol {
         PROTO_TCP => {
             let h = Tcp::parse(ip.payload).map_err(|m| DropReason::malformed(Layer::Tcp, m))?;
@@ -669,9 +1204,7 @@ fn classify(vpc: u64, ip: &ipv4::Packet<'_>) -> Result<(PacketMeta, Track), Drop
                     let request = FlowKey { src: ip.dst, dst: ip.src, sport: h.echo_id(), dport: 0, ..key(0, 0) };
                     Track::Flow { key: request, l4: L4Info::IcmpEcho, dirs: Dirs::ReplyOnly }
                 }
-                _ if h.is_error() => {
-                    quoted_flow(vpc, h.payload).map_or(Track::None, |quoted| Track::Related { quoted })
-                }
+                _ if h.is_error() => quoted_flow(ns, h.payload).map_or(Track::None, |quoted| Track::Related { quoted }),
                 _ => Track::None,
             }
         }
@@ -681,14 +1214,14 @@ fn classify(vpc: u64, ip: &ipv4::Packet<'_>) -> Result<(PacketMeta, Track), Drop
 }
 
 /// The TCP/UDP flow an ICMP error quotes (RFC 792: original IP header + first 8 bytes).
-fn quoted_flow(vpc: u64, quoted: &[u8]) -> Option<FlowKey> {
+fn quoted_flow(ns: u32, quoted: &[u8]) -> Option<FlowKey> {
     let q = ipv4::Packet::parse_quoted(quoted).ok()?;
     if q.protocol != PROTO_TCP && q.protocol != PROTO_UDP {
         return None;
     }
     let sport = crate::wire::be16(q.payload, 0)?;
     let dport = crate::wire::be16(q.payload, 2)?;
-    Some(FlowKey { vpc, proto: q.protocol, src: q.src, dst: q.dst, sport, dport })
+    Some(FlowKey { ns, proto: q.protocol, src: q.src, dst: q.dst, sport, dport })
 }
 
 /// Why a frame addressed to `dst`, neither the gateway nor (for ARP) broadcast, is dropped: a VPC
@@ -699,6 +1232,106 @@ fn not_for_us(dst: Mac) -> DropReason {
     } else {
         DropReason::NotForGateway { dst }
     }
+}
+
+/// The source and destination a translated packet leaves with, for traces.
+fn translated_ends(ip: &ipv4::Packet<'_>, meta: &PacketMeta, tr: Translate) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let (sport, dport) = meta.ports.unwrap_or((0, 0));
+    (tr.src.unwrap_or((ip.src, sport)), tr.dst.unwrap_or((ip.dst, dport)))
+}
+
+/// Rewrites the IPv4 header (at the start of `l3`, `ihl` bytes) and the TCP/UDP header after it
+/// as `tr` says, updating both checksums incrementally. `partial`: the L4 checksum field holds
+/// the uncomplemented pseudo-header sum of a `NEEDS_CSUM` frame (the receiver completes it), so
+/// only the addresses, which the pseudo-header covers, move it; a complete checksum covers the
+/// ports too. A UDP checksum of 0 means "none" and stays so.
+fn translate_headers(l3: &mut [u8], ihl: usize, protocol: u8, tr: Translate, partial: bool) {
+    let check_at = ihl + if protocol == PROTO_TCP { l4::TCP_CHECKSUM_AT } else { l4::UDP_CHECKSUM_AT };
+    for (addr_at, port_at, to) in [(12, ihl, tr.src), (16, ihl + 2, tr.dst)] {
+        let Some((ip, port)) = to else { continue };
+        let mut old = [0u8; 6];
+        old[..4].copy_from_slice(&l3[addr_at..addr_at + 4]);
+        old[4..].copy_from_slice(&l3[port_at..port_at + 2]);
+        let mut new = [0u8; 6];
+        new[..4].copy_from_slice(&ip.octets());
+        new[4..].copy_from_slice(&port.to_be_bytes());
+        let ip_check = u16::from_be_bytes([l3[10], l3[11]]);
+        l3[10..12].copy_from_slice(&checksum::adjust(ip_check, &old[..4], &new[..4]).to_be_bytes());
+        let l4_check = u16::from_be_bytes([l3[check_at], l3[check_at + 1]]);
+        let l4_check = if partial {
+            checksum::adjust_partial(l4_check, &old[..4], &new[..4])
+        } else if protocol == PROTO_UDP && l4_check == 0 {
+            0
+        } else {
+            let c = checksum::adjust(l4_check, &old, &new);
+            if protocol == PROTO_UDP && c == 0 { 0xffff } else { c }
+        };
+        l3[check_at..check_at + 2].copy_from_slice(&l4_check.to_be_bytes());
+        l3[addr_at..addr_at + 4].copy_from_slice(&new[..4]);
+        l3[port_at..port_at + 2].copy_from_slice(&new[4..]);
+    }
+}
+
+/// Writes `packet` (an IPv4 packet carrying an ICMP error) into `b` with the outer addresses
+/// and the quoted packet translated: outer by `outer` (addresses only), quoted by `quoted`
+/// (addresses and ports). The IPv4 checksums are updated, the quoted UDP checksum (when quoted
+/// whole enough to hold it) too, and the ICMP checksum is computed afresh over the message, which
+/// the fabric then knows in full.
+fn translate_icmp_error(
+    b: &mut [u8],
+    packet: &[u8],
+    ip: &ipv4::Packet<'_>,
+    outer: Translate,
+    quoted: Translate,
+) -> Result<usize, BufferTooSmall> {
+    let len = packet.len();
+    crate::wire::check_room(b, len)?;
+    let b = &mut b[..len];
+    b.copy_from_slice(packet);
+    let ihl = ip.header_len;
+    for (addr_at, to) in [(12, outer.src), (16, outer.dst)] {
+        if let Some((new, _)) = to {
+            let check = u16::from_be_bytes([b[10], b[11]]);
+            let c = checksum::adjust(check, &b[addr_at..addr_at + 4], &new.octets());
+            b[10..12].copy_from_slice(&c.to_be_bytes());
+            b[addr_at..addr_at + 4].copy_from_slice(&new.octets());
+        }
+    }
+    // The quoted packet starts after the 8-byte ICMP header.
+    let q = ihl + l4::ICMP_HEADER_LEN;
+    let qihl = usize::from(b.get(q).copied().unwrap_or(0x45) & 0x0f) * 4;
+    let has_ports = b.len() >= q + qihl + 4;
+    let udp_check_at = (b.get(q + 9) == Some(&PROTO_UDP) && b.len() >= q + qihl + 8).then_some(q + qihl + 6);
+    for (addr_at, port_at, to) in [(q + 12, q + qihl, quoted.src), (q + 16, q + qihl + 2, quoted.dst)] {
+        let Some((new_ip, new_port)) = to else { continue };
+        if b.len() < q + 20 {
+            break;
+        }
+        let check = u16::from_be_bytes([b[q + 10], b[q + 11]]);
+        let c = checksum::adjust(check, &b[addr_at..addr_at + 4], &new_ip.octets());
+        b[q + 10..q + 12].copy_from_slice(&c.to_be_bytes());
+        if let Some(at) = udp_check_at {
+            let old_udp = u16::from_be_bytes([b[at], b[at + 1]]);
+            if old_udp != 0 {
+                let mut old = [0u8; 6];
+                old[..4].copy_from_slice(&b[addr_at..addr_at + 4]);
+                old[4..].copy_from_slice(&b[port_at..port_at + 2]);
+                let mut new = [0u8; 6];
+                new[..4].copy_from_slice(&new_ip.octets());
+                new[4..].copy_from_slice(&new_port.to_be_bytes());
+                b[at..at + 2].copy_from_slice(&checksum::adjust(old_udp, &old, &new).to_be_bytes());
+            }
+        }
+        b[addr_at..addr_at + 4].copy_from_slice(&new_ip.octets());
+        if has_ports {
+            b[port_at..port_at + 2].copy_from_slice(&new_port.to_be_bytes());
+        }
+    }
+    let icmp = &mut b[ihl..];
+    icmp[2..4].fill(0);
+    let c = checksum::internet(icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    Ok(len)
 }
 
 /// Completes a split verdict into `out` for [`Fabric::process`]: a forward's payload is copied
@@ -756,4 +1389,26 @@ fn write_frame(
     let too_small = |_: BufferTooSmall| DropReason::OutputBufferTooSmall { needed };
     let n = body(out.get_mut(h..needed).ok_or(DropReason::OutputBufferTooSmall { needed })?).map_err(too_small)?;
     Ok(h + n)
+}
+
+/// A packet the fabric originates from its health checker, `l4_len` bytes of `protocol` that
+/// `l4` writes, to `dst`: Geneve, Ethernet, IPv4, then the segment.
+#[allow(clippy::too_many_arguments)]
+fn write_ipv4(
+    out: &mut [u8],
+    oh: &geneve::Header,
+    dst_mac: Mac,
+    tag: Option<Tci>,
+    protocol: u8,
+    dst: Ipv4Addr,
+    l4_len: usize,
+    l4: impl FnOnce(&mut [u8]) -> Result<usize, BufferTooSmall>,
+) -> Result<usize, DropReason> {
+    let repr =
+        ipv4::Repr { src: health::CHECKER, dst, protocol, ttl: FABRIC_TTL, tos: 0, ident: 0, payload_len: l4_len };
+    write_frame(out, oh, dst_mac, tag, ETHERTYPE_IPV4, ipv4::MIN_HEADER_LEN + l4_len, |b| {
+        let n = repr.emit(b)?;
+        let m = l4(b.get_mut(n..).unwrap_or(&mut []))?;
+        Ok(n + m)
+    })
 }

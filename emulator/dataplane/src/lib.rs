@@ -24,6 +24,8 @@ pub mod config;
 mod conntrack;
 pub mod drop;
 pub mod fabric;
+pub mod health;
+mod lb;
 mod security_group;
 pub mod stats;
 pub mod wire;
@@ -37,12 +39,14 @@ mod tests;
 use core::time::Duration;
 
 pub use config::{
-    Attachment, ConfigError, ConntrackTimeouts, Direction, EniConfig, FabricConfig, Ipv4Cidr, Peer, Policy, PortConfig,
-    Protocol, Rule, SecurityGroupConfig, SgKind,
+    Attachment, BackendConfig, ConfigError, ConntrackTimeouts, Direction, EniConfig, ExternalHostConfig, FabricConfig,
+    FabricSpec, HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, LbNetwork, LbProtocol, ListenerConfig,
+    LoadBalancerConfig, Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig, SgKind,
 };
 pub use conntrack::{FlowDir, FlowState};
 pub use drop::{DropKind, DropReason, Layer};
 pub use fabric::{CtLookup, Fabric, FabricOptions, FlowView, MAX_GROWTH, Step, Trace, Verdict};
+pub use health::{BackendHealth, CHECKER, HealthStatus};
 pub use security_group::{HEALTH_CHECK_CIDR, SgMatch};
 pub use stats::{DropStats, PortStats, StatsSnapshot};
 pub use wire::geneve::Vni;

@@ -696,26 +696,27 @@ fn process_split_forwards_from_a_header_sized_buffer() {
     let mut f = fresh();
     let v = f.process_split(Instant(0), NODE_A, &d, &mut headers);
     let SplitVerdict::Forward { to, header_len, payload } = v else { panic!("expected a forward, got {v:?}") };
-    assert_eq!((to, header_len), (NODE_B, MAX_HEADER_LEN));
+    // Untranslated: only Geneve and Ethernet are written (translated flows add IPv4 and L4).
+    assert_eq!((to, header_len), (NODE_B, crate::wire::geneve::MAX_EMIT_LEN + ethernet::TAGGED_HEADER_LEN));
     assert_eq!(payload, d.len() - ip.len()..d.len());
     let mut out = vec![0u8; d.len() + crate::MAX_GROWTH];
     assert_eq!(fresh().process(Instant(0), NODE_A, &d, &mut out), Verdict::Forward { to: NODE_B, len: d.len() + 4 });
-    assert_eq!(&out[..header_len], &headers[..]);
+    assert_eq!(&out[..header_len], &headers[..header_len]);
     assert_eq!(&out[header_len..d.len() + 4], &ip[..]);
     assert_eq!(f.stats().conntrack_entries, 1);
     assert_eq!(port(&f.stats(), 21).tx_bytes, (d.len() + 4 - 24) as u64, "the frame is counted whole");
 
     // One byte short of the headers: dropped and not tracked.
     let mut short = fresh();
-    let v = short.process_split(Instant(0), NODE_A, &d, &mut headers[..MAX_HEADER_LEN - 1]);
-    assert_eq!(v, SplitVerdict::Drop(DropReason::OutputBufferTooSmall { needed: MAX_HEADER_LEN }));
+    let v = short.process_split(Instant(0), NODE_A, &d, &mut headers[..header_len - 1]);
+    assert_eq!(v, SplitVerdict::Drop(DropReason::OutputBufferTooSmall { needed: header_len }));
     assert_eq!(short.stats().conntrack_entries, 0);
 
     // Replies are written whole.
     for (from, q) in
         [(POD_A1, echo_datagram(&POD_A1, POD_GW, ICMP_ECHO_REQUEST, 1)), (POD_A1, arp_request(&POD_A1, POD_GW))]
     {
-        let v = f.process_split(Instant(0), from.peer, &q, &mut headers);
+        let v = f.process_split(Instant(0), from.peer, &q, &mut headers[..header_len]);
         assert!(matches!(v, SplitVerdict::Drop(DropReason::OutputBufferTooSmall { .. })), "{v:?}");
         let mut whole = vec![0u8; q.len() + crate::MAX_GROWTH];
         let v = f.process_split(Instant(0), from.peer, &q, &mut whole);

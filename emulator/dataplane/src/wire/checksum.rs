@@ -1,13 +1,47 @@
-//! The Internet checksum (RFC 1071), used only for headers the fabric itself originates: the
-//! IPv4 header and ICMP message of an echo reply from the virtual gateway.
+//! The Internet checksum (RFC 1071) for what the fabric originates (the gateway's echo replies,
+//! health-check probes), and incremental updates (RFC 1624) for what it rewrites (a load
+//! balancer's address and port translation).
 //!
-//! The fabric never verifies or rewrites the checksums of frames it forwards: it changes no L3 or
-//! L4 byte (no TTL decrement inside a VPC), and frames from a TAP opened with IFF_VNET_HDR may
-//! carry only a partial checksum (virtio `NEEDS_CSUM`) that the receiving kernel completes.
+//! The fabric never verifies the checksums of frames it forwards, and never recomputes one from
+//! a payload: frames from a TAP opened with IFF_VNET_HDR may carry only a partial checksum
+//! (virtio `NEEDS_CSUM`, Linux's `CHECKSUM_PARTIAL`) that the receiving kernel completes. Such a
+//! field holds the *uncomplemented* sum of the pseudo-header, so a translated address is folded
+//! into it with [`adjust_partial`]; a complete checksum is updated with [`adjust`], which is
+//! RFC 1624's equation 3 and, unlike the older equation, never produces a wrong `0x0000`.
 
 /// One's-complement sum of `data` folded to 16 bits and complemented, ready to store.
 pub fn internet(data: &[u8]) -> u16 {
     !fold(sum(0, data))
+}
+
+/// [`internet`] over `a` followed by `b` (`a` of even length: a pseudo-header).
+pub fn internet2(a: &[u8], b: &[u8]) -> u16 {
+    debug_assert!(a.len().is_multiple_of(2));
+    !fold(sum(sum(0, a), b))
+}
+
+/// The sum of 16-bit words of `old` taken out and `new` put in, as a one's-complement delta.
+fn delta(mut acc: u32, old: &[u8], new: &[u8]) -> u32 {
+    debug_assert_eq!(old.len(), new.len());
+    debug_assert!(old.len().is_multiple_of(2));
+    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+        acc = acc.wrapping_add(u32::from(!u16::from_be_bytes([o[0], o[1]])));
+        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([n[0], n[1]])));
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc
+}
+
+/// A complete (complemented) checksum after the even-length field `old` became `new`:
+/// `HC' = ~(~HC + ~m + m')` (RFC 1624, eqn. 3).
+pub fn adjust(check: u16, old: &[u8], new: &[u8]) -> u16 {
+    !fold(delta(u32::from(!check), old, new))
+}
+
+/// A partial checksum (the uncomplemented pseudo-header sum a `NEEDS_CSUM` segment carries)
+/// after the pseudo-header field `old` became `new`.
+pub fn adjust_partial(sum: u16, old: &[u8], new: &[u8]) -> u16 {
+    fold(delta(u32::from(sum), old, new))
 }
 
 fn sum(mut acc: u32, data: &[u8]) -> u32 {
@@ -53,5 +87,22 @@ mod test {
         let c = internet(&hdr);
         hdr[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(internet(&hdr), 0);
+    }
+
+    #[test]
+    fn incremental_updates_match_recomputing() {
+        let mut hdr =
+            [0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 10, 0, 1, 5, 10, 0, 1, 253];
+        let c = internet(&hdr);
+        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut moved = hdr;
+        moved[16..20].copy_from_slice(&[192, 168, 81, 92]);
+        let adjusted = adjust(c, &hdr[16..20], &moved[16..20]);
+        moved[10..12].copy_from_slice(&adjusted.to_be_bytes());
+        assert_eq!(internet(&moved), 0);
+        // A partial sum moves the other way: it is the uncomplemented sum of what changed.
+        let partial = fold(sum(0, &hdr[12..20]));
+        let moved_partial = fold(sum(0, &moved[12..20]));
+        assert_eq!(adjust_partial(partial, &hdr[16..20], &moved[16..20]), moved_partial);
     }
 }

@@ -1,10 +1,16 @@
-//! The first bytes of TCP (RFC 793), UDP (RFC 768) and ICMP (RFC 792): what connection tracking
-//! and security-group matching need (ports, TCP flags, ICMP type/code/echo id), nothing more.
+//! The first bytes of TCP (RFC 793), UDP (RFC 768) and ICMP (RFC 792): what connection tracking,
+//! security-group matching, load-balancer translation and health checks need (ports, TCP flags
+//! and sequence numbers, ICMP type/code/echo id), and emitters for the few segments the fabric
+//! originates itself (health-check probes and the resets that end them).
 //!
-//! Checksums are deliberately not looked at: a frame whose virtio-net header says `NEEDS_CSUM`
-//! carries only a partial one, and the fabric leaves verification to the receiving host.
+//! Checksums of received segments are deliberately not looked at: a frame whose virtio-net
+//! header says `NEEDS_CSUM` carries only a partial one, and the fabric leaves verification to the
+//! receiving host. Where a load balancer rewrites addresses or ports, the checksum is updated
+//! incrementally ([`super::checksum::adjust`]), never recomputed from a payload it did not read.
 
-use super::{Malformed, be16};
+use core::net::Ipv4Addr;
+
+use super::{BufferTooSmall, Malformed, be16, check_room, checksum};
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -18,11 +24,22 @@ pub const ICMP_TIME_EXCEEDED: u8 = 11;
 pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
 pub const ICMP_HEADER_LEN: usize = 8;
 
+/// Where the checksum field sits in a TCP header.
+pub const TCP_CHECKSUM_AT: usize = 16;
+/// Where the checksum field sits in a UDP header.
+pub const UDP_CHECKSUM_AT: usize = 6;
+pub const UDP_HEADER_LEN: usize = 8;
+pub const TCP_MIN_HEADER_LEN: usize = 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tcp {
     pub src_port: u16,
     pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
     pub flags: u8,
+    /// Header length with options (the data offset in bytes).
+    pub header_len: usize,
 }
 
 impl Tcp {
@@ -40,7 +57,10 @@ impl Tcp {
         Ok(Tcp {
             src_port: u16::from_be_bytes([buf[0], buf[1]]),
             dst_port: u16::from_be_bytes([buf[2], buf[3]]),
+            seq: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+            ack: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
             flags: buf[13],
+            header_len: data_offset,
         })
     }
 
@@ -96,6 +116,96 @@ impl<'a> Icmp<'a> {
     }
 }
 
+/// The pseudo-header sum of RFC 793/768 for `len` bytes of `protocol` between two addresses,
+/// folded but not complemented.
+fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: usize) -> [u8; 12] {
+    let mut p = [0u8; 12];
+    p[0..4].copy_from_slice(&src.octets());
+    p[4..8].copy_from_slice(&dst.octets());
+    p[9] = protocol;
+    p[10..12].copy_from_slice(&(len as u16).to_be_bytes());
+    p
+}
+
+/// A TCP segment the fabric originates (no options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRepr<'a> {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub payload: &'a [u8],
+}
+
+impl TcpRepr<'_> {
+    pub fn len(&self) -> usize {
+        TCP_MIN_HEADER_LEN + self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the segment with its full checksum; returns its length.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let len = self.len();
+        check_room(buf, len)?;
+        let b = &mut buf[..len];
+        b[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+        b[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+        b[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        b[8..12].copy_from_slice(&self.ack.to_be_bytes());
+        b[12] = 0x50;
+        b[13] = self.flags;
+        b[14..16].copy_from_slice(&self.window.to_be_bytes());
+        b[16..20].fill(0);
+        b[20..].copy_from_slice(self.payload);
+        let c = checksum::internet2(&pseudo_header(self.src, self.dst, super::ipv4::PROTO_TCP, len), b);
+        b[16..18].copy_from_slice(&c.to_be_bytes());
+        Ok(len)
+    }
+}
+
+/// A UDP datagram the fabric originates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpRepr<'a> {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: &'a [u8],
+}
+
+impl UdpRepr<'_> {
+    pub fn len(&self) -> usize {
+        UDP_HEADER_LEN + self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let len = self.len();
+        check_room(buf, len)?;
+        let b = &mut buf[..len];
+        b[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+        b[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+        b[4..6].copy_from_slice(&(len as u16).to_be_bytes());
+        b[6..8].fill(0);
+        b[8..].copy_from_slice(self.payload);
+        let c = checksum::internet2(&pseudo_header(self.src, self.dst, super::ipv4::PROTO_UDP, len), b);
+        // RFC 768: a computed 0 is sent as all ones (0 means "no checksum").
+        let c = if c == 0 { 0xffff } else { c };
+        b[6..8].copy_from_slice(&c.to_be_bytes());
+        Ok(len)
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -108,7 +218,7 @@ mod test {
     #[test]
     fn tcp() {
         let t = Tcp::parse(&TCP_SYN_HDR).unwrap();
-        assert_eq!((t.src_port, t.dst_port), (40000, 80));
+        assert_eq!((t.src_port, t.dst_port, t.seq, t.ack, t.header_len), (40000, 80, 1, 0, 20));
         assert!(t.has(TCP_SYN) && !t.has(TCP_ACK));
         assert!(Tcp::parse(&TCP_SYN_HDR[..19]).is_err());
         let mut bad = TCP_SYN_HDR;
@@ -130,5 +240,31 @@ mod test {
         assert!(i.is_echo() && !i.is_error());
         assert_eq!((i.ty, i.echo_id(), i.payload), (ICMP_ECHO_REQUEST, 0x0101, &[0xab, 0xcd][..]));
         assert!(Icmp::parse(&ECHO[..7]).is_err());
+    }
+
+    #[test]
+    fn emitted_segments_carry_valid_checksums() {
+        let (a, b) = (Ipv4Addr::new(100, 64, 1, 1), Ipv4Addr::new(10, 0, 1, 5));
+        let seg = TcpRepr {
+            src: a,
+            dst: b,
+            src_port: 1024,
+            dst_port: 80,
+            seq: 7,
+            ack: 0,
+            flags: TCP_SYN,
+            window: 1024,
+            payload: b"x",
+        };
+        let mut buf = [0u8; 64];
+        let n = seg.emit(&mut buf).unwrap();
+        assert_eq!(n, 21);
+        assert_eq!(checksum::internet2(&pseudo_header(a, b, 6, n), &buf[..n]), 0);
+        let t = Tcp::parse(&buf[..n]).unwrap();
+        assert_eq!((t.seq, t.flags, t.header_len), (7, TCP_SYN, 20));
+        let d = UdpRepr { src: a, dst: b, src_port: 1025, dst_port: 53, payload: b"probe" };
+        let n = d.emit(&mut buf).unwrap();
+        assert_eq!(checksum::internet2(&pseudo_header(a, b, 17, n), &buf[..n]), 0);
+        assert!(seg.emit(&mut buf[..20]).is_err());
     }
 }
