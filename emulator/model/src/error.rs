@@ -12,6 +12,7 @@ use thiserror::Error;
 pub enum Product {
     Ecs,
     Vpc,
+    Slb,
 }
 
 impl Product {
@@ -19,6 +20,7 @@ impl Product {
         match self {
             Product::Ecs => "ecs.aliyuncs.com",
             Product::Vpc => "vpc.aliyuncs.com",
+            Product::Slb => "slb.aliyuncs.com",
         }
     }
 }
@@ -146,6 +148,76 @@ pub enum ModelError {
     #[error("The specified NicType \"{0}\" is not valid; only intranet is supported in a VPC.")]
     InvalidNicType(String),
 
+    // ---- SLB (CLB, 2014-05-15) ----------------------------------------------------------------
+    // Codes and messages from the API metadata and what the cloud-controller-manager sees
+    // (notes/research-ccm-slb.md §3-§4). CCM matches substrings of the code and message: keep
+    // "LoadBalancerId does not exist", "VSwitchAvailableIpNotExist" and
+    // "InstanceBackendServerNumberOverLimit" exactly.
+    #[error("The specified LoadBalancerId does not exist.")]
+    LoadBalancerNotFound(String),
+    /// The cloud answers a missing vServer group with the generic code and this message.
+    #[error("The specified VServerGroupId does not exist.")]
+    VServerGroupNotFound(String),
+    /// What listener actions say of a `VServerGroupId` that names no group of the load balancer.
+    #[error("The specified VServerGroup does not exist.")]
+    ListenerVServerGroupNotFound(String),
+    #[error("The specified listener is not found.")]
+    ListenerNotFound,
+    #[error("The specified listener {0} already exists.")]
+    ListenerAlreadyExists(String),
+    #[error("More than 1 listener is found, please be more specified.")]
+    TooManyListeners,
+    #[error("The loadbalancer can not be deleted due to DeleteProtection is enabled.")]
+    DeleteProtectionIsOn,
+    #[error("there are vips associating with this vServer group.")]
+    RspoolVipExist,
+    #[error("The specified VSwitch has no available ip.")]
+    VSwitchAvailableIpNotExist(String),
+    #[error("The specified VSwitch does not exist.")]
+    SlbVSwitchNotExist(String),
+    #[error("The specified VPC not exist.")]
+    SlbVpcNotExist(String),
+    #[error("The parameter VSwitchId is required.")]
+    MissingParamVSwitchId,
+    /// The public address pool has no free address.
+    #[error("The operation failed because of resource limit of the specified region.")]
+    RegionResourceLimit,
+    #[error("The backend server number has reached to the quota limit of this load balancers.")]
+    BackendServerNumberOverLimit,
+    #[error("The specified Type is invalid.")]
+    BackendServerInvalidType(String),
+    #[error("The specified ServerId \"{0}\" does not exist.")]
+    ServerIdNotExist(String),
+    #[error("The specified enis {0} does not exist.")]
+    EnisNotFound(String),
+    #[error("The specified ServerIp is not valid for the backend server: {0}")]
+    BackendServerIpConflict(String),
+    #[error("The backend server and the load balancer are not in the same network: {0}")]
+    NetworkConflict(String),
+    #[error("The specified tags is invalid.")]
+    InvalidTag,
+    #[error("The specified resource \"{0}\" does not exist.")]
+    ResourceNotExist(String),
+    #[error("The param ResourceType is invalid.")]
+    InvalidResourceType,
+    #[error("The param TagKey is invalid: {0}")]
+    InvalidParamTagKey(String),
+    #[error("The tag limit of a resource is exceeded: {0}.")]
+    SizeLimitExceededTag(String),
+    #[error("The param ResourceId or Tag is required.")]
+    MissingTagOrResourceId,
+    #[error("The specified ListenerProtocol is illegal.")]
+    IllegalListenerProtocol,
+    #[error("The specified MaxResults is illegal; it must be 1 to 100.")]
+    IllegalMaxResults,
+    #[error("The specified NextToken is illegal.")]
+    IllegalNextToken,
+    /// `MissingParameter` with the cloud's own sentence (the SLB API words some of these itself).
+    #[error("{0}")]
+    MissingParameterText(&'static str),
+    #[error("The param ModificationProtectionStatus is invalid.")]
+    InvalidModificationProtectionStatus,
+
     // ---- idempotency and service ------------------------------------------------------------
     #[error("Request uses a client token in a previous request but is not identical to that request.")]
     IdempotentParameterMismatch,
@@ -262,6 +334,36 @@ impl ModelError {
             InvalidSourceCidrIp(_) => "InvalidSourceCidrIp.Malformed",
             InvalidDestCidrIp(_) => "InvalidDestCidrIp.Malformed",
             InvalidNicType(_) => "InvalidNicType.ValueNotSupported",
+            LoadBalancerNotFound(_) => "InvalidLoadBalancerId.NotFound",
+            VServerGroupNotFound(_) => "InvalidParameter",
+            ListenerVServerGroupNotFound(_) => "ResourceNotFound.VServerGroup",
+            ListenerNotFound => "ResourceNotFound.Listener",
+            ListenerAlreadyExists(_) => "ListenerAlreadyExists",
+            TooManyListeners => "TooManyListeners",
+            DeleteProtectionIsOn => "OperationDenied.DeleteProtectionIsOn",
+            RspoolVipExist => "RspoolVipExist",
+            VSwitchAvailableIpNotExist(_) => "VSwitchAvailableIpNotExist",
+            SlbVSwitchNotExist(_) => "VSwitchNotExist",
+            SlbVpcNotExist(_) => "InvalidVpcId.NotExist",
+            MissingParamVSwitchId => "MissingParam.VSwitchId",
+            RegionResourceLimit => "OperationFailed.RegionResourceLimit",
+            BackendServerNumberOverLimit => "InstanceBackendServerNumberOverLimit",
+            BackendServerInvalidType(_) => "BackendServer.InvalidType",
+            ServerIdNotExist(_) => "InvalidServerId.NotExist",
+            EnisNotFound(_) => "ResourceNotFound.vServers",
+            BackendServerIpConflict(_) => "InvalidBackendServers.ServerIpConflict",
+            NetworkConflict(_) => "NetworkConflict",
+            InvalidTag => "InvalidTag",
+            ResourceNotExist(_) => "ResourceNotExist",
+            InvalidResourceType => "InvalidParam.ResourceType",
+            InvalidParamTagKey(_) => "InvalidParam.TagKey",
+            SizeLimitExceededTag(_) => "SizeLimitExceeded.Tag",
+            MissingTagOrResourceId => "MissingParam.TagOrResourceId",
+            IllegalListenerProtocol => "IllegalParam.ListenerProtocol",
+            IllegalMaxResults => "IllegalParam.MaxResults",
+            IllegalNextToken => "IllegalParam.NextToken",
+            MissingParameterText(_) => "MissingParameter",
+            InvalidModificationProtectionStatus => "InvalidParam.ModificationProtectionStatus",
             IdempotentParameterMismatch => "IdempotentParameterMismatch",
             Throttling => "Throttling",
             InternalError => "InternalError",
@@ -274,7 +376,8 @@ impl ModelError {
         }
     }
 
-    /// The HTTP status the cloud sends with this code (reference §5 and the API pages).
+    /// The HTTP status the cloud sends with this code (reference §5 and the API pages). The SLB
+    /// API answers 400 for everything but the three not-found codes above.
     /// `IdempotentFailed`/`IdempotentProcessing` (400) and `QuotaExceeded.PrivateIpAddress` (403)
     /// are not documented anywhere we found; Terway decides on the code only.
     pub fn http_status(&self) -> u16 {
@@ -292,7 +395,10 @@ impl ModelError {
             | InstanceTypeNotFound(_)
             | SecurityGroupRuleNotFound(_)
             | SecurityGroupIdRepeated
-            | PrimaryEniOnlyNameAndDescription => 404,
+            | PrimaryEniOnlyNameAndDescription
+            | LoadBalancerNotFound(_)
+            | ListenerNotFound
+            | EnisNotFound(_) => 404,
             VSwitchIpNotEnough(_)
             | VSwitchIpInvalid(_)
             | IpUnassigned(_)

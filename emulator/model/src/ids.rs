@@ -24,6 +24,10 @@ pub enum IdKind {
     SecurityGroupRule,
     Instance,
     Eni,
+    /// A CLB instance (`lb-…`).
+    LoadBalancer,
+    /// A CLB vServer group (`rsp-…`, the cloud's "real server pool").
+    VServerGroup,
 }
 
 impl IdKind {
@@ -37,6 +41,8 @@ impl IdKind {
             IdKind::SecurityGroupRule => "sgr",
             IdKind::Instance => "i",
             IdKind::Eni => "eni",
+            IdKind::LoadBalancer => "lb",
+            IdKind::VServerGroup => "rsp",
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The VPC resource model: regions, VPCs, vSwitches, security groups, instances and ENIs with
-//! Alibaba Cloud's semantics (ECS `2014-05-26`, VPC `2016-04-28`).
+//! The VPC resource model: regions, VPCs, vSwitches, security groups, instances, ENIs and layer-4
+//! load balancers with Alibaba Cloud's semantics (ECS `2014-05-26`, VPC `2016-04-28`, SLB/CLB
+//! `2014-05-15`).
 //!
 //! This crate is the single source of truth every face calls: the gRPC services, the CLI (through
 //! gRPC) and the cloud-compatible HTTP endpoint. It is **pure**: no tokio, no sockets, no files, no
@@ -16,6 +17,7 @@
 //! - [`catalog`]: built-in instance types; [`ipam`]: per-vSwitch address allocation;
 //! - [`vpc`], [`security_group`], [`instance`], [`eni`]: one resource per module, each with the
 //!   `impl Region` block of its actions (moto's `models/<resource>.py`);
+//! - [`slb`]: load balancers, their listeners and vServer groups (one module per resource);
 //! - [`region`]: the region itself, its indexes, transitions, idempotency and persistence hooks;
 //! - [`paging`]: the cloud's two paging schemes.
 
@@ -29,6 +31,7 @@ pub mod net;
 pub mod paging;
 pub mod region;
 pub mod security_group;
+pub mod slb;
 pub mod time;
 pub mod vpc;
 

@@ -28,8 +28,10 @@ use crate::error::ModelError;
 use crate::ids::{IdGen, IdKind};
 use crate::instance::Instance;
 use crate::ipam::Ipam;
+use crate::net::Cidr;
 use crate::net::Mac;
 use crate::security_group::SecurityGroup;
+use crate::slb::{LoadBalancer, VServerGroup};
 use crate::time::Millis;
 use crate::vpc::{VSwitch, Vpc};
 use crate::{Result, Tag};
@@ -68,6 +70,13 @@ pub struct Limits {
     pub ips_per_unattached_eni: u32,
     /// ClientToken records are kept this long.
     pub client_token_ttl_ms: u64,
+    /// `BackendServers` entries one SLB call may carry. The API reference says 20, the
+    /// cloud-controller-manager sends batches of 40 (its `--sg-batch-size` default), so the
+    /// emulator takes 40.
+    pub backend_servers_per_call: usize,
+    /// Backend servers of one load balancer, all its vServer groups together (ACK's
+    /// troubleshooting guide: 200 by default); past it `InstanceBackendServerNumberOverLimit`.
+    pub backend_servers_per_load_balancer: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +87,8 @@ impl Default for Limits {
             vswitches_per_vpc: 150,
             ips_per_unattached_eni: 50,
             client_token_ttl_ms: 24 * 3600 * 1000,
+            backend_servers_per_call: 40,
+            backend_servers_per_load_balancer: 200,
         }
     }
 }
@@ -88,7 +99,14 @@ pub struct RegionConfig {
     pub zones: Vec<String>,
     pub delays: TransitionDelays,
     pub limits: Limits,
+    /// Where internet-facing load balancers take their public address from (the emulator's
+    /// stand-in for the region's public IP inventory; `--public-pool`).
+    pub public_pool: Cidr,
 }
+
+/// The default public pool: a /24 of Alibaba Cloud Hong Kong's public range that holds the seed
+/// article's SLB address 8.210.162.178.
+pub const DEFAULT_PUBLIC_POOL: &str = "8.210.162.0/24";
 
 impl RegionConfig {
     /// A region with the cloud's zone names for well-known regions (`cn-hongkong-b/c/d`), or
@@ -105,6 +123,7 @@ impl RegionConfig {
             zones: suffixes.iter().map(|s| format!("{region_id}-{s}")).collect(),
             delays: TransitionDelays::default(),
             limits: Limits::default(),
+            public_pool: DEFAULT_PUBLIC_POOL.parse().expect("a valid constant"),
         }
     }
 }
@@ -120,10 +139,13 @@ pub enum Kind {
     InstanceType,
     ClientToken,
     Meta,
+    /// A CLB instance with its listeners and tags (one row).
+    LoadBalancer,
+    VServerGroup,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Vpc,
         Kind::VSwitch,
         Kind::SecurityGroup,
@@ -132,6 +154,8 @@ impl Kind {
         Kind::InstanceType,
         Kind::ClientToken,
         Kind::Meta,
+        Kind::LoadBalancer,
+        Kind::VServerGroup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -144,6 +168,8 @@ impl Kind {
             Kind::InstanceType => "instance_type",
             Kind::ClientToken => "client_token",
             Kind::Meta => "meta",
+            Kind::LoadBalancer => "load_balancer",
+            Kind::VServerGroup => "vserver_group",
         }
     }
 
@@ -174,6 +200,8 @@ pub struct Region {
     pub(crate) enis: BTreeMap<String, Eni>,
     pub(crate) types: BTreeMap<String, InstanceType>,
     pub(crate) tokens: BTreeMap<String, TokenRecord>,
+    pub(crate) load_balancers: BTreeMap<String, LoadBalancer>,
+    pub(crate) vserver_groups: BTreeMap<String, VServerGroup>,
     pub(crate) idgen: IdGen,
 
     // Indexes, rebuilt on restore, never persisted.
@@ -192,6 +220,8 @@ pub struct Region {
     /// Transitions waiting for their due time.
     pub(crate) pending: BTreeSet<(Millis, Kind, String)>,
     pub(crate) token_expiry: BTreeSet<(Millis, String)>,
+    /// The public pool's allocator: addresses held by internet-facing load balancers.
+    pub(crate) public_ipam: Ipam,
 
     dirty: BTreeSet<(Kind, String)>,
     epoch: u64,
@@ -207,6 +237,7 @@ impl Region {
 
     fn empty(config: RegionConfig, idgen: IdGen) -> Region {
         Region {
+            public_ipam: Ipam::new(config.public_pool),
             config,
             vpcs: BTreeMap::new(),
             vswitches: BTreeMap::new(),
@@ -215,6 +246,8 @@ impl Region {
             enis: BTreeMap::new(),
             types: builtin_types().into_iter().map(|t| (t.instance_type_id.clone(), t)).collect(),
             tokens: BTreeMap::new(),
+            load_balancers: BTreeMap::new(),
+            vserver_groups: BTreeMap::new(),
             idgen,
             ipam: HashMap::new(),
             ip_owners: HashMap::new(),
@@ -280,6 +313,8 @@ impl Region {
             Kind::ClientToken => json(self.tokens.get(id)),
             Kind::Meta if id == META_IDGEN => json(Some(&self.idgen)),
             Kind::Meta => None,
+            Kind::LoadBalancer => json(self.load_balancers.get(id)),
+            Kind::VServerGroup => json(self.vserver_groups.get(id)),
         }
     }
 
@@ -293,6 +328,8 @@ impl Region {
         keys.extend(self.enis.keys().map(|k| (Kind::Eni, k.clone())));
         keys.extend(self.types.values().filter(|t| t.custom).map(|t| (Kind::InstanceType, t.instance_type_id.clone())));
         keys.extend(self.tokens.keys().map(|k| (Kind::ClientToken, k.clone())));
+        keys.extend(self.load_balancers.keys().map(|k| (Kind::LoadBalancer, k.clone())));
+        keys.extend(self.vserver_groups.keys().map(|k| (Kind::VServerGroup, k.clone())));
         keys.push((Kind::Meta, META_IDGEN.to_string()));
         keys.into_iter().filter_map(|(k, id)| self.export_row(k, &id).map(|body| (k, id, body))).collect()
     }
@@ -336,9 +373,15 @@ impl Region {
                     have_meta = true;
                 }
                 Kind::Meta => {}
+                Kind::LoadBalancer => {
+                    r.load_balancers.insert(id.clone(), parse(kind, &id, &body)?);
+                }
+                Kind::VServerGroup => {
+                    r.vserver_groups.insert(id.clone(), parse(kind, &id, &body)?);
+                }
             }
         }
-        if !have_meta && !r.enis.is_empty() {
+        if !have_meta && (!r.enis.is_empty() || !r.load_balancers.is_empty()) {
             return Err("the store has resources but no id generator state".into());
         }
         r.rebuild_indexes()?;
@@ -384,7 +427,8 @@ impl Region {
         for (key, t) in &self.tokens {
             self.token_expiry.insert((t.at, key.clone()));
         }
-        Ok(())
+        // After the ENIs: a load balancer's address must be free of them.
+        self.rebuild_slb_indexes()
     }
 
     // ---- time -------------------------------------------------------------------------------
@@ -642,6 +686,8 @@ impl Region {
                 }
             }
         }
+        // Intranet load balancers hold their address in their vSwitch's allocator too.
+        self.check_slb_invariants(&mut held_per_vsw)?;
         for (vsw, ipam) in &self.ipam {
             let held = held_per_vsw.get(vsw.as_str()).copied().unwrap_or(0) as u64;
             if ipam.available() != ipam.cidr().usable() - held {
@@ -740,6 +786,7 @@ client_token_requests!(
     crate::eni::AssignPrivateIpAddresses,
     crate::security_group::CreateSecurityGroup,
     crate::security_group::AuthorizeSecurityGroup,
+    crate::slb::load_balancer::CreateLoadBalancer,
 );
 
 pub(crate) fn request_hash<P: Serialize>(req: &P) -> u64 {

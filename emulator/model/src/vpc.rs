@@ -1,11 +1,11 @@
-//! VPCs and vSwitches (VPC API `2016-04-28`): CreateVpc, DescribeVpcs, DeleteVpc, CreateVSwitch,
-//! DescribeVSwitches, DeleteVSwitch.
+//! VPCs and vSwitches (VPC API `2016-04-28`): CreateVpc, DescribeVpcs, DescribeVpcAttribute,
+//! DeleteVpc, CreateVSwitch, DescribeVSwitches, DeleteVSwitch.
 //!
 //! Address rules from the VPC documentation: a VPC CIDR is /8 to /28 and may not lie in the
 //! ranges the platform keeps (100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4); a vSwitch
 //! is /16 to /29, inside its VPC, overlapping no other vSwitch of the VPC (so a private IP is
 //! unique per VPC as soon as it is unique per vSwitch); at most 150 vSwitches per VPC. Deleting
-//! refuses while dependents exist (`DependencyViolation`).
+//! refuses while dependents exist (`DependencyViolation`), load balancers included.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,14 @@ pub struct VSwitch {
     pub resource_group_id: String,
     pub tags: Vec<Tag>,
     pub creation_time: Millis,
+}
+
+/// DescribeVpcAttribute's answer: the VPC and its vSwitches (the cloud-controller-manager reads
+/// only `CidrBlock` and `SecondaryCidrBlocks`, to tell pod IPs of the VPC from others).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VpcAttribute {
+    pub vpc: Vpc,
+    pub v_switch_ids: Vec<String>,
 }
 
 /// A vSwitch with the figures that are derived, not stored.
@@ -148,6 +156,15 @@ impl Region {
         self.vswitches.values().filter(|v| v.vpc_id == vpc_id).map(|v| v.v_switch_id.clone()).collect()
     }
 
+    pub fn describe_vpc_attribute(&mut self, vpc_id: &str, now: Millis) -> Result<VpcAttribute> {
+        self.advance(now);
+        if vpc_id.is_empty() {
+            return Err(ModelError::MissingParameter("VpcId"));
+        }
+        let vpc = self.vpcs.get(vpc_id).ok_or_else(|| ModelError::VpcNotFound(vpc_id.to_string()))?.clone();
+        Ok(VpcAttribute { vpc, v_switch_ids: self.vswitch_ids_of(vpc_id) })
+    }
+
     pub fn delete_vpc(&mut self, vpc_id: &str, now: Millis) -> Result<()> {
         self.advance(now);
         if !self.vpcs.contains_key(vpc_id) {
@@ -158,6 +175,12 @@ impl Region {
         }
         if self.sgs.values().any(|s| s.vpc_id == vpc_id) {
             return Err(ModelError::DependencyViolationSecurityGroup);
+        }
+        if let Some(lb) = self.load_balancers.values().find(|l| l.vpc_id == vpc_id) {
+            return Err(ModelError::DependencyViolation(format!(
+                "load balancer {} is in this VPC",
+                lb.load_balancer_id
+            )));
         }
         self.vpcs.remove(vpc_id);
         self.mark(Kind::Vpc, vpc_id);
@@ -249,6 +272,12 @@ impl Region {
             return Err(ModelError::DependencyViolation(format!(
                 "ENI {} is in this vSwitch",
                 eni.network_interface_id
+            )));
+        }
+        if let Some(lb) = self.load_balancers.values().find(|l| l.v_switch_id == vswitch_id) {
+            return Err(ModelError::DependencyViolation(format!(
+                "load balancer {} is in this vSwitch",
+                lb.load_balancer_id
             )));
         }
         self.vswitches.remove(vswitch_id);
