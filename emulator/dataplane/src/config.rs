@@ -298,8 +298,9 @@ pub struct BackendConfig {
 pub enum HealthCheckKind {
     /// A SYN; a SYN-ACK is healthy (answered with a RST), a RST or silence is not.
     Tcp,
-    /// A connection and `GET <uri>`; healthy when the status code's class is in `codes`.
-    Http { uri: String, host: Option<String>, codes: HttpCodes },
+    /// A connection and a `HEAD` (or, with `get`, `GET`) of `uri`; healthy when the status
+    /// code's class is in `codes`.
+    Http { uri: String, host: Option<String>, get: bool, codes: HttpCodes },
     /// A datagram (`request`); an ICMP port unreachable is unhealthy. With `expect` set, only a
     /// reply containing it is healthy; without, silence is healthy too.
     Udp { request: Vec<u8>, expect: Option<Vec<u8>> },

@@ -365,10 +365,11 @@ impl Conntrack {
             // The reverse of a tuple held as another flow's reply tuple: the two flows' packets
             // would be taken for each other's. The reverse of our own reply tuple held as an
             // original (a direct flow client → backend): its replies are ours. The reverse of
-            // our original held as an original is only possible for echo requests crossing
-            // (each side pinging the other), which are separate exchanges.
+            // our original held as an original is only allowed for echo requests crossing
+            // (each side pinging the other with one identifier), which are separate exchanges;
+            // a TCP or UDP packet that reverses a flow's original is that flow's reply.
             if let Some((slot, _)) = live_at(&k.reversed())
-                && (slot & REPLY_BIT != 0 || i == 1)
+                && (slot & REPLY_BIT != 0 || i == 1 || k.proto != crate::wire::ipv4::PROTO_ICMP)
             {
                 return Err(InsertError::Clash);
             }
@@ -571,5 +572,74 @@ mod test {
         assert_eq!(ct.flows_to(&(7, nat.backend, 8080)), 0);
         assert!(ct.index.is_empty());
         assert!(ct.check_insert(&conn(direct, None), Instant(31 * S), None).is_ok());
+    }
+
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A flow from client `c` port `p` to backend `b` port 80, directly or through VIP `v`.
+        Flow {
+            c: u8,
+            p: u16,
+            b: u8,
+            via_vip: Option<u8>,
+            udp: bool,
+        },
+        Advance(u8),
+        Expire,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0u8..3, 1u16..4, 0u8..3, proptest::option::of(0u8..2), any::<bool>())
+                .prop_map(|(c, p, b, via_vip, udp)| Op::Flow { c, p, b, via_vip, udp }),
+            1 => (1u8..40).prop_map(Op::Advance),
+            1 => Just(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        /// Whatever flows are offered, direct or translated, in a small address space that forces
+        /// collisions: every live connection is found from its own two tuples and only from
+        /// them, so no reply tuple ever maps to two flows.
+        #[test]
+        fn one_reply_never_maps_to_two_flows(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut ct = Conntrack::new(16, RandomState::new());
+            let mut now = Instant(0);
+            let client = |c: u8| Ipv4Addr::new(10, 0, 0, 10 + c);
+            let backend = |b: u8| Ipv4Addr::new(10, 0, 1, 10 + b);
+            for op in ops {
+                match op {
+                    Op::Flow { c, p, b, via_vip, udp } => {
+                        let proto = if udp { 17 } else { 6 };
+                        let dst = via_vip.map_or(backend(b), |v| Ipv4Addr::new(10, 0, 2, v));
+                        let orig = FlowKey { ns: 1, src: client(c), dst, sport: p, dport: 80, proto };
+                        let nat = via_vip.map(|v| Nat { backend: backend(b), backend_port: 80, reply_ns: 1, listener: u64::from(v) });
+                        let l4 = if udp { L4Info::Udp } else { L4Info::Tcp { flags: TCP_SYN } };
+                        let entry = start(l4, now, &t(), u64::from(c), 100 + u64::from(b), nat).unwrap();
+                        let conn = Conn { orig, entry };
+                        if ct.check_insert(&conn, now, None).is_ok() {
+                            ct.insert(conn, now, None);
+                        }
+                    }
+                    Op::Advance(s) => now = Instant(now.0 + u64::from(s) * S),
+                    Op::Expire => { ct.expire(now); }
+                }
+                let live: Vec<(u32, Conn)> = ct.slots.iter().enumerate()
+                    .filter_map(|(i, c)| c.filter(|c| c.entry.expires > now.0).map(|c| (i as u32, c)))
+                    .collect();
+                let mut replies = std::collections::HashSet::new();
+                for (slot, c) in &live {
+                    prop_assert!(replies.insert(c.reply_key()), "two flows reply alike: {:?}", c);
+                    let o = ct.lookup(&c.orig, Dirs::Both, now).expect("found by its original");
+                    prop_assert_eq!((o.slot, o.dir), (*slot, FlowDir::Original));
+                    let r = ct.lookup(&c.reply_key(), Dirs::Both, now).expect("found by its reply");
+                    prop_assert_eq!((r.slot, r.dir), (*slot, FlowDir::Reply));
+                }
+                prop_assert_eq!(ct.len(), ct.slots.iter().flatten().count());
+                prop_assert!(ct.index.len() <= 2 * ct.len());
+            }
+        }
     }
 }

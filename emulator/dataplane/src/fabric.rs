@@ -77,8 +77,10 @@ pub const MAX_GROWTH: usize = vlan::TAG_LEN;
 
 /// The headers [`Fabric::process_split`] writes for a forwarded datagram are never longer than
 /// this: Geneve with the virtio-net option, an 802.1Q-tagged Ethernet header, and for a
-/// translated flow the IPv4 and TCP headers with the largest options.
-pub const MAX_HEADER_LEN: usize = geneve::MAX_EMIT_LEN + ethernet::TAGGED_HEADER_LEN + 60 + 60;
+/// translated packet what the translation rewrites: the IPv4 and TCP headers with the largest
+/// options, or for an ICMP error the outer IPv4 header, the ICMP header and the quoted IPv4
+/// header with the 8 bytes after it.
+pub const MAX_HEADER_LEN: usize = geneve::MAX_EMIT_LEN + ethernet::TAGGED_HEADER_LEN + 60 + 8 + 60 + 8;
 
 /// TTL of packets the fabric originates (echo replies, health checks), Linux's default.
 const FABRIC_TTL: u8 = 64;
@@ -702,17 +704,24 @@ impl Fabric {
             vlan: tag.map(Tci::vid),
             vnet_shift: shift,
         });
+        let in_l3 = datagram.len() - eth.payload.len();
         if let Some(quoted) = path.quoted {
-            // A translated ICMP error: small, rewritten and sent whole.
-            let len = write_frame(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, eth.payload.len(), |b| {
-                translate_icmp_error(b, eth.payload, &ip, path.translate, quoted)
-            })?;
-            o.tx = Some((dst.vni, len - oh.len()));
-            return Ok(SplitVerdict::Forward {
-                to: dst_port.peer,
-                header_len: len,
-                payload: datagram.len()..datagram.len(),
-            });
+            // A translated ICMP error: the outer header and the quoted headers are rewritten,
+            // whatever else it quotes leaves as it came.
+            let q_ihl = ip.payload.get(l4::ICMP_HEADER_LEN).map_or(20, |b| usize::from(b & 0x0f) * 4);
+            let rewritten = eth.payload.len().min(ip.header_len + l4::ICMP_HEADER_LEN + q_ihl + 8);
+            let payload = in_l3 + rewritten..datagram.len();
+            let room_after = match emit {
+                Emit::Whole => payload.len(),
+                Emit::Split => 0,
+            };
+            let h = write_headers(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, rewritten + room_after)?;
+            let l3 = out.get_mut(h..h + rewritten).ok_or(DropReason::OutputBufferTooSmall { needed: h + rewritten })?;
+            l3.copy_from_slice(&eth.payload[..rewritten]);
+            translate_icmp_error(l3, ip.header_len, path.translate, quoted);
+            let header_len = h + rewritten;
+            o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
+            return Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload });
         }
         if path.translate != Translate::default() {
             let (src_now, dst_now) = translated_ends(&ip, &meta, path.translate);
@@ -725,7 +734,6 @@ impl Fabric {
                 _ => l4::UDP_HEADER_LEN,
             };
             let rewritten = ip.header_len + l4_len;
-            let in_l3 = datagram.len() - eth.payload.len();
             let payload = in_l3 + rewritten..datagram.len();
             let room_after = match emit {
                 Emit::Whole => payload.len(),
@@ -808,12 +816,13 @@ impl Fabric {
                     o.flow = Some(FlowCommit::New { conn: found.conn, replaces: Some(found.slot) });
                 }
             }
-            Track::Related { quoted } => {
+            // An error is about a packet its receiver sent.
+            Track::Related { quoted } if quoted.src == ip.dst => {
                 if let Some(path) = self.related(src, &quoted, now) {
                     return Ok(path);
                 }
             }
-            Track::None => {}
+            Track::Related { .. } | Track::None => {}
         }
 
         let lookup = if matches!(track, Track::Flow { .. }) { CtLookup::New } else { CtLookup::Untracked };
@@ -1272,66 +1281,60 @@ fn translate_headers(l3: &mut [u8], ihl: usize, protocol: u8, tr: Translate, par
     }
 }
 
-/// Writes `packet` (an IPv4 packet carrying an ICMP error) into `b` with the outer addresses
-/// and the quoted packet translated: outer by `outer` (addresses only), quoted by `quoted`
-/// (addresses and ports). The IPv4 checksums are updated, the quoted UDP checksum (when quoted
-/// whole enough to hold it) too, and the ICMP checksum is computed afresh over the message, which
-/// the fabric then knows in full.
-fn translate_icmp_error(
-    b: &mut [u8],
-    packet: &[u8],
-    ip: &ipv4::Packet<'_>,
-    outer: Translate,
-    quoted: Translate,
-) -> Result<usize, BufferTooSmall> {
-    let len = packet.len();
-    crate::wire::check_room(b, len)?;
-    let b = &mut b[..len];
-    b.copy_from_slice(packet);
-    let ihl = ip.header_len;
+/// Rewrites the start of an IPv4 packet carrying an ICMP error (`l3`: the outer header of
+/// `ihl` bytes, the ICMP header, and as much of the quoted packet as the error carried, up to its
+/// IPv4 header and 8 bytes): the outer addresses by `outer` (addresses only), the quoted packet's
+/// addresses and ports by `quoted`. Every checksum that covers a changed byte is updated
+/// incrementally: the outer and quoted IPv4 headers', the quoted UDP checksum (when quoted, and
+/// not 0), and the ICMP checksum, which covers the whole quoted part.
+fn translate_icmp_error(l3: &mut [u8], ihl: usize, outer: Translate, quoted: Translate) {
     for (addr_at, to) in [(12, outer.src), (16, outer.dst)] {
         if let Some((new, _)) = to {
-            let check = u16::from_be_bytes([b[10], b[11]]);
-            let c = checksum::adjust(check, &b[addr_at..addr_at + 4], &new.octets());
-            b[10..12].copy_from_slice(&c.to_be_bytes());
-            b[addr_at..addr_at + 4].copy_from_slice(&new.octets());
+            let check = u16::from_be_bytes([l3[10], l3[11]]);
+            let c = checksum::adjust(check, &l3[addr_at..addr_at + 4], &new.octets());
+            l3[10..12].copy_from_slice(&c.to_be_bytes());
+            l3[addr_at..addr_at + 4].copy_from_slice(&new.octets());
         }
     }
+    let icmp_check_at = ihl + 2;
+    // Writes `new` at `at` (inside the ICMP message), folding the change into its checksum.
+    let patch = |l3: &mut [u8], at: usize, new: &[u8]| {
+        let mut old = [0u8; 4];
+        let Some(was) = l3.get(at..at + new.len()) else { return };
+        old[..new.len()].copy_from_slice(was);
+        let check = u16::from_be_bytes([l3[icmp_check_at], l3[icmp_check_at + 1]]);
+        let c = checksum::adjust(check, &old[..new.len()], new);
+        l3[icmp_check_at..icmp_check_at + 2].copy_from_slice(&c.to_be_bytes());
+        l3[at..at + new.len()].copy_from_slice(new);
+    };
     // The quoted packet starts after the 8-byte ICMP header.
     let q = ihl + l4::ICMP_HEADER_LEN;
-    let qihl = usize::from(b.get(q).copied().unwrap_or(0x45) & 0x0f) * 4;
-    let has_ports = b.len() >= q + qihl + 4;
-    let udp_check_at = (b.get(q + 9) == Some(&PROTO_UDP) && b.len() >= q + qihl + 8).then_some(q + qihl + 6);
-    for (addr_at, port_at, to) in [(q + 12, q + qihl, quoted.src), (q + 16, q + qihl + 2, quoted.dst)] {
+    if l3.len() < q + ipv4::MIN_HEADER_LEN {
+        return;
+    }
+    let q_ihl = usize::from(l3[q] & 0x0f) * 4;
+    let udp_check_at = (l3[q + 9] == PROTO_UDP && l3.len() >= q + q_ihl + 8).then_some(q + q_ihl + 6);
+    for (addr_at, port_at, to) in [(q + 12, q + q_ihl, quoted.src), (q + 16, q + q_ihl + 2, quoted.dst)] {
         let Some((new_ip, new_port)) = to else { continue };
-        if b.len() < q + 20 {
-            break;
-        }
-        let check = u16::from_be_bytes([b[q + 10], b[q + 11]]);
-        let c = checksum::adjust(check, &b[addr_at..addr_at + 4], &new_ip.octets());
-        b[q + 10..q + 12].copy_from_slice(&c.to_be_bytes());
+        let q_check = u16::from_be_bytes([l3[q + 10], l3[q + 11]]);
+        let q_check = checksum::adjust(q_check, &l3[addr_at..addr_at + 4], &new_ip.octets());
+        patch(l3, q + 10, &q_check.to_be_bytes());
         if let Some(at) = udp_check_at {
-            let old_udp = u16::from_be_bytes([b[at], b[at + 1]]);
-            if old_udp != 0 {
+            let udp = u16::from_be_bytes([l3[at], l3[at + 1]]);
+            if udp != 0 {
                 let mut old = [0u8; 6];
-                old[..4].copy_from_slice(&b[addr_at..addr_at + 4]);
-                old[4..].copy_from_slice(&b[port_at..port_at + 2]);
+                old[..4].copy_from_slice(&l3[addr_at..addr_at + 4]);
+                old[4..].copy_from_slice(l3.get(port_at..port_at + 2).unwrap_or(&[0, 0]));
                 let mut new = [0u8; 6];
                 new[..4].copy_from_slice(&new_ip.octets());
                 new[4..].copy_from_slice(&new_port.to_be_bytes());
-                b[at..at + 2].copy_from_slice(&checksum::adjust(old_udp, &old, &new).to_be_bytes());
+                let c = checksum::adjust(udp, &old, &new);
+                patch(l3, at, &(if c == 0 { 0xffff } else { c }).to_be_bytes());
             }
         }
-        b[addr_at..addr_at + 4].copy_from_slice(&new_ip.octets());
-        if has_ports {
-            b[port_at..port_at + 2].copy_from_slice(&new_port.to_be_bytes());
-        }
+        patch(l3, addr_at, &new_ip.octets());
+        patch(l3, port_at, &new_port.to_be_bytes());
     }
-    let icmp = &mut b[ihl..];
-    icmp[2..4].fill(0);
-    let c = checksum::internet(icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    Ok(len)
 }
 
 /// Completes a split verdict into `out` for [`Fabric::process`]: a forward's payload is copied

@@ -7,8 +7,9 @@
 //! - **TCP**: a SYN; a SYN-ACK is a success, answered with a RST so the backend's half-open
 //!   connection goes away at once (the cloud's "SYN, SYN-ACK, RST" check); a RST, an ICMP error
 //!   or silence until the timeout is a failure.
-//! - **HTTP**: the handshake, then `GET <uri> HTTP/1.0` in the handshake's last ACK; the status
-//!   line of the answer decides by class (`http_2xx`, …); a RST follows either way.
+//! - **HTTP**: the handshake, then `HEAD <uri> HTTP/1.0` (`GET` when the listener says so, as
+//!   `HealthCheckMethod` does) in the handshake's last ACK; the status line of the answer
+//!   decides by class (`http_2xx`, …); a RST follows either way.
 //! - **UDP**: a datagram with the listener's request string; an ICMP port unreachable is a
 //!   failure, an answer is a success (when an expected string is set, it must contain it), and
 //!   silence is a success unless an answer is expected (the cloud's UDP check works the same way,
@@ -354,7 +355,9 @@ impl HealthTable {
         let Some(e) = self.entries.get_mut(&a.key) else { return };
         if let (Some(next_seq), Some(p)) = (a.request_sent, e.probe.as_mut()) {
             let request_len = match &e.check.kind {
-                HealthCheckKind::Http { uri, host, .. } => http_request(uri, host.as_deref(), a.key.1).len() as u32,
+                HealthCheckKind::Http { uri, host, get, .. } => {
+                    http_request(uri, host.as_deref(), *get, a.key.1).len() as u32
+                }
                 _ => 0,
             };
             let _ = next_seq;
@@ -388,7 +391,7 @@ impl HealthTable {
     /// The request an HTTP check sends after the handshake.
     pub fn request_of(&self, key: &BackendKey) -> Option<String> {
         match &self.entries.get(key)?.check.kind {
-            HealthCheckKind::Http { uri, host, .. } => Some(http_request(uri, host.as_deref(), key.1)),
+            HealthCheckKind::Http { uri, host, get, .. } => Some(http_request(uri, host.as_deref(), *get, key.1)),
             _ => None,
         }
     }
@@ -422,15 +425,15 @@ fn duration_ns(d: core::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// `GET <uri> HTTP/1.0` with the check's host (default: the backend's address), as CLB sends
-/// it: HTTP/1.0, so the backend closes after answering.
-pub(crate) fn http_request(uri: &str, host: Option<&str>, backend: Ipv4Addr) -> String {
+/// `HEAD <uri> HTTP/1.0` (or `GET`) with the check's host (default: the backend's address), as
+/// CLB sends it: HTTP/1.0, so the backend closes after answering.
+pub(crate) fn http_request(uri: &str, host: Option<&str>, get: bool, backend: Ipv4Addr) -> String {
     let uri = if uri.is_empty() { "/" } else { uri };
+    let method = if get { "GET" } else { "HEAD" };
+    let agent = "User-Agent: enifab-health-check\r\n\r\n";
     match host {
-        Some(h) if !h.is_empty() => {
-            format!("GET {uri} HTTP/1.0\r\nHost: {h}\r\nUser-Agent: enifab-health-check\r\n\r\n")
-        }
-        _ => format!("GET {uri} HTTP/1.0\r\nHost: {backend}\r\nUser-Agent: enifab-health-check\r\n\r\n"),
+        Some(h) if !h.is_empty() => format!("{method} {uri} HTTP/1.0\r\nHost: {h}\r\n{agent}"),
+        _ => format!("{method} {uri} HTTP/1.0\r\nHost: {backend}\r\n{agent}"),
     }
 }
 
@@ -465,9 +468,10 @@ mod test {
         assert_eq!(http_status(b"HTTP/2 200"), None);
         assert_eq!(http_status(b"HTTP/1.1 2x0"), None);
         assert_eq!(http_status(b""), None);
-        assert!(
-            http_request("/healthz", None, Ipv4Addr::new(10, 0, 1, 5))
-                .starts_with("GET /healthz HTTP/1.0\r\nHost: 10.0.1.5\r\n")
-        );
+        let backend = Ipv4Addr::new(10, 0, 1, 5);
+        let get = http_request("/healthz", None, true, backend);
+        assert!(get.starts_with("GET /healthz HTTP/1.0\r\nHost: 10.0.1.5\r\n"), "{get}");
+        let head = http_request("", Some("example.com"), false, backend);
+        assert!(head.starts_with("HEAD / HTTP/1.0\r\nHost: example.com\r\n"), "{head}");
     }
 }

@@ -247,3 +247,115 @@ fn rendezvous(h: u64, b: &crate::config::Backend) -> f64 {
     let u = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     -f64::from(b.weight) / u.ln()
 }
+
+#[cfg(test)]
+mod test {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::{
+        BackendConfig, FabricSpec, LbNetwork, LbProtocol, ListenerConfig, LoadBalancerConfig, Scheduler,
+    };
+
+    fn one_listener(weights: &[u8], scheduler: Scheduler) -> Arc<FabricConfig> {
+        let backends = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| BackendConfig {
+                server_id: format!("eni-{i}"),
+                ip: Ipv4Addr::new(10, 0, 1, 10 + i as u8),
+                port: 80,
+                weight: *w,
+            })
+            .collect();
+        let lb = LoadBalancerConfig {
+            id: "lb-1".into(),
+            vpc_id: "vpc-1".into(),
+            network: LbNetwork::Intranet,
+            address: Ipv4Addr::new(10, 0, 1, 100),
+            listeners: vec![ListenerConfig {
+                protocol: LbProtocol::Tcp,
+                port: 80,
+                running: true,
+                scheduler,
+                persistence: core::time::Duration::ZERO,
+                established_timeout: core::time::Duration::from_secs(900),
+                backends,
+                health_check: None,
+            }],
+        };
+        let spec = FabricSpec { load_balancers: vec![lb], ..FabricSpec::default() };
+        Arc::new(FabricConfig::build(1, spec).unwrap())
+    }
+
+    /// Picks `n` flows from distinct client ports, committing each, and counts per backend.
+    fn run(cfg: &FabricConfig, n: usize) -> Vec<usize> {
+        let mut rt = LbRuntime::new(16, RandomState::new());
+        rt.sync(cfg);
+        let health = HealthTable::default();
+        let ct = Conntrack::new(1, RandomState::new());
+        let listener = &cfg.lbs[0].listeners[0];
+        let mut counts = vec![0usize; listener.backends.len()];
+        for i in 0..n {
+            let flow = NewFlow {
+                client: Ipv4Addr::new(10, 0, 0, 1),
+                client_port: i as u16,
+                vip: Ipv4Addr::new(10, 0, 1, 100),
+                vport: 80,
+            };
+            let p = pick(&rt, &health, &ct, listener, flow, 0).unwrap();
+            counts[p.backend] += 1;
+            rt.commit(&p, listener, |i| is_eligible(&health, listener, i));
+        }
+        counts
+    }
+
+    proptest! {
+        /// wrr gives each backend exactly its weight's share of every cycle of total-weight flows,
+        /// and never strays by a whole flow from its share in between; weight 0 gets nothing.
+        #[test]
+        fn wrr_matches_the_weights(weights in proptest::collection::vec(0u8..=100, 1..6), cycles in 1usize..4) {
+            prop_assume!(weights.iter().any(|w| *w > 0));
+            let cfg = one_listener(&weights, Scheduler::Wrr);
+            let total: usize = weights.iter().map(|w| usize::from(*w)).sum();
+            let counts = run(&cfg, total * cycles);
+            for (w, c) in weights.iter().zip(&counts) {
+                prop_assert_eq!(*c, usize::from(*w) * cycles);
+            }
+            // Any prefix: within one flow of the exact share.
+            let n = total + total / 2;
+            let counts = run(&cfg, n);
+            for (w, c) in weights.iter().zip(&counts) {
+                let share = n as f64 * f64::from(*w) / total as f64;
+                prop_assert!((*c as f64 - share).abs() < 1.0 + 1e-9, "weight {} got {} of {} (share {:.2})", w, c, n, share);
+            }
+        }
+
+        /// sch spreads clients over the backends in proportion to the weights (within 10 points
+        /// over 2,000 clients) and sends one client to one backend.
+        #[test]
+        fn source_hash_follows_the_weights(weights in proptest::collection::vec(1u8..=100, 2..5)) {
+            let cfg = one_listener(&weights, Scheduler::Sch);
+            let rt = { let mut r = LbRuntime::new(16, RandomState::new()); r.sync(&cfg); r };
+            let health = HealthTable::default();
+            let ct = Conntrack::new(1, RandomState::new());
+            let listener = &cfg.lbs[0].listeners[0];
+            let mut counts = vec![0usize; weights.len()];
+            for c in 0..2000u32 {
+                let client = Ipv4Addr::from(0x0a00_0000 + c);
+                let flow = |port| NewFlow { client, client_port: port, vip: Ipv4Addr::new(10, 0, 1, 100), vport: 80 };
+                let a = pick(&rt, &health, &ct, listener, flow(1), 0).unwrap().backend;
+                let b = pick(&rt, &health, &ct, listener, flow(2), 0).unwrap().backend;
+                prop_assert_eq!(a, b);
+                counts[a] += 1;
+            }
+            let total: f64 = weights.iter().map(|w| f64::from(*w)).sum();
+            for (w, c) in weights.iter().zip(&counts) {
+                let share = f64::from(*w) / total;
+                prop_assert!((*c as f64 / 2000.0 - share).abs() < 0.10, "weight {} got {} of 2000", w, c);
+            }
+        }
+    }
+}

@@ -17,6 +17,15 @@
 //!
 //! Groups (all basic): `sg-node` accepts inner access and nothing else; `sg-web` accepts TCP 80
 //! from 10.0.0.0/8; `sg-db` accepts TCP 5432 from group `sg-web`.
+//!
+//! [`Lab::with_load_balancers`] adds the internet side and two load balancers:
+//!
+//! ```text
+//! internet: ext-client 47.100.1.10 (segment 47.100.1.0/24), VNI 99, shim 192.0.2.50:6081
+//! lb-intra  10.0.1.100 (intranet, vpc-lab): TCP 80 → pod-a1:80, pod-b1:80 (wrr, 100/100)
+//!                                           UDP 53 → pod-a2:5353
+//! lb-public 8.210.162.178 (internet):       TCP 80 → pod-a1:8080, pod-b1:8080 (wrr, 100/100)
+//! ```
 
 use core::net::{Ipv4Addr, SocketAddr};
 
@@ -102,6 +111,18 @@ pub const POD_B1: Endpoint = Endpoint {
 
 pub const ALL: [Endpoint; 6] = [TRUNK_A, POD_A1, POD_A2, PRIMARY_B, TRUNK_B, POD_B1];
 
+pub const EXT_PEER: SocketAddr = SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50)), 6081);
+pub const EXTERNAL: Endpoint = Endpoint {
+    eni: "ext-client",
+    vni: 99,
+    vlan: None,
+    mac: [0x02, 0x00, 0x2f, 0x64, 0x01, 0x0a],
+    ip: Ipv4Addr::new(47, 100, 1, 10),
+    peer: EXT_PEER,
+};
+pub const VIP_INTRA: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
+pub const VIP_PUBLIC: Ipv4Addr = Ipv4Addr::new(8, 210, 162, 178);
+
 pub fn vni(v: u32) -> Vni {
     Vni::new(v).unwrap_or_else(|| panic!("vni {v} out of range"))
 }
@@ -140,6 +161,39 @@ pub struct Lab {
     pub ports: Vec<(Vni, PortConfig)>,
     pub enis: Vec<EniConfig>,
     pub groups: Vec<SecurityGroupConfig>,
+    pub load_balancers: Vec<LoadBalancerConfig>,
+    pub external_hosts: Vec<ExternalHostConfig>,
+}
+
+/// A backend for a lab listener.
+pub fn backend(e: &Endpoint, port: u16, weight: u8) -> BackendConfig {
+    BackendConfig { server_id: e.eni.to_string(), ip: e.ip, port, weight }
+}
+
+/// A running TCP (or UDP) listener with the given backends, health checks off.
+pub fn listener(protocol: LbProtocol, port: u16, backends: Vec<BackendConfig>) -> ListenerConfig {
+    ListenerConfig {
+        protocol,
+        port,
+        running: true,
+        scheduler: Scheduler::Wrr,
+        persistence: core::time::Duration::ZERO,
+        established_timeout: core::time::Duration::from_secs(900),
+        backends,
+        health_check: None,
+    }
+}
+
+/// The cloud's default TCP check: timeout 5 s, interval 2 s, thresholds 3 and 3.
+pub fn tcp_check() -> HealthCheckConfig {
+    HealthCheckConfig {
+        kind: HealthCheckKind::Tcp,
+        port: None,
+        timeout: core::time::Duration::from_secs(5),
+        interval: core::time::Duration::from_secs(2),
+        healthy_threshold: 3,
+        unhealthy_threshold: 3,
+    }
 }
 
 impl Default for Lab {
@@ -204,7 +258,57 @@ impl Lab {
                     vec![rule(Ingress, 1, Policy::Accept, Protocol::Tcp, Some(5432), Peer::Group("sg-web".into()))],
                 ),
             ],
+            load_balancers: Vec::new(),
+            external_hosts: Vec::new(),
         }
+    }
+
+    /// The lab plus the internet side and the two load balancers of the module docs.
+    pub fn with_load_balancers() -> Lab {
+        let mut lab = Lab::new();
+        lab.external_hosts.push(ExternalHostConfig {
+            id: EXTERNAL.eni.to_string(),
+            vni: vni(EXTERNAL.vni),
+            mac: EXTERNAL.mac,
+            peer: EXTERNAL.peer,
+            ip: EXTERNAL.ip,
+            segment: cidr([47, 100, 1, 0], 24),
+        });
+        lab.load_balancers.push(LoadBalancerConfig {
+            id: "lb-intra".into(),
+            vpc_id: VPC.into(),
+            network: LbNetwork::Intranet,
+            address: VIP_INTRA,
+            listeners: vec![
+                listener(LbProtocol::Tcp, 80, vec![backend(&POD_A1, 80, 100), backend(&POD_B1, 80, 100)]),
+                listener(LbProtocol::Udp, 53, vec![backend(&POD_A2, 5353, 100)]),
+            ],
+        });
+        lab.load_balancers.push(LoadBalancerConfig {
+            id: "lb-public".into(),
+            vpc_id: VPC.into(),
+            network: LbNetwork::Internet,
+            address: VIP_PUBLIC,
+            listeners: vec![listener(
+                LbProtocol::Tcp,
+                80,
+                vec![backend(&POD_A1, 8080, 100), backend(&POD_B1, 8080, 100)],
+            )],
+        });
+        lab
+    }
+
+    pub fn lb_mut(&mut self, id: &str) -> &mut LoadBalancerConfig {
+        self.load_balancers.iter_mut().find(|l| l.id == id).unwrap_or_else(|| panic!("no load balancer {id}"))
+    }
+
+    /// A listener of a load balancer, by protocol and port.
+    pub fn listener_mut(&mut self, lb: &str, protocol: LbProtocol, port: u16) -> &mut ListenerConfig {
+        self.lb_mut(lb)
+            .listeners
+            .iter_mut()
+            .find(|l| l.protocol == protocol && l.port == port)
+            .unwrap_or_else(|| panic!("no listener {port} on {lb}"))
     }
 
     pub fn eni_mut(&mut self, id: &str) -> &mut EniConfig {
@@ -216,8 +320,14 @@ impl Lab {
     }
 
     pub fn build(&self, epoch: u64) -> FabricConfig {
-        FabricConfig::new(epoch, self.ports.clone(), self.enis.clone(), self.groups.clone())
-            .unwrap_or_else(|e| panic!("lab config: {e}"))
+        let spec = FabricSpec {
+            ports: self.ports.clone(),
+            enis: self.enis.clone(),
+            groups: self.groups.clone(),
+            load_balancers: self.load_balancers.clone(),
+            external_hosts: self.external_hosts.clone(),
+        };
+        FabricConfig::build(epoch, spec).unwrap_or_else(|e| panic!("lab config: {e}"))
     }
 }
 
@@ -316,10 +426,10 @@ pub fn arp_request(from: &Endpoint, target: Ipv4Addr) -> Vec<u8> {
 }
 
 /// Splits a fuzz input into a sender and a datagram: the first byte picks one of the lab's
-/// shim addresses (or a stranger), the rest is the datagram.
+/// shim addresses (a node, a stranger, or the internet side's host), the rest is the datagram.
 pub fn split_fuzz_input(data: &[u8]) -> (SocketAddr, &[u8]) {
     match data.split_first() {
-        Some((sel, rest)) => ([NODE_A, NODE_B, STRANGER][usize::from(*sel) % 3], rest),
+        Some((sel, rest)) => ([NODE_A, NODE_B, STRANGER, EXT_PEER][usize::from(*sel) % 4], rest),
         None => (NODE_A, data),
     }
 }

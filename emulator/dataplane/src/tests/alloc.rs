@@ -48,7 +48,8 @@ fn allocations_during(f: impl FnOnce()) -> u64 {
 
 #[test]
 fn the_frame_path_does_not_allocate() {
-    let mut h = Harness::new(&Lab::new());
+    let mut h = Harness::new(&Lab::with_load_balancers());
+    let vip = VIP_INTRA;
     let frames = [
         (TRUNK_A, tcp_datagram(&TRUNK_A, POD_B1.ip, 40000, 80, TCP_SYN)), // new flow
         (POD_B1, tcp_datagram(&POD_B1, TRUNK_A.ip, 80, 40000, TCP_SYN | TCP_ACK)), // reply
@@ -58,6 +59,10 @@ fn the_frame_path_does_not_allocate() {
         (POD_A1, tcp_datagram(&POD_A1, POD_B1.ip, 1, 22, TCP_SYN)), // SG drop
         (TRUNK_A, tcp_datagram(&TRUNK_A, [10, 9, 9, 9].into(), 1, 22, TCP_SYN)), // no route
         (TRUNK_A, vec![0u8; 5]),                                    // malformed
+        (PRIMARY_B, tcp_datagram(&PRIMARY_B, vip, 41000, 80, TCP_SYN)), // new flow through a VIP
+        (POD_A1, tcp_datagram(&POD_A1, PRIMARY_B.ip, 80, 41000, TCP_SYN | TCP_ACK)), // un-translated reply
+        (PRIMARY_B, tcp_datagram(&PRIMARY_B, vip, 41000, 80, TCP_ACK)), // translated, established
+        (PRIMARY_B, tcp_datagram(&PRIMARY_B, vip, 41000, 81, TCP_SYN)), // no listener
     ];
     let Harness { fabric, out, .. } = &mut h;
     for (i, (from, d)) in frames.iter().enumerate() {
@@ -66,14 +71,14 @@ fn the_frame_path_does_not_allocate() {
         assert_eq!(n, 0, "frame {i} allocated: {verdict:?}");
     }
     // The same through the split path, on a fabric of its own (fresh flows again).
-    let mut split = Fabric::new(Arc::new(Lab::new().build(1)), FabricOptions::new(RandomState::new()));
+    let mut split = Fabric::new(Arc::new(Lab::with_load_balancers().build(1)), FabricOptions::new(RandomState::new()));
     for (i, (from, d)) in frames.iter().enumerate() {
         let mut verdict = None;
         let n = allocations_during(|| verdict = Some(split.process_split(Instant(i as u64), from.peer, d, out)));
         assert_eq!(n, 0, "frame {i} allocated on the split path: {verdict:?}");
     }
-    assert_eq!(split.stats().conntrack_entries, 1);
-    assert_eq!(fabric.stats().conntrack_entries, 1);
+    assert_eq!(split.stats().conntrack_entries, 2);
+    assert_eq!(fabric.stats().conntrack_entries, 2);
     // The counter does see allocations: a trace builds a Vec.
     let (from, d) = &frames[2];
     assert!(allocations_during(|| drop(fabric.trace(Instant(9), from.peer, d))) > 0);

@@ -7,6 +7,7 @@ mod alloc;
 mod malformed;
 mod proptests;
 mod scenarios;
+mod slb;
 
 use core::net::SocketAddr;
 use std::hash::RandomState;
@@ -97,6 +98,19 @@ impl Harness {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.fabric.stats()
+    }
+
+    /// [`Fabric::poll_health`] on both fabrics: the checker's probes are part of the state the
+    /// twins must share.
+    pub fn poll_health(&mut self, out: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let sent = self.fabric.poll_health(self.now, out);
+        let mut twin = vec![0u8; out.len()];
+        let twin_sent = self.split.poll_health(self.now, &mut twin);
+        assert_eq!(sent, twin_sent, "both fabrics probe alike");
+        if let Some((_, len)) = sent {
+            assert_eq!(out[..len], twin[..len]);
+        }
+        sent
     }
 
     pub fn advance_secs(&mut self, s: u64) {

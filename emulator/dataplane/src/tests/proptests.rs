@@ -56,7 +56,8 @@ fn check_split(v: &SplitVerdict, d: &[u8], headers_len: usize) {
 }
 
 fn lab_fabric() -> Fabric {
-    let mut lab = Lab::new();
+    let mut lab = Lab::with_load_balancers();
+    lab.listener_mut("lb-intra", crate::LbProtocol::Tcp, 80).health_check = Some(tcp_check());
     // A rule-rich, flow-rich lab so that random packets reach the deeper steps.
     for g in &mut lab.groups {
         g.rules.push(rule(crate::Direction::Ingress, 50, crate::Policy::Accept, crate::Protocol::All, None, any_ip()));
@@ -175,6 +176,43 @@ proptest! {
             prop_assert_eq!(to, eb.peer);
             let v = f.process(Instant(1), eb.peer, &back, &mut out);
             prop_assert!(matches!(v, Verdict::Forward { to, .. } if to == ea.peer), "{:?}", v);
+        }
+    }
+
+    /// Through a VIP too: whichever client (a node, a pod, the internet), if its first packet
+    /// reaches a backend, the backend's reply reaches the client from the VIP and listener port.
+    #[test]
+    fn replies_through_a_vip_come_back_from_the_vip(
+        client in 0usize..7, sport in 1u16.., udp_flow in any::<bool>(), public in any::<bool>(),
+    ) {
+        let mut lab = Lab::with_load_balancers();
+        for g in &mut lab.groups {
+            g.rules.push(rule(crate::Direction::Ingress, 50, crate::Policy::Accept, crate::Protocol::All, None, any_ip()));
+        }
+        lab.lb_mut("lb-public").listeners.push(listener(crate::LbProtocol::Udp, 53, vec![backend(&POD_A2, 5353, 100)]));
+        let mut f = Fabric::new(Arc::new(lab.build(1)), FabricOptions::new(RandomState::new()));
+        let c = if client == 6 { EXTERNAL } else { ALL[client] };
+        let (vip, vport) = match (public || client == 6, udp_flow) {
+            (true, false) => (VIP_PUBLIC, 80),
+            (false, false) => (VIP_INTRA, 80),
+            (_, true) => (if public || client == 6 { VIP_PUBLIC } else { VIP_INTRA }, 53),
+        };
+        let fwd = if udp_flow { udp_datagram(&c, vip, sport, vport) } else { tcp_datagram(&c, vip, sport, vport, 0x02) };
+        let mut out = vec![0u8; 2048];
+        if let Verdict::Forward { to, len } = f.process(Instant(0), c.peer, &fwd, &mut out) {
+            let (_, frame) = decode(&out[..len]);
+            let ip = crate::wire::ipv4::Packet::parse(frame.payload, false).unwrap();
+            prop_assert_eq!(ip.src, c.ip, "the client's address is kept");
+            let backend = *ALL.iter().find(|e| e.ip == ip.dst && e.peer == to).expect("delivered to a backend");
+            let bport = u16::from_be_bytes([ip.payload[2], ip.payload[3]]);
+            let back = if udp_flow { udp_datagram(&backend, c.ip, bport, sport) } else { tcp_datagram(&backend, c.ip, bport, sport, 0x12) };
+            let v = f.process(Instant(1), backend.peer, &back, &mut out);
+            let Verdict::Forward { to, len } = v else { panic!("reply not delivered: {v:?}") };
+            prop_assert_eq!(to, c.peer);
+            let (_, frame) = decode(&out[..len]);
+            let ip = crate::wire::ipv4::Packet::parse(frame.payload, false).unwrap();
+            prop_assert_eq!((ip.src, ip.dst), (vip, c.ip));
+            prop_assert_eq!(u16::from_be_bytes([ip.payload[0], ip.payload[1]]), vport);
         }
     }
 }
