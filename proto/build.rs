@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "enifab/v1/common.proto",
         "enifab/v1/vpc.proto",
         "enifab/v1/ecs.proto",
+        "enifab/v1/slb.proto",
         "enifab/v1/emulator.proto",
         "enifab/v1/fabric.proto",
         "enifab/v1/shim.proto",
