@@ -71,6 +71,8 @@ pub struct ModelOptions {
     pub delays: TransitionDelays,
     pub clock: Arc<dyn Clock>,
     pub hooks: Vec<CommitHook>,
+    /// Where internet-facing load balancers take their addresses; `None`: the model's default.
+    pub public_pool: Option<enifab_model::Cidr>,
 }
 
 const MAX_BATCH: usize = 512;
@@ -88,6 +90,9 @@ impl ModelHandle {
         }
         let mut config = RegionConfig::new(&opts.region);
         config.delays = opts.delays;
+        if let Some(pool) = opts.public_pool {
+            config.public_pool = pool;
+        }
         let rows = store.load()?;
         let region = if rows.is_empty() {
             let mut seed = [0u8; 8];

@@ -1,4 +1,4 @@
-//! `enifab ecs|vpc|emulator <Action> --Param value …`: the aliyun-CLI-shaped client.
+//! `enifab ecs|vpc|slb|emulator <Action> --Param value …`: the aliyun-CLI-shaped client.
 //!
 //! Any action of `enifab.v1` can be called by name with the cloud's flat parameters; the
 //! response prints as the cloud's JSON (PascalCase, double-wrapped lists). A cloud error prints
@@ -100,6 +100,7 @@ pub async fn call(
 pub struct Clients {
     pub ecs: pb::ecs_client::EcsClient<Channel>,
     pub vpc: pb::vpc_client::VpcClient<Channel>,
+    pub slb: pb::slb_client::SlbClient<Channel>,
     pub emulator: pb::emulator_client::EmulatorClient<Channel>,
     pub fabric: pb::fabric_client::FabricClient<Channel>,
 }
@@ -109,6 +110,7 @@ impl Clients {
         Clients {
             ecs: pb::ecs_client::EcsClient::new(channel.clone()),
             vpc: pb::vpc_client::VpcClient::new(channel.clone()),
+            slb: pb::slb_client::SlbClient::new(channel.clone()),
             emulator: pb::emulator_client::EmulatorClient::new(channel.clone()),
             fabric: pb::fabric_client::FabricClient::new(channel),
         }

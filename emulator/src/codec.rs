@@ -7,7 +7,8 @@
 //! response is enough to print the cloud's JSON. The CLI uses this today; the cloud-compatible
 //! HTTP endpoint uses the same functions, so a parameter means the same thing on every face.
 //!
-//! Rules: names are matched exactly (PascalCase of the proto field name); list indices are
+//! Rules: names are matched exactly (PascalCase of the proto field name; a name with a lower-case
+//! first letter also matches its capitalised spelling, as the SLB API needs); list indices are
 //! 1-based and at most [`MAX_INDEX`]; an index-less value on a list field appends; booleans are
 //! `true`/`false`; integers are decimal. Unknown parameters are an error in strict mode (the CLI,
 //! where they are typos) and are skipped otherwise.
@@ -129,7 +130,17 @@ pub fn params_to_message(
 }
 
 fn field_by_pascal(desc: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
-    desc.fields().find(|f| pascal_chars(f.name()).eq(name.chars()))
+    desc.fields().find(|f| pascal_chars(f.name()).eq(name.chars())).or_else(|| {
+        // The SLB API spells a few parameters with a lower-case first letter
+        // (`healthCheckInterval` on CreateLoadBalancerTCPListener, `healthCheckReq`,
+        // `healthCheckExp`) and the capitalised name elsewhere; the SDKs send what the API
+        // reference says. So a name that starts lower-case also names the field its capitalised
+        // spelling names. Looked for only when the exact name is not a field.
+        let mut rest = name.chars();
+        let first = rest.next().filter(char::is_ascii_lowercase)?;
+        let capitalised = std::iter::once(first.to_ascii_uppercase()).chain(rest);
+        desc.fields().find(|f| pascal_chars(f.name()).eq(capitalised.clone()))
+    })
 }
 
 fn build(desc: &MessageDescriptor, node: &Tree, prefix: &str, strict: bool) -> Result<DynamicMessage, ParamError> {
@@ -361,6 +372,28 @@ mod tests {
         assert_eq!(req.tag, vec![pb::Tag { key: "creator".into(), value: "terway".into() }]);
         assert_eq!(req.secondary_private_ip_address_count, Some(2));
         assert_eq!(req.source_dest_check, Some(false));
+    }
+
+    #[test]
+    fn a_lower_case_first_letter_names_the_same_field() {
+        let m = method("Slb", "CreateLoadBalancerTCPListener").unwrap();
+        let msg = params_to_message(
+            &m.input(),
+            &p(&[("healthCheckInterval", "7"), ("HealthCheckURI", "/healthz"), ("ListenerPort", "80")]),
+            true,
+        )
+        .unwrap();
+        let req: pb::CreateLoadBalancerTcpListenerRequest = msg.transcode_to().unwrap();
+        assert_eq!((req.health_check_interval, req.health_check_u_r_i.as_str()), (Some(7), "/healthz"));
+        assert_eq!(req.listener_port, Some(80));
+        let u = method("Slb", "CreateLoadBalancerUDPListener").unwrap();
+        let msg =
+            params_to_message(&u.input(), &p(&[("healthCheckReq", "ping"), ("healthCheckExp", "pong")]), true).unwrap();
+        let req: pb::CreateLoadBalancerUdpListenerRequest = msg.transcode_to().unwrap();
+        assert_eq!((req.health_check_req.as_str(), req.health_check_exp.as_str()), ("ping", "pong"));
+        // Only the first letter: other case differences are still unknown names.
+        let err = params_to_message(&m.input(), &p(&[("healthcheckinterval", "7")]), true).unwrap_err();
+        assert_eq!(err, ParamError::Unknown("healthcheckinterval".into()));
     }
 
     #[test]

@@ -54,6 +54,9 @@ enum Command {
         /// Complete every transition at once (what tests want).
         #[arg(long)]
         no_delays: bool,
+        /// Where internet-facing load balancers take their public addresses from.
+        #[arg(long, env = "ENIFAB_PUBLIC_POOL", default_value = enifab_model::region::DEFAULT_PUBLIC_POOL, value_parser = parse_cidr)]
+        public_pool: enifab_model::Cidr,
         #[command(flatten)]
         api: Box<ApiArgs>,
     },
@@ -61,6 +64,8 @@ enum Command {
     Ecs(ActionArgs),
     /// Call a VPC action: `enifab vpc DescribeVSwitches --VSwitchId vsw-…`.
     Vpc(ActionArgs),
+    /// Call an SLB (CLB) action: `enifab slb DescribeLoadBalancers --LoadBalancerName web`.
+    Slb(ActionArgs),
     /// Call an emulator-only action: `enifab emulator CreateInstanceType --InstanceTypeId …`.
     Emulator(ActionArgs),
     /// Look at the data plane.
@@ -116,7 +121,7 @@ struct LabArgs {
     state_dir: PathBuf,
 }
 
-/// The cloud-compatible endpoint (ECS/VPC OpenAPI): who may call, and HTTPS.
+/// The cloud-compatible endpoint (ECS/VPC/SLB OpenAPI): who may call, and HTTPS.
 #[derive(clap::Args, Debug)]
 struct ApiArgs {
     /// Require requests signed with this AccessKey (with --access-key-secret); without any
@@ -187,6 +192,15 @@ struct ActionArgs {
     /// Parameters as the cloud names them: --VSwitchId vsw-… --SecurityGroupIds.1 sg-…
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     params: Vec<String>,
+}
+
+/// A CIDR block flag (`8.210.162.0/24`) with at least one address to hand out.
+fn parse_cidr(s: &str) -> Result<enifab_model::Cidr, String> {
+    let c: enifab_model::Cidr = s.parse().map_err(|()| format!("{s:?} is not a CIDR block like 8.210.162.0/24"))?;
+    if c.usable() == 0 {
+        return Err(format!("{s} has no address to hand out (a /29 or larger is needed)"));
+    }
+    Ok(c)
 }
 
 fn init_tracing(default: &str) {
@@ -260,6 +274,7 @@ async fn main() -> ExitCode {
             delete_delay_ms,
             start_stop_delay_ms,
             no_delays,
+            public_pool,
             api,
         } => {
             init_tracing("info");
@@ -274,14 +289,18 @@ async fn main() -> ExitCode {
                 }
             };
             match api.config() {
-                Ok(api) => serve::serve(ServeConfig { listen, data_dir, region, delays, fabric_listen }, api)
-                    .await
-                    .map(|()| ExitCode::SUCCESS),
+                Ok(api) => {
+                    let cloud = serve::CloudOptions { public_pool: Some(public_pool) };
+                    serve::serve(ServeConfig { listen, data_dir, region, delays, fabric_listen }, api, cloud)
+                        .await
+                        .map(|()| ExitCode::SUCCESS)
+                }
                 Err(e) => Err(e),
             }
         }
         Command::Ecs(args) => Ok(action(&cli.endpoint, "Ecs", args).await),
         Command::Vpc(args) => Ok(action(&cli.endpoint, "Vpc", args).await),
+        Command::Slb(args) => Ok(action(&cli.endpoint, "Slb", args).await),
         Command::Emulator(args) => Ok(action(&cli.endpoint, "Emulator", args).await),
         Command::Fabric(FabricCommand::Counters { port, eni, json }) => {
             init_tracing("warn");

@@ -2,8 +2,8 @@
 //! plus plain HTTP routes on the same port) and runs until asked to stop.
 //!
 //! The plain HTTP routes are the cloud-compatible OpenAPI endpoint (`crate::openapi`): `/` with
-//! `?Action=…&Version=…` serves ECS `2014-05-26` and VPC `2016-04-28` to Terway, the CCM and the
-//! official SDKs, through the same handlers as gRPC. `--https-listen` adds a TLS listener that
+//! `?Action=…&Version=…` serves ECS `2014-05-26`, VPC `2016-04-28` and SLB `2014-05-15` to
+//! Terway, the CCM and the official SDKs, through the same handlers as gRPC. `--https-listen` adds a TLS listener that
 //! serves the same router (OpenAPI and gRPC).
 //!
 //! Loopback is the default listen address: an emulator of a cloud control plane has no
@@ -20,6 +20,7 @@ use enifab_model::error::Product;
 use enifab_proto::v1::ecs_server::EcsServer;
 use enifab_proto::v1::emulator_server::EmulatorServer;
 use enifab_proto::v1::fabric_server::FabricServer;
+use enifab_proto::v1::slb_server::SlbServer;
 use enifab_proto::v1::vpc_server::VpcServer;
 use tokio::net::TcpListener;
 
@@ -28,6 +29,7 @@ use crate::fabric::FabricShell;
 use crate::fabric::service::FabricService;
 use crate::grpc::ecs::EcsService;
 use crate::grpc::emulator::EmulatorService;
+use crate::grpc::slb::{HealthSource, SlbService};
 use crate::grpc::vpc::VpcService;
 use crate::grpc::{self, Ctx, Faults};
 use crate::openapi::{self, tls};
@@ -56,9 +58,30 @@ pub struct ApiConfig {
     pub https: Option<tls::HttpsConfig>,
 }
 
+/// What `enifab serve` configures of the emulated cloud beyond [`ServeConfig`]; in-process
+/// servers take the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct CloudOptions {
+    /// The public address pool of internet-facing load balancers (`--public-pool`); `None`: the
+    /// model's default, 8.210.162.0/24.
+    pub public_pool: Option<enifab_model::Cidr>,
+}
+
 /// Open the model for `cfg` (loading the data directory).
 pub fn open_model(cfg: &ServeConfig, clock: Arc<dyn Clock>, hooks: Vec<CommitHook>) -> Result<ModelHandle> {
-    ModelHandle::start(&cfg.data_dir, ModelOptions { region: cfg.region.clone(), delays: cfg.delays, clock, hooks })
+    open_model_with(cfg, clock, hooks, &CloudOptions::default())
+}
+
+/// [`open_model`] with the cloud configured by `cloud`.
+pub fn open_model_with(
+    cfg: &ServeConfig,
+    clock: Arc<dyn Clock>,
+    hooks: Vec<CommitHook>,
+    cloud: &CloudOptions,
+) -> Result<ModelHandle> {
+    let opts =
+        ModelOptions { region: cfg.region.clone(), delays: cfg.delays, clock, hooks, public_pool: cloud.public_pool };
+    ModelHandle::start(&cfg.data_dir, opts)
 }
 
 /// The whole emulator: the model and the data plane wired together.
@@ -71,8 +94,13 @@ pub struct Emulator {
 impl Emulator {
     /// Bind the fabric socket, open the data directory, and connect the two.
     pub fn open(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Emulator> {
+        Emulator::open_with(cfg, clock, &CloudOptions::default())
+    }
+
+    /// [`Emulator::open`] with the cloud configured by `cloud`.
+    pub fn open_with(cfg: &ServeConfig, clock: Arc<dyn Clock>, cloud: &CloudOptions) -> Result<Emulator> {
         let (fabric, hook) = FabricShell::start(cfg.fabric_listen)?;
-        let model = open_model(cfg, clock, vec![hook])?;
+        let model = open_model_with(cfg, clock, vec![hook], cloud)?;
         Ok(Emulator { model, fabric })
     }
 
@@ -101,13 +129,27 @@ pub async fn router_with(
     fabric: Option<Arc<FabricShell>>,
     api: openapi::Options,
 ) -> Result<axum::Router> {
+    // The data plane's health checker answers DescribeHealthStatus once it offers a
+    // `HealthSource`; until then every backend is reported `unavailable`.
+    router_with_health(model, fabric, api, None).await
+}
+
+/// [`router_with`] with the source of backends' live health for DescribeHealthStatus.
+pub async fn router_with_health(
+    model: ModelHandle,
+    fabric: Option<Arc<FabricShell>>,
+    api: openapi::Options,
+    health: Option<Arc<dyn HealthSource>>,
+) -> Result<axum::Router> {
     // One fault registry for every service and face (`InjectFault`).
     let faults = Faults::default();
     let ctx = |product| Ctx { model: model.clone(), product, faults: faults.clone() };
     let ecs = EcsService { ctx: ctx(Product::Ecs) };
     let vpc = VpcService { ctx: ctx(Product::Vpc) };
+    let slb = SlbService { ctx: ctx(Product::Slb), health };
     let emu = EmulatorService { ctx: ctx(Product::Ecs) };
-    let services = openapi::dispatch::Services { ecs: ecs.clone(), vpc: vpc.clone(), emulator: emu.clone() };
+    let services =
+        openapi::dispatch::Services { ecs: ecs.clone(), vpc: vpc.clone(), slb: slb.clone(), emulator: emu.clone() };
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(enifab_proto::FILE_DESCRIPTOR_SET)
@@ -116,9 +158,11 @@ pub async fn router_with(
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<EcsServer<EcsService>>().await;
     reporter.set_serving::<VpcServer<VpcService>>().await;
+    reporter.set_serving::<SlbServer<SlbService>>().await;
     reporter.set_serving::<EmulatorServer<EmulatorService>>().await;
     let mut routes = tonic::service::Routes::new(EcsServer::new(ecs))
         .add_service(VpcServer::new(vpc))
+        .add_service(SlbServer::new(slb))
         .add_service(EmulatorServer::new(emu))
         .add_service(reflection().build_v1().context("reflection v1")?)
         .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
@@ -156,8 +200,8 @@ pub async fn run_with(
 }
 
 /// `enifab serve`: open the model, bind, serve until Ctrl-C or SIGTERM.
-pub async fn serve(cfg: ServeConfig, api: ApiConfig) -> Result<()> {
-    let emulator = Emulator::open(&cfg, Arc::new(SystemClock))?;
+pub async fn serve(cfg: ServeConfig, api: ApiConfig, cloud: CloudOptions) -> Result<()> {
+    let emulator = Emulator::open_with(&cfg, Arc::new(SystemClock), &cloud)?;
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let https = match &api.https {
         Some(h) => {
@@ -179,7 +223,7 @@ pub async fn serve(cfg: ServeConfig, api: ApiConfig) -> Result<()> {
     let addr = listener.local_addr()?;
     let checks = if api.openapi.credentials.is_empty() { "signatures not checked" } else { "signatures required" };
     eprintln!(
-        "enifab: ECS/VPC OpenAPI on the same port, plain HTTP ({checks}): ECS_ENDPOINT={addr} VPC_ENDPOINT={addr} ALICLOUD_CLIENT_SCHEME=HTTP"
+        "enifab: ECS/VPC/SLB OpenAPI on the same port, plain HTTP ({checks}): ECS_ENDPOINT={addr} VPC_ENDPOINT={addr} SLB_ENDPOINT={addr} ALICLOUD_CLIENT_SCHEME=HTTP"
     );
     if !addr.ip().is_loopback() && api.openapi.credentials.is_empty() {
         tracing::warn!(%addr, "listening beyond loopback with no credentials: anyone who can reach it can call the API");

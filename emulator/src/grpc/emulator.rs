@@ -59,7 +59,7 @@ impl Emulator for EmulatorService {
             return fail(ModelError::MissingParameter("TargetAction"));
         }
         let known = q.target_action == "*"
-            || ["Ecs", "Vpc", "Emulator"].iter().any(|s| crate::codec::method(s, &q.target_action).is_some());
+            || ["Ecs", "Vpc", "Slb", "Emulator"].iter().any(|s| crate::codec::method(s, &q.target_action).is_some());
         if !known || q.target_action == "InjectFault" {
             return fail(ModelError::invalid("TargetAction", format!("{:?} is not an action", q.target_action)));
         }

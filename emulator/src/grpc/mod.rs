@@ -1,4 +1,4 @@
-//! The gRPC face: `enifab.v1.Vpc`, `enifab.v1.Ecs` and `enifab.v1.Emulator`.
+//! The gRPC face: `enifab.v1.Vpc`, `enifab.v1.Ecs`, `enifab.v1.Slb` and `enifab.v1.Emulator`.
 //!
 //! Handlers only translate: a proto request becomes the model's request struct, the model
 //! method runs on the model thread ([`ModelHandle::call`]), and its result is rendered into the
@@ -13,6 +13,7 @@
 pub mod ecs;
 pub mod emulator;
 pub mod render;
+pub mod slb;
 pub mod status;
 pub mod vpc;
 

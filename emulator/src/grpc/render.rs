@@ -1,10 +1,14 @@
 //! Model values → proto responses, in the cloud's layout: double-wrapped lists, the cloud's
-//! time formats, status and type strings as the API spells them.
+//! time formats, status and type strings as the API spells them. SLB times are
+//! `YYYY-MM-DDThh:mmZ` (minute precision, as the CLB API prints `CreateTime`) with the epoch
+//! milliseconds beside them in `CreateTimeStamp`.
 
 use enifab_model::catalog::InstanceType;
 use enifab_model::eni::Eni;
 use enifab_model::instance::InstanceView;
 use enifab_model::security_group::{SecurityGroupView, SgRule, port_range_str};
+use enifab_model::slb::vserver_group::VServerGroupView;
+use enifab_model::slb::{BackendServer, HealthCheck, Listener, ListenerProtocol, LoadBalancer};
 use enifab_model::vpc::{VSwitchView, Vpc};
 use enifab_model::{Millis, Tag};
 use enifab_proto::v1 as pb;
@@ -273,5 +277,272 @@ pub fn permission_item(r: &SgRule) -> pb::PermissionItem {
         nic_type: r.nic_type.clone(),
         description: r.description.clone(),
         create_time: ts(r.create_time),
+    }
+}
+
+// ---- SLB ----------------------------------------------------------------------------------------
+
+/// What DescribeLoadBalancers and DescribeLoadBalancerAttribute both show of a load balancer.
+pub fn load_balancer_item(region_id: &str, l: &LoadBalancer) -> pb::LoadBalancerItem {
+    pb::LoadBalancerItem {
+        load_balancer_id: l.load_balancer_id.clone(),
+        load_balancer_name: l.load_balancer_name.clone(),
+        load_balancer_status: l.load_balancer_status().into(),
+        address: l.address.to_string(),
+        address_type: l.address_type.as_str().into(),
+        address_i_p_version: "ipv4".into(),
+        network_type: l.network_type().into(),
+        vpc_id: l.vpc_id.clone(),
+        v_switch_id: l.v_switch_id.clone(),
+        region_id: region_id.to_string(),
+        region_id_alias: region_id.to_string(),
+        master_zone_id: l.master_zone_id.clone(),
+        slave_zone_id: l.slave_zone_id.clone(),
+        create_time: l.creation_time.to_cloud_minutes(),
+        create_time_stamp: l.creation_time.0 as i64,
+        pay_type: l.pay_type.clone(),
+        internet_charge_type: l.internet_charge_type.clone(),
+        internet_charge_type_alias: l.internet_charge_type.clone(),
+        bandwidth: l.bandwidth,
+        load_balancer_spec: l.load_balancer_spec.clone(),
+        instance_charge_type: l.instance_charge_type.clone(),
+        resource_group_id: l.resource_group_id.clone(),
+        delete_protection: l.delete_protection_str().into(),
+        modification_protection_status: l.modification_protection_status.clone(),
+        modification_protection_reason: l.modification_protection_reason.clone(),
+        tags: Some(resource_tags(&l.tags)),
+    }
+}
+
+pub fn load_balancer_attribute(
+    request_id: String,
+    region_id: &str,
+    l: &LoadBalancer,
+) -> pb::DescribeLoadBalancerAttributeResponse {
+    let i = load_balancer_item(region_id, l);
+    pb::DescribeLoadBalancerAttributeResponse {
+        request_id,
+        load_balancer_id: i.load_balancer_id,
+        load_balancer_name: i.load_balancer_name,
+        load_balancer_status: i.load_balancer_status,
+        address: i.address,
+        address_type: i.address_type,
+        address_i_p_version: i.address_i_p_version,
+        network_type: i.network_type,
+        vpc_id: i.vpc_id,
+        v_switch_id: i.v_switch_id,
+        region_id: i.region_id,
+        region_id_alias: i.region_id_alias,
+        master_zone_id: i.master_zone_id,
+        slave_zone_id: i.slave_zone_id,
+        create_time: i.create_time,
+        create_time_stamp: i.create_time_stamp,
+        pay_type: i.pay_type,
+        internet_charge_type: i.internet_charge_type,
+        bandwidth: i.bandwidth,
+        load_balancer_spec: i.load_balancer_spec,
+        instance_charge_type: i.instance_charge_type,
+        resource_group_id: i.resource_group_id,
+        delete_protection: i.delete_protection,
+        modification_protection_status: i.modification_protection_status,
+        modification_protection_reason: i.modification_protection_reason,
+        tags: i.tags,
+        listener_ports: Some(pb::ListenerPortList {
+            listener_port: l.listeners.iter().map(|x| i32::from(x.listener_port)).collect(),
+        }),
+        listener_ports_and_protocol: Some(pb::ListenerPortAndProtocolList {
+            listener_port_and_protocol: l
+                .listeners
+                .iter()
+                .map(|x| pb::ListenerPortAndProtocol {
+                    listener_port: i32::from(x.listener_port),
+                    listener_protocol: x.protocol.as_str().into(),
+                    description: x.description.clone(),
+                })
+                .collect(),
+        }),
+        backend_servers: Some(pb::SlbBackendServerList::default()),
+    }
+}
+
+pub fn backend_servers(b: &[BackendServer]) -> pb::SlbBackendServerList {
+    pb::SlbBackendServerList {
+        backend_server: b
+            .iter()
+            .map(|b| pb::SlbBackendServer {
+                server_id: b.server_id.clone(),
+                server_ip: b.server_ip.to_string(),
+                port: i32::from(b.port),
+                weight: i32::from(b.weight),
+                r#type: b.server_type.clone(),
+                description: b.description.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn vserver_group_item(v: &VServerGroupView) -> pb::VServerGroupItem {
+    let g = &v.group;
+    pb::VServerGroupItem {
+        v_server_group_id: g.v_server_group_id.clone(),
+        v_server_group_name: g.v_server_group_name.clone(),
+        create_time: g.creation_time.to_cloud_minutes(),
+        server_count: g.backend_servers.len() as i64,
+        associated_objects: Some(pb::AssociatedObjects {
+            listeners: Some(pb::AssociatedListenerList {
+                listener: v
+                    .listeners
+                    .iter()
+                    .map(|(protocol, port)| pb::AssociatedListener {
+                        port: i32::from(*port),
+                        protocol: protocol.clone(),
+                    })
+                    .collect(),
+            }),
+            rules: Some(pb::AssociatedRuleList::default()),
+        }),
+        tags: Some(pb::ResourceTags::default()),
+    }
+}
+
+fn on_off(b: bool) -> String {
+    if b { "on" } else { "off" }.to_string()
+}
+
+fn connect_port(h: &HealthCheck) -> Option<i32> {
+    h.connect_port.map(i32::from)
+}
+
+pub fn tcp_listener_attribute(
+    request_id: String,
+    lb_id: &str,
+    l: &Listener,
+) -> pb::DescribeLoadBalancerTcpListenerAttributeResponse {
+    let h = &l.health_check;
+    pb::DescribeLoadBalancerTcpListenerAttributeResponse {
+        request_id,
+        load_balancer_id: lb_id.to_string(),
+        listener_port: i32::from(l.listener_port),
+        backend_server_port: l.backend_server_port.map(i32::from),
+        bandwidth: l.bandwidth,
+        status: l.status.as_str().into(),
+        v_server_group_id: l.v_server_group_id.clone().unwrap_or_default(),
+        scheduler: l.scheduler.as_str().into(),
+        persistence_timeout: l.persistence_timeout as i32,
+        established_timeout: l.established_timeout as i32,
+        description: l.description.clone(),
+        health_check: on_off(h.enabled),
+        health_check_switch: on_off(h.enabled),
+        health_check_type: h.check_type.as_str().into(),
+        health_check_connect_port: connect_port(h),
+        health_check_connect_timeout: h.connect_timeout as i32,
+        health_check_interval: h.interval as i32,
+        healthy_threshold: h.healthy_threshold as i32,
+        unhealthy_threshold: h.unhealthy_threshold as i32,
+        health_check_u_r_i: h.uri.clone(),
+        health_check_domain: h.domain.clone(),
+        health_check_http_code: h.http_code.clone(),
+        health_check_method: h.method.clone(),
+        syn_proxy: "disable".into(),
+        connection_drain: on_off(l.connection_drain),
+        connection_drain_timeout: l.connection_drain_timeout as i32,
+        proxy_protocol_v2_enabled: l.proxy_protocol_v2_enabled,
+        acl_status: "off".into(),
+    }
+}
+
+pub fn udp_listener_attribute(
+    request_id: String,
+    lb_id: &str,
+    l: &Listener,
+) -> pb::DescribeLoadBalancerUdpListenerAttributeResponse {
+    let h = &l.health_check;
+    pb::DescribeLoadBalancerUdpListenerAttributeResponse {
+        request_id,
+        load_balancer_id: lb_id.to_string(),
+        listener_port: i32::from(l.listener_port),
+        backend_server_port: l.backend_server_port.map(i32::from),
+        bandwidth: l.bandwidth,
+        status: l.status.as_str().into(),
+        v_server_group_id: l.v_server_group_id.clone().unwrap_or_default(),
+        scheduler: l.scheduler.as_str().into(),
+        persistence_timeout: l.persistence_timeout as i32,
+        description: l.description.clone(),
+        health_check: on_off(h.enabled),
+        health_check_switch: on_off(h.enabled),
+        health_check_connect_port: connect_port(h),
+        health_check_connect_timeout: h.connect_timeout as i32,
+        health_check_interval: h.interval as i32,
+        healthy_threshold: h.healthy_threshold as i32,
+        unhealthy_threshold: h.unhealthy_threshold as i32,
+        health_check_req: h.udp_request.clone(),
+        health_check_exp: h.udp_expect.clone(),
+        connection_drain: on_off(l.connection_drain),
+        connection_drain_timeout: l.connection_drain_timeout as i32,
+        proxy_protocol_v2_enabled: l.proxy_protocol_v2_enabled,
+        acl_status: "off".into(),
+    }
+}
+
+/// One element of DescribeLoadBalancerListeners' flat `Listeners[]`, with the protocol's own
+/// config object (and only that one).
+pub fn listener_item(lb_id: &str, l: &Listener) -> pb::SlbListenerItem {
+    let h = &l.health_check;
+    let (tcp, udp) = match l.protocol {
+        ListenerProtocol::Tcp => (
+            Some(pb::TcpListenerConfig {
+                persistence_timeout: l.persistence_timeout as i32,
+                established_timeout: l.established_timeout as i32,
+                healthy_threshold: h.healthy_threshold as i32,
+                unhealthy_threshold: h.unhealthy_threshold as i32,
+                health_check_connect_timeout: h.connect_timeout as i32,
+                health_check_connect_port: connect_port(h),
+                health_check_interval: h.interval as i32,
+                connection_drain_timeout: l.connection_drain_timeout as i32,
+                health_check: on_off(h.enabled),
+                health_check_switch: on_off(h.enabled),
+                health_check_type: h.check_type.as_str().into(),
+                health_check_domain: h.domain.clone(),
+                health_check_u_r_i: h.uri.clone(),
+                health_check_http_code: h.http_code.clone(),
+                health_check_method: h.method.clone(),
+                connection_drain: on_off(l.connection_drain),
+                proxy_protocol_v2_enabled: l.proxy_protocol_v2_enabled.to_string(),
+            }),
+            None,
+        ),
+        ListenerProtocol::Udp => (
+            None,
+            Some(pb::UdpListenerConfig {
+                persistence_timeout: l.persistence_timeout as i32,
+                healthy_threshold: h.healthy_threshold as i32,
+                unhealthy_threshold: h.unhealthy_threshold as i32,
+                health_check_connect_timeout: h.connect_timeout as i32,
+                health_check_connect_port: connect_port(h),
+                health_check_interval: h.interval as i32,
+                connection_drain_timeout: l.connection_drain_timeout as i32,
+                health_check: on_off(h.enabled),
+                health_check_switch: on_off(h.enabled),
+                health_check_req: h.udp_request.clone(),
+                health_check_exp: h.udp_expect.clone(),
+                connection_drain: on_off(l.connection_drain),
+                proxy_protocol_v2_enabled: l.proxy_protocol_v2_enabled.to_string(),
+            }),
+        ),
+    };
+    pb::SlbListenerItem {
+        load_balancer_id: lb_id.to_string(),
+        listener_port: i32::from(l.listener_port),
+        listener_protocol: l.protocol.as_str().into(),
+        status: l.status.as_str().into(),
+        v_server_group_id: l.v_server_group_id.clone().unwrap_or_default(),
+        scheduler: l.scheduler.as_str().into(),
+        description: l.description.clone(),
+        backend_server_port: l.backend_server_port.map(i32::from),
+        bandwidth: l.bandwidth,
+        acl_status: "off".into(),
+        tags: Vec::new(),
+        t_c_p_listener_config: tcp,
+        u_d_p_listener_config: udp,
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The status message starts with the cloud code (`InvalidEniId.NotFound: The specified EniId
 //! …`), and a `google.rpc.ErrorInfo` detail carries the code as `reason`, the product endpoint as
-//! `domain` (`ecs.aliyuncs.com`, `vpc.aliyuncs.com`) and the cloud's HTTP status and the request
+//! `domain` (`ecs.aliyuncs.com`, `vpc.aliyuncs.com`, `slb.aliyuncs.com`) and the cloud's HTTP status and the request
 //! ID as metadata, so a client can branch on the same string Terway branches on.
 
 use std::collections::HashMap;
@@ -22,7 +22,19 @@ pub fn grpc_code(e: &ModelError) -> Code {
         IdempotentProcessing | OperationConflict => Code::Aborted,
         IdempotentFailed => Code::FailedPrecondition,
         ForbiddenRam => Code::PermissionDenied,
-        IdempotentParameterMismatch => Code::AlreadyExists,
+        IdempotentParameterMismatch | ListenerAlreadyExists(_) => Code::AlreadyExists,
+        LoadBalancerNotFound(_)
+        | VServerGroupNotFound(_)
+        | ListenerVServerGroupNotFound(_)
+        | ServerIdNotExist(_)
+        | ResourceNotExist(_)
+        | SlbVSwitchNotExist(_)
+        | SlbVpcNotExist(_) => Code::NotFound,
+        VSwitchAvailableIpNotExist(_)
+        | RegionResourceLimit
+        | BackendServerNumberOverLimit
+        | SizeLimitExceededTag(_) => Code::ResourceExhausted,
+        DeleteProtectionIsOn | RspoolVipExist | NetworkConflict(_) => Code::FailedPrecondition,
         VSwitchIpNotEnough(_)
         | EniPerInstanceLimitExceeded(_)
         | Ipv4CountExceeded(_)

@@ -71,6 +71,40 @@ impl Vpc for VpcService {
         }))
     }
 
+    async fn describe_vpc_attribute(
+        &self,
+        req: Request<pb::DescribeVpcAttributeRequest>,
+    ) -> Res<pb::DescribeVpcAttributeResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let region = self.ctx.model.region_id().to_string();
+        let id = q.vpc_id;
+        let a = self.ctx.call(&rid, &q.region_id, move |r, now| r.describe_vpc_attribute(&id, now)).await?;
+        let item = render::vpc_item(&region, &a.vpc, a.v_switch_ids);
+        Ok(Response::new(pb::DescribeVpcAttributeResponse {
+            request_id: rid,
+            vpc_id: item.vpc_id,
+            vpc_name: item.vpc_name,
+            status: item.status,
+            region_id: item.region_id,
+            cidr_block: item.cidr_block,
+            ipv6_cidr_block: String::new(),
+            v_router_id: item.v_router_id,
+            description: item.description,
+            resource_group_id: item.resource_group_id,
+            creation_time: item.creation_time,
+            is_default: item.is_default,
+            classic_link_enabled: false,
+            owner_id: render::OWNER_ID.parse().unwrap_or_default(),
+            v_switch_ids: item.v_switch_ids,
+            user_cidrs: Some(pb::UserCidrList::default()),
+            // A VPC has its one block here; the CCM reads this list too.
+            secondary_cidr_blocks: Some(pb::SecondaryCidrBlockList::default()),
+            ipv6_cidr_blocks: Some(pb::Ipv6CidrBlockList::default()),
+            tags: item.tags,
+        }))
+    }
+
     async fn delete_vpc(&self, req: Request<pb::DeleteVpcRequest>) -> Res<pb::DeleteVpcResponse> {
         let q = req.into_inner();
         let rid = request_id();

@@ -2,19 +2,20 @@
 //!
 //! There is no second implementation of any action here: a request message decoded from the
 //! cloud's flat parameters (`codec::params_to_message`) is transcoded to the generated proto type
-//! and handed to the very `EcsService` / `VpcService` / `EmulatorService` method the gRPC face
-//! calls; its response is rendered with `codec::to_json`, which is the cloud's JSON because the
+//! and handed to the very `EcsService` / `VpcService` / `SlbService` / `EmulatorService` method
+//! the gRPC face calls; its response is rendered with `codec::to_json`, which is the cloud's JSON because the
 //! proto mirrors the cloud's names and layout. The tables below are checked against the proto
 //! descriptors by a test, so an action added to the proto cannot be forgotten here.
 //!
 //! Routing follows the cloud's endpoints: the product is chosen by `Version` (ECS `2014-05-26`,
-//! VPC `2016-04-28`); the two never share a version, so the `Host` the client used is not needed
-//! to tell them apart, and one emulator port can be both `ECS_ENDPOINT` and `VPC_ENDPOINT`. The
-//! emulator's own actions answer under the version `enifab-v1`.
+//! VPC `2016-04-28`, SLB `2014-05-15`); no two share a version, so the `Host` the client used is
+//! not needed to tell them apart, and one emulator port can be `ECS_ENDPOINT`, `VPC_ENDPOINT` and
+//! `SLB_ENDPOINT` at once. The emulator's own actions answer under the version `enifab-v1`.
 
 use enifab_model::error::Product;
 use enifab_proto::v1::ecs_server::Ecs;
 use enifab_proto::v1::emulator_server::Emulator;
+use enifab_proto::v1::slb_server::Slb;
 use enifab_proto::v1::vpc_server::Vpc;
 use prost_reflect::DynamicMessage;
 use tonic::Status;
@@ -22,10 +23,12 @@ use tonic::Status;
 use crate::codec;
 use crate::grpc::ecs::EcsService;
 use crate::grpc::emulator::EmulatorService;
+use crate::grpc::slb::SlbService;
 use crate::grpc::vpc::VpcService;
 
 pub const ECS_VERSION: &str = "2014-05-26";
 pub const VPC_VERSION: &str = "2016-04-28";
+pub const SLB_VERSION: &str = "2014-05-15";
 /// The version the emulator-only actions (`enifab.v1.Emulator`) answer under.
 pub const EMULATOR_VERSION: &str = "enifab-v1";
 
@@ -34,6 +37,7 @@ pub const EMULATOR_VERSION: &str = "enifab-v1";
 pub enum Api {
     Ecs,
     Vpc,
+    Slb,
     Emulator,
 }
 
@@ -42,6 +46,7 @@ impl Api {
         match version {
             ECS_VERSION => Some(Api::Ecs),
             VPC_VERSION => Some(Api::Vpc),
+            SLB_VERSION => Some(Api::Slb),
             EMULATOR_VERSION => Some(Api::Emulator),
             _ => None,
         }
@@ -52,6 +57,7 @@ impl Api {
         match self {
             Api::Ecs => "Ecs",
             Api::Vpc => "Vpc",
+            Api::Slb => "Slb",
             Api::Emulator => "Emulator",
         }
     }
@@ -61,6 +67,7 @@ impl Api {
         match self {
             Api::Ecs => "Ecs",
             Api::Vpc => "Vpc",
+            Api::Slb => "Slb",
             Api::Emulator => "Enifab",
         }
     }
@@ -70,6 +77,7 @@ impl Api {
         match self {
             Api::Ecs | Api::Emulator => Product::Ecs.domain(),
             Api::Vpc => Product::Vpc.domain(),
+            Api::Slb => Product::Slb.domain(),
         }
     }
 }
@@ -79,6 +87,7 @@ impl Api {
 pub struct Services {
     pub ecs: EcsService,
     pub vpc: VpcService,
+    pub slb: SlbService,
     pub emulator: EmulatorService,
 }
 
@@ -132,10 +141,42 @@ impl Services {
             Api::Vpc => table!(self.vpc, action, msg;
                 "CreateVpc" => create_vpc,
                 "DescribeVpcs" => describe_vpcs,
+                "DescribeVpcAttribute" => describe_vpc_attribute,
                 "DeleteVpc" => delete_vpc,
                 "CreateVSwitch" => create_v_switch,
                 "DescribeVSwitches" => describe_v_switches,
                 "DeleteVSwitch" => delete_v_switch,
+            ),
+            Api::Slb => table!(self.slb, action, msg;
+                "CreateLoadBalancer" => create_load_balancer,
+                "DescribeLoadBalancers" => describe_load_balancers,
+                "DescribeLoadBalancerAttribute" => describe_load_balancer_attribute,
+                "SetLoadBalancerName" => set_load_balancer_name,
+                "SetLoadBalancerDeleteProtection" => set_load_balancer_delete_protection,
+                "SetLoadBalancerModificationProtection" => set_load_balancer_modification_protection,
+                "DeleteLoadBalancer" => delete_load_balancer,
+                "TagResources" => tag_resources,
+                "UntagResources" => untag_resources,
+                "ListTagResources" => list_tag_resources,
+                "CreateVServerGroup" => create_v_server_group,
+                "DescribeVServerGroups" => describe_v_server_groups,
+                "DescribeVServerGroupAttribute" => describe_v_server_group_attribute,
+                "AddVServerGroupBackendServers" => add_v_server_group_backend_servers,
+                "RemoveVServerGroupBackendServers" => remove_v_server_group_backend_servers,
+                "SetVServerGroupAttribute" => set_v_server_group_attribute,
+                "ModifyVServerGroupBackendServers" => modify_v_server_group_backend_servers,
+                "DeleteVServerGroup" => delete_v_server_group,
+                "CreateLoadBalancerTCPListener" => create_load_balancer_tcp_listener,
+                "CreateLoadBalancerUDPListener" => create_load_balancer_udp_listener,
+                "SetLoadBalancerTCPListenerAttribute" => set_load_balancer_tcp_listener_attribute,
+                "SetLoadBalancerUDPListenerAttribute" => set_load_balancer_udp_listener_attribute,
+                "DescribeLoadBalancerTCPListenerAttribute" => describe_load_balancer_tcp_listener_attribute,
+                "DescribeLoadBalancerUDPListenerAttribute" => describe_load_balancer_udp_listener_attribute,
+                "DescribeLoadBalancerListeners" => describe_load_balancer_listeners,
+                "StartLoadBalancerListener" => start_load_balancer_listener,
+                "StopLoadBalancerListener" => stop_load_balancer_listener,
+                "DeleteLoadBalancerListener" => delete_load_balancer_listener,
+                "DescribeHealthStatus" => describe_health_status,
             ),
             Api::Emulator => table!(self.emulator, action, msg;
                 "CreateInstanceType" => create_instance_type,

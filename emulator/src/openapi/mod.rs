@@ -1,6 +1,7 @@
-//! The cloud-compatible endpoint: Alibaba Cloud's RPC-style OpenAPI for ECS (`2014-05-26`) and VPC
-//! (`2016-04-28`) over HTTP(S), so Terway, the cloud-controller-manager and the official SDKs can
-//! be pointed at enifab (`ECS_ENDPOINT`, `VPC_ENDPOINT`) and run unchanged (reference §1).
+//! The cloud-compatible endpoint: Alibaba Cloud's RPC-style OpenAPI for ECS (`2014-05-26`), VPC
+//! (`2016-04-28`) and SLB (`2014-05-15`) over HTTP(S), so Terway, the cloud-controller-manager and
+//! the official SDKs can be pointed at enifab (`ECS_ENDPOINT`, `VPC_ENDPOINT`, `SLB_ENDPOINT`) and
+//! run unchanged (reference §1).
 //!
 //! It is a face, like the gRPC services and the CLI, and holds no logic of its own about
 //! resources: a request is decoded ([`wire`]), authenticated ([`auth`], [`sign`]), routed by
