@@ -1,6 +1,7 @@
 //! The shim's control session with the emulator (`enifab.v1.Fabric`, gRPC client):
 //! `RegisterNode` with the Geneve socket's address, apply the returned NodeConfig, then apply
-//! every NodeConfig the `WatchNode` stream delivers.
+//! every NodeConfig the `WatchNode` stream delivers. A shim for a host of the internet side
+//! registers with `RegisterExternalHost` instead, and gets a config of the same shape.
 //!
 //! When the emulator goes away or restarts, the session ends and a new one starts after a
 //! backoff (100 ms doubling to 2 s, reset once a registration succeeds): the shim registers
@@ -52,10 +53,29 @@ pub fn endpoint_url(endpoint: &str) -> String {
     if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") }
 }
 
+/// What the shim registers as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// An ECS instance, by ID.
+    Instance(String),
+    /// A host of the internet side: its name and its address with the segment's prefix.
+    External { name: String, address: String },
+}
+
+impl Identity {
+    /// The ID WatchNode knows it by.
+    fn id(&self) -> &str {
+        match self {
+            Identity::Instance(id) => id,
+            Identity::External { name, .. } => name,
+        }
+    }
+}
+
 /// Runs sessions until `stop` turns true.
 pub async fn run(
     endpoint: String,
-    instance_id: String,
+    who: Identity,
     node: Arc<Mutex<Node>>,
     geneve: SocketAddr,
     mut stop: watch::Receiver<bool>,
@@ -63,7 +83,7 @@ pub async fn run(
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut registered = false;
-        let session = session(&endpoint, &instance_id, &node, geneve, &mut registered);
+        let session = session(&endpoint, &who, &node, geneve, &mut registered);
         tokio::select! {
             r = session => match r {
                 Ok(()) => tracing::warn!("the emulator ended the node watch; reconnecting"),
@@ -84,7 +104,7 @@ pub async fn run(
 
 async fn session(
     endpoint: &str,
-    instance_id: &str,
+    who: &Identity,
     node: &Arc<Mutex<Node>>,
     geneve: SocketAddr,
     registered: &mut bool,
@@ -102,12 +122,25 @@ async fn session(
         .await
         .map_err(|source| ControlError::Connect { endpoint: url.clone(), source })?;
     let mut client = FabricClient::new(channel);
-    let req = pb::RegisterNodeRequest { instance_id: instance_id.to_string(), geneve_address: geneve.to_string() };
-    let resp = client
-        .register_node(req)
-        .await
-        .map_err(|status| ControlError::Rpc { call: "RegisterNode", status })?
-        .into_inner();
+    let instance_id = who.id();
+    let resp = match who {
+        Identity::Instance(id) => {
+            let req = pb::RegisterNodeRequest { instance_id: id.clone(), geneve_address: geneve.to_string() };
+            client.register_node(req).await.map_err(|status| ControlError::Rpc { call: "RegisterNode", status })?
+        }
+        Identity::External { name, address } => {
+            let req = pb::RegisterExternalHostRequest {
+                name: name.clone(),
+                address: address.clone(),
+                geneve_address: geneve.to_string(),
+            };
+            client
+                .register_external_host(req)
+                .await
+                .map_err(|status| ControlError::Rpc { call: "RegisterExternalHost", status })?
+        }
+    }
+    .into_inner();
     let fabric: SocketAddr =
         resp.fabric_address.parse().map_err(|_| ControlError::FabricAddress(resp.fabric_address.clone()))?;
     *registered = true;

@@ -68,6 +68,10 @@ pub struct ShimOptions {
     pub geneve_listen: SocketAddr,
     /// The instance metadata service inside the node namespace; `None` leaves it off.
     pub metadata: Option<metadata::MetadataOptions>,
+    /// Plug the namespace in as a host of the internet side instead of an instance: its public
+    /// address with its segment's prefix (`47.100.1.10/24`); `instance_id` is then the host's
+    /// name. Such a host is no ECS instance and has no metadata service.
+    pub external_address: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +138,11 @@ impl Shim {
                 tracing::error!(error = %e, "the Shim API stopped");
             }
         }));
-        tasks.push(tokio::spawn(control::run(opts.endpoint, opts.instance_id, node.clone(), geneve, stop.subscribe())));
+        let who = match opts.external_address {
+            Some(address) => control::Identity::External { name: opts.instance_id, address },
+            None => control::Identity::Instance(opts.instance_id),
+        };
+        tasks.push(tokio::spawn(control::run(opts.endpoint, who, node.clone(), geneve, stop.subscribe())));
         tracing::info!(%geneve, socket = %socket_path.display(), "shim started");
         Ok(Shim { node, stop, tasks, socket_path, geneve, metadata })
     }

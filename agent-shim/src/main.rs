@@ -1,8 +1,9 @@
 //! `enifab-shim`: one per node. Runs in the host namespace (where the emulator's gRPC and UDP
 //! are reachable) and makes the namespace `--netns` look like the ECS instance `--instance-id`.
 //! It also answers the instance metadata service at 100.100.100.200 inside that namespace
-//! (`--metadata`, on by default). SIGTERM or SIGINT removes the devices and the address it
-//! created and exits 0.
+//! (`--metadata`, on by default). With `--external-address` the namespace becomes a host of the
+//! internet side instead (an external client of internet-facing load balancers). SIGTERM or
+//! SIGINT removes the devices and the address it created and exits 0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,11 @@ struct Args {
     /// `PUT /latest/api/token` get 401.
     #[arg(long)]
     metadata_token_required: bool,
+    /// Make the namespace a host of the internet side rather than an instance: its public
+    /// address with the segment's prefix (e.g. 47.100.1.10/24); `--instance-id` is then the
+    /// host's name. The metadata service is off for such a host.
+    #[arg(long)]
+    external_address: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -61,7 +67,9 @@ fn main() -> Result<()> {
             netns: args.netns,
             control_socket: args.control_socket,
             geneve_listen: args.geneve_listen,
-            metadata: args.metadata.then_some(MetadataOptions { token_required: args.metadata_token_required }),
+            metadata: (args.metadata && args.external_address.is_none())
+                .then_some(MetadataOptions { token_required: args.metadata_token_required }),
+            external_address: args.external_address,
         })
         .context("starting the shim")?;
         tokio::select! {

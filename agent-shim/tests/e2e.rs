@@ -520,6 +520,7 @@ async fn trunk_member_via_sub_interface_and_source_tagging() {
         control_socket: Some(dir.path().join(format!("{instance}.sock"))),
         geneve_listen: "127.0.0.1:0".parse().unwrap(),
         metadata: None,
+        external_address: None,
     };
     let shim_a = Shim::start(opts(&ia, &na)).unwrap();
     let shim_b = Shim::start(opts(&ib, &nb)).unwrap();

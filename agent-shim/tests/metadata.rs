@@ -385,6 +385,7 @@ fn shim_options(emu: &Emu, instance: &str, ns: &Netns, dir: &Path, token_require
         control_socket: Some(dir.join(format!("{instance}.sock"))),
         geneve_listen: "127.0.0.1:0".parse().unwrap(),
         metadata: Some(MetadataOptions { token_required }),
+        external_address: None,
     }
 }
 

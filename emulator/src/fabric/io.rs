@@ -16,8 +16,12 @@
 //!
 //! Nothing else touches the pipeline, so the hot path takes no lock: a new configuration arrives
 //! as an `Arc` swapped in between batches (a `watch` channel, checked with one atomic load),
-//! counters leave as a snapshot on request. The socket's read timeout bounds how late a swap or
-//! a request can be.
+//! counters and backend health leave as snapshots on request. The socket's read timeout bounds
+//! how late a swap or a request can be, and how late a health check starts.
+//!
+//! The load balancers' health checks run here too: when the checker has something due, its
+//! probes are sent like any other datagram, and the backends' answers come back through the
+//! pipeline with the rest of the traffic.
 
 use std::hash::RandomState;
 use std::io::ErrorKind;
@@ -27,7 +31,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use enifab_dataplane::fabric::SplitVerdict;
-use enifab_dataplane::{Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot};
+use enifab_dataplane::{BackendHealth, Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot};
 use tokio::sync::{oneshot, watch};
 
 use super::udp::{RecvBatch, SendBatch, enable_gro, set_buffers};
@@ -35,6 +39,7 @@ use super::udp::{RecvBatch, SendBatch, enable_gro, set_buffers};
 /// What other threads may ask of the I/O thread.
 pub enum IoRequest {
     Stats(oneshot::Sender<StatsSnapshot>),
+    Health(oneshot::Sender<Vec<BackendHealth>>),
 }
 
 const POLL: Duration = Duration::from_millis(20);
@@ -60,11 +65,17 @@ pub fn spawn(
         let mut rx = RecvBatch::new();
         let mut tx = SendBatch::default();
         let mut last_expire = clock();
+        // When the health checker next has work: probes are started (and timeouts noticed) in
+        // the loop, between batches, so their resolution is the socket's read timeout.
+        let mut next_check = Instant(0);
         loop {
             while let Ok(req) = requests.try_recv() {
                 match req {
                     IoRequest::Stats(reply) => {
                         let _ = reply.send(fabric.stats());
+                    }
+                    IoRequest::Health(reply) => {
+                        let _ = reply.send(fabric.health());
                     }
                 }
             }
@@ -72,7 +83,11 @@ pub fn spawn(
             // Look for a new snapshot after waking, not before sleeping: a frame sent after an
             // API call returned must meet the configuration that call made.
             match config.has_changed() {
-                Ok(true) => fabric.set_config(config.borrow_and_update().clone()),
+                Ok(true) => {
+                    fabric.set_config(config.borrow_and_update().clone());
+                    // New backends are checked at once.
+                    next_check = Instant(0);
+                }
                 Ok(false) => {}
                 // The emulator is shutting down.
                 Err(_) => return,
@@ -108,6 +123,17 @@ pub fn spawn(
                 }
             }
             let now = clock();
+            if now >= next_check {
+                let mut queue = tx.queue();
+                while let Some((to, len)) = fabric.poll_health(now, queue.next_buf()) {
+                    queue.commit(to, len);
+                    if queue.is_full() {
+                        queue.flush(&sock);
+                    }
+                }
+                queue.flush(&sock);
+                next_check = fabric.next_health_check().unwrap_or(Instant(u64::MAX));
+            }
             if now.0.saturating_sub(last_expire.0) >= EXPIRE_EVERY.as_nanos() as u64 {
                 fabric.expire(now);
                 last_expire = now;

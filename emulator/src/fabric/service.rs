@@ -1,4 +1,4 @@
-//! `enifab.v1.Fabric`: RegisterNode, WatchNode and DescribeFabricCounters.
+//! `enifab.v1.Fabric`: RegisterNode, RegisterExternalHost, WatchNode and DescribeFabricCounters.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -65,11 +65,47 @@ impl Fabric for FabricService {
         }))
     }
 
+    async fn register_external_host(
+        &self,
+        req: Request<pb::RegisterExternalHostRequest>,
+    ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let geneve: SocketAddr =
+            q.geneve_address.parse().map_err(|_| err(ModelError::invalid("GeneveAddress", "must be ip:port"), &rid))?;
+        let pool = self.model.read(|r| r.config().public_pool).await.map_err(|e| err(e, &rid))?;
+        let host = self.shell.register_external(&q.name, &q.address, geneve, pool).map_err(|e| err(e, &rid))?;
+        let publisher = self.shell.publisher.clone();
+        self.model.read(move |r| publisher.publish(r)).await.map_err(|e| err(e, &rid))?;
+        tracing::info!(host = %q.name, address = %q.address, %geneve, "external host registered");
+        let fabric = self.shell.addr().to_string();
+        Ok(Response::new(pb::RegisterNodeResponse {
+            fabric_address: fabric.clone(),
+            config: Some(view::external_node_config(&host, &fabric)),
+        }))
+    }
+
     type WatchNodeStream = NodeStream;
 
     async fn watch_node(&self, req: Request<pb::WatchNodeRequest>) -> Result<Response<NodeStream>, Status> {
         let q = req.into_inner();
         let rid = request_id();
+        if let Some(host) = self.shell.external(&q.instance_id) {
+            // An external host's network never changes: one config, then the stream stays open
+            // (its end would make the shim reconnect) until the server stops.
+            let (tx, rx) = mpsc::channel(1);
+            let mut closing = self.shell.closing();
+            let config = view::external_node_config(&host, &self.shell.addr().to_string());
+            tokio::spawn(async move {
+                if tx.send(Ok(config)).await.is_ok() {
+                    tokio::select! {
+                        _ = closing.wait_for(|c| *c) => {}
+                        _ = tx.closed() => {}
+                    }
+                }
+            });
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
         let first = self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();

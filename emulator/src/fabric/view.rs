@@ -8,17 +8,27 @@
 //! Which ENIs carry traffic: those `InUse` (a NIC, or a member whose trunk is `InUse`). An ENI
 //! that is `Attaching` does not forward yet and one that is `Detaching` no longer does, as on
 //! ECS where the device appears and disappears at those edges.
+//!
+//! Load balancers: a listener's backends are the servers of its vServer group (the default
+//! server group is not emulated, so a listener without one has none); its health check is on
+//! unless `HealthCheckSwitch` is off; an internet load balancer that no backend has tied to a
+//! VPC yet takes no traffic. External hosts (the internet side) are registrations of the
+//! running server, like node shims.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use enifab_dataplane::{
-    Attachment, ConntrackTimeouts, EniConfig, FabricConfig, Ipv4Cidr, Peer, Policy, PortConfig, Protocol, Rule,
-    SecurityGroupConfig, SgKind, Vni,
+    Attachment, BackendConfig, ConntrackTimeouts, EniConfig, ExternalHostConfig, FabricConfig, FabricSpec,
+    HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, LbNetwork, LbProtocol, ListenerConfig, LoadBalancerConfig,
+    Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig, SgKind, Vni,
 };
 use enifab_model::Region;
 use enifab_model::eni::{Eni, EniStatus, EniType};
 use enifab_model::security_group::{self as sg, Direction as MDir, IpProtocol, SecurityGroupType};
+use enifab_model::slb;
 use enifab_proto::v1 as pb;
 
 fn cidr(c: enifab_model::Cidr) -> Ipv4Cidr {
@@ -29,9 +39,14 @@ fn live(e: &Eni) -> bool {
     e.status == EniStatus::InUse
 }
 
-/// The pipeline snapshot: every live ENI, every group, and a port for each live NIC whose
-/// instance has a registered shim.
-pub fn fabric_config(region: &Region, peers: &HashMap<String, SocketAddr>, epoch: u64) -> FabricConfig {
+/// The pipeline snapshot: every live ENI, every group, a port for each live NIC whose instance
+/// has a registered shim, every load balancer with a VPC, and the registered external hosts.
+pub fn fabric_config(
+    region: &Region,
+    peers: &HashMap<String, SocketAddr>,
+    external: &[ExternalHostConfig],
+    epoch: u64,
+) -> FabricConfig {
     let mut ports = Vec::new();
     let mut enis = Vec::new();
     for e in region.enis().filter(|e| live(e)) {
@@ -68,7 +83,10 @@ pub fn fabric_config(region: &Region, peers: &HashMap<String, SocketAddr>, epoch
         });
     }
     let groups = region.security_groups().map(group).collect();
-    match FabricConfig::new(epoch, ports, enis, groups) {
+    let load_balancers =
+        region.load_balancers().filter(|lb| !lb.vpc_id.is_empty()).map(|lb| load_balancer(region, lb)).collect();
+    let spec = FabricSpec { ports, enis, groups, load_balancers, external_hosts: external.to_vec() };
+    match FabricConfig::build(epoch, spec) {
         Ok(c) => c,
         Err(e) => {
             // The model's invariants make this unreachable; if it ever happens, stop forwarding
@@ -77,6 +95,91 @@ pub fn fabric_config(region: &Region, peers: &HashMap<String, SocketAddr>, epoch
             FabricConfig::empty(epoch)
         }
     }
+}
+
+fn load_balancer(region: &Region, lb: &slb::LoadBalancer) -> LoadBalancerConfig {
+    LoadBalancerConfig {
+        id: lb.load_balancer_id.clone(),
+        vpc_id: lb.vpc_id.clone(),
+        network: match lb.address_type {
+            slb::AddressType::Internet => LbNetwork::Internet,
+            slb::AddressType::Intranet => LbNetwork::Intranet,
+        },
+        address: lb.address,
+        listeners: lb.listeners.iter().map(|l| listener(region, l)).collect(),
+    }
+}
+
+fn listener(region: &Region, l: &slb::Listener) -> ListenerConfig {
+    let backends = l
+        .v_server_group_id
+        .as_deref()
+        .and_then(|id| region.v_server_group(id))
+        .map(|g| {
+            g.backend_servers
+                .iter()
+                .map(|b| BackendConfig {
+                    server_id: b.server_id.clone(),
+                    ip: b.server_ip,
+                    port: b.port,
+                    weight: b.weight,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ListenerConfig {
+        protocol: match l.protocol {
+            slb::ListenerProtocol::Tcp => LbProtocol::Tcp,
+            slb::ListenerProtocol::Udp => LbProtocol::Udp,
+        },
+        port: l.listener_port,
+        running: l.status == slb::ListenerStatus::Running,
+        scheduler: match l.scheduler {
+            slb::Scheduler::Wrr => Scheduler::Wrr,
+            slb::Scheduler::Rr => Scheduler::Rr,
+            slb::Scheduler::Wlc => Scheduler::Wlc,
+            slb::Scheduler::Sch => Scheduler::Sch,
+            slb::Scheduler::Tch => Scheduler::Tch,
+        },
+        persistence: Duration::from_secs(u64::from(l.persistence_timeout)),
+        established_timeout: Duration::from_secs(u64::from(l.established_timeout)),
+        backends,
+        health_check: l.health_check.enabled.then(|| health_check(&l.health_check)),
+    }
+}
+
+fn health_check(h: &slb::HealthCheck) -> HealthCheckConfig {
+    let kind = match h.check_type {
+        slb::HealthCheckType::Tcp => HealthCheckKind::Tcp,
+        slb::HealthCheckType::Http => HealthCheckKind::Http {
+            uri: h.uri.clone(),
+            host: (!h.domain.is_empty()).then(|| h.domain.clone()),
+            get: h.method.eq_ignore_ascii_case("get"),
+            codes: http_codes(&h.http_code),
+        },
+        slb::HealthCheckType::Udp => HealthCheckKind::Udp {
+            request: h.udp_request.as_bytes().to_vec(),
+            expect: (!h.udp_expect.is_empty()).then(|| h.udp_expect.as_bytes().to_vec()),
+        },
+    };
+    HealthCheckConfig {
+        kind,
+        port: h.connect_port,
+        timeout: Duration::from_secs(u64::from(h.connect_timeout.max(1))),
+        interval: Duration::from_secs(u64::from(h.interval.max(1))),
+        healthy_threshold: h.healthy_threshold.clamp(1, 255) as u8,
+        unhealthy_threshold: h.unhealthy_threshold.clamp(1, 255) as u8,
+    }
+}
+
+/// `http_2xx,http_3xx` → the classes a check accepts (the model validated the list).
+fn http_codes(s: &str) -> HttpCodes {
+    let classes = s
+        .split(',')
+        .filter_map(|c| c.trim().strip_prefix("http_")?.strip_suffix("xx")?.parse::<u8>().ok())
+        .filter(|c| (1..=5).contains(c))
+        .fold(0u8, |m, c| m | 1 << c);
+    if classes == 0 { HttpCodes::DEFAULT } else { HttpCodes { classes } }
 }
 
 fn group(g: &sg::SecurityGroup) -> SecurityGroupConfig {
@@ -197,4 +300,38 @@ pub fn node_config(region: &Region, instance_id: &str, fabric_address: &str) -> 
         fabric_address: fabric_address.to_string(),
         nics,
     })
+}
+
+/// An external host as its shim sees it: a node with one NIC, its public address on a segment
+/// whose gateway (last − 2, as in a vSwitch) is its default route. Not an instance of the cloud.
+pub fn external_node_config(host: &ExternalHostConfig, fabric_address: &str) -> pb::NodeConfig {
+    let cidr = format!("{}/{}", host.segment.network(), host.segment.prefix());
+    pb::NodeConfig {
+        epoch: 0,
+        region_id: String::new(),
+        zone_id: String::new(),
+        instance_id: host.id.clone(),
+        instance_name: host.id.clone(),
+        instance_type: "internet".into(),
+        host_name: host.id.clone(),
+        status: "Running".into(),
+        vpc_id: String::new(),
+        vpc_cidr_block: String::new(),
+        fabric_address: fabric_address.to_string(),
+        nics: vec![pb::NodeNic {
+            network_interface_id: host.id.clone(),
+            r#type: "Primary".into(),
+            status: "InUse".into(),
+            mac_address: enifab_dataplane::wire::ethernet::MacDisplay(host.mac).to_string(),
+            device_index: 0,
+            vni: host.vni.get(),
+            primary_ip_address: host.ip.to_string(),
+            private_ip_addresses: vec![host.ip.to_string()],
+            v_switch_id: String::new(),
+            v_switch_cidr_block: cidr,
+            gateway: host.segment.gateway().map(|g| g.to_string()).unwrap_or_default(),
+            security_group_ids: Vec::new(),
+            members: Vec::new(),
+        }],
+    }
 }

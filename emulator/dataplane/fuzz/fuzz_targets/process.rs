@@ -16,7 +16,9 @@ fn config() -> Arc<FabricConfig> {
     static CONFIG: OnceLock<Arc<FabricConfig>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let mut lab = Lab::new();
+            // With the load balancers and the internet side, so that VIP translation and the
+            // health checker's answers are fuzzed too.
+            let mut lab = Lab::with_load_balancers();
             // Open ingress a little so that random packets reach conntrack and the rewrite.
             for g in &mut lab.groups {
                 g.rules.push(rule(
