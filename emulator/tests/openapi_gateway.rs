@@ -359,7 +359,7 @@ async fn signatures_timestamps_and_nonces_are_checked_like_the_cloud() {
 #[tokio::test]
 async fn every_action_of_the_grpc_api_is_served_over_http() {
     let server = Server::start(false).await;
-    for (service, version) in [("Ecs", ECS), ("Vpc", VPC), ("Emulator", EMULATOR)] {
+    for (service, version) in [("Ecs", ECS), ("Vpc", VPC), ("Slb", SLB), ("Emulator", EMULATOR)] {
         let actions = codec::actions(service);
         assert!(!actions.is_empty());
         for action in actions {

@@ -476,12 +476,17 @@ pub struct Snapshot {
     pub enis: Vec<pb::NetworkInterfaceSet>,
     pub eni_attributes: Vec<pb::DescribeNetworkInterfaceAttributeResponse>,
     pub instance_types: Vec<pb::InstanceTypeItem>,
+    pub load_balancers: Vec<pb::LoadBalancerItem>,
+    /// Every listener of every load balancer (DescribeLoadBalancerListeners).
+    pub listeners: Vec<pb::SlbListenerItem>,
+    /// Every vServer group with its backends (DescribeVServerGroupAttribute).
+    pub vserver_groups: Vec<pb::DescribeVServerGroupAttributeResponse>,
 }
 
 impl Snapshot {
     /// Take a snapshot through the API at `channel`.
     pub async fn take(channel: Channel) -> Snapshot {
-        let Clients { mut ecs, mut vpc, .. } = Clients::new(channel);
+        let Clients { mut ecs, mut vpc, mut slb, .. } = Clients::new(channel);
         let mut vpcs = Vec::new();
         for page in 1.. {
             let r = ok(vpc
@@ -585,6 +590,63 @@ impl Snapshot {
         .instance_types
         .unwrap_or_default()
         .instance_type;
+        let mut load_balancers = Vec::new();
+        for page in 1.. {
+            let r = ok(slb
+                .describe_load_balancers(pb::DescribeLoadBalancersRequest {
+                    region_id: REGION.into(),
+                    page_number: Some(page),
+                    page_size: Some(100),
+                    ..Default::default()
+                })
+                .await);
+            let items = r.load_balancers.unwrap_or_default().load_balancer;
+            let n = items.len();
+            load_balancers.extend(items);
+            if n < 100 {
+                break;
+            }
+        }
+        let mut listeners = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = ok(slb
+                .describe_load_balancer_listeners(pb::DescribeLoadBalancerListenersRequest {
+                    region_id: REGION.into(),
+                    max_results: Some(100),
+                    next_token: token,
+                    ..Default::default()
+                })
+                .await);
+            listeners.extend(r.listeners);
+            if r.next_token.is_empty() {
+                break;
+            }
+            token = r.next_token;
+        }
+        let mut vserver_groups = Vec::new();
+        for lb in &load_balancers {
+            let groups = ok(slb
+                .describe_v_server_groups(pb::DescribeVServerGroupsRequest {
+                    region_id: REGION.into(),
+                    load_balancer_id: lb.load_balancer_id.clone(),
+                    ..Default::default()
+                })
+                .await)
+            .v_server_groups
+            .unwrap_or_default()
+            .v_server_group;
+            for g in groups {
+                let mut a = ok(slb
+                    .describe_v_server_group_attribute(pb::DescribeVServerGroupAttributeRequest {
+                        region_id: REGION.into(),
+                        v_server_group_id: g.v_server_group_id,
+                    })
+                    .await);
+                a.request_id.clear();
+                vserver_groups.push(a);
+            }
+        }
         Snapshot {
             vpcs,
             vswitches,
@@ -594,6 +656,9 @@ impl Snapshot {
             enis,
             eni_attributes,
             instance_types,
+            load_balancers,
+            listeners,
+            vserver_groups,
         }
     }
 
@@ -631,6 +696,9 @@ impl Snapshot {
         section("enis", &self.enis, &other.enis, &mut out);
         section("eni_attributes", &self.eni_attributes, &other.eni_attributes, &mut out);
         section("instance_types", &self.instance_types, &other.instance_types, &mut out);
+        section("load_balancers", &self.load_balancers, &other.load_balancers, &mut out);
+        section("listeners", &self.listeners, &other.listeners, &mut out);
+        section("vserver_groups", &self.vserver_groups, &other.vserver_groups, &mut out);
         (!out.is_empty()).then(|| out.join("\n"))
     }
 
@@ -642,10 +710,11 @@ impl Snapshot {
     }
 }
 
-/// Check what must hold in any state the API shows: no private IP or MAC held twice, every
-/// vSwitch's AvailableIpAddressCount equal to its usable size minus the addresses its ENIs
-/// hold, device indexes unique per instance (own NICs) and per trunk (members), member VLANs
-/// within 1..=4094 on a trunk of the same instance. Returns the list of violations.
+/// Check what must hold in any state the API shows: no private IP or MAC held twice (an intranet
+/// load balancer's address counts as held), every vSwitch's AvailableIpAddressCount equal to its
+/// usable size minus the addresses its ENIs and intranet load balancers hold, device indexes
+/// unique per instance (own NICs) and per trunk (members), member VLANs within 1..=4094 on a
+/// trunk of the same instance. Returns the list of violations.
 pub fn consistency_violations(snap: &Snapshot) -> Vec<String> {
     let mut bad = Vec::new();
     let mut ips: HashMap<(String, String), String> = HashMap::new();
@@ -698,6 +767,12 @@ pub fn consistency_violations(snap: &Snapshot) -> Vec<String> {
         } else if e.r#type == "Member" || e.r#type == "Primary" || e.status == "InUse" {
             bad.push(format!("{id}: {} {} without an attachment", e.r#type, e.status));
         }
+    }
+    for lb in snap.load_balancers.iter().filter(|l| l.address_type == "intranet") {
+        if let Some(other) = ips.insert((lb.vpc_id.clone(), lb.address.clone()), lb.load_balancer_id.clone()) {
+            bad.push(format!("{} held by {other} and {}", lb.address, lb.load_balancer_id));
+        }
+        *held.entry(lb.v_switch_id.clone()).or_default() += 1;
     }
     for v in &snap.vswitches {
         let want = usable_ips(&v.cidr_block) - held.get(&v.v_switch_id).copied().unwrap_or(0);

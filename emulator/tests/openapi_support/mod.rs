@@ -31,6 +31,7 @@ use serde_json::Value;
 pub const REGION: &str = "cn-hongkong";
 pub const ECS: &str = "2014-05-26";
 pub const VPC: &str = "2016-04-28";
+pub const SLB: &str = "2014-05-15";
 pub const EMULATOR: &str = "enifab-v1";
 pub const AK: &str = "LTAI5tTerwayEmulatorKey";
 pub const SECRET: &str = "terway-access-secret";
