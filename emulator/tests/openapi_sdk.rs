@@ -1,15 +1,18 @@
-//! The official Python SDKs (alibabacloud-ecs20140526, alibabacloud-vpc20160428 on
-//! alibabacloud-tea-openapi, from PyPI) drive a trunk pod's life against the real `enifab serve`
-//! binary with signatures required, over HTTP (ACS3-HMAC-SHA256 and HMAC-SHA1) and over HTTPS
-//! with the CA enifab generated; then what they made is checked over gRPC.
+//! The official Python SDKs (alibabacloud-ecs20140526, alibabacloud-vpc20160428 and
+//! alibabacloud-slb20140515 on alibabacloud-tea-openapi, from PyPI) against the real `enifab
+//! serve` binary with signatures required: a trunk pod's life as Terway drives it, over HTTP
+//! (ACS3-HMAC-SHA256 and HMAC-SHA1) and over HTTPS with the CA enifab generated; and one
+//! LoadBalancer Service's life as the cloud-controller-manager drives it. What the SDKs made is
+//! then checked over gRPC.
 //!
-//! The script is `tests/sdk/terway_sequence.py`. The interpreter is `$ENIFAB_SDK_PYTHON` (the
-//! venv `.ci/run` builds from `tests/sdk/requirements.txt`) or `python3`. Where the SDKs are not
-//! installed the test says so and passes, unless `ENIFAB_REQUIRE_SDK_TESTS=1` (CI sets it).
+//! The scripts are `tests/sdk/terway_sequence.py` and `tests/sdk/ccm_slb_sequence.py`. The
+//! interpreter is `$ENIFAB_SDK_PYTHON` (the venv `.ci/run` builds from
+//! `tests/sdk/requirements.txt`) or `python3`. Where the SDKs are not installed the tests say so
+//! and pass, unless `ENIFAB_REQUIRE_SDK_TESTS=1` (CI sets it).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -28,26 +31,41 @@ fn python() -> String {
     std::env::var("ENIFAB_SDK_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
-fn sdks_installed(py: &str) -> bool {
-    Command::new(py)
-        .args(["-c", "import alibabacloud_ecs20140526, alibabacloud_vpc20160428, alibabacloud_tea_openapi"])
+/// Whether the SDKs can be imported; when not, whether that fails the test (in CI) or skips it.
+fn sdks_installed() -> bool {
+    let py = python();
+    let ok = Command::new(&py)
+        .args([
+            "-c",
+            "import alibabacloud_ecs20140526, alibabacloud_vpc20160428, alibabacloud_slb20140515, alibabacloud_tea_openapi",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
-}
-
-#[tokio::test]
-async fn the_official_python_sdks_drive_a_trunk_pods_life() {
-    let py = python();
-    if !sdks_installed(&py) {
+        .is_ok_and(|s| s.success());
+    if !ok {
         let required = std::env::var("ENIFAB_REQUIRE_SDK_TESTS").is_ok_and(|v| v == "1");
         assert!(!required, "{py} cannot import the Alibaba Cloud SDKs (pip install -r tests/sdk/requirements.txt)");
         eprintln!("skipped: {py} cannot import the Alibaba Cloud SDKs (pip install -r tests/sdk/requirements.txt)");
-        return;
     }
+    ok
+}
+
+const AK: &str = "LTAI5tSdkTestKey";
+const SECRET: &str = "sdk-test-secret";
+
+/// `enifab serve` with signatures required (and HTTPS), on free ports; killed when dropped.
+struct Server {
+    _child: Killed,
+    _dir: tempfile::TempDir,
+    plain: String,
+    https: String,
+    ca: PathBuf,
+    data_dir: PathBuf,
+}
+
+fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let (ak, secret) = ("LTAI5tSdkTestKey", "sdk-test-secret");
     let mut child = Killed(
         Command::new(env!("CARGO_BIN_EXE_enifab"))
             .args([
@@ -62,9 +80,10 @@ async fn the_official_python_sdks_drive_a_trunk_pods_life() {
             .args(["--attach-delay-ms", "100", "--detach-delay-ms", "100", "--delete-delay-ms", "100"])
             .arg("--data-dir")
             .arg(dir.path())
-            .env("ENIFAB_ACCESS_KEY_ID", ak)
-            .env("ENIFAB_ACCESS_KEY_SECRET", secret)
+            .env("ENIFAB_ACCESS_KEY_ID", AK)
+            .env("ENIFAB_ACCESS_KEY_SECRET", SECRET)
             .env_remove("ENIFAB_ACCESS_KEY_FILE")
+            .env_remove("ENIFAB_PUBLIC_POOL")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -95,34 +114,56 @@ async fn the_official_python_sdks_drive_a_trunk_pods_life() {
         }
         log.push(line);
     }
-    let (plain, https, ca) = (plain.unwrap(), https.unwrap(), ca.unwrap());
-    assert_eq!(ca, dir.path().join("tls").join("ca.pem"));
-    let https_port = https.rsplit_once(':').unwrap().1.to_string();
+    let data_dir = dir.path().to_path_buf();
+    Server { _child: child, _dir: dir, plain: plain.unwrap(), https: https.unwrap(), ca: ca.unwrap(), data_dir }
+}
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/sdk/terway_sequence.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(&script)
-            .env("ENIFAB_ENDPOINT", &plain)
-            .env("ENIFAB_HTTPS_ENDPOINT", format!("localhost:{https_port}"))
-            .env("ENIFAB_CA", &ca)
-            .env("ENIFAB_ACCESS_KEY_ID", ak)
-            .env("ENIFAB_ACCESS_KEY_SECRET", secret)
-            .output()
-            .expect("python runs")
+/// Run `tests/sdk/<script>` with `env`; its output, which must end in "N passed, 0 failed".
+async fn run_script(script: &str, env: Vec<(&'static str, String)>) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/sdk").join(script);
+    let out: Output = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(python());
+        cmd.arg(&script).env("ENIFAB_ACCESS_KEY_ID", AK).env("ENIFAB_ACCESS_KEY_SECRET", SECRET);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("python runs")
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     println!("{stdout}");
     assert!(out.status.success(), "the SDK run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.lines().last().is_some_and(|l| l.ends_with("passed, 0 failed")), "{stdout}");
+    stdout
+}
+
+/// The JSON line a script prints before its count: what it made.
+fn made(stdout: &str) -> serde_json::Value {
+    stdout.lines().rev().nth(1).and_then(|l| serde_json::from_str(l).ok()).expect("the ids line")
+}
+
+#[tokio::test]
+async fn the_official_python_sdks_drive_a_trunk_pods_life() {
+    if !sdks_installed() {
+        return;
+    }
+    let server = start_server();
+    assert_eq!(server.ca, server.data_dir.join("tls").join("ca.pem"));
+    let https_port = server.https.rsplit_once(':').unwrap().1.to_string();
+    let stdout = run_script(
+        "terway_sequence.py",
+        vec![
+            ("ENIFAB_ENDPOINT", server.plain.clone()),
+            ("ENIFAB_HTTPS_ENDPOINT", format!("localhost:{https_port}")),
+            ("ENIFAB_CA", server.ca.display().to_string()),
+        ],
+    )
+    .await;
 
     // What the SDKs made is the same model the gRPC face serves.
-    let made: serde_json::Value =
-        stdout.lines().rev().nth(1).and_then(|l| serde_json::from_str(l).ok()).expect("the ids line");
-    let plain = log.iter().find_map(|l| l.split_once("serving on ")).unwrap().1.split([' ', ',']).next().unwrap();
-    let mut ecs = pb::ecs_client::EcsClient::new(enifab::cli::connect(plain).await.unwrap());
+    let made = made(&stdout);
+    let mut ecs = pb::ecs_client::EcsClient::new(enifab::cli::connect(&server.plain).await.unwrap());
     let trunk = made["trunk"].as_str().unwrap().to_string();
     let r = ecs
         .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
@@ -139,4 +180,40 @@ async fn the_official_python_sdks_drive_a_trunk_pods_life() {
         (trunk.as_str(), "Trunk", "InUse")
     );
     assert_eq!(set[0].instance_id, made["instance"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn the_official_slb_sdk_drives_the_ccms_reconcile_of_a_service() {
+    if !sdks_installed() {
+        return;
+    }
+    let server = start_server();
+    let stdout = run_script("ccm_slb_sequence.py", vec![("ENIFAB_ENDPOINT", server.plain.clone())]).await;
+
+    // Over gRPC: the load balancers the SDK made and deleted are gone, the VPC it made is there.
+    let made = made(&stdout);
+    let channel = enifab::cli::connect(&server.plain).await.unwrap();
+    let mut slb = pb::slb_client::SlbClient::new(channel.clone());
+    for lb in made["load_balancers"].as_array().unwrap() {
+        let st = slb
+            .describe_load_balancer_attribute(pb::DescribeLoadBalancerAttributeRequest {
+                load_balancer_id: lb.as_str().unwrap().to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(enifab::grpc::status::cloud_error(&st).unwrap().0, "InvalidLoadBalancerId.NotFound");
+    }
+    let left = slb.describe_load_balancers(pb::DescribeLoadBalancersRequest::default()).await.unwrap().into_inner();
+    assert_eq!(left.total_count, 0, "{left:?}");
+    let mut vpc = pb::vpc_client::VpcClient::new(channel);
+    let attr = vpc
+        .describe_vpc_attribute(pb::DescribeVpcAttributeRequest {
+            vpc_id: made["vpc"].as_str().unwrap().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(attr.cidr_block, "10.0.0.0/8");
 }
