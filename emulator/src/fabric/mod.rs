@@ -196,3 +196,23 @@ impl FabricShell {
         rx.await.ok()
     }
 }
+
+/// `DescribeHealthStatus` asks the data plane's checker.
+#[tonic::async_trait]
+impl crate::grpc::slb::HealthSource for FabricShell {
+    async fn backend_health(&self) -> Vec<crate::grpc::slb::BackendHealthRow> {
+        self.health()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| crate::grpc::slb::BackendHealthRow {
+                lb_id: b.lb_id,
+                protocol: b.protocol.to_string(),
+                listener_port: b.listener_port,
+                server_ip: b.ip,
+                port: b.port,
+                status: b.status.as_str().to_string(),
+            })
+            .collect()
+    }
+}
