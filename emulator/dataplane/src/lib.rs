@@ -6,8 +6,10 @@
 //! named by Geneve VNI, members demultiplexed by `(trunk port, 802.1Q VLAN)`, proxy ARP with
 //! `ee:ff:ff:ff:ff:ff`, the vSwitch gateway answering ping, source/destination check, routing
 //! by destination IP to the ENI that owns it, stateful security groups, and delivery rewritten
-//! as routed (src MAC `ee:ff:ff:ff:ff:ff`, dst MAC the receiving device's, member tag pushed).
-//! The order of steps is drawn in `PIPELINE.md`.
+//! as routed (src MAC `ee:ff:ff:ff:ff:ff`, dst MAC the receiving device's, member tag pushed);
+//! and CLB's layer 4 (reference §11): VIPs in a VPC or on the internet side, listeners that
+//! translate new flows to a backend keeping the client's address, and health checks the fabric
+//! originates itself. The order of steps is drawn in `PIPELINE.md`.
 //!
 //! Must not: use tokio, sockets, threads, clocks, syscalls or randomness; panic on any input;
 //! allocate per frame. Time is a parameter ([`Instant`]); the output buffer is the caller's.
@@ -15,9 +17,12 @@
 //! # Layout
 //! - [`wire`]: byte-level headers, shared with the node shim (Geneve + virtio-net option, VLAN
 //!   push/pop, Ethernet, ARP, IPv4, TCP/UDP/ICMP).
-//! - [`config`]: the immutable, indexed snapshot of ports, ENIs and security groups.
+//! - [`config`]: the immutable, indexed snapshot of ports, ENIs, security groups, load
+//!   balancers and external hosts.
 //! - [`fabric`]: [`Fabric::process`], the pipeline, and [`Fabric::trace`], its explanation.
-//! - `conntrack`, `security_group`: the stateful firewall.
+//! - `conntrack`, `security_group`: the stateful firewall; conntrack also carries a load
+//!   balancer's translation of a flow.
+//! - `lb`: which backend a new flow to a VIP goes to; [`health`]: the health checker.
 //! - [`drop`](mod@drop), [`stats`]: drop reasons and counters.
 
 pub mod config;
