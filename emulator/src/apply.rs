@@ -6,8 +6,17 @@
 //! `enifab:trunk-of` tag. Applying the same file twice changes nothing the second time. The file
 //! is fully checked before the first call (see [`crate::topology`]), so a broken file creates
 //! nothing. Every call goes through the same gRPC API as any client.
+//!
+//! Load balancers come last ([`apply_load_balancers`]): found by name, each listener forwarding
+//! to a vServer group of its own (`enifab/<protocol>/<port>`) whose backends are made equal to
+//! the file's, the listener's settings sent whole (absent ones as the API's defaults) and the
+//! listener started; listeners and such groups the file no longer has are deleted. A backend
+//! named by `pod` is the pod's member ENI, found by the pod's IP as the cloud-controller-manager
+//! finds it (DescribeNetworkInterfaces); only the lab knows pod IPs, so [`apply`] defers a load
+//! balancer with pod backends and the lab applies it again, with a resolver, once its pods run.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -18,7 +27,7 @@ use enifab_proto::v1 as pb;
 use tonic::Status;
 
 use crate::cli::{self, Clients, describe_status};
-use crate::topology::{RuleSpec, Topology};
+use crate::topology::{BackendSpec, ListenerSpec, LoadBalancerSpec, RuleSpec, Topology};
 
 /// The tag that ties a trunk ENI to the instance it was created for.
 pub const TRUNK_TAG: &str = "enifab:trunk-of";
@@ -32,6 +41,8 @@ pub struct Applied {
     pub instances: HashMap<String, String>,
     /// Instance name → its trunk ENI.
     pub trunks: HashMap<String, String>,
+    /// Load balancer name → (ID, address), for those applied (not deferred).
+    pub load_balancers: HashMap<String, (String, String)>,
     pub created: usize,
 }
 
@@ -56,7 +67,12 @@ pub async fn run(endpoint: &str, file: &Path) -> Result<ExitCode> {
 }
 
 fn count(a: &Applied) -> usize {
-    a.vpcs.len() + a.vswitches.len() + a.security_groups.len() + a.instances.len() + a.trunks.len()
+    a.vpcs.len()
+        + a.vswitches.len()
+        + a.security_groups.len()
+        + a.instances.len()
+        + a.trunks.len()
+        + a.load_balancers.len()
 }
 
 /// Make the cloud match `topo`; `log` receives one line per resource.
@@ -234,7 +250,505 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
             out.trunks.insert(i.name.value.clone(), trunk);
         }
     }
+    // No pod exists yet: load balancers with pod backends wait for the lab.
+    apply_load_balancers(c, topo, &mut out, &|_| None, log).await?;
     Ok(out)
+}
+
+/// Where a pod is, once it runs (the lab knows): its IP, or `None` while it does not exist.
+pub type PodAddresses<'a> = &'a (dyn Fn(&str) -> Option<Ipv4Addr> + Sync);
+
+/// A backend as the API takes it (the `BackendServers` JSON element) and how apply compares it
+/// with what the group has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WantBackend {
+    server_id: String,
+    /// Empty for `ecs` backends: the cloud takes the instance's address.
+    server_ip: String,
+    port: u16,
+    weight: u32,
+    kind: &'static str,
+}
+
+impl WantBackend {
+    fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "ServerId": self.server_id, "Port": self.port, "Weight": self.weight, "Type": self.kind,
+        });
+        if !self.server_ip.is_empty() {
+            v["ServerIp"] = self.server_ip.clone().into();
+        }
+        v
+    }
+
+    fn matches(&self, b: &pb::SlbBackendServer) -> bool {
+        b.server_id == self.server_id
+            && i32::from(self.port) == b.port
+            && (self.server_ip.is_empty() || b.server_ip == self.server_ip)
+    }
+}
+
+fn backends_json(list: &[&WantBackend]) -> String {
+    serde_json::Value::Array(list.iter().map(|b| b.json()).collect()).to_string()
+}
+
+/// The group a listener of the file forwards to.
+fn group_name(l: &ListenerSpec) -> String {
+    format!("enifab/{}/{}", l.protocol.value, l.port.value)
+}
+
+/// Make the file's load balancers exist as it says (see the module docs). Those with a `pod`
+/// backend that `pods` cannot place yet are left alone and logged as waiting. `applied` must
+/// hold the VPCs, vSwitches and instances of the file (what [`apply`] returns).
+pub async fn apply_load_balancers(
+    c: &mut Clients,
+    topo: &Topology,
+    applied: &mut Applied,
+    pods: PodAddresses<'_>,
+    log: &mut dyn FnMut(String),
+) -> Result<()> {
+    let region = topo.region.value.clone();
+    for lb in &topo.load_balancers {
+        let vpc_id = applied.vpcs[&lb.vpc.value].clone();
+        let mut wanted: Vec<Vec<WantBackend>> = Vec::new();
+        let mut waiting = None;
+        for l in &lb.listeners {
+            let mut list = Vec::new();
+            for b in &l.backends {
+                match resolve_backend(c, &region, &vpc_id, applied, pods, b).await? {
+                    Some(w) => list.push(w),
+                    None => waiting = b.pod.as_ref().map(|p| p.value.clone()),
+                }
+            }
+            wanted.push(list);
+        }
+        if let Some(pod) = waiting {
+            log(format!("{:<15} {:<28} {:<26} waits for pod {pod}", "load balancer", lb.name.value, "-"));
+            continue;
+        }
+        let (id, address, created) = ensure_load_balancer(c, &region, lb, applied).await?;
+        if created {
+            applied.created += 1;
+        }
+        log(format!(
+            "{:<15} {:<28} {:<26} {} {address}",
+            "load balancer",
+            lb.name.value,
+            id,
+            if created { "created" } else { "exists" }
+        ));
+        sync_listeners(c, &region, &id, lb, &wanted).await?;
+        applied.load_balancers.insert(lb.name.value.clone(), (id, address));
+    }
+    Ok(())
+}
+
+/// A backend of the file as the API names it; `None` for a pod that does not run yet.
+async fn resolve_backend(
+    c: &mut Clients,
+    region: &str,
+    vpc_id: &str,
+    applied: &Applied,
+    pods: PodAddresses<'_>,
+    b: &BackendSpec,
+) -> Result<Option<WantBackend>> {
+    let port = b.port.value;
+    let weight = b.weight.as_ref().map_or(100, |w| w.value);
+    let eni = |server_id: String, server_ip: String| WantBackend { server_id, server_ip, port, weight, kind: "eni" };
+    if let Some(pod) = &b.pod {
+        let Some(ip) = pods(&pod.value) else { return Ok(None) };
+        // The pod's member ENI, found by its address as the cloud-controller-manager finds it.
+        let found = c
+            .ecs
+            .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+                region_id: region.into(),
+                vpc_id: vpc_id.into(),
+                private_ip_address: vec![ip.to_string()],
+                max_results: Some(100),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("DescribeNetworkInterfaces"))?
+            .into_inner()
+            .network_interface_sets
+            .unwrap_or_default()
+            .network_interface_set;
+        let Some(e) = found.into_iter().next() else {
+            bail!("pod {} ({ip}) has no ENI in its VPC", pod.value);
+        };
+        return Ok(Some(eni(e.network_interface_id, ip.to_string())));
+    }
+    if let Some(name) = &b.instance {
+        let id =
+            applied.instances.get(&name.value).ok_or_else(|| anyhow!("instance {} was not applied", name.value))?;
+        return Ok(Some(WantBackend { server_id: id.clone(), server_ip: String::new(), port, weight, kind: "ecs" }));
+    }
+    if let Some(id) = &b.eni {
+        let ip = match &b.ip {
+            Some(ip) => ip.value.clone(),
+            None => {
+                let found = c
+                    .ecs
+                    .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+                        region_id: region.into(),
+                        network_interface_id: vec![id.value.clone()],
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(api("DescribeNetworkInterfaces"))?
+                    .into_inner()
+                    .network_interface_sets
+                    .unwrap_or_default()
+                    .network_interface_set;
+                found.first().map(|e| e.private_ip_address.clone()).ok_or_else(|| anyhow!("no ENI {}", id.value))?
+            }
+        };
+        return Ok(Some(eni(id.value.clone(), ip)));
+    }
+    let ip = b.ip.as_ref().map(|i| i.value.clone()).unwrap_or_default();
+    Ok(Some(WantBackend { server_id: ip.clone(), server_ip: ip, port, weight, kind: "ip" }))
+}
+
+/// The load balancer named in the file: found, or created. Returns its ID, address and whether
+/// it was created.
+async fn ensure_load_balancer(
+    c: &mut Clients,
+    region: &str,
+    lb: &LoadBalancerSpec,
+    applied: &Applied,
+) -> Result<(String, String, bool)> {
+    let address_type = lb.address_type.as_ref().map_or("internet", |t| t.value.as_str());
+    let found = find_load_balancer(c, region, &lb.name.value).await?;
+    if let Some(e) = found {
+        let wrong_address = lb.address.as_ref().is_some_and(|a| a.value != e.address);
+        if e.address_type != address_type || wrong_address {
+            bail!(
+                "load balancer {} exists as {} {}, which the file does not describe",
+                lb.name.value,
+                e.address_type,
+                e.address
+            );
+        }
+        return Ok((e.load_balancer_id, e.address, false));
+    }
+    let r = c
+        .slb
+        .create_load_balancer(pb::CreateLoadBalancerRequest {
+            region_id: region.into(),
+            load_balancer_name: lb.name.value.clone(),
+            address_type: address_type.into(),
+            vpc_id: applied.vpcs[&lb.vpc.value].clone(),
+            v_switch_id: lb.vswitch.as_ref().map(|s| applied.vswitches[&s.value].clone()).unwrap_or_default(),
+            address: lb.address.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+        .map_err(api(&format!("load balancer {}", lb.name.value)))?
+        .into_inner();
+    Ok((r.load_balancer_id, r.address, true))
+}
+
+/// The load balancer named `name`, if there is one.
+pub async fn find_load_balancer(c: &mut Clients, region: &str, name: &str) -> Result<Option<pb::LoadBalancerItem>> {
+    let r = c
+        .slb
+        .describe_load_balancers(pb::DescribeLoadBalancersRequest {
+            region_id: region.into(),
+            load_balancer_name: name.into(),
+            page_size: Some(100),
+            ..Default::default()
+        })
+        .await
+        .map_err(api("DescribeLoadBalancers"))?;
+    Ok(r.into_inner().load_balancers.unwrap_or_default().load_balancer.into_iter().next())
+}
+
+/// Listeners and their groups as the file says; what the file no longer has goes.
+async fn sync_listeners(
+    c: &mut Clients,
+    region: &str,
+    lb_id: &str,
+    lb: &LoadBalancerSpec,
+    wanted: &[Vec<WantBackend>],
+) -> Result<()> {
+    let what = |w: &str| format!("load balancer {}: {w}", lb.name.value);
+    let groups = c
+        .slb
+        .describe_v_server_groups(pb::DescribeVServerGroupsRequest {
+            region_id: region.into(),
+            load_balancer_id: lb_id.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(api(&what("DescribeVServerGroups")))?
+        .into_inner()
+        .v_server_groups
+        .unwrap_or_default()
+        .v_server_group;
+    let current = c
+        .slb
+        .describe_load_balancer_listeners(pb::DescribeLoadBalancerListenersRequest {
+            region_id: region.into(),
+            load_balancer_id: vec![lb_id.into()],
+            max_results: Some(100),
+            ..Default::default()
+        })
+        .await
+        .map_err(api(&what("DescribeLoadBalancerListeners")))?
+        .into_inner()
+        .listeners;
+    // Listeners first, then the groups only they used.
+    for l in &current {
+        let keep = lb
+            .listeners
+            .iter()
+            .any(|s| s.protocol.value == l.listener_protocol && i32::from(s.port.value) == l.listener_port);
+        if !keep {
+            c.slb
+                .delete_load_balancer_listener(pb::DeleteLoadBalancerListenerRequest {
+                    region_id: region.into(),
+                    load_balancer_id: lb_id.into(),
+                    listener_port: Some(l.listener_port),
+                    listener_protocol: l.listener_protocol.clone(),
+                })
+                .await
+                .map_err(api(&what("DeleteLoadBalancerListener")))?;
+        }
+    }
+    for g in &groups {
+        let ours = g.v_server_group_name.starts_with("enifab/");
+        if ours && !lb.listeners.iter().any(|l| group_name(l) == g.v_server_group_name) {
+            c.slb
+                .delete_v_server_group(pb::DeleteVServerGroupRequest {
+                    region_id: region.into(),
+                    v_server_group_id: g.v_server_group_id.clone(),
+                })
+                .await
+                .map_err(api(&what("DeleteVServerGroup")))?;
+        }
+    }
+    for (l, want) in lb.listeners.iter().zip(wanted) {
+        let name = group_name(l);
+        let group = match groups.iter().find(|g| g.v_server_group_name == name) {
+            Some(g) => g.v_server_group_id.clone(),
+            None => {
+                c.slb
+                    .create_v_server_group(pb::CreateVServerGroupRequest {
+                        region_id: region.into(),
+                        load_balancer_id: lb_id.into(),
+                        v_server_group_name: name.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(api(&what("CreateVServerGroup")))?
+                    .into_inner()
+                    .v_server_group_id
+            }
+        };
+        sync_backends(c, region, &group, want).await.map_err(|e| anyhow!("{}: {e:#}", what(&name)))?;
+        let existing = current
+            .iter()
+            .find(|x| x.listener_protocol == l.protocol.value && x.listener_port == i32::from(l.port.value));
+        if existing.is_none() {
+            create_listener(c, region, lb_id, l, &group).await.map_err(api(&what("creating a listener")))?;
+        }
+        set_listener(c, region, lb_id, l, &group).await.map_err(api(&what("listener settings")))?;
+        if existing.is_none_or(|x| x.status != "running") {
+            c.slb
+                .start_load_balancer_listener(pb::StartLoadBalancerListenerRequest {
+                    region_id: region.into(),
+                    load_balancer_id: lb_id.into(),
+                    listener_port: Some(i32::from(l.port.value)),
+                    listener_protocol: l.protocol.value.clone(),
+                })
+                .await
+                .map_err(api(&what("StartLoadBalancerListener")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Make the group's backends `want`: remove the others, add the missing, fix weights.
+async fn sync_backends(c: &mut Clients, region: &str, group: &str, want: &[WantBackend]) -> Result<()> {
+    let have = c
+        .slb
+        .describe_v_server_group_attribute(pb::DescribeVServerGroupAttributeRequest {
+            region_id: region.into(),
+            v_server_group_id: group.into(),
+        })
+        .await
+        .map_err(api("DescribeVServerGroupAttribute"))?
+        .into_inner()
+        .backend_servers
+        .unwrap_or_default()
+        .backend_server;
+    let stale: Vec<serde_json::Value> = have
+        .iter()
+        .filter(|b| !want.iter().any(|w| w.matches(b)))
+        .map(
+            |b| serde_json::json!({"ServerId": b.server_id, "ServerIp": b.server_ip, "Port": b.port, "Type": b.r#type}),
+        )
+        .collect();
+    let missing: Vec<&WantBackend> = want.iter().filter(|w| !have.iter().any(|b| w.matches(b))).collect();
+    let reweigh: Vec<&WantBackend> =
+        want.iter().filter(|w| have.iter().any(|b| w.matches(b) && b.weight != w.weight as i32)).collect();
+    let batch = enifab_model::region::Limits::default().backend_servers_per_call;
+    for chunk in stale.chunks(batch) {
+        c.slb
+            .remove_v_server_group_backend_servers(pb::RemoveVServerGroupBackendServersRequest {
+                region_id: region.into(),
+                v_server_group_id: group.into(),
+                backend_servers: serde_json::Value::Array(chunk.to_vec()).to_string(),
+            })
+            .await
+            .map_err(api("RemoveVServerGroupBackendServers"))?;
+    }
+    for chunk in missing.chunks(batch) {
+        c.slb
+            .add_v_server_group_backend_servers(pb::AddVServerGroupBackendServersRequest {
+                region_id: region.into(),
+                v_server_group_id: group.into(),
+                backend_servers: backends_json(chunk),
+            })
+            .await
+            .map_err(api("AddVServerGroupBackendServers"))?;
+    }
+    for chunk in reweigh.chunks(batch) {
+        c.slb
+            .set_v_server_group_attribute(pb::SetVServerGroupAttributeRequest {
+                region_id: region.into(),
+                v_server_group_id: group.into(),
+                backend_servers: Some(backends_json(chunk)),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("SetVServerGroupAttribute"))?;
+    }
+    Ok(())
+}
+
+async fn create_listener(
+    c: &mut Clients,
+    region: &str,
+    lb_id: &str,
+    l: &ListenerSpec,
+    group: &str,
+) -> Result<(), Status> {
+    let (region_id, load_balancer_id) = (region.to_string(), lb_id.to_string());
+    let (listener_port, v_server_group_id, bandwidth) = (Some(i32::from(l.port.value)), group.to_string(), Some(-1));
+    if l.protocol.value == "udp" {
+        let req = pb::CreateLoadBalancerUdpListenerRequest {
+            region_id,
+            load_balancer_id,
+            listener_port,
+            v_server_group_id,
+            bandwidth,
+            ..Default::default()
+        };
+        c.slb.create_load_balancer_udp_listener(req).await.map(|_| ())
+    } else {
+        let req = pb::CreateLoadBalancerTcpListenerRequest {
+            region_id,
+            load_balancer_id,
+            listener_port,
+            v_server_group_id,
+            bandwidth,
+            ..Default::default()
+        };
+        c.slb.create_load_balancer_tcp_listener(req).await.map(|_| ())
+    }
+}
+
+/// Every setting of the file's listener, the API's default where the file says nothing, so the
+/// file is the whole truth (except URI, domain and codes, which stay when left out).
+async fn set_listener(c: &mut Clients, region: &str, lb_id: &str, l: &ListenerSpec, group: &str) -> Result<(), Status> {
+    let udp = l.protocol.value == "udp";
+    let h = l.health_check.as_ref();
+    let num = |v: Option<u32>, default: u32| Some(v.unwrap_or(default) as i32);
+    let text = |v: Option<&crate::topology::S<String>>| v.map(|v| v.value.clone()).unwrap_or_default();
+    let switch = if h.and_then(|h| h.enabled).unwrap_or(true) { "on" } else { "off" }.to_string();
+    let connect_port = Some(h.and_then(|h| h.port.as_ref()).map_or(-520, |p| i32::from(p.value)));
+    let interval = num(h.and_then(|h| h.interval.as_ref()).map(|v| v.value), if udp { 5 } else { 2 });
+    let timeout = num(h.and_then(|h| h.timeout.as_ref()).map(|v| v.value), if udp { 10 } else { 5 });
+    let healthy = num(h.and_then(|h| h.healthy_threshold.as_ref()).map(|v| v.value), 3);
+    let unhealthy = num(h.and_then(|h| h.unhealthy_threshold.as_ref()).map(|v| v.value), 3);
+    let scheduler = l.scheduler.as_ref().map_or("wrr".to_string(), |s| s.value.clone());
+    let persistence = num(l.persistence_timeout.as_ref().map(|v| v.value), 0);
+    let (region_id, load_balancer_id) = (region.to_string(), lb_id.to_string());
+    let listener_port = Some(i32::from(l.port.value));
+    if udp {
+        let req = pb::SetLoadBalancerUdpListenerAttributeRequest {
+            region_id,
+            load_balancer_id,
+            listener_port,
+            v_server_group: "on".into(),
+            v_server_group_id: group.into(),
+            scheduler,
+            persistence_timeout: persistence,
+            health_check_switch: switch,
+            health_check_connect_port: connect_port,
+            health_check_connect_timeout: timeout,
+            health_check_interval: interval,
+            healthy_threshold: healthy,
+            unhealthy_threshold: unhealthy,
+            health_check_req: text(h.and_then(|h| h.request.as_ref())),
+            health_check_exp: text(h.and_then(|h| h.expect.as_ref())),
+            ..Default::default()
+        };
+        c.slb.set_load_balancer_udp_listener_attribute(req).await.map(|_| ())
+    } else {
+        let req = pb::SetLoadBalancerTcpListenerAttributeRequest {
+            region_id,
+            load_balancer_id,
+            listener_port,
+            v_server_group: "on".into(),
+            v_server_group_id: group.into(),
+            scheduler,
+            persistence_timeout: persistence,
+            established_timeout: num(l.established_timeout.as_ref().map(|v| v.value), 900),
+            health_check_switch: switch,
+            health_check_type: h.and_then(|h| h.check_type.as_ref()).map_or("tcp".into(), |t| t.value.clone()),
+            health_check_connect_port: connect_port,
+            health_check_connect_timeout: timeout,
+            health_check_interval: interval,
+            healthy_threshold: healthy,
+            unhealthy_threshold: unhealthy,
+            health_check_u_r_i: text(h.and_then(|h| h.uri.as_ref())),
+            health_check_domain: text(h.and_then(|h| h.domain.as_ref())),
+            health_check_http_code: text(h.and_then(|h| h.http_code.as_ref())),
+            ..Default::default()
+        };
+        c.slb.set_load_balancer_tcp_listener_attribute(req).await.map(|_| ())
+    }
+}
+
+/// Delete the file's load balancers (protection off first), for a teardown: a VPC cannot go while
+/// a load balancer is in it.
+pub async fn delete_load_balancers(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)) -> Result<()> {
+    let region = topo.region.value.clone();
+    for lb in &topo.load_balancers {
+        let Some(found) = find_load_balancer(c, &region, &lb.name.value).await? else { continue };
+        let id = found.load_balancer_id;
+        if found.delete_protection == "on" {
+            c.slb
+                .set_load_balancer_delete_protection(pb::SetLoadBalancerDeleteProtectionRequest {
+                    region_id: region.clone(),
+                    load_balancer_id: id.clone(),
+                    delete_protection: "off".into(),
+                })
+                .await
+                .map_err(api(&format!("load balancer {}", lb.name.value)))?;
+        }
+        c.slb
+            .delete_load_balancer(pb::DeleteLoadBalancerRequest {
+                region_id: region.clone(),
+                load_balancer_id: id.clone(),
+            })
+            .await
+            .map_err(api(&format!("load balancer {}", lb.name.value)))?;
+        log(format!("deleted load balancer {} ({id})", lb.name.value));
+    }
+    Ok(())
 }
 
 /// Find the instance's trunk ENI by tag, creating and attaching it if needed.

@@ -32,6 +32,9 @@ pub struct Topology {
     pub security_groups: Vec<SecurityGroupSpec>,
     #[serde(default)]
     pub instances: Vec<InstanceSpec>,
+    /// CLB instances with their listeners and backends.
+    #[serde(default)]
+    pub load_balancers: Vec<LoadBalancerSpec>,
     /// Lab only: pods on the nodes (a namespace and a CNI ADD each).
     #[serde(default)]
     pub pods: Vec<PodSpec>,
@@ -207,6 +210,103 @@ pub struct ChangeSpec {
     pub remove: Option<RuleSpec>,
 }
 
+/// A load balancer: internet-facing (an address of the public pool; its VPC is where its
+/// backends are) or intranet (an address of `vswitch`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoadBalancerSpec {
+    /// The load balancer's name, and the key apply finds it by.
+    pub name: S<String>,
+    pub vpc: S<String>,
+    /// `internet` (default) or `intranet`.
+    #[serde(default)]
+    pub address_type: Option<S<String>>,
+    /// Required for intranet load balancers: the vSwitch the address comes from.
+    #[serde(default)]
+    pub vswitch: Option<S<String>>,
+    /// A specific address (of the vSwitch, or of the emulator's public pool).
+    #[serde(default)]
+    pub address: Option<S<String>>,
+    #[serde(default)]
+    pub listeners: Vec<ListenerSpec>,
+}
+
+/// A TCP or UDP listener forwarding to its own vServer group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenerSpec {
+    /// `tcp` or `udp`.
+    pub protocol: S<String>,
+    pub port: S<u16>,
+    /// `wrr` (default), `rr`, `wlc`, `sch` or `tch`.
+    #[serde(default)]
+    pub scheduler: Option<S<String>>,
+    /// Seconds a client sticks to its backend (0–3600; 0 off).
+    #[serde(default)]
+    pub persistence_timeout: Option<S<u32>>,
+    /// Idle seconds of a TCP connection (10–900).
+    #[serde(default)]
+    pub established_timeout: Option<S<u32>>,
+    #[serde(default)]
+    pub backends: Vec<BackendSpec>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// One backend: exactly one of `pod` (its member ENI, found by the pod's IP once the lab made
+/// it), `instance` (a node, by name), `eni` (an ENI ID) or `ip` (an address of the VPC; with `eni`,
+/// which of the ENI's addresses).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendSpec {
+    #[serde(default)]
+    pub pod: Option<S<String>>,
+    #[serde(default)]
+    pub instance: Option<S<String>>,
+    #[serde(default)]
+    pub eni: Option<S<String>>,
+    #[serde(default)]
+    pub ip: Option<S<String>>,
+    pub port: S<u16>,
+    /// 0–100, default 100.
+    #[serde(default)]
+    pub weight: Option<S<u32>>,
+}
+
+/// A listener's health check, in the API's units (seconds).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    /// Default true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// TCP listeners: `tcp` (default) or `http`.
+    #[serde(default, rename = "type")]
+    pub check_type: Option<S<String>>,
+    #[serde(default)]
+    pub port: Option<S<u16>>,
+    #[serde(default)]
+    pub interval: Option<S<u32>>,
+    #[serde(default)]
+    pub timeout: Option<S<u32>>,
+    #[serde(default)]
+    pub healthy_threshold: Option<S<u32>>,
+    #[serde(default)]
+    pub unhealthy_threshold: Option<S<u32>>,
+    /// HTTP checks: the path, the `Host`, the codes that mean healthy (`http_2xx,http_3xx`).
+    #[serde(default)]
+    pub uri: Option<S<String>>,
+    #[serde(default)]
+    pub domain: Option<S<String>>,
+    #[serde(default)]
+    pub http_code: Option<S<String>>,
+    /// UDP checks: what to send and what to expect back.
+    #[serde(default)]
+    pub request: Option<S<String>>,
+    #[serde(default)]
+    pub expect: Option<S<String>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TrunkSpec {
@@ -221,6 +321,19 @@ fn check_server(f: &str, s: &ServerSpec, p: &mut Vec<String>) {
     if s.port.value == 0 {
         p.push(at(f, &s.port, "port 0 is not a port"));
     }
+}
+
+/// A number of the file within the API's range for it.
+fn range(f: &str, v: &Option<S<u32>>, lo: u32, hi: u32, what: &str, p: &mut Vec<String>) {
+    if let Some(v) = v
+        && !(lo..=hi).contains(&v.value)
+    {
+        p.push(at(f, v, format!("{what} is {lo} to {hi}")));
+    }
+}
+
+fn udp_probe_bad(s: &str) -> bool {
+    s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 /// A problem at a place in the file.
@@ -350,6 +463,10 @@ impl Topology {
                 check_server(f, srv, &mut p);
             }
         }
+        for lb in &self.load_balancers {
+            unique(&mut p, "load balancer", &lb.name);
+            self.check_load_balancer(f, lb, &mut p);
+        }
         for pod in &self.pods {
             unique(&mut p, "pod or instance", &pod.name);
             if self.instance(&pod.name.value).is_some() {
@@ -416,6 +533,136 @@ impl Topology {
             }
         }
         p
+    }
+
+    fn check_load_balancer(&self, f: &str, lb: &LoadBalancerSpec, p: &mut Vec<String>) {
+        let Some(vpc) = self.vpcs.iter().find(|v| v.name.value == lb.vpc.value) else {
+            p.push(at(f, &lb.vpc, format!("no vpc named {:?}", lb.vpc.value)));
+            return;
+        };
+        let vpc_cidr = vpc.cidr.value.parse::<Cidr>().ok();
+        let intranet = match &lb.address_type {
+            Some(t) if !matches!(t.value.as_str(), "internet" | "intranet") => {
+                p.push(at(f, t, "addressType is internet or intranet"));
+                false
+            }
+            Some(t) => t.value == "intranet",
+            None => false,
+        };
+        let vsw = match &lb.vswitch {
+            Some(s) => match vpc.vswitches.iter().find(|v| v.name.value == s.value) {
+                Some(v) => Some(v),
+                None => {
+                    p.push(at(f, s, format!("no vswitch named {:?} in vpc {}", s.value, vpc.name.value)));
+                    None
+                }
+            },
+            None if intranet => {
+                p.push(at(f, &lb.name, "an intranet load balancer needs a vswitch"));
+                None
+            }
+            None => None,
+        };
+        if let Some(a) = &lb.address {
+            match a.value.parse::<std::net::Ipv4Addr>() {
+                Err(_) => p.push(at(f, a, format!("{:?} is not an IPv4 address", a.value))),
+                Ok(ip) if intranet => {
+                    let inside = vsw.and_then(|v| v.cidr.value.parse::<Cidr>().ok()).is_none_or(|c| c.contains(ip));
+                    if !inside {
+                        p.push(at(f, a, format!("{ip} is not in the load balancer's vswitch")));
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        let mut seen = HashSet::new();
+        for l in &lb.listeners {
+            let udp = l.protocol.value == "udp";
+            if !matches!(l.protocol.value.as_str(), "tcp" | "udp") {
+                p.push(at(f, &l.protocol, "a listener's protocol is tcp or udp"));
+            }
+            if l.port.value == 0 {
+                p.push(at(f, &l.port, "port 0 is not a port"));
+            } else if !seen.insert((l.protocol.value.clone(), l.port.value)) {
+                p.push(at(f, &l.port, format!("two {} listeners on port {}", l.protocol.value, l.port.value)));
+            }
+            if let Some(s) = &l.scheduler
+                && !matches!(s.value.as_str(), "wrr" | "rr" | "wlc" | "sch" | "tch")
+            {
+                p.push(at(f, s, "scheduler is wrr, rr, wlc, sch or tch"));
+            }
+            range(f, &l.persistence_timeout, 0, 3600, "persistenceTimeout", p);
+            range(f, &l.established_timeout, 10, 900, "establishedTimeout", p);
+            if udp && let Some(e) = &l.established_timeout {
+                p.push(at(f, e, "establishedTimeout is for tcp listeners"));
+            }
+            for b in &l.backends {
+                self.check_backend(f, b, vpc_cidr, p);
+            }
+            if let Some(h) = &l.health_check {
+                if let Some(t) = &h.check_type
+                    && (udp || !matches!(t.value.as_str(), "tcp" | "http"))
+                {
+                    p.push(at(
+                        f,
+                        t,
+                        "a tcp listener's check type is tcp or http (udp listeners check with request/expect)",
+                    ));
+                }
+                range(f, &h.interval, 1, 50, "interval", p);
+                range(f, &h.timeout, 1, 300, "timeout", p);
+                range(f, &h.healthy_threshold, 2, 10, "healthyThreshold", p);
+                range(f, &h.unhealthy_threshold, 2, 10, "unhealthyThreshold", p);
+                if let Some(u) = &h.uri
+                    && !u.value.starts_with('/')
+                {
+                    p.push(at(f, u, "uri is a path starting with /"));
+                }
+                for (name, v) in [("request", &h.request), ("expect", &h.expect)] {
+                    if let Some(v) = v
+                        && (udp_probe_bad(&v.value) || !udp)
+                    {
+                        p.push(at(f, v, format!("{name} is for udp listeners: at most 64 letters and digits")));
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_backend(&self, f: &str, b: &BackendSpec, vpc_cidr: Option<Cidr>, p: &mut Vec<String>) {
+        let named = [b.pod.is_some(), b.instance.is_some(), b.eni.is_some()].iter().filter(|x| **x).count();
+        if named > 1 || (named == 0 && b.ip.is_none()) || (b.ip.is_some() && (b.pod.is_some() || b.instance.is_some()))
+        {
+            p.push(at(f, &b.port, "a backend is one of pod, instance, eni or ip (ip may come with eni)"));
+        }
+        if let Some(pod) = &b.pod
+            && self.pod(&pod.value).is_none()
+        {
+            p.push(at(f, pod, format!("no pod named {:?}", pod.value)));
+        }
+        if let Some(i) = &b.instance
+            && self.instance(&i.value).is_none()
+        {
+            p.push(at(f, i, format!("no instance named {:?}", i.value)));
+        }
+        if let Some(e) = &b.eni
+            && !e.value.starts_with("eni-")
+        {
+            p.push(at(f, e, "an ENI ID looks like eni-…"));
+        }
+        if let Some(ip) = &b.ip {
+            match ip.value.parse::<std::net::Ipv4Addr>() {
+                Err(_) => p.push(at(f, ip, format!("{:?} is not an IPv4 address", ip.value))),
+                Ok(a) if vpc_cidr.is_some_and(|c| !c.contains(a)) => {
+                    p.push(at(f, ip, format!("{a} is not in the load balancer's vpc")))
+                }
+                Ok(_) => {}
+            }
+        }
+        if b.port.value == 0 {
+            p.push(at(f, &b.port, "port 0 is not a port"));
+        }
+        range(f, &b.weight, 0, 100, "weight", p);
     }
 
     fn check_vswitch_ref(&self, f: &str, r: &S<String>, p: &mut Vec<String>) {
@@ -504,6 +751,52 @@ instances:
     fn a_good_file_parses() {
         let t = Topology::parse("t.yaml", GOOD).unwrap();
         assert_eq!(t.instances[0].private_ip.as_ref().unwrap().value, "10.0.4.22");
+    }
+
+    const LB: &str = "loadBalancers:
+  - name: web
+    vpc: v
+    address: 8.210.162.178
+    listeners:
+      - { protocol: tcp, port: 80, scheduler: rr, backends: [{ instance: n1, port: 30080 }, { ip: 10.0.4.50, port: 80, weight: 50 }],
+          healthCheck: { type: http, uri: /healthz, interval: 2 } }
+      - { protocol: udp, port: 53, backends: [{ eni: eni-j6c0000000000000000, port: 53 }], healthCheck: { request: ping, expect: pong } }
+  - { name: inner, vpc: v, addressType: intranet, vswitch: s, address: 10.0.4.100 }
+";
+
+    #[test]
+    fn load_balancers_parse_and_their_errors_are_located() {
+        let t = Topology::parse("t.yaml", &format!("{GOOD}{LB}")).unwrap();
+        assert_eq!(t.load_balancers.len(), 2);
+        assert_eq!(t.load_balancers[0].listeners[0].backends[1].weight.as_ref().unwrap().value, 50);
+        let bad = |from: &str, to: &str| {
+            let text = format!("{GOOD}{}", LB.replacen(from, to, 1));
+            Topology::parse("t.yaml", &text).unwrap_err().to_string()
+        };
+        let e = bad("vpc: v\n    address", "vpc: nope\n    address");
+        assert!(e.contains("t.yaml:16:10:") && e.contains("no vpc named \"nope\""), "{e}");
+        let e = bad("instance: n1", "instance: n9");
+        assert!(e.contains("no instance named \"n9\""), "{e}");
+        let e = bad("ip: 10.0.4.50", "ip: 192.168.0.1");
+        assert!(e.contains("not in the load balancer's vpc"), "{e}");
+        let e = bad("scheduler: rr", "scheduler: qch");
+        assert!(e.contains("scheduler is wrr"), "{e}");
+        let e = bad("interval: 2", "interval: 51");
+        assert!(e.contains("interval is 1 to 50"), "{e}");
+        let e = bad("protocol: udp, port: 53", "protocol: tcp, port: 80");
+        assert!(e.contains("two tcp listeners on port 80"), "{e}");
+        let e = bad("request: ping", "request: \"p i n g\"");
+        assert!(e.contains("request is for udp listeners"), "{e}");
+        let e = bad("addressType: intranet, vswitch: s,", "addressType: intranet,");
+        assert!(e.contains("an intranet load balancer needs a vswitch"), "{e}");
+        let e = bad("address: 10.0.4.100", "address: 10.0.9.1");
+        assert!(e.contains("not in the load balancer's vswitch"), "{e}");
+        let e = bad("{ instance: n1, port: 30080 }", "{ instance: n1, eni: eni-x, port: 30080 }");
+        assert!(e.contains("a backend is one of pod, instance, eni or ip"), "{e}");
+        let e = bad("{ instance: n1, port: 30080 }", "{ pod: p1, port: 30080 }");
+        assert!(e.contains("no pod named \"p1\""), "{e}");
+        let e = bad("name: inner", "name: web");
+        assert!(e.contains("load balancer \"web\" is defined twice"), "{e}");
     }
 
     #[test]
