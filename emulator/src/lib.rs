@@ -10,9 +10,9 @@
 //!   `enifab.v1.Fabric`;
 //! - [`codec`]: the cloud's flat parameters (`SecurityGroupIds.1=…`) and PascalCase JSON,
 //!   derived from the proto descriptors, shared by the CLI and the HTTP endpoint;
-//! - [`openapi`]: the cloud-compatible HTTP(S) endpoint (ECS/VPC RPC-style OpenAPI, signatures,
-//!   TLS) in front of the same gRPC handlers;
-//! - [`cli`]: `enifab ecs|vpc|emulator <Action> --Param value` over gRPC;
+//! - [`openapi`]: the cloud-compatible HTTP(S) endpoint (ECS/VPC/SLB RPC-style OpenAPI,
+//!   signatures, TLS) in front of the same gRPC handlers;
+//! - [`cli`]: `enifab ecs|vpc|slb|emulator <Action> --Param value` over gRPC;
 //! - [`apply`]: `enifab apply -f FILE.yaml`, declarative creation of a topology's cloud side;
 //! - [`topology`]: the topology file, checked and located;
 //! - [`lab`]: `enifab lab up|check|down` and `enifab demo`: nodes, pods and probes for real.
