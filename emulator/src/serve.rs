@@ -129,9 +129,10 @@ pub async fn router_with(
     fabric: Option<Arc<FabricShell>>,
     api: openapi::Options,
 ) -> Result<axum::Router> {
-    // The data plane's health checker answers DescribeHealthStatus once it offers a
-    // `HealthSource`; until then every backend is reported `unavailable`.
-    router_with_health(model, fabric, api, None).await
+    // With a data plane, its health checker tells DescribeHealthStatus how backends are;
+    // without one every backend is `unavailable`.
+    let health = fabric.as_ref().map(|f| f.clone() as Arc<dyn HealthSource>);
+    router_with_health(model, fabric, api, health).await
 }
 
 /// [`router_with`] with the source of backends' live health for DescribeHealthStatus.
