@@ -620,6 +620,19 @@ fn listeners_start_stopped_take_defaults_and_partial_updates() {
     assert_eq!((t.health_check.http_code.as_str(), t.health_check.interval), ("http_2xx,http_3xx", 10));
     assert_eq!((t.persistence_timeout, t.scheduler, t.status), (60, Scheduler::Rr, ListenerStatus::Running));
     assert_eq!(t.description, "k8s/80/web/default/c1");
+    // What the CCM sends back from DescribeLoadBalancerListeners: unset integers as 0.
+    let echo = ListenerParams {
+        health_check_connect_port: Some(0),
+        connection_drain: Some("off".into()),
+        connection_drain_timeout: Some(0),
+        persistence_timeout: Some(60),
+        acl_status: Some("off".into()),
+        v_server_group: Some("on".into()),
+        v_server_group_id: Some(g.clone()),
+        ..tcp(&lb, 80)
+    };
+    let again = l.r.set_load_balancer_listener_attribute(ListenerProtocol::Tcp, &echo, T0).unwrap();
+    assert_eq!(again, t, "sending back what was read changes nothing");
     // The group is in use.
     assert_eq!(code(l.r.delete_vserver_group(&g, T0)), "RspoolVipExist");
     l.r.check_invariants().unwrap();

@@ -16,7 +16,7 @@
 //! `PersistenceTimeout` 0–3600 (0: off); `EstablishedTimeout` 10–900 (default 900, TCP only);
 //! health check `HealthCheckSwitch` on (default) | off, `HealthCheckType` tcp (default) | http for
 //! TCP listeners (UDP listeners probe with `healthCheckReq`/`healthCheckExp`),
-//! `HealthCheckConnectPort` 1–65535 (-520 or absent: the backend's port),
+//! `HealthCheckConnectPort` 1–65535 (-520, 0 or absent: the backend's port),
 //! `HealthCheckConnectTimeout` 1–300 (default 5, UDP 10), `HealthCheckInterval` 1–50 (default 2,
 //! UDP 5; the CCM spells it `healthCheckInterval` on create, the faces take both), thresholds
 //! 2–10 (default 3), `HealthCheckHttpCode` a comma list of http_2xx…http_5xx (default
@@ -363,8 +363,9 @@ fn apply(l: &mut Listener, p: &ListenerParams) -> Result<()> {
         };
     }
     if let Some(v) = p.health_check_connect_port {
-        // -520 is the API's "the backend's port".
-        hc.connect_port = if v == -520 { None } else { Some(port("HealthCheckConnectPort", v)?) };
+        // -520 is the API's "the backend's port". So is 0: the CCM sends back what it read from
+        // DescribeLoadBalancerListeners, and its Go SDK sends an unset integer as "0".
+        hc.connect_port = if v == -520 || v == 0 { None } else { Some(port("HealthCheckConnectPort", v)?) };
     }
     if let Some(v) = p.health_check_connect_timeout {
         hc.connect_timeout = ranged("HealthCheckConnectTimeout", v, 1, 300)?;
@@ -408,7 +409,8 @@ fn apply(l: &mut Listener, p: &ListenerParams) -> Result<()> {
         l.connection_drain = on_off("ConnectionDrain", s)?;
     }
     if let Some(v) = p.connection_drain_timeout {
-        l.connection_drain_timeout = ranged("ConnectionDrainTimeout", v, 10, 900)?;
+        // 0 is what the listener list shows while draining is off, and what the CCM sends back.
+        l.connection_drain_timeout = if v == 0 { 0 } else { ranged("ConnectionDrainTimeout", v, 10, 900)? };
     }
     if l.connection_drain && l.connection_drain_timeout == 0 {
         // The console's default drain time.
