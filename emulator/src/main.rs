@@ -96,6 +96,18 @@ enum LabCommand {
     Check(LabArgs),
     /// Remove everything `up` made, also after a crash.
     Down(LabArgs),
+    /// (internal) Count short TCP connections per second from a namespace (bench/slb.sh).
+    #[command(hide = true)]
+    ConnectRate {
+        #[arg(long)]
+        netns: PathBuf,
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// (internal) Run the built-in responders inside a namespace.
     #[command(hide = true)]
     Responder {
@@ -251,6 +263,11 @@ async fn lab_command(endpoint: &str, cmd: LabCommand) -> Result<ExitCode> {
         }
         LabCommand::Down(a) => {
             lab::down(&LabOptions::new(endpoint, &a.state_dir)?, &a.file, print).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::ConnectRate { netns, to, secs, threads } => {
+            let r = lab::rate::run(&netns, to, secs, threads)?;
+            println!("connections/s {:.0} completed {} failed {}", r.per_sec(), r.completed, r.failed);
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Responder { netns, name, tcp, udp, http } => {

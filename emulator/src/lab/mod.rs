@@ -17,6 +17,7 @@
 pub mod demo;
 pub mod netns;
 pub mod probe;
+pub mod rate;
 pub mod responder;
 
 use std::collections::{BTreeMap, HashMap};

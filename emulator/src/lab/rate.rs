@@ -1,0 +1,76 @@
+//! `enifab lab connect-rate` (hidden; for `bench/slb.sh`): how many short TCP connections per
+//! second a namespace completes to an address. Each of `threads` threads, inside the namespace,
+//! connects, reads until the server closes (the lab's `tcp` responder writes one line and
+//! closes), closes, and starts again, for `secs` seconds; the count of completed connections
+//! over the elapsed time is printed as `connections/s <n> failed <m>`.
+//!
+//! The client closes after the server: the server's side takes TIME_WAIT, so the client does not
+//! run out of ephemeral ports during a run.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sched::{CloneFlags, setns};
+
+/// Completed and failed connections over the run, and its length.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub completed: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+}
+
+impl Rate {
+    pub fn per_sec(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs the loop from inside `netns` (a path) against `to`.
+pub fn run(netns: &Path, to: SocketAddr, secs: u64, threads: usize) -> Result<Rate> {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    let start = Instant::now();
+    for _ in 0..threads.max(1) {
+        let ns = std::fs::File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
+        let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
+        handles.push(std::thread::spawn(move || -> Result<()> {
+            // A thread of its own enters the namespace; sockets it opens live there.
+            setns(&ns, CloneFlags::CLONE_NEWNET).context("entering the namespace")?;
+            let mut buf = [0u8; 256];
+            while !stop.load(Ordering::Relaxed) {
+                match TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+                    Ok(mut s) => {
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                        let ok = loop {
+                            match s.read(&mut buf) {
+                                Ok(0) => break true,
+                                Ok(_) => {}
+                                Err(_) => break false,
+                            }
+                        };
+                        if ok { &done } else { &failed }.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(())
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("a connecting thread panicked"))??;
+    }
+    Ok(Rate { completed: done.load(Ordering::Relaxed), failed: failed.load(Ordering::Relaxed), elapsed })
+}
