@@ -47,6 +47,10 @@ impl IdKind {
     }
 }
 
+/// The highest fabric port the model hands out. The VNIs above it belong to the running
+/// server's own ports (the internet side's hosts), which are not resources of the model.
+pub const MAX_PORT: u32 = 0xEF_FFFF;
+
 /// The persisted state of the generator.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdGen {
@@ -99,12 +103,12 @@ impl IdGen {
         IdGen { seed, counter: 0, last_port: 0 }
     }
 
-    /// The next fabric port number (a Geneve VNI: 24 bits, never 0) that `in_use` does not
-    /// hold. Numbers are not reused until the space wraps, so a shim that still knows an old
-    /// port cannot reach the ENI that came after it.
+    /// The next fabric port number (a Geneve VNI: 24 bits, never 0, below [`MAX_PORT`]) that
+    /// `in_use` does not hold. Numbers are not reused until the space wraps, so a shim that
+    /// still knows an old port cannot reach the ENI that came after it.
     pub fn next_port(&mut self, in_use: impl Fn(u32) -> bool) -> u32 {
         loop {
-            self.last_port = if self.last_port >= 0xff_ffff { 1 } else { self.last_port + 1 };
+            self.last_port = if self.last_port >= MAX_PORT { 1 } else { self.last_port + 1 };
             if !in_use(self.last_port) {
                 return self.last_port;
             }
@@ -174,5 +178,13 @@ mod tests {
             assert_eq!(&m.0[..3], &Mac::ALIBABA_OUI);
             assert!(seen.insert(m));
         }
+    }
+
+    #[test]
+    fn ports_wrap_below_the_servers_own_range() {
+        let mut g = IdGen { last_port: MAX_PORT - 1, ..IdGen::new(1) };
+        assert_eq!(g.next_port(|_| false), MAX_PORT);
+        assert_eq!(g.next_port(|_| false), 1);
+        assert_eq!(g.next_port(|p| p == 2), 3);
     }
 }

@@ -31,9 +31,8 @@ use tokio::sync::{oneshot, watch};
 use crate::actor::CommitHook;
 use io::IoRequest;
 
-/// External hosts' ports: the top of the VNI space, which the model's port numbers (counting up
-/// from 1) do not reach.
-pub const EXTERNAL_VNI_BASE: u32 = 0xF0_0000;
+/// External hosts' ports: the top of the VNI space, above every port the model hands out.
+pub const EXTERNAL_VNI_BASE: u32 = enifab_model::ids::MAX_PORT + 1;
 
 /// Who is plugged in: instances' shims by instance ID, external hosts by name.
 #[derive(Debug, Default)]
