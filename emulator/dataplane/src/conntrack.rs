@@ -266,6 +266,12 @@ pub(crate) fn is_reopen(e: &Entry, dir: FlowDir, l4: L4Info) -> bool {
         && (e.state == FlowState::TcpClosed || dir == FlowDir::Reply && e.state != FlowState::TcpSynSent)
 }
 
+/// Whether the live connection `old` gives way to the new connection `new` that claims one of
+/// its tuples: a closed TCP connection does, to a new TCP one.
+fn gives_way(old: &Conn, new: &Conn) -> bool {
+    old.entry.state == FlowState::TcpClosed && new.orig.proto == crate::wire::ipv4::PROTO_TCP
+}
+
 /// Slot numbers in the index carry this bit when the tuple is a connection's reply tuple.
 const REPLY_BIT: u32 = 1 << 31;
 
@@ -355,9 +361,16 @@ impl Conntrack {
     /// reverses, and a slot is free (or held by an expired connection, which would be reused).
     /// `replacing`: a live connection the new one supersedes (a port reopened after close, an
     /// address that moved), whose tuples do not count as a clash.
+    ///
+    /// A closed TCP connection (FIN both ways, or RST) never blocks a new TCP one: like a socket
+    /// in TIME_WAIT, it gives way to a new connection on its ports, which takes its place.
     pub fn check_insert(&self, conn: &Conn, now: Instant, replacing: Option<u32>) -> Result<(), InsertError> {
         let (keys, n) = conn.indexed();
-        let live_at = |k: &FlowKey| self.live_at(k, now).filter(|(slot, _)| Some(slot & !REPLY_BIT) != replacing);
+        let live_at = |k: &FlowKey| {
+            self.live_at(k, now)
+                .filter(|(slot, _)| Some(slot & !REPLY_BIT) != replacing)
+                .filter(|(_, c)| !gives_way(c, conn))
+        };
         for (i, k) in keys[..n].iter().enumerate() {
             if live_at(k).is_some() {
                 return Err(InsertError::Clash);
@@ -389,9 +402,15 @@ impl Conntrack {
             self.remove(slot);
         }
         let (keys, n) = conn.indexed();
-        // `check_insert` passed, so whatever holds one of our tuples has expired.
+        // `check_insert` passed, so whatever holds one of our tuples has expired or gives way,
+        // and so does a closed connection holding the reverse of one.
         for k in &keys[..n] {
             if let Some(&slot) = self.index.get(k) {
+                self.remove(slot & !REPLY_BIT);
+            }
+            if let Some(&slot) = self.index.get(&k.reversed())
+                && self.conn(slot).is_some_and(|c| c.entry.expires <= now.0 || gives_way(c, &conn))
+            {
                 self.remove(slot & !REPLY_BIT);
             }
         }
@@ -588,6 +607,8 @@ mod test {
         },
         Advance(u8),
         Expire,
+        /// The n-th live connection closes (FIN both ways).
+        Close(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -596,6 +617,7 @@ mod test {
                 .prop_map(|(c, p, b, via_vip, udp)| Op::Flow { c, p, b, via_vip, udp }),
             1 => (1u8..40).prop_map(Op::Advance),
             1 => Just(Op::Expire),
+            2 => any::<u8>().prop_map(Op::Close),
         ]
     }
 
@@ -625,6 +647,17 @@ mod test {
                     }
                     Op::Advance(s) => now = Instant(now.0 + u64::from(s) * S),
                     Op::Expire => { ct.expire(now); }
+                    Op::Close(n) => {
+                        let live: Vec<u32> = ct.slots.iter().enumerate()
+                            .filter_map(|(i, c)| c.filter(|c| c.entry.expires > now.0).map(|_| i as u32)).collect();
+                        if !live.is_empty() {
+                            let slot = live[usize::from(n) % live.len()];
+                            let mut e = ct.slots[slot as usize].unwrap().entry;
+                            e.state = FlowState::TcpClosed;
+                            e.expires = now.0 + 3 * S;
+                            ct.update(slot, e);
+                        }
+                    }
                 }
                 let live: Vec<(u32, Conn)> = ct.slots.iter().enumerate()
                     .filter_map(|(i, c)| c.filter(|c| c.entry.expires > now.0).map(|c| (i as u32, c)))

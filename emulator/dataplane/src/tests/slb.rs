@@ -324,6 +324,23 @@ fn a_port_used_directly_cannot_also_reach_the_same_backend_through_the_vip() {
 }
 
 #[test]
+fn a_closed_direct_connection_gives_its_port_to_one_through_the_vip() {
+    let mut lab = Lab::with_load_balancers();
+    lab.listener_mut("lb-intra", LbProtocol::Tcp, 80).backends.truncate(1);
+    let mut h = Harness::new(&lab);
+    // Directly to pod-a1, then closed both ways.
+    h.forwarded(&TRUNK_A, &syn_to(&TRUNK_A, POD_A1.ip, 40000, 80), &POD_A1);
+    h.forwarded(&POD_A1, &seg(&POD_A1, TRUNK_A.ip, 80, 40000, SYN_ACK), &TRUNK_A);
+    h.forwarded(&TRUNK_A, &seg(&TRUNK_A, POD_A1.ip, 40000, 80, ACK | TCP_FIN), &POD_A1);
+    h.forwarded(&POD_A1, &seg(&POD_A1, TRUNK_A.ip, 80, 40000, ACK | TCP_FIN), &TRUNK_A);
+    // The same client port through the VIP to the same backend: the closed flow gives way.
+    h.forwarded(&TRUNK_A, &syn_to(&TRUNK_A, VIP_INTRA, 40000, 80), &POD_A1);
+    let back = h.forwarded(&POD_A1, &seg(&POD_A1, TRUNK_A.ip, 80, 40000, SYN_ACK), &TRUNK_A);
+    assert_eq!(seen(&back).src, VIP_INTRA, "pod-a1's answer is the VIP flow's");
+    assert_eq!(h.stats().conntrack_entries, 1);
+}
+
+#[test]
 fn schedulers_rr_wlc_and_source_hash() {
     let mut lab = Lab::with_load_balancers();
     let l = lab.listener_mut("lb-intra", LbProtocol::Tcp, 80);
