@@ -6,8 +6,13 @@
 //! serde-saphyr, and the semantic checks here (unknown references, bad CIDRs, duplicate names)
 //! carry the line and column of the offending value. All checks run before anything is
 //! created, so a broken file changes nothing.
+//!
+//! The lab's Kubernetes side (`services`, pod `labels`, `kubeProxy`) follows the Service API's own
+//! validation where it matters to the lab: `externalTrafficPolicy` only on `LoadBalancer`
+//! Services, a name on every port of a multi-port Service, one protocol/port pair per Service.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -38,6 +43,16 @@ pub struct Topology {
     /// Lab only: pods on the nodes (a namespace and a CNI ADD each).
     #[serde(default)]
     pub pods: Vec<PodSpec>,
+    /// Lab only: hosts on the internet side, clients of internet-facing load balancers.
+    #[serde(default)]
+    pub external_clients: Vec<ExternalClientSpec>,
+    /// Lab only: Kubernetes Services, served on every node as kube-proxy's iptables mode serves
+    /// them; a `LoadBalancer` one also gets a CLB, made as the cloud-controller-manager makes it.
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    /// Lab only: kube-proxy's settings.
+    #[serde(default)]
+    pub kube_proxy: Option<KubeProxySpec>,
     /// Lab only: probes with the verdict expected.
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
@@ -160,8 +175,147 @@ pub struct PodSpec {
     /// The pod IP (the member ENI's primary IP); default: whatever the vSwitch hands out.
     #[serde(default)]
     pub ip: Option<S<String>>,
+    /// What Services select it by (`app: nginx`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub servers: Vec<ServerSpec>,
+}
+
+/// A host of the internet side (`enifab-shim --external-address`): its own namespace with eth0 at
+/// `address`, default route via the segment's gateway (last − 2), outside every VPC. It reaches
+/// internet-facing load balancers' addresses, nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExternalClientSpec {
+    pub name: S<String>,
+    /// Its public address with the segment's prefix, e.g. `47.100.1.10/24`.
+    pub address: S<String>,
+    #[serde(default)]
+    pub servers: Vec<ServerSpec>,
+}
+
+impl ExternalClientSpec {
+    /// The address and its prefix, once the file is checked.
+    pub fn ip(&self) -> Option<(Ipv4Addr, u8)> {
+        parse_host_prefix(&self.address.value)
+    }
+}
+
+/// `a.b.c.d/nn` with host bits (an interface address, not a block).
+fn parse_host_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (ip, prefix) = s.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok()?;
+    (1..=30).contains(&prefix).then_some(())?;
+    Some((ip.parse().ok()?, prefix))
+}
+
+/// A Kubernetes Service, as much of `spec` as the lab serves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSpec {
+    pub name: S<String>,
+    /// Default `default`.
+    #[serde(default)]
+    pub namespace: Option<S<String>>,
+    /// `ClusterIP` (default) or `LoadBalancer`. There are no node ports: a `LoadBalancer` Service
+    /// here is one with `allocateLoadBalancerNodePorts: false`, which is all the CCM's ENI backends
+    /// need.
+    #[serde(default, rename = "type")]
+    pub kind: Option<S<String>>,
+    /// Required: the lab allocates no address from a service CIDR.
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: S<String>,
+    #[serde(default, rename = "externalIPs")]
+    pub external_ips: Vec<S<String>>,
+    /// Pods whose labels include all of these are its endpoints (those that serve the target
+    /// port: a pod without the server is not ready).
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePortSpec>,
+    /// `Cluster` (default) or `Local`; only for `LoadBalancer` Services, as the API says.
+    #[serde(default)]
+    pub external_traffic_policy: Option<S<String>>,
+    /// What the CCM's annotations would say about the CLB; only for `LoadBalancer` Services.
+    #[serde(default)]
+    pub load_balancer: Option<ServiceLoadBalancerSpec>,
+}
+
+impl ServiceSpec {
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_ref().map_or("default", |n| n.value.as_str())
+    }
+
+    pub fn is_load_balancer(&self) -> bool {
+        self.kind.as_ref().is_some_and(|k| k.value == "LoadBalancer")
+    }
+
+    pub fn external_policy_local(&self) -> bool {
+        self.external_traffic_policy.as_ref().is_some_and(|p| p.value == "Local")
+    }
+
+    /// The pods of the file it selects, in file order.
+    pub fn selects<'a>(&'a self, topo: &'a Topology) -> impl Iterator<Item = &'a PodSpec> + 'a {
+        topo.pods.iter().filter(|p| self.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServicePortSpec {
+    /// Required when the Service has more than one port.
+    #[serde(default)]
+    pub name: Option<S<String>>,
+    /// `TCP` (default) or `UDP`.
+    #[serde(default)]
+    pub protocol: Option<S<String>>,
+    pub port: S<u16>,
+    /// Default: `port`. Numbers only.
+    #[serde(default)]
+    pub target_port: Option<S<u16>>,
+}
+
+impl ServicePortSpec {
+    /// `tcp` or `udp`, as kube-proxy and the SLB API spell it.
+    pub fn protocol(&self) -> &'static str {
+        if self.protocol.as_ref().is_some_and(|p| p.value == "UDP") { "udp" } else { "tcp" }
+    }
+
+    pub fn target_port(&self) -> u16 {
+        self.target_port.as_ref().map_or(self.port.value, |t| t.value)
+    }
+}
+
+/// The CLB the cloud-controller-manager makes for a `LoadBalancer` Service: the settings its
+/// annotations (`service.beta.kubernetes.io/alibaba-cloud-loadbalancer-…`) would give.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceLoadBalancerSpec {
+    /// `internet` (default) or `intranet`.
+    #[serde(default)]
+    pub address_type: Option<S<String>>,
+    /// A specific address: of the vSwitch (intranet) or of the public pool (internet).
+    #[serde(default)]
+    pub address: Option<S<String>>,
+    /// Intranet only: the vSwitch the address comes from.
+    #[serde(default)]
+    pub vswitch: Option<S<String>>,
+    /// `rr` (the CCM's default), `wrr`, `wlc`, `sch` or `tch`.
+    #[serde(default)]
+    pub scheduler: Option<S<String>>,
+    /// The listeners' health check (the CCM sends these only when annotated).
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// kube-proxy's flags that change the rules it writes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeProxySpec {
+    /// `--cluster-cidr`: the local-traffic detector (`-s <cidr>` is pod traffic). Default: the
+    /// cluster's VPC CIDR, since Terway's pods take VPC addresses. What ACK itself passes to
+    /// kube-proxy in Terway clusters was not found, hence the knob.
+    #[serde(default, rename = "clusterCIDR")]
+    pub cluster_cidr: Option<S<String>>,
 }
 
 /// A built-in responder: `tcp` answers with a line naming the pod, `udp` echoes, `http` serves
@@ -173,7 +327,8 @@ pub struct ServerSpec {
     pub port: S<u16>,
 }
 
-/// One probe: from a pod or node to a pod, a node or an IP, and what must happen.
+/// One probe: from a pod, a node or an external client to a pod, a node, an external client or
+/// an IP, and what must happen.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CheckSpec {
@@ -197,17 +352,23 @@ pub struct CheckSpec {
     pub why: Option<String>,
 }
 
-/// Authorize (`add`) or revoke (`remove`) one rule of a group for the duration of a check.
+/// For the duration of a check: authorize (`add`) or revoke (`remove`) one rule of a group, or
+/// set the group's `innerAccessPolicy` (ModifySecurityGroupPolicy; the old policy is restored
+/// after).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ChangeSpec {
     pub group: S<String>,
-    /// `ingress` or `egress`.
-    pub direction: S<String>,
+    /// `ingress` or `egress`, for `add` and `remove`.
+    #[serde(default)]
+    pub direction: Option<S<String>>,
     #[serde(default)]
     pub add: Option<RuleSpec>,
     #[serde(default)]
     pub remove: Option<RuleSpec>,
+    /// `Accept` or `Drop`.
+    #[serde(default)]
+    pub inner_access_policy: Option<S<String>>,
 }
 
 /// A load balancer: internet-facing (an address of the public pool; its VPC is where its
@@ -332,6 +493,31 @@ fn range(f: &str, v: &Option<S<u32>>, lo: u32, hi: u32, what: &str, p: &mut Vec<
     }
 }
 
+/// A health check of a listener (`udp`: of a UDP one) within the API's ranges.
+fn check_health(f: &str, h: &HealthCheckSpec, udp: bool, p: &mut Vec<String>) {
+    if let Some(t) = &h.check_type
+        && (udp || !matches!(t.value.as_str(), "tcp" | "http"))
+    {
+        p.push(at(f, t, "a tcp listener's check type is tcp or http (udp listeners check with request/expect)"));
+    }
+    range(f, &h.interval, 1, 50, "interval", p);
+    range(f, &h.timeout, 1, 300, "timeout", p);
+    range(f, &h.healthy_threshold, 2, 10, "healthyThreshold", p);
+    range(f, &h.unhealthy_threshold, 2, 10, "unhealthyThreshold", p);
+    if let Some(u) = &h.uri
+        && !u.value.starts_with('/')
+    {
+        p.push(at(f, u, "uri is a path starting with /"));
+    }
+    for (name, v) in [("request", &h.request), ("expect", &h.expect)] {
+        if let Some(v) = v
+            && (udp_probe_bad(&v.value) || !udp)
+        {
+            p.push(at(f, v, format!("{name} is for udp listeners: at most 64 letters and digits")));
+        }
+    }
+}
+
 fn udp_probe_bad(s: &str) -> bool {
     s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric())
 }
@@ -371,6 +557,24 @@ impl Topology {
 
     pub fn pod(&self, name: &str) -> Option<&PodSpec> {
         self.pods.iter().find(|p| p.name.value == name)
+    }
+
+    pub fn external_client(&self, name: &str) -> Option<&ExternalClientSpec> {
+        self.external_clients.iter().find(|x| x.name.value == name)
+    }
+
+    /// The VPC the cluster's nodes are in (the file's checks make it one), if there are nodes.
+    pub fn cluster_vpc(&self) -> Option<&VpcSpec> {
+        let first = self.instances.first()?;
+        self.vswitch(&first.vswitch.value).map(|(v, _)| v)
+    }
+
+    /// kube-proxy's `--cluster-cidr`: the file's, or the cluster's VPC CIDR.
+    pub fn cluster_cidr(&self) -> Option<Cidr> {
+        match self.kube_proxy.as_ref().and_then(|k| k.cluster_cidr.as_ref()) {
+            Some(c) => c.value.parse().ok(),
+            None => self.cluster_vpc().and_then(|v| v.cidr.value.parse().ok()),
+        }
     }
 
     /// Every semantic problem, each located.
@@ -497,17 +701,78 @@ impl Topology {
                 check_server(f, srv, &mut p);
             }
         }
+        for x in &self.external_clients {
+            unique(&mut p, "pod or instance", &x.name);
+            if self.instance(&x.name.value).is_some() {
+                p.push(at(f, &x.name, "an external client cannot have an instance's name"));
+            }
+            match x.ip() {
+                None => p.push(at(
+                    f,
+                    &x.address,
+                    format!("{:?} is not an address with a prefix, like 47.100.1.10/24", x.address.value),
+                )),
+                Some((ip, _)) => {
+                    if let Some(v) =
+                        self.vpcs.iter().find(|v| v.cidr.value.parse::<Cidr>().is_ok_and(|c| c.contains(ip)))
+                    {
+                        p.push(at(
+                            f,
+                            &x.address,
+                            format!("{ip} is inside vpc {}: an external client is on the internet side", v.name.value),
+                        ));
+                    }
+                }
+            }
+            for srv in &x.servers {
+                check_server(f, srv, &mut p);
+            }
+        }
+        if let Some(k) = &self.kube_proxy
+            && let Some(c) = &k.cluster_cidr
+            && c.value.parse::<Cidr>().is_err()
+        {
+            p.push(at(f, c, format!("{:?} is not a CIDR block like 10.0.0.0/8", c.value)));
+        }
+        let mut cluster_ips = HashSet::new();
+        for svc in &self.services {
+            let key = S {
+                value: format!("{}/{}", svc.namespace(), svc.name.value),
+                referenced: svc.name.referenced.clone(),
+                defined: svc.name.defined.clone(),
+            };
+            unique(&mut p, "service", &key);
+            if let Some(cip) = svc.cluster_ip.value.parse::<Ipv4Addr>().ok()
+                && !cluster_ips.insert(cip)
+            {
+                p.push(at(f, &svc.cluster_ip, format!("clusterIP {cip} belongs to another service")));
+            }
+            self.check_service(f, svc, &mut p);
+        }
+        if !self.services.is_empty() {
+            let vpcs: HashSet<&str> = self
+                .instances
+                .iter()
+                .filter_map(|i| self.vswitch(&i.vswitch.value))
+                .map(|(v, _)| v.name.value.as_str())
+                .collect();
+            if vpcs.len() > 1 {
+                p.push(at(f, &self.services[0].name, "services need the cluster's nodes in one vpc"));
+            }
+        }
         let mut check_names = HashSet::new();
         for c in &self.checks {
             if !check_names.insert(c.name.value.clone()) {
                 p.push(at(f, &c.name, format!("check {:?} is defined twice", c.name.value)));
             }
-            // A probe starts in a pod or a node; it may aim at a bare IP.
+            // A probe starts in a pod, a node or an external client; it may aim at a bare IP.
             for (end, ip_allowed) in [(&c.from, false), (&c.to, true)] {
-                let known = self.pod(&end.value).is_some() || self.instance(&end.value).is_some();
+                let known = self.pod(&end.value).is_some()
+                    || self.instance(&end.value).is_some()
+                    || self.external_client(&end.value).is_some();
                 let ip = ip_allowed && end.value.parse::<std::net::Ipv4Addr>().is_ok();
                 if !known && !ip {
-                    p.push(at(f, end, format!("no pod or instance named {:?}", end.value)));
+                    p.push(at(f, end, format!("no pod, instance or external client named {:?}", end.value)));
                 }
             }
             let proto = c.protocol.value.as_str();
@@ -520,15 +785,33 @@ impl Topology {
                 p.push(at(f, &c.expect, "expect is reachable or blocked"));
             }
             for ch in &c.changes {
-                if self.security_group(&ch.group.value).is_none() {
+                let group = self.security_group(&ch.group.value);
+                if group.is_none() {
                     p.push(at(f, &ch.group, format!("no security group named {:?}", ch.group.value)));
                 }
-                if !matches!(ch.direction.value.as_str(), "ingress" | "egress") {
-                    p.push(at(f, &ch.direction, "direction is ingress or egress"));
-                }
-                match (&ch.add, &ch.remove) {
-                    (Some(r), None) | (None, Some(r)) => self.check_rule(f, r, &mut p),
-                    _ => p.push(at(f, &ch.group, "a change has exactly one of add or remove")),
+                match (&ch.add, &ch.remove, &ch.inner_access_policy) {
+                    (Some(r), None, None) | (None, Some(r), None) => {
+                        self.check_rule(f, r, &mut p);
+                        match &ch.direction {
+                            Some(d) if !matches!(d.value.as_str(), "ingress" | "egress") => {
+                                p.push(at(f, d, "direction is ingress or egress"))
+                            }
+                            Some(_) => {}
+                            None => p.push(at(f, &ch.group, "a rule change needs a direction: ingress or egress")),
+                        }
+                    }
+                    (None, None, Some(pol)) => {
+                        if !matches!(pol.value.as_str(), "Accept" | "Drop") {
+                            p.push(at(f, pol, "innerAccessPolicy is Accept or Drop"));
+                        }
+                        if let Some(d) = &ch.direction {
+                            p.push(at(f, d, "an innerAccessPolicy change has no direction"));
+                        }
+                        if group.is_some_and(|g| g.kind.as_ref().is_some_and(|k| k.value == "enterprise")) {
+                            p.push(at(f, pol, "enterprise groups have no innerAccessPolicy to change"));
+                        }
+                    }
+                    _ => p.push(at(f, &ch.group, "a change has exactly one of add, remove or innerAccessPolicy")),
                 }
             }
         }
@@ -600,32 +883,131 @@ impl Topology {
                 self.check_backend(f, b, vpc_cidr, p);
             }
             if let Some(h) = &l.health_check {
-                if let Some(t) = &h.check_type
-                    && (udp || !matches!(t.value.as_str(), "tcp" | "http"))
-                {
+                check_health(f, h, udp, p);
+            }
+        }
+    }
+
+    fn check_service(&self, f: &str, svc: &ServiceSpec, p: &mut Vec<String>) {
+        if !svc.name.value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+            p.push(at(f, &svc.name, "a service name is lower-case letters, digits and '-'"));
+        }
+        let lb = match &svc.kind {
+            Some(k) if !matches!(k.value.as_str(), "ClusterIP" | "LoadBalancer") => {
+                p.push(at(f, k, "type is ClusterIP or LoadBalancer (the lab has no node ports)"));
+                false
+            }
+            Some(k) => k.value == "LoadBalancer",
+            None => false,
+        };
+        let vpcs: Vec<(&VpcSpec, Cidr)> =
+            self.vpcs.iter().filter_map(|v| v.cidr.value.parse::<Cidr>().ok().map(|c| (v, c))).collect();
+        let addr = |a: &S<String>, what: &str, p: &mut Vec<String>| match a.value.parse::<Ipv4Addr>() {
+            Err(_) => p.push(at(f, a, format!("{:?} is not an IPv4 address", a.value))),
+            Ok(ip) => {
+                if let Some((v, _)) = vpcs.iter().find(|(_, c)| c.contains(ip)) {
                     p.push(at(
                         f,
-                        t,
-                        "a tcp listener's check type is tcp or http (udp listeners check with request/expect)",
+                        a,
+                        format!("{what} {ip} is inside vpc {}, where it would be an ENI's address", v.name.value),
                     ));
                 }
-                range(f, &h.interval, 1, 50, "interval", p);
-                range(f, &h.timeout, 1, 300, "timeout", p);
-                range(f, &h.healthy_threshold, 2, 10, "healthyThreshold", p);
-                range(f, &h.unhealthy_threshold, 2, 10, "unhealthyThreshold", p);
-                if let Some(u) = &h.uri
-                    && !u.value.starts_with('/')
-                {
-                    p.push(at(f, u, "uri is a path starting with /"));
+            }
+        };
+        addr(&svc.cluster_ip, "clusterIP", p);
+        for e in &svc.external_ips {
+            addr(e, "externalIP", p);
+        }
+        if svc.selector.is_empty() {
+            p.push(at(f, &svc.name, "a service needs a selector: the lab finds endpoints by labels only"));
+        }
+        if svc.ports.is_empty() {
+            p.push(at(f, &svc.name, "a service needs at least one port"));
+        }
+        let mut seen = HashSet::new();
+        let mut names = HashSet::new();
+        for port in &svc.ports {
+            if let Some(pr) = &port.protocol
+                && !matches!(pr.value.as_str(), "TCP" | "UDP")
+            {
+                p.push(at(f, pr, "a service port's protocol is TCP or UDP"));
+            }
+            if port.port.value == 0 {
+                p.push(at(f, &port.port, "port 0 is not a port"));
+            } else if !seen.insert((port.protocol(), port.port.value)) {
+                p.push(at(f, &port.port, format!("two {} ports {}", port.protocol(), port.port.value)));
+            }
+            if let Some(t) = &port.target_port
+                && t.value == 0
+            {
+                p.push(at(f, t, "port 0 is not a port"));
+            }
+            match &port.name {
+                None if svc.ports.len() > 1 => {
+                    p.push(at(f, &port.port, "every port of a multi-port service needs a name"))
                 }
-                for (name, v) in [("request", &h.request), ("expect", &h.expect)] {
-                    if let Some(v) = v
-                        && (udp_probe_bad(&v.value) || !udp)
-                    {
-                        p.push(at(f, v, format!("{name} is for udp listeners: at most 64 letters and digits")));
+                Some(n) if !names.insert(n.value.clone()) => {
+                    p.push(at(f, n, format!("port name {:?} is used twice", n.value)))
+                }
+                _ => {}
+            }
+        }
+        if let Some(e) = &svc.external_traffic_policy {
+            if !matches!(e.value.as_str(), "Local" | "Cluster") {
+                p.push(at(f, e, "externalTrafficPolicy is Local or Cluster"));
+            } else if !lb {
+                p.push(at(f, e, "externalTrafficPolicy may only be set on a LoadBalancer service"));
+            }
+        }
+        let Some(l) = &svc.load_balancer else { return };
+        if !lb {
+            p.push(at(f, &svc.name, "loadBalancer is for services of type LoadBalancer"));
+        }
+        let intranet = match &l.address_type {
+            Some(t) if !matches!(t.value.as_str(), "internet" | "intranet") => {
+                p.push(at(f, t, "addressType is internet or intranet"));
+                false
+            }
+            Some(t) => t.value == "intranet",
+            None => false,
+        };
+        let vsw = match &l.vswitch {
+            Some(s) if !intranet => {
+                p.push(at(f, s, "a vswitch is for intranet load balancers"));
+                None
+            }
+            Some(s) => match self.cluster_vpc().and_then(|v| v.vswitches.iter().find(|x| x.name.value == s.value)) {
+                Some(v) => Some(v),
+                None => {
+                    p.push(at(f, s, format!("no vswitch named {:?} in the cluster's vpc", s.value)));
+                    None
+                }
+            },
+            None if intranet => {
+                p.push(at(f, &svc.name, "an intranet load balancer needs a vswitch"));
+                None
+            }
+            None => None,
+        };
+        if let Some(a) = &l.address {
+            match a.value.parse::<Ipv4Addr>() {
+                Err(_) => p.push(at(f, a, format!("{:?} is not an IPv4 address", a.value))),
+                Ok(ip) if intranet => {
+                    if vsw.and_then(|v| v.cidr.value.parse::<Cidr>().ok()).is_some_and(|c| !c.contains(ip)) {
+                        p.push(at(f, a, format!("{ip} is not in the load balancer's vswitch")));
                     }
                 }
+                Ok(_) => {}
             }
+        }
+        if let Some(s) = &l.scheduler
+            && !matches!(s.value.as_str(), "wrr" | "rr" | "wlc" | "sch" | "tch")
+        {
+            p.push(at(f, s, "scheduler is rr, wrr, wlc, sch or tch"));
+        }
+        if let Some(h) = &l.health_check {
+            let udp = svc.ports.iter().all(|p| p.protocol() == "udp");
+            check_health(f, h, udp, p);
         }
     }
 

@@ -232,7 +232,20 @@ impl Cni for EnifabCni {
         let (_, prefix, gateway) = c.vswitch(&eni.v_switch_id).await?;
         wait_shim_knows(&req.conf.shim_socket, &member, vlan).await?;
 
+        // Terway's HostIPSet: the node's own address (eth0, the primary ENI), which the veth
+        // datapath also puts on the trunk.
+        let host_ip = match req.datapath {
+            Datapath::Veth => {
+                let node = node_ns(&req);
+                let eth0 = nic_name(0);
+                run_in(&node, move || Netlink::open()?.addrs(&eth0))
+                    .ok()
+                    .and_then(|a| a.into_iter().map(|(ip, _)| ip).next())
+            }
+            Datapath::Vlan => None,
+        };
         let inputs = Inputs {
+            host_ip,
             datapath: req.datapath,
             member: member.clone(),
             vlan,

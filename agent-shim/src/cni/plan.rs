@@ -17,8 +17,15 @@
 //! node: ip route replace 10.0.4.30/32 dev cali… scope link          # main: to the pod
 //! node: ip rule add to 10.0.4.30/32 lookup main pref 512            # 512: to podIP lookup main
 //! node: ip rule add from 10.0.4.30/32 lookup 1003 pref 2048         # 2048: from podIP lookup trunk table
+//! node: ip addr add 10.0.4.22/32 dev eth1                           # the node's IP on the trunk
 //! node: ip route replace default via 10.0.4.253 dev eth1 onlink table 1003
 //! ```
+//!
+//! The node's primary IP on the trunk (Terway's `GenerateENICfgForPolicy` gives the trunk ENI
+//! the host IP as a /32) is the source address the node picks for traffic it originates or
+//! masquerades out of the trunk: kube-proxy's MASQUERADE of Service traffic that Terway's
+//! `from <podIP>` rule sends to the trunk. Without it the kernel borrows an address of another
+//! device (the first with a global address: here `lo`'s 100.100.100.200, the metadata service's).
 //!
 //! The VLAN tag is not in the plan: the node shim pushes the member's tag on frames leaving the
 //! trunk with the pod's source IP (Terway's tc `match src <podIP>/32 → vlan push`), because this
@@ -177,6 +184,8 @@ pub struct Inputs {
     pub host_veth: String,
     pub ifname: String,
     pub mtu: u32,
+    /// The node's primary IP (veth datapath): put on the trunk as a /32. `None`: left alone.
+    pub host_ip: Option<Ipv4Addr>,
 }
 
 impl Inputs {
@@ -230,16 +239,19 @@ pub fn setup(i: &Inputs) -> Vec<Step> {
             },
             Step::Rule { priority: RULE_TO_POD, from: None, to: Some(i.pod_ip), table: 254 },
             Step::Rule { priority: RULE_FROM_POD, from: Some(i.pod_ip), to: None, table: i.table() },
-            Step::Route {
-                ns: Ns::Node,
-                dst: Ipv4Addr::UNSPECIFIED,
-                prefix: 0,
-                via: Some(i.gateway),
-                link: i.trunk_dev.clone(),
-                table: Some(i.table()),
-                onlink: true,
-            },
-        ],
+        ]
+        .into_iter()
+        .chain(i.host_ip.map(|ip| Step::Addr { ns: Ns::Node, link: i.trunk_dev.clone(), ip, prefix: 32 }))
+        .chain([Step::Route {
+            ns: Ns::Node,
+            dst: Ipv4Addr::UNSPECIFIED,
+            prefix: 0,
+            via: Some(i.gateway),
+            link: i.trunk_dev.clone(),
+            table: Some(i.table()),
+            onlink: true,
+        }])
+        .collect(),
         Datapath::Vlan => vec![
             Step::VlanDevice { member: i.member.clone(), vlan: i.vlan, link: i.ifname.clone(), mtu: i.mtu },
             Step::Up { ns: Ns::Pod, link: "lo".into() },
@@ -279,6 +291,7 @@ mod tests {
             host_veth: "cali0123456789a".into(),
             ifname: "eth0".into(),
             mtu: 1500,
+            host_ip: Some(Ipv4Addr::new(10, 0, 4, 22)),
         }
     }
 
@@ -297,6 +310,7 @@ node: ip link set cali0123456789a up
 node: ip route replace 10.0.4.30/32 dev cali0123456789a scope link
 node: ip rule add to 10.0.4.30/32 lookup main pref 512
 node: ip rule add from 10.0.4.30/32 lookup 1003 pref 2048
+node: ip addr add 10.0.4.22/32 dev eth1
 node: ip route replace default via 10.0.4.253 dev eth1 onlink table 1003
 ";
         assert_eq!(render(&setup(&inputs(Datapath::Veth))), golden);

@@ -2,9 +2,17 @@
 //! HTTP GET, or an ICMP echo, each from a thread inside the source namespace, each with a short
 //! deadline. A security group drops silently, so "blocked" is a timeout; a refused connection
 //! means the packets got through but nothing listened, which is reported as such.
+//!
+//! A probe can be cut short ([`probe_until`]): the caller that sees the fabric drop the probe's
+//! packets for a reason that will not change (a security group, no route) stops it, which is
+//! "blocked" without waiting out the deadline. The probe's socket is closed at once, so nothing
+//! of it is retransmitted into the next check.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -58,12 +66,50 @@ pub const TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Probe `to` from inside the namespace `from_ns`.
 pub fn probe(from_ns: &str, to: Ipv4Addr, proto: Proto, port: u16) -> Result<Outcome> {
+    probe_until(from_ns, to, proto, port, Arc::new(AtomicBool::new(false)))
+}
+
+/// As [`probe`], but `stop` set by another thread ends it as [`Outcome::Timeout`] within about
+/// 50 ms (300 ms for UDP and ICMP, between attempts).
+pub fn probe_until(from_ns: &str, to: Ipv4Addr, proto: Proto, port: u16, stop: Arc<AtomicBool>) -> Result<Outcome> {
     netns::run_in(from_ns, move || match proto {
-        Proto::Tcp => tcp(to, port, false),
-        Proto::Http => tcp(to, port, true),
-        Proto::Udp => udp(to, port),
-        Proto::Icmp => icmp(to),
+        Proto::Tcp => tcp(to, port, false, &stop),
+        Proto::Http => tcp(to, port, true, &stop),
+        Proto::Udp => udp(to, port, &stop),
+        Proto::Icmp => icmp(to, &stop),
     })
+}
+
+/// A TCP connect that gives up at the deadline or when `stop` is set.
+fn connect(to: SocketAddr, stop: &AtomicBool) -> Result<TcpStream, Outcome> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| Outcome::Error(e.to_string()))?;
+    s.set_nonblocking(true).map_err(|e| Outcome::Error(e.to_string()))?;
+    match s.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(classify(&e)),
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            return Err(Outcome::Timeout);
+        }
+        let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, PollTimeout::from(50u16)) {
+            Ok(0) => continue,
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Outcome::Error(e.to_string())),
+        }
+    }
+    match s.take_error() {
+        Ok(None) => {}
+        Ok(Some(e)) | Err(e) => return Err(classify(&e)),
+    }
+    s.set_nonblocking(false).map_err(|e| Outcome::Error(e.to_string()))?;
+    Ok(s.into())
 }
 
 fn classify(e: &std::io::Error) -> Outcome {
@@ -76,10 +122,10 @@ fn classify(e: &std::io::Error) -> Outcome {
     }
 }
 
-fn tcp(to: Ipv4Addr, port: u16, http: bool) -> Outcome {
-    let mut s = match TcpStream::connect_timeout(&SocketAddr::from((to, port)), TIMEOUT) {
+fn tcp(to: Ipv4Addr, port: u16, http: bool, stop: &AtomicBool) -> Outcome {
+    let mut s = match connect(SocketAddr::from((to, port)), stop) {
         Ok(s) => s,
-        Err(e) => return classify(&e),
+        Err(o) => return o,
     };
     let _ = s.set_read_timeout(Some(TIMEOUT));
     if http {
@@ -105,7 +151,7 @@ fn tcp(to: Ipv4Addr, port: u16, http: bool) -> Outcome {
     Outcome::Reachable(text.trim().to_string())
 }
 
-fn udp(to: Ipv4Addr, port: u16) -> Outcome {
+fn udp(to: Ipv4Addr, port: u16, stop: &AtomicBool) -> Outcome {
     let s = match UdpSocket::bind("0.0.0.0:0") {
         Ok(s) => s,
         Err(e) => return Outcome::Error(e.to_string()),
@@ -114,7 +160,7 @@ fn udp(to: Ipv4Addr, port: u16) -> Outcome {
     // UDP may lose the first datagram while neighbours resolve: ask a few times.
     let deadline = Instant::now() + TIMEOUT;
     let mut buf = [0u8; 2048];
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         if let Err(e) = s.send_to(b"enifab-probe", (to, port)) {
             return classify(&e);
         }
@@ -129,7 +175,7 @@ fn udp(to: Ipv4Addr, port: u16) -> Outcome {
 
 /// An ICMP echo over a datagram ICMP socket (the kernel fills the id and checksum; allowed for
 /// root whatever `ping_group_range` says).
-fn icmp(to: Ipv4Addr) -> Outcome {
+fn icmp(to: Ipv4Addr, stop: &AtomicBool) -> Outcome {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let s = match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
         Ok(s) => s,
@@ -138,7 +184,7 @@ fn icmp(to: Ipv4Addr) -> Outcome {
     let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
     let deadline = Instant::now() + TIMEOUT;
     let mut seq: u16 = 0;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         seq = seq.wrapping_add(1);
         let [a, b] = seq.to_be_bytes();
         let echo = [8u8, 0, 0, 0, 0, 0, a, b, b'e', b'n', b'i', b'f', b'a', b'b'];

@@ -1,7 +1,10 @@
 //! The lab's built-in servers, so a topology needs no external program: `tcp` writes one line
-//! naming the host and closes, `udp` echoes each datagram prefixed with the name, `http` answers
-//! every request with `200 OK` and the name. Run as `enifab lab responder` (a hidden subcommand)
-//! in a child process that enters the pod's or node's namespace before it binds anything.
+//! `enifab <name> <local address> from <client address>` and closes, `udp` echoes each datagram
+//! prefixed with the name, `http` answers every request with `200 OK` and the body
+//! `<name> <local address> from <client address>`. Saying whom they saw makes address
+//! translation visible in a check: a masqueraded client shows as its node, a client of a layer-4
+//! CLB as itself. Run as `enifab lab responder` (a hidden subcommand) in a child process that
+//! enters the pod's or node's namespace before it binds anything.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
@@ -22,8 +25,8 @@ pub fn run(netns: &Path, name: &str, tcp: &[u16], udp: &[u16], http: &[u16]) -> 
         let name = name.to_string();
         threads.push(std::thread::spawn(move || {
             for mut conn in l.incoming().flatten() {
-                let local = conn.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-                let _ = writeln!(conn, "enifab {name} {local}");
+                let (local, peer) = ends(&conn);
+                let _ = writeln!(conn, "enifab {name} {local} from {peer}");
             }
         }));
     }
@@ -43,7 +46,8 @@ pub fn run(netns: &Path, name: &str, tcp: &[u16], udp: &[u16], http: &[u16]) -> 
                             Ok(n) => req.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let body = format!("{name}\n");
+                    let (local, peer) = ends(&conn);
+                    let body = format!("{name} {local} from {peer}\n");
                     let _ = write!(
                         conn,
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -69,4 +73,35 @@ pub fn run(netns: &Path, name: &str, tcp: &[u16], udp: &[u16], http: &[u16]) -> 
         let _ = t.join();
     }
     Ok(())
+}
+
+/// The connection's local and peer addresses (without ports).
+fn ends(conn: &std::net::TcpStream) -> (String, String) {
+    let ip = |a: std::io::Result<std::net::SocketAddr>| a.map(|a| a.ip().to_string()).unwrap_or_default();
+    (ip(conn.local_addr()), ip(conn.peer_addr()))
+}
+
+/// What a responder's answer says: its name, the address it was reached at, and the client's
+/// address it saw. `None` for other text (a UDP echo, another program).
+pub fn parse_answer(text: &str) -> Option<(&str, &str, &str)> {
+    let text = text.trim().strip_prefix("enifab ").unwrap_or(text.trim());
+    match text.split_whitespace().collect::<Vec<_>>()[..] {
+        [name, local, "from", peer] => Some((name, local, peer)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_answer;
+
+    #[test]
+    fn answers_name_the_server_and_the_client_it_saw() {
+        assert_eq!(
+            parse_answer("enifab nginx 10.0.4.30 from 47.100.1.10\n"),
+            Some(("nginx", "10.0.4.30", "47.100.1.10"))
+        );
+        assert_eq!(parse_answer("nginx 10.0.4.30 from 10.0.4.20"), Some(("nginx", "10.0.4.30", "10.0.4.20")));
+        assert_eq!(parse_answer("enifab nginx: hello"), None);
+    }
 }

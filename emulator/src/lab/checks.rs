@@ -1,0 +1,437 @@
+//! `enifab lab check`: every probe of the file run for real, one at a time, and the table.
+//!
+//! For each check: its group changes are made (a rule authorized or revoked, or a group's
+//! `innerAccessPolicy` set with ModifySecurityGroupPolicy), the fabric's counters are read, the
+//! probe runs from the source's namespace, the counters are read again, and the changes are
+//! undone (the old policy restored). The counters say which way the traffic went: the fabric
+//! ports (node/ethN) it entered and left by, and any drop with its reason. While the probe runs,
+//! the counters are also watched: a drop that a retry cannot change (a security group, no route,
+//! a load balancer with nothing to forward to) ends the probe at once as "blocked" instead of
+//! waiting out its deadline, which keeps a table of many blocked checks fast.
+//!
+//! A reachable check through a Service or a load balancer also shows which server answered and
+//! the client address it saw (the built-in responders say both), which is where masquerading and
+//! CLB's client-address preservation become visible.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use enifab_proto::v1 as pb;
+
+use super::process::require_root;
+use super::state::{self, LabState};
+use super::{LabOptions, cloud, lab_id, probe, responder};
+use crate::apply;
+use crate::cli::{self, Clients, describe_status};
+use crate::topology::{ChangeSpec, Topology};
+
+/// One row of `check`'s table.
+#[derive(Debug, Clone)]
+pub struct CheckRow {
+    pub name: String,
+    pub scenario: Option<u32>,
+    pub what: String,
+    pub path: String,
+    pub expected: String,
+    pub got: String,
+    pub passed: bool,
+    /// The responder's answer, the probe's error, or why a refusal is not a drop.
+    pub detail: String,
+    /// For a reachable check through an address that is not the server's own (a Service, a
+    /// load balancer): who answered and whom it saw.
+    pub answered: Option<String>,
+}
+
+/// Drops that mean the probe will not get through however long it waits.
+const DECISIVE_DROPS: &[&str] = &[
+    "security_group_egress",
+    "security_group_ingress",
+    "no_route",
+    "spoofed",
+    "unknown_vlan",
+    "to_gateway",
+    "lb_no_listener",
+    "lb_listener_stopped",
+    "lb_no_backend",
+    "lb_no_healthy_backend",
+    "lb_hairpin",
+];
+
+/// `enifab lab check`: run every probe and report.
+pub async fn check(opts: &LabOptions, file: &Path) -> Result<Vec<CheckRow>> {
+    require_root()?;
+    let topo = Topology::load(file)?;
+    let id = lab_id(file);
+    let st =
+        state::load(opts, &id)?.ok_or_else(|| anyhow!("lab {id} is not up: run enifab lab up {}", file.display()))?;
+    let channel = cli::connect_patiently(&opts.endpoint, Duration::from_secs(10)).await?;
+    let mut c = Clients::new(channel);
+    let groups = cloud::group_ids(&mut c, &topo).await?;
+    let names = port_names(&mut c, &st).await?;
+    let mut rows = Vec::new();
+    for chk in &topo.checks {
+        let (from_ns, from_ip) = source(&st, &chk.from.value)?;
+        let to_ip = destination(&st, &chk.to.value)?;
+        let proto = probe::Proto::parse(&chk.protocol.value).expect("checked by the topology");
+        let port = chk.port.as_ref().map_or(0, |p| p.value);
+        let mut undo = Vec::new();
+        for ch in &chk.changes {
+            undo.push(change(&mut c, ch, &groups).await?);
+        }
+        let outcome = run_probe(&mut c, from_ns, to_ip, proto, port).await;
+        for u in undo.into_iter().rev() {
+            u.run(&mut c).await?;
+        }
+        let (outcome, before, after) = outcome?;
+        let got = outcome.word().to_string();
+        let passed = got == chk.expect.value;
+        let detail = match &outcome {
+            probe::Outcome::Reachable(words) => words.clone(),
+            probe::Outcome::Error(e) => e.clone(),
+            probe::Outcome::Refused => "connection refused: the path works, nothing listens".into(),
+            probe::Outcome::Timeout => String::new(),
+        };
+        let answered = match &outcome {
+            probe::Outcome::Reachable(words) => responder::parse_answer(words)
+                .filter(|(_, local, _)| *local != to_ip.to_string())
+                .map(|(name, local, peer)| {
+                    let seen = if Some(peer) == from_ip.as_deref() {
+                        format!("{peer}, the client itself")
+                    } else {
+                        peer.to_string()
+                    };
+                    format!("{name} ({local}), which saw the client as {seen}")
+                }),
+            _ => None,
+        };
+        let what = format!(
+            "{} → {} {}{}",
+            chk.from.value,
+            chk.to.value,
+            chk.protocol.value,
+            if port != 0 { format!("/{port}") } else { String::new() }
+        );
+        rows.push(CheckRow {
+            name: chk.name.value.clone(),
+            scenario: chk.scenario,
+            what,
+            path: path_summary(&before, &after, &names),
+            expected: chk.expect.value.clone(),
+            got,
+            passed,
+            detail: if passed {
+                detail
+            } else {
+                format!("{detail} {}", chk.why.clone().unwrap_or_default()).trim().to_string()
+            },
+            answered,
+        });
+    }
+    Ok(rows)
+}
+
+/// The namespace a probe starts in, and the address it leaves with (when the lab knows it).
+fn source(st: &LabState, name: &str) -> Result<(String, Option<String>)> {
+    if let Some(p) = st.pods.get(name) {
+        return Ok((p.netns.clone(), Some(p.ip.clone())));
+    }
+    if let Some(n) = st.nodes.get(name) {
+        return Ok((n.netns.clone(), Some(n.primary_ip.clone())));
+    }
+    if let Some(x) = st.externals.get(name) {
+        return Ok((x.netns.clone(), Some(x.address.clone())));
+    }
+    bail!("{name} is not up")
+}
+
+fn destination(st: &LabState, name: &str) -> Result<Ipv4Addr> {
+    let ip = match (st.pods.get(name), st.nodes.get(name), st.externals.get(name)) {
+        (Some(p), _, _) => &p.ip,
+        (None, Some(n), _) => &n.primary_ip,
+        (None, None, Some(x)) => &x.address,
+        _ => name,
+    };
+    ip.parse().with_context(|| format!("{name} is neither a pod, a node, an external client nor an IP"))
+}
+
+/// Run one probe, watching the fabric's counters to cut it short on a decisive drop. Returns the
+/// outcome and the counters before and after.
+async fn run_probe(
+    c: &mut Clients,
+    from_ns: String,
+    to: Ipv4Addr,
+    proto: probe::Proto,
+    port: u16,
+) -> Result<(probe::Outcome, pb::DescribeFabricCountersResponse, pb::DescribeFabricCountersResponse)> {
+    let before = counters(c).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let mut task = tokio::task::spawn_blocking(move || probe::probe_until(&from_ns, to, proto, port, flag));
+    let outcome = loop {
+        tokio::select! {
+            r = &mut task => break r??,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if !stop.load(Ordering::Relaxed) && decisive_drop(&before, &counters(c).await?) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    // Let the last frames of the exchange be counted.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let after = counters(c).await?;
+    Ok((outcome, before, after))
+}
+
+fn decisive_drop(before: &pb::DescribeFabricCountersResponse, now: &pb::DescribeFabricCountersResponse) -> bool {
+    let total = |r: &pb::DescribeFabricCountersResponse, reason: &str| {
+        r.drops.iter().filter(|d| d.reason == reason).map(|d| d.frames).sum::<u64>()
+    };
+    DECISIVE_DROPS.iter().any(|r| total(now, r) > total(before, r))
+}
+
+/// How to undo a change once the probe ran.
+enum Undo {
+    Rule { change: ChangeSpec, groups: HashMap<String, String> },
+    Policy { group: String, sg: String, policy: String },
+}
+
+impl Undo {
+    async fn run(self, c: &mut Clients) -> Result<()> {
+        match self {
+            Undo::Rule { change, groups } => rule_change(c, &change, &groups, true).await,
+            Undo::Policy { group, sg, policy } => set_policy(c, &group, &sg, &policy).await,
+        }
+    }
+}
+
+/// Make a check's change; returns how to undo it.
+async fn change(c: &mut Clients, ch: &ChangeSpec, groups: &HashMap<String, String>) -> Result<Undo> {
+    let sg = groups[&ch.group.value].clone();
+    if let Some(pol) = &ch.inner_access_policy {
+        let attr = c
+            .ecs
+            .describe_security_group_attribute(pb::DescribeSecurityGroupAttributeRequest {
+                security_group_id: sg.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| anyhow!("reading {}: {}", ch.group.value, describe_status(&s)))?
+            .into_inner();
+        set_policy(c, &ch.group.value, &sg, &pol.value).await?;
+        return Ok(Undo::Policy { group: ch.group.value.clone(), sg, policy: attr.inner_access_policy });
+    }
+    rule_change(c, ch, groups, false).await?;
+    Ok(Undo::Rule { change: ch.clone(), groups: groups.clone() })
+}
+
+async fn set_policy(c: &mut Clients, group: &str, sg: &str, policy: &str) -> Result<()> {
+    c.ecs
+        .modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
+            security_group_id: sg.into(),
+            inner_access_policy: policy.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|s| anyhow!("setting {group}'s innerAccessPolicy to {policy}: {}", describe_status(&s)))
+}
+
+/// Authorize a change's rule (or revoke it when undoing), or the reverse for `remove`.
+async fn rule_change(c: &mut Clients, ch: &ChangeSpec, groups: &HashMap<String, String>, undo: bool) -> Result<()> {
+    let sg = groups[&ch.group.value].clone();
+    let (rule, authorize) = match (&ch.add, &ch.remove) {
+        (Some(r), _) => (r, !undo),
+        (None, Some(r)) => (r, undo),
+        (None, None) => return Ok(()),
+    };
+    let ingress = ch.direction.as_ref().is_some_and(|d| d.value == "ingress");
+    let p = apply::rule_permission(if ingress { "ingress" } else { "egress" }, rule, groups);
+    let r = if authorize {
+        apply::authorize(c, "", &sg, ingress, vec![p]).await
+    } else {
+        apply::revoke(c, "", &sg, ingress, vec![p], Vec::new()).await
+    };
+    r.map_err(|s| anyhow!("changing {}: {}", ch.group.value, describe_status(&s)))
+}
+
+async fn counters(c: &mut Clients) -> Result<pb::DescribeFabricCountersResponse> {
+    Ok(c.fabric
+        .describe_fabric_counters(pb::DescribeFabricCountersRequest::default())
+        .await
+        .map_err(|s| anyhow!("DescribeFabricCounters: {}", describe_status(&s)))?
+        .into_inner())
+}
+
+/// ENI id (or an external host's name) → "node/ethN" (or the client's name) for the lab's ports.
+async fn port_names(c: &mut Clients, st: &LabState) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (name, node) in &st.nodes {
+        let r = c
+            .ecs
+            .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+                instance_id: node.instance_id.clone(),
+                max_results: Some(100),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| anyhow!("DescribeNetworkInterfaces: {}", describe_status(&s)))?
+            .into_inner();
+        for e in r.network_interface_sets.unwrap_or_default().network_interface_set {
+            let idx = e.attachment.map_or(0, |a| a.device_index);
+            out.insert(e.network_interface_id, format!("{}/eth{idx}", short_node_name(name)));
+        }
+    }
+    for name in st.externals.keys() {
+        out.insert(name.clone(), name.clone());
+    }
+    Ok(out)
+}
+
+/// ACK names nodes `<region>.<primary IP>`; in a table, `node .22` says as much. Other names
+/// stay as they are.
+pub(crate) fn short_node_name(name: &str) -> String {
+    match name.split_once('.') {
+        Some((_, ip)) if ip.parse::<Ipv4Addr>().is_ok() => format!("node .{}", ip.rsplit('.').next().unwrap_or(ip)),
+        _ => name.to_string(),
+    }
+}
+
+/// Which fabric ports the probe's frames crossed, and where any were dropped.
+fn path_summary(
+    before: &pb::DescribeFabricCountersResponse,
+    after: &pb::DescribeFabricCountersResponse,
+    names: &BTreeMap<String, String>,
+) -> String {
+    let prior = |vni: u32| before.ports.iter().find(|p| p.vni == vni);
+    let mut ins = Vec::new();
+    let mut outs = Vec::new();
+    let mut drops = Vec::new();
+    for p in &after.ports {
+        let b = prior(p.vni);
+        let name =
+            names.get(&p.network_interface_id).or_else(|| names.get(&p.instance_id)).cloned().unwrap_or_else(|| {
+                if p.network_interface_id.is_empty() { p.instance_id.clone() } else { p.network_interface_id.clone() }
+            });
+        if p.rx_frames > b.map_or(0, |b| b.rx_frames) {
+            ins.push(name.clone());
+        }
+        if p.tx_frames > b.map_or(0, |b| b.tx_frames) {
+            outs.push(name.clone());
+        }
+        for d in &p.drops {
+            let was = b.and_then(|b| b.drops.iter().find(|x| x.reason == d.reason)).map_or(0, |x| x.frames);
+            if d.frames > was {
+                drops.push(format!("{} (frame from {name})", d.reason));
+            }
+        }
+    }
+    if ins.is_empty() && outs.is_empty() && drops.is_empty() {
+        return "stayed on the node (host routing, never reached the VPC)".into();
+    }
+    let mut s = format!(
+        "VPC in: {} | out: {}",
+        if ins.is_empty() { "-".into() } else { ins.join(", ") },
+        if outs.is_empty() { "-".into() } else { outs.join(", ") }
+    );
+    if !drops.is_empty() {
+        s.push_str(&format!(" | dropped: {}", drops.join(", ")));
+    }
+    s
+}
+
+/// The table `check` prints, and its closing line: one row per check, then what was probed and
+/// the way the traffic went (which fabric ports it entered and left by, and any drop), who
+/// answered when a Service or load balancer was in between, and the reason of any mismatch.
+pub fn render(rows: &[CheckRow]) -> String {
+    let width = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(5).max(5);
+    let mut out = format!("{:<4} {:<width$}  {:<10} {:<10}\n", "SOP", "CHECK", "EXPECTED", "GOT");
+    for r in rows {
+        let sop = r.scenario.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        let verdict = if r.passed { "ok" } else { "MISMATCH" };
+        out.push_str(&format!("{sop:<4} {:<width$}  {:<10} {:<10} {verdict}\n", r.name, r.expected, r.got));
+        out.push_str(&format!("     {}: {}\n", r.what, r.path));
+        if let Some(a) = &r.answered {
+            out.push_str(&format!("     answered by {a}\n"));
+        }
+        if !r.passed && !r.detail.is_empty() {
+            out.push_str(&format!("     note: {}\n", r.detail));
+        }
+    }
+    let passed = rows.iter().filter(|r| r.passed).count();
+    out.push_str(&format!("{} passed, {} failed\n", passed, rows.len() - passed));
+    out
+}
+
+/// The exit code of `check`: non-zero on any mismatch.
+pub fn exit_code(rows: &[CheckRow]) -> ExitCode {
+    if rows.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_shorten_only_when_they_end_in_an_address() {
+        assert_eq!(short_node_name("cn-hongkong.10.0.4.22"), "node .22");
+        assert_eq!(short_node_name("node-a"), "node-a");
+        assert_eq!(short_node_name("a.b"), "a.b");
+    }
+
+    fn row(name: &str, passed: bool) -> CheckRow {
+        CheckRow {
+            name: name.into(),
+            scenario: Some(4),
+            what: "a → b http/80".into(),
+            path: "stayed on the node (host routing, never reached the VPC)".into(),
+            expected: "reachable".into(),
+            got: if passed { "reachable".into() } else { "blocked".into() },
+            passed,
+            detail: "why it differs".into(),
+            answered: None,
+        }
+    }
+
+    #[test]
+    fn the_table_closes_with_the_counts() {
+        let t = render(&[row("first", true), row("second", false)]);
+        assert!(t.ends_with("1 passed, 1 failed\n"), "{t}");
+        assert!(t.contains("MISMATCH") && t.contains("note: why it differs"), "{t}");
+        assert_eq!(exit_code(&[row("x", true)]), ExitCode::SUCCESS);
+        assert_eq!(exit_code(&[row("x", false)]), ExitCode::from(1));
+    }
+
+    #[test]
+    fn a_translated_answer_gets_its_own_line() {
+        let mut r = row("via the SLB", true);
+        r.answered = Some("nginx (10.0.4.30), which saw the client as 47.100.1.10, the client itself".into());
+        let t = render(&[r]);
+        assert!(t.contains("\n     answered by nginx (10.0.4.30), which saw the client as 47.100.1.10"), "{t}");
+    }
+
+    fn counters(drops: &[(&str, u64)]) -> pb::DescribeFabricCountersResponse {
+        pb::DescribeFabricCountersResponse {
+            drops: drops
+                .iter()
+                .map(|(r, n)| pb::DropCounter { reason: r.to_string(), frames: *n, ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_drops_that_retries_cannot_change_cut_a_probe_short() {
+        let before = counters(&[("arp_reply", 3), ("security_group_ingress", 1)]);
+        assert!(!decisive_drop(&before, &counters(&[("arp_reply", 9), ("security_group_ingress", 1)])));
+        assert!(!decisive_drop(&before, &counters(&[("health_check_answer", 4), ("security_group_ingress", 1)])));
+        assert!(decisive_drop(&before, &counters(&[("security_group_ingress", 2)])));
+        assert!(decisive_drop(&before, &counters(&[("security_group_ingress", 1), ("no_route", 1)])));
+    }
+}

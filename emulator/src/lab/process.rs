@@ -1,0 +1,77 @@
+//! The lab's helper processes (shims, responders): started detached with their output in a log
+//! file, stopped by pid (SIGTERM, then SIGKILL after 5 s), reaped so they do not linger as
+//! zombies, and found by their command line when a crash lost their pids. Only processes whose
+//! command line names both a lab program and the lab's namespace prefix are ever signalled.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+pub(crate) fn require_root() -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("the lab creates network namespaces, TAP devices and routes: run it as root (sudo)");
+    }
+    Ok(())
+}
+
+pub(crate) fn alive(pid: u32) -> bool {
+    pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+pub(crate) fn stop(pid: u32) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    if !alive(pid) {
+        return;
+    }
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        reap(pid);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive(pid) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reap(pid);
+}
+
+/// Collect a child that exited, so it does not linger as a zombie (which still has a /proc entry).
+fn reap(pid: u32) {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let _ = waitpid(nix::unistd::Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
+}
+
+/// Our shims and responders whose command line mentions `needle` (a lab's namespace prefix).
+pub(crate) fn naming(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            let ours = cmd.contains("enifab-shim") || cmd.contains("responder");
+            ours && cmd.contains(needle) && *pid != std::process::id()
+        })
+        .collect()
+}
+
+/// Start a long-running helper detached from our terminal, logging to `log`.
+pub(crate) fn spawn_daemon(program: &Path, args: &[String], log: &Path) -> Result<u32> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let err = out.try_clone()?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(child.id())
+}
