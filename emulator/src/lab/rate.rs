@@ -4,8 +4,11 @@
 //! closes), closes, and starts again, for `secs` seconds; the count of completed connections
 //! over the elapsed time is printed as `connections/s <n> failed <m>`.
 //!
-//! The client closes after the server: the server's side takes TIME_WAIT, so the client does not
-//! run out of ephemeral ports during a run.
+//! The client closes after the server with a reset (`SO_LINGER` 0), so neither side keeps the
+//! connection in TIME_WAIT: the same client ports are soon used again, to the backend directly
+//! and through a VIP, and a backend holding a TIME_WAIT for a port would refuse the new SYN
+//! whose timestamps (offset per destination address) look older — a real NAT artifact, but not
+//! what this counts.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -49,6 +52,7 @@ pub fn run(netns: &Path, to: SocketAddr, secs: u64, threads: usize) -> Result<Ra
                 match TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
                     Ok(mut s) => {
                         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
                         let ok = loop {
                             match s.read(&mut buf) {
                                 Ok(0) => break true,
