@@ -22,7 +22,8 @@
 //! - [`fabric`]: [`Fabric::process`], the pipeline, and [`Fabric::trace`], its explanation.
 //! - `conntrack`, `security_group`: the stateful firewall; conntrack also carries a load
 //!   balancer's translation of a flow.
-//! - `lb`: which backend a new flow to a VIP goes to; [`health`]: the health checker.
+//! - `lb`: which backend a new flow to a VIP goes to; `nat`: how its packets are rewritten;
+//!   [`health`]: the health checker.
 //! - [`drop`](mod@drop), [`stats`]: drop reasons and counters.
 
 pub mod config;
@@ -31,6 +32,7 @@ pub mod drop;
 pub mod fabric;
 pub mod health;
 mod lb;
+mod nat;
 mod security_group;
 pub mod stats;
 pub mod wire;
