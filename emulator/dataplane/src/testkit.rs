@@ -437,7 +437,11 @@ pub fn split_fuzz_input(data: &[u8]) -> (SocketAddr, &[u8]) {
 /// Valid datagrams of many kinds, prefixed for [`split_fuzz_input`]: the fuzz seed corpus.
 pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
     let with_sel = |from: &Endpoint, d: Vec<u8>| {
-        let sel = if from.peer == NODE_A { 0u8 } else { 1u8 };
+        let sel = match from.peer {
+            NODE_A => 0u8,
+            NODE_B => 1,
+            _ => 3,
+        };
         let mut v = vec![sel];
         v.extend(d);
         v
@@ -459,6 +463,16 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
         ("udp_node_to_node", with_sel(&TRUNK_A, udp_datagram(&TRUNK_A, PRIMARY_B.ip, 5353, 53))),
         ("ping_gateway", with_sel(&POD_A2, echo_datagram(&POD_A2, POD_GW, 8, 7))),
         ("ping_node", with_sel(&PRIMARY_B, echo_datagram(&PRIMARY_B, TRUNK_A.ip, 8, 9))),
+        ("tcp_syn_to_intranet_vip", with_sel(&TRUNK_A, tcp_datagram(&TRUNK_A, VIP_INTRA, 40001, 80, 0x02))),
+        ("udp_to_intranet_vip", with_sel(&PRIMARY_B, udp_datagram(&PRIMARY_B, VIP_INTRA, 5353, 53))),
+        ("tcp_syn_from_internet", with_sel(&EXTERNAL, tcp_datagram(&EXTERNAL, VIP_PUBLIC, 55000, 80, 0x02))),
+        (
+            "tcp_synack_to_checker",
+            with_sel(
+                &POD_A1,
+                from_endpoint(&POD_A1, &ipv4(POD_A1.ip, crate::CHECKER, PROTO_TCP, &tcp(80, 1024, 0x12, 0))),
+            ),
+        ),
         (
             "tso_vnet",
             with_sel(

@@ -161,7 +161,7 @@ fn fuzz_seed_corpus() {
     if write {
         std::fs::create_dir_all(&dir).unwrap();
     }
-    let mut h = Harness::new(&Lab::new());
+    let mut h = Harness::new(&Lab::with_load_balancers());
     for (name, bytes) in seed_corpus() {
         let path = dir.join(format!("seed-{name}.bin"));
         if write {
