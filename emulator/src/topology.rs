@@ -1181,6 +1181,92 @@ instances:
         assert!(e.contains("load balancer \"web\" is defined twice"), "{e}");
     }
 
+    const K8S: &str = "pods:
+  - { name: web, node: n1, labels: { app: web }, servers: [{ protocol: http, port: 80 }] }
+services:
+  - name: web
+    type: LoadBalancer
+    clusterIP: 192.168.81.92
+    selector: { app: web }
+    externalTrafficPolicy: Local
+    ports: [{ protocol: TCP, port: 80, targetPort: 80 }]
+    loadBalancer: { address: 8.210.162.178, scheduler: wrr, healthCheck: { interval: 1, healthyThreshold: 2 } }
+  - name: web-ext
+    namespace: shop
+    clusterIP: 192.168.81.93
+    externalIPs: [8.210.162.179]
+    selector: { app: web }
+    ports: [{ name: http, port: 80 }, { name: dns, protocol: UDP, port: 53 }]
+kubeProxy: { clusterCIDR: 10.0.0.0/8 }
+externalClients:
+  - { name: internet, address: 47.100.1.10/24, servers: [{ protocol: tcp, port: 7 }] }
+checks:
+  - { name: in, from: internet, to: 8.210.162.178, protocol: http, port: 80, expect: reachable,
+      changes: [{ group: g, innerAccessPolicy: Drop }] }
+";
+
+    #[test]
+    fn services_external_clients_and_their_errors_are_located() {
+        let t = Topology::parse("t.yaml", &format!("{GOOD}{K8S}")).unwrap();
+        assert_eq!(t.services.len(), 2);
+        let (web, ext) = (&t.services[0], &t.services[1]);
+        assert!(web.is_load_balancer() && web.external_policy_local() && web.namespace() == "default");
+        assert_eq!(web.selects(&t).map(|p| p.name.value.as_str()).collect::<Vec<_>>(), ["web"]);
+        assert_eq!((ext.namespace(), ext.ports[1].protocol(), ext.ports[1].target_port()), ("shop", "udp", 53));
+        assert_eq!(t.cluster_cidr().unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(t.external_client("internet").unwrap().ip(), Some(("47.100.1.10".parse().unwrap(), 24)));
+        assert_eq!(t.checks[0].changes[0].inner_access_policy.as_ref().unwrap().value, "Drop");
+        // Without the knob, the detector is the cluster's VPC.
+        let no_knob = format!("{GOOD}{}", K8S.replace("kubeProxy: { clusterCIDR: 10.0.0.0/8 }\n", ""));
+        assert_eq!(Topology::parse("t.yaml", &no_knob).unwrap().cluster_cidr().unwrap().to_string(), "10.0.0.0/8");
+
+        let bad = |from: &str, to: &str| {
+            let text = format!("{GOOD}{}", K8S.replacen(from, to, 1));
+            Topology::parse("t.yaml", &text).unwrap_err().to_string()
+        };
+        let e = bad(
+            "    selector: { app: web }\n    ports: [{ name",
+            "    externalTrafficPolicy: Local\n    selector: { app: web }\n    ports: [{ name",
+        );
+        assert!(e.contains("t.yaml:28:28:") && e.contains("only be set on a LoadBalancer service"), "{e}");
+        let e = bad("clusterIP: 192.168.81.93", "clusterIP: 10.0.9.9");
+        assert!(e.contains("t.yaml:26:16:") && e.contains("inside vpc v"), "{e}");
+        let e = bad("clusterIP: 192.168.81.93", "clusterIP: 192.168.81.92");
+        assert!(e.contains("belongs to another service"), "{e}");
+        let e = bad("{ name: http, port: 80 }", "{ port: 80 }");
+        assert!(e.contains("every port of a multi-port service needs a name"), "{e}");
+        let e = bad("name: dns, protocol: UDP, port: 53", "name: dns, protocol: SCTP, port: 53");
+        assert!(e.contains("protocol is TCP or UDP"), "{e}");
+        let e = bad("type: LoadBalancer", "type: NodePort");
+        assert!(e.contains("type is ClusterIP or LoadBalancer"), "{e}");
+        let e = bad("scheduler: wrr", "scheduler: qch");
+        assert!(e.contains("scheduler is rr, wrr"), "{e}");
+        let e = bad("interval: 1,", "interval: 0,");
+        assert!(e.contains("interval is 1 to 50"), "{e}");
+        let e = bad("selector: { app: web }", "selector: {}");
+        assert!(e.contains("needs a selector"), "{e}");
+        let e = bad("address: 47.100.1.10/24", "address: 10.0.4.77/24");
+        assert!(e.contains("inside vpc v: an external client is on the internet side"), "{e}");
+        let e = bad("address: 47.100.1.10/24", "address: 47.100.1.10");
+        assert!(e.contains("not an address with a prefix"), "{e}");
+        let e = bad("from: internet", "from: nobody");
+        assert!(e.contains("no pod, instance or external client named \"nobody\""), "{e}");
+        let e =
+            bad("{ group: g, innerAccessPolicy: Drop }", "{ group: g, direction: ingress, innerAccessPolicy: Drop }");
+        assert!(e.contains("an innerAccessPolicy change has no direction"), "{e}");
+        let e = bad("{ group: g, innerAccessPolicy: Drop }", "{ group: g, innerAccessPolicy: Deny }");
+        assert!(e.contains("innerAccessPolicy is Accept or Drop"), "{e}");
+        let e = bad(
+            "{ group: g, innerAccessPolicy: Drop }",
+            "{ group: g, add: { protocol: TCP, ports: 80/80, peer: 10.0.0.0/8 } }",
+        );
+        assert!(e.contains("a rule change needs a direction"), "{e}");
+        let e = bad("clusterCIDR: 10.0.0.0/8 }", "clusterCIDR: 10.0.0.0/33 }");
+        assert!(e.contains("not a CIDR"), "{e}");
+        let e = bad("name: web-ext\n    namespace: shop", "name: web\n    namespace: default");
+        assert!(e.contains("service \"default/web\" is defined twice"), "{e}");
+    }
+
     #[test]
     fn errors_are_located() {
         let bad = GOOD.replace("vswitch: s, privateIp", "vswitch: nope, privateIp");

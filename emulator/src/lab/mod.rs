@@ -177,14 +177,7 @@ pub async fn down(opts: &LabOptions, file: &Path, out: &mut dyn FnMut(String)) -
     }
     // A crash between starting a helper and recording it leaves a process the state does not
     // know: find the lab's shims and responders by the namespaces they were given.
-    for pid in process::naming(&format!("efb{id}-")) {
-        process::stop(pid);
-    }
-    for ns in netns::list(&format!("efb{id}-")) {
-        if let Err(e) = netns::delete(&ns) {
-            problems.push(format!("{e:#}"));
-        }
-    }
+    problems.extend(remove_host_leftovers(&id));
     match topo {
         Ok(topo) => match cli::connect_patiently(&opts.endpoint, Duration::from_secs(5)).await {
             Ok(channel) => {
@@ -204,6 +197,16 @@ pub async fn down(opts: &LabOptions, file: &Path, out: &mut dyn FnMut(String)) -
     } else {
         bail!("lab {id} partly down:\n  {}", problems.join("\n  "))
     }
+}
+
+/// Stop the lab's helper processes and delete its namespaces, found by name only (`efb<id>-`),
+/// as `down` does after a crash; returns what could not be removed. Test guards call it too.
+pub fn remove_host_leftovers(id: &str) -> Vec<String> {
+    let prefix = format!("efb{id}-");
+    for pid in process::naming(&prefix) {
+        process::stop(pid);
+    }
+    netns::list(&prefix).iter().filter_map(|ns| netns::delete(ns).err().map(|e| format!("{e:#}"))).collect()
 }
 
 /// Load balancers first (a VPC with one cannot go), then the rest of the cloud side.

@@ -16,8 +16,21 @@ pub(crate) fn require_root() -> Result<()> {
     Ok(())
 }
 
+/// Whether `pid` runs. A child of ours that died is a zombie until reaped (it still has a /proc
+/// entry): it counts as dead, and is reaped here.
 pub(crate) fn alive(pid: u32) -> bool {
-    pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
+    if pid == 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        // The state follows the command name, which is in parentheses and may contain spaces.
+        Ok(stat) if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')) => {
+            reap(pid);
+            false
+        }
+        Ok(_) => Path::new(&format!("/proc/{pid}")).exists(),
+    }
 }
 
 pub(crate) fn stop(pid: u32) {
