@@ -15,7 +15,9 @@
 //! - [`cli`]: `enifab ecs|vpc|slb|emulator <Action> --Param value` over gRPC;
 //! - [`apply`]: `enifab apply -f FILE.yaml`, declarative creation of a topology's cloud side;
 //! - [`topology`]: the topology file, checked and located;
-//! - [`lab`]: `enifab lab up|check|down` and `enifab demo`: nodes, pods and probes for real.
+//! - [`lab`]: `enifab lab up|check|down` and `enifab demo`: nodes, pods, external clients,
+//!   Services (kube-proxy's iptables rules on the nodes, the cloud-controller-manager's CLB) and
+//!   probes for real.
 
 pub mod actor;
 pub mod apply;

@@ -5,7 +5,9 @@
 //! succeeding on the other, and `normal` again once the server is back — all while the backends'
 //! group has no rule for 100.64.0.0/10, where the checks come from. Then the Service follows its
 //! pods: a pod losing its label is removed from the vServer group and from kube-proxy's rules,
-//! and comes back with it; running `up` again changes nothing else. Needs root (skips otherwise).
+//! and comes back with it; running `up` again changes nothing else. A load balancer of the file
+//! with a pod backend is applied once the pod runs, and deleted at `down` with the Service's.
+//! Needs root (skips otherwise).
 
 #[path = "support/lab_guard.rs"]
 mod lab_guard;
@@ -55,6 +57,14 @@ services:
       healthCheck: { interval: 1, timeout: 1, healthyThreshold: 2, unhealthyThreshold: 2 }
 externalClients:
   - { name: internet, address: 47.100.1.10/24 }
+# A load balancer of the file itself (not a Service's): the lab applies it once its pod runs.
+loadBalancers:
+  - name: inner
+    vpc: vpc-slb
+    addressType: intranet
+    vswitch: vsw-slb
+    address: 10.0.4.100
+    listeners: [{ protocol: tcp, port: 80, backends: [{ pod: web-a, port: 80 }] }]
 ";
 
 /// Who answered an HTTP request from the internet client to the VIP, and whom they saw.
@@ -252,8 +262,39 @@ async fn run(env: &mut FullEmulator, opts: &LabOptions, file: &Path) -> anyhow::
         .describe_load_balancers(pb::DescribeLoadBalancersRequest { region_id: REGION.into(), ..Default::default() })
         .await?
         .into_inner()
-        .total_count;
-    assert_eq!(lbs, 1, "one Service, one CLB, however often up runs");
+        .load_balancers
+        .unwrap_or_default()
+        .load_balancer;
+    let names: BTreeSet<&str> = lbs.iter().map(|l| l.load_balancer_name.as_str()).collect();
+    assert_eq!(lbs.len(), 2, "one Service, one CLB, however often up runs; and the file's own: {names:?}");
+    let inner = lbs.iter().find(|l| l.load_balancer_name == "inner").expect("the file's load balancer");
+    assert_eq!((inner.address.as_str(), inner.address_type.as_str()), ("10.0.4.100", "intranet"));
+    let listeners = c
+        .slb
+        .describe_load_balancer_listeners(pb::DescribeLoadBalancerListenersRequest {
+            region_id: REGION.into(),
+            load_balancer_id: vec![inner.load_balancer_id.clone()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .listeners;
+    let group = c
+        .slb
+        .describe_v_server_group_attribute(pb::DescribeVServerGroupAttributeRequest {
+            region_id: REGION.into(),
+            v_server_group_id: listeners[0].v_server_group_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .backend_servers
+        .unwrap_or_default()
+        .backend_server;
+    assert_eq!(group.len(), 1);
+    assert_eq!(
+        (group[0].server_id.as_str(), group[0].server_ip.as_str()),
+        (st.pods["web-a"].member_eni.as_str(), "10.0.4.30")
+    );
     Ok(())
 }
 
@@ -282,6 +323,6 @@ async fn an_internet_client_reaches_pods_through_the_ccms_slb() {
         .unwrap()
         .into_inner()
         .total_count;
-    assert_eq!(lbs, 0, "the CCM's CLB is deleted at down");
+    assert_eq!(lbs, 0, "the CCM's CLB and the file's are deleted at down");
     assert!(lab_guard::processes_of(&guard.id).is_empty());
 }

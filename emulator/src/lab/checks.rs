@@ -82,7 +82,16 @@ pub async fn check(opts: &LabOptions, file: &Path) -> Result<Vec<CheckRow>> {
         let port = chk.port.as_ref().map_or(0, |p| p.value);
         let mut undo = Vec::new();
         for ch in &chk.changes {
-            undo.push(change(&mut c, ch, &groups).await?);
+            match change(&mut c, ch, &groups).await {
+                Ok(u) => undo.push(u),
+                Err(e) => {
+                    // Leave the groups as they were before this check.
+                    for u in undo.into_iter().rev() {
+                        let _ = u.run(&mut c).await;
+                    }
+                    return Err(e.context(format!("check {:?}", chk.name.value)));
+                }
+            }
         }
         let outcome = run_probe(&mut c, from_ns, to_ip, proto, port).await;
         for u in undo.into_iter().rev() {
