@@ -12,6 +12,9 @@
 //! A reachable check through a Service or a load balancer also shows which server answered and
 //! the client address it saw (the built-in responders say both), which is where masquerading and
 //! CLB's client-address preservation become visible.
+//!
+//! A check changes nothing but the groups it names, and puts them back; the verdict is what the
+//! traffic did, never a prediction.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;

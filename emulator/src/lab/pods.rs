@@ -4,6 +4,9 @@
 //! the member ENI's vSwitch and groups a PodNetworking would give it; `DEL` undoes it. The
 //! built-in responders (`enifab lab responder`) run in pods', nodes' and external clients'
 //! namespaces.
+//!
+//! It does not decide what a pod's network looks like (the CNI plugin does, as Terway's does) nor
+//! which member ENI it gets (the cloud does): it asks, and records the answer.
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -7,6 +7,10 @@
 //! the target port with the port's protocol (a `tcp` or `http` server for TCP, `udp` for UDP):
 //! the lab's stand-in for a readiness probe.
 //!
+//! Nothing here routes, filters or translates a packet: the node kernels do, with the rules
+//! written here, and the fabric does for the CLB. The only rules touched are kube-proxy's own
+//! chains and its jumps; Terway's and the shim's state is left alone.
+//!
 //! Where Terway's two datapaths part ways for Services (iptables mode; see the SOP example):
 //!
 //! - **veth** (policy routing, `cali*`): every packet of a pod enters the node on its veth, so
