@@ -738,8 +738,8 @@ impl Topology {
         for svc in &self.services {
             let key = S {
                 value: format!("{}/{}", svc.namespace(), svc.name.value),
-                referenced: svc.name.referenced.clone(),
-                defined: svc.name.defined.clone(),
+                referenced: svc.name.referenced,
+                defined: svc.name.defined,
             };
             unique(&mut p, "service", &key);
             if let Some(cip) = svc.cluster_ip.value.parse::<Ipv4Addr>().ok()

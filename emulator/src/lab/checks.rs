@@ -210,7 +210,7 @@ fn decisive_drop(before: &pb::DescribeFabricCountersResponse, now: &pb::Describe
 
 /// How to undo a change once the probe ran.
 enum Undo {
-    Rule { change: ChangeSpec, groups: HashMap<String, String> },
+    Rule { change: Box<ChangeSpec>, groups: HashMap<String, String> },
     Policy { group: String, sg: String, policy: String },
 }
 
@@ -240,7 +240,7 @@ async fn change(c: &mut Clients, ch: &ChangeSpec, groups: &HashMap<String, Strin
         return Ok(Undo::Policy { group: ch.group.value.clone(), sg, policy: attr.inner_access_policy });
     }
     rule_change(c, ch, groups, false).await?;
-    Ok(Undo::Rule { change: ch.clone(), groups: groups.clone() })
+    Ok(Undo::Rule { change: Box::new(ch.clone()), groups: groups.clone() })
 }
 
 async fn set_policy(c: &mut Clients, group: &str, sg: &str, policy: &str) -> Result<()> {

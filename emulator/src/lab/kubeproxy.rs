@@ -658,7 +658,7 @@ COMMIT
         assert_eq!(probabilities.len(), 2, "{t}");
         assert!(probabilities[0].starts_with("0.3333333333 ") && probabilities[1].starts_with("0.5000000000 "));
         // The last rule of KUBE-SERVICES is still the node-port jump.
-        let last = t.lines().filter(|l| l.starts_with("-A KUBE-SERVICES ")).last().unwrap();
+        let last = t.lines().rfind(|l| l.starts_with("-A KUBE-SERVICES ")).unwrap();
         assert!(last.ends_with("-j KUBE-NODEPORTS"), "{last}");
     }
 

@@ -124,7 +124,8 @@ pub(crate) async fn up_servers(opts: &LabOptions, topo: &Topology, st: &mut LabS
         servers.iter().map(|s| (s.protocol.value.clone(), s.port.value)).collect()
     };
     // (owner, namespace, [(protocol, port)])
-    let mut wanted: Vec<(String, String, Vec<(String, u16)>)> = Vec::new();
+    type Wanted = Vec<(String, String, Vec<(String, u16)>)>;
+    let mut wanted: Wanted = Vec::new();
     for inst in topo.instances.iter().filter(|i| !i.servers.is_empty()) {
         wanted.push((inst.name.value.clone(), st.nodes[&inst.name.value].netns.clone(), ports(&inst.servers)));
     }
