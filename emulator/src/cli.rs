@@ -154,13 +154,13 @@ pub async fn fabric_counters(
 pub fn counters_table(r: &pb::DescribeFabricCountersResponse) -> String {
     let mut out = format!("config epoch {}, {} tracked flows\n\n", r.config_epoch, r.conntrack_entries);
     out.push_str(&format!(
-        "{:>8}  {:<26} {:<24} {:>10} {:>12} {:>10} {:>12}  drops\n",
-        "VNI", "ENI", "INSTANCE", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES"
+        "{:>8}  {:<26} {:<24} {:>10} {:>12} {:>10} {:>12} {:>9}  drops\n",
+        "VNI", "ENI", "INSTANCE", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "HEALTH"
     ));
     for p in &r.ports {
         let drops: Vec<String> = p.drops.iter().map(|d| format!("{}={}", d.reason, d.frames)).collect();
         out.push_str(&format!(
-            "{:>8}  {:<26} {:<24} {:>10} {:>12} {:>10} {:>12}  {}\n",
+            "{:>8}  {:<26} {:<24} {:>10} {:>12} {:>10} {:>12} {:>9}  {}\n",
             p.vni,
             p.network_interface_id,
             p.instance_id,
@@ -168,6 +168,7 @@ pub fn counters_table(r: &pb::DescribeFabricCountersResponse) -> String {
             p.rx_bytes,
             p.tx_frames,
             p.tx_bytes,
+            p.health_check_frames,
             if drops.is_empty() { "-".to_string() } else { drops.join(" ") }
         ));
     }

@@ -13,6 +13,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::address::AddressScope;
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
@@ -150,9 +151,36 @@ impl Netlink {
 
     /// `ip addr replace ADDR/LEN dev NAME`: idempotent, an address that is already there stays.
     pub fn ensure_address(&self, index: u32, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<(), DriverError> {
+        self.ensure_address_scoped(index, name, addr, prefix_len, AddressScope::Universe)
+    }
+
+    /// `ip addr replace ADDR/LEN dev NAME scope host`: an address the namespace answers on but
+    /// never picks as the source of what it sends elsewhere (the instance metadata service's).
+    pub fn ensure_host_address(
+        &self,
+        index: u32,
+        name: &str,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), DriverError> {
+        self.ensure_address_scoped(index, name, addr, prefix_len, AddressScope::Host)
+    }
+
+    fn ensure_address_scoped(
+        &self,
+        index: u32,
+        name: &str,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+        scope: AddressScope,
+    ) -> Result<(), DriverError> {
         let h = self.handle.clone();
         self.rt
-            .block_on(async move { h.address().add(index, IpAddr::V4(addr), prefix_len).replace().execute().await })
+            .block_on(async move {
+                let mut req = h.address().add(index, IpAddr::V4(addr), prefix_len).replace();
+                req.message_mut().header.scope = scope;
+                req.execute().await
+            })
             .map_err(|e| nl_err("address replace", name, e))
     }
 

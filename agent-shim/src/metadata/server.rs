@@ -1,4 +1,4 @@
-//! The metadata service's I/O: 100.100.100.200/32 on the node namespace's `lo`, a TCP listener
+//! The metadata service's I/O: 100.100.100.200/32 (scope host) on the node namespace's `lo`, a TCP listener
 //! on 100.100.100.200:80 bound from a thread inside that namespace, and axum serving it on the
 //! shim's runtime with [`super::routes::respond`] behind every path.
 //!
@@ -89,7 +89,11 @@ impl MetadataServer {
             // A fresh `ip netns add` namespace has lo down, and an address on a down lo cannot
             // be reached even from inside.
             nl.set_up(lo, "lo", true)?;
-            nl.ensure_address(lo, "lo", METADATA_IP, 32)?;
+            // Scope host: the node answers on it but never sends from it. With a global scope
+            // the kernel picks it as the source of traffic that leaves with no address of its
+            // own (a masqueraded packet on an address-less trunk, a node probing a pod), and
+            // on a real ECS instance the address is not local at all.
+            nl.ensure_host_address(lo, "lo", METADATA_IP, 32)?;
             Ok(std::net::TcpListener::bind((METADATA_IP, METADATA_PORT)))
         })
         .map_err(|source| MetadataError::Setup { path: path.clone(), source })?

@@ -456,7 +456,7 @@ impl Fabric {
         loop {
             let spec = self.health.due(now.0)?;
             if let Some((to, vni, len, bytes)) = self.emit_probe(&spec, out) {
-                self.stats.tx(vni, bytes);
+                self.stats.health(vni, bytes);
                 return Some((to, len));
             }
         }
@@ -508,11 +508,19 @@ impl Fabric {
     /// checker's progress only if something is sent (the checker also takes the answers it
     /// consumes, and a hairpin still moves the scheduler as the cloud's would).
     fn commit(&mut self, now: Instant, o: Outcome, dropped: Option<&DropReason>) {
+        if let Some(a) = &o.health {
+            // The checker's conversation is counted apart (see `stats`).
+            self.health.apply(a);
+            if let Some(vni) = o.rx {
+                self.stats.health(vni, o.in_bytes);
+            }
+            if let Some((vni, bytes)) = o.tx.filter(|_| dropped.is_none()) {
+                self.stats.health(vni, bytes);
+            }
+            return;
+        }
         if let Some(vni) = o.rx {
             self.stats.rx(vni, o.in_bytes);
-        }
-        if let Some(a) = &o.health {
-            self.health.apply(a);
         }
         let pick = match dropped {
             Some(reason) => {

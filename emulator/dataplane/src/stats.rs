@@ -5,6 +5,10 @@
 //! Bytes are inner Ethernet frame bytes (tag included, Geneve and vnet option excluded); a drop
 //! before the Geneve header could be read counts the whole datagram. Per-port counters live as
 //! long as the port is in the snapshot; totals live as long as the `Fabric`.
+//!
+//! The health checker's own traffic (its probes, the backends' answers, its resets) is counted
+//! apart, per port, never as the port's rx/tx or as drops: a user reading the counters around
+//! one request sees what that request did, not the checks running every two seconds.
 
 use crate::config::{FabricConfig, FixedMap};
 use crate::drop::DropKind;
@@ -27,12 +31,19 @@ impl Counter {
 pub(crate) struct PortCounters {
     pub rx: Counter,
     pub tx: Counter,
+    /// Health-check frames, both ways.
+    pub health: Counter,
     pub drops: [Counter; DropKind::COUNT],
 }
 
 impl Default for PortCounters {
     fn default() -> Self {
-        PortCounters { rx: Counter::default(), tx: Counter::default(), drops: [Counter::default(); DropKind::COUNT] }
+        PortCounters {
+            rx: Counter::default(),
+            tx: Counter::default(),
+            health: Counter::default(),
+            drops: [Counter::default(); DropKind::COUNT],
+        }
     }
 }
 
@@ -70,6 +81,13 @@ impl Stats {
         }
     }
 
+    /// A health-check frame sent on or received from the port.
+    pub fn health(&mut self, vni: Vni, bytes: usize) {
+        if let Some(p) = self.ports.get_mut(&vni) {
+            p.health.add(bytes);
+        }
+    }
+
     pub fn drop(&mut self, port: Option<Vni>, kind: DropKind, bytes: usize) {
         self.drops[kind as usize].add(bytes);
         if let Some(p) = port.and_then(|v| self.ports.get_mut(&v)) {
@@ -98,6 +116,8 @@ impl Stats {
                     rx_bytes: c.rx.bytes,
                     tx_frames: c.tx.frames,
                     tx_bytes: c.tx.bytes,
+                    health_frames: c.health.frames,
+                    health_bytes: c.health.bytes,
                     drops: rows(&c.drops),
                 }
             })
@@ -126,6 +146,9 @@ pub struct PortStats {
     pub rx_bytes: u64,
     pub tx_frames: u64,
     pub tx_bytes: u64,
+    /// The health checker's frames on this port, both ways (not in rx/tx).
+    pub health_frames: u64,
+    pub health_bytes: u64,
     /// Drops of frames received on this port; non-zero only.
     pub drops: Vec<DropStats>,
 }

@@ -180,6 +180,8 @@ impl Fabric for FabricService {
                 tx_frames: p.tx_frames,
                 tx_bytes: p.tx_bytes,
                 drops: drops(&p.drops),
+                health_check_frames: p.health_frames,
+                health_check_bytes: p.health_bytes,
             })
             .collect();
         Ok(Response::new(pb::DescribeFabricCountersResponse {

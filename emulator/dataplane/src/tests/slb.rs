@@ -513,9 +513,14 @@ fn tcp_checks_take_syn_ack_as_alive_and_reset_it() {
     assert_eq!(u32::from_be_bytes([ip[24], ip[25], ip[26], ip[27]]), isn.wrapping_add(1));
     assert_eq!(decode(&out).1.tag.map(|t| t.vid()), Some(1001), "on the backend's VLAN");
     assert_eq!(status(&h, POD_A1.ip), HealthStatus::Healthy);
+    // The checker's frames are counted apart from the port's traffic: probe, answer, reset.
+    let p = port(&h.stats(), 10).clone();
+    assert_eq!((p.rx_frames, p.tx_frames, p.health_frames), (0, 0, 3));
+    assert!(p.drops.is_empty());
     // A late duplicate belongs to no probe.
     let d = to_checker(&POD_A1, 80, cport, 7000, isn.wrapping_add(1), SYN_ACK, &[]);
     assert_eq!(h.dropped(&POD_A1, &d), DropReason::HealthCheckStray);
+    assert_eq!(port(&h.stats(), 10).drops(DropKind::HealthCheckStray), 1);
     // Nothing more is due before the interval.
     h.now = Instant(h.now.0 + 1_999_999_999);
     let pending: Vec<_> = drain(&mut h);
