@@ -201,7 +201,7 @@ HEALTH="$(efb slb DescribeHealthStatus --LoadBalancerId "$LB" | json '["BackendS
 say "health after the runs: $HEALTH"
 
 say "conntrack memory (cargo bench -p enifab-dataplane --bench conntrack)"
-CONNTRACK="$(cd "$ROOT" && cargo bench -q -p enifab-dataplane --bench conntrack 2>/dev/null | grep '^|')" ||
+CONNTRACK="$(cd "$ROOT" && cargo bench -q -p enifab-dataplane --bench conntrack 2>/dev/null | grep '^| [a-z]' | grep -v '^| flows')" ||
   die "the conntrack benchmark failed"
 
 # ---- report --------------------------------------------------------------------------------------
