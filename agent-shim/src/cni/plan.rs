@@ -24,8 +24,8 @@
 //! The node's primary IP on the trunk (Terway's `GenerateENICfgForPolicy` gives the trunk ENI
 //! the host IP as a /32) is the source address the node picks for traffic it originates or
 //! masquerades out of the trunk: kube-proxy's MASQUERADE of Service traffic that Terway's
-//! `from <podIP>` rule sends to the trunk. Without it the kernel borrows an address of another
-//! device (the first with a global address: here `lo`'s 100.100.100.200, the metadata service's).
+//! `from <podIP>` rule sends to the trunk. Without it the kernel borrows the first global
+//! address of another device, which is not what Terway's nodes do.
 //!
 //! The VLAN tag is not in the plan: the node shim pushes the member's tag on frames leaving the
 //! trunk with the pod's source IP (Terway's tc `match src <podIP>/32 → vlan push`), because this
