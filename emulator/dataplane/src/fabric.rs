@@ -630,9 +630,9 @@ impl Fabric {
         if cfg.gateways.contains(&(src.vpc, ip.dst)) {
             return self.echo_reply(&gh, &eth, &ip, from, out, o, t);
         }
-        if let Some(&lb) = cfg.vips.get(&(src.vpc, ip.dst))
+        if is_echo_request(&ip)
+            && let Some(&lb) = cfg.vips.get(&(src.vpc, ip.dst))
             && !cfg.lb(lb).listeners.is_empty()
-            && is_echo_request(&ip)
         {
             return self.echo_reply(&gh, &eth, &ip, from, out, o, t);
         }
