@@ -73,7 +73,7 @@ async fn the_ccm_calls_over_the_go_sdk_wire() {
     assert!(item["CreateTimeStamp"].is_i64() && item["CreateTime"].is_string(), "{item}");
     assert_eq!(item["Tags"]["Tag"][0]["TagKey"], "kubernetes.do.not.delete");
     // The reference's lower-case JSON keys find it too.
-    let lower = format!(r#"[{{"tagKey":"ack.aliyun.com","tagValue":"c1"}}]"#);
+    let lower = r#"[{"tagKey":"ack.aliyun.com","tagValue":"c1"}]"#.to_string();
     let found = server.go(SLB, "DescribeLoadBalancers", &[("Tags", &lower)]).await.ok();
     assert_eq!(int(&found["TotalCount"]), 1);
 

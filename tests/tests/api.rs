@@ -200,7 +200,7 @@ async fn vpc_and_vswitch_lifecycle() {
         .await);
     assert_eq!((attr.vpc_id.as_str(), attr.cidr_block.as_str()), (created.vpc_id.as_str(), "192.168.0.0/16"));
     assert_eq!((attr.vpc_name.as_str(), attr.status.as_str()), ("lab", "Available"));
-    assert_eq!(attr.v_switch_ids.unwrap().v_switch_id, [vsw.clone()]);
+    assert_eq!(attr.v_switch_ids.unwrap().v_switch_id, vec![vsw.clone()]);
     assert!(attr.secondary_cidr_blocks.unwrap().secondary_cidr_block.is_empty());
     let missing = pb::DescribeVpcAttributeRequest { vpc_id: "vpc-nope".into(), ..Default::default() };
     assert_code(vpc.describe_vpc_attribute(missing).await, "InvalidVpcId.NotFound");

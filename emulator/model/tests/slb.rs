@@ -315,7 +315,7 @@ fn describe_load_balancers_filters_by_tags_name_and_more() {
     };
     // The CCM's Tags JSON (TagValue before TagKey), and the reference's lower-case keys.
     let tags = parse_tags_filter(r#"[{"TagValue":"asvc2","TagKey":"kubernetes.do.not.delete"}]"#).unwrap();
-    assert_eq!(find(&mut l.r, DescribeLoadBalancers { tags, ..Default::default() }), [b.load_balancer_id.clone()]);
+    assert_eq!(find(&mut l.r, DescribeLoadBalancers { tags, ..Default::default() }), vec![b.load_balancer_id.clone()]);
     let tags = parse_tags_filter(r#"[{"tagKey":"ack.aliyun.com","tagValue":"clusterid"}]"#).unwrap();
     assert_eq!(find(&mut l.r, DescribeLoadBalancers { tags, ..Default::default() }).len(), 2);
     let tags = parse_tags_filter(r#"[{"TagKey":"kubernetes.do.not.delete","TagValue":"nobody"}]"#).unwrap();
@@ -324,20 +324,20 @@ fn describe_load_balancers_filters_by_tags_name_and_more() {
         assert_eq!(parse_tags_filter(bad).unwrap_err().code(), "InvalidTag", "{bad}");
     }
     let by_name = DescribeLoadBalancers { load_balancer_names: vec!["asvc1".into()], ..Default::default() };
-    assert_eq!(find(&mut l.r, by_name), [a.load_balancer_id.clone()]);
+    assert_eq!(find(&mut l.r, by_name), vec![a.load_balancer_id.clone()]);
     let by_ids = DescribeLoadBalancers {
         load_balancer_ids: vec![a.load_balancer_id.clone(), c.load_balancer_id.clone()],
         ..Default::default()
     };
     assert_eq!(find(&mut l.r, by_ids).len(), 2);
     let by_type = DescribeLoadBalancers { address_type: Some("intranet".into()), ..Default::default() };
-    assert_eq!(find(&mut l.r, by_type), [c.load_balancer_id.clone()]);
+    assert_eq!(find(&mut l.r, by_type), vec![c.load_balancer_id.clone()]);
     let by_vsw = DescribeLoadBalancers { v_switch_id: Some(l.vsw.clone()), ..Default::default() };
-    assert_eq!(find(&mut l.r, by_vsw), [c.load_balancer_id.clone()]);
+    assert_eq!(find(&mut l.r, by_vsw), vec![c.load_balancer_id.clone()]);
     let by_addr = DescribeLoadBalancers { address: Some(a.address.to_string()), ..Default::default() };
-    assert_eq!(find(&mut l.r, by_addr), [a.load_balancer_id.clone()]);
+    assert_eq!(find(&mut l.r, by_addr), vec![a.load_balancer_id.clone()]);
     let by_vpc = DescribeLoadBalancers { vpc_id: Some(l.vpc.clone()), ..Default::default() };
-    assert_eq!(find(&mut l.r, by_vpc), [c.load_balancer_id.clone()]);
+    assert_eq!(find(&mut l.r, by_vpc), vec![c.load_balancer_id.clone()]);
     let page = DescribeLoadBalancers {
         page: enifab_model::paging::PageRequest { page_number: Some(2), page_size: Some(2), ..Default::default() },
         ..Default::default()

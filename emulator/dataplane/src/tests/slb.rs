@@ -228,7 +228,7 @@ fn icmp_errors_of_translated_flows_are_translated_too() {
     let (u, data) = etherparse::UdpHeader::from_slice(qrest).unwrap();
     assert_eq!((u.source_port, u.destination_port), (5000, 53));
     assert_eq!(u.checksum, u.calc_checksum_ipv4(&q, data).unwrap(), "the quoted checksum moved too");
-    assert_eq!(&quoted[..], &query[..], "the client gets back exactly what it sent");
+    assert_eq!(quoted, &query[..], "the client gets back exactly what it sent");
 }
 
 // ---------------------------------------------------------------------------------------------
