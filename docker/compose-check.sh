@@ -12,9 +12,9 @@ cd "$(dirname "$0")/.."
 compose() { docker compose -p "$project" "$@"; }
 project=${COMPOSE_PROJECT_NAME:-enifab-check-$$}
 # The subnet must not collide with another run's: derive it from the project name unless given.
-if [ -z "${ENIFAB_SUBNET_PREFIX:-}" ]; then
+if [ -z "${ENIFAB_SUBNET:-}" ]; then
   n=$(( $(printf '%s' "$project" | cksum | cut -d' ' -f1) % 200 + 20 ))
-  export ENIFAB_SUBNET_PREFIX="172.30.$n"
+  export ENIFAB_SUBNET="172.30.$n.0/24"
 fi
 
 if ! docker compose version >/dev/null 2>&1; then
