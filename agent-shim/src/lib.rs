@@ -23,6 +23,8 @@
 //! - [`vlan`] (pure): Terway's egress classifier (member source IP → tag).
 //! - [`relay`]: the two data-plane threads; [`relay::frame`] (pure) is what they do per frame.
 //! - [`node`]: the state and the reconcile that applies plans and feeds the relay.
+//! - [`rebuild`]: a restarted shim's pods, wired again from the CNI's state files.
+//! - [`underlay`]: inside a container, the container's own `eth0` moved aside (plan is pure).
 //! - [`control`]: the gRPC session with the emulator, with reconnects.
 //! - [`service`]: the `enifab.v1.Shim` API on a Unix socket.
 //! - [`metadata`]: the instance metadata service at 100.100.100.200 inside the node namespace
@@ -36,9 +38,11 @@ pub mod driver;
 pub mod metadata;
 pub mod node;
 pub mod plan;
+pub mod rebuild;
 pub mod relay;
 pub mod service;
 mod sys;
+pub mod underlay;
 pub mod view;
 pub mod vlan;
 
@@ -72,6 +76,12 @@ pub struct ShimOptions {
     /// address with its segment's prefix (`47.100.1.10/24`); `instance_id` is then the host's
     /// name. Such a host is no ECS instance and has no metadata service.
     pub external_address: Option<String>,
+    /// `--underlay`: move the namespace's own `eth0` (a container's) aside under this name
+    /// before making the primary ENI's (see [`underlay`]).
+    pub underlay: Option<String>,
+    /// The CNI's state directory: the pods recorded there are rebuilt once the NICs are back
+    /// (see [`rebuild`]); `None` rebuilds nothing.
+    pub cni_state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +121,15 @@ impl Shim {
         let relay = Relay::start(sock).map_err(ShimError::Relay)?;
         let geneve = relay.local_addr();
         let node = Arc::new(Mutex::new(Node::new(&opts.netns, relay)?));
+        {
+            let mut n = node.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(name) = &opts.underlay {
+                n.move_underlay(name, underlay::resolve(&opts.endpoint))?;
+            }
+            if let Some(dir) = &opts.cni_state_dir {
+                n.rebuild_pods_from(dir.clone());
+            }
+        }
         // Before the control socket, so that a failure here leaves no socket file behind.
         let metadata = match opts.metadata {
             Some(m) => {

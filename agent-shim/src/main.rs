@@ -3,7 +3,9 @@
 //! It also answers the instance metadata service at 100.100.100.200 inside that namespace
 //! (`--metadata`, on by default). With `--external-address` the namespace becomes a host of the
 //! internet side instead (an external client of internet-facing load balancers). SIGTERM or
-//! SIGINT removes the devices and the address it created and exits 0.
+//! SIGINT removes the devices and the address it created and exits 0. A shim started again for
+//! the same node (after a crash or SIGKILL) rebuilds the pods recorded in `--cni-state-dir`; inside
+//! a container, `--underlay` moves the container's own `eth0` aside first.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +47,15 @@ struct Args {
     /// host's name. The metadata service is off for such a host.
     #[arg(long)]
     external_address: Option<String>,
+    /// Run inside a container whose namespace is the node's (`--netns /proc/self/ns/net`):
+    /// rename the container's own eth0 to this name (e.g. underlay0) and keep only the routes
+    /// to the emulator through it, so that eth0 can be the primary ENI.
+    #[arg(long, value_name = "NAME")]
+    underlay: Option<String>,
+    /// The CNI plugin's state directory (its `stateDir`): a restarted shim rebuilds the pods
+    /// recorded there.
+    #[arg(long, default_value = enifab_shim::cni::conf::DEFAULT_STATE_DIR)]
+    cni_state_dir: PathBuf,
 }
 
 fn main() -> Result<()> {
@@ -70,6 +81,8 @@ fn main() -> Result<()> {
             metadata: (args.metadata && args.external_address.is_none())
                 .then_some(MetadataOptions { token_required: args.metadata_token_required }),
             external_address: args.external_address,
+            underlay: args.underlay,
+            cni_state_dir: Some(args.cni_state_dir),
         })
         .context("starting the shim")?;
         tokio::select! {

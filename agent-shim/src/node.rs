@@ -10,11 +10,18 @@
 //! a sub-interface exists from `CreateVlanDevice` until `DeleteVlanDevice` or until its member
 //! is no longer attached to that trunk with that VLAN id, whichever comes first; a failed step
 //! is retried by the next reconcile, and nothing else is touched in the meantime.
+//!
+//! A node owns its namespace ([`netns::claim`]): a second shim for it is refused before it
+//! touches anything. Two things ride on the reconcile: a shim inside a container keeps its
+//! underlay routed to the emulator's fabric address before any NIC is made
+//! ([`crate::underlay`]), and a restarted shim rebuilds its pods once its NICs are back
+//! ([`crate::rebuild`]).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use enifab_dataplane::wire::ethernet::MacDisplay;
 use enifab_dataplane::wire::vlan::Tci;
@@ -25,10 +32,16 @@ use crate::driver::netns;
 use crate::driver::tap::{self, Tap, TapSetup};
 use crate::driver::{DriverError, netns::path_of};
 use crate::plan::{self, Action, CurrentVlan, NicSpec};
+use crate::rebuild::{Rebuild, Tally};
 use crate::relay::{DeviceFd, Port, Relay, RelayTable, Source, SourceRule, StatsSnapshot};
 use crate::sys::IFNAMSIZ_MAX;
-use crate::view::{DEFAULT_MTU, NicKind, NodeView};
+use crate::underlay::{self, UnderlayError};
+use crate::view::{DEFAULT_MTU, NicKind, NodeView, nic_name};
 use crate::vlan::MemberTable;
+
+/// How long a new shim waits for the previous holder of its namespace to finish dying (a shim
+/// killed a moment ago whose fds the kernel is still closing).
+pub const CLAIM_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a node operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +60,8 @@ pub enum NodeError {
     Invalid { field: &'static str, reason: String },
     #[error(transparent)]
     Driver(#[from] DriverError),
+    #[error(transparent)]
+    Underlay(#[from] UnderlayError),
 }
 
 /// A NIC's device.
@@ -123,6 +138,13 @@ pub struct Node {
     view: NodeView,
     nics: BTreeMap<String, NicDevice>,
     vlans: BTreeMap<String, VlanDevice>,
+    /// The namespace is this node's while the claim is held.
+    claim: Option<netns::NetnsClaim>,
+    /// The container's own interface moved aside, and what it must keep reaching.
+    underlay: Option<underlay::Request>,
+    /// The pods to rebuild from the CNI's state once the NICs are back; kept when done, for its
+    /// tally.
+    rebuild: Option<Rebuild>,
 }
 
 impl std::fmt::Debug for Node {
@@ -148,10 +170,11 @@ pub struct DeviceInfo {
 
 impl Node {
     /// A node without devices whose NICs will live in the namespace `netns` (a name under
-    /// `/run/netns` or a path).
+    /// `/run/netns` or a path). Refused while another shim holds that namespace.
     pub fn new(netns: &str, relay: Relay) -> Result<Node, NodeError> {
         let netns_path = path_of(netns);
         netns::id_of(&netns_path)?;
+        let claim = netns::claim(&netns_path, CLAIM_WAIT)?;
         Ok(Node {
             netns_path,
             relay,
@@ -161,7 +184,60 @@ impl Node {
             view: NodeView::default(),
             nics: BTreeMap::new(),
             vlans: BTreeMap::new(),
+            claim: Some(claim),
+            underlay: None,
+            rebuild: None,
         })
+    }
+
+    /// Rebuild the pods recorded in the CNI state directory `dir` once the NICs exist (see
+    /// [`crate::rebuild`]). Call before the first reconcile.
+    pub fn rebuild_pods_from(&mut self, dir: PathBuf) {
+        self.rebuild = Some(Rebuild::new(dir));
+    }
+
+    /// How the rebuild went so far (`None`: no rebuild asked for).
+    pub fn rebuild_tally(&self) -> Option<Tally> {
+        self.rebuild.as_ref().map(Rebuild::tally)
+    }
+
+    /// `--underlay`: moves the namespace's own `eth0` (Docker's) aside as `name`, keeping only
+    /// the routes to `targets` (the emulator's API addresses) through it; the fabric's address
+    /// is added when registration tells it. Call before the first reconcile.
+    pub fn move_underlay(&mut self, name: &str, targets: Vec<Ipv4Addr>) -> Result<(), NodeError> {
+        let req = underlay::Request { from: nic_name(0), to: name.to_string(), targets, gateway: None };
+        let out = underlay::prepare(&self.netns_path, &req)?;
+        for a in &out.applied {
+            tracing::info!(action = %a, "underlay");
+        }
+        for n in &out.notes {
+            tracing::info!(note = %n, "underlay");
+        }
+        self.underlay = Some(underlay::Request { gateway: out.gateway, ..req });
+        Ok(())
+    }
+
+    /// Keeps the fabric address reachable through the underlay, if there is one.
+    fn route_fabric_via_underlay(&mut self) -> Result<(), UnderlayError> {
+        let Some(u) = &self.underlay else { return Ok(()) };
+        let Some(IpAddr::V4(ip)) = self.fabric.map(|f| f.ip()) else { return Ok(()) };
+        if u.targets.contains(&ip) {
+            return Ok(());
+        }
+        let mut want = u.clone();
+        want.targets.push(ip);
+        let out = underlay::prepare(&self.netns_path, &want)?;
+        for a in &out.applied {
+            tracing::info!(action = %a, "underlay");
+        }
+        want.gateway = out.gateway.or(want.gateway);
+        self.underlay = Some(want);
+        Ok(())
+    }
+
+    /// The node as the last reconcile saw it.
+    pub fn view(&self) -> &NodeView {
+        &self.view
     }
 
     pub fn netns_path(&self) -> &Path {
@@ -216,6 +292,12 @@ impl Node {
         self.view = view;
         self.config = Some(config);
         let mut report = Report::default();
+        // Before any NIC: once eth0's default route points into the VPC, a fabric address the
+        // underlay does not route would send the relay's own datagrams into eth0, round and round.
+        if let Err(e) = self.route_fabric_via_underlay() {
+            report.errors.push(e.to_string());
+            return report;
+        }
 
         // Removals first, and really gone (relay acknowledged, fds closed) before any creation
         // reuses a name.
@@ -246,6 +328,15 @@ impl Node {
             }
         }
         self.publish();
+        if let Some(mut r) = self.rebuild.take() {
+            let nics_in_place = plan::desired_nics(&self.view)
+                .iter()
+                .all(|d| self.nics.get(&d.eni_id).is_some_and(|n| n.spec.name == d.name));
+            if nics_in_place && !r.done() {
+                report.errors.extend(r.pass(self));
+            }
+            self.rebuild = Some(r);
+        }
         self.published.send_replace(self.config.clone().map(Arc::new));
         report
     }
@@ -392,6 +483,8 @@ impl Node {
         let n = self.nics.len() + self.vlans.len();
         self.nics.clear();
         self.vlans.clear();
+        // The devices are gone: the namespace is free for the next shim.
+        self.claim = None;
         tracing::info!(devices = n, stats = %self.relay.stats(), "node shut down, devices removed");
     }
 }

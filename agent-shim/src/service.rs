@@ -54,7 +54,7 @@ fn to_status(e: NodeError) -> Status {
         NodeError::Driver(DriverError::Tap { ref source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
             Status::already_exists(msg)
         }
-        NodeError::Driver(_) => Status::internal(msg),
+        NodeError::Driver(_) | NodeError::Underlay(_) => Status::internal(msg),
     }
 }
 
@@ -88,13 +88,19 @@ impl Shim for ShimService {
 }
 
 /// Binds the Unix socket at `path` (creating its directory, replacing a stale socket file left
-/// by a previous shim).
+/// by a previous shim). A socket a live process still answers on is another shim's: refused
+/// (`AddrInUse`), never taken over.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => std::fs::remove_file(path)?,
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(io::ErrorKind::AddrInUse, "another shim is serving on it"));
+            }
+            std::fs::remove_file(path)?
+        }
         Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket")),
         Err(_) => {}
     }

@@ -521,6 +521,8 @@ async fn trunk_member_via_sub_interface_and_source_tagging() {
         geneve_listen: "127.0.0.1:0".parse().unwrap(),
         metadata: None,
         external_address: None,
+        underlay: None,
+        cni_state_dir: None,
     };
     let shim_a = Shim::start(opts(&ia, &na)).unwrap();
     let shim_b = Shim::start(opts(&ib, &nb)).unwrap();

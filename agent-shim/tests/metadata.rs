@@ -386,6 +386,8 @@ fn shim_options(emu: &Emu, instance: &str, ns: &Netns, dir: &Path, token_require
         geneve_listen: "127.0.0.1:0".parse().unwrap(),
         metadata: Some(MetadataOptions { token_required }),
         external_address: None,
+        underlay: None,
+        cni_state_dir: None,
     }
 }
 

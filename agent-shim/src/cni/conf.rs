@@ -84,8 +84,12 @@ fn default_mtu() -> u32 {
     1500
 }
 
+/// Where the plugin keeps its per-container state unless `stateDir` says otherwise; the node
+/// shim rebuilds pods from the same place (`--cni-state-dir`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/enifab-cni";
+
 fn default_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/enifab-cni")
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 
 #[derive(Debug, Default, Deserialize)]

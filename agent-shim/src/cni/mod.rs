@@ -101,7 +101,8 @@ async fn wait_shim_knows(socket: &Path, member: &str, vlan: u32) -> Result<(), E
     }
 }
 
-/// Apply the plan's steps in order, each in its namespace.
+/// Apply the plan's steps in order, each in its namespace: the sub-interface through the node
+/// shim's API, the rest with the kernel ([`apply_kernel_step`]).
 async fn apply(req: &PodRequest, pod_ns: &Path, steps: Vec<Step>) -> Result<(), Error> {
     let node = node_ns(req);
     for step in steps {
@@ -119,47 +120,48 @@ async fn apply(req: &PodRequest, pod_ns: &Path, steps: Vec<Step>) -> Result<(), 
                 .await
                 .map_err(|s| fail(Error::TryAgainLater(s.message().to_string())))?;
             }
-            Step::MoveToPod { link } => {
-                let pod = std::fs::File::open(pod_ns)
-                    .map_err(|e| Error::InvalidNetNS(format!("{}: {e}", pod_ns.display())))?;
-                run_in(&node, move || Netlink::open()?.move_to(&link, pod.as_raw_fd())).map_err(io).map_err(fail)?;
+            Step::MoveToPod { .. } if !pod_ns.exists() => {
+                return Err(Error::InvalidNetNS(format!("{} does not exist", pod_ns.display())));
             }
-            Step::Neigh { link, ip, mac_of } => {
-                let mac = run_in(&node, move || Netlink::open()?.mac(&mac_of)).map_err(io).map_err(fail)?;
-                run_in(pod_ns, move || Netlink::open()?.replace_neigh(&link, ip, mac)).map_err(io).map_err(fail)?;
-            }
-            Step::Veth { host, peer } => {
-                run_in(&node, move || Netlink::open()?.ensure_veth(&host, &peer)).map_err(io).map_err(fail)?
-            }
-            Step::RenameUp { from, to } => {
-                run_in(pod_ns, move || Netlink::open()?.rename_up(&from, &to)).map_err(io).map_err(fail)?
-            }
-            Step::Up { ns, link } => run_in(ns_path(ns, &node, pod_ns), move || {
-                let n = Netlink::open()?;
-                n.set_up(n.index_of(&link)?, &link, true)
-            })
-            .map_err(io)
-            .map_err(fail)?,
-            Step::Addr { ns, link, ip, prefix } => {
-                run_in(ns_path(ns, &node, pod_ns), move || Netlink::open()?.ensure_addr(&link, ip, prefix))
-                    .map_err(io)
-                    .map_err(fail)?
-            }
-            Step::Route { ns, dst, prefix, via, link, table, onlink } => {
-                run_in(ns_path(ns, &node, pod_ns), move || {
-                    Netlink::open()?.replace_route(dst, prefix, via, &link, table, onlink)
-                })
-                .map_err(io)
-                .map_err(fail)?
-            }
-            Step::Rule { priority, from, to, table } => {
-                run_in(&node, move || Netlink::open()?.ensure_rule(priority, from, to, table))
-                    .map_err(io)
-                    .map_err(fail)?
-            }
+            step => apply_kernel_step(step, &node, pod_ns).map_err(io).map_err(fail)?,
         }
     }
     Ok(())
+}
+
+/// Makes one step of a pod's plan in its namespace (`node` or `pod`, given by path), blocking
+/// and idempotent like every `ensure_*` under it. The ADD above and a restarted node shim
+/// ([`crate::rebuild`]) share it. [`Step::VlanDevice`] is the node shim's to make, not the
+/// kernel's: handed here it is refused.
+pub fn apply_kernel_step(step: Step, node: &Path, pod: &Path) -> Result<(), crate::driver::DriverError> {
+    use crate::driver::DriverError;
+    match step {
+        Step::VlanDevice { .. } => Err(DriverError::NotAKernelStep(step.to_string())),
+        Step::MoveToPod { link } => {
+            let target =
+                std::fs::File::open(pod).map_err(|source| DriverError::OpenNetns { path: pod.to_owned(), source })?;
+            run_in(node, move || Netlink::open()?.move_to(&link, target.as_raw_fd()))
+        }
+        Step::Neigh { link, ip, mac_of } => {
+            let mac = run_in(node, move || Netlink::open()?.mac(&mac_of))?;
+            run_in(pod, move || Netlink::open()?.replace_neigh(&link, ip, mac))
+        }
+        Step::Veth { host, peer } => run_in(node, move || Netlink::open()?.ensure_veth(&host, &peer)),
+        Step::RenameUp { from, to } => run_in(pod, move || Netlink::open()?.rename_up(&from, &to)),
+        Step::Up { ns, link } => run_in(ns_path(ns, node, pod), move || {
+            let n = Netlink::open()?;
+            n.set_up(n.index_of(&link)?, &link, true)
+        }),
+        Step::Addr { ns, link, ip, prefix } => {
+            run_in(ns_path(ns, node, pod), move || Netlink::open()?.ensure_addr(&link, ip, prefix))
+        }
+        Step::Route { ns, dst, prefix, via, link, table, onlink } => run_in(ns_path(ns, node, pod), move || {
+            Netlink::open()?.replace_route(dst, prefix, via, &link, table, onlink)
+        }),
+        Step::Rule { priority, from, to, table } => {
+            run_in(node, move || Netlink::open()?.ensure_rule(priority, from, to, table))
+        }
+    }
 }
 
 fn ns_path<'a>(ns: Ns, node: &'a Path, pod: &'a Path) -> &'a Path {
@@ -269,6 +271,10 @@ impl Cni for EnifabCni {
             trunk_dev,
             ifname: req.ifname.clone(),
             table: inputs.table(),
+            instance_id: Some(req.conf.instance_id.clone()),
+            pod_netns: Some(pod_ns.clone()),
+            pod_netns_id: crate::driver::netns::id_of(&pod_ns).ok(),
+            mtu: req.conf.mtu,
         };
         // Recorded before the links exist, so a DEL after a failed ADD knows what to remove.
         state::save(&req.conf.state_dir, &st)?;

@@ -171,7 +171,7 @@ impl fmt::Display for Step {
 
 /// What the plan is made from: the member ENI as the cloud describes it, the node's trunk
 /// device, and what the runtime asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
     pub datapath: Datapath,
     pub member: String,

@@ -47,4 +47,16 @@ pub enum DriverError {
     /// The per-thread runtime that drives the netlink socket could not be built.
     #[error("netlink runtime: {0}")]
     Runtime(io::Error),
+    /// Another live process (another shim for the same node) holds the namespace.
+    #[error(
+        "another enifab-shim already runs for network namespace {path} (it holds @{name}; `ss -xlp | grep enifab` shows which)",
+        name = netns::CLAIM_NAME
+    )]
+    Claimed { path: PathBuf },
+    /// The namespace's claim socket could not be made.
+    #[error("cannot claim network namespace {path}: {source}")]
+    Claim { path: PathBuf, source: io::Error },
+    /// A step that is not the kernel's to make was handed to a kernel driver.
+    #[error("not a kernel step: {0}")]
+    NotAKernelStep(String),
 }

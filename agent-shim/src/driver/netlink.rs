@@ -1,7 +1,8 @@
 //! rtnetlink calls for the shim's devices, made from the thread that is inside the target
 //! namespace (see [`super::netns`]): link attributes (MAC, MTU, GSO limits, queue length, up),
-//! rename, the IPv4 address and default route of a NIC, the per-device IPv6 switch, and a plain
-//! address on a link (the metadata service's 100.100.100.200/32 on `lo`).
+//! rename, the IPv4 address and default route of a NIC, the per-device IPv6 switch, a plain
+//! address on a link (the metadata service's 100.100.100.200/32 on `lo`), and the listings and
+//! route removal the underlay step ([`crate::underlay`]) observes and acts with.
 //!
 //! Each call is the `ip` command written next to it, and the `ensure_*` ones are idempotent so a
 //! reconcile can repeat them. The netlink socket is driven by a current-thread tokio runtime
@@ -13,8 +14,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::AddressScope;
-use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkInfo};
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
 use super::DriverError;
@@ -33,6 +34,25 @@ pub const TX_QUEUE_LEN: u32 = 2000;
 pub struct LinkAttrs {
     pub mac: Mac,
     pub mtu: u32,
+}
+
+/// A link as `ip -d link show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkEntry {
+    pub index: u32,
+    pub name: String,
+    /// The driver kind (`veth`, `tun` for TAP and TUN devices, …); `None` for a physical NIC
+    /// or loopback.
+    pub kind: Option<String>,
+    pub mac: Option<Mac>,
+}
+
+/// An IPv4 address as `ip -4 addr show` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrEntry {
+    pub index: u32,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
 }
 
 /// A netlink socket in the calling thread's namespace. The CNI plugin's operations on it are in
@@ -78,6 +98,81 @@ impl Netlink {
             Ok(msg) => Ok(msg.map(|m| m.header.index)),
             Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(nl_err("get", name, e)),
+        }
+    }
+
+    /// `ip -d link show`: every link of the namespace.
+    pub fn links(&self) -> Result<Vec<LinkEntry>, DriverError> {
+        let h = self.handle.clone();
+        let msgs: Vec<_> = self
+            .rt
+            .block_on(async move { h.link().get().execute().try_collect().await })
+            .map_err(|e| nl_err("get", "all", e))?;
+        Ok(msgs
+            .into_iter()
+            .map(|m| {
+                let mut l = LinkEntry { index: m.header.index, name: String::new(), kind: None, mac: None };
+                for a in m.attributes {
+                    match a {
+                        LinkAttribute::IfName(n) => l.name = n,
+                        LinkAttribute::Address(m) if m.len() == 6 => {
+                            l.mac = Some([m[0], m[1], m[2], m[3], m[4], m[5]]);
+                        }
+                        LinkAttribute::LinkInfo(infos) => {
+                            l.kind = infos.iter().find_map(|i| match i {
+                                LinkInfo::Kind(k) => Some(k.to_string()),
+                                _ => None,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                l
+            })
+            .collect())
+    }
+
+    /// `ip -4 addr show`: every IPv4 address of the namespace.
+    pub fn ipv4_addrs(&self) -> Result<Vec<AddrEntry>, DriverError> {
+        let h = self.handle.clone();
+        let msgs: Vec<_> = self
+            .rt
+            .block_on(async move { h.address().get().execute().try_collect().await })
+            .map_err(|e| nl_err("addr get", "all", e))?;
+        Ok(msgs
+            .into_iter()
+            .flat_map(|m| {
+                let (index, prefix_len) = (m.header.index, m.header.prefix_len);
+                m.attributes.into_iter().filter_map(move |a| match a {
+                    AddressAttribute::Address(IpAddr::V4(address)) => Some(AddrEntry { index, address, prefix_len }),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// `ip route del DST/PREFIX [via GW] dev INDEX table TABLE`; a route already gone is fine.
+    pub fn delete_route(
+        &self,
+        dst: Ipv4Addr,
+        prefix: u8,
+        gateway: Option<Ipv4Addr>,
+        index: u32,
+        table: u32,
+    ) -> Result<(), DriverError> {
+        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, prefix)
+            .output_interface(index)
+            .table_id(table);
+        if let Some(gw) = gateway {
+            b = b.gateway(gw);
+        }
+        let msg = b.build();
+        let h = self.handle.clone();
+        match self.rt.block_on(async move { h.route().del(msg).execute().await }) {
+            Ok(()) => Ok(()),
+            Err(e) if errno_of(&e) == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(nl_err("route del", &format!("{dst}/{prefix}"), e)),
         }
     }
 

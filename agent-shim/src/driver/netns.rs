@@ -5,10 +5,17 @@
 //! the closure and exits: namespace membership is per thread, so a thread that has moved must
 //! never go back to a pool. It must not be called with work that outlives the closure (a fd
 //! opened inside stays bound to the namespace, which is the point, but the thread does not).
+//!
+//! [`claim`] makes a namespace one shim's: an ECS instance has one set of NICs, and two shims
+//! fighting over one namespace would take each other's devices and frames.
 
 use std::fs::File;
+use std::io;
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 
@@ -24,7 +31,7 @@ pub fn path_of(name_or_path: &str) -> PathBuf {
 
 /// The identity of a namespace: the (device, inode) of its nsfs file, equal for every path that
 /// names the same namespace (`/run/netns/x` and `/proc/<pid>/ns/net` of a process inside it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct NetnsId {
     pub dev: u64,
     pub ino: u64,
@@ -52,4 +59,40 @@ where
         })
         .map_err(|e| DriverError::Thread(e.to_string()))?;
     handle.join().map_err(|_| DriverError::Thread("panicked".into()))?
+}
+
+/// The abstract Unix socket name a shim holds in its node namespace (`ss -xlp | grep enifab`
+/// shows which process).
+pub const CLAIM_NAME: &str = "enifab-shim.node";
+
+/// A namespace held by this process until the value is dropped (or the process dies: the kernel
+/// closes the socket, so a killed shim never leaves a stale claim behind).
+#[derive(Debug)]
+pub struct NetnsClaim {
+    _socket: UnixListener,
+}
+
+/// Claims the namespace at `path` with an abstract Unix socket bound inside it: abstract names
+/// are per network namespace, and exactly one socket can hold one. A holder that is still going
+/// away (a shim killed a moment ago, whose fds the kernel is closing) is waited for up to `wait`.
+pub fn claim(path: &Path, wait: Duration) -> Result<NetnsClaim, DriverError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let owned = path.to_owned();
+        let bound = run_in(path, move || {
+            let addr = SocketAddr::from_abstract_name(CLAIM_NAME.as_bytes())
+                .map_err(|source| DriverError::Claim { path: owned.clone(), source })?;
+            Ok(UnixListener::bind_addr(&addr))
+        })?;
+        match bound {
+            Ok(socket) => return Ok(NetnsClaim { _socket: socket }),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                return Err(DriverError::Claimed { path: path.to_owned() });
+            }
+            Err(source) => return Err(DriverError::Claim { path: path.to_owned(), source }),
+        }
+    }
 }
