@@ -3,14 +3,142 @@
 //! Any action of `enifab.v1` can be called by name with the cloud's flat parameters; the
 //! response prints as the cloud's JSON (PascalCase, double-wrapped lists). A cloud error prints
 //! `Code: Message` on stderr and exits 1, so scripts can branch on the code like Terway does.
+//!
+//! Every call is signed (enifab's gRPC scheme, `openapi::sign`) when the process has an
+//! AccessKey: the one `main` was given (`--access-key-id`/`--access-key-secret`,
+//! `--access-key-file`, or `ENIFAB_ACCESS_KEY_ID`/`ENIFAB_ACCESS_KEY_SECRET`/`ENIFAB_ACCESS_KEY_FILE`,
+//! the variables `enifab serve` reads), so `apply` and `lab` sign as the CLI does ([`Clients::new`]).
 
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use enifab_proto::v1 as pb;
+use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{self, dynamic::DynCodec};
 use crate::grpc::status::cloud_error;
+use crate::openapi::auth::{Credentials, format_timestamp};
+use crate::openapi::sign;
+
+/// What a client signs with: an AccessKey, or a node's token (id `node:<instance-id>`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a secret.
+        f.debug_struct("AccessKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl AccessKey {
+    /// The id/secret pair if both are given, else the first pair of `file`; `None` if neither.
+    pub fn from_parts(
+        id: Option<String>,
+        secret: Option<String>,
+        file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Option<AccessKey>> {
+        if let (Some(id), Some(secret)) = (id, secret) {
+            return Ok(Some(AccessKey { id, secret }));
+        }
+        match file {
+            Some(f) => {
+                let c = Credentials::load(f)?;
+                let (id, secret) = c.first().ok_or_else(|| anyhow::anyhow!("{} holds no AccessKey", f.display()))?;
+                Ok(Some(AccessKey { id: id.to_string(), secret: secret.to_string() }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// From `ENIFAB_ACCESS_KEY_ID`/`ENIFAB_ACCESS_KEY_SECRET`, else `ENIFAB_ACCESS_KEY_FILE`.
+    pub fn from_env() -> anyhow::Result<Option<AccessKey>> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let file = var("ENIFAB_ACCESS_KEY_FILE").map(std::path::PathBuf::from);
+        AccessKey::from_parts(var("ENIFAB_ACCESS_KEY_ID"), var("ENIFAB_ACCESS_KEY_SECRET"), file.as_deref())
+    }
+
+    /// Sign a call to `path` (`/enifab.v1.Ecs/DescribeVpcs`): the `x-enifab-*` metadata.
+    pub fn sign(&self, headers: &mut http::HeaderMap, path: &str) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let timestamp = format_timestamp(now);
+        let mut n = [0u8; 16];
+        // A failed random read makes nonces guessable, not reused: the timestamp still differs.
+        let _ = getrandom::fill(&mut n);
+        let nonce: String = n.iter().map(|b| format!("{b:02x}")).collect();
+        let sts = sign::grpc_string_to_sign(&self.id, path, &timestamp, &nonce);
+        let signature = sign::grpc_signature(&self.secret, &sts);
+        for (name, value) in [
+            (sign::GRPC_ACCESS_KEY_ID, self.id.as_str()),
+            (sign::GRPC_TIMESTAMP, &timestamp),
+            (sign::GRPC_NONCE, &nonce),
+            (sign::GRPC_SIGNATURE, &signature),
+        ] {
+            // An id that is not a header value cannot be signed with; the server says so.
+            if let Ok(v) = http::HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        }
+    }
+}
+
+static PROCESS_KEY: OnceLock<Option<AccessKey>> = OnceLock::new();
+
+/// Make `key` the process's AccessKey (what [`Clients::new`], [`call`] and
+/// [`fabric_counters`] sign with). `main` calls it once, before any client; false if the key
+/// was already settled.
+pub fn set_access_key(key: Option<AccessKey>) -> bool {
+    PROCESS_KEY.set(key).is_ok()
+}
+
+/// The process's AccessKey: the one [`set_access_key`] gave, else the environment's.
+pub fn access_key() -> Option<AccessKey> {
+    PROCESS_KEY
+        .get_or_init(|| {
+            AccessKey::from_env().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the AccessKey in the environment cannot be read; calls go unsigned");
+                None
+            })
+        })
+        .clone()
+}
+
+/// A channel whose calls carry a signature when it has a key (a tonic interceptor cannot: it does
+/// not see the method path, which is signed).
+#[derive(Clone, Debug)]
+pub struct SignedChannel {
+    channel: Channel,
+    key: Option<Arc<AccessKey>>,
+}
+
+impl SignedChannel {
+    pub fn new(channel: Channel, key: Option<AccessKey>) -> SignedChannel {
+        SignedChannel { channel, key: key.map(Arc::new) }
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for SignedChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.channel, cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(key) = &self.key {
+            let path = req.uri().path().to_string();
+            key.sign(req.headers_mut(), &path);
+        }
+        tower::Service::call(&mut self.channel, req)
+    }
+}
 
 /// The endpoint clients use when neither `--endpoint` nor `ENIFAB_ENDPOINT` is given.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:50051";
@@ -82,7 +210,7 @@ pub async fn call(
     let request =
         codec::params_to_message(&method.input(), params, true).map_err(|e| CallError::Usage(e.to_string()))?;
     let path = format!("/enifab.v1.{service}/{action}").parse().expect("a valid path");
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = tonic::client::Grpc::new(SignedChannel::new(channel, access_key()));
     grpc.ready().await.map_err(|e| CallError::Transport { endpoint: String::new(), reason: e.to_string() })?;
     let response = grpc.unary(tonic::Request::new(request), path, DynCodec { output: method.output() }).await;
     match response {
@@ -98,15 +226,22 @@ pub async fn call(
 /// share one channel.
 #[derive(Clone, Debug)]
 pub struct Clients {
-    pub ecs: pb::ecs_client::EcsClient<Channel>,
-    pub vpc: pb::vpc_client::VpcClient<Channel>,
-    pub slb: pb::slb_client::SlbClient<Channel>,
-    pub emulator: pb::emulator_client::EmulatorClient<Channel>,
-    pub fabric: pb::fabric_client::FabricClient<Channel>,
+    pub ecs: pb::ecs_client::EcsClient<SignedChannel>,
+    pub vpc: pb::vpc_client::VpcClient<SignedChannel>,
+    pub slb: pb::slb_client::SlbClient<SignedChannel>,
+    pub emulator: pb::emulator_client::EmulatorClient<SignedChannel>,
+    pub fabric: pb::fabric_client::FabricClient<SignedChannel>,
 }
 
 impl Clients {
+    /// Clients that sign with the process's AccessKey ([`access_key`]), if it has one.
     pub fn new(channel: Channel) -> Clients {
+        Clients::signed(channel, access_key())
+    }
+
+    /// Clients that sign with `key` (`None`: unsigned).
+    pub fn signed(channel: Channel, key: Option<AccessKey>) -> Clients {
+        let channel = SignedChannel::new(channel, key);
         Clients {
             ecs: pb::ecs_client::EcsClient::new(channel.clone()),
             vpc: pb::vpc_client::VpcClient::new(channel.clone()),
@@ -133,7 +268,7 @@ pub async fn fabric_counters(
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     let channel = connect(endpoint).await?;
-    let mut client = pb::fabric_client::FabricClient::new(channel);
+    let mut client = pb::fabric_client::FabricClient::new(SignedChannel::new(channel, access_key()));
     let r = client
         .describe_fabric_counters(pb::DescribeFabricCountersRequest {
             vni: port,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use enifab::cli::{self, CallError};
+use enifab::openapi::listener::{self, Limits};
 use enifab::serve::{self, ServeConfig};
 use enifab_model::TransitionDelays;
 
@@ -19,8 +20,54 @@ struct Cli {
     /// The emulator's API endpoint (for client commands).
     #[arg(long, global = true, env = "ENIFAB_ENDPOINT", default_value = cli::DEFAULT_ENDPOINT)]
     endpoint: String,
+    #[command(flatten)]
+    key: KeyArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The AccessKey: what `serve` requires of callers, what client commands sign with.
+#[derive(clap::Args, Debug)]
+struct KeyArgs {
+    /// The AccessKey (with --access-key-secret): `serve` requires every call (HTTP and gRPC) to be
+    /// signed with it; client commands (ecs, vpc, …, apply, lab) sign with it. Without any key,
+    /// `serve` accepts every request unsigned and clients send them so.
+    #[arg(long, global = true, env = "ENIFAB_ACCESS_KEY_ID", requires = "access_key_secret")]
+    access_key_id: Option<String>,
+    /// The secret of --access-key-id (prefer the environment or --access-key-file: flags show in `ps`).
+    #[arg(long, global = true, env = "ENIFAB_ACCESS_KEY_SECRET", hide_env_values = true, requires = "access_key_id")]
+    access_key_secret: Option<String>,
+    /// A file of AccessKeys, one `AccessKeyId AccessKeySecret` pair per line: `serve` accepts
+    /// them all, clients sign with the first (when no --access-key-id is given).
+    #[arg(long, global = true, env = "ENIFAB_ACCESS_KEY_FILE")]
+    access_key_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// Every key `serve` accepts.
+    fn credentials(&self) -> Result<enifab::openapi::auth::Credentials> {
+        use enifab::openapi::auth::{Credentials, NODE_PREFIX};
+        let mut credentials = Credentials::default();
+        if let (Some(id), Some(secret)) = (&self.access_key_id, &self.access_key_secret) {
+            credentials.extend(Credentials::new([(id.clone(), secret.clone())]));
+        }
+        if let Some(file) = &self.access_key_file {
+            credentials.extend(Credentials::load(file)?);
+        }
+        if let Some(id) = credentials.ids().find(|id| id.starts_with(NODE_PREFIX)) {
+            anyhow::bail!("the AccessKeyId {id:?} looks like a node's ({NODE_PREFIX}<instance-id>); choose another");
+        }
+        Ok(credentials)
+    }
+
+    /// The key a client signs with.
+    fn client_key(&self) -> Result<Option<cli::AccessKey>> {
+        cli::AccessKey::from_parts(
+            self.access_key_id.clone(),
+            self.access_key_secret.clone(),
+            self.access_key_file.as_deref(),
+        )
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,6 +104,11 @@ enum Command {
         /// Where internet-facing load balancers take their public addresses from.
         #[arg(long, env = "ENIFAB_PUBLIC_POOL", default_value = enifab_model::region::DEFAULT_PUBLIC_POOL, value_parser = parse_cidr)]
         public_pool: enifab_model::Cidr,
+        /// The Geneve address shims are told to send to (HOST:PORT, resolved at start), when it
+        /// is not the one the fabric socket is bound to (NAT, a published port). Default: the
+        /// bound address; for a wildcard bind, the address of this host that routes to each shim.
+        #[arg(long, env = "ENIFAB_FABRIC_ADVERTISE", value_parser = parse_host_port)]
+        fabric_advertise: Option<std::net::SocketAddr>,
         #[command(flatten)]
         api: Box<ApiArgs>,
     },
@@ -96,6 +148,9 @@ enum LabCommand {
     Check(LabArgs),
     /// Remove everything `up` made, also after a crash.
     Down(LabArgs),
+    /// Run on a node (a container, a namespace, a host): supervise its enifab-shim and serve
+    /// the lab's node API (pods, responders, kube-proxy's rules, probes).
+    Agent(Box<AgentArgs>),
     /// (internal) Count short TCP connections per second from a namespace (bench/slb.sh).
     #[command(hide = true)]
     ConnectRate {
@@ -131,21 +186,93 @@ struct LabArgs {
     /// Where the lab keeps its state, logs and shim sockets.
     #[arg(long, env = "ENIFAB_LAB_DIR", default_value = "./enifab-data/lab")]
     state_dir: PathBuf,
+    /// NODE=ADDR: the node (or external client) of the topology named NODE is run by the
+    /// `enifab lab agent` at ADDR (host:port, http://host:port, or unix:PATH); repeat for each.
+    /// Without it, a new lab's nodes are namespaces on this machine; `check` and `down` use the
+    /// agents `up` recorded.
+    #[arg(long = "agent", env = "ENIFAB_LAB_AGENTS", value_delimiter = ',', value_name = "NODE=ADDR")]
+    agents: Vec<String>,
+    /// `check`: how many seconds to wait for `up` to finish (default 180 with agents, 0 for a
+    /// local lab).
+    #[arg(long, env = "ENIFAB_LAB_WAIT", value_name = "SECS")]
+    wait: Option<u64>,
 }
 
-/// The cloud-compatible endpoint (ECS/VPC/SLB OpenAPI): who may call, and HTTPS.
+impl LabArgs {
+    fn options(&self, endpoint: &str) -> Result<enifab::lab::LabOptions> {
+        let mut o = enifab::lab::LabOptions::new(endpoint, &self.state_dir)?;
+        o.agents = enifab::lab::LabOptions::parse_agents(self.agents.iter().map(String::as_str))?;
+        o.wait = self.wait.map(std::time::Duration::from_secs);
+        Ok(o)
+    }
+}
+
+/// `enifab lab agent`: who the node is, where the API listens, how to run the shim.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["instance_name", "instance_id", "external"])))]
+struct AgentArgs {
+    /// The ECS instance's name in the topology (e.g. cn-hongkong.10.0.4.22): the agent waits
+    /// until it exists and runs, and follows it when it is replaced.
+    #[arg(long)]
+    instance_name: Option<String>,
+    /// The ECS instance's id (i-…).
+    #[arg(long)]
+    instance_id: Option<String>,
+    /// An external client (a host of the internet side) of that name, with --external-address.
+    #[arg(long, requires = "external_address")]
+    external: Option<String>,
+    /// The external client's public address with its segment's prefix (e.g. 47.100.1.10/24).
+    #[arg(long, requires = "external")]
+    external_address: Option<String>,
+    /// Where the agent's API listens: ADDR:PORT (TCP; beyond loopback only with credentials or
+    /// --insecure) or a Unix socket path.
+    #[arg(long, env = "ENIFAB_AGENT_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: String,
+    /// The node's network namespace: a name under /var/run/netns, a path, or (the default) the
+    /// agent's own (a node container's).
+    #[arg(long, default_value = "/proc/self/ns/net")]
+    netns: String,
+    /// In a container: the name Docker's interface is moved to, out of the node's way (passed
+    /// to the shim).
+    #[arg(long)]
+    underlay: Option<String>,
+    /// The shim's Unix socket (for the CNI plugin).
+    #[arg(long, default_value = "/run/enifab/shim.sock")]
+    shim_socket: PathBuf,
+    /// Where the CNI plugin keeps its pods' records (a restarted shim rebuilds from them).
+    #[arg(long, default_value = "/var/lib/enifab/cni")]
+    cni_state_dir: PathBuf,
+    /// Where responders log.
+    #[arg(long, default_value = "/var/lib/enifab/agent")]
+    log_dir: PathBuf,
+    /// One more argument for the shim (repeat), e.g. --shim-arg=--geneve-listen=0.0.0.0:6081.
+    #[arg(long = "shim-arg", allow_hyphen_values = true)]
+    shim_args: Vec<String>,
+    /// Listen beyond loopback without credentials (anyone who reaches the port is root here).
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// The API's listeners: exposure, HTTPS, limits.
 #[derive(clap::Args, Debug)]
 struct ApiArgs {
-    /// Require requests signed with this AccessKey (with --access-key-secret); without any
-    /// credentials, every request is accepted unsigned.
-    #[arg(long, env = "ENIFAB_ACCESS_KEY_ID", requires = "access_key_secret")]
-    access_key_id: Option<String>,
-    /// The secret of --access-key-id (prefer the environment or --access-key-file: flags show in `ps`).
-    #[arg(long, env = "ENIFAB_ACCESS_KEY_SECRET", hide_env_values = true, requires = "access_key_id")]
-    access_key_secret: Option<String>,
-    /// A file of AccessKeys, one `AccessKeyId AccessKeySecret` pair per line.
-    #[arg(long, env = "ENIFAB_ACCESS_KEY_FILE")]
-    access_key_file: Option<PathBuf>,
+    /// Listen beyond loopback (--listen, --https-listen, --fabric-listen) without an AccessKey:
+    /// anyone who reaches the ports may then call everything. Refused without this flag.
+    #[arg(long, env = "ENIFAB_INSECURE")]
+    insecure: bool,
+    /// The most connections the API serves at once (HTTP and HTTPS each); more are closed as
+    /// they come [default: 1024, or half the open-files limit when lower].
+    #[arg(long, env = "ENIFAB_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// How long a new connection has to send its first request's headers (TLS handshake included).
+    #[arg(long, default_value_t = Limits::default().header_timeout.as_millis() as u64)]
+    header_timeout_ms: u64,
+    /// How long a request has to arrive whole and be answered (a stream's first message).
+    #[arg(long, default_value_t = Limits::default().request_timeout.as_millis() as u64)]
+    request_timeout_ms: u64,
+    /// How long a connection with nothing in flight is kept.
+    #[arg(long, default_value_t = Limits::default().idle_timeout.as_millis() as u64)]
+    idle_timeout_ms: u64,
     /// Also serve HTTPS (OpenAPI and gRPC) here, e.g. 127.0.0.1:50443. Off by default.
     #[arg(long, env = "ENIFAB_HTTPS_LISTEN")]
     https_listen: Option<std::net::SocketAddr>,
@@ -162,22 +289,23 @@ struct ApiArgs {
 }
 
 impl ApiArgs {
-    fn config(self) -> Result<serve::ApiConfig> {
-        use enifab::openapi::auth::Credentials;
-        let mut credentials = Credentials::default();
-        if let (Some(id), Some(secret)) = (self.access_key_id, self.access_key_secret) {
-            credentials.extend(Credentials::new([(id, secret)]));
-        }
-        if let Some(file) = &self.access_key_file {
-            credentials.extend(Credentials::load(file)?);
-        }
+    fn config(self, key: &KeyArgs) -> Result<serve::ApiConfig> {
+        let credentials = key.credentials()?;
+        let ms = |v: u64| std::time::Duration::from_millis(v.max(1));
+        let limits = Limits {
+            max_connections: self.max_connections.unwrap_or_else(listener::default_max_connections).max(1),
+            header_timeout: ms(self.header_timeout_ms),
+            request_timeout: ms(self.request_timeout_ms),
+            idle_timeout: ms(self.idle_timeout_ms),
+        };
         let https = self.https_listen.map(|listen| enifab::openapi::tls::HttpsConfig {
             listen,
             cert: self.tls_cert,
             key: self.tls_key,
             sans: self.tls_sans,
         });
-        Ok(serve::ApiConfig { openapi: enifab::openapi::Options { credentials }, https })
+        let openapi = enifab::openapi::Options { credentials, node_key: None };
+        Ok(serve::ApiConfig { openapi, https, limits, insecure: self.insecure })
     }
 }
 
@@ -215,6 +343,17 @@ fn parse_cidr(s: &str) -> Result<enifab_model::Cidr, String> {
     Ok(c)
 }
 
+/// `HOST:PORT` (a name is resolved now, once) with a port that is not 0.
+fn parse_host_port(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = s.to_socket_addrs().map_err(|e| format!("{s:?} is not HOST:PORT that resolves: {e}"))?;
+    let a = addrs.next().ok_or_else(|| format!("{s} resolves to no address"))?;
+    if a.port() == 0 {
+        return Err(format!("{s}: port 0 is not a port"));
+    }
+    Ok(a)
+}
+
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -248,21 +387,47 @@ async fn action(endpoint: &str, service: &str, args: ActionArgs) -> ExitCode {
     }
 }
 
-async fn lab_command(endpoint: &str, cmd: LabCommand) -> Result<ExitCode> {
-    use enifab::lab::{self, LabOptions};
+async fn lab_command(endpoint: &str, key: &KeyArgs, cmd: LabCommand) -> Result<ExitCode> {
+    use enifab::lab;
     let print = &mut |line: String| println!("{line}");
     match cmd {
         LabCommand::Up(a) => {
-            lab::up(&LabOptions::new(endpoint, &a.state_dir)?, &a.file, print).await?;
+            lab::up(&a.options(endpoint)?, &a.file, print).await?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Check(a) => {
-            let rows = lab::check(&LabOptions::new(endpoint, &a.state_dir)?, &a.file).await?;
+            let rows = lab::check(&a.options(endpoint)?, &a.file).await?;
             print!("{}", lab::render(&rows));
             Ok(lab::exit_code(&rows))
         }
         LabCommand::Down(a) => {
-            lab::down(&LabOptions::new(endpoint, &a.state_dir)?, &a.file, print).await?;
+            lab::down(&a.options(endpoint)?, &a.file, print).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Agent(a) => {
+            use enifab::lab::agent::{self, AgentOptions, supervise::Identity};
+            let identity = match (a.instance_name, a.instance_id, a.external, a.external_address) {
+                (Some(n), _, _, _) => Identity::InstanceName(n),
+                (_, Some(id), _, _) => Identity::InstanceId(id),
+                (_, _, Some(name), Some(address)) => Identity::External { name, address },
+                _ => anyhow::bail!("say who the node is: --instance-name, --instance-id or --external"),
+            };
+            let exe = std::env::current_exe()?;
+            agent::run(AgentOptions {
+                endpoint: endpoint.to_string(),
+                listen: a.listen.parse().map_err(anyhow::Error::msg)?,
+                identity,
+                netns: lab::netns::Ns::parse(&a.netns),
+                underlay: a.underlay,
+                shim_socket: a.shim_socket,
+                cni_state_dir: a.cni_state_dir,
+                log_dir: a.log_dir,
+                bin_dir: exe.parent().map(PathBuf::from).unwrap_or_default(),
+                shim_args: a.shim_args,
+                insecure: a.insecure,
+                credentials: key.credentials()?,
+            })
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::ConnectRate { netns, to, secs, threads } => {
@@ -280,6 +445,15 @@ async fn lab_command(endpoint: &str, cmd: LabCommand) -> Result<ExitCode> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.key.client_key() {
+        Ok(key) => {
+            cli::set_access_key(key);
+        }
+        Err(e) => {
+            eprintln!("enifab: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     let outcome: Result<ExitCode> = match cli.command {
         Command::Serve {
             listen,
@@ -292,6 +466,7 @@ async fn main() -> ExitCode {
             start_stop_delay_ms,
             no_delays,
             public_pool,
+            fabric_advertise,
             api,
         } => {
             init_tracing("info");
@@ -305,9 +480,9 @@ async fn main() -> ExitCode {
                     start_stop_ms: start_stop_delay_ms,
                 }
             };
-            match api.config() {
+            match api.config(&cli.key) {
                 Ok(api) => {
-                    let cloud = serve::CloudOptions { public_pool: Some(public_pool) };
+                    let cloud = serve::CloudOptions { public_pool: Some(public_pool), fabric_advertise };
                     serve::serve(ServeConfig { listen, data_dir, region, delays, fabric_listen }, api, cloud)
                         .await
                         .map(|()| ExitCode::SUCCESS)
@@ -324,8 +499,8 @@ async fn main() -> ExitCode {
             enifab::cli::fabric_counters(&cli.endpoint, port, eni, json).await
         }
         Command::Lab(cmd) => {
-            init_tracing("warn");
-            lab_command(&cli.endpoint, cmd).await
+            init_tracing(if matches!(cmd, LabCommand::Agent(_)) { "info" } else { "warn" });
+            lab_command(&cli.endpoint, &cli.key, cmd).await
         }
         Command::Demo { vlan } => {
             init_tracing("warn");

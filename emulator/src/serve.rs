@@ -4,10 +4,18 @@
 //! The plain HTTP routes are the cloud-compatible OpenAPI endpoint (`crate::openapi`): `/` with
 //! `?Action=…&Version=…` serves ECS `2014-05-26`, VPC `2016-04-28` and SLB `2014-05-15` to
 //! Terway, the CCM and the official SDKs, through the same handlers as gRPC. `--https-listen` adds a TLS listener that
-//! serves the same router (OpenAPI and gRPC).
+//! serves the same router (OpenAPI and gRPC). Any other path answers the cloud's 404
+//! (`InvalidAction.NotFound`), or gRPC's UNIMPLEMENTED to a gRPC client.
 //!
-//! Loopback is the default listen address: an emulator of a cloud control plane has no
-//! authentication of its own, so exposing it is an explicit choice (`--listen 0.0.0.0:50051`).
+//! Who may call is decided once for both faces (`openapi::auth`, `grpc::auth`): with an AccessKey
+//! configured every `enifab.v1` call must be signed, and nodes sign with node tokens. Loopback is
+//! the default listen address, and listening beyond it (API, HTTPS or the fabric's UDP socket)
+//! without credentials is refused unless `--insecure` says it is meant: anyone who reaches an open
+//! port could create and delete resources or redirect a node's frames. Connections are bounded
+//! and timed out by `openapi::listener`.
+//!
+//! Must not: decide anything about resources or frames; it wires the model, the data plane and
+//! the faces together and owns their sockets.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +40,8 @@ use crate::grpc::emulator::EmulatorService;
 use crate::grpc::slb::{HealthSource, SlbService};
 use crate::grpc::vpc::VpcService;
 use crate::grpc::{self, Ctx, Faults};
+use crate::openapi::auth::NodeKey;
+use crate::openapi::listener::{self, Limits};
 use crate::openapi::{self, tls};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -49,13 +59,21 @@ pub struct ServeConfig {
     pub fabric_listen: SocketAddr,
 }
 
-/// How `enifab serve` configures the cloud-compatible endpoint (kept apart from [`ServeConfig`],
-/// which in-process servers build field by field).
+/// Where the node key lives in the data directory (see `openapi::auth`).
+pub const NODE_KEY_FILE: &str = "node-token.key";
+
+/// How `enifab serve` configures its faces (kept apart from [`ServeConfig`], which in-process
+/// servers build field by field).
 #[derive(Clone, Debug, Default)]
 pub struct ApiConfig {
+    /// Who may call (both faces).
     pub openapi: openapi::Options,
     /// The HTTPS listener, off unless asked for.
     pub https: Option<tls::HttpsConfig>,
+    /// Connection limits and timeouts of every listener.
+    pub limits: Limits,
+    /// Listen beyond loopback without credentials (`--insecure`).
+    pub insecure: bool,
 }
 
 /// What `enifab serve` configures of the emulated cloud beyond [`ServeConfig`]; in-process
@@ -65,6 +83,9 @@ pub struct CloudOptions {
     /// The public address pool of internet-facing load balancers (`--public-pool`); `None`: the
     /// model's default, 8.210.162.0/24.
     pub public_pool: Option<enifab_model::Cidr>,
+    /// The Geneve address shims are told (`--fabric-advertise`); `None`: see
+    /// [`FabricShell::address_for`].
+    pub fabric_advertise: Option<SocketAddr>,
 }
 
 /// Open the model for `cfg` (loading the data directory).
@@ -89,6 +110,8 @@ pub fn open_model_with(
 pub struct Emulator {
     pub model: ModelHandle,
     pub fabric: Arc<FabricShell>,
+    /// What node tokens are derived from, kept in the data directory ([`NODE_KEY_FILE`]).
+    pub node_key: NodeKey,
 }
 
 impl Emulator {
@@ -99,20 +122,35 @@ impl Emulator {
 
     /// [`Emulator::open`] with the cloud configured by `cloud`.
     pub fn open_with(cfg: &ServeConfig, clock: Arc<dyn Clock>, cloud: &CloudOptions) -> Result<Emulator> {
-        let (fabric, hook) = FabricShell::start(cfg.fabric_listen)?;
+        let (fabric, hook) = FabricShell::start(cfg.fabric_listen, cloud.fabric_advertise)?;
         let model = open_model_with(cfg, clock, vec![hook], cloud)?;
-        Ok(Emulator { model, fabric })
+        let node_key = NodeKey::load_or_create(&cfg.data_dir.join(NODE_KEY_FILE))?;
+        Ok(Emulator { model, fabric, node_key })
     }
 
-    /// Serve the API (with the Fabric service) on `listener` until `shutdown` completes.
+    /// Serve the API (with the Fabric service) on `listener` until `shutdown` completes; no
+    /// credentials, default limits.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        self.run_with(listener, ApiConfig::default(), shutdown).await
+    }
+
+    /// [`Emulator::run`] with the faces configured by `api` (credentials, limits; node tokens
+    /// from this emulator's node key unless `api` has one). `api.https` is `serve`'s business.
+    pub async fn run_with(
+        self,
+        listener: TcpListener,
+        mut api: ApiConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
         let fabric = self.fabric.clone();
-        let app = router(self.model, Some(self.fabric)).await?;
+        api.openapi.node_key.get_or_insert(self.node_key);
+        let app = router_with(self.model, Some(self.fabric), api.openapi).await?;
         let shutdown = async move {
             shutdown.await;
+            // Node watches end, so that connections can close.
             fabric.close();
         };
-        axum::serve(no_delay(listener), app).with_graceful_shutdown(shutdown).await.context("serving")?;
+        listener::serve(listener, app, api.limits, None, shutdown).await;
         Ok(())
     }
 }
@@ -142,13 +180,14 @@ pub async fn router_with_health(
     api: openapi::Options,
     health: Option<Arc<dyn HealthSource>>,
 ) -> Result<axum::Router> {
-    // One fault registry for every service and face (`InjectFault`).
+    // One fault registry for every service and face (`InjectFault`), one checker of callers.
     let faults = Faults::default();
+    let auth = api.auth();
     let ctx = |product| Ctx { model: model.clone(), product, faults: faults.clone() };
     let ecs = EcsService { ctx: ctx(Product::Ecs) };
     let vpc = VpcService { ctx: ctx(Product::Vpc) };
     let slb = SlbService { ctx: ctx(Product::Slb), health };
-    let emu = EmulatorService { ctx: ctx(Product::Ecs) };
+    let emu = EmulatorService { ctx: ctx(Product::Ecs), auth: auth.clone() };
     let services =
         openapi::dispatch::Services { ecs: ecs.clone(), vpc: vpc.clone(), slb: slb.clone(), emulator: emu.clone() };
     let reflection = || {
@@ -172,9 +211,25 @@ pub async fn router_with_health(
         reporter.set_serving::<FabricServer<FabricService>>().await;
         routes = routes.add_service(FabricServer::new(FabricService { model, shell }));
     }
-    // gRPC handlers run inside their action's scope, so injected faults reach them too.
-    let grpc_routes = routes.into_axum_router().layer(axum::middleware::from_fn(grpc::action_scope));
-    Ok(grpc_routes.merge(openapi::router(services, api)))
+    // gRPC handlers run inside their action's scope, so injected faults reach them too; before
+    // that (the outer layer), the caller must prove who it is.
+    let grpc_routes = routes
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(grpc::action_scope))
+        .layer(axum::middleware::from_fn_with_state(auth.clone(), grpc::auth::authenticate));
+    Ok(grpc_routes.merge(openapi::router(services, auth)).fallback(no_route))
+}
+
+/// A path that is neither `/` nor a gRPC service: UNIMPLEMENTED for a gRPC client, the cloud's
+/// 404 for anyone else (rather than an empty `200 application/grpc`).
+async fn no_route(req: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if listener::is_grpc(req.headers()) {
+        let status = tonic::Status::unimplemented(format!("no method {}", req.uri().path()));
+        return status.into_http::<axum::body::Body>().into_response();
+    }
+    let host = req.headers().get("host").and_then(|h| h.to_str().ok());
+    openapi::not_found(host)
 }
 
 /// Serve the API alone (no data plane) on `listener` until `shutdown` completes.
@@ -184,7 +239,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let app = router(model, None).await?;
-    axum::serve(no_delay(listener), app).with_graceful_shutdown(shutdown).await.context("serving")?;
+    listener::serve(listener, app, Limits::default(), None, shutdown).await;
     Ok(())
 }
 
@@ -196,12 +251,23 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let app = router_with(model, None, api).await?;
-    axum::serve(no_delay(listener), app).with_graceful_shutdown(shutdown).await.context("serving")?;
+    listener::serve(listener, app, Limits::default(), None, shutdown).await;
     Ok(())
 }
 
 /// `enifab serve`: open the model, bind, serve until Ctrl-C or SIGTERM.
-pub async fn serve(cfg: ServeConfig, api: ApiConfig, cloud: CloudOptions) -> Result<()> {
+pub async fn serve(cfg: ServeConfig, mut api: ApiConfig, cloud: CloudOptions) -> Result<()> {
+    let exposed = exposed(&cfg, &api);
+    let open = api.openapi.credentials.is_empty();
+    if !exposed.is_empty() && open && !api.insecure {
+        anyhow::bail!(
+            "refusing to listen beyond loopback ({}) without credentials: anyone who reaches the port could create \
+             and delete resources and take nodes' traffic. Set an AccessKey (--access-key-id with \
+             --access-key-secret, --access-key-file, or ENIFAB_ACCESS_KEY_ID/ENIFAB_ACCESS_KEY_SECRET), or say \
+             --insecure if that is really meant",
+            exposed.join(", ")
+        );
+    }
     let emulator = Emulator::open_with(&cfg, Arc::new(SystemClock), &cloud)?;
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let https = match &api.https {
@@ -214,20 +280,30 @@ pub async fn serve(cfg: ServeConfig, api: ApiConfig, cloud: CloudOptions) -> Res
         None => None,
     };
     tracing::info!(listen = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), region = %cfg.region, "enifab serving");
+    let advertised = match emulator.fabric.advertised() {
+        Some(a) => a.to_string(),
+        None => "the address that routes to each shim".to_string(),
+    };
     eprintln!(
-        "enifab: region {} serving on {}, fabric (Geneve/UDP) on {}, data in {}",
+        "enifab: region {} serving on {}, fabric (Geneve/UDP) on {} (shims are told {advertised}), data in {}",
         cfg.region,
         listener.local_addr()?,
-        emulator.fabric.addr(),
+        emulator.fabric.bound(),
         cfg.data_dir.display()
     );
     let addr = listener.local_addr()?;
-    let checks = if api.openapi.credentials.is_empty() { "signatures not checked" } else { "signatures required" };
+    let checks = if open { "signatures not checked" } else { "signatures required, gRPC too" };
     eprintln!(
         "enifab: ECS/VPC/SLB OpenAPI on the same port, plain HTTP ({checks}): ECS_ENDPOINT={addr} VPC_ENDPOINT={addr} SLB_ENDPOINT={addr} ALICLOUD_CLIENT_SCHEME=HTTP"
     );
-    if !addr.ip().is_loopback() && api.openapi.credentials.is_empty() {
-        tracing::warn!(%addr, "listening beyond loopback with no credentials: anyone who can reach it can call the API");
+    if !exposed.is_empty() && open {
+        let warning = format!(
+            "INSECURE: listening beyond loopback ({}) with no credentials (--insecure): anyone who can reach these \
+             ports can call every API, inject faults and redirect nodes' frames",
+            exposed.join(", ")
+        );
+        tracing::warn!("{warning}");
+        eprintln!("enifab: *** {warning} ***");
     }
     if let Some((l, _, files)) = &https {
         match &files.ca {
@@ -241,11 +317,13 @@ pub async fn serve(cfg: ServeConfig, api: ApiConfig, cloud: CloudOptions) -> Res
             None => eprintln!("enifab: HTTPS (OpenAPI and gRPC) on {} with {}", l.local_addr()?, files.cert.display()),
         }
     }
+    api.openapi.node_key.get_or_insert(emulator.node_key.clone());
+    let limits = api.limits;
     let app = router_with(emulator.model.clone(), Some(emulator.fabric.clone()), api.openapi).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let tls_task = https.map(|(l, config, _)| {
         let mut stopped = stopped.clone();
-        tokio::spawn(tls::serve(l, config, app.clone(), async move {
+        tokio::spawn(tls::serve(l, config, app.clone(), limits, async move {
             let _ = stopped.wait_for(|s| *s).await;
         }))
     });
@@ -255,11 +333,27 @@ pub async fn serve(cfg: ServeConfig, api: ApiConfig, cloud: CloudOptions) -> Res
         fabric.close();
         let _ = stop.send(true);
     };
-    axum::serve(no_delay(listener), app).with_graceful_shutdown(stop_all).await.context("serving")?;
+    listener::serve(listener, app, limits, None, stop_all).await;
     if let Some(task) = tls_task {
         task.await.context("the HTTPS listener")??;
     }
     Ok(())
+}
+
+/// The listen addresses beyond loopback: the API, HTTPS and the fabric's UDP socket.
+fn exposed(cfg: &ServeConfig, api: &ApiConfig) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut check = |what: &str, a: SocketAddr| {
+        if !a.ip().is_loopback() {
+            v.push(format!("{what} {a}"));
+        }
+    };
+    check("API", cfg.listen);
+    if let Some(h) = &api.https {
+        check("HTTPS", h.listen);
+    }
+    check("fabric", cfg.fabric_listen);
+    v
 }
 
 async fn shutdown_signal() {
@@ -275,16 +369,4 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-/// Answers must leave at once: without TCP_NODELAY, a reply that is ready a moment after the
-/// request (any call that waits for the model thread's commit) sits behind Nagle's algorithm
-/// until the client's delayed ACK, 40 ms later.
-fn no_delay(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
-        }
-    })
 }

@@ -440,7 +440,8 @@ async fn https_serves_the_same_api_with_enifabs_own_ca() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(tls::serve(listener, tls::server_config(&files).unwrap(), app, async move {
+    let limits = enifab::openapi::listener::Limits::default();
+    let task = tokio::spawn(tls::serve(listener, tls::server_config(&files).unwrap(), app, limits, async move {
         let _ = stopped.await;
     }));
 

@@ -27,6 +27,12 @@ impl Drop for Killed {
     }
 }
 
+/// gRPC clients that sign with the server's AccessKey (every face requires it).
+async fn signed_clients(endpoint: &str) -> enifab::cli::Clients {
+    let key = enifab::cli::AccessKey { id: AK.into(), secret: SECRET.into() };
+    enifab::cli::Clients::signed(enifab::cli::connect(endpoint).await.unwrap(), Some(key))
+}
+
 fn python() -> String {
     std::env::var("ENIFAB_SDK_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
@@ -163,7 +169,7 @@ async fn the_official_python_sdks_drive_a_trunk_pods_life() {
 
     // What the SDKs made is the same model the gRPC face serves.
     let made = made(&stdout);
-    let mut ecs = pb::ecs_client::EcsClient::new(enifab::cli::connect(&server.plain).await.unwrap());
+    let mut ecs = signed_clients(&server.plain).await.ecs;
     let trunk = made["trunk"].as_str().unwrap().to_string();
     let r = ecs
         .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
@@ -192,8 +198,7 @@ async fn the_official_slb_sdk_drives_the_ccms_reconcile_of_a_service() {
 
     // Over gRPC: the load balancers the SDK made and deleted are gone, the VPC it made is there.
     let made = made(&stdout);
-    let channel = enifab::cli::connect(&server.plain).await.unwrap();
-    let mut slb = pb::slb_client::SlbClient::new(channel.clone());
+    let enifab::cli::Clients { mut slb, mut vpc, .. } = signed_clients(&server.plain).await;
     for lb in made["load_balancers"].as_array().unwrap() {
         let st = slb
             .describe_load_balancer_attribute(pb::DescribeLoadBalancerAttributeRequest {
@@ -206,7 +211,6 @@ async fn the_official_slb_sdk_drives_the_ccms_reconcile_of_a_service() {
     }
     let left = slb.describe_load_balancers(pb::DescribeLoadBalancersRequest::default()).await.unwrap().into_inner();
     assert_eq!(left.total_count, 0, "{left:?}");
-    let mut vpc = pb::vpc_client::VpcClient::new(channel);
     let attr = vpc
         .describe_vpc_attribute(pb::DescribeVpcAttributeRequest {
             vpc_id: made["vpc"].as_str().unwrap().to_string(),

@@ -32,6 +32,7 @@ use enifab_model::TransitionDelays;
 use enifab_proto::v1 as pb;
 use enifab_proto::v1::ecs_client::EcsClient;
 use enifab_proto::v1::emulator_client::EmulatorClient;
+use enifab_proto::v1::slb_client::SlbClient;
 use enifab_proto::v1::vpc_client::VpcClient;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -143,16 +144,18 @@ impl TestServer {
         self.channel.clone()
     }
 
+    // Typed on the plain channel (these servers check no signatures), so helpers can name the
+    // client types.
     pub fn ecs(&self) -> EcsClient<Channel> {
-        self.clients.ecs.clone()
+        EcsClient::new(self.channel.clone())
     }
 
     pub fn vpc(&self) -> VpcClient<Channel> {
-        self.clients.vpc.clone()
+        VpcClient::new(self.channel.clone())
     }
 
     pub fn emulator(&self) -> EmulatorClient<Channel> {
-        self.clients.emulator.clone()
+        EmulatorClient::new(self.channel.clone())
     }
 
     /// Changes whenever the model thread commits (also for timer-driven transitions).
@@ -265,7 +268,7 @@ pub async fn build_topology(channel: Channel) -> Topology {
 }
 
 pub async fn build_topology_with(channel: Channel, opts: TopologyOptions) -> Topology {
-    let Clients { mut ecs, mut vpc, .. } = Clients::new(channel);
+    let (mut ecs, mut vpc) = (EcsClient::new(channel.clone()), VpcClient::new(channel));
     let vpc_id = ok(vpc
         .create_vpc(pb::CreateVpcRequest {
             region_id: REGION.into(),
@@ -486,7 +489,8 @@ pub struct Snapshot {
 impl Snapshot {
     /// Take a snapshot through the API at `channel`.
     pub async fn take(channel: Channel) -> Snapshot {
-        let Clients { mut ecs, mut vpc, mut slb, .. } = Clients::new(channel);
+        let (mut ecs, mut vpc, mut slb) =
+            (EcsClient::new(channel.clone()), VpcClient::new(channel.clone()), SlbClient::new(channel));
         let mut vpcs = Vec::new();
         for page in 1.. {
             let r = ok(vpc

@@ -1709,6 +1709,24 @@ async fn security_group_lifecycle_rules_and_policy() {
     );
 }
 
+// ---- enifab.v1.Emulator/IssueNodeToken ----------------------------------------------------------------
+
+/// A node's token is derived from its instance: the same on every call; only instances have one.
+/// (That it survives a restart, and what it lets a node do, is in emulator/tests/security.rs.)
+#[tokio::test]
+async fn node_tokens_are_per_instance() {
+    let s = TestServer::start().await;
+    let t = build_topology(s.channel()).await;
+    let issue = |id: &str| pb::IssueNodeTokenRequest { instance_id: id.into() };
+    let a = ok(s.emulator().issue_node_token(issue(&t.instance_id)).await);
+    assert_eq!(a.access_key_id, format!("node:{}", t.instance_id));
+    assert_eq!(a.instance_id, t.instance_id);
+    assert!(a.node_token.len() == 64 && a.node_token.bytes().all(|b| b.is_ascii_hexdigit()), "{a:?}");
+    assert_eq!(ok(s.emulator().issue_node_token(issue(&t.instance_id)).await).node_token, a.node_token);
+    assert_code(s.emulator().issue_node_token(issue("i-nosuchinstance")).await, "InvalidInstanceId.NotFound");
+    assert_code(s.emulator().issue_node_token(issue("")).await, "MissingParameter");
+}
+
 // ---- enifab.v1.Emulator/InjectFault -------------------------------------------------------------------
 
 fn fault(action: &str, code: &str, count: Option<i32>) -> pb::InjectFaultRequest {
@@ -1885,7 +1903,7 @@ const COVERED: &[(&str, &[&str])] = &[
             "ModifySecurityGroupPolicy",
         ],
     ),
-    ("enifab.v1.Emulator", &["CreateInstanceType", "InjectFault"]),
+    ("enifab.v1.Emulator", &["CreateInstanceType", "InjectFault", "IssueNodeToken"]),
 ];
 
 async fn reflect(

@@ -8,7 +8,6 @@
 //! all ENIs, trunk attributes, instance types) is snapshotted before and compared after. A model
 //! that validates half a request and then fails would show up here, not just a wrong code.
 
-use enifab::cli::Clients;
 use enifab_tests::v1 as pb;
 use enifab_tests::*;
 use futures::future::BoxFuture;
@@ -87,7 +86,11 @@ fn vsw_req(vpc_id: &str, zone: &str, cidr: &str) -> pb::CreateVSwitchRequest {
 
 async fn fixture(channel: Channel) -> Fx {
     let t = build_topology(channel.clone()).await;
-    let Clients { mut ecs, mut vpc, mut emulator, .. } = Clients::new(channel);
+    let (mut ecs, mut vpc, mut emulator) = (
+        pb::ecs_client::EcsClient::new(channel.clone()),
+        pb::vpc_client::VpcClient::new(channel.clone()),
+        pb::emulator_client::EmulatorClient::new(channel),
+    );
     let member = t.create_member(&mut ecs).await;
     let member_ip = describe_eni(&mut ecs, &member).await.unwrap().private_ip_address;
     let free = ok(ecs

@@ -6,12 +6,12 @@
 
 use std::collections::BTreeSet;
 
+use enifab::cli::SignedChannel;
 use enifab_tests::v1 as pb;
 use enifab_tests::*;
 use prost::Message;
-use tonic::transport::Channel;
 
-type Slb = pb::slb_client::SlbClient<Channel>;
+type Slb = pb::slb_client::SlbClient<SignedChannel>;
 
 /// Every RPC of `enifab.v1.Slb`, as this file exercises them.
 const COVERED: &[&str] = &[

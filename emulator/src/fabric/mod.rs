@@ -12,6 +12,17 @@
 //! internet, with a public address and no VPC) instead of an instance. Its registration lives
 //! here with the nodes'; its port takes a VNI from a range the model never hands out.
 //! The I/O thread also runs the load balancers' health checks, and answers for their state.
+//!
+//! Addresses, both ways. Shims are told where the fabric is ([`FabricShell::address_for`]): the
+//! `--fabric-advertise` address if one is set, else the bound address, else (a wildcard bind) the
+//! address of this host that routes to that shim, which is also the source the kernel gives the
+//! fabric's datagrams to it, so the shim's check of the sender (it takes frames only from the
+//! fabric's address) holds for shims on loopback and on other hosts alike. A shim's own address
+//! must be one a shim can have ([`FabricShell::check_shim_address`]): unicast, a real port, not
+//! the fabric's own, of the fabric socket's family, and on loopback when the fabric listens on
+//! loopback (nothing else can reach it, so anything else is a mistake or an attempt to send
+//! the node's frames elsewhere). Who may register which instance is decided before this
+//! (`grpc::auth`); this module takes the address it is given.
 
 pub mod io;
 pub mod service;
@@ -19,7 +30,7 @@ pub mod udp;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -43,7 +54,10 @@ struct Registry {
 
 /// The running fabric. Cheap to share (`Arc`).
 pub struct FabricShell {
-    addr: SocketAddr,
+    /// What the socket is bound to (the port resolved).
+    bound: SocketAddr,
+    /// `--fabric-advertise`.
+    advertise: Option<SocketAddr>,
     peers: Arc<Mutex<Registry>>,
     publisher: Publisher,
     requests: Mutex<std::sync::mpsc::Sender<IoRequest>>,
@@ -54,7 +68,7 @@ pub struct FabricShell {
 
 impl std::fmt::Debug for FabricShell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FabricShell").field("addr", &self.addr).finish()
+        f.debug_struct("FabricShell").field("bound", &self.bound).field("advertise", &self.advertise).finish()
     }
 }
 
@@ -78,12 +92,15 @@ impl Publisher {
 }
 
 impl FabricShell {
-    /// Bind the Geneve socket and start the I/O thread. The returned hook must be given to the
-    /// model thread so that commits reach the data plane.
-    pub fn start(listen: SocketAddr) -> Result<(Arc<FabricShell>, CommitHook)> {
+    /// Bind the Geneve socket and start the I/O thread; shims are told `advertise` when given
+    /// (see [`FabricShell::address_for`]). The returned hook must be given to the model thread so
+    /// that commits reach the data plane.
+    pub fn start(listen: SocketAddr, advertise: Option<SocketAddr>) -> Result<(Arc<FabricShell>, CommitHook)> {
+        if let Some(a) = advertise {
+            check_advertise(listen, a)?;
+        }
         let sock = UdpSocket::bind(listen).with_context(|| format!("binding the fabric socket {listen}"))?;
-        // Shims need an address to send to; on a wildcard bind, loopback surely reaches us.
-        let addr = enifab_udp::reachable(sock.local_addr()?);
+        let bound = sock.local_addr()?;
         let (config_tx, config_rx) = watch::channel(Arc::new(FabricConfig::empty(0)));
         let (req_tx, req_rx) = std::sync::mpsc::channel();
         io::spawn(sock, config_rx, req_rx).context("starting the fabric thread")?;
@@ -92,8 +109,14 @@ impl FabricShell {
             Publisher { peers: peers.clone(), config: Arc::new(config_tx), epoch: Arc::new(AtomicU64::new(0)) };
         let hook_pub = publisher.clone();
         let hook: CommitHook = Box::new(move |region: &Region| hook_pub.publish(region));
-        let shell =
-            FabricShell { addr, peers, publisher, requests: Mutex::new(req_tx), closing: watch::Sender::new(false) };
+        let shell = FabricShell {
+            bound,
+            advertise,
+            peers,
+            publisher,
+            requests: Mutex::new(req_tx),
+            closing: watch::Sender::new(false),
+        };
         Ok((Arc::new(shell), hook))
     }
 
@@ -106,12 +129,70 @@ impl FabricShell {
         self.closing.subscribe()
     }
 
-    /// Where shims send their frames.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The address the Geneve socket is bound to.
+    pub fn bound(&self) -> SocketAddr {
+        self.bound
     }
 
-    /// Record (or move) the shim of an instance. The caller republishes through the model.
+    /// The one address every shim is told, if there is one: `--fabric-advertise`, or a bound
+    /// address that is not a wildcard.
+    pub fn advertised(&self) -> Option<SocketAddr> {
+        self.advertise.or_else(|| (!self.bound.ip().is_unspecified()).then_some(self.bound))
+    }
+
+    /// Where shims send their frames, when nothing is known about the shim: the advertised
+    /// address, or (a wildcard bind) loopback.
+    pub fn addr(&self) -> SocketAddr {
+        self.advertised().unwrap_or_else(|| enifab_udp::reachable(self.bound))
+    }
+
+    /// The fabric's address for a shim at `shim`: the advertised address, or (a wildcard bind)
+    /// the address of this host that routes to the shim, which is where the kernel sends the
+    /// fabric's datagrams to it from; loopback when there is no route (or no shim yet).
+    pub fn address_for(&self, shim: Option<SocketAddr>) -> SocketAddr {
+        if let Some(a) = self.advertised() {
+            return a;
+        }
+        match shim.and_then(|s| route_source(s.ip())) {
+            Some(ip) => SocketAddr::new(ip, self.bound.port()),
+            None => self.addr(),
+        }
+    }
+
+    /// [`FabricShell::address_for`] the shim registered for `instance_id` (or an external host
+    /// of that name).
+    pub fn address_for_node(&self, instance_id: &str) -> SocketAddr {
+        let shim = {
+            let r = self.peers.lock().expect("peer registry lock");
+            r.nodes.get(instance_id).copied().or_else(|| r.external.get(instance_id).map(|h| h.peer))
+        };
+        self.address_for(shim)
+    }
+
+    /// Whether a shim can be at `geneve` (see the module docs).
+    pub fn check_shim_address(&self, geneve: SocketAddr) -> Result<(), ModelError> {
+        let bad = |why: String| Err(ModelError::invalid("GeneveAddress", why));
+        if let Some(why) = not_unicast(geneve) {
+            return bad(format!("{geneve} is {why}, not a shim's socket"));
+        }
+        if self.bound.is_ipv4() && geneve.is_ipv6() {
+            return bad(format!("the fabric socket {} is IPv4 and cannot reach {geneve}", self.bound));
+        }
+        if self.bound.ip().is_loopback() && !geneve.ip().is_loopback() {
+            return bad(format!(
+                "the fabric listens on loopback ({}): a shim at {geneve} could not reach it (is the address one the \
+                 shim has? see --geneve-advertise; listen elsewhere with --fabric-listen)",
+                self.bound
+            ));
+        }
+        if geneve == self.bound || Some(geneve) == self.advertise || geneve == self.addr() {
+            return bad(format!("{geneve} is the fabric's own socket"));
+        }
+        Ok(())
+    }
+
+    /// Record (or move) the shim of an instance; the caller has checked who asks and the address
+    /// ([`FabricShell::check_shim_address`]), and republishes through the model.
     fn register(&self, instance_id: &str, geneve: SocketAddr) {
         self.peers.lock().expect("peer registry lock").nodes.insert(instance_id.to_string(), geneve);
     }
@@ -196,6 +277,54 @@ impl FabricShell {
     }
 }
 
+/// Why `a` cannot be a peer's socket, if it cannot: no port, no host, or many hosts.
+fn not_unicast(a: SocketAddr) -> Option<&'static str> {
+    let ip = a.ip();
+    if a.port() == 0 {
+        Some("port 0")
+    } else if ip.is_unspecified() {
+        Some("an unspecified address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// `--fabric-advertise` must be an address shims can send to and that reaches the socket: on
+/// loopback when it listens on loopback, not on loopback when it listens on one other address.
+fn check_advertise(listen: SocketAddr, advertise: SocketAddr) -> Result<()> {
+    if let Some(why) = not_unicast(advertise) {
+        anyhow::bail!("--fabric-advertise {advertise} is {why}: shims need an address they can send to");
+    }
+    let bound = listen.ip();
+    if bound.is_loopback() && !advertise.ip().is_loopback() {
+        anyhow::bail!(
+            "--fabric-advertise {advertise}: the fabric listens on loopback ({listen}), which no other host reaches; \
+             listen on that address or on 0.0.0.0 (--fabric-listen)"
+        );
+    }
+    if !bound.is_unspecified() && !bound.is_loopback() && advertise.ip().is_loopback() {
+        anyhow::bail!("--fabric-advertise {advertise}: the fabric listens on {listen} only, not on loopback");
+    }
+    Ok(())
+}
+
+/// The address this host sends from toward `dst` (the kernel's route lookup: a UDP socket that
+/// is connected sends nothing).
+pub fn route_source(dst: IpAddr) -> Option<IpAddr> {
+    let any: SocketAddr = match dst {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = UdpSocket::bind(any).ok()?;
+    sock.connect((dst, 9)).ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
 /// `DescribeHealthStatus` asks the data plane's checker.
 #[tonic::async_trait]
 impl crate::grpc::slb::HealthSource for FabricShell {
@@ -213,5 +342,59 @@ impl crate::grpc::slb::HealthSource for FabricShell {
                 status: b.status.as_str().to_string(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(listen: &str, advertise: Option<&str>) -> Arc<FabricShell> {
+        FabricShell::start(listen.parse().unwrap(), advertise.map(|a| a.parse().unwrap())).unwrap().0
+    }
+
+    #[test]
+    fn a_shim_address_must_be_one_a_shim_can_have() {
+        let s = shell("127.0.0.1:0", None);
+        let code = |a: &str| s.check_shim_address(a.parse().unwrap()).map_err(|e| e.to_string());
+        assert_eq!(code("127.0.0.1:40000"), Ok(()));
+        assert_eq!(code("127.0.0.2:40000"), Ok(()));
+        for bad in
+            ["8.8.8.8:6081", "0.0.0.0:6081", "127.0.0.1:0", "224.0.0.1:6081", "255.255.255.255:6081", "[::1]:6081"]
+        {
+            assert!(code(bad).is_err(), "{bad}");
+        }
+        assert!(code(&s.bound().to_string()).unwrap_err().contains("fabric's own"));
+
+        let wild = shell("0.0.0.0:0", None);
+        assert_eq!(wild.check_shim_address("8.8.8.8:6081".parse().unwrap()), Ok(()), "a shim on another host");
+        assert!(wild.check_shim_address("0.0.0.0:6081".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn shims_are_told_the_address_that_reaches_them() {
+        let wild = shell("0.0.0.0:0", None);
+        let port = wild.bound().port();
+        assert_eq!(wild.advertised(), None);
+        assert_eq!(wild.addr(), SocketAddr::from(([127, 0, 0, 1], port)), "nothing known: loopback");
+        let local: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        assert_eq!(wild.address_for(Some(local)), SocketAddr::from(([127, 0, 0, 1], port)));
+        let fixed = shell("0.0.0.0:0", Some("192.0.2.7:16081"));
+        assert_eq!(fixed.address_for(Some(local)), "192.0.2.7:16081".parse().unwrap());
+        let lo = shell("127.0.0.1:0", None);
+        assert_eq!(lo.address_for(Some(local)), lo.bound());
+    }
+
+    #[test]
+    fn an_advertised_address_must_reach_the_socket() {
+        let err = |listen: &str, adv: &str| check_advertise(listen.parse().unwrap(), adv.parse().unwrap()).is_err();
+        assert!(!err("0.0.0.0:6081", "10.0.0.5:6081"));
+        assert!(!err("0.0.0.0:6081", "203.0.113.9:16081"), "NAT: another port outside");
+        assert!(!err("127.0.0.1:6081", "127.0.0.1:6081"));
+        assert!(err("127.0.0.1:6081", "10.0.0.5:6081"), "loopback is not reachable from elsewhere");
+        assert!(err("10.0.0.5:6081", "127.0.0.1:6081"), "a socket on 10.0.0.5 does not listen on loopback");
+        assert!(err("0.0.0.0:6081", "0.0.0.0:6081"));
+        assert!(err("0.0.0.0:6081", "10.0.0.5:0"));
+        assert!(err("0.0.0.0:6081", "239.1.1.1:6081"));
     }
 }

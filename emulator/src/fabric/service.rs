@@ -1,4 +1,10 @@
 //! `enifab.v1.Fabric`: RegisterNode, RegisterExternalHost, WatchNode and DescribeFabricCounters.
+//!
+//! RegisterNode and WatchNode of an instance answer its node only (the caller `grpc::auth`
+//! authenticated, checked against the instance in the message by [`check_node`]), so the
+//! address an instance's frames go to is changed by that instance's shim and nobody else;
+//! external hosts are the AccessKey holder's. Addresses are checked by
+//! [`FabricShell::check_shim_address`] before anything is recorded.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,7 +21,10 @@ use tonic::{Request, Response, Status};
 
 use super::{FabricShell, view};
 use crate::actor::ModelHandle;
-use crate::grpc::{request_id, status::to_status};
+use crate::grpc::auth::{check_account, check_node};
+use crate::grpc::{request_id, status::refusal, status::to_status};
+use crate::openapi::auth::Caller;
+use crate::openapi::error::ApiError;
 
 #[derive(Clone, Debug)]
 pub struct FabricService {
@@ -27,10 +36,22 @@ fn err(e: ModelError, rid: &str) -> Status {
     to_status(&e, Product::Ecs, rid)
 }
 
+fn denied(e: ApiError, rid: &str) -> Status {
+    refusal(&e, tonic::Code::PermissionDenied, Product::Ecs, rid)
+}
+
+/// The Geneve address of a request: `ip:port` that a shim can have.
+fn geneve_address(shell: &FabricShell, given: &str, rid: &str) -> Result<SocketAddr, Status> {
+    let geneve: SocketAddr =
+        given.parse().map_err(|_| err(ModelError::invalid("GeneveAddress", "must be ip:port"), rid))?;
+    shell.check_shim_address(geneve).map_err(|e| err(e, rid))?;
+    Ok(geneve)
+}
+
 impl FabricService {
     async fn node(&self, instance_id: &str) -> Result<pb::NodeConfig, ModelError> {
         let id = instance_id.to_string();
-        let fabric = self.shell.addr().to_string();
+        let fabric = self.shell.address_for_node(instance_id).to_string();
         self.model
             .read(move |r| view::node_config(r, &id, &fabric))
             .await?
@@ -46,21 +67,24 @@ impl Fabric for FabricService {
         &self,
         req: Request<pb::RegisterNodeRequest>,
     ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
         let q = req.into_inner();
         let rid = request_id();
         if q.instance_id.is_empty() {
             return Err(err(ModelError::MissingParameter("InstanceId"), &rid));
         }
-        let geneve: SocketAddr =
-            q.geneve_address.parse().map_err(|_| err(ModelError::invalid("GeneveAddress", "must be ip:port"), &rid))?;
+        check_node(caller.as_ref(), &q.instance_id).map_err(|e| denied(e, &rid))?;
+        let geneve = geneve_address(&self.shell, &q.geneve_address, &rid)?;
         // Check the instance exists before it can claim ports.
-        let config = self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
+        self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
         self.shell.register(&q.instance_id, geneve);
         let publisher = self.shell.publisher.clone();
         self.model.read(move |r| publisher.publish(r)).await.map_err(|e| err(e, &rid))?;
+        // Again, now that the fabric address is the one for this shim's address.
+        let config = self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
         tracing::info!(instance = %q.instance_id, %geneve, "node registered");
         Ok(Response::new(pb::RegisterNodeResponse {
-            fabric_address: self.shell.addr().to_string(),
+            fabric_address: self.shell.address_for(Some(geneve)).to_string(),
             config: Some(config),
         }))
     }
@@ -69,16 +93,17 @@ impl Fabric for FabricService {
         &self,
         req: Request<pb::RegisterExternalHostRequest>,
     ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
         let q = req.into_inner();
         let rid = request_id();
-        let geneve: SocketAddr =
-            q.geneve_address.parse().map_err(|_| err(ModelError::invalid("GeneveAddress", "must be ip:port"), &rid))?;
+        check_account(caller.as_ref()).map_err(|e| denied(e, &rid))?;
+        let geneve = geneve_address(&self.shell, &q.geneve_address, &rid)?;
         let pool = self.model.read(|r| r.config().public_pool).await.map_err(|e| err(e, &rid))?;
         let host = self.shell.register_external(&q.name, &q.address, geneve, pool).map_err(|e| err(e, &rid))?;
         let publisher = self.shell.publisher.clone();
         self.model.read(move |r| publisher.publish(r)).await.map_err(|e| err(e, &rid))?;
         tracing::info!(host = %q.name, address = %q.address, %geneve, "external host registered");
-        let fabric = self.shell.addr().to_string();
+        let fabric = self.shell.address_for(Some(geneve)).to_string();
         Ok(Response::new(pb::RegisterNodeResponse {
             fabric_address: fabric.clone(),
             config: Some(view::external_node_config(&host, &fabric)),
@@ -88,14 +113,16 @@ impl Fabric for FabricService {
     type WatchNodeStream = NodeStream;
 
     async fn watch_node(&self, req: Request<pb::WatchNodeRequest>) -> Result<Response<NodeStream>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
         let q = req.into_inner();
         let rid = request_id();
         if let Some(host) = self.shell.external(&q.instance_id) {
+            check_account(caller.as_ref()).map_err(|e| denied(e, &rid))?;
             // An external host's network never changes: one config, then the stream stays open
             // (its end would make the shim reconnect) until the server stops.
             let (tx, rx) = mpsc::channel(1);
             let mut closing = self.shell.closing();
-            let config = view::external_node_config(&host, &self.shell.addr().to_string());
+            let config = view::external_node_config(&host, &self.shell.address_for(Some(host.peer)).to_string());
             tokio::spawn(async move {
                 if tx.send(Ok(config)).await.is_ok() {
                     tokio::select! {
@@ -106,6 +133,7 @@ impl Fabric for FabricService {
             });
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
+        check_node(caller.as_ref(), &q.instance_id).map_err(|e| denied(e, &rid))?;
         let first = self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();

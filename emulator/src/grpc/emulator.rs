@@ -1,19 +1,26 @@
 //! `enifab.v1.Emulator`: actions the cloud does not have (custom instance types, fault
-//! injection). Faults live in the shell ([`super::Faults`]), not in the model, and are applied by
-//! [`super::Ctx::call`]; this handler only arms them.
+//! injection, node tokens). Faults live in the shell ([`super::Faults`]), not in the model, and
+//! are applied by [`super::Ctx::call`]; this handler only arms them. Node tokens are derived by
+//! the checker that verifies them (`openapi::auth`); this handler only checks that the instance
+//! exists before handing one out.
 
 use enifab_model::ModelError;
 use enifab_model::catalog::InstanceType;
 use enifab_model::error::INJECTABLE_CODES;
 use enifab_proto::v1 as pb;
 use enifab_proto::v1::emulator_server::Emulator;
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
 use super::{Ctx, request_id, status};
+use crate::openapi::auth::{Auth, NODE_PREFIX};
 
 #[derive(Clone, Debug)]
 pub struct EmulatorService {
     pub ctx: Ctx,
+    /// The checker whose node key tokens are derived from.
+    pub auth: Arc<Auth>,
 }
 
 fn non_negative(v: i64) -> u64 {
@@ -81,6 +88,31 @@ impl Emulator for EmulatorService {
             target_action: q.target_action,
             code: q.code,
             remaining: remaining as i32,
+        }))
+    }
+
+    async fn issue_node_token(
+        &self,
+        req: Request<pb::IssueNodeTokenRequest>,
+    ) -> Result<Response<pb::IssueNodeTokenResponse>, Status> {
+        let q = req.into_inner();
+        let rid = request_id();
+        if q.instance_id.is_empty() {
+            return Err(status::to_status(&ModelError::MissingParameter("InstanceId"), self.ctx.product, &rid));
+        }
+        let id = q.instance_id.clone();
+        self.ctx
+            .call(&rid, "", move |r, _| match r.instance(&id) {
+                Some(_) => Ok(()),
+                None => Err(ModelError::InstanceNotFound(id)),
+            })
+            .await?;
+        tracing::info!(instance = %q.instance_id, "node token issued");
+        Ok(Response::new(pb::IssueNodeTokenResponse {
+            request_id: rid,
+            access_key_id: format!("{NODE_PREFIX}{}", q.instance_id),
+            node_token: self.auth.node_token(&q.instance_id),
+            instance_id: q.instance_id,
         }))
     }
 }

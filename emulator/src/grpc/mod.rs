@@ -10,6 +10,7 @@
 //! which every handler goes through. It learns which action it serves from [`as_action`]: the
 //! gRPC routes are wrapped in [`action_scope`] (serve.rs), the HTTP endpoint wraps its dispatch.
 
+pub mod auth;
 pub mod ecs;
 pub mod emulator;
 pub mod render;

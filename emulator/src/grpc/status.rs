@@ -66,6 +66,18 @@ pub fn to_status(e: &ModelError, product: Product, request_id: &str) -> Status {
     Status::with_error_details(grpc_code(e), format!("{}: {e}", e.code()), details)
 }
 
+/// A refusal that is not the model's (a bad signature, a caller without the right): the cloud
+/// code, message and HTTP status of `e`, carried as [`to_status`] carries the model's, with the
+/// gRPC code `code`.
+pub fn refusal(e: &crate::openapi::error::ApiError, code: Code, product: Product, request_id: &str) -> Status {
+    let metadata = HashMap::from([
+        ("http_status".to_string(), e.status.to_string()),
+        ("request_id".to_string(), request_id.to_string()),
+    ]);
+    let details = ErrorDetails::with_error_info(e.code.as_str(), product.domain(), metadata);
+    Status::with_error_details(code, format!("{}: {}", e.code, e.message), details)
+}
+
 /// The cloud code and message of a status produced by [`to_status`], for clients.
 pub fn cloud_error(status: &Status) -> Option<(String, String)> {
     let info = status.get_details_error_info()?;

@@ -1,13 +1,14 @@
 //! Who may call: AccessKey signatures, timestamps and replayed nonces, checked the way the
-//! cloud's API gateway checks them.
+//! cloud's API gateway checks them, for both faces of the API (the HTTP endpoint and gRPC) with
+//! one checker and one memory of nonces.
 //!
 //! With no credentials configured, every request is accepted, signed or not; the AccessKeyId it
 //! names is logged at debug level and nothing else is checked. With credentials configured
 //! (`--access-key-id`/`--access-key-secret`, `--access-key-file`), a request must be signed with
-//! one of them, by RPC v1 HMAC-SHA1 (parameters `AccessKeyId`, `Signature`, `Timestamp`,
-//! `SignatureNonce`) or ACS3-HMAC-SHA256 (`Authorization`, `x-acs-date`,
-//! `x-acs-signature-nonce`); see `sign` for the arithmetic. Checks run in this order, and the
-//! first failure answers:
+//! one of them: over HTTP by RPC v1 HMAC-SHA1 (parameters `AccessKeyId`, `Signature`,
+//! `Timestamp`, `SignatureNonce`) or ACS3-HMAC-SHA256 (`Authorization`, `x-acs-date`,
+//! `x-acs-signature-nonce`); over gRPC by ENIFAB-HMAC-SHA256 (metadata `x-enifab-*`); see `sign`
+//! for the arithmetic. Checks run in this order, and the first failure answers:
 //!
 //! | check | code | HTTP |
 //! |---|---|---|
@@ -26,12 +27,23 @@
 //! documented). A nonce is remembered until its timestamp leaves the 15-minute window, after
 //! which the timestamp check refuses a replay anyway. The model and the handlers never see any
 //! of this.
+//!
+//! **Nodes are principals of their own** (the cloud has no such thing; ECS instances get RAM
+//! roles instead). Over gRPC only, the AccessKeyId `node:<instance-id>` names instance
+//! `<instance-id>`'s shim, and its secret is the instance's *node token*,
+//! hex(HMAC-SHA256(node key, `enifab-node-token-v1\n<instance-id>`)): derived, so nothing is stored
+//! per node; the node key is 32 random bytes kept in `<data-dir>/node-token.key` (0600), so tokens
+//! survive restarts, and replacing the file revokes them all. `IssueNodeToken` (AccessKey
+//! callers only) hands a token out. What a node may do is decided by the gRPC face
+//! (`grpc::auth`): RegisterNode and WatchNode of its own instance, nothing else. The HTTP face
+//! accepts AccessKeys only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
+use axum::http::HeaderMap;
 
 use super::error::ApiError;
 use super::sign;
@@ -94,6 +106,16 @@ impl Credentials {
         self.keys.is_empty()
     }
 
+    /// The first pair (by AccessKeyId): what a client signs with when given a file of keys.
+    pub fn first(&self) -> Option<(&str, &str)> {
+        self.keys.iter().next().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The AccessKeyIds, for checks and logs.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
     fn secret(&self, access_key_id: &str) -> Option<&str> {
         self.keys.get(access_key_id).map(String::as_str)
     }
@@ -106,18 +128,92 @@ pub enum Caller {
     Anyone { access_key_id: Option<String> },
     /// A valid signature by this AccessKey.
     Signed { access_key_id: String, scheme: &'static str },
+    /// A valid gRPC signature by this instance's node token.
+    Node { instance_id: String },
 }
 
-/// The checker: credentials plus the nonces seen.
+/// The AccessKeyId prefix that names a node: `node:i-…`.
+pub const NODE_PREFIX: &str = "node:";
+
+/// The secret node tokens are derived from. Never printed.
+#[derive(Clone)]
+pub struct NodeKey([u8; 32]);
+
+impl std::fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeKey(..)")
+    }
+}
+
+impl Default for NodeKey {
+    fn default() -> NodeKey {
+        NodeKey::random()
+    }
+}
+
+impl NodeKey {
+    /// A fresh key: its tokens die with the process (in-process servers without a data
+    /// directory of their own for it).
+    pub fn random() -> NodeKey {
+        let mut k = [0u8; 32];
+        // Without the OS's randomness there is no key worth having; the process cannot go on
+        // serving tokens anyone could guess.
+        getrandom::fill(&mut k).expect("the operating system's random number generator");
+        NodeKey(k)
+    }
+
+    /// The key in `path` (64 hex digits), made on first use (mode 0600).
+    pub fn load_or_create(path: &Path) -> anyhow::Result<NodeKey> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => NodeKey::parse(text.trim()).with_context(|| format!("in {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = NodeKey::random();
+                let hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
+                super::tls::write_file(path, &format!("{hex}\n"), true)?;
+                Ok(key)
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn parse(hex: &str) -> anyhow::Result<NodeKey> {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("expected 64 hex digits");
+        }
+        let mut k = [0u8; 32];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex");
+        }
+        Ok(NodeKey(k))
+    }
+
+    /// The node token of `instance_id` (64 hex digits).
+    pub fn token(&self, instance_id: &str) -> String {
+        sign::hmac_sha256_hex(&self.0, &format!("enifab-node-token-v1\n{instance_id}"))
+    }
+}
+
+/// The checker: credentials, the node key, and the nonces seen.
 #[derive(Debug, Default)]
 pub struct Auth {
     credentials: Credentials,
+    node_key: NodeKey,
     nonces: Mutex<Nonces>,
 }
 
 impl Auth {
+    /// A checker with a node key of its own (tokens die with it).
     pub fn new(credentials: Credentials) -> Auth {
-        Auth { credentials, nonces: Mutex::default() }
+        Auth::with_node_key(credentials, NodeKey::random())
+    }
+
+    pub fn with_node_key(credentials: Credentials, node_key: NodeKey) -> Auth {
+        Auth { credentials, node_key, nonces: Mutex::default() }
+    }
+
+    /// The node token of `instance_id`.
+    pub fn node_token(&self, instance_id: &str) -> String {
+        self.node_key.token(instance_id)
     }
 
     pub fn enabled(&self) -> bool {
@@ -144,8 +240,56 @@ impl Auth {
                 (ak, req.param("Timestamp"), req.param("SignatureNonce"), "HMAC-SHA1")
             }
         };
+        self.admit_once(&access_key_id, timestamp, nonce, "SignatureNonce", now)?;
+        Ok(Caller::Signed { access_key_id, scheme })
+    }
+
+    /// Check a gRPC call to `path` by its `x-enifab-*` metadata at server time `now`. AccessKeys
+    /// and node tokens are both accepted here; what each may call is the gRPC face's business.
+    pub fn verify_grpc(&self, headers: &HeaderMap, path: &str, now: i64) -> Result<Caller, ApiError> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+        let access_key_id = header(sign::GRPC_ACCESS_KEY_ID);
+        if !self.enabled() {
+            return Ok(Caller::Anyone { access_key_id: access_key_id.map(str::to_string) });
+        }
+        let id = access_key_id.ok_or_else(missing_access_key)?;
+        let node_secret;
+        let (secret, caller) = match id.strip_prefix(NODE_PREFIX) {
+            Some(instance_id) if !instance_id.is_empty() => {
+                node_secret = self.node_key.token(instance_id);
+                (node_secret.as_str(), Caller::Node { instance_id: instance_id.to_string() })
+            }
+            Some(_) => return Err(not_found()),
+            None => {
+                let (id, secret) = self.secret_of(Some(id))?;
+                (secret, Caller::Signed { access_key_id: id, scheme: sign::GRPC_ALGORITHM })
+            }
+        };
+        let signature = header(sign::GRPC_SIGNATURE).ok_or_else(|| incomplete("no x-enifab-signature"))?;
+        let (timestamp, nonce) = (header(sign::GRPC_TIMESTAMP), header(sign::GRPC_NONCE));
+        let sts = sign::grpc_string_to_sign(id, path, timestamp.unwrap_or(""), nonce.unwrap_or(""));
+        if !sign::grpc_verify(secret, &sts, signature) {
+            return Err(ApiError::new(
+                400,
+                "SignatureDoesNotMatch",
+                format!("Specified signature does not match our calculation. server StringToSign is [{sts}]"),
+            ));
+        }
+        self.admit_once(id, timestamp, nonce, sign::GRPC_NONCE, now)?;
+        Ok(caller)
+    }
+
+    /// The last checks of every scheme: the timestamp is in the window, and the nonce is new.
+    fn admit_once(
+        &self,
+        access_key_id: &str,
+        timestamp: Option<&str>,
+        nonce: Option<&str>,
+        nonce_name: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
         let ts = check_timestamp(timestamp, now)?;
-        let nonce = nonce.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::missing("SignatureNonce"))?;
+        let nonce = nonce.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::missing(nonce_name))?;
         let fresh = self.nonces.lock().unwrap_or_else(|p| p.into_inner()).insert(
             format!("{access_key_id}\n{nonce}"),
             ts + MAX_CLOCK_SKEW_SECS,
@@ -154,15 +298,12 @@ impl Auth {
         if !fresh {
             return Err(ApiError::new(400, "SignatureNonceUsed", "Specified signature nonce was used already."));
         }
-        Ok(Caller::Signed { access_key_id, scheme })
+        Ok(())
     }
 
     fn secret_of(&self, access_key_id: Option<&str>) -> Result<(String, &str), ApiError> {
         let id = access_key_id.filter(|a| !a.is_empty()).ok_or_else(missing_access_key)?;
-        let secret = self
-            .credentials
-            .secret(id)
-            .ok_or_else(|| ApiError::new(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."))?;
+        let secret = self.credentials.secret(id).ok_or_else(not_found)?;
         Ok((id.to_string(), secret))
     }
 
@@ -241,6 +382,10 @@ impl Auth {
     }
 }
 
+fn not_found() -> ApiError {
+    ApiError::new(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+}
+
 fn missing_access_key() -> ApiError {
     ApiError::new(400, "MissingAccessKeyId", "AccessKeyId is mandatory for this action.")
 }
@@ -292,6 +437,22 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         return None;
     }
     Some(days_from_civil(y, mo, day) * 86_400 + h * 3600 + mi * 60 + sec)
+}
+
+/// Seconds since the epoch → `2026-11-27T03:45:23Z`, the format [`parse_timestamp`] reads.
+pub fn format_timestamp(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days, the inverse of days_from_civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -349,6 +510,14 @@ mod tests {
         {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn timestamps_format_as_they_parse() {
+        for t in [0, 1_795_751_123, 1_709_164_800, 951_782_400, 4_102_444_799] {
+            assert_eq!(parse_timestamp(&format_timestamp(t)), Some(t), "{}", format_timestamp(t));
+        }
+        assert_eq!(format_timestamp(1_795_751_123), "2026-11-27T03:45:23Z");
     }
 
     #[test]
@@ -424,11 +593,82 @@ mod tests {
         assert_eq!(auth.verify(&unsigned, now).unwrap_err().code, "MissingAccessKeyId");
     }
 
+    fn grpc_headers(id: &str, secret: &str, path: &str, ts: &str, nonce: &str) -> HeaderMap {
+        let sts = sign::grpc_string_to_sign(id, path, ts, nonce);
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            (sign::GRPC_ACCESS_KEY_ID, id.to_string()),
+            (sign::GRPC_TIMESTAMP, ts.to_string()),
+            (sign::GRPC_NONCE, nonce.to_string()),
+            (sign::GRPC_SIGNATURE, sign::grpc_signature(secret, &sts)),
+        ] {
+            h.insert(k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn grpc_calls_are_checked_like_http_ones_and_nodes_sign_with_their_token() {
+        let auth = Auth::new(Credentials::new([("AK".to_string(), "secret".to_string())]));
+        let now = parse_timestamp("2026-11-27T03:45:23Z").unwrap();
+        let (path, ts) = ("/enifab.v1.Vpc/DescribeVpcs", "2026-11-27T03:45:00Z");
+        let ok = grpc_headers("AK", "secret", path, ts, "n-1");
+        let signed = Caller::Signed { access_key_id: "AK".into(), scheme: sign::GRPC_ALGORITHM };
+        assert_eq!(auth.verify_grpc(&ok, path, now), Ok(signed));
+        let code = |h: &HeaderMap, p: &str| auth.verify_grpc(h, p, now).unwrap_err().code;
+        assert_eq!(code(&ok, path), "SignatureNonceUsed");
+        assert_eq!(code(&HeaderMap::new(), path), "MissingAccessKeyId");
+        assert_eq!(code(&grpc_headers("nobody", "secret", path, ts, "n-2"), path), "InvalidAccessKeyId.NotFound");
+        assert_eq!(code(&grpc_headers("AK", "wrong", path, ts, "n-3"), path), "SignatureDoesNotMatch");
+        let other_method = grpc_headers("AK", "secret", path, ts, "n-4");
+        assert_eq!(code(&other_method, "/enifab.v1.Vpc/DeleteVpc"), "SignatureDoesNotMatch", "the path is signed");
+        let old = grpc_headers("AK", "secret", path, "2026-11-27T03:20:00Z", "n-5");
+        assert_eq!(code(&old, path), "InvalidTimeStamp.Expired");
+        let mut unsigned = grpc_headers("AK", "secret", path, ts, "n-6");
+        unsigned.remove(sign::GRPC_SIGNATURE);
+        assert_eq!(code(&unsigned, path), "IncompleteSignature");
+        assert_eq!(code(&grpc_headers("AK", "secret", path, ts, ""), path), "MissingParameter");
+
+        // A node signs with its token, as `node:<instance-id>`; another's token does not do.
+        let node_path = "/enifab.v1.Fabric/RegisterNode";
+        let token = auth.node_token("i-a");
+        assert_eq!(token.len(), 64);
+        let h = grpc_headers("node:i-a", &token, node_path, ts, "n-7");
+        assert_eq!(auth.verify_grpc(&h, node_path, now), Ok(Caller::Node { instance_id: "i-a".into() }));
+        let h = grpc_headers("node:i-b", &token, node_path, ts, "n-8");
+        assert_eq!(code(&h, node_path), "SignatureDoesNotMatch");
+        assert_eq!(
+            code(&grpc_headers("node:", &token, node_path, ts, "n-9"), node_path),
+            "InvalidAccessKeyId.NotFound"
+        );
+        // Tokens come from the node key: another server's key, another token.
+        let other = Auth::new(Credentials::new([("AK".to_string(), "secret".to_string())]));
+        assert_ne!(other.node_token("i-a"), token);
+    }
+
+    #[test]
+    fn node_keys_are_kept_in_a_private_file_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-token.key");
+        let a = NodeKey::load_or_create(&path).unwrap();
+        let b = NodeKey::load_or_create(&path).unwrap();
+        assert_eq!(a.token("i-x"), b.token("i-x"));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!format!("{a:?}").contains(&a.token("i-x")[..8]));
+        std::fs::write(&path, "short").unwrap();
+        assert!(NodeKey::load_or_create(&path).is_err());
+    }
+
     #[test]
     fn without_credentials_anyone_is_accepted() {
         let auth = Auth::new(Credentials::default());
         let mut r = rpc(&[("AccessKeyId", "whoever")]);
         r.query.retain(|(k, _)| k != "Signature");
         assert_eq!(auth.verify(&r, 0), Ok(Caller::Anyone { access_key_id: Some("whoever".into()) }));
+        assert_eq!(
+            auth.verify_grpc(&HeaderMap::new(), "/enifab.v1.Vpc/DeleteVpc", 0),
+            Ok(Caller::Anyone { access_key_id: None })
+        );
     }
 }

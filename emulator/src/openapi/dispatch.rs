@@ -181,6 +181,7 @@ impl Services {
             Api::Emulator => table!(self.emulator, action, msg;
                 "CreateInstanceType" => create_instance_type,
                 "InjectFault" => inject_fault,
+                "IssueNodeToken" => issue_node_token,
             ),
         }
     }

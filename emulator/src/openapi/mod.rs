@@ -20,6 +20,7 @@
 //! ```
 //!
 //! Gateway errors (before a handler runs): no `Action` or `Version` → `MissingParameter` (400);
+//! either given twice, or contradicted by its `x-acs-*` header → `InvalidParameter` (400);
 //! a version no product has → `InvalidVersion` (400); an action the product lacks, or a method
 //! other than GET/POST → `InvalidAction.NotFound` (404); a body over 1 MiB, a value over 32 KiB,
 //! bad percent-encoding, a bad list index or a value of the wrong type → `InvalidParameter` (400).
@@ -29,6 +30,7 @@
 pub mod auth;
 pub mod dispatch;
 pub mod error;
+pub mod listener;
 pub mod sign;
 pub mod tls;
 pub mod wire;
@@ -41,30 +43,47 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::routing::any;
 
-use self::auth::{Auth, Caller, Credentials};
+use self::auth::{Auth, Caller, Credentials, NodeKey};
 use self::dispatch::{Api, Services};
 use self::error::{ApiError, json_response};
 use self::wire::{MAX_BODY_BYTES, RpcRequest};
 use crate::{codec, grpc};
 
-/// How the endpoint is configured.
+/// Who may call the API, on every face (this endpoint and gRPC).
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// AccessKeys whose signatures are accepted; empty: accept every request unsigned.
     pub credentials: Credentials,
+    /// What node tokens are derived from; `None`: a key of this process only (tokens do not
+    /// survive a restart).
+    pub node_key: Option<NodeKey>,
+}
+
+impl Options {
+    /// The checker both faces share (one memory of nonces).
+    pub fn auth(&self) -> Arc<Auth> {
+        Arc::new(Auth::with_node_key(self.credentials.clone(), self.node_key.clone().unwrap_or_default()))
+    }
 }
 
 /// The endpoint's state: the handlers and the signature checker.
 #[derive(Debug)]
 pub struct OpenApi {
     services: Services,
-    auth: Auth,
+    auth: Arc<Auth>,
 }
 
 /// The routes of the endpoint (`/`, any method), to merge with the gRPC routes.
-pub fn router(services: Services, options: Options) -> axum::Router {
-    let state = Arc::new(OpenApi { services, auth: Auth::new(options.credentials) });
+pub fn router(services: Services, auth: Arc<Auth>) -> axum::Router {
+    let state = Arc::new(OpenApi { services, auth });
     axum::Router::new().route("/", any(handle)).with_state(state)
+}
+
+/// The cloud's answer to a path it has no API at (`/favicon.ico`, `/latest/meta-data/`).
+pub fn not_found(host: Option<&str>) -> Response {
+    let host = host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name)).unwrap_or("enifab");
+    ApiError::new(404, "InvalidAction.NotFound", "Specified api is not found, please check your url and method.")
+        .into_response(&grpc::request_id(), host, "Ecs")
 }
 
 async fn handle(State(api): State<Arc<OpenApi>>, req: Request) -> Response {
@@ -131,8 +150,9 @@ impl OpenApi {
         body: Vec<u8>,
     ) -> Result<serde_json::Value, Failure> {
         let req = RpcRequest::decode(method, uri, headers, body).map_err(|e| (None, e))?;
-        let action = req.action().ok_or_else(|| (None, ApiError::missing("Action")))?.to_string();
-        let version = req.version().ok_or_else(|| (None, ApiError::missing("Version")))?;
+        let action = req.action().map_err(|e| (None, e))?.ok_or_else(|| (None, ApiError::missing("Action")))?;
+        let action = action.to_string();
+        let version = req.version().map_err(|e| (None, e))?.ok_or_else(|| (None, ApiError::missing("Version")))?;
         let api = Api::from_version(version)
             .ok_or_else(|| (None, ApiError::new(400, "InvalidVersion", "Specified parameter Version is not valid.")))?;
         let fail = |e: ApiError| (Some(api), e);
@@ -144,6 +164,8 @@ impl OpenApi {
             Caller::Signed { access_key_id, scheme } => {
                 tracing::debug!(%action, %access_key_id, scheme, "signature verified")
             }
+            // `verify` accepts AccessKeys only; a node has nothing to call here.
+            Caller::Node { .. } => return Err(fail(ApiError::new(403, "Forbidden.RAM", "Nodes call gRPC only."))),
         }
         let not_found = || {
             ApiError::new(

@@ -10,7 +10,10 @@
 //!
 //! Decoding is strict: `+` is a space (form encoding, what both SDKs send for spaces), `%XX` must
 //! be a valid escape, and the result must be UTF-8; anything else is `InvalidParameter`, so a
-//! malformed request changes nothing.
+//! malformed request changes nothing. So is an `Action` or `Version` given twice (in the query,
+//! the form, or both), or a header `x-acs-action`/`x-acs-version` that contradicts the
+//! parameter: which one "wins" would otherwise be a guess, and the signature checker and the
+//! router could guess differently.
 
 use axum::http::{HeaderMap, Method, Uri};
 
@@ -90,14 +93,39 @@ impl RpcRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// `Action`, from the parameters or the `x-acs-action` header.
-    pub fn action(&self) -> Option<&str> {
-        self.param("Action").or_else(|| self.header("x-acs-action")).filter(|a| !a.is_empty())
+    /// `Action`, from the parameters or the `x-acs-action` header; `None` when neither gives
+    /// one.
+    pub fn action(&self) -> Result<Option<&str>, ApiError> {
+        self.one_of("Action", "x-acs-action")
     }
 
     /// `Version`, from the parameters or the `x-acs-version` header.
-    pub fn version(&self) -> Option<&str> {
-        self.param("Version").or_else(|| self.header("x-acs-version")).filter(|v| !v.is_empty())
+    pub fn version(&self) -> Result<Option<&str>, ApiError> {
+        self.one_of("Version", "x-acs-version")
+    }
+
+    /// The one value of parameter `param` and header `header`: each at most once, and the same
+    /// where both are given.
+    fn one_of(&self, param: &str, header: &str) -> Result<Option<&str>, ApiError> {
+        let mut params = self.query.iter().chain(&self.form).filter(|(k, _)| k == param).map(|(_, v)| v.as_str());
+        let from_param = params.next();
+        if params.next().is_some() {
+            return Err(ApiError::invalid(param, "It is given more than once."));
+        }
+        let mut headers = self.headers.get_all(header).iter();
+        let from_header = match headers.next() {
+            Some(v) => Some(v.to_str().map_err(|_| ApiError::invalid(header, "It is not visible ASCII."))?),
+            None => None,
+        };
+        if headers.next().is_some() {
+            return Err(ApiError::invalid(header, "It is given more than once."));
+        }
+        match (from_param, from_header) {
+            (Some(p), Some(h)) if p != h => {
+                Err(ApiError::invalid(param, format!("It is {p:?}, but the {header} header says {h:?}.")))
+            }
+            (p, h) => Ok(p.or(h).filter(|v| !v.is_empty())),
+        }
     }
 
     /// The action's own parameters: query then form, common parameters left out.
@@ -185,7 +213,7 @@ mod tests {
         h.insert("x-acs-action", HeaderValue::from_static("DescribeVSwitches"));
         h.insert("x-acs-version", HeaderValue::from_static("2016-04-28"));
         let r = RpcRequest::decode(Method::POST, &uri("/?VSwitchId=vsw-1&RegionId=cn-hongkong"), h, vec![]).unwrap();
-        assert_eq!((r.action(), r.version()), (Some("DescribeVSwitches"), Some("2016-04-28")));
+        assert_eq!((r.action().unwrap(), r.version().unwrap()), (Some("DescribeVSwitches"), Some("2016-04-28")));
         assert_eq!(r.action_params().len(), 2, "RegionId is an action parameter");
 
         let r = RpcRequest::decode(
@@ -195,8 +223,39 @@ mod tests {
             vec![],
         )
         .unwrap();
-        assert_eq!(r.action(), Some("DeleteNetworkInterface"));
+        assert_eq!(r.action().unwrap(), Some("DeleteNetworkInterface"));
         assert_eq!(r.action_params(), vec![("NetworkInterfaceId".to_string(), "eni-1".to_string())]);
+    }
+
+    #[test]
+    fn an_action_or_version_given_twice_or_contradicted_is_invalid() {
+        let decode = |uri_s: &str, headers: &[(&'static str, &'static str)], body: &str| {
+            let mut h = HeaderMap::new();
+            for (k, v) in headers {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            h.insert("content-type", HeaderValue::from_static("application/x-www-form-urlencoded"));
+            RpcRequest::decode(Method::POST, &uri(uri_s), h, body.as_bytes().to_vec()).unwrap()
+        };
+        let invalid = |r: &RpcRequest| {
+            let e = r.action().and_then(|_| r.version()).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (400, "InvalidParameter"));
+            e.message
+        };
+        let twice = decode("/?Action=DescribeVpcs&Action=DeleteVpc&Version=2016-04-28", &[], "");
+        assert!(invalid(&twice).contains("\"Action\""));
+        let query_and_form = decode("/?Action=DescribeVpcs&Version=2016-04-28", &[], "Action=DeleteVpc");
+        invalid(&query_and_form);
+        let versions = decode("/?Action=DescribeVpcs&Version=2016-04-28&Version=2014-05-26", &[], "");
+        assert!(invalid(&versions).contains("\"Version\""));
+        let contradicted = decode("/?Action=DescribeVpcs&Version=2016-04-28", &[("x-acs-action", "DeleteVpc")], "");
+        assert!(invalid(&contradicted).contains("x-acs-action"));
+        let two_headers =
+            decode("/?Version=2016-04-28", &[("x-acs-action", "DescribeVpcs"), ("x-acs-action", "DeleteVpc")], "");
+        invalid(&two_headers);
+        let agreeing = decode("/?Action=DescribeVpcs", &[("x-acs-action", "DescribeVpcs")], "");
+        assert_eq!(agreeing.action().unwrap(), Some("DescribeVpcs"));
+        assert_eq!(agreeing.version().unwrap(), None);
     }
 
     #[test]

@@ -69,10 +69,12 @@ impl Server {
         let credentials =
             if signed { Credentials::new([(AK.to_string(), SECRET.to_string())]) } else { Credentials::default() };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve::run_with(listener, model, openapi::Options { credentials }, async move {
+        tokio::spawn(serve::run_with(listener, model, openapi::Options { credentials, node_key: None }, async move {
             let _ = stopped.await;
         }));
-        let grpc = Clients::new(enifab::cli::connect(&addr.to_string()).await.unwrap());
+        // With signatures required on every face, the gRPC clients sign too.
+        let key = signed.then(|| enifab::cli::AccessKey { id: AK.into(), secret: SECRET.into() });
+        let grpc = Clients::signed(enifab::cli::connect(&addr.to_string()).await.unwrap(), key);
         Server { addr, grpc, _dir: dir, _stop: stop }
     }
 
