@@ -205,7 +205,8 @@ impl Node {
     /// the routes to `targets` (the emulator's API addresses) through it; the fabric's address
     /// is added when registration tells it. Call before the first reconcile.
     pub fn move_underlay(&mut self, name: &str, targets: Vec<Ipv4Addr>) -> Result<(), NodeError> {
-        let req = underlay::Request { from: nic_name(0), to: name.to_string(), targets, gateway: None };
+        let req =
+            underlay::Request { from: nic_name(0), to: name.to_string(), targets, gateway: None, complete: false };
         let out = underlay::prepare(&self.netns_path, &req)?;
         for a in &out.applied {
             tracing::info!(action = %a, "underlay");
@@ -217,15 +218,19 @@ impl Node {
         Ok(())
     }
 
-    /// Keeps the fabric address reachable through the underlay, if there is one.
+    /// Keeps the fabric address reachable through the underlay, if there is one; the first
+    /// time, also drops host routes the emulator no longer needs.
     fn route_fabric_via_underlay(&mut self) -> Result<(), UnderlayError> {
         let Some(u) = &self.underlay else { return Ok(()) };
         let Some(IpAddr::V4(ip)) = self.fabric.map(|f| f.ip()) else { return Ok(()) };
-        if u.targets.contains(&ip) {
+        if u.complete && u.targets.contains(&ip) {
             return Ok(());
         }
         let mut want = u.clone();
-        want.targets.push(ip);
+        if !want.targets.contains(&ip) {
+            want.targets.push(ip);
+        }
+        want.complete = true;
         let out = underlay::prepare(&self.netns_path, &want)?;
         for a in &out.applied {
             tracing::info!(action = %a, "underlay");

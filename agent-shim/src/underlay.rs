@@ -60,6 +60,10 @@ pub struct Request {
     pub to: String,
     /// Addresses that must stay reachable through the underlay: the emulator's gRPC and fabric.
     pub targets: Vec<Ipv4Addr>,
+    /// `targets` holds every address the emulator uses, so host routes to any other go. Not so
+    /// before registration, when the fabric's address is still unknown: a restarted shim must
+    /// not drop the route its predecessor made for it only to add it back a moment later.
+    pub complete: bool,
     /// The old default gateway, when an earlier look found it (the default route is gone by the
     /// time the renamed link is looked at again).
     pub gateway: Option<Ipv4Addr>,
@@ -207,6 +211,8 @@ pub fn plan(obs: &Observed, req: &Request) -> Result<Plan, UnderlayError> {
         let Some(gw) = r.gateway else { continue };
         if r.prefix == 32 && Some(gw) == out.gateway && wanted.contains(&r.dst) {
             present.insert(r.dst);
+        } else if r.prefix == 32 && !req.complete {
+            // Perhaps the fabric's: decided once registration tells.
         } else {
             deletes.push(Action::DeleteRoute { dst: r.dst, prefix: r.prefix, gateway: gw, index, dev: req.to.clone() });
         }
@@ -220,6 +226,9 @@ pub fn plan(obs: &Observed, req: &Request) -> Result<Plan, UnderlayError> {
         }));
     }
     out.actions.extend(deletes);
+    if out.actions.is_empty() {
+        out.notes.push(format!("{} is in place, routed as it should be", req.to));
+    }
     Ok(out)
 }
 
@@ -363,6 +372,7 @@ mod test {
             to: "underlay0".into(),
             targets: targets.iter().map(|t| t.parse().unwrap()).collect(),
             gateway: None,
+            complete: true,
         }
     }
 
@@ -383,7 +393,9 @@ mod test {
     #[test]
     fn after_the_move_an_emulator_on_the_subnet_needs_no_route() {
         let r = Request { gateway: Some(GW), ..req(&["172.18.0.2", "127.0.0.1"]) };
-        assert_eq!(plan(&moved(), &r).unwrap().actions, []);
+        let p = plan(&moved(), &r).unwrap();
+        assert_eq!(p.actions, []);
+        assert_eq!(p.notes, ["underlay0 is in place, routed as it should be"]);
     }
 
     #[test]
@@ -429,6 +441,26 @@ mod test {
                 "ip route del 10.200.0.0/16 via 172.18.0.1 dev underlay0",
                 "ip route del 198.51.100.7/32 via 172.18.0.1 dev underlay0",
             ]
+        );
+    }
+
+    #[test]
+    fn before_registration_host_routes_stay_for_the_fabric() {
+        let mut o = moved();
+        o.routes.push(route("192.0.2.11", 32, Some(GW), VETH));
+        o.routes.push(route("0.0.0.0", 0, Some(GW), VETH));
+        let early = Request { complete: false, ..req(&["192.0.2.10"]) };
+        assert_eq!(
+            names(&plan(&o, &early).unwrap()),
+            [
+                "ip route replace 192.0.2.10/32 via 172.18.0.1 dev underlay0",
+                "ip route del default via 172.18.0.1 dev underlay0",
+            ]
+        );
+        let registered = Request { complete: true, ..req(&["192.0.2.10"]) };
+        assert!(
+            names(&plan(&o, &registered).unwrap())
+                .contains(&"ip route del 192.0.2.11/32 via 172.18.0.1 dev underlay0".into())
         );
     }
 

@@ -34,6 +34,7 @@ fn request(targets: &[&str]) -> Request {
         to: "underlay0".into(),
         targets: targets.iter().map(|t| t.parse().unwrap()).collect(),
         gateway: None,
+        complete: true,
     }
 }
 
