@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "enifab/v1/emulator.proto",
         "enifab/v1/fabric.proto",
         "enifab/v1/shim.proto",
+        "enifab/v1/lab.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -869,6 +869,7 @@ impl FullEmulator {
             endpoint: self.endpoint.clone(),
             state_dir: self.dir.path().join("lab"),
             bin_dir: workspace_bin_dir(),
+            ..Default::default()
         }
     }
 }

@@ -1,22 +1,26 @@
 //! The lab end to end, as CI runs it: the SOP example (both datapaths) brought up for real
 //! (namespaces, shims, CNI, responders, kube-proxy's rules, the CCM's CLB, an internet client),
 //! all ten scenarios checked as the example expects, torn down, and nothing left: no namespace,
-//! no shim or responder process, no ENI, no IP, no load balancer. An `up` killed mid-way (and its
-//! state file lost) is cleaned up by `down` all the same. A broken topology is refused with a
-//! located error before anything is made. Needs root (skips otherwise); every lab has its own
-//! id (the example is copied into the test's directory) and a guard that removes its namespaces
-//! and processes even when the test panics.
+//! no agent, shim or responder process, no ENI, no IP, no load balancer. The same through the
+//! agents runtime (each node an `enifab lab agent` started before the lab, as node containers
+//! are, reached only through its API). An `up` killed mid-way (and its state file lost) is
+//! cleaned up by `down` all the same. A node's shim killed with SIGKILL is started again by its
+//! agent, which rebuilds the node and its pods' wiring: its pods answer again. A broken topology
+//! is refused with a located error before anything is made. Needs root (skips otherwise); every
+//! lab has its own id (the example is copied into the test's directory) and a guard that
+//! removes its namespaces and processes even when the test panics.
 
 #[path = "support/lab_guard.rs"]
 mod lab_guard;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use enifab::cli::Clients;
-use enifab::lab::{self, netns};
+use enifab::lab::{self, netns, probe};
 use enifab_proto::v1 as pb;
 use enifab_tests::{FullEmulator, is_root, workspace_bin_dir};
 use lab_guard::{LabGuard, processes_of};
@@ -84,20 +88,27 @@ async fn end_to_end(example: &str, rows_expected: usize) {
     let file = example_copy(env.dir.path(), example);
     let guard = LabGuard::new(&file);
     let opts = env.lab_options();
+    run_the_example(&file, &opts, &opts, rows_expected).await;
+    assert_nothing_left(&mut env, &opts, &guard.id).await;
+}
+
+/// Up with `opts`, then check (every row as the example expects, all ten scenarios) and down
+/// with `later` (the state tells them the rest).
+async fn run_the_example(file: &Path, opts: &lab::LabOptions, later: &lab::LabOptions, rows_expected: usize) {
     let mut log = Vec::new();
     let started = Instant::now();
-    let up = lab::up(&opts, &file, &mut |l| log.push(l)).await;
+    let up = lab::up(opts, file, &mut |l| log.push(l)).await;
     let st = match up {
         Ok(st) => st,
         Err(e) => {
-            let _ = lab::down(&opts, &file, &mut |_| {}).await;
+            let _ = lab::down(opts, file, &mut |_| {}).await;
             panic!("lab up failed: {e:#}\n{}", log.join("\n"));
         }
     };
     let up_took = started.elapsed();
-    let rows = lab::check(&opts, &file).await;
+    let rows = lab::check(later, file).await;
     let check_took = started.elapsed() - up_took;
-    let down = lab::down(&opts, &file, &mut |_| {}).await;
+    let down = lab::down(later, file, &mut |_| {}).await;
     let rows = rows.expect("lab check");
     let table = lab::render(&rows);
     println!("{table}\nup {up_took:.1?}, check {check_took:.1?}");
@@ -115,7 +126,6 @@ async fn end_to_end(example: &str, rows_expected: usize) {
     down.expect("lab down");
 
     assert!(st.services["default/nginx"].load_balancer_ip == "8.210.162.178", "{:?}", st.services);
-    assert_nothing_left(&mut env, &opts, &guard.id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,4 +216,183 @@ async fn a_broken_topology_is_located_and_creates_nothing() {
         .unwrap_or_default()
         .vpc;
     assert!(vpcs.is_empty(), "{vpcs:?}");
+}
+
+/// `enifab lab agent` processes standing in for node containers: each node (and the external
+/// client) a namespace `efb<id>-a<i>` with an agent started before the lab, as compose starts
+/// node containers; stopped (SIGTERM, which stops their shims) when dropped.
+struct NodeAgents {
+    children: Vec<Child>,
+    /// Name in the topology → the agent's address.
+    addresses: BTreeMap<String, String>,
+}
+
+impl NodeAgents {
+    fn start(endpoint: &str, dir: &Path, id: &str, nodes: &[&str], externals: &[(&str, &str)]) -> NodeAgents {
+        let mut agents = NodeAgents { children: Vec::new(), addresses: BTreeMap::new() };
+        let mut who: Vec<(String, Vec<String>)> =
+            nodes.iter().map(|n| (n.to_string(), vec!["--instance-name".into(), n.to_string()])).collect();
+        who.extend(externals.iter().map(|(n, a)| {
+            (n.to_string(), vec!["--external".into(), n.to_string(), "--external-address".into(), a.to_string()])
+        }));
+        for (i, (name, args)) in who.into_iter().enumerate() {
+            let ns = format!("efb{id}-a{i}");
+            netns::create(&ns).unwrap();
+            let sock = dir.join(format!("agent-a{i}.sock"));
+            let log = std::fs::File::create(dir.join(format!("agent-a{i}.log"))).unwrap();
+            let child = Command::new(workspace_bin_dir().join("enifab"))
+                .args(["--endpoint", endpoint, "lab", "agent", "--netns", &ns])
+                .args(&args)
+                .arg("--listen")
+                .arg(&sock)
+                .arg("--shim-socket")
+                .arg(dir.join(format!("shim-a{i}.sock")))
+                .arg("--cni-state-dir")
+                .arg(dir.join("agents-cni"))
+                .arg("--log-dir")
+                .arg(dir)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            agents.children.push(child);
+            agents.addresses.insert(name, format!("unix:{}", sock.display()));
+        }
+        agents
+    }
+}
+
+impl Drop for NodeAgents {
+    fn drop(&mut self) {
+        for c in &self.children {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        }
+        for c in &mut self.children {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The SOP example through the agents runtime: the agents find their instances by name once
+/// `up` has applied the file, the lab wires pods, starts responders, writes kube-proxy's rules
+/// and runs every probe through them; `check` and `down` find the agents in the state. After
+/// `down`, the agents are still there (they are the nodes'), their shims stopped with the
+/// instances, and nothing of the lab is left on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sop_example_through_agents() {
+    if !root("the_sop_example_through_agents") {
+        return;
+    }
+    let env = FullEmulator::start().await;
+    let file = example_copy(env.dir.path(), "topology.yaml");
+    let guard = LabGuard::new(&file);
+    let dir = env.dir.path().join("nodes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let nodes = ["cn-hongkong.10.0.4.22", "cn-hongkong.10.0.4.20", "cn-hongkong.10.0.4.244"];
+    let externals = [("client-internet", "47.100.1.10/24")];
+    let agents = NodeAgents::start(&env.endpoint, &dir, &guard.id, &nodes, &externals);
+    let mut opts = env.lab_options();
+    opts.agents = agents.addresses.clone();
+    // check and down are given nothing but the file and the state directory.
+    run_the_example(&file, &opts, &env.lab_options(), 23).await;
+    assert!(!opts.state_dir.join(format!("lab-{}.json", guard.id)).exists(), "the state is gone with the lab");
+    let pods: Vec<String> = netns::list(&format!("efb{}-p", guard.id));
+    assert!(pods.is_empty(), "pod namespaces left: {pods:?}");
+    assert_eq!(netns::list(&format!("efb{}-a", guard.id)).len(), 4, "the nodes' own namespaces stay");
+    drop(agents);
+    assert!(processes_of(&guard.id).is_empty(), "processes left: {:?}", processes_of(&guard.id));
+}
+
+/// A small lab whose node A carries a veth pod and a vlan pod, and node B a client.
+const TWO_NODES: &str = "region: cn-hongkong
+vpcs:
+  - name: vpc-sup
+    cidr: 10.0.0.0/8
+    vswitches: [{ name: vsw-sup, zone: cn-hongkong-b, cidr: 10.0.4.0/24 }]
+securityGroups:
+  - name: sg-all
+    vpc: vpc-sup
+    ingress: [{ protocol: ALL, peer: 10.0.0.0/8 }]
+instances:
+  - { name: node-a, type: ecs.g7.xlarge, vswitch: vsw-sup, privateIp: 10.0.4.22, securityGroups: [sg-all],
+      trunk: { vswitch: vsw-sup, securityGroups: [sg-all] } }
+  - { name: node-b, type: ecs.g7.xlarge, vswitch: vsw-sup, privateIp: 10.0.4.20, securityGroups: [sg-all],
+      trunk: { vswitch: vsw-sup, securityGroups: [sg-all] } }
+pods:
+  - { name: web-veth, node: node-a, datapath: veth, ip: 10.0.4.30, servers: [{ protocol: http, port: 80 }] }
+  - { name: web-vlan, node: node-a, datapath: vlan, ip: 10.0.4.31, servers: [{ protocol: http, port: 80 }] }
+  - { name: client, node: node-b, datapath: veth, ip: 10.0.4.40 }
+";
+
+/// Whether `from` (a namespace) gets an HTTP answer from `to`.
+async fn answers(from: &str, to: &str) -> bool {
+    let (from, to): (String, Ipv4Addr) = (from.to_string(), to.parse().unwrap());
+    let o = tokio::task::spawn_blocking(move || probe::probe(&from, to, probe::Proto::Http, 80)).await.unwrap();
+    matches!(o, Ok(probe::Outcome::Reachable(_)))
+}
+
+/// The shim of node A is killed with SIGKILL (its TAPs, and with them the node's eth0/eth1, the
+/// routes through them and the vlan pod's sub-interface, go with it). Its agent starts it again
+/// at once, the new shim rebuilds the node from the cloud's view and the pods' wiring from the
+/// CNI's records, and both pods answer the client on node B again within 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shim_is_started_again_and_its_pods_answer() {
+    if !root("a_killed_shim_is_started_again_and_its_pods_answer") {
+        return;
+    }
+    let mut env = FullEmulator::start().await;
+    let file = env.dir.path().join("two-nodes.yaml");
+    std::fs::write(&file, TWO_NODES).unwrap();
+    let guard = LabGuard::new(&file);
+    let opts = env.lab_options();
+    let st = match lab::up(&opts, &file, &mut |_| {}).await {
+        Ok(st) => st,
+        Err(e) => {
+            let _ = lab::down(&opts, &file, &mut |_| {}).await;
+            panic!("lab up failed: {e:#}");
+        }
+    };
+    let client = st.pods["client"].netns.clone();
+    let result = async move {
+        for pod in ["web-veth", "web-vlan"] {
+            assert!(answers(&client, &st.pods[pod].ip).await, "{pod} answers before the kill");
+        }
+        let node = &st.nodes["node-a"];
+        let mut agent = lab::agent::client::connect(&node.agent).unwrap();
+        let before = agent.describe_agent(pb::DescribeAgentRequest {}).await.unwrap().into_inner();
+        assert_eq!((before.state.as_str(), before.shim_restarts), ("running", 0), "{before:?}");
+        assert_eq!(before.shim_pid, node.shim_pid);
+        Command::new("kill").args(["-KILL", &before.shim_pid.to_string()]).status().unwrap();
+        let killed = Instant::now();
+
+        let deadline = killed + Duration::from_secs(30);
+        let mut back = BTreeMap::new();
+        while back.len() < 2 {
+            assert!(Instant::now() < deadline, "after 30 s only {back:?} answer again");
+            for pod in ["web-veth", "web-vlan"] {
+                if !back.contains_key(pod) && answers(&client, &st.pods[pod].ip).await {
+                    back.insert(pod, killed.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = agent.describe_agent(pb::DescribeAgentRequest {}).await.unwrap().into_inner();
+        assert_eq!(after.state, "running", "{after:?}");
+        assert_eq!(after.shim_restarts, 1, "{after:?}");
+        assert_ne!(after.shim_pid, before.shim_pid);
+        assert!(after.interfaces.iter().any(|i| i.name == "eth1"), "{after:?}");
+        println!("answering again after the kill: {back:?}");
+    };
+    let outcome = tokio::spawn(result).await;
+    lab::down(&opts, &file, &mut |_| {}).await.expect("lab down");
+    assert_nothing_left(&mut env, &opts, &guard.id).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }

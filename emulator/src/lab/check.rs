@@ -14,7 +14,12 @@
 //! CLB's client-address preservation become visible.
 //!
 //! A check changes nothing but the groups it names, and puts them back; the verdict is what the
-//! traffic did, never a prediction.
+//! traffic did, never a prediction. Probes run where the node runtime puts them (in-process
+//! for the local lab, on the node's agent otherwise).
+//!
+//! `check` may start while `up` still runs (docker-compose starts them together): it waits for
+//! `up` to finish, at most `--wait` (by default three minutes with agents, not at all for a
+//! local lab), saying what it waits for.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -28,6 +33,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use enifab_proto::v1 as pb;
 
 use super::process::require_root;
+use super::runtime::{self, Place, Runtime};
 use super::state::{self, LabState};
 use super::{LabOptions, cloud, lab_id, probe, responder};
 use crate::apply;
@@ -66,20 +72,30 @@ const DECISIVE_DROPS: &[&str] = &[
     "lb_hairpin",
 ];
 
-/// `enifab lab check`: run every probe and report.
+/// How long `check` waits for `up` with agents, unless told.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(180);
+
+/// `enifab lab check`: run every probe and report (what it waits for goes to stderr).
 pub async fn check(opts: &LabOptions, file: &Path) -> Result<Vec<CheckRow>> {
-    require_root()?;
+    check_with(opts, file, &mut |line| eprintln!("{line}")).await
+}
+
+/// As [`check`], saying what it waits for to `out`.
+pub async fn check_with(opts: &LabOptions, file: &Path, out: &mut dyn FnMut(String)) -> Result<Vec<CheckRow>> {
     let topo = Topology::load(file)?;
     let id = lab_id(file);
-    let st =
-        state::load(opts, &id)?.ok_or_else(|| anyhow!("lab {id} is not up: run enifab lab up {}", file.display()))?;
+    let st = wait_for_up(opts, &id, file, out).await?;
+    let rt = Runtime::for_state(opts, &st)?;
+    if rt.kind() == runtime::LOCAL {
+        require_root()?;
+    }
     let channel = cli::connect_patiently(&opts.endpoint, Duration::from_secs(10)).await?;
     let mut c = Clients::new(channel);
     let groups = cloud::group_ids(&mut c, &topo).await?;
     let names = port_names(&mut c, &st).await?;
     let mut rows = Vec::new();
     for chk in &topo.checks {
-        let (from_ns, from_ip) = source(&st, &chk.from.value)?;
+        let (from, from_ip) = source(&st, &chk.from.value)?;
         let to_ip = destination(&st, &chk.to.value)?;
         let proto = probe::Proto::parse(&chk.protocol.value).expect("checked by the topology");
         let port = chk.port.as_ref().map_or(0, |p| p.value);
@@ -96,7 +112,7 @@ pub async fn check(opts: &LabOptions, file: &Path) -> Result<Vec<CheckRow>> {
                 }
             }
         }
-        let outcome = run_probe(&mut c, from_ns, to_ip, proto, port).await;
+        let outcome = run_probe(&mut c, &rt, &st, from, to_ip, proto, port).await;
         for u in undo.into_iter().rev() {
             u.run(&mut c).await?;
         }
@@ -148,18 +164,56 @@ pub async fn check(opts: &LabOptions, file: &Path) -> Result<Vec<CheckRow>> {
     Ok(rows)
 }
 
-/// The namespace a probe starts in, and the address it leaves with (when the lab knows it).
-fn source(st: &LabState, name: &str) -> Result<(String, Option<String>)> {
-    if let Some(p) = st.pods.get(name) {
-        return Ok((p.netns.clone(), Some(p.ip.clone())));
+/// Wait (at most `opts.wait`, by default [`DEFAULT_WAIT`] with agents and nothing for a local
+/// lab) until `up` has finished; the state it left. A failed `up` is waited for too (compose
+/// runs it again), and its error is the answer when the time is up.
+async fn wait_for_up(opts: &LabOptions, id: &str, file: &Path, out: &mut dyn FnMut(String)) -> Result<LabState> {
+    let agents = !opts.agents.is_empty();
+    let mut said = String::new();
+    let start = std::time::Instant::now();
+    loop {
+        let st = state::load(opts, id)?;
+        let patience = opts.wait.unwrap_or(if agents || st.as_ref().is_some_and(|s| s.runtime == runtime::AGENTS) {
+            DEFAULT_WAIT
+        } else {
+            Duration::ZERO
+        });
+        let waiting = match &st {
+            None => format!("lab {id} is not up: run enifab lab up {}", file.display()),
+            Some(s) if s.up.status == "running" => format!("waiting for `lab up` to finish ({})", s.up.step),
+            Some(s) if s.up.status == "failed" => format!("`lab up` failed: {}", s.up.error),
+            Some(_) => String::new(),
+        };
+        match st {
+            Some(s) if waiting.is_empty() => return Ok(s),
+            // A local lab checked while up runs (or after it failed) is checked as it is, as before.
+            Some(s) if patience.is_zero() && s.up.status == "running" => return Ok(s),
+            _ if start.elapsed() >= patience => bail!("{waiting}"),
+            _ => {}
+        }
+        if waiting != said {
+            let left = patience.saturating_sub(start.elapsed()).as_secs();
+            let line = if st.is_none() {
+                format!("waiting for `lab up` to start ({left} s left)")
+            } else {
+                format!("{waiting} ({left} s left)")
+            };
+            out(line);
+            said = waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    if let Some(n) = st.nodes.get(name) {
-        return Ok((n.netns.clone(), Some(n.primary_ip.clone())));
-    }
-    if let Some(x) = st.externals.get(name) {
-        return Ok((x.netns.clone(), Some(x.address.clone())));
-    }
-    bail!("{name} is not up")
+}
+
+/// Where a probe starts, and the address it leaves with (when the lab knows it).
+fn source<'a>(st: &LabState, name: &'a str) -> Result<(Place<'a>, Option<String>)> {
+    let place = Place::of(st, name).ok_or_else(|| anyhow!("{name} is not up"))?;
+    let ip = match place {
+        Place::Pod(p) => &st.pods[p].ip,
+        Place::Node(n) => &st.nodes[n].primary_ip,
+        Place::External(x) => &st.externals[x].address,
+    };
+    Ok((place, Some(ip.clone())))
 }
 
 fn destination(st: &LabState, name: &str) -> Result<Ipv4Addr> {
@@ -176,18 +230,19 @@ fn destination(st: &LabState, name: &str) -> Result<Ipv4Addr> {
 /// outcome and the counters before and after.
 async fn run_probe(
     c: &mut Clients,
-    from_ns: String,
+    rt: &Runtime,
+    st: &LabState,
+    from: Place<'_>,
     to: Ipv4Addr,
     proto: probe::Proto,
     port: u16,
 ) -> Result<(probe::Outcome, pb::DescribeFabricCountersResponse, pb::DescribeFabricCountersResponse)> {
     let before = counters(c).await?;
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let mut task = tokio::task::spawn_blocking(move || probe::probe_until(&from_ns, to, proto, port, flag));
+    let mut task = rt.probe(st, from, to, proto, port, stop.clone())?;
     let outcome = loop {
         tokio::select! {
-            r = &mut task => break r??,
+            r = &mut task => break r?,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
                 if !stop.load(Ordering::Relaxed) && decisive_drop(&before, &counters(c).await?) {
                     stop.store(true, Ordering::Relaxed);

@@ -1,24 +1,21 @@
-//! The lab's node runtime, second half: pods and their servers. A pod is a namespace
-//! (`efb<id>-p<i>`) wired by `enifab-cni ADD` run as a container runtime runs a CNI plugin (the
-//! command in the environment, the network configuration on stdin, the result on stdout), with
-//! the member ENI's vSwitch and groups a PodNetworking would give it; `DEL` undoes it. The
-//! built-in responders (`enifab lab responder`) run in pods', nodes' and external clients'
-//! namespaces.
+//! Pods and their servers, whichever runtime carries them out. A pod is wired by the CNI plugin
+//! `enifab-cni` as a container runtime runs one (`ADD` with the pod's name in `CNI_ARGS` and a
+//! network configuration), given the member ENI's vSwitch and groups a PodNetworking would give
+//! it; `DEL` undoes it. The built-in responders (`enifab lab responder`) run in pods', nodes' and
+//! external clients' namespaces.
 //!
-//! It does not decide what a pod's network looks like (the CNI plugin does, as Terway's does) nor
-//! which member ENI it gets (the cloud does): it asks, and records the answer.
+//! It does not decide what a pod's network looks like (the CNI plugin does, as Terway's does),
+//! nor which member ENI it gets (the cloud does), nor where the namespace is (the runtime does):
+//! it asks, and records the answers.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use enifab_proto::v1 as pb;
 
-use super::nodes::HOST_SYSCTLS;
-use super::process::{alive, spawn_daemon, stop};
-use super::state::{self, LabState, PodState, Responder};
-use super::{LabOptions, Log, netns};
+use super::runtime::{Place, PodRequest, Runtime};
+use super::state::{self, LabState, PodState};
+use super::{LabOptions, Log};
 use crate::apply::Applied;
 use crate::cli::{Clients, describe_status};
 use crate::topology::{ServerSpec, Topology};
@@ -27,20 +24,16 @@ use crate::topology::{ServerSpec, Topology};
 /// and keeps its member ENI).
 pub(crate) async fn up_pods(
     opts: &LabOptions,
+    rt: &Runtime,
     topo: &Topology,
     applied: &Applied,
     c: &mut Clients,
     st: &mut LabState,
     log: &mut Log<'_>,
 ) -> Result<()> {
-    let cni = opts.bin("enifab-cni")?;
     let id = st.id.clone();
     for (i, pod) in topo.pods.iter().enumerate() {
         let name = &pod.name.value;
-        let node = &st.nodes[&pod.node.value];
-        let ns = format!("efb{id}-p{i}");
-        netns::create(&ns)?;
-        netns::sysctls(&ns, HOST_SYSCTLS)?;
         let datapath = pod.datapath.as_ref().map_or("veth", |d| d.value.as_str()).to_string();
         let inst = topo.instance(&pod.node.value).expect("checked by the topology");
         let trunk = inst.trunk.as_ref().expect("checked by the topology");
@@ -50,7 +43,7 @@ pub(crate) async fn up_pods(
                 .iter()
                 .map(|g| applied.security_groups[&g.value].clone())
                 .collect();
-        let mut conf = netconf(opts, &id, &node.instance_id, &node.netns, &node.socket, &datapath);
+        let mut conf = netconf(&id, &datapath);
         conf["trunkNetworkInterfaceId"] = applied.trunks[&pod.node.value].clone().into();
         conf["vSwitchId"] = applied.vswitches[&vsw].clone().into();
         conf["securityGroupIds"] = groups.into();
@@ -59,15 +52,22 @@ pub(crate) async fn up_pods(
         if let Some(ip) = &pod.ip {
             args.push(format!("ENIFAB_IP={}", ip.value));
         }
-        let result = run_cni(&cni, "ADD", &format!("{id}-{name}"), &netns::path(&ns), &args.join(";"), &conf)
-            .with_context(|| format!("CNI ADD for pod {name}"))?;
+        let req = PodRequest {
+            index: i,
+            name: name.clone(),
+            node: pod.node.value.clone(),
+            container_id: format!("{id}-{name}"),
+            cni_args: args.join(";"),
+            netconf: conf,
+        };
+        let (ns, result) = rt.add_pod(opts, st, req).await.with_context(|| format!("CNI ADD for pod {name}"))?;
         let ip = result["ips"][0]["address"].as_str().unwrap_or("").split('/').next().unwrap_or("").to_string();
         let (member, vlan) = member_of(c, &ip).await?;
         st.pods.insert(
             name.clone(),
             PodState {
                 node: pod.node.value.clone(),
-                netns: ns.clone(),
+                netns: ns,
                 datapath: datapath.clone(),
                 ip: ip.clone(),
                 member_eni: member.clone(),
@@ -80,13 +80,24 @@ pub(crate) async fn up_pods(
 }
 
 /// `enifab-cni DEL` for every pod the state knows; problems are collected, not fatal.
-pub(crate) fn down_pods(opts: &LabOptions, st: &LabState, log: &mut Log<'_>, problems: &mut Vec<String>) {
-    let cni = opts.bin("enifab-cni").ok();
-    for (name, pod) in &st.pods {
-        if let (Some(cni), Some(node)) = (&cni, st.nodes.get(&pod.node)) {
-            let conf = netconf(opts, &st.id, &node.instance_id, &node.netns, &node.socket, &pod.datapath);
-            let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
-            if let Err(e) = run_cni(cni, "DEL", &format!("{}-{name}", st.id), &netns::path(&pod.netns), &args, &conf) {
+pub(crate) async fn down_pods(
+    opts: &LabOptions,
+    rt: &Runtime,
+    st: &LabState,
+    log: &mut Log<'_>,
+    problems: &mut Vec<String>,
+) {
+    for (i, (name, pod)) in st.pods.iter().enumerate() {
+        if st.nodes.contains_key(&pod.node) {
+            let req = PodRequest {
+                index: i,
+                name: name.clone(),
+                node: pod.node.clone(),
+                container_id: format!("{}-{name}", st.id),
+                cni_args: format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"),
+                netconf: netconf(&st.id, &pod.datapath),
+            };
+            if let Err(e) = rt.delete_pod(opts, st, req, &pod.netns).await {
                 problems.push(format!("CNI DEL {name}: {e:#}"));
             }
         }
@@ -94,83 +105,57 @@ pub(crate) fn down_pods(opts: &LabOptions, st: &LabState, log: &mut Log<'_>, pro
     }
 }
 
-/// The network configuration both ADD and DEL get.
-fn netconf(
-    opts: &LabOptions,
-    id: &str,
-    instance_id: &str,
-    node_ns: &str,
-    socket: &Path,
-    datapath: &str,
-) -> serde_json::Value {
+/// The network configuration both ADD and DEL get, but for the node's own fields (the
+/// runtime's) and the cloud's (ADD's).
+fn netconf(id: &str, datapath: &str) -> serde_json::Value {
     serde_json::json!({
         "cniVersion": "1.0.0",
         "name": format!("enifab-{id}"),
         "type": "enifab-cni",
-        "endpoint": opts.endpoint,
-        "instanceId": instance_id,
-        "nodeNetns": netns::path(node_ns),
-        "shimSocket": socket,
-        "stateDir": opts.state_dir.join("cni"),
         "datapath": datapath,
     })
 }
 
 /// Start the built-in responders the file asks for (nodes, pods, external clients), unless they
 /// run already.
-pub(crate) async fn up_servers(opts: &LabOptions, topo: &Topology, st: &mut LabState, log: &mut Log<'_>) -> Result<()> {
-    let enifab = opts.bin("enifab")?;
+pub(crate) async fn up_servers(
+    opts: &LabOptions,
+    rt: &Runtime,
+    topo: &Topology,
+    st: &mut LabState,
+    log: &mut Log<'_>,
+) -> Result<()> {
     let ports = |servers: &[ServerSpec]| -> Vec<(String, u16)> {
         servers.iter().map(|s| (s.protocol.value.clone(), s.port.value)).collect()
     };
-    // (owner, namespace, [(protocol, port)])
-    type Wanted = Vec<(String, String, Vec<(String, u16)>)>;
-    let mut wanted: Wanted = Vec::new();
+    let mut wanted: Vec<(String, Vec<(String, u16)>)> = Vec::new();
     for inst in topo.instances.iter().filter(|i| !i.servers.is_empty()) {
-        wanted.push((inst.name.value.clone(), st.nodes[&inst.name.value].netns.clone(), ports(&inst.servers)));
+        wanted.push((inst.name.value.clone(), ports(&inst.servers)));
     }
     for pod in topo.pods.iter().filter(|p| !p.servers.is_empty()) {
-        wanted.push((pod.name.value.clone(), st.pods[&pod.name.value].netns.clone(), ports(&pod.servers)));
+        wanted.push((pod.name.value.clone(), ports(&pod.servers)));
     }
     for x in topo.external_clients.iter().filter(|x| !x.servers.is_empty()) {
-        wanted.push((x.name.value.clone(), st.externals[&x.name.value].netns.clone(), ports(&x.servers)));
+        wanted.push((x.name.value.clone(), ports(&x.servers)));
     }
-    let mut started = false;
-    for (owner, ns, servers) in wanted {
-        if st.responders.iter().any(|r| r.owner == owner && alive(r.pid)) {
-            continue;
-        }
-        let mut args = vec![
-            "lab".into(),
-            "responder".into(),
-            "--netns".into(),
-            netns::path(&ns).display().to_string(),
-            "--name".into(),
-            owner.clone(),
-        ];
-        for (proto, port) in &servers {
-            args.push(format!("--{proto}"));
-            args.push(port.to_string());
-        }
-        let pid = spawn_daemon(&enifab, &args, &state::file(opts, &format!("responder-{}-{ns}.log", st.id)))?;
-        st.responders.retain(|r| r.owner != owner);
-        st.responders.push(Responder { owner: owner.clone(), netns: ns, pid });
+    let mut started_any = false;
+    for (owner, servers) in wanted {
+        let place = Place::of(st, &owner).ok_or_else(|| anyhow!("{owner} is not up"))?;
+        let (r, started) = rt.start_responders(opts, st, &owner, place, &servers).await?;
+        st.responders.retain(|x| x.owner != owner);
+        st.responders.push(r);
         state::save(opts, st)?;
-        let list: Vec<String> = servers.iter().map(|(p, n)| format!("{p}/{n}")).collect();
-        log.say("server", format!("{owner:<26} {}", list.join(" ")));
-        started = true;
+        if started {
+            let list: Vec<String> = servers.iter().map(|(p, n)| format!("{p}/{n}")).collect();
+            log.say("server", format!("{owner:<26} {}", list.join(" ")));
+            started_any = true;
+        }
     }
-    if started {
+    if started_any {
         // Give the responders a moment to bind before anyone probes them.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
-}
-
-pub(crate) fn stop_servers(st: &LabState) {
-    for r in &st.responders {
-        stop(r.pid);
-    }
 }
 
 /// The member ENI that holds a pod IP, and its VLAN id.
@@ -188,44 +173,4 @@ async fn member_of(c: &mut Clients, ip: &str) -> Result<(String, i32)> {
     let e = r.network_interface_sets.unwrap_or_default().network_interface_set.into_iter().next();
     let e = e.ok_or_else(|| anyhow!("no member ENI holds {ip}"))?;
     Ok((e.network_interface_id, e.attachment.map_or(0, |a| a.device_index)))
-}
-
-/// Run the CNI plugin as a runtime would: the command in the environment, the network
-/// configuration on stdin, the result (or a CNI error) on stdout.
-fn run_cni(
-    cni: &Path,
-    command: &str,
-    container: &str,
-    pod_ns: &Path,
-    args: &str,
-    netconf: &serde_json::Value,
-) -> Result<serde_json::Value> {
-    use std::io::Write;
-    let mut child = Command::new(cni)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", pod_ns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_ARGS", args)
-        .env("CNI_PATH", cni.parent().unwrap_or(Path::new("/")))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", cni.display()))?;
-    // A plugin may answer without reading its configuration (a usage error): a closed pipe here
-    // is not the failure to report, its answer is.
-    let _ = child.stdin.take().expect("piped").write_all(netconf.to_string().as_bytes());
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let err: serde_json::Value = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-        let msg = err["msg"].as_str().map(str::to_string).unwrap_or_else(|| stdout.trim().to_string());
-        let details = err["details"].as_str().unwrap_or("");
-        bail!("{msg} {details} (code {}) {}", err["code"], String::from_utf8_lossy(&out.stderr).trim());
-    }
-    if stdout.trim().is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    serde_json::from_str(&stdout).with_context(|| format!("the CNI's answer is not JSON: {stdout}"))
 }

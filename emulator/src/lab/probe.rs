@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::netns;
+use super::netns::Ns;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -35,6 +35,15 @@ impl Proto {
             "http" => Some(Proto::Http),
             "icmp" => Some(Proto::Icmp),
             _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Http => "http",
+            Proto::Icmp => "icmp",
         }
     }
 }
@@ -60,6 +69,25 @@ impl Outcome {
             Outcome::Error(_) => "error",
         }
     }
+
+    /// The words of a reachable outcome, or the error of one that could not run.
+    pub fn detail(&self) -> &str {
+        match self {
+            Outcome::Reachable(s) | Outcome::Error(s) => s,
+            Outcome::Timeout | Outcome::Refused => "",
+        }
+    }
+
+    /// The inverse of ([`Outcome::word`], [`Outcome::detail`]), as an agent reports a probe.
+    pub fn from_word(word: &str, detail: &str) -> Option<Outcome> {
+        match word {
+            "reachable" => Some(Outcome::Reachable(detail.to_string())),
+            "blocked" => Some(Outcome::Timeout),
+            "refused" => Some(Outcome::Refused),
+            "error" => Some(Outcome::Error(detail.to_string())),
+            _ => None,
+        }
+    }
 }
 
 pub const TIMEOUT: Duration = Duration::from_millis(1500);
@@ -72,16 +100,28 @@ pub fn probe(from_ns: &str, to: Ipv4Addr, proto: Proto, port: u16) -> Result<Out
 /// As [`probe`], but `stop` set by another thread ends it as [`Outcome::Timeout`] within about
 /// 50 ms (300 ms for UDP and ICMP, between attempts).
 pub fn probe_until(from_ns: &str, to: Ipv4Addr, proto: Proto, port: u16, stop: Arc<AtomicBool>) -> Result<Outcome> {
-    netns::run_in(from_ns, move || match proto {
-        Proto::Tcp => tcp(to, port, false, &stop),
-        Proto::Http => tcp(to, port, true, &stop),
-        Proto::Udp => udp(to, port, &stop),
-        Proto::Icmp => icmp(to, &stop),
+    probe_in(&Ns::Named(from_ns.to_string()), to, proto, port, TIMEOUT, stop)
+}
+
+/// As [`probe_until`], from any namespace and with its own deadline.
+pub fn probe_in(
+    from: &Ns,
+    to: Ipv4Addr,
+    proto: Proto,
+    port: u16,
+    timeout: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<Outcome> {
+    from.run_in(move || match proto {
+        Proto::Tcp => tcp(to, port, false, timeout, &stop),
+        Proto::Http => tcp(to, port, true, timeout, &stop),
+        Proto::Udp => udp(to, port, timeout, &stop),
+        Proto::Icmp => icmp(to, timeout, &stop),
     })
 }
 
 /// A TCP connect that gives up at the deadline or when `stop` is set.
-fn connect(to: SocketAddr, stop: &AtomicBool) -> Result<TcpStream, Outcome> {
+fn connect(to: SocketAddr, timeout: Duration, stop: &AtomicBool) -> Result<TcpStream, Outcome> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| Outcome::Error(e.to_string()))?;
@@ -91,7 +131,7 @@ fn connect(to: SocketAddr, stop: &AtomicBool) -> Result<TcpStream, Outcome> {
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(classify(&e)),
     }
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + timeout;
     loop {
         if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
             return Err(Outcome::Timeout);
@@ -122,12 +162,16 @@ fn classify(e: &std::io::Error) -> Outcome {
     }
 }
 
-fn tcp(to: Ipv4Addr, port: u16, http: bool, stop: &AtomicBool) -> Outcome {
-    let mut s = match connect(SocketAddr::from((to, port)), stop) {
+/// The most of an answer a probe reads: a responder's is one line.
+const MAX_ANSWER: u64 = 64 * 1024;
+
+fn tcp(to: Ipv4Addr, port: u16, http: bool, timeout: Duration, stop: &AtomicBool) -> Outcome {
+    let s = match connect(SocketAddr::from((to, port)), timeout, stop) {
         Ok(s) => s,
         Err(o) => return o,
     };
-    let _ = s.set_read_timeout(Some(TIMEOUT));
+    let _ = s.set_read_timeout(Some(timeout));
+    let mut s = s;
     if http {
         let req = format!("GET / HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n");
         if let Err(e) = s.write_all(req.as_bytes()) {
@@ -135,7 +179,7 @@ fn tcp(to: Ipv4Addr, port: u16, http: bool, stop: &AtomicBool) -> Outcome {
         }
     }
     let mut buf = Vec::new();
-    match s.read_to_end(&mut buf) {
+    match (&mut s).take(MAX_ANSWER).read_to_end(&mut buf) {
         Ok(_) | Err(_) if !buf.is_empty() => {}
         Err(e) if http => return classify(&e),
         _ => {}
@@ -151,14 +195,14 @@ fn tcp(to: Ipv4Addr, port: u16, http: bool, stop: &AtomicBool) -> Outcome {
     Outcome::Reachable(text.trim().to_string())
 }
 
-fn udp(to: Ipv4Addr, port: u16, stop: &AtomicBool) -> Outcome {
+fn udp(to: Ipv4Addr, port: u16, timeout: Duration, stop: &AtomicBool) -> Outcome {
     let s = match UdpSocket::bind("0.0.0.0:0") {
         Ok(s) => s,
         Err(e) => return Outcome::Error(e.to_string()),
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
     // UDP may lose the first datagram while neighbours resolve: ask a few times.
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 2048];
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         if let Err(e) = s.send_to(b"enifab-probe", (to, port)) {
@@ -175,14 +219,14 @@ fn udp(to: Ipv4Addr, port: u16, stop: &AtomicBool) -> Outcome {
 
 /// An ICMP echo over a datagram ICMP socket (the kernel fills the id and checksum; allowed for
 /// root whatever `ping_group_range` says).
-fn icmp(to: Ipv4Addr, stop: &AtomicBool) -> Outcome {
+fn icmp(to: Ipv4Addr, timeout: Duration, stop: &AtomicBool) -> Outcome {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let s = match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
         Ok(s) => s,
         Err(e) => return Outcome::Error(format!("ICMP socket: {e}")),
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut seq: u16 = 0;
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         seq = seq.wrapping_add(1);

@@ -1,7 +1,9 @@
-//! The lab's helper processes (shims, responders): started detached with their output in a log
-//! file, stopped by pid (SIGTERM, then SIGKILL after 5 s), reaped so they do not linger as
-//! zombies, and found by their command line when a crash lost their pids. Only processes whose
-//! command line names both a lab program and the lab's namespace prefix are ever signalled.
+//! The lab's helper processes (node agents, shims, responders): started detached with their
+//! output in a log file, stopped by pid (SIGTERM, then SIGKILL after 5 s), reaped so they do not
+//! linger as zombies, and found by their command line when a crash lost their pids. Only
+//! processes whose command line names both a lab program and the lab's namespace prefix are
+//! ever signalled. Restarting a shim that died is its agent's job ([`super::agent::supervise`]),
+//! not this module's.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -58,14 +60,25 @@ fn reap(pid: u32) {
     let _ = waitpid(nix::unistd::Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
 }
 
-/// Our shims and responders whose command line mentions `needle` (a lab's namespace prefix).
+fn cmdline(pid: u32) -> Vec<String> {
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+/// Whether `pid` is an `enifab lab agent`.
+pub(crate) fn is_agent(pid: u32) -> bool {
+    cmdline(pid).windows(2).any(|w| w[0] == "lab" && w[1] == "agent")
+}
+
+/// Our agents, shims and responders whose command line mentions `needle` (a lab's namespace
+/// prefix).
 pub(crate) fn naming(needle: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            let ours = cmd.contains("enifab-shim") || cmd.contains("responder");
+            let args = cmdline(*pid);
+            let cmd = args.join(" ");
+            let ours = cmd.contains("enifab-shim") || cmd.contains("responder") || is_agent(*pid);
             ours && cmd.contains(needle) && *pid != std::process::id()
         })
         .collect()
@@ -73,6 +86,11 @@ pub(crate) fn naming(needle: &str) -> Vec<u32> {
 
 /// Start a long-running helper detached from our terminal, logging to `log`.
 pub(crate) fn spawn_daemon(program: &Path, args: &[String], log: &Path) -> Result<u32> {
+    spawn_daemon_env(program, args, &[], log)
+}
+
+/// As [`spawn_daemon`], with more environment variables.
+pub(crate) fn spawn_daemon_env(program: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Result<u32> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -81,6 +99,7 @@ pub(crate) fn spawn_daemon(program: &Path, args: &[String], log: &Path) -> Resul
     let err = out.try_clone()?;
     let child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -1,7 +1,8 @@
 //! Kubernetes Services in the lab: their endpoints, the CCM for `LoadBalancer` ones
-//! ([`super::ccm`]), and kube-proxy's rules on every node ([`super::kubeproxy`]), applied with
-//! `ip netns exec <node> iptables-restore --noflush` and the jump rules ensured with
-//! `iptables -C`/`-I` — idempotent, so `up` can run again and the rules follow the pods.
+//! ([`super::ccm`]), and kube-proxy's rules on every node ([`super::kubeproxy`]), applied in
+//! the node's namespace by the node runtime (`iptables-restore --noflush`, and the jump rules
+//! ensured with `iptables -C`/`-I`) — idempotent, so `up` can run again and the rules follow
+//! the pods.
 //!
 //! A pod is a ready endpoint of a Service port when the selector picks it, it runs, and it serves
 //! the target port with the port's protocol (a `tcp` or `http` server for TCP, `udp` for UDP):
@@ -34,14 +35,14 @@
 //! `ip_vs`. There the DNATed packet is routed by destination only and leaves by eth0.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 
 use super::ccm::{self, Cluster};
+use super::host::Rule;
 use super::kubeproxy::{self, Endpoint, JUMPS, Proxier, ServicePort};
+use super::runtime::Runtime;
 use super::state::{self, LabState, PodState, ServiceState};
 use super::{LabOptions, Log};
 use crate::apply::Applied;
@@ -130,6 +131,7 @@ pub(crate) fn cluster(topo: &Topology, st: &LabState, applied: &Applied) -> Opti
 /// then kube-proxy's rules on every node.
 pub(crate) async fn up_services(
     opts: &LabOptions,
+    rt: &Runtime,
     topo: &Topology,
     applied: &Applied,
     c: &mut Clients,
@@ -181,49 +183,17 @@ pub(crate) async fn up_services(
     state::save(opts, st)?;
 
     let proxier = Proxier { cluster_cidr: topo.cluster_cidr(), masquerade_all: false };
-    for (name, node) in &st.nodes {
+    let jumps: Vec<Rule> =
+        JUMPS.iter().map(|j| Rule { table: j.table.into(), chain: j.from.into(), args: j.args() }).collect();
+    for name in st.nodes.keys() {
         let ports = service_ports(topo, st, name);
-        let existing = kubeproxy::chains_in_save(&iptables(&node.netns, "iptables-save", &["-t", "nat"], None)?);
+        let existing = kubeproxy::chains_in_save(&rt.read_iptables(st, name, "nat").await?);
         let text = kubeproxy::restore(&proxier, &ports, &existing);
-        iptables(&node.netns, "iptables-restore", &["--noflush"], Some(&text))?;
-        for j in JUMPS {
-            let args = j.args();
-            let mut check = vec!["-t", j.table, "-C", j.from];
-            check.extend(args.iter().map(String::as_str));
-            if iptables(&node.netns, "iptables", &check, None).is_err() {
-                let mut insert = vec!["-t", j.table, "-I", j.from, "1"];
-                insert.extend(args.iter().map(String::as_str));
-                iptables(&node.netns, "iptables", &insert, None)?;
-            }
-        }
+        rt.apply_iptables(st, name, &text, &jumps).await?;
         let endpoints: usize = ports.iter().map(|p| p.endpoints.len()).sum();
         log.say("kube-proxy", format!("{name:<26} {} service ports, {endpoints} endpoints (iptables)", ports.len()));
     }
     Ok(())
-}
-
-/// Run an iptables program inside a node's namespace; its stdout, or its stderr as the error.
-fn iptables(netns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns, program])
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running ip netns exec")?;
-    if let Some(text) = stdin {
-        child.stdin.take().expect("piped").write_all(text.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("No such file") || (err.contains("not found") && err.contains(program)) {
-            bail!("{program} is not installed: the lab plays kube-proxy with iptables (apt-get install iptables)");
-        }
-        bail!("{program} {} in {netns}: {}", args.join(" "), err.trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Delete the load balancers the lab's CCM made (found by tag, so also after a crash).
@@ -289,6 +259,8 @@ services:
                     shim_pid: 0,
                     socket: "".into(),
                     primary_ip: String::new(),
+                    agent_pid: 0,
+                    agent: String::new(),
                 },
             );
         }

@@ -1,7 +1,9 @@
 //! What a lab made, and where that is written down: one JSON file per lab under the state
 //! directory, rewritten (atomically, by rename) after every step of `up`, so `down` can undo
-//! everything after a crash. Runtime-neutral: it names namespaces and processes, it does not
-//! make them.
+//! everything after a crash, and so `check` and `down` find the node runtime (and its agents)
+//! `up` used, and whether `up` has finished, from the file alone (in docker-compose, `up` and
+//! `check` are different containers sharing the state directory on a volume). It names
+//! namespaces and processes; it does not make them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,15 +29,51 @@ pub struct LabState {
     /// `<namespace>/<name>` → what the lab made for the Service.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceState>,
+    /// The node runtime: `local` (namespaces on this machine) or `agents`.
+    #[serde(default = "local")]
+    pub runtime: String,
+    /// With the `agents` runtime: the node's (or external client's) name → its agent's address.
+    #[serde(default)]
+    pub agents: BTreeMap<String, String>,
+    /// How far `up` got.
+    #[serde(default)]
+    pub up: UpProgress,
+}
+
+fn local() -> String {
+    "local".into()
+}
+
+/// `up`'s progress, for a `check` started while `up` still runs (docker-compose).
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpProgress {
+    /// `running`, `done` or `failed`; empty in a state written before this field existed.
+    #[serde(default)]
+    pub status: String,
+    /// The step `up` is at (`cloud`, `nodes`, `pods`, …).
+    #[serde(default)]
+    pub step: String,
+    /// Why `up` failed.
+    #[serde(default)]
+    pub error: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeState {
     pub instance_id: String,
+    /// The node's namespace (with the `agents` runtime: as its agent names it, on its machine).
     pub netns: String,
+    /// The shim's pid when `up` saw it (its supervisor starts a new one if it dies).
     pub shim_pid: u32,
     pub socket: PathBuf,
     pub primary_ip: String,
+    /// The `enifab lab agent` supervising the shim (local runtime; 0 with agents, whose
+    /// processes live elsewhere).
+    #[serde(default)]
+    pub agent_pid: u32,
+    /// Where that agent listens (a Unix socket for the local runtime).
+    #[serde(default)]
+    pub agent: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,12 +93,20 @@ pub struct ExternalState {
     pub socket: PathBuf,
     /// Its address, without the prefix.
     pub address: String,
+    /// As [`NodeState::agent_pid`].
+    #[serde(default)]
+    pub agent_pid: u32,
+    /// As [`NodeState::agent`].
+    #[serde(default)]
+    pub agent: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Responder {
     pub owner: String,
+    /// Its namespace (with agents: empty for the node's own, else the pod's).
     pub netns: String,
+    /// Its pid (with agents: on the agent's machine).
     pub pid: u32,
 }
 

@@ -1,0 +1,307 @@
+//! The local node runtime: everything on this machine. Each ECS instance of the topology is a
+//! network namespace (`efb<id>-n<i>`) whose shim is started, and started again should it die,
+//! by an `enifab lab agent` (its API on a Unix socket in the state directory, which the lab
+//! asks whether the node is up); each external client a namespace (`efb<id>-x<i>`) plugged into
+//! the internet side the same way; each pod a namespace (`efb<id>-p<i>`) wired by `enifab-cni`
+//! run from here. Responders, kube-proxy's rules and probes are done in-process
+//! ([`crate::lab::host`], [`crate::lab::probe`]): no round trip through the agent, so the local
+//! lab is as fast as it was before agents existed.
+//!
+//! The agent's and the shim's output go to `shim-<id>-n<i>.log` (`-x<i>` for external clients)
+//! in the state directory. Must not leave anything behind that [`remove_host_leftovers`] could
+//! not find by the lab's prefix.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+
+use super::{Place, PodRequest, ProbeFuture, not_up, wait_ready};
+use crate::lab::agent::client;
+use crate::lab::host::{self, Rule};
+use crate::lab::netns::{self, Ns};
+use crate::lab::probe::{self, Proto};
+use crate::lab::process::{self, alive, spawn_daemon_env};
+use crate::lab::state::{self, ExternalState, LabState, NodeState, Responder};
+use crate::lab::{LabOptions, Log};
+
+/// How long a local node may take to come up.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Local;
+
+impl Local {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn node(
+        &self,
+        opts: &LabOptions,
+        st: &mut LabState,
+        index: usize,
+        name: &str,
+        instance_id: &str,
+        primary_ip: &str,
+        links: &[&str],
+        log: &mut Log<'_>,
+    ) -> Result<()> {
+        let id = st.id.clone();
+        let ns = format!("efb{id}-n{index}");
+        netns::create(&ns)?;
+        let socket = state::file(opts, &format!("shim-{id}-n{index}.sock"));
+        let agent_socket = state::file(opts, &format!("agent-{id}-n{index}.sock"));
+        let known = st.nodes.get(name).cloned();
+        let agent_pid = match &known {
+            Some(n) if n.instance_id == instance_id && alive(n.agent_pid) => n.agent_pid,
+            _ => {
+                // Another instance by that name, or a lab made before nodes had agents.
+                if let Some(n) = &known {
+                    process::stop(n.agent_pid);
+                    process::stop(n.shim_pid);
+                }
+                let who = ["--instance-id".to_string(), instance_id.to_string()];
+                spawn_agent(opts, &who, &ns, &agent_socket, &socket, &format!("shim-{id}-n{index}.log"))?
+            }
+        };
+        st.nodes.insert(
+            name.to_string(),
+            NodeState {
+                instance_id: instance_id.to_string(),
+                netns: ns.clone(),
+                shim_pid: known.map_or(0, |n| n.shim_pid),
+                socket,
+                primary_ip: primary_ip.to_string(),
+                agent_pid,
+                agent: format!("unix:{}", agent_socket.display()),
+            },
+        );
+        state::save(opts, st)?;
+        let mut agent = client::connect(&agent_socket.display().to_string())?;
+        let r =
+            wait_ready(&mut agent, &format!("node {name}"), instance_id, links, PATIENCE, &|| alive(agent_pid), log)
+                .await
+                .with_context(|| format!("node {name} did not come up"))?;
+        st.nodes.get_mut(name).expect("recorded above").shim_pid = r.shim_pid;
+        state::save(opts, st)?;
+        log.say("node", format!("{name:<26} {instance_id} netns {ns} shim pid {}", r.shim_pid));
+        Ok(())
+    }
+
+    pub(super) async fn external(
+        &self,
+        opts: &LabOptions,
+        st: &mut LabState,
+        index: usize,
+        name: &str,
+        address: &str,
+        log: &mut Log<'_>,
+    ) -> Result<()> {
+        let id = st.id.clone();
+        let ip = address.split('/').next().unwrap_or(address).to_string();
+        let ns = format!("efb{id}-x{index}");
+        netns::create(&ns)?;
+        let socket = state::file(opts, &format!("shim-{id}-x{index}.sock"));
+        let agent_socket = state::file(opts, &format!("agent-{id}-x{index}.sock"));
+        let known = st.externals.get(name).cloned();
+        let agent_pid = match &known {
+            Some(x) if x.address == ip && alive(x.agent_pid) => x.agent_pid,
+            _ => {
+                if let Some(x) = &known {
+                    process::stop(x.agent_pid);
+                    process::stop(x.shim_pid);
+                }
+                let who =
+                    ["--external".to_string(), name.to_string(), "--external-address".to_string(), address.to_string()];
+                spawn_agent(opts, &who, &ns, &agent_socket, &socket, &format!("shim-{id}-x{index}.log"))?
+            }
+        };
+        st.externals.insert(
+            name.to_string(),
+            ExternalState {
+                netns: ns.clone(),
+                shim_pid: known.map_or(0, |x| x.shim_pid),
+                socket,
+                address: ip,
+                agent_pid,
+                agent: format!("unix:{}", agent_socket.display()),
+            },
+        );
+        state::save(opts, st)?;
+        let mut agent = client::connect(&agent_socket.display().to_string())?;
+        let r = wait_ready(
+            &mut agent,
+            &format!("external client {name}"),
+            name,
+            &["eth0"],
+            PATIENCE,
+            &|| alive(agent_pid),
+            log,
+        )
+        .await
+        .with_context(|| format!("external client {name} did not come up"))?;
+        st.externals.get_mut(name).expect("recorded above").shim_pid = r.shim_pid;
+        state::save(opts, st)?;
+        log.say("external", format!("{name:<26} {address} netns {ns} shim pid {}", r.shim_pid));
+        Ok(())
+    }
+
+    pub(super) async fn add_pod(
+        &self,
+        opts: &LabOptions,
+        st: &LabState,
+        pod: PodRequest,
+    ) -> Result<(String, serde_json::Value)> {
+        let ns = format!("efb{}-p{}", st.id, pod.index);
+        let conf = node_netconf(opts, st, &pod)?;
+        let cni = opts.bin("enifab-cni")?;
+        let pod_ns = ns.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value> {
+            host::create_pod_ns(&pod_ns)?;
+            host::run_cni(&cni, "ADD", &pod.container_id, &netns::path(&pod_ns), &pod.cni_args, &conf)
+        })
+        .await??;
+        Ok((ns, result))
+    }
+
+    pub(super) async fn delete_pod(&self, opts: &LabOptions, st: &LabState, pod: PodRequest, ns: &str) -> Result<()> {
+        let conf = node_netconf(opts, st, &pod)?;
+        let cni = opts.bin("enifab-cni")?;
+        let ns = ns.to_string();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            host::run_cni(&cni, "DEL", &pod.container_id, &netns::path(&ns), &pod.cni_args, &conf)?;
+            netns::delete(&ns)
+        })
+        .await?
+    }
+
+    pub(super) fn start_responders(
+        &self,
+        opts: &LabOptions,
+        st: &LabState,
+        owner: &str,
+        place: Place<'_>,
+        servers: &[(String, u16)],
+    ) -> Result<(Responder, bool)> {
+        if let Some(r) = st.responders.iter().find(|r| r.owner == owner && alive(r.pid)) {
+            return Ok((r.clone(), false));
+        }
+        let ns = netns_of(st, place)?;
+        let log = state::file(opts, &format!("responder-{}-{ns}.log", st.id));
+        let pid = host::spawn_responders(&opts.bin("enifab")?, &Ns::Named(ns.clone()), owner, servers, &log)?;
+        Ok((Responder { owner: owner.to_string(), netns: ns, pid }, true))
+    }
+
+    pub(super) fn read_iptables(&self, st: &LabState, node: &str, table: &str) -> Result<String> {
+        host::iptables(&node_ns(st, node)?, "iptables-save", &["-t", table], None)
+    }
+
+    pub(super) fn apply_iptables(&self, st: &LabState, node: &str, text: &str, jumps: &[Rule]) -> Result<()> {
+        host::apply_iptables(&node_ns(st, node)?, text, jumps)
+    }
+
+    pub(super) fn probe(
+        &self,
+        st: &LabState,
+        from: Place<'_>,
+        to: std::net::Ipv4Addr,
+        proto: Proto,
+        port: u16,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<ProbeFuture> {
+        let ns = netns_of(st, from)?;
+        Ok(Box::pin(async move {
+            tokio::task::spawn_blocking(move || probe::probe_until(&ns, to, proto, port, stop)).await?
+        }))
+    }
+
+    /// Responders, then the agents (which stop their shims: the devices go with them), then any
+    /// shim an agent did not stop.
+    pub(super) fn down(&self, st: &LabState, log: &mut Log<'_>, _problems: &mut Vec<String>) {
+        for r in &st.responders {
+            process::stop(r.pid);
+        }
+        for (name, node) in &st.nodes {
+            process::stop(node.agent_pid);
+            process::stop(node.shim_pid);
+            let _ = std::fs::remove_file(&node.socket);
+            let _ = std::fs::remove_file(node.agent.trim_start_matches("unix:"));
+            log.say("node", format!("{name} shim stopped"));
+        }
+        for (name, x) in &st.externals {
+            process::stop(x.agent_pid);
+            process::stop(x.shim_pid);
+            let _ = std::fs::remove_file(&x.socket);
+            let _ = std::fs::remove_file(x.agent.trim_start_matches("unix:"));
+            log.say("external", format!("{name} shim stopped"));
+        }
+    }
+}
+
+/// Stop the lab's helper processes and delete its namespaces, found by name only (`efb<id>-`),
+/// as `down` does after a crash; returns what could not be removed. Test guards call it too.
+/// Agents go first: a shim stopped under a running agent would be started again.
+pub fn remove_host_leftovers(id: &str) -> Vec<String> {
+    let prefix = format!("efb{id}-");
+    for pid in process::naming(&prefix).into_iter().filter(|p| process::is_agent(*p)) {
+        process::stop(pid);
+    }
+    for pid in process::naming(&prefix) {
+        process::stop(pid);
+    }
+    netns::list(&prefix).iter().filter_map(|ns| netns::delete(ns).err().map(|e| format!("{e:#}"))).collect()
+}
+
+/// `enifab lab agent` for a local node (or external client) in namespace `ns`.
+fn spawn_agent(
+    opts: &LabOptions,
+    who: &[String],
+    ns: &str,
+    agent_socket: &std::path::Path,
+    shim_socket: &std::path::Path,
+    log: &str,
+) -> Result<u32> {
+    let mut args = vec!["--endpoint".to_string(), opts.endpoint.clone(), "lab".into(), "agent".into()];
+    args.extend(who.iter().cloned());
+    args.extend([
+        "--netns".into(),
+        ns.to_string(),
+        "--listen".into(),
+        agent_socket.display().to_string(),
+        "--shim-socket".into(),
+        shim_socket.display().to_string(),
+        "--cni-state-dir".into(),
+        opts.state_dir.join("cni").display().to_string(),
+        "--log-dir".into(),
+        opts.state_dir.display().to_string(),
+    ]);
+    // The agent and its shim sign their calls with the lab's AccessKey, however it was given.
+    let key = crate::cli::access_key();
+    let env: Vec<(&str, &str)> = key
+        .as_ref()
+        .map(|k| vec![("ENIFAB_ACCESS_KEY_ID", k.id.as_str()), ("ENIFAB_ACCESS_KEY_SECRET", k.secret.as_str())])
+        .unwrap_or_default();
+    spawn_daemon_env(&opts.bin("enifab")?, &args, &env, &state::file(opts, log))
+}
+
+/// The pod's network configuration with its node's fields, as this machine sees them.
+fn node_netconf(opts: &LabOptions, st: &LabState, pod: &PodRequest) -> Result<serde_json::Value> {
+    let node = st.nodes.get(&pod.node).ok_or_else(|| not_up("node", &pod.node))?;
+    let mut conf = pod.netconf.clone();
+    conf["endpoint"] = opts.endpoint.clone().into();
+    conf["instanceId"] = node.instance_id.clone().into();
+    conf["nodeNetns"] = netns::path(&node.netns).display().to_string().into();
+    conf["shimSocket"] = node.socket.display().to_string().into();
+    conf["stateDir"] = opts.state_dir.join("cni").display().to_string().into();
+    Ok(conf)
+}
+
+fn node_ns(st: &LabState, node: &str) -> Result<Ns> {
+    Ok(Ns::Named(st.nodes.get(node).ok_or_else(|| not_up("node", node))?.netns.clone()))
+}
+
+fn netns_of(st: &LabState, place: Place<'_>) -> Result<String> {
+    let found = match place {
+        Place::Node(n) => st.nodes.get(n).map(|x| x.netns.clone()),
+        Place::Pod(p) => st.pods.get(p).map(|x| x.netns.clone()),
+        Place::External(x) => st.externals.get(x).map(|x| x.netns.clone()),
+    };
+    found.ok_or_else(|| anyhow!("{place:?} is not up"))
+}
