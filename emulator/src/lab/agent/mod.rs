@@ -145,6 +145,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         underlay: opts.underlay.clone(),
         cni_state_dir: Some(opts.cni_state_dir.clone()),
         extra: opts.shim_args.clone(),
+        // A node container's shim: the emulator is on the other side of Docker's network.
+        geneve_on_route: opts.netns == Ns::Own,
     };
     let status = Arc::new(Mutex::new(ShimStatus { state: "waiting", ..Default::default() }));
     let node = Arc::new(NodeAgent {

@@ -101,11 +101,20 @@ pub struct ShimConfig {
     pub cni_state_dir: Option<PathBuf>,
     /// More arguments for the shim, as given.
     pub extra: Vec<String>,
+    /// Bind the shim's Geneve socket on the address this machine reaches the emulator from
+    /// (port [`GENEVE_PORT`]), unless `extra` says where: in a node container the shim's socket
+    /// lives in the node's namespace, and the emulator must reach it across the containers'
+    /// network (its default, loopback, is only right for a shim in the host's namespace).
+    pub geneve_on_route: bool,
 }
 
+/// The Geneve port a node container's shim listens on (RFC 8926's).
+pub const GENEVE_PORT: u16 = 6081;
+
 impl ShimConfig {
-    /// The shim's command line for instance (or external host) `id`.
-    pub fn args(&self, id: &str) -> Vec<String> {
+    /// The shim's command line for instance (or external host) `id`, its Geneve socket bound
+    /// on `geneve` when given.
+    pub fn args(&self, id: &str, geneve: Option<std::net::SocketAddr>) -> Vec<String> {
         let netns = match &self.netns {
             // The name, as the lab always passed it (leftovers are found by it).
             Ns::Named(n) => n.clone(),
@@ -122,9 +131,30 @@ impl ShimConfig {
         if let Some(d) = &self.cni_state_dir {
             a.extend(["--cni-state-dir".into(), d.display().to_string()]);
         }
+        if let Some(g) = geneve {
+            a.extend(["--geneve-listen".into(), g.to_string()]);
+        }
         a.extend(self.extra.iter().cloned());
         a
     }
+
+    fn wants_geneve_on_route(&self) -> bool {
+        self.geneve_on_route && !self.extra.iter().any(|a| a.starts_with("--geneve-listen"))
+    }
+}
+
+/// The address this machine uses to reach `endpoint` (`host:port` or a URL), with
+/// [`GENEVE_PORT`]: what the kernel's routing picks for a datagram there (nothing is sent).
+pub async fn geneve_toward(endpoint: &str) -> Result<std::net::SocketAddr> {
+    let hostport = endpoint.split("://").last().unwrap_or(endpoint).trim_end_matches('/');
+    let target = tokio::net::lookup_host(hostport)
+        .await
+        .with_context(|| format!("resolving the emulator's address {hostport}"))?
+        .find(|a| a.is_ipv4())
+        .ok_or_else(|| anyhow!("{hostport} has no IPv4 address"))?;
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").context("a UDP socket")?;
+    probe.connect(target).with_context(|| format!("no route to the emulator at {target}"))?;
+    Ok(std::net::SocketAddr::new(probe.local_addr()?.ip(), GENEVE_PORT))
 }
 
 /// How the shim is doing, as `DescribeAgent` reports it.
@@ -171,7 +201,11 @@ pub async fn supervise(
                 }
             }
         };
-        let mut child = match spawn(&cfg, &id) {
+        let geneve = match cfg.wants_geneve_on_route() {
+            true => geneve_toward(&cfg.endpoint).await.map(Some),
+            false => Ok(None),
+        };
+        let mut child = match geneve.and_then(|g| spawn(&cfg, &id, g)) {
             Ok(c) => c,
             Err(e) => {
                 // Not being able to start it at all (a missing binary) will not fix itself soon,
@@ -340,9 +374,9 @@ async fn lookup(cloud: &mut Clients, name: &str) -> Result<Option<(String, Strin
     Ok(found.map(|i| (i.instance_id, i.status)))
 }
 
-fn spawn(cfg: &ShimConfig, id: &str) -> Result<Child> {
+fn spawn(cfg: &ShimConfig, id: &str, geneve: Option<std::net::SocketAddr>) -> Result<Child> {
     Command::new(&cfg.program)
-        .args(cfg.args(id))
+        .args(cfg.args(id, geneve))
         .stdin(Stdio::null())
         // Its output goes where ours goes (the node's log file, the container's log).
         .kill_on_drop(true)
@@ -388,6 +422,13 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_geneve_address_is_the_one_that_routes_to_the_emulator() {
+        let a = geneve_toward("http://127.0.0.1:50051").await.unwrap();
+        assert_eq!(a, "127.0.0.1:6081".parse().unwrap());
+        assert!(geneve_toward("http://no-such-host.invalid:50051").await.is_err());
+    }
+
     #[test]
     fn restarts_back_off_and_a_stable_run_is_forgiven() {
         let mut b = Backoff::default();
@@ -413,15 +454,20 @@ mod tests {
             underlay: Some("underlay0".into()),
             cni_state_dir: None,
             extra: vec!["--geneve-listen".into(), "0.0.0.0:6081".into()],
+            geneve_on_route: true,
         };
-        let a = cfg.args("internet").join(" ");
+        assert!(!cfg.wants_geneve_on_route(), "the user said where");
+        let a = cfg.args("internet", None).join(" ");
         assert_eq!(
             a,
             "--endpoint http://emulator:50051 --instance-id internet --external-address 47.100.1.10/24 \
              --netns efb1-x0 --control-socket /run/enifab/shim.sock --underlay underlay0 \
              --geneve-listen 0.0.0.0:6081"
         );
-        let own = ShimConfig { netns: Ns::Own, identity: Identity::InstanceId("i-1".into()), ..cfg };
-        assert!(own.args("i-1").join(" ").contains(&format!("--netns /proc/{}/ns/net", std::process::id())));
+        let own = ShimConfig { netns: Ns::Own, identity: Identity::InstanceId("i-1".into()), extra: vec![], ..cfg };
+        assert!(own.wants_geneve_on_route());
+        let a = own.args("i-1", Some("172.30.0.3:6081".parse().unwrap())).join(" ");
+        assert!(a.contains(&format!("--netns /proc/{}/ns/net", std::process::id())), "{a}");
+        assert!(a.ends_with("--geneve-listen 172.30.0.3:6081"), "{a}");
     }
 }
