@@ -96,9 +96,14 @@ t_image=$(date +%s)
 docker network create --opt "com.docker.network.driver.mtu=$mtu" --label "enifab.test=$prefix" "$net" >/dev/null
 docker volume create --label "enifab.test=$prefix" "$volume" >/dev/null
 
+# The agents run anything as root on their nodes: they require an AccessKey, and the lab signs
+# every call with it. The emulator does not require one yet (--insecure, on this test's own
+# bridge): the shim and the CNI plugin do not sign their calls to it yet.
+key_id=${ENIFAB_CT_ACCESS_KEY_ID:-LTAIefbct$$}
+key_secret=${ENIFAB_CT_ACCESS_KEY_SECRET:-$(head -c 18 /dev/urandom | base64)}
+keys=(-e "ENIFAB_ACCESS_KEY_ID=$key_id" -e "ENIFAB_ACCESS_KEY_SECRET=$key_secret")
+
 say "emulator"
-# No AccessKey yet: the shim and the CNI plugin do not sign their calls (see the report), so
-# the emulator and the agents are told --insecure; the network is this test's own bridge.
 run -d --name "$prefix-emulator" --network "$net" --network-alias emulator "$image" \
   serve --listen 0.0.0.0:50051 --fabric-listen 0.0.0.0:6081 --data-dir /var/lib/enifab/emulator \
   --insecure >/dev/null
@@ -107,8 +112,8 @@ node() { # container-alias, then the agent's identity flags
   local alias=$1
   shift
   run -d --name "$prefix-$alias" --hostname "$alias" --network "$net" --network-alias "$alias" \
-    --cap-add NET_ADMIN --cap-add SYS_ADMIN --device /dev/net/tun \
-    "$image" lab agent "$@" --listen 0.0.0.0:7070 --underlay underlay0 --insecure >/dev/null
+    --cap-add NET_ADMIN --cap-add SYS_ADMIN --device /dev/net/tun "${keys[@]}" \
+    "$image" lab agent "$@" --listen 0.0.0.0:7070 --underlay underlay0 >/dev/null
 }
 say "nodes"
 node node-a --instance-name cn-hongkong.10.0.4.22
@@ -117,7 +122,15 @@ node node-c --instance-name cn-hongkong.10.0.4.244
 node internet --external client-internet --external-address 47.100.1.10/24
 t_started=$(date +%s)
 
-lab() { run --rm --network "$net" -v "$volume:/var/lib/enifab/lab" "$image" lab "$@"; }
+lab() { run --rm --network "$net" -v "$volume:/var/lib/enifab/lab" "${keys[@]}" "$image" lab "$@"; }
+# Without the key, an agent answers nothing but UNAUTHENTICATED.
+if run --rm --network "$net" -v "$volume:/var/lib/enifab/lab" "$image" lab up "$topology" --agent \
+  cn-hongkong.10.0.4.22=node-a:7070 >"$ctx/unsigned.log" 2>&1; then
+  say "an unsigned lab up was served by the agents" >&2
+  exit 1
+fi
+grep -q "MissingAccessKeyId" "$ctx/unsigned.log" || { cat "$ctx/unsigned.log" >&2; exit 1; }
+
 say "lab up (through the agents)"
 lab up "$topology" \
   --agent cn-hongkong.10.0.4.22=node-a:7070 \

@@ -88,13 +88,12 @@ async fn end_to_end(example: &str, rows_expected: usize) {
     let file = example_copy(env.dir.path(), example);
     let guard = LabGuard::new(&file);
     let opts = env.lab_options();
-    run_the_example(&file, &opts, &opts, rows_expected).await;
+    run_the_example(&file, &opts, rows_expected).await;
     assert_nothing_left(&mut env, &opts, &guard.id).await;
 }
 
-/// Up with `opts`, then check (every row as the example expects, all ten scenarios) and down
-/// with `later` (the state tells them the rest).
-async fn run_the_example(file: &Path, opts: &lab::LabOptions, later: &lab::LabOptions, rows_expected: usize) {
+/// Up, check (every row as the example expects, all ten scenarios), down.
+async fn run_the_example(file: &Path, opts: &lab::LabOptions, rows_expected: usize) {
     let mut log = Vec::new();
     let started = Instant::now();
     let up = lab::up(opts, file, &mut |l| log.push(l)).await;
@@ -106,9 +105,9 @@ async fn run_the_example(file: &Path, opts: &lab::LabOptions, later: &lab::LabOp
         }
     };
     let up_took = started.elapsed();
-    let rows = lab::check(later, file).await;
+    let rows = lab::check(opts, file).await;
     let check_took = started.elapsed() - up_took;
-    let down = lab::down(later, file, &mut |_| {}).await;
+    let down = lab::down(opts, file, &mut |_| {}).await;
     let rows = rows.expect("lab check");
     let table = lab::render(&rows);
     println!("{table}\nup {up_took:.1?}, check {check_took:.1?}");
@@ -281,9 +280,10 @@ impl Drop for NodeAgents {
 
 /// The SOP example through the agents runtime: the agents find their instances by name once
 /// `up` has applied the file, the lab wires pods, starts responders, writes kube-proxy's rules
-/// and runs every probe through them; `check` and `down` find the agents in the state. After
-/// `down`, the agents are still there (they are the nodes'), their shims stopped with the
-/// instances, and nothing of the lab is left on them.
+/// and runs every probe through them. `check` starts before `up`, as `docker compose up -d &&
+/// docker compose run --rm check` may: it waits for `up` to finish, saying so, and then finds
+/// the agents in the state; so does `down`. After `down`, the agents are still there (they are
+/// the nodes'), and nothing of the lab is left on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sop_example_through_agents() {
     if !root("the_sop_example_through_agents") {
@@ -299,8 +299,26 @@ async fn the_sop_example_through_agents() {
     let agents = NodeAgents::start(&env.endpoint, &dir, &guard.id, &nodes, &externals);
     let mut opts = env.lab_options();
     opts.agents = agents.addresses.clone();
-    // check and down are given nothing but the file and the state directory.
-    run_the_example(&file, &opts, &env.lab_options(), 23).await;
+    // check and down are given nothing but the file, the state directory and a wait.
+    let mut later = env.lab_options();
+    later.wait = Some(Duration::from_secs(120));
+
+    let (mut log, mut waited) = (Vec::new(), Vec::new());
+    let (mut to_log, mut to_waited) = (|l| log.push(l), |l| waited.push(l));
+    let started = Instant::now();
+    let (up, rows) = tokio::join!(lab::up(&opts, &file, &mut to_log), lab::check_with(&later, &file, &mut to_waited));
+    let took = started.elapsed();
+    let down = lab::down(&later, &file, &mut |_| {}).await;
+    up.unwrap_or_else(|e| panic!("lab up failed: {e:#}\n{}", log.join("\n")));
+    let rows = rows.expect("lab check");
+    let table = lab::render(&rows);
+    println!("{table}\nup and check {took:.1?}; check said: {waited:?}");
+    assert!(log.iter().any(|l| l.contains("nodes (agents runtime)")), "{log:?}");
+    assert!(waited.iter().any(|l| l.contains("waiting for `lab up`")), "{waited:?}");
+    assert_eq!(rows.len(), 23, "{table}");
+    assert!(rows.iter().all(|r| r.passed), "some checks did not come out as the example expects:\n{table}");
+    down.expect("lab down");
+
     assert!(!opts.state_dir.join(format!("lab-{}.json", guard.id)).exists(), "the state is gone with the lab");
     let pods: Vec<String> = netns::list(&format!("efb{}-p", guard.id));
     assert!(pods.is_empty(), "pod namespaces left: {pods:?}");

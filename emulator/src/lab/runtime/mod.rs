@@ -289,6 +289,13 @@ pub(crate) async fn wait_ready(
                     format!("its agent is {}: {}", r.state, r.detail)
                 }
             }
+            // Waiting does not make a refused credential good.
+            Err(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                bail!(
+                    "{who}: its agent refuses the lab: {} (the lab signs with ENIFAB_ACCESS_KEY_ID/…_SECRET)",
+                    s.message()
+                )
+            }
             Err(s) => format!("its agent does not answer ({})", s.message()),
         };
         if !alive() {
