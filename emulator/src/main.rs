@@ -245,7 +245,7 @@ struct AgentArgs {
     /// Where responders log.
     #[arg(long, default_value = "/var/lib/enifab/agent")]
     log_dir: PathBuf,
-    /// One more argument for the shim (repeat), e.g. --shim-arg=--geneve-listen=0.0.0.0:6081.
+    /// One more argument for the shim (repeat), e.g. --shim-arg=--metadata-token-required.
     #[arg(long = "shim-arg", allow_hyphen_values = true)]
     shim_args: Vec<String>,
     /// Listen beyond loopback without credentials (anyone who reaches the port is root here).

@@ -150,3 +150,22 @@ impl Log<'_> {
         (self.out)(format!("  {what:<10} {detail}"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_are_node_equals_address_pairs() {
+        let a = LabOptions::parse_agents(["node-a=node-a:7070", "x=unix:/run/a.sock,y = http://h:1 "]).unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(
+            (a["node-a"].as_str(), a["x"].as_str(), a["y"].as_str()),
+            ("node-a:7070", "unix:/run/a.sock", "http://h:1")
+        );
+        assert!(LabOptions::parse_agents(["node-a"]).is_err(), "no address");
+        assert!(LabOptions::parse_agents(["=a:1"]).is_err(), "no node");
+        assert!(LabOptions::parse_agents(["a=x:1", "a=y:1"]).is_err(), "given twice");
+        assert!(LabOptions::parse_agents(Vec::<&str>::new()).unwrap().is_empty());
+    }
+}
