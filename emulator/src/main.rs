@@ -343,11 +343,14 @@ fn parse_cidr(s: &str) -> Result<enifab_model::Cidr, String> {
     Ok(c)
 }
 
-/// `HOST:PORT` (a name is resolved now, once) with a port that is not 0.
+/// `HOST:PORT` (a name is resolved now, once; to its first IPv4 address if it has one, as the
+/// fabric's socket is IPv4 unless told otherwise) with a port that is not 0.
 fn parse_host_port(s: &str) -> Result<std::net::SocketAddr, String> {
     use std::net::ToSocketAddrs;
-    let mut addrs = s.to_socket_addrs().map_err(|e| format!("{s:?} is not HOST:PORT that resolves: {e}"))?;
-    let a = addrs.next().ok_or_else(|| format!("{s} resolves to no address"))?;
+    let addrs: Vec<_> =
+        s.to_socket_addrs().map_err(|e| format!("{s:?} is not HOST:PORT that resolves: {e}"))?.collect();
+    let a = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied();
+    let a = a.ok_or_else(|| format!("{s} resolves to no address"))?;
     if a.port() == 0 {
         return Err(format!("{s}: port 0 is not a port"));
     }

@@ -216,8 +216,19 @@ pub async fn router_with_health(
     let grpc_routes = routes
         .into_axum_router()
         .layer(axum::middleware::from_fn(grpc::action_scope))
-        .layer(axum::middleware::from_fn_with_state(auth.clone(), grpc::auth::authenticate));
+        .layer(axum::middleware::from_fn_with_state(auth.clone(), grpc::auth::authenticate))
+        .layer(axum::middleware::from_fn(grpc_only));
     Ok(grpc_routes.merge(openapi::router(services, auth)).fallback(no_route))
+}
+
+/// The gRPC paths answer gRPC clients (by content type); anyone else (a browser's `GET
+/// /enifab.v1.Vpc/DescribeVpcs`) gets the cloud's 404, as on any path the API does not have.
+async fn grpc_only(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    if listener::is_grpc(req.headers()) {
+        return next.run(req).await;
+    }
+    let host = req.headers().get("host").and_then(|h| h.to_str().ok());
+    openapi::not_found(host)
 }
 
 /// A path that is neither `/` nor a gRPC service: UNIMPLEMENTED for a gRPC client, the cloud's

@@ -276,6 +276,54 @@ fn acs3_headers(host: &str, action: &str, version: &str, query: &str, ak: &str, 
     headers
 }
 
+/// Issue 10: a repeated `Action` was "the first one wins"; an `x-acs-action` header that said
+/// something else was ignored; any path answered `200 application/grpc` with an empty body.
+#[tokio::test]
+async fn a_repeated_or_contradicted_action_and_an_unknown_path_are_refused() {
+    let mut server = Server::start(false).await;
+    let t = topology(&mut server.grpc).await;
+    let before = snapshot(&server.grpc).await;
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let delete = format!("Action=DeleteVSwitch&VSwitchId={}", t.pod_vsw);
+    let cases: Vec<(&str, String, Vec<(&str, &str)>, String)> = vec![
+        ("Action twice", format!("/?Action=DescribeVSwitches&{delete}&Version={VPC}"), vec![], String::new()),
+        (
+            "Action in the query and the body",
+            format!("/?Action=DescribeVSwitches&Version={VPC}"),
+            vec![],
+            delete.clone(),
+        ),
+        ("Version twice", format!("/?Action=DescribeVSwitches&Version={VPC}&Version={ECS}"), vec![], String::new()),
+        (
+            "x-acs-action says otherwise",
+            format!("/?Action=DescribeVSwitches&Version={VPC}&VSwitchId={}", t.pod_vsw),
+            vec![("x-acs-action", "DeleteVSwitch")],
+            String::new(),
+        ),
+        (
+            "x-acs-version says otherwise",
+            format!("/?Action=DescribeVSwitches&Version={VPC}"),
+            vec![("x-acs-version", ECS)],
+            String::new(),
+        ),
+    ];
+    for (what, path, extra, body) in cases {
+        let mut headers = form.to_vec();
+        headers.extend(extra);
+        let r = server.raw("POST", &path, &headers, body.as_bytes()).await;
+        let message = r.error(400, "InvalidParameter");
+        assert!(message.contains("Action") || message.contains("Version"), "{what}: {message}");
+    }
+    assert_eq!(snapshot(&server.grpc).await, before, "nothing was deleted");
+
+    for path in ["/favicon.ico", "/latest/meta-data/", "/enifab.v1.Vpc/DescribeVpcs", "/api/v1"] {
+        server.raw("GET", path, &[], b"").await.error(404, "InvalidAction.NotFound");
+    }
+    // A gRPC client that asks for a service there is not learns it the gRPC way.
+    let r = server.raw("POST", "/enifab.v1.Nothing/Here", &[("Content-Type", "application/grpc")], b"").await;
+    assert_eq!((r.status, r.headers.get("grpc-status").map(String::as_str)), (200, Some("12")), "{r:?}");
+}
+
 #[tokio::test]
 async fn signatures_timestamps_and_nonces_are_checked_like_the_cloud() {
     let mut server = Server::start(true).await;

@@ -70,10 +70,11 @@ impl Fabric for FabricService {
         let caller = req.extensions().get::<Caller>().cloned();
         let q = req.into_inner();
         let rid = request_id();
+        // Who asks comes first, as at the cloud's gateway: a node learns nothing of another's.
+        check_node(caller.as_ref(), &q.instance_id).map_err(|e| denied(e, &rid))?;
         if q.instance_id.is_empty() {
             return Err(err(ModelError::MissingParameter("InstanceId"), &rid));
         }
-        check_node(caller.as_ref(), &q.instance_id).map_err(|e| denied(e, &rid))?;
         let geneve = geneve_address(&self.shell, &q.geneve_address, &rid)?;
         // Check the instance exists before it can claim ports.
         self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
