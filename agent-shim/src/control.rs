@@ -10,15 +10,31 @@
 //! not blink when the control plane has a hiccup. A reconcile that left errors is retried every
 //! [`RETRY`] with the latest config until it applies cleanly.
 //!
+//! Credentials (ARCHITECTURE.md §7: a node is its own principal). With an emulator that requires
+//! them, RegisterNode and WatchNode are signed with the node's token as AccessKeyId
+//! `node:<instance-id>` (enifab's gRPC scheme: HMAC-SHA256 over `ENIFAB-HMAC-SHA256`, the
+//! AccessKeyId, the method path, the timestamp and a nonce, in `x-enifab-*` metadata). The token
+//! is given (`--node-token`), or, given an AccessKey instead, asked for at the start of every
+//! session (`IssueNodeToken`, signed with the AccessKey). A host of the internet side signs with
+//! the AccessKey. Without either, calls go unsigned, as an emulator without credentials wants.
+//!
+//! The address registered is `--geneve-advertise` if given, else the Geneve socket's, else (a
+//! wildcard bind) this host's address toward the emulator: the source the kernel gives the
+//! relay's datagrams to the fabric, which the emulator checks them against.
+//!
 //! Must not: touch devices itself (that is [`crate::node`], run on a blocking thread), or give
-//! up while the shim runs.
+//! up while the shim runs (a refused registration is retried like an unreachable emulator,
+//! and logged with the cloud's code).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use enifab_proto::v1 as pb;
+use enifab_proto::v1::emulator_client::EmulatorClient;
 use enifab_proto::v1::fabric_client::FabricClient;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
@@ -48,6 +64,153 @@ pub enum ControlError {
     Task(String),
 }
 
+/// What the shim signs with: an AccessKey, or its node's token (id `node:<instance-id>`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a secret.
+        f.debug_struct("AccessKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl AccessKey {
+    /// The key a node signs with, from its token.
+    pub fn node(instance_id: &str, token: &str) -> AccessKey {
+        AccessKey { id: format!("node:{instance_id}"), secret: token.trim().to_string() }
+    }
+
+    /// `request`, signed for the method at `path` (`/enifab.v1.Fabric/RegisterNode`).
+    pub fn sign<T>(&self, mut request: tonic::Request<T>, path: &str) -> tonic::Request<T> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let timestamp = utc_timestamp(now);
+        let mut n = [0u8; 16];
+        // A failed random read makes a nonce guessable, not reused: the timestamp still moves.
+        let _ = getrandom::fill(&mut n);
+        let nonce: String = n.iter().map(|b| format!("{b:02x}")).collect();
+        let sts = format!("ENIFAB-HMAC-SHA256\n{}\n{path}\n{timestamp}\n{nonce}", self.id);
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.as_bytes()).expect("HMAC takes any key length");
+        mac.update(sts.as_bytes());
+        let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let md = request.metadata_mut();
+        for (name, value) in [
+            ("x-enifab-access-key-id", self.id.as_str()),
+            ("x-enifab-timestamp", &timestamp),
+            ("x-enifab-signature-nonce", &nonce),
+            ("x-enifab-signature", &signature),
+        ] {
+            // An id that cannot be a header value goes unsent; the emulator says what is missing.
+            if let Ok(v) = value.parse() {
+                md.insert(name, v);
+            }
+        }
+        request
+    }
+}
+
+/// `2026-11-27T03:45:23Z` for `secs` since the epoch (the format the emulator's checker reads).
+fn utc_timestamp(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days → civil date (Howard Hinnant's civil_from_days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// How the shim proves who it is and says where it is.
+#[derive(Debug, Clone, Default)]
+pub struct ControlOptions {
+    /// The node's token (`--node-token`): all a node needs.
+    pub node_token: Option<String>,
+    /// An AccessKey (`--access-key-id`…): to ask for the node's token, or an external host's.
+    pub access_key: Option<AccessKey>,
+    /// The Geneve address to register (`--geneve-advertise`); see the module docs.
+    pub geneve_advertise: Option<SocketAddr>,
+}
+
+/// Why `a` cannot be registered as a Geneve address, if it cannot.
+fn not_unicast(a: SocketAddr) -> Option<&'static str> {
+    let ip = a.ip();
+    if a.port() == 0 {
+        Some("port 0")
+    } else if ip.is_unspecified() {
+        Some("an unspecified address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// `--geneve-advertise` must be an address the fabric can send to that reaches the socket bound
+/// at `bound`: on loopback when it is bound to loopback, not on loopback when it is bound to one
+/// other address.
+pub fn check_advertise(bound: SocketAddr, advertise: SocketAddr) -> Result<(), String> {
+    if let Some(why) = not_unicast(advertise) {
+        return Err(format!("--geneve-advertise {advertise} is {why}: the fabric needs an address to send to"));
+    }
+    let ip = bound.ip();
+    if ip.is_loopback() && !advertise.ip().is_loopback() {
+        return Err(format!(
+            "--geneve-advertise {advertise}: the Geneve socket is bound to loopback ({bound}), which no other host \
+             reaches; bind it to that address or to 0.0.0.0 (--geneve-listen)"
+        ));
+    }
+    if !ip.is_unspecified() && !ip.is_loopback() && advertise.ip().is_loopback() {
+        return Err(format!("--geneve-advertise {advertise}: the Geneve socket listens on {bound} only"));
+    }
+    Ok(())
+}
+
+/// The address this host sends from toward `dst` (a route lookup: connecting a UDP socket sends
+/// nothing).
+fn route_source(dst: IpAddr) -> Option<IpAddr> {
+    let any: SocketAddr = match dst {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = UdpSocket::bind(any).ok()?;
+    sock.connect((dst, 9)).ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+/// The Geneve address to register for a socket bound to `bound` (see the module docs).
+async fn advertised(bound: SocketAddr, advertise: Option<SocketAddr>, endpoint: &str) -> SocketAddr {
+    if let Some(a) = advertise {
+        return a;
+    }
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let host = endpoint.split("://").last().unwrap_or(endpoint).split('/').next().unwrap_or_default();
+    let toward = match tokio::net::lookup_host(host).await {
+        Ok(mut addrs) => addrs.next().map(|a| a.ip()),
+        Err(_) => None,
+    };
+    match toward.and_then(route_source) {
+        Some(ip) => SocketAddr::new(ip, bound.port()),
+        None => {
+            let loopback =
+                if bound.is_ipv4() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V6(Ipv6Addr::LOCALHOST) };
+            SocketAddr::new(loopback, bound.port())
+        }
+    }
+}
+
 /// `127.0.0.1:50051` → `http://127.0.0.1:50051`; URLs pass unchanged.
 pub fn endpoint_url(endpoint: &str) -> String {
     if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") }
@@ -72,18 +235,19 @@ impl Identity {
     }
 }
 
-/// Runs sessions until `stop` turns true.
+/// Runs sessions until `stop` turns true. `geneve` is the address the Geneve socket is bound to.
 pub async fn run(
     endpoint: String,
     who: Identity,
     node: Arc<Mutex<Node>>,
     geneve: SocketAddr,
+    control: ControlOptions,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut registered = false;
-        let session = session(&endpoint, &who, &node, geneve, &mut registered);
+        let session = session(&endpoint, &who, &node, geneve, &control, &mut registered);
         tokio::select! {
             r = session => match r {
                 Ok(()) => tracing::warn!("the emulator ended the node watch; reconnecting"),
@@ -102,11 +266,45 @@ pub async fn run(
     }
 }
 
+/// What the calls of this session are signed with (see the module docs).
+async fn session_key(
+    channel: &tonic::transport::Channel,
+    who: &Identity,
+    control: &ControlOptions,
+) -> Result<Option<AccessKey>, ControlError> {
+    match (who, &control.node_token, &control.access_key) {
+        (Identity::Instance(id), Some(token), _) => Ok(Some(AccessKey::node(id, token))),
+        (Identity::Instance(id), None, Some(ak)) => {
+            let req = ak.sign(
+                tonic::Request::new(pb::IssueNodeTokenRequest { instance_id: id.clone() }),
+                "/enifab.v1.Emulator/IssueNodeToken",
+            );
+            let r = EmulatorClient::new(channel.clone())
+                .issue_node_token(req)
+                .await
+                .map_err(|status| ControlError::Rpc { call: "IssueNodeToken", status })?
+                .into_inner();
+            Ok(Some(AccessKey { id: r.access_key_id, secret: r.node_token }))
+        }
+        (Identity::External { .. }, _, ak) => Ok(ak.clone()),
+        (Identity::Instance(_), None, None) => Ok(None),
+    }
+}
+
+/// `request` signed with `key` for `path`, or as it is without one.
+fn signed<T>(key: &Option<AccessKey>, request: T, path: &str) -> tonic::Request<T> {
+    match key {
+        Some(k) => k.sign(tonic::Request::new(request), path),
+        None => tonic::Request::new(request),
+    }
+}
+
 async fn session(
     endpoint: &str,
     who: &Identity,
     node: &Arc<Mutex<Node>>,
-    geneve: SocketAddr,
+    bound: SocketAddr,
+    control: &ControlOptions,
     registered: &mut bool,
 ) -> Result<(), ControlError> {
     let url = endpoint_url(endpoint);
@@ -121,11 +319,14 @@ async fn session(
         .connect()
         .await
         .map_err(|source| ControlError::Connect { endpoint: url.clone(), source })?;
+    let key = session_key(&channel, who, control).await?;
+    let geneve = advertised(bound, control.geneve_advertise, endpoint).await;
     let mut client = FabricClient::new(channel);
     let instance_id = who.id();
     let resp = match who {
         Identity::Instance(id) => {
             let req = pb::RegisterNodeRequest { instance_id: id.clone(), geneve_address: geneve.to_string() };
+            let req = signed(&key, req, "/enifab.v1.Fabric/RegisterNode");
             client.register_node(req).await.map_err(|status| ControlError::Rpc { call: "RegisterNode", status })?
         }
         Identity::External { name, address } => {
@@ -134,6 +335,7 @@ async fn session(
                 address: address.clone(),
                 geneve_address: geneve.to_string(),
             };
+            let req = signed(&key, req, "/enifab.v1.Fabric/RegisterExternalHost");
             client
                 .register_external_host(req)
                 .await
@@ -150,11 +352,10 @@ async fn session(
         Some(c) => apply(node, fabric, c.clone()).await?,
         None => true,
     };
-    let mut stream = client
-        .watch_node(pb::WatchNodeRequest { instance_id: instance_id.to_string() })
-        .await
-        .map_err(|status| ControlError::Rpc { call: "WatchNode", status })?
-        .into_inner();
+    let watch =
+        signed(&key, pb::WatchNodeRequest { instance_id: instance_id.to_string() }, "/enifab.v1.Fabric/WatchNode");
+    let mut stream =
+        client.watch_node(watch).await.map_err(|status| ControlError::Rpc { call: "WatchNode", status })?.into_inner();
     loop {
         tokio::select! {
             msg = stream.message() => {
@@ -204,6 +405,44 @@ async fn apply(node: &Arc<Mutex<Node>>, fabric: SocketAddr, config: pb::NodeConf
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// The emulator's checker computes the same (emulator/src/openapi/sign.rs has this value as
+    /// its known answer, from Python's hmac); the end-to-end tests sign against it for real.
+    #[test]
+    fn requests_are_signed_as_the_emulator_checks() {
+        assert_eq!(utc_timestamp(1_795_751_123), "2026-11-27T03:45:23Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        let key = AccessKey::node("i-a", " token\n");
+        assert_eq!((key.id.as_str(), key.secret.as_str()), ("node:i-a", "token"));
+        assert!(!format!("{key:?}").contains("token\""));
+        let r = key.sign(tonic::Request::new(()), "/enifab.v1.Fabric/RegisterNode");
+        let md = r.metadata();
+        assert_eq!(md.get("x-enifab-access-key-id").unwrap(), "node:i-a");
+        assert_eq!(md.get("x-enifab-signature").unwrap().len(), 64);
+        assert_eq!(md.get("x-enifab-signature-nonce").unwrap().len(), 32);
+    }
+
+    #[test]
+    fn an_advertised_address_must_reach_the_socket() {
+        let ok = |b: &str, a: &str| check_advertise(b.parse().unwrap(), a.parse().unwrap()).is_ok();
+        assert!(ok("0.0.0.0:6081", "10.0.0.7:6081"));
+        assert!(ok("127.0.0.1:0", "127.0.0.1:40000"));
+        assert!(!ok("127.0.0.1:0", "10.0.0.7:6081"));
+        assert!(!ok("10.0.0.7:6081", "127.0.0.1:6081"));
+        assert!(!ok("0.0.0.0:6081", "0.0.0.0:6081"));
+        assert!(!ok("0.0.0.0:6081", "10.0.0.7:0"));
+    }
+
+    #[tokio::test]
+    async fn a_wildcard_socket_advertises_the_address_toward_the_emulator() {
+        let bound: SocketAddr = "0.0.0.0:7000".parse().unwrap();
+        assert_eq!(advertised(bound, None, "127.0.0.1:50051").await, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(advertised(bound, None, "http://localhost:50051").await.port(), 7000);
+        let fixed: SocketAddr = "192.0.2.9:16081".parse().unwrap();
+        assert_eq!(advertised(bound, Some(fixed), "127.0.0.1:50051").await, fixed);
+        let specific: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        assert_eq!(advertised(specific, None, "10.9.9.9:50051").await, specific);
+    }
 
     #[test]
     fn endpoint_urls() {

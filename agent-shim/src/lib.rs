@@ -100,6 +100,9 @@ pub enum ShimError {
     /// The instance metadata service could not start in the node's namespace.
     #[error(transparent)]
     Metadata(#[from] metadata::MetadataError),
+    /// `--geneve-advertise` cannot reach the Geneve socket.
+    #[error("{0}")]
+    GeneveAdvertise(String),
 }
 
 /// A running shim: relay threads, the control session, the Shim API. Must be started inside a
@@ -115,9 +118,19 @@ pub struct Shim {
 }
 
 impl Shim {
+    /// A shim without credentials, registering its Geneve socket's address.
     pub fn start(opts: ShimOptions) -> Result<Shim, ShimError> {
+        Shim::start_with(opts, control::ControlOptions::default())
+    }
+
+    /// [`Shim::start`] with credentials and the address to register (see [`control`]).
+    pub fn start_with(opts: ShimOptions, control: control::ControlOptions) -> Result<Shim, ShimError> {
         let sock = UdpSocket::bind(opts.geneve_listen)
             .map_err(|source| ShimError::Geneve { addr: opts.geneve_listen, source })?;
+        if let Some(a) = control.geneve_advertise {
+            control::check_advertise(sock.local_addr().map_err(ShimError::Relay)?, a)
+                .map_err(ShimError::GeneveAdvertise)?;
+        }
         let relay = Relay::start(sock).map_err(ShimError::Relay)?;
         let geneve = relay.local_addr();
         let node = Arc::new(Mutex::new(Node::new(&opts.netns, relay)?));
@@ -161,12 +174,14 @@ impl Shim {
             Some(address) => control::Identity::External { name: opts.instance_id, address },
             None => control::Identity::Instance(opts.instance_id),
         };
-        tasks.push(tokio::spawn(control::run(opts.endpoint, who, node.clone(), geneve, stop.subscribe())));
+        let session = control::run(opts.endpoint, who, node.clone(), geneve, control, stop.subscribe());
+        tasks.push(tokio::spawn(session));
         tracing::info!(%geneve, socket = %socket_path.display(), "shim started");
         Ok(Shim { node, stop, tasks, socket_path, geneve, metadata })
     }
 
-    /// The address registered with the emulator.
+    /// The address the Geneve socket is bound to (registered with the emulator unless
+    /// `--geneve-advertise` or a wildcard bind says otherwise).
     pub fn geneve_address(&self) -> SocketAddr {
         self.geneve
     }

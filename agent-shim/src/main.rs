@@ -2,7 +2,9 @@
 //! are reachable) and makes the namespace `--netns` look like the ECS instance `--instance-id`.
 //! It also answers the instance metadata service at 100.100.100.200 inside that namespace
 //! (`--metadata`, on by default). With `--external-address` the namespace becomes a host of the
-//! internet side instead (an external client of internet-facing load balancers). SIGTERM or
+//! internet side instead (an external client of internet-facing load balancers). With an
+//! emulator that requires credentials, it signs as its node (`--node-token`, or asks for the
+//! token with an AccessKey). SIGTERM or
 //! SIGINT removes the devices and the address it created and exits 0. A shim started again for
 //! the same node (after a crash or SIGKILL) rebuilds the pods recorded in `--cni-state-dir`; inside
 //! a container, `--underlay` moves the container's own `eth0` aside first.
@@ -12,6 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use enifab_shim::control::{AccessKey, ControlOptions};
 use enifab_shim::metadata::MetadataOptions;
 use enifab_shim::{DEFAULT_GENEVE_LISTEN, Shim, ShimOptions};
 use tokio::signal::unix::{SignalKind, signal};
@@ -31,9 +34,32 @@ struct Args {
     /// Unix socket of the Shim API for the CNI [default: /run/enifab/shim-<instance-id>.sock].
     #[arg(long)]
     control_socket: Option<PathBuf>,
-    /// Address of the Geneve UDP socket (registered with the emulator).
-    #[arg(long, default_value = DEFAULT_GENEVE_LISTEN)]
+    /// Address of the Geneve UDP socket.
+    #[arg(long, env = "ENIFAB_GENEVE_LISTEN", default_value = DEFAULT_GENEVE_LISTEN)]
     geneve_listen: SocketAddr,
+    /// The Geneve address to register with the emulator (HOST:PORT, resolved at start), when
+    /// it is not the socket's own (NAT, a published port). Default: the socket's address; for a
+    /// wildcard bind, this host's address toward the emulator.
+    #[arg(long, env = "ENIFAB_GENEVE_ADVERTISE", value_parser = parse_host_port)]
+    geneve_advertise: Option<SocketAddr>,
+    /// This node's token (from `enifab emulator IssueNodeToken --InstanceId i-…`): what
+    /// RegisterNode and WatchNode are signed with when the emulator requires credentials. All a
+    /// node needs; prefer it to an AccessKey on a node.
+    #[arg(long, env = "ENIFAB_NODE_TOKEN", hide_env_values = true)]
+    node_token: Option<String>,
+    /// A file holding the node's token.
+    #[arg(long, env = "ENIFAB_NODE_TOKEN_FILE", conflicts_with = "node_token")]
+    node_token_file: Option<PathBuf>,
+    /// An AccessKey (with --access-key-secret): without a node token, the shim asks the
+    /// emulator for its own with it; an external host signs with it.
+    #[arg(long, env = "ENIFAB_ACCESS_KEY_ID", requires = "access_key_secret")]
+    access_key_id: Option<String>,
+    /// The secret of --access-key-id (prefer the environment or --access-key-file).
+    #[arg(long, env = "ENIFAB_ACCESS_KEY_SECRET", hide_env_values = true, requires = "access_key_id")]
+    access_key_secret: Option<String>,
+    /// A file of AccessKeys (`AccessKeyId AccessKeySecret` per line); the first is used.
+    #[arg(long, env = "ENIFAB_ACCESS_KEY_FILE")]
+    access_key_file: Option<PathBuf>,
     /// Serve the instance metadata service at http://100.100.100.200/ inside the node's
     /// namespace (`--metadata=false` to leave it off).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -58,8 +84,61 @@ struct Args {
     cni_state_dir: PathBuf,
 }
 
+/// `HOST:PORT` (a name resolved now, to its first IPv4 address if it has one), port not 0.
+fn parse_host_port(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> =
+        s.to_socket_addrs().map_err(|e| format!("{s:?} is not HOST:PORT that resolves: {e}"))?.collect();
+    let a = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied();
+    let a = a.ok_or_else(|| format!("{s} resolves to no address"))?;
+    if a.port() == 0 {
+        return Err(format!("{s}: port 0 is not a port"));
+    }
+    Ok(a)
+}
+
+/// The first `AccessKeyId AccessKeySecret` pair of a keys file (`:` or `=` also separate them;
+/// blank lines and `#` comments are skipped), the format `enifab serve --access-key-file` reads.
+fn first_key(path: &std::path::Path) -> Result<AccessKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .find_map(|l| {
+            let (id, secret) = l.split_once(|c: char| c.is_whitespace() || c == ':' || c == '=')?;
+            let (id, secret) = (id.trim(), secret.trim());
+            (!id.is_empty() && !secret.is_empty()).then(|| AccessKey { id: id.into(), secret: secret.into() })
+        })
+        .with_context(|| format!("{} holds no `AccessKeyId AccessKeySecret` line", path.display()))
+}
+
+impl Args {
+    /// Credentials and the address to register.
+    fn control(&self) -> Result<ControlOptions> {
+        let node_token = match (&self.node_token, &self.node_token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(f)) => {
+                let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+                Some(t.trim().to_string())
+            }
+            (None, None) => None,
+        };
+        let access_key = match (&self.access_key_id, &self.access_key_secret, &self.access_key_file) {
+            (Some(id), Some(secret), _) => Some(AccessKey { id: id.clone(), secret: secret.clone() }),
+            (_, _, Some(f)) => Some(first_key(f)?),
+            _ => None,
+        };
+        Ok(ControlOptions {
+            node_token: node_token.filter(|t| !t.is_empty()),
+            access_key,
+            geneve_advertise: self.geneve_advertise,
+        })
+    }
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    let control = args.control()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -72,18 +151,21 @@ fn main() -> Result<()> {
     rt.block_on(async move {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let shim = Shim::start(ShimOptions {
-            endpoint: args.endpoint,
-            instance_id: args.instance_id,
-            netns: args.netns,
-            control_socket: args.control_socket,
-            geneve_listen: args.geneve_listen,
-            metadata: (args.metadata && args.external_address.is_none())
-                .then_some(MetadataOptions { token_required: args.metadata_token_required }),
-            external_address: args.external_address,
-            underlay: args.underlay,
-            cni_state_dir: Some(args.cni_state_dir),
-        })
+        let shim = Shim::start_with(
+            ShimOptions {
+                endpoint: args.endpoint,
+                instance_id: args.instance_id,
+                netns: args.netns,
+                control_socket: args.control_socket,
+                geneve_listen: args.geneve_listen,
+                metadata: (args.metadata && args.external_address.is_none())
+                    .then_some(MetadataOptions { token_required: args.metadata_token_required }),
+                external_address: args.external_address,
+                underlay: args.underlay,
+                cni_state_dir: Some(args.cni_state_dir),
+            },
+            control,
+        )
         .context("starting the shim")?;
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM"),
