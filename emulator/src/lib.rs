@@ -11,7 +11,8 @@
 //! - [`codec`]: the cloud's flat parameters (`SecurityGroupIds.1=…`) and PascalCase JSON,
 //!   derived from the proto descriptors, shared by the CLI and the HTTP endpoint;
 //! - [`openapi`]: the cloud-compatible HTTP(S) endpoint (ECS/VPC/SLB RPC-style OpenAPI,
-//!   signatures, TLS) in front of the same gRPC handlers;
+//!   signatures, TLS) in front of the same gRPC handlers; its checker of callers serves the gRPC
+//!   face too (`grpc::auth`), and its listeners (limits, timeouts) serve both;
 //! - [`cli`]: `enifab ecs|vpc|slb|emulator <Action> --Param value` over gRPC;
 //! - [`apply`]: `enifab apply -f FILE.yaml`, declarative creation of a topology's cloud side;
 //! - [`topology`]: the topology file, checked and located;

@@ -285,7 +285,9 @@ async fn a_repeated_or_contradicted_action_and_an_unknown_path_are_refused() {
     let before = snapshot(&server.grpc).await;
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
     let delete = format!("Action=DeleteVSwitch&VSwitchId={}", t.pod_vsw);
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, String)> = vec![
+    // (what, path, extra headers, body)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, String);
+    let cases: Vec<Case> = vec![
         ("Action twice", format!("/?Action=DescribeVSwitches&{delete}&Version={VPC}"), vec![], String::new()),
         (
             "Action in the query and the body",

@@ -6,6 +6,10 @@
 //! model could make, so every face that calls these handlers (the CLI, the HTTP endpoint)
 //! behaves the same.
 //!
+//! Who may call is settled before any handler runs ([`auth`]: signatures, node principals); a
+//! handler sees only calls that got through, and the Fabric handlers check which node a node
+//! caller is.
+//!
 //! Injected faults (`enifab.v1.Emulator/InjectFault`) are applied in one place, [`Ctx::call`],
 //! which every handler goes through. It learns which action it serves from [`as_action`]: the
 //! gRPC routes are wrapped in [`action_scope`] (serve.rs), the HTTP endpoint wraps its dispatch.
