@@ -84,6 +84,22 @@ impl AccessKey {
         AccessKey { id: format!("node:{instance_id}"), secret: token.trim().to_string() }
     }
 
+    /// The first `AccessKeyId AccessKeySecret` pair of a keys file (`:` or `=` also separate
+    /// them; blank lines and `#` comments are skipped), the format `enifab serve
+    /// --access-key-file` reads.
+    pub fn first_in_file(path: &std::path::Path) -> Result<AccessKey, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .find_map(|l| {
+                let (id, secret) = l.split_once(|c: char| c.is_whitespace() || c == ':' || c == '=')?;
+                let (id, secret) = (id.trim(), secret.trim());
+                (!id.is_empty() && !secret.is_empty()).then(|| AccessKey { id: id.into(), secret: secret.into() })
+            })
+            .ok_or_else(|| format!("{} holds no `AccessKeyId AccessKeySecret` line", path.display()))
+    }
+
     /// `request`, signed for the method at `path` (`/enifab.v1.Fabric/RegisterNode`).
     pub fn sign<T>(&self, mut request: tonic::Request<T>, path: &str) -> tonic::Request<T> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

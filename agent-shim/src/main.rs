@@ -97,21 +97,6 @@ fn parse_host_port(s: &str) -> Result<SocketAddr, String> {
     Ok(a)
 }
 
-/// The first `AccessKeyId AccessKeySecret` pair of a keys file (`:` or `=` also separate them;
-/// blank lines and `#` comments are skipped), the format `enifab serve --access-key-file` reads.
-fn first_key(path: &std::path::Path) -> Result<AccessKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .find_map(|l| {
-            let (id, secret) = l.split_once(|c: char| c.is_whitespace() || c == ':' || c == '=')?;
-            let (id, secret) = (id.trim(), secret.trim());
-            (!id.is_empty() && !secret.is_empty()).then(|| AccessKey { id: id.into(), secret: secret.into() })
-        })
-        .with_context(|| format!("{} holds no `AccessKeyId AccessKeySecret` line", path.display()))
-}
-
 impl Args {
     /// Credentials and the address to register.
     fn control(&self) -> Result<ControlOptions> {
@@ -125,7 +110,7 @@ impl Args {
         };
         let access_key = match (&self.access_key_id, &self.access_key_secret, &self.access_key_file) {
             (Some(id), Some(secret), _) => Some(AccessKey { id: id.clone(), secret: secret.clone() }),
-            (_, _, Some(f)) => Some(first_key(f)?),
+            (_, _, Some(f)) => Some(AccessKey::first_in_file(f).map_err(anyhow::Error::msg)?),
             _ => None,
         };
         Ok(ControlOptions {

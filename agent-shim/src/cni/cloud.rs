@@ -3,6 +3,11 @@
 //! attached to the node's trunk with `TrunkNetworkInstanceId`, waited on until `InUse`; its
 //! `Attachment.DeviceIndex` is the pod's VLAN id. Release is detach, wait for `Available`,
 //! delete, wait until the ENI is gone, treating "not found" as done (Terway's rule).
+//!
+//! These are AccessKey calls, as terwayd's are: with an emulator that requires credentials, each
+//! one is signed (enifab's gRPC scheme, see [`crate::control::AccessKey`]) with the key the
+//! configuration's `accessKeyFile` names, else `ENIFAB_ACCESS_KEY_ID`/`ENIFAB_ACCESS_KEY_SECRET`,
+//! else `ENIFAB_ACCESS_KEY_FILE`; without any, calls go unsigned.
 
 use std::time::{Duration, Instant};
 
@@ -10,19 +15,58 @@ use enifab_proto::v1 as pb;
 use pb::ecs_client::EcsClient;
 use pb::vpc_client::VpcClient;
 use rscni_plugin::error::Error;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use super::conf::PodRequest;
-use crate::control::endpoint_url;
+use super::conf::{EnifabConf, PodRequest};
+use crate::control::{AccessKey, endpoint_url};
 use crate::view::{IN_USE, parse_cidr};
 
 /// The tag that ties a member ENI to the container it serves.
 pub const CONTAINER_TAG: &str = "enifab:container";
 
+/// The channel every cloud call goes through, signing it when there is a key.
+pub type Signed = InterceptedService<Channel, Signer>;
+
 pub struct Cloud {
-    pub ecs: EcsClient<Channel>,
-    pub vpc: VpcClient<Channel>,
+    pub ecs: EcsClient<Signed>,
+    pub vpc: VpcClient<Signed>,
+}
+
+/// Signs each call for its method (`/enifab.v1.Ecs/CreateNetworkInterface`), which the generated
+/// client names in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Signer(Option<AccessKey>);
+
+impl Interceptor for Signer {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(key) = &self.0 else { return Ok(request) };
+        let path = match request.extensions().get::<tonic::GrpcMethod<'static>>() {
+            Some(m) => format!("/{}/{}", m.service(), m.method()),
+            None => return Err(tonic::Status::internal("a cloud call without a method name cannot be signed")),
+        };
+        Ok(key.sign(request, &path))
+    }
+}
+
+/// The AccessKey the plugin signs with: `accessKeyFile` of the configuration, else the
+/// environment (the same variables as `enifab serve`), else none.
+pub fn access_key(conf_file: Option<&std::path::Path>) -> Result<Option<AccessKey>, Error> {
+    let from_file = |p: &std::path::Path| AccessKey::first_in_file(p).map(Some).map_err(Error::InvalidNetworkConfig);
+    if let Some(p) = conf_file {
+        return from_file(p);
+    }
+    let var = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
+    match (var("ENIFAB_ACCESS_KEY_ID"), var("ENIFAB_ACCESS_KEY_SECRET"), var("ENIFAB_ACCESS_KEY_FILE")) {
+        (Some(id), Some(secret), _) => Ok(Some(AccessKey { id, secret })),
+        (Some(_), None, _) | (None, Some(_), _) => {
+            Err(Error::InvalidNetworkConfig("ENIFAB_ACCESS_KEY_ID and ENIFAB_ACCESS_KEY_SECRET go together".into()))
+        }
+        (None, None, Some(f)) => from_file(std::path::Path::new(&f)),
+        (None, None, None) => Ok(None),
+    }
 }
 
 /// A cloud error becomes CNI error 100 with the cloud's code as the message; an unreachable
@@ -41,14 +85,23 @@ const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 
 impl Cloud {
-    pub async fn connect(endpoint: &str) -> Result<Cloud, Error> {
+    /// Connect as the configuration says: its endpoint, signed with its key (see [`access_key`]).
+    pub async fn for_conf(conf: &EnifabConf) -> Result<Cloud, Error> {
+        Cloud::connect(&conf.endpoint, access_key(conf.access_key_file.as_deref())?).await
+    }
+
+    pub async fn connect(endpoint: &str, key: Option<AccessKey>) -> Result<Cloud, Error> {
         let ch = tonic::transport::Endpoint::from_shared(endpoint_url(endpoint))
             .map_err(|e| Error::InvalidNetworkConfig(format!("endpoint: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
             .map_err(|e| Error::TryAgainLater(format!("cannot reach the emulator at {endpoint}: {e}")))?;
-        Ok(Cloud { ecs: EcsClient::new(ch.clone()), vpc: VpcClient::new(ch) })
+        let signer = Signer(key);
+        Ok(Cloud {
+            ecs: EcsClient::with_interceptor(ch.clone(), signer.clone()),
+            vpc: VpcClient::with_interceptor(ch, signer),
+        })
     }
 
     async fn describe(

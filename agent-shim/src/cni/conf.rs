@@ -11,7 +11,8 @@
 //!   "shimSocket": "/run/enifab/shim-i-….sock",
 //!   "datapath": "veth" | "vlan",
 //!   "vSwitchId": "vsw-…", "securityGroupIds": ["sg-…"],   // the PodNetworking defaults
-//!   "clusterId": "c-…", "tags": { "k": "v" }, "mtu": 1500, "stateDir": "/var/lib/enifab-cni" }
+//!   "clusterId": "c-…", "tags": { "k": "v" }, "mtu": 1500, "stateDir": "/var/lib/enifab-cni",
+//!   "accessKeyFile": "/etc/enifab/access-key" }   // optional: see `cloud` for the key's sources
 //! ```
 //!
 //! Per pod, like Terway's PodNetworking selection: `CNI_ARGS` keys `ENIFAB_VSWITCH`,
@@ -70,6 +71,9 @@ pub struct EnifabConf {
     pub mtu: u32,
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// The AccessKey the cloud calls are signed with (`AccessKeyId AccessKeySecret`).
+    #[serde(default)]
+    pub access_key_file: Option<PathBuf>,
 }
 
 fn default_datapath() -> Datapath {

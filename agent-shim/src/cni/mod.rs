@@ -206,7 +206,7 @@ impl Cni for EnifabCni {
         if !pod_ns.exists() {
             return Err(Error::InvalidNetNS(format!("{} does not exist", pod_ns.display())));
         }
-        let mut c = Cloud::connect(&req.conf.endpoint).await?;
+        let mut c = Cloud::for_conf(&req.conf).await?;
         let trunk = c.trunk(&req).await?;
         if trunk.status != IN_USE || trunk.instance_id != req.conf.instance_id {
             return Err(Error::TryAgainLater(format!(
@@ -323,7 +323,7 @@ impl Cni for EnifabCni {
         if let Some(st) = &st {
             teardown(&req, st).await?;
         }
-        let mut c = Cloud::connect(&req.conf.endpoint).await?;
+        let mut c = Cloud::for_conf(&req.conf).await?;
         if let Some(eni) = c.member_of(&req.container_id).await? {
             c.release(&eni).await?;
         }
@@ -336,7 +336,7 @@ impl Cni for EnifabCni {
             .ok_or_else(|| Error::NotExist(format!("container {} has no enifab network", req.container_id)))?;
         let pod_ns =
             req.pod_netns.clone().ok_or_else(|| Error::InvalidEnvValue("CNI_NETNS is required for CHECK".into()))?;
-        let mut c = Cloud::connect(&req.conf.endpoint).await?;
+        let mut c = Cloud::for_conf(&req.conf).await?;
         let eni = c
             .eni(&st.member)
             .await?
@@ -394,8 +394,7 @@ impl Cni for EnifabCni {
 
     async fn status(&self, args: Args) -> Result<(), Error> {
         let req = PodRequest::new(args.config(), Some("status"), None, None, None)?;
-        let mut c =
-            Cloud::connect(&req.conf.endpoint).await.map_err(|e| Error::PluginNotAvailable(e.details().to_string()))?;
+        let mut c = Cloud::for_conf(&req.conf).await.map_err(|e| Error::PluginNotAvailable(e.details().to_string()))?;
         c.ecs
             .describe_instances(pb::DescribeInstancesRequest {
                 instance_ids: format!("[\"{}\"]", req.conf.instance_id),
