@@ -166,6 +166,29 @@ pub async fn connect(endpoint: &str) -> Result<Channel, CallError> {
         .map_err(|e| transport(format!("{e}")))
 }
 
+/// `enifab health`: whether the emulator at `endpoint` answers `grpc.health.v1.Health/Check`
+/// with SERVING within `timeout`. Health is open (no credentials), so a container's health
+/// check needs no key; the answer is printed, and the exit code says it.
+pub async fn health(endpoint: &str, timeout: Duration) -> anyhow::Result<std::process::ExitCode> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let check = async {
+        let channel = connect(endpoint).await.map_err(|e| e.to_string())?;
+        let r = HealthClient::new(channel)
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        Ok::<_, String>(r.into_inner().status())
+    };
+    let (ok, said) = match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(status)) => (status == ServingStatus::Serving, status.as_str_name().to_string()),
+        Ok(Err(e)) => (false, e),
+        Err(_) => (false, format!("no answer within {} ms", timeout.as_millis())),
+    };
+    println!("{endpoint}: {said}");
+    Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
 /// Connect, retrying for up to `patience` while the emulator is still starting.
 pub async fn connect_patiently(endpoint: &str, patience: Duration) -> Result<Channel, CallError> {
     let deadline = tokio::time::Instant::now() + patience;

@@ -132,6 +132,13 @@ enum Command {
         #[arg(long)]
         vlan: bool,
     },
+    /// Ask the emulator whether it serves (grpc.health.v1, no credentials needed): exit 0 when
+    /// it does, 1 otherwise. What container health checks and scripts wait on.
+    Health {
+        /// How long to wait for the answer, connection included.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Create the cloud side of a topology file (VPCs, vSwitches, groups, instances, trunks).
     Apply {
         /// The topology file (YAML).
@@ -508,6 +515,10 @@ async fn main() -> ExitCode {
         Command::Demo { vlan } => {
             init_tracing("warn");
             enifab::lab::demo::run(vlan).await
+        }
+        Command::Health { timeout_ms } => {
+            init_tracing("warn");
+            enifab::cli::health(&cli.endpoint, std::time::Duration::from_millis(timeout_ms)).await
         }
         Command::Apply { file } => {
             init_tracing("warn");

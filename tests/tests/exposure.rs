@@ -2,7 +2,8 @@
 //! beyond loopback without credentials unless `--insecure` says so (and then says it loudly);
 //! `--fabric-advertise` is checked at start; the CLI signs with the AccessKey it is given by
 //! flag, file or environment, and an unsigned CLI call to a server with credentials is refused
-//! with the cloud's code (issue 10's `enifab emulator InjectFault` attack).
+//! with the cloud's code (issue 10's `enifab emulator InjectFault` attack); `enifab health`
+//! needs no key.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -159,4 +160,11 @@ fn the_cli_signs_with_the_access_key_and_unsigned_calls_are_refused() {
     std::fs::write(&keys, format!("# the CLI signs with the first\n{AK} {SECRET}\n")).unwrap();
     let (code, _, stderr) = cli(&addr, &["--access-key-file", keys.to_str().unwrap(), "ecs", "DescribeInstances"], &[]);
     assert_eq!(code, 0, "{stderr}");
+
+    // Health stays open: what a container's health check asks, without a key.
+    let (code, stdout, stderr) = cli(&addr, &["health"], &[]);
+    assert_eq!((code, stdout.trim_end()), (0, format!("{addr}: SERVING").as_str()), "{stderr}");
+    drop(server);
+    let (code, stdout, _) = cli(&addr, &["health", "--timeout-ms", "500"], &[]);
+    assert_eq!(code, 1, "a stopped emulator is not healthy: {stdout}");
 }
