@@ -5,7 +5,8 @@
 # With a registry (Docker Hub reachable), the default target builds everything:
 #   docker build -t enifab:local .
 # Without one, make the base with debootstrap and copy binaries built on this machine:
-#   bash docker/build-images.sh      # = docker/base-image.sh, cargo build --release, and
+#   bash docker/build-images.sh      # = docker/base-image.sh, cargo build --release, the three
+#                                    # binaries linked into target/image/, and
 #   docker build --target host --build-arg BASE=enifab-base:bookworm -t enifab:local .
 #
 # The `host` stage comes before the Rust builder on purpose: Docker's classic builder (no
@@ -30,10 +31,10 @@ COPY examples /enifab/examples
 ENTRYPOINT ["enifab"]
 CMD ["--help"]
 
-# Binaries built on this machine (`cargo build --release` first; PROFILE=debug for a debug build).
+# Binaries built on this machine, put in target/image/ by docker/build-images.sh (only that
+# directory of target/ is in the build context: see .dockerignore).
 FROM runtime-base AS host
-ARG PROFILE=release
-COPY target/${PROFILE}/enifab target/${PROFILE}/enifab-shim target/${PROFILE}/enifab-cni /usr/local/bin/
+COPY target/image/enifab target/image/enifab-shim target/image/enifab-cni /usr/local/bin/
 
 # Binaries built from source in a Rust image (needs a registry).
 FROM ${RUST_IMAGE} AS builder

@@ -19,10 +19,15 @@ else
   cargo build --locked --bins -p enifab -p enifab-shim
 fi
 echo "build-images: $image (binaries from target/$profile, base $base)"
+# Only target/image/ is in the build context: hard links, so nothing is copied twice.
+mkdir -p target/image
+for b in enifab enifab-shim enifab-cni; do
+  ln -f "target/$profile/$b" "target/image/$b" 2>/dev/null || cp -f "target/$profile/$b" "target/image/$b"
+done
 # The classic builder prints a deprecation notice for BuildKit; it is harmless here.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-if ! docker build --quiet --target host --build-arg "BASE=$base" --build-arg "PROFILE=$profile" -t "$image" . >"$log" 2>&1; then
+if ! docker build --quiet --target host --build-arg "BASE=$base" -t "$image" . >"$log" 2>&1; then
   cat "$log"
   exit 1
 fi
