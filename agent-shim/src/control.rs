@@ -12,8 +12,9 @@
 //!
 //! Credentials (ARCHITECTURE.md §7: a node is its own principal). With an emulator that requires
 //! them, RegisterNode and WatchNode are signed with the node's token as AccessKeyId
-//! `node:<instance-id>` (enifab's gRPC scheme: HMAC-SHA256 over `ENIFAB-HMAC-SHA256`, the
-//! AccessKeyId, the method path, the timestamp and a nonce, in `x-enifab-*` metadata). The token
+//! `node:<instance-id>` (enifab's gRPC scheme, `enifab_proto::auth`: HMAC-SHA256 over
+//! `ENIFAB-HMAC-SHA256`, the AccessKeyId, the method path, the timestamp and a nonce, in
+//! `x-enifab-*` metadata). The token
 //! is given (`--node-token`), or, given an AccessKey instead, asked for at the start of every
 //! session (`IssueNodeToken`, signed with the AccessKey). A host of the internet side signs with
 //! the AccessKey. Without either, calls go unsigned, as an emulator without credentials wants.
@@ -28,13 +29,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use enifab_proto::v1 as pb;
 use enifab_proto::v1::emulator_client::EmulatorClient;
 use enifab_proto::v1::fabric_client::FabricClient;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
@@ -64,85 +63,9 @@ pub enum ControlError {
     Task(String),
 }
 
-/// What the shim signs with: an AccessKey, or its node's token (id `node:<instance-id>`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct AccessKey {
-    pub id: String,
-    pub secret: String,
-}
-
-impl std::fmt::Debug for AccessKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print a secret.
-        f.debug_struct("AccessKey").field("id", &self.id).finish_non_exhaustive()
-    }
-}
-
-impl AccessKey {
-    /// The key a node signs with, from its token.
-    pub fn node(instance_id: &str, token: &str) -> AccessKey {
-        AccessKey { id: format!("node:{instance_id}"), secret: token.trim().to_string() }
-    }
-
-    /// The first `AccessKeyId AccessKeySecret` pair of a keys file (`:` or `=` also separate
-    /// them; blank lines and `#` comments are skipped), the format `enifab serve
-    /// --access-key-file` reads.
-    pub fn first_in_file(path: &std::path::Path) -> Result<AccessKey, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        text.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .find_map(|l| {
-                let (id, secret) = l.split_once(|c: char| c.is_whitespace() || c == ':' || c == '=')?;
-                let (id, secret) = (id.trim(), secret.trim());
-                (!id.is_empty() && !secret.is_empty()).then(|| AccessKey { id: id.into(), secret: secret.into() })
-            })
-            .ok_or_else(|| format!("{} holds no `AccessKeyId AccessKeySecret` line", path.display()))
-    }
-
-    /// `request`, signed for the method at `path` (`/enifab.v1.Fabric/RegisterNode`).
-    pub fn sign<T>(&self, mut request: tonic::Request<T>, path: &str) -> tonic::Request<T> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let timestamp = utc_timestamp(now);
-        let mut n = [0u8; 16];
-        // A failed random read makes a nonce guessable, not reused: the timestamp still moves.
-        let _ = getrandom::fill(&mut n);
-        let nonce: String = n.iter().map(|b| format!("{b:02x}")).collect();
-        let sts = format!("ENIFAB-HMAC-SHA256\n{}\n{path}\n{timestamp}\n{nonce}", self.id);
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.as_bytes()).expect("HMAC takes any key length");
-        mac.update(sts.as_bytes());
-        let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        let md = request.metadata_mut();
-        for (name, value) in [
-            ("x-enifab-access-key-id", self.id.as_str()),
-            ("x-enifab-timestamp", &timestamp),
-            ("x-enifab-signature-nonce", &nonce),
-            ("x-enifab-signature", &signature),
-        ] {
-            // An id that cannot be a header value goes unsent; the emulator says what is missing.
-            if let Ok(v) = value.parse() {
-                md.insert(name, v);
-            }
-        }
-        request
-    }
-}
-
-/// `2026-11-27T03:45:23Z` for `secs` since the epoch (the format the emulator's checker reads).
-fn utc_timestamp(secs: u64) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days → civil date (Howard Hinnant's civil_from_days).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
+/// What the shim signs with: an AccessKey, or its node's token (id `node:<instance-id>`); the
+/// one implementation the emulator checks against and its CLI signs with too.
+pub use enifab_proto::auth::AccessKey;
 
 /// How the shim proves who it is and says where it is.
 #[derive(Debug, Clone, Default)]
@@ -291,10 +214,8 @@ async fn session_key(
     match (who, &control.node_token, &control.access_key) {
         (Identity::Instance(id), Some(token), _) => Ok(Some(AccessKey::node(id, token))),
         (Identity::Instance(id), None, Some(ak)) => {
-            let req = ak.sign(
-                tonic::Request::new(pb::IssueNodeTokenRequest { instance_id: id.clone() }),
-                "/enifab.v1.Emulator/IssueNodeToken",
-            );
+            let mut req = tonic::Request::new(pb::IssueNodeTokenRequest { instance_id: id.clone() });
+            ak.sign_metadata(req.metadata_mut(), "/enifab.v1.Emulator/IssueNodeToken");
             let r = EmulatorClient::new(channel.clone())
                 .issue_node_token(req)
                 .await
@@ -309,10 +230,11 @@ async fn session_key(
 
 /// `request` signed with `key` for `path`, or as it is without one.
 fn signed<T>(key: &Option<AccessKey>, request: T, path: &str) -> tonic::Request<T> {
-    match key {
-        Some(k) => k.sign(tonic::Request::new(request), path),
-        None => tonic::Request::new(request),
+    let mut request = tonic::Request::new(request);
+    if let Some(k) = key {
+        k.sign_metadata(request.metadata_mut(), path);
     }
+    request
 }
 
 async fn session(
@@ -422,20 +344,17 @@ async fn apply(node: &Arc<Mutex<Node>>, fabric: SocketAddr, config: pb::NodeConf
 mod test {
     use super::*;
 
-    /// The emulator's checker computes the same (emulator/src/openapi/sign.rs has this value as
-    /// its known answer, from Python's hmac); the end-to-end tests sign against it for real.
+    /// The shim's own wrapping of the shared signer (`enifab_proto::auth`, which pins the
+    /// signature to a known answer); the end-to-end tests sign against the emulator for real.
     #[test]
-    fn requests_are_signed_as_the_emulator_checks() {
-        assert_eq!(utc_timestamp(1_795_751_123), "2026-11-27T03:45:23Z");
-        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
-        let key = AccessKey::node("i-a", " token\n");
-        assert_eq!((key.id.as_str(), key.secret.as_str()), ("node:i-a", "token"));
-        assert!(!format!("{key:?}").contains("token\""));
-        let r = key.sign(tonic::Request::new(()), "/enifab.v1.Fabric/RegisterNode");
+    fn requests_are_signed_when_there_is_a_key() {
+        let key = Some(AccessKey::node("i-a", " token\n"));
+        let r = signed(&key, (), "/enifab.v1.Fabric/RegisterNode");
         let md = r.metadata();
         assert_eq!(md.get("x-enifab-access-key-id").unwrap(), "node:i-a");
         assert_eq!(md.get("x-enifab-signature").unwrap().len(), 64);
         assert_eq!(md.get("x-enifab-signature-nonce").unwrap().len(), 32);
+        assert!(signed(&None, (), "/enifab.v1.Fabric/RegisterNode").metadata().is_empty());
     }
 
     #[test]

@@ -108,11 +108,11 @@ impl Args {
             }
             (None, None) => None,
         };
-        let access_key = match (&self.access_key_id, &self.access_key_secret, &self.access_key_file) {
-            (Some(id), Some(secret), _) => Some(AccessKey { id: id.clone(), secret: secret.clone() }),
-            (_, _, Some(f)) => Some(AccessKey::first_in_file(f).map_err(anyhow::Error::msg)?),
-            _ => None,
-        };
+        let access_key = AccessKey::from_parts(
+            self.access_key_id.clone(),
+            self.access_key_secret.clone(),
+            self.access_key_file.as_deref(),
+        )?;
         Ok(ControlOptions {
             node_token: node_token.filter(|t| !t.is_empty()),
             access_key,

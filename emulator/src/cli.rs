@@ -4,14 +4,14 @@
 //! response prints as the cloud's JSON (PascalCase, double-wrapped lists). A cloud error prints
 //! `Code: Message` on stderr and exits 1, so scripts can branch on the code like Terway does.
 //!
-//! Every call is signed (enifab's gRPC scheme, `openapi::sign`) when the process has an
+//! Every call is signed (enifab's gRPC scheme, `enifab_proto::auth`) when the process has an
 //! AccessKey: the one `main` was given (`--access-key-id`/`--access-key-secret`,
 //! `--access-key-file`, or `ENIFAB_ACCESS_KEY_ID`/`ENIFAB_ACCESS_KEY_SECRET`/`ENIFAB_ACCESS_KEY_FILE`,
 //! the variables `enifab serve` reads), so `apply` and `lab` sign as the CLI does ([`Clients::new`]).
 
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use enifab_proto::v1 as pb;
 use tonic::codegen::http;
@@ -19,73 +19,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{self, dynamic::DynCodec};
 use crate::grpc::status::cloud_error;
-use crate::openapi::auth::{Credentials, format_timestamp};
-use crate::openapi::sign;
 
-/// What a client signs with: an AccessKey, or a node's token (id `node:<instance-id>`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct AccessKey {
-    pub id: String,
-    pub secret: String,
-}
-
-impl std::fmt::Debug for AccessKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print a secret.
-        f.debug_struct("AccessKey").field("id", &self.id).finish_non_exhaustive()
-    }
-}
-
-impl AccessKey {
-    /// The id/secret pair if both are given, else the first pair of `file`; `None` if neither.
-    pub fn from_parts(
-        id: Option<String>,
-        secret: Option<String>,
-        file: Option<&std::path::Path>,
-    ) -> anyhow::Result<Option<AccessKey>> {
-        if let (Some(id), Some(secret)) = (id, secret) {
-            return Ok(Some(AccessKey { id, secret }));
-        }
-        match file {
-            Some(f) => {
-                let c = Credentials::load(f)?;
-                let (id, secret) = c.first().ok_or_else(|| anyhow::anyhow!("{} holds no AccessKey", f.display()))?;
-                Ok(Some(AccessKey { id: id.to_string(), secret: secret.to_string() }))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// From `ENIFAB_ACCESS_KEY_ID`/`ENIFAB_ACCESS_KEY_SECRET`, else `ENIFAB_ACCESS_KEY_FILE`.
-    pub fn from_env() -> anyhow::Result<Option<AccessKey>> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let file = var("ENIFAB_ACCESS_KEY_FILE").map(std::path::PathBuf::from);
-        AccessKey::from_parts(var("ENIFAB_ACCESS_KEY_ID"), var("ENIFAB_ACCESS_KEY_SECRET"), file.as_deref())
-    }
-
-    /// Sign a call to `path` (`/enifab.v1.Ecs/DescribeVpcs`): the `x-enifab-*` metadata.
-    pub fn sign(&self, headers: &mut http::HeaderMap, path: &str) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let timestamp = format_timestamp(now);
-        let mut n = [0u8; 16];
-        // A failed random read makes nonces guessable, not reused: the timestamp still differs.
-        let _ = getrandom::fill(&mut n);
-        let nonce: String = n.iter().map(|b| format!("{b:02x}")).collect();
-        let sts = sign::grpc_string_to_sign(&self.id, path, &timestamp, &nonce);
-        let signature = sign::grpc_signature(&self.secret, &sts);
-        for (name, value) in [
-            (sign::GRPC_ACCESS_KEY_ID, self.id.as_str()),
-            (sign::GRPC_TIMESTAMP, &timestamp),
-            (sign::GRPC_NONCE, &nonce),
-            (sign::GRPC_SIGNATURE, &signature),
-        ] {
-            // An id that is not a header value cannot be signed with; the server says so.
-            if let Ok(v) = http::HeaderValue::from_str(value) {
-                headers.insert(name, v);
-            }
-        }
-    }
-}
+/// What a client signs with; the one implementation the shim and the CNI plugin sign with too,
+/// and the emulator checks against.
+pub use enifab_proto::auth::AccessKey;
 
 static PROCESS_KEY: OnceLock<Option<AccessKey>> = OnceLock::new();
 

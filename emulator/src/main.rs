@@ -62,11 +62,11 @@ impl KeyArgs {
 
     /// The key a client signs with.
     fn client_key(&self) -> Result<Option<cli::AccessKey>> {
-        cli::AccessKey::from_parts(
+        Ok(cli::AccessKey::from_parts(
             self.access_key_id.clone(),
             self.access_key_secret.clone(),
             self.access_key_file.as_deref(),
-        )
+        )?)
     }
 }
 

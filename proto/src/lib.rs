@@ -2,7 +2,10 @@
 //! descriptor set (for server reflection and for the generic cloud-style JSON/parameter codec).
 //!
 //! The `.proto` files under `proto/enifab/v1/` are the contract; see `common.proto` for the rule
-//! that makes field names the snake_case of the cloud's names.
+//! that makes field names the snake_case of the cloud's names. Calls are signed as [`auth`] says,
+//! one implementation for the emulator that checks and the clients that sign.
+
+pub mod auth;
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

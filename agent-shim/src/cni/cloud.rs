@@ -5,12 +5,13 @@
 //! delete, wait until the ENI is gone, treating "not found" as done (Terway's rule).
 //!
 //! These are AccessKey calls, as terwayd's are: with an emulator that requires credentials, each
-//! one is signed (enifab's gRPC scheme, see [`crate::control::AccessKey`]) with the key the
+//! one is signed (enifab's gRPC scheme, `enifab_proto::auth`) with the key the
 //! configuration's `accessKeyFile` names, else `ENIFAB_ACCESS_KEY_ID`/`ENIFAB_ACCESS_KEY_SECRET`,
 //! else `ENIFAB_ACCESS_KEY_FILE`; without any, calls go unsigned.
 
 use std::time::{Duration, Instant};
 
+use enifab_proto::auth::KeyFileError;
 use enifab_proto::v1 as pb;
 use pb::ecs_client::EcsClient;
 use pb::vpc_client::VpcClient;
@@ -41,32 +42,33 @@ pub struct Cloud {
 pub struct Signer(Option<AccessKey>);
 
 impl Interceptor for Signer {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let Some(key) = &self.0 else { return Ok(request) };
         let path = match request.extensions().get::<tonic::GrpcMethod<'static>>() {
             Some(m) => format!("/{}/{}", m.service(), m.method()),
             None => return Err(tonic::Status::internal("a cloud call without a method name cannot be signed")),
         };
-        Ok(key.sign(request, &path))
+        key.sign_metadata(request.metadata_mut(), &path);
+        Ok(request)
     }
 }
 
 /// The AccessKey the plugin signs with: `accessKeyFile` of the configuration, else the
-/// environment (the same variables as `enifab serve`), else none.
+/// environment (the same variables as `enifab serve`), else none. Unlike the CLI, half a key in
+/// the environment is an error: a plugin has no flags to complete it, and an unsigned pod would
+/// fail later and less clearly.
 pub fn access_key(conf_file: Option<&std::path::Path>) -> Result<Option<AccessKey>, Error> {
-    let from_file = |p: &std::path::Path| AccessKey::first_in_file(p).map(Some).map_err(Error::InvalidNetworkConfig);
+    let invalid = |e: KeyFileError| Error::InvalidNetworkConfig(e.to_string());
     if let Some(p) = conf_file {
-        return from_file(p);
+        return AccessKey::first_in_file(p).map(Some).map_err(invalid);
     }
-    let var = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
-    match (var("ENIFAB_ACCESS_KEY_ID"), var("ENIFAB_ACCESS_KEY_SECRET"), var("ENIFAB_ACCESS_KEY_FILE")) {
-        (Some(id), Some(secret), _) => Ok(Some(AccessKey { id, secret })),
-        (Some(_), None, _) | (None, Some(_), _) => {
-            Err(Error::InvalidNetworkConfig("ENIFAB_ACCESS_KEY_ID and ENIFAB_ACCESS_KEY_SECRET go together".into()))
-        }
-        (None, None, Some(f)) => from_file(std::path::Path::new(&f)),
-        (None, None, None) => Ok(None),
+    let set = |k| std::env::var(k).is_ok_and(|v| !v.is_empty());
+    if set("ENIFAB_ACCESS_KEY_ID") != set("ENIFAB_ACCESS_KEY_SECRET") {
+        return Err(Error::InvalidNetworkConfig(
+            "ENIFAB_ACCESS_KEY_ID and ENIFAB_ACCESS_KEY_SECRET go together".into(),
+        ));
     }
+    AccessKey::from_env().map_err(invalid)
 }
 
 /// A cloud error becomes CNI error 100 with the cloud's code as the message; an unreachable

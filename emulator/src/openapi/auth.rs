@@ -8,7 +8,7 @@
 //! one of them: over HTTP by RPC v1 HMAC-SHA1 (parameters `AccessKeyId`, `Signature`,
 //! `Timestamp`, `SignatureNonce`) or ACS3-HMAC-SHA256 (`Authorization`, `x-acs-date`,
 //! `x-acs-signature-nonce`); over gRPC by ENIFAB-HMAC-SHA256 (metadata `x-enifab-*`); see `sign`
-//! for the arithmetic. Checks run in this order, and the first failure answers:
+//! and, for the gRPC scheme, `enifab_proto::auth` (the clients' own code) for the arithmetic. Checks run in this order, and the first failure answers:
 //!
 //! | check | code | HTTP |
 //! |---|---|---|
@@ -44,6 +44,8 @@ use std::sync::Mutex;
 
 use anyhow::{Context, bail};
 use axum::http::HeaderMap;
+use enifab_proto::auth as grpc;
+pub use enifab_proto::auth::{NODE_PREFIX, format_timestamp, parse_timestamp};
 
 use super::error::ApiError;
 use super::sign;
@@ -72,25 +74,11 @@ impl Credentials {
         Credentials { keys: pairs.into_iter().collect() }
     }
 
-    /// One `AccessKeyId AccessKeySecret` pair per line (a `:` or `=` also separates them);
-    /// blank lines and `#` comments are skipped.
+    /// A keys file as every client reads it too (`enifab_proto::auth::parse_keys`): one
+    /// `AccessKeyId AccessKeySecret` pair per line (a `:` or `=` also separates them); blank
+    /// lines and `#` comments are skipped.
     pub fn parse(text: &str) -> anyhow::Result<Credentials> {
-        let mut keys = BTreeMap::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((id, secret)) = line.split_once(|c: char| c.is_whitespace() || c == ':' || c == '=') else {
-                bail!("line {}: expected `AccessKeyId AccessKeySecret`", n + 1);
-            };
-            let (id, secret) = (id.trim(), secret.trim());
-            if id.is_empty() || secret.is_empty() {
-                bail!("line {}: expected `AccessKeyId AccessKeySecret`", n + 1);
-            }
-            keys.insert(id.to_string(), secret.to_string());
-        }
-        Ok(Credentials { keys })
+        Ok(Credentials::new(grpc::parse_keys(text)?))
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Credentials> {
@@ -104,11 +92,6 @@ impl Credentials {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
-    }
-
-    /// The first pair (by AccessKeyId): what a client signs with when given a file of keys.
-    pub fn first(&self) -> Option<(&str, &str)> {
-        self.keys.iter().next().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// The AccessKeyIds, for checks and logs.
@@ -131,9 +114,6 @@ pub enum Caller {
     /// A valid gRPC signature by this instance's node token.
     Node { instance_id: String },
 }
-
-/// The AccessKeyId prefix that names a node: `node:i-…`.
-pub const NODE_PREFIX: &str = "node:";
 
 /// The secret node tokens are derived from. Never printed.
 #[derive(Clone)]
@@ -189,7 +169,7 @@ impl NodeKey {
 
     /// The node token of `instance_id` (64 hex digits).
     pub fn token(&self, instance_id: &str) -> String {
-        sign::hmac_sha256_hex(&self.0, &format!("enifab-node-token-v1\n{instance_id}"))
+        grpc::hmac_sha256_hex(&self.0, &format!("enifab-node-token-v1\n{instance_id}"))
     }
 }
 
@@ -248,7 +228,7 @@ impl Auth {
     /// and node tokens are both accepted here; what each may call is the gRPC face's business.
     pub fn verify_grpc(&self, headers: &HeaderMap, path: &str, now: i64) -> Result<Caller, ApiError> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
-        let access_key_id = header(sign::GRPC_ACCESS_KEY_ID);
+        let access_key_id = header(grpc::ACCESS_KEY_ID);
         if !self.enabled() {
             return Ok(Caller::Anyone { access_key_id: access_key_id.map(str::to_string) });
         }
@@ -262,20 +242,20 @@ impl Auth {
             Some(_) => return Err(not_found()),
             None => {
                 let (id, secret) = self.secret_of(Some(id))?;
-                (secret, Caller::Signed { access_key_id: id, scheme: sign::GRPC_ALGORITHM })
+                (secret, Caller::Signed { access_key_id: id, scheme: grpc::ALGORITHM })
             }
         };
-        let signature = header(sign::GRPC_SIGNATURE).ok_or_else(|| incomplete("no x-enifab-signature"))?;
-        let (timestamp, nonce) = (header(sign::GRPC_TIMESTAMP), header(sign::GRPC_NONCE));
-        let sts = sign::grpc_string_to_sign(id, path, timestamp.unwrap_or(""), nonce.unwrap_or(""));
-        if !sign::grpc_verify(secret, &sts, signature) {
+        let signature = header(grpc::SIGNATURE).ok_or_else(|| incomplete("no x-enifab-signature"))?;
+        let (timestamp, nonce) = (header(grpc::TIMESTAMP), header(grpc::NONCE));
+        let sts = grpc::string_to_sign(id, path, timestamp.unwrap_or(""), nonce.unwrap_or(""));
+        if !grpc::verify(secret, &sts, signature) {
             return Err(ApiError::new(
                 400,
                 "SignatureDoesNotMatch",
                 format!("Specified signature does not match our calculation. server StringToSign is [{sts}]"),
             ));
         }
-        self.admit_once(id, timestamp, nonce, sign::GRPC_NONCE, now)?;
+        self.admit_once(id, timestamp, nonce, grpc::NONCE, now)?;
         Ok(caller)
     }
 
@@ -416,56 +396,6 @@ fn check_timestamp(value: Option<&str>, now: i64) -> Result<i64, ApiError> {
     Ok(ts)
 }
 
-/// `2026-11-27T03:45:23Z` (fractional seconds allowed) → seconds since the epoch, UTC.
-pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let time = time
-        .split_once('.')
-        .map_or(time, |(t, frac)| if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) { "" } else { t });
-    let num = |t: &str, len: usize| {
-        (t.len() == len && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse::<i64>().ok()).flatten()
-    };
-    let mut d = date.split('-');
-    let (y, mo, day) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
-    let mut t = time.split(':');
-    let (h, mi, sec) = (num(t.next()?, 2)?, num(t.next()?, 2)?, num(t.next()?, 2)?);
-    if d.next().is_some() || t.next().is_some() {
-        return None;
-    }
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    Some(days_from_civil(y, mo, day) * 86_400 + h * 3600 + mi * 60 + sec)
-}
-
-/// Seconds since the epoch → `2026-11-27T03:45:23Z`, the format [`parse_timestamp`] reads.
-pub fn format_timestamp(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days, the inverse of days_from_civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Nonces seen, each until its request's timestamp leaves the validity window.
 #[derive(Debug, Default)]
 struct Nonces {
@@ -499,26 +429,6 @@ mod tests {
     use axum::http::{HeaderMap, Method};
 
     use super::*;
-
-    #[test]
-    fn timestamps_parse_in_the_cloud_format() {
-        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_timestamp("2026-11-27T03:45:23Z"), Some(1_795_751_123));
-        assert_eq!(parse_timestamp("2026-11-27T03:45:23.312Z"), Some(1_795_751_123));
-        assert_eq!(parse_timestamp("2024-02-29T00:00:00Z"), Some(1_709_164_800));
-        for bad in ["2026-11-27 03:45:23Z", "2026-11-27T03:45:23", "2026-13-01T00:00:00Z", "x", "2026-11-27T03:45:23.Z"]
-        {
-            assert_eq!(parse_timestamp(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn timestamps_format_as_they_parse() {
-        for t in [0, 1_795_751_123, 1_709_164_800, 951_782_400, 4_102_444_799] {
-            assert_eq!(parse_timestamp(&format_timestamp(t)), Some(t), "{}", format_timestamp(t));
-        }
-        assert_eq!(format_timestamp(1_795_751_123), "2026-11-27T03:45:23Z");
-    }
 
     #[test]
     fn credentials_files_parse_and_never_print_secrets() {
@@ -593,15 +503,11 @@ mod tests {
         assert_eq!(auth.verify(&unsigned, now).unwrap_err().code, "MissingAccessKeyId");
     }
 
+    /// What a client sends (the clients' own code makes it), at a chosen time and nonce.
     fn grpc_headers(id: &str, secret: &str, path: &str, ts: &str, nonce: &str) -> HeaderMap {
-        let sts = sign::grpc_string_to_sign(id, path, ts, nonce);
+        let key = grpc::AccessKey { id: id.into(), secret: secret.into() };
         let mut h = HeaderMap::new();
-        for (k, v) in [
-            (sign::GRPC_ACCESS_KEY_ID, id.to_string()),
-            (sign::GRPC_TIMESTAMP, ts.to_string()),
-            (sign::GRPC_NONCE, nonce.to_string()),
-            (sign::GRPC_SIGNATURE, sign::grpc_signature(secret, &sts)),
-        ] {
+        for (k, v) in key.metadata(path, ts, nonce) {
             h.insert(k, v.parse().unwrap());
         }
         h
@@ -613,7 +519,7 @@ mod tests {
         let now = parse_timestamp("2026-11-27T03:45:23Z").unwrap();
         let (path, ts) = ("/enifab.v1.Vpc/DescribeVpcs", "2026-11-27T03:45:00Z");
         let ok = grpc_headers("AK", "secret", path, ts, "n-1");
-        let signed = Caller::Signed { access_key_id: "AK".into(), scheme: sign::GRPC_ALGORITHM };
+        let signed = Caller::Signed { access_key_id: "AK".into(), scheme: grpc::ALGORITHM };
         assert_eq!(auth.verify_grpc(&ok, path, now), Ok(signed));
         let code = |h: &HeaderMap, p: &str| auth.verify_grpc(h, p, now).unwrap_err().code;
         assert_eq!(code(&ok, path), "SignatureNonceUsed");
@@ -625,7 +531,7 @@ mod tests {
         let old = grpc_headers("AK", "secret", path, "2026-11-27T03:20:00Z", "n-5");
         assert_eq!(code(&old, path), "InvalidTimeStamp.Expired");
         let mut unsigned = grpc_headers("AK", "secret", path, ts, "n-6");
-        unsigned.remove(sign::GRPC_SIGNATURE);
+        unsigned.remove(grpc::SIGNATURE);
         assert_eq!(code(&unsigned, path), "IncompleteSignature");
         assert_eq!(code(&grpc_headers("AK", "secret", path, ts, ""), path), "MissingParameter");
 

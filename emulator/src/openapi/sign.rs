@@ -11,19 +11,16 @@
 //!   trimmed values, several values sorted and joined by `,`); the string to sign is
 //!   `ACS3-HMAC-SHA256\n` + hex(sha256(canonical request)); the signature is
 //!   hex(HMAC-SHA256(secret, string to sign)).
-//! - **ENIFAB-HMAC-SHA256** (enifab's own, for gRPC, where no cloud scheme exists): metadata
-//!   `x-enifab-access-key-id`, `x-enifab-timestamp` (`2026-11-27T03:45:23Z`),
-//!   `x-enifab-signature-nonce` and `x-enifab-signature`; the string to sign is
-//!   `ENIFAB-HMAC-SHA256\n<access key id>\n<method path>\n<timestamp>\n<nonce>` (the path as
-//!   on the wire, `/enifab.v1.Ecs/CreateNetworkInterface`); the signature is
-//!   hex(HMAC-SHA256(secret, string to sign)), as ACS3's. It signs who, what, when and once; not
-//!   the message (a gRPC client cannot easily hash what it is about to encode), which is why the
-//!   HTTPS listener exists for networks that are not trusted.
+//!
+//! enifab's own gRPC scheme, ENIFAB-HMAC-SHA256, is not here: it lives with the clients that sign
+//! with it, in `enifab_proto::auth`, which the gRPC check (`auth::Auth::verify_grpc`) calls, and
+//! whose HMAC-SHA256 ACS3 shares.
 //!
 //! Nothing here decides whether a request is allowed (see `auth`); known-answer tests pin both
 //! schemes to what the official SDK's own signer produces for the same input.
 
 use base64::Engine;
+use enifab_proto::auth::{hmac_sha256_hex, hmac_sha256_verify};
 use hmac::{Hmac, KeyInit, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha1::Sha1;
@@ -110,31 +107,6 @@ pub fn acs3_string_to_sign(canonical_request: &str) -> String {
     format!("{ACS3_ALGORITHM}\n{}", sha256_hex(canonical_request.as_bytes()))
 }
 
-fn sha256_mac(key: &[u8], string_to_sign: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(string_to_sign.as_bytes());
-    mac
-}
-
-/// hex(HMAC-SHA256(key, message)): ACS3's and enifab's gRPC signature, and a node token.
-pub fn hmac_sha256_hex(key: &[u8], message: &str) -> String {
-    hex(&sha256_mac(key, message).finalize().into_bytes())
-}
-
-/// Whether `signature` (hex) is hex(HMAC-SHA256(secret, string_to_sign)), in constant time.
-fn hmac_sha256_verify(secret: &str, string_to_sign: &str, signature: &str) -> bool {
-    let sig = signature.trim();
-    if !sig.len().is_multiple_of(2) || !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return false;
-    }
-    let given: Option<Vec<u8>> =
-        (0..sig.len()).step_by(2).map(|i| u8::from_str_radix(&sig[i..i + 2], 16).ok()).collect();
-    match given {
-        Some(given) => sha256_mac(secret.as_bytes(), string_to_sign).verify_slice(&given).is_ok(),
-        None => false,
-    }
-}
-
 /// ACS3's signature (lower-case hex).
 pub fn acs3_signature(secret: &str, string_to_sign: &str) -> String {
     hmac_sha256_hex(secret.as_bytes(), string_to_sign)
@@ -142,30 +114,7 @@ pub fn acs3_signature(secret: &str, string_to_sign: &str) -> String {
 
 /// Whether `signature` (hex) is ACS3's signature of `string_to_sign`, in constant time.
 pub fn acs3_verify(secret: &str, string_to_sign: &str, signature: &str) -> bool {
-    hmac_sha256_verify(secret, string_to_sign, signature)
-}
-
-/// The algorithm name of enifab's gRPC signature (the first line of its string to sign).
-pub const GRPC_ALGORITHM: &str = "ENIFAB-HMAC-SHA256";
-/// The gRPC metadata the signature travels in.
-pub const GRPC_ACCESS_KEY_ID: &str = "x-enifab-access-key-id";
-pub const GRPC_TIMESTAMP: &str = "x-enifab-timestamp";
-pub const GRPC_NONCE: &str = "x-enifab-signature-nonce";
-pub const GRPC_SIGNATURE: &str = "x-enifab-signature";
-
-/// enifab's gRPC string to sign: who, which method (`/enifab.v1.Ecs/DescribeVpcs`), when, once.
-pub fn grpc_string_to_sign(access_key_id: &str, path: &str, timestamp: &str, nonce: &str) -> String {
-    format!("{GRPC_ALGORITHM}\n{access_key_id}\n{path}\n{timestamp}\n{nonce}")
-}
-
-/// enifab's gRPC signature (lower-case hex).
-pub fn grpc_signature(secret: &str, string_to_sign: &str) -> String {
-    hmac_sha256_hex(secret.as_bytes(), string_to_sign)
-}
-
-/// Whether `signature` (hex) is enifab's gRPC signature of `string_to_sign`, in constant time.
-pub fn grpc_verify(secret: &str, string_to_sign: &str, signature: &str) -> bool {
-    hmac_sha256_verify(secret, string_to_sign, signature)
+    hmac_sha256_verify(secret.as_bytes(), string_to_sign, signature)
 }
 
 /// The parts of an `Authorization: ACS3-HMAC-SHA256 Credential=…,SignedHeaders=…,Signature=…`.
@@ -271,19 +220,6 @@ mod tests {
         assert!(acs3_verify("testsecret", &sts, expected));
         assert!(!acs3_verify("testsecret", &sts, &expected.replace('6', "7")));
         assert!(!acs3_verify("testsecret", &sts, "zz"));
-    }
-
-    /// Expected value computed with Python's `hmac.new(b"testsecret", sts, hashlib.sha256)`, the
-    /// way the README's grpcio example signs.
-    #[test]
-    fn grpc_signature_is_hmac_sha256_over_five_lines() {
-        let sts = grpc_string_to_sign("LTAIenifab", "/enifab.v1.Vpc/DescribeVpcs", "2026-11-27T03:45:23Z", "n-1");
-        assert_eq!(sts, "ENIFAB-HMAC-SHA256\nLTAIenifab\n/enifab.v1.Vpc/DescribeVpcs\n2026-11-27T03:45:23Z\nn-1");
-        let sig = grpc_signature("testsecret", &sts);
-        assert_eq!(sig, "50a42631573dafc427f2cc0a7397b00f9f3804ddf761d07804a75d773ddf4a6f");
-        assert!(grpc_verify("testsecret", &sts, &sig));
-        assert!(!grpc_verify("other", &sts, &sig));
-        assert!(!grpc_verify("testsecret", &sts, "not hex"));
     }
 
     #[test]
