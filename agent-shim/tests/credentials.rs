@@ -16,7 +16,7 @@ use enifab::cli::{AccessKey as CliKey, Clients};
 use enifab_proto::v1 as pb;
 use enifab_shim::control::{AccessKey, ControlOptions};
 use enifab_shim::{Shim, ShimOptions};
-use support::{Netns, REGION, eventually, privileged};
+use support::{Netns, REGION, eventually, ping, privileged};
 
 const AK: &str = "LTAI5tShimTestKey";
 const SECRET: &str = "shim-test-secret";
@@ -128,13 +128,9 @@ async fn instance(c: &Clients, vsw: &str, sg: &str, ip: &str) -> String {
     c.ecs.clone().create_instance(req).await.unwrap().into_inner().instance_id
 }
 
+/// One echo from inside `ns` to `ip` answered.
 fn pings(ns: &Netns, ip: &str) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", &ns.name, "ping", "-c", "1", "-W", "1", ip])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    !ping(&ns.path(), None, ip.parse().unwrap(), 1, Duration::from_millis(500)).is_empty()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

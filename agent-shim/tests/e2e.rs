@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,9 +24,7 @@ use enifab_proto::v1::vpc_client::VpcClient;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::{Shim, ShimOptions};
 use hyper_util::rt::TokioIo;
-use nix::sys::socket::{self as nsock, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn};
-use nix::sys::time::TimeVal;
-use support::{Emu, Netns, REGION, eventually, privileged};
+use support::{Emu, Netns, REGION, eventually, ping, privileged, wait_ping};
 use tonic::transport::{Channel, Endpoint};
 
 // ---- the emulator ---------------------------------------------------------------------------
@@ -271,59 +269,6 @@ async fn shim_client(path: &Path) -> ShimClient<Channel> {
 
 // ---- traffic --------------------------------------------------------------------------------
 
-fn csum(data: &[u8]) -> u16 {
-    !support::ones_sum(data, 0)
-}
-
-/// ICMP echo from inside `ns` (from `src` when given) to `dst`: the round-trip times of the
-/// replies that came back within `timeout` each.
-fn ping(ns: &Path, src: Option<Ipv4Addr>, dst: Ipv4Addr, count: u16, timeout: Duration) -> Vec<Duration> {
-    run_in(ns, move || {
-        let fd = nsock::socket(AddressFamily::Inet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::Icmp)
-            .expect("raw ICMP socket");
-        if let Some(s) = src {
-            nsock::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(SocketAddrV4::new(s, 0))).unwrap();
-        }
-        let tv = TimeVal::new(0, 50_000);
-        nsock::setsockopt(&fd, nsock::sockopt::ReceiveTimeout, &tv).unwrap();
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        let id = (std::process::id() as u16) ^ 0x5a5a;
-        let mut rtts = Vec::new();
-        for seq in 0..count {
-            let mut pkt = vec![8u8, 0, 0, 0];
-            pkt.extend_from_slice(&id.to_be_bytes());
-            pkt.extend_from_slice(&seq.to_be_bytes());
-            pkt.extend_from_slice(&[0x42; 56]);
-            let c = csum(&pkt);
-            pkt[2..4].copy_from_slice(&c.to_be_bytes());
-            let sent = Instant::now();
-            if nsock::sendto(raw, &pkt, &SockaddrIn::from(SocketAddrV4::new(dst, 0)), MsgFlags::empty()).is_err() {
-                std::thread::sleep(timeout);
-                continue;
-            }
-            let mut buf = [0u8; 2048];
-            while sent.elapsed() < timeout {
-                let Ok((n, _)) = nsock::recvfrom::<SockaddrIn>(raw, &mut buf) else { continue };
-                let ihl = usize::from(buf[0] & 0x0f) * 4;
-                let icmp = &buf[ihl..n];
-                if icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() && icmp[6..8] == seq.to_be_bytes()
-                {
-                    rtts.push(sent.elapsed());
-                    break;
-                }
-            }
-        }
-        Ok(rtts)
-    })
-    .unwrap()
-}
-
-/// Pings until one echo comes back (ARP, registration and config push may take a moment).
-fn wait_ping(ns: &Path, src: Option<Ipv4Addr>, dst: Ipv4Addr, secs: u64) -> bool {
-    let ns = ns.to_path_buf();
-    eventually(secs, || (!ping(&ns, src, dst, 1, Duration::from_millis(300)).is_empty()).then_some(())).is_some()
-}
-
 /// A TCP stream from `from` to `to_ip` (listener in `to`) for `secs`: bytes per second.
 fn tcp_throughput(from: &Path, to: &Path, to_ip: Ipv4Addr, secs: f64) -> f64 {
     let listener = run_in(to, move || Ok(TcpListener::bind((to_ip, 0)).unwrap())).unwrap();
@@ -445,7 +390,7 @@ async fn two_nodes_talk_through_the_emulator() {
     let ok = tokio::task::spawn_blocking({
         let (pa, pb_) = (pa.clone(), pb_.clone());
         move || {
-            let first = wait_ping(&pa, None, b_ip, 10);
+            let first = wait_ping(&pa, None, b_ip, Duration::from_secs(10));
             let rtts = ping(&pa, None, b_ip, 5, Duration::from_secs(1));
             let back = ping(&pb_, None, a_ip, 3, Duration::from_secs(1));
             let gw = ping(&pa, None, "10.0.4.253".parse().unwrap(), 1, Duration::from_secs(1));
@@ -483,7 +428,7 @@ async fn two_nodes_talk_through_the_emulator() {
     emu.channel().await;
     let resumed = tokio::task::spawn_blocking({
         let pa = pa.clone();
-        move || wait_ping(&pa, None, b_ip, 20)
+        move || wait_ping(&pa, None, b_ip, Duration::from_secs(20))
     })
     .await
     .unwrap();
@@ -567,7 +512,8 @@ async fn trunk_member_via_sub_interface_and_source_tagging() {
     pod.ip(&["route", "add", "default", "via", &m.gateway, "dev", "eth0", "onlink"]);
     let b_ip: Ipv4Addr = "10.0.4.23".parse().unwrap();
     let pod_path = pod.path();
-    let reached = tokio::task::spawn_blocking(move || wait_ping(&pod_path, None, b_ip, 10)).await.unwrap();
+    let reached =
+        tokio::task::spawn_blocking(move || wait_ping(&pod_path, None, b_ip, Duration::from_secs(10))).await.unwrap();
     assert!(reached, "the pod reaches node B through its sub-interface: {}", shim_a.stats());
     let s = shim_a.stats();
     assert!(s.tags_pushed > 0 && s.tags_popped > 0, "{s}");
@@ -585,7 +531,9 @@ async fn trunk_member_via_sub_interface_and_source_tagging() {
     na.ip(&["route", "add", "default", "via", &m.gateway, "dev", "eth1", "onlink", "table", "100"]);
     let before = shim_a.stats().tags_pushed;
     let na_path = na.path();
-    let reached = tokio::task::spawn_blocking(move || wait_ping(&na_path, Some(pod_ip), b_ip, 10)).await.unwrap();
+    let reached = tokio::task::spawn_blocking(move || wait_ping(&na_path, Some(pod_ip), b_ip, Duration::from_secs(10)))
+        .await
+        .unwrap();
     assert!(reached, "member-sourced traffic on the trunk is tagged and delivered: {}", shim_a.stats());
     assert!(shim_a.stats().tags_pushed > before);
 
@@ -652,7 +600,7 @@ async fn bench_two_nodes() {
     let (pa, pb_) = (na.path(), nb.path());
     tokio::task::spawn_blocking(move || {
         let b_ip: Ipv4Addr = "10.0.4.23".parse().unwrap();
-        assert!(wait_ping(&pa, None, b_ip, 10));
+        assert!(wait_ping(&pa, None, b_ip, Duration::from_secs(10)));
         measure(&pa, &pb_, b_ip, "enifab");
     })
     .await
@@ -697,6 +645,6 @@ fn bench_kernel_vxlan_baseline() {
         ns.ip(&["link", "set", "vx0", "up"]);
     }
     let b_ip: Ipv4Addr = "10.0.4.23".parse().unwrap();
-    assert!(wait_ping(&na.path(), None, b_ip, 10));
+    assert!(wait_ping(&na.path(), None, b_ip, Duration::from_secs(10)));
     measure(&na.path(), &nb.path(), b_ip, "kernel-vxlan");
 }

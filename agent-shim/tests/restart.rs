@@ -10,7 +10,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,10 +20,8 @@ use enifab_proto::v1::ecs_client::EcsClient;
 use enifab_proto::v1::vpc_client::VpcClient;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::{Shim, ShimOptions};
-use nix::sys::socket::{self as nsock, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn};
-use nix::sys::time::TimeVal;
 use serde_json::{Value, json};
-use support::{Emu, Netns, REGION, eventually, privileged};
+use support::{Emu, Netns, REGION, eventually, ping, privileged, wait_ping};
 
 /// How soon after the new shim starts everything must work again.
 const REBUILT_WITHIN: Duration = Duration::from_secs(10);
@@ -85,54 +83,6 @@ fn cni(command: &str, container: &str, netns: &Path, args: &str, conf: &Value) -
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     (out.status.success(), serde_json::from_str(&stdout).unwrap_or(Value::String(stdout)))
-}
-
-fn csum(data: &[u8]) -> u16 {
-    !support::ones_sum(data, 0)
-}
-
-/// One ICMP echo from inside `ns` to `dst`: answered within `timeout`?
-fn ping(ns: &Path, dst: Ipv4Addr, timeout: Duration) -> bool {
-    run_in(ns, move || {
-        let fd = nsock::socket(AddressFamily::Inet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::Icmp)
-            .expect("raw ICMP socket");
-        nsock::setsockopt(&fd, nsock::sockopt::ReceiveTimeout, &TimeVal::new(0, 50_000)).unwrap();
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        let id = (std::process::id() as u16) ^ 0x3c3c;
-        let mut pkt = vec![8u8, 0, 0, 0];
-        pkt.extend_from_slice(&id.to_be_bytes());
-        pkt.extend_from_slice(&[0, 1]);
-        pkt.extend_from_slice(&[0x42; 56]);
-        let c = csum(&pkt);
-        pkt[2..4].copy_from_slice(&c.to_be_bytes());
-        let sent = Instant::now();
-        if nsock::sendto(raw, &pkt, &SockaddrIn::from(SocketAddrV4::new(dst, 0)), MsgFlags::empty()).is_err() {
-            std::thread::sleep(timeout);
-            return Ok(false);
-        }
-        let mut buf = [0u8; 2048];
-        while sent.elapsed() < timeout {
-            let Ok((n, from)) = nsock::recvfrom::<SockaddrIn>(raw, &mut buf) else { continue };
-            let ihl = usize::from(buf[0] & 0x0f) * 4;
-            let icmp = &buf[ihl.min(n)..n];
-            let from_dst = from.is_some_and(|f| f.ip() == dst);
-            if from_dst && icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    })
-    .unwrap()
-}
-
-fn wait_ping(ns: &Path, dst: Ipv4Addr, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if ping(ns, dst, Duration::from_millis(300)) {
-            return true;
-        }
-    }
-    false
 }
 
 /// GET a metadata path from inside `ns`: the body of a 200 reply.
@@ -281,7 +231,7 @@ async fn a_restarted_shim_rebuilds_its_node_and_pods() {
     let (pv, pl, pa) = (pod_veth.path(), pod_vlan.path(), na.path());
     let both = {
         let (pv, pl) = (pv.clone(), pl.clone());
-        move |within: Duration| (wait_ping(&pv, b_ip, within), wait_ping(&pl, b_ip, within))
+        move |within: Duration| (wait_ping(&pv, None, b_ip, within), wait_ping(&pl, None, b_ip, within))
     };
     let before = tokio::task::spawn_blocking({
         let both = both.clone();
@@ -305,7 +255,7 @@ async fn a_restarted_shim_rebuilds_its_node_and_pods() {
     assert!(pod_vlan.link("eth0").is_none(), "the sub-interface died with the shim");
     let broken = tokio::task::spawn_blocking({
         let pv = pv.clone();
-        move || ping(&pv, b_ip, Duration::from_millis(500))
+        move || !ping(&pv, None, b_ip, 1, Duration::from_millis(500)).is_empty()
     })
     .await
     .unwrap();

@@ -1,17 +1,21 @@
 //! Helpers shared by the privileged and end-to-end tests: network namespaces with unique names
-//! that are removed by a guard (also when the test panics), `ip -j` queries, frames and fds, and
-//! an in-process emulator ([`Emu`]).
+//! that are removed by a guard (also when the test panics), `ip -j` queries, frames and fds, an
+//! ICMP echo sent from inside a namespace on a raw socket (no `ping` binary needed), and an
+//! in-process emulator ([`Emu`]).
 #![allow(dead_code)]
 
 use std::fs::File;
 use std::io::Read;
-use std::net::SocketAddrV4;
-use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use enifab_shim::driver::netns::run_in;
+use nix::sys::socket::{self as nsock, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn};
+use nix::sys::time::TimeVal;
 use serde_json::Value;
 
 /// True when the tests may create namespaces and TAP devices; otherwise says why they skip.
@@ -110,6 +114,65 @@ pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// ICMP echo from inside `ns` (from `src` when given) to `dst`: the round-trip times of the
+/// replies from `dst` that came back within `timeout` each.
+pub fn ping(ns: &Path, src: Option<Ipv4Addr>, dst: Ipv4Addr, count: u16, timeout: Duration) -> Vec<Duration> {
+    run_in(ns, move || {
+        let fd = nsock::socket(AddressFamily::Inet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::Icmp)
+            .expect("raw ICMP socket");
+        let raw = fd.as_raw_fd();
+        if let Some(s) = src {
+            nsock::bind(raw, &SockaddrIn::from(SocketAddrV4::new(s, 0))).unwrap();
+        }
+        nsock::setsockopt(&fd, nsock::sockopt::ReceiveTimeout, &TimeVal::new(0, 50_000)).unwrap();
+        // Tests ping in parallel: the id keeps one test's replies out of another's count.
+        let id = (std::process::id() as u16) ^ (NEXT.fetch_add(1, Ordering::Relaxed) as u16).rotate_left(8);
+        let mut rtts = Vec::new();
+        for seq in 0..count {
+            let mut pkt = vec![8u8, 0, 0, 0];
+            pkt.extend_from_slice(&id.to_be_bytes());
+            pkt.extend_from_slice(&seq.to_be_bytes());
+            pkt.extend_from_slice(&[0x42; 56]);
+            let c = !ones_sum(&pkt, 0);
+            pkt[2..4].copy_from_slice(&c.to_be_bytes());
+            let sent = Instant::now();
+            if nsock::sendto(raw, &pkt, &SockaddrIn::from(SocketAddrV4::new(dst, 0)), MsgFlags::empty()).is_err() {
+                std::thread::sleep(timeout);
+                continue;
+            }
+            let mut buf = [0u8; 2048];
+            while sent.elapsed() < timeout {
+                let Ok((n, from)) = nsock::recvfrom::<SockaddrIn>(raw, &mut buf) else { continue };
+                let icmp = &buf[(usize::from(buf[0] & 0x0f) * 4).min(n)..n];
+                let from_dst = from.is_some_and(|f| f.ip() == dst);
+                if from_dst
+                    && icmp.len() >= 8
+                    && icmp[0] == 0
+                    && icmp[4..6] == id.to_be_bytes()
+                    && icmp[6..8] == seq.to_be_bytes()
+                {
+                    rtts.push(sent.elapsed());
+                    break;
+                }
+            }
+        }
+        Ok(rtts)
+    })
+    .unwrap()
+}
+
+/// Pings until one echo comes back within `within` (ARP, registration and the config push may
+/// take a moment).
+pub fn wait_ping(ns: &Path, src: Option<Ipv4Addr>, dst: Ipv4Addr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !ping(ns, src, dst, 1, Duration::from_millis(300)).is_empty() {
+            return true;
+        }
+    }
+    false
 }
 
 /// A second handle on a (non-blocking) device fd, readable with `std::io::Read`.
