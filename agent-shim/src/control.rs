@@ -27,13 +27,14 @@
 //! up while the shim runs (a refused registration is retried like an unreachable emulator,
 //! and logged with the cloud's code).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use enifab_proto::v1 as pb;
 use enifab_proto::v1::emulator_client::EmulatorClient;
 use enifab_proto::v1::fabric_client::FabricClient;
+use enifab_udp::AdvertiseError;
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
@@ -78,53 +79,21 @@ pub struct ControlOptions {
     pub geneve_advertise: Option<SocketAddr>,
 }
 
-/// Why `a` cannot be registered as a Geneve address, if it cannot.
-fn not_unicast(a: SocketAddr) -> Option<&'static str> {
-    let ip = a.ip();
-    if a.port() == 0 {
-        Some("port 0")
-    } else if ip.is_unspecified() {
-        Some("an unspecified address")
-    } else if ip.is_multicast() {
-        Some("a multicast address")
-    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
-        Some("the broadcast address")
-    } else {
-        None
-    }
-}
-
 /// `--geneve-advertise` must be an address the fabric can send to that reaches the socket bound
-/// at `bound`: on loopback when it is bound to loopback, not on loopback when it is bound to one
-/// other address.
+/// at `bound`.
 pub fn check_advertise(bound: SocketAddr, advertise: SocketAddr) -> Result<(), String> {
-    if let Some(why) = not_unicast(advertise) {
-        return Err(format!("--geneve-advertise {advertise} is {why}: the fabric needs an address to send to"));
-    }
-    let ip = bound.ip();
-    if ip.is_loopback() && !advertise.ip().is_loopback() {
-        return Err(format!(
+    enifab_udp::check_advertise(bound, advertise).map_err(|e| match e {
+        AdvertiseError::NotUnicast(why) => {
+            format!("--geneve-advertise {advertise} is {why}: the fabric needs an address to send to")
+        }
+        AdvertiseError::BoundToLoopback => format!(
             "--geneve-advertise {advertise}: the Geneve socket is bound to loopback ({bound}), which no other host \
              reaches; bind it to that address or to 0.0.0.0 (--geneve-listen)"
-        ));
-    }
-    if !ip.is_unspecified() && !ip.is_loopback() && advertise.ip().is_loopback() {
-        return Err(format!("--geneve-advertise {advertise}: the Geneve socket listens on {bound} only"));
-    }
-    Ok(())
-}
-
-/// The address this host sends from toward `dst` (a route lookup: connecting a UDP socket sends
-/// nothing).
-fn route_source(dst: IpAddr) -> Option<IpAddr> {
-    let any: SocketAddr = match dst {
-        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let sock = UdpSocket::bind(any).ok()?;
-    sock.connect((dst, 9)).ok()?;
-    let ip = sock.local_addr().ok()?.ip();
-    (!ip.is_unspecified()).then_some(ip)
+        ),
+        AdvertiseError::NotOnLoopback => {
+            format!("--geneve-advertise {advertise}: the Geneve socket listens on {bound} only")
+        }
+    })
 }
 
 /// The Geneve address to register for a socket bound to `bound` (see the module docs).
@@ -140,7 +109,7 @@ async fn advertised(bound: SocketAddr, advertise: Option<SocketAddr>, endpoint: 
         Ok(mut addrs) => addrs.next().map(|a| a.ip()),
         Err(_) => None,
     };
-    match toward.and_then(route_source) {
+    match toward.and_then(enifab_udp::route_source) {
         Some(ip) => SocketAddr::new(ip, bound.port()),
         None => {
             let loopback =

@@ -13,7 +13,11 @@
 //! - the control messages: writing `UDP_SEGMENT` ([`set_gso_control`]) and reading `UDP_GRO`
 //!   ([`gro_segment`]) — the only `unsafe` here, each block saying why it is sound;
 //! - socket setup ([`enable_gro`], [`set_buffers`]), the address peers reach a wildcard bind at
-//!   ([`reachable`]), and addresses in the kernel's layout ([`to_std`], [`unspecified`]).
+//!   ([`reachable`]), and addresses in the kernel's layout ([`to_std`], [`unspecified`]);
+//! - the rules for an address one end *advertises* to the other (`enifab serve
+//!   --fabric-advertise`, `enifab-shim --geneve-advertise`): what may be sent to at all
+//!   ([`not_unicast`]), what reaches the bound socket ([`check_advertise`]), and the source the
+//!   kernel picks toward a peer ([`route_source`]), which is what a wildcard bind advertises.
 //!
 //! Must not: own sockets or buffers, block, or allocate on the per-datagram path.
 #![allow(unsafe_code)]
@@ -144,6 +148,64 @@ pub fn reachable(mut a: SocketAddr) -> SocketAddr {
     a
 }
 
+/// Why `a` cannot be a peer's socket, if it cannot: no port, no host, or many hosts.
+pub fn not_unicast(a: SocketAddr) -> Option<&'static str> {
+    let ip = a.ip();
+    if a.port() == 0 {
+        Some("port 0")
+    } else if ip.is_unspecified() {
+        Some("an unspecified address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// Why an advertised address cannot reach a socket bound elsewhere; each end words it with its
+/// own flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdvertiseError {
+    /// Not an address to send to ([`not_unicast`]'s reason).
+    NotUnicast(&'static str),
+    /// The socket is on loopback, which no other host reaches.
+    BoundToLoopback,
+    /// The socket is on one other address, so loopback does not reach it.
+    NotOnLoopback,
+}
+
+/// Whether peers sending to `advertise` reach a socket bound to `bound`: on loopback when it is
+/// bound to loopback, not on loopback when it is bound to one other address. A wildcard bind
+/// takes any unicast address (a NAT's outside port included).
+pub fn check_advertise(bound: SocketAddr, advertise: SocketAddr) -> Result<(), AdvertiseError> {
+    if let Some(why) = not_unicast(advertise) {
+        return Err(AdvertiseError::NotUnicast(why));
+    }
+    let ip = bound.ip();
+    if ip.is_loopback() && !advertise.ip().is_loopback() {
+        return Err(AdvertiseError::BoundToLoopback);
+    }
+    if !ip.is_unspecified() && !ip.is_loopback() && advertise.ip().is_loopback() {
+        return Err(AdvertiseError::NotOnLoopback);
+    }
+    Ok(())
+}
+
+/// The address this host sends from toward `dst`: the kernel's route lookup (connecting a UDP
+/// socket sends nothing). `None` without a route.
+pub fn route_source(dst: IpAddr) -> Option<IpAddr> {
+    let any: SocketAddr = match dst {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = std::net::UdpSocket::bind(any).ok()?;
+    sock.connect((dst, 9)).ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
 /// An address for a slot nothing has been written to yet (the kernel overwrites it on receive).
 pub fn unspecified() -> SockaddrStorage {
     SockaddrStorage::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
@@ -159,6 +221,24 @@ pub fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_advertised_address_must_reach_the_socket() {
+        let check = |b: &str, a: &str| check_advertise(b.parse().unwrap(), a.parse().unwrap());
+        assert_eq!(check("0.0.0.0:6081", "10.0.0.5:6081"), Ok(()));
+        assert_eq!(check("0.0.0.0:6081", "203.0.113.9:16081"), Ok(()), "NAT: another port outside");
+        assert_eq!(check("127.0.0.1:0", "127.0.0.1:40000"), Ok(()));
+        assert_eq!(check("127.0.0.1:6081", "10.0.0.5:6081"), Err(AdvertiseError::BoundToLoopback));
+        assert_eq!(check("10.0.0.5:6081", "127.0.0.1:6081"), Err(AdvertiseError::NotOnLoopback));
+        assert_eq!(check("0.0.0.0:6081", "0.0.0.0:6081"), Err(AdvertiseError::NotUnicast("an unspecified address")));
+        assert_eq!(check("0.0.0.0:6081", "10.0.0.5:0"), Err(AdvertiseError::NotUnicast("port 0")));
+        assert_eq!(check("0.0.0.0:6081", "239.1.1.1:6081"), Err(AdvertiseError::NotUnicast("a multicast address")));
+        assert_eq!(
+            check("0.0.0.0:6081", "255.255.255.255:6081"),
+            Err(AdvertiseError::NotUnicast("the broadcast address"))
+        );
+        assert_eq!(route_source("127.0.0.1".parse().unwrap()), Some("127.0.0.1".parse().unwrap()));
+    }
 
     #[test]
     fn runs_are_equal_sizes_with_a_shorter_tail() {
