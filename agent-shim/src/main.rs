@@ -40,7 +40,7 @@ struct Args {
     /// The Geneve address to register with the emulator (HOST:PORT, resolved at start), when
     /// it is not the socket's own (NAT, a published port). Default: the socket's address; for a
     /// wildcard bind, this host's address toward the emulator.
-    #[arg(long, env = "ENIFAB_GENEVE_ADVERTISE", value_parser = parse_host_port)]
+    #[arg(long, env = "ENIFAB_GENEVE_ADVERTISE", value_parser = enifab_udp::parse_host_port)]
     geneve_advertise: Option<SocketAddr>,
     /// This node's token (from `enifab emulator IssueNodeToken --InstanceId i-…`): what
     /// RegisterNode and WatchNode are signed with when the emulator requires credentials. All a
@@ -82,19 +82,6 @@ struct Args {
     /// recorded there.
     #[arg(long, default_value = enifab_shim::cni::conf::DEFAULT_STATE_DIR)]
     cni_state_dir: PathBuf,
-}
-
-/// `HOST:PORT` (a name resolved now, to its first IPv4 address if it has one), port not 0.
-fn parse_host_port(s: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    let addrs: Vec<SocketAddr> =
-        s.to_socket_addrs().map_err(|e| format!("{s:?} is not HOST:PORT that resolves: {e}"))?.collect();
-    let a = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied();
-    let a = a.ok_or_else(|| format!("{s} resolves to no address"))?;
-    if a.port() == 0 {
-        return Err(format!("{s}: port 0 is not a port"));
-    }
-    Ok(a)
 }
 
 impl Args {

@@ -107,7 +107,7 @@ enum Command {
         /// The Geneve address shims are told to send to (HOST:PORT, resolved at start), when it
         /// is not the one the fabric socket is bound to (NAT, a published port). Default: the
         /// bound address; for a wildcard bind, the address of this host that routes to each shim.
-        #[arg(long, env = "ENIFAB_FABRIC_ADVERTISE", value_parser = parse_host_port)]
+        #[arg(long, env = "ENIFAB_FABRIC_ADVERTISE", value_parser = enifab_udp::parse_host_port)]
         fabric_advertise: Option<std::net::SocketAddr>,
         #[command(flatten)]
         api: Box<ApiArgs>,
@@ -348,20 +348,6 @@ fn parse_cidr(s: &str) -> Result<enifab_model::Cidr, String> {
         return Err(format!("{s} has no address to hand out (a /29 or larger is needed)"));
     }
     Ok(c)
-}
-
-/// `HOST:PORT` (a name is resolved now, once; to its first IPv4 address if it has one, as the
-/// fabric's socket is IPv4 unless told otherwise) with a port that is not 0.
-fn parse_host_port(s: &str) -> Result<std::net::SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    let addrs: Vec<_> =
-        s.to_socket_addrs().map_err(|e| format!("{s:?} is not HOST:PORT that resolves: {e}"))?.collect();
-    let a = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied();
-    let a = a.ok_or_else(|| format!("{s} resolves to no address"))?;
-    if a.port() == 0 {
-        return Err(format!("{s}: port 0 is not a port"));
-    }
-    Ok(a)
 }
 
 fn init_tracing(default: &str) {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::runtime::Runtime;
+use super::runtime::{NodeSpec, Runtime};
 use super::state::{self, LabState, UpProgress};
 use super::{LabOptions, Log, lab_id, pods, process, runtime, services};
 use crate::apply;
@@ -72,7 +72,8 @@ async fn steps(
         let name = &inst.name.value;
         let primary_ip = inst.private_ip.as_ref().map(|p| p.value.clone()).unwrap_or_default();
         let links: &[&str] = if applied.trunks.contains_key(name) { &["eth0", "eth1"] } else { &["eth0"] };
-        rt.node(opts, st, i, name, &applied.instances[name], &primary_ip, links, log).await?;
+        let node = NodeSpec { index: i, name, instance_id: &applied.instances[name], primary_ip: &primary_ip, links };
+        rt.node(opts, st, &node, log).await?;
         state::save(opts, st)?;
     }
     for (i, x) in topo.external_clients.iter().enumerate() {

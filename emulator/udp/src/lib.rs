@@ -15,7 +15,8 @@
 //! - socket setup ([`enable_gro`], [`set_buffers`]), the address peers reach a wildcard bind at
 //!   ([`reachable`]), and addresses in the kernel's layout ([`to_std`], [`unspecified`]);
 //! - the rules for an address one end *advertises* to the other (`enifab serve
-//!   --fabric-advertise`, `enifab-shim --geneve-advertise`): what may be sent to at all
+//!   --fabric-advertise`, `enifab-shim --geneve-advertise`): how the flag is read
+//!   ([`parse_host_port`]), what may be sent to at all
 //!   ([`not_unicast`]), what reaches the bound socket ([`check_advertise`]), and the source the
 //!   kernel picks toward a peer ([`route_source`]), which is what a wildcard bind advertises.
 //!
@@ -206,6 +207,20 @@ pub fn route_source(dst: IpAddr) -> Option<IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
+/// `HOST:PORT` given for an advertised address: a name is resolved now, once, to its first IPv4
+/// address if it has one (the Geneve sockets are IPv4 unless told otherwise); port 0 is refused.
+pub fn parse_host_port(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> =
+        s.to_socket_addrs().map_err(|e| format!("{s:?} is not HOST:PORT that resolves: {e}"))?.collect();
+    let a = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied();
+    let a = a.ok_or_else(|| format!("{s} resolves to no address"))?;
+    if a.port() == 0 {
+        return Err(format!("{s}: port 0 is not a port"));
+    }
+    Ok(a)
+}
+
 /// An address for a slot nothing has been written to yet (the kernel overwrites it on receive).
 pub fn unspecified() -> SockaddrStorage {
     SockaddrStorage::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
@@ -238,6 +253,9 @@ mod tests {
             Err(AdvertiseError::NotUnicast("the broadcast address"))
         );
         assert_eq!(route_source("127.0.0.1".parse().unwrap()), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(parse_host_port("localhost:6081"), Ok("127.0.0.1:6081".parse().unwrap()));
+        assert_eq!(parse_host_port("10.0.0.5:0"), Err("10.0.0.5:0: port 0 is not a port".into()));
+        assert!(parse_host_port("10.0.0.5").unwrap_err().starts_with("\"10.0.0.5\" is not HOST:PORT"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use enifab_proto::v1 as pb;
 
-use super::{Place, PodRequest, ProbeFuture, not_up, wait_ready};
+use super::{NodeSpec, Place, PodRequest, ProbeFuture, not_up, wait_ready};
 use crate::lab::Log;
 use crate::lab::agent::client::{self, AgentClient};
 use crate::lab::host::Rule;
@@ -72,15 +72,8 @@ impl Agents {
         }
     }
 
-    pub(super) async fn node(
-        &self,
-        st: &mut LabState,
-        name: &str,
-        instance_id: &str,
-        primary_ip: &str,
-        links: &[&str],
-        log: &mut Log<'_>,
-    ) -> Result<()> {
+    pub(super) async fn node(&self, st: &mut LabState, node: &NodeSpec<'_>, log: &mut Log<'_>) -> Result<()> {
+        let NodeSpec { name, instance_id, primary_ip, links, .. } = *node;
         let mut c = self.client(name)?;
         let r = wait_ready(&mut c, &format!("node {name}"), instance_id, links, PATIENCE, &|| true, log)
             .await

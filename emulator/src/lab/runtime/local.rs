@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 
-use super::{Place, PodRequest, ProbeFuture, not_up, wait_ready};
+use super::{NodeSpec, Place, PodRequest, ProbeFuture, not_up, wait_ready};
 use crate::lab::agent::client;
 use crate::lab::host::{self, Rule};
 use crate::lab::netns::{self, Ns};
@@ -31,18 +31,14 @@ const PATIENCE: Duration = Duration::from_secs(20);
 pub struct Local;
 
 impl Local {
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn node(
         &self,
         opts: &LabOptions,
         st: &mut LabState,
-        index: usize,
-        name: &str,
-        instance_id: &str,
-        primary_ip: &str,
-        links: &[&str],
+        node: &NodeSpec<'_>,
         log: &mut Log<'_>,
     ) -> Result<()> {
+        let NodeSpec { index, name, instance_id, primary_ip, links } = *node;
         let id = st.id.clone();
         let ns = format!("efb{id}-n{index}");
         netns::create(&ns)?;

@@ -80,6 +80,17 @@ pub struct PodRequest {
 /// A probe as the runtime runs it.
 pub type ProbeFuture = Pin<Box<dyn Future<Output = Result<Outcome>> + Send>>;
 
+/// An instance of the topology that becomes a node: its place in the file (which names its
+/// namespace and files in a local lab), its cloud identity, and the NICs its shim must plug in
+/// before the node counts as up.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeSpec<'a> {
+    pub index: usize,
+    pub name: &'a str,
+    pub instance_id: &'a str,
+    pub primary_ip: &'a str,
+    pub links: &'a [&'a str],
+}
 /// The lab's node runtime.
 pub enum Runtime {
     Local(local::Local),
@@ -136,23 +147,18 @@ impl Runtime {
         }
     }
 
-    /// Make the instance `name` a node (or find it made) and wait until its shim has plugged
-    /// in `links`; records it in the state.
-    #[allow(clippy::too_many_arguments)]
+    /// Make the instance `node.name` a node (or find it made) and wait until its shim has
+    /// plugged in `node.links`; records it in the state.
     pub async fn node(
         &self,
         opts: &LabOptions,
         st: &mut LabState,
-        index: usize,
-        name: &str,
-        instance_id: &str,
-        primary_ip: &str,
-        links: &[&str],
+        node: &NodeSpec<'_>,
         log: &mut Log<'_>,
     ) -> Result<()> {
         match self {
-            Runtime::Local(l) => l.node(opts, st, index, name, instance_id, primary_ip, links, log).await,
-            Runtime::Agents(a) => a.node(st, name, instance_id, primary_ip, links, log).await,
+            Runtime::Local(l) => l.node(opts, st, node, log).await,
+            Runtime::Agents(a) => a.node(st, node, log).await,
         }
     }
 
