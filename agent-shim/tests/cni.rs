@@ -54,11 +54,8 @@ fn ok<T>(r: Result<tonic::Response<T>, tonic::Status>) -> T {
 async fn cluster() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        region: "cn-hongkong".into(),
         delays: TransitionDelays { attach_ms: 30, detach_ms: 30, delete_ms: 10, start_stop_ms: 10 },
-        fabric_listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServeConfig::loopback(dir.path().join("data"))
     };
     let emu = Emulator::open(&cfg, Arc::new(SystemClock)).unwrap();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();

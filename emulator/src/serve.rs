@@ -59,6 +59,22 @@ pub struct ServeConfig {
     pub fabric_listen: SocketAddr,
 }
 
+impl ServeConfig {
+    /// An in-process emulator (the demo, tests, benchmarks): the API and the fabric on loopback
+    /// ports the kernel picks, region cn-hongkong, no transition delays. Change a field with
+    /// `ServeConfig { delays, ..ServeConfig::loopback(dir) }`.
+    pub fn loopback(data_dir: impl Into<PathBuf>) -> ServeConfig {
+        let any_port = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        ServeConfig {
+            listen: any_port,
+            data_dir: data_dir.into(),
+            region: "cn-hongkong".into(),
+            delays: TransitionDelays::ZERO,
+            fabric_listen: any_port,
+        }
+    }
+}
+
 /// Where the node key lives in the data directory (see `openapi::auth`).
 pub const NODE_KEY_FILE: &str = "node-token.key";
 

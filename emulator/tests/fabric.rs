@@ -12,7 +12,6 @@ use enifab::cli::Clients;
 use enifab::serve::{Emulator, ServeConfig};
 use enifab_dataplane::testkit::{Endpoint, arp_request, echo_datagram};
 use enifab_dataplane::wire::{ethernet, geneve};
-use enifab_model::TransitionDelays;
 use enifab_proto::v1 as pb;
 
 struct Node {
@@ -28,13 +27,7 @@ fn endpoint(eni: String, vni: u32, mac: &str, ip: &str, peer: SocketAddr) -> End
 
 async fn start() -> (Clients, Emulator, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().into(),
-        region: "cn-hongkong".into(),
-        delays: TransitionDelays::ZERO,
-        fabric_listen: "127.0.0.1:0".parse().unwrap(),
-    };
+    let cfg = ServeConfig::loopback(dir.path());
     let emu = Emulator::open(&cfg, Arc::new(SystemClock)).unwrap();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();

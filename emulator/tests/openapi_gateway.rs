@@ -474,13 +474,7 @@ async fn https_serves_the_same_api_with_enifabs_own_ca() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = enifab::serve::ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().into(),
-        region: REGION.into(),
-        delays: enifab_model::TransitionDelays::ZERO,
-        fabric_listen: "127.0.0.1:0".parse().unwrap(),
-    };
+    let cfg = enifab::serve::ServeConfig::loopback(dir.path());
     let model = enifab::serve::open_model(&cfg, Arc::new(enifab::actor::SystemClock), vec![]).unwrap();
     let https = tls::HttpsConfig { listen: cfg.listen, cert: None, key: None, sans: vec!["ecs.emulator.test".into()] };
     let files = https.cert_files(dir.path()).unwrap();

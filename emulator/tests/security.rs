@@ -23,7 +23,6 @@ use enifab::openapi::listener::Limits;
 use enifab::serve::{ApiConfig, Emulator, ServeConfig};
 use enifab_dataplane::testkit::{Endpoint, echo_datagram};
 use enifab_dataplane::wire::geneve;
-use enifab_model::TransitionDelays;
 use enifab_proto::v1 as pb;
 use prost_reflect::DynamicMessage;
 use tonic::Code;
@@ -54,13 +53,7 @@ impl Cloud {
 
     async fn start_with(limits: Limits) -> Cloud {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().into(),
-            region: "cn-hongkong".into(),
-            delays: TransitionDelays::ZERO,
-            fabric_listen: "127.0.0.1:0".parse().unwrap(),
-        };
+        let cfg = ServeConfig::loopback(dir.path());
         let emu = Emulator::open(&cfg, Arc::new(SystemClock)).unwrap();
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -346,13 +339,7 @@ async fn frames_from_an_unregistered_address_are_dropped_and_counted() {
 #[tokio::test]
 async fn node_tokens_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().into(),
-        region: "cn-hongkong".into(),
-        delays: TransitionDelays::ZERO,
-        fabric_listen: "127.0.0.1:0".parse().unwrap(),
-    };
+    let cfg = ServeConfig::loopback(dir.path());
     let first = Emulator::open(&cfg, Arc::new(SystemClock)).unwrap().node_key.token("i-a");
     // The model thread of the first lets go of the directory once its handles are gone.
     let mut second = None;

@@ -209,14 +209,7 @@ impl Drop for TestServer {
 }
 
 async fn launch(data_dir: &Path, delays: TransitionDelays) -> (Running, SocketAddr) {
-    let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        data_dir: data_dir.to_path_buf(),
-        region: REGION.to_string(),
-        delays,
-        // Unused: the in-process server runs the API alone (`serve::run`), without a data plane.
-        fabric_listen: "127.0.0.1:0".parse().expect("an address"),
-    };
+    let cfg = ServeConfig { delays, ..ServeConfig::loopback(data_dir) };
     let model = serve::open_model(&cfg, Arc::new(SystemClock), Vec::new()).expect("open the model");
     let epochs = model.epochs();
     let listener = TcpListener::bind(cfg.listen).await.expect("bind");
@@ -846,11 +839,8 @@ impl FullEmulator {
     pub async fn start() -> FullEmulator {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let cfg = ServeConfig {
-            listen: "127.0.0.1:0".parse().expect("an address"),
-            data_dir: dir.path().join("data"),
-            region: REGION.into(),
             delays: TransitionDelays { attach_ms: 30, detach_ms: 30, delete_ms: 10, start_stop_ms: 10 },
-            fabric_listen: "127.0.0.1:0".parse().expect("an address"),
+            ..ServeConfig::loopback(dir.path().join("data"))
         };
         let emu = serve::Emulator::open(&cfg, Arc::new(SystemClock)).expect("open the emulator");
         let listener = TcpListener::bind(cfg.listen).await.expect("bind");

@@ -248,13 +248,7 @@ pub struct Emu {
 
 impl Emu {
     pub async fn start(data_dir: &std::path::Path, grpc: std::net::SocketAddr) -> Emu {
-        let cfg = enifab::serve::ServeConfig {
-            listen: grpc,
-            data_dir: data_dir.to_path_buf(),
-            region: REGION.into(),
-            delays: enifab_model::TransitionDelays::ZERO,
-            fabric_listen: "127.0.0.1:0".parse().unwrap(),
-        };
+        let cfg = enifab::serve::ServeConfig { listen: grpc, ..enifab::serve::ServeConfig::loopback(data_dir) };
         let emu = enifab::serve::Emulator::open(&cfg, std::sync::Arc::new(enifab::actor::SystemClock))
             .expect("open the emulator");
         let listener = tokio::net::TcpListener::bind(grpc).await.expect("bind the API port");

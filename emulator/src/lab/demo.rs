@@ -23,11 +23,8 @@ pub async fn run(vlan: bool) -> Result<ExitCode> {
     }
     let dir = tempfile::Builder::new().prefix("enifab-demo-").tempdir().context("a temporary directory")?;
     let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        data_dir: dir.path().join("data"),
-        region: "cn-hongkong".into(),
         delays: enifab_model::TransitionDelays { attach_ms: 50, detach_ms: 50, delete_ms: 20, start_stop_ms: 50 },
-        fabric_listen: "127.0.0.1:0".parse().expect("an address"),
+        ..ServeConfig::loopback(dir.path().join("data"))
     };
     let emulator = Emulator::open(&cfg, Arc::new(SystemClock))?;
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;

@@ -56,13 +56,7 @@ impl Server {
 
     pub async fn start_with(signed: bool, delays: TransitionDelays) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().into(),
-            region: REGION.into(),
-            delays,
-            fabric_listen: "127.0.0.1:0".parse().unwrap(),
-        };
+        let cfg = ServeConfig { delays, ..ServeConfig::loopback(dir.path()) };
         let model = serve::open_model(&cfg, std::sync::Arc::new(SystemClock), vec![]).unwrap();
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
