@@ -12,7 +12,7 @@
 //       counters, redirect to a metadata-mode VXLAN device
 //   ══ VXLAN over the underlay ══▶ node B: tc ingress `from_wire`
 //       VNI + VLAN → member port, pop, MACs rewritten (gateway ee:ff:ff:ff:ff:ff → pod),
-//       counters, redirect to the pod's veth
+//       redirect into the pod's end of its veth
 //
 // bench/fastpath/mechanism.sh loads it once per node with bpftool (its maps pinned per node) and
 // attaches it with tc; it is a measuring device, not the product: the shim will own its programs.
@@ -199,7 +199,9 @@ int from_wire(struct __sk_buff *skb)
         return drop(4);
     __builtin_memcpy(eth->h_dest, m->mac, 6);
     __builtin_memcpy(eth->h_source, GATEWAY_MAC, 6);
-    return bpf_redirect(m->ifindex, 0);
+    // Straight into the pod's side of its veth: no second trip through the backlog queue
+    // (bpf_redirect_peer works from tc ingress only, which is where this runs).
+    return bpf_redirect_peer(m->ifindex, 0);
 }
 
 char LICENSE[] SEC("license") = "GPL";
