@@ -16,7 +16,9 @@
 //
 // bench/fastpath/mechanism.sh loads it once per node with bpftool (its maps pinned per node) and
 // attaches it with tc; it is a measuring device, not the product: the shim will own its programs.
-// Written in C because BPF in Rust (aya-ebpf) needs a nightly toolchain this machine lacks.
+// Written in C because BPF in Rust (aya-ebpf) needs a nightly toolchain this machine lacks. The
+// sections are named `classifier`, which both bpftool and aya 0.14 (the newest aya this Rust
+// toolchain builds; it refuses `tc`) load as tc programs: the same object can move into the shim.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -125,7 +127,7 @@ static __always_inline void count(struct flow *f, __u32 len)
     __sync_fetch_and_add(&f->bytes, len);
 }
 
-SEC("tc")
+SEC("classifier")
 int from_pod(struct __sk_buff *skb)
 {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
@@ -179,7 +181,7 @@ int from_pod(struct __sk_buff *skb)
     return bpf_redirect(*out, 0);
 }
 
-SEC("tc")
+SEC("classifier")
 int from_wire(struct __sk_buff *skb)
 {
     struct bpf_tunnel_key key = {};
