@@ -36,6 +36,8 @@ done
 
 say() { printf 'mechanism [%4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+# shellcheck source=bench/common.sh
+. "$HERE/../common.sh"
 
 [ "$(id -u)" = 0 ] || die "needs root (namespaces, BPF)"
 for c in ip tc clang bpftool iperf3 sockperf python3; do
@@ -138,15 +140,7 @@ for spec in "a $NA $PA $POD_A $VLAN_A $POD_B $VLAN_B $UNDERLAY_B" "b $NB $PB $PO
 done
 
 # ---- the baseline -------------------------------------------------------------------------------
-ip -n "$VXA" link add u0 mtu 1550 type veth peer name u0 netns "$VXB" mtu 1550
-for spec in "$VXA 192.168.77.1 192.168.77.2 10.0.8.20" "$VXB 192.168.77.2 192.168.77.1 10.0.8.30"; do
-  read -r ns local remote overlay <<<"$spec"
-  ip -n "$ns" addr add "$local/30" dev u0
-  ip -n "$ns" link set u0 up
-  ip -n "$ns" link add vx0 mtu 1500 type vxlan id 100 local "$local" remote "$remote" dstport 4789 dev u0
-  ip -n "$ns" addr add "$overlay/24" dev vx0
-  ip -n "$ns" link set vx0 up
-done
+vxlan_baseline "$VXA" "$VXB"
 
 # ---- measuring ------------------------------------------------------------------------------------
 for ns in "$VXB" "$PB"; do
@@ -164,45 +158,21 @@ reach() { # ns ip: TCP connects to the iperf3 port (no ping needed)
   done
   die "$1 cannot reach $2"
 }
-reach "$VXA" 10.0.8.30
+reach "$VXA" "$VX_S_IP"
 reach "$PA" "$POD_B"
 
-iperf() {
-  local ns="$1" dst="$2"
-  shift 2
-  ip netns exec "$ns" iperf3 -c "$dst" -p 5201 -J "$@" 2>/dev/null ||
-    { sleep 1 && ip netns exec "$ns" iperf3 -c "$dst" -p 5201 -J "$@"; }
-}
-tcp() {
-  iperf "$1" "$2" -t "$SECS" -P "$3" |
-    python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
-}
-pps64() {
-  iperf "$1" "$2" -t "$SECS" -u -l 64 -b 0 |
-    python3 -c 'import json,sys; r = json.load(sys.stdin)["end"]["sum_received"]; print("%.0f" % (r["bytes"] / 64 / r["seconds"]))'
-}
-udprr() {
-  ip netns exec "$1" sockperf ping-pong -i "$2" -p 11111 -m 64 -t "$SECS" --full-rtt 2>&1 |
-    python3 -c 'import re,sys; print("%.1f" % float(re.search(r"avg-rtt=([0-9.]+)", sys.stdin.read()).group(1)))'
-}
 RAW="$TMP/raw.txt"
 : >"$RAW"
-measure() { # metric path command…
-  local v
-  v="$("${@:3}")" || die "$1 over $2 failed"
-  echo "$1 $2 $v" >>"$RAW"
-  say "$(printf '%-7s %-6s %s' "$1" "$2" "$v")"
-}
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$REPEAT"); do
   say "run $r of $REPEAT"
-  measure tcp1 vxlan tcp "$VXA" 10.0.8.30 1
+  measure tcp1 vxlan tcp "$VXA" "$VX_S_IP" 1
   measure tcp1 bpf tcp "$PA" "$POD_B" 1
-  measure tcp4 vxlan tcp "$VXA" 10.0.8.30 4
+  measure tcp4 vxlan tcp "$VXA" "$VX_S_IP" 4
   measure tcp4 bpf tcp "$PA" "$POD_B" 4
-  measure pps64 vxlan pps64 "$VXA" 10.0.8.30
+  measure pps64 vxlan pps64 "$VXA" "$VX_S_IP"
   measure pps64 bpf pps64 "$PA" "$POD_B"
-  measure udprr vxlan udprr "$VXA" 10.0.8.30
+  measure udprr vxlan udprr "$VXA" "$VX_S_IP"
   measure udprr bpf udprr "$PA" "$POD_B"
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
