@@ -1,8 +1,9 @@
 //! `enifab-cni` as a container runtime drives it: the real binary, `CNI_*` in the environment,
 //! the network configuration on stdin, against a real emulator (in-process) and a real node
 //! shim (child process) for a node namespace. Both datapaths: ADD, CHECK, DEL; ADD twice and DEL
-//! twice; DEL of a container it never saw; bad configurations and cloud errors as CNI error JSON
-//! with a code; VERSION and STATUS. Needs root (skips otherwise).
+//! twice; DEL of a container it never saw; GC with and without the runtime's list of valid
+//! attachments; bad configurations and cloud errors as CNI error JSON with a code; VERSION and
+//! STATUS. Needs root (skips otherwise).
 
 mod support;
 
@@ -263,6 +264,61 @@ async fn full_life(datapath: &str) {
     let (ok5, out, _) = cni("CHECK", "c-web", Some(&pod.path()), args, &conf);
     assert!(!ok5);
     assert_eq!(out["code"], 3, "{out}");
+}
+
+/// GC (CNI 1.1): a container the runtime no longer lists loses its wiring and member ENI, also
+/// one whose state file was lost; a listed one keeps both; without a list nothing is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_releases_what_the_runtime_no_longer_lists() {
+    if !privileged("gc_releases_what_the_runtime_no_longer_lists") {
+        return;
+    }
+    let mut cl = cluster().await;
+    let conf = cl.netconf("veth");
+    let pods = [Netns::new("gckeep"), Netns::new("gcstale"), Netns::new("gclost")];
+    for (i, (container, pod)) in ["c-keep", "c-stale", "c-lost"].iter().zip(&pods).enumerate() {
+        let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME=p{i};ENIFAB_IP=10.0.4.{}", 30 + i);
+        let (ok, out, err) = cni("ADD", container, Some(&pod.path()), &args, &conf);
+        assert!(ok, "ADD {container}: {out} {err}");
+    }
+    assert_eq!(members(&mut cl.clients).await.len(), 3);
+    let state = cl.dir.path().join("cni-state");
+    std::fs::remove_file(state.join("c-lost.json")).expect("c-lost has a state file");
+
+    let gc = |valid: Option<&[&str]>| {
+        let mut c = conf.clone();
+        c["cniVersion"] = json!("1.1.0");
+        if let Some(v) = valid {
+            let list: Vec<Value> = v.iter().map(|id| json!({"containerID": id, "ifname": "eth0"})).collect();
+            c["cni.dev/valid-attachments"] = json!(list);
+        }
+        cni("GC", "", None, "", &c)
+    };
+    let (ok, out, err) = gc(None);
+    assert!(ok, "GC without a list: {out} {err}");
+    assert_eq!(members(&mut cl.clients).await.len(), 3, "nothing released without the runtime's list");
+
+    let (ok, out, err) = gc(Some(&["c-keep"]));
+    assert!(ok, "GC: {out} {err}");
+    let left = members(&mut cl.clients).await;
+    let ips: Vec<&str> = left.iter().map(|m| m.private_ip_address.as_str()).collect();
+    assert_eq!(ips, ["10.0.4.30"], "only c-keep's member ENI stays");
+    let rules = run(&cl.node, &["rule", "show"]);
+    let to = |ip: &str| rules.iter().any(|r| r["dst"] == ip);
+    assert!(to("10.0.4.30") && !to("10.0.4.31"), "c-stale unwired, c-keep not: {rules:?}");
+    assert!(pods[1].link("eth0").is_none(), "c-stale's veth is gone");
+    assert!(pods[0].link("eth0").is_some(), "c-keep's veth stays");
+    let mut files: Vec<String> =
+        std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, ["c-keep.json"]);
+
+    // GC again finds nothing more to do; the listed pod still passes CHECK.
+    let (ok, out, err) = gc(Some(&["c-keep"]));
+    assert!(ok, "second GC: {out} {err}");
+    let args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p0;ENIFAB_IP=10.0.4.30";
+    let (ok, out, err) = cni("CHECK", "c-keep", Some(&pods[0].path()), args, &conf);
+    assert!(ok, "CHECK c-keep after GC: {out} {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,16 +146,47 @@ impl Cloud {
             .next())
     }
 
+    /// The member ENIs attached to `trunk` that this plugin made (tagged with their container),
+    /// each with that container's id.
+    pub async fn members_on(&mut self, trunk: &str) -> Result<Vec<(String, pb::NetworkInterfaceSet)>, Error> {
+        let mut found = Vec::new();
+        let mut next_token = String::new();
+        loop {
+            let r = self
+                .ecs
+                .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+                    tag: vec![pb::Tag { key: CONTAINER_TAG.into(), value: String::new() }],
+                    max_results: Some(100),
+                    next_token: next_token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(cni_error)?
+                .into_inner();
+            for eni in r.network_interface_sets.unwrap_or_default().network_interface_set {
+                let on_trunk = eni.attachment.as_ref().is_some_and(|a| a.trunk_network_interface_id == trunk);
+                let container = eni.tags.as_ref().and_then(|t| t.tag.iter().find(|t| t.tag_key == CONTAINER_TAG));
+                if let (true, Some(c)) = (on_trunk, container) {
+                    found.push((c.tag_value.clone(), eni));
+                }
+            }
+            if r.next_token.is_empty() {
+                return Ok(found);
+            }
+            next_token = r.next_token;
+        }
+    }
+
     /// The node's trunk ENI.
-    pub async fn trunk(&mut self, req: &PodRequest) -> Result<pb::NetworkInterfaceSet, Error> {
-        if let Some(id) = &req.conf.trunk_network_interface_id {
+    pub async fn trunk(&mut self, conf: &EnifabConf) -> Result<pb::NetworkInterfaceSet, Error> {
+        if let Some(id) = &conf.trunk_network_interface_id {
             return self
                 .eni(id)
                 .await?
                 .ok_or_else(|| Error::InvalidNetworkConfig(format!("trunk ENI {id} does not exist")));
         }
         let q = pb::DescribeNetworkInterfacesRequest {
-            instance_id: req.conf.instance_id.clone(),
+            instance_id: conf.instance_id.clone(),
             r#type: "Trunk".into(),
             ..Default::default()
         };
@@ -163,7 +194,7 @@ impl Cloud {
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::InvalidNetworkConfig(format!("instance {} has no trunk ENI", req.conf.instance_id)))
+            .ok_or_else(|| Error::InvalidNetworkConfig(format!("instance {} has no trunk ENI", conf.instance_id)))
     }
 
     /// Create the pod's member ENI (primary IP = pod IP) and attach it to the trunk.

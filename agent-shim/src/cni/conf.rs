@@ -123,6 +123,20 @@ pub struct PodRequest {
     pub ip: Option<Ipv4Addr>,
 }
 
+impl EnifabConf {
+    /// The plugin's own keys of a network configuration (what GC, which names no container,
+    /// needs as much as ADD).
+    pub fn from_netconf(netconf: &NetConf) -> Result<EnifabConf, Error> {
+        let custom = serde_json::Value::Object(netconf.custom.clone().into_iter().collect());
+        let conf: EnifabConf =
+            serde_json::from_value(custom).map_err(|e| bad(format!("enifab-cni configuration: {e}")))?;
+        if conf.endpoint.is_empty() || conf.instance_id.is_empty() {
+            return Err(bad("endpoint and instanceId are required"));
+        }
+        Ok(conf)
+    }
+}
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::InvalidNetworkConfig(msg.into())
 }
@@ -143,12 +157,7 @@ impl PodRequest {
         ifname: Option<&str>,
         cni_args: Option<&str>,
     ) -> Result<PodRequest, Error> {
-        let custom = serde_json::Value::Object(netconf.custom.clone().into_iter().collect());
-        let conf: EnifabConf =
-            serde_json::from_value(custom).map_err(|e| bad(format!("enifab-cni configuration: {e}")))?;
-        if conf.endpoint.is_empty() || conf.instance_id.is_empty() {
-            return Err(bad("endpoint and instanceId are required"));
-        }
+        let conf = EnifabConf::from_netconf(netconf)?;
         let container_id =
             container_id.ok_or_else(|| Error::InvalidEnvValue("CNI_CONTAINERID is required".into()))?.to_string();
         let args = parse_cni_args(cni_args.unwrap_or(""));

@@ -36,7 +36,7 @@ use crate::driver::netlink::Netlink;
 use crate::driver::netns::run_in;
 use crate::view::{IN_USE, nic_name};
 use cloud::Cloud;
-use conf::{Datapath, PodRequest};
+use conf::{Datapath, EnifabConf, PodRequest};
 use plan::{Inputs, Ns, Step};
 use state::PodState;
 
@@ -59,8 +59,8 @@ fn io(e: crate::driver::DriverError) -> Error {
 }
 
 /// The node's namespace: the one named in the configuration, or ours.
-fn node_ns(req: &PodRequest) -> PathBuf {
-    req.conf.node_netns.clone().unwrap_or_else(|| PathBuf::from("/proc/self/ns/net"))
+fn node_ns(conf: &EnifabConf) -> PathBuf {
+    conf.node_netns.clone().unwrap_or_else(|| PathBuf::from("/proc/self/ns/net"))
 }
 
 async fn shim(socket: &Path) -> Result<pb::shim_client::ShimClient<tonic::transport::Channel>, Error> {
@@ -104,7 +104,7 @@ async fn wait_shim_knows(socket: &Path, member: &str, vlan: u32) -> Result<(), E
 /// Apply the plan's steps in order, each in its namespace: the sub-interface through the node
 /// shim's API, the rest with the kernel ([`apply_kernel_step`]).
 async fn apply(req: &PodRequest, pod_ns: &Path, steps: Vec<Step>) -> Result<(), Error> {
-    let node = node_ns(req);
+    let node = node_ns(&req.conf);
     for step in steps {
         let text = step.to_string();
         let fail = |e: Error| Error::Custom(101, "setup".into(), format!("{text}: {}", e.details()));
@@ -172,11 +172,11 @@ fn ns_path<'a>(ns: Ns, node: &'a Path, pod: &'a Path) -> &'a Path {
 }
 
 /// Undo what a pod's plan made. Every part tolerates being gone already.
-async fn teardown(req: &PodRequest, st: &PodState) -> Result<(), Error> {
+async fn teardown(conf: &EnifabConf, st: &PodState) -> Result<(), Error> {
     match st.datapath {
         Datapath::Veth => {
             let (host, ip, table) = (st.host_veth.clone(), st.pod_ip, st.table);
-            run_in(&node_ns(req), move || {
+            run_in(&node_ns(conf), move || {
                 let n = Netlink::open()?;
                 n.delete_link(&host)?;
                 n.delete_rules_for(plan::RULE_TO_POD, ip)?;
@@ -187,7 +187,7 @@ async fn teardown(req: &PodRequest, st: &PodState) -> Result<(), Error> {
         }
         Datapath::Vlan => {
             // A shim that is gone took its devices with it.
-            if let Ok(mut c) = shim(&req.conf.shim_socket).await {
+            if let Ok(mut c) = shim(&conf.shim_socket).await {
                 c.delete_vlan_device(pb::DeleteVlanDeviceRequest { network_interface_id: st.member.clone() })
                     .await
                     .map_err(|s| Error::TryAgainLater(s.message().to_string()))?;
@@ -207,7 +207,7 @@ impl Cni for EnifabCni {
             return Err(Error::InvalidNetNS(format!("{} does not exist", pod_ns.display())));
         }
         let mut c = Cloud::for_conf(&req.conf).await?;
-        let trunk = c.trunk(&req).await?;
+        let trunk = c.trunk(&req.conf).await?;
         if trunk.status != IN_USE || trunk.instance_id != req.conf.instance_id {
             return Err(Error::TryAgainLater(format!(
                 "trunk {} is {} on {:?}",
@@ -238,7 +238,7 @@ impl Cni for EnifabCni {
         // datapath also puts on the trunk.
         let host_ip = match req.datapath {
             Datapath::Veth => {
-                let node = node_ns(&req);
+                let node = node_ns(&req.conf);
                 let eth0 = nic_name(0);
                 run_in(&node, move || Netlink::open()?.addrs(&eth0))
                     .ok()
@@ -296,7 +296,7 @@ impl Cni for EnifabCni {
         let mut interfaces = Vec::new();
         if req.datapath == Datapath::Veth {
             let host = st.host_veth.clone();
-            let host_mac = run_in(&node_ns(&req), move || Netlink::open()?.mac(&host)).map_err(io)?;
+            let host_mac = run_in(&node_ns(&req.conf), move || Netlink::open()?.mac(&host)).map_err(io)?;
             interfaces.push(iface(st.host_veth.clone(), mac(host_mac), None));
         }
         interfaces.push(iface(req.ifname.clone(), mac(pod_mac), Some(pod_ns.display().to_string())));
@@ -321,7 +321,7 @@ impl Cni for EnifabCni {
         let req = request(&args)?;
         let st = state::load(&req.conf.state_dir, &req.container_id)?;
         if let Some(st) = &st {
-            teardown(&req, st).await?;
+            teardown(&req.conf, st).await?;
         }
         let mut c = Cloud::for_conf(&req.conf).await?;
         if let Some(eni) = c.member_of(&req.container_id).await? {
@@ -360,7 +360,7 @@ impl Cni for EnifabCni {
         }
         if st.datapath == Datapath::Veth {
             let s = st.clone();
-            let problems = run_in(&node_ns(&req), move || {
+            let problems = run_in(&node_ns(&req.conf), move || {
                 let n = Netlink::open()?;
                 let mut p = Vec::new();
                 if n.index(&s.host_veth)?.is_none() {
@@ -405,8 +405,35 @@ impl Cni for EnifabCni {
         Ok(())
     }
 
-    async fn gc(&self, _args: Args) -> Result<(), Error> {
-        // Member ENIs are released by DEL; nothing else is left behind on a node.
+    /// CNI 1.1 GC: what this node wired for a container the runtime no longer lists is unwired
+    /// and its member ENI released — from the state files first, then from the trunk's members
+    /// (an ENI whose state file was lost). Without the runtime's list nothing is touched: every
+    /// pod would look stale.
+    async fn gc(&self, args: Args) -> Result<(), Error> {
+        let netconf = args.config();
+        let conf = EnifabConf::from_netconf(netconf)?;
+        let Some(valid) = &netconf.valid_attachments else { return Ok(()) };
+        let valid: std::collections::BTreeSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
+        let mut c = Cloud::for_conf(&conf).await?;
+        for (_, st) in state::load_all(&conf.state_dir) {
+            // An unreadable file names no container for sure: the shim's rebuild reports it.
+            let Ok(st) = st else { continue };
+            let elsewhere = st.instance_id.as_deref().is_some_and(|i| i != conf.instance_id);
+            if elsewhere || valid.contains(st.container_id.as_str()) {
+                continue;
+            }
+            teardown(&conf, &st).await?;
+            if let Some(eni) = c.member_of(&st.container_id).await? {
+                c.release(&eni).await?;
+            }
+            state::remove(&conf.state_dir, &st.container_id)?;
+        }
+        let trunk = c.trunk(&conf).await?;
+        for (container, eni) in c.members_on(&trunk.network_interface_id).await? {
+            if !valid.contains(container.as_str()) {
+                c.release(&eni).await?;
+            }
+        }
         Ok(())
     }
 }
