@@ -15,7 +15,9 @@
 #     so every frame they send is IPv4 to the node's veth, where `from_pod` runs (tc ingress);
 #     `from_wire` runs on vx0's ingress of the other node.
 #   * the baseline: two namespaces joined by a veth (MTU 1550) with a kernel VXLAN device in each
-#     (MTU 1500), iperf3 directly on the overlay — the baseline of bench/dataplane.sh.
+#     (MTU 1500), iperf3 directly on the overlay — the baseline of bench/dataplane.sh; and the same
+#     two namespaces with a pod behind a veth on each side, routed by the kernel: the bpf path's
+#     topology without the programs, which tells the veth hop's cost from theirs.
 # What it measures, client → server, each bpf number right after the VXLAN one: TCP 1 and 4
 # streams (Gbit/s), 64-byte UDP datagrams received/s, UDP ping-pong RTT (µs); then a flood from
 # a spoofed source on the bpf path, which must reach nothing (the drop counter and the server's
@@ -48,8 +50,8 @@ done
 TMP="$(mktemp -d /tmp/enifab-mechanism-XXXXXX)"
 RUN="$(basename "$TMP" | sed 's/^enifab-mechanism-//' | tr 'A-Z' 'a-z')"
 NA="efm-$RUN-na" NB="efm-$RUN-nb" PA="efm-$RUN-pa" PB="efm-$RUN-pb"
-VXA="efm-$RUN-vxa" VXB="efm-$RUN-vxb"
-NSS=("$NA" "$NB" "$PA" "$PB" "$VXA" "$VXB")
+VXA="efm-$RUN-vxa" VXB="efm-$RUN-vxb" PXA="efm-$RUN-pxa" PXB="efm-$RUN-pxb"
+NSS=("$NA" "$NB" "$PA" "$PB" "$VXA" "$VXB" "$PXA" "$PXB")
 BPF="$TMP/bpffs"
 SERVERS=()
 
@@ -141,9 +143,25 @@ done
 
 # ---- the baseline -------------------------------------------------------------------------------
 vxlan_baseline "$VXA" "$VXB"
+# The same baseline with the bpf path's topology: a pod behind a veth on each side, routed by
+# the kernel (/32 routes, the peer's address via the overlay), to tell the veth hop's cost from
+# the programs'.
+PX_A=10.0.8.120 PX_B=10.0.8.130
+for spec in "$VXA $PXA $PX_A $PX_B 10.0.8.30" "$VXB $PXB $PX_B $PX_A 10.0.8.20"; do
+  read -r node pod ip peer via <<<"$spec"
+  ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
+  ip -n "$node" link add vethp type veth peer name eth0 netns "$pod"
+  ip -n "$node" link set vethp up
+  ip -n "$pod" addr add "$ip/32" dev eth0
+  ip -n "$pod" link set eth0 up
+  ip -n "$pod" route add default via 169.254.1.1 dev eth0 onlink
+  ip -n "$pod" neigh replace 169.254.1.1 lladdr "$(mac "$node" vethp)" dev eth0 nud permanent
+  ip -n "$node" route add "$ip/32" dev vethp
+  ip -n "$node" route add "$peer/32" via "$via" dev vx0
+done
 
 # ---- measuring ------------------------------------------------------------------------------------
-for ns in "$VXB" "$PB"; do
+for ns in "$VXB" "$PB" "$PXB"; do
   ip netns exec "$ns" iperf3 -s -p 5201 >"$TMP/iperf3-$ns.log" 2>&1 &
   SERVERS+=($!)
   ip netns exec "$ns" sockperf server -i 0.0.0.0 -p 11111 >"$TMP/sockperf-$ns.log" 2>&1 &
@@ -160,6 +178,7 @@ reach() { # ns ip: TCP connects to the iperf3 port (no ping needed)
 }
 reach "$VXA" "$VX_S_IP"
 reach "$PA" "$POD_B"
+reach "$PXA" "$PX_B"
 
 RAW="$TMP/raw.txt"
 : >"$RAW"
@@ -167,12 +186,16 @@ LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$REPEAT"); do
   say "run $r of $REPEAT"
   measure tcp1 vxlan tcp "$VXA" "$VX_S_IP" 1
+  measure tcp1 vxpods tcp "$PXA" "$PX_B" 1
   measure tcp1 bpf tcp "$PA" "$POD_B" 1
   measure tcp4 vxlan tcp "$VXA" "$VX_S_IP" 4
+  measure tcp4 vxpods tcp "$PXA" "$PX_B" 4
   measure tcp4 bpf tcp "$PA" "$POD_B" 4
   measure pps64 vxlan pps64 "$VXA" "$VX_S_IP"
+  measure pps64 vxpods pps64 "$PXA" "$PX_B"
   measure pps64 bpf pps64 "$PA" "$POD_B"
   measure udprr vxlan udprr "$VXA" "$VX_S_IP"
+  measure udprr vxpods udprr "$PXA" "$PX_B"
   measure udprr bpf udprr "$PA" "$POD_B"
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -216,16 +239,18 @@ med = lambda m, p: statistics.median(runs[(m, p)])
 print("Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r);")
 print("$(clang --version | head -1), medians of $REPEAT runs of $SECS s, load average $LOAD_BEFORE before, $LOAD_AFTER after.")
 print()
-print("| | kernel VXLAN | tc BPF fast path (mechanism) | ratio |")
-print("|---|---|---|---|")
+print("| | kernel VXLAN | kernel VXLAN, pods behind veths | tc BPF fast path (mechanism) | bpf ÷ VXLAN | bpf ÷ VXLAN with pods |")
+print("|---|---|---|---|---|---|")
 for m, label, unit, inverse in [("tcp1", "TCP, 1 stream", "Gbit/s", False), ("tcp4", "TCP, 4 streams", "Gbit/s", False),
                                 ("pps64", "UDP 64 B", "datagrams/s", False), ("udprr", "UDP ping-pong RTT", "µs", True)]:
-    a, b = med(m, "vxlan"), med(m, "bpf")
+    a, p, b = med(m, "vxlan"), med(m, "vxpods"), med(m, "bpf")
     fmt = (lambda x: "%.0f" % x) if m == "pps64" else (lambda x: "%.1f" % x if m == "udprr" else "%.2f" % x)
-    print("| %s (%s) | %s | %s | %.2f%s |" % (label, unit, fmt(a), fmt(b), (b / a), " ×" if inverse else ""))
+    x = " ×" if inverse else ""
+    print("| %s (%s) | %s | %s | %s | %.2f%s | %.2f%s |" % (label, unit, fmt(a), fmt(p), fmt(b), b / a, x, b / p, x))
 print()
-print("Raw runs (vxlan / bpf): " + "; ".join("%s %s / %s" % (m, " ".join("%g" % x for x in runs[(m, "vxlan")]),
-      " ".join("%g" % x for x in runs[(m, "bpf")])) for m in ["tcp1", "tcp4", "pps64", "udprr"]))
+runs_of = lambda m, p: " ".join("%g" % x for x in runs[(m, p)])
+print("Raw runs (vxlan / vxlan with pods / bpf): " + "; ".join(
+    "%s %s / %s / %s" % (m, runs_of(m, "vxlan"), runs_of(m, "vxpods"), runs_of(m, "bpf")) for m in ["tcp1", "tcp4", "pps64", "udprr"]))
 print()
 print("Spoofed 64-byte flood from pod A (source 10.0.4.99): $spoof_sent datagrams sent, $spoof_dropped dropped")
 print("by from_pod as spoofed, $spoof_received received by pod B.")
