@@ -23,7 +23,7 @@ use enifab_proto::v1::vpc_client::VpcClient;
 use enifab_shim::driver::netns::run_in;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use support::{Netns, REGION, eventually, privileged};
+use support::{Netns, REGION, enifab_binary, eventually, privileged};
 use tonic::transport::{Channel, Endpoint};
 
 const API: &str = "192.0.2.1:50051";
@@ -66,24 +66,6 @@ impl Drop for Proc {
     }
 }
 
-/// The `enifab` binary next to this test's, built if it is not there yet.
-fn enifab_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let mut dir = exe.parent().unwrap().to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
-    build.args(["build", "--quiet", "-p", "enifab", "--bin", "enifab"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    assert!(build.status().expect("run cargo build").success(), "cargo build -p enifab failed");
-    dir.join("enifab")
-}
-
 /// A gRPC channel to `addr` over TCP connections opened inside the namespace `ns`.
 async fn channel_in(ns: PathBuf, addr: SocketAddr) -> Channel {
     let connector = tower::service_fn(move |_| {
@@ -106,20 +88,6 @@ async fn channel_in(ns: PathBuf, addr: SocketAddr) -> Channel {
 
 fn ok<T>(r: Result<tonic::Response<T>, tonic::Status>) -> T {
     r.expect("API call").into_inner()
-}
-
-/// `ip route show` of the main table as "DST [via GW] dev DEV" lines, sorted.
-fn routes(ns: &Netns) -> Vec<String> {
-    let Value::Array(all) = ns.ip_json(&["route", "show"]) else { return Vec::new() };
-    let mut out: Vec<String> = all
-        .iter()
-        .map(|r| {
-            let via = r["gateway"].as_str().map(|g| format!(" via {g}")).unwrap_or_default();
-            format!("{}{via} dev {}", r["dst"].as_str().unwrap_or("?"), r["dev"].as_str().unwrap_or("?"))
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// A datagram to the vSwitch gateway makes the kernel resolve it on eth0: the fabric answers
@@ -185,32 +153,7 @@ async fn a_shim_inside_a_container_moves_dockers_eth0_aside() {
     let emu = Proc::spawn(&emu_ns, &bin, &serve, dir.path().join("enifab.log"));
     let ch = channel_in(emu_ns.path(), API.parse().unwrap()).await;
     let (mut ecs, mut vpc) = (EcsClient::new(ch.clone()), VpcClient::new(ch));
-    let vpc_id = ok(vpc
-        .create_vpc(pb::CreateVpcRequest {
-            region_id: REGION.into(),
-            cidr_block: "10.0.0.0/8".into(),
-            ..Default::default()
-        })
-        .await)
-    .vpc_id;
-    let vsw = ok(vpc
-        .create_v_switch(pb::CreateVSwitchRequest {
-            region_id: REGION.into(),
-            vpc_id: vpc_id.clone(),
-            zone_id: "cn-hongkong-b".into(),
-            cidr_block: "10.0.4.0/24".into(),
-            ..Default::default()
-        })
-        .await)
-    .v_switch_id;
-    let sg = ok(ecs
-        .create_security_group(pb::CreateSecurityGroupRequest {
-            region_id: REGION.into(),
-            vpc_id,
-            ..Default::default()
-        })
-        .await)
-    .security_group_id;
+    let (vsw, sg) = support::network(&mut ecs, &mut vpc).await;
     let instance = ok(ecs
         .create_instance(pb::CreateInstanceRequest {
             region_id: REGION.into(),
@@ -255,7 +198,7 @@ async fn a_shim_inside_a_container_moves_dockers_eth0_aside() {
         "192.0.2.2 via 172.31.0.1 dev underlay0",
         "default via 10.0.4.253 dev eth0",
     ];
-    assert_eq!(routes(&ctr), want, "the API and the fabric through the underlay, the rest into the VPC");
+    assert_eq!(ctr.routes(), want, "the API and the fabric through the underlay, the rest into the VPC");
 
     // Frames cross: the vSwitch's proxy ARP answers eth0 through the relay and the underlay.
     assert!(gateway_reached(&ctr), "the fabric answers (log: {})", shim.log());
@@ -272,7 +215,7 @@ async fn a_shim_inside_a_container_moves_dockers_eth0_aside() {
     let shim = Proc::spawn(&ctr, &shim_bin, &shim_args, dir.path().join("shim-again.log"));
     let up = eventually(20, || ctr.ipv4_addrs("eth0").contains(&"10.0.4.22/24".to_string()).then_some(()));
     assert!(up.is_some(), "back (log: {})", shim.log());
-    assert_eq!(routes(&ctr), want);
+    assert_eq!(ctr.routes(), want);
     assert!(shim.log().contains("underlay0 is in place"), "{}", shim.log());
     let again = shim.log();
     assert!(!again.contains("ip link set eth0 name") && !again.contains("ip route del"), "no churn: {again}");

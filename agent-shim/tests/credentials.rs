@@ -8,7 +8,7 @@
 mod support;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use enifab::cli::{AccessKey as CliKey, Clients};
 use enifab_proto::v1 as pb;
 use enifab_shim::control::{AccessKey, ControlOptions};
 use enifab_shim::{Shim, ShimOptions};
-use support::{Netns, REGION, eventually, ping, privileged};
+use support::{Netns, REGION, enifab_binary, eventually, ping, privileged};
 
 const AK: &str = "LTAI5tShimTestKey";
 const SECRET: &str = "shim-test-secret";
@@ -46,24 +46,6 @@ impl Drop for EmuProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The `enifab` binary next to this test's, built if needed.
-fn enifab_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let mut dir = exe.parent().unwrap().to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
-    build.args(["build", "--quiet", "-p", "enifab", "--bin", "enifab"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    assert!(build.status().expect("run cargo build").success(), "cargo build -p enifab failed");
-    dir.join("enifab")
 }
 
 /// Clients signed with the AccessKey, once the emulator answers.

@@ -24,7 +24,7 @@ use enifab_proto::v1::vpc_client::VpcClient;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::{Shim, ShimOptions};
 use hyper_util::rt::TokioIo;
-use support::{Emu, Netns, REGION, eventually, ping, privileged, wait_ping};
+use support::{Emu, Netns, REGION, enifab_binary, eventually, ping, privileged, wait_ping};
 use tonic::transport::{Channel, Endpoint};
 
 // ---- the emulator ---------------------------------------------------------------------------
@@ -34,27 +34,6 @@ use tonic::transport::{Channel, Endpoint};
 struct EmuProcess {
     child: Child,
     grpc: SocketAddr,
-}
-
-/// The `enifab` binary next to this test's, built if it is not there yet.
-fn enifab_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let mut dir = exe.parent().unwrap().to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("enifab");
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
-    build.args(["build", "--quiet", "-p", "enifab", "--bin", "enifab"]);
-    if release {
-        build.arg("--release");
-    }
-    // Always asked: cargo is quick when it is up to date, and a stale binary would test old code.
-    assert!(build.status().expect("run cargo build").success(), "cargo build -p enifab failed");
-    bin
 }
 
 impl EmuProcess {

@@ -115,32 +115,7 @@ async fn a_restarted_shim_rebuilds_its_node_and_pods() {
     let emu = Emu::start(&dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).await;
     let ch = emu.channel().await;
     let (mut ecs, mut vpc) = (EcsClient::new(ch.clone()), VpcClient::new(ch));
-    let vpc_id = ok(vpc
-        .create_vpc(pb::CreateVpcRequest {
-            region_id: REGION.into(),
-            cidr_block: "10.0.0.0/8".into(),
-            ..Default::default()
-        })
-        .await)
-    .vpc_id;
-    let vsw = ok(vpc
-        .create_v_switch(pb::CreateVSwitchRequest {
-            region_id: REGION.into(),
-            vpc_id: vpc_id.clone(),
-            zone_id: "cn-hongkong-b".into(),
-            cidr_block: "10.0.4.0/24".into(),
-            ..Default::default()
-        })
-        .await)
-    .v_switch_id;
-    let sg = ok(ecs
-        .create_security_group(pb::CreateSecurityGroupRequest {
-            region_id: REGION.into(),
-            vpc_id,
-            ..Default::default()
-        })
-        .await)
-    .security_group_id;
+    let (vsw, sg) = support::network(&mut ecs, &mut vpc).await;
     let mut instance = async |ip: &str| {
         ok(ecs
             .create_instance(pb::CreateInstanceRequest {

@@ -12,7 +12,6 @@ use std::net::Ipv4Addr;
 use enifab_shim::driver::tap::{self, TapSetup};
 use enifab_shim::underlay::{self, Request, UnderlayError};
 use enifab_shim::view::Ipv4Setup;
-use serde_json::Value;
 use support::{Netns, privileged};
 
 /// A container's namespace: `eth0` (veth, 10.99.0.2/24, up), default via 10.99.0.1, and one
@@ -38,20 +37,6 @@ fn request(targets: &[&str]) -> Request {
     }
 }
 
-/// `ip -j route show` (main table) as "DST [via GW] dev DEV" lines, sorted.
-fn routes(ns: &Netns) -> Vec<String> {
-    let Value::Array(all) = ns.ip_json(&["route", "show"]) else { return Vec::new() };
-    let mut out: Vec<String> = all
-        .iter()
-        .map(|r| {
-            let via = r["gateway"].as_str().map(|g| format!(" via {g}")).unwrap_or_default();
-            format!("{}{via} dev {}", r["dst"].as_str().unwrap_or("?"), r["dev"].as_str().unwrap_or("?"))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn dockers_eth0_moves_aside_and_keeps_only_the_emulator_routed() {
     if !privileged("dockers_eth0_moves_aside_and_keeps_only_the_emulator_routed") {
@@ -71,7 +56,7 @@ fn dockers_eth0_moves_aside_and_keeps_only_the_emulator_routed() {
     assert!(ul["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{ul}");
     assert_eq!(ns.ipv4_addrs("underlay0"), ["10.99.0.2/24"], "its address stays");
     assert_eq!(
-        routes(&ns),
+        ns.routes(),
         ["10.99.0.0/24 dev underlay0", "192.0.2.10 via 10.99.0.1 dev underlay0"],
         "no default route, nothing but the subnet and the emulator through the underlay"
     );
@@ -97,7 +82,7 @@ fn dockers_eth0_moves_aside_and_keeps_only_the_emulator_routed() {
     let later = underlay::prepare(&ns.path(), &request(&["10.99.0.5", "192.0.2.10", "192.0.2.11"])).expect("later");
     assert_eq!(later.applied, ["ip route replace 192.0.2.11/32 via 10.99.0.1 dev underlay0"]);
     assert_eq!(
-        routes(&ns),
+        ns.routes(),
         [
             "10.0.4.0/24 dev eth0",
             "10.99.0.0/24 dev underlay0",
@@ -134,5 +119,5 @@ fn a_shims_tap_is_left_alone_and_two_candidates_are_refused() {
     let e = underlay::prepare(&ns.path(), &request(&[])).unwrap_err();
     assert!(matches!(e, UnderlayError::Conflict { .. }), "{e}");
     assert!(ns.link("eth0").is_some() && ns.link("underlay0").is_some());
-    assert!(routes(&ns).contains(&"default via 10.99.0.1 dev eth0".to_string()), "{:?}", routes(&ns));
+    assert!(ns.routes().contains(&"default via 10.99.0.1 dev eth0".to_string()), "{:?}", ns.routes());
 }

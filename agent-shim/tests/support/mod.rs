@@ -89,6 +89,20 @@ impl Netns {
             .collect()
     }
 
+    /// `ip -j route show` (main table) as "DST [via GW] dev DEV" lines, sorted.
+    pub fn routes(&self) -> Vec<String> {
+        let Value::Array(all) = self.ip_json(&["route", "show"]) else { return Vec::new() };
+        let mut out: Vec<String> = all
+            .iter()
+            .map(|r| {
+                let via = r["gateway"].as_str().map(|g| format!(" via {g}")).unwrap_or_default();
+                format!("{}{via} dev {}", r["dst"].as_str().unwrap_or("?"), r["dev"].as_str().unwrap_or("?"))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// `cat PATH` inside the namespace.
     pub fn cat(&self, path: &str) -> String {
         let out = Command::new("ip").args(["netns", "exec", &self.name, "cat", path]).output().expect("run ip");
@@ -100,6 +114,25 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
+}
+
+/// The `enifab` binary next to this test's, built if it is not there yet.
+pub fn enifab_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let mut dir = exe.parent().unwrap().to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
+    build.args(["build", "--quiet", "-p", "enifab", "--bin", "enifab"]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    // Always asked: cargo is quick when it is up to date, and a stale binary would test old code.
+    assert!(build.status().expect("run cargo build").success(), "cargo build -p enifab failed");
+    dir.join("enifab")
 }
 
 /// Polls `f` every 10 ms until it returns `Some`, for at most `secs` seconds.
@@ -237,6 +270,48 @@ pub fn udp_frame(
 
 /// The region every test cloud is in.
 pub const REGION: &str = "cn-hongkong";
+
+/// The network most tests stand on: VPC 10.0.0.0/8, vSwitch 10.0.4.0/24 in cn-hongkong-b, one
+/// security group: (vSwitch, group).
+pub async fn network(
+    ecs: &mut enifab_proto::v1::ecs_client::EcsClient<tonic::transport::Channel>,
+    vpc: &mut enifab_proto::v1::vpc_client::VpcClient<tonic::transport::Channel>,
+) -> (String, String) {
+    use enifab_proto::v1 as pb;
+    let vpc_id = vpc
+        .create_vpc(pb::CreateVpcRequest {
+            region_id: REGION.into(),
+            cidr_block: "10.0.0.0/8".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateVpc")
+        .into_inner()
+        .vpc_id;
+    let vsw = vpc
+        .create_v_switch(pb::CreateVSwitchRequest {
+            region_id: REGION.into(),
+            vpc_id: vpc_id.clone(),
+            zone_id: "cn-hongkong-b".into(),
+            cidr_block: "10.0.4.0/24".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateVSwitch")
+        .into_inner()
+        .v_switch_id;
+    let sg = ecs
+        .create_security_group(pb::CreateSecurityGroupRequest {
+            region_id: REGION.into(),
+            vpc_id,
+            ..Default::default()
+        })
+        .await
+        .expect("CreateSecurityGroup")
+        .into_inner()
+        .security_group_id;
+    (vsw, sg)
+}
 
 /// `enifab serve` in this process: gRPC on `grpc` (port 0 = any), the fabric on 127.0.0.1 (any
 /// port), state in `data_dir`, transitions immediate; stopped on drop.
