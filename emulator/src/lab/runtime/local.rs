@@ -39,45 +39,30 @@ impl Local {
         log: &mut Log<'_>,
     ) -> Result<()> {
         let NodeSpec { index, name, instance_id, primary_ip, links } = *node;
-        let id = st.id.clone();
-        let ns = format!("efb{id}-n{index}");
-        netns::create(&ns)?;
-        let socket = state::file(opts, &format!("shim-{id}-n{index}.sock"));
-        let agent_socket = state::file(opts, &format!("agent-{id}-n{index}.sock"));
+        let m = Machine::new(opts, &st.id, &format!("n{index}"))?;
         let known = st.nodes.get(name).cloned();
-        let agent_pid = match &known {
-            Some(n) if n.instance_id == instance_id && alive(n.agent_pid) => n.agent_pid,
-            _ => {
-                // Another instance by that name, or a lab made before nodes had agents.
-                if let Some(n) = &known {
-                    process::stop(n.agent_pid);
-                    process::stop(n.shim_pid);
-                }
-                let who = ["--instance-id".to_string(), instance_id.to_string()];
-                spawn_agent(opts, &who, &ns, &agent_socket, &socket, &format!("shim-{id}-n{index}.log"))?
-            }
-        };
+        // Another instance by that name, or a lab made before nodes had agents: a new agent.
+        let running = known.as_ref().filter(|n| n.instance_id == instance_id).map(|n| n.agent_pid);
+        let stale = known.as_ref().map(|n| (n.agent_pid, n.shim_pid));
+        let who = ["--instance-id".to_string(), instance_id.to_string()];
+        let agent_pid = m.agent(opts, running, stale, &who)?;
         st.nodes.insert(
             name.to_string(),
             NodeState {
                 instance_id: instance_id.to_string(),
-                netns: ns.clone(),
+                netns: m.ns.clone(),
                 shim_pid: known.map_or(0, |n| n.shim_pid),
-                socket,
+                socket: m.shim_socket.clone(),
                 primary_ip: primary_ip.to_string(),
                 agent_pid,
-                agent: format!("unix:{}", agent_socket.display()),
+                agent: m.agent_address(),
             },
         );
         state::save(opts, st)?;
-        let mut agent = client::connect(&agent_socket.display().to_string())?;
-        let r =
-            wait_ready(&mut agent, &format!("node {name}"), instance_id, links, PATIENCE, &|| alive(agent_pid), log)
-                .await
-                .with_context(|| format!("node {name} did not come up"))?;
-        st.nodes.get_mut(name).expect("recorded above").shim_pid = r.shim_pid;
+        let shim_pid = m.ready(&format!("node {name}"), instance_id, links, agent_pid, log).await?;
+        st.nodes.get_mut(name).expect("recorded above").shim_pid = shim_pid;
         state::save(opts, st)?;
-        log.say("node", format!("{name:<26} {instance_id} netns {ns} shim pid {}", r.shim_pid));
+        log.say("node", format!("{name:<26} {instance_id} netns {} shim pid {shim_pid}", m.ns));
         Ok(())
     }
 
@@ -90,52 +75,29 @@ impl Local {
         address: &str,
         log: &mut Log<'_>,
     ) -> Result<()> {
-        let id = st.id.clone();
         let ip = address.split('/').next().unwrap_or(address).to_string();
-        let ns = format!("efb{id}-x{index}");
-        netns::create(&ns)?;
-        let socket = state::file(opts, &format!("shim-{id}-x{index}.sock"));
-        let agent_socket = state::file(opts, &format!("agent-{id}-x{index}.sock"));
+        let m = Machine::new(opts, &st.id, &format!("x{index}"))?;
         let known = st.externals.get(name).cloned();
-        let agent_pid = match &known {
-            Some(x) if x.address == ip && alive(x.agent_pid) => x.agent_pid,
-            _ => {
-                if let Some(x) = &known {
-                    process::stop(x.agent_pid);
-                    process::stop(x.shim_pid);
-                }
-                let who =
-                    ["--external".to_string(), name.to_string(), "--external-address".to_string(), address.to_string()];
-                spawn_agent(opts, &who, &ns, &agent_socket, &socket, &format!("shim-{id}-x{index}.log"))?
-            }
-        };
+        let running = known.as_ref().filter(|x| x.address == ip).map(|x| x.agent_pid);
+        let stale = known.as_ref().map(|x| (x.agent_pid, x.shim_pid));
+        let who = ["--external".to_string(), name.to_string(), "--external-address".to_string(), address.to_string()];
+        let agent_pid = m.agent(opts, running, stale, &who)?;
         st.externals.insert(
             name.to_string(),
             ExternalState {
-                netns: ns.clone(),
+                netns: m.ns.clone(),
                 shim_pid: known.map_or(0, |x| x.shim_pid),
-                socket,
+                socket: m.shim_socket.clone(),
                 address: ip,
                 agent_pid,
-                agent: format!("unix:{}", agent_socket.display()),
+                agent: m.agent_address(),
             },
         );
         state::save(opts, st)?;
-        let mut agent = client::connect(&agent_socket.display().to_string())?;
-        let r = wait_ready(
-            &mut agent,
-            &format!("external client {name}"),
-            name,
-            &["eth0"],
-            PATIENCE,
-            &|| alive(agent_pid),
-            log,
-        )
-        .await
-        .with_context(|| format!("external client {name} did not come up"))?;
-        st.externals.get_mut(name).expect("recorded above").shim_pid = r.shim_pid;
+        let shim_pid = m.ready(&format!("external client {name}"), name, &["eth0"], agent_pid, log).await?;
+        st.externals.get_mut(name).expect("recorded above").shim_pid = shim_pid;
         state::save(opts, st)?;
-        log.say("external", format!("{name:<26} {address} netns {ns} shim pid {}", r.shim_pid));
+        log.say("external", format!("{name:<26} {address} netns {} shim pid {shim_pid}", m.ns));
         Ok(())
     }
 
@@ -246,6 +208,61 @@ pub fn remove_host_leftovers(id: &str) -> Vec<String> {
 }
 
 /// `enifab lab agent` for a local node (or external client) in namespace `ns`.
+/// One machine of a local lab (a node or an external client, `tag` `n0`, `x1`, …): its
+/// namespace, and the sockets of its agent and its shim.
+struct Machine {
+    ns: String,
+    agent_socket: std::path::PathBuf,
+    shim_socket: std::path::PathBuf,
+    log: String,
+}
+
+impl Machine {
+    fn new(opts: &LabOptions, lab: &str, tag: &str) -> Result<Machine> {
+        let ns = format!("efb{lab}-{tag}");
+        netns::create(&ns)?;
+        Ok(Machine {
+            ns,
+            agent_socket: state::file(opts, &format!("agent-{lab}-{tag}.sock")),
+            shim_socket: state::file(opts, &format!("shim-{lab}-{tag}.sock")),
+            log: format!("shim-{lab}-{tag}.log"),
+        })
+    }
+
+    /// The agent's pid: `running` if it is alive, else a new agent for `who`, after stopping
+    /// what a `stale` record (agent, shim) names.
+    fn agent(&self, opts: &LabOptions, running: Option<u32>, stale: Option<(u32, u32)>, who: &[String]) -> Result<u32> {
+        if let Some(pid) = running.filter(|p| alive(*p)) {
+            return Ok(pid);
+        }
+        if let Some((agent, shim)) = stale {
+            process::stop(agent);
+            process::stop(shim);
+        }
+        spawn_agent(opts, who, &self.ns, &self.agent_socket, &self.shim_socket, &self.log)
+    }
+
+    fn agent_address(&self) -> String {
+        format!("unix:{}", self.agent_socket.display())
+    }
+
+    /// Wait until the agent's shim serves `identity` with `links` plugged in: its pid.
+    async fn ready(
+        &self,
+        what: &str,
+        identity: &str,
+        links: &[&str],
+        agent_pid: u32,
+        log: &mut Log<'_>,
+    ) -> Result<u32> {
+        let mut agent = client::connect(&self.agent_socket.display().to_string())?;
+        let r = wait_ready(&mut agent, what, identity, links, PATIENCE, &|| alive(agent_pid), log)
+            .await
+            .with_context(|| format!("{what} did not come up"))?;
+        Ok(r.shim_pid)
+    }
+}
+
 fn spawn_agent(
     opts: &LabOptions,
     who: &[String],
