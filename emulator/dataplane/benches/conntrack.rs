@@ -62,15 +62,30 @@ fn config() -> FabricConfig {
     let ports = vec![
         (
             Vni::new(1).expect("vni"),
-            PortConfig { eni_id: "eni-client".into(), mac: [0, 0x16, 0x3e, 0, 0, 1], peer: CLIENT_NODE },
+            PortConfig {
+                eni_id: "eni-client".into(),
+                mac: [0, 0x16, 0x3e, 0, 0, 1],
+                peer: CLIENT_NODE,
+                fast_path: None,
+            },
         ),
         (
             Vni::new(2).expect("vni"),
-            PortConfig { eni_id: "eni-server-1".into(), mac: [0, 0x16, 0x3e, 0, 0, 2], peer: SERVER_NODE },
+            PortConfig {
+                eni_id: "eni-server-1".into(),
+                mac: [0, 0x16, 0x3e, 0, 0, 2],
+                peer: SERVER_NODE,
+                fast_path: None,
+            },
         ),
         (
             Vni::new(3).expect("vni"),
-            PortConfig { eni_id: "eni-server-2".into(), mac: [0, 0x16, 0x3e, 0, 0, 3], peer: SERVER_NODE },
+            PortConfig {
+                eni_id: "eni-server-2".into(),
+                mac: [0, 0x16, 0x3e, 0, 0, 3],
+                peer: SERVER_NODE,
+                fast_path: None,
+            },
         ),
     ];
     let enis = vec![

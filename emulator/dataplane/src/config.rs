@@ -89,6 +89,9 @@ pub struct PortConfig {
     /// The device's MAC: dst MAC of everything delivered on this port, members included.
     pub mac: Mac,
     pub peer: SocketAddr,
+    /// The node's kernel fast path: the address its VXLAN device is reached at, when the node
+    /// has one (see [`crate::fastpath`]).
+    pub fast_path: Option<Ipv4Addr>,
 }
 
 /// Where an ENI's frames enter and leave the fabric.
@@ -509,6 +512,7 @@ pub(crate) struct Port {
     pub eni_id: Arc<str>,
     pub mac: Mac,
     pub peer: SocketAddr,
+    pub fast_path: Option<Ipv4Addr>,
     /// The untagged ENI, when the snapshot has one for this port.
     pub eni: Option<EniIdx>,
 }
@@ -701,7 +705,7 @@ impl FabricConfig {
             if port_specs.iter().any(|(v, _)| *v == h.vni) {
                 return Err(ConfigError::DuplicatePort(h.vni));
             }
-            port_specs.push((h.vni, PortConfig { eni_id: h.id.clone(), mac: h.mac, peer: h.peer }));
+            port_specs.push((h.vni, PortConfig { eni_id: h.id.clone(), mac: h.mac, peer: h.peer, fast_path: None }));
         }
         port_specs.sort_by_key(|(v, _)| *v);
 
@@ -863,6 +867,7 @@ impl FabricConfig {
                     eni_id: Arc::from(p.eni_id.as_str()),
                     mac: p.mac,
                     peer: p.peer,
+                    fast_path: p.fast_path,
                     eni: untagged.get(vni).copied(),
                 };
                 (*vni, port)

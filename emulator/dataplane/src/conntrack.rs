@@ -107,7 +107,7 @@ impl FlowState {
         }
     }
 
-    fn timeout(self, t: &Timeouts) -> u64 {
+    pub(crate) fn timeout(self, t: &Timeouts) -> u64 {
         match self {
             FlowState::TcpSynSent | FlowState::TcpSynReceived => t.tcp_handshake,
             FlowState::TcpEstablished | FlowState::TcpHalfClosed => t.tcp_established,
@@ -433,6 +433,15 @@ impl Conntrack {
         if let Some(Some(c)) = self.slots.get_mut(slot as usize) {
             debug_assert_eq!(c.entry.nat, entry.nat, "a connection's translation never changes");
             c.entry = entry;
+        }
+    }
+
+    /// The flow in `slot` was seen at `now` (carried by a node's fast path): it lives on as a
+    /// packet here would have kept it.
+    pub fn touch(&mut self, slot: u32, now: Instant, timeouts: &Timeouts) {
+        if let Some(Some(c)) = self.slots.get_mut(slot as usize) {
+            let until = now.0.saturating_add(c.entry.state.timeout(timeouts));
+            c.entry.expires = c.entry.expires.max(until);
         }
     }
 

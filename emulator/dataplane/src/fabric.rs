@@ -56,6 +56,7 @@ use crate::Instant;
 use crate::config::{Direction, Eni, EniIdx, FabricConfig, LbIdx, Policy, Scheduler, Timeouts};
 use crate::conntrack::{self, Conn, Conntrack, Dirs, Entry, FlowDir, FlowKey, FlowState, InsertError, L4Info, Nat};
 use crate::drop::{DropReason, Layer};
+use crate::fastpath::{self, Grants};
 use crate::health::{self, Answer, Arrival, BackendHealth, HealthTable, ProbeKind, ProbeSpec, Respond};
 use crate::lb::{self, LbRuntime, NewFlow, NoBackend, Pick};
 use crate::nat::{Translate, translate_headers, translate_icmp_error, translated_ends};
@@ -65,6 +66,7 @@ use crate::wire::arp::{self, ArpError};
 use crate::wire::ethernet::{
     self, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame, GATEWAY_MAC, L2Error, Mac,
 };
+use crate::wire::fastpath::{Entry as GrantEntry, ReportRecord};
 use crate::wire::geneve::{self, Vni};
 use crate::wire::ipv4::{self, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::wire::l4::{self, Icmp, Tcp, TcpRepr, Udp, UdpRepr};
@@ -293,11 +295,13 @@ struct Outcome {
     flow: Option<FlowCommit>,
     pick: Option<Pick>,
     health: Option<Answer>,
+    /// A flow the nodes' kernels may carry from now on, with its idle timeout.
+    grant: Option<(fastpath::Candidate, u64)>,
 }
 
 impl Outcome {
     fn new(in_bytes: usize) -> Outcome {
-        Outcome { rx: None, in_bytes, tx: None, flow: None, pick: None, health: None }
+        Outcome { rx: None, in_bytes, tx: None, flow: None, pick: None, health: None, grant: None }
     }
 }
 
@@ -318,6 +322,7 @@ pub struct Fabric {
     lb: LbRuntime,
     health: HealthTable,
     stats: Stats,
+    grants: Grants,
 }
 
 impl Fabric {
@@ -328,6 +333,7 @@ impl Fabric {
             lb: LbRuntime::new(options.persistence_max, options.conntrack_hasher),
             health: HealthTable::default(),
             stats,
+            grants: Grants::default(),
             config: config.clone(),
         };
         f.set_config_at(config, Instant(0));
@@ -355,6 +361,7 @@ impl Fabric {
                 .flat_map(|lb| lb.listeners.iter())
                 .flat_map(|l| l.backends.iter().map(|b| (l.key, b.ip, b.port))),
         );
+        self.grants.reset();
         self.config = config;
     }
 
@@ -412,7 +419,58 @@ impl Fabric {
     /// their room.
     pub fn expire(&mut self, now: Instant) -> usize {
         self.lb.expire(now.0);
+        self.grants.expire(now);
         self.conntrack.expire(now)
+    }
+
+    /// The fast-path entries granted since the last call, each with the shim it is for (see
+    /// [`crate::fastpath`]); they hold under this snapshot's epoch only.
+    pub fn take_grants(&mut self) -> impl Iterator<Item = (SocketAddr, GrantEntry)> + '_ {
+        self.grants.take()
+    }
+
+    /// A node's kernel carried `record`'s packets: the flow lives on in conntrack, and the
+    /// packets count as the pipeline's own would (received from the sender's port, sent to the
+    /// receiver's). Ignored (`false`) unless `from` is the shim of the sender's port and the
+    /// flow is live between those very ENIs.
+    pub fn fast_path_report(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord) -> bool {
+        let cfg = &*self.config;
+        let Some(src_idx) = cfg.ports.get(&record.src_vni).filter(|p| p.peer == from).and(fastpath::reporter(
+            cfg,
+            record.src_vni,
+            record.src_vlan,
+        )) else {
+            return false;
+        };
+        let src = cfg.eni(src_idx);
+        let t = record.tuple;
+        let key = FlowKey {
+            ns: conntrack::ns(src.vpc),
+            src: t.src,
+            dst: t.dst,
+            sport: t.sport,
+            dport: t.dport,
+            proto: t.protocol,
+        };
+        let Some(found) = self.conntrack.lookup(&key, Dirs::Both, now) else { return false };
+        let e = found.conn.entry;
+        let (sender, receiver) = match found.dir {
+            FlowDir::Original => (e.src_eni, e.dst_eni),
+            FlowDir::Reply => (e.dst_eni, e.src_eni),
+        };
+        let Some(dst_idx) = cfg.by_ip.get(&(src.vpc, t.dst)).copied() else { return false };
+        let dst = cfg.eni(dst_idx);
+        if e.nat.is_some() || sender != src.key || receiver != dst.key {
+            return false;
+        }
+        let timeouts = self.flow_timeouts(src, dst, None);
+        // The kernel sees frames untagged; on the fabric's wire a member's carry its tag.
+        let tagged = |e: &Eni| if e.tag.is_some() { record.packets.saturating_mul(vlan::TAG_LEN as u64) } else { 0 };
+        let (rx_bytes, tx_bytes) = (record.bytes.saturating_add(tagged(src)), record.bytes.saturating_add(tagged(dst)));
+        let (src_vni, dst_vni) = (src.vni, dst.vni);
+        self.conntrack.touch(found.slot, now, &timeouts);
+        self.stats.carried(src_vni, dst_vni, record.packets, (rx_bytes, tx_bytes));
+        true
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -535,6 +593,9 @@ impl Fabric {
                 }
                 if let Some((vni, bytes)) = o.tx {
                     self.stats.tx(vni, bytes);
+                }
+                if let Some((c, idle)) = o.grant {
+                    self.grants.offer(&self.config, c, idle, now);
                 }
                 o.pick
             }
@@ -757,6 +818,7 @@ impl Fabric {
         };
         let header_len = write_headers(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, room_after)?;
         o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
+        o.grant = self.grant_candidate(src_idx, path.dst, &track, o);
         Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload })
     }
 
@@ -945,6 +1007,32 @@ impl Fabric {
 
     /// A flow's timeouts: the shorter of its two ends' (either end's tracker forgetting it ends
     /// it), and for a load-balanced TCP flow the listener's `EstablishedTimeout` too.
+    /// An untranslated TCP/UDP flow between two ENIs, in a state the kernel can carry (see
+    /// [`crate::fastpath`]), with its idle timeout. Both nodes having a fast path is checked
+    /// when the grant is made.
+    fn grant_candidate(
+        &self,
+        src: EniIdx,
+        dst: EniIdx,
+        track: &Track,
+        o: &Outcome,
+    ) -> Option<(fastpath::Candidate, u64)> {
+        let Track::Flow { key, .. } = *track else { return None };
+        if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
+            return None;
+        }
+        let entry = match o.flow? {
+            FlowCommit::Update { entry, .. } => entry,
+            FlowCommit::New { conn, .. } => conn.entry,
+        };
+        let (a, b) = (self.config.eni(src), self.config.eni(dst));
+        if entry.nat.is_some() || a.external || b.external || !fastpath::cacheable(entry.state) {
+            return None;
+        }
+        let idle = entry.state.timeout(&self.flow_timeouts(a, b, None));
+        Some((fastpath::Candidate { key, src, dst }, idle))
+    }
+
     fn flow_timeouts(&self, a: &Eni, b: &Eni, nat: Option<&Nat>) -> Timeouts {
         let mut t = a.timeouts.min(&b.timeouts);
         if let Some((_, l)) = nat.and_then(|n| self.config.listener(n.listener))

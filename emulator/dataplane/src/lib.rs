@@ -24,12 +24,14 @@
 //!   balancer's translation of a flow.
 //! - `lb`: which backend a new flow to a VIP goes to; `nat`: how its packets are rewritten;
 //!   [`health`]: the health checker.
+//! - `fastpath`: what the nodes' kernels may carry by themselves (grants), and their reports.
 //! - [`drop`](mod@drop), [`stats`]: drop reasons and counters.
 
 pub mod config;
 mod conntrack;
 pub mod drop;
 pub mod fabric;
+mod fastpath;
 pub mod health;
 mod lb;
 mod nat;

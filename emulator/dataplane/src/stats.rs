@@ -81,6 +81,18 @@ impl Stats {
         }
     }
 
+    /// Frames a node's kernel carried from one port to another (reported in bulk).
+    pub fn carried(&mut self, from: Vni, to: Vni, frames: u64, (rx_bytes, tx_bytes): (u64, u64)) {
+        if let Some(p) = self.ports.get_mut(&from) {
+            p.rx.frames += frames;
+            p.rx.bytes += rx_bytes;
+        }
+        if let Some(p) = self.ports.get_mut(&to) {
+            p.tx.frames += frames;
+            p.tx.bytes += tx_bytes;
+        }
+    }
+
     /// A health-check frame sent on or received from the port.
     pub fn health(&mut self, vni: Vni, bytes: usize) {
         if let Some(p) = self.ports.get_mut(&vni) {

@@ -204,7 +204,9 @@ impl Default for Lab {
 
 impl Lab {
     pub fn new() -> Lab {
-        let port = |e: &Endpoint| (vni(e.vni), PortConfig { eni_id: e.eni.to_string(), mac: e.mac, peer: e.peer });
+        let port = |e: &Endpoint| {
+            (vni(e.vni), PortConfig { eni_id: e.eni.to_string(), mac: e.mac, peer: e.peer, fast_path: None })
+        };
         let eni = |e: &Endpoint, extra: &[Ipv4Addr], sg: &str| {
             let attachment = match e.vlan {
                 None => Attachment::Port { vni: vni(e.vni) },

@@ -4,6 +4,7 @@
 //! [`Fabric::process_split`] too, and checks that it sends the same bytes and counts the same.
 
 mod alloc;
+mod fastpath;
 mod malformed;
 mod proptests;
 mod scenarios;

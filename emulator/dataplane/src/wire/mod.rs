@@ -17,6 +17,7 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod fastpath;
 pub mod geneve;
 pub mod ipv4;
 pub mod l4;

@@ -1,0 +1,116 @@
+//! What the pipeline lets the nodes' kernels carry by themselves: *grants* for admitted flows,
+//! and what a node reports back about the packets it carried.
+//!
+//! The pipeline stays the one decider (ARCHITECTURE.md §8). When it forwards a packet of a flow
+//! that the kernel can carry exactly as the pipeline would — an untranslated TCP flow once
+//! established, or a UDP flow, between two ENIs whose nodes both have a fast path — it also
+//! queues four entries (see [`wire::fastpath`]): on each node, an egress entry for the flow's
+//! direction leaving it and an ingress entry for the direction arriving, with the rewrite the
+//! pipeline itself makes (gateway source MAC, the receiving port's MAC, the member's tag).
+//! Anything else stays on the slow path: load-balanced and internet flows (central hops), the
+//! gateway's own addresses, ICMP, fragments, and the TCP segments that move conntrack's state
+//! (SYN, FIN, RST: the node's program sends those here).
+//!
+//! Every entry carries the snapshot's epoch; a node uses it only while its own epoch is that
+//! one, and the shell revokes every node's epoch (and waits for the acknowledgements) before a
+//! new snapshot is in force. So a cached verdict never outlives the configuration that made it:
+//! after a change, a flow's next packet is judged here again, and granted again if it still
+//! passes. Conntrack itself does not re-judge live flows on a change (see `conntrack`), so an
+//! established flow is granted again at once, as the cloud keeps it.
+//!
+//! A grant is repeated at most once a second per flow (a node that lost the datagram asks again
+//! by sending the flow's packets here). Reports keep the flow alive in conntrack and add the
+//! carried packets to the ports' counters, so `DescribeFabricCounters` counts both paths.
+//!
+//! Must not: grant anything the same packet would not have been forwarded for, or grant a
+//! translated flow.
+
+use core::net::{Ipv4Addr, SocketAddr};
+use std::collections::HashMap;
+
+use crate::Instant;
+use crate::config::{Eni, FabricConfig};
+use crate::conntrack::{FlowKey, FlowState};
+use crate::wire::fastpath::{EgressEntry, Entry, IngressEntry, Tuple};
+use crate::wire::geneve::Vni;
+use crate::wire::vlan::Tci;
+
+/// How long a flow waits before it is granted again (its packets still arriving here).
+const REGRANT_NS: u64 = 1_000_000_000;
+
+/// A forwarded packet the pipeline found eligible, waiting for the commit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub key: FlowKey,
+    pub src: crate::config::EniIdx,
+    pub dst: crate::config::EniIdx,
+}
+
+/// Grants queued for the shell, and when each flow was last granted in this epoch.
+#[derive(Debug, Default)]
+pub(crate) struct Grants {
+    last: HashMap<FlowKey, u64>,
+    queue: Vec<(SocketAddr, Entry)>,
+}
+
+impl Grants {
+    /// A new snapshot: nothing granted so far holds.
+    pub fn reset(&mut self) {
+        self.last.clear();
+    }
+
+    pub fn take(&mut self) -> std::vec::Drain<'_, (SocketAddr, Entry)> {
+        self.queue.drain(..)
+    }
+
+    /// Forgets flows not granted for a while (called with conntrack's expiry).
+    pub fn expire(&mut self, now: Instant) {
+        self.last.retain(|_, t| now.0.saturating_sub(*t) < 60 * REGRANT_NS);
+    }
+
+    /// Queues the four entries for `c` unless they went out less than a second ago.
+    pub fn offer(&mut self, cfg: &FabricConfig, c: Candidate, idle_ns: u64, now: Instant) {
+        let canonical = if (c.key.src, c.key.sport) <= (c.key.dst, c.key.dport) { c.key } else { c.key.reversed() };
+        if self.last.get(&canonical).is_some_and(|t| now.0.saturating_sub(*t) < REGRANT_NS) {
+            return;
+        }
+        let (a, b) = (cfg.eni(c.src), cfg.eni(c.dst));
+        let (Some(pa), Some(pb)) = (cfg.ports.get(&a.vni), cfg.ports.get(&b.vni)) else { return };
+        let (Some(ua), Some(ub)) = (pa.fast_path, pb.fast_path) else { return };
+        let idle_secs = u32::try_from(idle_ns.div_ceil(1_000_000_000)).unwrap_or(u32::MAX).max(1);
+        let forward =
+            Tuple { protocol: c.key.proto, src: c.key.src, dst: c.key.dst, sport: c.key.sport, dport: c.key.dport };
+        let reply = forward.reversed();
+        let vlan = |e: &Eni| e.tag.map_or(0, Tci::vid);
+        let egress = |from: &Eni, to: &Eni, tuple: Tuple, peer: Ipv4Addr| {
+            Entry::Egress(EgressEntry {
+                src_vni: from.vni,
+                src_vlan: vlan(from),
+                tuple,
+                peer,
+                dst_vni: to.vni,
+                idle_secs,
+            })
+        };
+        let ingress = |to: &Eni, mac, tuple: Tuple, peer: Ipv4Addr| {
+            Entry::Ingress(IngressEntry { dst_vni: to.vni, dst_vlan: vlan(to), dst_mac: mac, tuple, peer, idle_secs })
+        };
+        // The receiving side first: an egress entry in force before its ingress entry would drop
+        // the packets between the two.
+        self.queue.push((pb.peer, ingress(b, pb.mac, forward, ua)));
+        self.queue.push((pa.peer, ingress(a, pa.mac, reply, ub)));
+        self.queue.push((pa.peer, egress(a, b, forward, ub)));
+        self.queue.push((pb.peer, egress(b, a, reply, ua)));
+        self.last.insert(canonical, now.0);
+    }
+}
+
+/// Is a flow in this state one the kernel may carry?
+pub(crate) fn cacheable(state: FlowState) -> bool {
+    matches!(state, FlowState::TcpEstablished | FlowState::Udp)
+}
+
+/// The port and tag a report names, as the pipeline's demux would find the sender.
+pub(crate) fn reporter(cfg: &FabricConfig, vni: Vni, vlan: u16) -> Option<crate::config::EniIdx> {
+    if vlan == 0 { cfg.ports.get(&vni)?.eni } else { cfg.by_vlan.get(&(vni, vlan)).copied() }
+}
