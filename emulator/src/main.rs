@@ -109,6 +109,10 @@ enum Command {
         /// bound address; for a wildcard bind, the address of this host that routes to each shim.
         #[arg(long, env = "ENIFAB_FABRIC_ADVERTISE", value_parser = enifab_udp::parse_host_port)]
         fabric_advertise: Option<std::net::SocketAddr>,
+        /// Let the nodes' kernels carry the flows the pipeline admitted (`off`: every frame
+        /// through the emulator, as before the fast path; the shims' own `--fast-path` too).
+        #[arg(long, env = "ENIFAB_FAST_PATH", default_value = "on", value_parser = ["on", "off"])]
+        fast_path: String,
         #[command(flatten)]
         api: Box<ApiArgs>,
     },
@@ -463,6 +467,7 @@ async fn main() -> ExitCode {
             no_delays,
             public_pool,
             fabric_advertise,
+            fast_path,
             api,
         } => {
             init_tracing("info");
@@ -478,7 +483,11 @@ async fn main() -> ExitCode {
             };
             match api.config(&cli.key) {
                 Ok(api) => {
-                    let cloud = serve::CloudOptions { public_pool: Some(public_pool), fabric_advertise };
+                    let cloud = serve::CloudOptions {
+                        public_pool: Some(public_pool),
+                        fabric_advertise,
+                        fast_path_off: fast_path == "off",
+                    };
                     serve::serve(ServeConfig { listen, data_dir, region, delays, fabric_listen }, api, cloud)
                         .await
                         .map(|()| ExitCode::SUCCESS)

@@ -102,6 +102,14 @@ pub struct CloudOptions {
     /// The Geneve address shims are told (`--fabric-advertise`); `None`: see
     /// [`FabricShell::address_for`].
     pub fabric_advertise: Option<SocketAddr>,
+    /// `--fast-path=off`: nothing is granted to the nodes' kernels. In-process emulators (the
+    /// demo, the lab, tests) read `ENIFAB_FAST_PATH=off` as the same switch.
+    pub fast_path_off: bool,
+}
+
+/// `ENIFAB_FAST_PATH=off` in the environment: the whole suite's switch to the slow path only.
+pub fn fast_path_off_by_env() -> bool {
+    std::env::var("ENIFAB_FAST_PATH").is_ok_and(|v| v == "off")
 }
 
 /// Open the model for `cfg` (loading the data directory).
@@ -138,7 +146,8 @@ impl Emulator {
 
     /// [`Emulator::open`] with the cloud configured by `cloud`.
     pub fn open_with(cfg: &ServeConfig, clock: Arc<dyn Clock>, cloud: &CloudOptions) -> Result<Emulator> {
-        let (fabric, hook) = FabricShell::start(cfg.fabric_listen, cloud.fabric_advertise)?;
+        let fast_path = !(cloud.fast_path_off || fast_path_off_by_env());
+        let (fabric, hook) = FabricShell::start_with(cfg.fabric_listen, cloud.fabric_advertise, fast_path)?;
         let model = open_model_with(cfg, clock, vec![hook], cloud)?;
         let node_key = NodeKey::load_or_create(&cfg.data_dir.join(NODE_KEY_FILE))?;
         Ok(Emulator { model, fabric, node_key })

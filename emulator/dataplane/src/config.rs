@@ -916,6 +916,16 @@ impl FabricConfig {
         self.epoch
     }
 
+    /// The shims of nodes with a kernel fast path, each once: who must acknowledge this
+    /// snapshot's epoch before it is in force.
+    pub fn fast_path_peers(&self) -> Vec<SocketAddr> {
+        let mut peers: Vec<SocketAddr> =
+            self.port_specs.iter().filter(|(_, p)| p.fast_path.is_some()).map(|(_, p)| p.peer).collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
     /// Registered ports, sorted by VNI.
     pub fn ports(&self) -> &[(Vni, PortConfig)] {
         &self.port_specs

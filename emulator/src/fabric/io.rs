@@ -22,15 +22,25 @@
 //! The load balancers' health checks run here too: when the checker has something due, its
 //! probes are sent like any other datagram, and the backends' answers come back through the
 //! pipeline with the rest of the traffic.
+//!
+//! And the nodes' kernel fast paths are told here what they may carry (`wire::fastpath`): the
+//! pipeline's grants leave after each batch, to the shims they are for; a node's reports of
+//! what its kernel carried go back into the pipeline (conntrack, counters); and every new
+//! snapshot is first *revoked* on every fast-path node — its new epoch sent, and sent again
+//! every poll until the node acknowledges it — while the publisher waits on [`Acks`]. Control
+//! datagrams are accepted from registered shims only (the pipeline checks reports; an
+//! acknowledgement from anyone else is ignored).
 
 use std::hash::RandomState;
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::net::UdpSocket;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use enifab_dataplane::fabric::SplitVerdict;
+use enifab_dataplane::wire::fastpath::{self, Kind, Message};
 use enifab_dataplane::{BackendHealth, Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot};
 use tokio::sync::{oneshot, watch};
 
@@ -47,11 +57,49 @@ const POLL: Duration = Duration::from_millis(20);
 /// is descheduled (two shims and the emulator may share two cores).
 const SOCKET_BUFFER: usize = 8 << 20;
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// How long a new snapshot waits for the fast-path nodes' acknowledgements. A node that has
+/// not answered by then is named in the log; its peers have revoked, and their kernels refuse
+/// what it sends under the old epoch (the receiving side checks its own epoch too).
+pub const ACK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often an unacknowledged revocation is sent again.
+const RESEND: Duration = Duration::from_millis(20);
+
+/// The newest epoch every fast-path node has acknowledged (or that timed out), and a condition
+/// variable to wait for it on.
+#[derive(Default)]
+pub struct Acks {
+    done: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Acks {
+    /// Blocks until `epoch` is acknowledged or `timeout` passes.
+    pub fn wait(&self, epoch: u64, timeout: Duration) {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.cv.wait_timeout_while(done, timeout, |d| *d < epoch);
+    }
+
+    fn complete(&self, epoch: u64) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        *done = (*done).max(epoch);
+        self.cv.notify_all();
+    }
+}
+
+/// A revocation in flight.
+struct Revoking {
+    epoch: u64,
+    pending: Vec<SocketAddr>,
+    started: std::time::Instant,
+    sent: std::time::Instant,
+}
 
 pub fn spawn(
     sock: UdpSocket,
     mut config: watch::Receiver<Arc<FabricConfig>>,
     requests: mpsc::Receiver<IoRequest>,
+    acks: Arc<Acks>,
+    waker: SocketAddr,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     sock.set_read_timeout(Some(POLL))?;
     set_buffers(&sock, SOCKET_BUFFER);
@@ -68,6 +116,8 @@ pub fn spawn(
         // When the health checker next has work: probes are started (and timeouts noticed) in
         // the loop, between batches, so their resolution is the socket's read timeout.
         let mut next_check = Instant(0);
+        let mut revoking: Option<Revoking> = None;
+        let mut grants = Vec::new();
         loop {
             while let Ok(req) = requests.try_recv() {
                 match req {
@@ -84,9 +134,23 @@ pub fn spawn(
             // API call returned must meet the configuration that call made.
             match config.has_changed() {
                 Ok(true) => {
-                    fabric.set_config(config.borrow_and_update().clone());
+                    let new = config.borrow_and_update().clone();
+                    let peers = new.fast_path_peers();
+                    let epoch = new.epoch();
+                    fabric.set_config(new);
                     // New backends are checked at once.
                     next_check = Instant(0);
+                    if let Some(r) = revoking.take() {
+                        acks.complete(r.epoch);
+                    }
+                    if peers.is_empty() {
+                        acks.complete(epoch);
+                    } else {
+                        let now = std::time::Instant::now();
+                        let r = Revoking { epoch, pending: peers, started: now, sent: now };
+                        send_revocations(&sock, &mut tx, &r);
+                        revoking = Some(r);
+                    }
                 }
                 Ok(false) => {}
                 // The emulator is shutting down.
@@ -101,6 +165,13 @@ pub fn spawn(
                     for i in 0..n {
                         let Some((from, datagrams)) = rx.get(i) else { continue };
                         for data in datagrams {
+                            if from == waker && data.is_empty() {
+                                continue;
+                            }
+                            if fastpath::is_control(data) {
+                                control(&mut fabric, now, from, data, &mut revoking, &acks);
+                                continue;
+                            }
                             match fabric.process_split(now, from, data, queue.next_buf()) {
                                 SplitVerdict::Forward { to, header_len, payload } => match data.get(payload) {
                                     Some(payload) => queue.commit_split(to, header_len, payload),
@@ -115,6 +186,8 @@ pub fn spawn(
                         }
                     }
                     queue.flush(&sock);
+                    drop(queue);
+                    send_grants(&sock, &mut tx, &mut fabric, &mut grants);
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(e) => {
@@ -134,10 +207,95 @@ pub fn spawn(
                 queue.flush(&sock);
                 next_check = fabric.next_health_check().unwrap_or(Instant(u64::MAX));
             }
+            if let Some(r) = &mut revoking {
+                if r.started.elapsed() >= ACK_TIMEOUT {
+                    tracing::warn!(epoch = r.epoch, nodes = ?r.pending, "fast-path nodes did not acknowledge a revocation");
+                    acks.complete(r.epoch);
+                    revoking = None;
+                } else if r.sent.elapsed() >= RESEND {
+                    r.sent = std::time::Instant::now();
+                    send_revocations(&sock, &mut tx, r);
+                }
+            }
             if now.0.saturating_sub(last_expire.0) >= EXPIRE_EVERY.as_nanos() as u64 {
                 fabric.expire(now);
                 last_expire = now;
             }
         }
     })
+}
+
+/// A control datagram from a shim: an acknowledgement of the revocation in flight, or a report
+/// of what a node's kernel carried.
+fn control(
+    fabric: &mut Fabric,
+    now: Instant,
+    from: SocketAddr,
+    data: &[u8],
+    revoking: &mut Option<Revoking>,
+    acks: &Acks,
+) {
+    let Ok(m) = Message::parse(data) else { return };
+    match m.kind {
+        Kind::Ack => {
+            if let Some(r) = revoking.as_mut().filter(|r| r.epoch == m.epoch) {
+                r.pending.retain(|p| *p != from);
+                if r.pending.is_empty() {
+                    acks.complete(r.epoch);
+                    *revoking = None;
+                }
+            }
+        }
+        Kind::Report => {
+            for record in m.reports().flatten() {
+                fabric.fast_path_report(now, from, &record);
+            }
+        }
+        Kind::Revoke | Kind::Grant => {}
+    }
+}
+
+fn send_revocations(sock: &UdpSocket, tx: &mut SendBatch, r: &Revoking) {
+    let mut queue = tx.queue();
+    for peer in &r.pending {
+        if let Ok(len) = fastpath::emit_bare(Kind::Revoke, r.epoch, queue.next_buf()) {
+            queue.commit(*peer, len);
+        }
+        if queue.is_full() {
+            queue.flush(sock);
+        }
+    }
+    queue.flush(sock);
+}
+
+/// The pipeline's grants, as few datagrams as fit, each shim's entries in the order granted.
+fn send_grants(
+    sock: &UdpSocket,
+    tx: &mut SendBatch,
+    fabric: &mut Fabric,
+    grants: &mut Vec<(SocketAddr, fastpath::Entry)>,
+) {
+    grants.extend(fabric.take_grants());
+    if grants.is_empty() {
+        return;
+    }
+    let epoch = fabric.config().epoch();
+    grants.sort_by_key(|(peer, _)| *peer);
+    let mut entries = Vec::with_capacity(fastpath::MAX_RECORDS);
+    let mut queue = tx.queue();
+    for run in grants.chunk_by(|a, b| a.0 == b.0) {
+        let peer = run[0].0;
+        for chunk in run.chunks(fastpath::MAX_RECORDS) {
+            entries.clear();
+            entries.extend(chunk.iter().map(|(_, e)| *e));
+            if let Ok((len, _)) = fastpath::emit_grant(epoch, &entries, queue.next_buf()) {
+                queue.commit(peer, len);
+            }
+            if queue.is_full() {
+                queue.flush(sock);
+            }
+        }
+    }
+    queue.flush(sock);
+    grants.clear();
 }

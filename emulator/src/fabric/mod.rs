@@ -50,6 +50,8 @@ pub const EXTERNAL_VNI_BASE: u32 = enifab_model::ids::MAX_PORT + 1;
 #[derive(Debug, Default)]
 struct Registry {
     nodes: HashMap<String, SocketAddr>,
+    /// Nodes with a kernel fast path: the address their VXLAN device is reached at.
+    fast_paths: HashMap<String, Ipv4Addr>,
     external: BTreeMap<String, ExternalHostConfig>,
 }
 
@@ -62,6 +64,8 @@ pub struct FabricShell {
     peers: Arc<Mutex<Registry>>,
     publisher: Publisher,
     requests: Mutex<std::sync::mpsc::Sender<IoRequest>>,
+    /// `--fast-path=off`: fast-path addresses are not recorded, so nothing is ever granted.
+    fast_path: bool,
     /// Becomes true when the server stops: node watches end, so a graceful shutdown is not held
     /// up by streams that would otherwise last forever.
     closing: watch::Sender<bool>,
@@ -78,18 +82,55 @@ impl std::fmt::Debug for FabricShell {
 struct Publisher {
     peers: Arc<Mutex<Registry>>,
     config: Arc<watch::Sender<Arc<FabricConfig>>>,
+    /// Snapshot epochs: a random high half per emulator run, so that a node's fast path can
+    /// never take an epoch of the previous run for the current one; a count below it.
     epoch: Arc<AtomicU64>,
+    /// Which epoch every fast-path node has acknowledged.
+    acks: Arc<io::Acks>,
+    /// Wakes the I/O thread out of its receive, so a new snapshot is taken (and revoked on the
+    /// nodes) at once rather than at the next poll.
+    waker: Arc<Waker>,
+}
+
+/// An empty datagram to the fabric socket: the I/O thread skips it.
+struct Waker {
+    sock: UdpSocket,
+    to: SocketAddr,
+}
+
+impl Waker {
+    fn wake(&self) {
+        let _ = self.sock.send_to(&[], self.to);
+    }
 }
 
 impl Publisher {
+    /// Builds the snapshot for `region` and puts it in force. With nodes that have a kernel fast
+    /// path, returns only when each has acknowledged the new epoch (or [`io::ACK_TIMEOUT`]
+    /// passed): from then on, no node's kernel carries a flow on a verdict of the old snapshot,
+    /// so an API call that changed a group, an attachment or a listener answers after its
+    /// change is in force on every node too.
     fn publish(&self, region: &Region) {
-        let (nodes, external) = {
+        let (nodes, fast_paths, external) = {
             let r = self.peers.lock().expect("peer registry lock");
-            (r.nodes.clone(), r.external.values().cloned().collect::<Vec<_>>())
+            (r.nodes.clone(), r.fast_paths.clone(), r.external.values().cloned().collect::<Vec<_>>())
         };
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
-        self.config.send_replace(Arc::new(view::fabric_config(region, &nodes, &external, epoch)));
+        let config = view::fabric_config(region, &nodes, &fast_paths, &external, epoch);
+        let wait = !config.fast_path_peers().is_empty();
+        self.config.send_replace(Arc::new(config));
+        if wait {
+            self.waker.wake();
+            self.acks.wait(epoch, io::ACK_TIMEOUT);
+        }
     }
+}
+
+/// A random 32-bit number for the epoch's high half (not a secret: it only has to differ from
+/// the previous run's).
+fn run_id() -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::RandomState::new().hash_one(std::time::SystemTime::now()) & 0xffff_ffff
 }
 
 impl FabricShell {
@@ -97,17 +138,39 @@ impl FabricShell {
     /// (see [`FabricShell::address_for`]). The returned hook must be given to the model thread so
     /// that commits reach the data plane.
     pub fn start(listen: SocketAddr, advertise: Option<SocketAddr>) -> Result<(Arc<FabricShell>, CommitHook)> {
+        Self::start_with(listen, advertise, true)
+    }
+
+    /// [`FabricShell::start`]; `fast_path = false` (`enifab serve --fast-path=off`) keeps every
+    /// frame on the slow path whatever the shims offer.
+    pub fn start_with(
+        listen: SocketAddr,
+        advertise: Option<SocketAddr>,
+        fast_path: bool,
+    ) -> Result<(Arc<FabricShell>, CommitHook)> {
         if let Some(a) = advertise {
             check_advertise(listen, a)?;
         }
         let sock = UdpSocket::bind(listen).with_context(|| format!("binding the fabric socket {listen}"))?;
         let bound = sock.local_addr()?;
+        let waker = {
+            let to = enifab_udp::reachable(bound);
+            let sock = UdpSocket::bind(SocketAddr::new(to.ip(), 0)).context("binding the fabric's waker")?;
+            Arc::new(Waker { sock, to })
+        };
         let (config_tx, config_rx) = watch::channel(Arc::new(FabricConfig::empty(0)));
         let (req_tx, req_rx) = std::sync::mpsc::channel();
-        io::spawn(sock, config_rx, req_rx).context("starting the fabric thread")?;
+        let acks = Arc::new(io::Acks::default());
+        io::spawn(sock, config_rx, req_rx, acks.clone(), waker.sock.local_addr()?)
+            .context("starting the fabric thread")?;
         let peers = Arc::new(Mutex::new(Registry::default()));
-        let publisher =
-            Publisher { peers: peers.clone(), config: Arc::new(config_tx), epoch: Arc::new(AtomicU64::new(0)) };
+        let publisher = Publisher {
+            peers: peers.clone(),
+            config: Arc::new(config_tx),
+            epoch: Arc::new(AtomicU64::new(run_id() << 32)),
+            acks,
+            waker,
+        };
         let hook_pub = publisher.clone();
         let hook: CommitHook = Box::new(move |region: &Region| hook_pub.publish(region));
         let shell = FabricShell {
@@ -116,6 +179,7 @@ impl FabricShell {
             peers,
             publisher,
             requests: Mutex::new(req_tx),
+            fast_path,
             closing: watch::Sender::new(false),
         };
         Ok((Arc::new(shell), hook))
@@ -194,8 +258,20 @@ impl FabricShell {
 
     /// Record (or move) the shim of an instance; the caller has checked who asks and the address
     /// ([`FabricShell::check_shim_address`]), and republishes through the model.
-    fn register(&self, instance_id: &str, geneve: SocketAddr) {
-        self.peers.lock().expect("peer registry lock").nodes.insert(instance_id.to_string(), geneve);
+    /// `fast_path` is the address of the node's VXLAN device when it has a kernel fast path
+    /// (recorded only while the fabric allows fast paths).
+    fn register(&self, instance_id: &str, geneve: SocketAddr, fast_path: Option<Ipv4Addr>) {
+        let mut r = self.peers.lock().expect("peer registry lock");
+        r.nodes.insert(instance_id.to_string(), geneve);
+        match fast_path.filter(|_| self.fast_path) {
+            Some(a) => r.fast_paths.insert(instance_id.to_string(), a),
+            None => r.fast_paths.remove(instance_id),
+        };
+    }
+
+    /// Whether the fabric grants flows to nodes' fast paths (`--fast-path`).
+    pub fn fast_path_enabled(&self) -> bool {
+        self.fast_path
     }
 
     /// Record (or move) an external host: `address` is its public address with the prefix of the

@@ -48,6 +48,21 @@ fn geneve_address(shell: &FabricShell, given: &str, rid: &str) -> Result<SocketA
     Ok(geneve)
 }
 
+/// A node's fast-path address: empty = none; else a unicast IPv4 address (its VXLAN device's).
+fn fast_path_address(given: &str, rid: &str) -> Result<Option<std::net::Ipv4Addr>, Status> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: &str| Err(err(ModelError::invalid("FastPathAddress", why), rid));
+    match given.parse::<std::net::Ipv4Addr>() {
+        Ok(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => {
+            bad("must be a unicast IPv4 address of the node's underlay")
+        }
+        Ok(a) => Ok(Some(a)),
+        Err(_) => bad("must be an IPv4 address"),
+    }
+}
+
 impl FabricService {
     async fn node(&self, instance_id: &str) -> Result<pb::NodeConfig, ModelError> {
         let id = instance_id.to_string();
@@ -78,7 +93,8 @@ impl Fabric for FabricService {
         let geneve = geneve_address(&self.shell, &q.geneve_address, &rid)?;
         // Check the instance exists before it can claim ports.
         self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
-        self.shell.register(&q.instance_id, geneve);
+        let fast_path = fast_path_address(&q.fast_path_address, &rid)?;
+        self.shell.register(&q.instance_id, geneve, fast_path);
         let publisher = self.shell.publisher.clone();
         self.model.read(move |r| publisher.publish(r)).await.map_err(|e| err(e, &rid))?;
         // Again, now that the fabric address is the one for this shim's address.

@@ -16,7 +16,7 @@
 //! running server, like node shims.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use std::time::Duration;
 
@@ -44,6 +44,7 @@ fn live(e: &Eni) -> bool {
 pub fn fabric_config(
     region: &Region,
     peers: &HashMap<String, SocketAddr>,
+    fast_paths: &HashMap<String, Ipv4Addr>,
     external: &[ExternalHostConfig],
     epoch: u64,
 ) -> FabricConfig {
@@ -62,7 +63,12 @@ pub fn fabric_config(
                 if let Some(peer) = peers.get(&att.instance_id) {
                     ports.push((
                         vni,
-                        PortConfig { eni_id: e.network_interface_id.clone(), mac: e.mac_address.0, peer: *peer },
+                        PortConfig {
+                            eni_id: e.network_interface_id.clone(),
+                            mac: e.mac_address.0,
+                            peer: *peer,
+                            fast_path: fast_paths.get(&att.instance_id).copied(),
+                        },
                     ));
                 }
                 Attachment::Port { vni }
