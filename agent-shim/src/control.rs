@@ -77,6 +77,8 @@ pub struct ControlOptions {
     pub access_key: Option<AccessKey>,
     /// The Geneve address to register (`--geneve-advertise`); see the module docs.
     pub geneve_advertise: Option<SocketAddr>,
+    /// The node's kernel fast path, when it runs: registered so the fabric grants it flows.
+    pub fast_path_address: Option<std::net::Ipv4Addr>,
 }
 
 /// `--geneve-advertise` must be an address the fabric can send to that reaches the socket bound
@@ -232,7 +234,11 @@ async fn session(
     let instance_id = who.id();
     let resp = match who {
         Identity::Instance(id) => {
-            let req = pb::RegisterNodeRequest { instance_id: id.clone(), geneve_address: geneve.to_string() };
+            let req = pb::RegisterNodeRequest {
+                instance_id: id.clone(),
+                geneve_address: geneve.to_string(),
+                fast_path_address: control.fast_path_address.map(|a| a.to_string()).unwrap_or_default(),
+            };
             let req = signed(&key, req, "/enifab.v1.Fabric/RegisterNode");
             client.register_node(req).await.map_err(|status| ControlError::Rpc { call: "RegisterNode", status })?
         }

@@ -35,6 +35,7 @@
 pub mod cni;
 pub mod control;
 pub mod driver;
+pub mod fastpath;
 pub mod metadata;
 pub mod node;
 pub mod plan;
@@ -82,6 +83,9 @@ pub struct ShimOptions {
     /// The CNI's state directory: the pods recorded there are rebuilt once the NICs are back
     /// (see [`rebuild`]); `None` rebuilds nothing.
     pub cni_state_dir: Option<PathBuf>,
+    /// Run the kernel fast path on this underlay device (`--fast-path`, see [`fastpath`]);
+    /// `None`: relay every frame.
+    pub fast_path: Option<fastpath::FastPathOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +128,7 @@ impl Shim {
     }
 
     /// [`Shim::start`] with credentials and the address to register (see [`control`]).
-    pub fn start_with(opts: ShimOptions, control: control::ControlOptions) -> Result<Shim, ShimError> {
+    pub fn start_with(opts: ShimOptions, mut control: control::ControlOptions) -> Result<Shim, ShimError> {
         let sock = UdpSocket::bind(opts.geneve_listen)
             .map_err(|source| ShimError::Geneve { addr: opts.geneve_listen, source })?;
         if let Some(a) = control.geneve_advertise {
@@ -141,6 +145,19 @@ impl Shim {
             }
             if let Some(dir) = &opts.cni_state_dir {
                 n.rebuild_pods_from(dir.clone());
+            }
+            // After the underlay moved: its address is the fast path's.
+            if let Some(fp) = &opts.fast_path {
+                match fastpath::FastPath::start(n.netns_path(), fp) {
+                    Ok(fast) => {
+                        tracing::info!(address = %fast.address, device = %fp.device, "kernel fast path on");
+                        control.fast_path_address = Some(fast.address);
+                        n.set_fast_path(Arc::new(fast));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kernel fast path unavailable: every frame goes through the emulator")
+                    }
+                }
             }
         }
         // Before the control socket, so that a failure here leaves no socket file behind.

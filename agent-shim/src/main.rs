@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use enifab_shim::control::{AccessKey, ControlOptions};
+use enifab_shim::fastpath::FastPathOptions;
 use enifab_shim::metadata::MetadataOptions;
 use enifab_shim::{DEFAULT_GENEVE_LISTEN, Shim, ShimOptions};
 use tokio::signal::unix::{SignalKind, signal};
@@ -82,6 +83,19 @@ struct Args {
     /// recorded there.
     #[arg(long, default_value = enifab_shim::cni::conf::DEFAULT_STATE_DIR)]
     cni_state_dir: PathBuf,
+    /// Let this node's kernel carry the flows the emulator admitted (BPF + a VXLAN device on
+    /// the underlay): `off` relays every frame through the emulator. Needs an underlay device
+    /// (`--fast-path-device`, or `--underlay`); without one, or without kernel support, the
+    /// shim says so once and relays everything.
+    #[arg(long, env = "ENIFAB_FAST_PATH", default_value = "on", value_parser = ["on", "off"])]
+    fast_path: String,
+    /// The device in the node's namespace whose IPv4 address other nodes' fast paths reach
+    /// this one at [default: the --underlay name].
+    #[arg(long, env = "ENIFAB_FAST_PATH_DEVICE")]
+    fast_path_device: Option<String>,
+    /// The fast path's VXLAN port, the same on every node.
+    #[arg(long, default_value_t = enifab_shim::fastpath::DEFAULT_PORT)]
+    fast_path_port: u16,
 }
 
 impl Args {
@@ -104,6 +118,7 @@ impl Args {
             node_token: node_token.filter(|t| !t.is_empty()),
             access_key,
             geneve_advertise: self.geneve_advertise,
+            fast_path_address: None,
         })
     }
 }
@@ -120,6 +135,7 @@ fn main() -> Result<()> {
         .init();
     // Two workers are plenty: the data plane runs on its own threads.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let external = args.external_address.is_some();
     rt.block_on(async move {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -133,6 +149,14 @@ fn main() -> Result<()> {
                 metadata: (args.metadata && args.external_address.is_none())
                     .then_some(MetadataOptions { token_required: args.metadata_token_required }),
                 external_address: args.external_address,
+                fast_path: match (args.fast_path.as_str(), args.fast_path_device.or(args.underlay.clone())) {
+                    ("on", Some(device)) if !external => Some(FastPathOptions { device, port: args.fast_path_port }),
+                    ("on", None) if !external => {
+                        tracing::info!("kernel fast path off: no underlay device (--fast-path-device)");
+                        None
+                    }
+                    _ => None,
+                },
                 underlay: args.underlay,
                 cni_state_dir: Some(args.cni_state_dir),
             },

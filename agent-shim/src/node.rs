@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use crate::driver::netns;
 use crate::driver::tap::{self, Tap, TapSetup};
 use crate::driver::{DriverError, netns::path_of};
+use crate::fastpath::{Devices, FastPath};
 use crate::plan::{self, Action, CurrentVlan, NicSpec};
 use crate::rebuild::{Rebuild, Tally};
 use crate::relay::{DeviceFd, Port, Relay, RelayTable, Source, SourceRule, StatsSnapshot};
@@ -145,6 +146,8 @@ pub struct Node {
     /// The pods to rebuild from the CNI's state once the NICs are back; kept when done, for its
     /// tally.
     rebuild: Option<Rebuild>,
+    /// The node's kernel fast path, when it runs.
+    fast: Option<Arc<FastPath>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -187,6 +190,7 @@ impl Node {
             claim: Some(claim),
             underlay: None,
             rebuild: None,
+            fast: None,
         })
     }
 
@@ -386,9 +390,69 @@ impl Node {
         }
     }
 
+    /// Hands the node its kernel fast path: from the next publication on, the relay installs
+    /// the fabric's grants in it.
+    pub fn set_fast_path(&mut self, fast: Arc<FastPath>) {
+        self.fast = Some(fast);
+        self.publish();
+    }
+
+    pub fn fast_path(&self) -> Option<&Arc<FastPath>> {
+        self.fast.as_ref()
+    }
+
+    /// Where the fabric's ports are in the node namespace's kernel, for the fast path. Devices
+    /// in another namespace (a sub-interface made in a pod's) are left out: the fast path cannot
+    /// deliver there, so their flows stay on the slow path.
+    fn fast_devices(&self) -> Devices {
+        let mut d = Devices::default();
+        let here = netns::id_of(&self.netns_path).ok();
+        for dev in self.nics.values() {
+            let Some(nic) = self.view.nic(&dev.spec.eni_id) else { continue };
+            let Some(vni) = nic.vni else { continue };
+            if Some(dev.tap.netns()) != here {
+                continue;
+            }
+            let ifindex = dev.tap.ifindex();
+            d.attach.insert(dev.spec.name.clone(), ifindex);
+            d.egress.insert((vni, 0), ifindex);
+            d.ingress.insert((vni, 0), (ifindex, 0));
+            if nic.kind == NicKind::Trunk {
+                // Untagged on the trunk device: frames leave it untagged (the relay tags them by
+                // source) and arrive untagged (the relay's untagger).
+                for m in &nic.members {
+                    d.egress.insert((vni, m.vlan), ifindex);
+                    d.ingress.insert((vni, m.vlan), (ifindex, 0));
+                }
+            }
+        }
+        for v in self.vlans.values() {
+            let Some(place) = self.view.member_place(&v.current.member_eni_id) else { continue };
+            let Some(vni) = place.trunk_vni else { continue };
+            if Some(v.tap.netns()) != here {
+                // Not deliverable from here: neither direction may use the trunk instead.
+                d.egress.remove(&(vni, place.vlan));
+                d.ingress.remove(&(vni, place.vlan));
+                continue;
+            }
+            let ifindex = v.tap.ifindex();
+            d.attach.insert(v.if_name.clone(), ifindex);
+            d.egress.insert((vni, place.vlan), ifindex);
+            d.ingress.insert((vni, place.vlan), (ifindex, 0));
+        }
+        d
+    }
+
     /// The relay table for the current devices and view.
     fn table(&self) -> RelayTable {
         let mut t = RelayTable { fabric: self.fabric, ..RelayTable::default() };
+        if let Some(fast) = &self.fast {
+            let devices = self.fast_devices();
+            if let Err(e) = fast.attach(&devices) {
+                tracing::warn!(error = %e, "fast path: cannot attach to the node's devices; their flows stay on the slow path");
+            }
+            t.fast = Some((fast.clone(), Arc::new(devices)));
+        }
         for dev in self.nics.values() {
             let Some(nic) = self.view.nic(&dev.spec.eni_id) else { continue };
             let device: DeviceFd = dev.tap.clone();
@@ -485,6 +549,7 @@ impl Node {
     /// Stops the relay and removes every device (their fds close).
     pub fn shutdown(&mut self) {
         self.relay.stop();
+        self.fast = None;
         let n = self.nics.len() + self.vlans.len();
         self.nics.clear();
         self.vlans.clear();

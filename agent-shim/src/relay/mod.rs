@@ -30,8 +30,13 @@
 //! batches and acknowledge the new table, so when `publish` returns no thread holds the old one
 //! any more and dropping a device's last handle really closes its fd (and removes the device).
 //!
-//! Must not: parse or act on anything but Geneve/Ethernet/802.1Q; accept frames from any
-//! address but the registered fabric address (the emulator does the same for us).
+//! With a kernel fast path ([`crate::fastpath`]), the ingress thread also takes the fabric's
+//! control datagrams: a revocation sets the kernel's epoch and is acknowledged at once, a
+//! grant is installed; and about once a second it reports what the kernel carried.
+//!
+//! Must not: parse or act on anything but Geneve/Ethernet/802.1Q and the fabric's control
+//! messages; accept either from any address but the registered fabric address (the emulator
+//! does the same for us).
 
 pub mod frame;
 pub mod stats;
@@ -46,9 +51,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use enifab_dataplane::Vni;
+use enifab_dataplane::wire::fastpath as fastpath_wire;
 use enifab_dataplane::wire::vlan::Tci;
 use enifab_dataplane::wire::vnet::{self, VnetHdr};
 
+use crate::fastpath::{Devices, FastPath};
 use crate::sys::{self, EventFd, Gso, MmsgBatch, RawSockAddr};
 use crate::vlan::MemberTable;
 use frame::{EgressRule, HEADROOM, SLOT_LEN};
@@ -61,6 +68,9 @@ const IDLE: Duration = Duration::from_millis(250);
 /// Socket buffers: a few hundred 64 KiB super-frames, so a burst from the fabric is not dropped
 /// while the ingress thread is descheduled.
 const SOCKET_BUFFER: usize = 32 << 20;
+/// How often the fast path's counters go to the fabric (its conntrack lives on by them; the
+/// shortest timeout a flow can have is seconds).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How long [`Relay::publish`] waits for the threads to take a new table.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -104,6 +114,8 @@ pub struct RelayTable {
     pub fabric: Option<SocketAddr>,
     pub sources: Vec<Source>,
     pub ports: HashMap<Vni, Port>,
+    /// The node's kernel fast path and where its devices are.
+    pub fast: Option<(Arc<FastPath>, Arc<Devices>)>,
 }
 
 impl std::fmt::Debug for RelayTable {
@@ -350,8 +362,9 @@ fn egress(shared: &Shared, sock: &UdpSocket) {
 }
 
 /// Fabric → TAPs.
-fn ingress(shared: &Shared, sock: &UdpSocket, local: SocketAddr) {
-    let sock = sock.as_raw_fd();
+fn ingress(shared: &Shared, udp: &UdpSocket, local: SocketAddr) {
+    let sock = udp.as_raw_fd();
+    let mut last_report = Instant::now();
     let mut batch = MmsgBatch::new(BATCH, SLOT_LEN);
     let (mut generation, mut table) = shared.load();
     shared.seen[1].store(generation, Ordering::Release);
@@ -361,6 +374,10 @@ fn ingress(shared: &Shared, sock: &UdpSocket, local: SocketAddr) {
             drop(std::mem::take(&mut table));
             (generation, table) = shared.load();
             shared.seen[1].store(generation, Ordering::Release);
+        }
+        if last_report.elapsed() >= REPORT_EVERY {
+            report(&table, udp);
+            last_report = Instant::now();
         }
         let n = match batch.recv(sock) {
             Ok(n) => n,
@@ -381,6 +398,10 @@ fn ingress(shared: &Shared, sock: &UdpSocket, local: SocketAddr) {
                 }
                 continue;
             }
+            if fastpath_wire::is_control(d) {
+                control(&table, udp, d);
+                continue;
+            }
             // A run the fabric sent as one UDP GSO message arrives whole (UDP_GRO): its
             // datagrams, back to back, `segment` bytes each but the last.
             let segment = segment.filter(|s| *s < d.len()).unwrap_or(d.len());
@@ -396,6 +417,39 @@ fn ingress(shared: &Shared, sock: &UdpSocket, local: SocketAddr) {
                 }
                 rest = tail;
             }
+        }
+    }
+}
+
+/// A control message from the fabric, for the node's fast path.
+fn control(table: &RelayTable, udp: &UdpSocket, d: &[u8]) {
+    let (Some((fast, devices)), Some(fabric)) = (&table.fast, table.fabric) else { return };
+    let Ok(m) = fastpath_wire::Message::parse(d) else { return };
+    match m.kind {
+        fastpath_wire::Kind::Revoke => match fast.revoke(m.epoch) {
+            Ok(()) => {
+                let mut buf = [0u8; fastpath_wire::HEADER_LEN];
+                if let Ok(len) = fastpath_wire::emit_bare(fastpath_wire::Kind::Ack, m.epoch, &mut buf) {
+                    let _ = udp.send_to(&buf[..len], fabric);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "fast path: cannot revoke; not acknowledged"),
+        },
+        fastpath_wire::Kind::Grant => {
+            fast.install(m.epoch, m.entries().flatten(), devices);
+        }
+        fastpath_wire::Kind::Ack | fastpath_wire::Kind::Report => {}
+    }
+}
+
+/// What the node's kernel carried since the last report, to the fabric.
+fn report(table: &RelayTable, udp: &UdpSocket) {
+    let (Some((fast, devices)), Some(fabric)) = (&table.fast, table.fabric) else { return };
+    let records = fast.report(devices);
+    let mut buf = [0u8; fastpath_wire::MAX_LEN];
+    for chunk in records.chunks(fastpath_wire::MAX_RECORDS) {
+        if let Ok((len, _)) = fastpath_wire::emit_report(chunk, &mut buf) {
+            let _ = udp.send_to(&buf[..len], fabric);
         }
     }
 }

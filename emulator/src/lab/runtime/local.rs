@@ -40,12 +40,13 @@ impl Local {
     ) -> Result<()> {
         let NodeSpec { index, name, instance_id, primary_ip, links } = *node;
         let m = Machine::new(opts, &st.id, &format!("n{index}"))?;
+        underlay(&st.id, index, &m.ns)?;
         let known = st.nodes.get(name).cloned();
         // Another instance by that name, or a lab made before nodes had agents: a new agent.
         let running = known.as_ref().filter(|n| n.instance_id == instance_id).map(|n| n.agent_pid);
         let stale = known.as_ref().map(|n| (n.agent_pid, n.shim_pid));
         let who = ["--instance-id".to_string(), instance_id.to_string()];
-        let agent_pid = m.agent(opts, running, stale, &who)?;
+        let agent_pid = m.agent(opts, running, stale, &who, &[("ENIFAB_FAST_PATH_DEVICE", UNDERLAY)])?;
         st.nodes.insert(
             name.to_string(),
             NodeState {
@@ -81,7 +82,7 @@ impl Local {
         let running = known.as_ref().filter(|x| x.address == ip).map(|x| x.agent_pid);
         let stale = known.as_ref().map(|x| (x.agent_pid, x.shim_pid));
         let who = ["--external".to_string(), name.to_string(), "--external-address".to_string(), address.to_string()];
-        let agent_pid = m.agent(opts, running, stale, &who)?;
+        let agent_pid = m.agent(opts, running, stale, &who, &[])?;
         st.externals.insert(
             name.to_string(),
             ExternalState {
@@ -207,6 +208,44 @@ pub fn remove_host_leftovers(id: &str) -> Vec<String> {
     netns::list(&prefix).iter().filter_map(|ns| netns::delete(ns).err().map(|e| format!("{e:#}"))).collect()
 }
 
+/// The node-side name of a local node's underlay link: its shim's fast path runs on it.
+const UNDERLAY: &str = "underlay0";
+
+/// The local lab's underlay: what the nodes' kernel fast paths send to each other over, as a
+/// host's NIC on the provider's network does (a container's own interface in a compose
+/// cluster). A namespace `efb<id>-u` holds a bridge; node `i` gets a veth `underlay0` with
+/// 198.18.0.(i+1)/24 (RFC 2544's benchmarking range: never a VPC's, and only ever inside this
+/// lab's namespaces). A large MTU, so a full frame fits encapsulated. Idempotent; it goes with
+/// the lab's namespaces.
+fn underlay(lab: &str, index: usize, ns: &str) -> Result<()> {
+    let hub = format!("efb{lab}-u");
+    if !netns::exists(&hub) {
+        netns::create(&hub)?;
+        netns::ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        netns::ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+    }
+    if Ns::Named(ns.to_string())
+        .command("ip")
+        .args(["link", "show", UNDERLAY])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    let host =
+        u8::try_from(index + 1).ok().filter(|h| *h < 255).ok_or_else(|| anyhow!("too many nodes for the underlay"))?;
+    let peer = format!("n{index}");
+    let _ = netns::ip(&["-n", &hub, "link", "del", &peer]);
+    netns::ip(&[
+        "link", "add", UNDERLAY, "netns", ns, "mtu", "9000", "type", "veth", "peer", "name", &peer, "netns", &hub,
+        "mtu", "9000",
+    ])?;
+    netns::ip(&["-n", ns, "addr", "add", &format!("198.18.0.{host}/24"), "dev", UNDERLAY])?;
+    netns::ip(&["-n", ns, "link", "set", UNDERLAY, "up"])?;
+    netns::ip(&["-n", &hub, "link", "set", &peer, "master", "br0", "up"])?;
+    Ok(())
+}
+
 /// `enifab lab agent` for a local node (or external client) in namespace `ns`.
 /// One machine of a local lab (a node or an external client, `tag` `n0`, `x1`, …): its
 /// namespace, and the sockets of its agent and its shim.
@@ -231,7 +270,14 @@ impl Machine {
 
     /// The agent's pid: `running` if it is alive, else a new agent for `who`, after stopping
     /// what a `stale` record (agent, shim) names.
-    fn agent(&self, opts: &LabOptions, running: Option<u32>, stale: Option<(u32, u32)>, who: &[String]) -> Result<u32> {
+    fn agent(
+        &self,
+        opts: &LabOptions,
+        running: Option<u32>,
+        stale: Option<(u32, u32)>,
+        who: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<u32> {
         if let Some(pid) = running.filter(|p| alive(*p)) {
             return Ok(pid);
         }
@@ -239,7 +285,7 @@ impl Machine {
             process::stop(agent);
             process::stop(shim);
         }
-        spawn_agent(opts, who, &self.ns, &self.agent_socket, &self.shim_socket, &self.log)
+        spawn_agent(opts, who, &self.ns, &self.agent_socket, &self.shim_socket, &self.log, env)
     }
 
     fn agent_address(&self) -> String {
@@ -270,6 +316,7 @@ fn spawn_agent(
     agent_socket: &std::path::Path,
     shim_socket: &std::path::Path,
     log: &str,
+    extra_env: &[(&str, &str)],
 ) -> Result<u32> {
     let mut args = vec!["--endpoint".to_string(), opts.endpoint.clone(), "lab".into(), "agent".into()];
     args.extend(who.iter().cloned());
@@ -287,10 +334,11 @@ fn spawn_agent(
     ]);
     // The agent and its shim sign their calls with the lab's AccessKey, however it was given.
     let key = crate::cli::access_key();
-    let env: Vec<(&str, &str)> = key
+    let mut env: Vec<(&str, &str)> = key
         .as_ref()
         .map(|k| vec![("ENIFAB_ACCESS_KEY_ID", k.id.as_str()), ("ENIFAB_ACCESS_KEY_SECRET", k.secret.as_str())])
         .unwrap_or_default();
+    env.extend_from_slice(extra_env);
     spawn_daemon_env(&opts.bin("enifab")?, &args, &env, &state::file(opts, log))
 }
 

@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// enifab's kernel fast path on a node (issue 11): carries the flows the emulator's pipeline
+// admitted, and nothing else. Owned and loaded by enifab-shim (agent-shim/src/fastpath.rs); its
+// maps are filled only from the fabric's grants.
+//
+//   node device (eth0, eth1, a sub-interface in the node namespace): tc egress `fp_egress`
+//       an untagged IPv4 TCP (not SYN/FIN/RST) or UDP packet, not a fragment, whose
+//       (device, 5-tuple) has an egress entry of the node's current epoch, not idle past its
+//       timeout → counted, tunnel key (destination node, destination port as VXLAN id),
+//       redirected to the node's metadata-mode VXLAN device. Anything else: TC_ACT_OK, the
+//       frame goes on to the TAP and the shim relays it to the pipeline (the slow path).
+//   VXLAN device: tc ingress `fp_ingress`
+//       (VXLAN id, 5-tuple) must have an ingress entry of the current epoch, from the node it
+//       was granted for (outer source), not idle → MACs rewritten as the pipeline rewrites
+//       them (gateway ee:ff:ff:ff:ff:ff → the port's MAC), the member's tag pushed if the
+//       port keeps tags, redirected into the device's ingress as if the fabric had written it.
+//       Anything else is dropped and counted: nothing reaches a node that no verdict of the
+//       current configuration admitted.
+//
+// Sections are named `classifier` (what aya 0.14 loads as tc programs). Written in C: BPF in
+// Rust needs a nightly toolchain.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+// Keep in step with agent-shim/src/fastpath.rs.
+struct egress_key {
+    __u32 ifindex;
+    __u8 proto;
+    __u8 pad[3];
+    __u32 src, dst;      // network order
+    __u16 sport, dport;  // network order
+};
+struct egress_val {
+    __u64 epoch;
+    __u64 idle_ns;
+    __u64 last_ns;       // 0 = installed, not used yet
+    __u64 packets;
+    __u64 bytes;
+    __u32 remote;        // destination node's fast-path address, host order (tunnel key)
+    __u32 vni;           // destination port
+};
+struct ingress_key {
+    __u32 vni;
+    __u8 proto;
+    __u8 pad[3];
+    __u32 src, dst;
+    __u16 sport, dport;
+};
+struct ingress_val {
+    __u64 epoch;
+    __u64 idle_ns;
+    __u64 last_ns;
+    __u32 peer;          // the sending node's fast-path address, host order
+    __u32 ifindex;       // the device to deliver into
+    __u8 mac[6];         // destination MAC (the pipeline's rewrite)
+    __u16 vlan;          // tag to push, 0 = none
+};
+struct state {
+    __u64 epoch;         // the node's current epoch; 0 = nothing is valid
+    __u32 vxlan_ifindex;
+    __u32 pad;
+};
+
+// Counters (per CPU), read by the shim.
+enum { C_CARRIED, C_SLOW, C_DELIVERED, C_REFUSED, C_MAX };
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct egress_key);
+    __type(value, struct egress_val);
+} egress SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct ingress_key);
+    __type(value, struct ingress_val);
+} ingress SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct state);
+} config SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, C_MAX);
+    __type(key, __u32);
+    __type(value, __u64);
+} counters SEC(".maps");
+
+static const __u8 gateway_mac[6] = {0xee, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+static __always_inline void count(__u32 which) {
+    __u64 *c = bpf_map_lookup_elem(&counters, &which);
+    if (c)
+        *c += 1;
+}
+
+// The 5-tuple of an untagged IPv4 TCP/UDP frame at `data`; TCP segments that move conntrack's
+// state (SYN, FIN, RST) and fragments are not for the fast path. Returns 0 when it is one.
+static __always_inline int tuple(void *data, void *end, __u8 *proto, __u32 *src, __u32 *dst,
+                                 __u16 *sport, __u16 *dport) {
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+        return -1;
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+        return -1;
+    if (ip->frag_off & bpf_htons(0x3fff))
+        return -1;
+    void *l4 = (void *)ip + ip->ihl * 4;
+    if (ip->protocol == IPPROTO_TCP) {
+        struct tcphdr *t = l4;
+        if ((void *)(t + 1) > end || t->syn || t->fin || t->rst)
+            return -1;
+        *sport = t->source;
+        *dport = t->dest;
+    } else if (ip->protocol == IPPROTO_UDP) {
+        struct udphdr *u = l4;
+        if ((void *)(u + 1) > end)
+            return -1;
+        *sport = u->source;
+        *dport = u->dest;
+    } else {
+        return -1;
+    }
+    *proto = ip->protocol;
+    *src = ip->saddr;
+    *dst = ip->daddr;
+    return 0;
+}
+
+SEC("classifier")
+int fp_egress(struct __sk_buff *skb) {
+    __u32 zero = 0;
+    struct state *st = bpf_map_lookup_elem(&config, &zero);
+    if (!st || !st->epoch || skb->vlan_present)
+        return TC_ACT_OK;
+    // Headers may sit beyond the linear part (rare on a node device); the slow path takes those.
+    if (skb->data + 14 + 60 + 20 > skb->data_end)
+        bpf_skb_pull_data(skb, 14 + 60 + 20);
+    struct egress_key k = {.ifindex = skb->ifindex};
+    if (tuple((void *)(long)skb->data, (void *)(long)skb->data_end, &k.proto, &k.src, &k.dst, &k.sport,
+              &k.dport))
+        return TC_ACT_OK;
+    struct egress_val *v = bpf_map_lookup_elem(&egress, &k);
+    __u64 now = bpf_ktime_get_ns();
+    if (!v || v->epoch != st->epoch || (v->last_ns && now - v->last_ns > v->idle_ns)) {
+        count(C_SLOW);
+        return TC_ACT_OK;
+    }
+    struct bpf_tunnel_key tk = {.remote_ipv4 = v->remote, .tunnel_id = v->vni, .tunnel_ttl = 64};
+    if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0))
+        return TC_ACT_OK;
+    v->last_ns = now;
+    __sync_fetch_and_add(&v->packets, 1);
+    __sync_fetch_and_add(&v->bytes, skb->len);
+    count(C_CARRIED);
+    return bpf_redirect(st->vxlan_ifindex, 0);
+}
+
+SEC("classifier")
+int fp_ingress(struct __sk_buff *skb) {
+    __u32 zero = 0;
+    struct state *st = bpf_map_lookup_elem(&config, &zero);
+    struct bpf_tunnel_key tk = {};
+    if (!st || !st->epoch || bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0))
+        goto refuse;
+    if (skb->data + 14 + 60 + 20 > skb->data_end)
+        bpf_skb_pull_data(skb, 14 + 60 + 20);
+    struct ingress_key k = {.vni = tk.tunnel_id};
+    if (tuple((void *)(long)skb->data, (void *)(long)skb->data_end, &k.proto, &k.src, &k.dst, &k.sport,
+              &k.dport))
+        goto refuse;
+    struct ingress_val *v = bpf_map_lookup_elem(&ingress, &k);
+    __u64 now = bpf_ktime_get_ns();
+    if (!v || v->epoch != st->epoch || v->peer != tk.remote_ipv4 || (v->last_ns && now - v->last_ns > v->idle_ns))
+        goto refuse;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end)
+        goto refuse;
+    __builtin_memcpy(eth->h_dest, v->mac, 6);
+    __builtin_memcpy(eth->h_source, gateway_mac, 6);
+    if (v->vlan && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), v->vlan))
+        goto refuse;
+    v->last_ns = now;
+    count(C_DELIVERED);
+    return bpf_redirect(v->ifindex, BPF_F_INGRESS);
+refuse:
+    count(C_REFUSED);
+    return TC_ACT_SHOT;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,471 @@
+//! The node's kernel fast path: the BPF programs of `bpf/fastpath.bpf.c` (compiled by
+//! `build.rs`), loaded with aya, and the metadata-mode VXLAN device they send through.
+//!
+//! ```text
+//!   node device (eth0, eth1, sub-interfaces in the node namespace)
+//!       tc egress fp_egress ── granted flow ──▶ enifab-fp (VXLAN, external) ══ underlay ══▶ peer node
+//!            │ anything else                                                              │
+//!            ▼                                                    tc ingress fp_ingress ◀─┘
+//!       the TAP: the shim relays it to the pipeline (slow path)   granted → into the device
+//! ```
+//!
+//! The fabric's pipeline decides; this module only writes what it granted into the maps (see
+//! `enifab_dataplane::wire::fastpath`): egress entries keyed by the sending device and the
+//! 5-tuple, ingress entries keyed by the VXLAN id (the receiving port) and the 5-tuple, each
+//! valid while the node's epoch is the one it was granted under. A revocation sets the epoch, so
+//! every cached verdict stops at once; entries are replaced by the next grants. Reports send the
+//! packets and bytes carried since the last report back to the fabric.
+//!
+//! Where the kernel lacks what this needs (no BPF, no VXLAN, no clang at build time, no
+//! underlay address), [`FastPath::start`] fails with the reason; the shim says so once and
+//! relays everything (the node still works). Entries for a device in another namespace (a
+//! sub-interface the VLAN datapath made in a pod's namespace) are not installed: a redirect
+//! cannot cross namespaces, so those flows stay on the slow path.
+//!
+//! Must not: install anything the fabric did not grant, or keep working on an old epoch.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use enifab_dataplane::Vni;
+use enifab_dataplane::wire::fastpath::{Entry, ReportRecord, Tuple};
+
+use crate::driver::DriverError;
+use crate::driver::netlink::Netlink;
+use crate::driver::netns::run_in;
+
+/// The VXLAN device the fast path sends through and receives on.
+pub const DEVICE: &str = "enifab-fp";
+/// VXLAN's IANA port: every node's fast path listens on it, on its own underlay address.
+pub const DEFAULT_PORT: u16 = 4789;
+
+/// How the shim is told to run its fast path.
+#[derive(Debug, Clone)]
+pub struct FastPathOptions {
+    /// The node namespace's device whose IPv4 address is the node's underlay address.
+    pub device: String,
+    pub port: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FastPathError {
+    #[error("this shim was built without the BPF program (clang was missing at build time)")]
+    NotBuilt,
+    #[error("no IPv4 address on {0} in the node namespace")]
+    NoAddress(String),
+    #[error("cannot create the VXLAN device: {0}")]
+    Vxlan(String),
+    #[error("BPF: {0}")]
+    Bpf(String),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+/// Where the fabric's ports are in this node's kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// (port, member VLAN or 0) → the device its frames leave by.
+    pub egress: HashMap<(Vni, u16), u32>,
+    /// (port, member VLAN or 0) → the device to deliver into, and the tag to push (0 = none).
+    pub ingress: HashMap<(Vni, u16), (u32, u16)>,
+    /// name → ifindex of every device that gets the egress program.
+    pub attach: HashMap<String, u32>,
+}
+
+#[cfg(enifab_bpf)]
+#[allow(unsafe_code)]
+mod bpf {
+    //! The maps' layouts, as `bpf/fastpath.bpf.c` declares them.
+
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct EgressKey {
+        pub ifindex: u32,
+        pub proto: u8,
+        pub pad: [u8; 3],
+        pub src: [u8; 4],
+        pub dst: [u8; 4],
+        pub sport: [u8; 2],
+        pub dport: [u8; 2],
+    }
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy)]
+    pub struct EgressVal {
+        pub epoch: u64,
+        pub idle_ns: u64,
+        pub last_ns: u64,
+        pub packets: u64,
+        pub bytes: u64,
+        pub remote: u32,
+        pub vni: u32,
+    }
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct IngressKey {
+        pub vni: u32,
+        pub proto: u8,
+        pub pad: [u8; 3],
+        pub src: [u8; 4],
+        pub dst: [u8; 4],
+        pub sport: [u8; 2],
+        pub dport: [u8; 2],
+    }
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy)]
+    pub struct IngressVal {
+        pub epoch: u64,
+        pub idle_ns: u64,
+        pub last_ns: u64,
+        pub peer: u32,
+        pub ifindex: u32,
+        pub mac: [u8; 6],
+        pub vlan: u16,
+    }
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy)]
+    pub struct State {
+        pub epoch: u64,
+        pub vxlan_ifindex: u32,
+        pub pad: u32,
+    }
+    // SAFETY: plain `repr(C)` integers and byte arrays with every padding byte a named field.
+    unsafe impl aya::Pod for EgressKey {}
+    unsafe impl aya::Pod for EgressVal {}
+    unsafe impl aya::Pod for IngressKey {}
+    unsafe impl aya::Pod for IngressVal {}
+    unsafe impl aya::Pod for State {}
+
+    pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath.bpf.o"));
+}
+
+/// The running fast path of one node.
+pub struct FastPath {
+    /// The node's underlay address: what the fabric sends other nodes' traffic for this one to.
+    pub address: Ipv4Addr,
+    netns: PathBuf,
+    #[cfg(enifab_bpf)]
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPath").field("address", &self.address).finish()
+    }
+}
+
+#[cfg(enifab_bpf)]
+struct Inner {
+    /// `None` only while it visits the namespace's thread in [`FastPath::attach`].
+    ebpf: Option<aya::Ebpf>,
+    egress: aya::maps::HashMap<aya::maps::MapData, bpf::EgressKey, bpf::EgressVal>,
+    ingress: aya::maps::HashMap<aya::maps::MapData, bpf::IngressKey, bpf::IngressVal>,
+    config: aya::maps::Array<aya::maps::MapData, bpf::State>,
+    vxlan_ifindex: u32,
+    epoch: u64,
+    /// Devices the egress program is attached to (ifindex), with their link.
+    attached: HashMap<u32, aya::programs::tc::SchedClassifierLink>,
+    /// Packets and bytes already reported, per egress entry.
+    reported: HashMap<bpf::EgressKey, (u64, u64)>,
+}
+
+impl FastPath {
+    /// Creates the VXLAN device on `opts.device`'s address in the node namespace `netns`,
+    /// loads the programs and attaches the receiving one. Nothing is carried until the fabric
+    /// revokes to a first epoch and grants flows.
+    #[cfg(enifab_bpf)]
+    pub fn start(netns: &Path, opts: &FastPathOptions) -> Result<FastPath, FastPathError> {
+        let (device, port) = (opts.device.clone(), opts.port);
+        let (address, inner) = run_in(netns, move || Ok(start_here(&device, port)))??;
+        Ok(FastPath { address, netns: netns.to_path_buf(), inner: Mutex::new(inner) })
+    }
+
+    #[cfg(not(enifab_bpf))]
+    pub fn start(_netns: &Path, _opts: &FastPathOptions) -> Result<FastPath, FastPathError> {
+        Err(FastPathError::NotBuilt)
+    }
+
+    /// Attaches the egress program to every device in `devices.attach` that lacks it, and
+    /// forgets devices that are gone.
+    #[cfg(enifab_bpf)]
+    pub fn attach(&self, devices: &Devices) -> Result<(), FastPathError> {
+        let mut inner = self.lock();
+        let wanted: HashSet<u32> = devices.attach.values().copied().collect();
+        inner.attached.retain(|ifindex, _| wanted.contains(ifindex));
+        let missing: Vec<(String, u32)> = devices
+            .attach
+            .iter()
+            .filter(|(_, i)| !inner.attached.contains_key(i))
+            .map(|(n, i)| (n.clone(), *i))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // The program and its links move to the namespace's thread and back: attaching names
+        // devices of that namespace.
+        let Some(mut ebpf) = inner.ebpf.take() else { return Err(FastPathError::Bpf("programs not loaded".into())) };
+        let mut attached = std::mem::take(&mut inner.attached);
+        let (ebpf, attached, result) = match run_in(&self.netns, move || {
+            let result = attach_egress(&mut ebpf, &missing, &mut attached);
+            Ok((ebpf, attached, result))
+        }) {
+            Ok(back) => back,
+            // The thread never ran (the namespace is gone): the programs went with it.
+            Err(e) => return Err(e.into()),
+        };
+        inner.ebpf = Some(ebpf);
+        inner.attached = attached;
+        result
+    }
+
+    #[cfg(not(enifab_bpf))]
+    pub fn attach(&self, _devices: &Devices) -> Result<(), FastPathError> {
+        Ok(())
+    }
+
+    /// The fabric's configuration is now `epoch`: nothing granted under another is used from
+    /// this call's return on.
+    pub fn revoke(&self, epoch: u64) -> Result<(), FastPathError> {
+        #[cfg(enifab_bpf)]
+        {
+            let mut inner = self.lock();
+            let state = bpf::State { epoch, vxlan_ifindex: inner.vxlan_ifindex, pad: 0 };
+            inner.config.set(0, state, 0).map_err(|e| FastPathError::Bpf(e.to_string()))?;
+            inner.epoch = epoch;
+        }
+        let _ = epoch;
+        Ok(())
+    }
+
+    /// Installs the entries of a grant made under `epoch`, resolved to this node's devices;
+    /// returns how many were installed (entries for devices the node does not carry are
+    /// skipped).
+    pub fn install(&self, epoch: u64, entries: impl Iterator<Item = Entry>, devices: &Devices) -> usize {
+        #[cfg(enifab_bpf)]
+        {
+            let mut inner = self.lock();
+            let mut n = 0;
+            for e in entries {
+                let ok = match e {
+                    Entry::Egress(g) => {
+                        let Some(&ifindex) = devices.egress.get(&(g.src_vni, g.src_vlan)) else { continue };
+                        let key = egress_key(ifindex, &g.tuple);
+                        let val = bpf::EgressVal {
+                            epoch,
+                            idle_ns: u64::from(g.idle_secs) * 1_000_000_000,
+                            last_ns: 0, // fresh until its first packet
+                            packets: 0,
+                            bytes: 0,
+                            remote: u32::from(g.peer),
+                            vni: g.dst_vni.get(),
+                        };
+                        inner.reported.remove(&key);
+                        inner.egress.insert(key, val, 0).is_ok()
+                    }
+                    Entry::Ingress(g) => {
+                        let Some(&(ifindex, push)) = devices.ingress.get(&(g.dst_vni, g.dst_vlan)) else { continue };
+                        let t = &g.tuple;
+                        let key = bpf::IngressKey {
+                            vni: g.dst_vni.get(),
+                            proto: t.protocol,
+                            pad: [0; 3],
+                            src: t.src.octets(),
+                            dst: t.dst.octets(),
+                            sport: t.sport.to_be_bytes(),
+                            dport: t.dport.to_be_bytes(),
+                        };
+                        let val = bpf::IngressVal {
+                            epoch,
+                            idle_ns: u64::from(g.idle_secs) * 1_000_000_000,
+                            last_ns: 0, // fresh until its first packet
+                            peer: u32::from(g.peer),
+                            ifindex,
+                            mac: g.dst_mac,
+                            vlan: push,
+                        };
+                        inner.ingress.insert(key, val, 0).is_ok()
+                    }
+                };
+                n += usize::from(ok);
+            }
+            n
+        }
+        #[cfg(not(enifab_bpf))]
+        {
+            let _ = (epoch, entries, devices);
+            0
+        }
+    }
+
+    /// What the kernel carried since the last call, per egress entry, named as the fabric knows
+    /// the sender (port and VLAN); entries of old epochs are dropped from the maps on the way.
+    pub fn report(&self, devices: &Devices) -> Vec<ReportRecord> {
+        #[cfg(enifab_bpf)]
+        {
+            let by_ifindex: HashMap<u32, (Vni, u16)> = devices.egress.iter().map(|(k, i)| (*i, *k)).collect();
+            let mut inner = self.lock();
+            let epoch = inner.epoch;
+            let mut out = Vec::new();
+            let mut stale = Vec::new();
+            let entries: Vec<(bpf::EgressKey, bpf::EgressVal)> = inner.egress.iter().flatten().collect();
+            for (k, v) in entries {
+                let before = inner.reported.get(&k).copied().unwrap_or((0, 0));
+                if v.packets > before.0
+                    && let Some(&(src_vni, src_vlan)) = by_ifindex.get(&k.ifindex)
+                {
+                    out.push(ReportRecord {
+                        src_vni,
+                        src_vlan,
+                        tuple: Tuple {
+                            protocol: k.proto,
+                            src: Ipv4Addr::from(k.src),
+                            dst: Ipv4Addr::from(k.dst),
+                            sport: u16::from_be_bytes(k.sport),
+                            dport: u16::from_be_bytes(k.dport),
+                        },
+                        packets: v.packets - before.0,
+                        bytes: v.bytes.saturating_sub(before.1),
+                    });
+                    inner.reported.insert(k, (v.packets, v.bytes));
+                }
+                if v.epoch != epoch {
+                    stale.push(k);
+                }
+            }
+            for k in stale {
+                let _ = inner.egress.remove(&k);
+                inner.reported.remove(&k);
+            }
+            out
+        }
+        #[cfg(not(enifab_bpf))]
+        {
+            let _ = devices;
+            Vec::new()
+        }
+    }
+
+    /// Packets the kernel carried, sent to the slow path, delivered and refused (since start).
+    pub fn counters(&self) -> [u64; 4] {
+        #[cfg(enifab_bpf)]
+        {
+            let inner = self.lock();
+            let mut out = [0u64; 4];
+            let map = inner.ebpf.as_ref().and_then(|e| e.map("counters"));
+            if let Some(Ok(map)) = map.map(aya::maps::PerCpuArray::<_, u64>::try_from) {
+                for (i, o) in out.iter_mut().enumerate() {
+                    if let Ok(v) = map.get(&(i as u32), 0) {
+                        *o = v.iter().sum();
+                    }
+                }
+            }
+            out
+        }
+        #[cfg(not(enifab_bpf))]
+        [0; 4]
+    }
+
+    #[cfg(enifab_bpf)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for FastPath {
+    fn drop(&mut self) {
+        // The programs detach with their links; the device is ours to remove.
+        let _ = run_in(&self.netns, || {
+            let _ = Command::new("ip").args(["link", "del", DEVICE]).output();
+            Ok(())
+        });
+    }
+}
+
+#[cfg(enifab_bpf)]
+fn egress_key(ifindex: u32, t: &Tuple) -> bpf::EgressKey {
+    bpf::EgressKey {
+        ifindex,
+        proto: t.protocol,
+        pad: [0; 3],
+        src: t.src.octets(),
+        dst: t.dst.octets(),
+        sport: t.sport.to_be_bytes(),
+        dport: t.dport.to_be_bytes(),
+    }
+}
+
+/// In the node namespace: the underlay address, the VXLAN device, the programs.
+#[cfg(enifab_bpf)]
+fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathError> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+
+    let nl = Netlink::open()?;
+    let index = nl.index(device)?.ok_or_else(|| FastPathError::NoAddress(device.to_string()))?;
+    let address = nl
+        .ipv4_addrs()?
+        .into_iter()
+        .find(|a| a.index == index)
+        .map(|a| a.address)
+        .ok_or_else(|| FastPathError::NoAddress(device.to_string()))?;
+    // A device left by a shim that was killed is replaced.
+    let _ = Command::new("ip").args(["link", "del", DEVICE]).output();
+    let port = port.to_string();
+    for args in [
+        &["link", "add", DEVICE, "type", "vxlan", "external", "dstport", &port, "dev", device][..],
+        &["link", "set", DEVICE, "up"][..],
+    ] {
+        let out = Command::new("ip").args(args).output().map_err(|e| FastPathError::Vxlan(format!("ip: {e}")))?;
+        if !out.status.success() {
+            return Err(FastPathError::Vxlan(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+    }
+    let vxlan_ifindex = nl.index(DEVICE)?.ok_or_else(|| FastPathError::Vxlan("the device vanished".into()))?;
+    let bpf_err = |e: &dyn std::fmt::Display| FastPathError::Bpf(e.to_string());
+    let mut ebpf = aya::Ebpf::load(bpf::OBJECT).map_err(|e| bpf_err(&e))?;
+    for name in ["fp_egress", "fp_ingress"] {
+        let p: &mut SchedClassifier =
+            ebpf.program_mut(name).ok_or_else(|| bpf_err(&name))?.try_into().map_err(|e| bpf_err(&e))?;
+        p.load().map_err(|e| bpf_err(&e))?;
+    }
+    let p: &mut SchedClassifier =
+        ebpf.program_mut("fp_ingress").ok_or_else(|| bpf_err(&"fp_ingress"))?.try_into().map_err(|e| bpf_err(&e))?;
+    let _ = aya::programs::tc::qdisc_add_clsact(DEVICE);
+    p.attach(DEVICE, TcAttachType::Ingress).map_err(|e| bpf_err(&e))?;
+    let take = |ebpf: &mut aya::Ebpf, name: &str| ebpf.take_map(name).ok_or_else(|| bpf_err(&name));
+    let egress = aya::maps::HashMap::try_from(take(&mut ebpf, "egress")?).map_err(|e| bpf_err(&e))?;
+    let ingress = aya::maps::HashMap::try_from(take(&mut ebpf, "ingress")?).map_err(|e| bpf_err(&e))?;
+    let mut config = aya::maps::Array::try_from(take(&mut ebpf, "config")?).map_err(|e| bpf_err(&e))?;
+    config.set(0, bpf::State { epoch: 0, vxlan_ifindex, pad: 0 }, 0).map_err(|e| bpf_err(&e))?;
+    let inner = Inner {
+        ebpf: Some(ebpf),
+        egress,
+        ingress,
+        config,
+        vxlan_ifindex,
+        epoch: 0,
+        attached: HashMap::new(),
+        reported: HashMap::new(),
+    };
+    Ok((address, inner))
+}
+
+#[cfg(enifab_bpf)]
+fn attach_egress(
+    ebpf: &mut aya::Ebpf,
+    devices: &[(String, u32)],
+    attached: &mut HashMap<u32, aya::programs::tc::SchedClassifierLink>,
+) -> Result<(), FastPathError> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let bpf_err = |e: &dyn std::fmt::Display| FastPathError::Bpf(e.to_string());
+    let p: &mut SchedClassifier =
+        ebpf.program_mut("fp_egress").ok_or_else(|| bpf_err(&"fp_egress"))?.try_into().map_err(|e| bpf_err(&e))?;
+    for (name, ifindex) in devices {
+        let _ = aya::programs::tc::qdisc_add_clsact(name);
+        let id = p.attach(name, TcAttachType::Egress).map_err(|e| bpf_err(&format!("{name}: {e}")))?;
+        let link = p.take_link(id).map_err(|e| bpf_err(&e))?;
+        attached.insert(*ifindex, link);
+    }
+    Ok(())
+}
