@@ -101,6 +101,9 @@ struct {
     __type(value, __u64);
 } counters SEC(".maps");
 
+// Ethernet, IPv4 with the largest options, a TCP header without options: all the programs read.
+#define HEADERS (14 + 60 + 20)
+
 static const __u8 gateway_mac[6] = {0xee, 0xff, 0xff, 0xff, 0xff, 0xff};
 
 static __always_inline void count(__u32 which) {
@@ -150,8 +153,8 @@ int fp_egress(struct __sk_buff *skb) {
     if (!st || !st->epoch || skb->vlan_present)
         return TC_ACT_OK;
     // Headers may sit beyond the linear part (rare on a node device); the slow path takes those.
-    if (skb->data + 14 + 60 + 20 > skb->data_end)
-        bpf_skb_pull_data(skb, 14 + 60 + 20);
+    if ((void *)(long)skb->data + HEADERS > (void *)(long)skb->data_end)
+        bpf_skb_pull_data(skb, HEADERS);
     struct egress_key k = {.ifindex = skb->ifindex};
     if (tuple((void *)(long)skb->data, (void *)(long)skb->data_end, &k.proto, &k.src, &k.dst, &k.sport,
               &k.dport))
@@ -179,8 +182,8 @@ int fp_ingress(struct __sk_buff *skb) {
     struct bpf_tunnel_key tk = {};
     if (!st || !st->epoch || bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0))
         goto refuse;
-    if (skb->data + 14 + 60 + 20 > skb->data_end)
-        bpf_skb_pull_data(skb, 14 + 60 + 20);
+    if ((void *)(long)skb->data + HEADERS > (void *)(long)skb->data_end)
+        bpf_skb_pull_data(skb, HEADERS);
     struct ingress_key k = {.vni = tk.tunnel_id};
     if (tuple((void *)(long)skb->data, (void *)(long)skb->data_end, &k.proto, &k.src, &k.dst, &k.sport,
               &k.dport))

@@ -239,6 +239,14 @@ impl FastPath {
         Ok(())
     }
 
+    /// The epoch the kernel checks entries against (0 until the fabric's first revocation).
+    pub fn epoch(&self) -> u64 {
+        #[cfg(enifab_bpf)]
+        return self.lock().epoch;
+        #[cfg(not(enifab_bpf))]
+        0
+    }
+
     /// Installs the entries of a grant made under `epoch`, resolved to this node's devices;
     /// returns how many were installed (entries for devices the node does not carry are
     /// skipped).
@@ -345,6 +353,17 @@ impl FastPath {
             let _ = devices;
             Vec::new()
         }
+    }
+
+    /// How many egress and ingress entries the maps hold (of any epoch).
+    pub fn entries(&self) -> (usize, usize) {
+        #[cfg(enifab_bpf)]
+        {
+            let inner = self.lock();
+            (inner.egress.keys().count(), inner.ingress.keys().count())
+        }
+        #[cfg(not(enifab_bpf))]
+        (0, 0)
     }
 
     /// Packets the kernel carried, sent to the slow path, delivered and refused (since start).

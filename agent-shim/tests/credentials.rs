@@ -147,6 +147,7 @@ async fn shims_sign_as_their_nodes_and_survive_an_emulator_restart() {
         external_address: None,
         underlay: None,
         cni_state_dir: None,
+        fast_path: None,
     };
 
     // Without credentials a shim never gets its node's devices.
@@ -253,6 +254,7 @@ async fn the_cni_plugin_signs_its_cloud_calls() {
             external_address: None,
             underlay: None,
             cni_state_dir: None,
+            fast_path: None,
         },
         ControlOptions { access_key: Some(key), ..Default::default() },
     )

@@ -447,6 +447,7 @@ async fn trunk_member_via_sub_interface_and_source_tagging() {
         external_address: None,
         underlay: None,
         cni_state_dir: None,
+        fast_path: None,
     };
     let shim_a = Shim::start(opts(&ia, &na)).unwrap();
     let shim_b = Shim::start(opts(&ib, &nb)).unwrap();

@@ -388,6 +388,7 @@ fn shim_options(emu: &Emu, instance: &str, ns: &Netns, dir: &Path, token_require
         external_address: None,
         underlay: None,
         cni_state_dir: None,
+        fast_path: None,
     }
 }
 

@@ -172,6 +172,7 @@ async fn a_restarted_shim_rebuilds_its_node_and_pods() {
         external_address: None,
         underlay: None,
         cni_state_dir: None,
+        fast_path: None,
     })
     .unwrap();
     let state_dir = dir.path().join("cni-state");

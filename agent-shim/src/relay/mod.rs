@@ -532,6 +532,7 @@ mod test {
                 Source { device: plain_dev, vni: Some(vni(10)), rule: SourceRule::Plain },
             ],
             ports,
+            fast: None,
         });
         Lab { relay, fabric, trunk, vlan7, plain }
     }
@@ -683,6 +684,7 @@ mod test {
             fabric: None,
             sources: vec![Source { device: dev, vni: Some(vni(1)), rule: SourceRule::Plain }],
             ports: HashMap::new(),
+            fast: None,
         });
         peer.send(&with_vnet(&IPV4_FROM_MEMBER, VnetHdr::PLAIN)).unwrap();
         let s = settle(&relay, |s| s.dropped(DropReason::NoFabric) > 0);

@@ -111,17 +111,32 @@ impl Publisher {
     /// so an API call that changed a group, an attachment or a listener answers after its
     /// change is in force on every node too.
     fn publish(&self, region: &Region) {
+        self.publish_with(region, true);
+    }
+
+    /// [`Publisher::publish`] for a shim's registration: not waiting for acknowledgements, since
+    /// the registering shim cannot acknowledge before it learns, from this very call's answer,
+    /// where the fabric is (the revocation is resent until it does). Nothing is lost: a shim
+    /// registering starts with an empty fast path that refuses everything until its first
+    /// revocation, and the others' entries toward it are revoked within a resend.
+    fn publish_registration(&self, region: &Region) {
+        self.publish_with(region, false);
+    }
+
+    fn publish_with(&self, region: &Region, wait_for_nodes: bool) {
         let (nodes, fast_paths, external) = {
             let r = self.peers.lock().expect("peer registry lock");
             (r.nodes.clone(), r.fast_paths.clone(), r.external.values().cloned().collect::<Vec<_>>())
         };
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
         let config = view::fabric_config(region, &nodes, &fast_paths, &external, epoch);
-        let wait = !config.fast_path_peers().is_empty();
+        let revoke = !config.fast_path_peers().is_empty();
         self.config.send_replace(Arc::new(config));
-        if wait {
+        if revoke {
             self.waker.wake();
-            self.acks.wait(epoch, io::ACK_TIMEOUT);
+            if wait_for_nodes {
+                self.acks.wait(epoch, io::ACK_TIMEOUT);
+            }
         }
     }
 }

@@ -96,7 +96,7 @@ impl Fabric for FabricService {
         let fast_path = fast_path_address(&q.fast_path_address, &rid)?;
         self.shell.register(&q.instance_id, geneve, fast_path);
         let publisher = self.shell.publisher.clone();
-        self.model.read(move |r| publisher.publish(r)).await.map_err(|e| err(e, &rid))?;
+        self.model.read(move |r| publisher.publish_registration(r)).await.map_err(|e| err(e, &rid))?;
         // Again, now that the fabric address is the one for this shim's address.
         let config = self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
         tracing::info!(instance = %q.instance_id, %geneve, "node registered");
@@ -118,7 +118,7 @@ impl Fabric for FabricService {
         let pool = self.model.read(|r| r.config().public_pool).await.map_err(|e| err(e, &rid))?;
         let host = self.shell.register_external(&q.name, &q.address, geneve, pool).map_err(|e| err(e, &rid))?;
         let publisher = self.shell.publisher.clone();
-        self.model.read(move |r| publisher.publish(r)).await.map_err(|e| err(e, &rid))?;
+        self.model.read(move |r| publisher.publish_registration(r)).await.map_err(|e| err(e, &rid))?;
         tracing::info!(host = %q.name, address = %q.address, %geneve, "external host registered");
         let fabric = self.shell.address_for(Some(geneve)).to_string();
         Ok(Response::new(pb::RegisterNodeResponse {

@@ -1,0 +1,273 @@
+//! The kernel fast path end to end (root, BPF): two nodes whose shims run their fast path over
+//! an underlay veth, a real emulator in this process. A flow the pipeline admitted moves into
+//! the kernels (the relays stop seeing it, the fast path's counters and the fabric's own
+//! counters move); a flow the groups refuse never reaches the receiver, carried or not; a
+//! model change revokes every cached verdict (the kernel's epoch changes before the API call
+//! returns) and the flow carries on once judged again; with the fabric's fast path off, the
+//! same traffic goes through the emulator only.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+use enifab_proto::v1 as pb;
+use enifab_proto::v1::ecs_client::EcsClient;
+use enifab_proto::v1::fabric_client::FabricClient;
+use enifab_proto::v1::vpc_client::VpcClient;
+use enifab_shim::driver::netns::run_in;
+use enifab_shim::fastpath::FastPathOptions;
+use enifab_shim::{Shim, ShimOptions};
+use support::{Emu, Netns, REGION, eventually, network, privileged, wait_ping};
+
+const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 22);
+const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 23);
+
+async fn instance(ecs: &mut EcsClient<tonic::transport::Channel>, vsw: &str, sg: &str, ip: Ipv4Addr) -> String {
+    ecs.create_instance(pb::CreateInstanceRequest {
+        region_id: REGION.into(),
+        instance_type: "ecs.g7.xlarge".into(),
+        v_switch_id: vsw.into(),
+        security_group_ids: vec![sg.into()],
+        private_ip_address: ip.to_string(),
+        ..Default::default()
+    })
+    .await
+    .expect("CreateInstance")
+    .into_inner()
+    .instance_id
+}
+
+/// Two namespaces joined by a veth pair `fp0` with 198.18.0.1/24 and .2/24: the underlay.
+fn underlay(a: &Netns, b: &Netns) {
+    a.ip(&[
+        "link", "add", "fp0", "mtu", "9000", "type", "veth", "peer", "name", "fp0", "netns", &b.name, "mtu", "9000",
+    ]);
+    for (ns, ip) in [(a, "198.18.0.1/24"), (b, "198.18.0.2/24")] {
+        ns.ip(&["addr", "add", ip, "dev", "fp0"]);
+        ns.ip(&["link", "set", "fp0", "up"]);
+    }
+}
+
+/// `n` datagrams from `from` to `to`:`port`, paced so none is lost on the way; how many arrived.
+fn udp_burst(from: &Path, to: &Path, sport: u16, port: u16, n: usize) -> usize {
+    let sink = run_in(to, move || Ok(UdpSocket::bind((B_IP, port)).unwrap())).unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let src = run_in(from, move || Ok(UdpSocket::bind((A_IP, sport)).unwrap())).unwrap();
+    let dst = SocketAddr::from((B_IP, port));
+    let counter = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut got = 0;
+        while sink.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    });
+    for i in 0..n {
+        let _ = src.send_to(&(i as u32).to_be_bytes(), dst);
+        if i % 32 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    counter.join().unwrap()
+}
+
+/// `bytes` over one TCP connection from A to B:`port`; how many the server read.
+fn tcp_stream(from: &Path, to: &Path, port: u16, bytes: usize) -> usize {
+    let listener = run_in(to, move || Ok(std::net::TcpListener::bind((B_IP, port)).unwrap())).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0;
+        while let Ok(k) = std::io::Read::read(&mut s, &mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        n
+    });
+    let mut c = run_in(from, move || {
+        Ok(std::net::TcpStream::connect_timeout(&SocketAddr::from((B_IP, port)), Duration::from_secs(5)).unwrap())
+    })
+    .unwrap();
+    let chunk = vec![0x5au8; 1 << 16];
+    for _ in 0..bytes / chunk.len() {
+        std::io::Write::write_all(&mut c, &chunk).unwrap();
+    }
+    drop(c);
+    server.join().unwrap()
+}
+
+async fn port_rx(fabric: &mut FabricClient<tonic::transport::Channel>, eni: &str) -> u64 {
+    let r = fabric
+        .describe_fabric_counters(pb::DescribeFabricCountersRequest {
+            network_interface_id: eni.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.ports.iter().map(|p| p.rx_frames).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
+    if !privileged("admitted_flows_move_into_the_kernel_and_every_change_revokes_them") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(&dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).await;
+    let ch = emu.channel().await;
+    let (mut ecs, mut vpc, mut fabric) =
+        (EcsClient::new(ch.clone()), VpcClient::new(ch.clone()), FabricClient::new(ch));
+    let (vsw, sg) = network(&mut ecs, &mut vpc).await;
+    // Members do not reach each other by being members: only port 5000 and ICMP are admitted.
+    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        inner_access_policy: "Drop".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("ModifySecurityGroupPolicy");
+    ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        ip_protocol: "udp".into(),
+        port_range: "5000/5000".into(),
+        source_cidr_ip: "10.0.0.0/8".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("AuthorizeSecurityGroup");
+    ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        ip_protocol: "tcp".into(),
+        port_range: "5000/5000".into(),
+        source_cidr_ip: "10.0.0.0/8".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("AuthorizeSecurityGroup");
+    ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        ip_protocol: "icmp".into(),
+        port_range: "-1/-1".into(),
+        source_cidr_ip: "10.0.0.0/8".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("AuthorizeSecurityGroup");
+    let ia = instance(&mut ecs, &vsw, &sg, A_IP).await;
+    let ib = instance(&mut ecs, &vsw, &sg, B_IP).await;
+    let (na, nb) = (Netns::new("fpa"), Netns::new("fpb"));
+    underlay(&na, &nb);
+    let opts = |instance: &str, ns: &Netns| ShimOptions {
+        endpoint: emu.grpc.to_string(),
+        instance_id: instance.into(),
+        netns: ns.name.clone(),
+        control_socket: Some(dir.path().join(format!("{instance}.sock"))),
+        geneve_listen: "127.0.0.1:0".parse().unwrap(),
+        metadata: None,
+        external_address: None,
+        underlay: None,
+        cni_state_dir: None,
+        fast_path: Some(FastPathOptions { device: "fp0".into(), port: 4789 }),
+    };
+    // The shim would only warn (and relay everything): say why here, plainly.
+    if let Err(e) =
+        enifab_shim::fastpath::FastPath::start(&na.path(), &FastPathOptions { device: "fp0".into(), port: 4789 })
+    {
+        panic!("this kernel cannot run the fast path: {e}");
+    }
+    let shim_a = Shim::start(opts(&ia, &na)).unwrap();
+    let shim_b = Shim::start(opts(&ib, &nb)).unwrap();
+    let fast = |s: &Shim| s.node().lock().unwrap().fast_path().cloned().expect("the fast path runs");
+    let (fast_a, fast_b) = (fast(&shim_a), fast(&shim_b));
+    assert_eq!((fast_a.address, fast_b.address), (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2)));
+    let eni_a = eventually(10, || {
+        let n = shim_a.node();
+        let n = n.lock().unwrap();
+        n.devices().into_iter().find(|d| d.if_name == "eth0").map(|d| d.eni_id)
+    })
+    .expect("node A's eth0");
+    let (pa, pb_) = (na.path(), nb.path());
+    assert!(tokio::task::spawn_blocking(move || wait_ping(&pa, None, B_IP, Duration::from_secs(10))).await.unwrap());
+
+    // An admitted flow: its first datagram goes through the pipeline, the rest through the kernels.
+    let relayed_before = shim_a.stats().to_fabric_frames;
+    let rx_before = port_rx(&mut fabric, &eni_a).await;
+    let (pa, pb_) = (na.path(), pb_.clone());
+    let got = tokio::task::spawn_blocking(move || udp_burst(&pa, &pb_, 40000, 5000, 2000)).await.unwrap();
+    assert_eq!(
+        got,
+        2000,
+        "every datagram of the admitted flow arrives: A {:?} {:?} B {:?} {:?} epochs {} {}",
+        fast_a.counters(),
+        fast_a.entries(),
+        fast_b.counters(),
+        fast_b.entries(),
+        fast_a.epoch(),
+        fast_b.epoch()
+    );
+    let [carried, _, delivered, refused] = fast_a.counters();
+    let [_, _, delivered_b, refused_b] = fast_b.counters();
+    assert!(carried >= 1900, "node A's kernel carried the flow: {carried} ({:?})", fast_a.counters());
+    assert!(delivered_b >= 1900 && refused_b == 0, "node B's kernel delivered it: {:?}", fast_b.counters());
+    let _ = (delivered, refused);
+    let relayed = shim_a.stats().to_fabric_frames - relayed_before;
+    assert!(relayed < 100, "the relay saw only the flow's first frames: {relayed}");
+    // The kernel's packets are the fabric's counters too (reported every second).
+    let mut rx = 0;
+    for _ in 0..50 {
+        rx = port_rx(&mut fabric, &eni_a).await - rx_before;
+        if rx >= 2000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rx >= 2000, "DescribeFabricCounters counts the carried frames: {rx}");
+
+    // A refused flow is never granted: all of it goes to the pipeline, none of it arrives.
+    let carried_before = fast_a.counters()[0];
+    let (pa, pb_) = (na.path(), nb.path());
+    let got = tokio::task::spawn_blocking(move || udp_burst(&pa, &pb_, 40001, 5001, 300)).await.unwrap();
+    assert_eq!(got, 0, "the group refuses UDP 5001");
+    assert_eq!(fast_a.counters()[0], carried_before, "nothing refused is carried");
+
+    // Any change revokes: the call returns after both kernels moved to the new epoch; the
+    // admitted flow is judged again (conntrack still vouches for it) and carried again.
+    let (epoch_a, epoch_b) = (fast_a.epoch(), fast_b.epoch());
+    ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        ip_protocol: "tcp".into(),
+        port_range: "22/22".into(),
+        source_cidr_ip: "10.0.0.0/8".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("AuthorizeSecurityGroup");
+    assert!(fast_a.epoch() != epoch_a && fast_b.epoch() != epoch_b, "revoked on both nodes before the call returned");
+    let slow_before = fast_a.counters()[1];
+    let (pa, pb_) = (na.path(), nb.path());
+    let got = tokio::task::spawn_blocking(move || udp_burst(&pa, &pb_, 40000, 5000, 500)).await.unwrap();
+    assert_eq!(got, 500);
+    assert!(fast_a.counters()[1] > slow_before, "after the change the flow's next frame met the slow path");
+
+    // A TCP stream (segmentation offloads on): the handshake and the close through the
+    // pipeline, the data through the kernels.
+    let carried_before = fast_a.counters()[0];
+    let (pa, pb_) = (na.path(), nb.path());
+    let sent = tokio::task::spawn_blocking(move || tcp_stream(&pa, &pb_, 5000, 64 << 20)).await.unwrap();
+    assert_eq!(sent, 64 << 20, "the whole stream arrived");
+    assert!(fast_a.counters()[0] > carried_before + 100, "the stream's segments were carried: {:?}", fast_a.counters());
+
+    drop(shim_a);
+    drop(shim_b);
+    let _ = std::fs::remove_dir_all(dir.path());
+}
