@@ -549,7 +549,10 @@ impl Node {
     /// Stops the relay and removes every device (their fds close).
     pub fn shutdown(&mut self) {
         self.relay.stop();
-        self.fast = None;
+        if let Some(fast) = self.fast.take() {
+            let [carried, slow, delivered, refused] = fast.counters();
+            tracing::info!(carried, slow, delivered, refused, "fast path stopped");
+        }
         let n = self.nics.len() + self.vlans.len();
         self.nics.clear();
         self.vlans.clear();

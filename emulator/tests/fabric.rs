@@ -60,6 +60,7 @@ async fn node(c: &mut Clients, vsw: &str, sg: &str, ip: &str) -> Node {
         .register_node(pb::RegisterNodeRequest {
             instance_id: instance.clone(),
             geneve_address: sock.local_addr().unwrap().to_string(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -247,6 +247,7 @@ async fn only_a_node_itself_can_say_where_its_frames_go() {
     let take_a = || pb::RegisterNodeRequest {
         instance_id: a_id.clone(),
         geneve_address: thief.local_addr().unwrap().to_string(),
+        ..Default::default()
     };
     assert_eq!(refused(cloud.as_(None).fabric.register_node(take_a()).await), unauthenticated("MissingAccessKeyId"));
     assert_eq!(
@@ -295,8 +296,13 @@ async fn register_node_refuses_addresses_no_shim_can_have() {
         own.as_str(),
         "nonsense",
     ] {
-        let r =
-            fabric.register_node(pb::RegisterNodeRequest { instance_id: id.clone(), geneve_address: bad.into() }).await;
+        let r = fabric
+            .register_node(pb::RegisterNodeRequest {
+                instance_id: id.clone(),
+                geneve_address: bad.into(),
+                ..Default::default()
+            })
+            .await;
         assert_eq!(refused(r), (Code::InvalidArgument, "InvalidParameter".to_string()), "{bad}");
     }
     // External hosts are the AccessKey's, and the same addresses are refused for them.
@@ -585,6 +591,7 @@ async fn register(cloud: &Cloud, key: &AccessKey, instance: &str) -> Shim {
         .register_node(pb::RegisterNodeRequest {
             instance_id: instance.into(),
             geneve_address: sock.local_addr().unwrap().to_string(),
+            ..Default::default()
         })
         .await
         .unwrap()

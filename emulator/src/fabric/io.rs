@@ -117,7 +117,8 @@ pub fn spawn(
         // the loop, between batches, so their resolution is the socket's read timeout.
         let mut next_check = Instant(0);
         let mut revoking: Option<Revoking> = None;
-        let mut grants = Vec::new();
+        // Egress entries granted in the previous round (see `send_grants`).
+        let mut held = Vec::new();
         loop {
             while let Ok(req) = requests.try_recv() {
                 match req {
@@ -138,6 +139,8 @@ pub fn spawn(
                     let peers = new.fast_path_peers();
                     let epoch = new.epoch();
                     fabric.set_config(new);
+                    // Held grants were decided under the old snapshot.
+                    held.clear();
                     // New backends are checked at once.
                     next_check = Instant(0);
                     if let Some(r) = revoking.take() {
@@ -186,8 +189,6 @@ pub fn spawn(
                         }
                     }
                     queue.flush(&sock);
-                    drop(queue);
-                    send_grants(&sock, &mut tx, &mut fabric, &mut grants);
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(e) => {
@@ -195,6 +196,7 @@ pub fn spawn(
                     std::thread::sleep(POLL);
                 }
             }
+            send_grants(&sock, &mut tx, &mut fabric, &mut held);
             let now = clock();
             if now >= next_check {
                 let mut queue = tx.queue();
@@ -269,21 +271,31 @@ fn send_revocations(sock: &UdpSocket, tx: &mut SendBatch, r: &Revoking) {
 }
 
 /// The pipeline's grants, as few datagrams as fit, each shim's entries in the order granted.
+/// Ingress entries leave at once; egress entries (which start a node sending through its
+/// kernel) wait for the next round (one batch, or a poll at most), so the receiving node has
+/// installed its entry before the sending one uses its own: otherwise the first carried frames
+/// could meet a receiver that does not know them yet and be refused.
 fn send_grants(
     sock: &UdpSocket,
     tx: &mut SendBatch,
     fabric: &mut Fabric,
-    grants: &mut Vec<(SocketAddr, fastpath::Entry)>,
+    held: &mut Vec<(SocketAddr, fastpath::Entry)>,
 ) {
-    grants.extend(fabric.take_grants());
-    if grants.is_empty() {
+    let epoch = fabric.config().epoch();
+    let mut now: Vec<(SocketAddr, fastpath::Entry)> = std::mem::take(held);
+    for (peer, e) in fabric.take_grants() {
+        match e {
+            fastpath::Entry::Ingress(_) => now.push((peer, e)),
+            fastpath::Entry::Egress(_) => held.push((peer, e)),
+        }
+    }
+    if now.is_empty() {
         return;
     }
-    let epoch = fabric.config().epoch();
-    grants.sort_by_key(|(peer, _)| *peer);
+    now.sort_by_key(|(peer, _)| *peer);
     let mut entries = Vec::with_capacity(fastpath::MAX_RECORDS);
     let mut queue = tx.queue();
-    for run in grants.chunk_by(|a, b| a.0 == b.0) {
+    for run in now.chunk_by(|a, b| a.0 == b.0) {
         let peer = run[0].0;
         for chunk in run.chunks(fastpath::MAX_RECORDS) {
             entries.clear();
@@ -297,5 +309,4 @@ fn send_grants(
         }
     }
     queue.flush(sock);
-    grants.clear();
 }
