@@ -198,6 +198,18 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     let (pa, pb_) = (na.path(), nb.path());
     assert!(tokio::task::spawn_blocking(move || wait_ping(&pa, None, B_IP, Duration::from_secs(10))).await.unwrap());
 
+    if enifab::serve::fast_path_off_by_env() {
+        // The suite's slow-path run (ENIFAB_FAST_PATH=off): the shims' kernels are ready, the
+        // fabric grants nothing, every datagram goes through the emulator.
+        let relayed_before = shim_a.stats().to_fabric_frames;
+        let (pa, pb_) = (na.path(), nb.path());
+        let got = tokio::task::spawn_blocking(move || udp_burst(&pa, &pb_, 40000, 5000, 500)).await.unwrap();
+        assert_eq!(got, 500);
+        assert_eq!((fast_a.counters()[0], fast_a.epoch()), (0, 0), "nothing granted, nothing carried");
+        assert!(shim_a.stats().to_fabric_frames - relayed_before >= 500);
+        return;
+    }
+
     // An admitted flow: its first datagram goes through the pipeline, the rest through the kernels.
     let relayed_before = shim_a.stats().to_fabric_frames;
     let rx_before = port_rx(&mut fabric, &eni_a).await;
@@ -270,4 +282,247 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     drop(shim_a);
     drop(shim_b);
     let _ = std::fs::remove_dir_all(dir.path());
+}
+
+// ---- differential: the same flows with and without the fast path --------------------------------
+
+/// A small xorshift generator: the test's flows and rules from a seed it prints.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What arrived of one flow: datagrams for UDP; for TCP whether it connected and the bytes read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Udp(usize),
+    Tcp(Option<usize>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    tcp: bool,
+    sport: u16,
+    dport: u16,
+    count: usize,
+}
+
+/// Sends `flow` from `(from, src)` to `(to, dst)` and says what arrived.
+fn run_flow(from: &Path, to: &Path, src: Ipv4Addr, dst: Ipv4Addr, flow: Flow) -> Outcome {
+    let addr = SocketAddr::from((dst, flow.dport));
+    if flow.tcp {
+        let listener = run_in(to, move || Ok(std::net::TcpListener::bind(addr).unwrap())).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let c = run_in(from, move || {
+            let s = socket2_bind_tcp(src, flow.sport);
+            Ok(s.and_then(|s| s.connect_timeout(&addr.into(), Duration::from_millis(400)).map(|()| s)))
+        })
+        .unwrap();
+        let Ok(c) = c else { return Outcome::Tcp(None) };
+        let mut c: std::net::TcpStream = c.into();
+        let server = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            loop {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                        let mut buf = vec![0u8; 1 << 16];
+                        let mut n = 0;
+                        while let Ok(k) = std::io::Read::read(&mut s, &mut buf) {
+                            if k == 0 {
+                                break;
+                            }
+                            n += k;
+                        }
+                        return n;
+                    }
+                    Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => return 0,
+                }
+            }
+        });
+        let chunk = vec![7u8; 1000];
+        for _ in 0..flow.count {
+            if std::io::Write::write_all(&mut c, &chunk).is_err() {
+                break;
+            }
+        }
+        drop(c);
+        Outcome::Tcp(Some(server.join().unwrap()))
+    } else {
+        let sink = run_in(to, move || Ok(UdpSocket::bind(addr).unwrap())).unwrap();
+        sink.set_read_timeout(Some(Duration::from_millis(150))).unwrap();
+        let s = run_in(from, move || Ok(UdpSocket::bind((src, flow.sport)).unwrap())).unwrap();
+        for i in 0..flow.count {
+            let _ = s.send_to(&(i as u32).to_be_bytes(), addr);
+            if i % 16 == 15 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let mut got = 0;
+        let mut buf = [0u8; 64];
+        while sink.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        Outcome::Udp(got)
+    }
+}
+
+/// A TCP socket bound to `(ip, port)` with SO_REUSEADDR (flows are replayed on the same port).
+fn socket2_bind_tcp(ip: Ipv4Addr, port: u16) -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::from((ip, port)).into())?;
+    Ok(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_random_flows_meet_the_same_fate_with_and_without_the_fast_path() {
+    if !privileged("the_same_random_flows_meet_the_same_fate_with_and_without_the_fast_path") {
+        return;
+    }
+    let seed = std::env::var("ENIFAB_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    println!("ENIFAB_DIFF_SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(&dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).await;
+    let ch = emu.channel().await;
+    let (mut ecs, mut vpc) = (EcsClient::new(ch.clone()), VpcClient::new(ch));
+    let (vsw, sg) = network(&mut ecs, &mut vpc).await;
+    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        inner_access_policy: "Drop".into(),
+    })
+    .await
+    .unwrap();
+    // Random rules over ports 6000–6015, both protocols: accepts at priority 50, some drops
+    // above them (priority 10), from the node vSwitch. ICMP for the reachability check.
+    let rule = |proto: &str, port: String, policy: &str, priority: &str| pb::AuthorizeSecurityGroupRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        ip_protocol: proto.into(),
+        port_range: port,
+        source_cidr_ip: "10.0.4.0/24".into(),
+        policy: policy.into(),
+        priority: priority.into(),
+        ..Default::default()
+    };
+    ecs.authorize_security_group(rule("icmp", "-1/-1".into(), "accept", "1")).await.unwrap();
+    let mut rules = Vec::new();
+    for proto in ["udp", "tcp"] {
+        for port in 6000..6016u16 {
+            match rng.below(4) {
+                0 | 1 => rules.push(rule(proto, format!("{port}/{port}"), "accept", "50")),
+                2 => {
+                    rules.push(rule(proto, format!("{port}/{port}"), "accept", "50"));
+                    rules.push(rule(proto, format!("{port}/{port}"), "drop", "10"));
+                }
+                _ => {}
+            }
+        }
+    }
+    for r in &rules {
+        ecs.authorize_security_group(r.clone()).await.unwrap();
+    }
+    let ips: [Ipv4Addr; 4] = ["10.0.4.22", "10.0.4.23", "10.0.4.32", "10.0.4.33"].map(|s| s.parse().unwrap());
+    let mut ids = Vec::new();
+    for ip in ips {
+        ids.push(instance(&mut ecs, &vsw, &sg, ip).await);
+    }
+    let ns: Vec<Netns> = ["dfa", "dfb", "dsa", "dsb"].into_iter().map(Netns::new).collect();
+    underlay(&ns[0], &ns[1]);
+    let shim = |i: usize, fast: bool| {
+        Shim::start(ShimOptions {
+            endpoint: emu.grpc.to_string(),
+            instance_id: ids[i].clone(),
+            netns: ns[i].name.clone(),
+            control_socket: Some(dir.path().join(format!("{}.sock", ids[i]))),
+            geneve_listen: "127.0.0.1:0".parse().unwrap(),
+            metadata: None,
+            external_address: None,
+            underlay: None,
+            cni_state_dir: None,
+            fast_path: fast.then(|| FastPathOptions { device: "fp0".into(), port: 4789 }),
+        })
+        .unwrap()
+    };
+    let shims = [shim(0, true), shim(1, true), shim(2, false), shim(3, false)];
+    for (i, n) in ns.iter().enumerate() {
+        let (p, to) = (n.path(), ips[i ^ 1]);
+        assert!(tokio::task::spawn_blocking(move || wait_ping(&p, None, to, Duration::from_secs(10))).await.unwrap());
+    }
+    let fast = shims[0].node().lock().unwrap().fast_path().cloned().expect("the fast path runs");
+
+    let mut flows: Vec<Flow> = (0..20)
+        .map(|i| Flow {
+            tcp: rng.below(2) == 0,
+            sport: 30000 + i,
+            dport: 6000 + rng.below(16) as u16,
+            count: 1 + rng.below(60) as usize,
+        })
+        .collect();
+    let paths: Vec<_> = ns.iter().map(|n| n.path()).collect();
+    let run_all = |flows: Vec<Flow>| {
+        let paths = paths.clone();
+        tokio::task::spawn_blocking(move || {
+            flows
+                .iter()
+                .map(|f| {
+                    let fast = run_flow(&paths[0], &paths[1], ips[0], ips[1], *f);
+                    let slow = run_flow(&paths[2], &paths[3], ips[2], ips[3], *f);
+                    (*f, fast, slow)
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let check = |results: Vec<(Flow, Outcome, Outcome)>, round: &str| {
+        for (f, fast, slow) in &results {
+            assert_eq!(fast, slow, "{round}: {f:?} (seed {seed})");
+        }
+        results
+    };
+    let first = check(run_all(flows.clone()).await.unwrap(), "before the change");
+    assert!(
+        first
+            .iter()
+            .any(|(_, o, _)| matches!(o, Outcome::Udp(n) if *n > 0) || matches!(o, Outcome::Tcp(Some(n)) if *n > 0))
+    );
+
+    // Change the rules (every accept of one random port and protocol goes), then replay the
+    // same flows (conntrack keeps the live UDP ones, in both) and new ones.
+    let victim = &rules[rng.below(rules.len() as u64) as usize];
+    ecs.revoke_security_group(pb::RevokeSecurityGroupRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        ip_protocol: victim.ip_protocol.clone(),
+        port_range: victim.port_range.clone(),
+        source_cidr_ip: victim.source_cidr_ip.clone(),
+        policy: victim.policy.clone(),
+        priority: victim.priority.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (i, f) in flows.iter_mut().enumerate().filter(|(i, _)| i % 2 == 1) {
+        f.sport = 31000 + i as u16;
+    }
+    check(run_all(flows).await.unwrap(), "after the change");
+    let [carried, ..] = fast.counters();
+    if !enifab::serve::fast_path_off_by_env() {
+        assert!(carried > 0, "the fast path carried some of it: {:?}", fast.counters());
+    }
+    drop(shims);
 }
