@@ -432,7 +432,13 @@ async fn lab_command(endpoint: &str, key: &KeyArgs, cmd: LabCommand) -> Result<E
         }
         LabCommand::ConnectRate { netns, to, secs, threads } => {
             let r = lab::rate::run(&netns, to, secs, threads)?;
-            println!("connections/s {:.0} completed {} failed {}", r.per_sec(), r.completed, r.failed);
+            println!(
+                "connections/s {:.0} completed {} failed {} connect-us {:.1}",
+                r.per_sec(),
+                r.completed,
+                r.failed,
+                r.connect_median.as_secs_f64() * 1e6
+            );
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Responder { netns, name, tcp, udp, http } => {

@@ -1,0 +1,137 @@
+"""The report of bench/fastpath.sh, and its place in BENCHMARKS.md.
+
+    python3 bench/fastpath/report.py RAW                      # RAW: "metric path value" lines → Markdown
+    python3 bench/fastpath/report.py --write BENCHMARKS.md REPORT
+                                                              # REPORT replaces the fast path section
+
+The machine and the run's parameters come from BENCH_* environment variables (set by the script).
+"""
+
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+BEGIN, END = "<!-- fast-path:begin -->", "<!-- fast-path:end -->"
+
+# metric, label, number format, higher is better
+ROWS = [
+    ("tcp1", "TCP, 1 stream (Gbit/s)", "%.2f", True),
+    ("tcp4", "TCP, 4 streams (Gbit/s)", "%.2f", True),
+    ("pps64", "UDP 64 B, received (datagrams/s)", "%.0f", True),
+    ("udprr", "UDP ping-pong, average RTT (µs)", "%.1f", False),
+]
+PATHS = ["vxlan", "fast", "slow", "ovs"]
+
+
+def report(raw_path):
+    env = os.environ.get
+    runs = defaultdict(list)
+    for line in open(raw_path):
+        metric, path, value = line.split()
+        runs[(metric, path)].append(float(value))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+
+    def ratio(metric, path, base="vxlan"):
+        return med[(metric, path)] / med[(metric, base)]
+
+    out = []
+    w = out.append
+    w("## Fast path (`sudo bash bench/fastpath.sh`)")
+    w("")
+    w(f"Measured {env('BENCH_DATE')} on {env('BENCH_CORES')} cores ({env('BENCH_CPU')}), Linux {env('BENCH_KERNEL')}, release")
+    w(f"build; {env('BENCH_OVS')}; load average {env('BENCH_LOAD')}. Every number is the median of")
+    w(f"{env('BENCH_REPEAT')} runs of {env('BENCH_SECS')} s (raw runs below), the four paths measured one after the other")
+    w("within each run.")
+    w("")
+    w("- **enifab fast**: the lab of `bench/fastpath/topology.yaml` (two nodes, a client pod on node A, servers")
+    w("  on node B, member ENIs on Terway's veth datapath, security groups on every ENI), shims with their")
+    w("  kernel fast path: after a flow's first packets through the emulator's pipeline, node A's kernel")
+    w("  carries it (BPF: device + 5-tuple entry, epoch, tunnel key) over VXLAN on the lab's underlay to node")
+    w("  B's kernel (entry, epoch, the pipeline's MAC rewrite), SG verdict, VLAN mapping and anti-spoof being")
+    w("  the pipeline's, cached.")
+    w("- **enifab slow**: the same lab with `--fast-path=off`: every packet through shim A, the pipeline, shim B")
+    w("  (the numbers of the data-plane section, measured again here).")
+    w("- **kernel VXLAN**: two namespaces, a veth pair, a vxlan device in each (`bench/common.sh`).")
+    w("- **Open vSwitch**: Debian's ovs-vswitchd, datapath `netdev` (userspace), userspace TSO on, in its own")
+    w("  namespace, two namespaces plugged in by veth pairs; OpenFlow rules push a VLAN tag, run every")
+    w("  packet through conntrack (commit new flows, pass established ones), pop the tag, output: one")
+    w("  process, one hop.")
+    w("")
+    w("| | kernel VXLAN | enifab fast | enifab slow | Open vSwitch | fast ÷ VXLAN | fast ÷ slow | fast ÷ OVS |")
+    w("|---|---|---|---|---|---|---|---|")
+    for metric, label, fmt, _ in ROWS:
+        cells = [fmt % med[(metric, p)] for p in PATHS]
+        w(
+            f"| {label} | {' | '.join(cells)} | {ratio(metric, 'fast'):.2f} | {ratio(metric, 'fast', 'slow'):.2f} "
+            f"| {ratio(metric, 'fast', 'ovs'):.2f} |"
+        )
+    w("")
+    w("Flow setup (the handshake and the close go through the pipeline on both; with the fast path, the")
+    w("grant's control datagrams and map updates come on top):")
+    w("")
+    w("| | enifab fast | enifab slow | fast ÷ slow |")
+    w("|---|---|---|---|")
+    w(f"| new TCP connections/s (1 thread) | {med[('cps', 'fast')]:.0f} | {med[('cps', 'slow')]:.0f} | {ratio('cps', 'fast', 'slow'):.2f} |")
+    w(
+        f"| median TCP connect time (µs) | {med[('connect', 'fast')]:.1f} | {med[('connect', 'slow')]:.1f} "
+        f"| {ratio('connect', 'fast', 'slow'):.2f} |"
+    )
+    w("")
+    sg10, sg1k = med[("sg10", "fast")], med[("sg1000", "fast")]
+    w(f"Security groups, enifab fast, TCP 1 stream: {sg10:.2f} Gbit/s to a server with 10 ingress rules, {sg1k:.2f}")
+    w(f"with 1,000 (1,000 ÷ 10 = {sg1k / sg10:.2f}; rules are checked when a flow starts).")
+    w("")
+    arrived = max(runs[("blocked_arrived", "fast")])
+    w(f"A flood the server's group drops (UDP to port 9, a drop rule): {med[('blocked', 'fast')]:.0f} datagrams/s sent,")
+    w(f"{arrived:.0f} reached the server pod's interface in any run (the flow is never granted: every datagram")
+    w("meets the pipeline, which drops it).")
+    w("")
+
+    def verdict(name, value, at_least=None, at_most=None):
+        ok = value >= at_least if at_least is not None else value <= at_most
+        bound = f"≥ {at_least:g}" if at_least is not None else f"≤ {at_most:g}"
+        return f"{name} {value:.2f} {'met' if ok else 'MISSED'} ({bound})"
+
+    verdicts = [
+        verdict("tcp1", ratio("tcp1", "fast"), at_least=0.85),
+        verdict("tcp4", ratio("tcp4", "fast"), at_least=0.8),
+        verdict("pps64", ratio("pps64", "fast"), at_least=0.8),
+        verdict("latency", ratio("udprr", "fast"), at_most=1.3),
+        verdict("sg1000", sg1k / sg10, at_least=0.9),
+    ]
+    beats = [m for m, _, _, higher in ROWS if (med[(m, "fast")] > med[(m, "ovs")]) == higher]
+    w("Targets (issue 11): " + "; ".join(verdicts) + f"; faster than Open vSwitch on {len(beats)} of {len(ROWS)} rows"
+      + (f" ({', '.join(beats)})" if beats else "") + f"; blocked flood reached the pod: {arrived:.0f}.")
+    w("")
+    w("Raw runs:")
+    w("")
+    w("```")
+    for (metric, path), values in runs.items():
+        w(f"{metric:<15} {path:<6} {' '.join('%g' % v for v in values)}")
+    w("```")
+    w("")
+    for metric in ["tcp1", "tcp4", "pps64"]:
+        w(f"ratio {metric} {ratio(metric, 'fast'):.2f}")
+    w(f"ratio latency {ratio('udprr', 'fast'):.2f}")
+    w(f"ratio sg1000 {sg1k / sg10:.2f}")
+    return "\n".join(out) + "\n"
+
+
+def write(benchmarks, report_path):
+    section = BEGIN + "\n" + open(report_path).read().rstrip("\n") + "\n" + END
+    text = open(benchmarks).read() if os.path.exists(benchmarks) else "# enifab benchmarks\n"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    open(benchmarks, "w").write(text)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--write":
+        write(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 2:
+        sys.stdout.write(report(sys.argv[1]))
+    else:
+        sys.exit(__doc__)
