@@ -215,13 +215,13 @@ ip netns exec "$OVS" ovs-vswitchd "unix:$OVS_DIR/db.sock" --pidfile="$OVS_DIR/vs
   --unixctl="$OVS_DIR/vswitchd.ctl" --log-file="$OVS_DIR/vswitchd.log" >/dev/null 2>&1 &
 PIDS+=($!)
 vsctl add-br br0 -- set bridge br0 datapath_type=netdev
-for spec in "$OVA a 10.0.8.20" "$OVB b 10.0.8.30"; do
+for spec in "$OVA port-a 10.0.8.20" "$OVB port-b 10.0.8.30"; do
   read -r ns port ip <<<"$spec"
   ip -n "$ns" link add eth0 mtu 1500 type veth peer name "$port" netns "$OVS" mtu 1500
   ip -n "$ns" addr add "$ip/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$OVS" link set "$port" up
-  vsctl add-port br0 "$port" -- set Interface "$port" "ofport_request=$([ "$port" = a ] && echo 1 || echo 2)"
+  vsctl add-port br0 "$port" -- set Interface "$port" "ofport_request=$([ "$port" = port-a ] && echo 1 || echo 2)"
 done
 cat >"$TMP/flows.txt" <<'EOF'
 table=0,priority=10,arp,in_port=1,actions=output:2
