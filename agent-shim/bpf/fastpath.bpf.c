@@ -101,9 +101,6 @@ struct {
     __type(value, __u64);
 } counters SEC(".maps");
 
-// Ethernet, IPv4 with the largest options, a TCP header without options: all the programs read.
-#define HEADERS (14 + 60 + 20)
-
 static const __u8 gateway_mac[6] = {0xee, 0xff, 0xff, 0xff, 0xff, 0xff};
 
 static __always_inline void count(__u32 which) {
@@ -112,37 +109,39 @@ static __always_inline void count(__u32 which) {
         *c += 1;
 }
 
-// The 5-tuple of an untagged IPv4 TCP/UDP frame at `data`; TCP segments that move conntrack's
-// state (SYN, FIN, RST) and fragments are not for the fast path. Returns 0 when it is one.
-static __always_inline int tuple(void *data, void *end, __u8 *proto, __u32 *src, __u32 *dst,
+// The 5-tuple of an untagged IPv4 TCP/UDP frame; TCP segments that move conntrack's state
+// (SYN, FIN, RST) and fragments are not for the fast path. Returns 0 when it is one. Read with
+// bpf_skb_load_bytes, not direct access: a TCP segment on its way out is a clone (TCP keeps the
+// original for retransmission), and making its head writable to read it would copy it.
+static __always_inline int tuple(struct __sk_buff *skb, __u8 *proto, __u32 *src, __u32 *dst,
                                  __u16 *sport, __u16 *dport) {
-    struct ethhdr *eth = data;
-    if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+    struct ethhdr eth;
+    struct iphdr ip;
+    if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) || eth.h_proto != bpf_htons(ETH_P_IP))
         return -1;
-    struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+    if (bpf_skb_load_bytes(skb, sizeof(eth), &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
         return -1;
-    if (ip->frag_off & bpf_htons(0x3fff))
+    if (ip.frag_off & bpf_htons(0x3fff))
         return -1;
-    void *l4 = (void *)ip + ip->ihl * 4;
-    if (ip->protocol == IPPROTO_TCP) {
-        struct tcphdr *t = l4;
-        if ((void *)(t + 1) > end || t->syn || t->fin || t->rst)
+    __u32 l4 = sizeof(eth) + ip.ihl * 4;
+    if (ip.protocol == IPPROTO_TCP) {
+        struct tcphdr t;
+        if (bpf_skb_load_bytes(skb, l4, &t, sizeof(t)) || t.syn || t.fin || t.rst)
             return -1;
-        *sport = t->source;
-        *dport = t->dest;
-    } else if (ip->protocol == IPPROTO_UDP) {
-        struct udphdr *u = l4;
-        if ((void *)(u + 1) > end)
+        *sport = t.source;
+        *dport = t.dest;
+    } else if (ip.protocol == IPPROTO_UDP) {
+        struct udphdr u;
+        if (bpf_skb_load_bytes(skb, l4, &u, sizeof(u)))
             return -1;
-        *sport = u->source;
-        *dport = u->dest;
+        *sport = u.source;
+        *dport = u.dest;
     } else {
         return -1;
     }
-    *proto = ip->protocol;
-    *src = ip->saddr;
-    *dst = ip->daddr;
+    *proto = ip.protocol;
+    *src = ip.saddr;
+    *dst = ip.daddr;
     return 0;
 }
 
@@ -152,12 +151,8 @@ int fp_egress(struct __sk_buff *skb) {
     struct state *st = bpf_map_lookup_elem(&config, &zero);
     if (!st || !st->epoch || skb->vlan_present)
         return TC_ACT_OK;
-    // Headers may sit beyond the linear part (rare on a node device); the slow path takes those.
-    if ((void *)(long)skb->data + HEADERS > (void *)(long)skb->data_end)
-        bpf_skb_pull_data(skb, HEADERS);
     struct egress_key k = {.ifindex = skb->ifindex};
-    if (tuple((void *)(long)skb->data, (void *)(long)skb->data_end, &k.proto, &k.src, &k.dst, &k.sport,
-              &k.dport))
+    if (tuple(skb, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
         return TC_ACT_OK;
     struct egress_val *v = bpf_map_lookup_elem(&egress, &k);
     __u64 now = bpf_ktime_get_ns();
@@ -182,22 +177,18 @@ int fp_ingress(struct __sk_buff *skb) {
     struct bpf_tunnel_key tk = {};
     if (!st || !st->epoch || bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0))
         goto refuse;
-    if ((void *)(long)skb->data + HEADERS > (void *)(long)skb->data_end)
-        bpf_skb_pull_data(skb, HEADERS);
     struct ingress_key k = {.vni = tk.tunnel_id};
-    if (tuple((void *)(long)skb->data, (void *)(long)skb->data_end, &k.proto, &k.src, &k.dst, &k.sport,
-              &k.dport))
+    if (tuple(skb, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
         goto refuse;
     struct ingress_val *v = bpf_map_lookup_elem(&ingress, &k);
     __u64 now = bpf_ktime_get_ns();
     if (!v || v->epoch != st->epoch || v->peer != tk.remote_ipv4 || (v->last_ns && now - v->last_ns > v->idle_ns))
         goto refuse;
-    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-    struct ethhdr *eth = data;
-    if ((void *)(eth + 1) > end)
+    __u8 macs[12];
+    __builtin_memcpy(macs, v->mac, 6);
+    __builtin_memcpy(macs + 6, gateway_mac, 6);
+    if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0))
         goto refuse;
-    __builtin_memcpy(eth->h_dest, v->mac, 6);
-    __builtin_memcpy(eth->h_source, gateway_mac, 6);
     if (v->vlan && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), v->vlan))
         goto refuse;
     v->last_ns = now;

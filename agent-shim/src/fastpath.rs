@@ -274,16 +274,7 @@ impl FastPath {
                     }
                     Entry::Ingress(g) => {
                         let Some(&(ifindex, push)) = devices.ingress.get(&(g.dst_vni, g.dst_vlan)) else { continue };
-                        let t = &g.tuple;
-                        let key = bpf::IngressKey {
-                            vni: g.dst_vni.get(),
-                            proto: t.protocol,
-                            pad: [0; 3],
-                            src: t.src.octets(),
-                            dst: t.dst.octets(),
-                            sport: t.sport.to_be_bytes(),
-                            dport: t.dport.to_be_bytes(),
-                        };
+                        let key = ingress_key(g.dst_vni, &g.tuple);
                         let val = bpf::IngressVal {
                             epoch,
                             idle_ns: u64::from(g.idle_secs) * 1_000_000_000,
@@ -307,8 +298,32 @@ impl FastPath {
         }
     }
 
+    /// Forgets the entries named (by their keys), from this call's return on.
+    pub fn evict(&self, entries: impl Iterator<Item = Entry>, devices: &Devices) {
+        #[cfg(enifab_bpf)]
+        {
+            let mut inner = self.lock();
+            for e in entries {
+                match e {
+                    Entry::Egress(g) => {
+                        let Some(&ifindex) = devices.egress.get(&(g.src_vni, g.src_vlan)) else { continue };
+                        let key = egress_key(ifindex, &g.tuple);
+                        let _ = inner.egress.remove(&key);
+                        inner.reported.remove(&key);
+                    }
+                    Entry::Ingress(g) => {
+                        let _ = inner.ingress.remove(&ingress_key(g.dst_vni, &g.tuple));
+                    }
+                }
+            }
+        }
+        #[cfg(not(enifab_bpf))]
+        let _ = (entries, devices);
+    }
+
     /// What the kernel carried since the last call, per egress entry, named as the fabric knows
-    /// the sender (port and VLAN); entries of old epochs are dropped from the maps on the way.
+    /// the sender (port and VLAN); entries of old epochs (which the kernel no longer uses) are
+    /// removed from the maps on the way, so they hold what is in force.
     pub fn report(&self, devices: &Devices) -> Vec<ReportRecord> {
         #[cfg(enifab_bpf)]
         {
@@ -345,6 +360,11 @@ impl FastPath {
             for k in stale {
                 let _ = inner.egress.remove(&k);
                 inner.reported.remove(&k);
+            }
+            let stale: Vec<bpf::IngressKey> =
+                inner.ingress.iter().flatten().filter(|(_, v)| v.epoch != epoch).map(|(k, _)| k).collect();
+            for k in stale {
+                let _ = inner.ingress.remove(&k);
             }
             out
         }
@@ -399,6 +419,19 @@ impl Drop for FastPath {
             let _ = Command::new("ip").args(["link", "del", DEVICE]).output();
             Ok(())
         });
+    }
+}
+
+#[cfg(enifab_bpf)]
+fn ingress_key(vni: Vni, t: &Tuple) -> bpf::IngressKey {
+    bpf::IngressKey {
+        vni: vni.get(),
+        proto: t.protocol,
+        pad: [0; 3],
+        src: t.src.octets(),
+        dst: t.dst.octets(),
+        sport: t.sport.to_be_bytes(),
+        dport: t.dport.to_be_bytes(),
     }
 }
 

@@ -274,10 +274,14 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     // A TCP stream (segmentation offloads on): the handshake and the close through the
     // pipeline, the data through the kernels.
     let carried_before = fast_a.counters()[0];
+    let entries_before = (fast_a.entries(), fast_b.entries());
     let (pa, pb_) = (na.path(), nb.path());
     let sent = tokio::task::spawn_blocking(move || tcp_stream(&pa, &pb_, 5000, 64 << 20)).await.unwrap();
     assert_eq!(sent, 64 << 20, "the whole stream arrived");
     assert!(fast_a.counters()[0] > carried_before + 100, "the stream's segments were carried: {:?}", fast_a.counters());
+    // Its FIN went through the pipeline, which evicted the flow from both kernels.
+    let evicted = eventually(5, || ((fast_a.entries(), fast_b.entries()) == entries_before).then_some(()));
+    assert!(evicted.is_some(), "closed, forgotten: {entries_before:?} → {:?}", (fast_a.entries(), fast_b.entries()));
 
     drop(shim_a);
     drop(shim_b);

@@ -438,6 +438,7 @@ fn control(table: &RelayTable, udp: &UdpSocket, d: &[u8]) {
         fastpath_wire::Kind::Grant => {
             fast.install(m.epoch, m.entries().flatten(), devices);
         }
+        fastpath_wire::Kind::Evict => fast.evict(m.entries().flatten(), devices),
         fastpath_wire::Kind::Ack | fastpath_wire::Kind::Report => {}
     }
 }

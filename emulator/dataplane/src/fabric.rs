@@ -66,7 +66,7 @@ use crate::wire::arp::{self, ArpError};
 use crate::wire::ethernet::{
     self, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame, GATEWAY_MAC, L2Error, Mac,
 };
-use crate::wire::fastpath::{Entry as GrantEntry, ReportRecord};
+use crate::wire::fastpath::ReportRecord;
 use crate::wire::geneve::{self, Vni};
 use crate::wire::ipv4::{self, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::wire::l4::{self, Icmp, Tcp, TcpRepr, Udp, UdpRepr};
@@ -295,8 +295,9 @@ struct Outcome {
     flow: Option<FlowCommit>,
     pick: Option<Pick>,
     health: Option<Answer>,
-    /// A flow the nodes' kernels may carry from now on, with its idle timeout.
-    grant: Option<(fastpath::Candidate, u64)>,
+    /// A flow the nodes' kernels may carry from now on, with its idle timeout; or (`None`) a
+    /// flow that is closing, which they must stop carrying.
+    grant: Option<(fastpath::Candidate, Option<u64>)>,
 }
 
 impl Outcome {
@@ -425,7 +426,7 @@ impl Fabric {
 
     /// The fast-path entries granted since the last call, each with the shim it is for (see
     /// [`crate::fastpath`]); they hold under this snapshot's epoch only.
-    pub fn take_grants(&mut self) -> impl Iterator<Item = (SocketAddr, GrantEntry)> + '_ {
+    pub fn take_grants(&mut self) -> impl Iterator<Item = (SocketAddr, fastpath::Update)> + '_ {
         self.grants.take()
     }
 
@@ -433,7 +434,17 @@ impl Fabric {
     /// packets count as the pipeline's own would (received from the sender's port, sent to the
     /// receiver's). Ignored (`false`) unless `from` is the shim of the sender's port and the
     /// flow is live between those very ENIs.
+    /// A flow the report names that conntrack does not hold is evicted from that node.
     pub fn fast_path_report(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord) -> bool {
+        let known = self.carried(now, from, record);
+        let from_its_shim = self.config.ports.get(&record.src_vni).is_some_and(|p| p.peer == from);
+        if !known && from_its_shim {
+            self.grants.forget(from, record.src_vni, record.src_vlan, record.tuple);
+        }
+        known
+    }
+
+    fn carried(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord) -> bool {
         let cfg = &*self.config;
         let Some(src_idx) = cfg.ports.get(&record.src_vni).filter(|p| p.peer == from).and(fastpath::reporter(
             cfg,
@@ -594,8 +605,10 @@ impl Fabric {
                 if let Some((vni, bytes)) = o.tx {
                     self.stats.tx(vni, bytes);
                 }
-                if let Some((c, idle)) = o.grant {
-                    self.grants.offer(&self.config, c, idle, now);
+                match o.grant {
+                    Some((c, Some(idle))) => self.grants.offer(&self.config, c, idle, now),
+                    Some((c, None)) => self.grants.close(&self.config, c),
+                    None => {}
                 }
                 o.pick
             }
@@ -1016,7 +1029,7 @@ impl Fabric {
         dst: EniIdx,
         track: &Track,
         o: &Outcome,
-    ) -> Option<(fastpath::Candidate, u64)> {
+    ) -> Option<(fastpath::Candidate, Option<u64>)> {
         let Track::Flow { key, .. } = *track else { return None };
         if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
             return None;
@@ -1026,11 +1039,17 @@ impl Fabric {
             FlowCommit::New { conn, .. } => conn.entry,
         };
         let (a, b) = (self.config.eni(src), self.config.eni(dst));
-        if entry.nat.is_some() || a.external || b.external || !fastpath::cacheable(entry.state) {
+        if entry.nat.is_some() || a.external || b.external {
             return None;
         }
-        let idle = entry.state.timeout(&self.flow_timeouts(a, b, None));
-        Some((fastpath::Candidate { key, src, dst }, idle))
+        let c = fastpath::Candidate { key, src, dst };
+        if matches!(entry.state, FlowState::TcpHalfClosed | FlowState::TcpClosed) {
+            return Some((c, None));
+        }
+        if !fastpath::cacheable(entry.state) {
+            return None;
+        }
+        Some((c, Some(entry.state.timeout(&self.flow_timeouts(a, b, None)))))
     }
 
     fn flow_timeouts(&self, a: &Eni, b: &Eni, nat: Option<&Nat>) -> Timeouts {

@@ -46,11 +46,18 @@ pub(crate) struct Candidate {
     pub dst: crate::config::EniIdx,
 }
 
+/// What a node's kernel is told: carry this flow, or stop carrying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    Grant(Entry),
+    Evict(Entry),
+}
+
 /// Grants queued for the shell, and when each flow was last granted in this epoch.
 #[derive(Debug, Default)]
 pub(crate) struct Grants {
     last: HashMap<FlowKey, u64>,
-    queue: Vec<(SocketAddr, Entry)>,
+    queue: Vec<(SocketAddr, Update)>,
 }
 
 impl Grants {
@@ -59,8 +66,26 @@ impl Grants {
         self.last.clear();
     }
 
-    pub fn take(&mut self) -> std::vec::Drain<'_, (SocketAddr, Entry)> {
+    pub fn take(&mut self) -> std::vec::Drain<'_, (SocketAddr, Update)> {
         self.queue.drain(..)
+    }
+
+    /// A granted flow is closing (a FIN or RST went through): both nodes forget its four
+    /// entries, so nothing of it is carried on a verdict conntrack no longer holds. The
+    /// segments still to come (the other side's, a half-close's) go through the pipeline.
+    pub fn close(&mut self, cfg: &FabricConfig, c: Candidate) {
+        if self.last.remove(&canonical(&c.key)).is_none() {
+            return;
+        }
+        self.entries(cfg, c, 0, Update::Evict);
+    }
+
+    /// A node reported a flow conntrack does not hold (any more) between those ends: it
+    /// forgets that entry.
+    pub fn forget(&mut self, peer: SocketAddr, src_vni: Vni, src_vlan: u16, tuple: Tuple) {
+        let entry =
+            EgressEntry { src_vni, src_vlan, tuple, peer: Ipv4Addr::UNSPECIFIED, dst_vni: src_vni, idle_secs: 0 };
+        self.queue.push((peer, Update::Evict(Entry::Egress(entry))));
     }
 
     /// Forgets flows not granted for a while (called with conntrack's expiry).
@@ -70,13 +95,20 @@ impl Grants {
 
     /// Queues the four entries for `c` unless they went out less than a second ago.
     pub fn offer(&mut self, cfg: &FabricConfig, c: Candidate, idle_ns: u64, now: Instant) {
-        let canonical = if (c.key.src, c.key.sport) <= (c.key.dst, c.key.dport) { c.key } else { c.key.reversed() };
+        let canonical = canonical(&c.key);
         if self.last.get(&canonical).is_some_and(|t| now.0.saturating_sub(*t) < REGRANT_NS) {
             return;
         }
+        if self.entries(cfg, c, idle_ns, Update::Grant) {
+            self.last.insert(canonical, now.0);
+        }
+    }
+
+    /// Queues the flow's four entries as `what`; false when a node has no fast path.
+    fn entries(&mut self, cfg: &FabricConfig, c: Candidate, idle_ns: u64, what: fn(Entry) -> Update) -> bool {
         let (a, b) = (cfg.eni(c.src), cfg.eni(c.dst));
-        let (Some(pa), Some(pb)) = (cfg.ports.get(&a.vni), cfg.ports.get(&b.vni)) else { return };
-        let (Some(ua), Some(ub)) = (pa.fast_path, pb.fast_path) else { return };
+        let (Some(pa), Some(pb)) = (cfg.ports.get(&a.vni), cfg.ports.get(&b.vni)) else { return false };
+        let (Some(ua), Some(ub)) = (pa.fast_path, pb.fast_path) else { return false };
         let idle_secs = u32::try_from(idle_ns.div_ceil(1_000_000_000)).unwrap_or(u32::MAX).max(1);
         let forward =
             Tuple { protocol: c.key.proto, src: c.key.src, dst: c.key.dst, sport: c.key.sport, dport: c.key.dport };
@@ -97,12 +129,17 @@ impl Grants {
         };
         // The receiving side first: an egress entry in force before its ingress entry would drop
         // the packets between the two.
-        self.queue.push((pb.peer, ingress(b, pb.mac, forward, ua)));
-        self.queue.push((pa.peer, ingress(a, pa.mac, reply, ub)));
-        self.queue.push((pa.peer, egress(a, b, forward, ub)));
-        self.queue.push((pb.peer, egress(b, a, reply, ua)));
-        self.last.insert(canonical, now.0);
+        self.queue.push((pb.peer, what(ingress(b, pb.mac, forward, ua))));
+        self.queue.push((pa.peer, what(ingress(a, pa.mac, reply, ub))));
+        self.queue.push((pa.peer, what(egress(a, b, forward, ub))));
+        self.queue.push((pb.peer, what(egress(b, a, reply, ua))));
+        true
     }
+}
+
+/// One key per flow, whichever direction a packet went.
+fn canonical(k: &FlowKey) -> FlowKey {
+    if (k.src, k.sport) <= (k.dst, k.dport) { *k } else { k.reversed() }
 }
 
 /// Is a flow in this state one the kernel may carry?

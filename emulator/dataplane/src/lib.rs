@@ -31,7 +31,7 @@ pub mod config;
 mod conntrack;
 pub mod drop;
 pub mod fabric;
-mod fastpath;
+pub mod fastpath;
 pub mod health;
 mod lb;
 mod nat;

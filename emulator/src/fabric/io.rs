@@ -40,6 +40,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use enifab_dataplane::fabric::SplitVerdict;
+use enifab_dataplane::fastpath::Update;
 use enifab_dataplane::wire::fastpath::{self, Kind, Message};
 use enifab_dataplane::{BackendHealth, Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot};
 use tokio::sync::{oneshot, watch};
@@ -253,7 +254,7 @@ fn control(
                 fabric.fast_path_report(now, from, &record);
             }
         }
-        Kind::Revoke | Kind::Grant => {}
+        Kind::Revoke | Kind::Grant | Kind::Evict => {}
     }
 }
 
@@ -270,11 +271,12 @@ fn send_revocations(sock: &UdpSocket, tx: &mut SendBatch, r: &Revoking) {
     queue.flush(sock);
 }
 
-/// The pipeline's grants, as few datagrams as fit, each shim's entries in the order granted.
-/// Ingress entries leave at once; egress entries (which start a node sending through its
-/// kernel) wait for the next round (one batch, or a poll at most), so the receiving node has
-/// installed its entry before the sending one uses its own: otherwise the first carried frames
-/// could meet a receiver that does not know them yet and be refused.
+/// The pipeline's grants and evictions, as few datagrams as fit, each shim's entries in the
+/// order they came. Evictions and ingress entries leave at once; egress entries (which start a
+/// node sending through its kernel) wait for the next round (one batch, or a poll at most), so
+/// the receiving node has installed its entry before the sending one uses its own: otherwise
+/// the first carried frames could meet a receiver that does not know them yet and be refused.
+/// A held entry whose flow was evicted meanwhile is not sent.
 fn send_grants(
     sock: &UdpSocket,
     tx: &mut SendBatch,
@@ -282,25 +284,47 @@ fn send_grants(
     held: &mut Vec<(SocketAddr, fastpath::Entry)>,
 ) {
     let epoch = fabric.config().epoch();
-    let mut now: Vec<(SocketAddr, fastpath::Entry)> = std::mem::take(held);
-    for (peer, e) in fabric.take_grants() {
-        match e {
-            fastpath::Entry::Ingress(_) => now.push((peer, e)),
-            fastpath::Entry::Egress(_) => held.push((peer, e)),
+    let mut grants: Vec<(SocketAddr, fastpath::Entry)> = std::mem::take(held);
+    let mut evictions = Vec::new();
+    for (peer, u) in fabric.take_grants() {
+        match u {
+            Update::Grant(e @ fastpath::Entry::Ingress(_)) => grants.push((peer, e)),
+            Update::Grant(e @ fastpath::Entry::Egress(_)) => held.push((peer, e)),
+            Update::Evict(e) => evictions.push((peer, e)),
         }
     }
-    if now.is_empty() {
+    if !evictions.is_empty() {
+        let tuple = |e: &fastpath::Entry| match e {
+            fastpath::Entry::Egress(g) => g.tuple,
+            fastpath::Entry::Ingress(g) => g.tuple,
+        };
+        let gone: std::collections::HashSet<_> = evictions.iter().map(|(p, e)| (*p, tuple(e))).collect();
+        grants.retain(|(p, e)| !gone.contains(&(*p, tuple(e))));
+        held.retain(|(p, e)| !gone.contains(&(*p, tuple(e))));
+        send_entries(sock, tx, &mut evictions, |entries, buf| fastpath::emit_evict(entries, buf));
+    }
+    send_entries(sock, tx, &mut grants, |entries, buf| fastpath::emit_grant(epoch, entries, buf));
+}
+
+/// `entries`, grouped by shim, as datagrams `emit` writes.
+fn send_entries(
+    sock: &UdpSocket,
+    tx: &mut SendBatch,
+    entries: &mut [(SocketAddr, fastpath::Entry)],
+    emit: impl Fn(&[fastpath::Entry], &mut [u8]) -> Result<(usize, usize), enifab_dataplane::wire::BufferTooSmall>,
+) {
+    if entries.is_empty() {
         return;
     }
-    now.sort_by_key(|(peer, _)| *peer);
-    let mut entries = Vec::with_capacity(fastpath::MAX_RECORDS);
+    entries.sort_by_key(|(peer, _)| *peer);
+    let mut batch = Vec::with_capacity(fastpath::MAX_RECORDS);
     let mut queue = tx.queue();
-    for run in now.chunk_by(|a, b| a.0 == b.0) {
+    for run in entries.chunk_by(|a, b| a.0 == b.0) {
         let peer = run[0].0;
         for chunk in run.chunks(fastpath::MAX_RECORDS) {
-            entries.clear();
-            entries.extend(chunk.iter().map(|(_, e)| *e));
-            if let Ok((len, _)) = fastpath::emit_grant(epoch, &entries, queue.next_buf()) {
+            batch.clear();
+            batch.extend(chunk.iter().map(|(_, e)| *e));
+            if let Ok((len, _)) = emit(&batch, queue.next_buf()) {
                 queue.commit(peer, len);
             }
             if queue.is_full() {

@@ -4,6 +4,7 @@
 use core::net::Ipv4Addr;
 
 use super::*;
+use crate::fastpath::Update;
 use crate::wire::fastpath::{EgressEntry, Entry, IngressEntry, ReportRecord, Tuple};
 use crate::wire::ipv4::{PROTO_TCP, PROTO_UDP};
 use crate::wire::l4::{TCP_ACK, TCP_FIN, TCP_SYN};
@@ -21,8 +22,26 @@ fn lab() -> Lab {
     lab
 }
 
+/// The grants queued since the last call; fails on an eviction.
 fn grants(h: &mut Harness) -> Vec<(SocketAddr, Entry)> {
-    h.fabric.take_grants().collect()
+    h.fabric
+        .take_grants()
+        .map(|(p, u)| match u {
+            Update::Grant(e) => (p, e),
+            Update::Evict(e) => panic!("unexpected eviction {e:?}"),
+        })
+        .collect()
+}
+
+/// The evictions queued since the last call; fails on a grant.
+fn evictions(h: &mut Harness) -> Vec<(SocketAddr, Entry)> {
+    h.fabric
+        .take_grants()
+        .map(|(p, u)| match u {
+            Update::Evict(e) => (p, e),
+            Update::Grant(e) => panic!("unexpected grant {e:?}"),
+        })
+        .collect()
 }
 
 fn handshake(h: &mut Harness) {
@@ -97,9 +116,14 @@ fn an_established_flow_is_granted_to_both_nodes_both_ways_with_the_pipelines_rew
     h.set_config(lab().build(2));
     h.forwarded(&POD_B1, &tcp_datagram(&POD_B1, POD_A1.ip, 80, 40000, TCP_ACK), &POD_A1);
     assert_eq!(grants(&mut h).len(), 4);
-    // Closing segments are never granted for (the kernel sends them here anyway).
+    // A FIN (the kernel sends it here): both nodes forget the flow's four entries at once, and
+    // a closing flow is not granted again.
     h.now = Instant::from_secs(5);
     h.forwarded(&POD_A1, &tcp_datagram(&POD_A1, POD_B1.ip, 40000, 80, TCP_FIN | TCP_ACK), &POD_B1);
+    let gone = evictions(&mut h);
+    assert_eq!(gone.len(), 4);
+    assert_eq!(gone.iter().filter(|(p, _)| *p == NODE_A).count(), 2);
+    h.forwarded(&POD_B1, &tcp_datagram(&POD_B1, POD_A1.ip, 80, 40000, TCP_ACK), &POD_A1);
     assert!(grants(&mut h).is_empty(), "a closing flow is not granted again");
 }
 
@@ -157,9 +181,17 @@ fn reports_keep_the_flow_alive_and_count_from_the_right_shim_only() {
         packets: 1000,
         bytes: 64_000,
     };
+    let _ = grants(&mut h);
     assert!(!h.fabric.fast_path_report(h.now, NODE_B, &record), "only the sender's shim reports");
+    assert!(evictions(&mut h).is_empty(), "nothing is evicted on a stranger's word");
     let spoofed = ReportRecord { tuple: Tuple { src: TRUNK_A.ip, dst: POD_B1.ip, ..record.tuple }, ..record };
     assert!(!h.fabric.fast_path_report(h.now, NODE_A, &spoofed), "no such flow");
+    // A flow conntrack does not hold: the node forgets the entry it reported.
+    let gone = evictions(&mut h);
+    assert!(
+        matches!(gone[..], [(NODE_A, Entry::Egress(e))] if e.tuple == spoofed.tuple && e.src_vni == vni(10)),
+        "{gone:?}"
+    );
     // 25 s later, a report keeps the 30 s UDP flow alive past its first expiry.
     h.now = Instant::from_secs(25);
     assert!(h.fabric.fast_path_report(h.now, NODE_A, &record));

@@ -56,6 +56,9 @@ pub enum Kind {
     Grant = 3,
     /// Shim → fabric: packets and bytes the kernel carried per flow since the last report.
     Report = 4,
+    /// Fabric → shim: entries to forget now (a flow that closed, or that conntrack no longer
+    /// knows); only their keys count.
+    Evict = 5,
 }
 
 impl Kind {
@@ -65,6 +68,7 @@ impl Kind {
             2 => Kind::Ack,
             3 => Kind::Grant,
             4 => Kind::Report,
+            5 => Kind::Evict,
             _ => return None,
         })
     }
@@ -186,10 +190,10 @@ impl<'a> Message<'a> {
         Ok(Message { kind, epoch, records })
     }
 
-    /// The entries of a grant (empty for any other kind); a malformed record is an `Err` item,
-    /// the others are still read.
+    /// The entries of a grant or an eviction (empty for any other kind); a malformed record is
+    /// an `Err` item, the others are still read.
     pub fn entries(&self) -> impl Iterator<Item = Result<Entry, Malformed>> + 'a {
-        let records = if self.kind == Kind::Grant { self.records } else { &[] };
+        let records = if matches!(self.kind, Kind::Grant | Kind::Evict) { self.records } else { &[] };
         records.chunks_exact(RECORD_LEN).map(read_entry)
     }
 
@@ -207,8 +211,18 @@ pub fn emit_bare(kind: Kind, epoch: u64, out: &mut [u8]) -> Result<usize, Buffer
 
 /// Writes a grant of up to [`MAX_RECORDS`] entries; returns the length and how many were taken.
 pub fn emit_grant(epoch: u64, entries: &[Entry], out: &mut [u8]) -> Result<(usize, usize), BufferTooSmall> {
+    emit_entries(Kind::Grant, epoch, entries, out)
+}
+
+/// Writes an eviction of up to [`MAX_RECORDS`] entries; returns the length and how many were
+/// taken.
+pub fn emit_evict(entries: &[Entry], out: &mut [u8]) -> Result<(usize, usize), BufferTooSmall> {
+    emit_entries(Kind::Evict, 0, entries, out)
+}
+
+fn emit_entries(kind: Kind, epoch: u64, entries: &[Entry], out: &mut [u8]) -> Result<(usize, usize), BufferTooSmall> {
     let n = entries.len().min(MAX_RECORDS);
-    let len = emit_header(Kind::Grant, epoch, n, out)?;
+    let len = emit_header(kind, epoch, n, out)?;
     for (e, rec) in entries[..n].iter().zip(out[HEADER_LEN..len].chunks_exact_mut(RECORD_LEN)) {
         write_entry(e, rec);
     }
@@ -358,6 +372,13 @@ mod test {
         let (len, _) = emit_report(&[r, r], &mut buf).unwrap();
         let m = Message::parse(&buf[..len]).unwrap();
         assert_eq!(m.reports().collect::<Result<Vec<_>, _>>().unwrap(), [r, r]);
+
+        let (len, _) = emit_evict(&entries()[..1], &mut buf).unwrap();
+        let m = Message::parse(&buf[..len]).unwrap();
+        assert_eq!(
+            (m.kind, m.entries().collect::<Result<Vec<_>, _>>().unwrap()),
+            (Kind::Evict, entries()[..1].to_vec())
+        );
 
         let len = emit_bare(Kind::Ack, 42, &mut buf).unwrap();
         assert_eq!(Message::parse(&buf[..len]).unwrap(), Message { kind: Kind::Ack, epoch: 42, records: &[] });
