@@ -10,6 +10,12 @@
 //       timeout → counted, tunnel key (destination node, destination port as VXLAN id),
 //       redirected to the node's metadata-mode VXLAN device. Anything else: TC_ACT_OK, the
 //       frame goes on to the TAP and the shim relays it to the pipeline (the slow path).
+//   member sub-interface (the VLAN datapath's, a veth pair: the pod's end in its namespace,
+//   the node's end here, and a TAP in the node namespace the shim relays): tc ingress on the
+//   node's end `fp_member_out`: as fp_egress, and what is not carried goes to the TAP's egress
+//   (the shim reads it); tc ingress on that TAP `fp_member_in`: what the shim writes goes to
+//   the node's end's egress (into the pod). So the pod's frames never meet the node's stack,
+//   as a real VLAN sub-interface's never do.
 //   VXLAN device: tc ingress `fp_ingress`
 //       (VXLAN id, 5-tuple) must have an ingress entry of the current epoch, from the node it
 //       was granted for (outer source), not idle → MACs rewritten as the pipeline rewrites
@@ -63,7 +69,10 @@ struct ingress_val {
     __u32 ifindex;       // the device to deliver into
     __u8 mac[6];         // destination MAC (the pipeline's rewrite)
     __u16 vlan;          // tag to push, 0 = none
+    __u32 flags;         // DELIVER_EGRESS: out of `ifindex` (a member's veth), not into it
+    __u32 pad;
 };
+#define DELIVER_EGRESS 1
 struct state {
     __u64 epoch;         // the node's current epoch; 0 = nothing is valid
     __u32 vxlan_ifindex;
@@ -93,6 +102,14 @@ struct {
     __type(key, __u32);
     __type(value, struct state);
 } config SEC(".maps");
+
+// A member sub-interface's two node-side devices, each → the other.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, __u32);
+} patch SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -145,29 +162,55 @@ static __always_inline int tuple(struct __sk_buff *skb, __u8 *proto, __u32 *src,
     return 0;
 }
 
-SEC("classifier")
-int fp_egress(struct __sk_buff *skb) {
+// The fast path for a frame leaving a node device: >= 0 = carried (the redirect's verdict),
+// -1 = for the slow path.
+static __always_inline int carry(struct __sk_buff *skb) {
     __u32 zero = 0;
     struct state *st = bpf_map_lookup_elem(&config, &zero);
     if (!st || !st->epoch || skb->vlan_present)
-        return TC_ACT_OK;
+        return -1;
     struct egress_key k = {.ifindex = skb->ifindex};
     if (tuple(skb, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
-        return TC_ACT_OK;
+        return -1;
     struct egress_val *v = bpf_map_lookup_elem(&egress, &k);
     __u64 now = bpf_ktime_get_ns();
     if (!v || v->epoch != st->epoch || (v->last_ns && now - v->last_ns > v->idle_ns)) {
         count(C_SLOW);
-        return TC_ACT_OK;
+        return -1;
     }
     struct bpf_tunnel_key tk = {.remote_ipv4 = v->remote, .tunnel_id = v->vni, .tunnel_ttl = 64};
     if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0))
-        return TC_ACT_OK;
+        return -1;
     v->last_ns = now;
     __sync_fetch_and_add(&v->packets, 1);
     __sync_fetch_and_add(&v->bytes, skb->len);
     count(C_CARRIED);
     return bpf_redirect(st->vxlan_ifindex, 0);
+}
+
+SEC("classifier")
+int fp_egress(struct __sk_buff *skb) {
+    int carried = carry(skb);
+    return carried >= 0 ? carried : TC_ACT_OK;
+}
+
+// Frames of a member's pod, at the node's end of its veth.
+SEC("classifier")
+int fp_member_out(struct __sk_buff *skb) {
+    int carried = carry(skb);
+    if (carried >= 0)
+        return carried;
+    __u32 key = skb->ifindex;
+    __u32 *tap = bpf_map_lookup_elem(&patch, &key);
+    return tap ? bpf_redirect(*tap, 0) : TC_ACT_SHOT;
+}
+
+// Frames the shim writes to a member's TAP: into the pod.
+SEC("classifier")
+int fp_member_in(struct __sk_buff *skb) {
+    __u32 key = skb->ifindex;
+    __u32 *veth = bpf_map_lookup_elem(&patch, &key);
+    return veth ? bpf_redirect(*veth, 0) : TC_ACT_SHOT;
 }
 
 SEC("classifier")
@@ -193,7 +236,7 @@ int fp_ingress(struct __sk_buff *skb) {
         goto refuse;
     v->last_ns = now;
     count(C_DELIVERED);
-    return bpf_redirect(v->ifindex, BPF_F_INGRESS);
+    return bpf_redirect(v->ifindex, v->flags & DELIVER_EGRESS ? 0 : BPF_F_INGRESS);
 refuse:
     count(C_REFUSED);
     return TC_ACT_SHOT;

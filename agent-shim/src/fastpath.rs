@@ -36,6 +36,8 @@ use enifab_dataplane::wire::fastpath::{Entry, ReportRecord, Tuple};
 use crate::driver::DriverError;
 use crate::driver::netlink::Netlink;
 use crate::driver::netns::run_in;
+#[cfg(enifab_bpf)]
+use aya::programs::TcAttachType;
 
 /// The VXLAN device the fast path sends through and receives on.
 pub const DEVICE: &str = "enifab-fp";
@@ -69,10 +71,21 @@ pub enum FastPathError {
 pub struct Devices {
     /// (port, member VLAN or 0) → the device its frames leave by.
     pub egress: HashMap<(Vni, u16), u32>,
-    /// (port, member VLAN or 0) → the device to deliver into, and the tag to push (0 = none).
-    pub ingress: HashMap<(Vni, u16), (u32, u16)>,
+    /// (port, member VLAN or 0) → where to deliver.
+    pub ingress: HashMap<(Vni, u16), Delivery>,
     /// name → ifindex of every device that gets the egress program.
     pub attach: HashMap<String, u32>,
+}
+
+/// Where the kernel delivers a carried frame on the receiving node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub ifindex: u32,
+    /// The tag to push (0 = none).
+    pub push: u16,
+    /// Out of the device (a member's veth, into its pod) rather than into it (a TAP, into the
+    /// node's stack).
+    pub egress: bool,
 }
 
 #[cfg(enifab_bpf)]
@@ -123,7 +136,10 @@ mod bpf {
         pub ifindex: u32,
         pub mac: [u8; 6],
         pub vlan: u16,
+        pub flags: u32,
+        pub pad: u32,
     }
+    pub const DELIVER_EGRESS: u32 = 1;
     #[repr(C)]
     #[derive(Debug, Clone, Copy)]
     pub struct State {
@@ -163,6 +179,9 @@ struct Inner {
     egress: aya::maps::HashMap<aya::maps::MapData, bpf::EgressKey, bpf::EgressVal>,
     ingress: aya::maps::HashMap<aya::maps::MapData, bpf::IngressKey, bpf::IngressVal>,
     config: aya::maps::Array<aya::maps::MapData, bpf::State>,
+    patch: aya::maps::HashMap<aya::maps::MapData, u32, u32>,
+    /// Member sub-interfaces' devices (the node's end of the veth, the TAP), with their links.
+    patched: HashMap<u32, aya::programs::tc::SchedClassifierLink>,
     vxlan_ifindex: u32,
     epoch: u64,
     /// Devices the egress program is attached to (ifindex), with their link.
@@ -225,6 +244,54 @@ impl FastPath {
         Ok(())
     }
 
+    /// Wires a member sub-interface made as a veth pair: `node_end` (this namespace's end) and
+    /// `tap` (the device the shim relays) pass frames to each other through the programs, the
+    /// node's end first trying the fast path.
+    pub fn patch(&self, node_end: (&str, u32), tap: (&str, u32)) -> Result<(), FastPathError> {
+        #[cfg(enifab_bpf)]
+        {
+            let mut inner = self.lock();
+            let bpf_err = |e: &dyn std::fmt::Display| FastPathError::Bpf(e.to_string());
+            inner.patch.insert(node_end.1, tap.1, 0).map_err(|e| bpf_err(&e))?;
+            inner.patch.insert(tap.1, node_end.1, 0).map_err(|e| bpf_err(&e))?;
+            let Some(mut ebpf) = inner.ebpf.take() else { return Err(bpf_err(&"programs not loaded")) };
+            let wires =
+                [("fp_member_out", node_end.0.to_string(), node_end.1), ("fp_member_in", tap.0.to_string(), tap.1)];
+            let (ebpf, result) = run_in(&self.netns, move || {
+                let mut links = Vec::new();
+                let result = wires
+                    .iter()
+                    .try_for_each(|(prog, dev, ifindex)| {
+                        links.push((*ifindex, attach_one(&mut ebpf, prog, dev, TcAttachType::Ingress)?));
+                        Ok::<(), FastPathError>(())
+                    })
+                    .map(|()| links);
+                Ok((ebpf, result))
+            })?;
+            inner.ebpf = Some(ebpf);
+            for (ifindex, link) in result? {
+                inner.patched.insert(ifindex, link);
+            }
+        }
+        #[cfg(not(enifab_bpf))]
+        let _ = (node_end, tap);
+        Ok(())
+    }
+
+    /// Forgets a member sub-interface's wiring (its devices are going).
+    pub fn unpatch(&self, node_end: u32, tap: u32) {
+        #[cfg(enifab_bpf)]
+        {
+            let mut inner = self.lock();
+            for i in [node_end, tap] {
+                let _ = inner.patch.remove(&i);
+                inner.patched.remove(&i);
+            }
+        }
+        #[cfg(not(enifab_bpf))]
+        let _ = (node_end, tap);
+    }
+
     /// The fabric's configuration is now `epoch`: nothing granted under another is used from
     /// this call's return on.
     pub fn revoke(&self, epoch: u64) -> Result<(), FastPathError> {
@@ -273,16 +340,18 @@ impl FastPath {
                         inner.egress.insert(key, val, 0).is_ok()
                     }
                     Entry::Ingress(g) => {
-                        let Some(&(ifindex, push)) = devices.ingress.get(&(g.dst_vni, g.dst_vlan)) else { continue };
+                        let Some(d) = devices.ingress.get(&(g.dst_vni, g.dst_vlan)) else { continue };
                         let key = ingress_key(g.dst_vni, &g.tuple);
                         let val = bpf::IngressVal {
                             epoch,
                             idle_ns: u64::from(g.idle_secs) * 1_000_000_000,
                             last_ns: 0, // fresh until its first packet
                             peer: u32::from(g.peer),
-                            ifindex,
+                            ifindex: d.ifindex,
                             mac: g.dst_mac,
-                            vlan: push,
+                            vlan: d.push,
+                            flags: if d.egress { bpf::DELIVER_EGRESS } else { 0 },
+                            pad: 0,
                         };
                         inner.ingress.insert(key, val, 0).is_ok()
                     }
@@ -476,7 +545,7 @@ fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathErro
     let vxlan_ifindex = nl.index(DEVICE)?.ok_or_else(|| FastPathError::Vxlan("the device vanished".into()))?;
     let bpf_err = |e: &dyn std::fmt::Display| FastPathError::Bpf(e.to_string());
     let mut ebpf = aya::Ebpf::load(bpf::OBJECT).map_err(|e| bpf_err(&e))?;
-    for name in ["fp_egress", "fp_ingress"] {
+    for name in ["fp_egress", "fp_ingress", "fp_member_out", "fp_member_in"] {
         let p: &mut SchedClassifier =
             ebpf.program_mut(name).ok_or_else(|| bpf_err(&name))?.try_into().map_err(|e| bpf_err(&e))?;
         p.load().map_err(|e| bpf_err(&e))?;
@@ -489,12 +558,15 @@ fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathErro
     let egress = aya::maps::HashMap::try_from(take(&mut ebpf, "egress")?).map_err(|e| bpf_err(&e))?;
     let ingress = aya::maps::HashMap::try_from(take(&mut ebpf, "ingress")?).map_err(|e| bpf_err(&e))?;
     let mut config = aya::maps::Array::try_from(take(&mut ebpf, "config")?).map_err(|e| bpf_err(&e))?;
+    let patch = aya::maps::HashMap::try_from(take(&mut ebpf, "patch")?).map_err(|e| bpf_err(&e))?;
     config.set(0, bpf::State { epoch: 0, vxlan_ifindex, pad: 0 }, 0).map_err(|e| bpf_err(&e))?;
     let inner = Inner {
         ebpf: Some(ebpf),
         egress,
         ingress,
         config,
+        patch,
+        patched: HashMap::new(),
         vxlan_ifindex,
         epoch: 0,
         attached: HashMap::new(),
@@ -509,15 +581,26 @@ fn attach_egress(
     devices: &[(String, u32)],
     attached: &mut HashMap<u32, aya::programs::tc::SchedClassifierLink>,
 ) -> Result<(), FastPathError> {
-    use aya::programs::{SchedClassifier, TcAttachType};
-    let bpf_err = |e: &dyn std::fmt::Display| FastPathError::Bpf(e.to_string());
-    let p: &mut SchedClassifier =
-        ebpf.program_mut("fp_egress").ok_or_else(|| bpf_err(&"fp_egress"))?.try_into().map_err(|e| bpf_err(&e))?;
     for (name, ifindex) in devices {
-        let _ = aya::programs::tc::qdisc_add_clsact(name);
-        let id = p.attach(name, TcAttachType::Egress).map_err(|e| bpf_err(&format!("{name}: {e}")))?;
-        let link = p.take_link(id).map_err(|e| bpf_err(&e))?;
-        attached.insert(*ifindex, link);
+        attached.insert(*ifindex, attach_one(ebpf, "fp_egress", name, TcAttachType::Egress)?);
     }
     Ok(())
+}
+
+/// Attaches program `prog` to `device` (of the calling thread's namespace); the link detaches
+/// when dropped.
+#[cfg(enifab_bpf)]
+fn attach_one(
+    ebpf: &mut aya::Ebpf,
+    prog: &str,
+    device: &str,
+    at: TcAttachType,
+) -> Result<aya::programs::tc::SchedClassifierLink, FastPathError> {
+    use aya::programs::SchedClassifier;
+    let bpf_err = |e: &dyn std::fmt::Display| FastPathError::Bpf(e.to_string());
+    let p: &mut SchedClassifier =
+        ebpf.program_mut(prog).ok_or_else(|| bpf_err(&prog))?.try_into().map_err(|e| bpf_err(&e))?;
+    let _ = aya::programs::tc::qdisc_add_clsact(device);
+    let id = p.attach(device, at).map_err(|e| bpf_err(&format!("{device}: {e}")))?;
+    p.take_link(id).map_err(|e| bpf_err(&e))
 }

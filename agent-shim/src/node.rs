@@ -28,10 +28,11 @@ use enifab_dataplane::wire::vlan::Tci;
 use enifab_proto::v1 as pb;
 use tokio::sync::watch;
 
+use crate::driver::netlink::Netlink;
 use crate::driver::netns;
 use crate::driver::tap::{self, Tap, TapSetup};
 use crate::driver::{DriverError, netns::path_of};
-use crate::fastpath::{Devices, FastPath};
+use crate::fastpath::{Delivery, Devices, FastPath};
 use crate::plan::{self, Action, CurrentVlan, NicSpec};
 use crate::rebuild::{Rebuild, Tally};
 use crate::relay::{DeviceFd, Port, Relay, RelayTable, Source, SourceRule, StatsSnapshot};
@@ -78,7 +79,20 @@ struct VlanDevice {
     current: CurrentVlan,
     if_name: String,
     mtu: u32,
+    /// The device the relay reads and writes: the pod's own end (a TAP in its namespace), or,
+    /// with a kernel fast path, a TAP in the node's namespace patched to a veth pair.
     tap: Arc<Tap>,
+    /// The pod's namespace.
+    netns: netns::NetnsId,
+    /// With a kernel fast path: the node's end of the pod's veth pair.
+    veth: Option<Veth>,
+}
+
+/// The node's end of a member's veth pair (the pod's end is the sub-interface).
+#[derive(Debug)]
+struct Veth {
+    name: String,
+    ifindex: u32,
 }
 
 /// A `CreateVlanDevice` request, checked.
@@ -416,29 +430,33 @@ impl Node {
             let ifindex = dev.tap.ifindex();
             d.attach.insert(dev.spec.name.clone(), ifindex);
             d.egress.insert((vni, 0), ifindex);
-            d.ingress.insert((vni, 0), (ifindex, 0));
+            d.ingress.insert((vni, 0), Delivery { ifindex, push: 0, egress: false });
             if nic.kind == NicKind::Trunk {
                 // Untagged on the trunk device: frames leave it untagged (the relay tags them by
                 // source) and arrive untagged (the relay's untagger).
                 for m in &nic.members {
                     d.egress.insert((vni, m.vlan), ifindex);
-                    d.ingress.insert((vni, m.vlan), (ifindex, 0));
+                    d.ingress.insert((vni, m.vlan), Delivery { ifindex, push: 0, egress: false });
                 }
             }
         }
         for v in self.vlans.values() {
             let Some(place) = self.view.member_place(&v.current.member_eni_id) else { continue };
             let Some(vni) = place.trunk_vni else { continue };
-            if Some(v.tap.netns()) != here {
-                // Not deliverable from here: neither direction may use the trunk instead.
-                d.egress.remove(&(vni, place.vlan));
-                d.ingress.remove(&(vni, place.vlan));
-                continue;
+            match &v.veth {
+                // The pod's frames meet the fast path at the node's end of its veth; carried
+                // frames go out of it, into the pod.
+                Some(veth) if Some(v.tap.netns()) == here => {
+                    d.egress.insert((vni, place.vlan), veth.ifindex);
+                    d.ingress.insert((vni, place.vlan), Delivery { ifindex: veth.ifindex, push: 0, egress: true });
+                }
+                _ => {
+                    // A TAP in the pod's namespace: not reachable from here, and neither
+                    // direction may use the trunk instead.
+                    d.egress.remove(&(vni, place.vlan));
+                    d.ingress.remove(&(vni, place.vlan));
+                }
             }
-            let ifindex = v.tap.ifindex();
-            d.attach.insert(v.if_name.clone(), ifindex);
-            d.egress.insert((vni, place.vlan), ifindex);
-            d.ingress.insert((vni, place.vlan), (ifindex, 0));
         }
         d
     }
@@ -514,24 +532,68 @@ impl Node {
             vlan: place.vlan,
         };
         if let Some(v) = self.vlans.get(&req.member_eni_id) {
-            if v.tap.netns() == netns && v.if_name == req.if_name && v.mtu == req.mtu && v.current == current {
+            if v.netns == netns && v.if_name == req.if_name && v.mtu == req.mtu && v.current == current {
                 return Ok(response);
             }
-            let old = self.vlans.remove(&req.member_eni_id).map(|v| v.tap);
-            self.release(old.into_iter().collect());
+            if let Some(old) = self.vlans.remove(&req.member_eni_id) {
+                self.remove_vlan(old);
+            }
         }
-        let setup = TapSetup { name: req.if_name.clone(), mac: place.trunk_mac, mtu: req.mtu, ipv4: None };
-        let tap = tap::create(&req.netns_path, &setup)?;
+        let patched = match self.fast.clone() {
+            Some(fast) => match self.patched_vlan(&fast, req, place.trunk_mac, place.vlan) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, member = %req.member_eni_id, "fast path: a plain sub-interface instead");
+                    None
+                }
+            },
+            None => None,
+        };
+        let (tap, veth) = match patched {
+            Some((tap, veth)) => (tap, Some(veth)),
+            None => {
+                let setup = TapSetup { name: req.if_name.clone(), mac: place.trunk_mac, mtu: req.mtu, ipv4: None };
+                (tap::create(&req.netns_path, &setup)?, None)
+            }
+        };
         tracing::info!(
             member = %req.member_eni_id, vlan = place.vlan, name = %req.if_name,
-            netns = %req.netns_path.display(), "VLAN sub-interface device created"
+            netns = %req.netns_path.display(), fast_path = veth.is_some(), "VLAN sub-interface device created"
         );
         self.vlans.insert(
             req.member_eni_id.clone(),
-            VlanDevice { current, if_name: req.if_name.clone(), mtu: req.mtu, tap: Arc::new(tap) },
+            VlanDevice { current, if_name: req.if_name.clone(), mtu: req.mtu, tap: Arc::new(tap), netns, veth },
         );
         self.publish();
         Ok(response)
+    }
+
+    /// A sub-interface the kernel fast path can reach: the pod's end of a veth pair (named and
+    /// addressed as the sub-interface), the node's end `fpv<vlan>`, and a TAP `fpt<vlan>` in the
+    /// node's namespace for the relay, the two wired by the fast path's programs. Any half-made
+    /// part is removed on failure.
+    fn patched_vlan(&self, fast: &FastPath, req: &VlanRequest, mac: [u8; 6], vlan: u16) -> Result<(Tap, Veth), String> {
+        let (node_end, tap_name) = (format!("fpv{vlan}"), format!("fpt{vlan}"));
+        let setup = TapSetup { name: tap_name.clone(), mac, mtu: req.mtu, ipv4: None };
+        let tap = tap::create(&self.netns_path, &setup).map_err(|e| e.to_string())?;
+        let veth = veth_pair(&self.netns_path, &node_end, &req.netns_path, &req.if_name, mac, req.mtu)?;
+        if let Err(e) = fast.patch((&node_end, veth.ifindex), (&tap_name, tap.ifindex())) {
+            fast.unpatch(veth.ifindex, tap.ifindex());
+            delete_link(&self.netns_path, &node_end);
+            return Err(e.to_string());
+        }
+        Ok((tap, veth))
+    }
+
+    /// Removes a sub-interface: its wiring, its veth pair, its TAP (with the relay's handle).
+    fn remove_vlan(&mut self, v: VlanDevice) {
+        if let (Some(veth), Some(fast)) = (&v.veth, &self.fast) {
+            fast.unpatch(veth.ifindex, v.tap.ifindex());
+        }
+        if let Some(veth) = &v.veth {
+            delete_link(&self.netns_path, &veth.name);
+        }
+        self.release(vec![v.tap]);
     }
 
     /// `DeleteVlanDevice`: idempotent; returns whether there was a device.
@@ -539,7 +601,7 @@ impl Node {
         match self.vlans.remove(member_eni_id) {
             Some(v) => {
                 tracing::info!(member = %member_eni_id, name = %v.if_name, "VLAN sub-interface device deleted");
-                self.release(vec![v.tap]);
+                self.remove_vlan(v);
                 true
             }
             None => false,
@@ -555,9 +617,77 @@ impl Node {
         }
         let n = self.nics.len() + self.vlans.len();
         self.nics.clear();
-        self.vlans.clear();
+        for v in std::mem::take(&mut self.vlans).into_values() {
+            if let Some(veth) = &v.veth {
+                delete_link(&self.netns_path, &veth.name);
+            }
+        }
         // The devices are gone: the namespace is free for the next shim.
         self.claim = None;
         tracing::info!(devices = n, stats = %self.relay.stats(), "node shut down, devices removed");
     }
+}
+
+/// `ip link add NODE_END type veth peer name POD_END address MAC netns POD` in the node's
+/// namespace, both ends with `mtu`, IPv6 off and up; the node's end without ARP (the pod's
+/// frames never meet the node's stack: the fast path's programs take them first). A leftover
+/// of a shim that was killed is replaced.
+fn veth_pair(node: &Path, node_end: &str, pod: &Path, pod_end: &str, mac: [u8; 6], mtu: u32) -> Result<Veth, String> {
+    let name = node_end.to_string();
+    let (node_name, peer_name, pod_path) = (name.clone(), pod_end.to_string(), pod.display().to_string());
+    let ifindex = netns::run_in(node, move || {
+        let ip = |args: &[&str]| -> Result<(), DriverError> {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| DriverError::Thread(format!("running ip: {e}")))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(DriverError::Thread(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )))
+            }
+        };
+        let _ = ip(&["link", "del", &node_name]);
+        let (mtu, mac) = (mtu.to_string(), MacDisplay(mac).to_string());
+        ip(&[
+            "link", "add", &node_name, "mtu", &mtu, "type", "veth", "peer", "name", &peer_name, "address", &mac, "mtu",
+            &mtu, "netns", &pod_path,
+        ])?;
+        let configured = Netlink::open().and_then(|nl| nl.index_of(&node_name)).and_then(|i| {
+            crate::driver::netlink::disable_ipv6(&node_name)?;
+            ip(&["link", "set", &node_name, "arp", "off", "up"])?;
+            Ok(i)
+        });
+        if configured.is_err() {
+            let _ = ip(&["link", "del", &node_name]);
+        }
+        configured
+    })
+    .map_err(|e| e.to_string())?;
+    // The pod's end, as a TAP sub-interface is made: IPv6 off before it is up.
+    let peer_name = pod_end.to_string();
+    let pod_end_up = netns::run_in(pod, move || {
+        crate::driver::netlink::disable_ipv6(&peer_name)?;
+        let nl = Netlink::open()?;
+        let i = nl.index_of(&peer_name)?;
+        nl.set_up(i, &peer_name, true)
+    });
+    if let Err(e) = pod_end_up {
+        delete_link(node, &name);
+        return Err(e.to_string());
+    }
+    Ok(Veth { name, ifindex })
+}
+
+/// `ip link del NAME` in the namespace (a veth takes its peer with it); gone already is fine.
+fn delete_link(netns_path: &Path, name: &str) {
+    let name = name.to_string();
+    let _ = netns::run_in(netns_path, move || {
+        let _ = std::process::Command::new("ip").args(["link", "del", &name]).output();
+        Ok(())
+    });
 }

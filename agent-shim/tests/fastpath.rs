@@ -530,3 +530,144 @@ async fn the_same_random_flows_meet_the_same_fate_with_and_without_the_fast_path
     }
     drop(shims);
 }
+
+// ---- the VLAN datapath ----------------------------------------------------------------------
+
+/// A gRPC client of the Shim API on its Unix socket.
+async fn shim_client(path: &Path) -> enifab_proto::v1::shim_client::ShimClient<tonic::transport::Channel> {
+    let path = path.to_path_buf();
+    let channel = tonic::transport::Endpoint::from_static("http://shim")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .expect("connect to the Shim API");
+    enifab_proto::v1::shim_client::ShimClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_member() {
+    if !privileged("a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_member") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(&dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).await;
+    let ch = emu.channel().await;
+    let (mut ecs, mut vpc) = (EcsClient::new(ch.clone()), VpcClient::new(ch));
+    let (vsw, sg) = network(&mut ecs, &mut vpc).await;
+    let ia = instance(&mut ecs, &vsw, &sg, A_IP).await;
+    let ib = instance(&mut ecs, &vsw, &sg, B_IP).await;
+    let eni = |kind: &str| pb::CreateNetworkInterfaceRequest {
+        region_id: REGION.into(),
+        v_switch_id: vsw.clone(),
+        security_group_ids: vec![sg.clone()],
+        instance_type: kind.into(),
+        ..Default::default()
+    };
+    let trunk = ecs.create_network_interface(eni("Trunk")).await.unwrap().into_inner().network_interface_id;
+    let member = ecs.create_network_interface(eni("")).await.unwrap().into_inner().network_interface_id;
+    for (id, to) in [(&trunk, ""), (&member, trunk.as_str())] {
+        ecs.attach_network_interface(pb::AttachNetworkInterfaceRequest {
+            region_id: REGION.into(),
+            instance_id: ia.clone(),
+            network_interface_id: id.clone(),
+            trunk_network_instance_id: to.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let (na, nb, pod) = (Netns::new("fva"), Netns::new("fvb"), Netns::new("fvpod"));
+    underlay(&na, &nb);
+    let opts = |instance: &str, ns: &Netns| ShimOptions {
+        endpoint: emu.grpc.to_string(),
+        instance_id: instance.into(),
+        netns: ns.name.clone(),
+        control_socket: Some(dir.path().join(format!("{instance}.sock"))),
+        geneve_listen: "127.0.0.1:0".parse().unwrap(),
+        metadata: None,
+        external_address: None,
+        underlay: None,
+        cni_state_dir: None,
+        fast_path: Some(FastPathOptions { device: "fp0".into(), port: 4789 }),
+    };
+    let shim_a = Shim::start(opts(&ia, &na)).unwrap();
+    let shim_b = Shim::start(opts(&ib, &nb)).unwrap();
+    assert!(eventually(10, || na.link("eth1")).is_some(), "the trunk is eth1 on node A");
+    let mut api = shim_client(shim_a.control_socket()).await;
+    let mut m = None;
+    for _ in 0..100 {
+        let node = api.describe_node(pb::DescribeNodeRequest {}).await.unwrap().into_inner();
+        m = node.nics.into_iter().flat_map(|n| n.members).find(|m| m.network_interface_id == member && m.vlan_id > 0);
+        if m.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = m.expect("the member is listed");
+    api.create_vlan_device(pb::CreateVlanDeviceRequest {
+        network_interface_id: member.clone(),
+        netns_path: pod.path().to_string_lossy().into_owned(),
+        if_name: "eth0".into(),
+        mtu: 0,
+    })
+    .await
+    .expect("CreateVlanDevice");
+    let prefix = m.v_switch_cidr_block.split('/').nth(1).unwrap();
+    pod.ip(&["addr", "add", &format!("{}/{prefix}", m.primary_ip_address), "dev", "eth0"]);
+    pod.ip(&["route", "add", "default", "via", &m.gateway, "dev", "eth0", "onlink"]);
+    let pod_ip: Ipv4Addr = m.primary_ip_address.parse().unwrap();
+    let pp = pod.path();
+    assert!(tokio::task::spawn_blocking(move || wait_ping(&pp, None, B_IP, Duration::from_secs(10))).await.unwrap());
+    let fast_a = shim_a.node().lock().unwrap().fast_path().cloned().unwrap();
+    // From the pod's sub-interface to node B: a UDP flow, its first datagram through the
+    // pipeline, the rest from the node's end of the pod's veth straight into the kernel.
+    let (pp, pb_) = (pod.path(), nb.path());
+    let got = tokio::task::spawn_blocking(move || {
+        let sink = run_in(&pb_, || Ok(UdpSocket::bind((B_IP, 5000)).unwrap())).unwrap();
+        sink.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let src = run_in(&pp, move || Ok(UdpSocket::bind((pod_ip, 40000)).unwrap())).unwrap();
+        let echo = std::thread::spawn(move || {
+            let (mut got, mut buf) = (0, [0u8; 64]);
+            while let Ok((n, from)) = sink.recv_from(&mut buf) {
+                got += 1;
+                let _ = sink.send_to(&buf[..n], from);
+            }
+            got
+        });
+        src.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut back = 0;
+        for i in 0..500u32 {
+            let _ = src.send_to(&i.to_be_bytes(), (B_IP, 5000));
+            let mut buf = [0u8; 64];
+            if src.recv(&mut buf).is_ok() {
+                back += 1;
+            }
+        }
+        (echo.join().unwrap(), back)
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, (500, 500), "every datagram arrived and every echo came back");
+    let [carried, _, delivered, refused] = fast_a.counters();
+    assert!(
+        carried >= 450 && delivered >= 450 && refused == 0,
+        "both ways in node A's kernel: {:?}",
+        fast_a.counters()
+    );
+
+    // Gone with DeleteVlanDevice: the pod's end, the node's end, the TAP.
+    api.delete_vlan_device(pb::DeleteVlanDeviceRequest { network_interface_id: member.clone() }).await.unwrap();
+    let vid = m.vlan_id;
+    assert!(pod.link("eth0").is_none(), "the pod's end went");
+    assert!(
+        na.link(&format!("fpt{vid}")).is_none() && na.link(&format!("fpv{vid}")).is_none(),
+        "{}",
+        na.ip(&["-br", "link"])
+    );
+    drop(shim_a);
+    drop(shim_b);
+}
