@@ -13,10 +13,12 @@
 #
 # What it builds, under names unique to this run, all removed on exit (also on failure or ^C):
 #   * fast:  `enifab serve` and the lab of bench/fastpath/topology.yaml: two nodes (a namespace,
-#     an enifab-shim with its fast path on an underlay link, a trunk ENI each), a client pod on
-#     node A, two server pods on node B, all on Terway's veth datapath, member ENIs with their
-#     security groups. After a flow's first packets (through the pipeline), packets go pod →
-#     node A's kernel (BPF: flow entry, epoch, tunnel key) → VXLAN → node B's kernel → pod.
+#     an enifab-shim with its fast path on an underlay link, a trunk ENI each), client pods on
+#     node A, server pods on node B, on Terway's vlan datapath (the pod's eth0 is the member's
+#     sub-interface) and veth datapath (`fast-veth`: veth + policy routing through the node's
+#     stack), member ENIs with their security groups. After a flow's first packets (through the
+#     pipeline), packets go pod → node A's kernel (BPF: flow entry, epoch, tunnel key) → VXLAN
+#     → node B's kernel → pod.
 #   * slow:  the same lab again, with `enifab serve --fast-path=off` and `ENIFAB_FAST_PATH=off`
 #     for its shims: every packet pod → shim A → the emulator's pipeline → shim B → pod.
 #   * vxlan: two namespaces joined by a veth pair, a kernel VXLAN device in each (bench/common.sh).
@@ -154,7 +156,10 @@ for p in fast slow; do
   SERVER[$p]="$(pod_ns "$p" bench-server)"
   SERVER1K[$p]="$(pod_ns "$p" bench-server-1k)"
 done
-S_IP=10.0.8.31
+VETH_C="$(pod_ns fast bench-veth-client)"
+VETH_S="$(pod_ns fast bench-veth-server)"
+S_IP=10.0.8.30
+VETH_S_IP=10.0.8.31
 S1K_IP=10.0.8.32
 
 # Security groups, as bench/dataplane.sh makes them: rules that never match at priority 1, so
@@ -240,12 +245,12 @@ OV_S_IP=10.0.8.30
 
 # ---- servers, reachability -----------------------------------------------------------------------
 
-SERVER_NS=("$VXB" "$OVB" "${SERVER[fast]}" "${SERVER[slow]}" "${SERVER1K[fast]}")
+SERVER_NS=("$VXB" "$OVB" "${SERVER[fast]}" "${SERVER[slow]}" "${SERVER1K[fast]}" "$VETH_S")
 for ns in "${SERVER_NS[@]}"; do
   ip netns exec "$ns" iperf3 -s -p 5201 >"$TMP/iperf3-$ns.log" 2>&1 &
   PIDS+=($!)
 done
-for ns in "$VXB" "$OVB" "${SERVER[fast]}" "${SERVER[slow]}"; do
+for ns in "$VXB" "$OVB" "${SERVER[fast]}" "${SERVER[slow]}" "$VETH_S"; do
   ip netns exec "$ns" sockperf server -i 0.0.0.0 -p 11111 >"$TMP/sockperf-$ns.log" 2>&1 &
   PIDS+=($!)
 done
@@ -261,6 +266,7 @@ reach "$VXA" "$VX_S_IP"
 reach "$OVA" "$OV_S_IP"
 for p in fast slow; do reach "${CLIENT[$p]}" "$S_IP"; done
 reach "${CLIENT[fast]}" "$S1K_IP"
+reach "$VETH_C" "$VETH_S_IP"
 sleep 0.5
 
 # ---- measurements --------------------------------------------------------------------------------
@@ -309,6 +315,7 @@ for r in $(seq 1 "$REPEAT"); do
     esac
     measure "$m" vxlan "${cmd[@]}" "$VXA" "$VX_S_IP" "${extra[@]}"
     measure "$m" fast "${cmd[@]}" "${CLIENT[fast]}" "$S_IP" "${extra[@]}"
+    measure "$m" fast-veth "${cmd[@]}" "$VETH_C" "$VETH_S_IP" "${extra[@]}"
     measure "$m" slow "${cmd[@]}" "${CLIENT[slow]}" "$S_IP" "${extra[@]}"
     measure "$m" ovs "${cmd[@]}" "$OVA" "$OV_S_IP" "${extra[@]}"
   done

@@ -18,9 +18,10 @@
 //!
 //! Where the kernel lacks what this needs (no BPF, no VXLAN, no clang at build time, no
 //! underlay address), [`FastPath::start`] fails with the reason; the shim says so once and
-//! relays everything (the node still works). Entries for a device in another namespace (a
-//! sub-interface the VLAN datapath made in a pod's namespace) are not installed: a redirect
-//! cannot cross namespaces, so those flows stay on the slow path.
+//! relays everything (the node still works). A member's sub-interface is made reachable (a veth
+//! pair whose node end is wired to the relay's TAP by [`FastPath::patch`], see `node.rs`);
+//! entries for a device in another namespace are not installed (a redirect cannot cross
+//! namespaces), so such flows stay on the slow path.
 //!
 //! Must not: install anything the fabric did not grant, or keep working on an old epoch.
 

@@ -21,7 +21,7 @@ ROWS = [
     ("pps64", "UDP 64 B, received (datagrams/s)", "%.0f", True),
     ("udprr", "UDP ping-pong, average RTT (µs)", "%.1f", False),
 ]
-PATHS = ["vxlan", "fast", "slow", "ovs"]
+PATHS = ["vxlan", "fast", "fast-veth", "slow", "ovs"]
 
 
 def report(raw_path):
@@ -44,22 +44,23 @@ def report(raw_path):
     w(f"{env('BENCH_REPEAT')} runs of {env('BENCH_SECS')} s (raw runs below), the four paths measured one after the other")
     w("within each run.")
     w("")
-    w("- **enifab fast**: the lab of `bench/fastpath/topology.yaml` (two nodes, a client pod on node A, servers")
-    w("  on node B, member ENIs on Terway's veth datapath, security groups on every ENI), shims with their")
-    w("  kernel fast path: after a flow's first packets through the emulator's pipeline, node A's kernel")
-    w("  carries it (BPF: device + 5-tuple entry, epoch, tunnel key) over VXLAN on the lab's underlay to node")
-    w("  B's kernel (entry, epoch, the pipeline's MAC rewrite), SG verdict, VLAN mapping and anti-spoof being")
-    w("  the pipeline's, cached.")
-    w("- **enifab slow**: the same lab with `--fast-path=off`: every packet through shim A, the pipeline, shim B")
-    w("  (the numbers of the data-plane section, measured again here).")
+    w("- **enifab fast**: the lab of `bench/fastpath/topology.yaml` (two nodes, client pods on node A, servers")
+    w("  on node B, each on its own member ENI with its security groups), shims with their kernel fast path:")
+    w("  after a flow's first packets through the emulator's pipeline, node A's kernel carries it (BPF: device")
+    w("  + 5-tuple entry, epoch, tunnel key) over VXLAN on the lab's underlay to node B's kernel (entry, epoch,")
+    w("  the pipeline's MAC rewrite); SG verdict, VLAN mapping and anti-spoof are the pipeline's, cached.")
+    w("  `vlan` datapath (the pod's eth0 is the member's sub-interface: a veth pair whose node end meets the")
+    w("  fast path first); `veth`: Terway's veth + policy routing, through both nodes' stacks. Ratios use `vlan`.")
+    w("- **enifab slow**: the same lab (`vlan`) with `--fast-path=off`: every packet through shim A, the pipeline,")
+    w("  shim B (the numbers of the data-plane section, measured again here).")
     w("- **kernel VXLAN**: two namespaces, a veth pair, a vxlan device in each (`bench/common.sh`).")
     w("- **Open vSwitch**: Debian's ovs-vswitchd, datapath `netdev` (userspace), userspace TSO on, in its own")
     w("  namespace, two namespaces plugged in by veth pairs; OpenFlow rules push a VLAN tag, run every")
     w("  packet through conntrack (commit new flows, pass established ones), pop the tag, output: one")
     w("  process, one hop.")
     w("")
-    w("| | kernel VXLAN | enifab fast | enifab slow | Open vSwitch | fast ÷ VXLAN | fast ÷ slow | fast ÷ OVS |")
-    w("|---|---|---|---|---|---|---|---|")
+    w("| | kernel VXLAN | enifab fast vlan | enifab fast veth | enifab slow vlan | Open vSwitch | fast ÷ VXLAN | fast ÷ slow | fast ÷ OVS |")
+    w("|---|---|---|---|---|---|---|---|---|")
     for metric, label, fmt, _ in ROWS:
         cells = [fmt % med[(metric, p)] for p in PATHS]
         w(
@@ -108,7 +109,7 @@ def report(raw_path):
     w("")
     w("```")
     for (metric, path), values in runs.items():
-        w(f"{metric:<15} {path:<6} {' '.join('%g' % v for v in values)}")
+        w(f"{metric:<15} {path:<9} {' '.join('%g' % v for v in values)}")
     w("```")
     w("")
     for metric in ["tcp1", "tcp4", "pps64"]:
