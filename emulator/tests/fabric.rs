@@ -166,3 +166,120 @@ async fn nodes_arp_ping_and_are_filtered_by_security_groups() {
     stranger.send_to(&echo_datagram(&a.eth0, b.eth0.ip, 8, 9), a.sock.peer_addr().unwrap()).unwrap();
     assert!(recv_frame(&b.sock).is_none());
 }
+
+/// Revocations: a model change is answered once every fast-path node acknowledged the new
+/// epoch; a node that does not answer holds one call up (for the timeout) and then no more,
+/// until it answers again. Refused fast-path addresses are the API's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_waits_for_the_fast_path_nodes_and_a_silent_one_only_once() {
+    use enifab_dataplane::wire::fastpath::{self, Kind, Message};
+    if enifab::serve::fast_path_off_by_env() {
+        return; // the suite's slow-path run: nothing is revoked
+    }
+    let (mut c, _emu, _dir, _stop) = start().await;
+    let vpc = c
+        .vpc
+        .create_vpc(pb::CreateVpcRequest { cidr_block: "10.0.0.0/8".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .vpc_id;
+    let vsw = c
+        .vpc
+        .create_v_switch(pb::CreateVSwitchRequest {
+            vpc_id: vpc.clone(),
+            zone_id: "cn-hongkong-b".into(),
+            cidr_block: "10.0.4.0/24".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .v_switch_id;
+    let sg = c
+        .ecs
+        .create_security_group(pb::CreateSecurityGroupRequest { vpc_id: vpc.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .security_group_id;
+    let instance = c
+        .ecs
+        .create_instance(pb::CreateInstanceRequest {
+            instance_type: "ecs.g7.xlarge".into(),
+            v_switch_id: vsw.clone(),
+            security_group_ids: vec![sg.clone()],
+            private_ip_address: "10.0.4.22".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance_id;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let register = |fast_path: &str| pb::RegisterNodeRequest {
+        instance_id: instance.clone(),
+        geneve_address: sock.local_addr().unwrap().to_string(),
+        fast_path_address: fast_path.into(),
+    };
+    for bad in ["not an address", "224.0.0.1", "0.0.0.0", "::1"] {
+        let e = c.fabric.register_node(register(bad)).await.unwrap_err();
+        assert!(e.message().contains("FastPathAddress"), "{bad}: {e:?}");
+    }
+    c.fabric.register_node(register("198.18.0.9")).await.unwrap();
+    let change = |c: &mut Clients, n: u32| {
+        let mut ecs = c.ecs.clone();
+        let sg = sg.clone();
+        async move {
+            let t = std::time::Instant::now();
+            ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
+                security_group_id: sg,
+                ip_protocol: "tcp".into(),
+                port_range: format!("{n}/{n}"),
+                source_cidr_ip: "10.0.0.0/8".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            t.elapsed()
+        }
+    };
+    // The node answers every revocation: the call returns as soon as it has.
+    let answering = {
+        let sock = sock.try_clone().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let t = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut revoked = Vec::new();
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                if let Some(m) = Message::parse(&buf[..n]).ok().filter(|m| m.kind == Kind::Revoke) {
+                    revoked.push(m.epoch);
+                    let mut ack = [0u8; fastpath::HEADER_LEN];
+                    let len = fastpath::emit_bare(Kind::Ack, m.epoch, &mut ack).unwrap();
+                    sock.send_to(&ack[..len], from).unwrap();
+                }
+            }
+            revoked
+        });
+        (stop, t)
+    };
+    let took = change(&mut c, 22).await;
+    answering.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let revoked = answering.1.join().unwrap();
+    assert!(!revoked.is_empty() && took < Duration::from_millis(400), "{took:?} {revoked:?}");
+    assert!(revoked.windows(2).all(|w| w[0] <= w[1]), "epochs only grow: {revoked:?}");
+    // Silent from now on: one call waits the whole timeout, the next ones do not.
+    let first = change(&mut c, 23).await;
+    assert!(first >= Duration::from_millis(450), "waited for the node: {first:?}");
+    let second = change(&mut c, 24).await;
+    assert!(second < Duration::from_millis(400), "not waited for again: {second:?}");
+    // Yet it is still told.
+    let mut buf = [0u8; 2048];
+    let told = (0..50).any(|_| {
+        sock.recv(&mut buf).ok().is_some_and(|n| Message::parse(&buf[..n]).is_ok_and(|m| m.kind == Kind::Revoke))
+    });
+    assert!(told, "revocations still go to the silent node");
+}

@@ -59,8 +59,9 @@ const POLL: Duration = Duration::from_millis(20);
 const SOCKET_BUFFER: usize = 8 << 20;
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// How long a new snapshot waits for the fast-path nodes' acknowledgements. A node that has
-/// not answered by then is named in the log; its peers have revoked, and their kernels refuse
-/// what it sends under the old epoch (the receiving side checks its own epoch too).
+/// not answered by then is named in the log and not waited for again until it answers; its
+/// peers have revoked, and their kernels refuse what it sends under the old epoch (the
+/// receiving side checks its own epoch too).
 pub const ACK_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often an unacknowledged revocation is sent again.
 const RESEND: Duration = Duration::from_millis(20);
@@ -90,9 +91,19 @@ impl Acks {
 /// A revocation in flight.
 struct Revoking {
     epoch: u64,
+    /// Nodes whose acknowledgement the publisher waits for.
     pending: Vec<SocketAddr>,
+    /// Nodes that did not answer a previous revocation in time: sent to all the same, not
+    /// waited for (a node that died must not slow every API call down), until they answer.
+    quiet: Vec<SocketAddr>,
     started: std::time::Instant,
     sent: std::time::Instant,
+}
+
+impl Revoking {
+    fn peers(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.pending.iter().chain(&self.quiet)
+    }
 }
 
 pub fn spawn(
@@ -118,6 +129,8 @@ pub fn spawn(
         // the loop, between batches, so their resolution is the socket's read timeout.
         let mut next_check = Instant(0);
         let mut revoking: Option<Revoking> = None;
+        // Nodes that let a revocation time out (see `Revoking::quiet`).
+        let mut silent: std::collections::HashSet<SocketAddr> = Default::default();
         // Egress entries granted in the previous round (see `send_grants`).
         let mut held = Vec::new();
         loop {
@@ -147,11 +160,13 @@ pub fn spawn(
                     if let Some(r) = revoking.take() {
                         acks.complete(r.epoch);
                     }
-                    if peers.is_empty() {
+                    let (quiet, pending): (Vec<_>, Vec<_>) = peers.into_iter().partition(|p| silent.contains(p));
+                    if pending.is_empty() {
                         acks.complete(epoch);
-                    } else {
+                    }
+                    if !(pending.is_empty() && quiet.is_empty()) {
                         let now = std::time::Instant::now();
-                        let r = Revoking { epoch, pending: peers, started: now, sent: now };
+                        let r = Revoking { epoch, pending, quiet, started: now, sent: now };
                         send_revocations(&sock, &mut tx, &r);
                         revoking = Some(r);
                     }
@@ -173,7 +188,7 @@ pub fn spawn(
                                 continue;
                             }
                             if fastpath::is_control(data) {
-                                control(&mut fabric, now, from, data, &mut revoking, &acks);
+                                control(&mut fabric, now, from, data, &mut revoking, &mut silent, &acks);
                                 continue;
                             }
                             match fabric.process_split(now, from, data, queue.next_buf()) {
@@ -212,7 +227,13 @@ pub fn spawn(
             }
             if let Some(r) = &mut revoking {
                 if r.started.elapsed() >= ACK_TIMEOUT {
-                    tracing::warn!(epoch = r.epoch, nodes = ?r.pending, "fast-path nodes did not acknowledge a revocation");
+                    if !r.pending.is_empty() {
+                        tracing::warn!(
+                            epoch = r.epoch, nodes = ?r.pending,
+                            "fast-path nodes did not acknowledge a revocation; not waited for until they do"
+                        );
+                    }
+                    silent.extend(r.pending.drain(..));
                     acks.complete(r.epoch);
                     revoking = None;
                 } else if r.sent.elapsed() >= RESEND {
@@ -236,15 +257,21 @@ fn control(
     from: SocketAddr,
     data: &[u8],
     revoking: &mut Option<Revoking>,
+    silent: &mut std::collections::HashSet<SocketAddr>,
     acks: &Acks,
 ) {
     let Ok(m) = Message::parse(data) else { return };
     match m.kind {
         Kind::Ack => {
             if let Some(r) = revoking.as_mut().filter(|r| r.epoch == m.epoch) {
+                let was_waited_for = !r.pending.is_empty();
                 r.pending.retain(|p| *p != from);
-                if r.pending.is_empty() {
+                r.quiet.retain(|p| *p != from);
+                silent.remove(&from);
+                if was_waited_for && r.pending.is_empty() {
                     acks.complete(r.epoch);
+                }
+                if r.pending.is_empty() && r.quiet.is_empty() {
                     *revoking = None;
                 }
             }
@@ -260,7 +287,7 @@ fn control(
 
 fn send_revocations(sock: &UdpSocket, tx: &mut SendBatch, r: &Revoking) {
     let mut queue = tx.queue();
-    for peer in &r.pending {
+    for peer in r.peers() {
         if let Ok(len) = fastpath::emit_bare(Kind::Revoke, r.epoch, queue.next_buf()) {
             queue.commit(*peer, len);
         }
