@@ -16,7 +16,7 @@
 //   (the shim reads it); tc ingress on that TAP `fp_member_in`: what the shim writes goes to
 //   the node's end's egress (into the pod). So the pod's frames never meet the node's stack,
 //   as a real VLAN sub-interface's never do.
-//   VXLAN device: tc ingress `fp_ingress`
+//   VXLAN device: tc ingress `fp_ingress` (into a member's pod with bpf_redirect_peer)
 //       (VXLAN id, 5-tuple) must have an ingress entry of the current epoch, from the node it
 //       was granted for (outer source), not idle → MACs rewritten as the pipeline rewrites
 //       them (gateway ee:ff:ff:ff:ff:ff → the port's MAC), the member's tag pushed if the
@@ -236,7 +236,11 @@ int fp_ingress(struct __sk_buff *skb) {
         goto refuse;
     v->last_ns = now;
     count(C_DELIVERED);
-    return bpf_redirect(v->ifindex, v->flags & DELIVER_EGRESS ? 0 : BPF_F_INGRESS);
+    // A member's veth: straight into the pod's end, in the pod's namespace (no pass through
+    // the node's end and a backlog queue), as bpf_redirect_peer allows from a tc ingress hook.
+    if (v->flags & DELIVER_EGRESS)
+        return bpf_redirect_peer(v->ifindex, 0);
+    return bpf_redirect(v->ifindex, BPF_F_INGRESS);
 refuse:
     count(C_REFUSED);
     return TC_ACT_SHOT;

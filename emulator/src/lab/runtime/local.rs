@@ -221,6 +221,16 @@ fn underlay(lab: &str, index: usize, ns: &str) -> Result<()> {
     let hub = format!("efb{lab}-u");
     if !netns::exists(&hub) {
         netns::create(&hub)?;
+        // A plain switch: when br_netfilter is loaded (Docker loads it), bridged frames would
+        // otherwise go through iptables too, a cost the lab's underlay has no use for.
+        let _ = netns::sysctls(
+            &hub,
+            &[
+                ("net/bridge/bridge-nf-call-iptables", "0"),
+                ("net/bridge/bridge-nf-call-ip6tables", "0"),
+                ("net/bridge/bridge-nf-call-arptables", "0"),
+            ],
+        );
         netns::ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
         netns::ip(&["-n", &hub, "link", "set", "br0", "up"])?;
     }
