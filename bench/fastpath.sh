@@ -22,6 +22,8 @@
 #   * slow:  the same lab again, with `enifab serve --fast-path=off` and `ENIFAB_FAST_PATH=off`
 #     for its shims: every packet pod → shim A → the emulator's pipeline → shim B → pod.
 #   * vxlan: two namespaces joined by a veth pair, a kernel VXLAN device in each (bench/common.sh).
+#   * vxlan-veth: the same, with a pod behind a veth on each side routed by the kernel: the
+#     kernel doing the hops a trunk pod's packet takes anyway, without anything of enifab's.
 #   * ovs:   ovsdb-server and ovs-vswitchd (datapath `netdev`, userspace TSO on) inside a namespace
 #     of their own, two namespaces plugged into its bridge by veth pairs; OpenFlow rules push a
 #     VLAN tag, send every packet through conntrack (commit new flows, pass established ones),
@@ -83,6 +85,8 @@ TMP="$(mktemp -d /tmp/enifab-fpbench.XXXXXX)"
 RUN="$(basename "$TMP" | sed 's/^enifab-fpbench\.//' | tr 'A-Z' 'a-z')"
 VXA="effp-$RUN-vxa"
 VXB="effp-$RUN-vxb"
+PXA="effp-$RUN-pxa" # pods behind veths on the VXLAN namespaces
+PXB="effp-$RUN-pxb"
 OVS="effp-$RUN-ovs" # the switch's own namespace
 OVA="effp-$RUN-ova"
 OVB="effp-$RUN-ovb"
@@ -112,7 +116,7 @@ cleanup() {
   done
   ((${#PIDS[@]})) && stop "${PIDS[@]}"
   local ns
-  for ns in "$VXA" "$VXB" "$OVS" "$OVA" "$OVB"; do [ -e "/var/run/netns/$ns" ] && ip netns del "$ns"; done
+  for ns in "$VXA" "$VXB" "$PXA" "$PXB" "$OVS" "$OVA" "$OVB"; do [ -e "/var/run/netns/$ns" ] && ip netns del "$ns"; done
   if ((rc != 0)); then
     say "failed (exit $rc); the logs' last lines:"
     tail -n 15 "$TMP"/*.log "$TMP"/*/lab/*.log 2>/dev/null >&2
@@ -198,11 +202,26 @@ done
 # ---- kernel VXLAN, and Open vSwitch's userspace datapath -----------------------------------------
 
 say "kernel VXLAN between $VXA and $VXB"
-for ns in "$VXA" "$VXB" "$OVS" "$OVA" "$OVB"; do
+for ns in "$VXA" "$VXB" "$PXA" "$PXB" "$OVS" "$OVA" "$OVB"; do
   ip netns add "$ns"
   ip -n "$ns" link set lo up
 done
 vxlan_baseline "$VXA" "$VXB"
+mac() { ip -n "$1" -j link show dev "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])'; }
+PX_A=10.0.8.120
+PX_B=10.0.8.130
+for spec in "$VXA $PXA $PX_A $PX_B 10.0.8.30" "$VXB $PXB $PX_B $PX_A 10.0.8.20"; do
+  read -r node pod ip peer via <<<"$spec"
+  ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
+  ip -n "$node" link add vethp type veth peer name eth0 netns "$pod"
+  ip -n "$node" link set vethp up
+  ip -n "$pod" addr add "$ip/32" dev eth0
+  ip -n "$pod" link set eth0 up
+  ip -n "$pod" route add default via 169.254.1.1 dev eth0 onlink
+  ip -n "$pod" neigh replace 169.254.1.1 lladdr "$(mac "$node" vethp)" dev eth0 nud permanent
+  ip -n "$node" route add "$ip/32" dev vethp
+  ip -n "$node" route add "$peer/32" via "$via" dev vx0
+done
 
 say "Open vSwitch (netdev datapath, userspace TSO) in $OVS"
 OVS_DIR="$TMP/ovs"
@@ -245,12 +264,12 @@ OV_S_IP=10.0.8.30
 
 # ---- servers, reachability -----------------------------------------------------------------------
 
-SERVER_NS=("$VXB" "$OVB" "${SERVER[fast]}" "${SERVER[slow]}" "${SERVER1K[fast]}" "$VETH_S")
+SERVER_NS=("$VXB" "$PXB" "$OVB" "${SERVER[fast]}" "${SERVER[slow]}" "${SERVER1K[fast]}" "$VETH_S")
 for ns in "${SERVER_NS[@]}"; do
   ip netns exec "$ns" iperf3 -s -p 5201 >"$TMP/iperf3-$ns.log" 2>&1 &
   PIDS+=($!)
 done
-for ns in "$VXB" "$OVB" "${SERVER[fast]}" "${SERVER[slow]}" "$VETH_S"; do
+for ns in "$VXB" "$PXB" "$OVB" "${SERVER[fast]}" "${SERVER[slow]}" "$VETH_S"; do
   ip netns exec "$ns" sockperf server -i 0.0.0.0 -p 11111 >"$TMP/sockperf-$ns.log" 2>&1 &
   PIDS+=($!)
 done
@@ -263,6 +282,7 @@ reach() { # ns ip
   die "$1 cannot reach $2"
 }
 reach "$VXA" "$VX_S_IP"
+reach "$PXA" "$PX_B"
 reach "$OVA" "$OV_S_IP"
 for p in fast slow; do reach "${CLIENT[$p]}" "$S_IP"; done
 reach "${CLIENT[fast]}" "$S1K_IP"
@@ -314,6 +334,7 @@ for r in $(seq 1 "$REPEAT"); do
       *) cmd=("$m") extra=() ;;
     esac
     measure "$m" vxlan "${cmd[@]}" "$VXA" "$VX_S_IP" "${extra[@]}"
+    measure "$m" vxlan-veth "${cmd[@]}" "$PXA" "$PX_B" "${extra[@]}"
     measure "$m" fast "${cmd[@]}" "${CLIENT[fast]}" "$S_IP" "${extra[@]}"
     measure "$m" fast-veth "${cmd[@]}" "$VETH_C" "$VETH_S_IP" "${extra[@]}"
     measure "$m" slow "${cmd[@]}" "${CLIENT[slow]}" "$S_IP" "${extra[@]}"

@@ -131,6 +131,9 @@ pub fn spawn(
         let mut revoking: Option<Revoking> = None;
         // Nodes that let a revocation time out (see `Revoking::quiet`).
         let mut silent: std::collections::HashSet<SocketAddr> = Default::default();
+        // Since when each node owes an acknowledgement: a revocation superseded by the next
+        // snapshot does not restart a node's clock.
+        let mut owing: std::collections::HashMap<SocketAddr, std::time::Instant> = Default::default();
         // Egress entries granted in the previous round (see `send_grants`).
         let mut held = Vec::new();
         loop {
@@ -164,8 +167,12 @@ pub fn spawn(
                     if pending.is_empty() {
                         acks.complete(epoch);
                     }
+                    let now = std::time::Instant::now();
+                    owing.retain(|p, _| pending.contains(p));
+                    for p in &pending {
+                        owing.entry(*p).or_insert(now);
+                    }
                     if !(pending.is_empty() && quiet.is_empty()) {
-                        let now = std::time::Instant::now();
                         let r = Revoking { epoch, pending, quiet, started: now, sent: now };
                         send_revocations(&sock, &mut tx, &r);
                         revoking = Some(r);
@@ -188,7 +195,7 @@ pub fn spawn(
                                 continue;
                             }
                             if fastpath::is_control(data) {
-                                control(&mut fabric, now, from, data, &mut revoking, &mut silent, &acks);
+                                control(&mut fabric, now, from, data, &mut revoking, &mut silent, &mut owing, &acks);
                                 continue;
                             }
                             match fabric.process_split(now, from, data, queue.next_buf()) {
@@ -226,15 +233,28 @@ pub fn spawn(
                 next_check = fabric.next_health_check().unwrap_or(Instant(u64::MAX));
             }
             if let Some(r) = &mut revoking {
-                if r.started.elapsed() >= ACK_TIMEOUT {
-                    if !r.pending.is_empty() {
-                        tracing::warn!(
-                            epoch = r.epoch, nodes = ?r.pending,
-                            "fast-path nodes did not acknowledge a revocation; not waited for until they do"
-                        );
+                let late: Vec<SocketAddr> = r
+                    .pending
+                    .iter()
+                    .filter(|p| owing.get(*p).is_none_or(|t| t.elapsed() >= ACK_TIMEOUT))
+                    .copied()
+                    .collect();
+                if !late.is_empty() {
+                    tracing::warn!(
+                        epoch = r.epoch, nodes = ?late,
+                        "fast-path nodes did not acknowledge a revocation; not waited for until they do"
+                    );
+                    r.pending.retain(|p| !late.contains(p));
+                    for p in late {
+                        owing.remove(&p);
+                        silent.insert(p);
+                        r.quiet.push(p);
                     }
-                    silent.extend(r.pending.drain(..));
-                    acks.complete(r.epoch);
+                    if r.pending.is_empty() {
+                        acks.complete(r.epoch);
+                    }
+                }
+                if r.pending.is_empty() && r.started.elapsed() >= ACK_TIMEOUT {
                     revoking = None;
                 } else if r.sent.elapsed() >= RESEND {
                     r.sent = std::time::Instant::now();
@@ -258,6 +278,7 @@ fn control(
     data: &[u8],
     revoking: &mut Option<Revoking>,
     silent: &mut std::collections::HashSet<SocketAddr>,
+    owing: &mut std::collections::HashMap<SocketAddr, std::time::Instant>,
     acks: &Acks,
 ) {
     let Ok(m) = Message::parse(data) else { return };
@@ -268,6 +289,7 @@ fn control(
                 r.pending.retain(|p| *p != from);
                 r.quiet.retain(|p| *p != from);
                 silent.remove(&from);
+                owing.remove(&from);
                 if was_waited_for && r.pending.is_empty() {
                     acks.complete(r.epoch);
                 }

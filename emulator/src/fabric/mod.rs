@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use enifab_dataplane::{BackendHealth, ExternalHostConfig, FabricConfig, Ipv4Cidr, StatsSnapshot, Vni};
@@ -135,7 +136,9 @@ impl Publisher {
         if revoke {
             self.waker.wake();
             if wait_for_nodes {
-                self.acks.wait(epoch, io::ACK_TIMEOUT);
+                // A little past the I/O thread's own deadline, which decides (and marks a late
+                // node silent) first.
+                self.acks.wait(epoch, io::ACK_TIMEOUT + Duration::from_millis(200));
             }
         }
     }
