@@ -8,7 +8,6 @@ use crate::fastpath::Update;
 use crate::wire::fastpath::{EgressEntry, Entry, IngressEntry, ReportRecord, Tuple};
 use crate::wire::ipv4::{PROTO_TCP, PROTO_UDP};
 use crate::wire::l4::{TCP_ACK, TCP_FIN, TCP_SYN};
-use crate::{LbProtocol, Policy, Protocol};
 
 const UA: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const UB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -166,7 +165,6 @@ fn nothing_is_granted_that_the_kernel_could_not_carry_as_the_pipeline_does() {
     let mut h = Harness::new(&lab());
     let _ = h.fabric.trace(h.now, TRUNK_A.peer, &udp_datagram(&TRUNK_A, PRIMARY_B.ip, 5000, 53));
     assert!(grants(&mut h).is_empty());
-    let _ = (LbProtocol::Tcp, Policy::Accept, Protocol::Tcp, PROTO_UDP);
 }
 
 #[test]
