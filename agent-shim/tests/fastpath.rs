@@ -653,11 +653,16 @@ async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_membe
     .unwrap();
     assert_eq!(got, (500, 500), "every datagram arrived and every echo came back");
     let [carried, _, delivered, refused] = fast_a.counters();
-    assert!(
-        carried >= 450 && delivered >= 450 && refused == 0,
-        "both ways in node A's kernel: {:?}",
-        fast_a.counters()
-    );
+    if enifab::serve::fast_path_off_by_env() {
+        // The suite's slow-path run: the same exchange, all of it through the emulator.
+        assert_eq!(fast_a.counters(), [0; 4]);
+    } else {
+        assert!(
+            carried >= 450 && delivered >= 450 && refused == 0,
+            "both ways in node A's kernel: {:?}",
+            fast_a.counters()
+        );
+    }
 
     // Gone with DeleteVlanDevice: the pod's end, the node's end, the TAP.
     api.delete_vlan_device(pb::DeleteVlanDeviceRequest { network_interface_id: member.clone() }).await.unwrap();
