@@ -531,11 +531,12 @@ fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathErro
         .find(|a| a.index == index)
         .map(|a| a.address)
         .ok_or_else(|| FastPathError::NoAddress(device.to_string()))?;
-    // A device left by a shim that was killed is replaced.
+    // A device left by a shim that was killed is replaced. Not tied to the underlay link (no
+    // `dev`): the route picks it, and the device outlives the link going and coming back.
     let _ = Command::new("ip").args(["link", "del", DEVICE]).output();
     let port = port.to_string();
     for args in [
-        &["link", "add", DEVICE, "type", "vxlan", "external", "dstport", &port, "dev", device][..],
+        &["link", "add", DEVICE, "type", "vxlan", "external", "dstport", &port][..],
         &["link", "set", DEVICE, "up"][..],
     ] {
         let out = Command::new("ip").args(args).output().map_err(|e| FastPathError::Vxlan(format!("ip: {e}")))?;
