@@ -19,6 +19,16 @@ vxlan_baseline() {
 }
 VX_S_IP=10.0.8.30
 
+stop() { # pid…: TERM, up to 2 s of grace, then KILL
+  local p
+  for p in "$@"; do kill "$p" 2>/dev/null; done
+  for p in "$@"; do
+    for _ in $(seq 1 10); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$p" 2>/dev/null
+  done
+  return 0
+}
+
 iperf() { # ns dst args… → iperf3's JSON; retried once (a server still busy with the last test)
   local ns="$1" dst="$2"
   shift 2

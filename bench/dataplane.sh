@@ -75,16 +75,6 @@ EP=""       # the emulator's API endpoint
 LAB_STATE="$TMP/lab"
 TOPO="$TMP/topology.yaml" # a private copy: the lab's namespace names derive from its path
 
-stop() { # pid…: TERM, up to 2 s of grace, then KILL
-  local p
-  for p in "$@"; do kill "$p" 2>/dev/null; done
-  for p in "$@"; do
-    for _ in $(seq 1 10); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$p" 2>/dev/null
-  done
-  return 0
-}
-
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM

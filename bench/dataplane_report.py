@@ -130,11 +130,12 @@ def report(raw_path):
     return "\n".join(out) + "\n"
 
 
-def write(benchmarks, report_path):
-    section = BEGIN + "\n" + open(report_path).read().rstrip("\n") + "\n" + END
+def write(benchmarks, report_path, begin=BEGIN, end=END):
+    """Puts the report between `begin` and `end` in BENCHMARKS.md (appended the first time)."""
+    section = begin + "\n" + open(report_path).read().rstrip("\n") + "\n" + end
     text = open(benchmarks).read() if os.path.exists(benchmarks) else "# enifab benchmarks\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     open(benchmarks, "w").write(text)

@@ -50,6 +50,39 @@ fn underlay(a: &Netns, b: &Netns) {
     }
 }
 
+/// The fast path on the `fp0` underlay [`underlay`] makes.
+fn fast_path() -> FastPathOptions {
+    FastPathOptions { device: "fp0".into(), port: 4789 }
+}
+
+/// An in-process shim for `instance` in `ns`, with or without its fast path.
+fn shim_options(emu: &Emu, dir: &Path, instance: &str, ns: &Netns, fast: bool) -> ShimOptions {
+    ShimOptions {
+        endpoint: emu.grpc.to_string(),
+        instance_id: instance.into(),
+        netns: ns.name.clone(),
+        control_socket: Some(dir.join(format!("{instance}.sock"))),
+        geneve_listen: "127.0.0.1:0".parse().unwrap(),
+        metadata: None,
+        external_address: None,
+        underlay: None,
+        cni_state_dir: None,
+        fast_path: fast.then(fast_path),
+    }
+}
+
+/// A rule of `sg` admitting `protocol` on `ports` from the VPC.
+fn admit(sg: &str, protocol: &str, ports: &str) -> pb::AuthorizeSecurityGroupRequest {
+    pb::AuthorizeSecurityGroupRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.into(),
+        ip_protocol: protocol.into(),
+        port_range: ports.into(),
+        source_cidr_ip: "10.0.0.0/8".into(),
+        ..Default::default()
+    }
+}
+
 /// `n` datagrams from `from` to `to`:`port`, paced so none is lost on the way; how many arrived.
 fn udp_burst(from: &Path, to: &Path, sport: u16, port: u16, n: usize) -> usize {
     let sink = run_in(to, move || Ok(UdpSocket::bind((B_IP, port)).unwrap())).unwrap();
@@ -132,56 +165,16 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     })
     .await
     .expect("ModifySecurityGroupPolicy");
-    ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
-        region_id: REGION.into(),
-        security_group_id: sg.clone(),
-        ip_protocol: "udp".into(),
-        port_range: "5000/5000".into(),
-        source_cidr_ip: "10.0.0.0/8".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("AuthorizeSecurityGroup");
-    ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
-        region_id: REGION.into(),
-        security_group_id: sg.clone(),
-        ip_protocol: "tcp".into(),
-        port_range: "5000/5000".into(),
-        source_cidr_ip: "10.0.0.0/8".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("AuthorizeSecurityGroup");
-    ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
-        region_id: REGION.into(),
-        security_group_id: sg.clone(),
-        ip_protocol: "icmp".into(),
-        port_range: "-1/-1".into(),
-        source_cidr_ip: "10.0.0.0/8".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("AuthorizeSecurityGroup");
+    ecs.authorize_security_group(admit(&sg, "udp", "5000/5000")).await.expect("AuthorizeSecurityGroup");
+    ecs.authorize_security_group(admit(&sg, "tcp", "5000/5000")).await.expect("AuthorizeSecurityGroup");
+    ecs.authorize_security_group(admit(&sg, "icmp", "-1/-1")).await.expect("AuthorizeSecurityGroup");
     let ia = instance(&mut ecs, &vsw, &sg, A_IP).await;
     let ib = instance(&mut ecs, &vsw, &sg, B_IP).await;
     let (na, nb) = (Netns::new("fpa"), Netns::new("fpb"));
     underlay(&na, &nb);
-    let opts = |instance: &str, ns: &Netns| ShimOptions {
-        endpoint: emu.grpc.to_string(),
-        instance_id: instance.into(),
-        netns: ns.name.clone(),
-        control_socket: Some(dir.path().join(format!("{instance}.sock"))),
-        geneve_listen: "127.0.0.1:0".parse().unwrap(),
-        metadata: None,
-        external_address: None,
-        underlay: None,
-        cni_state_dir: None,
-        fast_path: Some(FastPathOptions { device: "fp0".into(), port: 4789 }),
-    };
+    let opts = |instance: &str, ns: &Netns| shim_options(&emu, dir.path(), instance, ns, true);
     // The shim would only warn (and relay everything): say why here, plainly.
-    if let Err(e) =
-        enifab_shim::fastpath::FastPath::start(&na.path(), &FastPathOptions { device: "fp0".into(), port: 4789 })
-    {
+    if let Err(e) = enifab_shim::fastpath::FastPath::start(&na.path(), &fast_path()) {
         panic!("this kernel cannot run the fast path: {e}");
     }
     let shim_a = Shim::start(opts(&ia, &na)).unwrap();
@@ -254,16 +247,7 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     // Any change revokes: the call returns after both kernels moved to the new epoch; the
     // admitted flow is judged again (conntrack still vouches for it) and carried again.
     let (epoch_a, epoch_b) = (fast_a.epoch(), fast_b.epoch());
-    ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
-        region_id: REGION.into(),
-        security_group_id: sg.clone(),
-        ip_protocol: "tcp".into(),
-        port_range: "22/22".into(),
-        source_cidr_ip: "10.0.0.0/8".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("AuthorizeSecurityGroup");
+    ecs.authorize_security_group(admit(&sg, "tcp", "22/22")).await.expect("AuthorizeSecurityGroup");
     assert!(fast_a.epoch() != epoch_a && fast_b.epoch() != epoch_b, "revoked on both nodes before the call returned");
     let slow_before = fast_a.counters()[1];
     let (pa, pb_) = (na.path(), nb.path());
@@ -448,21 +432,7 @@ async fn the_same_random_flows_meet_the_same_fate_with_and_without_the_fast_path
     }
     let ns: Vec<Netns> = ["dfa", "dfb", "dsa", "dsb"].into_iter().map(Netns::new).collect();
     underlay(&ns[0], &ns[1]);
-    let shim = |i: usize, fast: bool| {
-        Shim::start(ShimOptions {
-            endpoint: emu.grpc.to_string(),
-            instance_id: ids[i].clone(),
-            netns: ns[i].name.clone(),
-            control_socket: Some(dir.path().join(format!("{}.sock", ids[i]))),
-            geneve_listen: "127.0.0.1:0".parse().unwrap(),
-            metadata: None,
-            external_address: None,
-            underlay: None,
-            cni_state_dir: None,
-            fast_path: fast.then(|| FastPathOptions { device: "fp0".into(), port: 4789 }),
-        })
-        .unwrap()
-    };
+    let shim = |i: usize, fast: bool| Shim::start(shim_options(&emu, dir.path(), &ids[i], &ns[i], fast)).unwrap();
     let shims = [shim(0, true), shim(1, true), shim(2, false), shim(3, false)];
     for (i, n) in ns.iter().enumerate() {
         let (p, to) = (n.path(), ips[i ^ 1]);
@@ -582,18 +552,7 @@ async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_membe
     }
     let (na, nb, pod) = (Netns::new("fva"), Netns::new("fvb"), Netns::new("fvpod"));
     underlay(&na, &nb);
-    let opts = |instance: &str, ns: &Netns| ShimOptions {
-        endpoint: emu.grpc.to_string(),
-        instance_id: instance.into(),
-        netns: ns.name.clone(),
-        control_socket: Some(dir.path().join(format!("{instance}.sock"))),
-        geneve_listen: "127.0.0.1:0".parse().unwrap(),
-        metadata: None,
-        external_address: None,
-        underlay: None,
-        cni_state_dir: None,
-        fast_path: Some(FastPathOptions { device: "fp0".into(), port: 4789 }),
-    };
+    let opts = |instance: &str, ns: &Netns| shim_options(&emu, dir.path(), instance, ns, true);
     let shim_a = Shim::start(opts(&ia, &na)).unwrap();
     let shim_b = Shim::start(opts(&ib, &nb)).unwrap();
     assert!(eventually(10, || na.link("eth1")).is_some(), "the trunk is eth1 on node A");

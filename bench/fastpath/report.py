@@ -12,6 +12,9 @@ import statistics
 import sys
 from collections import defaultdict
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from dataplane_report import write  # noqa: E402  (one way of replacing a section)
+
 BEGIN, END = "<!-- fast-path:begin -->", "<!-- fast-path:end -->"
 
 # metric, label, number format, higher is better
@@ -133,19 +136,9 @@ def report(raw_path):
     return "\n".join(out) + "\n"
 
 
-def write(benchmarks, report_path):
-    section = BEGIN + "\n" + open(report_path).read().rstrip("\n") + "\n" + END
-    text = open(benchmarks).read() if os.path.exists(benchmarks) else "# enifab benchmarks\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    open(benchmarks, "w").write(text)
-
-
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--write":
-        write(sys.argv[2], sys.argv[3])
+        write(sys.argv[2], sys.argv[3], BEGIN, END)
     elif len(sys.argv) == 2:
         sys.stdout.write(report(sys.argv[1]))
     else:

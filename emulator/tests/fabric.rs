@@ -39,9 +39,40 @@ async fn start() -> (Clients, Emulator, tempfile::TempDir, tokio::sync::oneshot:
     (clients, emu, dir, tx)
 }
 
-async fn node(c: &mut Clients, vsw: &str, sg: &str, ip: &str) -> Node {
-    let instance = c
+/// VPC 10.0.0.0/8, vSwitch 10.0.4.0/24, one basic group: (vSwitch, group).
+async fn network(c: &mut Clients) -> (String, String) {
+    let vpc = c
+        .vpc
+        .create_vpc(pb::CreateVpcRequest { cidr_block: "10.0.0.0/8".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .vpc_id;
+    let vsw = c
+        .vpc
+        .create_v_switch(pb::CreateVSwitchRequest {
+            vpc_id: vpc.clone(),
+            zone_id: "cn-hongkong-b".into(),
+            cidr_block: "10.0.4.0/24".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .v_switch_id;
+    let sg = c
         .ecs
+        .create_security_group(pb::CreateSecurityGroupRequest { vpc_id: vpc, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .security_group_id;
+    (vsw, sg)
+}
+
+/// An ECS instance at `ip`: its id.
+async fn instance(c: &mut Clients, vsw: &str, sg: &str, ip: &str) -> String {
+    c.ecs
         .create_instance(pb::CreateInstanceRequest {
             instance_type: "ecs.g7.xlarge".into(),
             v_switch_id: vsw.into(),
@@ -52,7 +83,12 @@ async fn node(c: &mut Clients, vsw: &str, sg: &str, ip: &str) -> Node {
         .await
         .unwrap()
         .into_inner()
-        .instance_id;
+        .instance_id
+}
+
+/// An instance at `ip` and its fake shim, registered.
+async fn node(c: &mut Clients, vsw: &str, sg: &str, ip: &str) -> Node {
+    let instance = instance(c, vsw, sg, ip).await;
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let mut fabric = c.fabric.clone();
@@ -84,32 +120,7 @@ fn recv_frame(sock: &UdpSocket) -> Option<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_arp_ping_and_are_filtered_by_security_groups() {
     let (mut c, _emu, _dir, _stop) = start().await;
-    let vpc = c
-        .vpc
-        .create_vpc(pb::CreateVpcRequest { cidr_block: "10.0.0.0/8".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .vpc_id;
-    let vsw = c
-        .vpc
-        .create_v_switch(pb::CreateVSwitchRequest {
-            vpc_id: vpc.clone(),
-            zone_id: "cn-hongkong-b".into(),
-            cidr_block: "10.0.4.0/24".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .v_switch_id;
-    let sg = c
-        .ecs
-        .create_security_group(pb::CreateSecurityGroupRequest { vpc_id: vpc, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .security_group_id;
+    let (vsw, sg) = network(&mut c).await;
     let a = node(&mut c, &vsw, &sg, "10.0.4.22").await;
     let b = node(&mut c, &vsw, &sg, "10.0.4.20").await;
 
@@ -177,45 +188,8 @@ async fn a_change_waits_for_the_fast_path_nodes_and_a_silent_one_only_once() {
         return; // the suite's slow-path run: nothing is revoked
     }
     let (mut c, _emu, _dir, _stop) = start().await;
-    let vpc = c
-        .vpc
-        .create_vpc(pb::CreateVpcRequest { cidr_block: "10.0.0.0/8".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .vpc_id;
-    let vsw = c
-        .vpc
-        .create_v_switch(pb::CreateVSwitchRequest {
-            vpc_id: vpc.clone(),
-            zone_id: "cn-hongkong-b".into(),
-            cidr_block: "10.0.4.0/24".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .v_switch_id;
-    let sg = c
-        .ecs
-        .create_security_group(pb::CreateSecurityGroupRequest { vpc_id: vpc.clone(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .security_group_id;
-    let instance = c
-        .ecs
-        .create_instance(pb::CreateInstanceRequest {
-            instance_type: "ecs.g7.xlarge".into(),
-            v_switch_id: vsw.clone(),
-            security_group_ids: vec![sg.clone()],
-            private_ip_address: "10.0.4.22".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .instance_id;
+    let (vsw, sg) = network(&mut c).await;
+    let instance = instance(&mut c, &vsw, &sg, "10.0.4.22").await;
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let register = |fast_path: &str| pb::RegisterNodeRequest {
