@@ -227,14 +227,11 @@ impl FastPath {
         // devices of that namespace.
         let Some(mut ebpf) = inner.ebpf.take() else { return Err(FastPathError::Bpf("programs not loaded".into())) };
         let mut attached = std::mem::take(&mut inner.attached);
-        let (ebpf, attached, result) = match run_in(&self.netns, move || {
+        // An error here: the thread never ran (the namespace is gone), the programs went with it.
+        let (ebpf, attached, result) = run_in(&self.netns, move || {
             let result = attach_egress(&mut ebpf, &missing, &mut attached);
             Ok((ebpf, attached, result))
-        }) {
-            Ok(back) => back,
-            // The thread never ran (the namespace is gone): the programs went with it.
-            Err(e) => return Err(e.into()),
-        };
+        })?;
         inner.ebpf = Some(ebpf);
         inner.attached = attached;
         result

@@ -161,7 +161,6 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
         region_id: REGION.into(),
         security_group_id: sg.clone(),
         inner_access_policy: "Drop".into(),
-        ..Default::default()
     })
     .await
     .expect("ModifySecurityGroupPolicy");

@@ -271,6 +271,7 @@ pub fn spawn(
 
 /// A control datagram from a shim: an acknowledgement of the revocation in flight, or a report
 /// of what a node's kernel carried.
+#[allow(clippy::too_many_arguments)]
 fn control(
     fabric: &mut Fabric,
     now: Instant,
@@ -350,7 +351,7 @@ fn send_grants(
         let gone: std::collections::HashSet<_> = evictions.iter().map(|(p, e)| (*p, tuple(e))).collect();
         grants.retain(|(p, e)| !gone.contains(&(*p, tuple(e))));
         held.retain(|(p, e)| !gone.contains(&(*p, tuple(e))));
-        send_entries(sock, tx, &mut evictions, |entries, buf| fastpath::emit_evict(entries, buf));
+        send_entries(sock, tx, &mut evictions, fastpath::emit_evict);
     }
     send_entries(sock, tx, &mut grants, |entries, buf| fastpath::emit_grant(epoch, entries, buf));
 }
