@@ -94,6 +94,7 @@ fn config() -> FabricConfig {
         eni("eni-server-2", 3, vec![Ipv4Addr::new(10, 0, 1, 12)], cidr([10, 0, 1, 0], 24)),
     ];
     let open = Rule {
+        id: String::new(),
         direction: enifab_dataplane::Direction::Ingress,
         priority: 1,
         policy: Policy::Accept,

@@ -220,6 +220,9 @@ pub enum Peer {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
+    /// `SecurityGroupRuleId` (`sgr-…`), named by traces, drop reasons and flow logs. A snapshot
+    /// built without one (tests) names the rule by its position, `#<n>`.
+    pub id: String,
     pub direction: Direction,
     /// 1..=100, 1 highest.
     pub priority: u8,
@@ -640,6 +643,8 @@ impl Lb {
 #[derive(Debug)]
 pub(crate) struct Group {
     pub id: Arc<str>,
+    /// The rules' ids, by position in the group's `rules` ([`CompiledRule::index`]).
+    pub rule_ids: Box<[Arc<str>]>,
     /// Every IP of every ENI of the group's VPC that is in the group.
     pub members: FixedSet<Ipv4Addr>,
 }
@@ -769,8 +774,11 @@ impl FabricConfig {
             }
         }
 
-        let compiled_groups: Vec<Group> =
-            groups.iter().zip(members).map(|(g, members)| Group { id: Arc::from(g.id.as_str()), members }).collect();
+        let compiled_groups: Vec<Group> = groups
+            .iter()
+            .zip(members)
+            .map(|(g, members)| Group { id: Arc::from(g.id.as_str()), rule_ids: rule_ids(&g.rules), members })
+            .collect();
 
         let mut compiled_enis = enis.iter().map(|e| compile_eni(e, &groups, &group_idx)).collect::<Vec<_>>();
 
@@ -946,6 +954,20 @@ impl FabricConfig {
     pub(crate) fn group(&self, i: GroupIdx) -> &Group {
         &self.groups[i as usize]
     }
+
+    /// The id of a compiled rule (its `SecurityGroupRuleId`, or `#<n>`).
+    pub(crate) fn rule_id(&self, r: &CompiledRule) -> Arc<str> {
+        let g = self.group(r.group);
+        g.rule_ids.get(r.index as usize).cloned().unwrap_or_else(|| Arc::from(format!("#{}", r.index)))
+    }
+}
+
+fn rule_ids(rules: &[Rule]) -> Box<[Arc<str>]> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| if r.id.is_empty() { Arc::from(format!("#{i}")) } else { Arc::from(r.id.as_str()) })
+        .collect()
 }
 
 fn compile_eni(e: &EniConfig, groups: &[SecurityGroupConfig], group_idx: &FixedMap<&str, GroupIdx>) -> Eni {

@@ -103,13 +103,13 @@ pub enum DropReason {
     SecurityGroupEgress {
         eni: Arc<str>,
         sg: Option<Arc<str>>,
-        rule: Option<u32>,
+        rule: Option<Arc<str>>,
     },
     /// Refused by the receiving ENI's ingress rules; `sg`/`rule` are `None` for the default.
     SecurityGroupIngress {
         eni: Arc<str>,
         sg: Option<Arc<str>>,
-        rule: Option<u32>,
+        rule: Option<Arc<str>>,
     },
     /// A new flow was allowed but the conntrack table is full.
     ConntrackFull,
@@ -293,7 +293,7 @@ impl DropReason {
     }
 }
 
-struct RuleName<'a>(&'a Option<Arc<str>>, &'a Option<u32>);
+struct RuleName<'a>(&'a Option<Arc<str>>, &'a Option<Arc<str>>);
 
 impl fmt::Display for RuleName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -367,8 +367,12 @@ mod test {
 
     #[test]
     fn display_names_the_rule() {
-        let r = DropReason::SecurityGroupIngress { eni: "eni-b".into(), sg: Some("sg-1".into()), rule: Some(2) };
-        assert_eq!(r.to_string(), "security_group_ingress: eni-b by sg-1 rule 2");
+        let r = DropReason::SecurityGroupIngress {
+            eni: "eni-b".into(),
+            sg: Some("sg-1".into()),
+            rule: Some("sgr-2".into()),
+        };
+        assert_eq!(r.to_string(), "security_group_ingress: eni-b by sg-1 rule sgr-2");
         let d = DropReason::SecurityGroupEgress { eni: "eni-a".into(), sg: None, rule: None };
         assert_eq!(d.to_string(), "security_group_egress: eni-a by default");
     }

@@ -1090,7 +1090,7 @@ impl Fabric {
             t.step(|| Step::SecurityGroup { direction, eni: eni.id.clone(), decision: j.describe(cfg) });
             if j.policy() == Policy::Drop {
                 let (sg, rule) = match j {
-                    Judgement::Rule(r) => (Some(cfg.group(r.group).id.clone()), Some(r.index)),
+                    Judgement::Rule(r) => (Some(cfg.group(r.group).id.clone()), Some(cfg.rule_id(&r))),
                     _ => (None, None),
                 };
                 let eni = eni.id.clone();

@@ -19,7 +19,8 @@
 //!   push/pop, Ethernet, ARP, IPv4, TCP/UDP/ICMP).
 //! - [`config`]: the immutable, indexed snapshot of ports, ENIs, security groups, load
 //!   balancers and external hosts.
-//! - [`fabric`]: [`Fabric::process`], the pipeline, and [`Fabric::trace`], its explanation.
+//! - [`fabric`]: [`Fabric::process`], the pipeline, and [`Fabric::trace`], its explanation;
+//!   [`explain`]: the synthetic first packet `enifab trace` puts through it.
 //! - `conntrack`, `security_group`: the stateful firewall; conntrack also carries a load
 //!   balancer's translation of a flow.
 //! - `lb`: which backend a new flow to a VIP goes to; `nat`: how its packets are rewritten;
@@ -30,6 +31,7 @@
 pub mod config;
 mod conntrack;
 pub mod drop;
+pub mod explain;
 pub mod fabric;
 pub mod fastpath;
 pub mod health;

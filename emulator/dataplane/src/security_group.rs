@@ -57,6 +57,7 @@ impl Judgement {
         match self {
             Judgement::Rule(r) => SgMatch::Rule {
                 sg: cfg.group(r.group).id.clone(),
+                id: cfg.rule_id(r),
                 index: r.index,
                 priority: r.priority,
                 policy: r.policy,
@@ -71,8 +72,9 @@ impl Judgement {
 /// What decided a security-group check, for traces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SgMatch {
-    /// Rule number `index` (0-based position in that group's rule list) of group `sg`.
-    Rule { sg: Arc<str>, index: u32, priority: u8, policy: Policy },
+    /// The rule `id` (`sgr-…`), number `index` (0-based position in that group's rule list) of
+    /// group `sg`.
+    Rule { sg: Arc<str>, id: Arc<str>, index: u32, priority: u8, policy: Policy },
     /// No rule matched.
     Default { policy: Policy },
     /// Both ENIs share this basic group with `InnerAccessPolicy=Accept`.

@@ -140,6 +140,7 @@ pub fn rule(
     peer: Peer,
 ) -> Rule {
     Rule {
+        id: String::new(),
         direction,
         priority,
         policy,

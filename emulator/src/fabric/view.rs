@@ -213,6 +213,7 @@ fn rule(r: &sg::SgRule) -> Rule {
         (None, None) => Peer::Cidr(Ipv4Cidr::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid")),
     };
     Rule {
+        id: r.security_group_rule_id.clone(),
         direction: match r.direction {
             MDir::Ingress => enifab_dataplane::Direction::Ingress,
             MDir::Egress => enifab_dataplane::Direction::Egress,

@@ -8,6 +8,7 @@ mod fastpath;
 mod malformed;
 mod proptests;
 mod scenarios;
+mod sg_reference;
 mod slb;
 
 use core::net::SocketAddr;

@@ -21,11 +21,16 @@ const SYN_ACK: u8 = TCP_SYN | TCP_ACK;
 const ACK: u8 = TCP_ACK;
 
 fn ingress_drop(eni: &str, sg: Option<&str>, rule: Option<u32>) -> DropReason {
-    DropReason::SecurityGroupIngress { eni: eni.into(), sg: sg.map(Into::into), rule }
+    DropReason::SecurityGroupIngress { eni: eni.into(), sg: sg.map(Into::into), rule: rule.map(position) }
 }
 
 fn egress_drop(eni: &str, sg: Option<&str>, rule: Option<u32>) -> DropReason {
-    DropReason::SecurityGroupEgress { eni: eni.into(), sg: sg.map(Into::into), rule }
+    DropReason::SecurityGroupEgress { eni: eni.into(), sg: sg.map(Into::into), rule: rule.map(position) }
+}
+
+/// The testkit's rules have no `SecurityGroupRuleId`: the fabric names them by position.
+fn position(index: u32) -> Arc<str> {
+    Arc::from(format!("#{index}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -775,7 +780,7 @@ fn trace_explains_without_side_effects() {
     assert!(t.steps.contains(&Step::SecurityGroup {
         direction: Direction::Ingress,
         eni: "eni-pod-b1".into(),
-        decision: SgMatch::Rule { sg: "sg-web".into(), index: 0, priority: 1, policy: Policy::Accept },
+        decision: SgMatch::Rule { sg: "sg-web".into(), id: "#0".into(), index: 0, priority: 1, policy: Policy::Accept },
     }));
     assert!(t.steps.contains(&Step::Demux { vlan: Some(1001), eni: "eni-pod-a1".into() }));
     // The output is what process would send.
