@@ -245,6 +245,21 @@ pub async fn fabric_counters(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// `enifab trace`: the hops as text (or JSON). Exit 0 when the packet would be delivered or
+/// answered, 1 when it would be dropped, so scripts can assert either.
+pub async fn trace(endpoint: &str, q: pb::TraceFrameRequest, json: bool) -> anyhow::Result<std::process::ExitCode> {
+    let channel = connect(endpoint).await?;
+    let mut client = pb::fabric_client::FabricClient::new(SignedChannel::new(channel, access_key()));
+    let (from, to) = (q.source.clone(), q.destination.clone());
+    let r = client.trace_frame(q).await.map_err(|s| anyhow::anyhow!(describe_status(&s)))?.into_inner();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&codec::to_json(&r)).expect("JSON values print"));
+    } else {
+        print!("{}", crate::trace::render(&r, &from, &to));
+    }
+    Ok(std::process::ExitCode::from(if r.verdict == "dropped" { 1 } else { 0 }))
+}
+
 /// The counters as a fixed-width table: one row per port, then the drop totals.
 pub fn counters_table(r: &pb::DescribeFabricCountersResponse) -> String {
     let mut out = format!("config epoch {}, {} tracked flows\n\n", r.config_epoch, r.conntrack_entries);

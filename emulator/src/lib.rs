@@ -18,7 +18,9 @@
 //! - [`topology`]: the topology file, checked and located;
 //! - [`lab`]: `enifab lab up|check|down` and `enifab demo`: nodes, pods, external clients,
 //!   Services (kube-proxy's iptables rules on the nodes, the cloud-controller-manager's CLB) and
-//!   probes for real.
+//!   probes for real;
+//! - [`trace`]: `enifab trace` / `Fabric.TraceFrame`, the pipeline's explanation of a first
+//!   packet rendered hop by hop.
 
 pub mod actor;
 pub mod apply;
@@ -31,3 +33,4 @@ pub mod openapi;
 pub mod serve;
 pub mod store;
 pub mod topology;
+pub mod trace;

@@ -149,6 +149,27 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// Why can (or can't) FROM reach TO? Puts a first packet through the fabric's pipeline in
+    /// explain mode (nothing delivered, nothing changed) and prints every hop: trunk and VLAN,
+    /// member ENI, anti-spoof, route, security groups with the deciding rule, load balancer,
+    /// delivery. FROM and TO are pods (name or namespace/name), ENIs, instances or addresses;
+    /// TO may be a load balancer (lb-…) or its VIP.
+    Trace {
+        from: String,
+        to: String,
+        /// tcp, udp or icmp.
+        #[arg(short, long, default_value = "tcp")]
+        protocol: String,
+        /// Destination port (tcp, udp).
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// Source port; by default one no live flow uses, so the packet is a new flow.
+        #[arg(long)]
+        source_port: Option<u16>,
+        /// Print the response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -524,6 +545,17 @@ async fn main() -> ExitCode {
         Command::Apply { file } => {
             init_tracing("warn");
             enifab::apply::run(&cli.endpoint, &file).await
+        }
+        Command::Trace { from, to, protocol, port, source_port, json } => {
+            init_tracing("warn");
+            let q = enifab_proto::v1::TraceFrameRequest {
+                source: from,
+                destination: to,
+                protocol,
+                port: u32::from(port),
+                source_port: source_port.map(u32::from).unwrap_or_default(),
+            };
+            enifab::cli::trace(&cli.endpoint, q, json).await
         }
     };
     match outcome {

@@ -115,6 +115,15 @@ async fn run_the_example(file: &Path, opts: &lab::LabOptions, rows_expected: usi
     let scenarios: BTreeSet<u32> = rows.iter().filter_map(|r| r.scenario).collect();
     assert_eq!(scenarios, (1..=10).collect(), "every SOP scenario is checked\n{table}");
     assert!(rows.iter().all(|r| r.passed), "some checks did not come out as the example expects:\n{table}");
+    // `enifab trace`, run for each check with its changes in force, agrees with the traffic
+    // wherever the fabric sees the whole path (pod to pod, across nodes, allowed and refused).
+    let traced: Vec<_> = rows.iter().filter_map(|r| r.trace.as_ref().map(|t| (r, t))).collect();
+    assert!(traced.len() >= 3, "too few checks were traced:\n{table}");
+    for (r, t) in &traced {
+        let got = if r.got == "refused" { "reachable" } else { r.got.as_str() };
+        assert_eq!(t.word, got, "the trace of {:?} disagrees with the traffic\n{table}", r.name);
+        assert_eq!(t.refused_by.is_some(), got == "blocked", "{:?}: {t:?}", r.name);
+    }
     // The internet client's request reached nginx with its own address (CLB keeps it).
     let via_slb = rows.iter().find(|r| r.scenario == Some(10) && r.got == "reachable").expect("a reachable 10");
     assert!(
@@ -317,6 +326,15 @@ async fn the_sop_example_through_agents() {
     assert!(waited.iter().any(|l| l.contains("waiting for `lab up`")), "{waited:?}");
     assert_eq!(rows.len(), 23, "{table}");
     assert!(rows.iter().all(|r| r.passed), "some checks did not come out as the example expects:\n{table}");
+    // `enifab trace`, run for each check with its changes in force, agrees with the traffic
+    // wherever the fabric sees the whole path (pod to pod, across nodes, allowed and refused).
+    let traced: Vec<_> = rows.iter().filter_map(|r| r.trace.as_ref().map(|t| (r, t))).collect();
+    assert!(traced.len() >= 3, "too few checks were traced:\n{table}");
+    for (r, t) in &traced {
+        let got = if r.got == "refused" { "reachable" } else { r.got.as_str() };
+        assert_eq!(t.word, got, "the trace of {:?} disagrees with the traffic\n{table}", r.name);
+        assert_eq!(t.refused_by.is_some(), got == "blocked", "{:?}: {t:?}", r.name);
+    }
     down.expect("lab down");
 
     assert!(!opts.state_dir.join(format!("lab-{}.json", guard.id)).exists(), "the state is gone with the lab");

@@ -39,6 +39,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use enifab_dataplane::explain::{Explained, Probe, ProbeError};
 use enifab_dataplane::fabric::SplitVerdict;
 use enifab_dataplane::fastpath::Update;
 use enifab_dataplane::wire::fastpath::{self, Kind, Message};
@@ -51,6 +52,8 @@ use super::udp::{RecvBatch, SendBatch, enable_gro, set_buffers};
 pub enum IoRequest {
     Stats(oneshot::Sender<StatsSnapshot>),
     Health(oneshot::Sender<Vec<BackendHealth>>),
+    /// `enifab trace`: the pipeline's explanation of a probe, against the live flows.
+    Explain(Probe, oneshot::Sender<Result<Explained, ProbeError>>),
 }
 
 const POLL: Duration = Duration::from_millis(20);
@@ -144,6 +147,9 @@ pub fn spawn(
                     }
                     IoRequest::Health(reply) => {
                         let _ = reply.send(fabric.health());
+                    }
+                    IoRequest::Explain(probe, reply) => {
+                        let _ = reply.send(fabric.explain(clock(), &probe));
                     }
                 }
             }

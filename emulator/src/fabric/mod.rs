@@ -370,6 +370,18 @@ impl FabricShell {
         self.requests.lock().ok()?.send(IoRequest::Stats(tx)).ok()?;
         rx.await.ok()
     }
+
+    /// What the pipeline would do with `probe` now (`None`: the I/O thread has stopped).
+    pub async fn explain(
+        &self,
+        probe: enifab_dataplane::explain::Probe,
+    ) -> Option<Result<enifab_dataplane::explain::Explained, enifab_dataplane::explain::ProbeError>> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.lock().ok()?.send(IoRequest::Explain(probe, tx)).ok()?;
+        // Wake the thread out of its receive: a trace should not wait for the next poll.
+        self.publisher.waker.wake();
+        rx.await.ok()
+    }
 }
 
 /// `--fabric-advertise` must be an address shims can send to that reaches the socket.

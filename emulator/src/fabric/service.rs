@@ -237,4 +237,19 @@ impl Fabric for FabricService {
             drops: drops(&stats.drops),
         }))
     }
+
+    async fn trace_frame(
+        &self,
+        req: Request<pb::TraceFrameRequest>,
+    ) -> Result<Response<pb::TraceFrameResponse>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
+        let q = req.into_inner();
+        let rid = request_id();
+        // Read-only, but it reads every group's rules: the account's, not a node's.
+        check_account(caller.as_ref()).map_err(|e| denied(e, &rid))?;
+        let query = crate::trace::TraceQuery::from_request(&q).map_err(|e| err(e, &rid))?;
+        let mut r = crate::trace::explain(&self.model, &self.shell, query).await.map_err(|e| err(e, &rid))?;
+        r.request_id = rid;
+        Ok(Response::new(r))
+    }
 }

@@ -40,6 +40,9 @@ use crate::apply;
 use crate::cli::{self, Clients, describe_status};
 use crate::topology::{ChangeSpec, Topology};
 
+/// The path of a probe that never reached the fabric.
+const STAYED: &str = "stayed on the node (host routing, never reached the VPC)";
+
 /// One row of `check`'s table.
 #[derive(Debug, Clone)]
 pub struct CheckRow {
@@ -55,6 +58,22 @@ pub struct CheckRow {
     /// For a reachable check through an address that is not the server's own (a Service, a
     /// load balancer): who answered and whom it saw.
     pub answered: Option<String>,
+    /// What `enifab trace` said of the same packet while the check's changes were in force, when
+    /// the fabric sees the whole path (see [`Traced`]).
+    pub trace: Option<Traced>,
+}
+
+/// The fabric's explanation of a check, for comparison with what the traffic did. Only checks
+/// whose path the fabric decides end to end have one: from a pod or node to a pod or node, or
+/// to a load balancer whose chosen backend is a pod. A Service's cluster IP or a backend node
+/// hands the packet to the node's kube-proxy, which the fabric does not see; a path that stays
+/// on the node never reaches the fabric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traced {
+    /// `reachable` or `blocked`, as the table words the traffic.
+    pub word: String,
+    /// The hop that refused the packet, as `enifab trace` titles it.
+    pub refused_by: Option<String>,
 }
 
 /// Drops that mean the probe will not get through however long it waits.
@@ -113,6 +132,10 @@ pub async fn check_with(opts: &LabOptions, file: &Path, out: &mut dyn FnMut(Stri
             }
         }
         let outcome = run_probe(&mut c, &rt, &st, from, to_ip, proto, port).await;
+        let traced = match (&from, &from_ip) {
+            (Place::Pod(_) | Place::Node(_), Some(ip)) => trace(&mut c, &st, ip, to_ip, proto, port).await,
+            _ => None,
+        };
         for u in undo.into_iter().rev() {
             u.run(&mut c).await?;
         }
@@ -145,11 +168,13 @@ pub async fn check_with(opts: &LabOptions, file: &Path, out: &mut dyn FnMut(Stri
             chk.protocol.value,
             if port != 0 { format!("/{port}") } else { String::new() }
         );
+        let path = path_summary(&before, &after, &names);
+        let traced = traced.filter(|_| !path.starts_with(STAYED));
         rows.push(CheckRow {
             name: chk.name.value.clone(),
             scenario: chk.scenario,
             what,
-            path: path_summary(&before, &after, &names),
+            path,
             expected: chk.expect.value.clone(),
             got,
             passed,
@@ -159,9 +184,47 @@ pub async fn check_with(opts: &LabOptions, file: &Path, out: &mut dyn FnMut(Stri
                 format!("{detail} {}", chk.why.clone().unwrap_or_default()).trim().to_string()
             },
             answered,
+            trace: traced,
         });
     }
     Ok(rows)
+}
+
+/// The fabric's explanation of the check's packet, when it covers the whole path ([`Traced`]).
+async fn trace(
+    c: &mut Clients,
+    st: &LabState,
+    from: &str,
+    to: Ipv4Addr,
+    proto: probe::Proto,
+    port: u16,
+) -> Option<Traced> {
+    let protocol = match proto {
+        probe::Proto::Tcp | probe::Proto::Http => "tcp",
+        probe::Proto::Udp => "udp",
+        probe::Proto::Icmp => "icmp",
+    };
+    let q = pb::TraceFrameRequest {
+        source: from.to_string(),
+        destination: to.to_string(),
+        protocol: protocol.into(),
+        port: u32::from(port),
+        source_port: 0,
+    };
+    // A trace that cannot run (a node without a shim) simply leaves the row without one.
+    let r = c.fabric.trace_frame(q).await.ok()?.into_inner();
+    let to = to.to_string();
+    let pods: Vec<&str> = st.pods.values().map(|p| p.ip.as_str()).collect();
+    let ends_here = pods.contains(&to.as_str()) || st.nodes.values().any(|n| n.primary_ip == to);
+    let routed = r.hops.iter().rev().find(|h| h.kind == "route").map(|h| h.address.as_str());
+    let whole = match routed {
+        Some(a) => pods.contains(&a) || (ends_here && a == to),
+        None => ends_here,
+    };
+    whole.then(|| Traced {
+        word: if r.verdict == "dropped" { "blocked" } else { "reachable" }.to_string(),
+        refused_by: r.hops.iter().find(|h| !h.ok).map(|h| h.title.clone()),
+    })
 }
 
 /// Wait (at most `opts.wait`, by default [`DEFAULT_WAIT`] with agents and nothing for a local
@@ -400,7 +463,7 @@ fn path_summary(
         }
     }
     if ins.is_empty() && outs.is_empty() && drops.is_empty() {
-        return "stayed on the node (host routing, never reached the VPC)".into();
+        return STAYED.into();
     }
     let mut s = format!(
         "VPC in: {} | out: {}",
@@ -426,6 +489,13 @@ pub fn render(rows: &[CheckRow]) -> String {
         out.push_str(&format!("     {}: {}\n", r.what, r.path));
         if let Some(a) = &r.answered {
             out.push_str(&format!("     answered by {a}\n"));
+        }
+        if let Some(t) = &r.trace {
+            match &t.refused_by {
+                Some(hop) => out.push_str(&format!("     trace: {hop}\n")),
+                None if t.word != r.got => out.push_str(&format!("     trace: says {}\n", t.word)),
+                None => {}
+            }
         }
         if !r.passed && !r.detail.is_empty() {
             out.push_str(&format!("     note: {}\n", r.detail));
@@ -463,6 +533,7 @@ mod tests {
             passed,
             detail: "why it differs".into(),
             answered: None,
+            trace: None,
         }
     }
 
