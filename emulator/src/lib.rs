@@ -18,7 +18,8 @@
 //! - [`topology`]: the topology file, checked and located;
 //! - [`lab`]: `enifab lab up|check|down` and `enifab demo`: nodes, pods, external clients,
 //!   Services (kube-proxy's iptables rules on the nodes, the cloud-controller-manager's CLB) and
-//!   probes for real.
+//!   probes for real;
+//! - [`observe`]: `/metrics` (Prometheus), the gate of read-only pages, the log format.
 
 pub mod actor;
 pub mod apply;
@@ -27,6 +28,7 @@ pub mod codec;
 pub mod fabric;
 pub mod grpc;
 pub mod lab;
+pub mod observe;
 pub mod openapi;
 pub mod serve;
 pub mod store;
