@@ -4,7 +4,8 @@
 //! The plain HTTP routes are the cloud-compatible OpenAPI endpoint (`crate::openapi`): `/` with
 //! `?Action=…&Version=…` serves ECS `2014-05-26`, VPC `2016-04-28` and SLB `2014-05-15` to
 //! Terway, the CCM and the official SDKs, through the same handlers as gRPC. `--https-listen` adds a TLS listener that
-//! serves the same router (OpenAPI and gRPC). Any other path answers the cloud's 404
+//! serves the same router (OpenAPI and gRPC). `GET /metrics` is the Prometheus exposition
+//! (`crate::observe`). Any other path answers the cloud's 404
 //! (`InvalidAction.NotFound`), or gRPC's UNIMPLEMENTED to a gRPC client.
 //!
 //! Who may call is decided once for both faces (`openapi::auth`, `grpc::auth`): with an AccessKey
