@@ -96,6 +96,17 @@ struct Args {
     /// The fast path's VXLAN port, the same on every node.
     #[arg(long, default_value_t = enifab_shim::fastpath::DEFAULT_PORT)]
     fast_path_port: u16,
+    /// How log lines look on stderr: `text` for people, `json` (one object per line) for log
+    /// collectors. `RUST_LOG` still chooses which lines.
+    #[arg(long, env = "ENIFAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `--log-format` (the same switch as `enifab`'s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Args {
@@ -126,13 +137,16 @@ impl Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let control = args.control()?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     // Two workers are plenty: the data plane runs on its own threads.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let external = args.external_address.is_some();

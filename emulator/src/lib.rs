@@ -20,7 +20,8 @@
 //!   Services (kube-proxy's iptables rules on the nodes, the cloud-controller-manager's CLB) and
 //!   probes for real;
 //! - [`trace`]: `enifab trace` / `Fabric.TraceFrame`, the pipeline's explanation of a first
-//!   packet rendered hop by hop.
+//!   packet rendered hop by hop;
+//! - [`observe`]: `/metrics` (Prometheus), the gate of read-only pages, the log format.
 
 pub mod actor;
 pub mod apply;
@@ -29,6 +30,7 @@ pub mod codec;
 pub mod fabric;
 pub mod grpc;
 pub mod lab;
+pub mod observe;
 pub mod openapi;
 pub mod serve;
 pub mod store;

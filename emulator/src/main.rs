@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use enifab::cli::{self, CallError};
+use enifab::observe::logs::LogFormat;
 use enifab::openapi::listener::{self, Limits};
 use enifab::serve::{self, ServeConfig};
 use enifab_model::TransitionDelays;
@@ -22,6 +23,10 @@ struct Cli {
     endpoint: String,
     #[command(flatten)]
     key: KeyArgs,
+    /// How log lines look on stderr: `text` for people, `json` (one object per line) for log
+    /// collectors. `RUST_LOG` still chooses which lines.
+    #[arg(long, global = true, env = "ENIFAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -375,10 +380,11 @@ fn parse_cidr(s: &str) -> Result<enifab_model::Cidr, String> {
     Ok(c)
 }
 
+/// `--log-format`, set once at the start of `main`.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    enifab::observe::logs::init(LOG_FORMAT.get().copied().unwrap_or_default(), default);
 }
 
 async fn action(endpoint: &str, service: &str, args: ActionArgs) -> ExitCode {
@@ -472,6 +478,7 @@ async fn lab_command(endpoint: &str, key: &KeyArgs, cmd: LabCommand) -> Result<E
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = LOG_FORMAT.set(cli.log_format);
     match cli.key.client_key() {
         Ok(key) => {
             cli::set_access_key(key);

@@ -4,7 +4,8 @@
 //! The plain HTTP routes are the cloud-compatible OpenAPI endpoint (`crate::openapi`): `/` with
 //! `?Action=…&Version=…` serves ECS `2014-05-26`, VPC `2016-04-28` and SLB `2014-05-15` to
 //! Terway, the CCM and the official SDKs, through the same handlers as gRPC. `--https-listen` adds a TLS listener that
-//! serves the same router (OpenAPI and gRPC). Any other path answers the cloud's 404
+//! serves the same router (OpenAPI and gRPC). `GET /metrics` is the Prometheus exposition
+//! (`crate::observe`). Any other path answers the cloud's 404
 //! (`InvalidAction.NotFound`), or gRPC's UNIMPLEMENTED to a gRPC client.
 //!
 //! Who may call is decided once for both faces (`openapi::auth`, `grpc::auth`): with an AccessKey
@@ -40,6 +41,7 @@ use crate::grpc::emulator::EmulatorService;
 use crate::grpc::slb::{HealthSource, SlbService};
 use crate::grpc::vpc::VpcService;
 use crate::grpc::{self, Ctx, Faults};
+use crate::observe;
 use crate::openapi::auth::NodeKey;
 use crate::openapi::listener::{self, Limits};
 use crate::openapi::{self, tls};
@@ -208,6 +210,8 @@ pub async fn router_with_health(
     // One fault registry for every service and face (`InjectFault`), one checker of callers.
     let faults = Faults::default();
     let auth = api.auth();
+    let calls = observe::metrics::ApiMetrics::new();
+    let scrape = observe::metrics::Scrape { api: calls.clone(), model: model.clone(), fabric: fabric.clone() };
     let ctx = |product| Ctx { model: model.clone(), product, faults: faults.clone() };
     let ecs = EcsService { ctx: ctx(Product::Ecs) };
     let vpc = VpcService { ctx: ctx(Product::Vpc) };
@@ -242,8 +246,14 @@ pub async fn router_with_health(
         .into_axum_router()
         .layer(axum::middleware::from_fn(grpc::action_scope))
         .layer(axum::middleware::from_fn_with_state(auth.clone(), grpc::auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(calls.clone(), observe::metrics::count_grpc))
         .layer(axum::middleware::from_fn(grpc_only));
-    Ok(grpc_routes.merge(openapi::router(services, auth)).fallback(no_route))
+    // The HTTP endpoint counts its calls itself (it knows the action once it has parsed it).
+    let openapi = openapi::router(services, auth).layer(axum::Extension(calls));
+    // `/metrics` is read-only, open without an AccessKey as the API is, Basic auth with one.
+    let metrics = observe::metrics::router(scrape)
+        .layer(axum::middleware::from_fn_with_state(observe::gate::Gate::new(api.credentials), observe::gate::require));
+    Ok(grpc_routes.merge(openapi).merge(metrics).fallback(no_route))
 }
 
 /// The gRPC paths answer gRPC clients (by content type); anyone else (a browser's `GET

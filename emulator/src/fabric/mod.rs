@@ -70,6 +70,30 @@ pub struct FabricShell {
     /// Becomes true when the server stops: node watches end, so a graceful shutdown is not held
     /// up by streams that would otherwise last forever.
     closing: watch::Sender<bool>,
+    /// WatchNode streams open now (for `/metrics`).
+    watches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Who is plugged in, counted (for `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sessions {
+    /// Instances with a registered shim.
+    pub nodes: usize,
+    /// Registered hosts of the internet side.
+    pub external_hosts: usize,
+    /// Nodes whose kernel carries admitted flows.
+    pub fast_path_nodes: usize,
+    /// WatchNode streams open.
+    pub watch_streams: usize,
+}
+
+/// Counts one open WatchNode stream for as long as it lives.
+pub(crate) struct WatchGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for FabricShell {
@@ -199,6 +223,7 @@ impl FabricShell {
             requests: Mutex::new(req_tx),
             fast_path,
             closing: watch::Sender::new(false),
+            watches: Arc::default(),
         };
         Ok((Arc::new(shell), hook))
     }
@@ -210,6 +235,23 @@ impl FabricShell {
 
     pub(crate) fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// Count a WatchNode stream until the guard drops.
+    pub(crate) fn watching(&self) -> WatchGuard {
+        self.watches.fetch_add(1, Ordering::Relaxed);
+        WatchGuard(self.watches.clone())
+    }
+
+    /// The shims and streams plugged in now.
+    pub fn sessions(&self) -> Sessions {
+        let r = self.peers.lock().expect("peer registry lock");
+        Sessions {
+            nodes: r.nodes.len(),
+            external_hosts: r.external.len(),
+            fast_path_nodes: r.fast_paths.len(),
+            watch_streams: self.watches.load(Ordering::Relaxed),
+        }
     }
 
     /// The address the Geneve socket is bound to.

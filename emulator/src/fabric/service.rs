@@ -140,7 +140,9 @@ impl Fabric for FabricService {
             let (tx, rx) = mpsc::channel(1);
             let mut closing = self.shell.closing();
             let config = view::external_node_config(&host, &self.shell.address_for(Some(host.peer)).to_string());
+            let watching = self.shell.watching();
             tokio::spawn(async move {
+                let _watching = watching;
                 if tx.send(Ok(config)).await.is_ok() {
                     tokio::select! {
                         _ = closing.wait_for(|c| *c) => {}
@@ -155,7 +157,9 @@ impl Fabric for FabricService {
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
         let mut closing = self.shell.closing();
+        let watching = self.shell.watching();
         tokio::spawn(async move {
+            let _watching = watching;
             let mut epochs = this.model.epochs();
             let mut last = first;
             if tx.send(Ok(last.clone())).await.is_err() {
@@ -165,6 +169,8 @@ impl Fabric for FabricService {
                 tokio::select! {
                     changed = epochs.changed() => if changed.is_err() { return },
                     _ = closing.wait_for(|c| *c) => return,
+                    // The node went away: the stream ends now, not at the next change.
+                    _ = tx.closed() => return,
                 }
                 match this.node(&q.instance_id).await {
                     Ok(cfg) => {

@@ -102,6 +102,17 @@ impl Credentials {
     fn secret(&self, access_key_id: &str) -> Option<&str> {
         self.keys.get(access_key_id).map(String::as_str)
     }
+
+    /// Whether `secret` is the secret of `access_key_id` (HTTP Basic auth, `observe::gate`).
+    /// The comparison takes the same time wherever the two differ: both are hashed first, so
+    /// neither their contents nor the secret's length leak through timing.
+    pub fn accepts(&self, access_key_id: &str, secret: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let Some(expected) = self.secret(access_key_id) else { return false };
+        let (a, b) = (Sha256::digest(expected.as_bytes()), Sha256::digest(secret.as_bytes()));
+        a.as_slice().ct_eq(b.as_slice()).into()
+    }
 }
 
 /// Who a request was accepted as.

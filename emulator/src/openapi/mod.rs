@@ -88,7 +88,11 @@ pub fn not_found(host: Option<&str>) -> Response {
 
 async fn handle(State(api): State<Arc<OpenApi>>, req: Request) -> Response {
     let request_id = grpc::request_id();
+    let start = std::time::Instant::now();
     let (parts, body) = req.into_parts();
+    // Present when the server counts its calls (`observe::metrics`, put there by serve.rs).
+    let metrics = parts.extensions.get::<Arc<crate::observe::metrics::ApiMetrics>>().cloned();
+    let mut seen = Seen::default();
     let host = parts
         .headers
         .get("host")
@@ -96,9 +100,17 @@ async fn handle(State(api): State<Arc<OpenApi>>, req: Request) -> Response {
         .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_string())
         .unwrap_or_else(|| "enifab".to_string());
     let outcome = match read_body(body).await {
-        Ok(body) => api.serve(parts.method, &parts.uri, parts.headers, body).await,
+        Ok(body) => api.serve(parts.method, &parts.uri, parts.headers, body, &mut seen).await,
         Err(e) => Err((None, e)),
     };
+    if let Some(m) = metrics {
+        let code = match &outcome {
+            Ok(_) => crate::observe::metrics::OK,
+            Err((_, e)) => e.code.as_str(),
+        };
+        let product = seen.api.map_or("", Api::service);
+        m.record(product, seen.action.as_deref().unwrap_or(""), code, start.elapsed());
+    }
     match outcome {
         Ok(json) => {
             let rid = json.get("RequestId").and_then(|r| r.as_str()).unwrap_or(&request_id).to_string();
@@ -141,6 +153,13 @@ async fn read_body(body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
 
 type Failure = (Option<Api>, ApiError);
 
+/// How far a request got in being named: its product and action, for the call counters.
+#[derive(Debug, Default)]
+struct Seen {
+    api: Option<Api>,
+    action: Option<String>,
+}
+
 impl OpenApi {
     async fn serve(
         &self,
@@ -148,13 +167,16 @@ impl OpenApi {
         uri: &axum::http::Uri,
         headers: axum::http::HeaderMap,
         body: Vec<u8>,
+        seen: &mut Seen,
     ) -> Result<serde_json::Value, Failure> {
         let req = RpcRequest::decode(method, uri, headers, body).map_err(|e| (None, e))?;
         let action = req.action().map_err(|e| (None, e))?.ok_or_else(|| (None, ApiError::missing("Action")))?;
         let action = action.to_string();
+        seen.action = Some(action.clone());
         let version = req.version().map_err(|e| (None, e))?.ok_or_else(|| (None, ApiError::missing("Version")))?;
         let api = Api::from_version(version)
             .ok_or_else(|| (None, ApiError::new(400, "InvalidVersion", "Specified parameter Version is not valid.")))?;
+        seen.api = Some(api);
         let fail = |e: ApiError| (Some(api), e);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         match self.auth.verify(&req, now).map_err(fail)? {
