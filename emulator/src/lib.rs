@@ -14,6 +14,7 @@
 //!   signatures, TLS) in front of the same gRPC handlers; its checker of callers serves the gRPC
 //!   face too (`grpc::auth`), and its listeners (limits, timeouts) serve both;
 //! - [`cli`]: `enifab ecs|vpc|slb|emulator <Action> --Param value` over gRPC;
+//! - [`capture`]: `enifab capture`, a port's frames from `Fabric.CaptureFrames` as pcapng;
 //! - [`apply`]: `enifab apply -f FILE.yaml`, declarative creation of a topology's cloud side;
 //! - [`topology`]: the topology file, checked and located;
 //! - [`lab`]: `enifab lab up|check|down` and `enifab demo`: nodes, pods, external clients,
@@ -25,6 +26,7 @@
 
 pub mod actor;
 pub mod apply;
+pub mod capture;
 pub mod cli;
 pub mod codec;
 pub mod fabric;

@@ -175,6 +175,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Capture a port's frames as they are on the trunk (pcapng): `enifab capture --eni eni-… -w - | tshark -r -`.
+    Capture(CaptureArgs),
+}
+
+/// `enifab capture`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["eni", "node"])))]
+struct CaptureArgs {
+    /// The ENI: a NIC's port, or a trunk member's frames (its VLAN on the trunk's port).
+    #[arg(long)]
+    eni: Option<String>,
+    /// Every port of this instance (i-…).
+    #[arg(long)]
+    node: Option<String>,
+    /// Only frames with this 802.1Q VLAN id (a trunk's members).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4094))]
+    vlan: Option<u16>,
+    /// The outer view: the Geneve datagrams, in IPv4/UDP headers (the fabric at port 6081).
+    #[arg(long)]
+    outer: bool,
+    /// Stop after this many frames.
+    #[arg(short = 'c', long)]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Where to write: a file, or `-` for stdout.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: PathBuf,
+    /// pcapng (direction and drops recorded) or pcap.
+    #[arg(long, default_value = "pcapng")]
+    format: enifab::capture::Format,
 }
 
 #[derive(Subcommand, Debug)]
@@ -563,6 +595,25 @@ async fn main() -> ExitCode {
                 source_port: source_port.map(u32::from).unwrap_or_default(),
             };
             enifab::cli::trace(&cli.endpoint, q, json).await
+        }
+        Command::Capture(a) => {
+            init_tracing("warn");
+            match a.duration.map(std::time::Duration::try_from_secs_f64).transpose() {
+                Ok(duration) => {
+                    let o = enifab::capture::CaptureOptions {
+                        eni: a.eni,
+                        node: a.node,
+                        vlan: a.vlan.unwrap_or(0),
+                        outer: a.outer,
+                        count: a.count,
+                        duration,
+                        write: a.write,
+                        format: a.format,
+                    };
+                    enifab::capture::run(&cli.endpoint, o).await
+                }
+                Err(e) => Err(anyhow::anyhow!("--duration: {e}")),
+            }
         }
     };
     match outcome {

@@ -672,6 +672,9 @@ pub struct FabricConfig {
     pub(crate) listener_by_key: FixedMap<u64, (LbIdx, u32)>,
     /// Conntrack's folded namespace → the full key (every VPC with an ENI, and the internet).
     pub(crate) namespaces: FixedMap<u32, u64>,
+    /// Ports someone captures (sorted): their flows are not granted to a kernel fast path, so
+    /// every frame of theirs passes where the capture sees it (ARCHITECTURE.md §8).
+    captured: Vec<Vni>,
 }
 
 /// Everything a snapshot is built from.
@@ -899,7 +902,21 @@ impl FabricConfig {
             vips,
             listener_by_key,
             namespaces,
+            captured: Vec::new(),
         })
+    }
+
+    /// Marks the ports being captured (see [`FabricConfig::is_captured`]).
+    pub fn set_captured(&mut self, vnis: impl IntoIterator<Item = Vni>) {
+        let mut v: Vec<Vni> = vnis.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        self.captured = v;
+    }
+
+    /// Whether `vni` is being captured: no flow touching it is granted to a fast path.
+    pub fn is_captured(&self, vni: Vni) -> bool {
+        !self.captured.is_empty() && self.captured.binary_search(&vni).is_ok()
     }
 
     pub(crate) fn listener(&self, key: u64) -> Option<(&Lb, &Listener)> {

@@ -22,6 +22,10 @@
 //! by sending the flow's packets here). Reports keep the flow alive in conntrack and add the
 //! carried packets to the ports' counters, so `DescribeFabricCounters` counts both paths.
 //!
+//! A port being captured (`enifab capture`, [`FabricConfig::is_captured`]) gets no grants: its
+//! flows stay on the slow path while the capture lasts, and the snapshot that marks it revokes
+//! what the nodes' kernels carried of them before.
+//!
 //! Must not: grant anything the same packet would not have been forwarded for, or grant a
 //! translated flow.
 
@@ -107,6 +111,10 @@ impl Grants {
     /// Queues the flow's four entries as `what`; false when a node has no fast path.
     fn entries(&mut self, cfg: &FabricConfig, c: Candidate, idle_ns: u64, what: fn(Entry) -> Update) -> bool {
         let (a, b) = (cfg.eni(c.src), cfg.eni(c.dst));
+        // A captured port keeps its flows here, where the capture sees them.
+        if cfg.is_captured(a.vni) || cfg.is_captured(b.vni) {
+            return false;
+        }
         let (Some(pa), Some(pb)) = (cfg.ports.get(&a.vni), cfg.ports.get(&b.vni)) else { return false };
         let (Some(ua), Some(ub)) = (pa.fast_path, pb.fast_path) else { return false };
         let idle_secs = u32::try_from(idle_ns.div_ceil(1_000_000_000)).unwrap_or(u32::MAX).max(1);

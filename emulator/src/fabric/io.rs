@@ -30,6 +30,10 @@
 //! every poll until the node acknowledges it — while the publisher waits on [`Acks`]. Control
 //! datagrams are accepted from registered shims only (the pipeline checks reports; an
 //! acknowledgement from anyone else is ignored).
+//!
+//! Captures (`enifab capture`, [`super::capture`]) are registered here too: every frame
+//! datagram received, and every one sent to a port, is offered to them — after one check that
+//! there are any, so a fabric nobody captures does nothing more per datagram.
 
 use std::hash::RandomState;
 use std::io::ErrorKind;
@@ -46,6 +50,7 @@ use enifab_dataplane::wire::fastpath::{self, Kind, Message};
 use enifab_dataplane::{BackendHealth, Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot};
 use tokio::sync::{oneshot, watch};
 
+use super::capture::{Direction, Tap, Taps};
 use super::udp::{RecvBatch, SendBatch, enable_gro, set_buffers};
 
 /// What other threads may ask of the I/O thread.
@@ -54,6 +59,8 @@ pub enum IoRequest {
     Health(oneshot::Sender<Vec<BackendHealth>>),
     /// `enifab trace`: the pipeline's explanation of a probe, against the live flows.
     Explain(Probe, oneshot::Sender<Result<Explained, ProbeError>>),
+    /// Start a capture; answered once it is in force (it ends when its reader goes away).
+    Capture(Tap, oneshot::Sender<()>),
 }
 
 const POLL: Duration = Duration::from_millis(20);
@@ -116,6 +123,7 @@ pub fn spawn(
     acks: Arc<Acks>,
     waker: SocketAddr,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let mut taps = Taps::new(sock.local_addr()?);
     sock.set_read_timeout(Some(POLL))?;
     set_buffers(&sock, SOCKET_BUFFER);
     if enable_gro(&sock).is_err() {
@@ -151,7 +159,14 @@ pub fn spawn(
                     IoRequest::Explain(probe, reply) => {
                         let _ = reply.send(fabric.explain(clock(), &probe));
                     }
+                    IoRequest::Capture(tap, ready) => {
+                        taps.add(tap);
+                        let _ = ready.send(());
+                    }
                 }
+            }
+            if !taps.is_empty() {
+                taps.prune();
             }
             let received = rx.recv(&sock);
             // Look for a new snapshot after waking, not before sleeping: a frame sent after an
@@ -204,12 +219,31 @@ pub fn spawn(
                                 control(&mut fabric, now, from, data, &mut revoking, &mut silent, &mut owing, &acks);
                                 continue;
                             }
+                            if !taps.is_empty() {
+                                taps.offer(Direction::FromPort, from, data, &[]);
+                            }
                             match fabric.process_split(now, from, data, queue.next_buf()) {
                                 SplitVerdict::Forward { to, header_len, payload } => match data.get(payload) {
-                                    Some(payload) => queue.commit_split(to, header_len, payload),
+                                    Some(payload) => {
+                                        if !taps.is_empty() {
+                                            let head = queue.next_buf().get(..header_len).unwrap_or_default();
+                                            taps.offer(Direction::ToPort, to, head, payload);
+                                        }
+                                        queue.commit_split(to, header_len, payload)
+                                    }
                                     None => continue,
                                 },
-                                SplitVerdict::Reply { to, len } => queue.commit(to, len),
+                                SplitVerdict::Reply { to, len } => {
+                                    if !taps.is_empty() {
+                                        taps.offer(
+                                            Direction::ToPort,
+                                            to,
+                                            queue.next_buf().get(..len).unwrap_or_default(),
+                                            &[],
+                                        );
+                                    }
+                                    queue.commit(to, len)
+                                }
                                 SplitVerdict::Drop(_) => continue,
                             }
                             if queue.is_full() {
@@ -230,6 +264,9 @@ pub fn spawn(
             if now >= next_check {
                 let mut queue = tx.queue();
                 while let Some((to, len)) = fabric.poll_health(now, queue.next_buf()) {
+                    if !taps.is_empty() {
+                        taps.offer(Direction::ToPort, to, queue.next_buf().get(..len).unwrap_or_default(), &[]);
+                    }
                     queue.commit(to, len);
                     if queue.is_full() {
                         queue.flush(&sock);

@@ -12,6 +12,8 @@
 //! internet, with a public address and no VPC) instead of an instance. Its registration lives
 //! here with the nodes'; its port takes a VNI from a range the model never hands out.
 //! The I/O thread also runs the load balancers' health checks, and answers for their state.
+//! Packet captures ([`capture`]) are registered with it; while one lasts its ports are marked
+//! in the snapshot, so that their flows stay off the nodes' kernel fast paths.
 //!
 //! Addresses, both ways. Shims are told where the fabric is ([`FabricShell::address_for`]): the
 //! `--fabric-advertise` address if one is set, else the bound address, else (a wildcard bind) the
@@ -24,6 +26,7 @@
 //! the node's frames elsewhere). Who may register which instance is decided before this
 //! (`grpc::auth`); this module takes the address it is given.
 
+pub mod capture;
 pub mod io;
 pub mod service;
 pub mod udp;
@@ -54,6 +57,9 @@ struct Registry {
     /// Nodes with a kernel fast path: the address their VXLAN device is reached at.
     fast_paths: HashMap<String, Ipv4Addr>,
     external: BTreeMap<String, ExternalHostConfig>,
+    /// Ports being captured, with how many captures watch each: the snapshot keeps their flows
+    /// off the fast paths.
+    captured: HashMap<u32, usize>,
 }
 
 /// The running fabric. Cheap to share (`Arc`).
@@ -149,12 +155,14 @@ impl Publisher {
     }
 
     fn publish_with(&self, region: &Region, wait_for_nodes: bool) {
-        let (nodes, fast_paths, external) = {
+        let (nodes, fast_paths, external, captured) = {
             let r = self.peers.lock().expect("peer registry lock");
-            (r.nodes.clone(), r.fast_paths.clone(), r.external.values().cloned().collect::<Vec<_>>())
+            let captured: Vec<Vni> = r.captured.keys().filter_map(|v| Vni::new(*v)).collect();
+            (r.nodes.clone(), r.fast_paths.clone(), r.external.values().cloned().collect::<Vec<_>>(), captured)
         };
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
-        let config = view::fabric_config(region, &nodes, &fast_paths, &external, epoch);
+        let mut config = view::fabric_config(region, &nodes, &fast_paths, &external, epoch);
+        config.set_captured(captured);
         let revoke = !config.fast_path_peers().is_empty();
         self.config.send_replace(Arc::new(config));
         if revoke {
@@ -406,6 +414,49 @@ impl FabricShell {
         rx.await.ok()
     }
 
+    /// Whether the shim of `instance_id` is registered (its ports carry frames).
+    pub fn is_registered(&self, instance_id: &str) -> bool {
+        self.peers.lock().expect("peer registry lock").nodes.contains_key(instance_id)
+    }
+
+    /// Starts capturing `ports` (narrowed to `vlan`): returns once the I/O thread copies their
+    /// frames. The caller republishes so that the ports' flows leave the fast paths, and calls
+    /// [`FabricShell::end_capture`] when it is done (dropping the handle's receiver ends the
+    /// copying).
+    pub async fn start_capture(&self, ports: Vec<u32>, vlan: Option<u16>, outer: bool) -> Option<CaptureHandle> {
+        let (tx, frames) = tokio::sync::mpsc::channel(CAPTURE_QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut sorted = ports.clone();
+        sorted.sort_unstable();
+        let tap = capture::Tap { ports: sorted, vlan, outer, tx, dropped: dropped.clone() };
+        let (ready, ready_rx) = oneshot::channel();
+        self.requests.lock().ok()?.send(IoRequest::Capture(tap, ready)).ok()?;
+        self.publisher.waker.wake();
+        ready_rx.await.ok()?;
+        let mut r = self.peers.lock().expect("peer registry lock");
+        for p in &ports {
+            *r.captured.entry(*p).or_default() += 1;
+        }
+        Some(CaptureHandle { frames, dropped, ports })
+    }
+
+    /// The capture of `handle` is over: its ports go back on the fast paths once no other
+    /// capture watches them (the caller republishes).
+    pub fn end_capture(&self, handle: CaptureHandle) {
+        let CaptureHandle { frames, ports, .. } = handle;
+        drop(frames);
+        self.publisher.waker.wake();
+        let mut r = self.peers.lock().expect("peer registry lock");
+        for p in &ports {
+            if let Some(n) = r.captured.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    r.captured.remove(p);
+                }
+            }
+        }
+    }
+
     /// The pipeline's counters, as of now.
     pub async fn stats(&self) -> Option<StatsSnapshot> {
         let (tx, rx) = oneshot::channel();
@@ -424,6 +475,18 @@ impl FabricShell {
         self.publisher.waker.wake();
         rx.await.ok()
     }
+}
+
+/// How many captured frames wait for a slow reader before the next ones are dropped.
+pub const CAPTURE_QUEUE: usize = 4096;
+
+/// A capture in force (see [`FabricShell::start_capture`]).
+#[derive(Debug)]
+pub struct CaptureHandle {
+    pub frames: tokio::sync::mpsc::Receiver<capture::Frame>,
+    /// Frames lost to a full queue, so far.
+    pub dropped: Arc<AtomicU64>,
+    ports: Vec<u32>,
 }
 
 /// `--fabric-advertise` must be an address shims can send to that reaches the socket.

@@ -1,10 +1,12 @@
-//! `enifab.v1.Fabric`: RegisterNode, RegisterExternalHost, WatchNode and DescribeFabricCounters.
+//! `enifab.v1.Fabric`: RegisterNode, RegisterExternalHost, WatchNode, DescribeFabricCounters
+//! and CaptureFrames.
 //!
 //! RegisterNode and WatchNode of an instance answer its node only (the caller `grpc::auth`
 //! authenticated, checked against the instance in the message by [`check_node`]), so the
 //! address an instance's frames go to is changed by that instance's shim and nobody else;
 //! external hosts are the AccessKey holder's. Addresses are checked by
-//! [`FabricShell::check_shim_address`] before anything is recorded.
+//! [`FabricShell::check_shim_address`] before anything is recorded. CaptureFrames is the
+//! AccessKey holder's (a node sees its own frames anyway; it must not see another's).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -75,6 +77,32 @@ impl FabricService {
 }
 
 type NodeStream = Pin<Box<dyn Stream<Item = Result<pb::NodeConfig, Status>> + Send>>;
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::CapturedFrame, Status>> + Send>>;
+
+fn captured(f: super::capture::Frame, dropped: u64) -> pb::CapturedFrame {
+    use super::capture::Direction;
+    let direction = match f.direction {
+        Direction::FromPort => pb::CaptureDirection::FromPort,
+        Direction::ToPort => pb::CaptureDirection::ToPort,
+    };
+    pb::CapturedFrame {
+        timestamp_ns: f.timestamp_ns,
+        direction: direction as i32,
+        vni: f.vni,
+        vlan: u32::from(f.vlan),
+        data: f.data,
+        dropped,
+    }
+}
+
+impl FabricService {
+    /// Puts the capture marks of the registry in force (the fast paths revoke what they carried
+    /// of a newly captured port before this returns).
+    async fn republish(&self) -> Result<(), ModelError> {
+        let publisher = self.shell.publisher.clone();
+        self.model.read(move |r| publisher.publish(r)).await
+    }
+}
 
 #[tonic::async_trait]
 impl Fabric for FabricService {
@@ -257,5 +285,66 @@ impl Fabric for FabricService {
         let mut r = crate::trace::explain(&self.model, &self.shell, query).await.map_err(|e| err(e, &rid))?;
         r.request_id = rid;
         Ok(Response::new(r))
+    }
+
+    type CaptureFramesStream = FrameStream;
+
+    async fn capture_frames(&self, req: Request<pb::CaptureFramesRequest>) -> Result<Response<FrameStream>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
+        let q = req.into_inner();
+        let rid = request_id();
+        check_account(caller.as_ref()).map_err(|e| denied(e, &rid))?;
+        let (eni, instance, vlan) = (q.eni_id.clone(), q.instance_id.clone(), q.vlan);
+        let target = self
+            .model
+            .read(move |r| view::capture_target(r, &eni, &instance, vlan))
+            .await
+            .and_then(|t| t)
+            .map_err(|e| err(e, &rid))?;
+        if !self.shell.is_registered(&target.instance_id) {
+            return Err(Status::failed_precondition(format!(
+                "no node shim is registered for instance {}: its ports carry no frames to capture",
+                target.instance_id
+            )));
+        }
+        let mut handle = self
+            .shell
+            .start_capture(target.ports.clone(), target.vlan, q.outer)
+            .await
+            .ok_or_else(|| err(ModelError::InternalError, &rid))?;
+        if let Err(e) = self.republish().await {
+            self.shell.end_capture(handle);
+            return Err(err(e, &rid));
+        }
+        tracing::info!(ports = ?target.ports, vlan = ?target.vlan, outer = q.outer, "capture started");
+        let (tx, rx) = mpsc::channel(256);
+        let this = self.clone();
+        let mut closing = self.shell.closing();
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            loop {
+                let frame = tokio::select! {
+                    f = handle.frames.recv() => f,
+                    _ = tx.closed() => None,
+                    _ = closing.wait_for(|c| *c) => None,
+                };
+                let Some(frame) = frame else { break };
+                let dropped = handle.dropped.load(std::sync::atomic::Ordering::Relaxed);
+                if tx.send(Ok(captured(frame, dropped))).await.is_err() {
+                    break;
+                }
+                sent += 1;
+                if q.max_frames != 0 && sent >= q.max_frames {
+                    break;
+                }
+            }
+            let dropped = handle.dropped.load(std::sync::atomic::Ordering::Relaxed);
+            this.shell.end_capture(handle);
+            tracing::info!(frames = sent, dropped, "capture ended");
+            if let Err(e) = this.republish().await {
+                tracing::warn!(error = %e, "republishing after a capture failed");
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -25,10 +25,10 @@ use enifab_dataplane::{
     HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, LbNetwork, LbProtocol, ListenerConfig, LoadBalancerConfig,
     Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig, SgKind, Vni,
 };
-use enifab_model::Region;
 use enifab_model::eni::{Eni, EniStatus, EniType};
 use enifab_model::security_group::{self as sg, Direction as MDir, IpProtocol, SecurityGroupType};
 use enifab_model::slb;
+use enifab_model::{ModelError, Region};
 use enifab_proto::v1 as pb;
 
 fn cidr(c: enifab_model::Cidr) -> Ipv4Cidr {
@@ -340,5 +340,76 @@ pub fn external_node_config(host: &ExternalHostConfig, fabric_address: &str) -> 
             security_group_ids: Vec::new(),
             members: Vec::new(),
         }],
+    }
+}
+
+/// What a capture watches: the ports (VNIs) and the VLAN id on them, and whose node they are on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureTarget {
+    pub instance_id: String,
+    pub ports: Vec<u32>,
+    pub vlan: Option<u16>,
+}
+
+/// The ports of `eni_id` (a member: its trunk's port and its VLAN) or of every NIC of
+/// `instance_id` (exactly one of the two), with `vlan` (0: any) narrowing a port to one tag.
+/// The cloud's NotFound errors for unknown ids; an ENI that is not attached has no port.
+pub fn capture_target(
+    region: &Region,
+    eni_id: &str,
+    instance_id: &str,
+    vlan: u32,
+) -> Result<CaptureTarget, ModelError> {
+    let vlan = match vlan {
+        0 => None,
+        1..=4094 => Some(vlan as u16),
+        _ => return Err(ModelError::invalid("Vlan", "an 802.1Q VLAN id is 1 to 4094")),
+    };
+    match (eni_id.is_empty(), instance_id.is_empty()) {
+        (true, true) => Err(ModelError::MissingParameter("NetworkInterfaceId")),
+        (false, false) => Err(ModelError::invalid("InstanceId", "give an ENI or an instance, not both")),
+        (false, true) => {
+            let eni = region.eni(eni_id).ok_or_else(|| ModelError::EniNotFound(eni_id.to_string()))?;
+            let not_attached = || {
+                ModelError::invalid(
+                    "NetworkInterfaceId",
+                    format!(
+                        "{eni_id} is {} and not attached to an instance: it has no port to capture",
+                        eni.status.as_str()
+                    ),
+                )
+            };
+            let att = eni.attachment.as_ref().ok_or_else(not_attached)?;
+            let (port, vlan) = match &att.trunk_network_interface_id {
+                Some(trunk) => {
+                    let port = region.eni(trunk).and_then(|t| t.attachment.as_ref()).map_or(0, |a| a.port_id);
+                    let own = att.device_index as u16;
+                    if vlan.is_some_and(|v| v != own) {
+                        return Err(ModelError::invalid(
+                            "Vlan",
+                            format!("{eni_id} is the trunk's VLAN {own}; leave the VLAN out"),
+                        ));
+                    }
+                    (port, Some(own))
+                }
+                None => (att.port_id, vlan),
+            };
+            if port == 0 {
+                return Err(not_attached());
+            }
+            Ok(CaptureTarget { instance_id: att.instance_id.clone(), ports: vec![port], vlan })
+        }
+        (true, false) => {
+            region.instance(instance_id).ok_or_else(|| ModelError::InstanceNotFound(instance_id.to_string()))?;
+            let mut ports: Vec<u32> = region
+                .enis()
+                .filter_map(|e| e.attachment.as_ref())
+                .filter(|a| a.instance_id == instance_id && a.trunk_network_interface_id.is_none() && a.port_id != 0)
+                .map(|a| a.port_id)
+                .collect();
+            ports.sort_unstable();
+            ports.dedup();
+            Ok(CaptureTarget { instance_id: instance_id.to_string(), ports, vlan })
+        }
     }
 }

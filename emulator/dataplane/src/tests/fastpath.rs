@@ -168,6 +168,29 @@ fn nothing_is_granted_that_the_kernel_could_not_carry_as_the_pipeline_does() {
 }
 
 #[test]
+fn a_captured_port_keeps_its_flows_on_the_slow_path_until_the_capture_ends() {
+    let captured = |ports: &[u32]| {
+        let mut c = lab().build(2);
+        c.set_captured(ports.iter().map(|p| vni(*p)));
+        c
+    };
+    let mut h = Harness::new(&lab());
+    h.set_config(captured(&[21]));
+    // The flow of a member on node B's trunk (port 21): through the pipeline, granted nowhere.
+    handshake(&mut h);
+    h.forwarded(&POD_A1, &tcp_datagram(&POD_A1, POD_B1.ip, 40000, 80, TCP_ACK), &POD_B1);
+    h.forwarded(&POD_B1, &tcp_datagram(&POD_B1, POD_A1.ip, 80, 40000, TCP_ACK), &POD_A1);
+    assert!(grants(&mut h).is_empty(), "an established flow of a captured port");
+    // A flow between two other ports is granted as ever.
+    h.forwarded(&TRUNK_A, &udp_datagram(&TRUNK_A, PRIMARY_B.ip, 5000, 53), &PRIMARY_B);
+    assert_eq!(grants(&mut h).len(), 4);
+    // The capture ends (a new snapshot without the mark): the flow is granted again at once.
+    h.set_config(captured(&[]));
+    h.forwarded(&POD_A1, &tcp_datagram(&POD_A1, POD_B1.ip, 40000, 80, TCP_ACK), &POD_B1);
+    assert_eq!(grants(&mut h).len(), 4);
+}
+
+#[test]
 fn reports_keep_the_flow_alive_and_count_from_the_right_shim_only() {
     let mut h = Harness::new(&lab());
     h.forwarded(&TRUNK_A, &udp_datagram(&TRUNK_A, PRIMARY_B.ip, 5000, 53), &PRIMARY_B);
