@@ -3,27 +3,19 @@
 //! the data plane's testkit and sent from plain UDP sockets. No privileges needed; the real
 //! shims are exercised by agent-shim's own tests.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
 use enifab::actor::SystemClock;
 use enifab::cli::Clients;
 use enifab::serve::{Emulator, ServeConfig};
-use enifab_dataplane::testkit::{Endpoint, arp_request, echo_datagram};
-use enifab_dataplane::wire::{ethernet, geneve};
+use enifab_dataplane::testkit::{arp_request, echo_datagram};
+use enifab_dataplane::wire::ethernet;
 use enifab_proto::v1 as pb;
 
-struct Node {
-    sock: UdpSocket,
-    instance: String,
-    eth0: Endpoint,
-}
-
-fn endpoint(eni: String, vni: u32, mac: &str, ip: &str, peer: SocketAddr) -> Endpoint {
-    let m: enifab_model::Mac = mac.parse().unwrap();
-    Endpoint { eni: Box::leak(eni.into_boxed_str()), vni, vlan: None, mac: m.0, ip: ip.parse().unwrap(), peer }
-}
+mod fake_nodes;
+use fake_nodes::{instance, network, node, recv_frame};
 
 async fn start() -> (Clients, Emulator, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
     let dir = tempfile::tempdir().unwrap();
@@ -37,84 +29,6 @@ async fn start() -> (Clients, Emulator, tempfile::TempDir, tokio::sync::oneshot:
     }));
     let clients = Clients::new(enifab::cli::connect(&addr.to_string()).await.unwrap());
     (clients, emu, dir, tx)
-}
-
-/// VPC 10.0.0.0/8, vSwitch 10.0.4.0/24, one basic group: (vSwitch, group).
-async fn network(c: &mut Clients) -> (String, String) {
-    let vpc = c
-        .vpc
-        .create_vpc(pb::CreateVpcRequest { cidr_block: "10.0.0.0/8".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .vpc_id;
-    let vsw = c
-        .vpc
-        .create_v_switch(pb::CreateVSwitchRequest {
-            vpc_id: vpc.clone(),
-            zone_id: "cn-hongkong-b".into(),
-            cidr_block: "10.0.4.0/24".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .v_switch_id;
-    let sg = c
-        .ecs
-        .create_security_group(pb::CreateSecurityGroupRequest { vpc_id: vpc, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .security_group_id;
-    (vsw, sg)
-}
-
-/// An ECS instance at `ip`: its id.
-async fn instance(c: &mut Clients, vsw: &str, sg: &str, ip: &str) -> String {
-    c.ecs
-        .create_instance(pb::CreateInstanceRequest {
-            instance_type: "ecs.g7.xlarge".into(),
-            v_switch_id: vsw.into(),
-            security_group_ids: vec![sg.into()],
-            private_ip_address: ip.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .instance_id
-}
-
-/// An instance at `ip` and its fake shim, registered.
-async fn node(c: &mut Clients, vsw: &str, sg: &str, ip: &str) -> Node {
-    let instance = instance(c, vsw, sg, ip).await;
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let mut fabric = c.fabric.clone();
-    let r = fabric
-        .register_node(pb::RegisterNodeRequest {
-            instance_id: instance.clone(),
-            geneve_address: sock.local_addr().unwrap().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    sock.connect(r.fabric_address.parse::<SocketAddr>().unwrap()).unwrap();
-    let nic = &r.config.unwrap().nics[0];
-    assert_eq!((nic.r#type.as_str(), nic.device_index), ("Primary", 0));
-    assert_eq!(nic.gateway, "10.0.4.253");
-    let eth0 = endpoint(nic.network_interface_id.clone(), nic.vni, &nic.mac_address, ip, sock.local_addr().unwrap());
-    Node { sock, instance, eth0 }
-}
-
-/// Receive one datagram and return its inner Ethernet frame.
-fn recv_frame(sock: &UdpSocket) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 70_000];
-    let n = sock.recv(&mut buf).ok()?;
-    let (_, inner) = geneve::Header::parse(&buf[..n]).ok()?;
-    Some(inner.to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

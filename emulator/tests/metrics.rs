@@ -15,9 +15,12 @@ use enifab::cli::Clients;
 use enifab::grpc::status::cloud_error;
 use enifab::openapi::auth::Credentials;
 use enifab::serve::{ApiConfig, Emulator, ServeConfig};
-use enifab_dataplane::testkit::{Endpoint, echo_datagram};
+use enifab_dataplane::testkit::echo_datagram;
 use enifab_dataplane::wire::geneve;
 use enifab_proto::v1 as pb;
+
+mod fake_nodes;
+use fake_nodes::{network, node};
 use prometheus_parse::{Sample, Scrape, Value};
 
 const AK: &str = "LTAI5tMetricsTestKey";
@@ -113,85 +116,6 @@ fn counter(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or_else(|| panic!("no {metric} {labels:?}"));
     assert!(matches!(s.value, Value::Counter(_)), "{metric} is typed a counter: {:?}", s.value);
     value(samples, metric, labels).unwrap()
-}
-
-struct Node {
-    sock: UdpSocket,
-    instance: String,
-    eth0: Endpoint,
-}
-
-/// VPC 10.0.0.0/8, vSwitch 10.0.4.0/24, one basic group (members reach each other).
-async fn network(c: &mut Clients) -> (String, String) {
-    let vpc = c
-        .vpc
-        .create_vpc(pb::CreateVpcRequest { cidr_block: "10.0.0.0/8".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .vpc_id;
-    let vsw = c
-        .vpc
-        .create_v_switch(pb::CreateVSwitchRequest {
-            vpc_id: vpc.clone(),
-            zone_id: "cn-hongkong-b".into(),
-            cidr_block: "10.0.4.0/24".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .v_switch_id;
-    let sg = c
-        .ecs
-        .create_security_group(pb::CreateSecurityGroupRequest { vpc_id: vpc, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .security_group_id;
-    (vsw, sg)
-}
-
-/// An instance at `ip` with a fake shim, registered.
-async fn node(c: &mut Clients, vsw: &str, sg: &str, ip: &str) -> Node {
-    let instance = c
-        .ecs
-        .create_instance(pb::CreateInstanceRequest {
-            instance_type: "ecs.g7.xlarge".into(),
-            v_switch_id: vsw.into(),
-            security_group_ids: vec![sg.into()],
-            private_ip_address: ip.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .instance_id;
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let r = c
-        .fabric
-        .register_node(pb::RegisterNodeRequest {
-            instance_id: instance.clone(),
-            geneve_address: sock.local_addr().unwrap().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    sock.connect(r.fabric_address.parse::<SocketAddr>().unwrap()).unwrap();
-    let nic = &r.config.unwrap().nics[0];
-    let mac: enifab_model::Mac = nic.mac_address.parse().unwrap();
-    let eni: &'static str = Box::leak(nic.network_interface_id.clone().into_boxed_str());
-    let eth0 = Endpoint {
-        eni,
-        vni: nic.vni,
-        vlan: None,
-        mac: mac.0,
-        ip: ip.parse().unwrap(),
-        peer: sock.local_addr().unwrap(),
-    };
-    Node { sock, instance, eth0 }
 }
 
 fn received(sock: &UdpSocket) -> bool {
