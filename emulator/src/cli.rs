@@ -260,6 +260,59 @@ pub async fn trace(endpoint: &str, q: pb::TraceFrameRequest, json: bool) -> anyh
     Ok(std::process::ExitCode::from(if r.verdict == "dropped" { 1 } else { 0 }))
 }
 
+/// `enifab flowlog`: the records as lines (`start end eni vlan direction src dst protocol
+/// action rule packets bytes`) or JSON objects, until the stream ends (or Ctrl-C with
+/// `--follow`).
+pub async fn flowlog(endpoint: &str, eni: String, follow: bool, json: bool) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::Write;
+    let channel = connect(endpoint).await?;
+    let mut client = pb::fabric_client::FabricClient::new(SignedChannel::new(channel, access_key()));
+    let mut stream = client
+        .describe_flow_logs(pb::DescribeFlowLogsRequest { network_interface_id: eni, follow })
+        .await
+        .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    if !json {
+        writeln!(out, "{}", flowlog_header())?;
+    }
+    while let Some(r) = stream.message().await.map_err(|s| anyhow::anyhow!(describe_status(&s)))? {
+        if json {
+            writeln!(out, "{}", codec::to_json(&r))?;
+        } else {
+            writeln!(out, "{}", flowlog_line(&r))?;
+        }
+        out.flush()?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn flowlog_header() -> String {
+    format!(
+        "{:<13} {:<13} {:<24} {:>4} {:<3} {:<21} {:<21} {:>5} {:<6} {:<26} {:>7} {:>9}",
+        "START", "END", "ENI", "VLAN", "DIR", "SRC", "DST", "PROTO", "ACTION", "RULE", "PACKETS", "BYTES"
+    )
+}
+
+/// One record on one line (times in milliseconds since the Unix epoch, as the RPC gives them).
+pub fn flowlog_line(r: &pb::FlowLogRecord) -> String {
+    format!(
+        "{:<13} {:<13} {:<24} {:>4} {:<3} {:<21} {:<21} {:>5} {:<6} {:<26} {:>7} {:>9}",
+        r.start_ms,
+        r.end_ms,
+        r.network_interface_id,
+        if r.vlan == 0 { "-".to_string() } else { r.vlan.to_string() },
+        r.direction,
+        format!("{}:{}", r.src_addr, r.src_port),
+        format!("{}:{}", r.dst_addr, r.dst_port),
+        r.protocol,
+        r.action,
+        r.security_group_rule_id,
+        r.packets,
+        r.bytes
+    )
+}
+
 /// The counters as a fixed-width table: one row per port, then the drop totals.
 pub fn counters_table(r: &pb::DescribeFabricCountersResponse) -> String {
     let mut out = format!("config epoch {}, {} tracked flows\n\n", r.config_epoch, r.conntrack_entries);

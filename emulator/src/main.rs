@@ -118,6 +118,13 @@ enum Command {
         /// through the emulator, as before the fast path; the shims' own `--fast-path` too).
         #[arg(long, env = "ENIFAB_FAST_PATH", default_value = "on", value_parser = ["on", "off"])]
         fast_path: String,
+        /// Flow logs of every ENI (`enifab flowlog`): records per flow, direction and capture
+        /// window, with the deciding rule.
+        #[arg(long, env = "ENIFAB_FLOW_LOGS", default_value = "on", value_parser = ["on", "off"])]
+        flow_logs: String,
+        /// The flow logs' capture window, in seconds (the cloud offers 60, 300 and 600).
+        #[arg(long, env = "ENIFAB_FLOW_LOG_WINDOW", default_value_t = 10.0)]
+        flow_log_window: f64,
         #[command(flatten)]
         api: Box<ApiArgs>,
     },
@@ -172,6 +179,19 @@ enum Command {
         #[arg(long)]
         source_port: Option<u16>,
         /// Print the response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flow logs of real traffic: per ENI, flow, direction and capture window, with the action
+    /// (ACCEPT/REJECT) and the security-group rule that decided it.
+    Flowlog {
+        /// Only this ENI.
+        #[arg(long)]
+        eni: Option<String>,
+        /// Keep printing records as their windows close.
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON object per record.
         #[arg(long)]
         json: bool,
     },
@@ -534,6 +554,8 @@ async fn main() -> ExitCode {
             public_pool,
             fabric_advertise,
             fast_path,
+            flow_logs,
+            flow_log_window,
             api,
         } => {
             init_tracing("info");
@@ -553,6 +575,12 @@ async fn main() -> ExitCode {
                         public_pool: Some(public_pool),
                         fabric_advertise,
                         fast_path_off: fast_path == "off",
+                        flow_logs: Some(enifab::fabric::flowlog::FlowLogSettings {
+                            enabled: flow_logs == "on",
+                            window: std::time::Duration::try_from_secs_f64(flow_log_window)
+                                .unwrap_or(std::time::Duration::from_secs(10))
+                                .max(std::time::Duration::from_millis(100)),
+                        }),
                     };
                     serve::serve(ServeConfig { listen, data_dir, region, delays, fabric_listen }, api, cloud)
                         .await
@@ -595,6 +623,10 @@ async fn main() -> ExitCode {
                 source_port: source_port.map(u32::from).unwrap_or_default(),
             };
             enifab::cli::trace(&cli.endpoint, q, json).await
+        }
+        Command::Flowlog { eni, follow, json } => {
+            init_tracing("warn");
+            enifab::cli::flowlog(&cli.endpoint, eni.unwrap_or_default(), follow, json).await
         }
         Command::Capture(a) => {
             init_tracing("warn");

@@ -107,6 +107,9 @@ pub struct CloudOptions {
     /// `--fast-path=off`: nothing is granted to the nodes' kernels. In-process emulators (the
     /// demo, the lab, tests) read `ENIFAB_FAST_PATH=off` as the same switch.
     pub fast_path_off: bool,
+    /// `--flow-logs` / `--flow-log-window`; `None`: `ENIFAB_FLOW_LOGS` and
+    /// `ENIFAB_FLOW_LOG_WINDOW`, else on with a 10-second window.
+    pub flow_logs: Option<crate::fabric::flowlog::FlowLogSettings>,
 }
 
 /// `ENIFAB_FAST_PATH=off` in the environment: the whole suite's switch to the slow path only.
@@ -149,7 +152,8 @@ impl Emulator {
     /// [`Emulator::open`] with the cloud configured by `cloud`.
     pub fn open_with(cfg: &ServeConfig, clock: Arc<dyn Clock>, cloud: &CloudOptions) -> Result<Emulator> {
         let fast_path = !(cloud.fast_path_off || fast_path_off_by_env());
-        let (fabric, hook) = FabricShell::start_with(cfg.fabric_listen, cloud.fabric_advertise, fast_path)?;
+        let logs = cloud.flow_logs.unwrap_or_else(crate::fabric::flowlog::FlowLogSettings::from_env);
+        let (fabric, hook) = FabricShell::start_with(cfg.fabric_listen, cloud.fabric_advertise, fast_path, logs)?;
         let model = open_model_with(cfg, clock, vec![hook], cloud)?;
         let node_key = NodeKey::load_or_create(&cfg.data_dir.join(NODE_KEY_FILE))?;
         Ok(Emulator { model, fabric, node_key })

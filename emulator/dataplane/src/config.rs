@@ -645,6 +645,9 @@ pub(crate) struct Group {
     pub id: Arc<str>,
     /// The rules' ids, by position in the group's `rules` ([`CompiledRule::index`]).
     pub rule_ids: Box<[Arc<str>]>,
+    /// How a flow log names the group's inner access (`inner-access:<id>`), made once here so
+    /// that logging a flow allocates nothing.
+    pub inner_access_name: Arc<str>,
     /// Every IP of every ENI of the group's VPC that is in the group.
     pub members: FixedSet<Ipv4Addr>,
 }
@@ -780,7 +783,12 @@ impl FabricConfig {
         let compiled_groups: Vec<Group> = groups
             .iter()
             .zip(members)
-            .map(|(g, members)| Group { id: Arc::from(g.id.as_str()), rule_ids: rule_ids(&g.rules), members })
+            .map(|(g, members)| Group {
+                id: Arc::from(g.id.as_str()),
+                rule_ids: rule_ids(&g.rules),
+                inner_access_name: Arc::from(format!("inner-access:{}", g.id)),
+                members,
+            })
             .collect();
 
         let mut compiled_enis = enis.iter().map(|e| compile_eni(e, &groups, &group_idx)).collect::<Vec<_>>();

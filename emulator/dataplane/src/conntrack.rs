@@ -394,9 +394,10 @@ impl Conntrack {
     /// Stores a new connection (checked with [`Conntrack::check_insert`] by the caller: a
     /// connection that no longer fits is not stored). Expired connections holding its tuples
     /// are forgotten first.
-    pub fn insert(&mut self, conn: Conn, now: Instant, replacing: Option<u32>) {
+    /// Returns the slot it took.
+    pub fn insert(&mut self, conn: Conn, now: Instant, replacing: Option<u32>) -> Option<u32> {
         if self.check_insert(&conn, now, replacing).is_err() {
-            return;
+            return None;
         }
         if let Some(slot) = replacing {
             self.remove(slot);
@@ -414,7 +415,7 @@ impl Conntrack {
                 self.remove(slot & !REPLY_BIT);
             }
         }
-        let Some(slot) = self.free.pop() else { return };
+        let slot = self.free.pop()?;
         self.index.insert(keys[0], slot);
         if n == 2 {
             self.index.insert(keys[1], slot | REPLY_BIT);
@@ -426,6 +427,12 @@ impl Conntrack {
         }
         self.slots[slot as usize] = Some(conn);
         self.live += 1;
+        Some(slot)
+    }
+
+    /// Whether `slot` holds a connection (live or expired but not yet reclaimed).
+    pub fn holds(&self, slot: u32) -> bool {
+        self.conn(slot).is_some()
     }
 
     /// Replaces the state of the connection in `slot` (its tuples do not change).

@@ -57,6 +57,7 @@ use crate::config::{Direction, Eni, EniIdx, FabricConfig, LbIdx, Policy, Schedul
 use crate::conntrack::{self, Conn, Conntrack, Dirs, Entry, FlowDir, FlowKey, FlowState, InsertError, L4Info, Nat};
 use crate::drop::{DropReason, Layer};
 use crate::fastpath::{self, Grants};
+use crate::flowlog::{self, FlowLog, FlowRecord, Tuple};
 use crate::health::{self, Answer, Arrival, BackendHealth, HealthTable, ProbeKind, ProbeSpec, Respond};
 use crate::lb::{self, LbRuntime, NewFlow, NoBackend, Pick};
 use crate::nat::{Translate, translate_headers, translate_icmp_error, translated_ends};
@@ -135,11 +136,20 @@ pub struct FabricOptions {
     /// passes `RandomState::new()` so that nobody can aim collisions at them; the core never
     /// creates randomness itself.
     pub conntrack_hasher: RandomState,
+    /// Flow logs ([`crate::flowlog`]): on, and their capture window.
+    pub flow_log: bool,
+    pub flow_log_window: Duration,
 }
 
 impl FabricOptions {
     pub fn new(conntrack_hasher: RandomState) -> FabricOptions {
-        FabricOptions { conntrack_max: 65_536, persistence_max: 65_536, conntrack_hasher }
+        FabricOptions {
+            conntrack_max: 65_536,
+            persistence_max: 65_536,
+            conntrack_hasher,
+            flow_log: true,
+            flow_log_window: Duration::from_secs(10),
+        }
     }
 }
 
@@ -282,7 +292,7 @@ impl Tracer for Vec<Step> {
 #[derive(Debug, Clone, Copy)]
 enum FlowCommit {
     /// One more packet of a live flow.
-    Update { slot: u32, entry: Entry },
+    Update { slot: u32, entry: Entry, dir: FlowDir },
     /// A new flow; `replaces` is the live one it supersedes (a port reopened after close).
     New { conn: Conn, replaces: Option<u32> },
 }
@@ -298,11 +308,42 @@ struct Outcome {
     /// A flow the nodes' kernels may carry from now on, with its idle timeout; or (`None`) a
     /// flow that is closing, which they must stop carrying.
     grant: Option<(fastpath::Candidate, Option<u64>)>,
+    /// For flow logs: the ENIs a new flow (or a refused packet) is between, the groups'
+    /// judgements of each side, and the packet's tuple.
+    judged: Option<Judged>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Judged {
+    src: EniIdx,
+    dst: EniIdx,
+    meta: PacketMeta,
+    /// Egress of `src`, ingress of `dst` (`None` when not reached: egress refused).
+    egress: Option<Judgement>,
+    ingress: Option<Judgement>,
 }
 
 impl Outcome {
     fn new(in_bytes: usize) -> Outcome {
-        Outcome { rx: None, in_bytes, tx: None, flow: None, pick: None, health: None, grant: None }
+        Outcome { rx: None, in_bytes, tx: None, flow: None, pick: None, health: None, grant: None, judged: None }
+    }
+}
+
+/// The security groups' judgements of a new flow, each side, and the verdict.
+struct SgOutcome {
+    egress: Option<Judgement>,
+    ingress: Option<Judgement>,
+    verdict: Result<(), DropReason>,
+}
+
+/// How a flow log names what decided: the rule's id, the default, inner access, the checker
+/// (names made before the frame path, so logging allocates nothing).
+fn rule_name(cfg: &FabricConfig, names: &flowlog::Names, j: Option<Judgement>) -> Arc<str> {
+    match j {
+        Some(Judgement::Rule(r)) => cfg.rule_id(&r),
+        Some(Judgement::InnerAccess(g)) => cfg.group(g).inner_access_name.clone(),
+        Some(Judgement::HealthCheck) => names.health_check.clone(),
+        Some(Judgement::Default(_)) | None => names.default.clone(),
     }
 }
 
@@ -324,6 +365,7 @@ pub struct Fabric {
     health: HealthTable,
     stats: Stats,
     grants: Grants,
+    flow_log: FlowLog,
 }
 
 impl Fabric {
@@ -331,10 +373,16 @@ impl Fabric {
         let stats = Stats::new(&config);
         let mut f = Fabric {
             conntrack: Conntrack::new(options.conntrack_max, options.conntrack_hasher.clone()),
-            lb: LbRuntime::new(options.persistence_max, options.conntrack_hasher),
+            lb: LbRuntime::new(options.persistence_max, options.conntrack_hasher.clone()),
             health: HealthTable::default(),
             stats,
             grants: Grants::default(),
+            flow_log: FlowLog::new(
+                options.flow_log,
+                options.conntrack_max,
+                options.flow_log_window,
+                options.conntrack_hasher,
+            ),
             config: config.clone(),
         };
         f.set_config_at(config, Instant(0));
@@ -421,7 +469,20 @@ impl Fabric {
     pub fn expire(&mut self, now: Instant) -> usize {
         self.lb.expire(now.0);
         self.grants.expire(now);
-        self.conntrack.expire(now)
+        let n = self.conntrack.expire(now);
+        let conntrack = &self.conntrack;
+        self.flow_log.tick(now, |slot| conntrack.holds(slot));
+        n
+    }
+
+    /// Flow-log records emitted since the last call ([`crate::flowlog`]); drain every round.
+    pub fn take_flow_records(&mut self) -> impl Iterator<Item = FlowRecord> + '_ {
+        self.flow_log.take()
+    }
+
+    /// Refusals the flow log skipped (a full window) and records it lost (not drained in time).
+    pub fn flow_log_skipped_and_lost(&self) -> (u64, u64) {
+        self.flow_log.skipped_and_lost()
     }
 
     /// The fast-path entries granted since the last call, each with the shim it is for (see
@@ -480,6 +541,7 @@ impl Fabric {
         let (rx_bytes, tx_bytes) = (record.bytes.saturating_add(tagged(src)), record.bytes.saturating_add(tagged(dst)));
         let (src_vni, dst_vni) = (src.vni, dst.vni);
         self.conntrack.touch(found.slot, now, &timeouts);
+        self.flow_log.count(found.slot, found.dir, record.packets, record.bytes, now);
         self.stats.carried(src_vni, dst_vni, record.packets, (rx_bytes, tx_bytes));
         true
     }
@@ -594,12 +656,29 @@ impl Fabric {
         let pick = match dropped {
             Some(reason) => {
                 self.stats.drop(o.rx, reason.kind(), o.in_bytes);
+                if self.flow_log.enabled()
+                    && let Some(j) = &o.judged
+                {
+                    self.log_refusal(j, reason, o.in_bytes, now);
+                }
                 o.pick.filter(|_| matches!(reason, DropReason::LbHairpin { .. }))
             }
             None => {
+                let bytes = o.in_bytes as u64;
                 match o.flow {
-                    Some(FlowCommit::Update { slot, entry }) => self.conntrack.update(slot, entry),
-                    Some(FlowCommit::New { conn, replaces }) => self.conntrack.insert(conn, now, replaces),
+                    Some(FlowCommit::Update { slot, entry, dir }) => {
+                        self.conntrack.update(slot, entry);
+                        self.flow_log.count(slot, dir, 1, bytes, now);
+                    }
+                    Some(FlowCommit::New { conn, replaces }) => {
+                        if let Some(slot) = self.conntrack.insert(conn, now, replaces)
+                            && self.flow_log.enabled()
+                            && let Some(j) = &o.judged
+                        {
+                            self.log_start(slot, &conn, j, now);
+                            self.flow_log.count(slot, FlowDir::Original, 1, bytes, now);
+                        }
+                    }
                     None => {}
                 }
                 if let Some((vni, bytes)) = o.tx {
@@ -619,6 +698,35 @@ impl Fabric {
             let health = &self.health;
             self.lb.commit(&p, listener, |i| lb::is_eligible(health, listener, i));
         }
+    }
+
+    fn log_start(&mut self, slot: u32, conn: &Conn, j: &Judged, now: Instant) {
+        let cfg = &*self.config;
+        let names = self.flow_log.names().clone();
+        let end = |idx: EniIdx, judged: Option<Judgement>| {
+            let e = cfg.eni(idx);
+            flowlog::End { eni: e.id.clone(), vlan: e.tag.map(Tci::vid), rule: rule_name(cfg, &names, judged) }
+        };
+        let (sender, receiver) = (end(j.src, j.egress), end(j.dst, j.ingress));
+        let tuple =
+            |k: FlowKey| Tuple { protocol: k.proto, src: k.src, dst: k.dst, src_port: k.sport, dst_port: k.dport };
+        self.flow_log.start(slot, tuple(conn.orig), tuple(conn.reply_key()), sender, receiver, now);
+    }
+
+    fn log_refusal(&mut self, j: &Judged, reason: &DropReason, bytes: usize, now: Instant) {
+        let cfg = &*self.config;
+        let (idx, direction, judged) = match reason {
+            DropReason::SecurityGroupEgress { .. } => (j.src, Direction::Egress, j.egress),
+            DropReason::SecurityGroupIngress { .. } => (j.dst, Direction::Ingress, j.ingress),
+            _ => return,
+        };
+        let e = cfg.eni(idx);
+        let m = j.meta;
+        let (src_port, dst_port) = m.ports.unwrap_or((0, 0));
+        let tuple = Tuple { protocol: m.proto, src: m.src, dst: m.dst, src_port, dst_port };
+        let rule = rule_name(cfg, self.flow_log.names(), judged);
+        let refusal = flowlog::Refusal { eni: e.id.clone(), vlan: e.tag.map(Tci::vid), direction, tuple, rule };
+        self.flow_log.reject(refusal, bytes as u64, now);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -738,7 +846,10 @@ impl Fabric {
                 Some((to, port)) => PacketMeta { dst: to, ports: meta.ports.map(|(s, _)| (s, port)), ..meta },
                 None => meta,
             };
-            self.security_groups(src, dst, &meta, &ingress_meta, t)?;
+            let judged = self.security_groups(src, dst, &meta, &ingress_meta, t);
+            o.judged =
+                Some(Judged { src: src_idx, dst: path.dst, meta, egress: judged.egress, ingress: judged.ingress });
+            judged.verdict?;
             if let Track::Flow { key, l4, .. } = track {
                 let nat = path.translate.dst.zip(o.pick).map(|((backend, backend_port), p)| Nat {
                     backend,
@@ -882,7 +993,7 @@ impl Fabric {
                     if let Some(dst) = dst.filter(|_| same_ends && !conntrack::is_reopen(&e, found.dir, l4)) {
                         let timeouts = self.flow_timeouts(src, cfg.eni(dst), e.nat.as_ref());
                         let next = conntrack::advance(&e, found.dir, l4, now, &timeouts);
-                        o.flow = Some(FlowCommit::Update { slot: found.slot, entry: next });
+                        o.flow = Some(FlowCommit::Update { slot: found.slot, entry: next, dir: found.dir });
                         let lookup = CtLookup::Established { dir: found.dir, state: next.state };
                         return Ok(Path { dst, lookup, translate, quoted: None });
                     }
@@ -1069,7 +1180,7 @@ impl Fabric {
         egress: &PacketMeta,
         ingress: &PacketMeta,
         t: &mut T,
-    ) -> Result<(), DropReason> {
+    ) -> SgOutcome {
         let cfg = &*self.config;
         if let Some(g) = security_group::shared_inner_group(src, dst) {
             let j = Judgement::InnerAccess(g);
@@ -1083,24 +1194,30 @@ impl Fabric {
                 eni: dst.id.clone(),
                 decision: j.describe(cfg),
             });
-            return Ok(());
+            return SgOutcome { egress: Some(j), ingress: Some(j), verdict: Ok(()) };
         }
+        let mut out = SgOutcome { egress: None, ingress: None, verdict: Ok(()) };
         for (direction, eni, meta) in [(Direction::Egress, src, egress), (Direction::Ingress, dst, ingress)] {
             let j = security_group::judge(cfg, eni, direction, meta);
             t.step(|| Step::SecurityGroup { direction, eni: eni.id.clone(), decision: j.describe(cfg) });
+            match direction {
+                Direction::Egress => out.egress = Some(j),
+                Direction::Ingress => out.ingress = Some(j),
+            }
             if j.policy() == Policy::Drop {
                 let (sg, rule) = match j {
                     Judgement::Rule(r) => (Some(cfg.group(r.group).id.clone()), Some(cfg.rule_id(&r))),
                     _ => (None, None),
                 };
                 let eni = eni.id.clone();
-                return Err(match direction {
+                out.verdict = Err(match direction {
                     Direction::Egress => DropReason::SecurityGroupEgress { eni, sg, rule },
                     Direction::Ingress => DropReason::SecurityGroupIngress { eni, sg, rule },
                 });
+                return out;
             }
         }
-        Ok(())
+        out
     }
 
     fn arp<T: Tracer>(

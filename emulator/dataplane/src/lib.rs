@@ -25,7 +25,8 @@
 //!   balancer's translation of a flow.
 //! - `lb`: which backend a new flow to a VIP goes to; `nat`: how its packets are rewritten;
 //!   [`health`]: the health checker.
-//! - `fastpath`: what the nodes' kernels may carry by themselves (grants), and their reports.
+//! - `fastpath`: what the nodes' kernels may carry by themselves (grants), and their reports;
+//!   [`flowlog`]: per-ENI flow records with the deciding rule, from the pipeline's own events.
 //! - [`drop`](mod@drop), [`stats`]: drop reasons and counters.
 
 pub mod config;
@@ -34,6 +35,7 @@ pub mod drop;
 pub mod explain;
 pub mod fabric;
 pub mod fastpath;
+pub mod flowlog;
 pub mod health;
 mod lb;
 mod nat;

@@ -122,6 +122,8 @@ pub fn spawn(
     requests: mpsc::Receiver<IoRequest>,
     acks: Arc<Acks>,
     waker: SocketAddr,
+    flow_logs: super::flowlog::FlowLogSettings,
+    logs: Arc<super::flowlog::FlowLogStore>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let mut taps = Taps::new(sock.local_addr()?);
     sock.set_read_timeout(Some(POLL))?;
@@ -132,7 +134,13 @@ pub fn spawn(
     std::thread::Builder::new().name("enifab-fabric".into()).spawn(move || {
         let epoch = std::time::Instant::now();
         let clock = || Instant(epoch.elapsed().as_nanos() as u64);
-        let mut fabric = Fabric::new(config.borrow_and_update().clone(), FabricOptions::new(RandomState::new()));
+        logs.set_origin(std::time::SystemTime::now());
+        let options = FabricOptions {
+            flow_log: flow_logs.enabled,
+            flow_log_window: flow_logs.window,
+            ..FabricOptions::new(RandomState::new())
+        };
+        let mut fabric = Fabric::new(config.borrow_and_update().clone(), options);
         let mut rx = RecvBatch::new();
         let mut tx = SendBatch::default();
         let mut last_expire = clock();
@@ -307,6 +315,10 @@ pub fn spawn(
             if now.0.saturating_sub(last_expire.0) >= EXPIRE_EVERY.as_nanos() as u64 {
                 fabric.expire(now);
                 last_expire = now;
+                let mut records = fabric.take_flow_records().peekable();
+                if records.peek().is_some() {
+                    logs.push(records);
+                }
             }
         }
     })

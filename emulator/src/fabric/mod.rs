@@ -27,6 +27,7 @@
 //! (`grpc::auth`); this module takes the address it is given.
 
 pub mod capture;
+pub mod flowlog;
 pub mod io;
 pub mod service;
 pub mod udp;
@@ -78,6 +79,8 @@ pub struct FabricShell {
     closing: watch::Sender<bool>,
     /// WatchNode streams open now (for `/metrics`).
     watches: Arc<std::sync::atomic::AtomicUsize>,
+    /// Flow logs written by the I/O thread.
+    pub flow_logs: Arc<flowlog::FlowLogStore>,
 }
 
 /// Who is plugged in, counted (for `/metrics`).
@@ -188,7 +191,7 @@ impl FabricShell {
     /// (see [`FabricShell::address_for`]). The returned hook must be given to the model thread so
     /// that commits reach the data plane.
     pub fn start(listen: SocketAddr, advertise: Option<SocketAddr>) -> Result<(Arc<FabricShell>, CommitHook)> {
-        Self::start_with(listen, advertise, true)
+        Self::start_with(listen, advertise, true, flowlog::FlowLogSettings::default())
     }
 
     /// [`FabricShell::start`]; `fast_path = false` (`enifab serve --fast-path=off`) keeps every
@@ -197,6 +200,7 @@ impl FabricShell {
         listen: SocketAddr,
         advertise: Option<SocketAddr>,
         fast_path: bool,
+        flow_logs: flowlog::FlowLogSettings,
     ) -> Result<(Arc<FabricShell>, CommitHook)> {
         if let Some(a) = advertise {
             check_advertise(listen, a)?;
@@ -211,7 +215,8 @@ impl FabricShell {
         let (config_tx, config_rx) = watch::channel(Arc::new(FabricConfig::empty(0)));
         let (req_tx, req_rx) = std::sync::mpsc::channel();
         let acks = Arc::new(io::Acks::default());
-        io::spawn(sock, config_rx, req_rx, acks.clone(), waker.sock.local_addr()?)
+        let logs = Arc::new(flowlog::FlowLogStore::default());
+        io::spawn(sock, config_rx, req_rx, acks.clone(), waker.sock.local_addr()?, flow_logs, logs.clone())
             .context("starting the fabric thread")?;
         let peers = Arc::new(Mutex::new(Registry::default()));
         let publisher = Publisher {
@@ -232,6 +237,7 @@ impl FabricShell {
             fast_path,
             closing: watch::Sender::new(false),
             watches: Arc::default(),
+            flow_logs: logs,
         };
         Ok((Arc::new(shell), hook))
     }

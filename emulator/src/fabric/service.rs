@@ -347,4 +347,60 @@ impl Fabric for FabricService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    type DescribeFlowLogsStream = Pin<Box<dyn Stream<Item = Result<pb::FlowLogRecord, Status>> + Send>>;
+
+    async fn describe_flow_logs(
+        &self,
+        req: Request<pb::DescribeFlowLogsRequest>,
+    ) -> Result<Response<Self::DescribeFlowLogsStream>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
+        let q = req.into_inner();
+        let rid = request_id();
+        check_account(caller.as_ref()).map_err(|e| denied(e, &rid))?;
+        if !q.network_interface_id.is_empty() {
+            let id = q.network_interface_id.clone();
+            let known = self.model.read(move |r| r.eni(&id).is_some()).await.map_err(|e| err(e, &rid))?;
+            if !known {
+                return Err(err(ModelError::EniNotFound(q.network_interface_id.clone()), &rid));
+            }
+        }
+        let (kept, mut rx) = self.shell.flow_logs.snapshot(&q.network_interface_id);
+        let (tx, out) = mpsc::channel(256);
+        let mut closing = self.shell.closing();
+        tokio::spawn(async move {
+            let last = kept.last().map_or(0, |r| r.seq);
+            for r in kept {
+                if tx.send(Ok((*r).clone())).await.is_err() {
+                    return;
+                }
+            }
+            if !q.follow {
+                return;
+            }
+            loop {
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = tx.closed() => return,
+                    _ = closing.wait_for(|c| *c) => return,
+                };
+                match next {
+                    Ok(r)
+                        if r.seq > last
+                            && (q.network_interface_id.is_empty()
+                                || r.network_interface_id == q.network_interface_id) =>
+                    {
+                        if tx.send(Ok((*r).clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    // Too far behind: the records missed are gone (a gap in seq says so).
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
 }
