@@ -32,6 +32,8 @@ use enifab_model::eni::{Eni, EniType};
 use enifab_model::security_group::{Direction, SgRule};
 use serde::{Deserialize, Serialize};
 
+pub mod report;
+
 use crate::actor::ModelHandle;
 use crate::fabric::FabricShell;
 
@@ -424,8 +426,12 @@ pub fn counters(s: &StatsSnapshot) -> Counters {
 
 /// The page as one file (`enifab lab check --html`): the stylesheet and script inlined, the
 /// topology and `extra` (e.g. the check table) embedded as JSON, nothing polled.
-pub fn report_html(topology: &serde_json::Value, extra: &serde_json::Value) -> String {
-    let data = serde_json::json!({ "topology": topology, "report": extra });
+pub fn report_html(
+    topology: &serde_json::Value,
+    extra: &serde_json::Value,
+    counters: Option<&serde_json::Value>,
+) -> String {
+    let data = serde_json::json!({ "topology": topology, "report": extra, "counters": counters });
     // `</` would end the script element early; JSON allows `<\/` for the same string.
     let data = data.to_string().replace("</", "<\\/");
     let script = APP_JS.replace("</script", "<\\/script");
@@ -448,7 +454,7 @@ mod tests {
         assert!(INDEX_HTML.contains(r#"<link rel="stylesheet" href="style.css">"#));
         assert!(INDEX_HTML.contains(r#"<script src="app.js"></script>"#));
         let t = serde_json::json!({ "region": "cn-hongkong", "note": "</script><b>" });
-        let html = report_html(&t, &serde_json::json!({ "rows": [] }));
+        let html = report_html(&t, &serde_json::json!({ "rows": [] }), None);
         assert!(!html.contains("href=\"style.css\"") && !html.contains("src=\"app.js\""), "self-contained");
         assert!(html.contains("id=\"embedded\""));
         assert!(!html.contains("</script><b>"), "embedded data cannot end its script element");
