@@ -176,7 +176,7 @@ function countMembersIn(vswId) {
 function sgDots(g, groups, x, y) {
   // right-aligned, one dot per group, in the group's colour
   groups.slice().reverse().forEach((id, i) => {
-    const c = el("circle", { cx: x - i * 12, cy: y, r: 4.5, fill: sgColour(id), "data-sg": id }, g);
+    const c = el("circle", { cx: x - i * 10, cy: y, r: 4, fill: sgColour(id), "data-sg": id }, g);
     tip(c, `security group ${sgName(id)} (${id})`);
   });
 }
@@ -233,14 +233,14 @@ function drawMember(parent, m, cableX, x, y, w) {
   const sgs = m.security_groups.length ? m.security_groups : [null];
   sgs.forEach((id, i) => el("rect", { x: x + 1, y: y + 1 + i * (36 / sgs.length), width: 4, height: 36 / sgs.length, fill: id ? sgColour(id) : "#ccc" }, g));
   const vlan = `VLAN ${m.vlan ?? "?"}`;
-  const bw = 14 + 6.6 * vlan.length;
+  const bw = 12 + 6.1 * vlan.length;
   const badge = el("rect", { x: x + 10, y: y + 7, width: bw, height: 17, rx: 8.5, class: "vlan-badge" }, g);
   tip(badge, "802.1Q VLAN id on the trunk = the member's DeviceIndex");
   el("text", { x: x + 10 + bw / 2, y: y + 19.5, "text-anchor": "middle", class: "vlan-text" }, g, vlan);
   // the pod's name without its namespace (in the tooltip); the CNI tags members "namespace/name"
   const pod = m.pod ? m.pod.slice(m.pod.indexOf("/") + 1) : null;
   const name = fit(el("text", { x: x + bw + 18, y: y + 20, class: "pod-name" }, g, pod ? "⬢ " + pod : (m.name || "member ENI")),
-    w - bw - 28 - 12 * m.security_groups.length);
+    w - bw - 30 - 10 * m.security_groups.length);
   if (m.pod) tip(name, "pod " + m.pod);
   el("text", { x: x + 10, y: y + 33, class: "member-sub" }, g, `${m.ips.join(", ")} · ${m.id}${m.status === "InUse" ? "" : " · " + m.status}`);
   sgDots(g, m.security_groups, x + w - 10, y + 12);
