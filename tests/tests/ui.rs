@@ -112,6 +112,30 @@ async fn the_page_draws_the_running_sop_lab() {
         // The load balancer the lab's CCM made, with its VIP.
         assert!(dom.contains("8.210.162.178"), "the CLB's VIP is drawn");
 
+        // A check the example expects blocked (client-web's group may not enter centos's
+        // enterprise group, which admits nothing by default), traced from the page's URL.
+        let centos = members
+            .iter()
+            .find(|m| m.private_ip_address == "10.0.4.51")
+            .expect("centos's member ENI at 10.0.4.51 (the example's address)");
+        let traced = chromium(
+            env.dir.path(),
+            &format!("{url}?trace_from=client-web&trace_to={}&protocol=tcp&port=80", centos.network_interface_id),
+            &["--dump-dom"],
+        )
+        .await;
+        assert!(traced.contains("data-verdict=\"dropped\""), "the trace is drawn as dropped");
+        assert_eq!(
+            traced.matches("<li data-kind=\"sg_ingress\" data-hop-blocked=\"true\"").count(),
+            1,
+            "the hop list marks the ingress hop"
+        );
+        assert!(traced.contains(&format!("data-eni=\"{}\"", centos.network_interface_id)));
+        assert!(
+            traced.contains("class=\"member-box hop-blocked\" data-hop-blocked=\"true\""),
+            "the picture marks the blocked member"
+        );
+
         let png = env.dir.path().join("ui.png");
         chromium(
             env.dir.path(),

@@ -30,6 +30,7 @@ use enifab_dataplane::{BackendHealth, StatsSnapshot};
 use enifab_model::Region;
 use enifab_model::eni::{Eni, EniType};
 use enifab_model::security_group::{Direction, SgRule};
+use enifab_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 pub mod report;
@@ -41,8 +42,7 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 
-/// The tag enifab-cni (like Terway) puts on a pod's member ENI: the pod's name.
-pub const POD_TAG: &str = "k8s.aliyun.com/pod";
+use crate::trace::POD_TAG;
 
 #[derive(Clone, Debug)]
 struct Ui {
@@ -102,10 +102,57 @@ pub struct TraceParams {
     pub port: Option<String>,
 }
 
-async fn trace_json(State(_ui): State<Arc<Ui>>, Query(_q): Query<TraceParams>) -> Response {
-    // Wired to `crate::trace::explain` once the trace engine is on this branch.
-    (StatusCode::NOT_IMPLEMENTED, Json(serde_json::json!({ "error": "the trace engine is not in this build" })))
-        .into_response()
+async fn trace_json(State(ui): State<Arc<Ui>>, Query(q): Query<TraceParams>) -> Response {
+    let bad = |why: String| (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": why }))).into_response();
+    let Some(shell) = &ui.fabric else {
+        return unavailable("this server runs no data plane to trace through".into());
+    };
+    let port = match q.port.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        None => 0,
+        Some(p) => match p.parse::<u32>() {
+            Ok(v) => v,
+            Err(_) => return bad(format!("port {p:?} is not a number")),
+        },
+    };
+    let req = pb::TraceFrameRequest {
+        source: q.from.unwrap_or_default().trim().to_string(),
+        destination: q.to.unwrap_or_default().trim().to_string(),
+        protocol: q.protocol.unwrap_or_default(),
+        port,
+        source_port: 0,
+    };
+    let query = match crate::trace::TraceQuery::from_request(&req) {
+        Ok(q) => q,
+        Err(e) => return bad(e.to_string()),
+    };
+    match crate::trace::explain(&ui.model, shell, query).await {
+        Ok(r) => Json(trace_view(&r)).into_response(),
+        Err(e) => bad(e.to_string()),
+    }
+}
+
+/// The trace as the page draws it: empty strings and zero VLANs become `null`.
+pub fn trace_view(r: &pb::TraceFrameResponse) -> serde_json::Value {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    serde_json::json!({
+        "verdict": r.verdict,
+        "reason": some(&r.reason),
+        "source_ip": r.source_ip,
+        "destination_ip": r.destination_ip,
+        "protocol": r.protocol,
+        "port": r.port,
+        "hops": r.hops.iter().map(|h| serde_json::json!({
+            "kind": h.kind,
+            "title": h.title,
+            "detail": h.detail,
+            "eni": some(&h.network_interface_id),
+            "instance": some(&h.instance_id),
+            "vlan": (h.vlan != 0).then_some(h.vlan),
+            "ok": h.ok,
+            "security_group": some(&h.security_group_id),
+            "rule": some(&h.security_group_rule_id),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 // ---- the topology, as the page draws it ---------------------------------------------------------

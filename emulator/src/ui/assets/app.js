@@ -366,14 +366,22 @@ async function pollCounters() {
 
 // ---- trace -------------------------------------------------------------------------------------
 
+// Where a hop happens on the picture. Decisions of the fabric itself (route, conntrack, NAT,
+// the gateway) have no place of their own: they stay in the list, so the drawn path runs from
+// the source's node through its ENIs to the destination's without doubling back.
+const PLACED = new Set(["port", "trunk", "member", "anti_spoof", "sg_egress", "sg_ingress", "deliver"]);
+
 function boxForHop(hop) {
-  if (hop.eni && state.boxes.has(hop.eni)) return state.boxes.get(hop.eni);
+  if (hop.kind === "node") return state.nodeBoxes.get(hop.instance) || state.boxes.get(hop.eni) || null;
   if (hop.kind === "slb") {
     for (const [id, b] of state.lbBoxes) {
       const s = `${hop.title} ${hop.detail}`;
       if (s.includes(id) || (b.address && s.includes(b.address))) return b;
     }
+    return null;
   }
+  if (!PLACED.has(hop.kind) && hop.ok) return null;
+  if (hop.eni && state.boxes.has(hop.eni)) return state.boxes.get(hop.eni);
   if (hop.instance && state.nodeBoxes.has(hop.instance)) return state.nodeBoxes.get(hop.instance);
   return null;
 }
