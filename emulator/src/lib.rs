@@ -23,6 +23,7 @@
 //! - [`trace`]: `enifab trace` / `Fabric.TraceFrame`, the pipeline's explanation of a first
 //!   packet rendered hop by hop;
 //! - [`observe`]: `/metrics` (Prometheus), the gate of read-only pages, the log format.
+//! - [`ui`]: the live topology page at `/ui/` and its JSON (read-only).
 
 pub mod actor;
 pub mod apply;
@@ -38,3 +39,4 @@ pub mod serve;
 pub mod store;
 pub mod topology;
 pub mod trace;
+pub mod ui;

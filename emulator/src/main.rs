@@ -285,6 +285,9 @@ struct LabArgs {
     /// local lab).
     #[arg(long, env = "ENIFAB_LAB_WAIT", value_name = "SECS")]
     wait: Option<u64>,
+    /// `check`: also write the table and the topology as one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 impl LabArgs {
@@ -477,6 +480,10 @@ async fn lab_command(endpoint: &str, key: &KeyArgs, cmd: LabCommand) -> Result<E
         LabCommand::Check(a) => {
             let rows = lab::check(&a.options(endpoint)?, &a.file).await?;
             print!("{}", lab::render(&rows));
+            if let Some(out) = &a.html {
+                enifab::ui::report::write(endpoint, &a.file, &rows, out).await?;
+                eprintln!("enifab: wrote {}", out.display());
+            }
             Ok(lab::exit_code(&rows))
         }
         LabCommand::Down(a) => {

@@ -240,6 +240,7 @@ pub async fn router_with_health(
         .add_service(reflection().build_v1().context("reflection v1")?)
         .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
         .add_service(health);
+    let ui = crate::ui::router(model.clone(), fabric.clone());
     if let Some(shell) = fabric {
         reporter.set_serving::<FabricServer<FabricService>>().await;
         routes = routes.add_service(FabricServer::new(FabricService { model, shell }));
@@ -257,7 +258,7 @@ pub async fn router_with_health(
     // `/metrics` is read-only, open without an AccessKey as the API is, Basic auth with one.
     let metrics = observe::metrics::router(scrape)
         .layer(axum::middleware::from_fn_with_state(observe::gate::Gate::new(api.credentials), observe::gate::require));
-    Ok(grpc_routes.merge(openapi).merge(metrics).fallback(no_route))
+    Ok(grpc_routes.merge(openapi).merge(metrics).merge(ui).fallback(no_route))
 }
 
 /// The gRPC paths answer gRPC clients (by content type); anyone else (a browser's `GET

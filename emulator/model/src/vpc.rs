@@ -248,6 +248,16 @@ impl Region {
         self.vpcs.get(id)
     }
 
+    /// Every VPC, by ID (for read-only views such as the topology page).
+    pub fn vpcs(&self) -> impl Iterator<Item = &Vpc> {
+        self.vpcs.values()
+    }
+
+    /// Every vSwitch, by ID.
+    pub fn vswitches(&self) -> impl Iterator<Item = &VSwitch> {
+        self.vswitches.values()
+    }
+
     pub fn describe_vswitches(&mut self, req: &DescribeVSwitches, now: Millis) -> Result<(Vec<VSwitchView>, PageInfo)> {
         self.advance(now);
         let items: Vec<VSwitchView> = self
