@@ -255,9 +255,12 @@ pub async fn router_with_health(
         .layer(axum::middleware::from_fn(grpc_only));
     // The HTTP endpoint counts its calls itself (it knows the action once it has parsed it).
     let openapi = openapi::router(services, auth).layer(axum::Extension(calls));
-    // `/metrics` is read-only, open without an AccessKey as the API is, Basic auth with one.
+    // `/metrics` and `/ui/` are read-only, open without an AccessKey as the API is, Basic auth
+    // with one (a browser asks for it; Prometheus has `basic_auth`).
+    let gate = observe::gate::Gate::new(api.credentials);
     let metrics = observe::metrics::router(scrape)
-        .layer(axum::middleware::from_fn_with_state(observe::gate::Gate::new(api.credentials), observe::gate::require));
+        .layer(axum::middleware::from_fn_with_state(gate.clone(), observe::gate::require));
+    let ui = ui.layer(axum::middleware::from_fn_with_state(gate, observe::gate::require));
     Ok(grpc_routes.merge(openapi).merge(metrics).merge(ui).fallback(no_route))
 }
 

@@ -226,4 +226,11 @@ async fn with_an_access_key_the_page_needs_basic_auth_with_it() {
     )
     .await;
     assert_eq!(status, 405);
+    // The topology page and its JSON are behind the same gate.
+    for path in ["/ui/", "/ui/api/topology", "/ui/api/trace?from=a&to=b"] {
+        let get = |auth: String| format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n", s.addr);
+        assert_eq!(http(s.addr, get(String::new())).await.0, 401, "{path} without credentials");
+        let with = http(s.addr, get(format!("Authorization: {}\r\n", basic(AK, SECRET)))).await.0;
+        assert_ne!(with, 401, "{path} with the AccessKey");
+    }
 }
