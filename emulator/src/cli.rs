@@ -335,6 +335,28 @@ pub fn counters_table(r: &pb::DescribeFabricCountersResponse) -> String {
             if drops.is_empty() { "-".to_string() } else { drops.join(" ") }
         ));
     }
+    let members: Vec<&pb::EniCounters> = r.network_interfaces.iter().filter(|e| e.vlan != 0).collect();
+    if !members.is_empty() {
+        out.push_str(&format!(
+            "\nmember ENIs (counted apart from their trunk's port)\n{:>8}  {:>4}  {:<26} {:<24} {:>10} {:>12} {:>10} {:>12}  drops\n",
+            "VNI", "VLAN", "ENI", "INSTANCE", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES"
+        ));
+        for e in members {
+            let drops: Vec<String> = e.drops.iter().map(|d| format!("{}={}", d.reason, d.frames)).collect();
+            out.push_str(&format!(
+                "{:>8}  {:>4}  {:<26} {:<24} {:>10} {:>12} {:>10} {:>12}  {}\n",
+                e.vni,
+                e.vlan,
+                e.network_interface_id,
+                e.instance_id,
+                e.rx_frames,
+                e.rx_bytes,
+                e.tx_frames,
+                e.tx_bytes,
+                if drops.is_empty() { "-".to_string() } else { drops.join(" ") }
+            ));
+        }
+    }
     if !r.drops.is_empty() {
         out.push_str("\ndrops by reason (all ports)\n");
         for d in &r.drops {

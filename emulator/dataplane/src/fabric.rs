@@ -311,6 +311,10 @@ struct Outcome {
     /// For flow logs: the ENIs a new flow (or a refused packet) is between, the groups'
     /// judgements of each side, and the packet's tuple.
     judged: Option<Judged>,
+    /// The ENI that sent the frame (once demultiplexed) and the one it is sent to (`None` with
+    /// a `tx`: a reply of the fabric's, to the sender).
+    rx_eni: Option<EniIdx>,
+    tx_eni: Option<EniIdx>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -325,7 +329,18 @@ struct Judged {
 
 impl Outcome {
     fn new(in_bytes: usize) -> Outcome {
-        Outcome { rx: None, in_bytes, tx: None, flow: None, pick: None, health: None, grant: None, judged: None }
+        Outcome {
+            rx: None,
+            in_bytes,
+            tx: None,
+            flow: None,
+            pick: None,
+            health: None,
+            grant: None,
+            judged: None,
+            rx_eni: None,
+            tx_eni: None,
+        }
     }
 }
 
@@ -541,6 +556,7 @@ impl Fabric {
         let (rx_bytes, tx_bytes) = (record.bytes.saturating_add(tagged(src)), record.bytes.saturating_add(tagged(dst)));
         let (src_vni, dst_vni) = (src.vni, dst.vni);
         self.conntrack.touch(found.slot, now, &timeouts);
+        self.stats.carried_enis(src_idx, dst_idx, record.packets, (rx_bytes, tx_bytes));
         self.flow_log.count(found.slot, found.dir, record.packets, record.bytes, now);
         self.stats.carried(src_vni, dst_vni, record.packets, (rx_bytes, tx_bytes));
         true
@@ -651,11 +667,11 @@ impl Fabric {
             return;
         }
         if let Some(vni) = o.rx {
-            self.stats.rx(vni, o.in_bytes);
+            self.stats.rx(vni, o.rx_eni, o.in_bytes);
         }
         let pick = match dropped {
             Some(reason) => {
-                self.stats.drop(o.rx, reason.kind(), o.in_bytes);
+                self.stats.drop(o.rx, o.rx_eni, reason.kind(), o.in_bytes);
                 if self.flow_log.enabled()
                     && let Some(j) = &o.judged
                 {
@@ -682,7 +698,7 @@ impl Fabric {
                     None => {}
                 }
                 if let Some((vni, bytes)) = o.tx {
-                    self.stats.tx(vni, bytes);
+                    self.stats.tx(vni, o.tx_eni.or(o.rx_eni), bytes);
                 }
                 match o.grant {
                     Some((c, Some(idle))) => self.grants.offer(&self.config, c, idle, now),
@@ -789,6 +805,7 @@ impl Fabric {
             _ => port.eni.ok_or(DropReason::UnknownEni { vni: gh.vni })?,
         };
         let src = cfg.eni(src_idx);
+        o.rx_eni = Some(src_idx);
         t.step(|| Step::Demux { vlan: eth.tag.map(Tci::vid), eni: src.id.clone() });
 
         // 3. ARP, or IPv4 to the gateway MAC.
@@ -906,6 +923,7 @@ impl Fabric {
             translate_icmp_error(l3, ip.header_len, path.translate, quoted);
             let header_len = h + rewritten;
             o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
+            o.tx_eni = Some(path.dst);
             return Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload });
         }
         if path.translate != Translate::default() {
@@ -931,6 +949,7 @@ impl Fabric {
             translate_headers(l3, ip.header_len, ip.protocol, path.translate, partial);
             let header_len = h + rewritten;
             o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
+            o.tx_eni = Some(path.dst);
             return Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload });
         }
         // The IPv4 packet leaves unchanged: it is the input datagram's tail, sent from where it is
@@ -942,6 +961,7 @@ impl Fabric {
         };
         let header_len = write_headers(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, room_after)?;
         o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
+        o.tx_eni = Some(path.dst);
         o.grant = self.grant_candidate(src_idx, path.dst, &track, o);
         Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload })
     }

@@ -61,7 +61,7 @@ pub use drop::{DropKind, DropReason, Layer};
 pub use fabric::{CtLookup, Fabric, FabricOptions, FlowView, MAX_GROWTH, Step, Trace, Verdict};
 pub use health::{BackendHealth, CHECKER, HealthStatus};
 pub use security_group::{HEALTH_CHECK_CIDR, SgMatch};
-pub use stats::{DropStats, PortStats, StatsSnapshot};
+pub use stats::{DropStats, EniStats, PortStats, StatsSnapshot};
 pub use wire::geneve::Vni;
 
 /// A point on the caller's monotonic clock, in nanoseconds. The pipeline only compares and adds

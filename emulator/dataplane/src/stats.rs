@@ -10,7 +10,10 @@
 //! apart, per port, never as the port's rx/tx or as drops: a user reading the counters around
 //! one request sees what that request did, not the checks running every two seconds.
 
-use crate::config::{FabricConfig, FixedMap};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{EniIdx, FabricConfig, FixedMap};
 use crate::drop::DropKind;
 use crate::wire::geneve::Vni;
 
@@ -51,33 +54,65 @@ impl Default for PortCounters {
 pub(crate) struct Stats {
     pub drops: [Counter; DropKind::COUNT],
     pub ports: FixedMap<Vni, PortCounters>,
+    /// Per ENI (members apart from their trunk), by the snapshot's index; `eni_ids` says whose,
+    /// so counters follow their ENI across snapshots.
+    pub enis: Vec<PortCounters>,
+    eni_ids: Vec<Arc<str>>,
 }
 
 impl Stats {
     pub fn new(cfg: &FabricConfig) -> Stats {
-        let mut s = Stats { drops: [Counter::default(); DropKind::COUNT], ports: FixedMap::default() };
+        let mut s = Stats {
+            drops: [Counter::default(); DropKind::COUNT],
+            ports: FixedMap::default(),
+            enis: Vec::new(),
+            eni_ids: Vec::new(),
+        };
         s.sync_ports(cfg);
         s
     }
 
-    /// Creates counters for new ports and forgets removed ones, at snapshot time, so that the
-    /// frame path never inserts (never allocates).
+    /// Creates counters for new ports and ENIs and forgets removed ones, at snapshot time, so
+    /// that the frame path never inserts (never allocates).
     pub fn sync_ports(&mut self, cfg: &FabricConfig) {
         self.ports.retain(|vni, _| cfg.ports.contains_key(vni));
         for vni in cfg.ports.keys() {
             self.ports.entry(*vni).or_default();
         }
-    }
-
-    pub fn rx(&mut self, vni: Vni, bytes: usize) {
-        if let Some(p) = self.ports.get_mut(&vni) {
-            p.rx.add(bytes);
+        let mut by_id: HashMap<Arc<str>, PortCounters> = self.eni_ids.drain(..).zip(self.enis.drain(..)).collect();
+        for e in &cfg.enis {
+            self.enis.push(by_id.remove(&e.id).unwrap_or_default());
+            self.eni_ids.push(e.id.clone());
         }
     }
 
-    pub fn tx(&mut self, vni: Vni, bytes: usize) {
+    pub fn rx(&mut self, vni: Vni, eni: Option<EniIdx>, bytes: usize) {
+        if let Some(p) = self.ports.get_mut(&vni) {
+            p.rx.add(bytes);
+        }
+        if let Some(e) = eni.and_then(|i| self.enis.get_mut(i as usize)) {
+            e.rx.add(bytes);
+        }
+    }
+
+    pub fn tx(&mut self, vni: Vni, eni: Option<EniIdx>, bytes: usize) {
         if let Some(p) = self.ports.get_mut(&vni) {
             p.tx.add(bytes);
+        }
+        if let Some(e) = eni.and_then(|i| self.enis.get_mut(i as usize)) {
+            e.tx.add(bytes);
+        }
+    }
+
+    /// [`Stats::carried`] for the two ENIs.
+    pub fn carried_enis(&mut self, from: EniIdx, to: EniIdx, frames: u64, (rx_bytes, tx_bytes): (u64, u64)) {
+        if let Some(e) = self.enis.get_mut(from as usize) {
+            e.rx.frames += frames;
+            e.rx.bytes += rx_bytes;
+        }
+        if let Some(e) = self.enis.get_mut(to as usize) {
+            e.tx.frames += frames;
+            e.tx.bytes += tx_bytes;
         }
     }
 
@@ -100,10 +135,13 @@ impl Stats {
         }
     }
 
-    pub fn drop(&mut self, port: Option<Vni>, kind: DropKind, bytes: usize) {
+    pub fn drop(&mut self, port: Option<Vni>, eni: Option<EniIdx>, kind: DropKind, bytes: usize) {
         self.drops[kind as usize].add(bytes);
         if let Some(p) = port.and_then(|v| self.ports.get_mut(&v)) {
             p.drops[kind as usize].add(bytes);
+        }
+        if let Some(e) = eni.and_then(|i| self.enis.get_mut(i as usize)) {
+            e.drops[kind as usize].add(bytes);
         }
     }
 
@@ -134,7 +172,22 @@ impl Stats {
                 }
             })
             .collect();
-        StatsSnapshot { epoch: cfg.epoch(), conntrack_entries, ports, drops: rows(&self.drops) }
+        let enis = cfg
+            .enis
+            .iter()
+            .zip(&self.enis)
+            .map(|(e, c)| EniStats {
+                eni_id: e.id.to_string(),
+                vni: e.vni.get(),
+                vlan: e.tag.map(crate::wire::vlan::Tci::vid),
+                rx_frames: c.rx.frames,
+                rx_bytes: c.rx.bytes,
+                tx_frames: c.tx.frames,
+                tx_bytes: c.tx.bytes,
+                drops: rows(&c.drops),
+            })
+            .collect();
+        StatsSnapshot { epoch: cfg.epoch(), conntrack_entries, ports, enis, drops: rows(&self.drops) }
     }
 }
 
@@ -146,6 +199,9 @@ pub struct StatsSnapshot {
     pub conntrack_entries: usize,
     /// One row per registered port, by VNI.
     pub ports: Vec<PortStats>,
+    /// One row per ENI that reaches the fabric: a trunk's members apart from the trunk (whose
+    /// own row counts its untagged frames only).
+    pub enis: Vec<EniStats>,
     /// Totals over all ports (and over frames no port could be found for); non-zero only.
     pub drops: Vec<DropStats>,
 }
@@ -162,6 +218,22 @@ pub struct PortStats {
     pub health_frames: u64,
     pub health_bytes: u64,
     /// Drops of frames received on this port; non-zero only.
+    pub drops: Vec<DropStats>,
+}
+
+/// One ENI's counters: frames it sent into the fabric (rx), frames delivered to it (tx,
+/// the fabric's replies included) and its frames dropped, by reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EniStats {
+    pub eni_id: String,
+    /// The port its frames travel on (a member's: its trunk's).
+    pub vni: u32,
+    /// A member's VLAN on its trunk.
+    pub vlan: Option<u16>,
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
     pub drops: Vec<DropStats>,
 }
 

@@ -230,12 +230,19 @@ impl Fabric for FabricService {
         let rid = request_id();
         let stats = self.shell.stats().await.ok_or_else(|| err(ModelError::InternalError, &rid))?;
         let vnis: Vec<u32> = stats.ports.iter().map(|p| p.vni).collect();
-        let owners = self
+        let ids: Vec<String> = stats.enis.iter().map(|e| e.eni_id.clone()).collect();
+        let (owners, eni_owners) = self
             .model
             .read(move |r| {
-                vnis.iter()
+                let ports = vnis
+                    .iter()
                     .map(|v| r.eni_by_port(*v).and_then(|e| e.instance_id()).unwrap_or_default().to_string())
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>();
+                let enis = ids
+                    .iter()
+                    .map(|id| r.eni(id).and_then(|e| e.instance_id()).unwrap_or_default().to_string())
+                    .collect::<Vec<_>>();
+                (ports, enis)
             })
             .await
             .map_err(|e| err(e, &rid))?;
@@ -263,12 +270,31 @@ impl Fabric for FabricService {
                 health_check_bytes: p.health_bytes,
             })
             .collect();
+        let network_interfaces = stats
+            .enis
+            .iter()
+            .zip(eni_owners)
+            .filter(|(e, _)| q.vni.is_none_or(|v| v == e.vni))
+            .filter(|(e, _)| q.network_interface_id.is_empty() || q.network_interface_id == e.eni_id)
+            .map(|(e, instance_id)| pb::EniCounters {
+                network_interface_id: e.eni_id.clone(),
+                instance_id,
+                vni: e.vni,
+                vlan: e.vlan.map(u32::from).unwrap_or_default(),
+                rx_frames: e.rx_frames,
+                rx_bytes: e.rx_bytes,
+                tx_frames: e.tx_frames,
+                tx_bytes: e.tx_bytes,
+                drops: drops(&e.drops),
+            })
+            .collect();
         Ok(Response::new(pb::DescribeFabricCountersResponse {
             request_id: rid,
             config_epoch: stats.epoch,
             conntrack_entries: stats.conntrack_entries as u64,
             ports,
             drops: drops(&stats.drops),
+            network_interfaces,
         }))
     }
 

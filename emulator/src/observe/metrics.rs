@@ -180,18 +180,12 @@ async fn handle(State(scrape): State<Arc<Scrape>>) -> Response {
     }
 }
 
-/// One port's identity as the model knows it, in the order of the snapshot's ports.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PortOwner {
-    pub instance: String,
-    pub vlan: String,
-}
-
-/// The fabric's state at one moment, and whose its ports are.
+/// The fabric's state at one moment, and whose its ENIs are.
 #[derive(Clone, Debug, Default)]
 pub struct FabricReading {
     pub stats: Option<StatsSnapshot>,
-    pub owners: Vec<PortOwner>,
+    /// ENI id → the instance it is attached to (members included).
+    pub owners: std::collections::HashMap<String, String>,
     pub health: Option<Vec<BackendHealth>>,
     pub sessions: Sessions,
 }
@@ -199,22 +193,22 @@ pub struct FabricReading {
 async fn read_fabric(model: &ModelHandle, fabric: &FabricShell) -> FabricReading {
     let stats = tokio::time::timeout(SNAPSHOT_TIMEOUT, fabric.stats()).await.ok().flatten();
     let health = tokio::time::timeout(SNAPSHOT_TIMEOUT, fabric.health()).await.ok().flatten();
-    let vnis: Vec<u32> = stats.iter().flat_map(|s| s.ports.iter().map(|p| p.vni)).collect();
     let owners = model
-        .read(move |r| {
-            vnis.iter()
-                .map(|v| match r.eni_by_port(*v) {
-                    Some(e) => PortOwner {
-                        instance: e.instance_id().unwrap_or_default().to_string(),
-                        vlan: e.vlan().map(|v| v.to_string()).unwrap_or_default(),
-                    },
-                    None => PortOwner::default(),
-                })
-                .collect::<Vec<_>>()
+        .read(|r| {
+            r.enis()
+                .filter_map(|e| Some((e.network_interface_id.clone(), e.instance_id()?.to_string())))
+                .collect::<std::collections::HashMap<_, _>>()
         })
         .await
         .unwrap_or_default();
     FabricReading { stats, owners, health, sessions: fabric.sessions() }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabels {
+    vni: String,
+    eni: String,
+    instance: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -269,46 +263,54 @@ fn fabric_registry(reading: &FabricReading) -> Registry {
         let rx_frames = counters::<EniLabels>(
             &mut r,
             "enifab_eni_received_frames",
-            "Frames the fabric received from the ENI's port (members' frames count on their trunk's port)",
+            "Frames the ENI sent into the fabric (a member's counted apart from its trunk's)",
         );
         let rx_bytes = counters::<EniLabels>(
             &mut r,
             "enifab_eni_received_bytes",
-            "Inner Ethernet bytes received from the ENI's port (tag included, Geneve excluded)",
+            "Ethernet bytes the ENI sent into the fabric, as on the trunk (tag included, Geneve excluded)",
         );
         let tx_frames =
-            counters::<EniLabels>(&mut r, "enifab_eni_sent_frames", "Frames the fabric delivered to the ENI's port");
-        let tx_bytes =
-            counters::<EniLabels>(&mut r, "enifab_eni_sent_bytes", "Inner Ethernet bytes delivered to the ENI's port");
-        let hc_frames = counters::<EniLabels>(
-            &mut r,
-            "enifab_eni_health_check_frames",
-            "Load balancers' health-check frames on the ENI's port, both ways (not in received/sent)",
-        );
+            counters::<EniLabels>(&mut r, "enifab_eni_sent_frames", "Frames the fabric delivered to the ENI");
+        let tx_bytes = counters::<EniLabels>(&mut r, "enifab_eni_sent_bytes", "Ethernet bytes delivered to the ENI");
         let drop_frames = counters::<EniDropLabels>(
             &mut r,
             "enifab_eni_dropped_frames",
-            "Frames received from the ENI's port and dropped, by reason",
+            "Frames the ENI sent that were dropped, by reason",
         );
         let drop_bytes = counters::<EniDropLabels>(
             &mut r,
             "enifab_eni_dropped_bytes",
-            "Bytes of frames received from the ENI's port and dropped, by reason",
+            "Bytes of frames the ENI sent that were dropped, by reason",
+        );
+        let port_rx = counters::<PortLabels>(
+            &mut r,
+            "enifab_port_received_frames",
+            "Frames received on a fabric port (a NIC; a trunk's port carries its members' frames too)",
+        );
+        let port_tx = counters::<PortLabels>(&mut r, "enifab_port_sent_frames", "Frames sent on a fabric port");
+        let hc_frames = counters::<PortLabels>(
+            &mut r,
+            "enifab_port_health_check_frames",
+            "Load balancers' health-check frames on a port, both ways (not in received/sent)",
         );
         let all_drops = counters::<ReasonLabels>(
             &mut r,
             "enifab_fabric_dropped_frames",
             "Frames the fabric dropped, by reason, over all ports and frames no port claimed",
         );
-        for (i, p) in stats.ports.iter().enumerate() {
-            let owner = reading.owners.get(i).cloned().unwrap_or_default();
-            let eni = EniLabels { eni: p.eni_id.clone(), instance: owner.instance, vlan: owner.vlan };
-            rx_frames.get_or_create(&eni).inc_by(p.rx_frames);
-            rx_bytes.get_or_create(&eni).inc_by(p.rx_bytes);
-            tx_frames.get_or_create(&eni).inc_by(p.tx_frames);
-            tx_bytes.get_or_create(&eni).inc_by(p.tx_bytes);
-            hc_frames.get_or_create(&eni).inc_by(p.health_frames);
-            for d in &p.drops {
+        let owner = |eni: &str| reading.owners.get(eni).cloned().unwrap_or_default();
+        for e in &stats.enis {
+            let eni = EniLabels {
+                eni: e.eni_id.clone(),
+                instance: owner(&e.eni_id),
+                vlan: e.vlan.map(|v| v.to_string()).unwrap_or_default(),
+            };
+            rx_frames.get_or_create(&eni).inc_by(e.rx_frames);
+            rx_bytes.get_or_create(&eni).inc_by(e.rx_bytes);
+            tx_frames.get_or_create(&eni).inc_by(e.tx_frames);
+            tx_bytes.get_or_create(&eni).inc_by(e.tx_bytes);
+            for d in &e.drops {
                 let labels = EniDropLabels {
                     eni: eni.eni.clone(),
                     instance: eni.instance.clone(),
@@ -318,6 +320,12 @@ fn fabric_registry(reading: &FabricReading) -> Registry {
                 drop_frames.get_or_create(&labels).inc_by(d.frames);
                 drop_bytes.get_or_create(&labels).inc_by(d.bytes);
             }
+        }
+        for p in &stats.ports {
+            let port = PortLabels { vni: p.vni.to_string(), eni: p.eni_id.clone(), instance: owner(&p.eni_id) };
+            port_rx.get_or_create(&port).inc_by(p.rx_frames);
+            port_tx.get_or_create(&port).inc_by(p.tx_frames);
+            hc_frames.get_or_create(&port).inc_by(p.health_frames);
         }
         for d in &stats.drops {
             all_drops.get_or_create(&ReasonLabels { reason: d.reason.to_string() }).inc_by(d.frames);
@@ -367,7 +375,7 @@ pub fn render(api: &ApiMetrics, fabric: Option<&FabricReading>) -> Result<String
 
 #[cfg(test)]
 mod tests {
-    use enifab_dataplane::{DropStats, PortStats};
+    use enifab_dataplane::{DropStats, EniStats, PortStats};
 
     use super::*;
 
@@ -407,11 +415,33 @@ mod tests {
                 health_bytes: 0,
                 drops: vec![DropStats { reason: "security_group_ingress", frames: 1, bytes: 98 }],
             }],
+            enis: vec![
+                EniStats {
+                    eni_id: "eni-a".into(),
+                    vni: 7,
+                    vlan: None,
+                    rx_frames: 5,
+                    rx_bytes: 500,
+                    tx_frames: 4,
+                    tx_bytes: 400,
+                    drops: vec![DropStats { reason: "security_group_ingress", frames: 1, bytes: 98 }],
+                },
+                EniStats {
+                    eni_id: "eni-m".into(),
+                    vni: 7,
+                    vlan: Some(1027),
+                    rx_frames: 2,
+                    rx_bytes: 204,
+                    tx_frames: 1,
+                    tx_bytes: 102,
+                    drops: vec![],
+                },
+            ],
             drops: vec![DropStats { reason: "security_group_ingress", frames: 1, bytes: 98 }],
         };
         let reading = FabricReading {
             stats: Some(stats),
-            owners: vec![PortOwner { instance: "i-a".into(), vlan: String::new() }],
+            owners: [("eni-a".to_string(), "i-a".to_string()), ("eni-m".to_string(), "i-a".to_string())].into(),
             health: Some(vec![]),
             sessions: Sessions { nodes: 2, ..Sessions::default() },
         };
@@ -420,6 +450,8 @@ mod tests {
             r#"enifab_eni_received_frames_total{eni="eni-a",instance="i-a",vlan=""} 5"#,
             r#"enifab_eni_sent_bytes_total{eni="eni-a",instance="i-a",vlan=""} 400"#,
             r#"enifab_eni_dropped_frames_total{eni="eni-a",instance="i-a",vlan="",reason="security_group_ingress"} 1"#,
+            r#"enifab_eni_received_frames_total{eni="eni-m",instance="i-a",vlan="1027"} 2"#,
+            r#"enifab_port_received_frames_total{vni="7",eni="eni-a",instance="i-a"} 5"#,
             r#"enifab_fabric_dropped_frames_total{reason="security_group_ingress"} 1"#,
             "enifab_conntrack_entries 2",
             "enifab_shim_nodes 2",

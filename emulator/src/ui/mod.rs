@@ -524,6 +524,7 @@ mod tests {
                 health_bytes: 0,
                 drops: vec![enifab_dataplane::DropStats { reason: "security_group_ingress", frames: 2, bytes: 196 }],
             }],
+            enis: vec![],
             drops: vec![],
         };
         let c = counters(&s);

@@ -855,3 +855,24 @@ fn empty_config_drops_everything_as_unknown_port() {
     let v = f.process(Instant(0), NODE_A, &arp_request(&TRUNK_A, NODE_GW), &mut out);
     assert_eq!(v, Verdict::Drop(DropReason::UnknownPort { vni: vni(10) }));
 }
+
+#[test]
+fn members_are_counted_apart_from_their_trunk_and_keep_their_counters_across_snapshots() {
+    let lab = Lab::new();
+    let mut h = Harness::new(&lab);
+    h.forwarded(&POD_A1, &tcp_datagram(&POD_A1, POD_B1.ip, 40000, 80, SYN), &POD_B1);
+    h.dropped(&POD_A2, &tcp_datagram(&POD_A2, POD_B1.ip, 40000, 22, SYN));
+    let eni = |s: &crate::StatsSnapshot, id: &str| s.enis.iter().find(|e| e.eni_id == id).cloned().expect(id);
+    let s = h.stats();
+    let (a1, a2, b1, trunk) = (eni(&s, POD_A1.eni), eni(&s, POD_A2.eni), eni(&s, POD_B1.eni), eni(&s, TRUNK_A.eni));
+    assert_eq!((a1.vlan, a1.rx_frames, a1.tx_frames), (POD_A1.vlan, 1, 0));
+    assert_eq!((b1.rx_frames, b1.tx_frames), (0, 1));
+    assert_eq!((a2.rx_frames, a2.drops.len()), (1, 1), "a member's drop is its own");
+    assert_eq!((trunk.rx_frames, trunk.tx_frames), (0, 0), "the trunk's own row: its untagged frames only");
+    assert_eq!(port(&s, POD_A1.vni).rx_frames, 2, "the trunk's port carries both members");
+    // A new snapshot (one more rule) keeps every ENI's counters.
+    let mut lab = lab.clone();
+    lab.group_mut("sg-db").rules.push(rule(Direction::Ingress, 2, Policy::Accept, Protocol::Udp, Some(53), any_ip()));
+    h.set_config(lab.build(2));
+    assert_eq!(eni(&h.stats(), POD_A1.eni), a1);
+}
