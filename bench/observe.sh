@@ -10,9 +10,9 @@
 #            --no-build  use target/release as it is
 #
 # The lab is bench/topology.yaml (two nodes, a client pod on node A and a server pod on node B,
-# each on its own member ENI, Terway's `vlan` datapath). The emulator runs with the kernel fast
-# path off (`--fast-path=off`), so that every packet crosses the pipeline, where flow logs are
-# written and captures copy frames: the worst case for both. Each round restarts `enifab serve`
+# each on its own member ENI, Terway's `vlan` datapath). The emulator and the shims run with the
+# kernel fast path off (`ENIFAB_FAST_PATH=off`), so that every packet crosses the pipeline, where
+# flow logs are written and captures copy frames: the worst case for both. Each round restarts `enifab serve`
 # (same data directory, same ports; the shims re-register by themselves) with `--flow-logs=off`,
 # then with `--flow-logs=on`, and measures each; then, still on, starts `enifab capture` on the
 # veth server's member ENI (an ENI the measured traffic never touches, on the same node and
@@ -52,6 +52,9 @@ if ((BUILD)); then
   (cd "$ROOT" && cargo build --release -q -p enifab -p enifab-shim --bins) || die "cargo build failed"
 fi
 
+# Every packet through the pipeline: the emulator's switch and the shims' (the lab passes its
+# environment on to them).
+export ENIFAB_FAST_PATH=off
 TMP="$(mktemp -d /tmp/enifab-obs.XXXXXX)"
 EMULATOR=""
 CAPTURE=""
@@ -72,7 +75,7 @@ cleanup() {
     timeout 60 "$BIN/enifab" --endpoint "$EP" lab down "$TOPO" --state-dir "$LAB_STATE" >"$TMP/down.log" 2>&1 ||
       say "lab down failed: $(tail -n 3 "$TMP/down.log")"
   fi
-  [ -n "$EMULATOR" ] && stop "$EMULATOR"
+  if [ -n "$EMULATOR" ]; then stop "$EMULATOR" || true; fi
   if ((rc != 0)); then tail -n 15 "$TMP"/*.log >&2 2>/dev/null; fi
   rm -rf "$TMP"
   exit "$rc"
@@ -87,9 +90,9 @@ FABRIC="127.0.0.1:$(free_port SOCK_DGRAM)"
 efb() { "$BIN/enifab" --endpoint "$EP" "$@"; }
 
 serve() { # on|off: (re)start the emulator with flow logs on or off, wait until it answers
-  [ -n "$EMULATOR" ] && stop "$EMULATOR"
+  if [ -n "$EMULATOR" ]; then stop "$EMULATOR" || true; fi
   "$BIN/enifab" serve --listen "$EP" --fabric-listen "$FABRIC" --data-dir "$TMP/data" --no-delays \
-    --fast-path off --flow-logs "$1" >>"$TMP/emulator.log" 2>&1 &
+ --flow-logs "$1" >>"$TMP/emulator.log" 2>&1 &
   EMULATOR=$!
   for _ in $(seq 1 50); do efb health --timeout-ms 200 >/dev/null 2>&1 && break; sleep 0.1; done
 }
@@ -136,7 +139,7 @@ for r in $(seq 1 "$REPEAT"); do
   sleep 1
   kill -0 "$CAPTURE" 2>/dev/null || die "enifab capture did not start: $(cat "$TMP/capture.log")"
   round logs-on+capture
-  stop "$CAPTURE"
+  stop "$CAPTURE" || true
   CAPTURE=""
 done
 # The flow logs did record the measured traffic (the client's member ENI, both ways).

@@ -351,17 +351,6 @@ struct SgOutcome {
     verdict: Result<(), DropReason>,
 }
 
-/// How a flow log names what decided: the rule's id, the default, inner access, the checker
-/// (names made before the frame path, so logging allocates nothing).
-fn rule_name(cfg: &FabricConfig, names: &flowlog::Names, j: Option<Judgement>) -> Arc<str> {
-    match j {
-        Some(Judgement::Rule(r)) => cfg.rule_id(&r),
-        Some(Judgement::InnerAccess(g)) => cfg.group(g).inner_access_name.clone(),
-        Some(Judgement::HealthCheck) => names.health_check.clone(),
-        Some(Judgement::Default(_)) | None => names.default.clone(),
-    }
-}
-
 /// Where a packet goes after tracking and routing.
 struct Path {
     dst: EniIdx,
@@ -415,6 +404,8 @@ impl Fabric {
     }
 
     fn set_config_at(&mut self, config: Arc<FabricConfig>, now: Instant) {
+        // Refusals are kept by the old snapshot's ENI numbers: named now, before it goes.
+        self.flow_log.flush_rejects(&self.config);
         self.stats.sync_ports(&config);
         self.lb.sync(&config);
         self.health.sync(&config, now.0);
@@ -486,7 +477,7 @@ impl Fabric {
         self.grants.expire(now);
         let n = self.conntrack.expire(now);
         let conntrack = &self.conntrack;
-        self.flow_log.tick(now, |slot| conntrack.holds(slot));
+        self.flow_log.tick(now, |slot| conntrack.holds(slot), &self.config);
         n
     }
 
@@ -721,7 +712,7 @@ impl Fabric {
         let names = self.flow_log.names().clone();
         let end = |idx: EniIdx, judged: Option<Judgement>| {
             let e = cfg.eni(idx);
-            flowlog::End { eni: e.id.clone(), vlan: e.tag.map(Tci::vid), rule: rule_name(cfg, &names, judged) }
+            flowlog::End { eni: e.id.clone(), vlan: e.tag.map(Tci::vid), rule: flowlog::rule_name(cfg, &names, judged) }
         };
         let (sender, receiver) = (end(j.src, j.egress), end(j.dst, j.ingress));
         let tuple =
@@ -730,19 +721,15 @@ impl Fabric {
     }
 
     fn log_refusal(&mut self, j: &Judged, reason: &DropReason, bytes: usize, now: Instant) {
-        let cfg = &*self.config;
         let (idx, direction, judged) = match reason {
             DropReason::SecurityGroupEgress { .. } => (j.src, Direction::Egress, j.egress),
             DropReason::SecurityGroupIngress { .. } => (j.dst, Direction::Ingress, j.ingress),
             _ => return,
         };
-        let e = cfg.eni(idx);
         let m = j.meta;
         let (src_port, dst_port) = m.ports.unwrap_or((0, 0));
         let tuple = Tuple { protocol: m.proto, src: m.src, dst: m.dst, src_port, dst_port };
-        let rule = rule_name(cfg, self.flow_log.names(), judged);
-        let refusal = flowlog::Refusal { eni: e.id.clone(), vlan: e.tag.map(Tci::vid), direction, tuple, rule };
-        self.flow_log.reject(refusal, bytes as u64, now);
+        self.flow_log.reject(flowlog::Refusal { eni: idx, direction, tuple, judged }, bytes as u64, now);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -25,8 +25,10 @@ use std::hash::RandomState;
 use std::sync::Arc;
 
 use crate::Instant;
-use crate::config::Direction;
+use crate::config::{Direction, EniIdx, FabricConfig};
 use crate::conntrack::FlowDir;
+use crate::security_group::Judgement;
+use crate::wire::vlan::Tci;
 
 /// Refused tuples aggregated per window at most.
 pub const REJECT_CAP: usize = 4_096;
@@ -130,17 +132,63 @@ struct Live {
     window_start: u64,
 }
 
-/// A refused tuple at one ENI, one direction.
-type RejectKey = (Arc<str>, Direction, Tuple);
+/// A refused tuple at one ENI (by the snapshot's index: the refusals are flushed before a new
+/// snapshot renumbers them), one direction, packed into one integer: a flood of refused packets
+/// costs one short hash each (one `write_u128`), no string and no reference count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RejectKey(u128);
+
+/// ENIs a refusal can be logged for (20 bits of the key; a region holds far fewer).
+const REJECT_ENI_LIMIT: EniIdx = 1 << 20;
+
+impl RejectKey {
+    fn new(eni: EniIdx, direction: Direction, t: Tuple) -> Option<RejectKey> {
+        if eni >= REJECT_ENI_LIMIT {
+            return None;
+        }
+        let dir = u128::from(direction == Direction::Egress);
+        let bits = u128::from(eni) << 105
+            | dir << 104
+            | u128::from(t.protocol) << 96
+            | u128::from(u32::from(t.src)) << 64
+            | u128::from(u32::from(t.dst)) << 32
+            | u128::from(t.src_port) << 16
+            | u128::from(t.dst_port);
+        Some(RejectKey(bits))
+    }
+
+    fn parts(self) -> (EniIdx, Direction, Tuple) {
+        let b = self.0;
+        let direction = if (b >> 104) & 1 == 1 { Direction::Egress } else { Direction::Ingress };
+        let tuple = Tuple {
+            protocol: (b >> 96) as u8,
+            src: Ipv4Addr::from((b >> 64) as u32),
+            dst: Ipv4Addr::from((b >> 32) as u32),
+            src_port: (b >> 16) as u16,
+            dst_port: b as u16,
+        };
+        ((b >> 105) as EniIdx, direction, tuple)
+    }
+}
 
 /// Where a refusal happened and what refused it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Refusal {
-    pub eni: Arc<str>,
-    pub vlan: Option<u16>,
+    pub eni: EniIdx,
     pub direction: Direction,
     pub tuple: Tuple,
-    pub rule: Arc<str>,
+    pub judged: Option<Judgement>,
+}
+
+/// How a flow log names what decided: the rule's id, the default, inner access, the checker
+/// (names made before the frame path, so naming allocates nothing).
+pub(crate) fn rule_name(cfg: &FabricConfig, names: &Names, j: Option<Judgement>) -> Arc<str> {
+    match j {
+        Some(Judgement::Rule(r)) => cfg.rule_id(&r),
+        Some(Judgement::InnerAccess(g)) => cfg.group(g).inner_access_name.clone(),
+        Some(Judgement::HealthCheck) => names.health_check.clone(),
+        Some(Judgement::Default(_)) | None => names.default.clone(),
+    }
 }
 
 /// The names of what is not a rule, made once.
@@ -157,7 +205,7 @@ pub struct FlowLog {
     names: Names,
     window: u64,
     live: Vec<Option<Live>>,
-    rejects: HashMap<RejectKey, (Option<u16>, Arc<str>, Count), RandomState>,
+    rejects: HashMap<RejectKey, (Option<Judgement>, Count), RandomState>,
     window_start: u64,
     ready: VecDeque<FlowRecord>,
     skipped: u64,
@@ -228,21 +276,49 @@ impl FlowLog {
         if !self.enabled {
             return;
         }
-        let Refusal { eni, vlan, direction, tuple, rule } = r;
-        let key = (eni, direction, tuple);
-        if let Some((_, _, c)) = self.rejects.get_mut(&key) {
+        let Some(key) = RejectKey::new(r.eni, r.direction, r.tuple) else {
+            self.skipped += 1;
+            return;
+        };
+        if let Some((_, c)) = self.rejects.get_mut(&key) {
             c.add(1, bytes, now.0);
         } else if self.rejects.len() < REJECT_CAP {
             let mut c = Count::default();
             c.add(1, bytes, now.0);
-            self.rejects.insert(key, (vlan, rule, c));
+            self.rejects.insert(key, (r.judged, c));
         } else {
             self.skipped += 1;
         }
     }
 
+    /// Emits the refusals aggregated so far, named by `cfg` (the snapshot their indices are
+    /// of): when a window closes, and before a new snapshot comes in.
+    pub(crate) fn flush_rejects(&mut self, cfg: &FabricConfig) {
+        if self.rejects.is_empty() {
+            return;
+        }
+        let rejects: Vec<_> = self.rejects.drain().collect();
+        for (key, (judged, c)) in rejects {
+            let (idx, direction, tuple) = key.parts();
+            let Some(e) = cfg.enis.get(idx as usize) else { continue };
+            let rule = rule_name(cfg, &self.names, judged);
+            self.push(FlowRecord {
+                eni: e.id.clone(),
+                vlan: e.tag.map(Tci::vid),
+                direction,
+                tuple,
+                action: Action::Reject,
+                rule,
+                packets: c.packets,
+                bytes: c.bytes,
+                start: Instant(c.first),
+                end: Instant(c.last),
+            });
+        }
+    }
+
     /// Closes windows due at `now` and the flows conntrack no longer holds (`alive(slot)`).
-    pub(crate) fn tick(&mut self, now: Instant, alive: impl Fn(u32) -> bool) {
+    pub(crate) fn tick(&mut self, now: Instant, alive: impl Fn(u32) -> bool, cfg: &FabricConfig) {
         if !self.enabled {
             return;
         }
@@ -256,21 +332,7 @@ impl FlowLog {
         }
         if now.0.saturating_sub(self.window_start) >= self.window {
             self.window_start = now.0;
-            let rejects: Vec<_> = self.rejects.drain().collect();
-            for ((eni, direction, tuple), (vlan, rule, c)) in rejects {
-                self.push(FlowRecord {
-                    eni,
-                    vlan,
-                    direction,
-                    tuple,
-                    action: Action::Reject,
-                    rule,
-                    packets: c.packets,
-                    bytes: c.bytes,
-                    start: Instant(c.first),
-                    end: Instant(c.last),
-                });
-            }
+            self.flush_rejects(cfg);
         }
     }
 
@@ -334,6 +396,10 @@ impl FlowLog {
 mod tests {
     use super::*;
 
+    fn cfg() -> FabricConfig {
+        crate::testkit::Lab::new().build(1)
+    }
+
     fn tuple() -> Tuple {
         Tuple {
             protocol: 17,
@@ -356,9 +422,9 @@ mod tests {
             f.count(3, FlowDir::Original, 1, 100, Instant::from_secs(i));
         }
         f.count(3, FlowDir::Reply, 1, 60, Instant::from_secs(4));
-        f.tick(Instant::from_secs(5), |_| true);
+        f.tick(Instant::from_secs(5), |_| true, &cfg());
         assert_eq!(f.take().count(), 0, "the window is still open");
-        f.tick(Instant::from_secs(10), |_| true);
+        f.tick(Instant::from_secs(10), |_| true, &cfg());
         let records: Vec<FlowRecord> = f.take().collect();
         let summary: Vec<_> =
             records.iter().map(|r| (&*r.eni, r.direction, r.packets, r.bytes, &*r.rule, r.tuple.src_port)).collect();
@@ -372,7 +438,7 @@ mod tests {
             ]
         );
         assert_eq!((records[0].start, records[0].end), (Instant(0), Instant::from_secs(2)));
-        f.tick(Instant::from_secs(30), |_| true);
+        f.tick(Instant::from_secs(30), |_| true, &cfg());
         assert_eq!(f.take().count(), 0, "nothing new, nothing logged");
     }
 
@@ -381,7 +447,7 @@ mod tests {
         let mut f = FlowLog::new(true, 8, core::time::Duration::from_secs(600), RandomState::new());
         f.start(1, tuple(), tuple().reversed(), end("eni-a", "r1"), end("eni-b", "r2"), Instant(0));
         f.count(1, FlowDir::Original, 2, 10, Instant(1));
-        f.tick(Instant(2), |_| false);
+        f.tick(Instant(2), |_| false, &cfg());
         assert_eq!(f.take().count(), 2);
         f.start(1, tuple(), tuple().reversed(), end("eni-c", "r1"), end("eni-d", "r2"), Instant(3));
         f.count(1, FlowDir::Original, 1, 10, Instant(4));
@@ -390,26 +456,37 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_key_gives_back_what_it_packs() {
+        for (eni, direction) in [(0, Direction::Ingress), (REJECT_ENI_LIMIT - 1, Direction::Egress)] {
+            let t = Tuple {
+                protocol: 255,
+                src: Ipv4Addr::new(255, 1, 2, 3),
+                dst: Ipv4Addr::new(10, 255, 0, 254),
+                src_port: 65535,
+                dst_port: 1,
+            };
+            assert_eq!(RejectKey::new(eni, direction, t).map(RejectKey::parts), Some((eni, direction, t)));
+        }
+        assert_eq!(RejectKey::new(REJECT_ENI_LIMIT, Direction::Ingress, tuple()), None);
+    }
+
+    #[test]
     fn refusals_are_bounded_per_window() {
         let mut f = FlowLog::new(true, 1, core::time::Duration::from_secs(1), RandomState::new());
-        let eni: Arc<str> = "eni-a".into();
+        let cfg = cfg();
         for p in 0..(REJECT_CAP as u16 + 100) {
             let t = Tuple { src_port: p, ..tuple() };
-            let r = Refusal {
-                eni: eni.clone(),
-                vlan: None,
-                direction: Direction::Ingress,
-                tuple: t,
-                rule: "default".into(),
-            };
-            f.reject(r.clone(), 60, Instant(1));
+            let r = Refusal { eni: 1, direction: Direction::Ingress, tuple: t, judged: None };
+            f.reject(r, 60, Instant(1));
             f.reject(r, 60, Instant(2));
         }
         assert_eq!(f.skipped_and_lost().0, 200);
-        f.tick(Instant::from_secs(2), |_| true);
+        f.tick(Instant::from_secs(2), |_| true, &cfg);
         let records: Vec<FlowRecord> = f.take().collect();
         assert_eq!(records.len(), REJECT_CAP);
+        let (eni, vlan) = (cfg.enis[1].id.clone(), cfg.enis[1].tag.map(Tci::vid));
         assert!(records.iter().all(|r| r.action == Action::Reject && r.packets == 2 && r.bytes == 120));
+        assert!(records.iter().all(|r| r.eni == eni && r.vlan == vlan && &*r.rule == "default"));
     }
 
     #[test]
@@ -418,7 +495,7 @@ mod tests {
         assert!(f.live.is_empty());
         f.start(1, tuple(), tuple(), end("a", "r"), end("b", "r"), Instant(0));
         f.count(1, FlowDir::Original, 1, 1, Instant(0));
-        f.tick(Instant::from_secs(5), |_| false);
+        f.tick(Instant::from_secs(5), |_| false, &cfg());
         assert_eq!(f.take().count(), 0);
     }
 }
