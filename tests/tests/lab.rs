@@ -105,8 +105,34 @@ async fn run_the_example(file: &Path, opts: &lab::LabOptions, rows_expected: usi
         }
     };
     let up_took = started.elapsed();
+    // A capture of client-web's member ENI while the checks run (scenario 4 crosses it).
+    let member = st.pods["client-web"].member_eni.clone();
+    let (stop_capture, stopped) = tokio::sync::oneshot::channel::<()>();
+    let capture_opts = enifab::capture::CaptureOptions {
+        eni: Some(member.clone()),
+        node: None,
+        vlan: 0,
+        outer: false,
+        count: None,
+        duration: Some(Duration::from_secs(600)),
+        write: PathBuf::from("-"),
+        format: enifab::capture::Format::Pcapng,
+    };
+    let endpoint = opts.endpoint.clone();
+    let capturing = tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.await;
+        };
+        enifab::capture::capture(&endpoint, &capture_opts, Vec::new(), stop, |_| {}).await
+    });
     let rows = lab::check(opts, file).await;
     let check_took = started.elapsed() - up_took;
+    let _ = stop_capture.send(());
+    let captured = capturing.await.expect("the capture task").map(|(_, file)| file);
+    let mut c = Clients::new(enifab::cli::connect(&opts.endpoint).await.unwrap());
+    let q = pb::DescribeNetworkInterfaceAttributeRequest { network_interface_id: member.clone(), ..Default::default() };
+    let attached = c.ecs.describe_network_interface_attribute(q).await.map(|r| r.into_inner().attachment);
+    let vlan = attached.ok().flatten().map(|a| a.device_index).expect("the member is attached");
     let down = lab::down(opts, file, &mut |_| {}).await;
     let rows = rows.expect("lab check");
     let table = lab::render(&rows);
@@ -134,6 +160,44 @@ async fn run_the_example(file: &Path, opts: &lab::LabOptions, rows_expected: usi
     down.expect("lab down");
 
     assert!(st.services["default/nginx"].load_balancer_ip == "8.210.162.178", "{:?}", st.services);
+    // The capture opens in tshark: the member's frames carry its VLAN on the trunk, and its
+    // HTTP exchange with nginx (scenario 4) is there both ways.
+    let captured = captured.expect("the capture ran");
+    let lines = tshark(&captured, &["vlan.id", "ip.src", "ip.dst", "tcp.dstport", "tcp.srcport"]);
+    assert!(!lines.is_empty(), "the capture of {member} holds frames");
+    let ip = &st.pods["client-web"].ip;
+    let nginx = &st.pods["nginx-6f545cb57c-kt7r8"].ip;
+    let fields: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
+    assert!(
+        fields.iter().filter(|f| f[1] == ip.as_str() || f[2] == ip.as_str()).all(|f| f[0] == vlan.to_string()),
+        "every frame of {member} carries VLAN {vlan}:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        fields.iter().any(|f| f[1] == ip.as_str() && f[2] == nginx.as_str() && f[3] == "80"),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        fields.iter().any(|f| f[1] == nginx.as_str() && f[2] == ip.as_str() && f[4] == "80"),
+        "{}",
+        lines.join("\n")
+    );
+}
+
+/// `tshark -r FILE -T fields -e …`, one line per packet.
+fn tshark(file: &[u8], fields: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.pcapng");
+    std::fs::write(&path, file).unwrap();
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(&path).args(["-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark runs (apt-get install tshark; .ci/run installs it)");
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
