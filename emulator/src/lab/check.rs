@@ -72,7 +72,7 @@ pub struct CheckRow {
 pub struct Traced {
     /// `reachable` or `blocked`, as the table words the traffic.
     pub word: String,
-    /// The hop that refused the packet, as `enifab trace` titles it.
+    /// The hop that refused the packet, as `enifab trace` titles and explains it.
     pub refused_by: Option<String>,
 }
 
@@ -223,7 +223,7 @@ async fn trace(
     };
     whole.then(|| Traced {
         word: if r.verdict == "dropped" { "blocked" } else { "reachable" }.to_string(),
-        refused_by: r.hops.iter().find(|h| !h.ok).map(|h| h.title.clone()),
+        refused_by: r.hops.iter().find(|h| !h.ok).map(|h| format!("{}: {}", h.title, h.detail)),
     })
 }
 
