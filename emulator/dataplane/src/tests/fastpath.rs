@@ -4,6 +4,7 @@
 use core::net::Ipv4Addr;
 
 use super::*;
+use crate::config::Direction;
 use crate::fastpath::Update;
 use crate::wire::fastpath::{EgressEntry, Entry, IngressEntry, ReportRecord, Tuple};
 use crate::wire::ipv4::{PROTO_TCP, PROTO_UDP};
@@ -225,6 +226,13 @@ fn reports_keep_the_flow_alive_and_count_from_the_right_shim_only() {
     // (Only `fabric` heard the report; its split twin would expire the flow.)
     h.fabric.expire(h.now);
     assert_eq!(h.fabric.flows(h.now).len(), 1, "the report kept it");
+    // The flow log has the carried packets too: the first one the pipeline forwarded, the
+    // 1,000 the kernel carried, on both ENIs.
+    let logged: Vec<_> = h.fabric.take_flow_records().map(|r| (r.eni.to_string(), r.direction, r.packets)).collect();
+    assert_eq!(
+        logged,
+        [(TRUNK_A.eni.to_string(), Direction::Egress, 1001), (PRIMARY_B.eni.to_string(), Direction::Ingress, 1001)]
+    );
     // A member's frames carry their tag on the fabric's wire: counted as the pipeline counts.
     let mut h = Harness::new(&lab());
     handshake(&mut h);
