@@ -27,6 +27,8 @@ use crate::fabric::FabricShell;
 
 /// The tag enifab-cni (like Terway) puts on a pod's member ENI: `namespace/name`.
 pub const POD_TAG: &str = "k8s.aliyun.com/pod";
+/// The tag enifab-cni adds naming the pod's datapath (`veth` or `vlan`): the node's view.
+pub const DATAPATH_TAG: &str = "enifab.io/datapath";
 
 /// A trace request, as the RPC and the page take it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,7 @@ struct EniInfo {
     device_index: Option<u32>,
     primary_ip: Option<Ipv4Addr>,
     groups: Vec<String>,
+    datapath: Option<String>,
 }
 
 /// Everything a trace needs from the model, read in one go.
@@ -176,6 +179,7 @@ fn context(r: &Region, q: &TraceQuery) -> Result<Context, ModelError> {
                 device_index: a.filter(|a| a.trunk_network_interface_id.is_none()).map(|a| a.device_index),
                 primary_ip: Some(e.primary_ip_address),
                 groups: e.security_group_ids.clone(),
+                datapath: e.tags.iter().find(|t| t.key == DATAPATH_TAG).map(|t| t.value.clone()),
             };
             (e.network_interface_id.clone(), info)
         })
@@ -228,6 +232,24 @@ pub async fn explain(
     for step in &explained.trace.steps {
         if let Some(h) = hop(&ctx, step) {
             hops.push(h);
+        }
+    }
+    // The receiving node's side, for a member whose datapath its CNI named.
+    let routed = hops.iter().rev().find(|h| h.kind == "route").map(|h| h.network_interface_id.clone());
+    if let (Some(dst), Some(last)) = (routed, hops.last_mut())
+        && last.kind == "deliver"
+        && let Some(info) = ctx.enis.get(&dst)
+    {
+        let pod = info.pod.as_deref().unwrap_or("the pod");
+        match (info.datapath.as_deref(), info.vlan) {
+            (Some("veth"), Some(vlan)) => last.detail.push_str(&format!(
+                "; on the node, tc ingress pops VLAN {vlan} and the node routes {} to {pod}'s veth",
+                info.primary_ip.map(|a| a.to_string()).unwrap_or_default()
+            )),
+            (Some("vlan"), Some(vlan)) => {
+                last.detail.push_str(&format!("; VLAN {vlan}'s sub-interface, {pod}'s eth0, takes it"))
+            }
+            _ => {}
         }
     }
     let (verdict, reason) = match &explained.trace.verdict {
@@ -305,11 +327,20 @@ fn source_hop(ctx: &Context) -> pb::TraceHop {
     let mut h = base(ctx, "node", eni);
     h.title = format!("{} sends", who(ctx, eni));
     h.detail = match (&info.trunk, info.vlan) {
-        (Some(trunk), Some(vlan)) => format!(
-            "member ENI {eni} ({}): frames leave the node on its trunk {trunk} ({}) tagged VLAN {vlan}",
-            info.primary_ip.map(|a| a.to_string()).unwrap_or_default(),
-            device(ctx, trunk),
-        ),
+        (Some(trunk), Some(vlan)) => {
+            let ip = info.primary_ip.map(|a| a.to_string()).unwrap_or_default();
+            let eth = device(ctx, trunk);
+            let node = match info.datapath.as_deref() {
+                Some("veth") => format!(
+                    "the pod's eth0 is a veth into the node; the node routes from {ip} by policy to the trunk {trunk} ({eth}), whose tc egress pushes VLAN {vlan}"
+                ),
+                Some("vlan") => format!(
+                    "the pod's eth0 is VLAN {vlan} of the trunk {trunk} ({eth}): its frames leave tagged, never meeting the node's routes"
+                ),
+                _ => format!("frames leave the node on its trunk {trunk} ({eth}) tagged VLAN {vlan}"),
+            };
+            format!("member ENI {eni} ({ip}): {node}")
+        }
         _ => format!(
             "{eni} ({}) is the node's {}",
             info.primary_ip.map(|a| a.to_string()).unwrap_or_default(),

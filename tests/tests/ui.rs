@@ -150,6 +150,33 @@ async fn the_page_draws_the_running_sop_lab() {
         if let Ok(keep) = std::env::var("ENIFAB_UI_SCREENSHOT") {
             std::fs::copy(&png, keep).unwrap();
         }
+
+        // `lab check --html`: the table and the topology in one file that needs no server.
+        let row = lab::CheckRow {
+            name: "client-web to centos".into(),
+            scenario: Some(3),
+            what: "client-web → centos http/80".into(),
+            path: "VPC in: node .20/eth1 | out: - | dropped: security_group_ingress".into(),
+            expected: "blocked".into(),
+            got: "blocked".into(),
+            passed: true,
+            detail: String::new(),
+            answered: None,
+            trace: None,
+        };
+        let report = env.dir.path().join("report.html");
+        enifab::ui::report::write(&env.endpoint, &file, &[row], &report).await.expect("the report is written");
+        let html = std::fs::read_to_string(&report).unwrap();
+        assert!(!html.contains("<script src=") && !html.contains("rel=\"stylesheet\""), "self-contained");
+        let shown = chromium(env.dir.path(), &format!("file://{}", report.display()), &["--dump-dom"]).await;
+        assert!(shown.contains("client-web to centos"), "the check table is in the report");
+        for m in &members {
+            assert!(
+                shown.contains(&format!("data-eni=\"{}\"", m.network_interface_id)),
+                "{} drawn",
+                m.network_interface_id
+            );
+        }
     };
     // Down also when an assertion failed (the guard would clean the host, not the lab's state).
     let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(checks)).await;

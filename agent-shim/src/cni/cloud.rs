@@ -25,6 +25,9 @@ use super::conf::{EnifabConf, PodRequest};
 use crate::control::{AccessKey, endpoint_url};
 use crate::view::{IN_USE, parse_cidr};
 
+/// The tag naming the datapath a member ENI's pod is wired with (`veth` or `vlan`).
+pub const DATAPATH_TAG: &str = "enifab.io/datapath";
+
 /// The tag that ties a member ENI to the container it serves.
 pub const CONTAINER_TAG: &str = "enifab:container";
 
@@ -207,6 +210,9 @@ impl Cloud {
         if let Some(pod) = &req.pod {
             tags.push(pb::Tag { key: "k8s.aliyun.com/pod".into(), value: pod.clone() });
         }
+        // Not Terway's: how the node wires the pod, so that `enifab trace` can draw the node's
+        // side of the path too.
+        tags.push(pb::Tag { key: DATAPATH_TAG.into(), value: req.datapath.as_str().into() });
         tags.extend(req.conf.tags.iter().map(|(k, v)| pb::Tag { key: k.clone(), value: v.clone() }));
         let groups = if req.security_group_ids.is_empty() {
             trunk.security_group_ids.as_ref().map(|g| g.security_group_id.clone()).unwrap_or_default()
