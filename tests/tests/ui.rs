@@ -104,10 +104,11 @@ async fn the_page_draws_the_running_sop_lab() {
             let element = &dom[at..dom[at..].find("</g>").map_or(dom.len(), |e| at + e)];
             assert!(element.contains(&format!(">VLAN {vlan}<")), "VLAN {vlan} shown on {}", m.network_interface_id);
             assert!(element.contains(&m.private_ip_address), "{} shown", m.private_ip_address);
+            assert!(element.contains("data-rx-frames="), "{} has its own counters", m.network_interface_id);
             assert!(dom.contains(&format!("data-eni=\"{}\" data-kind=\"Trunk\"", att.trunk_network_interface_id)));
         }
-        // The counters were polled: every node's trunk port has its frame counts.
-        assert!(dom.matches("data-rx-frames=").count() >= 6, "counters on the nodes' ports");
+        // The counters were polled: every node's NICs and every member have their frame counts.
+        assert!(dom.matches("data-rx-frames=").count() >= 12, "counters on the nodes' NICs and the members");
         assert!(dom.contains("live · "), "the page says it is live");
         // The load balancer the lab's CCM made, with its VIP.
         assert!(dom.contains("8.210.162.178"), "the CLB's VIP is drawn");

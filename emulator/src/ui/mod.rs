@@ -427,8 +427,11 @@ fn rule(r: &SgRule) -> RuleView {
 pub struct Counters {
     pub epoch: u64,
     pub conntrack_entries: u64,
-    /// By ENI ID (the port's NIC or trunk).
+    /// By ENI ID (the port's NIC or trunk; a trunk's port carries its members' frames too).
     pub ports: BTreeMap<String, PortCounters>,
+    /// Member ENIs' own counters, by ENI ID (`vni` is their trunk's port).
+    #[serde(default)]
+    pub members: BTreeMap<String, PortCounters>,
     /// Drops over all ports, by reason.
     pub drops: BTreeMap<String, u64>,
 }
@@ -463,6 +466,22 @@ pub fn counters(s: &StatsSnapshot) -> Counters {
                     drops: drops(&p.drops),
                 };
                 (p.eni_id.clone(), c)
+            })
+            .collect(),
+        members: s
+            .enis
+            .iter()
+            .filter(|e| e.vlan.is_some())
+            .map(|e| {
+                let c = PortCounters {
+                    vni: e.vni,
+                    rx_frames: e.rx_frames,
+                    rx_bytes: e.rx_bytes,
+                    tx_frames: e.tx_frames,
+                    tx_bytes: e.tx_bytes,
+                    drops: drops(&e.drops),
+                };
+                (e.eni_id.clone(), c)
             })
             .collect(),
         drops: drops(&s.drops),
@@ -524,10 +543,20 @@ mod tests {
                 health_bytes: 0,
                 drops: vec![enifab_dataplane::DropStats { reason: "security_group_ingress", frames: 2, bytes: 196 }],
             }],
-            enis: vec![],
+            enis: vec![enifab_dataplane::EniStats {
+                eni_id: "eni-m".into(),
+                vni: 12,
+                vlan: Some(1027),
+                rx_frames: 3,
+                rx_bytes: 300,
+                tx_frames: 2,
+                tx_bytes: 200,
+                drops: vec![],
+            }],
             drops: vec![],
         };
         let c = counters(&s);
+        assert_eq!((c.members["eni-m"].rx_frames, c.members["eni-m"].vni), (3, 12));
         assert_eq!(c.ports["eni-a"].rx_frames, 5);
         assert_eq!(c.ports["eni-a"].drops["security_group_ingress"], 2);
         assert_eq!(c.conntrack_entries, 3);

@@ -83,7 +83,7 @@ function nodeHeight(inst) {
   let hgt = 56;
   for (const e of inst.enis) {
     hgt += 58;
-    if (e.kind === "Trunk") hgt += (e.members || []).length * 46 + ((e.members || []).length ? 8 : 0);
+    if (e.kind === "Trunk") hgt += (e.members || []).length * MEMBER_STEP + ((e.members || []).length ? 8 : 0);
   }
   return Math.max(hgt, 90);
 }
@@ -213,25 +213,30 @@ function drawNode(parent, inst, x, y, w, hgt) {
     ey += 58;
     if (trunk && (e.members || []).length) {
       const cableX = x + 26;
-      const last = ey + (e.members.length - 1) * 46 + 19;
+      const last = ey + (e.members.length - 1) * MEMBER_STEP + 19;
       el("path", { d: `M${cableX} ${ey - 8} L${cableX} ${last}`, class: "cable" }, g);
       for (const m of e.members) {
         drawMember(g, m, cableX, x + 44, ey, w - 54);
-        ey += 46;
+        ey += MEMBER_STEP;
       }
       ey += 8;
     }
   }
 }
 
+// A member's box (its VLAN, pod, address, and its own counters) and the gap below it.
+const MEMBER_H = 50;
+const MEMBER_STEP = 58;
+
 function drawMember(parent, m, cableX, x, y, w) {
   const g = el("g", { "data-eni": m.id, "data-kind": "Member", "data-vlan": m.vlan, "data-pod": m.pod || "", class: "member" }, parent);
   el("path", { d: `M${cableX} ${y + 19} L${x} ${y + 19}`, class: "cable" }, g);
-  const r = el("rect", { x, y, width: w, height: 38, rx: 7, class: "member-box" }, g);
-  register(m, { x, y, w, h: 38, rect: r });
+  const r = el("rect", { x, y, width: w, height: MEMBER_H, rx: 7, class: "member-box" }, g);
+  register(m, { x, y, w, h: MEMBER_H, rect: r });
   // a stripe per group on the left edge
   const sgs = m.security_groups.length ? m.security_groups : [null];
-  sgs.forEach((id, i) => el("rect", { x: x + 1, y: y + 1 + i * (36 / sgs.length), width: 4, height: 36 / sgs.length, fill: id ? sgColour(id) : "#ccc" }, g));
+  const band = (MEMBER_H - 2) / sgs.length;
+  sgs.forEach((id, i) => el("rect", { x: x + 1, y: y + 1 + i * band, width: 4, height: band, fill: id ? sgColour(id) : "#ccc" }, g));
   const vlan = `VLAN ${m.vlan ?? "?"}`;
   const bw = 12 + 6.1 * vlan.length;
   const badge = el("rect", { x: x + 10, y: y + 7, width: bw, height: 17, rx: 8.5, class: "vlan-badge" }, g);
@@ -243,6 +248,7 @@ function drawMember(parent, m, cableX, x, y, w) {
     w - bw - 30 - 10 * m.security_groups.length);
   if (m.pod) tip(name, "pod " + m.pod);
   el("text", { x: x + 10, y: y + 33, class: "member-sub" }, g, `${m.ips.join(", ")} · ${m.id}${m.status === "InUse" ? "" : " · " + m.status}`);
+  state.ctrText.set(m.id, el("text", { x: x + 10, y: y + 45, class: "ctr" }, g, "·"));
   sgDots(g, m.security_groups, x + w - 10, y + 12);
   tip(r, `member ENI ${m.id} (VLAN ${m.vlan})\npod ${m.pod || "—"}\nMAC ${m.mac}\nIPs ${m.ips.join(", ")}\nvSwitch ${m.vswitch_id}\ngroups ${m.security_groups.map(sgName).join(", ")}`);
 }
@@ -313,7 +319,7 @@ function legend() {
     box.appendChild(row);
   }
   box.appendChild(h("div", { class: "meta", style: "margin-top:8px" },
-    "Counters are per fabric port: a member's frames travel on its trunk. sent = from the node into the VPC, recv = from the VPC to the node."));
+    "A NIC's counters are its fabric port's: a trunk's include its members' frames, which each member also counts on its own. ⇡ = from the node into the VPC, ⇣ = from the VPC to the node."));
 }
 
 // ---- counters ----------------------------------------------------------------------------------
@@ -321,9 +327,9 @@ function legend() {
 function paintCounters(c, prev) {
   const dt = prev ? (c.at - prev.at) / 1000 : 0;
   for (const [eni, text] of state.ctrText) {
-    const p = c.ports[eni];
+    const p = c.ports[eni] || (c.members || {})[eni];
     if (!p) { text.textContent = "no shim plugged in"; continue; }
-    const q = prev && prev.ports[eni];
+    const q = prev && (prev.ports[eni] || (prev.members || {})[eni]);
     let rate = "";
     if (q && dt > 0) {
       const fps = ((p.rx_frames - q.rx_frames) + (p.tx_frames - q.tx_frames)) / dt;
