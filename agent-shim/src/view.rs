@@ -257,6 +257,7 @@ pub(crate) mod test {
             v_switch_cidr_block: "10.0.8.0/24".into(),
             gateway: "10.0.8.253".into(),
             security_group_ids: vec![],
+            ..Default::default()
         }
     }
 
@@ -275,6 +276,7 @@ pub(crate) mod test {
             gateway: "10.0.4.253".into(),
             security_group_ids: vec![],
             members: vec![],
+            ..Default::default()
         }
     }
 

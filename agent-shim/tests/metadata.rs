@@ -465,6 +465,7 @@ async fn metadata_agrees_with_the_api_inside_the_node() {
             region_id: REGION.into(),
             network_interface_id: sec.clone(),
             private_ip_address: vec![ip],
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -1199,6 +1199,7 @@ async fn assign_and_unassign_private_ips() {
             region_id: REGION.into(),
             network_interface_id: member.clone(),
             private_ip_address: vec!["10.0.67.100".into(), "10.0.67.101".into()],
+            ..Default::default()
         })
         .await);
     let e = describe_eni(&mut ecs, &member).await.unwrap();
@@ -1318,6 +1319,7 @@ async fn client_token_retry_after_a_refusal_succeeds() {
             region_id: REGION.into(),
             network_interface_id: filler,
             private_ip_address: vec![freed.clone()],
+            ..Default::default()
         })
         .await);
     let created = ok(ecs.create_network_interface(req.clone()).await);

@@ -346,6 +346,7 @@ fn unassign(eni: &str, ips: &[&str]) -> pb::UnassignPrivateIpAddressesRequest {
         region_id: REGION.into(),
         network_interface_id: eni.into(),
         private_ip_address: ips.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     }
 }
 

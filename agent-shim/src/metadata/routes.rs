@@ -16,8 +16,15 @@
 //!   each line, so a final newline would hand it an empty MAC;
 //! - `private-ipv4s` is a JSON array (`["10.0.4.22","10.0.4.30"]`, primary first), parsed with
 //!   `json.Unmarshal`;
-//! - this VPC is IPv4-only, so `ipv6s`, `ipv6-gateway` and `vswitch-ipv6-cidr-block` are 404,
-//!   which Terway reads as "no IPv6";
+//! - `ipv6s` is a bracketed, comma-separated list without quotes (`[2408:4005::1,2408:4005::2]`):
+//!   Terway strips the brackets and splits on commas. A NIC without IPv6 addresses has no
+//!   `ipv6s`, and a NIC on an IPv4-only vSwitch no `ipv6-gateway` or `vswitch-ipv6-cidr-block`
+//!   either: 404, which Terway reads as "no IPv6";
+//! - `ipv6-gateway` is the vSwitch /64's last address minus two, the value Terway derives itself
+//!   (`DeriveGatewayIP`) where it does not ask;
+//! - `ipv4-prefixes` / `ipv6-prefixes` list the NIC's prefixes as `private-ipv4s` lists addresses
+//!   (a JSON array). Terway's metadata client does not read them and ECS's metadata page does not
+//!   show their format, so the shape is the one its sibling item has (inferred);
 //! - `network/interfaces/macs/` lists the instance's `InUse` NICs (primary, secondary, trunk) in
 //!   DeviceIndex order; trunk members are not NICs of the guest and are never listed
 //!   (reference §6, inferred). An `Attaching` NIC has no entry yet, a `Detaching` one no more,
@@ -272,10 +279,27 @@ fn private_ipv4s(nic: &pb::NodeNic) -> String {
     serde_json::to_string(&ips).unwrap_or_default()
 }
 
+/// `[a,b]`, or nothing for no addresses (the item is then absent).
+fn ipv6s(nic: &pb::NodeNic) -> String {
+    if nic.ipv6_addresses.is_empty() {
+        return String::new();
+    }
+    format!("[{}]", nic.ipv6_addresses.join(","))
+}
+
+/// A JSON array of `items`, or nothing when there are none.
+fn json_list(items: &[String]) -> String {
+    if items.is_empty() { String::new() } else { serde_json::to_string(items).unwrap_or_default() }
+}
+
 /// `network/interfaces/macs/<mac>/`.
 fn per_mac(c: &pb::NodeConfig, nic: &pb::NodeNic) -> Dir {
     Dir::default()
         .value("gateway", &nic.gateway)
+        .value("ipv4-prefixes", json_list(&nic.ipv4_prefixes))
+        .value("ipv6-gateway", &nic.ipv6_gateway)
+        .value("ipv6-prefixes", json_list(&nic.ipv6_prefixes))
+        .value("ipv6s", ipv6s(nic))
         .value("netmask", netmask(&nic.v_switch_cidr_block))
         .value("network-interface-id", &nic.network_interface_id)
         .value("primary-ip-address", &nic.primary_ip_address)
@@ -284,6 +308,7 @@ fn per_mac(c: &pb::NodeConfig, nic: &pb::NodeNic) -> Dir {
         .value("vpc-id", &c.vpc_id)
         .value("vswitch-cidr-block", &nic.v_switch_cidr_block)
         .value("vswitch-id", &nic.v_switch_id)
+        .value("vswitch-ipv6-cidr-block", &nic.v_switch_ipv6_cidr_block)
 }
 
 /// `dynamic/instance-identity/document`: ECS's JSON keys (`instance-id`, `region-id`, …). The
@@ -402,6 +427,7 @@ mod test {
             gateway: gw.into(),
             security_group_ids: vec!["sg-1".into()],
             members: vec![],
+            ..Default::default()
         }
     }
 
@@ -420,6 +446,7 @@ mod test {
             v_switch_cidr_block: "10.0.8.0/24".into(),
             gateway: "10.0.8.253".into(),
             security_group_ids: vec![],
+            ..Default::default()
         });
         let attaching = pb::NodeNic {
             status: "Attaching".into(),

@@ -16,17 +16,29 @@
 //! succeeds; detaching an ENI that is `Detaching` or already `Available` succeeds; deleting an
 //! ENI that is already `Deleting` succeeds. A full trunk answers `EniPerInstanceLimitExceeded`.
 //! Detaching a trunk that still carries members is refused (`InvalidOperation.InvalidEniState`).
+//!
+//! Dual stack and prefixes (ECS API reference, "IP prefixes" user guide): an ENI in a vSwitch
+//! with an IPv6 /64 may hold IPv6 addresses (`Ipv6AddressCount` / `Ipv6Address.N` at create,
+//! AssignIpv6Addresses, UnassignIpv6Addresses) and /80 IPv6 prefixes (`Ipv6PrefixCount`,
+//! `Ipv6Prefix.N`); any ENI may hold /28 IPv4 prefixes (`Ipv4PrefixCount`, `Ipv4Prefix.N` on
+//! AssignPrivateIpAddresses / UnassignPrivateIpAddresses). "Each IP prefix counts as one IP
+//! address": an attached ENI holds at most the type's `EniPrivateIpAddressQuantity` IPv4
+//! addresses plus IPv4 prefixes (`InvalidOperation.Ipv4CountExceeded`) and
+//! `EniIpv6AddressQuantity` IPv6 addresses plus IPv6 prefixes
+//! (`InvalidOperation.Ipv6CountExceeded`, the code Terway checks). Single addresses and prefixes
+//! of one family are never asked for in the same call (Terway's client refuses it too); a count
+//! and the named list of the same thing are exclusive; prefix counts are 1–10 per call.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::ids::IdKind;
 use crate::instance::InstanceStatus;
-use crate::ipam::Ipam;
-use crate::net::Mac;
+use crate::ipam::{IPV4_PREFIX_LEN, IPV6_PREFIX_LEN, Ipam, Ipam6};
+use crate::net::{Cidr, Cidr6, Mac};
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
 use crate::region::{Kind, Region, check_tags, check_text, has_all_tags, parse_ip};
 use crate::time::Millis;
@@ -110,6 +122,14 @@ pub struct Eni {
     pub mac_address: Mac,
     pub primary_ip_address: Ipv4Addr,
     pub secondary_ips: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub ipv6_addresses: Vec<Ipv6Addr>,
+    /// /28 blocks the ENI holds whole (prefix mode).
+    #[serde(default)]
+    pub ipv4_prefixes: Vec<Cidr>,
+    /// /80 blocks the ENI holds whole.
+    #[serde(default)]
+    pub ipv6_prefixes: Vec<Cidr6>,
     pub security_group_ids: Vec<String>,
     pub attachment: Option<Attachment>,
     pub tags: Vec<Tag>,
@@ -128,6 +148,16 @@ impl Eni {
 
     pub fn ip_count(&self) -> u32 {
         1 + self.secondary_ips.len() as u32
+    }
+
+    /// What counts against `EniPrivateIpAddressQuantity`: addresses and IPv4 prefixes.
+    pub fn ipv4_slots(&self) -> u32 {
+        self.ip_count() + self.ipv4_prefixes.len() as u32
+    }
+
+    /// What counts against `EniIpv6AddressQuantity`: addresses and IPv6 prefixes.
+    pub fn ipv6_slots(&self) -> u32 {
+        (self.ipv6_addresses.len() + self.ipv6_prefixes.len()) as u32
     }
 
     /// The instance the ENI is attached to, members included.
@@ -161,6 +191,9 @@ pub(crate) struct NewEni {
 pub(crate) struct IpPlan {
     primary: Ipv4Addr,
     secondary: Vec<Ipv4Addr>,
+    ipv6: Vec<Ipv6Addr>,
+    ipv4_prefixes: Vec<Cidr>,
+    ipv6_prefixes: Vec<Cidr6>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +206,10 @@ pub struct CreateNetworkInterface {
     pub primary_ip_address: Option<String>,
     pub private_ip_addresses: Vec<String>,
     pub secondary_private_ip_address_count: Option<u32>,
+    pub ipv6_address_count: Option<u32>,
+    pub ipv6_addresses: Vec<String>,
+    pub ipv4_prefix_count: Option<u32>,
+    pub ipv6_prefix_count: Option<u32>,
     pub network_interface_name: String,
     pub description: String,
     pub tags: Vec<Tag>,
@@ -207,6 +244,7 @@ pub struct DescribeNetworkInterfaces {
     pub status: Option<String>,
     pub network_interface_ids: Vec<String>,
     pub private_ip_addresses: Vec<String>,
+    pub ipv6_addresses: Vec<String>,
     pub primary_ip_address: Option<String>,
     pub security_group_id: Option<String>,
     pub network_interface_name: Option<String>,
@@ -220,6 +258,8 @@ pub struct AssignPrivateIpAddresses {
     pub network_interface_id: String,
     pub secondary_private_ip_address_count: Option<u32>,
     pub private_ip_addresses: Vec<String>,
+    pub ipv4_prefix_count: Option<u32>,
+    pub ipv4_prefixes: Vec<String>,
     pub client_token: Option<String>,
 }
 
@@ -227,12 +267,38 @@ pub struct AssignPrivateIpAddresses {
 pub struct AssignedPrivateIps {
     pub network_interface_id: String,
     pub private_ip_addresses: Vec<String>,
+    pub ipv4_prefixes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnassignPrivateIpAddresses {
     pub network_interface_id: String,
     pub private_ip_addresses: Vec<String>,
+    pub ipv4_prefixes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignIpv6Addresses {
+    pub network_interface_id: String,
+    pub ipv6_address_count: Option<u32>,
+    pub ipv6_addresses: Vec<String>,
+    pub ipv6_prefix_count: Option<u32>,
+    pub ipv6_prefixes: Vec<String>,
+    pub client_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedIpv6 {
+    pub network_interface_id: String,
+    pub ipv6_addresses: Vec<String>,
+    pub ipv6_prefixes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnassignIpv6Addresses {
+    pub network_interface_id: String,
+    pub ipv6_addresses: Vec<String>,
+    pub ipv6_prefixes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,7 +358,99 @@ impl Region {
         };
         let mut secondary = named.to_vec();
         secondary.extend(picked);
-        Ok(IpPlan { primary, secondary })
+        Ok(IpPlan { primary, secondary, ipv6: Vec::new(), ipv4_prefixes: Vec::new(), ipv6_prefixes: Vec::new() })
+    }
+
+    /// Add to `plan` the IPv6 addresses (`named`, then `v6_count` picked), the IPv4 and the
+    /// IPv6 prefixes a new ENI asks for. Changes nothing.
+    pub(crate) fn plan_eni_extras(
+        &self,
+        vsw_id: &str,
+        plan: &mut IpPlan,
+        named_v6: &[Ipv6Addr],
+        v6_count: u32,
+        v4_prefixes: u32,
+        v6_prefixes: u32,
+    ) -> Result<()> {
+        if v4_prefixes > 0 {
+            let ipam = self.ipam.get(vsw_id).ok_or_else(|| ModelError::VSwitchNotFound(vsw_id.to_string()))?;
+            // The addresses this plan takes are not held yet: keep their blocks out.
+            let taken: Vec<Cidr> = std::iter::once(plan.primary)
+                .chain(plan.secondary.iter().copied())
+                .filter_map(|ip| Cidr::new(Ipv4Addr::from(u32::from(ip) & !0xf), IPV4_PREFIX_LEN))
+                .collect();
+            plan.ipv4_prefixes = ipam
+                .pick_blocks(IPV4_PREFIX_LEN, v4_prefixes as usize, &taken)
+                .ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
+        }
+        if named_v6.is_empty() && v6_count == 0 && v6_prefixes == 0 {
+            return Ok(());
+        }
+        let ipam6 = self.ipam6_of(vsw_id)?;
+        let mut wanted = check_named_v6(ipam6, named_v6)?;
+        let picked =
+            ipam6.pick(v6_count as usize, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
+        wanted.extend(picked);
+        let blocks: Vec<Cidr6> = wanted.iter().filter_map(|ip| v6_block(*ip)).collect();
+        plan.ipv6_prefixes = ipam6
+            .pick_prefixes(v6_prefixes as usize, &blocks)
+            .ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
+        plan.ipv6 = wanted;
+        Ok(())
+    }
+
+    /// The IPv6 allocator of a vSwitch; an IPv4-only vSwitch cannot give IPv6 addresses.
+    fn ipam6_of(&self, vsw_id: &str) -> Result<&Ipam6> {
+        if !self.vswitches.contains_key(vsw_id) {
+            return Err(ModelError::VSwitchNotFound(vsw_id.to_string()));
+        }
+        self.ipam6
+            .get(vsw_id)
+            .ok_or_else(|| ModelError::invalid("VSwitchId", format!("{vsw_id} has no IPv6 CIDR block")))
+    }
+
+    /// Hold and index an ENI's IPv6 addresses and both kinds of prefixes.
+    fn hold_extras(&mut self, vsw_id: &str, eni_id: &str, v6: &[Ipv6Addr], p4: &[Cidr], p6: &[Cidr6]) {
+        if let Some(ipam) = self.ipam.get_mut(vsw_id) {
+            for p in p4 {
+                ipam.reserve_block(*p);
+            }
+        }
+        if let Some(ipam6) = self.ipam6.get_mut(vsw_id) {
+            for ip in v6 {
+                ipam6.reserve(*ip);
+            }
+            for p in p6 {
+                ipam6.reserve_prefix(*p);
+            }
+        }
+        for ip in v6 {
+            self.ip6_owners.insert(*ip, eni_id.to_string());
+        }
+    }
+
+    fn free_extras(&mut self, vsw_id: &str, v6: &[Ipv6Addr], p4: &[Cidr], p6: &[Cidr6]) {
+        if let Some(ipam) = self.ipam.get_mut(vsw_id) {
+            for p in p4 {
+                ipam.release_block(*p);
+            }
+        }
+        if let Some(ipam6) = self.ipam6.get_mut(vsw_id) {
+            for ip in v6 {
+                ipam6.release(*ip);
+            }
+            for p in p6 {
+                ipam6.release_prefix(*p);
+            }
+        }
+        for ip in v6 {
+            self.ip6_owners.remove(ip);
+        }
+    }
+
+    /// Who holds an IPv6 address, if anyone.
+    pub fn ip6_owner(&self, ip: Ipv6Addr) -> Option<&str> {
+        self.ip6_owners.get(&ip).map(String::as_str)
     }
 
     /// Create the ENI record and index it. All checks are done by the caller.
@@ -313,6 +471,9 @@ impl Region {
             mac_address: mac,
             primary_ip_address: plan.primary,
             secondary_ips: plan.secondary,
+            ipv6_addresses: plan.ipv6,
+            ipv4_prefixes: plan.ipv4_prefixes,
+            ipv6_prefixes: plan.ipv6_prefixes,
             security_group_ids: new.security_group_ids,
             attachment: new.attachment,
             tags: new.tags,
@@ -326,6 +487,8 @@ impl Region {
         for ip in ips {
             self.hold_ip(&vsw.v_switch_id, &id, ip);
         }
+        let (v6, p4, p6) = (eni.ipv6_addresses.clone(), eni.ipv4_prefixes.clone(), eni.ipv6_prefixes.clone());
+        self.hold_extras(&vsw.v_switch_id, &id, &v6, &p4, &p6);
         self.macs.insert(mac);
         self.join_groups(&id, &eni.security_group_ids);
         if let Some(att) = &eni.attachment {
@@ -344,6 +507,7 @@ impl Region {
         for ip in eni.ips() {
             self.free_ip(&eni.v_switch_id, id, ip);
         }
+        self.free_extras(&eni.v_switch_id, &eni.ipv6_addresses, &eni.ipv4_prefixes, &eni.ipv6_prefixes);
         self.macs.remove(&eni.mac_address);
         self.leave_groups(id, &eni.security_group_ids);
         if let Some(att) = &eni.attachment {
@@ -500,10 +664,33 @@ impl Region {
             }
             let primary = req.primary_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
             let named: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
-            if 1 + named.len() as u32 + count > r.config.limits.ips_per_unattached_eni {
-                return Err(ModelError::Ipv4CountExceeded(r.config.limits.ips_per_unattached_eni));
+            let p4 = prefix_count("Ipv4PrefixCount", req.ipv4_prefix_count)?;
+            if p4 > 0 && (count > 0 || !named.is_empty()) {
+                return Err(ModelError::ParameterConflict("Ipv4PrefixCount and SecondaryPrivateIpAddressCount"));
             }
-            let plan = r.plan_eni_ips(&req.v_switch_id, primary, &named, count)?;
+            let limit = r.config.limits.ips_per_unattached_eni;
+            if 1 + named.len() as u32 + count + p4 > limit {
+                return Err(ModelError::Ipv4CountExceeded(limit));
+            }
+            let named_v6: Vec<Ipv6Addr> = req.ipv6_addresses.iter().map(|s| parse_ip6(s)).collect::<Result<_>>()?;
+            let v6_count = match (req.ipv6_address_count, named_v6.is_empty()) {
+                (Some(_), false) => {
+                    return Err(ModelError::ParameterConflict("Ipv6AddressCount and Ipv6Address.N"));
+                }
+                (Some(0), true) => return Err(ModelError::invalid("Ipv6AddressCount", "must be at least 1")),
+                (Some(n), true) => n,
+                (None, _) => 0,
+            };
+            let p6 = prefix_count("Ipv6PrefixCount", req.ipv6_prefix_count)?;
+            if p6 > 0 && (v6_count > 0 || !named_v6.is_empty()) {
+                return Err(ModelError::ParameterConflict("Ipv6PrefixCount and Ipv6AddressCount"));
+            }
+            let v6_total = u32::try_from(named_v6.len()).ok().and_then(|n| n.checked_add(v6_count));
+            if v6_total.and_then(|n| n.checked_add(p6)).is_none_or(|n| n > limit) {
+                return Err(ModelError::Ipv6CountExceeded(limit));
+            }
+            let mut plan = r.plan_eni_ips(&req.v_switch_id, primary, &named, count)?;
+            r.plan_eni_extras(&req.v_switch_id, &mut plan, &named_v6, v6_count, p4, p6)?;
             let id = r.insert_eni(
                 NewEni {
                     eni_type,
@@ -572,8 +759,11 @@ impl Region {
             .types
             .get(&inst.instance_type)
             .ok_or_else(|| ModelError::InstanceTypeNotFound(inst.instance_type.clone()))?;
-        if eni.ip_count() > itype.eni_private_ip_address_quantity {
+        if eni.ipv4_slots() > itype.eni_private_ip_address_quantity {
             return Err(ModelError::Ipv4CountExceeded(itype.eni_private_ip_address_quantity));
+        }
+        if eni.ipv6_slots() > itype.eni_ipv6_address_quantity {
+            return Err(ModelError::Ipv6CountExceeded(itype.eni_ipv6_address_quantity));
         }
 
         let (slot, kind_after) = match trunk_id {
@@ -747,6 +937,10 @@ impl Region {
             None => None,
         };
         let ips: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
+        if req.ipv6_addresses.len() > 100 {
+            return Err(ModelError::invalid("Ipv6Address.N", "at most 100 values"));
+        }
+        let ips6: Vec<Ipv6Addr> = req.ipv6_addresses.iter().map(|s| parse_ip6(s)).collect::<Result<_>>()?;
         let primary_ip = req.primary_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
 
         // Narrow the candidates with an index when a filter allows it.
@@ -754,6 +948,8 @@ impl Region {
             req.network_interface_ids.iter().filter_map(|id| self.enis.get_key_value(id).map(|(k, _)| k)).collect()
         } else if !ips.is_empty() || primary_ip.is_some() {
             ips.iter().chain(primary_ip.iter()).filter_map(|ip| self.ip_owners.get(ip)).flatten().collect()
+        } else if !ips6.is_empty() {
+            ips6.iter().filter_map(|ip| self.ip6_owners.get(ip)).collect()
         } else if let Some(inst) = req.instance_id.as_deref().filter(|s| !s.is_empty()) {
             self.nics.get(inst).into_iter().flat_map(|m| m.values()).collect()
         } else {
@@ -780,6 +976,7 @@ impl Region {
             .filter(|e| want_type.is_none_or(|t| e.eni_type == t))
             .filter(|e| want_status.is_none_or(|s| e.status == s))
             .filter(|e| ips.is_empty() || e.ips().any(|ip| ips.contains(&ip)))
+            .filter(|e| ips6.is_empty() || e.ipv6_addresses.iter().any(|ip| ips6.contains(ip)))
             .filter(|e| primary_ip.is_none_or(|p| e.primary_ip_address == p))
             .filter(|e| sg.as_ref().is_none_or(|g| e.security_group_ids.contains(g)))
             .filter(|e| name.as_ref().is_none_or(|n| &e.network_interface_name == n))
@@ -823,24 +1020,39 @@ impl Region {
                 return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
             }
             let named: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
+            let named_p4: Vec<Cidr> =
+                req.ipv4_prefixes.iter().map(|s| parse_prefix4("Ipv4Prefix.N", s)).collect::<Result<_>>()?;
+            let p4_count = prefix_count("Ipv4PrefixCount", req.ipv4_prefix_count)?;
+            if named_p4.len() > 10 {
+                return Err(ModelError::invalid("Ipv4Prefix.N", "at most 10 prefixes"));
+            }
+            let wants_ips = req.secondary_private_ip_address_count.is_some() || !named.is_empty();
+            let wants_prefixes = p4_count > 0 || !named_p4.is_empty();
+            if wants_ips && wants_prefixes {
+                return Err(ModelError::ParameterConflict("PrivateIpAddress and Ipv4Prefix"));
+            }
+            if p4_count > 0 && !named_p4.is_empty() {
+                return Err(ModelError::ParameterConflict("Ipv4PrefixCount and Ipv4Prefix.N"));
+            }
             let count = match (req.secondary_private_ip_address_count, named.is_empty()) {
                 (Some(_), false) => {
                     return Err(ModelError::ParameterConflict("SecondaryPrivateIpAddressCount and PrivateIpAddress.N"));
                 }
-                (None, true) => {
+                (None, true) if !wants_prefixes => {
                     return Err(ModelError::MissingParameter("SecondaryPrivateIpAddressCount"));
                 }
                 (Some(0), true) => {
                     return Err(ModelError::invalid("SecondaryPrivateIpAddressCount", "must be at least 1"));
                 }
                 (Some(n), true) => n,
-                (None, false) => 0,
+                (None, _) => 0,
             };
             let limit = r.ip_limit(eni);
-            let after = u32::try_from(named.len())
+            let after = u32::try_from(named.len() + named_p4.len())
                 .ok()
-                .and_then(|n| count.checked_add(n))
-                .and_then(|adding| eni.ip_count().checked_add(adding));
+                .and_then(|n| n.checked_add(count))
+                .and_then(|n| n.checked_add(p4_count))
+                .and_then(|adding| eni.ipv4_slots().checked_add(adding));
             if after.is_none_or(|after| after > limit) {
                 return Err(ModelError::Ipv4CountExceeded(limit));
             }
@@ -850,29 +1062,41 @@ impl Region {
             let picked =
                 ipam.pick(count as usize, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw.clone()))?;
             wanted.extend(picked);
+            let mut blocks = check_named_blocks(ipam, &named_p4)?;
+            let more = ipam
+                .pick_blocks(IPV4_PREFIX_LEN, p4_count as usize, &blocks)
+                .ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw.clone()))?;
+            blocks.extend(more);
             let id = req.network_interface_id.clone();
             for ip in &wanted {
                 r.hold_ip(&vsw, &id, *ip);
             }
-            r.enis.get_mut(&id).expect("checked above").secondary_ips.extend(wanted.iter().copied());
+            r.hold_extras(&vsw, &id, &[], &blocks, &[]);
+            let eni = r.enis.get_mut(&id).expect("checked above");
+            eni.secondary_ips.extend(wanted.iter().copied());
+            eni.ipv4_prefixes.extend(blocks.iter().copied());
             r.mark(Kind::Eni, &id);
             Ok(AssignedPrivateIps {
                 network_interface_id: id,
                 private_ip_addresses: wanted.iter().map(|ip| ip.to_string()).collect(),
+                ipv4_prefixes: blocks.iter().map(|p| p.to_string()).collect(),
             })
         })
     }
 
-    /// Unassign secondary addresses. An address that is not on the ENI, and the primary
-    /// address, answer `InvalidIp.IpUnassigned` (Terway treats that as success).
+    /// Unassign secondary addresses or IPv4 prefixes. An address that is not on the ENI, and the
+    /// primary address, answer `InvalidIp.IpUnassigned` (Terway treats that as success).
     pub fn unassign_private_ip_addresses(&mut self, req: UnassignPrivateIpAddresses, now: Millis) -> Result<()> {
         self.advance(now);
         if req.network_interface_id.is_empty() {
             return Err(ModelError::MissingParameter("NetworkInterfaceId"));
         }
         let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
-        if req.private_ip_addresses.is_empty() {
+        if req.private_ip_addresses.is_empty() && req.ipv4_prefixes.is_empty() {
             return Err(ModelError::MissingParameter("PrivateIpAddress.N"));
+        }
+        if !req.private_ip_addresses.is_empty() && !req.ipv4_prefixes.is_empty() {
+            return Err(ModelError::ParameterConflict("PrivateIpAddress.N and Ipv4Prefix.N"));
         }
         if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
             return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
@@ -888,11 +1112,152 @@ impl Region {
             }
             doomed.push(ip);
         }
+        let mut doomed_p4 = Vec::new();
+        for s in &req.ipv4_prefixes {
+            let p = parse_prefix4("Ipv4Prefix.N", s)?;
+            if !eni.ipv4_prefixes.contains(&p) {
+                return Err(ModelError::IpUnassigned(s.clone()));
+            }
+            if doomed_p4.contains(&p) {
+                return Err(ModelError::IpRepeated(s.clone()));
+            }
+            doomed_p4.push(p);
+        }
         let (id, vsw) = (eni.network_interface_id.clone(), eni.v_switch_id.clone());
         for ip in &doomed {
             self.free_ip(&vsw, &id, *ip);
         }
-        self.enis.get_mut(&id).expect("checked above").secondary_ips.retain(|ip| !doomed.contains(ip));
+        self.free_extras(&vsw, &[], &doomed_p4, &[]);
+        let eni = self.enis.get_mut(&id).expect("checked above");
+        eni.secondary_ips.retain(|ip| !doomed.contains(ip));
+        eni.ipv4_prefixes.retain(|p| !doomed_p4.contains(p));
+        self.mark(Kind::Eni, &id);
+        Ok(())
+    }
+
+    /// The IPv6 limit that applies to an ENI now: the instance type's when attached, the
+    /// unattached limit otherwise.
+    fn ipv6_limit(&self, eni: &Eni) -> u32 {
+        eni.instance_id()
+            .and_then(|i| self.instances.get(i))
+            .and_then(|i| self.types.get(&i.instance_type))
+            .map_or(self.config.limits.ips_per_unattached_eni, |t| t.eni_ipv6_address_quantity)
+    }
+
+    /// AssignIpv6Addresses: addresses (`Ipv6AddressCount` | `Ipv6Address.N`) or /80 prefixes
+    /// (`Ipv6PrefixCount` | `Ipv6Prefix.N`) from the ENI's vSwitch /64.
+    pub fn assign_ipv6_addresses(&mut self, req: AssignIpv6Addresses, now: Millis) -> Result<AssignedIpv6> {
+        self.idempotent("AssignIpv6Addresses", req, now, |r, req| {
+            if req.network_interface_id.is_empty() {
+                return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+            }
+            let eni = r.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+            if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
+                return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
+            }
+            let named: Vec<Ipv6Addr> = req.ipv6_addresses.iter().map(|s| parse_ip6(s)).collect::<Result<_>>()?;
+            let named_p6: Vec<Cidr6> =
+                req.ipv6_prefixes.iter().map(|s| parse_prefix6("Ipv6Prefix.N", s)).collect::<Result<_>>()?;
+            let p6_count = prefix_count("Ipv6PrefixCount", req.ipv6_prefix_count)?;
+            if named_p6.len() > 10 {
+                return Err(ModelError::invalid("Ipv6Prefix.N", "at most 10 prefixes"));
+            }
+            let wants_ips = req.ipv6_address_count.is_some() || !named.is_empty();
+            let wants_prefixes = p6_count > 0 || !named_p6.is_empty();
+            if wants_ips && wants_prefixes {
+                return Err(ModelError::ParameterConflict("Ipv6Address and Ipv6Prefix"));
+            }
+            if p6_count > 0 && !named_p6.is_empty() {
+                return Err(ModelError::ParameterConflict("Ipv6PrefixCount and Ipv6Prefix.N"));
+            }
+            let count = match (req.ipv6_address_count, named.is_empty()) {
+                (Some(_), false) => return Err(ModelError::ParameterConflict("Ipv6AddressCount and Ipv6Address.N")),
+                (None, true) if !wants_prefixes => return Err(ModelError::MissingParameter("Ipv6AddressCount")),
+                (Some(0), true) => return Err(ModelError::invalid("Ipv6AddressCount", "must be at least 1")),
+                (Some(n), true) => n,
+                (None, _) => 0,
+            };
+            let limit = r.ipv6_limit(eni);
+            let after = u32::try_from(named.len() + named_p6.len())
+                .ok()
+                .and_then(|n| n.checked_add(count))
+                .and_then(|n| n.checked_add(p6_count))
+                .and_then(|adding| eni.ipv6_slots().checked_add(adding));
+            if after.is_none_or(|after| after > limit) {
+                return Err(ModelError::Ipv6CountExceeded(limit));
+            }
+            let vsw = eni.v_switch_id.clone();
+            let ipam6 = r.ipam6_of(&vsw)?;
+            let mut wanted = check_named_v6(ipam6, &named)?;
+            let picked =
+                ipam6.pick(count as usize, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw.clone()))?;
+            wanted.extend(picked);
+            let mut prefixes = Vec::new();
+            for p in named_p6 {
+                if !ipam6.is_prefix_free(p) || prefixes.contains(&p) {
+                    return Err(ModelError::PrivateIpDuplicated(p.to_string()));
+                }
+                prefixes.push(p);
+            }
+            let more = ipam6
+                .pick_prefixes(p6_count as usize, &prefixes)
+                .ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw.clone()))?;
+            prefixes.extend(more);
+            let id = req.network_interface_id.clone();
+            r.hold_extras(&vsw, &id, &wanted, &[], &prefixes);
+            let eni = r.enis.get_mut(&id).expect("checked above");
+            eni.ipv6_addresses.extend(wanted.iter().copied());
+            eni.ipv6_prefixes.extend(prefixes.iter().copied());
+            r.mark(Kind::Eni, &id);
+            Ok(AssignedIpv6 {
+                network_interface_id: id,
+                ipv6_addresses: wanted.iter().map(|ip| ip.to_string()).collect(),
+                ipv6_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            })
+        })
+    }
+
+    /// UnassignIpv6Addresses: an address or prefix the ENI does not hold answers
+    /// `InvalidIp.IpUnassigned`, as for IPv4, and nothing is released.
+    pub fn unassign_ipv6_addresses(&mut self, req: UnassignIpv6Addresses, now: Millis) -> Result<()> {
+        self.advance(now);
+        if req.network_interface_id.is_empty() {
+            return Err(ModelError::MissingParameter("NetworkInterfaceId"));
+        }
+        let eni = self.enis.get(&req.network_interface_id).ok_or_else(|| not_found(&req.network_interface_id))?;
+        if req.ipv6_addresses.is_empty() && req.ipv6_prefixes.is_empty() {
+            return Err(ModelError::MissingParameter("Ipv6Address.N"));
+        }
+        if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
+            return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
+        }
+        let mut doomed = Vec::new();
+        for s in &req.ipv6_addresses {
+            let ip = parse_ip6(s)?;
+            if !eni.ipv6_addresses.contains(&ip) {
+                return Err(ModelError::IpUnassigned(s.clone()));
+            }
+            if doomed.contains(&ip) {
+                return Err(ModelError::IpRepeated(s.clone()));
+            }
+            doomed.push(ip);
+        }
+        let mut doomed_p6 = Vec::new();
+        for s in &req.ipv6_prefixes {
+            let p = parse_prefix6("Ipv6Prefix.N", s)?;
+            if !eni.ipv6_prefixes.contains(&p) {
+                return Err(ModelError::IpUnassigned(s.clone()));
+            }
+            if doomed_p6.contains(&p) {
+                return Err(ModelError::IpRepeated(s.clone()));
+            }
+            doomed_p6.push(p);
+        }
+        let (id, vsw) = (eni.network_interface_id.clone(), eni.v_switch_id.clone());
+        self.free_extras(&vsw, &doomed, &[], &doomed_p6);
+        let eni = self.enis.get_mut(&id).expect("checked above");
+        eni.ipv6_addresses.retain(|ip| !doomed.contains(ip));
+        eni.ipv6_prefixes.retain(|p| !doomed_p6.contains(p));
         self.mark(Kind::Eni, &id);
         Ok(())
     }
@@ -965,4 +1330,77 @@ fn check_named<'a>(ipam: &Ipam, ips: impl IntoIterator<Item = &'a Ipv4Addr>) -> 
         wanted.push(ip);
     }
     Ok(wanted)
+}
+
+/// The IPv6 addresses a caller named, checked as [`check_named`] checks IPv4 ones.
+fn check_named_v6(ipam: &Ipam6, ips: &[Ipv6Addr]) -> Result<Vec<Ipv6Addr>> {
+    let mut wanted: Vec<Ipv6Addr> = Vec::new();
+    for &ip in ips {
+        if !ipam.is_allocatable(ip) {
+            return Err(ModelError::VSwitchIpInvalid(ip.to_string()));
+        }
+        if ipam.is_used(ip) {
+            return Err(ModelError::PrivateIpDuplicated(ip.to_string()));
+        }
+        if wanted.contains(&ip) {
+            return Err(ModelError::IpRepeated(ip.to_string()));
+        }
+        wanted.push(ip);
+    }
+    Ok(wanted)
+}
+
+/// The IPv4 prefixes a caller named: each free in the vSwitch and named once.
+fn check_named_blocks(ipam: &Ipam, blocks: &[Cidr]) -> Result<Vec<Cidr>> {
+    let mut wanted: Vec<Cidr> = Vec::new();
+    for &b in blocks {
+        if !ipam.cidr().covers(&b) {
+            return Err(ModelError::VSwitchIpInvalid(b.to_string()));
+        }
+        if !ipam.is_block_free(b) {
+            return Err(ModelError::PrivateIpDuplicated(b.to_string()));
+        }
+        if wanted.contains(&b) {
+            return Err(ModelError::IpRepeated(b.to_string()));
+        }
+        wanted.push(b);
+    }
+    Ok(wanted)
+}
+
+/// The /80 an IPv6 address lies in (the block a prefix may not take).
+fn v6_block(ip: Ipv6Addr) -> Option<Cidr6> {
+    let mask = !((1u128 << (128 - u32::from(IPV6_PREFIX_LEN))) - 1);
+    Cidr6::new(Ipv6Addr::from(u128::from(ip) & mask), IPV6_PREFIX_LEN)
+}
+
+/// A prefix count: absent is 0; given, it is 1–10 (the API reference's range).
+fn prefix_count(param: &'static str, n: Option<u32>) -> Result<u32> {
+    match n {
+        None => Ok(0),
+        Some(n @ 1..=10) => Ok(n),
+        Some(_) => Err(ModelError::invalid(param, "must be 1 to 10")),
+    }
+}
+
+fn parse_ip6(s: &str) -> Result<Ipv6Addr> {
+    s.trim().parse().map_err(|_| ModelError::InvalidPrivateIpMalformed(s.to_string()))
+}
+
+/// An IPv4 prefix by name: a /28, written with its network address.
+fn parse_prefix4(param: &'static str, s: &str) -> Result<Cidr> {
+    let p: Cidr = s.parse().map_err(|_| ModelError::invalid(param, format!("{s:?} is not a CIDR block")))?;
+    if p.prefix() != IPV4_PREFIX_LEN {
+        return Err(ModelError::invalid(param, format!("{s} is not a /{IPV4_PREFIX_LEN}")));
+    }
+    Ok(p)
+}
+
+/// An IPv6 prefix by name: a /80, written with its network address.
+fn parse_prefix6(param: &'static str, s: &str) -> Result<Cidr6> {
+    let p: Cidr6 = s.parse().map_err(|_| ModelError::invalid(param, format!("{s:?} is not a CIDR block")))?;
+    if p.prefix() != IPV6_PREFIX_LEN {
+        return Err(ModelError::invalid(param, format!("{s} is not a /{IPV6_PREFIX_LEN}")));
+    }
+    Ok(p)
 }

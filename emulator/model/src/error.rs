@@ -113,6 +113,8 @@ pub enum ModelError {
     EniPerInstanceLimitExceeded(String),
     #[error("The number of private IPv4 addresses exceeds the limit of {0} per ENI.")]
     Ipv4CountExceeded(u32),
+    #[error("The number of IPv6 addresses exceeds the limit of {0} per ENI.")]
+    Ipv6CountExceeded(u32),
     #[error("The maximum number of security groups to which the specified resource can be added has been reached: {0}")]
     JoinedGroupLimitExceed(String),
     #[error("The specified security group ids has repeated.")]
@@ -318,6 +320,7 @@ impl ModelError {
             VpcMismatch(_) => "InvalidOperation.VpcMismatch",
             EniPerInstanceLimitExceeded(_) => "EniPerInstanceLimitExceeded",
             Ipv4CountExceeded(_) => "InvalidOperation.Ipv4CountExceeded",
+            Ipv6CountExceeded(_) => "InvalidOperation.Ipv6CountExceeded",
             JoinedGroupLimitExceed(_) => "JoinedGroupLimitExceed",
             SecurityGroupIdRepeated => "InvalidParameter.SecurityGroupIdRepeated",
             MultiGroupType => "InvalidOperation.MultiGroupType",
@@ -408,6 +411,7 @@ impl ModelError {
             | VpcMismatch(_)
             | EniPerInstanceLimitExceeded(_)
             | Ipv4CountExceeded(_)
+            | Ipv6CountExceeded(_)
             | MultiGroupType
             | AuthorizationLimitExceed(_)
             | DependencyViolation(_)

@@ -17,7 +17,7 @@
 //! the row when the resource is gone) in one transaction.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ use crate::eni::{Attachment, Eni, EniStatus, EniType};
 use crate::error::ModelError;
 use crate::ids::{IdGen, IdKind};
 use crate::instance::Instance;
-use crate::ipam::Ipam;
+use crate::ipam::{Ipam, Ipam6};
 use crate::net::Cidr;
 use crate::net::Mac;
 use crate::security_group::SecurityGroup;
@@ -206,6 +206,11 @@ pub struct Region {
 
     // Indexes, rebuilt on restore, never persisted.
     pub(crate) ipam: HashMap<String, Ipam>,
+    /// The IPv6 allocators of the vSwitches that have a /64.
+    pub(crate) ipam6: HashMap<String, Ipam6>,
+    /// Every ENI IPv6 address to the ENI holding it (addresses are unique region-wide: each VPC
+    /// has its own /56).
+    pub(crate) ip6_owners: HashMap<Ipv6Addr, String>,
     /// Every private IP to the ENIs holding it (one per VPC at most).
     pub(crate) ip_owners: HashMap<Ipv4Addr, Vec<String>>,
     pub(crate) macs: HashSet<Mac>,
@@ -250,6 +255,8 @@ impl Region {
             vserver_groups: BTreeMap::new(),
             idgen,
             ipam: HashMap::new(),
+            ipam6: HashMap::new(),
+            ip6_owners: HashMap::new(),
             ip_owners: HashMap::new(),
             macs: HashSet::new(),
             sg_members: HashMap::new(),
@@ -391,6 +398,9 @@ impl Region {
     fn rebuild_indexes(&mut self) -> Result<(), String> {
         for (id, vsw) in &self.vswitches {
             self.ipam.insert(id.clone(), Ipam::new(vsw.cidr));
+            if let Some(c6) = vsw.ipv6_cidr {
+                self.ipam6.insert(id.clone(), Ipam6::new(c6));
+            }
         }
         for (id, inst) in &self.instances {
             self.nics.entry(id.clone()).or_default();
@@ -408,6 +418,29 @@ impl Region {
                     return Err(format!("ENI {id}: IP {ip} is held twice or is outside its vSwitch"));
                 }
                 self.ip_owners.entry(ip).or_default().push(id.clone());
+            }
+            for p in &eni.ipv4_prefixes {
+                if !ipam.is_block_free(*p) {
+                    return Err(format!("ENI {id}: prefix {p} is held twice or is outside its vSwitch"));
+                }
+                ipam.reserve_block(*p);
+            }
+            if !eni.ipv6_addresses.is_empty() || !eni.ipv6_prefixes.is_empty() {
+                let ipam6 = self
+                    .ipam6
+                    .get_mut(&eni.v_switch_id)
+                    .ok_or_else(|| format!("ENI {id} holds IPv6 in IPv4-only vSwitch {}", eni.v_switch_id))?;
+                for ip in &eni.ipv6_addresses {
+                    if !ipam6.reserve(*ip) {
+                        return Err(format!("ENI {id}: IPv6 {ip} is held twice or is outside its vSwitch"));
+                    }
+                    self.ip6_owners.insert(*ip, id.clone());
+                }
+                for p in &eni.ipv6_prefixes {
+                    if !ipam6.reserve_prefix(*p) {
+                        return Err(format!("ENI {id}: prefix {p} is held twice or is outside its vSwitch"));
+                    }
+                }
             }
             if !self.macs.insert(eni.mac_address) {
                 return Err(format!("ENI {id}: MAC {} is held twice", eni.mac_address));
@@ -590,6 +623,11 @@ impl Region {
         }
     }
 
+    /// Every IPv6 address of the region to its ENI (read-only, for the fabric's snapshot).
+    pub fn ip6_owners(&self) -> impl Iterator<Item = (&Ipv6Addr, &String)> {
+        self.ip6_owners.iter()
+    }
+
     /// Who holds `ip` inside `vpc_id`, if anyone.
     pub fn ip_owner_in_vpc(&self, vpc_id: &str, ip: Ipv4Addr) -> Option<&str> {
         self.ip_owners
@@ -640,6 +678,29 @@ impl Region {
                     return Err(format!("{id}: IP index disagrees for {ip}"));
                 }
                 *held_per_vsw.entry(&eni.v_switch_id).or_default() += 1;
+            }
+            for p in &eni.ipv4_prefixes {
+                if !vsw.cidr.covers(p) {
+                    return Err(format!("{id}: prefix {p} outside {}", vsw.cidr));
+                }
+                *held_per_vsw.entry(&eni.v_switch_id).or_default() += p.size() as usize;
+            }
+            for ip in &eni.ipv6_addresses {
+                if !vsw.ipv6_cidr.is_some_and(|c| c.contains(*ip) && !c.is_reserved(*ip)) {
+                    return Err(format!("{id}: {ip} outside the vSwitch's IPv6 block or reserved"));
+                }
+                if self.ip6_owners.get(ip) != Some(id) {
+                    return Err(format!("{id}: IPv6 index disagrees for {ip}"));
+                }
+                let in_prefix = self.enis.values().flat_map(|e| &e.ipv6_prefixes).any(|p| p.contains(*ip));
+                if in_prefix {
+                    return Err(format!("{id}: {ip} lies in a prefix"));
+                }
+            }
+            for p in &eni.ipv6_prefixes {
+                if !vsw.ipv6_cidr.is_some_and(|c| c.covers(p)) {
+                    return Err(format!("{id}: prefix {p} outside the vSwitch's IPv6 block"));
+                }
             }
             if !macs.insert(eni.mac_address) || !self.macs.contains(&eni.mac_address) {
                 return Err(format!("{id}: MAC {} duplicated or unindexed", eni.mac_address));
@@ -784,6 +845,7 @@ client_token_requests!(
     crate::instance::CreateInstance,
     crate::eni::CreateNetworkInterface,
     crate::eni::AssignPrivateIpAddresses,
+    crate::eni::AssignIpv6Addresses,
     crate::security_group::CreateSecurityGroup,
     crate::security_group::AuthorizeSecurityGroup,
     crate::slb::load_balancer::CreateLoadBalancer,

@@ -6,13 +6,20 @@
 //! is /16 to /29, inside its VPC, overlapping no other vSwitch of the VPC (so a private IP is
 //! unique per VPC as soon as it is unique per vSwitch); at most 150 vSwitches per VPC. Deleting
 //! refuses while dependents exist (`DependencyViolation`), load balancers included.
+//!
+//! IPv6 (VPC and ECS API references): `CreateVpc` with `EnableIpv6=true` gives the VPC a /56
+//! (the cloud takes it from its BGP ranges; enifab from `2408:4005:3000::/40`, one /56 per VPC,
+//! the lowest free, or the caller's `Ipv6CidrBlock` when it names a free /56). `CreateVSwitch`'s
+//! `Ipv6CidrBlock` is not a CIDR but the 8 bits (0–255) that pick the vSwitch's /64 inside the
+//! VPC's /56; it is refused when the VPC has no IPv6 block, and two vSwitches cannot take the same
+//! /64. A vSwitch without it is IPv4-only and its ENIs cannot hold IPv6 addresses.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::ids::IdKind;
-use crate::ipam::Ipam;
-use crate::net::Cidr;
+use crate::ipam::{Ipam, Ipam6};
+use crate::net::{Cidr, Cidr6};
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
 use crate::region::{Kind, Region, check_tags, check_text, has_all_tags};
 use crate::time::Millis;
@@ -24,6 +31,9 @@ pub struct Vpc {
     pub vpc_name: String,
     pub description: String,
     pub cidr_block: Cidr,
+    /// The VPC's IPv6 /56, when IPv6 is enabled.
+    #[serde(default)]
+    pub ipv6_cidr_block: Option<Cidr6>,
     pub v_router_id: String,
     pub route_table_id: String,
     pub resource_group_id: String,
@@ -37,6 +47,9 @@ pub struct VSwitch {
     pub vpc_id: String,
     pub zone_id: String,
     pub cidr: Cidr,
+    /// The vSwitch's IPv6 /64, when it has one.
+    #[serde(default)]
+    pub ipv6_cidr: Option<Cidr6>,
     pub v_switch_name: String,
     pub description: String,
     pub resource_group_id: String,
@@ -59,6 +72,9 @@ pub struct VSwitchView {
     pub available_ip_address_count: u64,
 }
 
+/// Where VPCs' IPv6 /56 blocks come from when the caller names none.
+pub const IPV6_POOL: &str = "2408:4005:3000::/40";
+
 const FORBIDDEN: [&str; 4] = ["100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4"];
 
 fn parse_cidr(s: &str) -> Result<Cidr> {
@@ -68,6 +84,9 @@ fn parse_cidr(s: &str) -> Result<Cidr> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateVpc {
     pub cidr_block: Option<String>,
+    pub enable_ipv6: bool,
+    /// A /56 the caller wants (only with `enable_ipv6`).
+    pub ipv6_cidr_block: Option<String>,
     pub vpc_name: String,
     pub description: String,
     pub resource_group_id: String,
@@ -88,6 +107,8 @@ pub struct CreateVSwitch {
     pub vpc_id: String,
     pub zone_id: String,
     pub cidr_block: String,
+    /// `Ipv6CidrBlock`: the 8 bits (0–255) of the vSwitch's /64 inside the VPC's /56.
+    pub ipv6_cidr_block: Option<u32>,
     pub v_switch_name: String,
     pub description: String,
     pub tags: Vec<Tag>,
@@ -119,11 +140,13 @@ impl Region {
             }
             check_text("VpcName", &req.vpc_name, 128)?;
             check_tags(&req.tags)?;
+            let ipv6 = r.plan_vpc_ipv6(req.enable_ipv6, req.ipv6_cidr_block.as_deref())?;
             let vpc = Vpc {
                 vpc_id: r.new_id(IdKind::Vpc),
                 vpc_name: req.vpc_name,
                 description: req.description,
                 cidr_block: cidr,
+                ipv6_cidr_block: ipv6,
                 v_router_id: r.new_id(IdKind::VRouter),
                 route_table_id: r.new_id(IdKind::RouteTable),
                 resource_group_id: req.resource_group_id,
@@ -134,6 +157,32 @@ impl Region {
             r.mark(Kind::Vpc, &vpc.vpc_id);
             Ok(vpc)
         })
+    }
+
+    /// The /56 a new VPC gets: none without `enable`, the caller's if free, else the lowest free
+    /// one of [`IPV6_POOL`]. Changes nothing.
+    fn plan_vpc_ipv6(&self, enable: bool, wanted: Option<&str>) -> Result<Option<Cidr6>> {
+        let wanted = wanted.filter(|s| !s.is_empty());
+        if !enable {
+            return match wanted {
+                Some(_) => Err(ModelError::invalid("Ipv6CidrBlock", "requires EnableIpv6=true")),
+                None => Ok(None),
+            };
+        }
+        let taken: Vec<Cidr6> = self.vpcs.values().filter_map(|v| v.ipv6_cidr_block).collect();
+        if let Some(w) = wanted {
+            let block: Cidr6 = w.parse().map_err(|_| ModelError::InvalidCidrBlock(w.to_string()))?;
+            if block.prefix() != 56 {
+                return Err(ModelError::invalid("Ipv6CidrBlock", "a VPC's IPv6 block is a /56"));
+            }
+            if taken.iter().any(|t| t.overlaps(&block)) {
+                return Err(ModelError::CidrOverlapped);
+            }
+            return Ok(Some(block));
+        }
+        let pool: Cidr6 = IPV6_POOL.parse().expect("a valid constant");
+        let free = (0..1u128 << 16).filter_map(|i| pool.subnet(56, i)).find(|b| !taken.contains(b));
+        free.map(Some).ok_or_else(|| ModelError::invalid("EnableIpv6", "the emulator's IPv6 pool is exhausted"))
     }
 
     pub fn describe_vpcs(&mut self, req: &DescribeVpcs, now: Millis) -> Result<(Vec<Vpc>, PageInfo)> {
@@ -214,6 +263,21 @@ impl Region {
             if siblings.len() >= r.config.limits.vswitches_per_vpc {
                 return Err(ModelError::VSwitchQuotaExceeded);
             }
+            let ipv6_cidr = match req.ipv6_cidr_block {
+                None => None,
+                Some(bits) => {
+                    let vpc6 = vpc.ipv6_cidr_block.ok_or_else(|| {
+                        ModelError::invalid("Ipv6CidrBlock", format!("{} has no IPv6 CIDR block", req.vpc_id))
+                    })?;
+                    let block = vpc6
+                        .subnet(64, u128::from(bits))
+                        .ok_or_else(|| ModelError::invalid("Ipv6CidrBlock", "must be 0 to 255"))?;
+                    if siblings.iter().any(|v| v.ipv6_cidr == Some(block)) {
+                        return Err(ModelError::CidrOverlapped);
+                    }
+                    Some(block)
+                }
+            };
             check_text("VSwitchName", &req.v_switch_name, 128)?;
             check_tags(&req.tags)?;
             let resource_group_id = vpc.resource_group_id.clone();
@@ -222,6 +286,7 @@ impl Region {
                 vpc_id: req.vpc_id,
                 zone_id: req.zone_id,
                 cidr,
+                ipv6_cidr,
                 v_switch_name: req.v_switch_name,
                 description: req.description,
                 resource_group_id,
@@ -229,6 +294,9 @@ impl Region {
                 creation_time: now,
             };
             r.ipam.insert(vsw.v_switch_id.clone(), Ipam::new(cidr));
+            if let Some(c6) = ipv6_cidr {
+                r.ipam6.insert(vsw.v_switch_id.clone(), Ipam6::new(c6));
+            }
             r.vswitches.insert(vsw.v_switch_id.clone(), vsw.clone());
             r.mark(Kind::VSwitch, &vsw.v_switch_id);
             Ok(vsw)
@@ -292,6 +360,7 @@ impl Region {
         }
         self.vswitches.remove(vswitch_id);
         self.ipam.remove(vswitch_id);
+        self.ipam6.remove(vswitch_id);
         self.mark(Kind::VSwitch, vswitch_id);
         Ok(())
     }

@@ -358,6 +358,7 @@ fn ips_are_unique_and_counted() {
                 UnassignPrivateIpAddresses {
                     network_interface_id: e.network_interface_id.clone(),
                     private_ip_addresses: vec![ip.into()],
+                    ..Default::default()
                 },
                 T0,
             )
@@ -368,6 +369,7 @@ fn ips_are_unique_and_counted() {
         UnassignPrivateIpAddresses {
             network_interface_id: e.network_interface_id.clone(),
             private_ip_addresses: vec!["10.0.4.100".into()],
+            ..Default::default()
         },
         T0,
     )

@@ -247,6 +247,13 @@ pub fn node_config(region: &Region, instance_id: &str, fabric_address: &str) -> 
             .vswitch(&e.v_switch_id)
             .map(|v| (v.cidr.to_string(), v.cidr.gateway().map(|g| g.to_string()).unwrap_or_default()))
     };
+    // The vSwitch's /64 and its gateway (Terway's rule: last − 2), or empty strings.
+    let ipv6_of = |e: &Eni| {
+        region
+            .vswitch(&e.v_switch_id)
+            .and_then(|v| v.ipv6_cidr)
+            .map_or_else(Default::default, |c| (c.to_string(), c.gateway().map(|g| g.to_string()).unwrap_or_default()))
+    };
     let nics = view
         .network_interfaces
         .iter()
@@ -258,6 +265,7 @@ pub fn node_config(region: &Region, instance_id: &str, fabric_address: &str) -> 
                     .filter_map(|(vlan, id)| region.eni(id).map(|m| (vlan, m)))
                     .map(|(vlan, m)| {
                         let (cidr, gw) = gateway_of(m).unwrap_or_default();
+                        let (cidr6, gw6) = ipv6_of(m);
                         pb::NodeMember {
                             network_interface_id: m.network_interface_id.clone(),
                             status: m.status.as_str().into(),
@@ -269,6 +277,9 @@ pub fn node_config(region: &Region, instance_id: &str, fabric_address: &str) -> 
                             v_switch_cidr_block: cidr,
                             gateway: gw,
                             security_group_ids: m.security_group_ids.clone(),
+                            ipv6_addresses: m.ipv6_addresses.iter().map(|ip| ip.to_string()).collect(),
+                            v_switch_ipv6_cidr_block: cidr6,
+                            ipv6_gateway: gw6,
                         }
                     })
                     .collect()
@@ -276,6 +287,7 @@ pub fn node_config(region: &Region, instance_id: &str, fabric_address: &str) -> 
                 Vec::new()
             };
             let att = e.attachment.as_ref();
+            let (cidr6, gw6) = ipv6_of(e);
             pb::NodeNic {
                 network_interface_id: e.network_interface_id.clone(),
                 r#type: e.eni_type.as_str().into(),
@@ -290,6 +302,11 @@ pub fn node_config(region: &Region, instance_id: &str, fabric_address: &str) -> 
                 gateway: gw,
                 security_group_ids: e.security_group_ids.clone(),
                 members,
+                ipv6_addresses: e.ipv6_addresses.iter().map(|ip| ip.to_string()).collect(),
+                v_switch_ipv6_cidr_block: cidr6,
+                ipv6_gateway: gw6,
+                ipv4_prefixes: e.ipv4_prefixes.iter().map(|p| p.to_string()).collect(),
+                ipv6_prefixes: e.ipv6_prefixes.iter().map(|p| p.to_string()).collect(),
             }
         })
         .collect();
@@ -339,6 +356,7 @@ pub fn external_node_config(host: &ExternalHostConfig, fabric_address: &str) -> 
             gateway: host.segment.gateway().map(|g| g.to_string()).unwrap_or_default(),
             security_group_ids: Vec::new(),
             members: Vec::new(),
+            ..Default::default()
         }],
     }
 }

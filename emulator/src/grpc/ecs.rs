@@ -190,6 +190,10 @@ impl Ecs for EcsService {
                             "SecondaryPrivateIpAddressCount",
                             q.secondary_private_ip_address_count,
                         )?,
+                        ipv6_address_count: count("Ipv6AddressCount", q.ipv6_address_count)?,
+                        ipv6_addresses: q.ipv6_address,
+                        ipv4_prefix_count: count("Ipv4PrefixCount", q.ipv4_prefix_count)?,
+                        ipv6_prefix_count: count("Ipv6PrefixCount", q.ipv6_prefix_count)?,
                         network_interface_name: q.network_interface_name,
                         description: q.description,
                         tags: tags(q.tag),
@@ -271,6 +275,7 @@ impl Ecs for EcsService {
             status: opt(q.status),
             network_interface_ids: q.network_interface_id,
             private_ip_addresses: q.private_ip_address,
+            ipv6_addresses: q.ipv6_address,
             primary_ip_address: opt(q.primary_ip_address),
             security_group_id: opt(q.security_group_id),
             network_interface_name: opt(q.network_interface_name),
@@ -326,6 +331,8 @@ impl Ecs for EcsService {
                             q.secondary_private_ip_address_count,
                         )?,
                         private_ip_addresses: q.private_ip_address,
+                        ipv4_prefix_count: count("Ipv4PrefixCount", q.ipv4_prefix_count)?,
+                        ipv4_prefixes: q.ipv4_prefix,
                         client_token: opt(q.client_token),
                     })
                 },
@@ -337,6 +344,7 @@ impl Ecs for EcsService {
             assigned_private_ip_addresses_set: Some(pb::AssignedPrivateIpAddressesSet {
                 network_interface_id: got.network_interface_id,
                 private_ip_set: Some(pb::AssignedPrivateIpList { private_ip_address: got.private_ip_addresses }),
+                ipv4_prefix_set: Some(pb::AssignedIpv4PrefixList { ipv4_prefixes: got.ipv4_prefixes }),
             }),
         }))
     }
@@ -350,9 +358,57 @@ impl Ecs for EcsService {
         let m = m_eni::UnassignPrivateIpAddresses {
             network_interface_id: q.network_interface_id,
             private_ip_addresses: q.private_ip_address,
+            ipv4_prefixes: q.ipv4_prefix,
         };
         self.ctx.call(&rid, &q.region_id, move |r, now| r.unassign_private_ip_addresses(m, now)).await?;
         Ok(Response::new(pb::UnassignPrivateIpAddressesResponse { request_id: rid }))
+    }
+
+    async fn assign_ipv6_addresses(
+        &self,
+        req: Request<pb::AssignIpv6AddressesRequest>,
+    ) -> Res<pb::AssignIpv6AddressesResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let got = self
+            .ctx
+            .call_with(
+                &rid,
+                &q.region_id,
+                move || {
+                    Ok(m_eni::AssignIpv6Addresses {
+                        network_interface_id: q.network_interface_id,
+                        ipv6_address_count: count("Ipv6AddressCount", q.ipv6_address_count)?,
+                        ipv6_addresses: q.ipv6_address,
+                        ipv6_prefix_count: count("Ipv6PrefixCount", q.ipv6_prefix_count)?,
+                        ipv6_prefixes: q.ipv6_prefix,
+                        client_token: opt(q.client_token),
+                    })
+                },
+                |r, now, m| r.assign_ipv6_addresses(m, now),
+            )
+            .await?;
+        Ok(Response::new(pb::AssignIpv6AddressesResponse {
+            request_id: rid,
+            network_interface_id: got.network_interface_id,
+            ipv6_sets: Some(pb::AssignedIpv6List { ipv6_address: got.ipv6_addresses }),
+            ipv6_prefix_sets: Some(pb::AssignedIpv6PrefixList { ipv6_prefix: got.ipv6_prefixes }),
+        }))
+    }
+
+    async fn unassign_ipv6_addresses(
+        &self,
+        req: Request<pb::UnassignIpv6AddressesRequest>,
+    ) -> Res<pb::UnassignIpv6AddressesResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let m = m_eni::UnassignIpv6Addresses {
+            network_interface_id: q.network_interface_id,
+            ipv6_addresses: q.ipv6_address,
+            ipv6_prefixes: q.ipv6_prefix,
+        };
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.unassign_ipv6_addresses(m, now)).await?;
+        Ok(Response::new(pb::UnassignIpv6AddressesResponse { request_id: rid }))
     }
 
     async fn modify_network_interface_attribute(

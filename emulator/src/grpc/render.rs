@@ -30,6 +30,22 @@ fn ts(t: Millis) -> String {
     t.to_cloud_seconds()
 }
 
+pub fn ipv6_sets(e: &Eni) -> pb::Ipv6Sets {
+    pb::Ipv6Sets { ipv6_set: e.ipv6_addresses.iter().map(|ip| pb::Ipv6Set { ipv6_address: ip.to_string() }).collect() }
+}
+
+pub fn ipv4_prefix_sets(e: &Eni) -> pb::Ipv4PrefixSets {
+    pb::Ipv4PrefixSets {
+        ipv4_prefix_set: e.ipv4_prefixes.iter().map(|p| pb::Ipv4PrefixSet { ipv4_prefix: p.to_string() }).collect(),
+    }
+}
+
+pub fn ipv6_prefix_sets(e: &Eni) -> pb::Ipv6PrefixSets {
+    pb::Ipv6PrefixSets {
+        ipv6_prefix_set: e.ipv6_prefixes.iter().map(|p| pb::Ipv6PrefixSet { ipv6_prefix: p.to_string() }).collect(),
+    }
+}
+
 pub fn private_ip_sets(e: &Eni) -> pb::PrivateIpSets {
     pb::PrivateIpSets {
         private_ip_set: e
@@ -63,7 +79,9 @@ pub fn network_interface_set(e: &Eni) -> pb::NetworkInterfaceSet {
             network_card_index: a.network_card_index as i32,
         }),
         private_ip_sets: Some(private_ip_sets(e)),
-        ipv6_sets: Some(pb::Ipv6Sets::default()),
+        ipv6_sets: Some(ipv6_sets(e)),
+        ipv4_prefix_sets: Some(ipv4_prefix_sets(e)),
+        ipv6_prefix_sets: Some(ipv6_prefix_sets(e)),
         security_group_ids: Some(sg_ids(e)),
         tags: Some(resource_tags(&e.tags)),
         creation_time: ts(e.creation_time),
@@ -99,7 +117,9 @@ pub fn create_eni_response(request_id: String, e: &Eni) -> pb::CreateNetworkInte
         network_interface_name: e.network_interface_name.clone(),
         source_dest_check: e.source_dest_check,
         service_managed: false,
-        ipv6_sets: Some(pb::Ipv6Sets::default()),
+        ipv6_sets: Some(ipv6_sets(e)),
+        ipv4_prefix_sets: Some(ipv4_prefix_sets(e)),
+        ipv6_prefix_sets: Some(ipv6_prefix_sets(e)),
     }
 }
 
@@ -131,6 +151,8 @@ pub fn eni_attribute(
         }),
         private_ip_sets: set.private_ip_sets,
         ipv6_sets: set.ipv6_sets,
+        ipv4_prefix_sets: set.ipv4_prefix_sets,
+        ipv6_prefix_sets: set.ipv6_prefix_sets,
         security_group_ids: set.security_group_ids,
         tags: set.tags,
         creation_time: set.creation_time,
@@ -221,6 +243,14 @@ pub fn vpc_item(region_id: &str, v: &Vpc, vswitches: Vec<String>) -> pb::VpcItem
         v_switch_ids: Some(pb::VSwitchIdList { v_switch_id: vswitches }),
         resource_group_id: v.resource_group_id.clone(),
         tags: Some(vpc_tags(&v.tags)),
+        ipv6_cidr_block: v.ipv6_cidr_block.map(|c| c.to_string()).unwrap_or_default(),
+        ipv6_cidr_blocks: Some(pb::Ipv6CidrBlockList {
+            ipv6_cidr_block: v
+                .ipv6_cidr_block
+                .iter()
+                .map(|c| pb::Ipv6CidrBlockItem { ipv6_cidr_block: c.to_string(), ipv6_isp: "BGP".into() })
+                .collect(),
+        }),
     }
 }
 
@@ -238,7 +268,7 @@ pub fn vswitch_item(v: &VSwitchView) -> pb::VSwitchItem {
         creation_time: ts(s.creation_time),
         is_default: false,
         resource_group_id: s.resource_group_id.clone(),
-        ipv6_cidr_block: String::new(),
+        ipv6_cidr_block: s.ipv6_cidr.map(|c| c.to_string()).unwrap_or_default(),
         tags: Some(vpc_tags(&s.tags)),
     }
 }

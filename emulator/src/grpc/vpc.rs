@@ -21,6 +21,8 @@ impl Vpc for VpcService {
         let rid = request_id();
         let req = m::CreateVpc {
             cidr_block: opt(q.cidr_block),
+            enable_ipv6: q.enable_ipv6.unwrap_or(false),
+            ipv6_cidr_block: opt(q.ipv6_cidr_block),
             vpc_name: q.vpc_name,
             description: q.description,
             resource_group_id: q.resource_group_id,
@@ -88,7 +90,7 @@ impl Vpc for VpcService {
             status: item.status,
             region_id: item.region_id,
             cidr_block: item.cidr_block,
-            ipv6_cidr_block: String::new(),
+            ipv6_cidr_block: item.ipv6_cidr_block,
             v_router_id: item.v_router_id,
             description: item.description,
             resource_group_id: item.resource_group_id,
@@ -100,7 +102,7 @@ impl Vpc for VpcService {
             user_cidrs: Some(pb::UserCidrList::default()),
             // A VPC has its one block here; the CCM reads this list too.
             secondary_cidr_blocks: Some(pb::SecondaryCidrBlockList::default()),
-            ipv6_cidr_blocks: Some(pb::Ipv6CidrBlockList::default()),
+            ipv6_cidr_blocks: item.ipv6_cidr_blocks,
             tags: item.tags,
         }))
     }
@@ -119,6 +121,7 @@ impl Vpc for VpcService {
             vpc_id: q.vpc_id,
             zone_id: q.zone_id,
             cidr_block: q.cidr_block,
+            ipv6_cidr_block: q.ipv6_cidr_block.map(|b| u32::try_from(b).unwrap_or(u32::MAX)),
             v_switch_name: q.v_switch_name,
             description: q.description,
             tags: tags(q.tag),

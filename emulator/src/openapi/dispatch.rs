@@ -127,6 +127,8 @@ impl Services {
                 "DescribeNetworkInterfaceAttribute" => describe_network_interface_attribute,
                 "AssignPrivateIpAddresses" => assign_private_ip_addresses,
                 "UnassignPrivateIpAddresses" => unassign_private_ip_addresses,
+                "AssignIpv6Addresses" => assign_ipv6_addresses,
+                "UnassignIpv6Addresses" => unassign_ipv6_addresses,
                 "ModifyNetworkInterfaceAttribute" => modify_network_interface_attribute,
                 "CreateSecurityGroup" => create_security_group,
                 "DeleteSecurityGroup" => delete_security_group,

@@ -14,6 +14,7 @@
 //! ```text
 //! POST /?Action=CreateNetworkInterface&Version=2014-05-26&VSwitchId=…&Signature=…
 //!   → wire::RpcRequest → auth::Auth::verify → dispatch::Api (by Version)
+//!   → gaps::unimplemented (a parameter the cloud defines and enifab lacks → UnsupportedParameter)
 //!   → codec::params_to_message (lenient: unknown parameters are ignored, as the cloud does)
 //!   → grpc::as_action(Action, EcsService::create_network_interface)   ← faults apply here
 //!   → 200 codec::to_json(response)  |  4xx/5xx {RequestId, HostId, Code, Message, Recommend}
@@ -30,6 +31,7 @@
 pub mod auth;
 pub mod dispatch;
 pub mod error;
+pub mod gaps;
 pub mod listener;
 pub mod sign;
 pub mod tls;
@@ -200,8 +202,17 @@ impl OpenApi {
             return Err(fail(not_found()));
         }
         let method = codec::method(api.service(), &action).ok_or_else(|| fail(not_found()))?;
-        let message =
-            codec::params_to_message(&method.input(), &req.action_params(), false).map_err(|e| fail(e.into()))?;
+        let params = req.action_params();
+        if let Some(p) = gaps::unimplemented(api, &action, &params) {
+            return Err(fail(ApiError::new(
+                400,
+                "UnsupportedParameter",
+                format!(
+                    "The parameter \"{p}\" of {action} is defined by the cloud but not implemented by enifab; nothing was done."
+                ),
+            )));
+        }
+        let message = codec::params_to_message(&method.input(), &params, false).map_err(|e| fail(e.into()))?;
         grpc::as_action(&action, self.services.call(api, &action, message))
             .await
             .map_err(|status| fail(ApiError::from_status(&status)))
