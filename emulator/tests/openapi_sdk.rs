@@ -188,6 +188,32 @@ async fn the_official_python_sdks_drive_a_trunk_pods_life() {
     assert_eq!(set[0].instance_id, made["instance"].as_str().unwrap());
 }
 
+/// Dual stack and prefix mode as Terway's newer node pools call them, with the SDKs' own request
+/// models; then the same ENI seen through gRPC, so both faces agree.
+#[tokio::test]
+async fn the_official_python_sdks_drive_dual_stack_and_prefixes() {
+    if !sdks_installed() {
+        return;
+    }
+    let server = start_server();
+    let stdout = run_script("dual_stack_sequence.py", vec![("ENIFAB_ENDPOINT", server.plain.clone())]).await;
+    let made = made(&stdout);
+    let mut ecs = signed_clients(&server.plain).await.ecs;
+    let eni = ecs
+        .describe_network_interface_attribute(pb::DescribeNetworkInterfaceAttributeRequest {
+            network_interface_id: made["eni"].as_str().unwrap().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v6: Vec<String> = eni.ipv6_sets.unwrap().ipv6_set.into_iter().map(|s| s.ipv6_address).collect();
+    let p4: Vec<String> = eni.ipv4_prefix_sets.unwrap().ipv4_prefix_set.into_iter().map(|s| s.ipv4_prefix).collect();
+    let want = |k: &str| -> Vec<String> { serde_json::from_value(made[k].clone()).unwrap() };
+    assert_eq!(v6, want("ipv6"));
+    assert_eq!(p4, want("ipv4_prefixes"));
+}
+
 #[tokio::test]
 async fn the_official_slb_sdk_drives_the_ccms_reconcile_of_a_service() {
     if !sdks_installed() {

@@ -1226,6 +1226,100 @@ async fn assign_and_unassign_private_ips() {
     assert_eq!(consistency_violations(&Snapshot::take(s.channel()).await), Vec::<String>::new());
 }
 
+/// Dual stack over gRPC: a VPC with IPv6, a vSwitch /64, an ENI with IPv6 addresses, then
+/// AssignIpv6Addresses and UnassignIpv6Addresses, each visible in both describes.
+#[tokio::test]
+async fn dual_stack_enis_assign_and_unassign_ipv6() {
+    let s = TestServer::start().await;
+    let mut ecs = s.ecs();
+    let mut vpc = s.vpc();
+    let vpc_id = ok(vpc
+        .create_vpc(pb::CreateVpcRequest {
+            region_id: REGION.into(),
+            cidr_block: "10.0.0.0/8".into(),
+            enable_ipv6: Some(true),
+            ..Default::default()
+        })
+        .await)
+    .vpc_id;
+    let a = ok(vpc
+        .describe_vpc_attribute(pb::DescribeVpcAttributeRequest {
+            region_id: REGION.into(),
+            vpc_id: vpc_id.clone(),
+            ..Default::default()
+        })
+        .await);
+    assert!(a.ipv6_cidr_block.ends_with("::/56"), "{}", a.ipv6_cidr_block);
+    let blocks = a.ipv6_cidr_blocks.unwrap().ipv6_cidr_block;
+    assert_eq!(blocks.len(), 1);
+    assert_eq!((blocks[0].ipv6_cidr_block.as_str(), blocks[0].ipv6_isp.as_str()), (a.ipv6_cidr_block.as_str(), "BGP"));
+    let vsw = ok(vpc
+        .create_v_switch(pb::CreateVSwitchRequest {
+            region_id: REGION.into(),
+            vpc_id: vpc_id.clone(),
+            zone_id: ZONE.into(),
+            cidr_block: "10.0.8.0/24".into(),
+            ipv6_cidr_block: Some(1),
+            ..Default::default()
+        })
+        .await)
+    .v_switch_id;
+    let v6_cidr = vswitch(&mut vpc, &vsw).await.ipv6_cidr_block;
+    let base: std::net::Ipv6Addr = a.ipv6_cidr_block.trim_end_matches("/56").parse().unwrap();
+    let second = std::net::Ipv6Addr::from(u128::from(base) | 1 << 64);
+    assert_eq!(v6_cidr, format!("{second}/64"), "the /56's second /64");
+    let sg = create_sg(&mut ecs, &vpc_id, "dual", "normal").await;
+    let created = ok(ecs
+        .create_network_interface(pb::CreateNetworkInterfaceRequest {
+            region_id: REGION.into(),
+            v_switch_id: vsw.clone(),
+            security_group_ids: vec![sg],
+            ipv6_address_count: Some(1),
+            ..Default::default()
+        })
+        .await);
+    let eni = created.network_interface_id.clone();
+    let first = created.ipv6_sets.unwrap().ipv6_set;
+    assert_eq!(first.len(), 1);
+    let r = ok(ecs
+        .assign_ipv6_addresses(pb::AssignIpv6AddressesRequest {
+            region_id: REGION.into(),
+            network_interface_id: eni.clone(),
+            ipv6_address_count: Some(2),
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(r.network_interface_id, eni);
+    let added = r.ipv6_sets.unwrap().ipv6_address;
+    assert_eq!(added.len(), 2);
+    let v6 = |a: &pb::DescribeNetworkInterfaceAttributeResponse| -> Vec<String> {
+        a.ipv6_sets.clone().unwrap().ipv6_set.into_iter().map(|s| s.ipv6_address).collect()
+    };
+    assert_eq!(v6(&attribute(&mut ecs, &eni).await).len(), 3);
+    let listed =
+        eni_ids(&mut ecs, pb::DescribeNetworkInterfacesRequest { ipv6_address: vec![added[1].clone()], ..dni() }).await;
+    assert_eq!(listed, set([eni.as_str()]));
+    ok(ecs
+        .unassign_ipv6_addresses(pb::UnassignIpv6AddressesRequest {
+            region_id: REGION.into(),
+            network_interface_id: eni.clone(),
+            ipv6_address: added.clone(),
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(v6(&attribute(&mut ecs, &eni).await), vec![first[0].ipv6_address.clone()]);
+    let st = expect_err(
+        ecs.unassign_ipv6_addresses(pb::UnassignIpv6AddressesRequest {
+            region_id: REGION.into(),
+            network_interface_id: eni.clone(),
+            ipv6_address: added,
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(code_of(&st), "InvalidIp.IpUnassigned");
+}
+
 #[tokio::test]
 async fn create_network_interface_client_token_replays() {
     let s = TestServer::start().await;
@@ -1893,6 +1987,8 @@ const COVERED: &[(&str, &[&str])] = &[
             "DescribeNetworkInterfaceAttribute",
             "AssignPrivateIpAddresses",
             "UnassignPrivateIpAddresses",
+            "AssignIpv6Addresses",
+            "UnassignIpv6Addresses",
             "ModifyNetworkInterfaceAttribute",
             "CreateSecurityGroup",
             "DeleteSecurityGroup",

@@ -547,6 +547,31 @@ mod test {
         assert_eq!(m(&format!("network/interfaces/macs/{ETH2}/netmask")), "255.255.240.0");
     }
 
+    /// A dual-stack NIC with prefixes: the items Terway's dual-stack code reads, parsed the way
+    /// it parses them (brackets stripped, split on commas), and the prefix lists.
+    #[test]
+    fn a_dual_stack_nic_answers_its_ipv6_items() {
+        let mut c = config();
+        let sec = &mut c.nics[2];
+        sec.ipv6_addresses = vec!["2408:4005:3000:4::1".into(), "2408:4005:3000:4::2".into()];
+        sec.v_switch_ipv6_cidr_block = "2408:4005:3000:4::/64".into();
+        sec.ipv6_gateway = "2408:4005:3000:4:ffff:ffff:ffff:fffd".into();
+        sec.ipv4_prefixes = vec!["10.0.16.16/28".into()];
+        sec.ipv6_prefixes = vec!["2408:4005:3000:4:1::/80".into()];
+        let n = |p: &str| body(&c, &format!("{BASE}network/interfaces/macs/{ETH2}/{p}"));
+        let v6 = n("ipv6s");
+        let parsed: Vec<std::net::Ipv6Addr> =
+            v6.replace(['[', ']'], "").split(',').map(|s| s.trim().parse().expect("an IPv6 address")).collect();
+        assert_eq!(parsed.len(), 2, "{v6}");
+        assert_eq!(n("ipv6-gateway"), "2408:4005:3000:4:ffff:ffff:ffff:fffd");
+        assert_eq!(n("vswitch-ipv6-cidr-block"), "2408:4005:3000:4::/64");
+        assert_eq!(n("ipv4-prefixes"), r#"["10.0.16.16/28"]"#);
+        assert_eq!(n("ipv6-prefixes"), r#"["2408:4005:3000:4:1::/80"]"#);
+        // The IPv4-only NICs beside it still have none.
+        assert_eq!(status(&c, &format!("{BASE}network/interfaces/macs/{ETH0}/ipv6s")), 404);
+        assert_eq!(status(&c, &format!("{BASE}network/interfaces/macs/{ETH0}/ipv4-prefixes")), 404);
+    }
+
     /// What Terway does with the bodies (metadata.go `getValue`/`getArray`): the first line with
     /// `/` trimmed, or every line with `/` trimmed; `private-ipv4s` through a JSON decoder.
     #[test]

@@ -218,7 +218,8 @@ fn ipv6_is_refused_where_the_vswitch_has_none() {
 fn parameter_conflicts_and_ranges() {
     let mut l = lab();
     let vsw = l.vsw.clone();
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut CreateNetworkInterface)>)> = vec![
+    type Edit = Box<dyn FnOnce(&mut CreateNetworkInterface)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "InvalidParameter.Conflict",
             Box::new(|r| {

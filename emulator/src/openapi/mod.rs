@@ -203,7 +203,7 @@ impl OpenApi {
         }
         let method = codec::method(api.service(), &action).ok_or_else(|| fail(not_found()))?;
         let params = req.action_params();
-        if let Some(p) = gaps::unimplemented(api, &action, &params) {
+        if let Some(p) = gaps::unimplemented(api, &action, &method.input(), &params) {
             return Err(fail(ApiError::new(
                 400,
                 "UnsupportedParameter",
