@@ -171,3 +171,47 @@ async fn a_change_waits_for_the_fast_path_nodes_and_a_silent_one_only_once() {
     });
     assert!(told, "revocations still go to the silent node");
 }
+
+/// Prefix mode: an address inside an ENI's /28 is routed to that ENI, and the ENI may send from
+/// it (anti-spoof counts the prefix as its own); unassigning the prefix takes the route away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv4_prefix_routes_to_its_eni() {
+    let (mut c, _emu, _dir, _stop) = start().await;
+    let (vsw, sg) = network(&mut c).await;
+    let a = node(&mut c, &vsw, &sg, "10.0.4.22").await;
+    let b = node(&mut c, &vsw, &sg, "10.0.4.20").await;
+    let got = c
+        .ecs
+        .assign_private_ip_addresses(pb::AssignPrivateIpAddressesRequest {
+            network_interface_id: b.eth0.eni.to_string(),
+            ipv4_prefix_count: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let prefix = got.assigned_private_ip_addresses_set.unwrap().ipv4_prefix_set.unwrap().ipv4_prefixes[0].clone();
+    let net: Ipv4Addr = prefix.trim_end_matches("/28").parse().unwrap();
+    let inside = Ipv4Addr::from(u32::from(net) + 5);
+
+    a.sock.send(&echo_datagram(&a.eth0, inside, 8, 1)).unwrap();
+    let frame = recv_frame(&b.sock).expect("delivered to the prefix's ENI");
+    assert_eq!(&frame[30..34], &inside.octets(), "IPv4 destination kept");
+
+    // B answers from the prefix address: its own, so not spoofed.
+    let from_prefix = enifab_dataplane::testkit::Endpoint { ip: inside, ..b.eth0 };
+    b.sock.send(&echo_datagram(&from_prefix, a.eth0.ip, 8, 2)).unwrap();
+    let back = recv_frame(&a.sock).expect("sent from the prefix, delivered");
+    assert_eq!(&back[26..30], &inside.octets());
+
+    c.ecs
+        .unassign_private_ip_addresses(pb::UnassignPrivateIpAddressesRequest {
+            network_interface_id: b.eth0.eni.to_string(),
+            ipv4_prefix: vec![prefix],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    a.sock.send(&echo_datagram(&a.eth0, inside, 8, 3)).unwrap();
+    assert!(recv_frame(&b.sock).is_none(), "no route once the prefix is gone");
+}

@@ -5,6 +5,9 @@
 //! functions of their inputs and run on the model thread right after a commit, so by the time an
 //! API call is answered the data plane already applies it.
 //!
+//! IPv4 prefixes (prefix mode) are routed to their ENI like its addresses. IPv6 addresses and
+//! prefixes are not in the snapshot yet: the pipeline forwards IPv4 only (`ipv6_unsupported`).
+//!
 //! Which ENIs carry traffic: those `InUse` (a NIC, or a member whose trunk is `InUse`). An ENI
 //! that is `Attaching` does not forward yet and one that is `Detaching` no longer does, as on
 //! ECS where the device appears and disappears at those edges.
@@ -80,7 +83,14 @@ pub fn fabric_config(
             vpc_id: e.vpc_id.clone(),
             mac: e.mac_address.0,
             primary_ip: e.primary_ip_address,
-            ips: e.ips().collect(),
+            // An IPv4 prefix routes to its ENI as its sixteen addresses would: the snapshot's
+            // address index, anti-spoof and group membership then cover prefix mode with no
+            // second lookup on the frame path (a /28 is 16 entries; the model keeps prefixes
+            // disjoint from addresses).
+            ips: e
+                .ips()
+                .chain(e.ipv4_prefixes.iter().flat_map(|p| (p.first()..=p.last()).map(Ipv4Addr::from)))
+                .collect(),
             vswitch_cidr: cidr(vsw.cidr),
             security_group_ids: e.security_group_ids.clone(),
             source_dest_check: e.source_dest_check,
