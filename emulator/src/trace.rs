@@ -507,11 +507,13 @@ fn describe_rule(r: &SgRule) -> String {
         enifab_model::security_group::Direction::Ingress => r
             .source_cidr_ip
             .map(|c| format!("from {c}"))
+            .or_else(|| r.ipv6_source_cidr_ip.map(|c| format!("from {c}")))
             .or_else(|| r.source_group_id.as_ref().map(|g| format!("from group {g}")))
             .unwrap_or_else(|| "from anywhere".into()),
         enifab_model::security_group::Direction::Egress => r
             .dest_cidr_ip
             .map(|c| format!("to {c}"))
+            .or_else(|| r.ipv6_dest_cidr_ip.map(|c| format!("to {c}")))
             .or_else(|| r.dest_group_id.as_ref().map(|g| format!("to group {g}")))
             .unwrap_or_else(|| "to anywhere".into()),
     };

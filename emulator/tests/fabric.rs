@@ -215,3 +215,50 @@ async fn an_ipv4_prefix_routes_to_its_eni() {
     a.sock.send(&echo_datagram(&a.eth0, inside, 8, 3)).unwrap();
     assert!(recv_frame(&b.sock).is_none(), "no route once the prefix is gone");
 }
+
+/// A rule with an IPv6 peer is about IPv6 traffic only: "ALL from ::/0" must not open the group
+/// to IPv4 (its missing IPv4 peer is not "anywhere").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_rule_admits_no_ipv4() {
+    let (mut c, _emu, _dir, _stop) = start().await;
+    let (vsw, sg) = network(&mut c).await;
+    let a = node(&mut c, &vsw, &sg, "10.0.4.22").await;
+    let b = node(&mut c, &vsw, &sg, "10.0.4.20").await;
+    c.ecs
+        .modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
+            security_group_id: sg.clone(),
+            inner_access_policy: "Drop".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.ecs
+        .authorize_security_group(pb::AuthorizeSecurityGroupRequest {
+            security_group_id: sg.clone(),
+            permissions: vec![pb::Permission {
+                ip_protocol: "ALL".into(),
+                ipv6_source_cidr_ip: "::/0".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    a.sock.send(&echo_datagram(&a.eth0, b.eth0.ip, 8, 9)).unwrap();
+    assert!(recv_frame(&b.sock).is_none(), "an IPv6 rule opened IPv4");
+    // The same rule with an IPv4 peer does open it: the test can tell the two apart.
+    c.ecs
+        .authorize_security_group(pb::AuthorizeSecurityGroupRequest {
+            security_group_id: sg,
+            permissions: vec![pb::Permission {
+                ip_protocol: "ALL".into(),
+                source_cidr_ip: "0.0.0.0/0".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    a.sock.send(&echo_datagram(&a.eth0, b.eth0.ip, 8, 10)).unwrap();
+    assert!(recv_frame(&b.sock).is_some());
+}

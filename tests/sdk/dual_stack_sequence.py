@@ -134,6 +134,22 @@ def main():
         region_id=REGION, v_switch_id=v4only, security_group_ids=[sg], ipv_6address_count=1)))
     check("IPv6 on an IPv4-only vSwitch is refused", code == "InvalidParameter", code)
 
+    ecs.authorize_security_group(ecs_models.AuthorizeSecurityGroupRequest(
+        region_id=REGION, security_group_id=sg, permissions=[
+            ecs_models.AuthorizeSecurityGroupRequestPermissions(
+                ip_protocol="TCP", port_range="443/443", ipv_6source_cidr_ip=str(block))]))
+    rules = ecs.describe_security_group_attribute(ecs_models.DescribeSecurityGroupAttributeRequest(
+        region_id=REGION, security_group_id=sg)).body.permissions.permission
+    check("AuthorizeSecurityGroup with Ipv6SourceCidrIp: described back",
+          [(r.ip_protocol, r.ipv_6source_cidr_ip, r.source_cidr_ip) for r in rules] == [("TCP", str(block), "")],
+          [r.to_map() for r in rules])
+    code, _ = error_code(lambda: ecs.authorize_security_group(ecs_models.AuthorizeSecurityGroupRequest(
+        region_id=REGION, security_group_id=sg, permissions=[
+            ecs_models.AuthorizeSecurityGroupRequestPermissions(
+                ip_protocol="TCP", port_range="80/80", source_prefix_list_id="pl-123")])))
+    check("a permission's SourcePrefixListId (not implemented): UnsupportedParameter", code == "UnsupportedParameter",
+          code)
+
     before = len(ecs.describe_network_interfaces(ecs_models.DescribeNetworkInterfacesRequest(
         region_id=REGION, v_switch_id=vsw)).body.network_interface_sets.network_interface_set)
     code, status = error_code(lambda: ecs.create_network_interface(ecs_models.CreateNetworkInterfaceRequest(

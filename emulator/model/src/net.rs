@@ -240,6 +240,11 @@ pub fn parse_peer_cidr(s: &str) -> Option<Cidr> {
     if s.contains('/') { s.parse().ok() } else { s.trim().parse::<Ipv4Addr>().ok().and_then(|a| Cidr::new(a, 32)) }
 }
 
+/// Parse an IPv6 address (a /128) or CIDR block, as `Ipv6SourceCidrIp` takes them.
+pub fn parse_peer_cidr6(s: &str) -> Option<Cidr6> {
+    if s.contains('/') { s.parse().ok() } else { s.trim().parse::<Ipv6Addr>().ok().and_then(|a| Cidr6::new(a, 128)) }
+}
+
 /// A MAC address. ENIs get addresses in Alibaba's OUI `00:16:3e`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Mac(pub [u8; 6]);

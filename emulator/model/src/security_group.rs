@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::ids::IdKind;
-use crate::net::{Cidr, parse_peer_cidr};
+use crate::net::{Cidr, Cidr6, parse_peer_cidr, parse_peer_cidr6};
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
 use crate::region::{Kind, Region, check_tags, check_text, has_all_tags};
 use crate::time::Millis;
@@ -62,6 +62,8 @@ pub enum IpProtocol {
     Udp,
     Icmp,
     Gre,
+    /// ICMPv6: rules with an IPv6 peer only.
+    Icmpv6,
     All,
 }
 
@@ -72,6 +74,7 @@ impl IpProtocol {
             IpProtocol::Udp => "UDP",
             IpProtocol::Icmp => "ICMP",
             IpProtocol::Gre => "GRE",
+            IpProtocol::Icmpv6 => "ICMPv6",
             IpProtocol::All => "ALL",
         }
     }
@@ -82,6 +85,7 @@ impl IpProtocol {
             "UDP" => Ok(IpProtocol::Udp),
             "ICMP" => Ok(IpProtocol::Icmp),
             "GRE" => Ok(IpProtocol::Gre),
+            "ICMPV6" => Ok(IpProtocol::Icmpv6),
             "ALL" => Ok(IpProtocol::All),
             _ => Err(ModelError::InvalidIpProtocol(s.to_string())),
         }
@@ -159,6 +163,11 @@ pub struct SgRule {
     pub source_group_id: Option<String>,
     pub dest_cidr_ip: Option<Cidr>,
     pub dest_group_id: Option<String>,
+    /// An IPv6 peer (`Ipv6SourceCidrIp` / `Ipv6DestCidrIp`): such a rule never matches IPv4.
+    #[serde(default)]
+    pub ipv6_source_cidr_ip: Option<Cidr6>,
+    #[serde(default)]
+    pub ipv6_dest_cidr_ip: Option<Cidr6>,
     pub policy: Policy,
     pub priority: u8,
     pub nic_type: String,
@@ -179,6 +188,12 @@ impl SgRule {
         ) == (o.direction, o.ip_protocol, o.port_range, o.source_port_range, &o.source_cidr_ip, &o.source_group_id)
             && (&self.dest_cidr_ip, &self.dest_group_id, self.policy, self.priority)
                 == (&o.dest_cidr_ip, &o.dest_group_id, o.policy, o.priority)
+            && (self.ipv6_source_cidr_ip, self.ipv6_dest_cidr_ip) == (o.ipv6_source_cidr_ip, o.ipv6_dest_cidr_ip)
+    }
+
+    /// Whether the rule is about IPv6 traffic (it names an IPv6 peer or ICMPv6).
+    pub fn is_ipv6(&self) -> bool {
+        self.ipv6_source_cidr_ip.is_some() || self.ipv6_dest_cidr_ip.is_some() || self.ip_protocol == IpProtocol::Icmpv6
     }
 
     /// The peer group of the rule (source on ingress, destination on egress), if it has one.
@@ -219,6 +234,8 @@ pub struct PermissionInput {
     pub priority: String,
     pub nic_type: String,
     pub description: String,
+    pub ipv6_source_cidr_ip: String,
+    pub ipv6_dest_cidr_ip: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,6 +447,34 @@ impl Region {
         };
         let source_cidr_ip = cidr(&p.source_cidr_ip, ModelError::InvalidSourceCidrIp)?;
         let dest_cidr_ip = cidr(&p.dest_cidr_ip, ModelError::InvalidDestCidrIp)?;
+        let cidr6 = |param: &'static str, s: &str| -> Result<Option<Cidr6>> {
+            if s.is_empty() {
+                return Ok(None);
+            }
+            parse_peer_cidr6(s)
+                .map(Some)
+                .ok_or_else(|| ModelError::invalid(param, format!("{s:?} is not an IPv6 address or CIDR block")))
+        };
+        let ipv6_source_cidr_ip = cidr6("Ipv6SourceCidrIp", &p.ipv6_source_cidr_ip)?;
+        let ipv6_dest_cidr_ip = cidr6("Ipv6DestCidrIp", &p.ipv6_dest_cidr_ip)?;
+        // One family per rule: an IPv4 and an IPv6 CIDR on the same side are exclusive.
+        if source_cidr_ip.is_some() && ipv6_source_cidr_ip.is_some() {
+            return Err(ModelError::ParameterConflict("SourceCidrIp and Ipv6SourceCidrIp"));
+        }
+        if dest_cidr_ip.is_some() && ipv6_dest_cidr_ip.is_some() {
+            return Err(ModelError::ParameterConflict("DestCidrIp and Ipv6DestCidrIp"));
+        }
+        let v4 = source_cidr_ip.is_some() || dest_cidr_ip.is_some();
+        let v6 = ipv6_source_cidr_ip.is_some() || ipv6_dest_cidr_ip.is_some();
+        if v4 && v6 {
+            return Err(ModelError::ParameterConflict("an IPv4 and an IPv6 CIDR in one rule"));
+        }
+        if ip_protocol == IpProtocol::Icmpv6 && !v6 {
+            return Err(ModelError::invalid("IpProtocol", "ICMPv6 rules name an IPv6 peer"));
+        }
+        if ip_protocol == IpProtocol::Icmp && v6 {
+            return Err(ModelError::invalid("IpProtocol", "ICMP is IPv4; an IPv6 rule uses ICMPv6"));
+        }
         let group = |s: &str| -> Result<Option<String>> {
             if s.is_empty() {
                 return Ok(None);
@@ -449,10 +494,12 @@ impl Region {
         let dest_group_id = group(&p.dest_group_id)?;
         // The peer side must be named: a CIDR or a group.
         match direction {
-            Direction::Ingress if source_cidr_ip.is_none() && source_group_id.is_none() => {
+            Direction::Ingress
+                if source_cidr_ip.is_none() && ipv6_source_cidr_ip.is_none() && source_group_id.is_none() =>
+            {
                 return Err(ModelError::MissingParameter("SourceCidrIp"));
             }
-            Direction::Egress if dest_cidr_ip.is_none() && dest_group_id.is_none() => {
+            Direction::Egress if dest_cidr_ip.is_none() && ipv6_dest_cidr_ip.is_none() && dest_group_id.is_none() => {
                 return Err(ModelError::MissingParameter("DestCidrIp"));
             }
             _ => {}
@@ -467,6 +514,8 @@ impl Region {
             source_group_id,
             dest_cidr_ip,
             dest_group_id,
+            ipv6_source_cidr_ip,
+            ipv6_dest_cidr_ip,
             policy,
             priority,
             nic_type: "intranet".into(),

@@ -385,3 +385,41 @@ fn attach_checks_the_ipv6_quota_of_the_type() {
     assert_eq!(err.code(), "InvalidOperation.Ipv6CountExceeded");
     assert_eq!(l.r.eni(&e.network_interface_id).unwrap().status.as_str(), "Available");
 }
+
+#[test]
+fn security_group_rules_take_ipv6_peers() {
+    let mut l = lab();
+    let sg = l.sg.clone();
+    let perm = |proto: &str, v4: &str, v6: &str| PermissionInput {
+        ip_protocol: proto.into(),
+        port_range: if proto == "TCP" { "80/80".into() } else { String::new() },
+        source_cidr_ip: v4.into(),
+        ipv6_source_cidr_ip: v6.into(),
+        ..Default::default()
+    };
+    let authorize = |r: &mut Region, p: PermissionInput| {
+        r.authorize_security_group(
+            Direction::Ingress,
+            AuthorizeSecurityGroup { security_group_id: sg.clone(), permissions: vec![p], ..Default::default() },
+            T0,
+        )
+        .map_err(|e| e.code())
+    };
+    assert_eq!(authorize(&mut l.r, perm("TCP", "", "2408:4005:3000::/56")), Ok(()));
+    assert_eq!(authorize(&mut l.r, perm("ICMPv6", "", "2408:4005:3000:4::7")), Ok(()));
+    let before = fingerprint(&l.r);
+    assert_eq!(authorize(&mut l.r, perm("TCP", "10.0.0.0/8", "2408::/16")), Err("InvalidParameter.Conflict"));
+    assert_eq!(authorize(&mut l.r, perm("ICMPv6", "10.0.0.0/8", "")), Err("InvalidParameter"));
+    assert_eq!(authorize(&mut l.r, perm("ICMP", "", "2408::/16")), Err("InvalidParameter"));
+    assert_eq!(authorize(&mut l.r, perm("TCP", "", "2408::1/16")), Err("InvalidParameter"), "host bits set");
+    assert_eq!(authorize(&mut l.r, perm("TCP", "", "10.0.0.1")), Err("InvalidParameter"));
+    assert_eq!(fingerprint(&l.r), before, "refusals change nothing");
+    let g = l.r.security_group(&sg).unwrap();
+    let v6: Vec<String> = g.rules.iter().filter_map(|r| r.ipv6_source_cidr_ip.map(|c| c.to_string())).collect();
+    assert_eq!(v6, ["2408:4005:3000::/56", "2408:4005:3000:4::7/128"]);
+    assert!(g.rules.iter().all(|r| r.is_ipv6()));
+    // The same rule again is no second rule (the cloud's no-duplicates behaviour).
+    assert_eq!(authorize(&mut l.r, perm("TCP", "", "2408:4005:3000::/56")), Ok(()));
+    assert_eq!(l.r.security_group(&sg).unwrap().rules.len(), 2);
+    let _ = &l.vpc;
+}

@@ -207,7 +207,9 @@ fn group(g: &sg::SecurityGroup) -> SecurityGroupConfig {
             SecurityGroupType::Enterprise => SgKind::Enterprise,
         },
         inner_access_accept: g.inner_access_accept,
-        rules: g.rules.iter().map(rule).collect(),
+        // The pipeline forwards IPv4 only: a rule about IPv6 traffic can match nothing there,
+        // and must not be read as "any IPv4 peer" for want of an IPv4 one.
+        rules: g.rules.iter().filter(|r| !r.is_ipv6()).map(rule).collect(),
     }
 }
 
@@ -238,6 +240,8 @@ fn rule(r: &sg::SgRule) -> Rule {
             IpProtocol::Udp => Protocol::Udp,
             IpProtocol::Icmp => Protocol::Icmp,
             IpProtocol::Gre => Protocol::Gre,
+            // Filtered out above (an IPv6 rule); mapped for completeness only.
+            IpProtocol::Icmpv6 => Protocol::Icmp,
             IpProtocol::All => Protocol::All,
         },
         port_range: r.port_range.map(|p| (p.from, p.to)),

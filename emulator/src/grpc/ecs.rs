@@ -30,6 +30,8 @@ fn permission(p: pb::Permission) -> PermissionInput {
         priority: p.priority,
         nic_type: p.nic_type,
         description: p.description,
+        ipv6_source_cidr_ip: p.ipv6_source_cidr_ip,
+        ipv6_dest_cidr_ip: p.ipv6_dest_cidr_ip,
     }
 }
 
@@ -50,6 +52,8 @@ macro_rules! flat_permission {
             priority: $q.priority,
             nic_type: $q.nic_type,
             description: $d,
+            ipv6_source_cidr_ip: $q.ipv6_source_cidr_ip,
+            ipv6_dest_cidr_ip: $q.ipv6_dest_cidr_ip,
         }
     };
 }

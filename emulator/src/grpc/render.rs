@@ -307,6 +307,8 @@ pub fn permission_item(r: &SgRule) -> pb::PermissionItem {
         nic_type: r.nic_type.clone(),
         description: r.description.clone(),
         create_time: ts(r.create_time),
+        ipv6_source_cidr_ip: r.ipv6_source_cidr_ip.map(|c| c.to_string()).unwrap_or_default(),
+        ipv6_dest_cidr_ip: r.ipv6_dest_cidr_ip.map(|c| c.to_string()).unwrap_or_default(),
     }
 }
 

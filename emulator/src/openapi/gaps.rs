@@ -14,17 +14,222 @@
 //! parameter whose value would be a no-op here (`DryRun=false`) is still refused: a caller
 //! sending it expects its effect.
 
-use prost_reflect::MessageDescriptor;
+use prost_reflect::{Kind, MessageDescriptor};
 
 use super::dispatch::Api;
 use crate::codec;
 
-/// Every request parameter the cloud defines for the ENI, VPC and vSwitch actions Terway and the
-/// cloud-controller-manager call, as the official SDKs' request models name them
+/// Every request parameter the cloud defines for the ENI, security-group, VPC and vSwitch actions
+/// Terway and the cloud-controller-manager call (a structure's members as `Permissions.<name>`), as the official SDKs' request models name them
 /// (`alibabacloud-ecs20140526` 7.11.8, `alibabacloud-vpc20160428` 7.2.2; the account parameters
 /// every action takes, `OwnerId`, `ResourceOwnerAccount`…, are left out). What the proto does
 /// not carry is what enifab lacks.
 const CLOUD_PARAMS: &[(Api, &str, &[&str])] = &[
+    (
+        Api::Ecs,
+        "AuthorizeSecurityGroup",
+        &[
+            "ClientToken",
+            "Description",
+            "DestCidrIp",
+            "IpProtocol",
+            "Ipv6DestCidrIp",
+            "Ipv6SourceCidrIp",
+            "NicType",
+            "Permissions",
+            "Policy",
+            "PortRange",
+            "Priority",
+            "SecurityGroupId",
+            "SourceCidrIp",
+            "SourceGroupId",
+            "SourceGroupOwnerAccount",
+            "SourceGroupOwnerId",
+            "SourcePortRange",
+            "SourcePrefixListId",
+            "Permissions.Description",
+            "Permissions.DestCidrIp",
+            "Permissions.IpProtocol",
+            "Permissions.Ipv6DestCidrIp",
+            "Permissions.Ipv6SourceCidrIp",
+            "Permissions.NicType",
+            "Permissions.Policy",
+            "Permissions.PortRange",
+            "Permissions.PortRangeListId",
+            "Permissions.Priority",
+            "Permissions.SourceCidrIp",
+            "Permissions.SourceGroupId",
+            "Permissions.SourceGroupOwnerAccount",
+            "Permissions.SourceGroupOwnerId",
+            "Permissions.SourcePortRange",
+            "Permissions.SourcePrefixListId",
+        ],
+    ),
+    (
+        Api::Ecs,
+        "AuthorizeSecurityGroupEgress",
+        &[
+            "ClientToken",
+            "Description",
+            "DestCidrIp",
+            "DestGroupId",
+            "DestGroupOwnerAccount",
+            "DestGroupOwnerId",
+            "DestPrefixListId",
+            "IpProtocol",
+            "Ipv6DestCidrIp",
+            "Ipv6SourceCidrIp",
+            "NicType",
+            "Permissions",
+            "Policy",
+            "PortRange",
+            "Priority",
+            "SecurityGroupId",
+            "SourceCidrIp",
+            "SourcePortRange",
+            "Permissions.Description",
+            "Permissions.DestCidrIp",
+            "Permissions.DestGroupId",
+            "Permissions.DestGroupOwnerAccount",
+            "Permissions.DestGroupOwnerId",
+            "Permissions.DestPrefixListId",
+            "Permissions.IpProtocol",
+            "Permissions.Ipv6DestCidrIp",
+            "Permissions.Ipv6SourceCidrIp",
+            "Permissions.NicType",
+            "Permissions.Policy",
+            "Permissions.PortRange",
+            "Permissions.PortRangeListId",
+            "Permissions.Priority",
+            "Permissions.SourceCidrIp",
+            "Permissions.SourcePortRange",
+        ],
+    ),
+    (
+        Api::Ecs,
+        "RevokeSecurityGroup",
+        &[
+            "ClientToken",
+            "Description",
+            "DestCidrIp",
+            "IpProtocol",
+            "Ipv6DestCidrIp",
+            "Ipv6SourceCidrIp",
+            "NicType",
+            "Permissions",
+            "Policy",
+            "PortRange",
+            "Priority",
+            "SecurityGroupId",
+            "SecurityGroupRuleId",
+            "SourceCidrIp",
+            "SourceGroupId",
+            "SourceGroupOwnerAccount",
+            "SourceGroupOwnerId",
+            "SourcePortRange",
+            "SourcePrefixListId",
+            "Permissions.Description",
+            "Permissions.DestCidrIp",
+            "Permissions.IpProtocol",
+            "Permissions.Ipv6DestCidrIp",
+            "Permissions.Ipv6SourceCidrIp",
+            "Permissions.NicType",
+            "Permissions.Policy",
+            "Permissions.PortRange",
+            "Permissions.PortRangeListId",
+            "Permissions.Priority",
+            "Permissions.SourceCidrIp",
+            "Permissions.SourceGroupId",
+            "Permissions.SourceGroupOwnerAccount",
+            "Permissions.SourceGroupOwnerId",
+            "Permissions.SourcePortRange",
+            "Permissions.SourcePrefixListId",
+        ],
+    ),
+    (
+        Api::Ecs,
+        "RevokeSecurityGroupEgress",
+        &[
+            "ClientToken",
+            "Description",
+            "DestCidrIp",
+            "DestGroupId",
+            "DestGroupOwnerAccount",
+            "DestGroupOwnerId",
+            "DestPrefixListId",
+            "IpProtocol",
+            "Ipv6DestCidrIp",
+            "Ipv6SourceCidrIp",
+            "NicType",
+            "Permissions",
+            "Policy",
+            "PortRange",
+            "Priority",
+            "SecurityGroupId",
+            "SecurityGroupRuleId",
+            "SourceCidrIp",
+            "SourcePortRange",
+            "Permissions.Description",
+            "Permissions.DestCidrIp",
+            "Permissions.DestGroupId",
+            "Permissions.DestGroupOwnerAccount",
+            "Permissions.DestGroupOwnerId",
+            "Permissions.DestPrefixListId",
+            "Permissions.IpProtocol",
+            "Permissions.Ipv6DestCidrIp",
+            "Permissions.Ipv6SourceCidrIp",
+            "Permissions.NicType",
+            "Permissions.Policy",
+            "Permissions.PortRange",
+            "Permissions.PortRangeListId",
+            "Permissions.Priority",
+            "Permissions.SourceCidrIp",
+            "Permissions.SourcePortRange",
+        ],
+    ),
+    (
+        Api::Ecs,
+        "CreateSecurityGroup",
+        &[
+            "ClientToken",
+            "Description",
+            "ResourceGroupId",
+            "SecurityGroupName",
+            "SecurityGroupType",
+            "ServiceManaged",
+            "Tag",
+            "VpcId",
+        ],
+    ),
+    (Api::Ecs, "DeleteSecurityGroup", &["SecurityGroupId"]),
+    (
+        Api::Ecs,
+        "DescribeSecurityGroups",
+        &[
+            "DryRun",
+            "FuzzyQuery",
+            "IsQueryEcsCount",
+            "MaxResults",
+            "NetworkType",
+            "NextToken",
+            "PageNumber",
+            "PageSize",
+            "ResourceGroupId",
+            "SecurityGroupId",
+            "SecurityGroupIds",
+            "SecurityGroupName",
+            "SecurityGroupType",
+            "ServiceManaged",
+            "Tag",
+            "VpcId",
+        ],
+    ),
+    (
+        Api::Ecs,
+        "DescribeSecurityGroupAttribute",
+        &["Attribute", "Direction", "MaxResults", "NextToken", "NicType", "SecurityGroupId"],
+    ),
+    (Api::Ecs, "ModifySecurityGroupPolicy", &["ClientToken", "InnerAccessPolicy", "SecurityGroupId"]),
     (
         Api::Ecs,
         "CreateNetworkInterface",
@@ -278,9 +483,20 @@ pub fn unimplemented<'a>(
     params: &'a [(String, String)],
 ) -> Option<&'a str> {
     let defined = CLOUD_PARAMS.iter().find(|(a, name, _)| *a == api && *name == action)?.2;
+    let field = |msg: &MessageDescriptor, name: &str| msg.fields().find(|f| codec::pascal(f.name()) == name);
     params.iter().map(|(k, _)| k.as_str()).find(|key| {
-        let head = key.split('.').next().unwrap_or(key);
-        defined.contains(&head) && !input.fields().any(|f| codec::pascal(f.name()) == head)
+        let mut segs = key.split('.');
+        let head = segs.next().unwrap_or(key);
+        if !defined.contains(&head) {
+            return false;
+        }
+        let Some(f) = field(input, head) else { return true };
+        // A structure's members (`Permissions.2.PortRangeListId`): the same question one level
+        // down, against the SDK's `Permissions.<member>` names.
+        let (Some(_index), Some(member), Kind::Message(inner)) = (segs.next(), segs.next(), f.kind()) else {
+            return false;
+        };
+        defined.contains(&format!("{head}.{member}").as_str()) && field(&inner, member).is_none()
     })
 }
 
@@ -310,6 +526,13 @@ mod tests {
         assert_eq!(gap(Api::Ecs, create, &fine), None);
         assert_eq!(gap(Api::Vpc, "CreateVSwitch", &[("Ipv6CidrBlock", "3")]), None);
         assert_eq!(gap(Api::Vpc, "CreateVSwitch", &[("VpcIpv6CidrBlock", "x")]).as_deref(), Some("VpcIpv6CidrBlock"));
+        // One level down: a permission's members.
+        let sg = "AuthorizeSecurityGroup";
+        let fine = [("Permissions.1.Ipv6SourceCidrIp", "::/0"), ("Permissions.1.IpProtocol", "ALL")];
+        assert_eq!(gap(Api::Ecs, sg, &fine), None);
+        let missing = [("Permissions.2.SourcePrefixListId", "pl-1")];
+        assert_eq!(gap(Api::Ecs, sg, &missing).as_deref(), Some("Permissions.2.SourcePrefixListId"));
+        assert_eq!(gap(Api::Ecs, sg, &[("SourcePrefixListId", "pl-1")]).as_deref(), Some("SourcePrefixListId"));
     }
 
     /// Everything Terway's client sends is implemented (pkg/aliyun/client/options.go and

@@ -401,14 +401,15 @@ fn eni(r: &Region, e: &Eni) -> EniView {
 }
 
 fn rule(r: &SgRule) -> RuleView {
-    let (cidr, group) = match r.direction {
-        Direction::Ingress => (&r.source_cidr_ip, &r.source_group_id),
-        Direction::Egress => (&r.dest_cidr_ip, &r.dest_group_id),
+    let (cidr, cidr6, group) = match r.direction {
+        Direction::Ingress => (&r.source_cidr_ip, &r.ipv6_source_cidr_ip, &r.source_group_id),
+        Direction::Egress => (&r.dest_cidr_ip, &r.ipv6_dest_cidr_ip, &r.dest_group_id),
     };
-    let peer = match (cidr, group) {
-        (Some(c), _) => c.to_string(),
-        (None, Some(g)) => g.clone(),
-        (None, None) => "0.0.0.0/0".to_string(),
+    let peer = match (cidr, cidr6, group) {
+        (Some(c), _, _) => c.to_string(),
+        (None, Some(c), _) => c.to_string(),
+        (None, None, Some(g)) => g.clone(),
+        (None, None, None) => "0.0.0.0/0".to_string(),
     };
     RuleView {
         id: r.security_group_rule_id.clone(),
