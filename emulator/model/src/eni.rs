@@ -187,6 +187,13 @@ pub(crate) struct NewEni {
     pub attachment: Option<Attachment>,
 }
 
+/// Prefixes a create names (`Ipv4Prefix.N`, `Ipv6Prefix.N`), parsed.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct NamedPrefixes<'a> {
+    pub v4: &'a [Cidr],
+    pub v6: &'a [Cidr6],
+}
+
 /// The addresses an ENI will get, chosen before anything changes.
 pub(crate) struct IpPlan {
     primary: Ipv4Addr,
@@ -210,6 +217,9 @@ pub struct CreateNetworkInterface {
     pub ipv6_addresses: Vec<String>,
     pub ipv4_prefix_count: Option<u32>,
     pub ipv6_prefix_count: Option<u32>,
+    /// `Ipv4Prefix.N` / `Ipv6Prefix.N`: prefixes by name, exclusive with the counts.
+    pub ipv4_prefixes: Vec<String>,
+    pub ipv6_prefixes: Vec<String>,
     pub network_interface_name: String,
     pub description: String,
     pub tags: Vec<Tag>,
@@ -361,27 +371,39 @@ impl Region {
         Ok(IpPlan { primary, secondary, ipv6: Vec::new(), ipv4_prefixes: Vec::new(), ipv6_prefixes: Vec::new() })
     }
 
-    /// Add to `plan` the IPv6 addresses (`named`, then `v6_count` picked), the IPv4 and the
-    /// IPv6 prefixes a new ENI asks for. Changes nothing.
+    /// Add to `plan` the IPv6 addresses (`named_v6`, then `v6_count` picked), and the IPv4 and
+    /// IPv6 prefixes a new ENI asks for: those `named`, then picked up to `v4_prefixes` /
+    /// `v6_prefixes` in all. Changes nothing.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn plan_eni_extras(
         &self,
         vsw_id: &str,
         plan: &mut IpPlan,
         named_v6: &[Ipv6Addr],
         v6_count: u32,
+        named: NamedPrefixes<'_>,
         v4_prefixes: u32,
         v6_prefixes: u32,
     ) -> Result<()> {
         if v4_prefixes > 0 {
             let ipam = self.ipam.get(vsw_id).ok_or_else(|| ModelError::VSwitchNotFound(vsw_id.to_string()))?;
+            let mut blocks = check_named_blocks(ipam, named.v4)?;
             // The addresses this plan takes are not held yet: keep their blocks out.
-            let taken: Vec<Cidr> = std::iter::once(plan.primary)
+            let in_plan =
+                |b: &Cidr| std::iter::once(plan.primary).chain(plan.secondary.iter().copied()).any(|ip| b.contains(ip));
+            if let Some(b) = blocks.iter().find(|b| in_plan(b)) {
+                return Err(ModelError::PrivateIpDuplicated(b.to_string()));
+            }
+            let mut taken: Vec<Cidr> = std::iter::once(plan.primary)
                 .chain(plan.secondary.iter().copied())
                 .filter_map(|ip| Cidr::new(Ipv4Addr::from(u32::from(ip) & !0xf), IPV4_PREFIX_LEN))
                 .collect();
-            plan.ipv4_prefixes = ipam
-                .pick_blocks(IPV4_PREFIX_LEN, v4_prefixes as usize, &taken)
+            taken.extend(blocks.iter().copied());
+            let more = ipam
+                .pick_blocks(IPV4_PREFIX_LEN, v4_prefixes as usize - blocks.len(), &taken)
                 .ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
+            blocks.extend(more);
+            plan.ipv4_prefixes = blocks;
         }
         if named_v6.is_empty() && v6_count == 0 && v6_prefixes == 0 {
             return Ok(());
@@ -391,10 +413,23 @@ impl Region {
         let picked =
             ipam6.pick(v6_count as usize, &wanted).ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
         wanted.extend(picked);
-        let blocks: Vec<Cidr6> = wanted.iter().filter_map(|ip| v6_block(*ip)).collect();
-        plan.ipv6_prefixes = ipam6
-            .pick_prefixes(v6_prefixes as usize, &blocks)
+        let mut prefixes: Vec<Cidr6> = Vec::new();
+        for &p in named.v6 {
+            if !ipam6.cidr().covers(&p) {
+                return Err(ModelError::VSwitchIpInvalid(p.to_string()));
+            }
+            if !ipam6.is_prefix_free(p) || prefixes.contains(&p) || wanted.iter().any(|ip| p.contains(*ip)) {
+                return Err(ModelError::PrivateIpDuplicated(p.to_string()));
+            }
+            prefixes.push(p);
+        }
+        let mut avoid: Vec<Cidr6> = wanted.iter().filter_map(|ip| v6_block(*ip)).collect();
+        avoid.extend(prefixes.iter().copied());
+        let more = ipam6
+            .pick_prefixes(v6_prefixes as usize - prefixes.len(), &avoid)
             .ok_or_else(|| ModelError::VSwitchIpNotEnough(vsw_id.to_string()))?;
+        prefixes.extend(more);
+        plan.ipv6_prefixes = prefixes;
         plan.ipv6 = wanted;
         Ok(())
     }
@@ -665,6 +700,17 @@ impl Region {
             let primary = req.primary_ip_address.as_deref().filter(|s| !s.is_empty()).map(parse_ip).transpose()?;
             let named: Vec<Ipv4Addr> = req.private_ip_addresses.iter().map(|s| parse_ip(s)).collect::<Result<_>>()?;
             let p4 = prefix_count("Ipv4PrefixCount", req.ipv4_prefix_count)?;
+            let named_p4: Vec<Cidr> =
+                req.ipv4_prefixes.iter().map(|s| parse_prefix4("Ipv4Prefix.N", s)).collect::<Result<_>>()?;
+            let named_p6: Vec<Cidr6> =
+                req.ipv6_prefixes.iter().map(|s| parse_prefix6("Ipv6Prefix.N", s)).collect::<Result<_>>()?;
+            if named_p4.len() > 10 || named_p6.len() > 10 {
+                return Err(ModelError::invalid("Ipv4Prefix.N", "at most 10 prefixes"));
+            }
+            if p4 > 0 && !named_p4.is_empty() {
+                return Err(ModelError::ParameterConflict("Ipv4PrefixCount and Ipv4Prefix.N"));
+            }
+            let p4 = p4 + named_p4.len() as u32;
             if p4 > 0 && (count > 0 || !named.is_empty()) {
                 return Err(ModelError::ParameterConflict("Ipv4PrefixCount and SecondaryPrivateIpAddressCount"));
             }
@@ -682,6 +728,10 @@ impl Region {
                 (None, _) => 0,
             };
             let p6 = prefix_count("Ipv6PrefixCount", req.ipv6_prefix_count)?;
+            if p6 > 0 && !named_p6.is_empty() {
+                return Err(ModelError::ParameterConflict("Ipv6PrefixCount and Ipv6Prefix.N"));
+            }
+            let p6 = p6 + named_p6.len() as u32;
             if p6 > 0 && (v6_count > 0 || !named_v6.is_empty()) {
                 return Err(ModelError::ParameterConflict("Ipv6PrefixCount and Ipv6AddressCount"));
             }
@@ -690,7 +740,8 @@ impl Region {
                 return Err(ModelError::Ipv6CountExceeded(limit));
             }
             let mut plan = r.plan_eni_ips(&req.v_switch_id, primary, &named, count)?;
-            r.plan_eni_extras(&req.v_switch_id, &mut plan, &named_v6, v6_count, p4, p6)?;
+            let prefixes = NamedPrefixes { v4: &named_p4, v6: &named_p6 };
+            r.plan_eni_extras(&req.v_switch_id, &mut plan, &named_v6, v6_count, prefixes, p4, p6)?;
             let id = r.insert_eni(
                 NewEni {
                     eni_type,
@@ -1194,6 +1245,9 @@ impl Region {
             wanted.extend(picked);
             let mut prefixes = Vec::new();
             for p in named_p6 {
+                if !ipam6.cidr().covers(&p) {
+                    return Err(ModelError::VSwitchIpInvalid(p.to_string()));
+                }
                 if !ipam6.is_prefix_free(p) || prefixes.contains(&p) {
                     return Err(ModelError::PrivateIpDuplicated(p.to_string()));
                 }

@@ -423,3 +423,40 @@ fn security_group_rules_take_ipv6_peers() {
     assert_eq!(l.r.security_group(&sg).unwrap().rules.len(), 2);
     let _ = &l.vpc;
 }
+
+#[test]
+fn prefixes_by_name_at_create() {
+    let mut l = lab();
+    let vsw = l.vsw.clone();
+    let e = eni(&mut l, &vsw, |r| {
+        r.ipv4_prefixes = vec!["10.0.4.64/28".into()];
+        r.ipv6_prefixes = vec!["2408:4005:3000:4:7::/80".into()];
+    })
+    .unwrap();
+    assert_eq!(e.ipv4_prefixes[0].to_string(), "10.0.4.64/28");
+    assert_eq!(e.ipv6_prefixes[0].to_string(), "2408:4005:3000:4:7::/80");
+    assert!(!e.ipv4_prefixes[0].contains(e.primary_ip_address));
+    let before = fingerprint(&l.r);
+    let cases: [(&str, &str, &str); 6] = [
+        ("10.0.4.64/28", "", "InvalidPrivateIpAddress.Duplicated"),
+        ("10.0.4.65/28", "", "InvalidParameter"),
+        ("10.0.4.0/27", "", "InvalidParameter"),
+        ("10.0.5.0/28", "", "InvalidVSwitchId.IpInvalid"),
+        ("", "2408:4005:3000:4:7::/80", "InvalidPrivateIpAddress.Duplicated"),
+        ("", "2408:4005:3000:5::/80", "InvalidVSwitchId.IpInvalid"),
+    ];
+    for (p4, p6, code) in cases {
+        let got = eni(&mut l, &vsw, |r| {
+            r.ipv4_prefixes = [p4].iter().filter(|s| !s.is_empty()).map(|s| s.to_string()).collect();
+            r.ipv6_prefixes = [p6].iter().filter(|s| !s.is_empty()).map(|s| s.to_string()).collect();
+        });
+        assert_eq!(got.unwrap_err(), code, "{p4} {p6}");
+    }
+    let both = eni(&mut l, &vsw, |r| {
+        r.ipv4_prefixes = vec!["10.0.4.80/28".into()];
+        r.ipv4_prefix_count = Some(1);
+    });
+    assert_eq!(both.unwrap_err(), "InvalidParameter.Conflict");
+    assert_eq!(fingerprint(&l.r), before);
+    l.r.check_invariants().unwrap();
+}

@@ -198,6 +198,8 @@ impl Ecs for EcsService {
                         ipv6_addresses: q.ipv6_address,
                         ipv4_prefix_count: count("Ipv4PrefixCount", q.ipv4_prefix_count)?,
                         ipv6_prefix_count: count("Ipv6PrefixCount", q.ipv6_prefix_count)?,
+                        ipv4_prefixes: q.ipv4_prefix,
+                        ipv6_prefixes: q.ipv6_prefix,
                         network_interface_name: q.network_interface_name,
                         description: q.description,
                         tags: tags(q.tag),
