@@ -460,3 +460,118 @@ fn prefixes_by_name_at_create() {
     assert_eq!(fingerprint(&l.r), before);
     l.r.check_invariants().unwrap();
 }
+
+mod quota_arithmetic {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Ips(u32),
+        V4Prefixes(u32),
+        V6Ips(u32),
+        V6Prefixes(u32),
+        DropIp(usize),
+        DropV4Prefix(usize),
+        DropV6Ip(usize),
+        DropV6Prefix(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u32..5).prop_map(Op::Ips),
+            (0u32..12).prop_map(Op::V4Prefixes),
+            (0u32..5).prop_map(Op::V6Ips),
+            (0u32..12).prop_map(Op::V6Prefixes),
+            any::<usize>().prop_map(Op::DropIp),
+            any::<usize>().prop_map(Op::DropV4Prefix),
+            any::<usize>().prop_map(Op::DropV6Ip),
+            any::<usize>().prop_map(Op::DropV6Prefix),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever mix of addresses and prefixes is asked for and given back on an attached
+        /// ENI of a g7.large: a prefix counts as one address, the type's quotas (6 and 6) are
+        /// never passed, a refused call changes nothing, and every index stays consistent.
+        #[test]
+        fn quotas_hold_and_refusals_change_nothing(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut l = lab();
+            let vsw = l.vsw.clone();
+            let id = eni(&mut l, &vsw, |_| {}).unwrap().network_interface_id;
+            l.r.attach_network_interface(
+                AttachNetworkInterface { network_interface_id: id.clone(), instance_id: l.node.clone(), ..Default::default() },
+                T0,
+            )
+            .unwrap();
+            for op in ops {
+                let before = fingerprint(&l.r);
+                let e = l.r.eni(&id).unwrap().clone();
+                let pick = |n: usize, len: usize| (len > 0).then(|| n % len);
+                let res = match op {
+                    Op::Ips(n) => l.r.assign_private_ip_addresses(AssignPrivateIpAddresses {
+                        network_interface_id: id.clone(), secondary_private_ip_address_count: Some(n), ..Default::default()
+                    }, T0).map(|_| ()),
+                    Op::V4Prefixes(n) => l.r.assign_private_ip_addresses(AssignPrivateIpAddresses {
+                        network_interface_id: id.clone(), ipv4_prefix_count: Some(n), ..Default::default()
+                    }, T0).map(|_| ()),
+                    Op::V6Ips(n) => l.r.assign_ipv6_addresses(AssignIpv6Addresses {
+                        network_interface_id: id.clone(), ipv6_address_count: Some(n), ..Default::default()
+                    }, T0).map(|_| ()),
+                    Op::V6Prefixes(n) => l.r.assign_ipv6_addresses(AssignIpv6Addresses {
+                        network_interface_id: id.clone(), ipv6_prefix_count: Some(n), ..Default::default()
+                    }, T0).map(|_| ()),
+                    Op::DropIp(i) => match pick(i, e.secondary_ips.len()) {
+                        Some(i) => l.r.unassign_private_ip_addresses(UnassignPrivateIpAddresses {
+                            network_interface_id: id.clone(), private_ip_addresses: vec![e.secondary_ips[i].to_string()], ..Default::default()
+                        }, T0),
+                        None => continue,
+                    },
+                    Op::DropV4Prefix(i) => match pick(i, e.ipv4_prefixes.len()) {
+                        Some(i) => l.r.unassign_private_ip_addresses(UnassignPrivateIpAddresses {
+                            network_interface_id: id.clone(), ipv4_prefixes: vec![e.ipv4_prefixes[i].to_string()], ..Default::default()
+                        }, T0),
+                        None => continue,
+                    },
+                    Op::DropV6Ip(i) => match pick(i, e.ipv6_addresses.len()) {
+                        Some(i) => l.r.unassign_ipv6_addresses(UnassignIpv6Addresses {
+                            network_interface_id: id.clone(), ipv6_addresses: vec![e.ipv6_addresses[i].to_string()], ..Default::default()
+                        }, T0),
+                        None => continue,
+                    },
+                    Op::DropV6Prefix(i) => match pick(i, e.ipv6_prefixes.len()) {
+                        Some(i) => l.r.unassign_ipv6_addresses(UnassignIpv6Addresses {
+                            network_interface_id: id.clone(), ipv6_prefixes: vec![e.ipv6_prefixes[i].to_string()], ..Default::default()
+                        }, T0),
+                        None => continue,
+                    },
+                };
+                let after = l.r.eni(&id).unwrap();
+                match res {
+                    Ok(()) => {}
+                    Err(err) => {
+                        prop_assert_eq!(&fingerprint(&l.r), &before, "{} changed state", err.code());
+                        let expected = [
+                            "InvalidOperation.Ipv4CountExceeded",
+                            "InvalidOperation.Ipv6CountExceeded",
+                            "InvalidParameter",
+                        ];
+                        prop_assert!(expected.contains(&err.code()), "unexpected {}", err.code());
+                    }
+                }
+                prop_assert!(after.ipv4_slots() <= 6, "IPv4 slots {}", after.ipv4_slots());
+                prop_assert!(after.ipv6_slots() <= 6, "IPv6 slots {}", after.ipv6_slots());
+                let held: Vec<_> = after.ips().collect();
+                for p in &after.ipv4_prefixes {
+                    prop_assert!(!held.iter().any(|ip| p.contains(*ip)), "{p} holds an address");
+                }
+                for p in &after.ipv6_prefixes {
+                    prop_assert!(!after.ipv6_addresses.iter().any(|ip| p.contains(*ip)), "{p} holds an address");
+                }
+                prop_assert!(l.r.check_invariants().is_ok(), "{:?}", l.r.check_invariants());
+            }
+        }
+    }
+}
