@@ -60,7 +60,7 @@ def main():
         region_id=REGION, cidr_block="10.0.0.0/8", enable_ipv_6=True)).body.vpc_id
     got = vpc.describe_vpcs(vpc_models.DescribeVpcsRequest(region_id=REGION, vpc_id=vpc_id)).body.vpcs.vpc[0]
     block = ipaddress.ip_network(got.ipv_6cidr_block)
-    check("CreateVpc EnableIpv6: DescribeVpcs shows a /56", block.prefixlen == 56, got.to_map())
+    check("CreateVpc EnableIpv6: DescribeVpcs shows a /56", block.prefixlen == 56 and got.enabled_ipv_6, got.to_map())
 
     vsw = vpc.create_vswitch(vpc_models.CreateVSwitchRequest(
         region_id=REGION, vpc_id=vpc_id, zone_id=f"{REGION}-b", cidr_block="10.0.8.0/24",
@@ -69,7 +69,7 @@ def main():
         region_id=REGION, v_switch_id=vsw)).body.v_switches.v_switch[0]
     sub = ipaddress.ip_network(s.ipv_6cidr_block)
     check("CreateVSwitch Ipv6CidrBlock=7: the VPC's 8th /64", sub.prefixlen == 64 and sub.subnet_of(block)
-          and int(sub.network_address) >> 64 & 0xff == 7, s.ipv_6cidr_block)
+          and int(sub.network_address) >> 64 & 0xff == 7 and s.enabled_ipv_6, s.ipv_6cidr_block)
 
     sg = ecs.create_security_group(ecs_models.CreateSecurityGroupRequest(
         region_id=REGION, vpc_id=vpc_id)).body.security_group_id

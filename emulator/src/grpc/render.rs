@@ -244,6 +244,7 @@ pub fn vpc_item(region_id: &str, v: &Vpc, vswitches: Vec<String>) -> pb::VpcItem
         resource_group_id: v.resource_group_id.clone(),
         tags: Some(vpc_tags(&v.tags)),
         ipv6_cidr_block: v.ipv6_cidr_block.map(|c| c.to_string()).unwrap_or_default(),
+        enabled_ipv6: v.ipv6_cidr_block.is_some(),
         ipv6_cidr_blocks: Some(pb::Ipv6CidrBlockList {
             ipv6_cidr_block: v
                 .ipv6_cidr_block
@@ -269,6 +270,7 @@ pub fn vswitch_item(v: &VSwitchView) -> pb::VSwitchItem {
         is_default: false,
         resource_group_id: s.resource_group_id.clone(),
         ipv6_cidr_block: s.ipv6_cidr.map(|c| c.to_string()).unwrap_or_default(),
+        enabled_ipv6: s.ipv6_cidr.is_some(),
         tags: Some(vpc_tags(&s.tags)),
     }
 }
