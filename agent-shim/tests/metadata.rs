@@ -5,6 +5,9 @@
 //! instance (DescribeInstances, DescribeNetworkInterfaces, DescribeVSwitches, DescribeVpcs),
 //! before and after attaching a secondary ENI, assigning and unassigning an address, attaching a
 //! trunk with a member, and detaching; each change must show within 1 s of the API showing it.
+//! The VPC is dual stack and the secondary ENIs' vSwitch has an IPv6 /64: IPv6 addresses and
+//! prefixes assigned to a NIC show as `ipv6s`, `ipv6-gateway`, `vswitch-ipv6-cidr-block`,
+//! `ipv4-prefixes` and `ipv6-prefixes`, in the formats Terway's metadata client parses.
 
 mod support;
 
@@ -38,33 +41,36 @@ struct Cloud {
 }
 
 impl Cloud {
-    /// VPC 10.0.0.0/8; vSwitches for nodes (10.0.4.0/24), secondary ENIs (10.0.16.0/20, so
-    /// another gateway and netmask) and pods (10.0.64.0/22); one security group.
+    /// VPC 10.0.0.0/8 with IPv6; vSwitches for nodes (10.0.4.0/24, IPv4 only), secondary ENIs
+    /// (10.0.16.0/20, so another gateway and netmask, and the VPC's /64 number 16) and pods
+    /// (10.0.64.0/22); one security group.
     async fn build(mut c: Clients) -> Cloud {
         let vpc_id = c
             .vpc
             .create_vpc(pb::CreateVpcRequest {
                 region_id: REGION.into(),
                 cidr_block: "10.0.0.0/8".into(),
+                enable_ipv6: Some(true),
                 ..Default::default()
             })
             .await
             .unwrap()
             .into_inner()
             .vpc_id;
-        let mut vsw = async |cidr: &str| {
+        let mut vsw = async |cidr: &str, ipv6: Option<i32>| {
             let req = pb::CreateVSwitchRequest {
                 region_id: REGION.into(),
                 vpc_id: vpc_id.clone(),
                 zone_id: ZONE.into(),
                 cidr_block: cidr.into(),
+                ipv6_cidr_block: ipv6,
                 ..Default::default()
             };
             c.vpc.create_v_switch(req).await.unwrap().into_inner().v_switch_id
         };
-        let node_vsw = vsw("10.0.4.0/24").await;
-        let sec_vsw = vsw("10.0.16.0/20").await;
-        let pod_vsw = vsw("10.0.64.0/22").await;
+        let node_vsw = vsw("10.0.4.0/24", None).await;
+        let sec_vsw = vsw("10.0.16.0/20", Some(16)).await;
+        let pod_vsw = vsw("10.0.64.0/22", None).await;
         let sg = c
             .ecs
             .create_security_group(pb::CreateSecurityGroupRequest {
@@ -194,7 +200,14 @@ impl Cloud {
                 ..Default::default()
             };
             let v = self.c.vpc.describe_v_switches(req).await.unwrap().into_inner();
-            let cidr = v.v_switches.unwrap_or_default().v_switch.into_iter().next().expect("the vSwitch").cidr_block;
+            let v = v.v_switches.unwrap_or_default().v_switch.into_iter().next().expect("the vSwitch");
+            let (cidr, cidr6) = (v.cidr_block, v.ipv6_cidr_block);
+            let ipv6: Vec<String> =
+                e.ipv6_sets.unwrap_or_default().ipv6_set.into_iter().map(|s| s.ipv6_address).collect();
+            let prefixes4: Vec<String> =
+                e.ipv4_prefix_sets.unwrap_or_default().ipv4_prefix_set.into_iter().map(|s| s.ipv4_prefix).collect();
+            let prefixes6: Vec<String> =
+                e.ipv6_prefix_sets.unwrap_or_default().ipv6_prefix_set.into_iter().map(|s| s.ipv6_prefix).collect();
             let ips = e.private_ip_sets.unwrap_or_default().private_ip_set;
             let primary_ip =
                 ips.iter().find(|s| s.primary).map(|s| s.private_ip_address.clone()).unwrap_or(e.private_ip_address);
@@ -206,6 +219,10 @@ impl Cloud {
                 ips: ips.into_iter().map(|s| s.private_ip_address).collect(),
                 vswitch: e.v_switch_id,
                 vswitch_cidr: cidr,
+                vswitch_cidr6: cidr6,
+                ipv6,
+                prefixes4,
+                prefixes6,
             });
         }
         ApiView {
@@ -231,6 +248,11 @@ struct ApiNic {
     ips: Vec<String>,
     vswitch: String,
     vswitch_cidr: String,
+    /// Empty for an IPv4-only vSwitch.
+    vswitch_cidr6: String,
+    ipv6: Vec<String>,
+    prefixes4: Vec<String>,
+    prefixes6: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +277,14 @@ fn gateway_of(cidr: &str) -> String {
     let (net, len): (Ipv4Addr, u32) = (net.parse().unwrap(), len.parse().unwrap());
     let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
     Ipv4Addr::from((u32::from(net) | !mask) - 2).to_string()
+}
+
+/// The same rule for a vSwitch's IPv6 /64, as Terway derives it (`DeriveGatewayIP`).
+fn gateway6_of(cidr: &str) -> String {
+    let (net, len) = cidr.split_once('/').unwrap();
+    let (net, len): (std::net::Ipv6Addr, u32) = (net.parse().unwrap(), len.parse().unwrap());
+    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+    std::net::Ipv6Addr::from((u128::from(net) | !mask) - 2).to_string()
 }
 
 fn netmask_of(cidr: &str) -> String {
@@ -330,9 +360,19 @@ fn expected(api: &ApiView) -> BTreeMap<String, Reply> {
         put(p("vswitch-cidr-block"), ok(&n.vswitch_cidr));
         put(p("vpc-id"), ok(&api.vpc_id));
         put(p("vpc-cidr-block"), ok(&api.vpc_cidr));
-        for v6 in ["ipv6s", "ipv6-gateway", "vswitch-ipv6-cidr-block"] {
-            put(p(v6), Reply { status: 404, body: "Not Found".into() });
-        }
+        let absent = || Reply { status: 404, body: "Not Found".into() };
+        // Terway strips the brackets and splits on commas; "no IPv6" is a 404.
+        let ipv6s = if n.ipv6.is_empty() { absent() } else { ok(&format!("[{}]", n.ipv6.join(","))) };
+        put(p("ipv6s"), ipv6s);
+        let (gw6, cidr6) = match n.vswitch_cidr6.as_str() {
+            "" => (absent(), absent()),
+            c => (ok(&gateway6_of(c)), ok(c)),
+        };
+        put(p("ipv6-gateway"), gw6);
+        put(p("vswitch-ipv6-cidr-block"), cidr6);
+        let list = |l: &Vec<String>| if l.is_empty() { absent() } else { ok(&serde_json::to_string(l).unwrap()) };
+        put(p("ipv4-prefixes"), list(&n.prefixes4));
+        put(p("ipv6-prefixes"), list(&n.prefixes6));
     }
     m
 }
@@ -444,6 +484,51 @@ async fn metadata_agrees_with_the_api_inside_the_node() {
             .unwrap();
     assert_eq!(ips.len(), 2);
     assert_eq!(ips[1], ip);
+
+    // Dual stack: IPv6 addresses, then an IPv6 and an IPv4 prefix, each visible within 1 s.
+    let v6 = cloud
+        .c
+        .ecs
+        .assign_ipv6_addresses(pb::AssignIpv6AddressesRequest {
+            region_id: REGION.into(),
+            network_interface_id: sec.clone(),
+            ipv6_address_count: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v6 = v6.ipv6_sets.unwrap().ipv6_address;
+    agrees(&mut cloud, &pa, &ia, WITHIN, "after assigning IPv6 addresses").await;
+    let listed = get(&pa, &format!("{META}network/interfaces/macs/{sec_mac}/ipv6s")).body;
+    let parsed: Vec<std::net::Ipv6Addr> =
+        listed.replace(['[', ']'], "").split(',').map(|a| a.trim().parse().unwrap()).collect();
+    assert_eq!(parsed, v6.iter().map(|a| a.parse().unwrap()).collect::<Vec<std::net::Ipv6Addr>>());
+    cloud
+        .c
+        .ecs
+        .assign_ipv6_addresses(pb::AssignIpv6AddressesRequest {
+            region_id: REGION.into(),
+            network_interface_id: sec.clone(),
+            ipv6_prefix_count: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    cloud
+        .c
+        .ecs
+        .assign_private_ip_addresses(pb::AssignPrivateIpAddressesRequest {
+            region_id: REGION.into(),
+            network_interface_id: sec.clone(),
+            ipv4_prefix_count: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    agrees(&mut cloud, &pa, &ia, WITHIN, "after assigning prefixes").await;
+    // The node's own vSwitch is IPv4 only: eth0 still has no IPv6 items.
+    assert_eq!(get(&pa, &format!("{META}network/interfaces/macs/{a_mac}/ipv6-gateway")).status, 404);
 
     // A trunk with a member: the trunk is a NIC of the guest, the member is not.
     let trunk = cloud.eni(&cloud.node_vsw.clone(), "Trunk").await;
