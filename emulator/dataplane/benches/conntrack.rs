@@ -53,6 +53,7 @@ fn config() -> FabricConfig {
         primary_ip: ips[0],
         ips,
         vswitch_cidr: subnet,
+        ipv6: None,
         security_group_ids: vec!["sg-open".into()],
         source_dest_check: false,
         attachment: Attachment::Port { vni: Vni::new(vni).expect("vni") },
@@ -103,6 +104,7 @@ fn config() -> FabricConfig {
         source_port_range: None,
         peer: Peer::Cidr(cidr([0, 0, 0, 0], 0)),
         local_cidr: None,
+        local_cidr6: None,
     };
     let groups = vec![SecurityGroupConfig {
         id: "sg-open".into(),

@@ -14,9 +14,15 @@
 //! Cloud facts encoded here: gateway = last address of the vSwitch CIDR − 2 (reference §9.1,
 //! Terway `DeriveGatewayIP`; none for /31 and /32), member VLAN id = `DeviceIndex` in 1..=4094,
 //! conntrack defaults of `ConnectionTrackingConfiguration` (reference §8.2 item 6).
+//!
+//! Dual stack: an ENI may also have IPv6 addresses and /80 prefixes ([`Ipv6Setup`]); they are
+//! indexed per VPC like IPv4 ones (a prefix by its /80), the vSwitch's IPv6 gateway (the /64's
+//! last address − 2, Terway's rule again) is the fabric's own, and a group's members are its
+//! ENIs' addresses of both families. Rules name a peer of one family ([`Peer::Cidr`] or
+//! [`Peer::Cidr6`]) or a group, which holds both.
 
 use core::fmt;
-use core::net::{Ipv4Addr, SocketAddr};
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, DefaultHasher};
@@ -73,6 +79,67 @@ impl Ipv4Cidr {
     pub fn gateway(&self) -> Option<Ipv4Addr> {
         (self.prefix <= 30).then(|| Ipv4Addr::from(u32::from(self.last()) - 2))
     }
+}
+
+/// An IPv6 prefix. Host bits of `addr` are ignored when matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Cidr {
+    addr: Ipv6Addr,
+    prefix: u8,
+}
+
+impl Ipv6Cidr {
+    pub const fn new(addr: Ipv6Addr, prefix: u8) -> Option<Ipv6Cidr> {
+        if prefix <= 128 { Some(Ipv6Cidr { addr, prefix }) } else { None }
+    }
+
+    pub const fn addr(&self) -> Ipv6Addr {
+        self.addr
+    }
+
+    pub const fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    fn mask(&self) -> u128 {
+        u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0)
+    }
+
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        (u128::from(ip) ^ u128::from(self.addr)) & self.mask() == 0
+    }
+
+    pub fn network(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) & self.mask())
+    }
+
+    /// The vSwitch's IPv6 gateway by Terway's rule: last address − 2.
+    pub fn gateway(&self) -> Option<Ipv6Addr> {
+        (self.prefix <= 126).then(|| Ipv6Addr::from((u128::from(self.addr) | !self.mask()) - 2))
+    }
+}
+
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The length of the IPv6 prefixes an ENI may hold (ECS assigns /80s).
+pub const IPV6_PREFIX_LEN: u8 = 80;
+
+/// The /80 an address lies in: the key prefixes are indexed by.
+pub(crate) fn prefix80(ip: Ipv6Addr) -> u128 {
+    u128::from(ip) & (u128::MAX << (128 - u32::from(IPV6_PREFIX_LEN)))
+}
+
+/// An ENI's IPv6 side, when its vSwitch has a /64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Setup {
+    pub addresses: Vec<Ipv6Addr>,
+    /// /80 prefixes routed to the ENI.
+    pub prefixes: Vec<Ipv6Cidr>,
+    pub vswitch_cidr: Ipv6Cidr,
 }
 
 impl fmt::Display for Ipv4Cidr {
@@ -144,6 +211,8 @@ pub struct EniConfig {
     /// Primary and secondary IPs (the primary is added if missing).
     pub ips: Vec<Ipv4Addr>,
     pub vswitch_cidr: Ipv4Cidr,
+    /// Addresses, prefixes and vSwitch block of IPv6; `None` on an IPv4-only vSwitch.
+    pub ipv6: Option<Ipv6Setup>,
     pub security_group_ids: Vec<String>,
     pub source_dest_check: bool,
     pub attachment: Attachment,
@@ -195,6 +264,8 @@ pub enum Protocol {
     Udp,
     Icmp,
     Gre,
+    /// Only in rules with an IPv6 peer.
+    Icmpv6,
     All,
 }
 
@@ -205,6 +276,7 @@ impl Protocol {
             Protocol::Udp => Some(PROTO_UDP),
             Protocol::Icmp => Some(PROTO_ICMP),
             Protocol::Gre => Some(PROTO_GRE),
+            Protocol::Icmpv6 => Some(crate::conntrack::PROTO_ICMPV6),
             Protocol::All => None,
         }
     }
@@ -214,6 +286,8 @@ impl Protocol {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Peer {
     Cidr(Ipv4Cidr),
+    /// `Ipv6SourceCidrIp` / `Ipv6DestCidrIp`: matches IPv6 packets only.
+    Cidr6(Ipv6Cidr),
     /// All private IPs of all ENIs in that group (same VPC). An unknown group matches nothing.
     Group(String),
 }
@@ -235,6 +309,8 @@ pub struct Rule {
     pub peer: Peer,
     /// This ENI's side of a 5-tuple rule: `DestCidrIp` on ingress, `SourceCidrIp` on egress.
     pub local_cidr: Option<Ipv4Cidr>,
+    /// The same for an IPv6 rule (`Ipv6DestCidrIp` on ingress, `Ipv6SourceCidrIp` on egress).
+    pub local_cidr6: Option<Ipv6Cidr>,
 }
 
 /// A layer-4 protocol a load balancer listens on.
@@ -441,6 +517,16 @@ pub enum ConfigError {
     },
     /// An external host's VNI is also a node's port.
     DuplicatePort(Vni),
+    /// Two ENIs of one VPC claim the same IPv6 address or /80.
+    DuplicateIp6 {
+        vpc_id: String,
+        ip: Ipv6Addr,
+    },
+    /// An IPv6 prefix that is not a /80.
+    BadPrefix6 {
+        eni_id: String,
+        prefix: Ipv6Cidr,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -466,6 +552,8 @@ impl fmt::Display for ConfigError {
                 write!(f, "security group {id} appears twice")
             }
             ConfigError::DuplicateAddress { id, ip } => write!(f, "{id} claims {ip}, which is already taken"),
+            ConfigError::DuplicateIp6 { vpc_id, ip } => write!(f, "IPv6 {ip} is claimed twice in {vpc_id}"),
+            ConfigError::BadPrefix6 { eni_id, prefix } => write!(f, "ENI {eni_id}: IPv6 prefix {prefix} is not a /80"),
             ConfigError::BadListener { lb_id, port } => {
                 write!(f, "load balancer {lb_id}: listener port {port} is 0 or appears twice")
             }
@@ -559,6 +647,7 @@ impl Timeouts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CompiledPeer {
     Cidr(Ipv4Cidr),
+    Cidr6(Ipv6Cidr),
     Group(GroupIdx),
     /// A reference to a group not in the snapshot.
     Nothing,
@@ -578,6 +667,7 @@ pub(crate) struct CompiledRule {
     pub src_ports: (u16, u16),
     pub peer: CompiledPeer,
     pub local: Option<Ipv4Cidr>,
+    pub local6: Option<Ipv6Cidr>,
 }
 
 #[derive(Debug)]
@@ -650,6 +740,9 @@ pub(crate) struct Group {
     pub inner_access_name: Arc<str>,
     /// Every IP of every ENI of the group's VPC that is in the group.
     pub members: FixedSet<Ipv4Addr>,
+    /// Their IPv6 addresses, and the /80 prefixes they hold (by [`prefix80`]).
+    pub members6: FixedSet<Ipv6Addr>,
+    pub member_prefixes6: FixedSet<u128>,
 }
 
 /// An immutable, indexed snapshot of everything the pipeline needs. Build one per change of the
@@ -666,6 +759,10 @@ pub struct FabricConfig {
     pub(crate) by_ip: FixedMap<(u64, Ipv4Addr), EniIdx>,
     pub(crate) by_vlan: FixedMap<(Vni, u16), EniIdx>,
     pub(crate) gateways: FixedSet<(u64, Ipv4Addr)>,
+    /// (VPC, IPv6 address) → the ENI holding it; (VPC, /80) → the ENI holding that prefix.
+    pub(crate) by_ip6: FixedMap<(u64, Ipv6Addr), EniIdx>,
+    pub(crate) by_prefix6: FixedMap<(u64, u128), EniIdx>,
+    pub(crate) gateways6: FixedSet<(u64, Ipv6Addr)>,
     lb_specs: Vec<LoadBalancerConfig>,
     host_specs: Vec<ExternalHostConfig>,
     pub(crate) lbs: Vec<Lb>,
@@ -732,8 +829,12 @@ impl FabricConfig {
         let mut by_vlan = FixedMap::default();
         let mut untagged: FixedMap<Vni, EniIdx> = FixedMap::default();
         let mut gateways = FixedSet::default();
+        let mut by_ip6 = FixedMap::default();
+        let mut by_prefix6 = FixedMap::default();
+        let mut gateways6 = FixedSet::default();
         // Each group's member addresses, gathered in the one pass over the ENIs.
         let mut members: Vec<FixedSet<Ipv4Addr>> = vec![FixedSet::default(); groups.len()];
+        let mut members6: Vec<(FixedSet<Ipv6Addr>, FixedSet<u128>)> = vec![Default::default(); groups.len()];
         for (i, e) in enis.iter().enumerate() {
             let i = i as EniIdx;
             if eni_idx.insert(e.id.as_str(), i).is_some() {
@@ -749,6 +850,28 @@ impl FabricConfig {
             }
             if let Some(gw) = e.vswitch_cidr.gateway() {
                 gateways.insert((vpc, gw));
+            }
+            if let Some(v6) = &e.ipv6 {
+                for &ip in &v6.addresses {
+                    if let Some(other) = by_ip6.insert((vpc, ip), i)
+                        && other != i
+                    {
+                        return Err(ConfigError::DuplicateIp6 { vpc_id: e.vpc_id.clone(), ip });
+                    }
+                }
+                for p in &v6.prefixes {
+                    if p.prefix() != IPV6_PREFIX_LEN {
+                        return Err(ConfigError::BadPrefix6 { eni_id: e.id.clone(), prefix: *p });
+                    }
+                    if let Some(other) = by_prefix6.insert((vpc, prefix80(p.addr())), i)
+                        && other != i
+                    {
+                        return Err(ConfigError::DuplicateIp6 { vpc_id: e.vpc_id.clone(), ip: p.network() });
+                    }
+                }
+                if let Some(gw) = v6.vswitch_cidr.gateway() {
+                    gateways6.insert((vpc, gw));
+                }
             }
             match e.attachment {
                 Attachment::Port { vni } => {
@@ -776,6 +899,11 @@ impl FabricConfig {
                 // A group of another VPC names no one here (the model refuses such a pairing).
                 if groups[g as usize].vpc_id == e.vpc_id {
                     members[g as usize].extend(core::iter::once(e.primary_ip).chain(e.ips.iter().copied()));
+                    if let Some(v6) = &e.ipv6 {
+                        let (addrs, prefixes) = &mut members6[g as usize];
+                        addrs.extend(v6.addresses.iter().copied());
+                        prefixes.extend(v6.prefixes.iter().map(|p| prefix80(p.addr())));
+                    }
                 }
             }
         }
@@ -783,11 +911,14 @@ impl FabricConfig {
         let compiled_groups: Vec<Group> = groups
             .iter()
             .zip(members)
-            .map(|(g, members)| Group {
+            .zip(members6)
+            .map(|((g, members), (members6, member_prefixes6))| Group {
                 id: Arc::from(g.id.as_str()),
                 rule_ids: rule_ids(&g.rules),
                 inner_access_name: Arc::from(format!("inner-access:{}", g.id)),
                 members,
+                members6,
+                member_prefixes6,
             })
             .collect();
 
@@ -904,6 +1035,9 @@ impl FabricConfig {
             by_ip,
             by_vlan,
             gateways,
+            by_ip6,
+            by_prefix6,
+            gateways6,
             lb_specs: load_balancers,
             host_specs: external_hosts,
             lbs,
@@ -1022,11 +1156,13 @@ fn compile_eni(e: &EniConfig, groups: &[SecurityGroupConfig], group_idx: &FixedM
                 src_ports: r.source_port_range.filter(|_| ported).unwrap_or(any),
                 peer: match &r.peer {
                     Peer::Cidr(c) => CompiledPeer::Cidr(*c),
+                    Peer::Cidr6(c) => CompiledPeer::Cidr6(*c),
                     Peer::Group(id) => {
                         group_idx.get(id.as_str()).map_or(CompiledPeer::Nothing, |&i| CompiledPeer::Group(i))
                     }
                 },
                 local: r.local_cidr,
+                local6: r.local_cidr6,
             };
             match r.direction {
                 Direction::Ingress => ingress.push(compiled),

@@ -36,8 +36,14 @@
 //! per indexed tuple and the hash table's slack (BENCHMARKS.md has the measured figure).
 //!
 //! Must not: read a clock (time comes in as `now`) or grow without bound (`max_entries`).
+//!
+//! IPv6 flows are tracked by the same code in a table of their own ([`FlowKey6`] tuples): the
+//! table is generic over the tuple ([`Tuple`]), so IPv4 keys stay 20 bytes and the two families
+//! share every rule above. Translation (load balancing) exists for IPv4 only.
 
-use core::net::Ipv4Addr;
+use core::fmt::Debug;
+use core::hash::Hash;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use std::collections::HashMap;
 use std::hash::RandomState;
 
@@ -56,6 +62,61 @@ pub(crate) struct FlowKey {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
+}
+
+/// An IPv6 packet's tuple in one namespace (a VPC): as [`FlowKey`], with 128-bit addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FlowKey6 {
+    pub ns: u32,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+/// What the table needs of a tuple: its reverse, its protocol, and the reply tuple a
+/// translation gives it (IPv4 only; an IPv6 connection is never translated).
+pub(crate) trait Tuple: Copy + Eq + Hash + Debug {
+    fn reversed(&self) -> Self;
+    fn proto(&self) -> u8;
+    fn translated_reply(&self, nat: &Nat) -> Self;
+}
+
+impl Tuple for FlowKey {
+    fn reversed(&self) -> FlowKey {
+        FlowKey::reversed(self)
+    }
+
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+
+    fn translated_reply(&self, n: &Nat) -> FlowKey {
+        FlowKey {
+            ns: n.reply_ns,
+            src: n.backend,
+            dst: self.src,
+            sport: n.backend_port,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
+}
+
+impl Tuple for FlowKey6 {
+    fn reversed(&self) -> FlowKey6 {
+        FlowKey6 { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, ..*self }
+    }
+
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+
+    /// Never asked: no IPv6 connection carries a translation. The plain reply, to be safe.
+    fn translated_reply(&self, _: &Nat) -> FlowKey6 {
+        self.reversed()
+    }
 }
 
 /// The 32-bit namespace of a VPC (or internet) key.
@@ -147,30 +208,23 @@ pub(crate) struct Entry {
 
 /// A connection in the slab: its original tuple and its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Conn {
-    pub orig: FlowKey,
+pub(crate) struct Conn<K = FlowKey> {
+    pub orig: K,
     pub entry: Entry,
 }
 
-impl Conn {
+impl<K: Tuple> Conn<K> {
     /// What replies look like, in the namespace they are sent in.
-    pub fn reply_key(&self) -> FlowKey {
-        match self.entry.nat {
+    pub fn reply_key(&self) -> K {
+        match &self.entry.nat {
             None => self.orig.reversed(),
-            Some(n) => FlowKey {
-                ns: n.reply_ns,
-                src: n.backend,
-                dst: self.orig.src,
-                sport: n.backend_port,
-                dport: self.orig.sport,
-                proto: self.orig.proto,
-            },
+            Some(n) => self.orig.translated_reply(n),
         }
     }
 
     /// The tuples the index holds for this connection: the original, and for a translated flow
     /// the reply too.
-    fn indexed(&self) -> ([FlowKey; 2], usize) {
+    fn indexed(&self) -> ([K; 2], usize) {
         match self.entry.nat {
             None => ([self.orig, self.orig], 1),
             Some(_) => ([self.orig, self.reply_key()], 2),
@@ -268,19 +322,27 @@ pub(crate) fn is_reopen(e: &Entry, dir: FlowDir, l4: L4Info) -> bool {
 
 /// Whether the live connection `old` gives way to the new connection `new` that claims one of
 /// its tuples: a closed TCP connection does, to a new TCP one.
-fn gives_way(old: &Conn, new: &Conn) -> bool {
-    old.entry.state == FlowState::TcpClosed && new.orig.proto == crate::wire::ipv4::PROTO_TCP
+fn gives_way<K: Tuple>(old: &Conn<K>, new: &Conn<K>) -> bool {
+    old.entry.state == FlowState::TcpClosed && new.orig.proto() == crate::wire::ipv4::PROTO_TCP
 }
+
+/// ICMP (IPv4) and ICMPv6: the protocols whose echo exchanges may cross with one identifier.
+fn is_echo_protocol(proto: u8) -> bool {
+    proto == crate::wire::ipv4::PROTO_ICMP || proto == PROTO_ICMPV6
+}
+
+/// ICMPv6's protocol number (next header 58).
+pub(crate) const PROTO_ICMPV6: u8 = 58;
 
 /// Slot numbers in the index carry this bit when the tuple is a connection's reply tuple.
 const REPLY_BIT: u32 = 1 << 31;
 
 /// A live connection a packet belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Found {
+pub(crate) struct Found<K = FlowKey> {
     pub slot: u32,
     pub dir: FlowDir,
-    pub conn: Conn,
+    pub conn: Conn<K>,
 }
 
 /// Why a new connection cannot be stored.
@@ -297,18 +359,18 @@ pub(crate) type BackendKey = (u64, Ipv4Addr, u16);
 
 /// The connection table.
 #[derive(Debug)]
-pub(crate) struct Conntrack {
-    slots: Vec<Option<Conn>>,
+pub(crate) struct Conntrack<K = FlowKey> {
+    slots: Vec<Option<Conn<K>>>,
     free: Vec<u32>,
-    index: HashMap<FlowKey, u32, RandomState>,
+    index: HashMap<K, u32, RandomState>,
     live: usize,
     /// Translated connections per backend; keys are created when the snapshot names the
     /// backend ([`Conntrack::sync_backends`]), so the frame path never inserts.
     per_backend: FixedMap<BackendKey, u32>,
 }
 
-impl Conntrack {
-    pub fn new(max_entries: usize, hasher: RandomState) -> Conntrack {
+impl<K: Tuple> Conntrack<K> {
+    pub fn new(max_entries: usize, hasher: RandomState) -> Conntrack<K> {
         let max = max_entries.min(REPLY_BIT as usize - 1);
         // Reserved up front so that admitting a flow does not allocate on the frame path; a
         // translated flow has two tuples, and most flows of a busy fabric are translated only
@@ -322,19 +384,19 @@ impl Conntrack {
         }
     }
 
-    fn conn(&self, slot: u32) -> Option<&Conn> {
+    fn conn(&self, slot: u32) -> Option<&Conn<K>> {
         self.slots.get((slot & !REPLY_BIT) as usize)?.as_ref()
     }
 
-    fn live_at(&self, key: &FlowKey, now: Instant) -> Option<(u32, &Conn)> {
+    fn live_at(&self, key: &K, now: Instant) -> Option<(u32, &Conn<K>)> {
         let slot = *self.index.get(key)?;
         let c = self.conn(slot)?;
         (c.entry.expires > now.0).then_some((slot, c))
     }
 
     /// The live connection a packet with tuple `key` belongs to, and the packet's direction.
-    pub fn lookup(&self, key: &FlowKey, dirs: Dirs, now: Instant) -> Option<Found> {
-        let found = |slot: u32, c: &Conn, dir| Found { slot: slot & !REPLY_BIT, dir, conn: *c };
+    pub fn lookup(&self, key: &K, dirs: Dirs, now: Instant) -> Option<Found<K>> {
+        let found = |slot: u32, c: &Conn<K>, dir| Found { slot: slot & !REPLY_BIT, dir, conn: *c };
         match dirs {
             Dirs::Both => {
                 if let Some((slot, c)) = self.live_at(key, now) {
@@ -364,9 +426,9 @@ impl Conntrack {
     ///
     /// A closed TCP connection (FIN both ways, or RST) never blocks a new TCP one: like a socket
     /// in TIME_WAIT, it gives way to a new connection on its ports, which takes its place.
-    pub fn check_insert(&self, conn: &Conn, now: Instant, replacing: Option<u32>) -> Result<(), InsertError> {
+    pub fn check_insert(&self, conn: &Conn<K>, now: Instant, replacing: Option<u32>) -> Result<(), InsertError> {
         let (keys, n) = conn.indexed();
-        let live_at = |k: &FlowKey| {
+        let live_at = |k: &K| {
             self.live_at(k, now)
                 .filter(|(slot, _)| Some(slot & !REPLY_BIT) != replacing)
                 .filter(|(_, c)| !gives_way(c, conn))
@@ -382,7 +444,7 @@ impl Conntrack {
             // (each side pinging the other with one identifier), which are separate exchanges;
             // a TCP or UDP packet that reverses a flow's original is that flow's reply.
             if let Some((slot, _)) = live_at(&k.reversed())
-                && (slot & REPLY_BIT != 0 || i == 1 || k.proto != crate::wire::ipv4::PROTO_ICMP)
+                && (slot & REPLY_BIT != 0 || i == 1 || !is_echo_protocol(k.proto()))
             {
                 return Err(InsertError::Clash);
             }
@@ -395,7 +457,7 @@ impl Conntrack {
     /// connection that no longer fits is not stored). Expired connections holding its tuples
     /// are forgotten first.
     /// Returns the slot it took.
-    pub fn insert(&mut self, conn: Conn, now: Instant, replacing: Option<u32>) -> Option<u32> {
+    pub fn insert(&mut self, conn: Conn<K>, now: Instant, replacing: Option<u32>) -> Option<u32> {
         if self.check_insert(&conn, now, replacing).is_err() {
             return None;
         }
@@ -513,7 +575,7 @@ impl Conntrack {
         self.live
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Conn> {
+    pub fn iter(&self) -> impl Iterator<Item = &Conn<K>> {
         self.slots.iter().flatten()
     }
 }

@@ -6,7 +6,7 @@
 //! cloud answers ARP itself and never floods, so these are counted, not errors.
 
 use core::fmt;
-use core::net::{Ipv4Addr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::wire::ethernet::{Mac, MacDisplay};
@@ -21,9 +21,11 @@ pub enum Layer {
     Vlan,
     Arp,
     Ipv4,
+    Ipv6,
     Tcp,
     Udp,
     Icmp,
+    Icmpv6,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +71,15 @@ pub enum DropReason {
     BroadcastOrMulticast {
         dst: Mac,
     },
+    /// IPv6 the fabric does not carry: an extension header it does not forward (routing,
+    /// destination options, ESP/AH…), or a link-local address outside neighbour discovery.
     Ipv6Unsupported,
+    /// Neighbour discovery the fabric consumes: advertisements, router solicitations and
+    /// advertisements, redirects, and duplicate address detection (a solicitation from `::`,
+    /// left unanswered so the node keeps its address).
+    NdpConsumed,
+    /// IPv6 fragments are not forwarded (no reassembly, as for IPv4).
+    Ipv6Fragment,
     UnsupportedEthertype(u16),
     /// ARP that is not Ethernet/IPv4 request or reply.
     ArpUnsupported,
@@ -84,16 +94,16 @@ pub enum DropReason {
     Ipv4Fragment,
     /// Addressed to a vSwitch gateway but not an ICMP echo request.
     ToGateway {
-        dst: Ipv4Addr,
+        dst: IpAddr,
     },
     /// `SourceDestCheck` is on and the source is not one of the sending ENI's IPs.
     Spoofed {
         eni: Arc<str>,
-        src: Ipv4Addr,
+        src: IpAddr,
     },
     /// No ENI of the VPC has this address.
     NoRoute {
-        dst: Ipv4Addr,
+        dst: IpAddr,
     },
     /// The destination ENI's port is not registered by any shim (yet).
     DestinationNotRegistered {
@@ -198,6 +208,8 @@ drop_kinds! {
     MalformedVlan => "malformed_vlan",
     MalformedArp => "malformed_arp",
     MalformedIpv4 => "malformed_ipv4",
+    MalformedIpv6 => "malformed_ipv6",
+    MalformedIcmpv6 => "malformed_icmpv6",
     MalformedTcp => "malformed_tcp",
     MalformedUdp => "malformed_udp",
     MalformedIcmp => "malformed_icmp",
@@ -213,6 +225,8 @@ drop_kinds! {
     NotForGateway => "not_for_gateway",
     BroadcastOrMulticast => "broadcast_or_multicast",
     Ipv6Unsupported => "ipv6_unsupported",
+    NdpConsumed => "ndp_consumed",
+    Ipv6Fragment => "ipv6_fragment",
     UnsupportedEthertype => "unsupported_ethertype",
     ArpUnsupported => "arp_unsupported",
     ArpReply => "arp_reply",
@@ -247,6 +261,8 @@ impl DropReason {
                 Layer::Vlan => DropKind::MalformedVlan,
                 Layer::Arp => DropKind::MalformedArp,
                 Layer::Ipv4 => DropKind::MalformedIpv4,
+                Layer::Ipv6 => DropKind::MalformedIpv6,
+                Layer::Icmpv6 => DropKind::MalformedIcmpv6,
                 Layer::Tcp => DropKind::MalformedTcp,
                 Layer::Udp => DropKind::MalformedUdp,
                 Layer::Icmp => DropKind::MalformedIcmp,
@@ -263,6 +279,8 @@ impl DropReason {
             DropReason::NotForGateway { .. } => DropKind::NotForGateway,
             DropReason::BroadcastOrMulticast { .. } => DropKind::BroadcastOrMulticast,
             DropReason::Ipv6Unsupported => DropKind::Ipv6Unsupported,
+            DropReason::NdpConsumed => DropKind::NdpConsumed,
+            DropReason::Ipv6Fragment => DropKind::Ipv6Fragment,
             DropReason::UnsupportedEthertype(_) => DropKind::UnsupportedEthertype,
             DropReason::ArpUnsupported => DropKind::ArpUnsupported,
             DropReason::ArpReply => DropKind::ArpReply,
@@ -339,6 +357,8 @@ impl fmt::Display for DropReason {
             DropReason::LbHairpin { eni } => write!(f, ": {eni} is the client"),
             DropReason::GeneveOam
             | DropReason::Ipv6Unsupported
+            | DropReason::NdpConsumed
+            | DropReason::Ipv6Fragment
             | DropReason::ArpUnsupported
             | DropReason::ArpReply
             | DropReason::ArpGratuitous

@@ -46,6 +46,8 @@
 //! explaining a frame changes nothing. The recorder is a generic parameter whose no-op version
 //! compiles away on the normal path.
 
+mod ipv6;
+
 use core::net::{Ipv4Addr, SocketAddr};
 use core::ops::Range;
 use core::time::Duration;
@@ -54,14 +56,16 @@ use std::sync::Arc;
 
 use crate::Instant;
 use crate::config::{Direction, Eni, EniIdx, FabricConfig, LbIdx, Policy, Scheduler, Timeouts};
-use crate::conntrack::{self, Conn, Conntrack, Dirs, Entry, FlowDir, FlowKey, FlowState, InsertError, L4Info, Nat};
+use crate::conntrack::{
+    self, Conn, Conntrack, Dirs, Entry, FlowDir, FlowKey, FlowKey6, FlowState, InsertError, L4Info, Nat,
+};
 use crate::drop::{DropReason, Layer};
 use crate::fastpath::{self, Grants};
 use crate::flowlog::{self, FlowLog, FlowRecord, Tuple};
 use crate::health::{self, Answer, Arrival, BackendHealth, HealthTable, ProbeKind, ProbeSpec, Respond};
 use crate::lb::{self, LbRuntime, NewFlow, NoBackend, Pick};
 use crate::nat::{Translate, translate_headers, translate_icmp_error, translated_ends};
-use crate::security_group::{self, Judgement, PacketMeta, SgMatch};
+use crate::security_group::{self, Judgement, PacketMeta, RuleAddr, SgMatch};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::wire::arp::{self, ArpError};
 use crate::wire::ethernet::{
@@ -292,9 +296,25 @@ impl Tracer for Vec<Step> {
 #[derive(Debug, Clone, Copy)]
 enum FlowCommit {
     /// One more packet of a live flow.
-    Update { slot: u32, entry: Entry, dir: FlowDir },
+    Update {
+        slot: u32,
+        entry: Entry,
+        dir: FlowDir,
+    },
     /// A new flow; `replaces` is the live one it supersedes (a port reopened after close).
-    New { conn: Conn, replaces: Option<u32> },
+    New {
+        conn: Conn,
+        replaces: Option<u32>,
+    },
+    /// The same two for an IPv6 flow (the IPv6 table).
+    Update6 {
+        slot: u32,
+        entry: Entry,
+    },
+    New6 {
+        conn: Conn<FlowKey6>,
+        replaces: Option<u32>,
+    },
 }
 
 /// Everything `decide` wants changed; applied by `commit`.
@@ -365,6 +385,8 @@ struct Path {
 pub struct Fabric {
     config: Arc<FabricConfig>,
     conntrack: Conntrack,
+    /// IPv6 flows: the same rules, 128-bit tuples.
+    conntrack6: Conntrack<FlowKey6>,
     lb: LbRuntime,
     health: HealthTable,
     stats: Stats,
@@ -377,6 +399,7 @@ impl Fabric {
         let stats = Stats::new(&config);
         let mut f = Fabric {
             conntrack: Conntrack::new(options.conntrack_max, options.conntrack_hasher.clone()),
+            conntrack6: Conntrack::new(options.conntrack_max, options.conntrack_hasher.clone()),
             lb: LbRuntime::new(options.persistence_max, options.conntrack_hasher.clone()),
             health: HealthTable::default(),
             stats,
@@ -475,7 +498,7 @@ impl Fabric {
     pub fn expire(&mut self, now: Instant) -> usize {
         self.lb.expire(now.0);
         self.grants.expire(now);
-        let n = self.conntrack.expire(now);
+        let n = self.conntrack.expire(now) + self.conntrack6.expire(now);
         let conntrack = &self.conntrack;
         self.flow_log.tick(now, |slot| conntrack.holds(slot), &self.config);
         n
@@ -554,7 +577,7 @@ impl Fabric {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot(&self.config, self.conntrack.len())
+        self.stats.snapshot(&self.config, self.conntrack.len() + self.conntrack6.len())
     }
 
     /// Live flows at `now` (allocates; for inspection, not for the frame path).
@@ -686,6 +709,10 @@ impl Fabric {
                             self.flow_log.count(slot, FlowDir::Original, 1, bytes, now);
                         }
                     }
+                    Some(FlowCommit::Update6 { slot, entry }) => self.conntrack6.update(slot, entry),
+                    Some(FlowCommit::New6 { conn, replaces }) => {
+                        self.conntrack6.insert(conn, now, replaces);
+                    }
                     None => {}
                 }
                 if let Some((vni, bytes)) = o.tx {
@@ -799,7 +826,7 @@ impl Fabric {
         match eth.ethertype {
             ETHERTYPE_ARP => return self.arp(&gh, &eth, from, out, o, t),
             ETHERTYPE_IPV4 => {}
-            ETHERTYPE_IPV6 => return Err(DropReason::Ipv6Unsupported),
+            ETHERTYPE_IPV6 => return self.ipv6(now, from, &gh, &eth, vnet, src_idx, datagram, out, emit, o, t),
             other => return Err(DropReason::UnsupportedEthertype(other)),
         }
         if eth.dst != GATEWAY_MAC {
@@ -825,7 +852,7 @@ impl Fabric {
 
         // 5. Anti-spoof: the source must be routed back to this very ENI.
         if src.source_dest_check && cfg.by_ip.get(&(src.vpc, ip.src)) != Some(&src_idx) {
-            return Err(DropReason::Spoofed { eni: src.id.clone(), src: ip.src });
+            return Err(DropReason::Spoofed { eni: src.id.clone(), src: ip.src.into() });
         }
         t.step(|| Step::SourceCheck { eni: src.id.clone(), enabled: src.source_dest_check });
 
@@ -1023,7 +1050,7 @@ impl Fabric {
             return Ok(plain(dst, lookup));
         }
         let Some(&lb) = cfg.vips.get(&(src.vpc, ip.dst)) else {
-            return Err(DropReason::NoRoute { dst: ip.dst });
+            return Err(DropReason::NoRoute { dst: ip.dst.into() });
         };
         self.to_vip(now, src_idx, lb, ip, meta, lookup, o, t)
     }
@@ -1066,7 +1093,7 @@ impl Fabric {
             persisted: !pick.scheduled,
         });
         o.pick = Some(pick);
-        let dst = *cfg.by_ip.get(&(lb.vpc, b.ip)).ok_or(DropReason::NoRoute { dst: b.ip })?;
+        let dst = *cfg.by_ip.get(&(lb.vpc, b.ip)).ok_or(DropReason::NoRoute { dst: b.ip.into() })?;
         if dst == src_idx {
             return Err(DropReason::LbHairpin { eni: cfg.eni(src_idx).id.clone() });
         }
@@ -1155,6 +1182,8 @@ impl Fabric {
         let entry = match o.flow? {
             FlowCommit::Update { entry, .. } => entry,
             FlowCommit::New { conn, .. } => conn.entry,
+            // IPv6 flows stay on this path (see `ipv6`).
+            FlowCommit::Update6 { .. } | FlowCommit::New6 { .. } => return None,
         };
         let (a, b) = (self.config.eni(src), self.config.eni(dst));
         if entry.nat.is_some() || a.external || b.external {
@@ -1180,12 +1209,12 @@ impl Fabric {
         t
     }
 
-    fn security_groups<T: Tracer>(
+    fn security_groups<T: Tracer, A: RuleAddr>(
         &self,
         src: &Eni,
         dst: &Eni,
-        egress: &PacketMeta,
-        ingress: &PacketMeta,
+        egress: &PacketMeta<A>,
+        ingress: &PacketMeta<A>,
         t: &mut T,
     ) -> SgOutcome {
         let cfg = &*self.config;
@@ -1275,7 +1304,7 @@ impl Fabric {
         o: &mut Outcome,
         t: &mut T,
     ) -> Result<SplitVerdict, DropReason> {
-        let refuse = DropReason::ToGateway { dst: ip.dst };
+        let refuse = DropReason::ToGateway { dst: ip.dst.into() };
         if ip.protocol != PROTO_ICMP {
             return Err(refuse);
         }

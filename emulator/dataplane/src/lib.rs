@@ -53,8 +53,9 @@ use core::time::Duration;
 
 pub use config::{
     Attachment, BackendConfig, ConfigError, ConntrackTimeouts, Direction, EniConfig, ExternalHostConfig, FabricConfig,
-    FabricSpec, HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, LbNetwork, LbProtocol, ListenerConfig,
-    LoadBalancerConfig, Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig, SgKind,
+    FabricSpec, HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, Ipv6Cidr, Ipv6Setup, LbNetwork, LbProtocol,
+    ListenerConfig, LoadBalancerConfig, Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig,
+    SgKind,
 };
 pub use conntrack::{FlowDir, FlowState};
 pub use drop::{DropKind, DropReason, Layer};

@@ -13,11 +13,15 @@
 //! Terway's VLAN datapath from its veth one). Only the first packet of a flow gets here;
 //! conntrack admits the rest. Must not allocate: the result names rules by index and is turned
 //! into strings only for drop reasons and traces.
+//!
+//! Both families go through the same evaluation ([`RuleAddr`]): a rule with an IPv4 peer never
+//! matches an IPv6 packet and the other way round, a group peer holds its members' addresses of
+//! both families (and their IPv6 prefixes), and the health-check range exists for IPv4 only.
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::config::{CompiledPeer, CompiledRule, Direction, Eni, FabricConfig, GroupIdx, Ipv4Cidr, Policy};
+use crate::config::{CompiledPeer, CompiledRule, Direction, Eni, FabricConfig, GroupIdx, Ipv4Cidr, Policy, prefix80};
 
 /// CLB health checks and other Alibaba services come from here (reference §8.2 item 7).
 pub const HEALTH_CHECK_CIDR: Ipv4Cidr = match Ipv4Cidr::new(Ipv4Addr::new(100, 64, 0, 0), 10) {
@@ -27,12 +31,61 @@ pub const HEALTH_CHECK_CIDR: Ipv4Cidr = match Ipv4Cidr::new(Ipv4Addr::new(100, 6
 
 /// The fields rules look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PacketMeta {
+pub(crate) struct PacketMeta<A = Ipv4Addr> {
     pub proto: u8,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: A,
+    pub dst: A,
     /// Only for TCP and UDP.
     pub ports: Option<(u16, u16)>,
+}
+
+/// An address of one family, as rules see it.
+pub(crate) trait RuleAddr: Copy {
+    /// Whether the rule's peer names this address.
+    fn in_peer(self, cfg: &FabricConfig, peer: &CompiledPeer) -> bool;
+    /// Whether the rule's own side (if it names one) holds this address.
+    fn in_local(self, r: &CompiledRule) -> bool;
+    /// Ingress no rule matched that the cloud admits anyway (its health checks).
+    fn is_health_check(self) -> bool;
+}
+
+impl RuleAddr for Ipv4Addr {
+    fn in_peer(self, cfg: &FabricConfig, peer: &CompiledPeer) -> bool {
+        match peer {
+            CompiledPeer::Cidr(c) => c.contains(self),
+            CompiledPeer::Group(g) => cfg.group(*g).members.contains(&self),
+            CompiledPeer::Cidr6(_) | CompiledPeer::Nothing => false,
+        }
+    }
+
+    fn in_local(self, r: &CompiledRule) -> bool {
+        r.local6.is_none() && r.local.is_none_or(|c| c.contains(self))
+    }
+
+    fn is_health_check(self) -> bool {
+        HEALTH_CHECK_CIDR.contains(self)
+    }
+}
+
+impl RuleAddr for Ipv6Addr {
+    fn in_peer(self, cfg: &FabricConfig, peer: &CompiledPeer) -> bool {
+        match peer {
+            CompiledPeer::Cidr6(c) => c.contains(self),
+            CompiledPeer::Group(g) => {
+                let g = cfg.group(*g);
+                g.members6.contains(&self) || g.member_prefixes6.contains(&prefix80(self))
+            }
+            CompiledPeer::Cidr(_) | CompiledPeer::Nothing => false,
+        }
+    }
+
+    fn in_local(self, r: &CompiledRule) -> bool {
+        r.local.is_none() && r.local6.is_none_or(|c| c.contains(self))
+    }
+
+    fn is_health_check(self) -> bool {
+        false
+    }
 }
 
 /// Why one direction admitted or refused a packet (internal, index-based).
@@ -91,7 +144,7 @@ pub(crate) fn shared_inner_group(a: &Eni, b: &Eni) -> Option<GroupIdx> {
 
 /// The judgement of `eni`'s rules for `dir` on `pkt` (inner access is checked by the caller,
 /// which knows both ENIs).
-pub(crate) fn judge(cfg: &FabricConfig, eni: &Eni, dir: Direction, pkt: &PacketMeta) -> Judgement {
+pub(crate) fn judge<A: RuleAddr>(cfg: &FabricConfig, eni: &Eni, dir: Direction, pkt: &PacketMeta<A>) -> Judgement {
     let (rules, peer, local) = match dir {
         Direction::Ingress => (&eni.ingress, pkt.src, pkt.dst),
         Direction::Egress => (&eni.egress, pkt.dst, pkt.src),
@@ -100,7 +153,7 @@ pub(crate) fn judge(cfg: &FabricConfig, eni: &Eni, dir: Direction, pkt: &PacketM
         return Judgement::Rule(*r);
     }
     match dir {
-        Direction::Ingress if HEALTH_CHECK_CIDR.contains(pkt.src) => Judgement::HealthCheck,
+        Direction::Ingress if pkt.src.is_health_check() => Judgement::HealthCheck,
         Direction::Ingress => Judgement::Default(Policy::Drop),
         Direction::Egress => Judgement::Default(eni.default_egress),
     }
@@ -110,7 +163,7 @@ fn in_range(p: u16, (lo, hi): (u16, u16)) -> bool {
     lo <= p && p <= hi
 }
 
-fn matches(cfg: &FabricConfig, r: &CompiledRule, pkt: &PacketMeta, peer: Ipv4Addr, local: Ipv4Addr) -> bool {
+fn matches<A: RuleAddr>(cfg: &FabricConfig, r: &CompiledRule, pkt: &PacketMeta<A>, peer: A, local: A) -> bool {
     if r.protocol.is_some_and(|p| p != pkt.proto) {
         return false;
     }
@@ -119,12 +172,5 @@ fn matches(cfg: &FabricConfig, r: &CompiledRule, pkt: &PacketMeta, peer: Ipv4Add
     {
         return false;
     }
-    if r.local.is_some_and(|c| !c.contains(local)) {
-        return false;
-    }
-    match r.peer {
-        CompiledPeer::Cidr(c) => c.contains(peer),
-        CompiledPeer::Group(g) => cfg.group(g).members.contains(&peer),
-        CompiledPeer::Nothing => false,
-    }
+    local.in_local(r) && peer.in_peer(cfg, &r.peer)
 }

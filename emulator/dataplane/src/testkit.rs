@@ -149,6 +149,7 @@ pub fn rule(
         source_port_range: None,
         peer,
         local_cidr: None,
+        local_cidr6: None,
     }
 }
 
@@ -224,6 +225,7 @@ impl Lab {
                 primary_ip: e.ip,
                 ips,
                 vswitch_cidr: subnet,
+                ipv6: None,
                 security_group_ids: vec![sg.to_string()],
                 source_dest_check: false,
                 attachment,

@@ -5,8 +5,8 @@
 //! functions of their inputs and run on the model thread right after a commit, so by the time an
 //! API call is answered the data plane already applies it.
 //!
-//! IPv4 prefixes (prefix mode) are routed to their ENI like its addresses. IPv6 addresses and
-//! prefixes are not in the snapshot yet: the pipeline forwards IPv4 only (`ipv6_unsupported`).
+//! IPv4 prefixes (prefix mode) are routed to their ENI like its addresses; an ENI on a vSwitch
+//! with an IPv6 /64 brings its IPv6 addresses and /80 prefixes, and rules their IPv6 peers.
 //!
 //! Which ENIs carry traffic: those `InUse` (a NIC, or a member whose trunk is `InUse`). An ENI
 //! that is `Attaching` does not forward yet and one that is `Detaching` no longer does, as on
@@ -25,8 +25,9 @@ use std::time::Duration;
 
 use enifab_dataplane::{
     Attachment, BackendConfig, ConntrackTimeouts, EniConfig, ExternalHostConfig, FabricConfig, FabricSpec,
-    HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, LbNetwork, LbProtocol, ListenerConfig, LoadBalancerConfig,
-    Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig, SgKind, Vni,
+    HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, Ipv6Cidr, Ipv6Setup, LbNetwork, LbProtocol,
+    ListenerConfig, LoadBalancerConfig, Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig,
+    SgKind, Vni,
 };
 use enifab_model::eni::{Eni, EniStatus, EniType};
 use enifab_model::security_group::{self as sg, Direction as MDir, IpProtocol, SecurityGroupType};
@@ -36,6 +37,20 @@ use enifab_proto::v1 as pb;
 
 fn cidr(c: enifab_model::Cidr) -> Ipv4Cidr {
     Ipv4Cidr::new(c.network(), c.prefix()).expect("model CIDRs have valid prefixes")
+}
+
+fn cidr6(c: enifab_model::net::Cidr6) -> Ipv6Cidr {
+    Ipv6Cidr::new(c.network(), c.prefix()).expect("model CIDRs have valid prefixes")
+}
+
+/// An ENI's IPv6 side: its addresses and /80 prefixes, when its vSwitch has a /64.
+fn ipv6_setup(region: &Region, e: &Eni) -> Option<Ipv6Setup> {
+    let vswitch_cidr = cidr6(region.vswitch(&e.v_switch_id)?.ipv6_cidr?);
+    Some(Ipv6Setup {
+        addresses: e.ipv6_addresses.clone(),
+        prefixes: e.ipv6_prefixes.iter().map(|p| cidr6(*p)).collect(),
+        vswitch_cidr,
+    })
 }
 
 fn live(e: &Eni) -> bool {
@@ -92,6 +107,7 @@ pub fn fabric_config(
                 .chain(e.ipv4_prefixes.iter().flat_map(|p| (p.first()..=p.last()).map(Ipv4Addr::from)))
                 .collect(),
             vswitch_cidr: cidr(vsw.cidr),
+            ipv6: ipv6_setup(region, e),
             security_group_ids: e.security_group_ids.clone(),
             source_dest_check: e.source_dest_check,
             attachment,
@@ -207,22 +223,26 @@ fn group(g: &sg::SecurityGroup) -> SecurityGroupConfig {
             SecurityGroupType::Enterprise => SgKind::Enterprise,
         },
         inner_access_accept: g.inner_access_accept,
-        // The pipeline forwards IPv4 only: a rule about IPv6 traffic can match nothing there,
-        // and must not be read as "any IPv4 peer" for want of an IPv4 one.
-        rules: g.rules.iter().filter(|r| !r.is_ipv6()).map(rule).collect(),
+        rules: g.rules.iter().map(rule).collect(),
     }
 }
 
 fn rule(r: &sg::SgRule) -> Rule {
-    let (peer_cidr, peer_group, local) = match r.direction {
-        MDir::Ingress => (r.source_cidr_ip, &r.source_group_id, r.dest_cidr_ip),
-        MDir::Egress => (r.dest_cidr_ip, &r.dest_group_id, r.source_cidr_ip),
+    let (peer_cidr, peer_cidr6, peer_group, local, local6) = match r.direction {
+        MDir::Ingress => {
+            (r.source_cidr_ip, r.ipv6_source_cidr_ip, &r.source_group_id, r.dest_cidr_ip, r.ipv6_dest_cidr_ip)
+        }
+        MDir::Egress => {
+            (r.dest_cidr_ip, r.ipv6_dest_cidr_ip, &r.dest_group_id, r.source_cidr_ip, r.ipv6_source_cidr_ip)
+        }
     };
-    // The cloud: when a rule names both a CIDR and a group, the CIDR wins.
-    let peer = match (peer_cidr, peer_group) {
-        (Some(c), _) => Peer::Cidr(cidr(c)),
-        (None, Some(g)) => Peer::Group(g.clone()),
-        (None, None) => Peer::Cidr(Ipv4Cidr::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid")),
+    // The cloud: when a rule names both a CIDR and a group, the CIDR wins. A rule names one
+    // family (the model refuses both), and an IPv6 peer never matches IPv4, nor the reverse.
+    let peer = match (peer_cidr, peer_cidr6, peer_group) {
+        (Some(c), _, _) => Peer::Cidr(cidr(c)),
+        (None, Some(c), _) => Peer::Cidr6(cidr6(c)),
+        (None, None, Some(g)) => Peer::Group(g.clone()),
+        (None, None, None) => Peer::Cidr(Ipv4Cidr::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid")),
     };
     Rule {
         id: r.security_group_rule_id.clone(),
@@ -240,14 +260,14 @@ fn rule(r: &sg::SgRule) -> Rule {
             IpProtocol::Udp => Protocol::Udp,
             IpProtocol::Icmp => Protocol::Icmp,
             IpProtocol::Gre => Protocol::Gre,
-            // Filtered out above (an IPv6 rule); mapped for completeness only.
-            IpProtocol::Icmpv6 => Protocol::Icmp,
+            IpProtocol::Icmpv6 => Protocol::Icmpv6,
             IpProtocol::All => Protocol::All,
         },
         port_range: r.port_range.map(|p| (p.from, p.to)),
         source_port_range: r.source_port_range.map(|p| (p.from, p.to)),
         peer,
         local_cidr: local.map(cidr),
+        local_cidr6: local6.map(cidr6),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod alloc;
 mod fastpath;
+mod ipv6;
 mod malformed;
 mod proptests;
 mod scenarios;

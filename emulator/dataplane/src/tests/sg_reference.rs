@@ -57,6 +57,7 @@ impl World {
             Protocol::Udp => (Some(17), true),
             Protocol::Icmp => (Some(1), false),
             Protocol::Gre => (Some(47), false),
+            Protocol::Icmpv6 => (Some(58), false),
             Protocol::All => (None, false),
         };
         if rule_proto.is_some_and(|p| p != proto) {
@@ -71,6 +72,8 @@ impl World {
         let peer_ok = match &r.peer {
             Peer::Cidr(c) => in_cidr(c, remote),
             Peer::Group(g) => self.group_ips(g).contains(&remote),
+            // The packets here are IPv4: an IPv6 peer names none of them.
+            Peer::Cidr6(_) => false,
         };
         peer_ok && r.local_cidr.is_none_or(|c| in_cidr(&c, local))
     }
@@ -137,6 +140,7 @@ impl World {
                 primary_ip: IPS[i],
                 ips: vec![IPS[i]],
                 vswitch_cidr: cidr([10, 0, 0, 0], 24),
+                ipv6: None,
                 security_group_ids: self.memberships[i].iter().map(|g| GROUPS[*g].to_string()).collect(),
                 source_dest_check: true,
                 attachment: Attachment::Port { vni: vni(i as u32 + 1) },
@@ -205,6 +209,7 @@ fn a_rule() -> impl Strategy<Value = Rule> {
             source_port_range,
             peer,
             local_cidr,
+            local_cidr6: None,
         })
 }
 
@@ -275,6 +280,7 @@ fn the_model_reads_the_reference_examples() {
         source_port_range: None,
         peer: Peer::Cidr(cidr([0, 0, 0, 0], 0)),
         local_cidr: None,
+        local_cidr6: None,
     };
     let g = |rules| SecurityGroupConfig {
         id: "sg-0".into(),

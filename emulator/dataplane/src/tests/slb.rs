@@ -417,7 +417,7 @@ fn the_internet_and_the_vpc_only_meet_at_public_vips() {
     let mut lab = Lab::with_load_balancers();
     open_web_to_internet(&mut lab);
     let mut h = Harness::new(&lab);
-    let no_route = |dst| DropReason::NoRoute { dst };
+    let no_route = |dst: Ipv4Addr| DropReason::NoRoute { dst: dst.into() };
     assert_eq!(h.dropped(&EXTERNAL, &syn_to(&EXTERNAL, POD_A1.ip, 1, 8080)), no_route(POD_A1.ip));
     assert_eq!(h.dropped(&EXTERNAL, &syn_to(&EXTERNAL, VIP_INTRA, 1, 80)), no_route(VIP_INTRA));
     assert_eq!(h.dropped(&POD_A1, &syn_to(&POD_A1, EXTERNAL.ip, 1, 80)), no_route(EXTERNAL.ip));
