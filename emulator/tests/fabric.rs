@@ -262,3 +262,107 @@ async fn an_ipv6_rule_admits_no_ipv4() {
     a.sock.send(&echo_datagram(&a.eth0, b.eth0.ip, 8, 10)).unwrap();
     assert!(recv_frame(&b.sock).is_some());
 }
+
+/// Dual stack end to end through the emulator's UDP fabric: two nodes on a vSwitch with an IPv6
+/// /64, IPv6 addresses assigned through the API; a neighbour solicitation is answered with the
+/// gateway MAC, and a TCP SYN over IPv6 reaches the other node as the group allows it, then not
+/// once the group refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_nodes_reach_each_other_over_ipv6() {
+    use etherparse::{Icmpv6Slice, Icmpv6Type, Ipv6Slice, PacketBuilder};
+    let (mut c, _emu, _dir, _stop) = start().await;
+    let vpc = c
+        .vpc
+        .create_vpc(pb::CreateVpcRequest {
+            cidr_block: "10.0.0.0/8".into(),
+            enable_ipv6: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .vpc_id;
+    let vsw = c
+        .vpc
+        .create_v_switch(pb::CreateVSwitchRequest {
+            vpc_id: vpc.clone(),
+            zone_id: "cn-hongkong-b".into(),
+            cidr_block: "10.0.4.0/24".into(),
+            ipv6_cidr_block: Some(4),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .v_switch_id;
+    let sg = c
+        .ecs
+        .create_security_group(pb::CreateSecurityGroupRequest { vpc_id: vpc, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .security_group_id;
+    let a = node(&mut c, &vsw, &sg, "10.0.4.22").await;
+    let b = node(&mut c, &vsw, &sg, "10.0.4.20").await;
+    let mut v6 = async |eni: &str| -> std::net::Ipv6Addr {
+        let r = c
+            .ecs
+            .assign_ipv6_addresses(pb::AssignIpv6AddressesRequest {
+                network_interface_id: eni.to_string(),
+                ipv6_address_count: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        r.ipv6_sets.unwrap().ipv6_address[0].parse().unwrap()
+    };
+    let (a6, b6) = (v6(a.eth0.eni).await, v6(b.eth0.eni).await);
+    let geneve = |vni: u32, frame: &[u8]| enifab_dataplane::testkit::geneve(vni, None, frame);
+
+    // Who has b6? The fabric, at ee:ff:ff:ff:ff:ff.
+    let o = b6.octets();
+    let group =
+        std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(o[13]), u16::from_be_bytes([o[14], o[15]]));
+    let mut ns = Vec::new();
+    let mut body = b6.octets().to_vec();
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&a.eth0.mac);
+    PacketBuilder::ethernet2(a.eth0.mac, [0x33, 0x33, 0xff, o[13], o[14], o[15]])
+        .ipv6(a6.octets(), group.octets(), 255)
+        .icmpv6_raw(135, 0, [0; 4])
+        .write(&mut ns, &body)
+        .unwrap();
+    a.sock.send(&geneve(a.eth0.vni, &ns)).unwrap();
+    let na = recv_frame(&a.sock).expect("a neighbour advertisement");
+    assert_eq!(&na[6..12], &ethernet::GATEWAY_MAC);
+    let ip = Ipv6Slice::from_slice(&na[14..]).unwrap();
+    let icmp = Icmpv6Slice::from_slice(ip.payload().payload).unwrap();
+    assert!(matches!(icmp.icmp_type(), Icmpv6Type::NeighborAdvertisement(_)), "{:?}", icmp.icmp_type());
+
+    // A SYN to b6: members of one basic group reach each other (inner access), in IPv6 too.
+    let syn = |sport: u16| {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(a.eth0.mac, ethernet::GATEWAY_MAC)
+            .ipv6(a6.octets(), b6.octets(), 64)
+            .tcp(sport, 80, 1, 64240)
+            .syn()
+            .write(&mut f, &[])
+            .unwrap();
+        f
+    };
+    a.sock.send(&geneve(a.eth0.vni, &syn(40000))).unwrap();
+    let got = recv_frame(&b.sock).expect("delivered over IPv6");
+    assert_eq!(&got[12..14], &[0x86, 0xdd], "an IPv6 frame");
+    assert_eq!(&got[14 + 24..14 + 40], &b6.octets());
+    c.ecs
+        .modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
+            security_group_id: sg,
+            inner_access_policy: "Drop".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    a.sock.send(&geneve(a.eth0.vni, &syn(40001))).unwrap();
+    assert!(recv_frame(&b.sock).is_none(), "no rule admits it once inner access is off");
+}
