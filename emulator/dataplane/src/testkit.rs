@@ -18,6 +18,11 @@
 //! Groups (all basic): `sg-node` accepts inner access and nothing else; `sg-web` accepts TCP 80
 //! from 10.0.0.0/8; `sg-db` accepts TCP 5432 from group `sg-web`.
 //!
+//! The pods are dual stack: the pod vSwitch also has `2408:4005:3000:1::/64` (gateway
+//! `…:ffff:ffff:ffff:fffd`), pod-a1 is `::11`, pod-a2 `::12`, pod-b1 `::21` and holds the /80
+//! `2408:4005:3000:1:5::/80`. The nodes' ENIs are IPv4 only. No rule names an IPv6 peer
+//! ([`any_ipv6`] and [`web6_rule`] add them), so IPv6 between groups is what group peers allow.
+//!
 //! [`Lab::with_load_balancers`] adds the internet side and two load balancers:
 //!
 //! ```text
@@ -27,7 +32,9 @@
 //! lb-public 8.210.162.178 (internet):       TCP 80 → pod-a1:8080, pod-b1:8080 (wrr, 100/100)
 //! ```
 
-use core::net::{Ipv4Addr, SocketAddr};
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use etherparse::{PacketBuilder, VlanId};
 
 use crate::config::*;
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, GATEWAY_MAC, Mac};
@@ -111,6 +118,19 @@ pub const POD_B1: Endpoint = Endpoint {
 
 pub const ALL: [Endpoint; 6] = [TRUNK_A, POD_A1, POD_A2, PRIMARY_B, TRUNK_B, POD_B1];
 
+/// The pod vSwitch's IPv6 /64 and its gateway (last − 2).
+pub const POD_VSW6: Ipv6Addr = Ipv6Addr::new(0x2408, 0x4005, 0x3000, 1, 0, 0, 0, 0);
+pub const POD_GW6: Ipv6Addr = Ipv6Addr::new(0x2408, 0x4005, 0x3000, 1, 0xffff, 0xffff, 0xffff, 0xfffd);
+pub const POD_A1_V6: Ipv6Addr = Ipv6Addr::new(0x2408, 0x4005, 0x3000, 1, 0, 0, 0, 0x11);
+pub const POD_A2_V6: Ipv6Addr = Ipv6Addr::new(0x2408, 0x4005, 0x3000, 1, 0, 0, 0, 0x12);
+pub const POD_B1_V6: Ipv6Addr = Ipv6Addr::new(0x2408, 0x4005, 0x3000, 1, 0, 0, 0, 0x21);
+/// pod-b1's /80 prefix.
+pub const POD_B1_PREFIX6: Ipv6Addr = Ipv6Addr::new(0x2408, 0x4005, 0x3000, 1, 5, 0, 0, 0);
+
+pub fn cidr6(addr: Ipv6Addr, prefix: u8) -> Ipv6Cidr {
+    Ipv6Cidr::new(addr, prefix).unwrap_or_else(|| panic!("bad prefix {prefix}"))
+}
+
 pub const EXT_PEER: SocketAddr = SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50)), 6081);
 pub const EXTERNAL: Endpoint = Endpoint {
     eni: "ext-client",
@@ -155,6 +175,17 @@ pub fn rule(
 
 pub fn any_ip() -> Peer {
     Peer::Cidr(cidr([0, 0, 0, 0], 0))
+}
+
+/// `::/0`: every IPv6 address.
+pub fn any_ipv6() -> Peer {
+    Peer::Cidr6(cidr6(Ipv6Addr::UNSPECIFIED, 0))
+}
+
+/// sg-web's IPv6 twin of its rule: TCP 80 from `2408:4005:3000::/48`.
+pub fn web6_rule() -> Rule {
+    let vpc6 = cidr6(Ipv6Addr::new(0x2408, 0x4005, 0x3000, 0, 0, 0, 0, 0), 48);
+    rule(Direction::Ingress, 1, Policy::Accept, Protocol::Tcp, Some(80), Peer::Cidr6(vpc6))
 }
 
 /// The lab's resources, editable before [`Lab::build`].
@@ -240,15 +271,26 @@ impl Lab {
             rules,
         };
         use Direction::Ingress;
+        let v6 = |addrs: &[Ipv6Addr], prefixes: &[Ipv6Addr]| {
+            Some(Ipv6Setup {
+                addresses: addrs.to_vec(),
+                prefixes: prefixes.iter().map(|p| cidr6(*p, IPV6_PREFIX_LEN)).collect(),
+                vswitch_cidr: cidr6(POD_VSW6, 64),
+            })
+        };
+        let dual = |mut e: EniConfig, ipv6| {
+            e.ipv6 = ipv6;
+            e
+        };
         Lab {
             ports: vec![port(&TRUNK_A), port(&PRIMARY_B), port(&TRUNK_B)],
             enis: vec![
                 eni(&TRUNK_A, &[Ipv4Addr::new(10, 0, 0, 11)], "sg-node"),
-                eni(&POD_A1, &[], "sg-web"),
-                eni(&POD_A2, &[], "sg-db"),
+                dual(eni(&POD_A1, &[], "sg-web"), v6(&[POD_A1_V6], &[])),
+                dual(eni(&POD_A2, &[], "sg-db"), v6(&[POD_A2_V6], &[])),
                 eni(&PRIMARY_B, &[], "sg-node"),
                 eni(&TRUNK_B, &[], "sg-node"),
-                eni(&POD_B1, &[], "sg-web"),
+                dual(eni(&POD_B1, &[], "sg-web"), v6(&[POD_B1_V6], &[POD_B1_PREFIX6])),
             ],
             groups: vec![
                 group("sg-node", true, vec![]),
@@ -404,6 +446,69 @@ pub fn from_endpoint(from: &Endpoint, ip: &[u8]) -> Vec<u8> {
     geneve(from.vni, None, &ethernet(GATEWAY_MAC, from.mac, from.vlan, ETHERTYPE_IPV4, ip))
 }
 
+/// An IPv6 frame `from` sends to `dst_mac`, its network and transport layers written by
+/// etherparse's builder (`build` gets the step after Ethernet/802.1Q), Geneve-encapsulated.
+pub fn frame6(from: &Endpoint, dst_mac: Mac, build: impl FnOnce(Ip6Builder) -> Vec<u8>) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(from.mac, dst_mac);
+    let bytes = match from.vlan.and_then(|v| VlanId::try_new(v).ok()) {
+        Some(v) => build(Ip6Builder::Tagged(eth.single_vlan(v))),
+        None => build(Ip6Builder::Plain(eth)),
+    };
+    geneve(from.vni, None, &bytes)
+}
+
+/// The two ways an etherparse builder reaches the IP layer (tagged or not).
+pub enum Ip6Builder {
+    Plain(etherparse::PacketBuilderStep<etherparse::Ethernet2Header>),
+    Tagged(etherparse::PacketBuilderStep<etherparse::VlanHeader>),
+}
+
+impl Ip6Builder {
+    pub fn ipv6(self, src: Ipv6Addr, dst: Ipv6Addr, hop: u8) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+        match self {
+            Ip6Builder::Plain(b) => b.ipv6(src.octets(), dst.octets(), hop),
+            Ip6Builder::Tagged(b) => b.ipv6(src.octets(), dst.octets(), hop),
+        }
+    }
+}
+
+/// A TCP segment over IPv6 (a SYN, or an ACK with `hello`).
+pub fn tcp6_datagram(from: &Endpoint, src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, syn: bool) -> Vec<u8> {
+    frame6(from, GATEWAY_MAC, |b| {
+        let t = b.ipv6(src, dst, 64).tcp(sport, dport, 1, 64240);
+        let t = if syn { t.syn() } else { t.ack(1) };
+        let mut v = Vec::new();
+        let _ = t.write(&mut v, if syn { &[] } else { b"hello" });
+        v
+    })
+}
+
+/// An ICMPv6 echo request (or reply) with identifier `id`.
+pub fn echo6_datagram(from: &Endpoint, src: Ipv6Addr, dst: Ipv6Addr, id: u16, reply: bool) -> Vec<u8> {
+    frame6(from, GATEWAY_MAC, |b| {
+        let ip = b.ipv6(src, dst, 64);
+        let m = if reply { ip.icmpv6_echo_reply(id, 1) } else { ip.icmpv6_echo_request(id, 1) };
+        let mut v = Vec::new();
+        let _ = m.write(&mut v, b"enifab-ping6");
+        v
+    })
+}
+
+/// "Who has `target`?" from `src`, to its solicited-node multicast group, as Linux sends it.
+pub fn neighbor_solicitation(from: &Endpoint, src: Ipv6Addr, target: Ipv6Addr, hop: u8) -> Vec<u8> {
+    let o = target.octets();
+    let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(o[13]), u16::from_be_bytes([o[14], o[15]]));
+    let mac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
+    frame6(from, mac, |b| {
+        let mut payload = target.octets().to_vec();
+        payload.extend_from_slice(&[1, 1]);
+        payload.extend_from_slice(&from.mac);
+        let mut v = Vec::new();
+        let _ = b.ipv6(src, group, hop).icmpv6_raw(135, 0, [0; 4]).write(&mut v, &payload);
+        v
+    })
+}
+
 pub fn tcp_datagram(from: &Endpoint, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     from_endpoint(from, &ipv4(from.ip, dst, PROTO_TCP, &tcp(sport, dport, flags, 0)))
 }
@@ -471,6 +576,10 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
         ("tcp_syn_to_intranet_vip", with_sel(&TRUNK_A, tcp_datagram(&TRUNK_A, VIP_INTRA, 40001, 80, 0x02))),
         ("udp_to_intranet_vip", with_sel(&PRIMARY_B, udp_datagram(&PRIMARY_B, VIP_INTRA, 5353, 53))),
         ("tcp_syn_from_internet", with_sel(&EXTERNAL, tcp_datagram(&EXTERNAL, VIP_PUBLIC, 55000, 80, 0x02))),
+        ("ipv6_neighbor_solicitation", with_sel(&POD_A1, neighbor_solicitation(&POD_A1, POD_A1_V6, POD_GW6, 255))),
+        ("ipv6_ping_gateway", with_sel(&POD_A2, echo6_datagram(&POD_A2, POD_A2_V6, POD_GW6, 7, false))),
+        ("ipv6_tcp_syn", with_sel(&POD_A1, tcp6_datagram(&POD_A1, POD_A1_V6, POD_B1_V6, 40000, 80, true))),
+        ("ipv6_tcp_ack_reply", with_sel(&POD_B1, tcp6_datagram(&POD_B1, POD_B1_V6, POD_A1_V6, 80, 40000, false))),
         (
             "tcp_synack_to_checker",
             with_sel(

@@ -5,7 +5,7 @@
 use std::hash::RandomState;
 use std::sync::{Arc, OnceLock};
 
-use enifab_dataplane::testkit::{Lab, any_ip, rule, split_fuzz_input};
+use enifab_dataplane::testkit::{Lab, any_ip, any_ipv6, rule, split_fuzz_input};
 use enifab_dataplane::wire::geneve;
 use enifab_dataplane::{
     Direction, Fabric, FabricConfig, FabricOptions, Instant, MAX_GROWTH, Policy, Protocol, Verdict,
@@ -20,15 +20,11 @@ fn config() -> Arc<FabricConfig> {
             // health checker's answers are fuzzed too.
             let mut lab = Lab::with_load_balancers();
             // Open ingress a little so that random packets reach conntrack and the rewrite.
+            // IPv4 and IPv6 alike: the pods are dual stack.
             for g in &mut lab.groups {
-                g.rules.push(rule(
-                    Direction::Ingress,
-                    50,
-                    Policy::Accept,
-                    Protocol::All,
-                    None,
-                    any_ip(),
-                ));
+                for peer in [any_ip(), any_ipv6()] {
+                    g.rules.push(rule(Direction::Ingress, 50, Policy::Accept, Protocol::All, None, peer));
+                }
             }
             Arc::new(lab.build(1))
         })

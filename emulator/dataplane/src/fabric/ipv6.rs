@@ -24,9 +24,13 @@
 //! 7. leaves with a new Ethernet header only (gateway MAC as source, the receiving port's MAC,
 //!    the member's tag); the IPv6 packet is the input's tail, hop limit untouched.
 //!
+//! ICMPv6 errors (unreachable, packet too big, time exceeded, parameter problem) that quote a
+//! packet of a live TCP or UDP flow pass like the flow's own packets when the flow's other end
+//! sends them back to where the quoted packet came from (Path MTU discovery needs "too big" to
+//! get through whatever the rules say); any other error is judged by the groups.
+//!
 //! Not for IPv6 yet: load balancers, the nodes' kernel fast path (these flows stay here), flow
-//! logs and `enifab trace` (both speak IPv4 tuples), and ICMPv6 errors following their flow
-//! (they are judged by the groups like any untracked packet).
+//! logs and `enifab trace` (both speak IPv4 tuples).
 //!
 //! Parsing uses etherparse (the design card's choice), which walks the extension chain without
 //! copying. The two messages the fabric writes itself, a neighbour advertisement and an echo
@@ -81,7 +85,15 @@ const FABRIC_HOP_LIMIT: u8 = 64;
 /// How an IPv6 packet relates to connection tracking.
 #[derive(Debug, Clone, Copy)]
 enum Track6 {
-    Flow { key: FlowKey6, l4: L4Info, dirs: Dirs },
+    Flow {
+        key: FlowKey6,
+        l4: L4Info,
+        dirs: Dirs,
+    },
+    /// An ICMPv6 error quoting a packet of this TCP/UDP tuple.
+    Related {
+        quoted: FlowKey6,
+    },
     None,
 }
 
@@ -159,7 +171,11 @@ impl Fabric {
             cfg.ports.get(&dst.vni).ok_or_else(|| DropReason::DestinationNotRegistered { eni: dst.id.clone() })?;
         let timeouts = self.flow_timeouts(src, dst, None);
         let mut replaces = None;
-        let mut established = false;
+        let mut established = match track {
+            // The quoted packet went from this error's receiver to its sender.
+            Track6::Related { quoted } if quoted.src == d6 => self.related6(&quoted, src, dst, now),
+            _ => false,
+        };
         if let Track6::Flow { key, l4, dirs } = track
             && let Some(found) = self.conntrack6.lookup(&key, dirs, now)
         {
@@ -211,6 +227,17 @@ impl Fabric {
         o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
         o.tx_eni = Some(dst_idx);
         Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload })
+    }
+
+    /// Whether an error that `src` sends to `dst` about the `quoted` tuple belongs to a live
+    /// flow between those two ENIs, `dst` being the end the quoted packet came from.
+    fn related6(&self, quoted: &FlowKey6, src: &Eni, dst: &Eni, now: Instant) -> bool {
+        let Some(found) = self.conntrack6.lookup(quoted, Dirs::Both, now) else { return false };
+        let e = found.conn.entry;
+        match found.dir {
+            FlowDir::Original => (e.src_eni, e.dst_eni) == (dst.key, src.key),
+            FlowDir::Reply => (e.src_eni, e.dst_eni) == (src.key, dst.key),
+        }
     }
 
     /// Answers a neighbour solicitation from `sender`: "`target` is at `ee:ff:ff:ff:ff:ff`".
@@ -319,12 +346,31 @@ fn classify6(
                     let request = FlowKey6 { src: dst, dst: src, sport: id, dport: 0, ..key(0, 0) };
                     Track6::Flow { key: request, l4: L4Info::IcmpEcho, dirs: Dirs::ReplyOnly }
                 }
+                Some(1..=4) => l4
+                    .get(8..)
+                    .and_then(|q| quoted_flow6(ns, q))
+                    .map_or(Track6::None, |quoted| Track6::Related { quoted }),
                 _ => Track6::None,
             }
         }
         _ => Track6::Flow { key: key(0, 0), l4: L4Info::Other, dirs: Dirs::Both },
     };
     Ok((meta, track))
+}
+
+/// The TCP/UDP tuple an ICMPv6 error quotes (RFC 4443 §2.4: as much of the invoking packet as
+/// fits). A quoted packet with extension headers is not followed: it is rare, and the error is
+/// then judged as any other.
+fn quoted_flow6(ns: u32, quoted: &[u8]) -> Option<FlowKey6> {
+    let q = quoted.get(..HEADER_LEN + 4)?;
+    let proto = q[6];
+    if q[0] >> 4 != 6 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        return None;
+    }
+    let addr = |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&q[at..at + 16]).unwrap_or([0; 16]));
+    let sport = crate::wire::be16(q, HEADER_LEN)?;
+    let dport = crate::wire::be16(q, HEADER_LEN + 2)?;
+    Some(FlowKey6 { ns, proto, src: addr(8), dst: addr(24), sport, dport })
 }
 
 /// The fixed IPv6 header of a packet the fabric originates.

@@ -1,115 +1,56 @@
-//! IPv6 through the pipeline, on the lab made dual stack: the pods' vSwitch gets the /64
-//! `2408:4005:3000:1::/64`, pod-a1 `::11`, pod-a2 `::12`, pod-b1 `::21` and the prefix
-//! `2408:4005:3000:1:5::/80`; sg-web also accepts TCP 80 from `2408:4005:3000::/48` and sg-db
-//! TCP 5432 from group sg-web, as for IPv4. Frames are built with etherparse, so the parser the
-//! pipeline uses is checked against an independent writer as much as the other way round.
+//! IPv6 through the pipeline, on the testkit lab's dual-stack pods (its module doc has the
+//! addresses; sg-db admits TCP 5432 from group sg-web, which now means both families). Frames
+//! are built with etherparse's builder, so the pipeline's parsing is checked against an
+//! independent writer as much as the other way round.
 
 use core::net::Ipv6Addr;
 
-use etherparse::{Icmpv6Slice, Icmpv6Type, Ipv6Slice, PacketBuilder, VlanId};
+use etherparse::{Icmpv6Slice, Icmpv6Type, Ipv6Slice};
 
 use super::Harness;
-use crate::config::{Direction, Ipv6Cidr, Ipv6Setup, Peer, Policy, Protocol};
+use crate::config::{Direction, Peer, Policy, Protocol};
 use crate::drop::DropReason;
 use crate::testkit::*;
-use crate::wire::ethernet::{GATEWAY_MAC, Mac};
+use crate::wire::ethernet::GATEWAY_MAC;
 use crate::{DropKind, Verdict};
 
-const VSW6: &str = "2408:4005:3000:1::/64";
-const GW6: &str = "2408:4005:3000:1:ffff:ffff:ffff:fffd";
+const GW6: Ipv6Addr = POD_GW6;
 
 fn ip(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
 fn a1() -> Ipv6Addr {
-    ip("2408:4005:3000:1::11")
+    POD_A1_V6
 }
 fn a2() -> Ipv6Addr {
-    ip("2408:4005:3000:1::12")
+    POD_A2_V6
 }
 fn b1() -> Ipv6Addr {
-    ip("2408:4005:3000:1::21")
+    POD_B1_V6
 }
 
-fn cidr6(s: &str) -> Ipv6Cidr {
-    let (a, p) = s.split_once('/').unwrap();
-    Ipv6Cidr::new(a.parse().unwrap(), p.parse().unwrap()).unwrap()
-}
-
+/// The lab with sg-web's IPv6 rule.
 fn dual_stack() -> Lab {
     let mut lab = Lab::new();
-    let setup = |addrs: Vec<Ipv6Addr>, prefixes: Vec<Ipv6Cidr>| {
-        Some(Ipv6Setup { addresses: addrs, prefixes, vswitch_cidr: cidr6(VSW6) })
-    };
-    lab.eni_mut(POD_A1.eni).ipv6 = setup(vec![a1()], vec![]);
-    lab.eni_mut(POD_A2.eni).ipv6 = setup(vec![a2()], vec![]);
-    lab.eni_mut(POD_B1.eni).ipv6 = setup(vec![b1()], vec![cidr6("2408:4005:3000:1:5::/80")]);
-    let mut web6 =
-        rule(Direction::Ingress, 1, Policy::Accept, Protocol::Tcp, Some(80), Peer::Cidr(cidr([0, 0, 0, 0], 0)));
-    web6.peer = Peer::Cidr6(cidr6("2408:4005:3000::/48"));
-    lab.group_mut("sg-web").rules.push(web6);
+    lab.group_mut("sg-web").rules.push(web6_rule());
     lab
 }
 
-/// An IPv6 frame from `from` (its tag, its MAC) to `dst_mac`, Geneve-encapsulated.
-fn frame(from: &Endpoint, dst_mac: Mac, build: impl FnOnce(PacketBuilderIp) -> Vec<u8>) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(from.mac, dst_mac);
-    let bytes = match from.vlan {
-        Some(v) => build(PacketBuilderIp::Tagged(eth.single_vlan(VlanId::try_new(v).unwrap()))),
-        None => build(PacketBuilderIp::Plain(eth)),
-    };
-    geneve(from.vni, None, &bytes)
-}
-
-/// The two ways an etherparse builder reaches the IP layer (tagged or not).
-enum PacketBuilderIp {
-    Plain(etherparse::PacketBuilderStep<etherparse::Ethernet2Header>),
-    Tagged(etherparse::PacketBuilderStep<etherparse::VlanHeader>),
-}
-
-impl PacketBuilderIp {
-    fn ipv6(self, src: Ipv6Addr, dst: Ipv6Addr, hop: u8) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
-        match self {
-            PacketBuilderIp::Plain(b) => b.ipv6(src.octets(), dst.octets(), hop),
-            PacketBuilderIp::Tagged(b) => b.ipv6(src.octets(), dst.octets(), hop),
-        }
-    }
+fn frame(from: &Endpoint, dst_mac: crate::wire::ethernet::Mac, build: impl FnOnce(Ip6Builder) -> Vec<u8>) -> Vec<u8> {
+    frame6(from, dst_mac, build)
 }
 
 fn tcp6(from: &Endpoint, src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, syn: bool) -> Vec<u8> {
-    frame(from, GATEWAY_MAC, |b| {
-        let t = b.ipv6(src, dst, 64).tcp(sport, dport, 1, 64240);
-        let t = if syn { t.syn() } else { t.ack(1) };
-        let mut v = Vec::new();
-        t.write(&mut v, b"hello").unwrap();
-        v
-    })
+    tcp6_datagram(from, src, dst, sport, dport, syn)
 }
 
 fn echo6(from: &Endpoint, src: Ipv6Addr, dst: Ipv6Addr, id: u16, reply: bool) -> Vec<u8> {
-    frame(from, GATEWAY_MAC, |b| {
-        let ip = b.ipv6(src, dst, 64);
-        let m = if reply { ip.icmpv6_echo_reply(id, 1) } else { ip.icmpv6_echo_request(id, 1) };
-        let mut v = Vec::new();
-        m.write(&mut v, b"enifab-ping6").unwrap();
-        v
-    })
+    echo6_datagram(from, src, dst, id, reply)
 }
 
-/// "Who has `target`?" from `src`, to its solicited-node multicast group, as Linux sends it.
 fn solicit(from: &Endpoint, src: Ipv6Addr, target: Ipv6Addr, hop: u8) -> Vec<u8> {
-    let o = target.octets();
-    let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(o[13]), u16::from_be_bytes([o[14], o[15]]));
-    let mac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
-    frame(from, mac, |b| {
-        let mut payload = target.octets().to_vec();
-        payload.extend_from_slice(&[1, 1]);
-        payload.extend_from_slice(&from.mac);
-        let mut v = Vec::new();
-        b.ipv6(src, group, hop).icmpv6_raw(135, 0, [0; 4]).write(&mut v, &payload).unwrap();
-        v
-    })
+    neighbor_solicitation(from, src, target, hop)
 }
 
 /// The IPv6 packet inside a datagram the fabric sent.
@@ -121,7 +62,7 @@ fn inner_ipv6(out: &[u8]) -> Vec<u8> {
 #[test]
 fn solicitations_are_answered_with_the_gateway_mac() {
     let mut h = Harness::new(&dual_stack());
-    for target in [ip(GW6), b1(), ip("2408:4005:3000:1::999")] {
+    for target in [GW6, b1(), ip("2408:4005:3000:1::999")] {
         let (v, out) = h.send(&POD_A1, &solicit(&POD_A1, a1(), target, 255));
         assert!(matches!(v, Verdict::Reply { to, .. } if to == POD_A1.peer), "{v:?}");
         let (g, f) = super::decode(&out);
@@ -135,7 +76,7 @@ fn solicitations_are_answered_with_the_gateway_mac() {
         assert!(icmp.is_checksum_valid(target.octets(), a1().octets()));
         let Icmpv6Type::NeighborAdvertisement(na) = icmp.icmp_type() else { panic!("not an advertisement") };
         assert!(na.solicited && na.r#override);
-        assert_eq!(na.router, target == ip(GW6), "only the gateway is a router");
+        assert_eq!(na.router, target == GW6, "only the gateway is a router");
         assert_eq!(&icmp.payload()[..16], &target.octets());
         assert_eq!(&icmp.payload()[18..24], &GATEWAY_MAC);
     }
@@ -148,17 +89,17 @@ fn solicitations_are_answered_with_the_gateway_mac() {
 #[test]
 fn the_ipv6_gateway_answers_ping_and_nothing_else() {
     let mut h = Harness::new(&dual_stack());
-    let (v, out) = h.send(&POD_A1, &echo6(&POD_A1, a1(), ip(GW6), 7, false));
+    let (v, out) = h.send(&POD_A1, &echo6(&POD_A1, a1(), GW6, 7, false));
     assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
     let pkt = inner_ipv6(&out);
     let ip6 = Ipv6Slice::from_slice(&pkt).unwrap();
-    assert_eq!((ip6.header().source_addr(), ip6.header().destination_addr()), (ip(GW6), a1()));
+    assert_eq!((ip6.header().source_addr(), ip6.header().destination_addr()), (GW6, a1()));
     let icmp = Icmpv6Slice::from_slice(ip6.payload().payload).unwrap();
-    assert!(icmp.is_checksum_valid(ip(GW6).octets(), a1().octets()));
+    assert!(icmp.is_checksum_valid(GW6.octets(), a1().octets()));
     assert!(matches!(icmp.icmp_type(), Icmpv6Type::EchoReply(e) if e.id == 7));
     assert_eq!(icmp.payload(), b"enifab-ping6");
-    let d = h.dropped(&POD_A1, &tcp6(&POD_A1, a1(), ip(GW6), 4000, 22, true));
-    assert_eq!(d, DropReason::ToGateway { dst: ip(GW6).into() });
+    let d = h.dropped(&POD_A1, &tcp6(&POD_A1, a1(), GW6, 4000, 22, true));
+    assert_eq!(d, DropReason::ToGateway { dst: GW6.into() });
 }
 
 #[test]
@@ -214,7 +155,14 @@ fn anti_spoof_holds_for_ipv6_when_source_dest_check_is_on() {
 #[test]
 fn echo_requests_start_flows_and_lone_replies_do_not_pass() {
     let mut lab = dual_stack();
-    let icmp6 = rule(Direction::Ingress, 1, Policy::Accept, Protocol::Icmpv6, None, Peer::Cidr6(cidr6("::/0")));
+    let icmp6 = rule(
+        Direction::Ingress,
+        1,
+        Policy::Accept,
+        Protocol::Icmpv6,
+        None,
+        Peer::Cidr6(cidr6(Ipv6Addr::UNSPECIFIED, 0)),
+    );
     lab.group_mut("sg-db").rules.push(icmp6);
     let mut h = Harness::new(&lab);
     h.forwarded(&POD_A1, &echo6(&POD_A1, a1(), a2(), 9, false), &POD_A2);
@@ -251,4 +199,31 @@ fn what_the_fabric_does_not_carry_is_named() {
     let short = geneve(POD_A1.vni, None, &ethernet(GATEWAY_MAC, POD_A1.mac, POD_A1.vlan, 0x86dd, &[0x60, 0, 0]));
     assert!(matches!(h.dropped(&POD_A1, &short), DropReason::Malformed { .. }));
     assert_eq!(h.stats().drops(DropKind::MalformedIpv6), 1);
+}
+
+/// "Packet too big" from b1 about the flow a1 opened reaches a1 though no rule admits ICMPv6;
+/// the same error from a third ENI, or about no flow, is judged (and refused) by the groups.
+#[test]
+fn icmpv6_errors_follow_their_flow_from_its_other_end_only() {
+    let mut h = Harness::new(&dual_stack());
+    let syn = tcp6(&POD_A1, a1(), b1(), 40000, 80, true);
+    h.forwarded(&POD_A1, &syn, &POD_B1);
+    let (_, sent) = super::decode(&syn);
+    let quoted = sent.payload[..sent.payload.len().min(80)].to_vec();
+    let too_big = |from: &Endpoint, src: Ipv6Addr, quoted: &[u8]| {
+        frame(from, GATEWAY_MAC, |b| {
+            let mut v = Vec::new();
+            b.ipv6(src, a1(), 64).icmpv6_raw(2, 0, 1280u32.to_be_bytes()).write(&mut v, quoted).unwrap();
+            v
+        })
+    };
+    h.forwarded(&POD_B1, &too_big(&POD_B1, b1(), &quoted), &POD_A1);
+    // From a2, which is not the flow's other end: judged by a1's ingress, refused.
+    let d = h.dropped(&POD_A2, &too_big(&POD_A2, a2(), &quoted));
+    assert!(matches!(d, DropReason::SecurityGroupIngress { .. }), "{d:?}");
+    // About a flow that does not exist.
+    let other = tcp6(&POD_A1, a1(), b1(), 40009, 80, true);
+    let (_, other) = super::decode(&other);
+    let d = h.dropped(&POD_B1, &too_big(&POD_B1, b1(), &other.payload[..60]));
+    assert!(matches!(d, DropReason::SecurityGroupIngress { .. }), "{d:?}");
 }

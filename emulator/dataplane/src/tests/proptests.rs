@@ -61,6 +61,14 @@ fn lab_fabric() -> Fabric {
     // A rule-rich, flow-rich lab so that random packets reach the deeper steps.
     for g in &mut lab.groups {
         g.rules.push(rule(crate::Direction::Ingress, 50, crate::Policy::Accept, crate::Protocol::All, None, any_ip()));
+        g.rules.push(rule(
+            crate::Direction::Ingress,
+            50,
+            crate::Policy::Accept,
+            crate::Protocol::All,
+            None,
+            any_ipv6(),
+        ));
     }
     Fabric::new(Arc::new(lab.build(1)), FabricOptions::new(RandomState::new()))
 }
