@@ -51,11 +51,13 @@ pub fn access_key() -> Option<AccessKey> {
 pub struct SignedChannel {
     channel: Channel,
     key: Option<Arc<AccessKey>>,
+    /// The dry run every call joins (`x-enifab-dry-run`), if any.
+    dry_run: Option<http::HeaderValue>,
 }
 
 impl SignedChannel {
     pub fn new(channel: Channel, key: Option<AccessKey>) -> SignedChannel {
-        SignedChannel { channel, key: key.map(Arc::new) }
+        SignedChannel { channel, key: key.map(Arc::new), dry_run: None }
     }
 }
 
@@ -69,6 +71,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for SignedChannel {
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(id) = &self.dry_run {
+            req.headers_mut().insert(crate::grpc::dry_run::HEADER, id.clone());
+        }
         if let Some(key) = &self.key {
             let path = req.uri().path().to_string();
             key.sign(req.headers_mut(), &path);
@@ -191,6 +196,7 @@ pub struct Clients {
     pub slb: pb::slb_client::SlbClient<SignedChannel>,
     pub emulator: pb::emulator_client::EmulatorClient<SignedChannel>,
     pub fabric: pb::fabric_client::FabricClient<SignedChannel>,
+    channel: SignedChannel,
 }
 
 impl Clients {
@@ -201,14 +207,26 @@ impl Clients {
 
     /// Clients that sign with `key` (`None`: unsigned).
     pub fn signed(channel: Channel, key: Option<AccessKey>) -> Clients {
-        let channel = SignedChannel::new(channel, key);
+        Clients::over(SignedChannel::new(channel, key))
+    }
+
+    fn over(channel: SignedChannel) -> Clients {
         Clients {
             ecs: pb::ecs_client::EcsClient::new(channel.clone()),
             vpc: pb::vpc_client::VpcClient::new(channel.clone()),
             slb: pb::slb_client::SlbClient::new(channel.clone()),
             emulator: pb::emulator_client::EmulatorClient::new(channel.clone()),
-            fabric: pb::fabric_client::FabricClient::new(channel),
+            fabric: pb::fabric_client::FabricClient::new(channel.clone()),
+            channel,
         }
+    }
+
+    /// The same clients, every call of theirs made inside the dry run `id`
+    /// (`enifab.v1.Emulator/BeginDryRun`): they change a copy of the region, never the region.
+    pub fn in_dry_run(&self, id: &str) -> anyhow::Result<Clients> {
+        let mut channel = self.channel.clone();
+        channel.dry_run = Some(id.parse().map_err(|_| anyhow::anyhow!("dry run ID {id:?} is not a header value"))?);
+        Ok(Clients::over(channel))
     }
 }
 

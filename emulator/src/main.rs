@@ -160,6 +160,11 @@ enum Command {
         /// The topology file (YAML).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Return as soon as the cloud accepted every call, trunks possibly still `Attaching`
+        /// (the cloud's own asynchrony); by default apply waits until they are `InUse` and the
+        /// instances `Running`.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Why can (or can't) FROM reach TO? Puts a first packet through the fabric's pipeline in
     /// explain mode (nothing delivered, nothing changed) and prints every hop: trunk and VLAN,
@@ -616,9 +621,10 @@ async fn main() -> ExitCode {
             init_tracing("warn");
             enifab::cli::health(&cli.endpoint, std::time::Duration::from_millis(timeout_ms)).await
         }
-        Command::Apply { file } => {
+        Command::Apply { file, no_wait } => {
             init_tracing("warn");
-            enifab::apply::run(&cli.endpoint, &file).await
+            let wait = if no_wait { enifab::apply::Wait::NoWait } else { enifab::apply::Wait::Settle };
+            enifab::apply::run(&cli.endpoint, &file, wait).await
         }
         Command::Trace { from, to, protocol, port, source_port, json } => {
             init_tracing("warn");
