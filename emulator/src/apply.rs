@@ -25,7 +25,7 @@
 //! finds it (DescribeNetworkInterfaces); only the lab knows pod IPs, so [`apply`] defers a load
 //! balancer with pod backends and the lab applies it again, with a resolver, once its pods run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -361,6 +361,9 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
     // Every instance before any trunk, and those that pin their address before those that let
     // the vSwitch choose: an address the file pins must be claimed before the IPAM hands out
     // the next free one, which could be it (nodes pinned at .20 and .21 with trunks beside them).
+    // Pods and load balancers come later still, so what is left to the vSwitch is steered off
+    // their addresses too ([`steer`]).
+    let pins = pinned(topo);
     let mut order: Vec<&InstanceSpec> = topo.instances.iter().collect();
     order.sort_by_key(|i| i.private_ip.is_none());
     for i in order {
@@ -387,14 +390,22 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
                 (e.instance_id.clone(), false)
             }
             None => {
+                let vswitch_id = out.vswitches[&i.vswitch.value].clone();
+                let private_ip_address = match &i.private_ip {
+                    Some(p) => p.value.clone(),
+                    None => {
+                        let cidr = topo.vswitch(&i.vswitch.value).map(|(_, s)| s.cidr.value.as_str()).unwrap_or("");
+                        steer(c, &region, &vswitch_id, cidr, pins.get(&i.vswitch.value)).await?
+                    }
+                };
                 let r = c
                     .ecs
                     .create_instance(pb::CreateInstanceRequest {
                         region_id: region.clone(),
                         instance_type: i.instance_type.value.clone(),
-                        v_switch_id: out.vswitches[&i.vswitch.value].clone(),
+                        v_switch_id: vswitch_id,
                         security_group_ids: groups,
-                        private_ip_address: i.private_ip.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
+                        private_ip_address,
                         instance_name: i.name.value.clone(),
                         ..Default::default()
                     })
@@ -420,13 +431,107 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
     }
     for i in &topo.instances {
         let Some(t) = &i.trunk else { continue };
-        let (trunk, created) = ensure_trunk(c, topo, &region, &out, i, t).await?;
+        let (trunk, created) = ensure_trunk(c, topo, &region, &out, i, t, pins.get(&t.vswitch.value)).await?;
         note(&mut out, "trunk eni", &i.name.value, &trunk, created);
         out.trunks.insert(i.name.value.clone(), trunk);
     }
     // No pod exists yet: load balancers with pod backends wait for the lab.
     apply_load_balancers(c, topo, &mut out, &|_| None, log).await?;
     Ok(out)
+}
+
+/// The addresses the file pins, by the name of the vSwitch they are in: nodes' `privateIp`,
+/// pods' `ip` (in the pod's vSwitch, by default its node trunk's) and load balancers' `address`.
+fn pinned(topo: &Topology) -> HashMap<String, HashSet<Ipv4Addr>> {
+    let mut out: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
+    let mut pin = |vswitch: &str, ip: &S<String>| {
+        if let Ok(ip) = ip.value.parse() {
+            out.entry(vswitch.to_string()).or_default().insert(ip);
+        }
+    };
+    for i in &topo.instances {
+        if let Some(ip) = &i.private_ip {
+            pin(&i.vswitch.value, ip);
+        }
+    }
+    for p in &topo.pods {
+        let trunk = topo.instance(&p.node.value).and_then(|n| n.trunk.as_ref()).map(|t| &t.vswitch.value);
+        if let (Some(ip), Some(vswitch)) = (&p.ip, p.vswitch.as_ref().map(|v| &v.value).or(trunk)) {
+            pin(vswitch, ip);
+        }
+    }
+    for lb in &topo.load_balancers {
+        if let (Some(ip), Some(vswitch)) = (&lb.address, &lb.vswitch) {
+            pin(&vswitch.value, ip);
+        }
+    }
+    out
+}
+
+/// The address to ask for on behalf of something the file lets the vSwitch choose for (an
+/// unpinned node, a trunk), or `""` to let it choose. The vSwitch's own choice walks on from its
+/// last allocation and would take an address the file pins for a pod or a load balancer that
+/// comes later; so where the file pins any, apply picks the lowest address that is neither held
+/// nor pinned. The model still decides whether that address may be had.
+async fn steer(
+    c: &mut Clients,
+    region: &str,
+    vswitch_id: &str,
+    cidr: &str,
+    pins: Option<&HashSet<Ipv4Addr>>,
+) -> Result<String> {
+    let Some(pins) = pins.filter(|p| !p.is_empty()) else { return Ok(String::new()) };
+    let Ok(cidr) = cidr.parse::<enifab_model::Cidr>() else { return Ok(String::new()) };
+    let mut held: HashSet<Ipv4Addr> = HashSet::new();
+    let mut next_token = String::new();
+    loop {
+        let r = c
+            .ecs
+            .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+                region_id: region.into(),
+                v_switch_id: vswitch_id.into(),
+                max_results: Some(500),
+                next_token: next_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("DescribeNetworkInterfaces"))?
+            .into_inner();
+        for e in r.network_interface_sets.unwrap_or_default().network_interface_set {
+            held.extend(e.private_ip_address.parse::<Ipv4Addr>());
+            for p in e.private_ip_sets.unwrap_or_default().private_ip_set {
+                held.extend(p.private_ip_address.parse::<Ipv4Addr>());
+            }
+        }
+        if r.next_token.is_empty() {
+            break;
+        }
+        next_token = r.next_token;
+    }
+    for page in 1.. {
+        let r = c
+            .slb
+            .describe_load_balancers(pb::DescribeLoadBalancersRequest {
+                region_id: region.into(),
+                v_switch_id: vswitch_id.into(),
+                page_number: Some(page),
+                page_size: Some(100),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("DescribeLoadBalancers"))?
+            .into_inner();
+        let list = r.load_balancers.unwrap_or_default().load_balancer;
+        held.extend(list.iter().filter_map(|l| l.address.parse::<Ipv4Addr>().ok()));
+        if list.len() < 100 {
+            break;
+        }
+    }
+    let free = (cidr.first()..=cidr.last())
+        .map(Ipv4Addr::from)
+        .find(|ip| !cidr.is_reserved(*ip) && !held.contains(ip) && !pins.contains(ip));
+    // None: the vSwitch is full; asking without an address gets the cloud's own error for that.
+    Ok(free.map(|ip| ip.to_string()).unwrap_or_default())
 }
 
 /// Where a pod is, once it runs (the lab knows): its IP, or `None` while it does not exist.
@@ -1015,6 +1120,7 @@ async fn ensure_trunk(
     applied: &Applied,
     i: &InstanceSpec,
     t: &TrunkSpec,
+    pins: Option<&HashSet<Ipv4Addr>>,
 ) -> Result<(String, bool)> {
     let (name, instance_id) = (&i.name.value, &applied.instances[&i.name.value]);
     let tag = pb::Tag { key: TRUNK_TAG.into(), value: name.clone() };
@@ -1051,11 +1157,15 @@ async fn ensure_trunk(
             (e, false)
         }
         None => {
+            let vswitch_id = applied.vswitches[&t.vswitch.value].clone();
+            let cidr = topo.vswitch(&t.vswitch.value).map(|(_, s)| s.cidr.value.as_str()).unwrap_or("");
+            let primary_ip_address = steer(c, region, &vswitch_id, cidr, pins).await?;
             let r = c
                 .ecs
                 .create_network_interface(pb::CreateNetworkInterfaceRequest {
                     region_id: region.into(),
-                    v_switch_id: applied.vswitches[&t.vswitch.value].clone(),
+                    primary_ip_address,
+                    v_switch_id: vswitch_id,
                     security_group_ids: t
                         .security_groups
                         .iter()

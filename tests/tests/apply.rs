@@ -163,8 +163,9 @@ async fn load_balancers_apply_idempotently_and_pod_backends_wait_for_their_pods(
 }
 
 /// Nodes pinned at consecutive addresses, the first of them listed after a node that lets the
-/// vSwitch choose, every one with a trunk beside it: before apply claimed pinned addresses first,
-/// the first trunk (or the unpinned node) took the next node's address.
+/// vSwitch choose, every one with a trunk beside it, and a pod and a load balancer pinned at the
+/// addresses that come next: before apply claimed pinned addresses first, the first trunk (or
+/// the unpinned node) took the next node's address, and the vSwitch's next choices the pod's.
 const CONSECUTIVE: &str = "region: cn-hongkong
 vpcs:
   - name: v
@@ -181,6 +182,10 @@ instances:
       trunk: { vswitch: s, securityGroups: [g] } }
   - { name: n5, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.5, securityGroups: [g],
       trunk: { vswitch: s, securityGroups: [g] } }
+pods:
+  - { name: p6, node: n3, ip: 10.0.4.6 }
+loadBalancers:
+  - { name: inner, vpc: v, addressType: intranet, vswitch: s, address: 10.0.4.7 }
 ";
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
@@ -195,8 +200,11 @@ async fn nodes_that_pin_consecutive_addresses_apply_and_apply_again_with_nothing
     let dir = tempfile::tempdir().unwrap();
     let file = write(&dir, "consecutive.yaml", CONSECUTIVE);
     let first = apply_file(&s.addr().to_string(), &file).await.expect("first apply");
-    assert_eq!(first.created, 1 + 1 + 1 + 4 + 4, "VPC, vSwitch, group, 4 instances, 4 trunks");
+    assert_eq!(first.created, 1 + 1 + 1 + 4 + 4 + 1, "VPC, vSwitch, group, 4 instances, 4 trunks, the LB");
+    assert_eq!(first.load_balancers["inner"].1, "10.0.4.7");
     let once = Snapshot::take(s.channel()).await;
+    let held: Vec<String> = once.enis.iter().flat_map(enifab_tests::ips_of).collect();
+    assert!(!held.contains(&"10.0.4.6".to_string()), "the pod's address was taken: {held:?}");
     for (name, ip) in [("n3", "10.0.4.3"), ("n4", "10.0.4.4"), ("n5", "10.0.4.5")] {
         let i = once.instances.iter().find(|i| i.instance_name == name).expect(name);
         let got = &i.vpc_attributes.as_ref().unwrap().private_ip_address.as_ref().unwrap().ip_address;
@@ -207,6 +215,17 @@ async fn nodes_that_pin_consecutive_addresses_apply_and_apply_again_with_nothing
     assert_eq!(second.created, 0);
     assert_eq!(second.trunks, first.trunks);
     Snapshot::take(s.channel()).await.assert_same(&once, "applying again");
+    // The pod's member ENI can have its address, as the lab will ask for it.
+    let mut ecs = s.ecs();
+    enifab_tests::ok(
+        ecs.create_network_interface(enifab_tests::v1::CreateNetworkInterfaceRequest {
+            v_switch_id: first.vswitches["s"].clone(),
+            security_group_ids: vec![first.security_groups["g"].clone()],
+            primary_ip_address: "10.0.4.6".into(),
+            ..Default::default()
+        })
+        .await,
+    );
 }
 
 #[tokio::test]
@@ -219,6 +238,7 @@ async fn apply_waits_for_its_trunks_to_be_in_use_unless_told_not_to() {
     let s = TestServer::start_with_delays(delays).await;
     let applied = apply_file_with(&s.addr().to_string(), &file, Wait::Settle).await.expect("apply");
     let snap = Snapshot::take(s.channel()).await;
+    assert_eq!(applied.trunks.len(), 4);
     for trunk in applied.trunks.values() {
         let e = snap.enis.iter().find(|e| &e.network_interface_id == trunk).unwrap();
         assert_eq!(e.status, "InUse", "{trunk} right after apply returned");
