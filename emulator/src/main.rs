@@ -21,6 +21,10 @@ struct Cli {
     /// The emulator's API endpoint (for client commands).
     #[arg(long, global = true, env = "ENIFAB_ENDPOINT", default_value = cli::DEFAULT_ENDPOINT)]
     endpoint: String,
+    /// How long `ecs|vpc|slb|emulator <Action>` waits for the emulator (connection and answer),
+    /// in milliseconds.
+    #[arg(long, global = true, env = "ENIFAB_TIMEOUT_MS", default_value_t = cli::DEFAULT_TIMEOUT_MS)]
+    timeout_ms: u64,
     #[command(flatten)]
     key: KeyArgs,
     /// How log lines look on stderr: `text` for people, `json` (one object per line) for log
@@ -440,6 +444,26 @@ fn parse_cidr(s: &str) -> Result<enifab_model::Cidr, String> {
     Ok(c)
 }
 
+/// Arguments clap refuses. The action commands (`ecs|vpc|slb|emulator`) promise scripts a
+/// `Code: Message` line and exit 1 for every refusal, including the ones made here (a timeout
+/// that is not a number, a flag without its value); other commands keep clap's usage message
+/// and exit 2. Help and version are not refusals.
+fn refuse_arguments(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let action_command = std::env::args().skip(1).any(|a| matches!(a.as_str(), "ecs" | "vpc" | "slb" | "emulator"));
+    let shown = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if shown || !action_command {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ").trim();
+    eprintln!("InvalidParameter: {first}");
+    ExitCode::from(1)
+}
+
 /// `--log-format`, set once at the start of `main`.
 static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
@@ -447,15 +471,26 @@ fn init_tracing(default: &str) {
     enifab::observe::logs::init(LOG_FORMAT.get().copied().unwrap_or_default(), default);
 }
 
-async fn action(endpoint: &str, service: &str, args: ActionArgs) -> ExitCode {
+async fn action(endpoint: &str, timeout_ms: u64, service: &str, args: ActionArgs) -> ExitCode {
     let Some(action) = args.action else {
         println!("{}", enifab::codec::actions(service).join("\n"));
         return ExitCode::SUCCESS;
     };
+    let timeout = std::time::Duration::from_millis(timeout_ms.max(1));
     let result = async {
         let params = cli::parse_flags(&args.params)?;
-        let channel = cli::connect(endpoint).await?;
-        cli::call(channel, service, &action, &params).await
+        // Refused before connecting: a bad parameter is answered without an emulator.
+        cli::request(service, &action, &params)?;
+        let call = async {
+            let channel = cli::connect(endpoint).await?;
+            cli::call(endpoint, channel, service, &action, &params).await
+        };
+        tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
+            Err(CallError::Transport {
+                endpoint: endpoint.to_string(),
+                reason: format!("no answer within {timeout_ms} ms (--timeout-ms)"),
+            })
+        })
     }
     .await;
     match result {
@@ -541,7 +576,10 @@ async fn lab_command(endpoint: &str, key: &KeyArgs, cmd: LabCommand) -> Result<E
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return refuse_arguments(e),
+    };
     let _ = LOG_FORMAT.set(cli.log_format);
     match cli.key.client_key() {
         Ok(key) => {
@@ -601,10 +639,10 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::Ecs(args) => Ok(action(&cli.endpoint, "Ecs", args).await),
-        Command::Vpc(args) => Ok(action(&cli.endpoint, "Vpc", args).await),
-        Command::Slb(args) => Ok(action(&cli.endpoint, "Slb", args).await),
-        Command::Emulator(args) => Ok(action(&cli.endpoint, "Emulator", args).await),
+        Command::Ecs(args) => Ok(action(&cli.endpoint, cli.timeout_ms, "Ecs", args).await),
+        Command::Vpc(args) => Ok(action(&cli.endpoint, cli.timeout_ms, "Vpc", args).await),
+        Command::Slb(args) => Ok(action(&cli.endpoint, cli.timeout_ms, "Slb", args).await),
+        Command::Emulator(args) => Ok(action(&cli.endpoint, cli.timeout_ms, "Emulator", args).await),
         Command::Fabric(FabricCommand::Counters { port, eni, json }) => {
             init_tracing("warn");
             enifab::cli::fabric_counters(&cli.endpoint, port, eni, json).await

@@ -200,8 +200,18 @@ impl OpenApi {
             return Err(fail(not_found()));
         }
         let method = codec::method(api.service(), &action).ok_or_else(|| fail(not_found()))?;
-        let message =
-            codec::params_to_message(&method.input(), &req.action_params(), false).map_err(|e| fail(e.into()))?;
+        let params = req.action_params();
+        let message = codec::params_to_message(&method.input(), &params, false).map_err(|e| fail(e.into()))?;
+        // The cloud's gateway routes by region before any action runs, so an action that takes
+        // `RegionId` refuses a call without it with a code of its own (ECS and VPC answer
+        // `MissingRegionId`, "RegionId is mandatory for this action."; the API reference marks
+        // `RegionId` required on every action enifab serves). gRPC callers may leave it empty:
+        // that face is enifab's, one region per server. Emulator-only actions have no region.
+        let takes_region = method.input().get_field_by_name("region_id").is_some();
+        let has_region = params.iter().any(|(k, v)| k == "RegionId" && !v.is_empty());
+        if api != dispatch::Api::Emulator && takes_region && !has_region {
+            return Err(fail(ApiError::new(400, "MissingRegionId", "RegionId is mandatory for this action.")));
+        }
         grpc::as_action(&action, self.services.call(api, &action, message))
             .await
             .map_err(|status| fail(ApiError::from_status(&status)))
