@@ -11,7 +11,11 @@
 //! the region, the same handlers and model methods), so what only the server can refuse (an
 //! instance type without trunk support, a reserved or taken address, a zone the region lacks, a
 //! group of another VPC) stops it before anything exists. Every error names the
-//! `file:line:column` of the value it is about, then the cloud's `Code: Message`.
+//! `file:line:column` of the value it is about, then the cloud's `Code: Message`. The rehearsal
+//! is of the region as it was when it began: another client changing the same resources between
+//! the rehearsal and the real run can still make the real run stop halfway, as with the cloud.
+//! The cloud has no such rehearsal for a batch of calls; this is the emulator's own
+//! (`enifab.v1.Emulator/BeginDryRun`).
 //!
 //! Addresses the file pins are claimed before the vSwitch picks any: instances that pin theirs
 //! are created first, trunks (which take whatever is free) after every instance. And apply

@@ -559,3 +559,22 @@ async fn requests_too_long_or_malformed_to_read_get_the_clouds_error_shape() {
     // The router's own answers are left alone.
     server.form(VPC, "DescribeVpcs", &[]).await.ok();
 }
+
+/// A dry run joined over HTTP (`x-enifab-dry-run`) changes its copy only; once it is closed, a
+/// call still naming it is refused, not run for real.
+#[tokio::test]
+async fn a_dry_run_over_http_changes_only_its_copy() {
+    let server = Server::start(false).await;
+    let id = server.form(EMULATOR, "BeginDryRun", &[]).await.ok()["DryRunId"].as_str().unwrap().to_string();
+    let form = |body: &str| format!("Action={body}&RegionId={REGION}");
+    let headers = [("Content-Type", "application/x-www-form-urlencoded"), ("x-enifab-dry-run", id.as_str())];
+    let create = form(&format!("CreateVpc&Version={VPC}&CidrBlock=10.0.0.0/8"));
+    server.raw("POST", "/", &headers, create.as_bytes()).await.ok();
+    let count = |v: Value| v["TotalCount"].as_i64().unwrap();
+    let seen = server.raw("POST", "/", &headers, form(&format!("DescribeVpcs&Version={VPC}")).as_bytes()).await;
+    assert_eq!(count(seen.ok()), 1, "the copy has it");
+    assert_eq!(count(server.form(VPC, "DescribeVpcs", &[]).await.ok()), 0, "the region does not");
+    server.form(EMULATOR, "EndDryRun", &[("DryRunId", &id)]).await.ok();
+    server.raw("POST", "/", &headers, create.as_bytes()).await.error(400, "InvalidParameter");
+    assert_eq!(count(server.form(VPC, "DescribeVpcs", &[]).await.ok()), 0);
+}

@@ -6,8 +6,9 @@
 //! nothing: a file can pass every check the client can make and still fail on the server's
 //! (an instance type that does not support trunks, a reserved address, a zone the region lacks).
 //!
-//! A call joins a dry run by carrying the metadata `x-enifab-dry-run: <DryRunId>`; the
-//! middleware [`scope`] puts that session's region in a task-local, and [`super::Ctx::call`] runs
+//! A call joins a dry run by carrying the metadata (or, over HTTP, the header)
+//! `x-enifab-dry-run: <DryRunId>`; the middleware [`scope`] (the HTTP endpoint: [`within`]) puts
+//! that session's region in a task-local, and [`super::Ctx::call`] runs
 //! the model closure on it instead of sending it to the model thread. So the dry run executes the
 //! same handlers and the same model methods as a real call: there is no second set of checks
 //! to drift from the first. What it must never do: reach the store, the data plane's snapshot or
@@ -73,7 +74,8 @@ impl DryRuns {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
-    fn get(&self, id: &str) -> Option<Session> {
+    /// The open dry run `id`, marked used.
+    pub fn get(&self, id: &str) -> Option<Session> {
         let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let (session, used) = open.get_mut(id)?;
         *used = Instant::now();
@@ -99,6 +101,17 @@ pub fn current() -> Option<Session> {
     CURRENT.try_with(Session::clone).ok()
 }
 
+/// Run `f` inside the dry run `session` (what [`scope`] does for a gRPC call; the HTTP endpoint
+/// calls it for a request carrying the same header).
+pub async fn within<F: std::future::Future>(session: Session, f: F) -> F::Output {
+    CURRENT.scope(session, f).await
+}
+
+/// The refusal of a call naming a dry run that is not open.
+pub fn not_open(id: &str) -> ModelError {
+    ModelError::invalid("DryRunId", format!("no dry run {id:?} is open (it ended or expired)"))
+}
+
 /// Axum middleware for the gRPC routes: a call naming a dry run runs inside it. A call naming
 /// one that does not exist (ended, expired, mistyped) is refused rather than run for real, since
 /// its caller meant it to change nothing.
@@ -113,7 +126,7 @@ pub async fn scope(
     match runs.get(&id) {
         Some(session) => CURRENT.scope(session, next.run(req)).await,
         None => {
-            let e = ModelError::invalid("DryRunId", format!("no dry run {id:?} is open (it ended or expired)"));
+            let e = not_open(&id);
             let status = super::status::to_status(&e, enifab_model::error::Product::Ecs, &super::request_id());
             status.into_http::<axum::body::Body>()
         }

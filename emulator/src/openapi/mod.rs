@@ -212,8 +212,18 @@ impl OpenApi {
         if api != dispatch::Api::Emulator && takes_region && !has_region {
             return Err(fail(ApiError::new(400, "MissingRegionId", "RegionId is mandatory for this action.")));
         }
-        grpc::as_action(&action, self.services.call(api, &action, message))
-            .await
-            .map_err(|status| fail(ApiError::from_status(&status)))
+        let call = grpc::as_action(&action, self.services.call(api, &action, message));
+        let answer = match req.headers.get(grpc::dry_run::HEADER) {
+            None => call.await,
+            Some(id) => {
+                let id = id.to_str().unwrap_or_default();
+                match self.services.emulator.dry_runs.get(id) {
+                    Some(session) => grpc::dry_run::within(session, call).await,
+                    // Meant to change nothing: never run for real.
+                    None => return Err(fail(ApiError::from_model(&grpc::dry_run::not_open(id)))),
+                }
+            }
+        };
+        answer.map_err(|status| fail(ApiError::from_status(&status)))
     }
 }
