@@ -399,6 +399,10 @@ async fn a_dry_run_changes_only_its_copy_and_a_call_naming_a_closed_one_is_refus
     let seen = dry.vpc.describe_vpcs(pb::DescribeVpcsRequest::default()).await.unwrap().into_inner();
     assert_eq!(seen.vpcs.unwrap().vpc[0].vpc_id, vpc, "the copy keeps what its calls made");
     Snapshot::take(s.channel()).await.assert_same(&before, "a dry run");
+    // What lives beside the model has no copy: refused, not done for real.
+    let fault = pb::InjectFaultRequest { target_action: "DescribeVpcs".into(), code: "Throttling".into(), count: None };
+    dry.emulator.inject_fault(fault).await.expect_err("no faults from a dry run");
+    c.vpc.describe_vpcs(pb::DescribeVpcsRequest::default()).await.expect("no fault armed");
     c.emulator.end_dry_run(pb::EndDryRunRequest { dry_run_id: id }).await.unwrap();
     let refused = dry.vpc.create_vpc(create()).await.expect_err("the dry run is closed");
     assert!(refused.message().contains("no dry run"), "{refused:?}");

@@ -113,8 +113,9 @@ pub fn not_open(id: &str) -> ModelError {
 }
 
 /// Axum middleware for the gRPC routes: a call naming a dry run runs inside it. A call naming
-/// one that does not exist (ended, expired, mistyped) is refused rather than run for real, since
-/// its caller meant it to change nothing.
+/// one that does not exist (ended, expired, mistyped), or a call of a service with no dry run
+/// (the fabric's), is refused rather than run for real, since its caller meant it to change
+/// nothing.
 pub async fn scope(
     axum::extract::State(runs): axum::extract::State<DryRuns>,
     req: axum::extract::Request,
@@ -123,12 +124,14 @@ pub async fn scope(
     let Some(id) = req.headers().get(HEADER).map(|v| v.to_str().unwrap_or_default().to_string()) else {
         return next.run(req).await;
     };
-    match runs.get(&id) {
-        Some(session) => CURRENT.scope(session, next.run(req)).await,
-        None => {
-            let e = not_open(&id);
-            let status = super::status::to_status(&e, enifab_model::error::Product::Ecs, &super::request_id());
-            status.into_http::<axum::body::Body>()
-        }
-    }
+    // The fabric's calls act on nodes and frames, which a copy of the region does not have.
+    let cloud =
+        ["Ecs", "Vpc", "Slb", "Emulator"].iter().any(|s| req.uri().path().starts_with(&format!("/enifab.v1.{s}/")));
+    let refused = match runs.get(&id) {
+        Some(session) if cloud => return CURRENT.scope(session, next.run(req)).await,
+        Some(_) => ModelError::invalid("DryRunId", "the fabric's calls have no dry run"),
+        None => not_open(&id),
+    };
+    let status = super::status::to_status(&refused, enifab_model::error::Product::Ecs, &super::request_id());
+    status.into_http::<axum::body::Body>()
 }

@@ -64,6 +64,10 @@ impl Emulator for EmulatorService {
         let q = req.into_inner();
         let rid = request_id();
         let fail = |e: ModelError| Err(status::to_status(&e, self.ctx.product, &rid));
+        // Faults live beside the model, not in it: armed from a dry run they would fire for real.
+        if super::dry_run::current().is_some() {
+            return fail(ModelError::invalid("DryRunId", "faults cannot be armed in a dry run"));
+        }
         if q.target_action.is_empty() {
             return fail(ModelError::MissingParameter("TargetAction"));
         }
