@@ -244,6 +244,32 @@ async fn apply_waits_for_its_trunks_to_be_in_use_unless_told_not_to() {
         assert_eq!(e.status, "InUse", "{trunk} right after apply returned");
     }
     assert!(snap.instances.iter().all(|i| i.status == "Running"));
+    // What the next command of a script does: put a member on a trunk apply just made.
+    let member = |s: &TestServer, applied: &enifab::apply::Applied| {
+        let mut ecs = s.ecs();
+        let (vsw, sg) = (applied.vswitches["s"].clone(), applied.security_groups["g"].clone());
+        let (instance, trunk) = (applied.instances["n3"].clone(), applied.trunks["n3"].clone());
+        async move {
+            let eni = ecs
+                .create_network_interface(enifab_tests::v1::CreateNetworkInterfaceRequest {
+                    v_switch_id: vsw,
+                    security_group_ids: vec![sg],
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .network_interface_id;
+            ecs.attach_network_interface(enifab_tests::v1::AttachNetworkInterfaceRequest {
+                instance_id: instance,
+                network_interface_id: eni,
+                trunk_network_instance_id: trunk,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+        }
+    };
+    member(&s, &applied).await.expect("a member attaches to the trunk apply returned");
 
     let s = TestServer::start_with_delays(delays).await;
     let applied = apply_file_with(&s.addr().to_string(), &file, Wait::NoWait).await.expect("apply --no-wait");
@@ -252,6 +278,8 @@ async fn apply_waits_for_its_trunks_to_be_in_use_unless_told_not_to() {
         let e = snap.enis.iter().find(|e| &e.network_interface_id == trunk).unwrap();
         assert_eq!(e.status, "Attaching", "{trunk}: --no-wait returns with the cloud's asynchrony");
     }
+    let refused = member(&s, &applied).await.expect_err("the trunk is still attaching");
+    assert_eq!(enifab_tests::code_of(&refused), "InvalidOperation.InvalidEniState", "{refused:?}");
 }
 
 /// A file every client-side check accepts, which the server would accept too; the table below
