@@ -21,10 +21,6 @@ struct Cli {
     /// The emulator's API endpoint (for client commands).
     #[arg(long, global = true, env = "ENIFAB_ENDPOINT", default_value = cli::DEFAULT_ENDPOINT)]
     endpoint: String,
-    /// How long `ecs|vpc|slb|emulator <Action>` waits for the emulator (connection and answer),
-    /// in milliseconds.
-    #[arg(long, global = true, env = "ENIFAB_TIMEOUT_MS", default_value_t = cli::DEFAULT_TIMEOUT_MS)]
-    timeout_ms: u64,
     #[command(flatten)]
     key: KeyArgs,
     /// How log lines look on stderr: `text` for people, `json` (one object per line) for log
@@ -428,6 +424,9 @@ enum FabricCommand {
 
 #[derive(clap::Args, Debug)]
 struct ActionArgs {
+    /// How long to wait for the emulator (connection and answer), in milliseconds.
+    #[arg(long, env = "ENIFAB_TIMEOUT_MS", default_value_t = cli::DEFAULT_TIMEOUT_MS)]
+    timeout_ms: u64,
     /// The action, named as in the cloud's API (CreateNetworkInterface, …). Omit to list them.
     action: Option<String>,
     /// Parameters as the cloud names them: --VSwitchId vsw-… --SecurityGroupIds.1 sg-…
@@ -471,7 +470,8 @@ fn init_tracing(default: &str) {
     enifab::observe::logs::init(LOG_FORMAT.get().copied().unwrap_or_default(), default);
 }
 
-async fn action(endpoint: &str, timeout_ms: u64, service: &str, args: ActionArgs) -> ExitCode {
+async fn action(endpoint: &str, service: &str, args: ActionArgs) -> ExitCode {
+    let timeout_ms = args.timeout_ms;
     let Some(action) = args.action else {
         println!("{}", enifab::codec::actions(service).join("\n"));
         return ExitCode::SUCCESS;
@@ -639,10 +639,10 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::Ecs(args) => Ok(action(&cli.endpoint, cli.timeout_ms, "Ecs", args).await),
-        Command::Vpc(args) => Ok(action(&cli.endpoint, cli.timeout_ms, "Vpc", args).await),
-        Command::Slb(args) => Ok(action(&cli.endpoint, cli.timeout_ms, "Slb", args).await),
-        Command::Emulator(args) => Ok(action(&cli.endpoint, cli.timeout_ms, "Emulator", args).await),
+        Command::Ecs(args) => Ok(action(&cli.endpoint, "Ecs", args).await),
+        Command::Vpc(args) => Ok(action(&cli.endpoint, "Vpc", args).await),
+        Command::Slb(args) => Ok(action(&cli.endpoint, "Slb", args).await),
+        Command::Emulator(args) => Ok(action(&cli.endpoint, "Emulator", args).await),
         Command::Fabric(FabricCommand::Counters { port, eni, json }) => {
             init_tracing("warn");
             enifab::cli::fabric_counters(&cli.endpoint, port, eni, json).await

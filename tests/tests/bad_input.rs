@@ -705,7 +705,7 @@ fn the_cli_refuses_bad_values_with_a_code_and_gives_up_on_a_silent_server() {
         (&["ecs", "DescribeNetworkInterfaces", "stray"], "InvalidParameter"),
         (&["ecs", "DescribeNetworkInterfaces", "--InstanceId"], "InvalidParameter"),
         (&["ecs", "LaunchRocket"], "InvalidAction.NotFound"),
-        (&["--timeout-ms", "soon", "ecs", "DescribeNetworkInterfaces"], "InvalidParameter"),
+        (&["ecs", "--timeout-ms", "soon", "DescribeNetworkInterfaces"], "InvalidParameter"),
     ];
     for (args, code) in cases {
         let out = Command::new(enifab_binary()).arg("--endpoint").arg(dead).args(*args).output().unwrap();
@@ -724,7 +724,7 @@ fn the_cli_refuses_bad_values_with_a_code_and_gives_up_on_a_silent_server() {
     let addr = silent.local_addr().unwrap().to_string();
     let started = std::time::Instant::now();
     let out = Command::new(enifab_binary())
-        .args(["--endpoint", &addr, "--timeout-ms", "400", "vpc", "DescribeVpcs"])
+        .args(["--endpoint", &addr, "vpc", "--timeout-ms", "400", "DescribeVpcs"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
