@@ -201,10 +201,11 @@ fn build(desc: &MessageDescriptor, node: &Tree, prefix: &str, strict: bool) -> R
     Ok(msg)
 }
 
-/// A list whose `.N` the cloud bounds more tightly than [`MAX_INDEX`]: `Tag.N` is 1 to 20 on
-/// every action that takes tags (ECS TagResources and CreateNetworkInterface, VPC CreateVpc, SLB
-/// TagResources: "Valid values of N: 1 to 20" in each API reference). Without it `Tag.1000.Key`
-/// was one tag, since the index only orders the list.
+/// A list whose `.N` the cloud bounds more tightly than [`MAX_INDEX`]: `Tag.N` is 1 to 20 (ECS
+/// TagResources' API reference: "Valid values of N: 1 to 20"; the other actions that take tags
+/// say the same). Without it `Tag.1000.Key` was one tag, since the index only orders the list.
+/// The code is `InvalidParameter`, as the model answers for more than 20 tags: the references
+/// name no code of their own for an index out of range.
 fn index_limit(field: &FieldDescriptor) -> Option<u32> {
     (field.name() == "tag").then_some(20)
 }

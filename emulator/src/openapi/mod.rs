@@ -202,11 +202,12 @@ impl OpenApi {
         let method = codec::method(api.service(), &action).ok_or_else(|| fail(not_found()))?;
         let params = req.action_params();
         let message = codec::params_to_message(&method.input(), &params, false).map_err(|e| fail(e.into()))?;
-        // The cloud's gateway routes by region before any action runs, so an action that takes
-        // `RegionId` refuses a call without it with a code of its own (ECS and VPC answer
-        // `MissingRegionId`, "RegionId is mandatory for this action."; the API reference marks
-        // `RegionId` required on every action enifab serves). gRPC callers may leave it empty:
-        // that face is enifab's, one region per server. Emulator-only actions have no region.
+        // The API references mark `RegionId` required on every action enifab serves, and the
+        // cloud's gateway refuses a call without a mandatory parameter of that kind as
+        // `Missing<Name>`, "<Name> is mandatory for this action." (seen for CS's `region` in
+        // aliyun/aliyun-cli issue #417: `Missingregion`, "region is mandatory for this action.");
+        // hence `MissingRegionId`. gRPC callers may leave it empty: that face is enifab's, one
+        // region per server. Emulator-only actions have no region.
         let takes_region = method.input().get_field_by_name("region_id").is_some();
         let has_region = params.iter().any(|(k, v)| k == "RegionId" && !v.is_empty());
         if api != dispatch::Api::Emulator && takes_region && !has_region {
