@@ -57,6 +57,7 @@ pub struct ModelHandle {
     tx: mpsc::Sender<Job>,
     epoch: watch::Receiver<u64>,
     region_id: Arc<str>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for ModelHandle {
@@ -112,15 +113,21 @@ impl ModelHandle {
         let region_id: Arc<str> = opts.region.clone().into();
         let clock = opts.clock;
         let hooks = opts.hooks;
+        let thread_clock = clock.clone();
         std::thread::Builder::new()
             .name("enifab-model".into())
-            .spawn(move || run(region, store, config, clock, rx, epoch_tx, hooks))
+            .spawn(move || run(region, store, config, thread_clock, rx, epoch_tx, hooks))
             .context("starting the model thread")?;
-        Ok(ModelHandle { tx, epoch: epoch_rx, region_id })
+        Ok(ModelHandle { tx, epoch: epoch_rx, region_id, clock })
     }
 
     pub fn region_id(&self) -> &str {
         &self.region_id
+    }
+
+    /// The clock the model thread reads, for what runs beside it on a copy (dry runs).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     /// Run `f` against the model; the answer arrives after its changes are durable.

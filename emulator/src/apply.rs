@@ -3,9 +3,23 @@
 //! Declarative and idempotent: resources are found by name (VPC, vSwitch, security group,
 //! instance) and created only when missing; a security group's rules are made equal to the file's
 //! (missing rules authorized, extra rules revoked); a node's trunk ENI is found by its
-//! `enifab:trunk-of` tag. Applying the same file twice changes nothing the second time. The file
-//! is fully checked before the first call (see [`crate::topology`]), so a broken file creates
-//! nothing. Every call goes through the same gRPC API as any client.
+//! `enifab:trunk-of` tag. Applying the same file twice changes nothing the second time. Every
+//! call goes through the same gRPC API as any client.
+//!
+//! All or nothing, as the README promises: the file is checked on its own first (see
+//! [`crate::topology`]), then the whole apply is rehearsed in a dry run on the server (a copy of
+//! the region, the same handlers and model methods), so what only the server can refuse (an
+//! instance type without trunk support, a reserved or taken address, a zone the region lacks, a
+//! group of another VPC) stops it before anything exists. Every error names the
+//! `file:line:column` of the value it is about, then the cloud's `Code: Message`. The rehearsal
+//! is of the region as it was when it began: another client changing the same resources between
+//! the rehearsal and the real run can still make the real run stop halfway, as with the cloud.
+//! The cloud has no such rehearsal for a batch of calls; this is the emulator's own
+//! (`enifab.v1.Emulator/BeginDryRun`).
+//!
+//! Addresses the file pins are claimed before the vSwitch picks any: instances that pin theirs
+//! are created first, trunks (which take whatever is free) after every instance. And apply
+//! returns only when what it attached has settled (trunks `InUse`), unless told not to wait.
 //!
 //! Load balancers come last ([`apply_load_balancers`]): found by name, each listener forwarding
 //! to a vServer group of its own (`enifab/<protocol>/<port>`) whose backends are made equal to
@@ -15,7 +29,7 @@
 //! finds it (DescribeNetworkInterfaces); only the lab knows pod IPs, so [`apply`] defers a load
 //! balancer with pod backends and the lab applies it again, with a resolver, once its pods run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -27,7 +41,8 @@ use enifab_proto::v1 as pb;
 use tonic::Status;
 
 use crate::cli::{self, Clients, describe_status};
-use crate::topology::{BackendSpec, ListenerSpec, LoadBalancerSpec, RuleSpec, Topology};
+use crate::grpc::status::cloud_error;
+use crate::topology::{BackendSpec, InstanceSpec, ListenerSpec, LoadBalancerSpec, RuleSpec, S, Topology, TrunkSpec};
 
 /// The tag that ties a trunk ENI to the instance it was created for.
 pub const TRUNK_TAG: &str = "enifab:trunk-of";
@@ -50,13 +65,52 @@ fn api(what: &str) -> impl Fn(Status) -> anyhow::Error + '_ {
     move |s| anyhow!("{what}: {}", describe_status(&s))
 }
 
+/// Where a value was written: `file:line:column`.
+fn loc<T>(topo: &Topology, s: &S<T>) -> String {
+    format!("{}:{}:{}", topo.file, s.referenced.line(), s.referenced.column())
+}
+
+/// A cloud error as apply reports it: the place in the file that caused it, `Code: Message`,
+/// and what apply was doing. `places` pairs fragments of an error's code or message with the
+/// value they point at (the first whose fragment is found wins); `fallback` is the resource's
+/// name.
+fn located(
+    places: Vec<(&'static [&'static str], Option<String>)>,
+    fallback: String,
+    what: String,
+) -> impl FnOnce(Status) -> anyhow::Error {
+    move |s| {
+        // The message too: `InvalidParameter` names its parameter only there.
+        let said = cloud_error(&s).map(|(c, m)| format!("{c} {m}")).unwrap_or_default();
+        let place = places
+            .into_iter()
+            .find_map(|(frags, at)| at.filter(|_| frags.iter().any(|f| said.contains(f))))
+            .unwrap_or(fallback);
+        anyhow!("{place}: {} ({what})", describe_status(&s))
+    }
+}
+
+/// How [`apply_with`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Return once every trunk it attached is `InUse` and every instance `Running`, so the next
+    /// command can attach members to them (what a user of a topology file expects).
+    Settle,
+    /// Return as soon as the cloud accepted the calls, attachments still `Attaching`: the cloud's
+    /// own asynchrony, for clients that want to see it.
+    NoWait,
+}
+
+/// How long [`Wait::Settle`] waits for the cloud before it gives up.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The entry point of `enifab apply`.
-pub async fn run(endpoint: &str, file: &Path) -> Result<ExitCode> {
+pub async fn run(endpoint: &str, file: &Path, wait: Wait) -> Result<ExitCode> {
     let topo = Topology::load(file)?;
     // `enifab serve & enifab apply …` is the usual way in: give the server a moment to bind.
     let channel = cli::connect_patiently(endpoint, std::time::Duration::from_secs(10)).await?;
     let mut clients = Clients::new(channel);
-    let applied = apply(&mut clients, &topo, &mut |line| println!("{line}")).await?;
+    let applied = apply_with(&mut clients, &topo, &mut |line| println!("{line}"), wait).await?;
     println!(
         "applied {}: {} created, {} already present",
         file.display(),
@@ -75,8 +129,98 @@ fn count(a: &Applied) -> usize {
         + a.load_balancers.len()
 }
 
-/// Make the cloud match `topo`; `log` receives one line per resource.
+/// Make the cloud match `topo` and wait for it to settle; `log` receives one line per resource.
 pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)) -> Result<Applied> {
+    apply_with(c, topo, log, Wait::Settle).await
+}
+
+/// Make the cloud match `topo`, all or nothing: the whole apply is first played against a copy
+/// of the region (a dry run, `enifab.v1.Emulator/BeginDryRun`), through the same calls, handlers
+/// and model methods as the real one, so an error only the server can find (an instance type
+/// without trunk support, a reserved address, a zone the region lacks) stops it before anything
+/// exists, located at the value that caused it. Only a clean rehearsal is played for real.
+pub async fn apply_with(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String), wait: Wait) -> Result<Applied> {
+    let region = topo.region.value.clone();
+    // A file written for another region must be refused before anything else, by the real
+    // server's answer (a dry run would answer the same, less clearly).
+    c.vpc
+        .describe_vpcs(pb::DescribeVpcsRequest { region_id: region.clone(), page_size: Some(1), ..Default::default() })
+        .await
+        .map_err(located(vec![], loc(topo, &topo.region), format!("region {region}")))?;
+    let id = c
+        .emulator
+        .begin_dry_run(pb::BeginDryRunRequest {})
+        .await
+        .map_err(api("opening a dry run (BeginDryRun)"))?
+        .into_inner()
+        .dry_run_id;
+    let mut rehearsal = c.in_dry_run(&id)?;
+    let planned = apply_once(&mut rehearsal, topo, &mut |_| {}).await;
+    // Best effort: an unclosed dry run expires on its own.
+    let _ = c.emulator.end_dry_run(pb::EndDryRunRequest { dry_run_id: id }).await;
+    planned?;
+    let out = apply_once(c, topo, log).await?;
+    if wait == Wait::Settle {
+        settle(c, &region, &out).await?;
+    }
+    Ok(out)
+}
+
+/// Wait until every instance of `applied` is `Running` and every trunk `InUse`.
+async fn settle(c: &mut Clients, region: &str, applied: &Applied) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let mut waiting = Vec::new();
+        let instances: Vec<String> = applied.instances.values().cloned().collect();
+        for chunk in instances.chunks(100) {
+            let found = c
+                .ecs
+                .describe_instances(pb::DescribeInstancesRequest {
+                    region_id: region.into(),
+                    instance_ids: serde_json::to_string(chunk).expect("strings serialize"),
+                    page_size: Some(100),
+                    ..Default::default()
+                })
+                .await
+                .map_err(api("DescribeInstances"))?
+                .into_inner()
+                .instances
+                .unwrap_or_default()
+                .instance;
+            waiting.extend(found.into_iter().filter(|i| i.status != "Running").map(|i| (i.instance_id, i.status)));
+        }
+        let trunks: Vec<String> = applied.trunks.values().cloned().collect();
+        for chunk in trunks.chunks(100) {
+            let found = c
+                .ecs
+                .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+                    region_id: region.into(),
+                    network_interface_id: chunk.to_vec(),
+                    max_results: Some(100),
+                    ..Default::default()
+                })
+                .await
+                .map_err(api("DescribeNetworkInterfaces"))?
+                .into_inner()
+                .network_interface_sets
+                .unwrap_or_default()
+                .network_interface_set;
+            waiting
+                .extend(found.into_iter().filter(|e| e.status != "InUse").map(|e| (e.network_interface_id, e.status)));
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let list: Vec<String> = waiting.iter().map(|(id, st)| format!("{id} {st}")).collect();
+            bail!("still settling after {}s: {}", SETTLE_TIMEOUT.as_secs(), list.join(", "));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// One pass of the apply, against whatever region `c` reaches (the real one or a dry run).
+async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)) -> Result<Applied> {
     let region = topo.region.value.clone();
     let mut out = Applied::default();
     let mut note = |out: &mut Applied, kind: &str, name: &str, id: &str, created: bool| {
@@ -86,11 +230,6 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
         log(format!("{kind:<15} {name:<28} {id:<26} {}", if created { "created" } else { "exists" }));
     };
 
-    // A file written for another region must not half-apply: ask before creating anything.
-    c.vpc
-        .describe_vpcs(pb::DescribeVpcsRequest { region_id: region.clone(), page_size: Some(1), ..Default::default() })
-        .await
-        .map_err(api(&format!("region {region}")))?;
     for t in &topo.instance_types {
         c.emulator
             .create_instance_type(pb::CreateInstanceTypeRequest {
@@ -104,13 +243,19 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
                 ..Default::default()
             })
             .await
-            .map_err(api(&format!("instance type {}", t.id.value)))?;
+            .map_err(located(vec![], loc(topo, &t.id), format!("instance type {}", t.id.value)))?;
     }
 
     for v in &topo.vpcs {
         let (id, created) = match find_vpc(c, &region, &v.name.value).await?.as_ref() {
             Some(existing) if existing.cidr_block != v.cidr.value => {
-                bail!("vpc {} exists with CIDR {}, the file says {}", v.name.value, existing.cidr_block, v.cidr.value)
+                bail!(
+                    "{}: vpc {} exists with CIDR {}, the file says {}",
+                    loc(topo, &v.cidr),
+                    v.name.value,
+                    existing.cidr_block,
+                    v.cidr.value
+                )
             }
             Some(existing) => (existing.vpc_id.clone(), false),
             None => {
@@ -123,7 +268,11 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
                         ..Default::default()
                     })
                     .await
-                    .map_err(api(&format!("vpc {}", v.name.value)))?;
+                    .map_err(located(
+                        vec![(&["Cidr"], Some(loc(topo, &v.cidr)))],
+                        loc(topo, &v.name),
+                        format!("vpc {}", v.name.value),
+                    ))?;
                 (r.into_inner().vpc_id, true)
             }
         };
@@ -133,7 +282,8 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
             let (vsw, created) = match find_vswitch(c, &region, &id, &s.name.value).await?.as_ref() {
                 Some(e) if e.cidr_block != s.cidr.value || e.zone_id != s.zone.value => {
                     bail!(
-                        "vswitch {} exists as {} in {}, the file says {} in {}",
+                        "{}: vswitch {} exists as {} in {}, the file says {} in {}",
+                        loc(topo, &s.name),
                         s.name.value,
                         e.cidr_block,
                         e.zone_id,
@@ -154,7 +304,14 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
                             ..Default::default()
                         })
                         .await
-                        .map_err(api(&format!("vswitch {}", s.name.value)))?;
+                        .map_err(located(
+                            vec![
+                                (&["Zone"], Some(loc(topo, &s.zone))),
+                                (&["Cidr", "InvalidParameter"], Some(loc(topo, &s.cidr))),
+                            ],
+                            loc(topo, &s.name),
+                            format!("vswitch {}", s.name.value),
+                        ))?;
                     (r.into_inner().v_switch_id, true)
                 }
             };
@@ -167,9 +324,15 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
     for g in &topo.security_groups {
         let vpc_id = out.vpcs[&g.vpc.value].clone();
         let kind = g.kind.as_ref().map_or("normal", |k| k.value.as_str());
+        let kind_at = g.kind.as_ref().map(|k| loc(topo, k));
         let (id, created) = match find_group(c, &region, &vpc_id, &g.name.value).await?.as_ref() {
             Some(e) if e.security_group_type != kind => {
-                bail!("security group {} exists as {}, the file says {kind}", g.name.value, e.security_group_type)
+                bail!(
+                    "{}: security group {} exists as {}, the file says {kind}",
+                    kind_at.unwrap_or_else(|| loc(topo, &g.name)),
+                    g.name.value,
+                    e.security_group_type
+                )
             }
             Some(e) => (e.security_group_id.clone(), false),
             None => {
@@ -183,7 +346,11 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
                         ..Default::default()
                     })
                     .await
-                    .map_err(api(&format!("security group {}", g.name.value)))?;
+                    .map_err(located(
+                        vec![(&["Type"], kind_at)],
+                        loc(topo, &g.name),
+                        format!("security group {}", g.name.value),
+                    ))?;
                 (r.into_inner().security_group_id, true)
             }
         };
@@ -192,10 +359,18 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
     }
     for g in &topo.security_groups {
         let id = out.security_groups[&g.name.value].clone();
-        sync_rules(c, &region, &id, g, &out.security_groups).await?;
+        sync_rules(c, topo, &region, &id, g, &out.security_groups).await?;
     }
 
-    for i in &topo.instances {
+    // Every instance before any trunk, and those that pin their address before those that let
+    // the vSwitch choose: an address the file pins must be claimed before the IPAM hands out
+    // the next free one, which could be it (nodes pinned at .20 and .21 with trunks beside them).
+    // Pods and load balancers come later still, so what is left to the vSwitch is steered off
+    // their addresses too ([`steer`]).
+    let pins = pinned(topo);
+    let mut order: Vec<&InstanceSpec> = topo.instances.iter().collect();
+    order.sort_by_key(|i| i.private_ip.is_none());
+    for i in order {
         let groups: Vec<String> = i.security_groups.iter().map(|g| out.security_groups[&g.value].clone()).collect();
         let (id, created) = match find_instance(c, &region, &i.name.value).await?.as_ref() {
             Some(e) => {
@@ -210,7 +385,8 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
                     || i.private_ip.as_ref().is_some_and(|want| want.value != ip)
                 {
                     bail!(
-                        "instance {} exists as {} with {ip}, which the file does not describe",
+                        "{}: instance {} exists as {} with {ip}, which the file does not describe",
+                        loc(topo, &i.name),
                         i.name.value,
                         e.instance_type
                     );
@@ -218,41 +394,148 @@ pub async fn apply(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String)
                 (e.instance_id.clone(), false)
             }
             None => {
+                let vswitch_id = out.vswitches[&i.vswitch.value].clone();
+                let private_ip_address = match &i.private_ip {
+                    Some(p) => p.value.clone(),
+                    None => {
+                        let cidr = topo.vswitch(&i.vswitch.value).map(|(_, s)| s.cidr.value.as_str()).unwrap_or("");
+                        steer(c, &region, &vswitch_id, cidr, pins.get(&i.vswitch.value)).await?
+                    }
+                };
                 let r = c
                     .ecs
                     .create_instance(pb::CreateInstanceRequest {
                         region_id: region.clone(),
                         instance_type: i.instance_type.value.clone(),
-                        v_switch_id: out.vswitches[&i.vswitch.value].clone(),
+                        v_switch_id: vswitch_id,
                         security_group_ids: groups,
-                        private_ip_address: i.private_ip.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
+                        private_ip_address,
                         instance_name: i.name.value.clone(),
                         ..Default::default()
                     })
                     .await
-                    .map_err(api(&format!("instance {}", i.name.value)))?;
+                    .map_err(located(
+                        vec![
+                            (&["InstanceType"], Some(loc(topo, &i.instance_type))),
+                            (&["PrivateIp", "IpInvalid", "Ip."], i.private_ip.as_ref().map(|p| loc(topo, p))),
+                            (&["VSwitch", "Zone"], Some(loc(topo, &i.vswitch))),
+                            (
+                                &["SecurityGroup", "VpcMismatch", "GroupType", "Group"],
+                                i.security_groups.first().map(|g| loc(topo, g)),
+                            ),
+                        ],
+                        loc(topo, &i.name),
+                        format!("instance {}", i.name.value),
+                    ))?;
                 (r.into_inner().instance_id, true)
             }
         };
         note(&mut out, "instance", &i.name.value, &id, created);
         out.instances.insert(i.name.value.clone(), id.clone());
-        if let Some(t) = &i.trunk {
-            let (trunk, created) = ensure_trunk(
-                c,
-                &region,
-                &id,
-                &i.name.value,
-                &out.vswitches[&t.vswitch.value],
-                t.security_groups.iter().map(|g| out.security_groups[&g.value].clone()).collect(),
-            )
-            .await?;
-            note(&mut out, "trunk eni", &i.name.value, &trunk, created);
-            out.trunks.insert(i.name.value.clone(), trunk);
-        }
+    }
+    for i in &topo.instances {
+        let Some(t) = &i.trunk else { continue };
+        let (trunk, created) = ensure_trunk(c, topo, &region, &out, i, t, pins.get(&t.vswitch.value)).await?;
+        note(&mut out, "trunk eni", &i.name.value, &trunk, created);
+        out.trunks.insert(i.name.value.clone(), trunk);
     }
     // No pod exists yet: load balancers with pod backends wait for the lab.
     apply_load_balancers(c, topo, &mut out, &|_| None, log).await?;
     Ok(out)
+}
+
+/// The addresses the file pins, by the name of the vSwitch they are in: nodes' `privateIp`,
+/// pods' `ip` (in the pod's vSwitch, by default its node trunk's) and load balancers' `address`.
+fn pinned(topo: &Topology) -> HashMap<String, HashSet<Ipv4Addr>> {
+    let mut out: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
+    let mut pin = |vswitch: &str, ip: &S<String>| {
+        if let Ok(ip) = ip.value.parse() {
+            out.entry(vswitch.to_string()).or_default().insert(ip);
+        }
+    };
+    for i in &topo.instances {
+        if let Some(ip) = &i.private_ip {
+            pin(&i.vswitch.value, ip);
+        }
+    }
+    for p in &topo.pods {
+        let trunk = topo.instance(&p.node.value).and_then(|n| n.trunk.as_ref()).map(|t| &t.vswitch.value);
+        if let (Some(ip), Some(vswitch)) = (&p.ip, p.vswitch.as_ref().map(|v| &v.value).or(trunk)) {
+            pin(vswitch, ip);
+        }
+    }
+    for lb in &topo.load_balancers {
+        if let (Some(ip), Some(vswitch)) = (&lb.address, &lb.vswitch) {
+            pin(&vswitch.value, ip);
+        }
+    }
+    out
+}
+
+/// The address to ask for on behalf of something the file lets the vSwitch choose for (an
+/// unpinned node, a trunk), or `""` to let it choose. The vSwitch's own choice walks on from its
+/// last allocation and would take an address the file pins for a pod or a load balancer that
+/// comes later; so where the file pins any, apply picks the lowest address that is neither held
+/// nor pinned. The model still decides whether that address may be had.
+async fn steer(
+    c: &mut Clients,
+    region: &str,
+    vswitch_id: &str,
+    cidr: &str,
+    pins: Option<&HashSet<Ipv4Addr>>,
+) -> Result<String> {
+    let Some(pins) = pins.filter(|p| !p.is_empty()) else { return Ok(String::new()) };
+    let Ok(cidr) = cidr.parse::<enifab_model::Cidr>() else { return Ok(String::new()) };
+    let mut held: HashSet<Ipv4Addr> = HashSet::new();
+    let mut next_token = String::new();
+    loop {
+        let r = c
+            .ecs
+            .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+                region_id: region.into(),
+                v_switch_id: vswitch_id.into(),
+                max_results: Some(500),
+                next_token: next_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("DescribeNetworkInterfaces"))?
+            .into_inner();
+        for e in r.network_interface_sets.unwrap_or_default().network_interface_set {
+            held.extend(e.private_ip_address.parse::<Ipv4Addr>());
+            for p in e.private_ip_sets.unwrap_or_default().private_ip_set {
+                held.extend(p.private_ip_address.parse::<Ipv4Addr>());
+            }
+        }
+        if r.next_token.is_empty() {
+            break;
+        }
+        next_token = r.next_token;
+    }
+    for page in 1.. {
+        let r = c
+            .slb
+            .describe_load_balancers(pb::DescribeLoadBalancersRequest {
+                region_id: region.into(),
+                v_switch_id: vswitch_id.into(),
+                page_number: Some(page),
+                page_size: Some(100),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("DescribeLoadBalancers"))?
+            .into_inner();
+        let list = r.load_balancers.unwrap_or_default().load_balancer;
+        held.extend(list.iter().filter_map(|l| l.address.parse::<Ipv4Addr>().ok()));
+        if list.len() < 100 {
+            break;
+        }
+    }
+    let free = (cidr.first()..=cidr.last())
+        .map(Ipv4Addr::from)
+        .find(|ip| !cidr.is_reserved(*ip) && !held.contains(ip) && !pins.contains(ip));
+    // None: the vSwitch is full; asking without an address gets the cloud's own error for that.
+    Ok(free.map(|ip| ip.to_string()).unwrap_or_default())
 }
 
 /// Where a pod is, once it runs (the lab knows): its IP, or `None` while it does not exist.
@@ -326,7 +609,7 @@ pub async fn apply_load_balancers(
             log(format!("{:<15} {:<28} {:<26} waits for pod {pod}", "load balancer", lb.name.value, "-"));
             continue;
         }
-        let (id, address, created) = ensure_load_balancer(c, &region, lb, applied).await?;
+        let (id, address, created) = ensure_load_balancer(c, topo, &region, lb, applied).await?;
         if created {
             applied.created += 1;
         }
@@ -337,7 +620,7 @@ pub async fn apply_load_balancers(
             id,
             if created { "created" } else { "exists" }
         ));
-        sync_listeners(c, &region, &id, lb, &wanted).await?;
+        sync_listeners(c, &region, &id, lb, &wanted).await.map_err(|e| anyhow!("{}: {e:#}", loc(topo, &lb.name)))?;
         applied.load_balancers.insert(lb.name.value.clone(), (id, address));
     }
     Ok(())
@@ -413,6 +696,7 @@ async fn resolve_backend(
 /// it was created.
 async fn ensure_load_balancer(
     c: &mut Clients,
+    topo: &Topology,
     region: &str,
     lb: &LoadBalancerSpec,
     applied: &Applied,
@@ -423,7 +707,8 @@ async fn ensure_load_balancer(
         let wrong_address = lb.address.as_ref().is_some_and(|a| a.value != e.address);
         if e.address_type != address_type || wrong_address {
             bail!(
-                "load balancer {} exists as {} {}, which the file does not describe",
+                "{}: load balancer {} exists as {} {}, which the file does not describe",
+                loc(topo, &lb.name),
                 lb.name.value,
                 e.address_type,
                 e.address
@@ -443,7 +728,18 @@ async fn ensure_load_balancer(
             ..Default::default()
         })
         .await
-        .map_err(api(&format!("load balancer {}", lb.name.value)))?
+        .map_err(located(
+            vec![
+                (
+                    &["\"Address\"", "IpConflict", "AvailableIp", "NetworkConflict"],
+                    lb.address.as_ref().map(|a| loc(topo, a)),
+                ),
+                (&["VSwitch"], lb.vswitch.as_ref().map(|v| loc(topo, v))),
+                (&["AddressType"], lb.address_type.as_ref().map(|t| loc(topo, t))),
+            ],
+            loc(topo, &lb.name),
+            format!("load balancer {}", lb.name.value),
+        ))?
         .into_inner();
     Ok((r.load_balancer_id, r.address, true))
 }
@@ -820,15 +1116,18 @@ pub async fn find_instance(c: &mut Clients, region: &str, name: &str) -> Result<
     Ok(r.into_inner().instances.unwrap_or_default().instance.into_iter().next())
 }
 
+/// The instance's trunk ENI, found by tag, created and attached if needed.
 async fn ensure_trunk(
     c: &mut Clients,
+    topo: &Topology,
     region: &str,
-    instance_id: &str,
-    name: &str,
-    vswitch_id: &str,
-    groups: Vec<String>,
+    applied: &Applied,
+    i: &InstanceSpec,
+    t: &TrunkSpec,
+    pins: Option<&HashSet<Ipv4Addr>>,
 ) -> Result<(String, bool)> {
-    let tag = pb::Tag { key: TRUNK_TAG.into(), value: name.into() };
+    let (name, instance_id) = (&i.name.value, &applied.instances[&i.name.value]);
+    let tag = pb::Tag { key: TRUNK_TAG.into(), value: name.clone() };
     let found = c
         .ecs
         .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
@@ -844,20 +1143,38 @@ async fn ensure_trunk(
         .network_interface_sets
         .unwrap_or_default()
         .network_interface_set;
+    let vswitch_at = Some(loc(topo, &t.vswitch));
+    let groups_at = t.security_groups.first().map(|g| loc(topo, g));
+    // The groups and the vSwitch disagree on the VPC: the file's node says which is the odd one.
+    let vpc_of = |vsw: &str| topo.vswitch(vsw).map(|(v, _)| v.name.value.clone());
+    let mismatch_at = if vpc_of(&t.vswitch.value) != vpc_of(&i.vswitch.value) { &vswitch_at } else { &groups_at };
     let (eni, created) = match found.into_iter().next() {
         Some(e) => {
-            if !e.instance_id.is_empty() && e.instance_id != instance_id {
-                bail!("trunk ENI {} of {name} is attached to {}", e.network_interface_id, e.instance_id);
+            if !e.instance_id.is_empty() && e.instance_id != *instance_id {
+                bail!(
+                    "{}: trunk ENI {} of {name} is attached to {}",
+                    loc(topo, &i.name),
+                    e.network_interface_id,
+                    e.instance_id
+                );
             }
             (e, false)
         }
         None => {
+            let vswitch_id = applied.vswitches[&t.vswitch.value].clone();
+            let cidr = topo.vswitch(&t.vswitch.value).map(|(_, s)| s.cidr.value.as_str()).unwrap_or("");
+            let primary_ip_address = steer(c, region, &vswitch_id, cidr, pins).await?;
             let r = c
                 .ecs
                 .create_network_interface(pb::CreateNetworkInterfaceRequest {
                     region_id: region.into(),
-                    v_switch_id: vswitch_id.into(),
-                    security_group_ids: groups,
+                    primary_ip_address,
+                    v_switch_id: vswitch_id,
+                    security_group_ids: t
+                        .security_groups
+                        .iter()
+                        .map(|g| applied.security_groups[&g.value].clone())
+                        .collect(),
                     instance_type: "Trunk".into(),
                     description: "interface create by terway".into(),
                     tag: vec![tag, pb::Tag { key: "creator".into(), value: "terway".into() }],
@@ -865,7 +1182,15 @@ async fn ensure_trunk(
                     ..Default::default()
                 })
                 .await
-                .map_err(api(&format!("trunk ENI of {name}")))?
+                .map_err(located(
+                    vec![
+                        (&["VpcMismatch"], mismatch_at.clone()),
+                        (&["VSwitch", "Zone", "IpNotEnough"], vswitch_at.clone()),
+                        (&["SecurityGroup", "Group"], groups_at.clone()),
+                    ],
+                    loc(topo, &i.name),
+                    format!("trunk ENI of {name}"),
+                ))?
                 .into_inner();
             let set = pb::NetworkInterfaceSet {
                 network_interface_id: r.network_interface_id,
@@ -879,12 +1204,18 @@ async fn ensure_trunk(
         c.ecs
             .attach_network_interface(pb::AttachNetworkInterfaceRequest {
                 region_id: region.into(),
-                instance_id: instance_id.into(),
+                instance_id: instance_id.clone(),
                 network_interface_id: eni.network_interface_id.clone(),
                 ..Default::default()
             })
             .await
-            .map_err(api(&format!("attaching the trunk ENI of {name}")))?;
+            // Attaching fails on what the instance is (its type has no trunk support or no
+            // room for another ENI), unless the trunk's vSwitch is elsewhere.
+            .map_err(located(
+                vec![(&["Zone", "VpcMismatch", "VSwitch"], vswitch_at)],
+                loc(topo, &i.instance_type),
+                format!("attaching the trunk ENI of {name}"),
+            ))?;
     }
     Ok((eni.network_interface_id, created))
 }
@@ -959,9 +1290,26 @@ pub fn rule_permission(direction: &'static str, r: &RuleSpec, groups: &HashMap<S
     permission(&desired_key(direction, r, groups), r.description.as_deref().unwrap_or_default())
 }
 
+/// Where a rule's error points: the field the cloud's code names, else the rule's protocol.
+fn rule_error(topo: &Topology, r: &RuleSpec, what: String) -> impl FnOnce(Status) -> anyhow::Error {
+    let at = |s: Option<&S<String>>| s.map(|s| loc(topo, s));
+    located(
+        vec![
+            (&["SourceGroup", "DestGroup", "Group", "VpcMismatch"], at(r.peer_group.as_ref())),
+            (&["CidrIp", "Cidr"], at(r.peer.as_ref())),
+            (&["PortRange"], at(r.ports.as_ref())),
+            (&["Policy"], at(r.policy.as_ref())),
+            (&["Priority"], r.priority.as_ref().map(|p| loc(topo, p))),
+        ],
+        loc(topo, &r.protocol),
+        what,
+    )
+}
+
 /// Make the group's policy and rules what the file says.
 async fn sync_rules(
     c: &mut Clients,
+    topo: &Topology,
     region: &str,
     id: &str,
     g: &crate::topology::SecurityGroupSpec,
@@ -975,13 +1323,13 @@ async fn sync_rules(
                 inner_access_policy: policy.value.clone(),
             })
             .await
-            .map_err(api(&format!("security group {} policy", g.name.value)))?;
+            .map_err(located(vec![], loc(topo, policy), format!("security group {} policy", g.name.value)))?;
     }
-    let want: Vec<(RuleKey, String)> = g
+    let want: Vec<(RuleKey, &RuleSpec)> = g
         .ingress
         .iter()
-        .map(|r| (desired_key("ingress", r, groups), r.description.clone().unwrap_or_default()))
-        .chain(g.egress.iter().map(|r| (desired_key("egress", r, groups), r.description.clone().unwrap_or_default())))
+        .map(|r| (desired_key("ingress", r, groups), r))
+        .chain(g.egress.iter().map(|r| (desired_key("egress", r, groups), r)))
         .collect();
     let current = c
         .ecs
@@ -1008,19 +1356,14 @@ async fn sync_rules(
     }
     revoke(c, region, id, true, Vec::new(), stale_in).await.map_err(api("RevokeSecurityGroup"))?;
     revoke(c, region, id, false, Vec::new(), stale_out).await.map_err(api("RevokeSecurityGroupEgress"))?;
-    let missing = |dir: &str| -> Vec<pb::Permission> {
-        want.iter()
-            .filter(|(k, _)| k.direction == dir && !current.iter().any(|p| current_key(p) == *k))
-            .map(|(k, d)| permission(k, d))
-            .collect()
-    };
-    let name = &g.name.value;
-    authorize(c, region, id, true, missing("ingress"))
-        .await
-        .map_err(api(&format!("security group {name} ingress rules")))?;
-    authorize(c, region, id, false, missing("egress"))
-        .await
-        .map_err(api(&format!("security group {name} egress rules")))?;
+    // One call per missing rule, so a rule the cloud refuses is named by its own line.
+    for (k, r) in want.iter().filter(|(k, _)| !current.iter().any(|p| current_key(p) == *k)) {
+        let ingress = k.direction == "ingress";
+        let what = format!("security group {} {} rule", g.name.value, k.direction);
+        authorize(c, region, id, ingress, vec![permission(k, r.description.as_deref().unwrap_or_default())])
+            .await
+            .map_err(rule_error(topo, r, what))?;
+    }
     Ok(())
 }
 
@@ -1080,10 +1423,15 @@ pub async fn revoke(
     }
 }
 
-/// Read a file and apply it (used by tests and the lab).
+/// Read a file and apply it, waiting for it to settle (used by tests and the lab).
 pub async fn apply_file(endpoint: &str, file: &Path) -> Result<Applied> {
+    apply_file_with(endpoint, file, Wait::Settle).await
+}
+
+/// [`apply_file`], settling as `wait` says.
+pub async fn apply_file_with(endpoint: &str, file: &Path, wait: Wait) -> Result<Applied> {
     let topo = Topology::load(file)?;
     let channel = cli::connect(endpoint).await.context("connecting")?;
     let mut clients = Clients::new(channel);
-    apply(&mut clients, &topo, &mut |_| {}).await
+    apply_with(&mut clients, &topo, &mut |_| {}, wait).await
 }

@@ -51,11 +51,13 @@ pub fn access_key() -> Option<AccessKey> {
 pub struct SignedChannel {
     channel: Channel,
     key: Option<Arc<AccessKey>>,
+    /// The dry run every call joins (`x-enifab-dry-run`), if any.
+    dry_run: Option<http::HeaderValue>,
 }
 
 impl SignedChannel {
     pub fn new(channel: Channel, key: Option<AccessKey>) -> SignedChannel {
-        SignedChannel { channel, key: key.map(Arc::new) }
+        SignedChannel { channel, key: key.map(Arc::new), dry_run: None }
     }
 }
 
@@ -69,6 +71,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for SignedChannel {
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(id) = &self.dry_run {
+            req.headers_mut().insert(crate::grpc::dry_run::HEADER, id.clone());
+        }
         if let Some(key) = &self.key {
             let path = req.uri().path().to_string();
             key.sign(req.headers_mut(), &path);
@@ -83,13 +88,32 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:50051";
 /// What can go wrong when calling an action.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("{0}")]
-    Usage(String),
+    /// Refused: by the cloud, or by the CLI itself for a parameter the cloud would refuse the
+    /// same way (a non-number, an index out of range, an unknown parameter or action), with the
+    /// code the HTTP endpoint answers for it. Scripts branch on the code either way.
     #[error("{code}: {message}")]
     Cloud { code: String, message: String },
     #[error("cannot reach the emulator at {endpoint}: {reason}")]
     Transport { endpoint: String, reason: String },
 }
+
+impl CallError {
+    fn invalid(message: impl Into<String>) -> CallError {
+        CallError::Cloud { code: "InvalidParameter".into(), message: message.into() }
+    }
+}
+
+impl From<codec::ParamError> for CallError {
+    fn from(e: codec::ParamError) -> CallError {
+        // The HTTP endpoint's answer for the same parameter, so both faces say the same thing.
+        let e = crate::openapi::error::ApiError::from(e);
+        CallError::Cloud { code: e.code, message: e.message }
+    }
+}
+
+/// How long the CLI waits for an answer when not told (`--timeout-ms`): long enough for any
+/// action of a loaded emulator, short enough that a wedged one does not hang a script.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
 /// Connect to `endpoint` (`host:port` or a URL).
 pub async fn connect(endpoint: &str) -> Result<Channel, CallError> {
@@ -144,12 +168,13 @@ pub fn parse_flags(args: &[String]) -> Result<Vec<(String, String)>, CallError> 
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let Some(key) = arg.strip_prefix("--") else {
-            return Err(CallError::Usage(format!("expected --Parameter, got {arg:?}")));
+            return Err(CallError::invalid(format!("Expected --Parameter value, got {arg:?}.")));
         };
         match key.split_once('=') {
             Some((k, v)) => out.push((k.to_string(), v.to_string())),
             None => {
-                let v = it.next().ok_or_else(|| CallError::Usage(format!("--{key} needs a value")))?;
+                let v =
+                    it.next().ok_or_else(|| CallError::invalid(format!("The parameter \"{key}\" has no value.")))?;
                 out.push((key.to_string(), v.clone()));
             }
         }
@@ -157,27 +182,41 @@ pub fn parse_flags(args: &[String]) -> Result<Vec<(String, String)>, CallError> 
     Ok(out)
 }
 
-/// Call `/enifab.v1.<service>/<action>` with flat cloud parameters; return the cloud's JSON.
+/// The request for `<service>.<action>` from flat cloud parameters, or the cloud's refusal of
+/// them: checked before any connection, so a typo is answered even with no emulator running.
+pub fn request(
+    service: &str,
+    action: &str,
+    params: &[(String, String)],
+) -> Result<(prost_reflect::MethodDescriptor, prost_reflect::DynamicMessage), CallError> {
+    let method = codec::method(service, action).ok_or_else(|| CallError::Cloud {
+        code: "InvalidAction.NotFound".into(),
+        message: format!("{service} has no action {action:?}; actions: {}", codec::actions(service).join(", ")),
+    })?;
+    let request = codec::params_to_message(&method.input(), params, true)?;
+    Ok((method, request))
+}
+
+/// Call `/enifab.v1.<service>/<action>` at `endpoint` (reached over `channel`) with flat cloud
+/// parameters; return the cloud's JSON.
 pub async fn call(
+    endpoint: &str,
     channel: Channel,
     service: &str,
     action: &str,
     params: &[(String, String)],
 ) -> Result<serde_json::Value, CallError> {
-    let method = codec::method(service, action).ok_or_else(|| {
-        CallError::Usage(format!("{service} has no action {action:?}; actions: {}", codec::actions(service).join(", ")))
-    })?;
-    let request =
-        codec::params_to_message(&method.input(), params, true).map_err(|e| CallError::Usage(e.to_string()))?;
+    let (method, request) = self::request(service, action, params)?;
     let path = format!("/enifab.v1.{service}/{action}").parse().expect("a valid path");
+    let transport = |reason: String| CallError::Transport { endpoint: endpoint.to_string(), reason };
     let mut grpc = tonic::client::Grpc::new(SignedChannel::new(channel, access_key()));
-    grpc.ready().await.map_err(|e| CallError::Transport { endpoint: String::new(), reason: e.to_string() })?;
+    grpc.ready().await.map_err(|e| transport(e.to_string()))?;
     let response = grpc.unary(tonic::Request::new(request), path, DynCodec { output: method.output() }).await;
     match response {
         Ok(r) => Ok(codec::message_to_json(&r.into_inner())),
         Err(status) => Err(match cloud_error(&status) {
             Some((code, message)) => CallError::Cloud { code, message },
-            None => CallError::Transport { endpoint: String::new(), reason: status.to_string() },
+            None => transport(status.to_string()),
         }),
     }
 }
@@ -191,6 +230,7 @@ pub struct Clients {
     pub slb: pb::slb_client::SlbClient<SignedChannel>,
     pub emulator: pb::emulator_client::EmulatorClient<SignedChannel>,
     pub fabric: pb::fabric_client::FabricClient<SignedChannel>,
+    channel: SignedChannel,
 }
 
 impl Clients {
@@ -201,14 +241,26 @@ impl Clients {
 
     /// Clients that sign with `key` (`None`: unsigned).
     pub fn signed(channel: Channel, key: Option<AccessKey>) -> Clients {
-        let channel = SignedChannel::new(channel, key);
+        Clients::over(SignedChannel::new(channel, key))
+    }
+
+    fn over(channel: SignedChannel) -> Clients {
         Clients {
             ecs: pb::ecs_client::EcsClient::new(channel.clone()),
             vpc: pb::vpc_client::VpcClient::new(channel.clone()),
             slb: pb::slb_client::SlbClient::new(channel.clone()),
             emulator: pb::emulator_client::EmulatorClient::new(channel.clone()),
-            fabric: pb::fabric_client::FabricClient::new(channel),
+            fabric: pb::fabric_client::FabricClient::new(channel.clone()),
+            channel,
         }
+    }
+
+    /// The same clients, every call of theirs made inside the dry run `id`
+    /// (`enifab.v1.Emulator/BeginDryRun`): they change a copy of the region, never the region.
+    pub fn in_dry_run(&self, id: &str) -> anyhow::Result<Clients> {
+        let mut channel = self.channel.clone();
+        channel.dry_run = Some(id.parse().map_err(|_| anyhow::anyhow!("dry run ID {id:?} is not a header value"))?);
+        Ok(Clients::over(channel))
     }
 }
 

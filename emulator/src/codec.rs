@@ -169,6 +169,9 @@ fn build(desc: &MessageDescriptor, node: &Tree, prefix: &str, strict: bool) -> R
                     return Err(invalid(&path, "a list needs an index: Name.N"));
                 };
                 let item_path = format!("{path}.{i}");
+                if let Some(max) = index_limit(&field).filter(|max| *i > *max) {
+                    return Err(invalid(&item_path, format!("N is 1 to {max}")));
+                }
                 match field.kind() {
                     Kind::Message(m) => items.push(Value::Message(build(&m, grand, &item_path, strict)?)),
                     _ => {
@@ -198,6 +201,15 @@ fn build(desc: &MessageDescriptor, node: &Tree, prefix: &str, strict: bool) -> R
     Ok(msg)
 }
 
+/// A list whose `.N` the cloud bounds more tightly than [`MAX_INDEX`]: `Tag.N` is 1 to 20 (ECS
+/// TagResources' API reference: "Valid values of N: 1 to 20"; the other actions that take tags
+/// say the same). Without it `Tag.1000.Key` was one tag, since the index only orders the list.
+/// The code is `InvalidParameter`, as the model answers for more than 20 tags: the references
+/// name no code of their own for an index out of range.
+fn index_limit(field: &FieldDescriptor) -> Option<u32> {
+    (field.name() == "tag").then_some(20)
+}
+
 fn element(field: &FieldDescriptor, key: &str, raw: &str) -> Result<Value, ParamError> {
     let bad = |what: &str| invalid(key, format!("expected {what}, got {raw:?}"));
     Ok(match field.kind() {
@@ -207,10 +219,19 @@ fn element(field: &FieldDescriptor, key: &str, raw: &str) -> Result<Value, Param
             "false" => Value::Bool(false),
             _ => return Err(bad("true or false")),
         },
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(raw.trim().parse().map_err(|_| bad("an integer"))?),
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(raw.trim().parse().map_err(|_| bad("an integer"))?),
-        Kind::Uint32 | Kind::Fixed32 => Value::U32(raw.trim().parse().map_err(|_| bad("a non-negative integer"))?),
-        Kind::Uint64 | Kind::Fixed64 => Value::U64(raw.trim().parse().map_err(|_| bad("a non-negative integer"))?),
+        // The range in the message: "99999999999" is a number, just not one this parameter holds.
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            Value::I32(raw.trim().parse().map_err(|_| bad(&format!("an integer from {} to {}", i32::MIN, i32::MAX)))?)
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            Value::I64(raw.trim().parse().map_err(|_| bad(&format!("an integer from {} to {}", i64::MIN, i64::MAX)))?)
+        }
+        Kind::Uint32 | Kind::Fixed32 => {
+            Value::U32(raw.trim().parse().map_err(|_| bad(&format!("an integer from 0 to {}", u32::MAX)))?)
+        }
+        Kind::Uint64 | Kind::Fixed64 => {
+            Value::U64(raw.trim().parse().map_err(|_| bad(&format!("an integer from 0 to {}", u64::MAX)))?)
+        }
         Kind::Float => Value::F32(raw.trim().parse().map_err(|_| bad("a number"))?),
         Kind::Double => Value::F64(raw.trim().parse().map_err(|_| bad("a number"))?),
         Kind::Bytes | Kind::Enum(_) | Kind::Message(_) => {

@@ -160,6 +160,11 @@ enum Command {
         /// The topology file (YAML).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Return as soon as the cloud accepted every call, trunks possibly still `Attaching`
+        /// (the cloud's own asynchrony); by default apply waits until they are `InUse` and the
+        /// instances `Running`.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Why can (or can't) FROM reach TO? Puts a first packet through the fabric's pipeline in
     /// explain mode (nothing delivered, nothing changed) and prints every hop: trunk and VLAN,
@@ -419,6 +424,9 @@ enum FabricCommand {
 
 #[derive(clap::Args, Debug)]
 struct ActionArgs {
+    /// How long to wait for the emulator (connection and answer), in milliseconds.
+    #[arg(long, env = "ENIFAB_TIMEOUT_MS", default_value_t = cli::DEFAULT_TIMEOUT_MS)]
+    timeout_ms: u64,
     /// The action, named as in the cloud's API (CreateNetworkInterface, …). Omit to list them.
     action: Option<String>,
     /// Parameters as the cloud names them: --VSwitchId vsw-… --SecurityGroupIds.1 sg-…
@@ -435,6 +443,26 @@ fn parse_cidr(s: &str) -> Result<enifab_model::Cidr, String> {
     Ok(c)
 }
 
+/// Arguments clap refuses. The action commands (`ecs|vpc|slb|emulator`) promise scripts a
+/// `Code: Message` line and exit 1 for every refusal, including the ones made here (a timeout
+/// that is not a number, a flag without its value); other commands keep clap's usage message
+/// and exit 2. Help and version are not refusals.
+fn refuse_arguments(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let action_command = std::env::args().skip(1).any(|a| matches!(a.as_str(), "ecs" | "vpc" | "slb" | "emulator"));
+    let shown = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if shown || !action_command {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ").trim();
+    eprintln!("InvalidParameter: {first}");
+    ExitCode::from(1)
+}
+
 /// `--log-format`, set once at the start of `main`.
 static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
@@ -443,14 +471,26 @@ fn init_tracing(default: &str) {
 }
 
 async fn action(endpoint: &str, service: &str, args: ActionArgs) -> ExitCode {
+    let timeout_ms = args.timeout_ms;
     let Some(action) = args.action else {
         println!("{}", enifab::codec::actions(service).join("\n"));
         return ExitCode::SUCCESS;
     };
+    let timeout = std::time::Duration::from_millis(timeout_ms.max(1));
     let result = async {
         let params = cli::parse_flags(&args.params)?;
-        let channel = cli::connect(endpoint).await?;
-        cli::call(channel, service, &action, &params).await
+        // Refused before connecting: a bad parameter is answered without an emulator.
+        cli::request(service, &action, &params)?;
+        let call = async {
+            let channel = cli::connect(endpoint).await?;
+            cli::call(endpoint, channel, service, &action, &params).await
+        };
+        tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
+            Err(CallError::Transport {
+                endpoint: endpoint.to_string(),
+                reason: format!("no answer within {timeout_ms} ms (--timeout-ms)"),
+            })
+        })
     }
     .await;
     match result {
@@ -536,7 +576,10 @@ async fn lab_command(endpoint: &str, key: &KeyArgs, cmd: LabCommand) -> Result<E
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return refuse_arguments(e),
+    };
     let _ = LOG_FORMAT.set(cli.log_format);
     match cli.key.client_key() {
         Ok(key) => {
@@ -616,9 +659,10 @@ async fn main() -> ExitCode {
             init_tracing("warn");
             enifab::cli::health(&cli.endpoint, std::time::Duration::from_millis(timeout_ms)).await
         }
-        Command::Apply { file } => {
+        Command::Apply { file, no_wait } => {
             init_tracing("warn");
-            enifab::apply::run(&cli.endpoint, &file).await
+            let wait = if no_wait { enifab::apply::Wait::NoWait } else { enifab::apply::Wait::Settle };
+            enifab::apply::run(&cli.endpoint, &file, wait).await
         }
         Command::Trace { from, to, protocol, port, source_port, json } => {
             init_tracing("warn");

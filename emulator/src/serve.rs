@@ -220,7 +220,8 @@ pub async fn router_with_health(
     let ecs = EcsService { ctx: ctx(Product::Ecs) };
     let vpc = VpcService { ctx: ctx(Product::Vpc) };
     let slb = SlbService { ctx: ctx(Product::Slb), health };
-    let emu = EmulatorService { ctx: ctx(Product::Ecs), auth: auth.clone() };
+    let dry_runs = grpc::dry_run::DryRuns::default();
+    let emu = EmulatorService { ctx: ctx(Product::Ecs), auth: auth.clone(), dry_runs: dry_runs.clone() };
     let services =
         openapi::dispatch::Services { ecs: ecs.clone(), vpc: vpc.clone(), slb: slb.clone(), emulator: emu.clone() };
     let reflection = || {
@@ -250,6 +251,7 @@ pub async fn router_with_health(
     let grpc_routes = routes
         .into_axum_router()
         .layer(axum::middleware::from_fn(grpc::action_scope))
+        .layer(axum::middleware::from_fn_with_state(dry_runs, grpc::dry_run::scope))
         .layer(axum::middleware::from_fn_with_state(auth.clone(), grpc::auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(calls.clone(), observe::metrics::count_grpc))
         .layer(axum::middleware::from_fn(grpc_only));

@@ -27,6 +27,9 @@ pub type S<T> = Spanned<T>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Topology {
+    /// The file it was read from, as errors name it (set by [`Topology::parse`]).
+    #[serde(skip)]
+    pub file: String,
     /// The region the emulator serves; apply refuses a server of another region.
     pub region: S<String>,
     #[serde(default)]
@@ -535,7 +538,8 @@ impl Topology {
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Topology> {
-        let topo: Topology = serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let mut topo: Topology = serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        topo.file = file.to_string();
         let problems = topo.check(file);
         if !problems.is_empty() {
             anyhow::bail!("{} problem(s) in the topology:\n  {}", problems.len(), problems.join("\n  "));

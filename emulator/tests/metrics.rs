@@ -146,7 +146,7 @@ async fn a_scrape_counts_calls_by_cloud_code_frames_per_eni_flows_and_nodes() {
     let (status, _, body) = http(
         s.addr,
         format!(
-            "GET /?Action=DeleteNetworkInterface&Version=2014-05-26&NetworkInterfaceId={missing} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            "GET /?Action=DeleteNetworkInterface&Version=2014-05-26&RegionId=cn-hongkong&NetworkInterfaceId={missing} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
             s.addr
         ),
     )

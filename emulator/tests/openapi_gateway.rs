@@ -53,7 +53,7 @@ async fn malformed_requests_get_the_clouds_error_and_change_nothing() {
     let mut server = Server::start(false).await;
     let t = topology(&mut server.grpc).await;
     let before = snapshot(&server.grpc).await;
-    let create = format!("VSwitchId={}&SecurityGroupIds.1={}", t.pod_vsw, t.sg);
+    let create = format!("VSwitchId={}&SecurityGroupIds.1={}&RegionId={REGION}", t.pod_vsw, t.sg);
     let big_value = "x".repeat(40 * 1024);
     let big_body = format!("Action=CreateNetworkInterface&Version={ECS}&{create}&Description={}", "y".repeat(2 << 20));
     let many = (1..=2100).map(|i| format!("P{i}=1")).collect::<Vec<_>>().join("&");
@@ -196,15 +196,23 @@ async fn malformed_requests_get_the_clouds_error_and_change_nothing() {
         (
             "a mandatory parameter missing",
             "POST",
-            format!("/?Action=CreateNetworkInterface&Version={ECS}&SecurityGroupIds.1={}", t.sg),
+            format!("/?Action=CreateNetworkInterface&Version={ECS}&SecurityGroupIds.1={}&RegionId={REGION}", t.sg),
             String::new(),
             400,
             "MissingParameter",
         ),
         (
+            "a tag index beyond 20",
+            "POST",
+            format!("/?Action=CreateNetworkInterface&Version={ECS}&{create}&Tag.1000.Key=k&Tag.1000.Value=v"),
+            String::new(),
+            400,
+            "InvalidParameter",
+        ),
+        (
             "another region",
             "POST",
-            format!("/?Action=CreateNetworkInterface&Version={ECS}&{create}&RegionId=cn-beijing"),
+            format!("/?Action=CreateNetworkInterface&Version={ECS}&{}", create.replace(REGION, "cn-beijing")),
             String::new(),
             404,
             "InvalidRegionId.NotFound",
@@ -229,13 +237,28 @@ async fn malformed_requests_get_the_clouds_error_and_change_nothing() {
     let v = server
         .raw(
             "GET",
-            &format!("/?Action=DescribeVSwitches&Version={VPC}&VSwitchId={}&OwnerAccount=x&Bogus.3.Deep=1", t.pod_vsw),
+            &format!(
+                "/?Action=DescribeVSwitches&Version={VPC}&RegionId={REGION}&VSwitchId={}&OwnerAccount=x&Bogus.3.Deep=1",
+                t.pod_vsw
+            ),
             &[],
             b"",
         )
         .await
         .ok();
     assert_eq!(v["TotalCount"], 1);
+    // Without `RegionId` the cloud's gateway has nowhere to route the call (ECS and VPC answer
+    // `MissingRegionId`); an empty one is none. Only enifab's own actions have no region.
+    for region in ["", "&RegionId="] {
+        for (version, action) in
+            [(ECS, "DescribeNetworkInterfaces"), (VPC, "DescribeVSwitches"), (SLB, "DescribeLoadBalancers")]
+        {
+            let path = format!("/?Action={action}&Version={version}{region}");
+            let r = server.raw("GET", &path, &[], b"").await;
+            assert!(r.error(400, "MissingRegionId").contains("RegionId"), "{action}: {}", r.json);
+        }
+    }
+    server.raw("GET", &format!("/?Action=BeginDryRun&Version={EMULATOR}"), &[], b"").await.ok();
     assert_eq!(snapshot(&server.grpc).await, before, "a malformed request changed the model");
 }
 
@@ -505,7 +528,7 @@ async fn https_serves_the_same_api_with_enifabs_own_ca() {
         let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
         let mut tls = connector.connect(server_name, tcp).await.unwrap();
         let req = format!(
-            "GET /?Action=DescribeInstanceTypes&Version={ECS}&InstanceTypes.1=ecs.g7.xlarge HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
+            "GET /?Action=DescribeInstanceTypes&Version={ECS}&RegionId={REGION}&InstanceTypes.1=ecs.g7.xlarge HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
         );
         tls.write_all(req.as_bytes()).await.unwrap();
         let mut raw = String::new();
@@ -521,4 +544,37 @@ async fn https_serves_the_same_api_with_enifabs_own_ca() {
     assert!(connector.connect(wrong, tcp).await.is_err());
     let _ = stop.send(());
     task.await.unwrap().unwrap();
+}
+
+/// What hyper refuses before the router sees it (a URI or head too long, a byte a header may not
+/// hold) answers in the cloud's error shape too, with the status hyper chose.
+#[tokio::test]
+async fn requests_too_long_or_malformed_to_read_get_the_clouds_error_shape() {
+    let server = Server::start(false).await;
+    let long = format!("/?Action=DescribeVpcs&Version={VPC}&RegionId={REGION}&VpcName={}", "a".repeat(70_000));
+    server.raw("GET", &long, &[], b"").await.error(414, "RequestURITooLong");
+    let big = "b".repeat(512 * 1024);
+    server.raw("POST", "/", &[("X-Big", &big)], b"").await.error(431, "RequestHeaderFieldsTooLarge");
+    server.raw("POST", "/", &[("X-Bad", "a\u{1}b")], b"").await.error(400, "BadRequest");
+    // The router's own answers are left alone.
+    server.form(VPC, "DescribeVpcs", &[]).await.ok();
+}
+
+/// A dry run joined over HTTP (`x-enifab-dry-run`) changes its copy only; once it is closed, a
+/// call still naming it is refused, not run for real.
+#[tokio::test]
+async fn a_dry_run_over_http_changes_only_its_copy() {
+    let server = Server::start(false).await;
+    let id = server.form(EMULATOR, "BeginDryRun", &[]).await.ok()["DryRunId"].as_str().unwrap().to_string();
+    let form = |body: &str| format!("Action={body}&RegionId={REGION}");
+    let headers = [("Content-Type", "application/x-www-form-urlencoded"), ("x-enifab-dry-run", id.as_str())];
+    let create = form(&format!("CreateVpc&Version={VPC}&CidrBlock=10.0.0.0/8"));
+    server.raw("POST", "/", &headers, create.as_bytes()).await.ok();
+    let count = |v: Value| v["TotalCount"].as_i64().unwrap();
+    let seen = server.raw("POST", "/", &headers, form(&format!("DescribeVpcs&Version={VPC}")).as_bytes()).await;
+    assert_eq!(count(seen.ok()), 1, "the copy has it");
+    assert_eq!(count(server.form(VPC, "DescribeVpcs", &[]).await.ok()), 0, "the region does not");
+    server.form(EMULATOR, "EndDryRun", &[("DryRunId", &id)]).await.ok();
+    server.raw("POST", "/", &headers, create.as_bytes()).await.error(400, "InvalidParameter");
+    assert_eq!(count(server.form(VPC, "DescribeVpcs", &[]).await.ok()), 0);
 }

@@ -304,10 +304,15 @@ async fn an_eni_made_over_grpc_is_seen_over_http_and_back() {
 
     // And the CLI's way in (dynamic gRPC by action name) sees it too.
     let channel = enifab::cli::connect(&server.addr.to_string()).await.unwrap();
-    let cli =
-        enifab::cli::call(channel, "Ecs", "DescribeNetworkInterfaces", &[("NetworkInterfaceId.1".into(), id.clone())])
-            .await
-            .unwrap();
+    let cli = enifab::cli::call(
+        "test",
+        channel,
+        "Ecs",
+        "DescribeNetworkInterfaces",
+        &[("NetworkInterfaceId.1".into(), id.clone())],
+    )
+    .await
+    .unwrap();
     assert_eq!(cli["NetworkInterfaceSets"]["NetworkInterfaceSet"][0]["NetworkInterfaceId"], id.as_str());
 }
 

@@ -1823,6 +1823,44 @@ async fn node_tokens_are_per_instance() {
     assert_code(s.emulator().issue_node_token(issue("")).await, "MissingParameter");
 }
 
+// ---- enifab.v1.Emulator/BeginDryRun, EndDryRun --------------------------------------------------------
+
+/// A dry run is a copy: what its calls make is seen by its calls only, and gone with it; the
+/// fabric's calls have none. (How `enifab apply` rehearses with it is in tests/apply.rs.)
+#[tokio::test]
+async fn a_dry_run_is_a_copy_seen_by_its_calls_only() {
+    let s = TestServer::start().await;
+    let t = build_topology(s.channel()).await;
+    let before = Snapshot::take(s.channel()).await;
+    let id = ok(s.emulator().begin_dry_run(pb::BeginDryRunRequest {}).await).dry_run_id;
+    assert!(id.starts_with("dry-"), "{id}");
+    fn in_dry_run<T>(id: &str, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut().insert("x-enifab-dry-run", id.parse().unwrap());
+        r
+    }
+    let vsw = pb::CreateVSwitchRequest {
+        region_id: REGION.into(),
+        vpc_id: t.vpc_id.clone(),
+        zone_id: ZONE.into(),
+        cidr_block: "10.0.9.0/24".into(),
+        v_switch_name: "rehearsed".into(),
+        ..Default::default()
+    };
+    let made = ok(s.vpc().create_v_switch(in_dry_run(&id, vsw.clone())).await).v_switch_id;
+    let find = pb::DescribeVSwitchesRequest { v_switch_id: made.clone(), ..Default::default() };
+    let in_copy = ok(s.vpc().describe_v_switches(in_dry_run(&id, find.clone())).await).total_count;
+    assert_eq!(in_copy, 1);
+    assert_eq!(ok(s.vpc().describe_v_switches(find.clone()).await).total_count, 0);
+    // The same address block again, in the copy: the copy remembers its own vSwitch.
+    assert_code(s.vpc().create_v_switch(in_dry_run(&id, vsw)).await, "InvalidCidrBlock.Overlapped");
+    Snapshot::take(s.channel()).await.assert_same(&before, "calls in a dry run");
+    ok(s.emulator().end_dry_run(pb::EndDryRunRequest { dry_run_id: id.clone() }).await);
+    // Ending twice is not an error; a call naming it is refused rather than run for real.
+    ok(s.emulator().end_dry_run(pb::EndDryRunRequest { dry_run_id: id.clone() }).await);
+    assert_code(s.vpc().describe_v_switches(in_dry_run(&id, find)).await, "InvalidParameter");
+}
+
 // ---- enifab.v1.Emulator/InjectFault -------------------------------------------------------------------
 
 fn fault(action: &str, code: &str, count: Option<i32>) -> pb::InjectFaultRequest {
@@ -2001,7 +2039,7 @@ const COVERED: &[(&str, &[&str])] = &[
             "ModifySecurityGroupPolicy",
         ],
     ),
-    ("enifab.v1.Emulator", &["CreateInstanceType", "InjectFault", "IssueNodeToken"]),
+    ("enifab.v1.Emulator", &["BeginDryRun", "CreateInstanceType", "EndDryRun", "InjectFault", "IssueNodeToken"]),
 ];
 
 async fn reflect(

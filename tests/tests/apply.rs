@@ -161,3 +161,278 @@ async fn load_balancers_apply_idempotently_and_pod_backends_wait_for_their_pods(
     delete_load_balancers(&mut c, &topo, &mut |_| {}).await.unwrap();
     assert!(Snapshot::take(s.channel()).await.load_balancers.is_empty());
 }
+
+/// Nodes pinned at consecutive addresses, the first of them listed after a node that lets the
+/// vSwitch choose, every one with a trunk beside it, and a pod and a load balancer pinned at the
+/// addresses that come next: before apply claimed pinned addresses first, the first trunk (or
+/// the unpinned node) took the next node's address, and the vSwitch's next choices the pod's.
+const CONSECUTIVE: &str = "region: cn-hongkong
+vpcs:
+  - name: v
+    cidr: 10.0.0.0/8
+    vswitches:
+      - { name: s, zone: cn-hongkong-b, cidr: 10.0.4.0/24 }
+securityGroups:
+  - { name: g, vpc: v }
+instances:
+  - { name: free, type: ecs.g7.xlarge, vswitch: s, securityGroups: [g], trunk: { vswitch: s, securityGroups: [g] } }
+  - { name: n3, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.3, securityGroups: [g],
+      trunk: { vswitch: s, securityGroups: [g] } }
+  - { name: n4, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.4, securityGroups: [g],
+      trunk: { vswitch: s, securityGroups: [g] } }
+  - { name: n5, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.5, securityGroups: [g],
+      trunk: { vswitch: s, securityGroups: [g] } }
+pods:
+  - { name: p6, node: n3, ip: 10.0.4.6 }
+loadBalancers:
+  - { name: inner, vpc: v, addressType: intranet, vswitch: s, address: 10.0.4.7 }
+";
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn nodes_that_pin_consecutive_addresses_apply_and_apply_again_with_nothing_created() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "consecutive.yaml", CONSECUTIVE);
+    let first = apply_file(&s.addr().to_string(), &file).await.expect("first apply");
+    assert_eq!(first.created, 1 + 1 + 1 + 4 + 4 + 1, "VPC, vSwitch, group, 4 instances, 4 trunks, the LB");
+    assert_eq!(first.load_balancers["inner"].1, "10.0.4.7");
+    let once = Snapshot::take(s.channel()).await;
+    let held: Vec<String> = once.enis.iter().flat_map(enifab_tests::ips_of).collect();
+    assert!(!held.contains(&"10.0.4.6".to_string()), "the pod's address was taken: {held:?}");
+    for (name, ip) in [("n3", "10.0.4.3"), ("n4", "10.0.4.4"), ("n5", "10.0.4.5")] {
+        let i = once.instances.iter().find(|i| i.instance_name == name).expect(name);
+        let got = &i.vpc_attributes.as_ref().unwrap().private_ip_address.as_ref().unwrap().ip_address;
+        assert_eq!(got, &[ip.to_string()], "{name}");
+    }
+    assert_eq!(once.enis.iter().filter(|e| e.r#type == "Trunk" && e.status == "InUse").count(), 4);
+    let second = apply_file(&s.addr().to_string(), &file).await.expect("second apply");
+    assert_eq!(second.created, 0);
+    assert_eq!(second.trunks, first.trunks);
+    Snapshot::take(s.channel()).await.assert_same(&once, "applying again");
+    // The pod's member ENI can have its address, as the lab will ask for it.
+    let mut ecs = s.ecs();
+    enifab_tests::ok(
+        ecs.create_network_interface(enifab_tests::v1::CreateNetworkInterfaceRequest {
+            v_switch_id: first.vswitches["s"].clone(),
+            security_group_ids: vec![first.security_groups["g"].clone()],
+            primary_ip_address: "10.0.4.6".into(),
+            ..Default::default()
+        })
+        .await,
+    );
+}
+
+#[tokio::test]
+async fn apply_waits_for_its_trunks_to_be_in_use_unless_told_not_to() {
+    use enifab::apply::{Wait, apply_file_with};
+    let delays = enifab_model::TransitionDelays { attach_ms: 600, detach_ms: 0, delete_ms: 0, start_stop_ms: 0 };
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "consecutive.yaml", CONSECUTIVE);
+
+    let s = TestServer::start_with_delays(delays).await;
+    let applied = apply_file_with(&s.addr().to_string(), &file, Wait::Settle).await.expect("apply");
+    let snap = Snapshot::take(s.channel()).await;
+    assert_eq!(applied.trunks.len(), 4);
+    for trunk in applied.trunks.values() {
+        let e = snap.enis.iter().find(|e| &e.network_interface_id == trunk).unwrap();
+        assert_eq!(e.status, "InUse", "{trunk} right after apply returned");
+    }
+    assert!(snap.instances.iter().all(|i| i.status == "Running"));
+    // What the next command of a script does: put a member on a trunk apply just made.
+    let member = |s: &TestServer, applied: &enifab::apply::Applied| {
+        let mut ecs = s.ecs();
+        let (vsw, sg) = (applied.vswitches["s"].clone(), applied.security_groups["g"].clone());
+        let (instance, trunk) = (applied.instances["n3"].clone(), applied.trunks["n3"].clone());
+        async move {
+            let eni = ecs
+                .create_network_interface(enifab_tests::v1::CreateNetworkInterfaceRequest {
+                    v_switch_id: vsw,
+                    security_group_ids: vec![sg],
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .network_interface_id;
+            ecs.attach_network_interface(enifab_tests::v1::AttachNetworkInterfaceRequest {
+                instance_id: instance,
+                network_interface_id: eni,
+                trunk_network_instance_id: trunk,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+        }
+    };
+    member(&s, &applied).await.expect("a member attaches to the trunk apply returned");
+
+    let s = TestServer::start_with_delays(delays).await;
+    let applied = apply_file_with(&s.addr().to_string(), &file, Wait::NoWait).await.expect("apply --no-wait");
+    let snap = Snapshot::take(s.channel()).await;
+    for trunk in applied.trunks.values() {
+        let e = snap.enis.iter().find(|e| &e.network_interface_id == trunk).unwrap();
+        assert_eq!(e.status, "Attaching", "{trunk}: --no-wait returns with the cloud's asynchrony");
+    }
+    let refused = member(&s, &applied).await.expect_err("the trunk is still attaching");
+    assert_eq!(enifab_tests::code_of(&refused), "InvalidOperation.InvalidEniState", "{refused:?}");
+}
+
+/// A file every client-side check accepts, which the server would accept too; the table below
+/// breaks it in ways only the server notices.
+const SOUND: &str = "region: cn-hongkong
+instanceTypes:
+  - { id: ecs.lab.tiny, eniQuantity: 2, eniPrivateIpAddressQuantity: 2, eniTotalQuantity: 2 }
+vpcs:
+  - name: v
+    cidr: 10.0.0.0/8
+    vswitches:
+      - { name: s, zone: cn-hongkong-b, cidr: 10.0.4.0/24 }
+  - name: w
+    cidr: 172.16.0.0/12
+    vswitches:
+      - { name: t, zone: cn-hongkong-b, cidr: 172.16.1.0/24 }
+securityGroups:
+  - name: g
+    vpc: v
+    ingress: [{ protocol: ALL, peer: 10.0.0.0/8 }, { protocol: TCP, ports: 80/80, peerGroup: g }]
+  - { name: h, vpc: w }
+instances:
+  - { name: n1, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.22, securityGroups: [g],
+      trunk: { vswitch: s, securityGroups: [g] } }
+  - { name: n2, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.23, securityGroups: [g],
+      trunk: { vswitch: s, securityGroups: [g] } }
+loadBalancers:
+  - { name: inner, vpc: v, addressType: intranet, vswitch: s, address: 10.0.4.100 }
+";
+
+#[tokio::test]
+async fn a_file_only_the_server_can_refuse_creates_nothing_and_names_the_line() {
+    // (what is wrong, replace this, by this, the value the error must point at, its code)
+    let table: &[(&str, &str, &str, &str, &str)] = &[
+        (
+            "unknown instance type",
+            "type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.23",
+            "type: ecs.nope.large, vswitch: s, privateIp: 10.0.4.23",
+            "ecs.nope.large",
+            "InvalidInstanceType.NotFound",
+        ),
+        (
+            "type without trunks",
+            "type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.23",
+            "type: ecs.g6.large, vswitch: s, privateIp: 10.0.4.23",
+            "ecs.g6.large",
+            "",
+        ),
+        ("gateway address", "privateIp: 10.0.4.23", "privateIp: 10.0.4.253", "10.0.4.253", ""),
+        ("network address", "privateIp: 10.0.4.23", "privateIp: 10.0.4.0", "10.0.4.0,", ""),
+        (
+            "duplicated address",
+            "privateIp: 10.0.4.23",
+            "privateIp: 10.0.4.22",
+            "10.0.4.22, securityGroups: [g],\n      trunk: { vswitch: s, securityGroups: [g] } }\nloadB",
+            "Duplicated",
+        ),
+        (
+            "bad zone",
+            "zone: cn-hongkong-b, cidr: 172.16.1.0/24",
+            "zone: cn-hongkong-z, cidr: 172.16.1.0/24",
+            "cn-hongkong-z",
+            "InvalidZoneId.NotFound",
+        ),
+        ("/30 vSwitch", "cidr: 172.16.1.0/24", "cidr: 172.16.1.0/30", "172.16.1.0/30", ""),
+        ("peer group in another VPC", "peerGroup: g", "peerGroup: h", "h }]", ""),
+        (
+            "trunk vSwitch in another VPC",
+            "privateIp: 10.0.4.23, securityGroups: [g],\n      trunk: { vswitch: s",
+            "privateIp: 10.0.4.23, securityGroups: [g],\n      trunk: { vswitch: t",
+            "t, securityGroups: [g] } }\nloadB",
+            "",
+        ),
+        (
+            "instance group in another VPC",
+            "privateIp: 10.0.4.23, securityGroups: [g]",
+            "privateIp: 10.0.4.23, securityGroups: [h]",
+            "h],",
+            "",
+        ),
+        (
+            "trunk group in another VPC",
+            "trunk: { vswitch: s, securityGroups: [g] } }\nloadB",
+            "trunk: { vswitch: s, securityGroups: [h] } }\nloadB",
+            "h] } }\nloadB",
+            "",
+        ),
+        ("load balancer on a reserved address", "address: 10.0.4.100", "address: 10.0.4.255", "10.0.4.255", ""),
+        ("load balancer on a node's address", "address: 10.0.4.100", "address: 10.0.4.22", "10.0.4.22 }", ""),
+        ("a custom type named as a built-in one", "id: ecs.lab.tiny", "id: ecs.g7.xlarge", "ecs.g7.xlarge,", ""),
+        (
+            "instance type with no ENI",
+            "eniQuantity: 2, eniPrivateIpAddressQuantity: 2, eniTotalQuantity: 2",
+            "eniQuantity: 0, eniPrivateIpAddressQuantity: 0, eniTotalQuantity: 0",
+            "ecs.lab.tiny",
+            "",
+        ),
+    ];
+    let s = TestServer::start().await;
+    let before = Snapshot::take(s.channel()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, (what, from, to, at, code)) in table.iter().enumerate() {
+        assert!(SOUND.contains(from), "{what}: the sound file has no {from:?}");
+        let text = SOUND.replacen(from, to, 1);
+        let name = format!("broken-{i}.yaml");
+        let file = write(&dir, &name, &text);
+        let offset = text.find(at).unwrap_or_else(|| panic!("{what}: {at:?} is not in the file"));
+        let line = text[..offset].matches('\n').count() + 1;
+        let column = offset - text[..offset].rfind('\n').map_or(0, |n| n + 1) + 1;
+        let err = match apply_file(&s.addr().to_string(), &file).await {
+            Ok(_) => {
+                failures.push(format!("{what}: applied"));
+                continue;
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        let place = format!("{name}:{line}:{column}: ");
+        if !err.contains(&place) || !err.contains(code) || err.contains("problem(s) in the topology") {
+            failures.push(format!("{what}: wanted {place}…{code}, got {err}"));
+        }
+        let after = Snapshot::take(s.channel()).await;
+        if let Some(diff) = before.diff(&after) {
+            failures.push(format!("{what}: created something: {diff}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The sound file itself applies: the table's errors are the edits', not the base's.
+    let file = write(&dir, "sound.yaml", SOUND);
+    apply_file(&s.addr().to_string(), &file).await.expect("the sound file");
+}
+
+#[tokio::test]
+async fn a_dry_run_changes_only_its_copy_and_a_call_naming_a_closed_one_is_refused() {
+    use enifab::cli::Clients;
+    use enifab_tests::v1 as pb;
+    let s = TestServer::start().await;
+    let mut c = Clients::new(s.channel());
+    let before = Snapshot::take(s.channel()).await;
+    let id = c.emulator.begin_dry_run(pb::BeginDryRunRequest {}).await.unwrap().into_inner().dry_run_id;
+    let mut dry = c.in_dry_run(&id).unwrap();
+    let create =
+        || pb::CreateVpcRequest { cidr_block: "10.0.0.0/8".into(), vpc_name: "v".into(), ..Default::default() };
+    let vpc = dry.vpc.create_vpc(create()).await.expect("created in the copy").into_inner().vpc_id;
+    let seen = dry.vpc.describe_vpcs(pb::DescribeVpcsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(seen.vpcs.unwrap().vpc[0].vpc_id, vpc, "the copy keeps what its calls made");
+    Snapshot::take(s.channel()).await.assert_same(&before, "a dry run");
+    // What lives beside the model has no copy: refused, not done for real.
+    let fault = pb::InjectFaultRequest { target_action: "DescribeVpcs".into(), code: "Throttling".into(), count: None };
+    dry.emulator.inject_fault(fault).await.expect_err("no faults from a dry run");
+    c.vpc.describe_vpcs(pb::DescribeVpcsRequest::default()).await.expect("no fault armed");
+    c.emulator.end_dry_run(pb::EndDryRunRequest { dry_run_id: id }).await.unwrap();
+    let refused = dry.vpc.create_vpc(create()).await.expect_err("the dry run is closed");
+    assert!(refused.message().contains("no dry run"), "{refused:?}");
+    Snapshot::take(s.channel()).await.assert_same(&before, "a call naming a closed dry run");
+}

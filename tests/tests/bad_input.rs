@@ -401,6 +401,11 @@ fn rows() -> Vec<Row> {
         row!("VPC CIDR overlapping 169.254.0.0/16", "InvalidCidrBlock.Malformed", f => vpc.create_vpc(pb::CreateVpcRequest { cidr_block: "169.0.0.0/8".into(), ..Default::default() })),
         row!("VPC in a wrong RegionId", "InvalidRegionId.NotFound", f => vpc.create_vpc(pb::CreateVpcRequest { region_id: "cn-beijing".into(), cidr_block: "10.0.0.0/8".into(), ..Default::default() })),
         row!("VPC ClientToken reused with other parameters", "IdempotentParameterMismatch", f => vpc.create_vpc(pb::CreateVpcRequest { region_id: REGION.into(), cidr_block: "192.168.0.0/24".into(), client_token: "vpc-token".into(), ..Default::default() })),
+        row!("VPC name with a newline", "InvalidParameter", f => vpc.create_vpc(pb::CreateVpcRequest { cidr_block: "10.0.0.0/8".into(), vpc_name: "web\nprod".into(), ..Default::default() })),
+        row!("vSwitch name with an escape", "InvalidParameter", f => vpc.create_v_switch(pb::CreateVSwitchRequest { v_switch_name: "vsw\u{1b}[31m".into(), ..vsw_req(&f.t.vpc_id, ZONE, "10.0.9.0/24") })),
+        row!("instance name with a NUL", "InvalidParameter", f => ecs.create_instance(pb::CreateInstanceRequest { instance_name: "node\0a".into(), ..instance_req(f) })),
+        row!("ENI name with a tab", "InvalidParameter", f => ecs.create_network_interface(pb::CreateNetworkInterfaceRequest { network_interface_name: "eni\tx".into(), ..eni_req(&f.t.pod_vsw, &f.t.sg_id) })),
+        row!("security group name with a carriage return", "InvalidParameter", f => ecs.create_security_group(sg_req(&f.t.vpc_id, "sg\r", "normal"))),
         row!("VPC tag key aliyun…", "InvalidTagKey.Malformed", f => vpc.create_vpc(pb::CreateVpcRequest { tag: vec![pb::Tag { key: "aliyun-x".into(), value: "v".into() }], ..Default::default() })),
         row!("DescribeVpcs in a wrong RegionId", "InvalidRegionId.NotFound", f => vpc.describe_vpcs(pb::DescribeVpcsRequest { region_id: "us-east-1".into(), ..Default::default() })),
         row!("DescribeVpcs PageSize negative", "InvalidParameter", f => vpc.describe_vpcs(pb::DescribeVpcsRequest { page_size: Some(-1), ..Default::default() })),
@@ -677,4 +682,55 @@ async fn top_of_address_space_is_reserved_not_a_crash() {
     before.assert_same(&Snapshot::take(s.channel()).await, "after the reserved addresses");
     let e = ok(ecs.create_network_interface(eni_req(&vsw, &sg)).await);
     assert_eq!(e.private_ip_address, "255.255.255.249");
+}
+
+/// What the CLI refuses itself keeps its promise to scripts: `Code: Message` on stderr and exit 1
+/// (the code the HTTP endpoint answers for the same parameter), decided before it connects; what
+/// it cannot reach is exit 2 naming the endpoint, and a server that never answers is given up on
+/// after `--timeout-ms`.
+#[test]
+fn the_cli_refuses_bad_values_with_a_code_and_gives_up_on_a_silent_server() {
+    use std::process::Command;
+    // Nothing listens here: a refusal must not need a server.
+    let dead = "127.0.0.1:1";
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["ecs", "CreateNetworkInterface", "--VSwitchId", "vsw-1", "--SecurityGroupIds.0", "sg-1"],
+            "InvalidParameter",
+        ),
+        (&["ecs", "DescribeNetworkInterfaces", "--MaxResults", "many"], "InvalidParameter"),
+        (&["ecs", "DescribeNetworkInterfaces", "--MaxResults", "99999999999"], "InvalidParameter"),
+        (&["vpc", "DescribeVpcs", "--PageSize", "-"], "InvalidParameter"),
+        (&["vpc", "DescribeVpcs", "--VpcNmae", "typo"], "InvalidParameter"),
+        (&["ecs", "DescribeNetworkInterfaces", "--Tag.1000.Key", "k"], "InvalidParameter"),
+        (&["ecs", "DescribeNetworkInterfaces", "stray"], "InvalidParameter"),
+        (&["ecs", "DescribeNetworkInterfaces", "--InstanceId"], "InvalidParameter"),
+        (&["ecs", "LaunchRocket"], "InvalidAction.NotFound"),
+        (&["ecs", "--timeout-ms", "soon", "DescribeNetworkInterfaces"], "InvalidParameter"),
+    ];
+    for (args, code) in cases {
+        let out = Command::new(enifab_binary()).arg("--endpoint").arg(dead).args(*args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(&format!("{code}: ")) && stderr.lines().count() == 1, "{args:?}: {stderr}");
+    }
+
+    let out = Command::new(enifab_binary()).args(["--endpoint", dead, "vpc", "DescribeVpcs"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("cannot reach the emulator at {dead}")), "{stderr}");
+
+    // A port that accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let out = Command::new(enifab_binary())
+        .args(["--endpoint", &addr, "vpc", "--timeout-ms", "400", "DescribeVpcs"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&addr) && stderr.contains("no answer within 400 ms"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "{:?}", started.elapsed());
+    drop(silent);
 }

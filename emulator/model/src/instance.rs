@@ -18,7 +18,7 @@ use crate::eni::{Attachment, Eni, EniStatus, EniType, NewEni};
 use crate::error::ModelError;
 use crate::ids::IdKind;
 use crate::paging::{PageBounds, PageInfo, PageRequest, paginate};
-use crate::region::{Kind, Region, check_tags, has_all_tags, parse_ip};
+use crate::region::{Kind, Region, check_tags, check_text, has_all_tags, parse_ip};
 use crate::time::Millis;
 use crate::{Result, Tag};
 
@@ -130,6 +130,9 @@ impl Region {
             }
             if req.v_switch_id.is_empty() {
                 return Err(ModelError::MissingParameter("VSwitchId"));
+            }
+            if let Some(name) = &req.instance_name {
+                check_text("InstanceName", name, 128)?;
             }
             if !r.types.contains_key(&req.instance_type) {
                 return Err(ModelError::InstanceTypeNotFound(req.instance_type.clone()));

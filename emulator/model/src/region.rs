@@ -785,10 +785,11 @@ impl Region {
     }
 }
 
-/// Validate `Tag.N.Key/Value` the way the cloud does: at most 20, keys non-empty, at most 128
-/// characters, not starting with `aliyun` or `acs:`, no key twice.
 /// A name or description as the cloud takes it: at most `max` characters, and not starting with
-/// `http://` or `https://` (the cloud's rule for every resource name and description).
+/// `http://` or `https://` (the cloud's rule for every resource name and description). A name
+/// also holds no control characters: the API references give names as letters, digits and a few
+/// punctuation marks (`.`, `_`, `-`, `:`), and a name with a newline or an escape would print as
+/// something else in every console and log that shows it.
 pub(crate) fn check_text(param: &'static str, s: &str, max: usize) -> Result<()> {
     if s.chars().count() > max || s.starts_with("http://") || s.starts_with("https://") {
         return Err(ModelError::invalid(
@@ -796,9 +797,14 @@ pub(crate) fn check_text(param: &'static str, s: &str, max: usize) -> Result<()>
             format!("at most {max} characters, not starting with http:// or https://"),
         ));
     }
+    if param.ends_with("Name") && s.chars().any(char::is_control) {
+        return Err(ModelError::invalid(param, "a name holds no control characters"));
+    }
     Ok(())
 }
 
+/// Validate `Tag.N.Key/Value` the way the cloud does: at most 20, keys non-empty, at most 128
+/// characters, not starting with `aliyun` or `acs:`, no key twice.
 pub(crate) fn check_tags(tags: &[Tag]) -> Result<()> {
     if tags.len() > 20 {
         return Err(ModelError::invalid("Tag.N", "at most 20 tags"));

@@ -21,6 +21,8 @@ pub struct EmulatorService {
     pub ctx: Ctx,
     /// The checker whose node key tokens are derived from.
     pub auth: Arc<Auth>,
+    /// Open dry runs (shared with the middleware that routes calls into them).
+    pub dry_runs: super::dry_run::DryRuns,
 }
 
 fn non_negative(v: i64) -> u64 {
@@ -62,6 +64,10 @@ impl Emulator for EmulatorService {
         let q = req.into_inner();
         let rid = request_id();
         let fail = |e: ModelError| Err(status::to_status(&e, self.ctx.product, &rid));
+        // Faults live beside the model, not in it: armed from a dry run they would fire for real.
+        if super::dry_run::current().is_some() {
+            return fail(ModelError::invalid("DryRunId", "faults cannot be armed in a dry run"));
+        }
         if q.target_action.is_empty() {
             return fail(ModelError::MissingParameter("TargetAction"));
         }
@@ -114,5 +120,27 @@ impl Emulator for EmulatorService {
             node_token: self.auth.node_token(&q.instance_id),
             instance_id: q.instance_id,
         }))
+    }
+
+    async fn begin_dry_run(
+        &self,
+        _req: Request<pb::BeginDryRunRequest>,
+    ) -> Result<Response<pb::BeginDryRunResponse>, Status> {
+        let rid = request_id();
+        if super::dry_run::current().is_some() {
+            let e = ModelError::invalid("DryRunId", "a dry run cannot open another");
+            return Err(status::to_status(&e, self.ctx.product, &rid));
+        }
+        // Copied on the model thread, so the copy is the region between two calls, never a half.
+        let copy = self.ctx.model.read(super::dry_run::copy).await;
+        let copy = copy.and_then(|c| c).map_err(|e| status::to_status(&e, self.ctx.product, &rid))?;
+        let dry_run_id = self.dry_runs.begin(copy, self.ctx.model.clock());
+        tracing::debug!(%dry_run_id, "dry run opened");
+        Ok(Response::new(pb::BeginDryRunResponse { request_id: rid, dry_run_id }))
+    }
+
+    async fn end_dry_run(&self, req: Request<pb::EndDryRunRequest>) -> Result<Response<pb::EndDryRunResponse>, Status> {
+        self.dry_runs.end(&req.into_inner().dry_run_id);
+        Ok(Response::new(pb::EndDryRunResponse { request_id: request_id() }))
     }
 }

@@ -15,6 +15,7 @@
 //! gRPC routes are wrapped in [`action_scope`] (serve.rs), the HTTP endpoint wraps its dispatch.
 
 pub mod auth;
+pub mod dry_run;
 pub mod ecs;
 pub mod emulator;
 pub mod render;
@@ -52,7 +53,11 @@ impl Ctx {
         F: FnOnce(&mut Region, Millis) -> Result<T, ModelError> + Send + 'static,
     {
         self.admit(request_id, region_id)?;
-        self.model.call(f).await.map_err(|e| status::to_status(&e, self.product, request_id))
+        let out = match dry_run::current() {
+            Some(session) => session.call(f),
+            None => self.model.call(f).await,
+        };
+        out.map_err(|e| status::to_status(&e, self.product, request_id))
     }
 
     /// [`Ctx::call`] for a request whose conversion into the model's can fail (lists in JSON,
@@ -72,13 +77,20 @@ impl Ctx {
     {
         self.admit(request_id, region_id)?;
         let req = build().map_err(|e| status::to_status(&e, self.product, request_id))?;
-        self.model.call(move |r, now| f(r, now, req)).await.map_err(|e| status::to_status(&e, self.product, request_id))
+        let out = match dry_run::current() {
+            Some(session) => session.call(move |r, now| f(r, now, req)),
+            None => self.model.call(move |r, now| f(r, now, req)).await,
+        };
+        out.map_err(|e| status::to_status(&e, self.product, request_id))
     }
 
     /// What the cloud's gateway checks before any validation: an injected fault for this action
     /// (throttled or failed calls are refused first), then `RegionId` (empty means ours).
     fn admit(&self, request_id: &str, region_id: &str) -> Result<(), Status> {
-        if let Some(e) = ACTION.try_with(|a| self.faults.take(a)).ok().flatten() {
+        // A dry run must leave the faults armed for the real run it rehearses.
+        let dry = dry_run::current().is_some();
+        let fault = if dry { None } else { ACTION.try_with(|a| self.faults.take(a)).ok().flatten() };
+        if let Some(e) = fault {
             tracing::debug!(code = e.code(), request_id, "injected fault");
             return Err(status::to_status(&e, self.product, request_id));
         }

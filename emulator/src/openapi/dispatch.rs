@@ -184,6 +184,8 @@ impl Services {
                 "CreateInstanceType" => create_instance_type,
                 "InjectFault" => inject_fault,
                 "IssueNodeToken" => issue_node_token,
+                "BeginDryRun" => begin_dry_run,
+                "EndDryRun" => end_dry_run,
             ),
         }
     }

@@ -68,16 +68,37 @@ impl ApiError {
 
     /// The response: `host_id` is the product's endpoint, `product` its code in `Recommend`.
     pub fn into_response(self, request_id: &str, host_id: &str, product: &str) -> Response {
+        let rid = self.request_id.clone().unwrap_or_else(|| request_id.to_string());
+        let body = self.body(&rid, host_id, product);
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        json_response(status, &rid, &body)
+    }
+
+    /// The JSON body of the answer (see [`ApiError::into_response`]).
+    pub fn body(&self, request_id: &str, host_id: &str, product: &str) -> serde_json::Value {
         let rid = self.request_id.as_deref().unwrap_or(request_id);
-        let body = serde_json::json!({
+        serde_json::json!({
             "RequestId": rid,
             "HostId": host_id,
             "Code": self.code,
             "Message": self.message,
             "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product={product}&requestId={rid}", self.code),
-        });
+        })
+    }
+
+    /// The whole HTTP/1.1 answer as bytes, for the one place that answers beneath the router
+    /// (the listener, for requests hyper could not parse). The connection closes after it.
+    pub fn to_http1_bytes(&self, request_id: &str, host_id: &str, product: &str) -> Vec<u8> {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        json_response(status, rid, &body)
+        let body = self.body(request_id, host_id, product).to_string();
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json;charset=utf-8\r\nx-acs-request-id: {request_id}\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes()
     }
 }
 

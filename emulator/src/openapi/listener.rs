@@ -186,6 +186,7 @@ async fn drive<I>(
 {
     let activity = Arc::new(Activity::new());
     let service = tracked(app, activity.clone(), limits.request_timeout);
+    let io = CloudRefusals { inner: io, pending: Vec::new() };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);
     // Set once the connection was asked to close: by then it must be gone.
@@ -222,6 +223,106 @@ async fn drive<I>(
                 }
             }
         }
+    }
+}
+
+/// The connection's bytes, with hyper's own refusals put in the cloud's words.
+///
+/// A request hyper cannot parse (a URI or a head too long, bytes a header may not hold) never
+/// reaches the router: hyper answers it itself, `400`/`414`/`431` with an empty body, and closes
+/// the connection. Clients of the cloud read `Code` from a JSON body whatever the status, so
+/// that answer is swapped, as it is written, for the cloud's error shape with the same status.
+/// hyper's refusal is told apart from the router's answers by what it lacks: every answer of the
+/// router that carries a status like these has a body and a `content-type`.
+struct CloudRefusals<I> {
+    inner: I,
+    /// Bytes of a swapped answer not yet written (the caller was told they were).
+    pending: Vec<u8>,
+}
+
+impl<I: AsyncWrite + Unpin> CloudRefusals<I> {
+    /// The cloud-shaped answer for `head`, if it is one of hyper's refusals.
+    fn swap(head: &[u8]) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(head.get(..head.len().min(512))?).ok()?.to_ascii_lowercase();
+        let (code, message) = if text.starts_with("http/1.1 400 ") {
+            ("BadRequest", "The request could not be read: its request line or a header is malformed.")
+        } else if text.starts_with("http/1.1 414 ") {
+            ("RequestURITooLong", "The request's URI is too long; send the parameters in a form body.")
+        } else if text.starts_with("http/1.1 431 ") {
+            ("RequestHeaderFieldsTooLarge", "The request's header fields are too large.")
+        } else {
+            return None;
+        };
+        if !text.contains("content-length: 0\r\n") || text.contains("content-type") {
+            return None;
+        }
+        let status = text[9..12].parse().ok()?;
+        // The cloud documents no codes for requests its gateway cannot read; these name the
+        // HTTP status, which is what such a client can act on.
+        let e = ApiError::new(status, code, message);
+        Some(e.to_http1_bytes(&crate::grpc::request_id(), "enifab", "Ecs"))
+    }
+
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for CloudRefusals<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for CloudRefusals<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        if let Some(answer) = Self::swap(buf) {
+            self.pending = answer;
+            // Told written now; `drain` finishes it before anything else goes out.
+            let _ = self.drain(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        if let Some(answer) = bufs.iter().find(|b| !b.is_empty()).and_then(|first| Self::swap(first)) {
+            self.pending = answer;
+            let _ = self.drain(cx)?;
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -213,8 +213,29 @@ impl OpenApi {
             )));
         }
         let message = codec::params_to_message(&method.input(), &params, false).map_err(|e| fail(e.into()))?;
-        grpc::as_action(&action, self.services.call(api, &action, message))
-            .await
-            .map_err(|status| fail(ApiError::from_status(&status)))
+        // The API references mark `RegionId` required on every action enifab serves, and the
+        // cloud's gateway refuses a call without a mandatory parameter of that kind as
+        // `Missing<Name>`, "<Name> is mandatory for this action." (seen for CS's `region` in
+        // aliyun/aliyun-cli issue #417: `Missingregion`, "region is mandatory for this action.");
+        // hence `MissingRegionId`. gRPC callers may leave it empty: that face is enifab's, one
+        // region per server. Emulator-only actions have no region.
+        let takes_region = method.input().get_field_by_name("region_id").is_some();
+        let has_region = params.iter().any(|(k, v)| k == "RegionId" && !v.is_empty());
+        if api != dispatch::Api::Emulator && takes_region && !has_region {
+            return Err(fail(ApiError::new(400, "MissingRegionId", "RegionId is mandatory for this action.")));
+        }
+        let call = grpc::as_action(&action, self.services.call(api, &action, message));
+        let answer = match req.headers.get(grpc::dry_run::HEADER) {
+            None => call.await,
+            Some(id) => {
+                let id = id.to_str().unwrap_or_default();
+                match self.services.emulator.dry_runs.get(id) {
+                    Some(session) => grpc::dry_run::within(session, call).await,
+                    // Meant to change nothing: never run for real.
+                    None => return Err(fail(ApiError::from_model(&grpc::dry_run::not_open(id)))),
+                }
+            }
+        };
+        answer.map_err(|status| fail(ApiError::from_status(&status)))
     }
 }

@@ -81,6 +81,10 @@ impl Server {
     /// An unsigned call with the parameters in a form body (what a curl user sends).
     pub async fn form(&self, version: &str, action: &str, params: &[(&str, &str)]) -> Reply {
         let mut all = vec![("Action", action), ("Version", version)];
+        // As the SDKs send it: every action of the cloud's products takes the region.
+        if version != EMULATOR && !params.iter().any(|(k, _)| *k == "RegionId") {
+            all.push(("RegionId", REGION));
+        }
         all.extend_from_slice(params);
         let body =
             all.iter().map(|(k, v)| format!("{}={}", go_query_escape(k), go_query_escape(v))).collect::<Vec<_>>();
