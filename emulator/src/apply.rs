@@ -35,7 +35,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use enifab_model::net::parse_peer_cidr;
+use enifab_model::net::{parse_peer_cidr, parse_peer_cidr6};
 use enifab_model::security_group::canonical_port_range;
 use enifab_proto::v1 as pb;
 use tonic::Status;
@@ -257,6 +257,14 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
                     v.cidr.value
                 )
             }
+            Some(existing) if v.enable_ipv6.as_ref().is_some_and(|e| e.value) && !existing.enabled_ipv6 => {
+                bail!(
+                    "{}: vpc {} exists without IPv6, the file enables it (the emulator, as this file, has no \
+                     action that adds a block later)",
+                    loc(topo, &v.name),
+                    v.name.value
+                )
+            }
             Some(existing) => (existing.vpc_id.clone(), false),
             None => {
                 let r = c
@@ -265,6 +273,7 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
                         region_id: region.clone(),
                         cidr_block: v.cidr.value.clone(),
                         vpc_name: v.name.value.clone(),
+                        enable_ipv6: v.enable_ipv6.as_ref().map(|e| e.value),
                         ..Default::default()
                     })
                     .await
@@ -280,6 +289,13 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
         out.vpcs.insert(v.name.value.clone(), id.clone());
         for s in &v.vswitches {
             let (vsw, created) = match find_vswitch(c, &region, &id, &s.name.value).await?.as_ref() {
+                Some(e) if s.ipv6_cidr_block.is_some() && e.ipv6_cidr_block.is_empty() => {
+                    bail!(
+                        "{}: vswitch {} exists without IPv6, the file gives it a /64",
+                        loc(topo, &s.name),
+                        s.name.value
+                    )
+                }
                 Some(e) if e.cidr_block != s.cidr.value || e.zone_id != s.zone.value => {
                     bail!(
                         "{}: vswitch {} exists as {} in {}, the file says {} in {}",
@@ -301,12 +317,14 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
                             zone_id: s.zone.value.clone(),
                             cidr_block: s.cidr.value.clone(),
                             v_switch_name: s.name.value.clone(),
+                            ipv6_cidr_block: s.ipv6_cidr_block.as_ref().map(|b| b.value as i32),
                             ..Default::default()
                         })
                         .await
                         .map_err(located(
                             vec![
                                 (&["Zone"], Some(loc(topo, &s.zone))),
+                                (&["Ipv6CidrBlock"], s.ipv6_cidr_block.as_ref().map(|b| loc(topo, b))),
                                 (&["Cidr", "InvalidParameter"], Some(loc(topo, &s.cidr))),
                             ],
                             loc(topo, &s.name),
@@ -1227,13 +1245,19 @@ struct RuleKey {
     protocol: String,
     ports: String,
     peer_cidr: String,
+    /// An IPv6 peer (`Ipv6SourceCidrIp` / `Ipv6DestCidrIp`); a rule has one family.
+    peer_cidr6: String,
     peer_group: String,
     policy: String,
     priority: String,
 }
 
 fn desired_key(direction: &'static str, r: &RuleSpec, groups: &HashMap<String, String>) -> RuleKey {
-    let protocol = r.protocol.value.to_ascii_uppercase();
+    // Spelled as DescribeSecurityGroupAttribute answers, ICMPv6 included.
+    let protocol = match r.protocol.value.to_ascii_uppercase() {
+        p if p == "ICMPV6" => "ICMPv6".to_string(),
+        p => p,
+    };
     // As the model renders it, so that "80/80" and " 80/80" are one rule (the file was checked).
     let ports = match &r.ports {
         Some(p) => canonical_port_range(&protocol, &p.value).unwrap_or_else(|_| p.value.clone()),
@@ -1248,6 +1272,7 @@ fn desired_key(direction: &'static str, r: &RuleSpec, groups: &HashMap<String, S
         protocol,
         ports,
         peer_cidr: r.peer.as_ref().and_then(|p| parse_peer_cidr(&p.value)).map(|c| c.to_string()).unwrap_or_default(),
+        peer_cidr6: r.peer.as_ref().and_then(|p| parse_peer_cidr6(&p.value)).map(|c| c.to_string()).unwrap_or_default(),
         peer_group: r.peer_group.as_ref().map(|g| groups[&g.value].clone()).unwrap_or_default(),
         policy,
         priority: r.priority.as_ref().map_or(1, |p| p.value).to_string(),
@@ -1261,6 +1286,7 @@ fn current_key(p: &pb::PermissionItem) -> RuleKey {
         protocol: p.ip_protocol.clone(),
         ports: p.port_range.clone(),
         peer_cidr: if ingress { p.source_cidr_ip.clone() } else { p.dest_cidr_ip.clone() },
+        peer_cidr6: if ingress { p.ipv6_source_cidr_ip.clone() } else { p.ipv6_dest_cidr_ip.clone() },
         peer_group: if ingress { p.source_group_id.clone() } else { p.dest_group_id.clone() },
         policy: p.policy.clone(),
         priority: p.priority.clone(),
@@ -1270,7 +1296,10 @@ fn current_key(p: &pb::PermissionItem) -> RuleKey {
 fn permission(k: &RuleKey, description: &str) -> pb::Permission {
     let ingress = k.direction == "ingress";
     let (cidr, group) = (k.peer_cidr.clone(), k.peer_group.clone());
+    let cidr6 = k.peer_cidr6.clone();
     pb::Permission {
+        ipv6_source_cidr_ip: if ingress { cidr6.clone() } else { String::new() },
+        ipv6_dest_cidr_ip: if ingress { String::new() } else { cidr6 },
         ip_protocol: k.protocol.clone(),
         port_range: k.ports.clone(),
         source_cidr_ip: if ingress { cidr.clone() } else { String::new() },

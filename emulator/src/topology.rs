@@ -89,6 +89,9 @@ fn one_f() -> f32 {
 pub struct VpcSpec {
     pub name: S<String>,
     pub cidr: S<String>,
+    /// `CreateVpc EnableIpv6`: the VPC gets an IPv6 /56.
+    #[serde(default)]
+    pub enable_ipv6: Option<S<bool>>,
     #[serde(default)]
     pub vswitches: Vec<VSwitchSpec>,
 }
@@ -99,6 +102,9 @@ pub struct VSwitchSpec {
     pub name: S<String>,
     pub zone: S<String>,
     pub cidr: S<String>,
+    /// `CreateVSwitch Ipv6CidrBlock`: which /64 of the VPC's /56 (0–255); needs `enableIpv6`.
+    #[serde(default)]
+    pub ipv6_cidr_block: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,7 +124,8 @@ pub struct SecurityGroupSpec {
     pub egress: Vec<RuleSpec>,
 }
 
-/// One rule. `peer` is a CIDR or an IP; `peerGroup` names a group of the file.
+/// One rule. `peer` is a CIDR or an IP of either family (an IPv6 one is sent as
+/// `Ipv6SourceCidrIp` / `Ipv6DestCidrIp`); `peerGroup` names a group of the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleSpec {
@@ -608,8 +615,20 @@ impl Topology {
                 p.push(at(f, &v.cidr, format!("{:?} is not a CIDR block like 10.0.0.0/8", v.cidr.value)));
             }
             let mut seen: Vec<Cidr> = Vec::new();
+            let mut seen6: Vec<u32> = Vec::new();
+            let ipv6 = v.enable_ipv6.as_ref().is_some_and(|e| e.value);
             for s in &v.vswitches {
                 unique(&mut p, "vswitch", &s.name);
+                if let Some(b) = &s.ipv6_cidr_block {
+                    if !ipv6 {
+                        p.push(at(f, b, format!("vpc {} has no IPv6 block: add enableIpv6: true", v.name.value)));
+                    } else if b.value > 255 {
+                        p.push(at(f, b, "ipv6CidrBlock picks one /64 of the VPC's /56: 0 to 255"));
+                    } else if seen6.contains(&b.value) {
+                        p.push(at(f, b, format!("another vSwitch of the VPC has /64 number {}", b.value)));
+                    }
+                    seen6.push(b.value);
+                }
                 match s.cidr.value.parse::<Cidr>() {
                     Err(()) => {
                         p.push(at(f, &s.cidr, format!("{:?} is not a CIDR block like 10.0.4.0/24", s.cidr.value)))
@@ -1073,9 +1092,9 @@ impl Topology {
 
     fn check_rule(&self, f: &str, r: &RuleSpec, p: &mut Vec<String>) {
         let proto = r.protocol.value.to_ascii_uppercase();
-        let known = matches!(proto.as_str(), "TCP" | "UDP" | "ICMP" | "GRE" | "ALL");
+        let known = matches!(proto.as_str(), "TCP" | "UDP" | "ICMP" | "ICMPV6" | "GRE" | "ALL");
         if !known {
-            p.push(at(f, &r.protocol, "protocol is TCP, UDP, ICMP, GRE or ALL"));
+            p.push(at(f, &r.protocol, "protocol is TCP, UDP, ICMP, ICMPv6, GRE or ALL"));
         }
         if matches!(proto.as_str(), "TCP" | "UDP") && r.ports.is_none() {
             p.push(at(f, &r.protocol, "TCP and UDP rules need ports: \"80/80\" or \"1/65535\""));
@@ -1093,7 +1112,10 @@ impl Topology {
         }
         match (&r.peer, &r.peer_group) {
             (None, None) => p.push(at(f, &r.protocol, "a rule needs a peer (CIDR) or a peerGroup")),
-            (Some(c), _) if enifab_model::net::parse_peer_cidr(&c.value).is_none() => {
+            (Some(c), _)
+                if enifab_model::net::parse_peer_cidr(&c.value).is_none()
+                    && enifab_model::net::parse_peer_cidr6(&c.value).is_none() =>
+            {
                 p.push(at(f, c, format!("{:?} is not a CIDR block or an IP", c.value)))
             }
             (_, Some(g)) if self.security_group(&g.value).is_none() => {

@@ -436,3 +436,63 @@ async fn a_dry_run_changes_only_its_copy_and_a_call_naming_a_closed_one_is_refus
     assert!(refused.message().contains("no dry run"), "{refused:?}");
     Snapshot::take(s.channel()).await.assert_same(&before, "a call naming a closed dry run");
 }
+
+const DUAL_STACK: &str = "region: cn-hongkong
+vpcs:
+  - name: v
+    cidr: 10.0.0.0/8
+    enableIpv6: true
+    vswitches:
+      - { name: nodes, zone: cn-hongkong-b, cidr: 10.0.4.0/24 }
+      - { name: pods, zone: cn-hongkong-b, cidr: 10.0.8.0/24, ipv6CidrBlock: 8 }
+securityGroups:
+  - name: web
+    vpc: v
+    ingress:
+      - { protocol: tcp, ports: 80/80, peer: \"2408:4005:3000::/48\" }
+      - { protocol: icmpv6, peer: \"::/0\" }
+      - { protocol: tcp, ports: 80/80, peer: 10.0.0.0/8 }
+";
+
+/// A dual-stack file: the VPC's /56, the pods' /64 by its number, rules with IPv6 peers (and
+/// ICMPv6) described back as the file says, and a second apply that changes nothing.
+#[tokio::test]
+async fn a_dual_stack_file_applies_and_applies_again_with_nothing_created() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "dual.yaml", DUAL_STACK);
+    let first = apply_file(&s.addr().to_string(), &file).await.expect("first apply");
+    assert_eq!(first.created, 1 + 2 + 1);
+    let once = Snapshot::take(s.channel()).await;
+    let vpc = &once.vpcs[0];
+    assert!(vpc.enabled_ipv6 && vpc.ipv6_cidr_block.ends_with("::/56"), "{vpc:?}");
+    let pods = once.vswitches.iter().find(|v| v.v_switch_name == "pods").unwrap();
+    let nodes = once.vswitches.iter().find(|v| v.v_switch_name == "nodes").unwrap();
+    let base: std::net::Ipv6Addr = vpc.ipv6_cidr_block.trim_end_matches("/56").parse().unwrap();
+    assert_eq!(pods.ipv6_cidr_block, format!("{}/64", std::net::Ipv6Addr::from(u128::from(base) | 8 << 64)));
+    assert!(nodes.ipv6_cidr_block.is_empty() && !nodes.enabled_ipv6);
+    let rules = &once.security_group_attributes[0].permissions.as_ref().unwrap().permission;
+    let mut peers: Vec<(String, String, String)> = rules
+        .iter()
+        .map(|r| (r.ip_protocol.clone(), r.source_cidr_ip.clone(), r.ipv6_source_cidr_ip.clone()))
+        .collect();
+    peers.sort();
+    assert_eq!(
+        peers,
+        [
+            ("ICMPv6".to_string(), String::new(), "::/0".to_string()),
+            ("TCP".to_string(), String::new(), "2408:4005:3000::/48".to_string()),
+            ("TCP".to_string(), "10.0.0.0/8".to_string(), String::new()),
+        ]
+    );
+    let second = apply_file(&s.addr().to_string(), &file).await.expect("second apply");
+    assert_eq!(second.created, 0);
+    Snapshot::take(s.channel()).await.assert_same(&once, "applying again");
+
+    // A /64 number on a vSwitch of a VPC without IPv6 is refused before anything is made.
+    let bad = write(&dir, "bad.yaml", &DUAL_STACK.replace("    enableIpv6: true\n", ""));
+    let err = apply_file(&s.addr().to_string(), &bad).await.unwrap_err().to_string();
+    let line =
+        DUAL_STACK.replace("    enableIpv6: true\n", "").lines().position(|l| l.contains("ipv6CidrBlock")).unwrap() + 1;
+    assert!(err.contains(&format!("bad.yaml:{line}:")) && err.contains("enableIpv6"), "{err}");
+}
