@@ -473,6 +473,21 @@ const CLOUD_PARAMS: &[(Api, &str, &[&str])] = &[
     (Api::Vpc, "DeleteVpc", &["ClientToken", "DryRun", "ForceDelete", "VpcId"]),
 ];
 
+/// Actions whose request the cloud defines without `RegionId` (the instance is named by its ID
+/// alone, and the instance-type catalogue is global): the SDKs' request models have no such
+/// field, so a call cannot be refused for lacking it.
+const REGIONLESS: &[(Api, &str)] = &[
+    (Api::Ecs, "DeleteInstance"),
+    (Api::Ecs, "StartInstance"),
+    (Api::Ecs, "StopInstance"),
+    (Api::Ecs, "DescribeInstanceTypes"),
+];
+
+/// Whether `action` is called without `RegionId` in the cloud.
+pub fn regionless(api: Api, action: &str) -> bool {
+    REGIONLESS.iter().any(|(a, n)| *a == api && *n == action)
+}
+
 /// The first parameter of `params` that `action` defines in the cloud but `input` (the action's
 /// request message) does not carry, if any: matched on the first segment of a flat name, so
 /// `ConnectionTrackingConfiguration.TcpEstablishedTimeout` is `ConnectionTrackingConfiguration`.

@@ -219,7 +219,7 @@ impl OpenApi {
         // aliyun/aliyun-cli issue #417: `Missingregion`, "region is mandatory for this action.");
         // hence `MissingRegionId`. gRPC callers may leave it empty: that face is enifab's, one
         // region per server. Emulator-only actions have no region.
-        let takes_region = method.input().get_field_by_name("region_id").is_some();
+        let takes_region = method.input().get_field_by_name("region_id").is_some() && !gaps::regionless(api, &action);
         let has_region = params.iter().any(|(k, v)| k == "RegionId" && !v.is_empty());
         if api != dispatch::Api::Emulator && takes_region && !has_region {
             return Err(fail(ApiError::new(400, "MissingRegionId", "RegionId is mandatory for this action.")));
