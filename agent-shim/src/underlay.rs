@@ -339,7 +339,12 @@ mod test {
     const GW: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
 
     fn link(index: u32, name: &str, kind: Option<&str>) -> LinkEntry {
-        LinkEntry { index, name: name.into(), kind: kind.map(Into::into), mac: Some([2, 0x42, 0xac, 0x12, 0, 3]) }
+        LinkEntry {
+            index,
+            name: name.into(),
+            kind: kind.map(Into::into),
+            mac: Some(enifab_net::Mac([2, 0x42, 0xac, 0x12, 0, 3])),
+        }
     }
 
     fn route(dst: &str, prefix: u8, gateway: Option<Ipv4Addr>, oif: u32) -> RouteInfo {

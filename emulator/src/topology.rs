@@ -607,7 +607,7 @@ impl Topology {
             for s in &v.vswitches {
                 unique(&mut p, "vswitch", &s.name);
                 match s.cidr.value.parse::<Cidr>() {
-                    Err(()) => {
+                    Err(_) => {
                         p.push(at(f, &s.cidr, format!("{:?} is not a CIDR block like 10.0.4.0/24", s.cidr.value)))
                     }
                     Ok(c) => {

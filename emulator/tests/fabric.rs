@@ -41,7 +41,7 @@ async fn nodes_arp_ping_and_are_filtered_by_security_groups() {
     // Proxy ARP: any target, answered with the gateway MAC.
     a.sock.send(&arp_request(&a.eth0, Ipv4Addr::new(10, 0, 4, 20))).unwrap();
     let reply = recv_frame(&a.sock).expect("an ARP reply");
-    assert_eq!(&reply[0..6], &a.eth0.mac, "to the requester");
+    assert_eq!(&reply[0..6], &a.eth0.mac.0, "to the requester");
     assert_eq!(&reply[6..12], &[0xee, 0xff, 0xff, 0xff, 0xff, 0xff], "from the gateway MAC");
 
     // Members of one basic group reach each other (InnerAccessPolicy Accept)…
@@ -82,7 +82,7 @@ async fn nodes_arp_ping_and_are_filtered_by_security_groups() {
         .unwrap();
     a.sock.send(&echo_datagram(&a.eth0, b.eth0.ip, 8, 8)).unwrap();
     let frame = recv_frame(&b.sock).expect("the echo reaches B");
-    assert_eq!(&frame[0..6], &b.eth0.mac, "delivered to B's MAC");
+    assert_eq!(&frame[0..6], &b.eth0.mac.0, "delivered to B's MAC");
     assert_eq!(&frame[6..12], &[0xee, 0xff, 0xff, 0xff, 0xff, 0xff], "routed by the VPC");
     assert_eq!(u16::from_be_bytes([frame[12], frame[13]]), ethernet::ETHERTYPE_IPV4);
 

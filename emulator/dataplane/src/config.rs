@@ -32,54 +32,8 @@ pub(crate) type FixedState = BuildHasherDefault<DefaultHasher>;
 pub(crate) type FixedMap<K, V> = HashMap<K, V, FixedState>;
 pub(crate) type FixedSet<K> = HashSet<K, FixedState>;
 
-/// An IPv4 prefix. Host bits of `addr` are ignored when matching.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv4Cidr {
-    addr: Ipv4Addr,
-    prefix: u8,
-}
-
-impl Ipv4Cidr {
-    pub const fn new(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Cidr> {
-        if prefix <= 32 { Some(Ipv4Cidr { addr, prefix }) } else { None }
-    }
-
-    pub const fn addr(&self) -> Ipv4Addr {
-        self.addr
-    }
-
-    pub const fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    fn mask(&self) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
-    }
-
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        (u32::from(ip) ^ u32::from(self.addr)) & self.mask() == 0
-    }
-
-    pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) & self.mask())
-    }
-
-    pub fn last(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
-    }
-
-    /// The vSwitch gateway: last address − 2 (`.253` in a /24, `.1` in a /30); none for /31
-    /// and /32, which have no reserved addresses to put it in.
-    pub fn gateway(&self) -> Option<Ipv4Addr> {
-        (self.prefix <= 30).then(|| Ipv4Addr::from(u32::from(self.last()) - 2))
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
+/// An IPv4 prefix; built with [`Cidr::containing`], host bits are ignored when matching.
+pub use enifab_net::Cidr;
 
 /// One ENI device a node shim registered: frames with this VNI are accepted only from `peer`,
 /// and frames for it are sent there.
@@ -143,7 +97,7 @@ pub struct EniConfig {
     pub primary_ip: Ipv4Addr,
     /// Primary and secondary IPs (the primary is added if missing).
     pub ips: Vec<Ipv4Addr>,
-    pub vswitch_cidr: Ipv4Cidr,
+    pub vswitch_cidr: Cidr,
     pub security_group_ids: Vec<String>,
     pub source_dest_check: bool,
     pub attachment: Attachment,
@@ -213,7 +167,7 @@ impl Protocol {
 /// The remote side of a rule: `SourceCidrIp`/`DestCidrIp` or `SourceGroupId`/`DestGroupId`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Peer {
-    Cidr(Ipv4Cidr),
+    Cidr(Cidr),
     /// All private IPs of all ENIs in that group (same VPC). An unknown group matches nothing.
     Group(String),
 }
@@ -234,7 +188,7 @@ pub struct Rule {
     pub source_port_range: Option<(u16, u16)>,
     pub peer: Peer,
     /// This ENI's side of a 5-tuple rule: `DestCidrIp` on ingress, `SourceCidrIp` on egress.
-    pub local_cidr: Option<Ipv4Cidr>,
+    pub local_cidr: Option<Cidr>,
 }
 
 /// A layer-4 protocol a load balancer listens on.
@@ -391,7 +345,7 @@ pub struct ExternalHostConfig {
     pub peer: SocketAddr,
     pub ip: Ipv4Addr,
     /// The segment it believes it is on; its gateway (last − 2) answers ping.
-    pub segment: Ipv4Cidr,
+    pub segment: Cidr,
 }
 
 /// A snapshot the emulator could not turn into a consistent data plane.
@@ -479,21 +433,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Stable 64-bit name of a string id (FNV-1a). Conntrack keys and entries use it so that they
-/// stay meaningful across snapshots, whose internal indexes are renumbered.
-pub(crate) const fn stable_key(s: &str) -> u64 {
-    fnv_extend(0xcbf2_9ce4_8422_2325, s.as_bytes())
-}
-
-/// FNV-1a of `bytes`, continuing from `h`.
-pub(crate) const fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
-    let mut i = 0;
-    while i < bytes.len() {
-        h = (h ^ bytes[i] as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        i += 1;
-    }
-    h
-}
+// `stable_key` (FNV-1a of an id) names conntrack keys and entries, so that they stay meaningful
+// across snapshots, whose internal indexes are renumbered.
+pub(crate) use enifab_net::hash::{fnv1a_extend, stable_key};
 
 /// The namespace of the internet side: what the VPC key is for ENIs, this is for external
 /// hosts and internet-facing VIPs. No VPC id hashes to it in practice (VPC ids start `vpc-`),
@@ -503,8 +445,8 @@ pub(crate) const INTERNET: u64 = stable_key("enifab:internet");
 /// The stable name of a listener, for runtime state that outlives snapshots (scheduler,
 /// persistence, health).
 pub(crate) fn listener_key(lb_id: &str, protocol: LbProtocol, port: u16) -> u64 {
-    let h = fnv_extend(stable_key(lb_id), &[0, protocol.number()]);
-    fnv_extend(h, &port.to_be_bytes())
+    let h = fnv1a_extend(stable_key(lb_id), &[0, protocol.number()]);
+    fnv1a_extend(h, &port.to_be_bytes())
 }
 
 pub(crate) type EniIdx = u32;
@@ -558,7 +500,7 @@ impl Timeouts {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CompiledPeer {
-    Cidr(Ipv4Cidr),
+    Cidr(Cidr),
     Group(GroupIdx),
     /// A reference to a group not in the snapshot.
     Nothing,
@@ -577,7 +519,7 @@ pub(crate) struct CompiledRule {
     pub dst_ports: (u16, u16),
     pub src_ports: (u16, u16),
     pub peer: CompiledPeer,
-    pub local: Option<Ipv4Cidr>,
+    pub local: Option<Cidr>,
 }
 
 #[derive(Debug)]
@@ -1067,8 +1009,8 @@ fn compile_eni(e: &EniConfig, groups: &[SecurityGroupConfig], group_idx: &FixedM
 mod test {
     use super::*;
 
-    fn cidr(a: [u8; 4], p: u8) -> Ipv4Cidr {
-        Ipv4Cidr::new(Ipv4Addr::from(a), p).unwrap()
+    fn cidr(a: [u8; 4], p: u8) -> Cidr {
+        Cidr::containing(Ipv4Addr::from(a), p).unwrap()
     }
 
     #[test]
@@ -1087,7 +1029,7 @@ mod test {
         assert!(cidr([0, 0, 0, 0], 0).contains(Ipv4Addr::new(1, 2, 3, 4)));
         assert!(cidr([1, 2, 3, 4], 32).contains(Ipv4Addr::new(1, 2, 3, 4)));
         assert!(!cidr([1, 2, 3, 4], 32).contains(Ipv4Addr::new(1, 2, 3, 5)));
-        assert!(Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 33).is_none());
+        assert!(Cidr::containing(Ipv4Addr::UNSPECIFIED, 33).is_none());
         assert_eq!(c.network(), Ipv4Addr::new(10, 1, 0, 0));
     }
 

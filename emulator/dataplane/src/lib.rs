@@ -41,7 +41,7 @@ mod lb;
 mod nat;
 mod security_group;
 pub mod stats;
-pub mod wire;
+pub use enifab_net::wire;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -52,8 +52,8 @@ mod tests;
 use core::time::Duration;
 
 pub use config::{
-    Attachment, BackendConfig, ConfigError, ConntrackTimeouts, Direction, EniConfig, ExternalHostConfig, FabricConfig,
-    FabricSpec, HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, LbNetwork, LbProtocol, ListenerConfig,
+    Attachment, BackendConfig, Cidr, ConfigError, ConntrackTimeouts, Direction, EniConfig, ExternalHostConfig,
+    FabricConfig, FabricSpec, HealthCheckConfig, HealthCheckKind, HttpCodes, LbNetwork, LbProtocol, ListenerConfig,
     LoadBalancerConfig, Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig, SgKind,
 };
 pub use conntrack::{FlowDir, FlowState};

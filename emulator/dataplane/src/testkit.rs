@@ -56,9 +56,9 @@ pub struct Endpoint {
     pub peer: SocketAddr,
 }
 
-const MAC_TRUNK_A: Mac = [0x00, 0x16, 0x3e, 0x0a, 0x00, 0x01];
-const MAC_PRIMARY_B: Mac = [0x00, 0x16, 0x3e, 0x0b, 0x00, 0x01];
-const MAC_TRUNK_B: Mac = [0x00, 0x16, 0x3e, 0x0b, 0x00, 0x02];
+const MAC_TRUNK_A: Mac = Mac([0x00, 0x16, 0x3e, 0x0a, 0x00, 0x01]);
+const MAC_PRIMARY_B: Mac = Mac([0x00, 0x16, 0x3e, 0x0b, 0x00, 0x01]);
+const MAC_TRUNK_B: Mac = Mac([0x00, 0x16, 0x3e, 0x0b, 0x00, 0x02]);
 
 pub const TRUNK_A: Endpoint = Endpoint {
     eni: "eni-trunk-a",
@@ -116,7 +116,7 @@ pub const EXTERNAL: Endpoint = Endpoint {
     eni: "ext-client",
     vni: 99,
     vlan: None,
-    mac: [0x02, 0x00, 0x2f, 0x64, 0x01, 0x0a],
+    mac: Mac([0x02, 0x00, 0x2f, 0x64, 0x01, 0x0a]),
     ip: Ipv4Addr::new(47, 100, 1, 10),
     peer: EXT_PEER,
 };
@@ -127,8 +127,8 @@ pub fn vni(v: u32) -> Vni {
     Vni::new(v).unwrap_or_else(|| panic!("vni {v} out of range"))
 }
 
-pub fn cidr(a: [u8; 4], prefix: u8) -> Ipv4Cidr {
-    Ipv4Cidr::new(Ipv4Addr::from(a), prefix).unwrap_or_else(|| panic!("bad prefix {prefix}"))
+pub fn cidr(a: [u8; 4], prefix: u8) -> Cidr {
+    Cidr::containing(Ipv4Addr::from(a), prefix).unwrap_or_else(|| panic!("bad prefix {prefix}"))
 }
 
 pub fn rule(
@@ -220,7 +220,7 @@ impl Lab {
                 id: e.eni.to_string(),
                 vpc_id: VPC.to_string(),
                 // Members have a MAC of their own in the API, never seen on the wire.
-                mac: if e.vlan.is_some() { [0x00, 0x16, 0x3e, 0xee, 0x00, e.ip.octets()[3]] } else { e.mac },
+                mac: if e.vlan.is_some() { Mac([0x00, 0x16, 0x3e, 0xee, 0x00, e.ip.octets()[3]]) } else { e.mac },
                 primary_ip: e.ip,
                 ips,
                 vswitch_cidr: subnet,
@@ -420,7 +420,7 @@ pub fn arp_request(from: &Endpoint, target: Ipv4Addr) -> Vec<u8> {
         operation: arp::OP_REQUEST,
         sender_mac: from.mac,
         sender_ip: from.ip,
-        target_mac: [0; 6],
+        target_mac: Mac([0; 6]),
         target_ip: target,
     };
     let mut a = [0u8; arp::LEN];

@@ -24,19 +24,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use enifab_dataplane::{
-    Attachment, BackendConfig, ConntrackTimeouts, EniConfig, ExternalHostConfig, FabricConfig, FabricSpec,
-    HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, LbNetwork, LbProtocol, ListenerConfig, LoadBalancerConfig,
-    Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig, SgKind, Vni,
+    Attachment, BackendConfig, Cidr, ConntrackTimeouts, EniConfig, ExternalHostConfig, FabricConfig, FabricSpec,
+    HealthCheckConfig, HealthCheckKind, HttpCodes, LbNetwork, LbProtocol, ListenerConfig, LoadBalancerConfig, Peer,
+    Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig, SgKind, Vni,
 };
 use enifab_model::eni::{Eni, EniStatus, EniType};
 use enifab_model::security_group::{self as sg, Direction as MDir, IpProtocol, SecurityGroupType};
 use enifab_model::slb;
 use enifab_model::{ModelError, Region};
 use enifab_proto::v1 as pb;
-
-fn cidr(c: enifab_model::Cidr) -> Ipv4Cidr {
-    Ipv4Cidr::new(c.network(), c.prefix()).expect("model CIDRs have valid prefixes")
-}
 
 fn live(e: &Eni) -> bool {
     e.status == EniStatus::InUse
@@ -68,7 +64,7 @@ pub fn fabric_config(
                         vni,
                         PortConfig {
                             eni_id: e.network_interface_id.clone(),
-                            mac: e.mac_address.0,
+                            mac: e.mac_address,
                             peer: *peer,
                             fast_path: fast_paths.get(&att.instance_id).copied(),
                         },
@@ -81,7 +77,7 @@ pub fn fabric_config(
         enis.push(EniConfig {
             id: e.network_interface_id.clone(),
             vpc_id: e.vpc_id.clone(),
-            mac: e.mac_address.0,
+            mac: e.mac_address,
             primary_ip: e.primary_ip_address,
             // An IPv4 prefix routes to its ENI as its sixteen addresses would: the snapshot's
             // address index, anti-spoof and group membership then cover prefix mode with no
@@ -91,7 +87,7 @@ pub fn fabric_config(
                 .ips()
                 .chain(e.ipv4_prefixes.iter().flat_map(|p| (p.first()..=p.last()).map(Ipv4Addr::from)))
                 .collect(),
-            vswitch_cidr: cidr(vsw.cidr),
+            vswitch_cidr: vsw.cidr,
             security_group_ids: e.security_group_ids.clone(),
             source_dest_check: e.source_dest_check,
             attachment,
@@ -220,9 +216,9 @@ fn rule(r: &sg::SgRule) -> Rule {
     };
     // The cloud: when a rule names both a CIDR and a group, the CIDR wins.
     let peer = match (peer_cidr, peer_group) {
-        (Some(c), _) => Peer::Cidr(cidr(c)),
+        (Some(c), _) => Peer::Cidr(c),
         (None, Some(g)) => Peer::Group(g.clone()),
-        (None, None) => Peer::Cidr(Ipv4Cidr::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid")),
+        (None, None) => Peer::Cidr(Cidr::any()),
     };
     Rule {
         id: r.security_group_rule_id.clone(),
@@ -247,7 +243,7 @@ fn rule(r: &sg::SgRule) -> Rule {
         port_range: r.port_range.map(|p| (p.from, p.to)),
         source_port_range: r.source_port_range.map(|p| (p.from, p.to)),
         peer,
-        local_cidr: local.map(cidr),
+        local_cidr: local,
     }
 }
 
@@ -360,7 +356,7 @@ pub fn external_node_config(host: &ExternalHostConfig, fabric_address: &str) -> 
             network_interface_id: host.id.clone(),
             r#type: "Primary".into(),
             status: "InUse".into(),
-            mac_address: enifab_dataplane::wire::ethernet::MacDisplay(host.mac).to_string(),
+            mac_address: host.mac.to_string(),
             device_index: 0,
             vni: host.vni.get(),
             primary_ip_address: host.ip.to_string(),

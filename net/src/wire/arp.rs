@@ -46,10 +46,10 @@ impl Repr {
         if operation != OP_REQUEST && operation != OP_REPLY {
             return Err(ArpError::Unsupported);
         }
-        let mut sender_mac = [0; 6];
-        let mut target_mac = [0; 6];
-        sender_mac.copy_from_slice(&b[8..14]);
-        target_mac.copy_from_slice(&b[18..24]);
+        let mut sender_mac = Mac::default();
+        let mut target_mac = Mac::default();
+        sender_mac.0.copy_from_slice(&b[8..14]);
+        target_mac.0.copy_from_slice(&b[18..24]);
         let unspecified = Ipv4Addr::UNSPECIFIED;
         Ok(Repr {
             operation,
@@ -88,9 +88,9 @@ impl Repr {
         buf[4] = 6;
         buf[5] = 4;
         buf[6..8].copy_from_slice(&self.operation.to_be_bytes());
-        buf[8..14].copy_from_slice(&self.sender_mac);
+        buf[8..14].copy_from_slice(&self.sender_mac.0);
         buf[14..18].copy_from_slice(&self.sender_ip.octets());
-        buf[18..24].copy_from_slice(&self.target_mac);
+        buf[18..24].copy_from_slice(&self.target_mac.0);
         buf[24..28].copy_from_slice(&self.target_ip.octets());
         Ok(LEN)
     }
@@ -117,9 +117,9 @@ mod test {
     fn request() -> Repr {
         Repr {
             operation: OP_REQUEST,
-            sender_mac: [0x00, 0x16, 0x3e, 0, 0, 1],
+            sender_mac: Mac([0x00, 0x16, 0x3e, 0, 0, 1]),
             sender_ip: Ipv4Addr::new(10, 0, 1, 10),
-            target_mac: [0; 6],
+            target_mac: Mac([0; 6]),
             target_ip: Ipv4Addr::new(10, 0, 1, 253),
         }
     }
