@@ -8,11 +8,17 @@
 //! that a solicitation is one RFC 4861 §7.1.1 says a node must accept, and builds the answer
 //! §7.2.4 describes.
 //!
-//! These formats are parsed and built with etherparse, the design card's choice, rather than by
-//! hand: its slice types borrow the frame and its builders write fixed-size arrays, so the path
-//! stays allocation-free like the hand-written IPv4 layer beside it. No IPv6 parser is
-//! hand-written here. The tests check etherparse's output against an independent computation
-//! (this crate's own RFC 1071 checksum over the pseudo-header) and against byte fixtures.
+//! These formats are parsed and built with etherparse, the design card's choice; no IPv6 parser
+//! is hand-written here, because measuring found nothing to win. Its slice types borrow the frame
+//! and its builders write fixed-size arrays, so the path allocates nothing (`tests/ndp_alloc.rs`
+//! proves it with a counting allocator), and `cargo bench -p enifab-net --bench ndp` measured
+//! (December 2026, this 2-core machine): an IPv6 header read in 6.8 ns against 7.7 ns for the
+//! hand-written IPv4 reader; a solicitation read, checked (checksum included) and answered in
+//! 49 ns, against 8 ns for an ARP request and reply, which carry no checksum. Solicitations come
+//! once per neighbour per reachability timeout, and the pipeline spends ~200 ns on every packet,
+//! so the difference is not worth a second copy of RFC 4861's rules. The tests check etherparse's
+//! output against an independent computation (this crate's own RFC 1071 checksum over the
+//! pseudo-header) and against byte fixtures written by hand.
 //!
 //! Extension headers are not walked: [`Packet::next_header`] is the first one, and a
 //! solicitation behind an extension header is not one (§7.1.1 requires hop limit 255 from an
