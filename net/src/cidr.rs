@@ -379,6 +379,12 @@ mod tests {
         assert_eq!(Cidr::containing(Ipv4Addr::new(10, 0, 4, 7), 24), Some(c("10.0.4.0/24")));
         assert_eq!(Cidr::new(Ipv4Addr::new(10, 0, 4, 7), 24), None);
         assert_eq!(Cidr::containing(Ipv4Addr::new(10, 0, 4, 7), 33), None);
+        let host_bits = Cidr::containing(Ipv4Addr::new(10, 1, 2, 3), 16).unwrap();
+        assert!(host_bits.contains(Ipv4Addr::new(10, 1, 200, 1)));
+        assert!(!host_bits.contains(Ipv4Addr::new(10, 2, 0, 1)));
+        assert!(Cidr::any().contains(Ipv4Addr::new(1, 2, 3, 4)));
+        let one = Cidr::host(Ipv4Addr::new(1, 2, 3, 4));
+        assert!(one.contains(Ipv4Addr::new(1, 2, 3, 4)) && !one.contains(Ipv4Addr::new(1, 2, 3, 5)));
         assert_eq!(Cidr::parse_lenient("10.0.4.7/24"), Some(c("10.0.4.0/24")));
         for bad in ["10.0.4.7", "10.0.4.7/33", "10.0.4.7/+8", "2408::/8"] {
             assert_eq!(Cidr::parse_lenient(bad), None, "{bad}");

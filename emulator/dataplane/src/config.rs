@@ -11,9 +11,10 @@
 //! hasher because their keys come from the trusted control plane; conntrack, whose keys come
 //! from the wire, gets its hasher from the caller (see `FabricOptions`).
 //!
-//! Cloud facts encoded here: gateway = last address of the vSwitch CIDR − 2 (reference §9.1,
-//! Terway `DeriveGatewayIP`; none for /31 and /32), member VLAN id = `DeviceIndex` in 1..=4094,
-//! conntrack defaults of `ConnectionTrackingConfiguration` (reference §8.2 item 6).
+//! Cloud facts encoded here: member VLAN id = `DeviceIndex` in 1..=4094, conntrack defaults of
+//! `ConnectionTrackingConfiguration` (reference §8.2 item 6). The gateway rule (last address of
+//! the vSwitch CIDR − 2, reference §9.1, Terway `DeriveGatewayIP`; none for /31 and /32) is
+//! `enifab-net`'s, applied here to index each vSwitch's gateway.
 
 use core::fmt;
 use core::net::{Ipv4Addr, SocketAddr};
@@ -1002,40 +1003,5 @@ fn compile_eni(e: &EniConfig, groups: &[SecurityGroupConfig], group_idx: &FixedM
         default_egress: if any_enterprise { Policy::Drop } else { Policy::Accept },
         inner_accept: inner_accept.into(),
         external: false,
-    }
-}
-
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    fn cidr(a: [u8; 4], p: u8) -> Cidr {
-        Cidr::containing(Ipv4Addr::from(a), p).unwrap()
-    }
-
-    #[test]
-    fn gateways_follow_terway() {
-        assert_eq!(cidr([192, 168, 1, 0], 24).gateway(), Some(Ipv4Addr::new(192, 168, 1, 253)));
-        assert_eq!(cidr([192, 168, 1, 0], 30).gateway(), Some(Ipv4Addr::new(192, 168, 1, 1)));
-        assert_eq!(cidr([192, 168, 1, 0], 31).gateway(), None);
-        assert_eq!(cidr([10, 0, 0, 0], 16).gateway(), Some(Ipv4Addr::new(10, 0, 255, 253)));
-    }
-
-    #[test]
-    fn cidr_matching() {
-        let c = cidr([10, 1, 2, 3], 16);
-        assert!(c.contains(Ipv4Addr::new(10, 1, 200, 1)));
-        assert!(!c.contains(Ipv4Addr::new(10, 2, 0, 1)));
-        assert!(cidr([0, 0, 0, 0], 0).contains(Ipv4Addr::new(1, 2, 3, 4)));
-        assert!(cidr([1, 2, 3, 4], 32).contains(Ipv4Addr::new(1, 2, 3, 4)));
-        assert!(!cidr([1, 2, 3, 4], 32).contains(Ipv4Addr::new(1, 2, 3, 5)));
-        assert!(Cidr::containing(Ipv4Addr::UNSPECIFIED, 33).is_none());
-        assert_eq!(c.network(), Ipv4Addr::new(10, 1, 0, 0));
-    }
-
-    #[test]
-    fn stable_key_is_stable() {
-        assert_eq!(stable_key(""), 0xcbf2_9ce4_8422_2325);
-        assert_ne!(stable_key("vpc-a"), stable_key("vpc-b"));
     }
 }
