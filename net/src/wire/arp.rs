@@ -35,6 +35,7 @@ pub struct Repr {
 
 impl Repr {
     /// Parses the first 28 bytes; Ethernet padding after them is ignored.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Repr, ArpError> {
         let b = buf.get(..LEN).ok_or(ArpError::Malformed(Malformed("arp packet truncated")))?;
         let htype = u16::from_be_bytes([b[0], b[1]]);
@@ -61,16 +62,19 @@ impl Repr {
     }
 
     /// RFC 5227 probe: "who has X?" from a host that has no address yet (sender 0.0.0.0).
+    #[inline]
     pub fn is_probe(&self) -> bool {
         self.operation == OP_REQUEST && self.sender_ip.is_unspecified()
     }
 
     /// Gratuitous ARP / RFC 5227 announcement: a host advertising its own address.
+    #[inline]
     pub fn is_gratuitous(&self) -> bool {
         self.sender_ip == self.target_ip
     }
 
     /// The answer a proxy-ARP gateway with MAC `mac` gives to this request.
+    #[inline]
     pub fn reply_from(&self, mac: Mac) -> Repr {
         Repr {
             operation: OP_REPLY,
@@ -81,6 +85,7 @@ impl Repr {
         }
     }
 
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         check_room(buf, LEN)?;
         buf[0..2].copy_from_slice(&HTYPE_ETHERNET.to_be_bytes());

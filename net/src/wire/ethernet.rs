@@ -49,6 +49,7 @@ pub struct Frame<'a> {
 }
 
 impl<'a> Frame<'a> {
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Frame<'a>, L2Error> {
         if buf.len() < HEADER_LEN {
             return Err(L2Error::Ethernet(Malformed("ethernet header truncated")));
@@ -91,6 +92,7 @@ impl<'a> Frame<'a> {
 }
 
 /// Writes an Ethernet header (with a 0x8100 tag when `tag` is set) and returns its length.
+#[inline]
 pub fn emit_header(
     dst: Mac,
     src: Mac,
