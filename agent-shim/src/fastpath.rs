@@ -10,7 +10,7 @@
 //! ```
 //!
 //! The fabric's pipeline decides; this module only writes what it granted into the maps (see
-//! `enifab_dataplane::wire::fastpath`): egress entries keyed by the sending device and the
+//! `enifab_net::wire::fastpath`): egress entries keyed by the sending device and the
 //! 5-tuple, ingress entries keyed by the VXLAN id (the receiving port) and the 5-tuple, each
 //! valid while the node's epoch is the one it was granted under. A revocation sets the epoch, so
 //! every cached verdict stops at once; entries are replaced by the next grants. Reports send the
@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use enifab_dataplane::Vni;
-use enifab_dataplane::wire::fastpath::{Entry, ReportRecord, Tuple};
+use enifab_net::Vni;
+use enifab_net::wire::fastpath::{Entry, ReportRecord, Tuple};
 
 use crate::driver::DriverError;
 use crate::driver::netlink::Netlink;
@@ -346,7 +346,7 @@ impl FastPath {
                             last_ns: 0, // fresh until its first packet
                             peer: u32::from(g.peer),
                             ifindex: d.ifindex,
-                            mac: g.dst_mac,
+                            mac: g.dst_mac.0,
                             vlan: d.push,
                             flags: if d.egress { bpf::DELIVER_EGRESS } else { 0 },
                             pad: 0,

@@ -23,8 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use enifab_dataplane::wire::ethernet::MacDisplay;
-use enifab_dataplane::wire::vlan::Tci;
+use enifab_net::wire::vlan::Tci;
 use enifab_proto::v1 as pb;
 use tokio::sync::watch;
 
@@ -38,7 +37,7 @@ use crate::rebuild::{Rebuild, Tally};
 use crate::relay::{DeviceFd, Port, Relay, RelayTable, Source, SourceRule, StatsSnapshot};
 use crate::sys::IFNAMSIZ_MAX;
 use crate::underlay::{self, UnderlayError};
-use crate::view::{DEFAULT_MTU, NicKind, NodeView, nic_name};
+use crate::view::{DEFAULT_MTU, Mac, NicKind, NodeView, nic_name};
 use crate::vlan::MemberTable;
 
 /// How long a new shim waits for the previous holder of its namespace to finish dying (a shim
@@ -381,7 +380,7 @@ impl Node {
     fn create_nic(&mut self, spec: &NicSpec) -> Result<(), DriverError> {
         let setup = TapSetup { name: spec.name.clone(), mac: spec.mac, mtu: spec.mtu, ipv4: spec.ipv4 };
         let tap = tap::create(&self.netns_path, &setup)?;
-        tracing::info!(eni = %spec.eni_id, name = %spec.name, mac = %MacDisplay(spec.mac), "NIC device created");
+        tracing::info!(eni = %spec.eni_id, name = %spec.name, mac = %spec.mac, "NIC device created");
         self.nics.insert(spec.eni_id.clone(), NicDevice { spec: spec.clone(), tap: Arc::new(tap) });
         Ok(())
     }
@@ -521,7 +520,7 @@ impl Node {
         };
         let response = pb::CreateVlanDeviceResponse {
             if_name: req.if_name.clone(),
-            mac_address: MacDisplay(place.trunk_mac).to_string(),
+            mac_address: place.trunk_mac.to_string(),
             vlan_id: u32::from(place.vlan),
             trunk_network_interface_id: place.trunk_eni_id.clone(),
         };
@@ -572,7 +571,7 @@ impl Node {
     /// addressed as the sub-interface), the node's end `fpv<vlan>`, and a TAP `fpt<vlan>` in the
     /// node's namespace for the relay, the two wired by the fast path's programs. Any half-made
     /// part is removed on failure.
-    fn patched_vlan(&self, fast: &FastPath, req: &VlanRequest, mac: [u8; 6], vlan: u16) -> Result<(Tap, Veth), String> {
+    fn patched_vlan(&self, fast: &FastPath, req: &VlanRequest, mac: Mac, vlan: u16) -> Result<(Tap, Veth), String> {
         let (node_end, tap_name) = (format!("fpv{vlan}"), format!("fpt{vlan}"));
         let setup = TapSetup { name: tap_name.clone(), mac, mtu: req.mtu, ipv4: None };
         let tap = tap::create(&self.netns_path, &setup).map_err(|e| e.to_string())?;
@@ -632,7 +631,7 @@ impl Node {
 /// namespace, both ends with `mtu`, IPv6 off and up; the node's end without ARP (the pod's
 /// frames never meet the node's stack: the fast path's programs take them first). A leftover
 /// of a shim that was killed is replaced.
-fn veth_pair(node: &Path, node_end: &str, pod: &Path, pod_end: &str, mac: [u8; 6], mtu: u32) -> Result<Veth, String> {
+fn veth_pair(node: &Path, node_end: &str, pod: &Path, pod_end: &str, mac: Mac, mtu: u32) -> Result<Veth, String> {
     let name = node_end.to_string();
     let (node_name, peer_name, pod_path) = (name.clone(), pod_end.to_string(), pod.display().to_string());
     let ifindex = netns::run_in(node, move || {
@@ -652,7 +651,7 @@ fn veth_pair(node: &Path, node_end: &str, pod: &Path, pod_end: &str, mac: [u8; 6
             }
         };
         let _ = ip(&["link", "del", &node_name]);
-        let (mtu, mac) = (mtu.to_string(), MacDisplay(mac).to_string());
+        let (mtu, mac) = (mtu.to_string(), mac.to_string());
         ip(&[
             "link", "add", &node_name, "mtu", &mtu, "type", "veth", "peer", "name", &peer_name, "address", &mac, "mtu",
             &mtu, "netns", &pod_path,

@@ -55,7 +55,7 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr as *mut libc::ifreq) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let hdr_len: libc::c_int = enifab_dataplane::wire::vnet::LEN as libc::c_int;
+    let hdr_len: libc::c_int = enifab_net::wire::vnet::LEN as libc::c_int;
     // SAFETY: TUNSETVNETHDRSZ copies one `int` from the pointer, which points at `hdr_len`.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len as *const libc::c_int) } < 0 {
         return Err(io::Error::last_os_error());

@@ -30,6 +30,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::path::Path;
 
+use enifab_net::Cidr;
+
 use crate::cni::net::RouteInfo;
 use crate::driver::DriverError;
 use crate::driver::netlink::{AddrEntry, LinkEntry, Netlink};
@@ -146,8 +148,7 @@ fn check_name(req: &Request) -> Result<(), UnderlayError> {
 }
 
 fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
-    u32::from(a) & mask == u32::from(net) & mask
+    Cidr::containing(net, prefix.min(32)).is_some_and(|c| c.contains(a))
 }
 
 /// What to do in the namespace `obs` describes.
@@ -339,7 +340,12 @@ mod test {
     const GW: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
 
     fn link(index: u32, name: &str, kind: Option<&str>) -> LinkEntry {
-        LinkEntry { index, name: name.into(), kind: kind.map(Into::into), mac: Some([2, 0x42, 0xac, 0x12, 0, 3]) }
+        LinkEntry {
+            index,
+            name: name.into(),
+            kind: kind.map(Into::into),
+            mac: Some(enifab_net::Mac([2, 0x42, 0xac, 0x12, 0, 3])),
+        }
     }
 
     fn route(dst: &str, prefix: u8, gateway: Option<Ipv4Addr>, oif: u32) -> RouteInfo {

@@ -14,37 +14,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use enifab_dataplane::Vni;
+use enifab_net::{Cidr, Vni};
 use enifab_proto::v1 as pb;
 
-pub use enifab_dataplane::wire::ethernet::Mac;
+pub use enifab_net::Mac;
 
 /// Terway's and ECS's default MTU (reference §9.2).
 pub const DEFAULT_MTU: u32 = 1500;
 /// Status of an ENI that carries traffic.
 pub const IN_USE: &str = "InUse";
-
-/// `aa:bb:cc:dd:ee:ff`, case-insensitive.
-pub fn parse_mac(s: &str) -> Option<Mac> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-/// `a.b.c.d/len` → (network-or-host address, prefix length).
-pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
-    let (a, l) = s.split_once('/')?;
-    let l: u8 = l.parse().ok()?;
-    (l <= 32).then_some(())?;
-    Some((a.parse().ok()?, l))
-}
 
 /// What DHCP would configure on an interface: one address with its subnet prefix, and a default
 /// route via the gateway.
@@ -196,16 +174,16 @@ impl NodeView {
 
 fn nic_view(n: &pb::NodeNic, problems: &mut Vec<String>) -> Result<NicView, String> {
     let kind = NicKind::parse(&n.r#type).ok_or_else(|| format!("unknown NIC type {:?}", n.r#type))?;
-    let mac = parse_mac(&n.mac_address).ok_or_else(|| format!("bad MAC {:?}", n.mac_address))?;
+    let mac: Mac = n.mac_address.parse().map_err(|_| format!("bad MAC {:?}", n.mac_address))?;
     if kind != NicKind::Primary && (n.device_index == 0 || n.device_index > 9999) {
         return Err(format!("device index {} cannot name a secondary NIC", n.device_index));
     }
     let vni = if n.vni == 0 { None } else { Some(Vni::new(n.vni).ok_or_else(|| format!("VNI {} > 24 bits", n.vni))?) };
     let ips = n.private_ip_addresses.iter().filter_map(|s| s.parse().ok()).collect();
     let primary: Option<Ipv4Addr> = n.primary_ip_address.parse().ok();
-    let ipv4 = match (primary, parse_cidr(&n.v_switch_cidr_block)) {
-        (Some(address), Some((_, prefix_len))) => {
-            Some(Ipv4Setup { address, prefix_len, gateway: n.gateway.parse().ok() })
+    let ipv4 = match (primary, Cidr::parse_lenient(&n.v_switch_cidr_block)) {
+        (Some(address), Some(block)) => {
+            Some(Ipv4Setup { address, prefix_len: block.prefix(), gateway: n.gateway.parse().ok() })
         }
         _ => None,
     };
@@ -214,7 +192,7 @@ fn nic_view(n: &pb::NodeNic, problems: &mut Vec<String>) -> Result<NicView, Stri
         .iter()
         .filter(|m| m.status == IN_USE)
         .filter_map(|m| {
-            if !(1..=u32::from(enifab_dataplane::wire::vlan::MAX_VID)).contains(&m.vlan_id) {
+            if !(1..=u32::from(enifab_net::wire::vlan::MAX_VID)).contains(&m.vlan_id) {
                 problems.push(format!("member {}: VLAN id {} outside 1..=4094", m.network_interface_id, m.vlan_id));
                 return None;
             }
@@ -333,16 +311,5 @@ pub(crate) mod test {
         assert_eq!(v.nics.iter().map(|n| n.eni_id.as_str()).collect::<Vec<_>>(), ["eni-prim", "eni-trunk"]);
         assert!(v.nics[1].members.is_empty());
         assert_eq!(v.problems.len(), 3, "{:?}", v.problems);
-    }
-
-    #[test]
-    fn macs_and_cidrs() {
-        assert_eq!(parse_mac("EE:ff:ff:ff:ff:ff"), Some([0xee, 0xff, 0xff, 0xff, 0xff, 0xff]));
-        assert_eq!(parse_mac("ee:ff:ff:ff:ff"), None);
-        assert_eq!(parse_mac("ee:ff:ff:ff:ff:ff:00"), None);
-        assert_eq!(parse_mac("e:ff:ff:ff:ff:fff"), None);
-        assert_eq!(parse_cidr("10.0.4.0/24"), Some(("10.0.4.0".parse().unwrap(), 24)));
-        assert_eq!(parse_cidr("10.0.4.0/33"), None);
-        assert_eq!(parse_cidr("10.0.4.0"), None);
     }
 }

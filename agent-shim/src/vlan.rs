@@ -19,9 +19,9 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use enifab_dataplane::wire::arp;
-use enifab_dataplane::wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, Frame};
-use enifab_dataplane::wire::vlan::Tci;
+use enifab_net::wire::arp;
+use enifab_net::wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, Frame};
+use enifab_net::wire::vlan::Tci;
 
 use crate::view::MemberView;
 

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use enifab_dataplane::Vni;
-use enifab_dataplane::wire::geneve::{self, Header};
-use enifab_dataplane::wire::vnet::{self, VnetHdr};
+use enifab_net::Vni;
+use enifab_net::wire::geneve::{self, Header};
+use enifab_net::wire::vnet::{self, VnetHdr};
 use enifab_proto::v1 as pb;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::driver::tap::{self, TapSetup};
@@ -34,7 +34,7 @@ fn v4(ip: &str, port: u16) -> SocketAddrV4 {
 fn setup(name: &str, mac: [u8; 6], ip: &str) -> TapSetup {
     TapSetup {
         name: name.into(),
-        mac,
+        mac: enifab_net::Mac(mac),
         mtu: 1500,
         ipv4: Some(Ipv4Setup {
             address: ip.parse().unwrap(),

@@ -70,7 +70,7 @@ fn dockers_eth0_moves_aside_and_keeps_only_the_emulator_routed() {
     // fabric's address later adds a host route and touches neither.
     let primary = TapSetup {
         name: "eth0".into(),
-        mac: [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01],
+        mac: enifab_net::Mac([0x00, 0x16, 0x3e, 0x00, 0x00, 0x01]),
         mtu: 1500,
         ipv4: Some(Ipv4Setup {
             address: "10.0.4.22".parse().unwrap(),
@@ -104,7 +104,7 @@ fn a_shims_tap_is_left_alone_and_two_candidates_are_refused() {
     let ns = Netns::new("ultap");
     let tap = tap::create(
         &ns.path(),
-        &TapSetup { name: "eth0".into(), mac: [0x00, 0x16, 0x3e, 0, 0, 2], mtu: 1500, ipv4: None },
+        &TapSetup { name: "eth0".into(), mac: enifab_net::Mac([0x00, 0x16, 0x3e, 0, 0, 2]), mtu: 1500, ipv4: None },
     )
     .unwrap();
     let out = underlay::prepare(&ns.path(), &request(&[])).expect("nothing to do");

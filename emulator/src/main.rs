@@ -436,7 +436,7 @@ struct ActionArgs {
 
 /// A CIDR block flag (`8.210.162.0/24`) with at least one address to hand out.
 fn parse_cidr(s: &str) -> Result<enifab_model::Cidr, String> {
-    let c: enifab_model::Cidr = s.parse().map_err(|()| format!("{s:?} is not a CIDR block like 8.210.162.0/24"))?;
+    let c: enifab_model::Cidr = s.parse().map_err(|_| format!("{s:?} is not a CIDR block like 8.210.162.0/24"))?;
     if c.usable() == 0 {
         return Err(format!("{s} has no address to hand out (a /29 or larger is needed)"));
     }

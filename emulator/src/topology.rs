@@ -630,7 +630,7 @@ impl Topology {
                     seen6.push(b.value);
                 }
                 match s.cidr.value.parse::<Cidr>() {
-                    Err(()) => {
+                    Err(_) => {
                         p.push(at(f, &s.cidr, format!("{:?} is not a CIDR block like 10.0.4.0/24", s.cidr.value)))
                     }
                     Ok(c) => {

@@ -429,7 +429,7 @@ fn hop(ctx: &Context, step: &Step) -> Option<pb::TraceHop> {
             ..Default::default()
         },
         Step::Rewrite { vni, to, dst_mac, vlan, .. } => {
-            let mac = dst_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+            let mac = dst_mac.to_string();
             let eni = ctx.ports.get(&vni.get()).cloned().unwrap_or_default();
             let mut h = base(ctx, "deliver", &eni);
             h.vlan = vlan.map(u32::from).unwrap_or_default();

@@ -91,7 +91,7 @@ impl Drop for Node {
 fn endpoint(eni: &str, vni: u32, vlan: Option<u16>, mac: &str, ip: &str, peer: SocketAddr) -> Endpoint {
     let m: enifab_model::Mac = mac.parse().unwrap();
     let eni: &'static str = Box::leak(eni.to_string().into_boxed_str());
-    Endpoint { eni, vni, vlan, mac: m.0, ip: ip.parse().unwrap(), peer }
+    Endpoint { eni, vni, vlan, mac: m, ip: ip.parse().unwrap(), peer }
 }
 
 impl Cloud {

@@ -41,7 +41,7 @@ async fn nodes_arp_ping_and_are_filtered_by_security_groups() {
     // Proxy ARP: any target, answered with the gateway MAC.
     a.sock.send(&arp_request(&a.eth0, Ipv4Addr::new(10, 0, 4, 20))).unwrap();
     let reply = recv_frame(&a.sock).expect("an ARP reply");
-    assert_eq!(&reply[0..6], &a.eth0.mac, "to the requester");
+    assert_eq!(&reply[0..6], &a.eth0.mac.0, "to the requester");
     assert_eq!(&reply[6..12], &[0xee, 0xff, 0xff, 0xff, 0xff, 0xff], "from the gateway MAC");
 
     // Members of one basic group reach each other (InnerAccessPolicy Accept)…
@@ -82,7 +82,7 @@ async fn nodes_arp_ping_and_are_filtered_by_security_groups() {
         .unwrap();
     a.sock.send(&echo_datagram(&a.eth0, b.eth0.ip, 8, 8)).unwrap();
     let frame = recv_frame(&b.sock).expect("the echo reaches B");
-    assert_eq!(&frame[0..6], &b.eth0.mac, "delivered to B's MAC");
+    assert_eq!(&frame[0..6], &b.eth0.mac.0, "delivered to B's MAC");
     assert_eq!(&frame[6..12], &[0xee, 0xff, 0xff, 0xff, 0xff, 0xff], "routed by the VPC");
     assert_eq!(u16::from_be_bytes([frame[12], frame[13]]), ethernet::ETHERTYPE_IPV4);
 
@@ -327,15 +327,15 @@ async fn dual_stack_nodes_reach_each_other_over_ipv6() {
     let mut ns = Vec::new();
     let mut body = b6.octets().to_vec();
     body.extend_from_slice(&[1, 1]);
-    body.extend_from_slice(&a.eth0.mac);
-    PacketBuilder::ethernet2(a.eth0.mac, [0x33, 0x33, 0xff, o[13], o[14], o[15]])
+    body.extend_from_slice(&a.eth0.mac.0);
+    PacketBuilder::ethernet2(a.eth0.mac.0, [0x33, 0x33, 0xff, o[13], o[14], o[15]])
         .ipv6(a6.octets(), group.octets(), 255)
         .icmpv6_raw(135, 0, [0; 4])
         .write(&mut ns, &body)
         .unwrap();
     a.sock.send(&geneve(a.eth0.vni, &ns)).unwrap();
     let na = recv_frame(&a.sock).expect("a neighbour advertisement");
-    assert_eq!(&na[6..12], &ethernet::GATEWAY_MAC);
+    assert_eq!(&na[6..12], &ethernet::GATEWAY_MAC.0);
     let ip = Ipv6Slice::from_slice(&na[14..]).unwrap();
     let icmp = Icmpv6Slice::from_slice(ip.payload().payload).unwrap();
     assert!(matches!(icmp.icmp_type(), Icmpv6Type::NeighborAdvertisement(_)), "{:?}", icmp.icmp_type());
@@ -343,7 +343,7 @@ async fn dual_stack_nodes_reach_each_other_over_ipv6() {
     // A SYN to b6: members of one basic group reach each other (inner access), in IPv6 too.
     let syn = |sport: u16| {
         let mut f = Vec::new();
-        PacketBuilder::ethernet2(a.eth0.mac, ethernet::GATEWAY_MAC)
+        PacketBuilder::ethernet2(a.eth0.mac.0, ethernet::GATEWAY_MAC.0)
             .ipv6(a6.octets(), b6.octets(), 64)
             .tcp(sport, 80, 1, 64240)
             .syn()

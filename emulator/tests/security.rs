@@ -605,7 +605,7 @@ async fn register(cloud: &Cloud, key: &AccessKey, instance: &str) -> Shim {
         eni: Box::leak(nic.network_interface_id.clone().into_boxed_str()),
         vni: nic.vni,
         vlan: None,
-        mac: mac.0,
+        mac,
         ip: nic.primary_ip_address.parse::<Ipv4Addr>().unwrap(),
         peer: sock.local_addr().unwrap(),
     };

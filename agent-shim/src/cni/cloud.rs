@@ -23,7 +23,9 @@ use tonic_types::StatusExt;
 
 use super::conf::{EnifabConf, PodRequest};
 use crate::control::{AccessKey, endpoint_url};
-use crate::view::{IN_USE, parse_cidr};
+use enifab_net::Cidr;
+
+use crate::view::IN_USE;
 
 /// The tag naming the datapath a member ENI's pod is wired with (`veth` or `vlan`).
 pub const DATAPATH_TAG: &str = "enifab.io/datapath";
@@ -280,10 +282,9 @@ impl Cloud {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Custom(100, "InvalidVSwitchId.NotFound".into(), id.into()))?;
-        let (net, prefix) = parse_cidr(&v.cidr_block).ok_or_else(|| Error::FailedToDecode(v.cidr_block.clone()))?;
-        let last = u32::from(net) | (u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0));
-        // The gateway is the vSwitch's last address − 2, as Terway derives it.
-        Ok((net, prefix, std::net::Ipv4Addr::from(last.wrapping_sub(2))))
+        let block = Cidr::parse_lenient(&v.cidr_block).ok_or_else(|| Error::FailedToDecode(v.cidr_block.clone()))?;
+        let gateway = block.gateway().ok_or_else(|| Error::FailedToDecode(v.cidr_block.clone()))?;
+        Ok((block.network(), block.prefix(), gateway))
     }
 
     /// Detach (if attached), wait for Available, delete, wait until gone. "Not found" at any

@@ -210,10 +210,7 @@ impl PodRequest {
     /// The host side of the pod's veth: `cali` + 11 hex digits of the container ID, as Calico
     /// and Terway name theirs (15 characters, the kernel's limit).
     pub fn host_veth(&self) -> String {
-        let h = self
-            .container_id
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let h = enifab_net::fnv1a(self.container_id.as_bytes());
         format!("cali{:011x}", h & 0xfff_ffff_ffff)
     }
 }

@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use enifab_dataplane::wire::ethernet::MacDisplay;
 use enifab_proto::v1 as pb;
 use hyper_util::rt::TokioIo;
 use rscni_plugin::async_cni::Cni;
@@ -284,7 +283,7 @@ impl Cni for EnifabCni {
             let (ns, name) = (pod_ns.clone(), req.ifname.clone());
             run_in(&ns, move || Netlink::open()?.mac(&name)).map_err(io)?
         };
-        let mac = |m: [u8; 6]| MacDisplay(m).to_string();
+        let mac = |m: [u8; 6]| enifab_net::Mac(m).to_string();
         let iface = |name: String, mac: String, sandbox: Option<String>| Interface {
             name,
             mac,

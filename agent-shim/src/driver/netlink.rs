@@ -116,7 +116,7 @@ impl Netlink {
                     match a {
                         LinkAttribute::IfName(n) => l.name = n,
                         LinkAttribute::Address(m) if m.len() == 6 => {
-                            l.mac = Some([m[0], m[1], m[2], m[3], m[4], m[5]]);
+                            l.mac = Some(Mac([m[0], m[1], m[2], m[3], m[4], m[5]]));
                         }
                         LinkAttribute::LinkInfo(infos) => {
                             l.kind = infos.iter().find_map(|i| match i {
@@ -185,7 +185,7 @@ impl Netlink {
     /// gso_ipv4_max_size 65000`.
     pub fn set_attrs(&self, index: u32, name: &str, a: LinkAttrs) -> Result<(), DriverError> {
         let msg = LinkUnspec::new_with_index(index)
-            .address(a.mac.to_vec())
+            .address(a.mac.0.to_vec())
             .mtu(a.mtu)
             .txqueuelen(TX_QUEUE_LEN)
             .append_extra_attribute(LinkAttribute::GsoMaxSize(GSO_MAX_SIZE))

@@ -40,13 +40,12 @@
 //! without one is 401 too.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use enifab_dataplane::wire::ethernet::MacDisplay;
+use enifab_net::{Cidr, Mac};
 use enifab_proto::v1 as pb;
 
-use crate::view::{IN_USE, parse_cidr, parse_mac};
+use crate::view::IN_USE;
 
 /// The header that carries a token.
 pub const TOKEN_HEADER: &str = "x-aliyun-ecs-metadata-token";
@@ -253,8 +252,7 @@ fn guest_nics(c: &pb::NodeConfig) -> Vec<GuestNic<'_>> {
         .iter()
         .filter(|n| n.status == IN_USE)
         .filter_map(|nic| {
-            let m = parse_mac(&nic.mac_address)?;
-            let mac = MacDisplay(m).to_string();
+            let mac = nic.mac_address.parse::<Mac>().ok()?.to_string();
             Some(GuestNic { mac, nic })
         })
         .collect()
@@ -262,9 +260,7 @@ fn guest_nics(c: &pb::NodeConfig) -> Vec<GuestNic<'_>> {
 
 /// `10.0.4.0/24` → `255.255.255.0`.
 fn netmask(cidr: &str) -> String {
-    parse_cidr(cidr)
-        .map(|(_, len)| Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)).to_string())
-        .unwrap_or_default()
+    Cidr::parse_lenient(cidr).map(|c| c.netmask().to_string()).unwrap_or_default()
 }
 
 /// The NIC's addresses, primary first, as a JSON array.
@@ -396,6 +392,8 @@ fn resolve(root: &Item, path: &str) -> Response {
 
 #[cfg(test)]
 mod test {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     const BASE: &str = "/latest/meta-data/";

@@ -19,10 +19,10 @@
 
 use std::ops::Range;
 
-use enifab_dataplane::Vni;
-use enifab_dataplane::wire::geneve::{self, Header};
-use enifab_dataplane::wire::vlan::{self, TAG_LEN, Tci};
-use enifab_dataplane::wire::vnet::VnetHdr;
+use enifab_net::Vni;
+use enifab_net::wire::geneve::{self, Header};
+use enifab_net::wire::vlan::{self, TAG_LEN, Tci};
+use enifab_net::wire::vnet::VnetHdr;
 
 use super::stats::DropReason;
 use crate::vlan::{Egress, MemberTable, classify_trunk_egress};
@@ -132,7 +132,7 @@ pub fn check_vnet(d: &Decapsulated) -> Result<(), DropReason> {
 
 #[cfg(test)]
 mod test {
-    use enifab_dataplane::wire::vnet;
+    use enifab_net::wire::vnet;
 
     use super::*;
     use crate::vlan::test::{ARP_FROM_MEMBER, IPV4_FROM_MEMBER, members};

@@ -50,10 +50,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use enifab_dataplane::Vni;
-use enifab_dataplane::wire::fastpath as fastpath_wire;
-use enifab_dataplane::wire::vlan::Tci;
-use enifab_dataplane::wire::vnet::{self, VnetHdr};
+use enifab_net::Vni;
+use enifab_net::wire::fastpath as fastpath_wire;
+use enifab_net::wire::vlan::Tci;
+use enifab_net::wire::vnet::{self, VnetHdr};
 
 use crate::fastpath::{Devices, FastPath};
 use crate::sys::{self, EventFd, Gso, MmsgBatch, RawSockAddr};
@@ -480,7 +480,7 @@ fn deliver(table: &RelayTable, d: &mut [u8], stats: &Stats) -> Result<(), DropRe
 mod test {
     use std::os::unix::net::UnixDatagram;
 
-    use enifab_dataplane::wire::geneve::{self, Header};
+    use enifab_net::wire::geneve::{self, Header};
 
     use super::*;
     use crate::vlan::test::{IPV4_FROM_MEMBER, members};

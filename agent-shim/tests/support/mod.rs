@@ -223,7 +223,7 @@ pub fn read_frame(f: &mut File, secs: u64) -> Option<Vec<u8>> {
 }
 
 pub fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    enifab_net::Mac(m).to_string()
 }
 
 /// RFC 1071 one's-complement sum of `data`, folded, not complemented.

@@ -16,11 +16,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallClock};
 
-use enifab_dataplane::wire::ethernet::{self, ETHERTYPE_IPV4, GATEWAY_MAC};
+use enifab_dataplane::wire::ethernet::{self, ETHERTYPE_IPV4, GATEWAY_MAC, Mac};
 use enifab_dataplane::wire::{checksum, geneve};
 use enifab_dataplane::{
-    Attachment, BackendConfig, ConntrackTimeouts, EniConfig, Fabric, FabricConfig, FabricOptions, FabricSpec, Instant,
-    Ipv4Cidr, LbNetwork, LbProtocol, ListenerConfig, LoadBalancerConfig, Peer, Policy, PortConfig, Protocol, Rule,
+    Attachment, BackendConfig, Cidr, ConntrackTimeouts, EniConfig, Fabric, FabricConfig, FabricOptions, FabricSpec,
+    Instant, LbNetwork, LbProtocol, ListenerConfig, LoadBalancerConfig, Peer, Policy, PortConfig, Protocol, Rule,
     Scheduler, SecurityGroupConfig, SgKind, Verdict, Vni,
 };
 
@@ -39,17 +39,17 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn cidr(a: [u8; 4], p: u8) -> Ipv4Cidr {
-    Ipv4Cidr::new(Ipv4Addr::from(a), p).expect("prefix")
+fn cidr(a: [u8; 4], p: u8) -> Cidr {
+    Cidr::containing(Ipv4Addr::from(a), p).expect("prefix")
 }
 
 /// One client ENI holding 16 addresses (so 1,000,000 flows need only 16 × 62,500 ports) on node
 /// A, and two backends on node B, all in one open group.
 fn config() -> FabricConfig {
-    let eni = |id: &str, vni: u32, ips: Vec<Ipv4Addr>, subnet: Ipv4Cidr| EniConfig {
+    let eni = |id: &str, vni: u32, ips: Vec<Ipv4Addr>, subnet: Cidr| EniConfig {
         id: id.into(),
         vpc_id: VPC.into(),
-        mac: [0, 0x16, 0x3e, 0, 0, vni as u8],
+        mac: Mac([0, 0x16, 0x3e, 0, 0, vni as u8]),
         primary_ip: ips[0],
         ips,
         vswitch_cidr: subnet,
@@ -65,7 +65,7 @@ fn config() -> FabricConfig {
             Vni::new(1).expect("vni"),
             PortConfig {
                 eni_id: "eni-client".into(),
-                mac: [0, 0x16, 0x3e, 0, 0, 1],
+                mac: Mac([0, 0x16, 0x3e, 0, 0, 1]),
                 peer: CLIENT_NODE,
                 fast_path: None,
             },
@@ -74,7 +74,7 @@ fn config() -> FabricConfig {
             Vni::new(2).expect("vni"),
             PortConfig {
                 eni_id: "eni-server-1".into(),
-                mac: [0, 0x16, 0x3e, 0, 0, 2],
+                mac: Mac([0, 0x16, 0x3e, 0, 0, 2]),
                 peer: SERVER_NODE,
                 fast_path: None,
             },
@@ -83,7 +83,7 @@ fn config() -> FabricConfig {
             Vni::new(3).expect("vni"),
             PortConfig {
                 eni_id: "eni-server-2".into(),
-                mac: [0, 0x16, 0x3e, 0, 0, 3],
+                mac: Mac([0, 0x16, 0x3e, 0, 0, 3]),
                 peer: SERVER_NODE,
                 fast_path: None,
             },
@@ -155,7 +155,7 @@ fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr) -> Vec<u8> {
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     ip[20..].copy_from_slice(&tcp);
     let mut frame = vec![0u8; ethernet::HEADER_LEN];
-    ethernet::emit_header(GATEWAY_MAC, [0, 0x16, 0x3e, 0, 0, 1], None, ETHERTYPE_IPV4, &mut frame).expect("room");
+    ethernet::emit_header(GATEWAY_MAC, Mac([0, 0x16, 0x3e, 0, 0, 1]), None, ETHERTYPE_IPV4, &mut frame).expect("room");
     frame.extend_from_slice(&ip);
     let h = geneve::Header { vni: Vni::new(1).expect("vni"), oam: false, vnet: None };
     let mut out = vec![0u8; h.len() + frame.len()];

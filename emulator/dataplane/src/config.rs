@@ -11,14 +11,15 @@
 //! hasher because their keys come from the trusted control plane; conntrack, whose keys come
 //! from the wire, gets its hasher from the caller (see `FabricOptions`).
 //!
-//! Cloud facts encoded here: gateway = last address of the vSwitch CIDR − 2 (reference §9.1,
-//! Terway `DeriveGatewayIP`; none for /31 and /32), member VLAN id = `DeviceIndex` in 1..=4094,
-//! conntrack defaults of `ConnectionTrackingConfiguration` (reference §8.2 item 6).
+//! Cloud facts encoded here: member VLAN id = `DeviceIndex` in 1..=4094, conntrack defaults of
+//! `ConnectionTrackingConfiguration` (reference §8.2 item 6). The gateway rule (last address of
+//! the vSwitch CIDR − 2, reference §9.1, Terway `DeriveGatewayIP`; none for /31 and /32) is
+//! `enifab-net`'s, applied here to index each vSwitch's gateway.
 //!
 //! Dual stack: an ENI may also have IPv6 addresses and /80 prefixes ([`Ipv6Setup`]); they are
 //! indexed per VPC like IPv4 ones (a prefix by its /80), the vSwitch's IPv6 gateway (the /64's
-//! last address − 2, Terway's rule again) is the fabric's own, and a group's members are its
-//! ENIs' addresses of both families. Rules name a peer of one family ([`Peer::Cidr`] or
+//! last address − 2, the same rule) is the fabric's own, and a group's members are its ENIs'
+//! addresses of both families. Rules name a peer of one family ([`Peer::Cidr`] or
 //! [`Peer::Cidr6`]) or a group, which holds both.
 
 use core::fmt;
@@ -38,92 +39,8 @@ pub(crate) type FixedState = BuildHasherDefault<DefaultHasher>;
 pub(crate) type FixedMap<K, V> = HashMap<K, V, FixedState>;
 pub(crate) type FixedSet<K> = HashSet<K, FixedState>;
 
-/// An IPv4 prefix. Host bits of `addr` are ignored when matching.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv4Cidr {
-    addr: Ipv4Addr,
-    prefix: u8,
-}
-
-impl Ipv4Cidr {
-    pub const fn new(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Cidr> {
-        if prefix <= 32 { Some(Ipv4Cidr { addr, prefix }) } else { None }
-    }
-
-    pub const fn addr(&self) -> Ipv4Addr {
-        self.addr
-    }
-
-    pub const fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    fn mask(&self) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
-    }
-
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        (u32::from(ip) ^ u32::from(self.addr)) & self.mask() == 0
-    }
-
-    pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) & self.mask())
-    }
-
-    pub fn last(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
-    }
-
-    /// The vSwitch gateway: last address − 2 (`.253` in a /24, `.1` in a /30); none for /31
-    /// and /32, which have no reserved addresses to put it in.
-    pub fn gateway(&self) -> Option<Ipv4Addr> {
-        (self.prefix <= 30).then(|| Ipv4Addr::from(u32::from(self.last()) - 2))
-    }
-}
-
-/// An IPv6 prefix. Host bits of `addr` are ignored when matching.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv6Cidr {
-    addr: Ipv6Addr,
-    prefix: u8,
-}
-
-impl Ipv6Cidr {
-    pub const fn new(addr: Ipv6Addr, prefix: u8) -> Option<Ipv6Cidr> {
-        if prefix <= 128 { Some(Ipv6Cidr { addr, prefix }) } else { None }
-    }
-
-    pub const fn addr(&self) -> Ipv6Addr {
-        self.addr
-    }
-
-    pub const fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    fn mask(&self) -> u128 {
-        u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0)
-    }
-
-    pub fn contains(&self, ip: Ipv6Addr) -> bool {
-        (u128::from(ip) ^ u128::from(self.addr)) & self.mask() == 0
-    }
-
-    pub fn network(&self) -> Ipv6Addr {
-        Ipv6Addr::from(u128::from(self.addr) & self.mask())
-    }
-
-    /// The vSwitch's IPv6 gateway by Terway's rule: last address − 2.
-    pub fn gateway(&self) -> Option<Ipv6Addr> {
-        (self.prefix <= 126).then(|| Ipv6Addr::from((u128::from(self.addr) | !self.mask()) - 2))
-    }
-}
-
-impl fmt::Display for Ipv6Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
+/// An IPv4 or IPv6 prefix; built with `containing`, host bits are ignored when matching.
+pub use enifab_net::{Cidr, Cidr6};
 
 /// The length of the IPv6 prefixes an ENI may hold (ECS assigns /80s).
 pub const IPV6_PREFIX_LEN: u8 = 80;
@@ -138,14 +55,8 @@ pub(crate) fn prefix80(ip: Ipv6Addr) -> u128 {
 pub struct Ipv6Setup {
     pub addresses: Vec<Ipv6Addr>,
     /// /80 prefixes routed to the ENI.
-    pub prefixes: Vec<Ipv6Cidr>,
-    pub vswitch_cidr: Ipv6Cidr,
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
+    pub prefixes: Vec<Cidr6>,
+    pub vswitch_cidr: Cidr6,
 }
 
 /// One ENI device a node shim registered: frames with this VNI are accepted only from `peer`,
@@ -210,7 +121,7 @@ pub struct EniConfig {
     pub primary_ip: Ipv4Addr,
     /// Primary and secondary IPs (the primary is added if missing).
     pub ips: Vec<Ipv4Addr>,
-    pub vswitch_cidr: Ipv4Cidr,
+    pub vswitch_cidr: Cidr,
     /// Addresses, prefixes and vSwitch block of IPv6; `None` on an IPv4-only vSwitch.
     pub ipv6: Option<Ipv6Setup>,
     pub security_group_ids: Vec<String>,
@@ -285,9 +196,9 @@ impl Protocol {
 /// The remote side of a rule: `SourceCidrIp`/`DestCidrIp` or `SourceGroupId`/`DestGroupId`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Peer {
-    Cidr(Ipv4Cidr),
+    Cidr(Cidr),
     /// `Ipv6SourceCidrIp` / `Ipv6DestCidrIp`: matches IPv6 packets only.
-    Cidr6(Ipv6Cidr),
+    Cidr6(Cidr6),
     /// All private IPs of all ENIs in that group (same VPC). An unknown group matches nothing.
     Group(String),
 }
@@ -308,9 +219,9 @@ pub struct Rule {
     pub source_port_range: Option<(u16, u16)>,
     pub peer: Peer,
     /// This ENI's side of a 5-tuple rule: `DestCidrIp` on ingress, `SourceCidrIp` on egress.
-    pub local_cidr: Option<Ipv4Cidr>,
+    pub local_cidr: Option<Cidr>,
     /// The same for an IPv6 rule (`Ipv6DestCidrIp` on ingress, `Ipv6SourceCidrIp` on egress).
-    pub local_cidr6: Option<Ipv6Cidr>,
+    pub local_cidr6: Option<Cidr6>,
 }
 
 /// A layer-4 protocol a load balancer listens on.
@@ -467,7 +378,7 @@ pub struct ExternalHostConfig {
     pub peer: SocketAddr,
     pub ip: Ipv4Addr,
     /// The segment it believes it is on; its gateway (last − 2) answers ping.
-    pub segment: Ipv4Cidr,
+    pub segment: Cidr,
 }
 
 /// A snapshot the emulator could not turn into a consistent data plane.
@@ -525,7 +436,7 @@ pub enum ConfigError {
     /// An IPv6 prefix that is not a /80.
     BadPrefix6 {
         eni_id: String,
-        prefix: Ipv6Cidr,
+        prefix: Cidr6,
     },
 }
 
@@ -567,21 +478,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Stable 64-bit name of a string id (FNV-1a). Conntrack keys and entries use it so that they
-/// stay meaningful across snapshots, whose internal indexes are renumbered.
-pub(crate) const fn stable_key(s: &str) -> u64 {
-    fnv_extend(0xcbf2_9ce4_8422_2325, s.as_bytes())
-}
-
-/// FNV-1a of `bytes`, continuing from `h`.
-pub(crate) const fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
-    let mut i = 0;
-    while i < bytes.len() {
-        h = (h ^ bytes[i] as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        i += 1;
-    }
-    h
-}
+// `stable_key` (FNV-1a of an id) names conntrack keys and entries, so that they stay meaningful
+// across snapshots, whose internal indexes are renumbered.
+pub(crate) use enifab_net::hash::{fnv1a_extend, stable_key};
 
 /// The namespace of the internet side: what the VPC key is for ENIs, this is for external
 /// hosts and internet-facing VIPs. No VPC id hashes to it in practice (VPC ids start `vpc-`),
@@ -591,8 +490,8 @@ pub(crate) const INTERNET: u64 = stable_key("enifab:internet");
 /// The stable name of a listener, for runtime state that outlives snapshots (scheduler,
 /// persistence, health).
 pub(crate) fn listener_key(lb_id: &str, protocol: LbProtocol, port: u16) -> u64 {
-    let h = fnv_extend(stable_key(lb_id), &[0, protocol.number()]);
-    fnv_extend(h, &port.to_be_bytes())
+    let h = fnv1a_extend(stable_key(lb_id), &[0, protocol.number()]);
+    fnv1a_extend(h, &port.to_be_bytes())
 }
 
 pub(crate) type EniIdx = u32;
@@ -646,8 +545,8 @@ impl Timeouts {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CompiledPeer {
-    Cidr(Ipv4Cidr),
-    Cidr6(Ipv6Cidr),
+    Cidr(Cidr),
+    Cidr6(Cidr6),
     Group(GroupIdx),
     /// A reference to a group not in the snapshot.
     Nothing,
@@ -666,8 +565,8 @@ pub(crate) struct CompiledRule {
     pub dst_ports: (u16, u16),
     pub src_ports: (u16, u16),
     pub peer: CompiledPeer,
-    pub local: Option<Ipv4Cidr>,
-    pub local6: Option<Ipv6Cidr>,
+    pub local: Option<Cidr>,
+    pub local6: Option<Cidr6>,
 }
 
 #[derive(Debug)]
@@ -863,7 +762,7 @@ impl FabricConfig {
                     if p.prefix() != IPV6_PREFIX_LEN {
                         return Err(ConfigError::BadPrefix6 { eni_id: e.id.clone(), prefix: *p });
                     }
-                    if let Some(other) = by_prefix6.insert((vpc, prefix80(p.addr())), i)
+                    if let Some(other) = by_prefix6.insert((vpc, prefix80(p.network())), i)
                         && other != i
                     {
                         return Err(ConfigError::DuplicateIp6 { vpc_id: e.vpc_id.clone(), ip: p.network() });
@@ -902,7 +801,7 @@ impl FabricConfig {
                     if let Some(v6) = &e.ipv6 {
                         let (addrs, prefixes) = &mut members6[g as usize];
                         addrs.extend(v6.addresses.iter().copied());
-                        prefixes.extend(v6.prefixes.iter().map(|p| prefix80(p.addr())));
+                        prefixes.extend(v6.prefixes.iter().map(|p| prefix80(p.network())));
                     }
                 }
             }
@@ -1196,40 +1095,5 @@ fn compile_eni(e: &EniConfig, groups: &[SecurityGroupConfig], group_idx: &FixedM
         default_egress: if any_enterprise { Policy::Drop } else { Policy::Accept },
         inner_accept: inner_accept.into(),
         external: false,
-    }
-}
-
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    fn cidr(a: [u8; 4], p: u8) -> Ipv4Cidr {
-        Ipv4Cidr::new(Ipv4Addr::from(a), p).unwrap()
-    }
-
-    #[test]
-    fn gateways_follow_terway() {
-        assert_eq!(cidr([192, 168, 1, 0], 24).gateway(), Some(Ipv4Addr::new(192, 168, 1, 253)));
-        assert_eq!(cidr([192, 168, 1, 0], 30).gateway(), Some(Ipv4Addr::new(192, 168, 1, 1)));
-        assert_eq!(cidr([192, 168, 1, 0], 31).gateway(), None);
-        assert_eq!(cidr([10, 0, 0, 0], 16).gateway(), Some(Ipv4Addr::new(10, 0, 255, 253)));
-    }
-
-    #[test]
-    fn cidr_matching() {
-        let c = cidr([10, 1, 2, 3], 16);
-        assert!(c.contains(Ipv4Addr::new(10, 1, 200, 1)));
-        assert!(!c.contains(Ipv4Addr::new(10, 2, 0, 1)));
-        assert!(cidr([0, 0, 0, 0], 0).contains(Ipv4Addr::new(1, 2, 3, 4)));
-        assert!(cidr([1, 2, 3, 4], 32).contains(Ipv4Addr::new(1, 2, 3, 4)));
-        assert!(!cidr([1, 2, 3, 4], 32).contains(Ipv4Addr::new(1, 2, 3, 5)));
-        assert!(Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 33).is_none());
-        assert_eq!(c.network(), Ipv4Addr::new(10, 1, 0, 0));
-    }
-
-    #[test]
-    fn stable_key_is_stable() {
-        assert_eq!(stable_key(""), 0xcbf2_9ce4_8422_2325);
-        assert_ne!(stable_key("vpc-a"), stable_key("vpc-b"));
     }
 }

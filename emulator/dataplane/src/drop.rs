@@ -9,7 +9,7 @@ use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use crate::wire::ethernet::{Mac, MacDisplay};
+use crate::wire::ethernet::Mac;
 use crate::wire::geneve::{self, Vni};
 
 /// The protocol layer a malformed header belongs to.
@@ -341,7 +341,7 @@ impl fmt::Display for DropReason {
             DropReason::UnknownPeer { vni, from } => write!(f, ": vni {vni} from {from}"),
             DropReason::UnknownVlan { vni, vlan } => write!(f, ": vlan {vlan} on vni {vni}"),
             DropReason::NotForGateway { dst } | DropReason::BroadcastOrMulticast { dst } => {
-                write!(f, ": dst {}", MacDisplay(*dst))
+                write!(f, ": dst {}", dst)
             }
             DropReason::ToGateway { dst } | DropReason::NoRoute { dst } => write!(f, ": {dst}"),
             DropReason::Spoofed { eni, src } => write!(f, ": {src} is not an address of {eni}"),

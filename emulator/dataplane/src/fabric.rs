@@ -1496,11 +1496,7 @@ fn quoted_flow(ns: u32, quoted: &[u8]) -> Option<FlowKey> {
 /// Why a frame addressed to `dst`, neither the gateway nor (for ARP) broadcast, is dropped: a VPC
 /// never floods, and every unicast goes to the gateway.
 fn not_for_us(dst: Mac) -> DropReason {
-    if ethernet::is_multicast(&dst) {
-        DropReason::BroadcastOrMulticast { dst }
-    } else {
-        DropReason::NotForGateway { dst }
-    }
+    if dst.is_multicast() { DropReason::BroadcastOrMulticast { dst } } else { DropReason::NotForGateway { dst } }
 }
 
 /// Completes a split verdict into `out` for [`Fabric::process`]: a forward's payload is copied

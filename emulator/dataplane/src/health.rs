@@ -26,7 +26,7 @@
 
 use core::net::Ipv4Addr;
 
-use crate::config::{FabricConfig, FixedMap, HealthCheckConfig, HealthCheckKind, fnv_extend};
+use crate::config::{FabricConfig, FixedMap, HealthCheckConfig, HealthCheckKind, fnv1a_extend};
 use crate::conntrack::BackendKey;
 use crate::wire::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
@@ -248,7 +248,7 @@ impl HealthTable {
         // Initial sequence numbers differ per probe and per backend, from a counter: the
         // fabric has no randomness, and nothing here needs the unpredictability TCP wants
         // against off-path attackers.
-        let isn = fnv_extend(key.0 ^ self.counter, &key.1.octets()) as u32;
+        let isn = fnv1a_extend(key.0 ^ self.counter, &key.1.octets()) as u32;
         let port = self.free_port();
         let e = self.entries.get_mut(&key).expect("due() found it");
         let (kind, stage) = match &e.check.kind {

@@ -28,7 +28,7 @@ use core::net::Ipv4Addr;
 use std::collections::HashMap;
 use std::hash::RandomState;
 
-use crate::config::{FabricConfig, FixedMap, Listener, Scheduler, fnv_extend};
+use crate::config::{FabricConfig, FixedMap, Listener, Scheduler, fnv1a_extend};
 use crate::conntrack::Conntrack;
 use crate::health::HealthTable;
 
@@ -82,8 +82,8 @@ pub(crate) enum NoBackend {
 
 fn fingerprint(l: &Listener) -> u64 {
     l.backends.iter().fold(l.key, |h, b| {
-        let h = fnv_extend(h, &b.ip.octets());
-        fnv_extend(h, &[(b.port >> 8) as u8, b.port as u8, b.weight])
+        let h = fnv1a_extend(h, &b.ip.octets());
+        fnv1a_extend(h, &[(b.port >> 8) as u8, b.port as u8, b.weight])
     })
 }
 
@@ -212,11 +212,11 @@ pub(crate) fn pick(
                 .map(|(i, _)| i)
         }
         Scheduler::Sch | Scheduler::Tch => {
-            let mut h = fnv_extend(listener.key, &flow.client.octets());
+            let mut h = fnv1a_extend(listener.key, &flow.client.octets());
             if listener.scheduler == Scheduler::Tch {
-                h = fnv_extend(h, &flow.client_port.to_be_bytes());
-                h = fnv_extend(h, &flow.vip.octets());
-                h = fnv_extend(h, &flow.vport.to_be_bytes());
+                h = fnv1a_extend(h, &flow.client_port.to_be_bytes());
+                h = fnv1a_extend(h, &flow.vip.octets());
+                h = fnv1a_extend(h, &flow.vport.to_be_bytes());
             }
             candidates()
                 .map(|(i, b)| (i, rendezvous(h, b)))
@@ -236,8 +236,8 @@ pub(crate) fn is_eligible(health: &HealthTable, listener: &Listener, i: usize) -
 /// Weighted rendezvous score: `-weight / ln(u)` for a uniform `u` in (0, 1) drawn from the
 /// flow's hash and the backend, so each backend wins in proportion to its weight.
 fn rendezvous(h: u64, b: &crate::config::Backend) -> f64 {
-    let mut x = fnv_extend(h, &b.ip.octets());
-    x = fnv_extend(x, &b.port.to_be_bytes());
+    let mut x = fnv1a_extend(h, &b.ip.octets());
+    x = fnv1a_extend(x, &b.port.to_be_bytes());
     // A final avalanche (splitmix64) so that nearby inputs give unrelated draws.
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -15,8 +15,9 @@
 //! allocate per frame. Time is a parameter ([`Instant`]); the output buffer is the caller's.
 //!
 //! # Layout
-//! - [`wire`]: byte-level headers, shared with the node shim (Geneve + virtio-net option, VLAN
-//!   push/pop, Ethernet, ARP, IPv4, TCP/UDP/ICMP).
+//! - [`wire`]: byte-level headers (Geneve + virtio-net option, VLAN push/pop, Ethernet, ARP,
+//!   IPv4, TCP/UDP/ICMP, IPv6/NDP), re-exported from `enifab-net`, where the node shim uses
+//!   them without this crate; CIDRs, MACs and the stable hash come from there too.
 //! - [`config`]: the immutable, indexed snapshot of ports, ENIs, security groups, load
 //!   balancers and external hosts.
 //! - [`fabric`]: [`Fabric::process`], the pipeline, and [`Fabric::trace`], its explanation;
@@ -41,7 +42,7 @@ mod lb;
 mod nat;
 mod security_group;
 pub mod stats;
-pub mod wire;
+pub use enifab_net::wire;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -52,8 +53,8 @@ mod tests;
 use core::time::Duration;
 
 pub use config::{
-    Attachment, BackendConfig, ConfigError, ConntrackTimeouts, Direction, EniConfig, ExternalHostConfig, FabricConfig,
-    FabricSpec, HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, Ipv6Cidr, Ipv6Setup, LbNetwork, LbProtocol,
+    Attachment, BackendConfig, Cidr, Cidr6, ConfigError, ConntrackTimeouts, Direction, EniConfig, ExternalHostConfig,
+    FabricConfig, FabricSpec, HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv6Setup, LbNetwork, LbProtocol,
     ListenerConfig, LoadBalancerConfig, Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig,
     SgKind,
 };

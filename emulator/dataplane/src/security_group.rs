@@ -21,10 +21,10 @@
 use core::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::config::{CompiledPeer, CompiledRule, Direction, Eni, FabricConfig, GroupIdx, Ipv4Cidr, Policy, prefix80};
+use crate::config::{Cidr, CompiledPeer, CompiledRule, Direction, Eni, FabricConfig, GroupIdx, Policy, prefix80};
 
 /// CLB health checks and other Alibaba services come from here (reference §8.2 item 7).
-pub const HEALTH_CHECK_CIDR: Ipv4Cidr = match Ipv4Cidr::new(Ipv4Addr::new(100, 64, 0, 0), 10) {
+pub const HEALTH_CHECK_CIDR: Cidr = match Cidr::containing_const(Ipv4Addr::new(100, 64, 0, 0), 10) {
     Some(c) => c,
     None => panic!("constant CIDR"),
 };

@@ -63,9 +63,9 @@ pub struct Endpoint {
     pub peer: SocketAddr,
 }
 
-const MAC_TRUNK_A: Mac = [0x00, 0x16, 0x3e, 0x0a, 0x00, 0x01];
-const MAC_PRIMARY_B: Mac = [0x00, 0x16, 0x3e, 0x0b, 0x00, 0x01];
-const MAC_TRUNK_B: Mac = [0x00, 0x16, 0x3e, 0x0b, 0x00, 0x02];
+const MAC_TRUNK_A: Mac = Mac([0x00, 0x16, 0x3e, 0x0a, 0x00, 0x01]);
+const MAC_PRIMARY_B: Mac = Mac([0x00, 0x16, 0x3e, 0x0b, 0x00, 0x01]);
+const MAC_TRUNK_B: Mac = Mac([0x00, 0x16, 0x3e, 0x0b, 0x00, 0x02]);
 
 pub const TRUNK_A: Endpoint = Endpoint {
     eni: "eni-trunk-a",
@@ -127,8 +127,8 @@ pub const POD_B1_V6: Ipv6Addr = Ipv6Addr::new(0x2408, 0x4005, 0x3000, 1, 0, 0, 0
 /// pod-b1's /80 prefix.
 pub const POD_B1_PREFIX6: Ipv6Addr = Ipv6Addr::new(0x2408, 0x4005, 0x3000, 1, 5, 0, 0, 0);
 
-pub fn cidr6(addr: Ipv6Addr, prefix: u8) -> Ipv6Cidr {
-    Ipv6Cidr::new(addr, prefix).unwrap_or_else(|| panic!("bad prefix {prefix}"))
+pub fn cidr6(addr: Ipv6Addr, prefix: u8) -> Cidr6 {
+    Cidr6::containing(addr, prefix).unwrap_or_else(|| panic!("bad prefix {prefix}"))
 }
 
 pub const EXT_PEER: SocketAddr = SocketAddr::new(core::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50)), 6081);
@@ -136,7 +136,7 @@ pub const EXTERNAL: Endpoint = Endpoint {
     eni: "ext-client",
     vni: 99,
     vlan: None,
-    mac: [0x02, 0x00, 0x2f, 0x64, 0x01, 0x0a],
+    mac: Mac([0x02, 0x00, 0x2f, 0x64, 0x01, 0x0a]),
     ip: Ipv4Addr::new(47, 100, 1, 10),
     peer: EXT_PEER,
 };
@@ -147,8 +147,8 @@ pub fn vni(v: u32) -> Vni {
     Vni::new(v).unwrap_or_else(|| panic!("vni {v} out of range"))
 }
 
-pub fn cidr(a: [u8; 4], prefix: u8) -> Ipv4Cidr {
-    Ipv4Cidr::new(Ipv4Addr::from(a), prefix).unwrap_or_else(|| panic!("bad prefix {prefix}"))
+pub fn cidr(a: [u8; 4], prefix: u8) -> Cidr {
+    Cidr::containing(Ipv4Addr::from(a), prefix).unwrap_or_else(|| panic!("bad prefix {prefix}"))
 }
 
 pub fn rule(
@@ -252,7 +252,7 @@ impl Lab {
                 id: e.eni.to_string(),
                 vpc_id: VPC.to_string(),
                 // Members have a MAC of their own in the API, never seen on the wire.
-                mac: if e.vlan.is_some() { [0x00, 0x16, 0x3e, 0xee, 0x00, e.ip.octets()[3]] } else { e.mac },
+                mac: if e.vlan.is_some() { Mac([0x00, 0x16, 0x3e, 0xee, 0x00, e.ip.octets()[3]]) } else { e.mac },
                 primary_ip: e.ip,
                 ips,
                 vswitch_cidr: subnet,
@@ -449,7 +449,7 @@ pub fn from_endpoint(from: &Endpoint, ip: &[u8]) -> Vec<u8> {
 /// An IPv6 frame `from` sends to `dst_mac`, its network and transport layers written by
 /// etherparse's builder (`build` gets the step after Ethernet/802.1Q), Geneve-encapsulated.
 pub fn frame6(from: &Endpoint, dst_mac: Mac, build: impl FnOnce(Ip6Builder) -> Vec<u8>) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(from.mac, dst_mac);
+    let eth = PacketBuilder::ethernet2(from.mac.0, dst_mac.0);
     let bytes = match from.vlan.and_then(|v| VlanId::try_new(v).ok()) {
         Some(v) => build(Ip6Builder::Tagged(eth.single_vlan(v))),
         None => build(Ip6Builder::Plain(eth)),
@@ -498,11 +498,11 @@ pub fn echo6_datagram(from: &Endpoint, src: Ipv6Addr, dst: Ipv6Addr, id: u16, re
 pub fn neighbor_solicitation(from: &Endpoint, src: Ipv6Addr, target: Ipv6Addr, hop: u8) -> Vec<u8> {
     let o = target.octets();
     let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(o[13]), u16::from_be_bytes([o[14], o[15]]));
-    let mac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
+    let mac = Mac([0x33, 0x33, 0xff, o[13], o[14], o[15]]);
     frame6(from, mac, |b| {
         let mut payload = target.octets().to_vec();
         payload.extend_from_slice(&[1, 1]);
-        payload.extend_from_slice(&from.mac);
+        payload.extend_from_slice(&from.mac.0);
         let mut v = Vec::new();
         let _ = b.ipv6(src, group, hop).icmpv6_raw(135, 0, [0; 4]).write(&mut v, &payload);
         v
@@ -527,7 +527,7 @@ pub fn arp_request(from: &Endpoint, target: Ipv4Addr) -> Vec<u8> {
         operation: arp::OP_REQUEST,
         sender_mac: from.mac,
         sender_ip: from.ip,
-        target_mac: [0; 6],
+        target_mac: Mac([0; 6]),
         target_ip: target,
     };
     let mut a = [0u8; arp::LEN];

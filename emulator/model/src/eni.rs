@@ -1424,8 +1424,7 @@ fn check_named_blocks(ipam: &Ipam, blocks: &[Cidr]) -> Result<Vec<Cidr>> {
 
 /// The /80 an IPv6 address lies in (the block a prefix may not take).
 fn v6_block(ip: Ipv6Addr) -> Option<Cidr6> {
-    let mask = !((1u128 << (128 - u32::from(IPV6_PREFIX_LEN))) - 1);
-    Cidr6::new(Ipv6Addr::from(u128::from(ip) & mask), IPV6_PREFIX_LEN)
+    Cidr6::containing(ip, IPV6_PREFIX_LEN)
 }
 
 /// A prefix count: absent is 0; given, it is 1–10 (the API reference's range).

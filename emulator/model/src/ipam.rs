@@ -178,7 +178,7 @@ impl Ipam6 {
     }
 
     fn block_of(ip: u128) -> u128 {
-        ip & !((1u128 << (128 - u32::from(IPV6_PREFIX_LEN))) - 1)
+        Cidr6::containing(Ipv6Addr::from(ip), IPV6_PREFIX_LEN).map_or(ip, |b| b.first())
     }
 
     pub fn is_allocatable(&self, ip: Ipv6Addr) -> bool {

@@ -863,9 +863,7 @@ pub(crate) fn request_hash<P: Serialize>(req: &P) -> u64 {
 
 /// Stable across processes and releases, unlike `DefaultHasher`: ClientToken records outlive
 /// the process that wrote them.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
+pub(crate) use enifab_net::fnv1a;
 
 /// Parse an IPv4 address parameter.
 pub(crate) fn parse_ip(s: &str) -> Result<Ipv4Addr> {

@@ -40,8 +40,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use enifab_dataplane::{BackendHealth, ExternalHostConfig, FabricConfig, Ipv4Cidr, StatsSnapshot, Vni};
-use enifab_model::{Cidr, ModelError, Region};
+use enifab_dataplane::{BackendHealth, ExternalHostConfig, FabricConfig, StatsSnapshot, Vni};
+use enifab_model::{Cidr, Mac, ModelError, Region};
 use enifab_udp::AdvertiseError;
 use tokio::sync::{oneshot, watch};
 
@@ -370,8 +370,8 @@ impl FabricShell {
             .ok_or_else(|| {
                 ModelError::invalid("Address", "an IPv4 address with its prefix, /8 to /30: 47.100.1.10/24")
             })?;
-        let segment = Ipv4Cidr::new(ip, prefix).expect("prefix checked");
-        let shared = Ipv4Cidr::new(Ipv4Addr::new(100, 64, 0, 0), 10).expect("constant");
+        let segment = Cidr::containing(ip, prefix).expect("prefix checked");
+        let shared = Cidr::containing(Ipv4Addr::new(100, 64, 0, 0), 10).expect("constant");
         if ip.is_private()
             || ip.is_loopback()
             || ip.is_link_local()
@@ -402,8 +402,14 @@ impl FabricShell {
         };
         let [a, b, c, d] = ip.octets();
         // A locally administered MAC, derived from the address so that it survives restarts.
-        let host =
-            ExternalHostConfig { id: name.to_string(), vni, mac: [0x02, 0x00, a, b, c, d], peer: geneve, ip, segment };
+        let host = ExternalHostConfig {
+            id: name.to_string(),
+            vni,
+            mac: Mac([0x02, 0x00, a, b, c, d]),
+            peer: geneve,
+            ip,
+            segment,
+        };
         r.external.insert(name.to_string(), host.clone());
         Ok(host)
     }

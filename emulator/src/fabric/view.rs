@@ -24,10 +24,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use enifab_dataplane::{
-    Attachment, BackendConfig, ConntrackTimeouts, EniConfig, ExternalHostConfig, FabricConfig, FabricSpec,
-    HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv4Cidr, Ipv6Cidr, Ipv6Setup, LbNetwork, LbProtocol,
-    ListenerConfig, LoadBalancerConfig, Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig,
-    SgKind, Vni,
+    Attachment, BackendConfig, Cidr, ConntrackTimeouts, EniConfig, ExternalHostConfig, FabricConfig, FabricSpec,
+    HealthCheckConfig, HealthCheckKind, HttpCodes, Ipv6Setup, LbNetwork, LbProtocol, ListenerConfig,
+    LoadBalancerConfig, Peer, Policy, PortConfig, Protocol, Rule, Scheduler, SecurityGroupConfig, SgKind, Vni,
 };
 use enifab_model::eni::{Eni, EniStatus, EniType};
 use enifab_model::security_group::{self as sg, Direction as MDir, IpProtocol, SecurityGroupType};
@@ -35,22 +34,10 @@ use enifab_model::slb;
 use enifab_model::{ModelError, Region};
 use enifab_proto::v1 as pb;
 
-fn cidr(c: enifab_model::Cidr) -> Ipv4Cidr {
-    Ipv4Cidr::new(c.network(), c.prefix()).expect("model CIDRs have valid prefixes")
-}
-
-fn cidr6(c: enifab_model::net::Cidr6) -> Ipv6Cidr {
-    Ipv6Cidr::new(c.network(), c.prefix()).expect("model CIDRs have valid prefixes")
-}
-
 /// An ENI's IPv6 side: its addresses and /80 prefixes, when its vSwitch has a /64.
 fn ipv6_setup(region: &Region, e: &Eni) -> Option<Ipv6Setup> {
-    let vswitch_cidr = cidr6(region.vswitch(&e.v_switch_id)?.ipv6_cidr?);
-    Some(Ipv6Setup {
-        addresses: e.ipv6_addresses.clone(),
-        prefixes: e.ipv6_prefixes.iter().map(|p| cidr6(*p)).collect(),
-        vswitch_cidr,
-    })
+    let vswitch_cidr = region.vswitch(&e.v_switch_id)?.ipv6_cidr?;
+    Some(Ipv6Setup { addresses: e.ipv6_addresses.clone(), prefixes: e.ipv6_prefixes.clone(), vswitch_cidr })
 }
 
 fn live(e: &Eni) -> bool {
@@ -83,7 +70,7 @@ pub fn fabric_config(
                         vni,
                         PortConfig {
                             eni_id: e.network_interface_id.clone(),
-                            mac: e.mac_address.0,
+                            mac: e.mac_address,
                             peer: *peer,
                             fast_path: fast_paths.get(&att.instance_id).copied(),
                         },
@@ -96,7 +83,7 @@ pub fn fabric_config(
         enis.push(EniConfig {
             id: e.network_interface_id.clone(),
             vpc_id: e.vpc_id.clone(),
-            mac: e.mac_address.0,
+            mac: e.mac_address,
             primary_ip: e.primary_ip_address,
             // An IPv4 prefix routes to its ENI as its sixteen addresses would: the snapshot's
             // address index, anti-spoof and group membership then cover prefix mode with no
@@ -106,7 +93,7 @@ pub fn fabric_config(
                 .ips()
                 .chain(e.ipv4_prefixes.iter().flat_map(|p| (p.first()..=p.last()).map(Ipv4Addr::from)))
                 .collect(),
-            vswitch_cidr: cidr(vsw.cidr),
+            vswitch_cidr: vsw.cidr,
             ipv6: ipv6_setup(region, e),
             security_group_ids: e.security_group_ids.clone(),
             source_dest_check: e.source_dest_check,
@@ -239,10 +226,10 @@ fn rule(r: &sg::SgRule) -> Rule {
     // The cloud: when a rule names both a CIDR and a group, the CIDR wins. A rule names one
     // family (the model refuses both), and an IPv6 peer never matches IPv4, nor the reverse.
     let peer = match (peer_cidr, peer_cidr6, peer_group) {
-        (Some(c), _, _) => Peer::Cidr(cidr(c)),
-        (None, Some(c), _) => Peer::Cidr6(cidr6(c)),
+        (Some(c), _, _) => Peer::Cidr(c),
+        (None, Some(c), _) => Peer::Cidr6(c),
         (None, None, Some(g)) => Peer::Group(g.clone()),
-        (None, None, None) => Peer::Cidr(Ipv4Cidr::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid")),
+        (None, None, None) => Peer::Cidr(Cidr::any()),
     };
     Rule {
         id: r.security_group_rule_id.clone(),
@@ -266,8 +253,8 @@ fn rule(r: &sg::SgRule) -> Rule {
         port_range: r.port_range.map(|p| (p.from, p.to)),
         source_port_range: r.source_port_range.map(|p| (p.from, p.to)),
         peer,
-        local_cidr: local.map(cidr),
-        local_cidr6: local6.map(cidr6),
+        local_cidr: local,
+        local_cidr6: local6,
     }
 }
 
@@ -380,7 +367,7 @@ pub fn external_node_config(host: &ExternalHostConfig, fabric_address: &str) -> 
             network_interface_id: host.id.clone(),
             r#type: "Primary".into(),
             status: "InUse".into(),
-            mac_address: enifab_dataplane::wire::ethernet::MacDisplay(host.mac).to_string(),
+            mac_address: host.mac.to_string(),
             device_index: 0,
             vni: host.vni.get(),
             primary_ip_address: host.ip.to_string(),

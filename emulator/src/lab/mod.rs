@@ -129,10 +129,7 @@ impl LabOptions {
 /// A short, stable id for a topology file: namespaces and state are named after it.
 pub fn lab_id(topology: &Path) -> String {
     let abs = std::fs::canonicalize(topology).unwrap_or_else(|_| topology.to_path_buf());
-    let h = abs
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let h = enifab_net::fnv1a(abs.to_string_lossy().as_bytes());
     format!("{:06x}", h & 0xff_ffff)
 }
 

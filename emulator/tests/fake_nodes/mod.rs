@@ -20,7 +20,7 @@ pub struct Node {
 
 pub fn endpoint(eni: String, vni: u32, mac: &str, ip: &str, peer: SocketAddr) -> Endpoint {
     let m: enifab_model::Mac = mac.parse().unwrap();
-    Endpoint { eni: Box::leak(eni.into_boxed_str()), vni, vlan: None, mac: m.0, ip: ip.parse().unwrap(), peer }
+    Endpoint { eni: Box::leak(eni.into_boxed_str()), vni, vlan: None, mac: m, ip: ip.parse().unwrap(), peer }
 }
 
 /// VPC 10.0.0.0/8, vSwitch 10.0.4.0/24, one basic group (members reach each other):

@@ -6,7 +6,7 @@ use enifab_dataplane::wire::ethernet::Frame;
 use enifab_dataplane::wire::l4::{Icmp, Tcp, Udp};
 use enifab_dataplane::wire::vlan::{self, Tci};
 use enifab_dataplane::wire::vnet::VnetHdr;
-use enifab_dataplane::wire::{arp, geneve, ipv4};
+use enifab_dataplane::wire::{arp, geneve, ipv4, ipv6};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,6 +23,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = ipv4::Packet::parse(data, true);
     let _ = ipv4::Packet::parse_quoted(data);
     let _ = (Tcp::parse(data), Udp::parse(data), Icmp::parse(data));
+    if let Ok(p) = ipv6::Packet::parse(data)
+        && let Ok(ns) = ipv6::NeighborSolicitation::parse(&p)
+    {
+        let mut out = [0u8; ipv6::ADVERTISEMENT_LEN];
+        let na = ipv6::NeighborAdvertisement::answer(p.src, &ns, enifab_dataplane::wire::ethernet::GATEWAY_MAC, false);
+        assert_eq!(na.emit(&mut out), Ok(ipv6::ADVERTISEMENT_LEN));
+    }
 
     let vnet = data
         .get(..10)

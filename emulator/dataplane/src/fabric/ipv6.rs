@@ -33,18 +33,20 @@
 //! logs and `enifab trace` (both speak IPv4 tuples).
 //!
 //! Parsing uses etherparse (the design card's choice), which walks the extension chain without
-//! copying. The two messages the fabric writes itself, a neighbour advertisement and an echo
-//! reply, are fixed layouts written straight into the caller's buffer after the Geneve and
-//! Ethernet headers; etherparse's builder wants an `io::Write` and its own header structs per
-//! frame, which buys nothing for two 40-byte headers, and the tests check what is written with
-//! etherparse's own parser.
+//! copying; neighbour discovery's rules and its answer are `enifab_net::wire::ipv6`'s (shared
+//! with the tests of the shim's side), and the echo reply is written with etherparse's headers,
+//! straight into the caller's buffer after the Geneve and Ethernet headers. Duplicate address
+//! detection is the pipeline's decision: that module would answer it, the VPC does not.
 //!
 //! Must not: allocate, panic on any input, or change state before the verdict (the parent's
 //! decide-then-commit rule holds: flows are recorded in the outcome).
 
 use core::net::{Ipv6Addr, SocketAddr};
 
-use etherparse::{Icmpv6Slice, Ipv6Slice};
+use enifab_net::wire::ipv6::{self as ndp, NdpError, NeighborAdvertisement, NeighborSolicitation};
+use etherparse::{
+    IcmpEchoHeader, Icmpv6Header, Icmpv6Slice, Icmpv6Type, IpNumber, Ipv6FlowLabel, Ipv6Header, Ipv6Slice,
+};
 
 use super::{Emit, FlowCommit, Outcome, SplitVerdict, Tracer, not_for_us, write_frame, write_headers};
 use crate::Instant;
@@ -57,7 +59,7 @@ use crate::wire::geneve;
 use crate::wire::ipv4::{PROTO_TCP, PROTO_UDP};
 use crate::wire::l4::{Tcp, Udp};
 use crate::wire::vnet::VnetHdr;
-use crate::wire::{BufferTooSmall, checksum, ethernet};
+use crate::wire::{BufferTooSmall, ethernet};
 
 use super::Fabric;
 
@@ -66,18 +68,12 @@ const ECHO_REQUEST: u8 = 128;
 const ECHO_REPLY: u8 = 129;
 const ROUTER_SOLICITATION: u8 = 133;
 const ROUTER_ADVERTISEMENT: u8 = 134;
-const NEIGHBOR_SOLICITATION: u8 = 135;
-const NEIGHBOR_ADVERTISEMENT: u8 = 136;
+const NEIGHBOR_SOLICITATION: u8 = ndp::TYPE_NEIGHBOR_SOLICITATION;
+const NEIGHBOR_ADVERTISEMENT: u8 = ndp::TYPE_NEIGHBOR_ADVERTISEMENT;
 const REDIRECT: u8 = 137;
 
-/// A neighbour discovery message is only valid with this hop limit (RFC 4861 §7.1): it cannot
-/// have crossed a router.
-const ND_HOP_LIMIT: u8 = 255;
-
 /// The fixed IPv6 header.
-pub(crate) const HEADER_LEN: usize = 40;
-/// A neighbour advertisement with one target link-layer address option.
-const NA_LEN: usize = 24 + 8;
+pub(crate) const HEADER_LEN: usize = ndp::HEADER_LEN;
 
 /// Hop limit of packets the fabric originates (echo replies), as IPv4's TTL.
 const FABRIC_HOP_LIMIT: u8 = 64;
@@ -137,9 +133,7 @@ impl Fabric {
             let icmp = Icmpv6Slice::from_slice(upper.payload)
                 .map_err(|_| DropReason::Malformed { layer: Layer::Icmpv6, detail: "icmpv6 header truncated" })?;
             match icmp.type_u8() {
-                NEIGHBOR_SOLICITATION => {
-                    return self.neighbor_advertisement(src, gh, eth, from, s6, hdr.hop_limit(), &icmp, out, o);
-                }
+                NEIGHBOR_SOLICITATION => return self.neighbor_advertisement(src, gh, eth, from, out, o),
                 ROUTER_SOLICITATION | ROUTER_ADVERTISEMENT | NEIGHBOR_ADVERTISEMENT | REDIRECT => {
                     return Err(DropReason::NdpConsumed);
                 }
@@ -240,38 +234,30 @@ impl Fabric {
         }
     }
 
-    /// Answers a neighbour solicitation from `sender`: "`target` is at `ee:ff:ff:ff:ff:ff`".
-    #[allow(clippy::too_many_arguments)]
+    /// Answers a neighbour solicitation: "its target is at `ee:ff:ff:ff:ff:ff`". One a node
+    /// must ignore (RFC 4861 §7.1.1), and duplicate address detection, are consumed.
     fn neighbor_advertisement(
         &self,
         src: &Eni,
         gh: &geneve::Header,
         eth: &Frame<'_>,
         from: SocketAddr,
-        sender: Ipv6Addr,
-        hop_limit: u8,
-        icmp: &Icmpv6Slice<'_>,
         out: &mut [u8],
         o: &mut Outcome,
     ) -> Result<SplitVerdict, DropReason> {
-        let body = icmp.slice();
-        // RFC 4861 §7.1.1: what a node must ignore is consumed here too.
-        if hop_limit != ND_HOP_LIMIT || icmp.code_u8() != 0 || body.len() < 24 {
-            return Err(DropReason::NdpConsumed);
-        }
-        let target = Ipv6Addr::from(<[u8; 16]>::try_from(&body[8..24]).unwrap_or([0; 16]));
-        if target.is_multicast() {
-            return Err(DropReason::NdpConsumed);
-        }
+        let ip = ndp::Packet::parse(eth.payload).map_err(|m| DropReason::malformed(Layer::Ipv6, m))?;
+        let ns = match NeighborSolicitation::parse(&ip) {
+            Ok(ns) => ns,
+            Err(NdpError::NotSolicitation | NdpError::Invalid(_)) => return Err(DropReason::NdpConsumed),
+        };
         // Duplicate address detection: no answer, or the node would give up its address.
-        if sender.is_unspecified() {
+        if ip.src.is_unspecified() {
             return Err(DropReason::NdpConsumed);
         }
-        let router = self.config.gateways6.contains(&(src.vpc, target));
+        let router = self.config.gateways6.contains(&(src.vpc, ns.target));
+        let na = NeighborAdvertisement::answer(ip.src, &ns, GATEWAY_MAC, router);
         let oh = geneve::Header { vni: gh.vni, oam: false, vnet: None };
-        let len = write_frame(out, &oh, eth.src, eth.tag, ETHERTYPE_IPV6, HEADER_LEN + NA_LEN, |b| {
-            emit_neighbor_advertisement(b, target, sender, router)
-        })?;
+        let len = write_frame(out, &oh, eth.src, eth.tag, ETHERTYPE_IPV6, ndp::ADVERTISEMENT_LEN, |b| na.emit(b))?;
         o.tx = Some((gh.vni, len - oh.len()));
         Ok(SplitVerdict::Reply { to: from, len })
     }
@@ -373,93 +359,38 @@ fn quoted_flow6(ns: u32, quoted: &[u8]) -> Option<FlowKey6> {
     Some(FlowKey6 { ns, proto, src: addr(8), dst: addr(24), sport, dport })
 }
 
-/// The fixed IPv6 header of a packet the fabric originates.
-fn emit_header(b: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr, payload_len: usize, hop_limit: u8) {
-    b[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
-    b[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
-    b[6] = PROTO_ICMPV6;
-    b[7] = hop_limit;
-    b[8..24].copy_from_slice(&src.octets());
-    b[24..40].copy_from_slice(&dst.octets());
-}
-
-/// ICMPv6's checksum over the pseudo-header (RFC 8200 §8.1) and the message.
-fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
-    let mut pseudo = [0u8; 40];
-    pseudo[0..16].copy_from_slice(&src.octets());
-    pseudo[16..32].copy_from_slice(&dst.octets());
-    pseudo[32..36].copy_from_slice(&(msg.len() as u32).to_be_bytes());
-    pseudo[39] = PROTO_ICMPV6;
-    checksum::internet2(&pseudo, msg)
-}
-
-/// A neighbour advertisement for `target` to `to`, from `target` itself (what a proxy sends),
-/// with the gateway MAC as the target's link-layer address.
-fn emit_neighbor_advertisement(
-    b: &mut [u8],
-    target: Ipv6Addr,
-    to: Ipv6Addr,
-    router: bool,
-) -> Result<usize, BufferTooSmall> {
-    let needed = HEADER_LEN + NA_LEN;
-    let available = b.len();
-    let b = b.get_mut(..needed).ok_or(BufferTooSmall { needed, available })?;
-    emit_header(b, target, to, NA_LEN, ND_HOP_LIMIT);
-    let msg = &mut b[HEADER_LEN..];
-    msg.fill(0);
-    msg[0] = NEIGHBOR_ADVERTISEMENT;
-    // Router, Solicited, Override (RFC 4861 §4.4).
-    msg[4] = if router { 0xe0 } else { 0x60 };
-    msg[8..24].copy_from_slice(&target.octets());
-    // Option 2, target link-layer address, 1 × 8 bytes.
-    msg[24] = 2;
-    msg[25] = 1;
-    msg[26..32].copy_from_slice(&GATEWAY_MAC);
-    let c = icmpv6_checksum(target, to, msg);
-    msg[2..4].copy_from_slice(&c.to_be_bytes());
-    Ok(needed)
-}
-
 /// `request` (an echo request to `gateway`) answered as an echo reply to `to`.
 fn emit_echo_reply(b: &mut [u8], gateway: Ipv6Addr, to: Ipv6Addr, request: &[u8]) -> Result<usize, BufferTooSmall> {
     let needed = HEADER_LEN + request.len();
     let available = b.len();
-    let b = b.get_mut(..needed).ok_or(BufferTooSmall { needed, available })?;
-    emit_header(b, gateway, to, request.len(), FABRIC_HOP_LIMIT);
-    let msg = &mut b[HEADER_LEN..];
-    msg.copy_from_slice(request);
-    msg[0] = ECHO_REPLY;
-    msg[2..4].fill(0);
-    let c = icmpv6_checksum(gateway, to, msg);
-    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let too_small = BufferTooSmall { needed, available };
+    let b = b.get_mut(..needed).ok_or(too_small)?;
+    let id = u16::from_be_bytes([request[4], request[5]]);
+    let seq = u16::from_be_bytes([request[6], request[7]]);
+    let data = &request[8..];
+    let ip = Ipv6Header {
+        traffic_class: 0,
+        flow_label: Ipv6FlowLabel::ZERO,
+        payload_length: u16::try_from(request.len()).map_err(|_| too_small)?,
+        next_header: IpNumber::IPV6_ICMP,
+        hop_limit: FABRIC_HOP_LIMIT,
+        source: gateway.octets(),
+        destination: to.octets(),
+    };
+    let icmp =
+        Icmpv6Header::with_checksum(Icmpv6Type::EchoReply(IcmpEchoHeader { id, seq }), ip.source, ip.destination, data)
+            .map_err(|_| too_small)?;
+    b[..HEADER_LEN].copy_from_slice(&ip.to_bytes());
+    b[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&icmp.to_bytes());
+    b[HEADER_LEN + 8..].copy_from_slice(data);
     Ok(needed)
 }
 
 #[cfg(test)]
 mod test {
-    use etherparse::{Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
     use super::*;
-
-    #[test]
-    fn a_neighbor_advertisement_is_what_etherparse_reads() {
-        let target: Ipv6Addr = "2408:4005:3000:4:ffff:ffff:ffff:fffd".parse().unwrap();
-        let to: Ipv6Addr = "2408:4005:3000:4::7".parse().unwrap();
-        let mut b = [0u8; 100];
-        let n = emit_neighbor_advertisement(&mut b, target, to, true).unwrap();
-        let ip = Ipv6Slice::from_slice(&b[..n]).unwrap();
-        assert_eq!((ip.header().source_addr(), ip.header().destination_addr()), (target, to));
-        assert_eq!(ip.header().hop_limit(), 255);
-        let icmp = Icmpv6Slice::from_slice(ip.payload().payload).unwrap();
-        assert!(icmp.is_checksum_valid(target.octets(), to.octets()));
-        match icmp.icmp_type() {
-            Icmpv6Type::NeighborAdvertisement(h) => assert!(h.router && h.solicited && h.r#override),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(&icmp.payload()[..16], &target.octets());
-        assert_eq!(&icmp.payload()[16..24], &[2, 1, 0xee, 0xff, 0xff, 0xff, 0xff, 0xff]);
-        assert!(emit_neighbor_advertisement(&mut [0u8; 71], target, to, false).is_err(), "too small");
-    }
 
     #[test]
     fn an_echo_reply_is_what_etherparse_reads() {

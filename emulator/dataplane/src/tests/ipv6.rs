@@ -78,7 +78,7 @@ fn solicitations_are_answered_with_the_gateway_mac() {
         assert!(na.solicited && na.r#override);
         assert_eq!(na.router, target == GW6, "only the gateway is a router");
         assert_eq!(&icmp.payload()[..16], &target.octets());
-        assert_eq!(&icmp.payload()[18..24], &GATEWAY_MAC);
+        assert_eq!(&icmp.payload()[18..24], &GATEWAY_MAC.0);
     }
     // Duplicate address detection (from ::) and a hop limit other than 255 get no answer.
     assert_eq!(h.dropped(&POD_A1, &solicit(&POD_A1, Ipv6Addr::UNSPECIFIED, a1(), 255)), DropReason::NdpConsumed);
@@ -182,14 +182,14 @@ fn what_the_fabric_does_not_carry_is_named() {
     let ll = ip("fe80::216:3eff:fe0a:1");
     assert_eq!(h.dropped(&POD_A1, &tcp6(&POD_A1, ll, b1(), 1, 80, true)), DropReason::Ipv6Unsupported);
     // Router solicitations and advertisements are consumed.
-    let rs = frame(&POD_A1, [0x33, 0x33, 0, 0, 0, 2], |b| {
+    let rs = frame(&POD_A1, crate::wire::ethernet::Mac([0x33, 0x33, 0, 0, 0, 2]), |b| {
         let mut v = Vec::new();
         b.ipv6(ll, ip("ff02::2"), 255).icmpv6_raw(133, 0, [0; 4]).write(&mut v, &[]).unwrap();
         v
     });
     assert_eq!(h.dropped(&POD_A1, &rs), DropReason::NdpConsumed);
     // Multicast that is not neighbour discovery (an MLD report) is not flooded.
-    let mld = frame(&POD_A1, [0x33, 0x33, 0, 0, 0, 0x16], |b| {
+    let mld = frame(&POD_A1, crate::wire::ethernet::Mac([0x33, 0x33, 0, 0, 0, 0x16]), |b| {
         let mut v = Vec::new();
         b.ipv6(ll, ip("ff02::16"), 1).icmpv6_raw(143, 0, [0; 4]).write(&mut v, &[0; 20]).unwrap();
         v

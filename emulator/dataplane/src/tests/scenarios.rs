@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::*;
 use crate::config::*;
 use crate::fabric::{MAX_HEADER_LEN, SplitVerdict};
-use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, GATEWAY_MAC};
+use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, GATEWAY_MAC, Mac};
 use crate::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::wire::l4::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::wire::vnet::{self, VnetHdr};
@@ -81,8 +81,13 @@ fn arp_on_a_vlan_is_answered_on_that_vlan_for_any_target() {
 fn arp_replies_announcements_and_probes_are_consumed() {
     let mut h = Harness::new(&Lab::new());
     let mk = |op: u16, sip: Ipv4Addr, tip: Ipv4Addr| {
-        let r =
-            arp::Repr { operation: op, sender_mac: TRUNK_A.mac, sender_ip: sip, target_mac: [0; 6], target_ip: tip };
+        let r = arp::Repr {
+            operation: op,
+            sender_mac: TRUNK_A.mac,
+            sender_ip: sip,
+            target_mac: Mac([0; 6]),
+            target_ip: tip,
+        };
         let mut a = [0u8; 28];
         r.emit(&mut a).unwrap();
         geneve(10, None, &ethernet(ethernet::BROADCAST, TRUNK_A.mac, None, ETHERTYPE_ARP, &a))
@@ -104,9 +109,9 @@ fn arp_replies_announcements_and_probes_are_consumed() {
 fn arp_to_another_unicast_mac_is_refused_but_unicast_to_gateway_is_answered() {
     let mut h = Harness::new(&Lab::new());
     let mut d = arp_request(&TRUNK_A, NODE_GW);
-    d[8..14].copy_from_slice(&GATEWAY_MAC);
+    d[8..14].copy_from_slice(&GATEWAY_MAC.0);
     assert!(matches!(h.send(&TRUNK_A, &d).0, Verdict::Reply { .. }));
-    d[8..14].copy_from_slice(&PRIMARY_B.mac);
+    d[8..14].copy_from_slice(&PRIMARY_B.mac.0);
     assert_eq!(h.dropped(&TRUNK_A, &d), DropReason::NotForGateway { dst: PRIMARY_B.mac });
 }
 
@@ -232,10 +237,10 @@ fn routing_only_reaches_eni_addresses_of_the_vpc() {
 #[test]
 fn non_ipv4_and_wrong_macs_are_dropped() {
     let mut h = Harness::new(&Lab::new());
-    let v6 = geneve(10, None, &ethernet([0x33, 0x33, 0, 0, 0, 1], TRUNK_A.mac, None, 0x86dd, &[0x60; 40]));
+    let v6 = geneve(10, None, &ethernet(Mac([0x33, 0x33, 0, 0, 0, 1]), TRUNK_A.mac, None, 0x86dd, &[0x60; 40]));
     // IPv6 is parsed now (see tests/ipv6.rs): 40 bytes claiming a 24,672-byte payload are not.
     assert!(matches!(h.dropped(&TRUNK_A, &v6), DropReason::Malformed { layer: crate::drop::Layer::Ipv6, .. }));
-    let lldp = geneve(10, None, &ethernet([0x01, 0x80, 0xc2, 0, 0, 0x0e], TRUNK_A.mac, None, 0x88cc, &[0; 30]));
+    let lldp = geneve(10, None, &ethernet(Mac([0x01, 0x80, 0xc2, 0, 0, 0x0e]), TRUNK_A.mac, None, 0x88cc, &[0; 30]));
     assert_eq!(h.dropped(&TRUNK_A, &lldp), DropReason::UnsupportedEthertype(0x88cc));
     let ip = ipv4(TRUNK_A.ip, PRIMARY_B.ip, PROTO_TCP, &tcp(1, 22, SYN, 0));
     let bcast = geneve(10, None, &ethernet(ethernet::BROADCAST, TRUNK_A.mac, None, ETHERTYPE_IPV4, &ip));

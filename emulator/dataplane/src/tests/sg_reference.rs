@@ -19,6 +19,7 @@ use crate::config::*;
 use crate::explain::{Probe, ProbeProtocol};
 use crate::fabric::Step;
 use crate::testkit::{VPC, cidr, vni};
+use crate::wire::ethernet::Mac;
 use crate::{Fabric, FabricOptions, Instant, SgMatch};
 
 const GROUPS: [&str; 4] = ["sg-0", "sg-1", "sg-2", "sg-3"];
@@ -40,8 +41,8 @@ struct World {
     memberships: Vec<Vec<usize>>,
 }
 
-fn in_cidr(c: &Ipv4Cidr, ip: Ipv4Addr) -> bool {
-    let (ip, net, len) = (u32::from(ip), u32::from(c.addr()), u32::from(c.prefix()));
+fn in_cidr(c: &Cidr, ip: Ipv4Addr) -> bool {
+    let (ip, net, len) = (u32::from(ip), u32::from(c.network()), u32::from(c.prefix()));
     len == 0 || ip >> (32 - len) == net >> (32 - len)
 }
 
@@ -125,7 +126,7 @@ impl World {
                     vni(i as u32 + 1),
                     PortConfig {
                         eni_id: format!("eni-{i}"),
-                        mac: [0, 0x16, 0x3e, 0, 0, i as u8],
+                        mac: Mac([0, 0x16, 0x3e, 0, 0, i as u8]),
                         peer,
                         fast_path: None,
                     },
@@ -136,7 +137,7 @@ impl World {
             .map(|i| EniConfig {
                 id: format!("eni-{i}"),
                 vpc_id: VPC.into(),
-                mac: [0, 0x16, 0x3e, 0, 0, i as u8],
+                mac: Mac([0, 0x16, 0x3e, 0, 0, i as u8]),
                 primary_ip: IPS[i],
                 ips: vec![IPS[i]],
                 vswitch_cidr: cidr([10, 0, 0, 0], 24),
@@ -161,7 +162,7 @@ fn engine_decided(m: &SgMatch) -> Decided {
     }
 }
 
-fn a_cidr() -> impl Strategy<Value = Ipv4Cidr> {
+fn a_cidr() -> impl Strategy<Value = Cidr> {
     prop_oneof![
         Just(cidr([0, 0, 0, 0], 0)),
         Just(cidr([10, 0, 0, 0], 24)),

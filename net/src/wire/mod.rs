@@ -1,8 +1,11 @@
 //! Byte-level views of every header the fabric touches: Geneve with the virtio-net option, the
-//! virtio-net header itself, Ethernet and 802.1Q, ARP, IPv4 and the first bytes of TCP/UDP/ICMP.
+//! virtio-net header itself, Ethernet and 802.1Q, ARP, IPv4 and the first bytes of TCP/UDP/ICMP,
+//! the records of the nodes' fast-path maps, and IPv6 with neighbour discovery ([`ipv6`], built
+//! on etherparse; everything else here is hand-written, see ARCHITECTURE §6).
 //!
-//! This layer is shared with the node shim (`agent-shim`), which uses [`geneve`] to talk to the
-//! emulator and [`vlan`] for its userspace 802.1Q emulation, so it must stay free of any policy:
+//! This layer is shared by the pipeline (`enifab-dataplane`, which re-exports it as its `wire`)
+//! and the node shim (`agent-shim`), which uses [`geneve`] to talk to the emulator and [`vlan`]
+//! for its userspace 802.1Q emulation, so it must stay free of any policy:
 //! no knowledge of ports, ENIs or security groups here, only "is this well formed and what does
 //! it say".
 //!
@@ -12,7 +15,8 @@
 //! caller-provided slice and report the length they wrote.
 //!
 //! Specs: RFC 8926 (Geneve), virtio 1.2 §5.1.6 (`virtio_net_hdr`), IEEE 802.1Q, RFC 826 (ARP),
-//! RFC 791 (IPv4), RFC 793/768/792 (TCP/UDP/ICMP), RFC 1071 (Internet checksum).
+//! RFC 791 (IPv4), RFC 793/768/792 (TCP/UDP/ICMP), RFC 1071 (Internet checksum), RFC 8200 (IPv6),
+//! RFC 4443 (ICMPv6), RFC 4861 (neighbour discovery).
 
 pub mod arp;
 pub mod checksum;
@@ -20,6 +24,7 @@ pub mod ethernet;
 pub mod fastpath;
 pub mod geneve;
 pub mod ipv4;
+pub mod ipv6;
 pub mod l4;
 pub mod vlan;
 pub mod vnet;
@@ -53,18 +58,18 @@ impl fmt::Display for BufferTooSmall {
 /// Reads a big-endian u16 at `at`; callers have checked the length first, `None` keeps that
 /// promise honest without a panic path.
 #[inline]
-pub(crate) fn be16(buf: &[u8], at: usize) -> Option<u16> {
+pub fn be16(buf: &[u8], at: usize) -> Option<u16> {
     let b = buf.get(at..at.checked_add(2)?)?;
     Some(u16::from_be_bytes([b[0], b[1]]))
 }
 
 #[inline]
-pub(crate) fn ipv4_at(buf: &[u8], at: usize) -> Option<core::net::Ipv4Addr> {
+pub fn ipv4_at(buf: &[u8], at: usize) -> Option<core::net::Ipv4Addr> {
     let b = buf.get(at..at.checked_add(4)?)?;
     Some(core::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]))
 }
 
 #[inline]
-pub(crate) fn check_room(buf: &[u8], needed: usize) -> Result<(), BufferTooSmall> {
+pub fn check_room(buf: &[u8], needed: usize) -> Result<(), BufferTooSmall> {
     if buf.len() < needed { Err(BufferTooSmall { needed, available: buf.len() }) } else { Ok(()) }
 }

@@ -56,6 +56,7 @@ impl Vni {
 }
 
 impl fmt::Display for Vni {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
@@ -79,6 +80,7 @@ pub enum Error {
 }
 
 impl fmt::Display for Error {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Truncated => f.write_str("geneve header truncated"),
@@ -106,6 +108,7 @@ pub struct Header {
 
 impl Header {
     /// Parses the header and returns it with the inner Ethernet frame.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<(Header, &[u8]), Error> {
         if buf.len() < HEADER_LEN {
             return Err(Error::Truncated);
@@ -133,15 +136,18 @@ impl Header {
     }
 
     /// Bytes [`Header::emit`] will write.
+    #[inline]
     pub fn len(&self) -> usize {
         HEADER_LEN + if self.vnet.is_some() { VNET_OPTION_LEN } else { 0 }
     }
 
     /// Never zero; present for clippy's `len_without_is_empty`.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         false
     }
 
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         let len = self.len();
         check_room(buf, len)?;
@@ -163,6 +169,7 @@ impl Header {
     }
 }
 
+#[inline]
 fn parse_options(mut options: &[u8]) -> Result<Option<VnetHdr>, Error> {
     let mut vnet = None;
     while !options.is_empty() {
@@ -188,6 +195,7 @@ fn parse_options(mut options: &[u8]) -> Result<Option<VnetHdr>, Error> {
 
 /// Writes `header` followed by `frame` into `out`: what a shim does for every frame it reads
 /// from a TAP.
+#[inline]
 pub fn encapsulate(header: &Header, frame: &[u8], out: &mut [u8]) -> Result<usize, BufferTooSmall> {
     let h = header.len();
     check_room(out, h + frame.len())?;

@@ -5,20 +5,17 @@
 //! 0x8100/0x88a8) and the S-tag TPIDs are reported as [`L2Error::Tpid`] for the caller to drop;
 //! no MAC-address policy lives here.
 
-use core::fmt;
-
 use super::vlan::Tci;
 use super::{BufferTooSmall, Malformed, check_room};
 
-pub type Mac = [u8; 6];
+pub use crate::mac::Mac;
 
 pub const HEADER_LEN: usize = 14;
 pub const TAGGED_HEADER_LEN: usize = 18;
 
-/// The virtual gateway's MAC on Alibaba Cloud VPC: every ARP answer and the source of every
-/// delivered frame.
-pub const GATEWAY_MAC: Mac = [0xee, 0xff, 0xff, 0xff, 0xff, 0xff];
-pub const BROADCAST: Mac = [0xff; 6];
+/// [`Mac::GATEWAY`] under the name the pipeline's many call sites use.
+pub const GATEWAY_MAC: Mac = Mac::GATEWAY;
+pub const BROADCAST: Mac = Mac::BROADCAST;
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
@@ -27,28 +24,6 @@ pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// Pre-standard S-tag TPIDs some switches still emit.
 const LEGACY_STAG: [u16; 2] = [0x9100, 0x9200];
-
-/// Group bit: broadcast and multicast destinations, which a VPC never floods.
-pub fn is_multicast(mac: &Mac) -> bool {
-    mac[0] & 1 != 0
-}
-
-/// `aa:bb:cc:dd:ee:ff` without allocating.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct MacDisplay(pub Mac);
-
-impl fmt::Display for MacDisplay {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
-    }
-}
-
-impl fmt::Debug for MacDisplay {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L2Error {
@@ -74,14 +49,15 @@ pub struct Frame<'a> {
 }
 
 impl<'a> Frame<'a> {
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Frame<'a>, L2Error> {
         if buf.len() < HEADER_LEN {
             return Err(L2Error::Ethernet(Malformed("ethernet header truncated")));
         }
-        let mut dst = [0; 6];
-        let mut src = [0; 6];
-        dst.copy_from_slice(&buf[0..6]);
-        src.copy_from_slice(&buf[6..12]);
+        let mut dst = Mac::default();
+        let mut src = Mac::default();
+        dst.0.copy_from_slice(&buf[0..6]);
+        src.0.copy_from_slice(&buf[6..12]);
         let outer = u16::from_be_bytes([buf[12], buf[13]]);
         if outer == ETHERTYPE_QINQ || LEGACY_STAG.contains(&outer) {
             return Err(L2Error::Tpid(outer));
@@ -116,6 +92,7 @@ impl<'a> Frame<'a> {
 }
 
 /// Writes an Ethernet header (with a 0x8100 tag when `tag` is set) and returns its length.
+#[inline]
 pub fn emit_header(
     dst: Mac,
     src: Mac,
@@ -125,8 +102,8 @@ pub fn emit_header(
 ) -> Result<usize, BufferTooSmall> {
     let len = if tag.is_some() { TAGGED_HEADER_LEN } else { HEADER_LEN };
     check_room(buf, len)?;
-    buf[0..6].copy_from_slice(&dst);
-    buf[6..12].copy_from_slice(&src);
+    buf[0..6].copy_from_slice(&dst.0);
+    buf[6..12].copy_from_slice(&src.0);
     let mut at = 12;
     if let Some(t) = tag {
         buf[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
@@ -184,13 +161,5 @@ mod test {
         let mut stag = TAGGED;
         stag[12..14].copy_from_slice(&[0x88, 0xa8]);
         assert_eq!(Frame::parse(&stag), Err(L2Error::Tpid(0x88a8)));
-    }
-
-    #[test]
-    fn multicast_bit() {
-        assert!(is_multicast(&BROADCAST));
-        assert!(is_multicast(&[0x01, 0x00, 0x5e, 0, 0, 1]));
-        assert!(!is_multicast(&GATEWAY_MAC));
-        assert_eq!(MacDisplay(GATEWAY_MAC).to_string(), "ee:ff:ff:ff:ff:ff");
     }
 }

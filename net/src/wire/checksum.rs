@@ -10,17 +10,20 @@
 //! RFC 1624's equation 3 and, unlike the older equation, never produces a wrong `0x0000`.
 
 /// One's-complement sum of `data` folded to 16 bits and complemented, ready to store.
+#[inline]
 pub fn internet(data: &[u8]) -> u16 {
     !fold(sum(0, data))
 }
 
 /// [`internet`] over `a` followed by `b` (`a` of even length: a pseudo-header).
+#[inline]
 pub fn internet2(a: &[u8], b: &[u8]) -> u16 {
     debug_assert!(a.len().is_multiple_of(2));
     !fold(sum(sum(0, a), b))
 }
 
 /// The sum of 16-bit words of `old` taken out and `new` put in, as a one's-complement delta.
+#[inline]
 fn delta(mut acc: u32, old: &[u8], new: &[u8]) -> u32 {
     debug_assert_eq!(old.len(), new.len());
     debug_assert!(old.len().is_multiple_of(2));
@@ -34,16 +37,19 @@ fn delta(mut acc: u32, old: &[u8], new: &[u8]) -> u32 {
 
 /// A complete (complemented) checksum after the even-length field `old` became `new`:
 /// `HC' = ~(~HC + ~m + m')` (RFC 1624, eqn. 3).
+#[inline]
 pub fn adjust(check: u16, old: &[u8], new: &[u8]) -> u16 {
     !fold(delta(u32::from(!check), old, new))
 }
 
 /// A partial checksum (the uncomplemented pseudo-header sum a `NEEDS_CSUM` segment carries)
 /// after the pseudo-header field `old` became `new`.
+#[inline]
 pub fn adjust_partial(sum: u16, old: &[u8], new: &[u8]) -> u16 {
     fold(delta(u32::from(sum), old, new))
 }
 
+#[inline]
 fn sum(mut acc: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
@@ -57,6 +63,7 @@ fn sum(mut acc: u32, data: &[u8]) -> u32 {
     acc
 }
 
+#[inline]
 fn fold(mut acc: u32) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);

@@ -36,6 +36,7 @@ pub struct Packet<'a> {
 
 impl<'a> Packet<'a> {
     /// Parses a packet as received; `gso` relaxes the total-length check (see module docs).
+    #[inline]
     pub fn parse(buf: &'a [u8], gso: bool) -> Result<Packet<'a>, Malformed> {
         let mut p = Self::parse_header(buf)?;
         if !gso {
@@ -51,10 +52,12 @@ impl<'a> Packet<'a> {
 
     /// Parses the copy of an original header quoted inside an ICMP error (RFC 792), which is
     /// followed by only the first 8 bytes of its payload, so the total length is not checked.
+    #[inline]
     pub fn parse_quoted(buf: &'a [u8]) -> Result<Packet<'a>, Malformed> {
         Self::parse_header(buf)
     }
 
+    #[inline]
     fn parse_header(buf: &'a [u8]) -> Result<Packet<'a>, Malformed> {
         if buf.len() < MIN_HEADER_LEN {
             return Err(Malformed("ipv4 header truncated"));
@@ -85,6 +88,7 @@ impl<'a> Packet<'a> {
     }
 
     /// Part of a fragmented datagram: only the first one carries the L4 ports.
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         self.more_frags || self.frag_offset != 0
     }
@@ -103,6 +107,7 @@ pub struct Repr {
 }
 
 impl Repr {
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         check_room(buf, MIN_HEADER_LEN)?;
         let total = u16::try_from(MIN_HEADER_LEN + self.payload_len).unwrap_or(u16::MAX);

@@ -35,6 +35,7 @@ pub struct Repr {
 
 impl Repr {
     /// Parses the first 28 bytes; Ethernet padding after them is ignored.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Repr, ArpError> {
         let b = buf.get(..LEN).ok_or(ArpError::Malformed(Malformed("arp packet truncated")))?;
         let htype = u16::from_be_bytes([b[0], b[1]]);
@@ -46,10 +47,10 @@ impl Repr {
         if operation != OP_REQUEST && operation != OP_REPLY {
             return Err(ArpError::Unsupported);
         }
-        let mut sender_mac = [0; 6];
-        let mut target_mac = [0; 6];
-        sender_mac.copy_from_slice(&b[8..14]);
-        target_mac.copy_from_slice(&b[18..24]);
+        let mut sender_mac = Mac::default();
+        let mut target_mac = Mac::default();
+        sender_mac.0.copy_from_slice(&b[8..14]);
+        target_mac.0.copy_from_slice(&b[18..24]);
         let unspecified = Ipv4Addr::UNSPECIFIED;
         Ok(Repr {
             operation,
@@ -61,16 +62,19 @@ impl Repr {
     }
 
     /// RFC 5227 probe: "who has X?" from a host that has no address yet (sender 0.0.0.0).
+    #[inline]
     pub fn is_probe(&self) -> bool {
         self.operation == OP_REQUEST && self.sender_ip.is_unspecified()
     }
 
     /// Gratuitous ARP / RFC 5227 announcement: a host advertising its own address.
+    #[inline]
     pub fn is_gratuitous(&self) -> bool {
         self.sender_ip == self.target_ip
     }
 
     /// The answer a proxy-ARP gateway with MAC `mac` gives to this request.
+    #[inline]
     pub fn reply_from(&self, mac: Mac) -> Repr {
         Repr {
             operation: OP_REPLY,
@@ -81,6 +85,7 @@ impl Repr {
         }
     }
 
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         check_room(buf, LEN)?;
         buf[0..2].copy_from_slice(&HTYPE_ETHERNET.to_be_bytes());
@@ -88,9 +93,9 @@ impl Repr {
         buf[4] = 6;
         buf[5] = 4;
         buf[6..8].copy_from_slice(&self.operation.to_be_bytes());
-        buf[8..14].copy_from_slice(&self.sender_mac);
+        buf[8..14].copy_from_slice(&self.sender_mac.0);
         buf[14..18].copy_from_slice(&self.sender_ip.octets());
-        buf[18..24].copy_from_slice(&self.target_mac);
+        buf[18..24].copy_from_slice(&self.target_mac.0);
         buf[24..28].copy_from_slice(&self.target_ip.octets());
         Ok(LEN)
     }
@@ -117,9 +122,9 @@ mod test {
     fn request() -> Repr {
         Repr {
             operation: OP_REQUEST,
-            sender_mac: [0x00, 0x16, 0x3e, 0, 0, 1],
+            sender_mac: Mac([0x00, 0x16, 0x3e, 0, 0, 1]),
             sender_ip: Ipv4Addr::new(10, 0, 1, 10),
-            target_mac: [0; 6],
+            target_mac: Mac([0; 6]),
             target_ip: Ipv4Addr::new(10, 0, 1, 253),
         }
     }

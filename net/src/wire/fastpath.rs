@@ -274,7 +274,7 @@ fn write_entry(e: &Entry, rec: &mut [u8]) {
             rec[5..7].copy_from_slice(&g.dst_vlan.to_be_bytes());
             g.tuple.write(&mut rec[7..20]);
             rec[20..24].copy_from_slice(&g.peer.octets());
-            rec[24..30].copy_from_slice(&g.dst_mac);
+            rec[24..30].copy_from_slice(&g.dst_mac.0);
             rec[30..34].copy_from_slice(&g.idle_secs.to_be_bytes());
         }
     }
@@ -298,8 +298,8 @@ fn read_entry(rec: &[u8]) -> Result<Entry, Malformed> {
             idle_secs: u32::from_be_bytes([rec[28], rec[29], rec[30], rec[31]]),
         })),
         KIND_INGRESS => {
-            let mut dst_mac = [0; 6];
-            dst_mac.copy_from_slice(&rec[24..30]);
+            let mut dst_mac = Mac::default();
+            dst_mac.0.copy_from_slice(&rec[24..30]);
             Ok(Entry::Ingress(IngressEntry {
                 dst_vni: vni(&rec[1..5])?,
                 dst_vlan: vlan,
@@ -350,7 +350,7 @@ mod test {
             Entry::Ingress(IngressEntry {
                 dst_vni: Vni::new(7).unwrap(),
                 dst_vlan: 0,
-                dst_mac: [0, 0x16, 0x3e, 1, 2, 3],
+                dst_mac: Mac([0, 0x16, 0x3e, 1, 2, 3]),
                 tuple: tuple().reversed(),
                 peer: Ipv4Addr::new(198, 18, 0, 3),
                 idle_secs: 30,

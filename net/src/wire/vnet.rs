@@ -42,12 +42,14 @@ impl VnetHdr {
     pub const PLAIN: VnetHdr =
         VnetHdr { flags: 0, gso_type: GSO_NONE, hdr_len: 0, gso_size: 0, csum_start: 0, csum_offset: 0 };
 
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<VnetHdr, Malformed> {
         let b: &[u8; LEN] =
             buf.get(..LEN).and_then(|b| b.try_into().ok()).ok_or(Malformed("virtio-net header truncated"))?;
         Ok(VnetHdr::from_bytes(b))
     }
 
+    #[inline]
     pub fn from_bytes(b: &[u8; LEN]) -> VnetHdr {
         VnetHdr {
             flags: b[0],
@@ -59,6 +61,7 @@ impl VnetHdr {
         }
     }
 
+    #[inline]
     pub fn to_bytes(&self) -> [u8; LEN] {
         let mut b = [0u8; LEN];
         b[0] = self.flags;
@@ -70,16 +73,19 @@ impl VnetHdr {
         b
     }
 
+    #[inline]
     pub fn is_plain(&self) -> bool {
         *self == VnetHdr::PLAIN
     }
 
+    #[inline]
     pub fn needs_csum(&self) -> bool {
         self.flags & F_NEEDS_CSUM != 0
     }
 
     /// A segmentation-offload super-frame: its IPv4 total length may be 0 or disagree with the
     /// bytes present, and it may exceed the MTU.
+    #[inline]
     pub fn is_gso(&self) -> bool {
         self.gso_type & !GSO_ECN != GSO_NONE
     }
@@ -87,7 +93,9 @@ impl VnetHdr {
     /// Moves the offsets that point into the frame by `delta` bytes (+4 after a tag push, −4
     /// after a pop). A zero offset means "unused" in virtio and stays zero; that is also what
     /// makes the shift a no-op for plain frames.
+    #[inline]
     pub fn shift(&mut self, delta: i32) -> Result<(), Malformed> {
+        #[inline]
         fn moved(v: u16, delta: i32) -> Result<u16, Malformed> {
             if v == 0 {
                 return Ok(0);
@@ -107,6 +115,7 @@ impl VnetHdr {
     /// What the receiving kernel's `virtio_net_hdr_to_skb` would refuse: a checksum location
     /// beyond the frame. Checked so that a bad header is dropped here, with a reason, rather
     /// than as an unexplained `EINVAL` on the far node's TAP write.
+    #[inline]
     pub fn check_frame(&self, frame_len: usize) -> Result<(), Malformed> {
         if self.needs_csum() {
             let end = usize::from(self.csum_start) + usize::from(self.csum_offset) + 2;

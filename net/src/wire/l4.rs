@@ -43,6 +43,7 @@ pub struct Tcp {
 }
 
 impl Tcp {
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Tcp, Malformed> {
         if buf.len() < 20 {
             return Err(Malformed("tcp header truncated"));
@@ -64,6 +65,7 @@ impl Tcp {
         })
     }
 
+    #[inline]
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
@@ -78,6 +80,7 @@ pub struct Udp {
 impl Udp {
     /// The length field is not checked: for UDP GSO super-frames it does not describe the
     /// bytes present.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Udp, Malformed> {
         match (be16(buf, 0), be16(buf, 2), buf.len() >= 8) {
             (Some(src_port), Some(dst_port), true) => Ok(Udp { src_port, dst_port }),
@@ -97,20 +100,24 @@ pub struct Icmp<'a> {
 }
 
 impl<'a> Icmp<'a> {
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Icmp<'a>, Malformed> {
         let h = buf.get(..ICMP_HEADER_LEN).ok_or(Malformed("icmp header truncated"))?;
         Ok(Icmp { ty: h[0], code: h[1], rest: [h[4], h[5], h[6], h[7]], payload: &buf[ICMP_HEADER_LEN..] })
     }
 
+    #[inline]
     pub fn is_echo(&self) -> bool {
         self.ty == ICMP_ECHO_REQUEST || self.ty == ICMP_ECHO_REPLY
     }
 
     /// Errors that quote the packet that caused them, which conntrack relates to its flow.
+    #[inline]
     pub fn is_error(&self) -> bool {
         matches!(self.ty, ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM)
     }
 
+    #[inline]
     pub fn echo_id(&self) -> u16 {
         u16::from_be_bytes([self.rest[0], self.rest[1]])
     }
@@ -118,6 +125,7 @@ impl<'a> Icmp<'a> {
 
 /// The pseudo-header sum of RFC 793/768 for `len` bytes of `protocol` between two addresses,
 /// folded but not complemented.
+#[inline]
 fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: usize) -> [u8; 12] {
     let mut p = [0u8; 12];
     p[0..4].copy_from_slice(&src.octets());
@@ -142,15 +150,18 @@ pub struct TcpRepr<'a> {
 }
 
 impl TcpRepr<'_> {
+    #[inline]
     pub fn len(&self) -> usize {
         TCP_MIN_HEADER_LEN + self.payload.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         false
     }
 
     /// Writes the segment with its full checksum; returns its length.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         let len = self.len();
         check_room(buf, len)?;
@@ -181,14 +192,17 @@ pub struct UdpRepr<'a> {
 }
 
 impl UdpRepr<'_> {
+    #[inline]
     pub fn len(&self) -> usize {
         UDP_HEADER_LEN + self.payload.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         false
     }
 
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         let len = self.len();
         check_room(buf, len)?;

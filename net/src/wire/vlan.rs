@@ -55,6 +55,7 @@ pub enum VlanError {
 }
 
 impl fmt::Display for VlanError {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VlanError::Truncated => f.write_str("frame too short"),
@@ -67,6 +68,7 @@ impl fmt::Display for VlanError {
 }
 
 /// The 802.1Q tag of `frame`, if it has one.
+#[inline]
 pub fn tag_of(frame: &[u8]) -> Option<Tci> {
     if frame.len() >= HEADER_LEN + TAG_LEN && frame[12..14] == ETHERTYPE_VLAN.to_be_bytes() {
         Some(Tci(u16::from_be_bytes([frame[14], frame[15]])))
@@ -75,12 +77,14 @@ pub fn tag_of(frame: &[u8]) -> Option<Tci> {
     }
 }
 
+#[inline]
 fn shifted(vnet: &VnetHdr, delta: i32) -> Result<VnetHdr, VlanError> {
     let mut v = *vnet;
     v.shift(delta).map_err(VlanError::Vnet)?;
     Ok(v)
 }
 
+#[inline]
 fn check_push(frame: &[u8]) -> Result<(), VlanError> {
     if frame.len() < HEADER_LEN {
         Err(VlanError::Truncated)
@@ -91,6 +95,7 @@ fn check_push(frame: &[u8]) -> Result<(), VlanError> {
     }
 }
 
+#[inline]
 fn check_pop(frame: &[u8]) -> Result<Tci, VlanError> {
     if frame.len() < HEADER_LEN {
         return Err(VlanError::Truncated);
@@ -101,6 +106,7 @@ fn check_pop(frame: &[u8]) -> Result<Tci, VlanError> {
     tag_of(frame).ok_or(VlanError::Truncated)
 }
 
+#[inline]
 fn write_tag(at: &mut [u8], tci: Tci) {
     at[0..2].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
     at[2..4].copy_from_slice(&tci.0.to_be_bytes());
@@ -108,6 +114,7 @@ fn write_tag(at: &mut [u8], tci: Tci) {
 
 /// Tags the frame in `buf[..len]` in place (moving everything after the MACs right by 4) and
 /// returns the new length. `buf` needs 4 spare bytes.
+#[inline]
 pub fn push_in_place(buf: &mut [u8], len: usize, tci: Tci, vnet: &mut VnetHdr) -> Result<usize, VlanError> {
     let frame = buf.get(..len).ok_or(VlanError::Truncated)?;
     check_push(frame)?;
@@ -123,6 +130,7 @@ pub fn push_in_place(buf: &mut [u8], len: usize, tci: Tci, vnet: &mut VnetHdr) -
 
 /// Untags the frame in `buf[..len]` in place (moving everything after the tag left by 4) and
 /// returns the tag and the new length.
+#[inline]
 pub fn pop_in_place(buf: &mut [u8], len: usize, vnet: &mut VnetHdr) -> Result<(Tci, usize), VlanError> {
     let frame = buf.get(..len).ok_or(VlanError::Truncated)?;
     let tci = check_pop(frame)?;
@@ -135,6 +143,7 @@ pub fn pop_in_place(buf: &mut [u8], len: usize, vnet: &mut VnetHdr) -> Result<(T
 /// Tags the frame at `buf[start..start + len]` by moving only its 12 MAC bytes 4 bytes to the
 /// left, into headroom the caller left in front of it (for example by reading from the TAP at
 /// offset 4). Returns the new start; the tagged frame is `buf[new_start..start + len]`.
+#[inline]
 pub fn push_headroom(
     buf: &mut [u8],
     start: usize,
@@ -157,6 +166,7 @@ pub fn push_headroom(
 
 /// Untags `frame` by moving only its 12 MAC bytes 4 bytes to the right, over the tag. Returns
 /// the tag; the untagged frame is `frame[TAG_LEN..]`.
+#[inline]
 pub fn pop_headroom(frame: &mut [u8], vnet: &mut VnetHdr) -> Result<Tci, VlanError> {
     let tci = check_pop(frame)?;
     let v = shifted(vnet, -(TAG_LEN as i32))?;
