@@ -1152,28 +1152,8 @@ impl Region {
         if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
             return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
         }
-        let mut doomed = Vec::new();
-        for s in &req.private_ip_addresses {
-            let ip = parse_ip(s)?;
-            if !eni.secondary_ips.contains(&ip) {
-                return Err(ModelError::IpUnassigned(s.clone()));
-            }
-            if doomed.contains(&ip) {
-                return Err(ModelError::IpRepeated(s.clone()));
-            }
-            doomed.push(ip);
-        }
-        let mut doomed_p4 = Vec::new();
-        for s in &req.ipv4_prefixes {
-            let p = parse_prefix4("Ipv4Prefix.N", s)?;
-            if !eni.ipv4_prefixes.contains(&p) {
-                return Err(ModelError::IpUnassigned(s.clone()));
-            }
-            if doomed_p4.contains(&p) {
-                return Err(ModelError::IpRepeated(s.clone()));
-            }
-            doomed_p4.push(p);
-        }
+        let doomed = held_ones(&req.private_ip_addresses, &eni.secondary_ips, parse_ip)?;
+        let doomed_p4 = held_ones(&req.ipv4_prefixes, &eni.ipv4_prefixes, |s| parse_prefix4("Ipv4Prefix.N", s))?;
         let (id, vsw) = (eni.network_interface_id.clone(), eni.v_switch_id.clone());
         for ip in &doomed {
             self.free_ip(&vsw, &id, *ip);
@@ -1285,28 +1265,8 @@ impl Region {
         if !matches!(eni.status, EniStatus::Available | EniStatus::InUse) {
             return Err(ModelError::InvalidEniState { expected: "Available", current: eni.status.as_str() });
         }
-        let mut doomed = Vec::new();
-        for s in &req.ipv6_addresses {
-            let ip = parse_ip6(s)?;
-            if !eni.ipv6_addresses.contains(&ip) {
-                return Err(ModelError::IpUnassigned(s.clone()));
-            }
-            if doomed.contains(&ip) {
-                return Err(ModelError::IpRepeated(s.clone()));
-            }
-            doomed.push(ip);
-        }
-        let mut doomed_p6 = Vec::new();
-        for s in &req.ipv6_prefixes {
-            let p = parse_prefix6("Ipv6Prefix.N", s)?;
-            if !eni.ipv6_prefixes.contains(&p) {
-                return Err(ModelError::IpUnassigned(s.clone()));
-            }
-            if doomed_p6.contains(&p) {
-                return Err(ModelError::IpRepeated(s.clone()));
-            }
-            doomed_p6.push(p);
-        }
+        let doomed = held_ones(&req.ipv6_addresses, &eni.ipv6_addresses, parse_ip6)?;
+        let doomed_p6 = held_ones(&req.ipv6_prefixes, &eni.ipv6_prefixes, |s| parse_prefix6("Ipv6Prefix.N", s))?;
         let (id, vsw) = (eni.network_interface_id.clone(), eni.v_switch_id.clone());
         self.free_extras(&vsw, &doomed, &[], &doomed_p6);
         let eni = self.enis.get_mut(&id).expect("checked above");
@@ -1384,6 +1344,24 @@ fn check_named<'a>(ipam: &Ipam, ips: impl IntoIterator<Item = &'a Ipv4Addr>) -> 
         wanted.push(ip);
     }
     Ok(wanted)
+}
+
+/// What an unassign names, parsed: each held by the ENI (`held`; the primary address is not
+/// among them) and named once. Otherwise `InvalidIp.IpUnassigned` / `InvalidIp.IpRepeated`, and
+/// nothing is released.
+fn held_ones<T: PartialEq + Copy>(named: &[String], held: &[T], parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
+    let mut out: Vec<T> = Vec::new();
+    for s in named {
+        let v = parse(s)?;
+        if !held.contains(&v) {
+            return Err(ModelError::IpUnassigned(s.clone()));
+        }
+        if out.contains(&v) {
+            return Err(ModelError::IpRepeated(s.clone()));
+        }
+        out.push(v);
+    }
+    Ok(out)
 }
 
 /// The IPv6 addresses a caller named, checked as [`check_named`] checks IPv4 ones.
