@@ -340,9 +340,10 @@ impl Node {
         for a in actions {
             let result = match &a {
                 Action::RemoveVlanDevice { .. } | Action::RemoveNic { .. } => continue,
-                Action::RenameNic { eni_id, from, to, ipv4 } => self.rename(eni_id, from, to, *ipv4),
+                Action::RenameNic { eni_id, from, to, ipv4, ipv6 } => self.rename(eni_id, from, to, *ipv4, *ipv6),
                 Action::CreateNic(spec) => self.create_nic(spec),
                 Action::SetIpv4 { eni_id, name, ipv4 } => self.set_ipv4(eni_id, name, *ipv4),
+                Action::SetIpv6 { eni_id, name, ipv6 } => self.set_ipv6(eni_id, name, *ipv6),
             };
             match result {
                 Ok(()) => report.applied.push(a.to_string()),
@@ -369,16 +370,19 @@ impl Node {
         from: &str,
         to: &str,
         ipv4: Option<crate::view::Ipv4Setup>,
+        ipv6: Option<crate::view::Ipv6Setup>,
     ) -> Result<(), DriverError> {
         let Some(dev) = self.nics.get_mut(eni_id) else { return Ok(()) };
-        tap::rename(&self.netns_path, &dev.tap, from, to, ipv4)?;
+        tap::rename(&self.netns_path, &dev.tap, from, to, ipv4, ipv6)?;
         dev.spec.name = to.to_string();
         dev.spec.ipv4 = ipv4;
+        dev.spec.ipv6 = ipv6;
         Ok(())
     }
 
     fn create_nic(&mut self, spec: &NicSpec) -> Result<(), DriverError> {
-        let setup = TapSetup { name: spec.name.clone(), mac: spec.mac, mtu: spec.mtu, ipv4: spec.ipv4 };
+        let setup =
+            TapSetup { name: spec.name.clone(), mac: spec.mac, mtu: spec.mtu, ipv4: spec.ipv4, ipv6: spec.ipv6 };
         let tap = tap::create(&self.netns_path, &setup)?;
         tracing::info!(eni = %spec.eni_id, name = %spec.name, mac = %spec.mac, "NIC device created");
         self.nics.insert(spec.eni_id.clone(), NicDevice { spec: spec.clone(), tap: Arc::new(tap) });
@@ -389,6 +393,13 @@ impl Node {
         let Some(dev) = self.nics.get_mut(eni_id) else { return Ok(()) };
         tap::ensure_ipv4(&self.netns_path, &dev.tap, name, dev.spec.ipv4, ipv4)?;
         dev.spec.ipv4 = ipv4;
+        Ok(())
+    }
+
+    fn set_ipv6(&mut self, eni_id: &str, name: &str, ipv6: Option<crate::view::Ipv6Setup>) -> Result<(), DriverError> {
+        let Some(dev) = self.nics.get_mut(eni_id) else { return Ok(()) };
+        tap::ensure_ipv6(&self.netns_path, &dev.tap, name, dev.spec.ipv6, ipv6)?;
+        dev.spec.ipv6 = ipv6;
         Ok(())
     }
 
@@ -551,7 +562,8 @@ impl Node {
         let (tap, veth) = match patched {
             Some((tap, veth)) => (tap, Some(veth)),
             None => {
-                let setup = TapSetup { name: req.if_name.clone(), mac: place.trunk_mac, mtu: req.mtu, ipv4: None };
+                let setup =
+                    TapSetup { name: req.if_name.clone(), mac: place.trunk_mac, mtu: req.mtu, ipv4: None, ipv6: None };
                 (tap::create(&req.netns_path, &setup)?, None)
             }
         };
@@ -573,7 +585,7 @@ impl Node {
     /// part is removed on failure.
     fn patched_vlan(&self, fast: &FastPath, req: &VlanRequest, mac: Mac, vlan: u16) -> Result<(Tap, Veth), String> {
         let (node_end, tap_name) = (format!("fpv{vlan}"), format!("fpt{vlan}"));
-        let setup = TapSetup { name: tap_name.clone(), mac, mtu: req.mtu, ipv4: None };
+        let setup = TapSetup { name: tap_name.clone(), mac, mtu: req.mtu, ipv4: None, ipv6: None };
         let tap = tap::create(&self.netns_path, &setup).map_err(|e| e.to_string())?;
         let veth = veth_pair(&self.netns_path, &node_end, &req.netns_path, &req.if_name, mac, req.mtu)?;
         if let Err(e) = fast.patch((&node_end, veth.ifindex), (&tap_name, tap.ifindex())) {

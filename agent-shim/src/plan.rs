@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::view::{DEFAULT_MTU, Ipv4Setup, Mac, NicKind, NodeView};
+use crate::view::{DEFAULT_MTU, Ipv4Setup, Ipv6Setup, Mac, NicKind, NodeView};
 
 /// A NIC device as it should be (desired) or as it was made (current).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,9 @@ pub struct NicSpec {
     pub mtu: u32,
     /// Primary ENI only: its address and default route.
     pub ipv4: Option<Ipv4Setup>,
+    /// Primary ENI only, when it has IPv6: its address and default route. Without it the device
+    /// has IPv6 off, so it sends no router solicitation or DAD probe the fabric would drop.
+    pub ipv6: Option<Ipv6Setup>,
 }
 
 /// A member's sub-interface device as it was made.
@@ -67,18 +70,25 @@ pub enum Action {
         eni_id: String,
         name: String,
     },
-    /// Rename and put `ipv4` back (a link taken down loses its routes).
+    /// Rename and put `ipv4` and `ipv6` back (a link taken down loses its routes, and its IPv6
+    /// addresses).
     RenameNic {
         eni_id: String,
         from: String,
         to: String,
         ipv4: Option<Ipv4Setup>,
+        ipv6: Option<Ipv6Setup>,
     },
     CreateNic(NicSpec),
     SetIpv4 {
         eni_id: String,
         name: String,
         ipv4: Option<Ipv4Setup>,
+    },
+    SetIpv6 {
+        eni_id: String,
+        name: String,
+        ipv6: Option<Ipv6Setup>,
     },
 }
 
@@ -93,6 +103,8 @@ impl fmt::Display for Action {
             Action::CreateNic(s) => write!(f, "create {} ({})", s.name, s.eni_id),
             Action::SetIpv4 { name, ipv4: Some(v), .. } => write!(f, "address {name} {v}"),
             Action::SetIpv4 { name, ipv4: None, .. } => write!(f, "unaddress {name}"),
+            Action::SetIpv6 { name, ipv6: Some(v), .. } => write!(f, "address {name} {v}"),
+            Action::SetIpv6 { name, ipv6: None, .. } => write!(f, "IPv6 off on {name}"),
         }
     }
 }
@@ -108,6 +120,7 @@ pub fn desired_nics(view: &NodeView) -> Vec<NicSpec> {
             mtu: DEFAULT_MTU,
             // DHCP on ECS configures the primary ENI only; Terway configures the others itself.
             ipv4: if n.kind == NicKind::Primary { n.ipv4 } else { None },
+            ipv6: if n.kind == NicKind::Primary { n.ipv6 } else { None },
         })
         .collect()
 }
@@ -160,10 +173,16 @@ pub fn plan(view: &NodeView, current: &[NicSpec], vlans: &[CurrentVlan]) -> Vec<
                     from: cur.name.clone(),
                     to: d.name.clone(),
                     ipv4: d.ipv4,
+                    ipv6: d.ipv6,
                 });
             }
-        } else if d.ipv4 != cur.ipv4 {
-            readdress.push(Action::SetIpv4 { eni_id: cur.eni_id.clone(), name: cur.name.clone(), ipv4: d.ipv4 });
+        } else {
+            if d.ipv4 != cur.ipv4 {
+                readdress.push(Action::SetIpv4 { eni_id: cur.eni_id.clone(), name: cur.name.clone(), ipv4: d.ipv4 });
+            }
+            if d.ipv6 != cur.ipv6 {
+                readdress.push(Action::SetIpv6 { eni_id: cur.eni_id.clone(), name: cur.name.clone(), ipv6: d.ipv6 });
+            }
         }
     }
     let known: BTreeSet<&str> = current.iter().map(|c| c.eni_id.as_str()).collect();
@@ -220,6 +239,29 @@ mod test {
         );
         let Action::CreateNic(eth1) = &a[1] else { panic!() };
         assert_eq!(eth1.ipv4, None, "only the primary ENI is configured like DHCP");
+    }
+
+    /// The primary ENI's first IPv6 address, when it has one, is configured like DHCPv6 would,
+    /// and a change of it is a readdress of its own; the other NICs get none.
+    #[test]
+    fn the_primary_gets_its_ipv6_and_a_change_is_a_readdress() {
+        let before = config();
+        let mut after = config();
+        after.nics[0].ipv6_addresses = vec!["2408:4005:3000:4::7".into()];
+        after.nics[0].v_switch_ipv6_cidr_block = "2408:4005:3000:4::/64".into();
+        after.nics[0].ipv6_gateway = "2408:4005:3000:4:ffff:ffff:ffff:fffd".into();
+        after.nics[1].ipv6_addresses = vec!["2408:4005:3000:4::8".into()];
+        after.nics[1].v_switch_ipv6_cidr_block = "2408:4005:3000:4::/64".into();
+        let wanted = made(&after);
+        let v6 = wanted[0].ipv6.expect("the primary's IPv6");
+        assert_eq!(v6.to_string(), "2408:4005:3000:4::7/64 via 2408:4005:3000:4:ffff:ffff:ffff:fffd");
+        assert_eq!(wanted[1].ipv6, None, "only the primary is configured like DHCPv6");
+        assert_eq!(
+            names(&plan(&view(&after), &made(&before), &[])),
+            ["address eth0 2408:4005:3000:4::7/64 via 2408:4005:3000:4:ffff:ffff:ffff:fffd"]
+        );
+        assert_eq!(names(&plan(&view(&before), &made(&after), &[])), ["IPv6 off on eth0"]);
+        assert_eq!(plan(&view(&after), &made(&after), &[]), []);
     }
 
     #[test]

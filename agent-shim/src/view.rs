@@ -12,9 +12,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use enifab_net::{Cidr, Vni};
+use enifab_net::{Cidr, Cidr6, Vni};
 use enifab_proto::v1 as pb;
 
 pub use enifab_net::Mac;
@@ -34,6 +34,25 @@ pub struct Ipv4Setup {
 }
 
 impl fmt::Display for Ipv4Setup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)?;
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A NIC's IPv6 side as ECS gives it to the primary ENI (DHCPv6 and the vSwitch's router): its
+/// first IPv6 address on the vSwitch's /64, and the /64's gateway (last − 2) as default route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Setup {
+    pub address: Ipv6Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv6Addr>,
+}
+
+impl fmt::Display for Ipv6Setup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.address, self.prefix_len)?;
         if let Some(g) = self.gateway {
@@ -85,6 +104,8 @@ pub struct NicView {
     pub ips: Vec<Ipv4Addr>,
     /// Primary IP with the vSwitch prefix and the gateway, when all three parse.
     pub ipv4: Option<Ipv4Setup>,
+    /// Its first IPv6 address on the vSwitch's /64, when it has one.
+    pub ipv6: Option<Ipv6Setup>,
     /// `InUse` members, for a trunk; empty otherwise.
     pub members: Vec<MemberView>,
 }
@@ -187,6 +208,13 @@ fn nic_view(n: &pb::NodeNic, problems: &mut Vec<String>) -> Result<NicView, Stri
         }
         _ => None,
     };
+    let first_v6: Option<Ipv6Addr> = n.ipv6_addresses.first().and_then(|s| s.parse().ok());
+    let ipv6 = match (first_v6, Cidr6::parse_lenient(&n.v_switch_ipv6_cidr_block)) {
+        (Some(address), Some(block)) => {
+            Some(Ipv6Setup { address, prefix_len: block.prefix(), gateway: n.ipv6_gateway.parse().ok() })
+        }
+        _ => None,
+    };
     let members = n
         .members
         .iter()
@@ -215,6 +243,7 @@ fn nic_view(n: &pb::NodeNic, problems: &mut Vec<String>) -> Result<NicView, Stri
         vni,
         ips,
         ipv4,
+        ipv6,
         members,
     })
 }

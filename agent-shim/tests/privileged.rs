@@ -41,6 +41,7 @@ fn setup(name: &str, mac: [u8; 6], ip: &str) -> TapSetup {
             prefix_len: 24,
             gateway: Some("10.0.4.253".parse().unwrap()),
         }),
+        ipv6: None,
     }
 }
 

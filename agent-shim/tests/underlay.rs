@@ -77,6 +77,7 @@ fn dockers_eth0_moves_aside_and_keeps_only_the_emulator_routed() {
             prefix_len: 24,
             gateway: Some("10.0.4.253".parse().unwrap()),
         }),
+        ipv6: None,
     };
     let tap = tap::create(&ns.path(), &primary).expect("the primary ENI's TAP");
     let later = underlay::prepare(&ns.path(), &request(&["10.99.0.5", "192.0.2.10", "192.0.2.11"])).expect("later");
@@ -104,7 +105,13 @@ fn a_shims_tap_is_left_alone_and_two_candidates_are_refused() {
     let ns = Netns::new("ultap");
     let tap = tap::create(
         &ns.path(),
-        &TapSetup { name: "eth0".into(), mac: enifab_net::Mac([0x00, 0x16, 0x3e, 0, 0, 2]), mtu: 1500, ipv4: None },
+        &TapSetup {
+            name: "eth0".into(),
+            mac: enifab_net::Mac([0x00, 0x16, 0x3e, 0, 0, 2]),
+            mtu: 1500,
+            ipv4: None,
+            ipv6: None,
+        },
     )
     .unwrap();
     let out = underlay::prepare(&ns.path(), &request(&[])).expect("nothing to do");

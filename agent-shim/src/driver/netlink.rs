@@ -11,7 +11,7 @@
 //! touch links it was not named.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
@@ -19,7 +19,7 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkInfo};
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
 use super::DriverError;
-use crate::view::{Ipv4Setup, Mac};
+use crate::view::{Ipv4Setup, Ipv6Setup, Mac};
 
 /// A GSO super-frame the kernel hands a TAP, plus the 18-byte tagged Ethernet header, the
 /// 24-byte Geneve header with its virtio-net option, and UDP/IP, must fit one UDP datagram on
@@ -244,6 +244,38 @@ impl Netlink {
         })
     }
 
+    /// The IPv6 counterpart of [`Netlink::ensure_ipv4`]: `ip -6 addr del OLD`, then `ip -6 addr
+    /// replace ADDR/LEN dev NAME; ip -6 route replace default via GW dev NAME`.
+    pub fn ensure_ipv6(
+        &self,
+        index: u32,
+        name: &str,
+        old: Option<Ipv6Setup>,
+        want: Option<Ipv6Setup>,
+    ) -> Result<(), DriverError> {
+        let h = self.handle.clone();
+        self.rt.block_on(async move {
+            if let Some(o) = old.filter(|o| want.is_none_or(|w| (w.address, w.prefix_len) != (o.address, o.prefix_len)))
+            {
+                del_address6(&h, index, name, o.address, o.prefix_len).await?;
+            }
+            let Some(w) = want else { return Ok(()) };
+            h.address()
+                .add(index, IpAddr::V6(w.address), w.prefix_len)
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| nl_err("address replace", name, e))?;
+            if let Some(gw) = w.gateway {
+                let route =
+                    RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(Ipv6Addr::UNSPECIFIED, 0).gateway(gw);
+                let route = route.output_interface(index).build();
+                h.route().add(route).replace().execute().await.map_err(|e| nl_err("default route replace", name, e))?;
+            }
+            Ok(())
+        })
+    }
+
     /// `ip addr replace ADDR/LEN dev NAME`: idempotent, an address that is already there stays.
     pub fn ensure_address(&self, index: u32, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<(), DriverError> {
         self.ensure_address_scoped(index, name, addr, prefix_len, AddressScope::Universe)
@@ -310,6 +342,46 @@ async fn del_address(
         {
             return Err(nl_err("address del", name, e));
         }
+    }
+    Ok(())
+}
+
+/// `ip -6 addr del ADDR/LEN dev NAME`; an address already gone is fine.
+async fn del_address6(
+    h: &rtnetlink::Handle,
+    index: u32,
+    name: &str,
+    addr: Ipv6Addr,
+    prefix_len: u8,
+) -> Result<(), DriverError> {
+    let current: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .set_address_filter(IpAddr::V6(addr))
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl_err("address get", name, e))?;
+    for msg in current.into_iter().filter(|m| m.header.prefix_len == prefix_len) {
+        if let Err(e) = h.address().del(msg).execute().await
+            && errno_of(&e) != Some(libc::EADDRNOTAVAIL)
+        {
+            return Err(nl_err("address del", name, e));
+        }
+    }
+    Ok(())
+}
+
+/// IPv6 on, configured statically as ECS's DHCPv6 would: no router advertisements accepted, no
+/// address autoconfiguration, no duplicate address detection (the VPC owns every address, and
+/// the fabric leaves DAD unanswered, so it would only delay the address by a second). Written
+/// before `disable_ipv6=0`, so that nothing is sent in between. A kernel without IPv6 has no
+/// such files: that is an error here, since the VPC gave the NIC an IPv6 address.
+pub fn enable_ipv6_static(name: &str) -> Result<(), DriverError> {
+    for (key, value) in [("accept_ra", b"0"), ("autoconf", b"0"), ("accept_dad", b"0"), ("disable_ipv6", b"0")] {
+        let path = format!("/proc/sys/net/ipv6/conf/{name}/{key}");
+        std::fs::write(&path, value).map_err(|source| DriverError::Sysctl { path, source })?;
     }
     Ok(())
 }

@@ -13,10 +13,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use super::DriverError;
-use super::netlink::{LinkAttrs, Netlink, disable_ipv6};
+use super::netlink::{LinkAttrs, Netlink, disable_ipv6, enable_ipv6_static};
 use super::netns::{self, NetnsId};
 use crate::sys;
-use crate::view::{Ipv4Setup, Mac};
+use crate::view::{Ipv4Setup, Ipv6Setup, Mac};
 
 /// How a TAP should look when created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct TapSetup {
     pub mtu: u32,
     /// DHCP-like configuration (primary ENI only); `None` leaves the device without address.
     pub ipv4: Option<Ipv4Setup>,
+    /// The same for IPv6; `None` turns IPv6 off on the device.
+    pub ipv6: Option<Ipv6Setup>,
 }
 
 /// An open TAP device. Dropping it removes the device from its namespace.
@@ -79,12 +81,19 @@ pub fn create(netns_path: &Path, setup: &TapSetup) -> Result<Tap, DriverError> {
         let actual = sys::tap_name(fd.as_fd()).map_err(|source| DriverError::Tap { name: name.clone(), source })?;
         let nl = Netlink::open()?;
         let ifindex = nl.index_of(&actual)?;
-        // Before `up`, so that no IPv6 router solicitation ever leaves.
-        disable_ipv6(&actual)?;
+        // Before `up`, so that no IPv6 router solicitation ever leaves: IPv6 off, or on with
+        // its address and route set statically (no RA, no autoconf, no DAD).
+        match setup.ipv6 {
+            None => disable_ipv6(&actual)?,
+            Some(_) => enable_ipv6_static(&actual)?,
+        }
         nl.set_attrs(ifindex, &actual, LinkAttrs { mac: setup.mac, mtu: setup.mtu })?;
         nl.set_up(ifindex, &actual, true)?;
         if setup.ipv4.is_some() {
             nl.ensure_ipv4(ifindex, &actual, None, setup.ipv4)?;
+        }
+        if setup.ipv6.is_some() {
+            nl.ensure_ipv6(ifindex, &actual, None, setup.ipv6)?;
         }
         Ok(Tap { fd, ifindex, netns })
     })
@@ -94,7 +103,14 @@ pub fn create(netns_path: &Path, setup: &TapSetup) -> Result<Tap, DriverError> {
 /// puts its IPv4 setup back (taking a link down drops its routes). A refused rename (the name
 /// is taken by a link we did not make) leaves the TAP up under its old name, as it was, so a
 /// retry does not cut the node off in the meantime.
-pub fn rename(netns_path: &Path, tap: &Tap, from: &str, to: &str, ipv4: Option<Ipv4Setup>) -> Result<(), DriverError> {
+pub fn rename(
+    netns_path: &Path,
+    tap: &Tap,
+    from: &str,
+    to: &str,
+    ipv4: Option<Ipv4Setup>,
+    ipv6: Option<Ipv6Setup>,
+) -> Result<(), DriverError> {
     let (index, from, to) = (tap.ifindex, from.to_string(), to.to_string());
     netns::run_in(netns_path, move || {
         let nl = Netlink::open()?;
@@ -103,6 +119,10 @@ pub fn rename(netns_path: &Path, tap: &Tap, from: &str, to: &str, ipv4: Option<I
             if ipv4.is_some() {
                 // The address survived; the default route went down with the link.
                 nl.ensure_ipv4(index, name, None, ipv4)?;
+            }
+            if ipv6.is_some() {
+                // IPv6 addresses go with the link too (`keep_addr_on_down` is off by default).
+                nl.ensure_ipv6(index, name, None, ipv6)?;
             }
             Ok::<(), DriverError>(())
         };
@@ -125,4 +145,24 @@ pub fn ensure_ipv4(
 ) -> Result<(), DriverError> {
     let (index, name) = (tap.ifindex, name.to_string());
     netns::run_in(netns_path, move || Netlink::open()?.ensure_ipv4(index, &name, old, want))
+}
+
+/// Moves the TAP's IPv6 setup from `old` to `want`: on (statically, see
+/// [`super::netlink::enable_ipv6_static`]) with the address and default route, or off.
+pub fn ensure_ipv6(
+    netns_path: &Path,
+    tap: &Tap,
+    name: &str,
+    old: Option<Ipv6Setup>,
+    want: Option<Ipv6Setup>,
+) -> Result<(), DriverError> {
+    let (index, name) = (tap.ifindex, name.to_string());
+    netns::run_in(netns_path, move || {
+        if want.is_none() {
+            // Turning IPv6 off removes its addresses and routes with it.
+            return disable_ipv6(&name);
+        }
+        enable_ipv6_static(&name)?;
+        Netlink::open()?.ensure_ipv6(index, &name, old, want)
+    })
 }
