@@ -225,7 +225,7 @@ impl Netlink {
         self.rt.block_on(async move {
             if let Some(o) = old.filter(|o| want.is_none_or(|w| (w.address, w.prefix_len) != (o.address, o.prefix_len)))
             {
-                del_address(&h, index, name, o.address, o.prefix_len).await?;
+                del_address(&h, index, name, IpAddr::V4(o.address), o.prefix_len).await?;
             }
             let Some(w) = want else { return Ok(()) };
             h.address()
@@ -257,7 +257,7 @@ impl Netlink {
         self.rt.block_on(async move {
             if let Some(o) = old.filter(|o| want.is_none_or(|w| (w.address, w.prefix_len) != (o.address, o.prefix_len)))
             {
-                del_address6(&h, index, name, o.address, o.prefix_len).await?;
+                del_address(&h, index, name, IpAddr::V6(o.address), o.prefix_len).await?;
             }
             let Some(w) = want else { return Ok(()) };
             h.address()
@@ -314,7 +314,7 @@ impl Netlink {
     /// `ip addr del ADDR/LEN dev NAME`; an address that is not there is fine.
     pub fn remove_address(&self, index: u32, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<(), DriverError> {
         let h = self.handle.clone();
-        self.rt.block_on(del_address(&h, index, name, addr, prefix_len))
+        self.rt.block_on(del_address(&h, index, name, IpAddr::V4(addr), prefix_len))
     }
 }
 
@@ -324,41 +324,14 @@ async fn del_address(
     h: &rtnetlink::Handle,
     index: u32,
     name: &str,
-    addr: Ipv4Addr,
+    addr: IpAddr,
     prefix_len: u8,
 ) -> Result<(), DriverError> {
     let current: Vec<_> = h
         .address()
         .get()
         .set_link_index_filter(index)
-        .set_address_filter(IpAddr::V4(addr))
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| nl_err("address get", name, e))?;
-    for msg in current.into_iter().filter(|m| m.header.prefix_len == prefix_len) {
-        if let Err(e) = h.address().del(msg).execute().await
-            && errno_of(&e) != Some(libc::EADDRNOTAVAIL)
-        {
-            return Err(nl_err("address del", name, e));
-        }
-    }
-    Ok(())
-}
-
-/// `ip -6 addr del ADDR/LEN dev NAME`; an address already gone is fine.
-async fn del_address6(
-    h: &rtnetlink::Handle,
-    index: u32,
-    name: &str,
-    addr: Ipv6Addr,
-    prefix_len: u8,
-) -> Result<(), DriverError> {
-    let current: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .set_address_filter(IpAddr::V6(addr))
+        .set_address_filter(addr)
         .execute()
         .try_collect()
         .await
