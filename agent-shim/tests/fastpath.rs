@@ -200,7 +200,8 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
         // of 500 while the suite's other tests ran): what this checks is where they went.
         assert!(got >= 475, "the burst crosses the slow path: {got} of 500");
         assert_eq!((fast_a.counters()[0], fast_a.epoch()), (0, 0), "nothing granted, nothing carried");
-        assert!(shim_a.stats().to_fabric_frames - relayed_before >= 500, "every datagram went to the fabric");
+        let relayed = shim_a.stats().to_fabric_frames - relayed_before;
+        assert!(relayed >= got as u64, "every datagram that arrived went through the fabric: {relayed} < {got}");
         return;
     }
 
