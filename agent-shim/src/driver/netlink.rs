@@ -221,31 +221,12 @@ impl Netlink {
         old: Option<Ipv4Setup>,
         want: Option<Ipv4Setup>,
     ) -> Result<(), DriverError> {
-        let h = self.handle.clone();
-        self.rt.block_on(async move {
-            if let Some(o) = old.filter(|o| want.is_none_or(|w| (w.address, w.prefix_len) != (o.address, o.prefix_len)))
-            {
-                del_address(&h, index, name, IpAddr::V4(o.address), o.prefix_len).await?;
-            }
-            let Some(w) = want else { return Ok(()) };
-            h.address()
-                .add(index, IpAddr::V4(w.address), w.prefix_len)
-                .replace()
-                .execute()
-                .await
-                .map_err(|e| nl_err("address replace", name, e))?;
-            if let Some(gw) = w.gateway {
-                let route =
-                    RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(Ipv4Addr::UNSPECIFIED, 0).gateway(gw);
-                let route = route.output_interface(index).build();
-                h.route().add(route).replace().execute().await.map_err(|e| nl_err("default route replace", name, e))?;
-            }
-            Ok(())
-        })
+        let old = old.map(|o| (IpAddr::V4(o.address), o.prefix_len));
+        let want = want.map(|w| (IpAddr::V4(w.address), w.prefix_len, w.gateway.map(IpAddr::V4)));
+        self.ensure_setup(index, name, old, want)
     }
 
-    /// The IPv6 counterpart of [`Netlink::ensure_ipv4`]: `ip -6 addr del OLD`, then `ip -6 addr
-    /// replace ADDR/LEN dev NAME; ip -6 route replace default via GW dev NAME`.
+    /// The same for IPv6 (`ip -6 addr …`, `ip -6 route replace default …`).
     pub fn ensure_ipv6(
         &self,
         index: u32,
@@ -253,26 +234,46 @@ impl Netlink {
         old: Option<Ipv6Setup>,
         want: Option<Ipv6Setup>,
     ) -> Result<(), DriverError> {
+        let old = old.map(|o| (IpAddr::V6(o.address), o.prefix_len));
+        let want = want.map(|w| (IpAddr::V6(w.address), w.prefix_len, w.gateway.map(IpAddr::V6)));
+        self.ensure_setup(index, name, old, want)
+    }
+
+    /// [`Netlink::ensure_ipv4`] for either family: `old` is (address, length), `want` also the
+    /// default route's gateway.
+    fn ensure_setup(
+        &self,
+        index: u32,
+        name: &str,
+        old: Option<(IpAddr, u8)>,
+        want: Option<(IpAddr, u8, Option<IpAddr>)>,
+    ) -> Result<(), DriverError> {
         let h = self.handle.clone();
         self.rt.block_on(async move {
-            if let Some(o) = old.filter(|o| want.is_none_or(|w| (w.address, w.prefix_len) != (o.address, o.prefix_len)))
-            {
-                del_address(&h, index, name, IpAddr::V6(o.address), o.prefix_len).await?;
+            if let Some((addr, len)) = old.filter(|o| want.is_none_or(|(a, l, _)| (a, l) != *o)) {
+                del_address(&h, index, name, addr, len).await?;
             }
-            let Some(w) = want else { return Ok(()) };
+            let Some((addr, len, gateway)) = want else { return Ok(()) };
             h.address()
-                .add(index, IpAddr::V6(w.address), w.prefix_len)
+                .add(index, addr, len)
                 .replace()
                 .execute()
                 .await
                 .map_err(|e| nl_err("address replace", name, e))?;
-            if let Some(gw) = w.gateway {
-                let route =
-                    RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(Ipv6Addr::UNSPECIFIED, 0).gateway(gw);
-                let route = route.output_interface(index).build();
-                h.route().add(route).replace().execute().await.map_err(|e| nl_err("default route replace", name, e))?;
-            }
-            Ok(())
+            let route = match gateway {
+                None => return Ok(()),
+                Some(IpAddr::V4(gw)) => RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+                    .gateway(gw)
+                    .output_interface(index)
+                    .build(),
+                Some(IpAddr::V6(gw)) => RouteMessageBuilder::<Ipv6Addr>::new()
+                    .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+                    .gateway(gw)
+                    .output_interface(index)
+                    .build(),
+            };
+            h.route().add(route).replace().execute().await.map_err(|e| nl_err("default route replace", name, e))
         })
     }
 

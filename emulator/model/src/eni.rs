@@ -1099,12 +1099,7 @@ impl Region {
                 (None, _) => 0,
             };
             let limit = r.ip_limit(eni);
-            let after = u32::try_from(named.len() + named_p4.len())
-                .ok()
-                .and_then(|n| n.checked_add(count))
-                .and_then(|n| n.checked_add(p4_count))
-                .and_then(|adding| eni.ipv4_slots().checked_add(adding));
-            if after.is_none_or(|after| after > limit) {
+            if over_quota(eni.ipv4_slots(), named.len() + named_p4.len(), count.saturating_add(p4_count), limit) {
                 return Err(ModelError::Ipv4CountExceeded(limit));
             }
             let vsw = eni.v_switch_id.clone();
@@ -1209,12 +1204,7 @@ impl Region {
                 (None, _) => 0,
             };
             let limit = r.ipv6_limit(eni);
-            let after = u32::try_from(named.len() + named_p6.len())
-                .ok()
-                .and_then(|n| n.checked_add(count))
-                .and_then(|n| n.checked_add(p6_count))
-                .and_then(|adding| eni.ipv6_slots().checked_add(adding));
-            if after.is_none_or(|after| after > limit) {
+            if over_quota(eni.ipv6_slots(), named.len() + named_p6.len(), count.saturating_add(p6_count), limit) {
                 return Err(ModelError::Ipv6CountExceeded(limit));
             }
             let vsw = eni.v_switch_id.clone();
@@ -1344,6 +1334,12 @@ fn check_named<'a>(ipam: &Ipam, ips: impl IntoIterator<Item = &'a Ipv4Addr>) -> 
         wanted.push(ip);
     }
     Ok(wanted)
+}
+
+/// Whether `held` slots plus `named` and `counted` new ones pass `limit` (an overflow does).
+fn over_quota(held: u32, named: usize, counted: u32, limit: u32) -> bool {
+    let after = u32::try_from(named).ok().and_then(|n| n.checked_add(counted)).and_then(|n| held.checked_add(n));
+    after.is_none_or(|after| after > limit)
 }
 
 /// What an unassign names, parsed: each held by the ENI (`held`; the primary address is not
