@@ -21,6 +21,11 @@
 //! are created first, trunks (which take whatever is free) after every instance. And apply
 //! returns only when what it attached has settled (trunks `InUse`), unless told not to wait.
 //!
+//! Dual stack: a VPC is created with `EnableIpv6` (and the file's /56, if it names one), a
+//! vSwitch with its /64, and an instance with `ipv6: true` has its primary ENI given one IPv6
+//! address with the cloud's own `AssignIpv6Addresses` (in the dry run too), unless it holds one
+//! already; the address is steered off the pods' pinned IPv6 addresses, as IPv4 ones are.
+//!
 //! Load balancers come last ([`apply_load_balancers`]): found by name, each listener forwarding
 //! to a vServer group of its own (`enifab/<protocol>/<port>`) whose backends are made equal to
 //! the file's, the listener's settings sent whole (absent ones as the API's defaults) and the
@@ -30,12 +35,12 @@
 //! balancer with pod backends and the lab applies it again, with a resolver, once its pods run.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use enifab_model::net::{parse_peer_cidr, parse_peer_cidr6};
+use enifab_model::net::{Cidr6, parse_peer_cidr, parse_peer_cidr6};
 use enifab_model::security_group::canonical_port_range;
 use enifab_proto::v1 as pb;
 use tonic::Status;
@@ -58,6 +63,8 @@ pub struct Applied {
     pub trunks: HashMap<String, String>,
     /// Load balancer name → (ID, address), for those applied (not deferred).
     pub load_balancers: HashMap<String, (String, String)>,
+    /// Instance name → its primary ENI's IPv6 address, for instances with `ipv6: true`.
+    pub ipv6: HashMap<String, String>,
     pub created: usize,
 }
 
@@ -127,6 +134,7 @@ fn count(a: &Applied) -> usize {
         + a.instances.len()
         + a.trunks.len()
         + a.load_balancers.len()
+        + a.ipv6.len()
 }
 
 /// Make the cloud match `topo` and wait for it to settle; `log` receives one line per resource.
@@ -265,6 +273,18 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
                     v.name.value
                 )
             }
+            Some(existing)
+                if v.ipv6_cidr_block.as_ref().is_some_and(|b| !same_cidr6(&b.value, &existing.ipv6_cidr_block)) =>
+            {
+                let b = v.ipv6_cidr_block.as_ref().expect("matched");
+                bail!(
+                    "{}: vpc {} exists with the IPv6 block {:?}, the file says {}",
+                    loc(topo, b),
+                    v.name.value,
+                    existing.ipv6_cidr_block,
+                    b.value
+                )
+            }
             Some(existing) => (existing.vpc_id.clone(), false),
             None => {
                 let r = c
@@ -274,11 +294,16 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
                         cidr_block: v.cidr.value.clone(),
                         vpc_name: v.name.value.clone(),
                         enable_ipv6: v.enable_ipv6.as_ref().map(|e| e.value),
+                        ipv6_cidr_block: v.ipv6_cidr_block.as_ref().map(|b| b.value.clone()).unwrap_or_default(),
                         ..Default::default()
                     })
                     .await
                     .map_err(located(
-                        vec![(&["Cidr"], Some(loc(topo, &v.cidr)))],
+                        vec![
+                            // Only the IPv6 block can overlap another VPC's: IPv4 CIDRs may repeat.
+                            (&["Ipv6CidrBlock", "Overlapped"], v.ipv6_cidr_block.as_ref().map(|b| loc(topo, b))),
+                            (&["Cidr"], Some(loc(topo, &v.cidr))),
+                        ],
                         loc(topo, &v.name),
                         format!("vpc {}", v.name.value),
                     ))?;
@@ -386,6 +411,7 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
     // Pods and load balancers come later still, so what is left to the vSwitch is steered off
     // their addresses too ([`steer`]).
     let pins = pinned(topo);
+    let pins6 = pinned6(topo);
     let mut order: Vec<&InstanceSpec> = topo.instances.iter().collect();
     order.sort_by_key(|i| i.private_ip.is_none());
     for i in order {
@@ -450,6 +476,11 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
         };
         note(&mut out, "instance", &i.name.value, &id, created);
         out.instances.insert(i.name.value.clone(), id.clone());
+        if i.has_ipv6() {
+            let (ip6, assigned) = ensure_ipv6(c, topo, &region, &out, i, pins6.get(&i.vswitch.value)).await?;
+            note(&mut out, "ipv6 address", &i.name.value, &ip6, assigned);
+            out.ipv6.insert(i.name.value.clone(), ip6);
+        }
     }
     for i in &topo.instances {
         let Some(t) = &i.trunk else { continue };
@@ -460,6 +491,138 @@ async fn apply_once(c: &mut Clients, topo: &Topology, log: &mut dyn FnMut(String
     // No pod exists yet: load balancers with pod backends wait for the lab.
     apply_load_balancers(c, topo, &mut out, &|_| None, log).await?;
     Ok(out)
+}
+
+/// The IPv6 addresses the file pins (pods' `ipv6`), by the name of the vSwitch they are in.
+fn pinned6(topo: &Topology) -> HashMap<String, HashSet<Ipv6Addr>> {
+    let mut out: HashMap<String, HashSet<Ipv6Addr>> = HashMap::new();
+    for p in topo.pods.iter().filter(|p| p.dual()) {
+        if let (Some(ip), Some(vswitch)) = (p.ipv6.as_ref().and_then(|i| i.value.parse().ok()), topo.pod_vswitch(p)) {
+            out.entry(vswitch.to_string()).or_default().insert(ip);
+        }
+    }
+    out
+}
+
+/// Whether two spellings of an IPv6 block are the same block (the API may compress it otherwise).
+fn same_cidr6(a: &str, b: &str) -> bool {
+    match (a.parse::<Cidr6>(), b.parse::<Cidr6>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The instance's primary ENI's IPv6 address: the one it has, or one assigned now
+/// (`AssignIpv6Addresses`, as the console's "assign IPv6" does). Returns it and whether it was
+/// assigned. Where the file pins pods' IPv6 addresses in the vSwitch, the address is steered
+/// off them as [`steer`] does for IPv4.
+async fn ensure_ipv6(
+    c: &mut Clients,
+    topo: &Topology,
+    region: &str,
+    applied: &Applied,
+    i: &InstanceSpec,
+    pins: Option<&HashSet<Ipv6Addr>>,
+) -> Result<(String, bool)> {
+    let name = &i.name.value;
+    let primary = c
+        .ecs
+        .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+            region_id: region.into(),
+            instance_id: applied.instances[name].clone(),
+            r#type: "Primary".into(),
+            max_results: Some(100),
+            ..Default::default()
+        })
+        .await
+        .map_err(api("DescribeNetworkInterfaces"))?
+        .into_inner()
+        .network_interface_sets
+        .unwrap_or_default()
+        .network_interface_set
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("{}: instance {name} has no primary ENI", loc(topo, &i.name)))?;
+    // Idempotent: an address it holds already (from an earlier apply) is kept.
+    if let Some(have) = primary.ipv6_sets.as_ref().and_then(|s| s.ipv6_set.first()) {
+        return Ok((have.ipv6_address.clone(), false));
+    }
+    let vswitch_id = applied.vswitches[&i.vswitch.value].clone();
+    let steered = steer6(c, region, &vswitch_id, pins).await?;
+    let at = i.ipv6.as_ref().map(|v| loc(topo, v));
+    let r = c
+        .ecs
+        .assign_ipv6_addresses(pb::AssignIpv6AddressesRequest {
+            region_id: region.into(),
+            network_interface_id: primary.network_interface_id.clone(),
+            ipv6_address_count: if steered.is_none() { Some(1) } else { None },
+            ipv6_address: steered.map(|a| vec![a.to_string()]).unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+        .map_err(located(
+            vec![(&["Ipv6", "VSwitch", "IpNotEnough"], at)],
+            loc(topo, &i.name),
+            format!("the IPv6 address of {name}"),
+        ))?
+        .into_inner();
+    let ip6 = r.ipv6_sets.and_then(|s| s.ipv6_address.into_iter().next());
+    Ok((ip6.ok_or_else(|| anyhow!("AssignIpv6Addresses for {name} answered no address"))?, true))
+}
+
+/// The IPv6 address to ask for on behalf of an instance when the file pins pods' addresses in
+/// its vSwitch (the lowest neither held nor pinned), or `None` to let the vSwitch choose.
+async fn steer6(
+    c: &mut Clients,
+    region: &str,
+    vswitch_id: &str,
+    pins: Option<&HashSet<Ipv6Addr>>,
+) -> Result<Option<Ipv6Addr>> {
+    let Some(pins) = pins.filter(|p| !p.is_empty()) else { return Ok(None) };
+    let vsw = c
+        .vpc
+        .describe_v_switches(pb::DescribeVSwitchesRequest {
+            region_id: region.into(),
+            v_switch_id: vswitch_id.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(api("DescribeVSwitches"))?
+        .into_inner()
+        .v_switches
+        .unwrap_or_default()
+        .v_switch;
+    let Some(cidr) = vsw.first().and_then(|v| v.ipv6_cidr_block.parse::<Cidr6>().ok()) else { return Ok(None) };
+    let mut held: HashSet<Ipv6Addr> = HashSet::new();
+    let mut next_token = String::new();
+    loop {
+        let r = c
+            .ecs
+            .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+                region_id: region.into(),
+                v_switch_id: vswitch_id.into(),
+                max_results: Some(500),
+                next_token: next_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("DescribeNetworkInterfaces"))?
+            .into_inner();
+        for e in r.network_interface_sets.unwrap_or_default().network_interface_set {
+            held.extend(
+                e.ipv6_sets.unwrap_or_default().ipv6_set.iter().filter_map(|s| s.ipv6_address.parse::<Ipv6Addr>().ok()),
+            );
+        }
+        if r.next_token.is_empty() {
+            break;
+        }
+        next_token = r.next_token;
+    }
+    // A /64 is never full of pins: the first few thousand addresses hold a free one.
+    let free = (cidr.first()..cidr.first().saturating_add(1 << 16))
+        .map(Ipv6Addr::from)
+        .find(|ip| !cidr.is_reserved(*ip) && !held.contains(ip) && !pins.contains(ip));
+    Ok(free)
 }
 
 /// The addresses the file pins, by the name of the vSwitch they are in: nodes' `privateIp`,
@@ -477,8 +640,7 @@ fn pinned(topo: &Topology) -> HashMap<String, HashSet<Ipv4Addr>> {
         }
     }
     for p in &topo.pods {
-        let trunk = topo.instance(&p.node.value).and_then(|n| n.trunk.as_ref()).map(|t| &t.vswitch.value);
-        if let (Some(ip), Some(vswitch)) = (&p.ip, p.vswitch.as_ref().map(|v| &v.value).or(trunk)) {
+        if let (Some(ip), Some(vswitch)) = (&p.ip, topo.pod_vswitch(p)) {
             pin(vswitch, ip);
         }
     }

@@ -10,13 +10,20 @@
 //! The lab's Kubernetes side (`services`, pod `labels`, `kubeProxy`) follows the Service API's own
 //! validation where it matters to the lab: `externalTrafficPolicy` only on `LoadBalancer`
 //! Services, a name on every port of a multi-port Service, one protocol/port pair per Service.
+//!
+//! Dual stack follows the cloud: a VPC with `enableIpv6` (and, optionally, the /56 it takes), a
+//! vSwitch with an `ipv6CidrBlock` (its /64), an instance with `ipv6: true` (its primary ENI gets
+//! one address of it), a pod with `ipStack: dual` (its member ENI gets one; `ipv6` pins it). What
+//! needs IPv6 where there is none is refused at the value that asks for it, and so is a check of
+//! `family: ipv6` whose ends have no IPv6 address: a topology error, not a failed probe.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use enifab_model::Cidr;
+use enifab_model::net::Cidr6;
 use enifab_model::security_group::canonical_port_range;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -92,6 +99,11 @@ pub struct VpcSpec {
     /// `CreateVpc EnableIpv6`: the VPC gets an IPv6 /56.
     #[serde(default)]
     pub enable_ipv6: Option<S<bool>>,
+    /// `CreateVpc Ipv6CidrBlock`: which /56 (needs `enableIpv6`); default the lowest free one of
+    /// the emulator's pool. Naming it lets the file know its vSwitches' /64s, so addresses the
+    /// file pins in them are checked here, before anything is made.
+    #[serde(default)]
+    pub ipv6_cidr_block: Option<S<String>>,
     #[serde(default)]
     pub vswitches: Vec<VSwitchSpec>,
 }
@@ -159,6 +171,11 @@ pub struct InstanceSpec {
     /// A trunk ENI to create and attach (Terway's node daemon does this on a real cluster).
     #[serde(default)]
     pub trunk: Option<TrunkSpec>,
+    /// Dual stack: the primary ENI gets one IPv6 address of its vSwitch's /64
+    /// (`AssignIpv6Addresses`), which the node's shim configures on eth0. Needs a vSwitch with an
+    /// `ipv6CidrBlock`.
+    #[serde(default)]
+    pub ipv6: Option<S<bool>>,
     /// Lab only: built-in responders to run in the node's namespace.
     #[serde(default)]
     pub servers: Vec<ServerSpec>,
@@ -185,11 +202,34 @@ pub struct PodSpec {
     /// The pod IP (the member ENI's primary IP); default: whatever the vSwitch hands out.
     #[serde(default)]
     pub ip: Option<S<String>>,
+    /// `ipv4` (default) or `dual`: the member ENI also gets one IPv6 address of its vSwitch's /64,
+    /// and the pod an IPv6 address and default route (`ENIFAB_IP_STACK=dual` to the CNI). Needs a
+    /// vSwitch with an `ipv6CidrBlock`.
+    #[serde(default)]
+    pub ip_stack: Option<S<String>>,
+    /// With `ipStack: dual`: the member ENI's IPv6 address (`ENIFAB_IP6`); default whatever the
+    /// vSwitch hands out.
+    #[serde(default)]
+    pub ipv6: Option<S<String>>,
     /// What Services select it by (`app: nginx`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub servers: Vec<ServerSpec>,
+}
+
+impl InstanceSpec {
+    /// Whether its primary ENI is to have an IPv6 address.
+    pub fn has_ipv6(&self) -> bool {
+        self.ipv6.as_ref().is_some_and(|v| v.value)
+    }
+}
+
+impl PodSpec {
+    /// Whether it is dual stack (`ipStack: dual`).
+    pub fn dual(&self) -> bool {
+        self.ip_stack.as_ref().is_some_and(|s| s.value == "dual")
+    }
 }
 
 /// A host of the internet side (`enifab-shim --external-address`): its own namespace with eth0 at
@@ -354,12 +394,24 @@ pub struct CheckSpec {
     pub port: Option<S<u16>>,
     /// `reachable` or `blocked`.
     pub expect: S<String>,
+    /// `ipv4` (default) or `ipv6`: which of the ends' addresses the probe uses (an ICMPv6 echo for
+    /// `icmp`). With `ipv6` both ends need one: a dual-stack pod, an instance with `ipv6: true`,
+    /// or an IPv6 address as `to`.
+    #[serde(default)]
+    pub family: Option<S<String>>,
     /// Rule changes made before the probe and undone after it.
     #[serde(default)]
     pub changes: Vec<ChangeSpec>,
     /// Why the expectation is what it is (printed with a failure).
     #[serde(default)]
     pub why: Option<String>,
+}
+
+impl CheckSpec {
+    /// Whether it probes the ends' IPv6 addresses (`family: ipv6`).
+    pub fn ipv6(&self) -> bool {
+        self.family.as_ref().is_some_and(|f| f.value == "ipv6")
+    }
 }
 
 /// For the duration of a check: authorize (`add`) or revoke (`remove`) one rule of a group, or
@@ -574,6 +626,25 @@ impl Topology {
         self.external_clients.iter().find(|x| x.name.value == name)
     }
 
+    /// The vSwitch a pod's member ENI is in: its own, else its node trunk's.
+    pub fn pod_vswitch<'a>(&'a self, pod: &'a PodSpec) -> Option<&'a str> {
+        let trunk = self.instance(&pod.node.value).and_then(|n| n.trunk.as_ref()).map(|t| t.vswitch.value.as_str());
+        pod.vswitch.as_ref().map(|v| v.value.as_str()).or(trunk)
+    }
+
+    /// Whether the vSwitch has an IPv6 /64 (`ipv6CidrBlock`).
+    pub fn vswitch_has_ipv6(&self, name: &str) -> bool {
+        self.vswitch(name).is_some_and(|(_, s)| s.ipv6_cidr_block.is_some())
+    }
+
+    /// The vSwitch's IPv6 /64, when the file names its VPC's /56 (otherwise only the cloud
+    /// knows it, once the VPC exists).
+    pub fn vswitch_ipv6(&self, name: &str) -> Option<Cidr6> {
+        let (vpc, s) = self.vswitch(name)?;
+        let block: Cidr6 = vpc.ipv6_cidr_block.as_ref()?.value.parse().ok()?;
+        block.subnet(64, u128::from(s.ipv6_cidr_block.as_ref()?.value))
+    }
+
     /// The VPC the cluster's nodes are in (the file's checks make it one), if there are nodes.
     pub fn cluster_vpc(&self) -> Option<&VpcSpec> {
         let first = self.instances.first()?;
@@ -617,6 +688,13 @@ impl Topology {
             let mut seen: Vec<Cidr> = Vec::new();
             let mut seen6: Vec<u32> = Vec::new();
             let ipv6 = v.enable_ipv6.as_ref().is_some_and(|e| e.value);
+            if let Some(b) = &v.ipv6_cidr_block {
+                match b.value.parse::<Cidr6>() {
+                    _ if !ipv6 => p.push(at(f, b, "an IPv6 block needs enableIpv6: true")),
+                    Ok(c) if c.prefix() == 56 => {}
+                    _ => p.push(at(f, b, format!("{:?} is not an IPv6 /56 like 2408:4005:3000::/56", b.value))),
+                }
+            }
             for s in &v.vswitches {
                 unique(&mut p, "vswitch", &s.name);
                 if let Some(b) = &s.ipv6_cidr_block {
@@ -686,6 +764,16 @@ impl Topology {
                 self.check_vswitch_ref(f, &t.vswitch, &mut p);
                 self.check_groups(f, &t.security_groups, &t.vswitch, &mut p);
             }
+            if let Some(v6) = i.ipv6.as_ref().filter(|v| v.value)
+                && self.vswitch(&i.vswitch.value).is_some()
+                && !self.vswitch_has_ipv6(&i.vswitch.value)
+            {
+                p.push(at(
+                    f,
+                    v6,
+                    format!("vSwitch {} has no IPv6 block (ipv6CidrBlock) to take an address from", i.vswitch.value),
+                ));
+            }
             for srv in &i.servers {
                 check_server(f, srv, &mut p);
             }
@@ -694,6 +782,7 @@ impl Topology {
             unique(&mut p, "load balancer", &lb.name);
             self.check_load_balancer(f, lb, &mut p);
         }
+        let mut pinned6 = HashSet::new();
         for pod in &self.pods {
             unique(&mut p, "pod or instance", &pod.name);
             if self.instance(&pod.name.value).is_some() {
@@ -720,6 +809,7 @@ impl Topology {
             {
                 p.push(at(f, ip, format!("{:?} is not an IPv4 address", ip.value)));
             }
+            self.check_pod_ipv6(f, pod, &mut pinned6, &mut p);
             for srv in &pod.servers {
                 check_server(f, srv, &mut p);
             }
@@ -788,14 +878,24 @@ impl Topology {
             if !check_names.insert(c.name.value.clone()) {
                 p.push(at(f, &c.name, format!("check {:?} is defined twice", c.name.value)));
             }
+            let ipv6 = match &c.family {
+                Some(fam) if !matches!(fam.value.as_str(), "ipv4" | "ipv6") => {
+                    p.push(at(f, fam, "family is ipv4 or ipv6"));
+                    None
+                }
+                _ => Some(c.ipv6()),
+            };
             // A probe starts in a pod, a node or an external client; it may aim at a bare IP.
             for (end, ip_allowed) in [(&c.from, false), (&c.to, true)] {
                 let known = self.pod(&end.value).is_some()
                     || self.instance(&end.value).is_some()
                     || self.external_client(&end.value).is_some();
-                let ip = ip_allowed && end.value.parse::<std::net::Ipv4Addr>().is_ok();
-                if !known && !ip {
+                let ip = if ip_allowed { end.value.parse::<IpAddr>().ok() } else { None };
+                if !known && ip.is_none() {
                     p.push(at(f, end, format!("no pod, instance or external client named {:?}", end.value)));
+                }
+                if let Some(ipv6) = ipv6 {
+                    self.check_end_family(f, end, ip, ipv6, &mut p);
                 }
             }
             let proto = c.protocol.value.as_str();
@@ -839,6 +939,70 @@ impl Topology {
             }
         }
         p
+    }
+
+    /// A pod's `ipStack` and pinned `ipv6`: a dual-stack pod needs a vSwitch with a /64, and a
+    /// pinned address must be one of it (when the file names the VPC's /56, so the /64 is known
+    /// here; otherwise the lab checks it against the cloud's before any pod is made), not a
+    /// reserved one, and no other pod's.
+    fn check_pod_ipv6(&self, f: &str, pod: &PodSpec, pinned: &mut HashSet<Ipv6Addr>, p: &mut Vec<String>) {
+        if let Some(st) = &pod.ip_stack
+            && !matches!(st.value.as_str(), "ipv4" | "dual")
+        {
+            p.push(at(f, st, "ipStack is ipv4 or dual"));
+        }
+        let vsw = self.pod_vswitch(pod).filter(|v| self.vswitch(v).is_some());
+        if let (true, Some(st), Some(v)) = (pod.dual(), &pod.ip_stack, vsw)
+            && !self.vswitch_has_ipv6(v)
+        {
+            p.push(at(f, st, format!("vSwitch {v} has no IPv6 block (ipv6CidrBlock): a dual-stack pod needs one")));
+        }
+        let Some(ip6) = &pod.ipv6 else { return };
+        if !pod.dual() {
+            p.push(at(f, ip6, "an ipv6 address is for dual-stack pods: add ipStack: dual"));
+        }
+        let Ok(a) = ip6.value.parse::<Ipv6Addr>() else {
+            p.push(at(f, ip6, format!("{:?} is not an IPv6 address", ip6.value)));
+            return;
+        };
+        if let Some(block) = vsw.and_then(|v| self.vswitch_ipv6(v)) {
+            if !block.contains(a) {
+                p.push(at(f, ip6, format!("{a} is not in vSwitch {}'s {block}", vsw.unwrap_or_default())));
+            } else if block.is_reserved(a) {
+                p.push(at(f, ip6, format!("{a} is reserved in {block} (the VPC keeps its first and last three)")));
+            }
+        }
+        if !pinned.insert(a) {
+            p.push(at(f, ip6, format!("{a} is pinned by another pod too")));
+        }
+    }
+
+    /// One end of a check against its family: an address of the other family is refused, and a
+    /// named end of an IPv6 check must have an IPv6 address (a dual-stack pod, an instance with
+    /// `ipv6: true`; the internet side has none).
+    fn check_end_family(&self, f: &str, end: &S<String>, ip: Option<IpAddr>, ipv6: bool, p: &mut Vec<String>) {
+        let name = &end.value;
+        let missing = match ip {
+            Some(IpAddr::V6(_)) if !ipv6 => Some(format!("{name} is an IPv6 address: the check needs family: ipv6")),
+            Some(IpAddr::V4(_)) if ipv6 => Some(format!("{name} is an IPv4 address in a family: ipv6 check")),
+            Some(_) => None,
+            None if !ipv6 => None,
+            None => match (self.pod(name), self.instance(name), self.external_client(name)) {
+                (Some(pod), _, _) if !pod.dual() => {
+                    Some(format!("pod {name} has no IPv6 address for a family: ipv6 check (give it ipStack: dual)"))
+                }
+                (None, Some(i), _) if !i.has_ipv6() => {
+                    Some(format!("instance {name} has no IPv6 address for a family: ipv6 check (give it ipv6: true)"))
+                }
+                (None, None, Some(_)) => {
+                    Some(format!("external client {name} has no IPv6 address: the internet side is IPv4"))
+                }
+                _ => None,
+            },
+        };
+        if let Some(m) = missing {
+            p.push(at(f, end, m));
+        }
     }
 
     fn check_load_balancer(&self, f: &str, lb: &LoadBalancerSpec, p: &mut Vec<String>) {
@@ -1291,6 +1455,116 @@ checks:
         assert!(e.contains("not a CIDR"), "{e}");
         let e = bad("name: web-ext\n    namespace: shop", "name: web\n    namespace: default");
         assert!(e.contains("service \"default/web\" is defined twice"), "{e}");
+    }
+
+    const DUAL: &str = "region: cn-hongkong
+vpcs:
+  - name: v
+    cidr: 10.0.0.0/8
+    enableIpv6: true
+    ipv6CidrBlock: 2408:4005:3000::/56
+    vswitches:
+      - { name: s, zone: cn-hongkong-b, cidr: 10.0.4.0/24, ipv6CidrBlock: 4 }
+      - { name: s4, zone: cn-hongkong-b, cidr: 10.0.8.0/24 }
+securityGroups:
+  - name: g
+    vpc: v
+    ingress:
+      - { protocol: ALL, peer: 2408:4005:3000:4::/64 }
+instances:
+  - { name: n1, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.22, ipv6: true, securityGroups: [g], trunk: { vswitch: s, securityGroups: [g] } }
+  - { name: n2, type: ecs.g7.xlarge, vswitch: s4, privateIp: 10.0.8.22, securityGroups: [g], trunk: { vswitch: s4, securityGroups: [g] } }
+pods:
+  - name: web
+    node: n1
+    ipStack: dual
+    ipv6: 2408:4005:3000:4::30
+    servers: [{ protocol: http, port: 80 }]
+  - { name: web2, node: n1, ipStack: dual, ipv6: \"2408:4005:3000:4::31\" }
+  - { name: v4, node: n2 }
+checks:
+  - { name: six, from: n1, to: web, protocol: icmp, family: ipv6, expect: reachable }
+  - { name: lit, from: web, to: \"2408:4005:3000:4::1\", protocol: tcp, port: 80, family: ipv6, expect: reachable }
+  - { name: four, from: web, to: v4, protocol: tcp, port: 80, expect: reachable }
+";
+
+    /// The 1-based line of the first line of `text` containing `needle`.
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).expect("the needle is in the text") + 1
+    }
+
+    #[test]
+    fn dual_stack_parses() {
+        let t = Topology::parse("t.yaml", DUAL).unwrap();
+        assert_eq!(t.vswitch_ipv6("s").unwrap().to_string(), "2408:4005:3000:4::/64");
+        assert_eq!(t.vswitch_ipv6("s4"), None);
+        assert!(t.instances[0].has_ipv6() && !t.instances[1].has_ipv6());
+        assert!(t.pods[0].dual() && t.pods[1].dual() && !t.pods[2].dual());
+        assert_eq!(t.pods[0].ipv6.as_ref().unwrap().value, "2408:4005:3000:4::30");
+        assert_eq!(t.pods[1].ipv6.as_ref().unwrap().value, "2408:4005:3000:4::31");
+        assert!(t.checks[0].ipv6() && t.checks[1].ipv6() && !t.checks[2].ipv6());
+        // Without the VPC's /56 the /64 is the cloud's to say: pins are not checked here.
+        let unnamed = DUAL.replace("    ipv6CidrBlock: 2408:4005:3000::/56\n", "");
+        let t = Topology::parse("t.yaml", &unnamed).unwrap();
+        assert_eq!(t.vswitch_ipv6("s"), None);
+        assert!(t.vswitch_has_ipv6("s") && !t.vswitch_has_ipv6("s4"));
+    }
+
+    #[test]
+    fn dual_stack_errors_are_located() {
+        let bad = |from: &str, to: &str| {
+            let text = DUAL.replacen(from, to, 1);
+            assert_ne!(text, DUAL, "{from:?} is in the fixture");
+            (Topology::parse("t.yaml", &text).unwrap_err().to_string(), text)
+        };
+        let (e, text) = bad("{ name: v4, node: n2 }", "{ name: v4, node: n2, ipStack: dual }");
+        let l = line_of(&text, "name: v4");
+        assert!(e.contains(&format!("t.yaml:{l}:")) && e.contains("vSwitch s4 has no IPv6 block"), "{e}");
+        let (e, text) = bad("vswitch: s4, privateIp: 10.0.8.22,", "vswitch: s4, privateIp: 10.0.8.22, ipv6: true,");
+        let l = line_of(&text, "ipv6: true, securityGroups: [g], trunk: { vswitch: s4");
+        assert!(e.contains(&format!("t.yaml:{l}:")) && e.contains("vSwitch s4 has no IPv6 block"), "{e}");
+        let (e, text) = bad("ipv6: 2408:4005:3000:4::30", "ipv6: 2408:4005:3000:5::30");
+        let l = line_of(&text, "3000:5::30");
+        assert!(
+            e.contains(&format!("t.yaml:{l}:11:")) && e.contains("is not in vSwitch s's 2408:4005:3000:4::/64"),
+            "{e}"
+        );
+        let (e, _) = bad("ipv6: 2408:4005:3000:4::30", "ipv6: \"2408:4005:3000:4::\"");
+        assert!(e.contains("reserved in 2408:4005:3000:4::/64"), "{e}");
+        let (e, _) = bad("ipv6: 2408:4005:3000:4::30", "ipv6: 10.0.4.30");
+        assert!(e.contains("\"10.0.4.30\" is not an IPv6 address"), "{e}");
+        let (e, _) = bad("ipv6: 2408:4005:3000:4::30", "ipv6: 2408:4005:3000:4::31");
+        assert!(e.contains("pinned by another pod too"), "{e}");
+        let (e, text) = bad("    ipStack: dual\n", "");
+        let l = line_of(&text, "ipv6: 2408:4005:3000:4::30");
+        assert!(e.contains(&format!("t.yaml:{l}:")) && e.contains("add ipStack: dual"), "{e}");
+        let (e, _) = bad("    ipStack: dual\n", "    ipStack: triple\n");
+        assert!(e.contains("ipStack is ipv4 or dual"), "{e}");
+        let (e, _) = bad("family: ipv6, expect", "family: ipv7, expect");
+        assert!(e.contains("family is ipv4 or ipv6"), "{e}");
+        // A check of family ipv6 needs IPv6 at both ends, said at the end that lacks it.
+        let (e, text) = bad("{ name: four, from: web, to: v4,", "{ name: four, from: web, to: v4, family: ipv6,");
+        let l = line_of(&text, "name: four");
+        assert!(e.contains(&format!("t.yaml:{l}:")) && e.contains("pod v4 has no IPv6 address"), "{e}");
+        let (e, _) = bad("{ name: six, from: n1,", "{ name: six, from: n2,");
+        assert!(e.contains("instance n2 has no IPv6 address for a family: ipv6 check"), "{e}");
+        let (e, _) = bad(
+            "to: \"2408:4005:3000:4::1\", protocol: tcp, port: 80, family: ipv6,",
+            "to: \"2408:4005:3000:4::1\", protocol: tcp, port: 80,",
+        );
+        assert!(e.contains("is an IPv6 address: the check needs family: ipv6"), "{e}");
+        let (e, _) = bad("to: \"2408:4005:3000:4::1\"", "to: 10.0.4.1");
+        assert!(e.contains("10.0.4.1 is an IPv4 address in a family: ipv6 check"), "{e}");
+        let ext = format!("{DUAL}externalClients:\n  - {{ name: x, address: 47.100.1.10/24 }}\n")
+            .replace("{ name: six, from: n1,", "{ name: six, from: x,");
+        let e = Topology::parse("t.yaml", &ext).unwrap_err().to_string();
+        assert!(e.contains("external client x has no IPv6 address"), "{e}");
+        // The VPC's block: a /56, and only with enableIpv6.
+        let (e, text) = bad("ipv6CidrBlock: 2408:4005:3000::/56", "ipv6CidrBlock: 2408:4005:3000::/48");
+        let l = line_of(&text, "3000::/48");
+        assert!(e.contains(&format!("t.yaml:{l}:20:")) && e.contains("is not an IPv6 /56"), "{e}");
+        let (e, _) = bad("    enableIpv6: true\n", "");
+        assert!(e.contains("an IPv6 block needs enableIpv6: true"), "{e}");
     }
 
     #[test]

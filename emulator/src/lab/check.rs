@@ -22,7 +22,7 @@
 //! local lab), saying what it waits for.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -114,8 +114,9 @@ pub async fn check_with(opts: &LabOptions, file: &Path, out: &mut dyn FnMut(Stri
     let names = port_names(&mut c, &st).await?;
     let mut rows = Vec::new();
     for chk in &topo.checks {
-        let (from, from_ip) = source(&st, &chk.from.value)?;
-        let to_ip = destination(&st, &chk.to.value)?;
+        let v6 = chk.ipv6();
+        let (from, from_ip) = source(&st, &chk.from.value, v6)?;
+        let to_ip = destination(&st, &chk.to.value, v6)?;
         let proto = probe::Proto::parse(&chk.protocol.value).expect("checked by the topology");
         let port = chk.port.as_ref().map_or(0, |p| p.value);
         let mut undo = Vec::new();
@@ -132,8 +133,9 @@ pub async fn check_with(opts: &LabOptions, file: &Path, out: &mut dyn FnMut(Stri
             }
         }
         let outcome = run_probe(&mut c, &rt, &st, from, to_ip, proto, port).await;
-        let traced = match (&from, &from_ip) {
-            (Place::Pod(_) | Place::Node(_), Some(ip)) => trace(&mut c, &st, ip, to_ip, proto, port).await,
+        // `enifab trace` follows IPv4 frames only: an IPv6 check has no trace to compare.
+        let traced = match (&from, &from_ip, to_ip) {
+            (Place::Pod(_) | Place::Node(_), Some(ip), IpAddr::V4(to)) => trace(&mut c, &st, ip, to, proto, port).await,
             _ => None,
         };
         for u in undo.into_iter().rev() {
@@ -162,11 +164,12 @@ pub async fn check_with(opts: &LabOptions, file: &Path, out: &mut dyn FnMut(Stri
             _ => None,
         };
         let what = format!(
-            "{} → {} {}{}",
+            "{} → {} {}{}{}",
             chk.from.value,
             chk.to.value,
             chk.protocol.value,
-            if port != 0 { format!("/{port}") } else { String::new() }
+            if port != 0 { format!("/{port}") } else { String::new() },
+            family_note(&chk.to.value, to_ip)
         );
         let path = path_summary(&before, &after, &names);
         let traced = traced.filter(|_| !path.starts_with(STAYED));
@@ -268,25 +271,50 @@ async fn wait_for_up(opts: &LabOptions, id: &str, file: &Path, out: &mut dyn FnM
     }
 }
 
-/// Where a probe starts, and the address it leaves with (when the lab knows it).
-fn source<'a>(st: &LabState, name: &'a str) -> Result<(Place<'a>, Option<String>)> {
+/// Where a probe starts, and the address it leaves with (when the lab knows it): of the check's
+/// family (`v6`).
+fn source<'a>(st: &LabState, name: &'a str, v6: bool) -> Result<(Place<'a>, Option<String>)> {
     let place = Place::of(st, name).ok_or_else(|| anyhow!("{name} is not up"))?;
-    let ip = match place {
-        Place::Pod(p) => &st.pods[p].ip,
-        Place::Node(n) => &st.nodes[n].primary_ip,
-        Place::External(x) => &st.externals[x].address,
+    let ip = match (place, v6) {
+        (Place::Pod(p), false) => &st.pods[p].ip,
+        (Place::Pod(p), true) => &st.pods[p].ip6,
+        (Place::Node(n), false) => &st.nodes[n].primary_ip,
+        (Place::Node(n), true) => &st.nodes[n].primary_ip6,
+        (Place::External(x), false) => &st.externals[x].address,
+        (Place::External(_), true) => return Ok((place, None)),
     };
-    Ok((place, Some(ip.clone())))
+    Ok((place, Some(ip.clone()).filter(|ip| !ip.is_empty())))
 }
 
-fn destination(st: &LabState, name: &str) -> Result<Ipv4Addr> {
-    let ip = match (st.pods.get(name), st.nodes.get(name), st.externals.get(name)) {
-        (Some(p), _, _) => &p.ip,
-        (None, Some(n), _) => &n.primary_ip,
-        (None, None, Some(x)) => &x.address,
+/// The address a check probes: the named pod's, node's or external client's of the check's
+/// family (`v6`), or the address written as `to`. The topology made sure the end has one; a
+/// lab brought up before its file asked for IPv6 may still lack it, which is said here.
+fn destination(st: &LabState, name: &str, v6: bool) -> Result<IpAddr> {
+    let ip = match (st.pods.get(name), st.nodes.get(name), st.externals.get(name), v6) {
+        (Some(p), _, _, false) => &p.ip,
+        (Some(p), _, _, true) => &p.ip6,
+        (None, Some(n), _, false) => &n.primary_ip,
+        (None, Some(n), _, true) => &n.primary_ip6,
+        (None, None, Some(x), _) => &x.address,
         _ => name,
     };
-    ip.parse().with_context(|| format!("{name} is neither a pod, a node, an external client nor an IP"))
+    let addr: IpAddr = ip.parse().with_context(|| {
+        format!("{name} has no {} address in the lab's state (run lab up again?)", if v6 { "IPv6" } else { "IPv4" })
+    })?;
+    if addr.is_ipv6() != v6 {
+        bail!("{name} ({addr}) is not an address of the check's family");
+    }
+    Ok(addr)
+}
+
+/// What a row adds to its description for an IPv6 check: the family, and the address probed
+/// when `to` named it rather than wrote it. IPv4 rows read as they always have.
+fn family_note(to: &str, addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(_) => String::new(),
+        IpAddr::V6(_) if to.parse::<IpAddr>().is_ok() => " over IPv6".into(),
+        IpAddr::V6(a) => format!(" over IPv6 ({a})"),
+    }
 }
 
 /// Run one probe, watching the fabric's counters to cut it short on a decisive drop. Returns the
@@ -296,7 +324,7 @@ async fn run_probe(
     rt: &Runtime,
     st: &LabState,
     from: Place<'_>,
-    to: Ipv4Addr,
+    to: IpAddr,
     proto: probe::Proto,
     port: u16,
 ) -> Result<(probe::Outcome, pb::DescribeFabricCountersResponse, pb::DescribeFabricCountersResponse)> {
@@ -535,6 +563,43 @@ mod tests {
             answered: None,
             trace: None,
         }
+    }
+
+    #[test]
+    fn ipv6_rows_say_so_and_name_the_address_probed() {
+        let six: IpAddr = "2408:4005:3000:4::30".parse().unwrap();
+        assert_eq!(family_note("nginx", six), " over IPv6 (2408:4005:3000:4::30)");
+        assert_eq!(family_note("2408:4005:3000:4::30", six), " over IPv6");
+        assert_eq!(family_note("nginx", "10.0.4.30".parse().unwrap()), "");
+    }
+
+    fn lab_state() -> LabState {
+        let mut st = LabState::default();
+        let pod = |ip: &str, ip6: &str| state::PodState {
+            node: "n".into(),
+            netns: "efbx-p0".into(),
+            datapath: "veth".into(),
+            ip: ip.into(),
+            ip6: ip6.into(),
+            member_eni: String::new(),
+        };
+        st.pods.insert("dual".into(), pod("10.0.4.30", "2408:4005:3000:4::30"));
+        st.pods.insert("v4".into(), pod("10.0.4.31", ""));
+        st
+    }
+
+    #[test]
+    fn ends_are_taken_in_the_checks_family() {
+        let st = lab_state();
+        assert_eq!(destination(&st, "dual", false).unwrap().to_string(), "10.0.4.30");
+        assert_eq!(destination(&st, "dual", true).unwrap().to_string(), "2408:4005:3000:4::30");
+        assert_eq!(destination(&st, "2408:4005:3000:4::1", true).unwrap().to_string(), "2408:4005:3000:4::1");
+        let e = destination(&st, "v4", true).unwrap_err().to_string();
+        assert!(e.contains("v4 has no IPv6 address"), "{e}");
+        assert!(destination(&st, "10.0.4.9", true).is_err(), "an IPv4 address in an IPv6 check");
+        assert_eq!(source(&st, "dual", true).unwrap().1.as_deref(), Some("2408:4005:3000:4::30"));
+        assert_eq!(source(&st, "v4", true).unwrap().1, None);
+        assert_eq!(source(&st, "v4", false).unwrap().1.as_deref(), Some("10.0.4.31"));
     }
 
     #[test]

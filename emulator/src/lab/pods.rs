@@ -1,16 +1,20 @@
 //! Pods and their servers, whichever runtime carries them out. A pod is wired by the CNI plugin
 //! `enifab-cni` as a container runtime runs one (`ADD` with the pod's name in `CNI_ARGS` and a
 //! network configuration), given the member ENI's vSwitch and groups a PodNetworking would give
-//! it; `DEL` undoes it. The built-in responders (`enifab lab responder`) run in pods', nodes' and
+//! it, and for a dual-stack pod `ENIFAB_IP_STACK=dual` (and its pinned `ENIFAB_IP6`); `DEL`
+//! undoes it. The built-in responders (`enifab lab responder`) run in pods', nodes' and
 //! external clients' namespaces.
 //!
 //! It does not decide what a pod's network looks like (the CNI plugin does, as Terway's does),
 //! nor which member ENI it gets (the cloud does), nor where the namespace is (the runtime does):
 //! it asks, and records the answers.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
+use enifab_model::net::Cidr6;
 use enifab_proto::v1 as pb;
 
 use super::runtime::{Place, PodRequest, Runtime};
@@ -18,7 +22,7 @@ use super::state::{self, LabState, PodState};
 use super::{LabOptions, Log};
 use crate::apply::Applied;
 use crate::cli::{Clients, describe_status};
-use crate::topology::{ServerSpec, Topology};
+use crate::topology::{ServerSpec, Topology, at};
 
 /// Run `enifab-cni ADD` for every pod of the file (idempotent: a pod that exists is re-checked
 /// and keeps its member ENI).
@@ -32,6 +36,7 @@ pub(crate) async fn up_pods(
     log: &mut Log<'_>,
 ) -> Result<()> {
     let id = st.id.clone();
+    check_pinned_ipv6(c, topo, applied).await?;
     for (i, pod) in topo.pods.iter().enumerate() {
         let name = &pod.name.value;
         let datapath = pod.datapath.as_ref().map_or("veth", |d| d.value.as_str()).to_string();
@@ -52,6 +57,12 @@ pub(crate) async fn up_pods(
         if let Some(ip) = &pod.ip {
             args.push(format!("ENIFAB_IP={}", ip.value));
         }
+        if pod.dual() {
+            args.push("ENIFAB_IP_STACK=dual".into());
+            if let Some(ip6) = &pod.ipv6 {
+                args.push(format!("ENIFAB_IP6={}", ip6.value));
+            }
+        }
         let req = PodRequest {
             index: i,
             name: name.clone(),
@@ -61,7 +72,10 @@ pub(crate) async fn up_pods(
             netconf: conf,
         };
         let (ns, result) = rt.add_pod(opts, st, req).await.with_context(|| format!("CNI ADD for pod {name}"))?;
-        let ip = result["ips"][0]["address"].as_str().unwrap_or("").split('/').next().unwrap_or("").to_string();
+        let (ip, ip6) = addresses(&result);
+        if pod.dual() && ip6.is_empty() {
+            bail!("CNI ADD for pod {name} (ENIFAB_IP_STACK=dual) answered no IPv6 address: {result}");
+        }
         let (member, vlan) = member_of(c, &ip).await?;
         st.pods.insert(
             name.clone(),
@@ -70,13 +84,75 @@ pub(crate) async fn up_pods(
                 netns: ns,
                 datapath: datapath.clone(),
                 ip: ip.clone(),
+                ip6: ip6.clone(),
                 member_eni: member.clone(),
             },
         );
         state::save(opts, st)?;
-        log.say("pod", format!("{name:<26} {ip:<12} {datapath:<5} on {} member {member} vlan {vlan}", pod.node.value));
+        let ip6 = if ip6.is_empty() { String::new() } else { format!(" {ip6}") };
+        log.say(
+            "pod",
+            format!("{name:<26} {ip:<12}{ip6} {datapath:<5} on {} member {member} vlan {vlan}", pod.node.value),
+        );
     }
     Ok(())
+}
+
+/// The pod's addresses in a CNI result: the IPv4 one and the IPv6 one (empty when it has none),
+/// without their prefixes. `ips` is `[IPv4, IPv6]` for a dual-stack pod; each is found by its
+/// family rather than by its place.
+fn addresses(result: &serde_json::Value) -> (String, String) {
+    let ips = result["ips"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let bare = |e: &serde_json::Value| e["address"].as_str().unwrap_or("").split('/').next().unwrap_or("").to_string();
+    let find = |v6: bool| ips.iter().map(bare).find(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6() == v6));
+    (find(false).unwrap_or_default(), find(true).unwrap_or_default())
+}
+
+/// Pods' pinned IPv6 addresses against the /64s the cloud gave their vSwitches, before any pod
+/// is made. The file checks them itself when it names its VPC's /56; otherwise only now, with
+/// the VPC made, is the /64 known. A pin outside it is the file's error, located as the file's
+/// other errors are.
+async fn check_pinned_ipv6(c: &mut Clients, topo: &Topology, applied: &Applied) -> Result<()> {
+    let mut blocks: HashMap<String, Option<Cidr6>> = HashMap::new();
+    let mut problems = Vec::new();
+    for pod in topo.pods.iter().filter(|p| p.dual()) {
+        let (Some(pin), Some(vsw)) = (&pod.ipv6, topo.pod_vswitch(pod)) else { continue };
+        let Ok(ip) = pin.value.parse::<Ipv6Addr>() else { continue };
+        if topo.vswitch_ipv6(vsw).is_some() {
+            continue;
+        }
+        let block = match blocks.get(vsw) {
+            Some(b) => *b,
+            None => {
+                let b = vswitch_ipv6(c, &applied.vswitches[vsw]).await?;
+                blocks.insert(vsw.to_string(), b);
+                b
+            }
+        };
+        if let Some(b) = block.filter(|b| !b.contains(ip) || b.is_reserved(ip)) {
+            problems.push(at(
+                &topo.file,
+                pin,
+                format!("{ip} is not an address of vSwitch {vsw}'s {b} (the cloud's /64)"),
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{} problem(s) in the topology:\n  {}", problems.len(), problems.join("\n  "));
+    }
+    Ok(())
+}
+
+/// The vSwitch's IPv6 /64, as the cloud says.
+async fn vswitch_ipv6(c: &mut Clients, vswitch_id: &str) -> Result<Option<Cidr6>> {
+    let r = c
+        .vpc
+        .describe_v_switches(pb::DescribeVSwitchesRequest { v_switch_id: vswitch_id.into(), ..Default::default() })
+        .await
+        .map_err(|s| anyhow!("DescribeVSwitches: {}", describe_status(&s)))?
+        .into_inner();
+    let list = r.v_switches.unwrap_or_default().v_switch;
+    Ok(list.first().and_then(|v| v.ipv6_cidr_block.parse().ok()))
 }
 
 /// `enifab-cni DEL` for every pod the state knows; problems are collected, not fatal.
@@ -173,4 +249,26 @@ async fn member_of(c: &mut Clients, ip: &str) -> Result<(String, i32)> {
     let e = r.network_interface_sets.unwrap_or_default().network_interface_set.into_iter().next();
     let e = e.ok_or_else(|| anyhow!("no member ENI holds {ip}"))?;
     Ok((e.network_interface_id, e.attachment.map_or(0, |a| a.device_index)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::addresses;
+
+    #[test]
+    fn a_result_gives_each_family_its_address() {
+        let dual = serde_json::json!({ "ips": [
+            { "address": "10.0.4.30/24", "gateway": "10.0.4.253" },
+            { "address": "2408:4005:3000:4::30/128", "gateway": "fe80::1" },
+        ]});
+        assert_eq!(addresses(&dual), ("10.0.4.30".into(), "2408:4005:3000:4::30".into()));
+        // Found by family, not by place.
+        let swapped =
+            serde_json::json!({ "ips": [{ "address": "2408:4005:3000:4::30/64" }, { "address": "10.0.4.30/24" }]});
+        assert_eq!(addresses(&swapped), ("10.0.4.30".into(), "2408:4005:3000:4::30".into()));
+        let v4 = serde_json::json!({ "ips": [{ "address": "10.0.4.30/24" }] });
+        assert_eq!(addresses(&v4), ("10.0.4.30".into(), String::new()));
+        assert_eq!(addresses(&serde_json::Value::Null), (String::new(), String::new()));
+        assert_eq!(addresses(&serde_json::json!({ "ips": [{ "address": 7 }] })), (String::new(), String::new()));
+    }
 }

@@ -1,6 +1,7 @@
 //! Probes: does traffic from a namespace reach an address? TCP connect, a UDP exchange, an
-//! HTTP GET, or an ICMP echo, each from a thread inside the source namespace, each with a short
-//! deadline. A security group drops silently, so "blocked" is a timeout; a refused connection
+//! HTTP GET, or an ICMP echo (ICMPv6 for an IPv6 address), each from a thread inside the source
+//! namespace, each with a short deadline. The address's family is the probe's: an IPv6 address
+//! is probed over IPv6 sockets, and the kernel picks the source address of that family. A security group drops silently, so "blocked" is a timeout; a refused connection
 //! means the packets got through but nothing listened, which is reported as such.
 //!
 //! A probe can be cut short ([`probe_until`]): the caller that sees the fabric drop the probe's
@@ -9,7 +10,7 @@
 //! of it is retransmitted into the next check.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,26 +93,33 @@ impl Outcome {
 
 pub const TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// Probe `to` from inside the namespace `from_ns`.
-pub fn probe(from_ns: &str, to: Ipv4Addr, proto: Proto, port: u16) -> Result<Outcome> {
+/// Probe `to` (either family) from inside the namespace `from_ns`.
+pub fn probe(from_ns: &str, to: impl Into<IpAddr>, proto: Proto, port: u16) -> Result<Outcome> {
     probe_until(from_ns, to, proto, port, Arc::new(AtomicBool::new(false)))
 }
 
 /// As [`probe`], but `stop` set by another thread ends it as [`Outcome::Timeout`] within about
 /// 50 ms (300 ms for UDP and ICMP, between attempts).
-pub fn probe_until(from_ns: &str, to: Ipv4Addr, proto: Proto, port: u16, stop: Arc<AtomicBool>) -> Result<Outcome> {
+pub fn probe_until(
+    from_ns: &str,
+    to: impl Into<IpAddr>,
+    proto: Proto,
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> Result<Outcome> {
     probe_in(&Ns::Named(from_ns.to_string()), to, proto, port, TIMEOUT, stop)
 }
 
 /// As [`probe_until`], from any namespace and with its own deadline.
 pub fn probe_in(
     from: &Ns,
-    to: Ipv4Addr,
+    to: impl Into<IpAddr>,
     proto: Proto,
     port: u16,
     timeout: Duration,
     stop: Arc<AtomicBool>,
 ) -> Result<Outcome> {
+    let to = to.into();
     from.run_in(move || match proto {
         Proto::Tcp => tcp(to, port, false, timeout, &stop),
         Proto::Http => tcp(to, port, true, timeout, &stop),
@@ -124,7 +132,7 @@ pub fn probe_in(
 fn connect(to: SocketAddr, timeout: Duration, stop: &AtomicBool) -> Result<TcpStream, Outcome> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| Outcome::Error(e.to_string()))?;
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, None).map_err(|e| Outcome::Error(e.to_string()))?;
     s.set_nonblocking(true).map_err(|e| Outcome::Error(e.to_string()))?;
     match s.connect(&to.into()) {
         Ok(()) => {}
@@ -165,7 +173,7 @@ fn classify(e: &std::io::Error) -> Outcome {
 /// The most of an answer a probe reads: a responder's is one line.
 const MAX_ANSWER: u64 = 64 * 1024;
 
-fn tcp(to: Ipv4Addr, port: u16, http: bool, timeout: Duration, stop: &AtomicBool) -> Outcome {
+fn tcp(to: IpAddr, port: u16, http: bool, timeout: Duration, stop: &AtomicBool) -> Outcome {
     let s = match connect(SocketAddr::from((to, port)), timeout, stop) {
         Ok(s) => s,
         Err(o) => return o,
@@ -173,7 +181,12 @@ fn tcp(to: Ipv4Addr, port: u16, http: bool, timeout: Duration, stop: &AtomicBool
     let _ = s.set_read_timeout(Some(timeout));
     let mut s = s;
     if http {
-        let req = format!("GET / HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n");
+        // An IPv6 literal is bracketed in Host, as in a URL (RFC 7230 §5.4, RFC 3986 §3.2.2).
+        let host = match to {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        };
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         if let Err(e) = s.write_all(req.as_bytes()) {
             return classify(&e);
         }
@@ -195,8 +208,9 @@ fn tcp(to: Ipv4Addr, port: u16, http: bool, timeout: Duration, stop: &AtomicBool
     Outcome::Reachable(text.trim().to_string())
 }
 
-fn udp(to: Ipv4Addr, port: u16, timeout: Duration, stop: &AtomicBool) -> Outcome {
-    let s = match UdpSocket::bind("0.0.0.0:0") {
+fn udp(to: IpAddr, port: u16, timeout: Duration, stop: &AtomicBool) -> Outcome {
+    let any: IpAddr = if to.is_ipv6() { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+    let s = match UdpSocket::bind((any, 0)) {
         Ok(s) => s,
         Err(e) => return Outcome::Error(e.to_string()),
     };
@@ -217,27 +231,32 @@ fn udp(to: Ipv4Addr, port: u16, timeout: Duration, stop: &AtomicBool) -> Outcome
     Outcome::Timeout
 }
 
-/// An ICMP echo over a datagram ICMP socket (the kernel fills the id and checksum; allowed for
-/// root whatever `ping_group_range` says).
-fn icmp(to: Ipv4Addr, timeout: Duration, stop: &AtomicBool) -> Outcome {
+/// An ICMP echo over a datagram ICMP socket, or an ICMPv6 one for an IPv6 address (the kernel
+/// fills the id and checksum, the ICMPv6 checksum with its pseudo-header too; allowed where
+/// `net.ipv4.ping_group_range`, which governs both families, admits the caller's group: the
+/// lab sets it in every namespace it makes).
+fn icmp(to: IpAddr, timeout: Duration, stop: &AtomicBool) -> Outcome {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-    let s = match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
+    let (domain, protocol, what) = match to {
+        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4, "ICMP"),
+        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6, "ICMPv6"),
+    };
+    let s = match Socket::new(domain, Type::DGRAM, Some(protocol)) {
         Ok(s) => s,
-        Err(e) => return Outcome::Error(format!("ICMP socket: {e}")),
+        Err(e) => return Outcome::Error(format!("{what} socket: {e}")),
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
     let deadline = Instant::now() + timeout;
     let mut seq: u16 = 0;
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         seq = seq.wrapping_add(1);
-        let [a, b] = seq.to_be_bytes();
-        let echo = [8u8, 0, 0, 0, 0, 0, a, b, b'e', b'n', b'i', b'f', b'a', b'b'];
+        let echo = echo_request(to.is_ipv6(), seq);
         if let Err(e) = s.send_to(&echo, &SockAddr::from(SocketAddr::from((to, 0)))) {
             return classify(&e);
         }
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
         match s.recv(&mut buf) {
-            // A datagram ICMP socket only delivers replies to its own echoes.
+            // A datagram ICMP socket only delivers replies to its own echoes (of its family).
             Ok(n) if n >= 8 => return Outcome::Reachable(String::new()),
             Ok(_) => continue,
             Err(e) if matches!(classify(&e), Outcome::Timeout) => continue,
@@ -245,4 +264,59 @@ fn icmp(to: Ipv4Addr, timeout: Duration, stop: &AtomicBool) -> Outcome {
         }
     }
     Outcome::Timeout
+}
+
+/// An echo request as a datagram ICMP socket sends it: type (8, or 128 for ICMPv6), code 0,
+/// checksum and identifier left to the kernel, then the sequence number and a short payload.
+fn echo_request(v6: bool, seq: u16) -> [u8; 14] {
+    let [a, b] = seq.to_be_bytes();
+    let kind = if v6 { 128 } else { 8 };
+    [kind, 0, 0, 0, 0, 0, a, b, b'e', b'n', b'i', b'f', b'a', b'b']
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_requests_carry_their_family_type_and_sequence() {
+        assert_eq!(echo_request(false, 0x0102)[..8], [8, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(echo_request(true, 7)[..8], [128, 0, 0, 0, 0, 0, 0, 7]);
+    }
+
+    /// A probe over loopback in this very namespace, both families: no privileges needed for
+    /// TCP, UDP and HTTP (ICMP may be refused by the machine's ping_group_range, so it only has
+    /// to answer, not to succeed).
+    #[test]
+    fn probes_reach_loopback_over_both_families() {
+        let stop = Arc::new(AtomicBool::new(false));
+        for any in [IpAddr::from(Ipv4Addr::LOCALHOST), IpAddr::from(Ipv6Addr::LOCALHOST)] {
+            let Ok(l) = std::net::TcpListener::bind((any, 0)) else {
+                eprintln!("no {any} here (a kernel without IPv6?): skipped");
+                continue;
+            };
+            let tport = l.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let (mut c, _) = l.accept().unwrap();
+                c.write_all(b"hello").unwrap();
+            });
+            assert_eq!(tcp(any, tport, false, TIMEOUT, &stop), Outcome::Reachable("hello".into()), "{any}");
+            server.join().unwrap();
+
+            let u = UdpSocket::bind((any, 0)).unwrap();
+            let port = u.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                let (n, from) = u.recv_from(&mut buf).unwrap();
+                u.send_to(&buf[..n], from).unwrap();
+            });
+            assert_eq!(udp(any, port, TIMEOUT, &stop), Outcome::Reachable("enifab-probe".into()), "{any}");
+            server.join().unwrap();
+
+            // Its listener gone, nothing listens on the TCP port: refused, not blocked.
+            assert_eq!(tcp(any, tport, true, TIMEOUT, &stop), Outcome::Refused, "{any}");
+            let o = icmp(any, Duration::from_millis(600), &stop);
+            assert!(matches!(o, Outcome::Reachable(_) | Outcome::Error(_)), "{any}: {o:?}");
+        }
+    }
 }

@@ -244,6 +244,7 @@ services:
             netns: String::new(),
             datapath: "veth".into(),
             ip: ip.into(),
+            ip6: String::new(),
             member_eni: String::new(),
         };
         let mut st = LabState::default();
@@ -259,6 +260,7 @@ services:
                     shim_pid: 0,
                     socket: "".into(),
                     primary_ip: String::new(),
+                    primary_ip6: String::new(),
                     agent_pid: 0,
                     agent: String::new(),
                 },

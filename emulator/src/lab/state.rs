@@ -67,6 +67,10 @@ pub struct NodeState {
     pub shim_pid: u32,
     pub socket: PathBuf,
     pub primary_ip: String,
+    /// Its primary ENI's IPv6 address (an instance with `ipv6: true`); empty otherwise, and in
+    /// a state written before dual stack.
+    #[serde(default)]
+    pub primary_ip6: String,
     /// The `enifab lab agent` supervising the shim (local runtime; 0 with agents, whose
     /// processes live elsewhere).
     #[serde(default)]
@@ -82,6 +86,10 @@ pub struct PodState {
     pub netns: String,
     pub datapath: String,
     pub ip: String,
+    /// Its IPv6 address (a dual-stack pod); empty otherwise, and in a state written before dual
+    /// stack.
+    #[serde(default)]
+    pub ip6: String,
     pub member_eni: String,
 }
 

@@ -71,8 +71,10 @@ async fn steps(
     for (i, inst) in topo.instances.iter().enumerate() {
         let name = &inst.name.value;
         let primary_ip = inst.private_ip.as_ref().map(|p| p.value.clone()).unwrap_or_default();
+        let primary_ip6 = applied.ipv6.get(name).cloned().unwrap_or_default();
         let links: &[&str] = if applied.trunks.contains_key(name) { &["eth0", "eth1"] } else { &["eth0"] };
-        let node = NodeSpec { index: i, name, instance_id: &applied.instances[name], primary_ip: &primary_ip, links };
+        let instance_id = &applied.instances[name];
+        let node = NodeSpec { index: i, name, instance_id, primary_ip: &primary_ip, primary_ip6: &primary_ip6, links };
         rt.node(opts, st, &node, log).await?;
         state::save(opts, st)?;
     }

@@ -11,7 +11,7 @@
 //! It must not decide what the lab does; it does what it is asked, on this node only.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -297,7 +297,7 @@ impl pb::lab_agent_server::LabAgent for AgentService {
     async fn probe(&self, req: Request<pb::AgentProbeRequest>) -> Result<Response<pb::AgentProbeResponse>, Status> {
         let r = req.into_inner();
         let ns = existing_ns(&self.node, &r.netns)?;
-        let to: Ipv4Addr = r.address.parse().map_err(|_| invalid("address", format_args!("{:?}", r.address)))?;
+        let to: IpAddr = r.address.parse().map_err(|_| invalid("address", format_args!("{:?}", r.address)))?;
         let proto = Proto::parse(&r.protocol)
             .ok_or_else(|| invalid("protocol", format_args!("{:?} (tcp, udp, http or icmp)", r.protocol)))?;
         let port = u16::try_from(r.port).map_err(|_| invalid("port", r.port))?;

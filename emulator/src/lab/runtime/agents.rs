@@ -11,7 +11,7 @@
 //! lab) and reported at `down`.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -73,7 +73,7 @@ impl Agents {
     }
 
     pub(super) async fn node(&self, st: &mut LabState, node: &NodeSpec<'_>, log: &mut Log<'_>) -> Result<()> {
-        let NodeSpec { name, instance_id, primary_ip, links, .. } = *node;
+        let NodeSpec { name, instance_id, primary_ip, primary_ip6, links, .. } = *node;
         let mut c = self.client(name)?;
         let r = wait_ready(&mut c, &format!("node {name}"), instance_id, links, PATIENCE, &|| true, log)
             .await
@@ -89,6 +89,7 @@ impl Agents {
                 shim_pid: r.shim_pid,
                 socket: r.shim_socket.clone().into(),
                 primary_ip: primary_ip.to_string(),
+                primary_ip6: primary_ip6.to_string(),
                 agent_pid: 0,
                 agent: self.agents[name].0.clone(),
             },
@@ -209,7 +210,7 @@ impl Agents {
         &self,
         st: &LabState,
         from: Place<'_>,
-        to: Ipv4Addr,
+        to: IpAddr,
         proto: Proto,
         port: u16,
         stop: Arc<AtomicBool>,

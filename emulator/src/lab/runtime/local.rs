@@ -38,7 +38,7 @@ impl Local {
         node: &NodeSpec<'_>,
         log: &mut Log<'_>,
     ) -> Result<()> {
-        let NodeSpec { index, name, instance_id, primary_ip, links } = *node;
+        let NodeSpec { index, name, instance_id, primary_ip, primary_ip6, links } = *node;
         let m = Machine::new(opts, &st.id, &format!("n{index}"))?;
         underlay(&st.id, index, &m.ns)?;
         let known = st.nodes.get(name).cloned();
@@ -55,6 +55,7 @@ impl Local {
                 shim_pid: known.map_or(0, |n| n.shim_pid),
                 socket: m.shim_socket.clone(),
                 primary_ip: primary_ip.to_string(),
+                primary_ip6: primary_ip6.to_string(),
                 agent_pid,
                 agent: m.agent_address(),
             },
@@ -160,7 +161,7 @@ impl Local {
         &self,
         st: &LabState,
         from: Place<'_>,
-        to: std::net::Ipv4Addr,
+        to: std::net::IpAddr,
         proto: Proto,
         port: u16,
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

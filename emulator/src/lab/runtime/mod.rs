@@ -20,7 +20,7 @@ pub mod local;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -89,6 +89,8 @@ pub struct NodeSpec<'a> {
     pub name: &'a str,
     pub instance_id: &'a str,
     pub primary_ip: &'a str,
+    /// Its primary ENI's IPv6 address; empty when it has none.
+    pub primary_ip6: &'a str,
     pub links: &'a [&'a str],
 }
 /// The lab's node runtime.
@@ -232,12 +234,12 @@ impl Runtime {
         }
     }
 
-    /// A probe from `from` to `to`; `stop` set ends it as [`Outcome::Timeout`].
+    /// A probe from `from` to `to` (either family); `stop` set ends it as [`Outcome::Timeout`].
     pub fn probe(
         &self,
         st: &LabState,
         from: Place<'_>,
-        to: Ipv4Addr,
+        to: IpAddr,
         proto: Proto,
         port: u16,
         stop: Arc<AtomicBool>,
