@@ -111,6 +111,7 @@ pub fn decide(st: &PodState, view: &NodeView, ns_now: Option<NetnsId>) -> Decisi
         ifname: st.ifname.clone(),
         mtu: st.mtu,
         host_ip,
+        ipv6: st.ipv6,
     };
     Decision::Rebuild { inputs: Box::new(inputs), pod_netns }
 }
@@ -265,6 +266,7 @@ mod test {
             pod_netns: Some("/run/netns/pod".into()),
             pod_netns_id: Some(NS),
             mtu: 1500,
+            ipv6: None,
         }
     }
 

@@ -50,7 +50,7 @@ pub struct Observed {
     pub links: Vec<LinkEntry>,
     pub addrs: Vec<AddrEntry>,
     /// IPv4 routes (all tables; only the main one is looked at).
-    pub routes: Vec<RouteInfo>,
+    pub routes: Vec<RouteInfo<Ipv4Addr>>,
 }
 
 /// What to do it for.
@@ -179,7 +179,8 @@ pub fn plan(obs: &Observed, req: &Request) -> Result<Plan, UnderlayError> {
     };
     let addrs: Vec<(Ipv4Addr, u8)> =
         obs.addrs.iter().filter(|a| a.index == index).map(|a| (a.address, a.prefix_len)).collect();
-    let via: Vec<&RouteInfo> = obs.routes.iter().filter(|r| r.table == MAIN && r.oif == Some(index)).collect();
+    let via: Vec<&RouteInfo<Ipv4Addr>> =
+        obs.routes.iter().filter(|r| r.table == MAIN && r.oif == Some(index)).collect();
     // The default route's gateway; once that is gone, the one our host routes go through.
     out.gateway = via
         .iter()
@@ -243,7 +244,11 @@ pub struct Outcome {
 }
 
 fn observe(nl: &Netlink) -> Result<Observed, DriverError> {
-    Ok(Observed { links: nl.links()?, addrs: nl.ipv4_addrs()?, routes: nl.routes(MAIN)? })
+    Ok(Observed {
+        links: nl.links()?,
+        addrs: nl.ipv4_addrs()?,
+        routes: nl.routes(MAIN)?.into_iter().filter_map(RouteInfo::v4).collect(),
+    })
 }
 
 fn apply(nl: &Netlink, plan: &Plan) -> Result<Vec<String>, DriverError> {
@@ -268,7 +273,9 @@ fn apply(nl: &Netlink, plan: &Plan) -> Result<Vec<String>, DriverError> {
                     nl.ensure_address(*index, to, addr, prefix)?;
                 }
             }
-            Action::HostRoute { dst, gateway, dev } => nl.replace_route(*dst, 32, Some(*gateway), dev, None, false)?,
+            Action::HostRoute { dst, gateway, dev } => {
+                nl.replace_route((*dst).into(), 32, Some((*gateway).into()), dev, None, false)?
+            }
             Action::DeleteRoute { dst, prefix, gateway, index, .. } => {
                 nl.delete_route(*dst, *prefix, Some(*gateway), *index, MAIN)?
             }
@@ -348,7 +355,7 @@ mod test {
         }
     }
 
-    fn route(dst: &str, prefix: u8, gateway: Option<Ipv4Addr>, oif: u32) -> RouteInfo {
+    fn route(dst: &str, prefix: u8, gateway: Option<Ipv4Addr>, oif: u32) -> RouteInfo<Ipv4Addr> {
         RouteInfo { dst: dst.parse().unwrap(), prefix, gateway, oif: Some(oif), table: MAIN }
     }
 

@@ -89,6 +89,8 @@ pub struct MemberView {
     pub vlan: u16,
     /// Primary first.
     pub ips: Vec<Ipv4Addr>,
+    /// Its IPv6 addresses (a dual-stack pod's).
+    pub ips6: Vec<Ipv6Addr>,
 }
 
 /// One `InUse` NIC of the instance.
@@ -232,7 +234,8 @@ fn nic_view(n: &pb::NodeNic, problems: &mut Vec<String>) -> Result<NicView, Stri
                     ips.push(ip);
                 }
             }
-            Some(MemberView { eni_id: m.network_interface_id.clone(), vlan: m.vlan_id as u16, ips })
+            let ips6 = m.ipv6_addresses.iter().filter_map(|s| s.parse().ok()).collect();
+            Some(MemberView { eni_id: m.network_interface_id.clone(), vlan: m.vlan_id as u16, ips, ips6 })
         })
         .collect();
     Ok(NicView {

@@ -4,10 +4,12 @@
 //! datapath would make the node kernel do (reference §6; Terway `EnsureVlanTag` /
 //! `EnsureVlanUntagger`):
 //!
-//! - **egress** on the trunk NIC: an untagged IPv4 frame whose *source address* belongs to a
-//!   member ENI gets that member's tag (`tc filter … u32 match ip src <podIP>/32 action vlan push
-//!   id <DeviceIndex>`); so does an ARP packet whose *sender address* is a member's, so that a
-//!   pod's neighbour resolution reaches the fabric on its own VLAN;
+//! - **egress** on the trunk NIC: an untagged IPv4 or IPv6 frame whose *source address* belongs
+//!   to a member ENI gets that member's tag (`tc filter … u32 match ip src <podIP>/32 action vlan
+//!   push id <DeviceIndex>`, and `match ip6 src <podIPv6>/128` for a dual-stack pod); so does an
+//!   ARP packet whose *sender address* is a member's, so that a pod's neighbour resolution
+//!   reaches the fabric on its own VLAN (on the veth datapath the node, not the pod, solicits
+//!   IPv6 neighbours on the trunk, from its own link-local address: those stay untagged);
 //! - frames that already carry a tag pass untouched (a node with real VLAN sub-interfaces
 //!   produces them, and the fabric demultiplexes them the same way);
 //! - **ingress**: every tag is popped before the frame reaches the trunk device (Terway's
@@ -17,10 +19,10 @@
 //! `wire::vlan` helpers, which also shift the virtio-net header's offsets.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use enifab_net::wire::arp;
-use enifab_net::wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, Frame};
+use enifab_net::wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
 use enifab_net::wire::vlan::Tci;
 
 use crate::view::MemberView;
@@ -30,45 +32,54 @@ use crate::view::MemberView;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemberTable {
     by_ip: HashMap<Ipv4Addr, Tci>,
+    by_ip6: HashMap<Ipv6Addr, Tci>,
 }
 
 impl MemberTable {
     /// Members with an invalid VLAN id are skipped (the view already refuses them). When two
     /// members claim one address (it cannot happen in one VPC), the first keeps it.
     pub fn new(members: &[MemberView]) -> MemberTable {
-        let mut by_ip = HashMap::new();
+        let (mut by_ip, mut by_ip6) = (HashMap::new(), HashMap::new());
         for m in members {
             let Some(tci) = Tci::from_vid(m.vlan) else { continue };
             for ip in &m.ips {
                 by_ip.entry(*ip).or_insert(tci);
             }
+            for ip in &m.ips6 {
+                by_ip6.entry(*ip).or_insert(tci);
+            }
         }
-        MemberTable { by_ip }
+        MemberTable { by_ip, by_ip6 }
     }
 
     pub fn get(&self, ip: Ipv4Addr) -> Option<Tci> {
         self.by_ip.get(&ip).copied()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_ip.is_empty()
+    pub fn get6(&self, ip: Ipv6Addr) -> Option<Tci> {
+        self.by_ip6.get(&ip).copied()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_ip.is_empty() && self.by_ip6.is_empty()
+    }
+
+    /// Addresses of both families.
     pub fn len(&self) -> usize {
-        self.by_ip.len()
+        self.by_ip.len() + self.by_ip6.len()
     }
 }
 
 /// What to do with a frame leaving the trunk NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Egress {
-    /// Send as it is: the trunk's own traffic, something already tagged, or not IPv4/ARP.
+    /// Send as it is: the trunk's own traffic, something already tagged, or not IPv4/IPv6/ARP.
     Pass,
     /// Push this member's tag first.
     Push(Tci),
 }
 
-/// Terway's egress classifier for the trunk: tag by IPv4 source (or ARP sender) address.
+/// Terway's egress classifier for the trunk: tag by IPv4 or IPv6 source (or ARP sender) address.
 /// Frames it cannot parse pass unchanged: the fabric drops and counts malformed frames with a
 /// reason, which is more useful than a silent drop here.
 pub fn classify_trunk_egress(frame: &[u8], members: &MemberTable) -> Egress {
@@ -88,6 +99,11 @@ pub fn classify_trunk_egress(frame: &[u8], members: &MemberTable) -> Egress {
             Ok(a) => a.sender_ip,
             Err(_) => return Egress::Pass,
         },
+        // Version 6 and the fixed header; the source address is bytes 8..24.
+        ETHERTYPE_IPV6 if f.payload.len() >= 40 && f.payload[0] >> 4 == 6 => {
+            let src: [u8; 16] = f.payload[8..24].try_into().expect("16 bytes");
+            return members.get6(Ipv6Addr::from(src)).map_or(Egress::Pass, Egress::Push);
+        }
         _ => return Egress::Pass,
     };
     members.get(src).map_or(Egress::Pass, Egress::Push)
@@ -115,13 +131,41 @@ pub(crate) mod test {
 
     pub fn members() -> MemberTable {
         MemberTable::new(&[
-            MemberView { eni_id: "eni-m5".into(), vlan: 5, ips: vec!["10.0.8.5".parse().unwrap()] },
+            MemberView { eni_id: "eni-m5".into(), vlan: 5, ips: vec!["10.0.8.5".parse().unwrap()], ips6: vec![] },
             MemberView {
                 eni_id: "eni-m7".into(),
                 vlan: 7,
                 ips: vec!["10.0.8.7".parse().unwrap(), "10.0.8.77".parse().unwrap()],
+                ips6: vec!["2408:4005:3000:8::7".parse().unwrap()],
             },
         ])
+    }
+
+    /// An IPv6 header (UDP, no payload) from `src` to 2408:4005:3000:4::22, behind an Ethernet
+    /// header from the trunk MAC to the gateway.
+    fn ipv6_from(src: &str) -> Vec<u8> {
+        let mut f = IPV4_FROM_MEMBER[..12].to_vec();
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 0, 17, 64]);
+        f.extend_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&"2408:4005:3000:4::22".parse::<Ipv6Addr>().unwrap().octets());
+        f
+    }
+
+    #[test]
+    fn ipv6_member_source_gets_its_tag() {
+        let t = members();
+        assert_eq!(
+            classify_trunk_egress(&ipv6_from("2408:4005:3000:8::7"), &t),
+            Egress::Push(Tci::from_vid(7).unwrap())
+        );
+        // The node's own link-local (its neighbour solicitations), or anyone else's: untagged.
+        assert_eq!(classify_trunk_egress(&ipv6_from("fe80::216:3eff:fe00:2"), &t), Egress::Pass);
+        assert_eq!(classify_trunk_egress(&ipv6_from("2408:4005:3000:8::8"), &t), Egress::Pass);
+        let cut = ipv6_from("2408:4005:3000:8::7");
+        assert_eq!(classify_trunk_egress(&cut[..14 + 39], &t), Egress::Pass, "cut IPv6 header");
+        let mut v4_in_v6 = cut.clone();
+        v4_in_v6[14] = 0x45;
+        assert_eq!(classify_trunk_egress(&v4_in_v6, &t), Egress::Pass, "version 4 behind 86dd");
     }
 
     fn with_src(frame: &[u8], ip: [u8; 4]) -> Vec<u8> {
@@ -182,9 +226,9 @@ pub(crate) mod test {
     #[test]
     fn table_ignores_bad_vids_and_keeps_first_owner() {
         let t = MemberTable::new(&[
-            MemberView { eni_id: "a".into(), vlan: 0, ips: vec!["10.0.0.1".parse().unwrap()] },
-            MemberView { eni_id: "b".into(), vlan: 3, ips: vec!["10.0.0.2".parse().unwrap()] },
-            MemberView { eni_id: "c".into(), vlan: 4, ips: vec!["10.0.0.2".parse().unwrap()] },
+            MemberView { eni_id: "a".into(), vlan: 0, ips: vec!["10.0.0.1".parse().unwrap()], ips6: vec![] },
+            MemberView { eni_id: "b".into(), vlan: 3, ips: vec!["10.0.0.2".parse().unwrap()], ips6: vec![] },
+            MemberView { eni_id: "c".into(), vlan: 4, ips: vec!["10.0.0.2".parse().unwrap()], ips6: vec![] },
         ]);
         assert_eq!(t.len(), 1);
         assert_eq!(t.get("10.0.0.2".parse().unwrap()).map(|t| t.vid()), Some(3));

@@ -21,9 +21,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use super::conf::{EnifabConf, PodRequest};
+use super::conf::{EnifabConf, IpStack, PodRequest};
+use super::plan::PodIpv6;
 use crate::control::{AccessKey, endpoint_url};
-use enifab_net::Cidr;
+use enifab_net::{Cidr, Cidr6};
 
 use crate::view::IN_USE;
 
@@ -86,6 +87,15 @@ pub fn cni_error(s: tonic::Status) -> Error {
         }
         None => Error::TryAgainLater(format!("the emulator: {}", s.message())),
     }
+}
+
+/// What a pod takes from its member ENI's vSwitch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VSwitchInfo {
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    /// The IPv6 /64's prefix length and gateway, when the vSwitch has one.
+    pub ipv6: Option<(u8, std::net::Ipv6Addr)>,
 }
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -202,7 +212,8 @@ impl Cloud {
             .ok_or_else(|| Error::InvalidNetworkConfig(format!("instance {} has no trunk ENI", conf.instance_id)))
     }
 
-    /// Create the pod's member ENI (primary IP = pod IP) and attach it to the trunk.
+    /// Create the pod's member ENI (primary IP = pod IP; for a dual-stack pod, one IPv6 address
+    /// too, the pinned one or the vSwitch's pick, as Terway asks with `Ipv6AddressCount`).
     pub async fn create_member(&mut self, req: &PodRequest, trunk: &pb::NetworkInterfaceSet) -> Result<String, Error> {
         let mut tags = vec![
             pb::Tag { key: "ack.aliyun.com".into(), value: req.conf.cluster_id.clone() },
@@ -230,12 +241,54 @@ impl Cloud {
                 description: "interface create by terway".into(),
                 tag: tags,
                 source_dest_check: Some(false),
+                ipv6_address_count: (req.ip_stack == IpStack::Dual && req.ip6.is_none()).then_some(1),
+                ipv6_address: req.ip6.iter().map(|ip| ip.to_string()).collect(),
                 ..Default::default()
             })
             .await
             .map_err(cni_error)?
             .into_inner();
         Ok(r.network_interface_id)
+    }
+
+    /// A dual-stack pod's IPv6 side: its member's first IPv6 address on the vSwitch's /64. A
+    /// member without one (made for this container while it was IPv4 only) is assigned one
+    /// first, the pinned address or the vSwitch's pick.
+    pub async fn pod_ipv6(
+        &mut self,
+        req: &PodRequest,
+        eni: &pb::NetworkInterfaceSet,
+        vsw: VSwitchInfo,
+    ) -> Result<PodIpv6, Error> {
+        let id = &eni.network_interface_id;
+        let first = |e: &pb::NetworkInterfaceSet| {
+            e.ipv6_sets.as_ref().and_then(|s| s.ipv6_set.first()).map(|x| x.ipv6_address.clone())
+        };
+        let text = match first(eni) {
+            Some(t) => t,
+            None => {
+                self.ecs
+                    .assign_ipv6_addresses(pb::AssignIpv6AddressesRequest {
+                        network_interface_id: id.clone(),
+                        ipv6_address_count: req.ip6.is_none().then_some(1),
+                        ipv6_address: req.ip6.iter().map(|ip| ip.to_string()).collect(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(cni_error)?;
+                let again = self
+                    .eni(id)
+                    .await?
+                    .ok_or_else(|| Error::Custom(100, "InvalidEniId.NotFound".into(), id.clone()))?;
+                first(&again)
+                    .ok_or_else(|| Error::Custom(100, "InvalidOperation.Ipv6NotAssigned".into(), id.clone()))?
+            }
+        };
+        let ip = text.parse().map_err(|_| Error::FailedToDecode(text.clone()))?;
+        let (prefix, gateway) = vsw.ipv6.ok_or_else(|| {
+            Error::Custom(100, "InvalidVSwitchId.NoIpv6".into(), format!("{} has no IPv6 CIDR block", eni.v_switch_id))
+        })?;
+        Ok(PodIpv6 { ip, prefix, gateway })
     }
 
     pub async fn attach(&mut self, req: &PodRequest, member: &str, trunk: &str) -> Result<(), Error> {
@@ -267,8 +320,8 @@ impl Cloud {
         }
     }
 
-    /// `(CIDR prefix length, gateway)` of a vSwitch.
-    pub async fn vswitch(&mut self, id: &str) -> Result<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr), Error> {
+    /// A vSwitch's blocks as a pod needs them: prefix lengths and gateways.
+    pub async fn vswitch(&mut self, id: &str) -> Result<VSwitchInfo, Error> {
         let r = self
             .vpc
             .describe_v_switches(pb::DescribeVSwitchesRequest { v_switch_id: id.into(), ..Default::default() })
@@ -284,7 +337,14 @@ impl Cloud {
             .ok_or_else(|| Error::Custom(100, "InvalidVSwitchId.NotFound".into(), id.into()))?;
         let block = Cidr::parse_lenient(&v.cidr_block).ok_or_else(|| Error::FailedToDecode(v.cidr_block.clone()))?;
         let gateway = block.gateway().ok_or_else(|| Error::FailedToDecode(v.cidr_block.clone()))?;
-        Ok((block.network(), block.prefix(), gateway))
+        let ipv6 = match v.ipv6_cidr_block.as_str() {
+            "" => None,
+            text => {
+                let b6 = Cidr6::parse_lenient(text).ok_or_else(|| Error::FailedToDecode(text.to_string()))?;
+                Some((b6.prefix(), b6.gateway().ok_or_else(|| Error::FailedToDecode(text.to_string()))?))
+            }
+        };
+        Ok(VSwitchInfo { prefix: block.prefix(), gateway, ipv6 })
     }
 
     /// Detach (if attached), wait for Available, delete, wait until gone. "Not found" at any

@@ -10,18 +10,23 @@
 //!                                           // is not run inside it (the lab runs it from the host)
 //!   "shimSocket": "/run/enifab/shim-i-….sock",
 //!   "datapath": "veth" | "vlan",
+//!   "ipStack": "ipv4" | "dual",             // dual: the member ENI gets an IPv6 address too
 //!   "vSwitchId": "vsw-…", "securityGroupIds": ["sg-…"],   // the PodNetworking defaults
 //!   "clusterId": "c-…", "tags": { "k": "v" }, "mtu": 1500, "stateDir": "/var/lib/enifab-cni",
 //!   "accessKeyFile": "/etc/enifab/access-key" }   // optional: see `cloud` for the key's sources
 //! ```
 //!
 //! Per pod, like Terway's PodNetworking selection: `CNI_ARGS` keys `ENIFAB_VSWITCH`,
-//! `ENIFAB_SECURITY_GROUPS` (comma-separated), `ENIFAB_IP` (the member ENI's primary IP) and
-//! `ENIFAB_DATAPATH`, or the same under `runtimeConfig.enifab` (`vSwitchId`,
-//! `securityGroupIds`, `ip`, `datapath`). `K8S_POD_NAMESPACE`/`K8S_POD_NAME` name the pod.
+//! `ENIFAB_SECURITY_GROUPS` (comma-separated), `ENIFAB_IP` (the member ENI's primary IP),
+//! `ENIFAB_DATAPATH`, `ENIFAB_IP_STACK` and `ENIFAB_IP6` (a dual-stack member's IPv6 address),
+//! or the same under `runtimeConfig.enifab` (`vSwitchId`, `securityGroupIds`, `ip`, `datapath`,
+//! `ipStack`, `ip6`). `K8S_POD_NAMESPACE`/`K8S_POD_NAME` name the pod.
+//!
+//! `ipStack` takes Terway's `ip_stack` values; its `ipv6` (IPv6-only pods) is refused by name:
+//! enifab's pods always have IPv4.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use rscni_plugin::error::Error;
@@ -46,6 +51,34 @@ impl Datapath {
     }
 }
 
+/// Which families a pod's member ENI carries (Terway's `ip_stack`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpStack {
+    #[default]
+    Ipv4,
+    /// IPv4 and one IPv6 address of the vSwitch's /64.
+    Dual,
+}
+
+impl IpStack {
+    pub fn parse(s: &str) -> Result<IpStack, Error> {
+        match s {
+            "ipv4" => Ok(IpStack::Ipv4),
+            "dual" => Ok(IpStack::Dual),
+            "ipv6" => Err(bad("ipStack ipv6 (IPv6-only pods) is not supported: use dual")),
+            other => Err(bad(format!("ipStack {other:?}: ipv4 or dual"))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IpStack {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<IpStack, D::Error> {
+        let s = String::deserialize(d)?;
+        IpStack::parse(&s).map_err(|e| serde::de::Error::custom(e.details()))
+    }
+}
+
 /// enifab's keys of the network configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -59,6 +92,8 @@ pub struct EnifabConf {
     pub shim_socket: PathBuf,
     #[serde(default = "default_datapath")]
     pub datapath: Datapath,
+    #[serde(default)]
+    pub ip_stack: IpStack,
     #[serde(default, rename = "vSwitchId")]
     pub v_switch_id: Option<String>,
     #[serde(default)]
@@ -107,6 +142,10 @@ struct RuntimeOverrides {
     ip: Option<String>,
     #[serde(default)]
     datapath: Option<Datapath>,
+    #[serde(default)]
+    ip_stack: Option<IpStack>,
+    #[serde(default)]
+    ip6: Option<String>,
 }
 
 /// Everything one pod's ADD/DEL/CHECK needs, resolved from the configuration and the args.
@@ -121,6 +160,9 @@ pub struct PodRequest {
     pub v_switch_id: Option<String>,
     pub security_group_ids: Vec<String>,
     pub ip: Option<Ipv4Addr>,
+    pub ip_stack: IpStack,
+    /// The IPv6 address a dual-stack pod's member ENI is to hold.
+    pub ip6: Option<Ipv6Addr>,
 }
 
 impl EnifabConf {
@@ -189,6 +231,18 @@ impl PodRequest {
             Some(s) => Some(s.parse().map_err(|_| bad(format!("pod IP {s:?} is not an IPv4 address")))?),
             None => None,
         };
+        let ip_stack = match (args.get("ENIFAB_IP_STACK"), runtime.ip_stack) {
+            (Some(s), _) => IpStack::parse(s)?,
+            (None, Some(s)) => s,
+            (None, None) => conf.ip_stack,
+        };
+        let ip6 = match args.get("ENIFAB_IP6").cloned().or(runtime.ip6) {
+            Some(s) => Some(s.parse().map_err(|_| bad(format!("pod IPv6 {s:?} is not an IPv6 address")))?),
+            None => None,
+        };
+        if ip6.is_some() && ip_stack != IpStack::Dual {
+            return Err(bad("an IPv6 address (ENIFAB_IP6) needs ipStack dual"));
+        }
         let pod = match (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) {
             (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
             (None, Some(name)) => Some(name.clone()),
@@ -204,6 +258,8 @@ impl PodRequest {
             v_switch_id,
             security_group_ids,
             ip,
+            ip_stack,
+            ip6,
         })
     }
 
@@ -258,5 +314,34 @@ mod tests {
         assert!(matches!(e, Error::InvalidNetworkConfig(_)), "{e:?}");
         let e = PodRequest::new(&netconf(serde_json::json!({})), None, None, None, None).unwrap_err();
         assert!(matches!(e, Error::InvalidEnvValue(_)), "{e:?}");
+    }
+
+    #[test]
+    fn the_ip_stack_comes_from_the_configuration_or_the_pod() {
+        let conf = netconf(serde_json::json!({"ipStack": "dual"}));
+        let r = PodRequest::new(&conf, Some("c1"), None, None, None).unwrap();
+        assert_eq!((r.ip_stack, r.ip6), (IpStack::Dual, None));
+        let r = PodRequest::new(
+            &netconf(serde_json::json!({})),
+            Some("c1"),
+            None,
+            None,
+            Some("ENIFAB_IP_STACK=dual;ENIFAB_IP6=2408:4005:3000:4::30"),
+        )
+        .unwrap();
+        assert_eq!((r.ip_stack, r.ip6), (IpStack::Dual, Some("2408:4005:3000:4::30".parse().unwrap())));
+        let r = PodRequest::new(&netconf(serde_json::json!({})), Some("c1"), None, None, None).unwrap();
+        assert_eq!(r.ip_stack, IpStack::Ipv4);
+    }
+
+    #[test]
+    fn an_ip_stack_enifab_cannot_give_is_refused_by_name() {
+        let e = PodRequest::new(&netconf(serde_json::json!({"ipStack": "ipv6"})), Some("c1"), None, None, None)
+            .unwrap_err();
+        assert!(matches!(&e, Error::InvalidNetworkConfig(m) if m.contains("ipv6")), "{e:?}");
+        for args in ["ENIFAB_IP_STACK=v6", "ENIFAB_IP6=2408::1", "ENIFAB_IP_STACK=dual;ENIFAB_IP6=10.0.0.1"] {
+            let e = PodRequest::new(&netconf(serde_json::json!({})), Some("c1"), None, None, Some(args)).unwrap_err();
+            assert!(matches!(e, Error::InvalidNetworkConfig(_)), "{args}: {e:?}");
+        }
     }
 }

@@ -19,7 +19,7 @@ pub mod net;
 pub mod plan;
 pub mod state;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ use crate::driver::netlink::Netlink;
 use crate::driver::netns::run_in;
 use crate::view::{IN_USE, nic_name};
 use cloud::Cloud;
-use conf::{Datapath, EnifabConf, PodRequest};
+use conf::{Datapath, EnifabConf, IpStack, PodRequest};
 use plan::{Inputs, Ns, Step};
 use state::PodState;
 
@@ -160,6 +160,13 @@ pub fn apply_kernel_step(step: Step, node: &Path, pod: &Path) -> Result<(), crat
         Step::Rule { priority, from, to, table } => {
             run_in(node, move || Netlink::open()?.ensure_rule(priority, from, to, table))
         }
+        Step::Ipv6On { ns, link } => {
+            run_in(ns_path(ns, node, pod), move || crate::driver::netlink::enable_ipv6_static(&link))
+        }
+        Step::Forward6 => run_in(node, || {
+            let path = "/proc/sys/net/ipv6/conf/all/forwarding".to_string();
+            std::fs::write(&path, b"1").map_err(|source| DriverError::Sysctl { path, source })
+        }),
     }
 }
 
@@ -174,12 +181,15 @@ fn ns_path<'a>(ns: Ns, node: &'a Path, pod: &'a Path) -> &'a Path {
 async fn teardown(conf: &EnifabConf, st: &PodState) -> Result<(), Error> {
     match st.datapath {
         Datapath::Veth => {
-            let (host, ip, table) = (st.host_veth.clone(), st.pod_ip, st.table);
+            let (host, table) = (st.host_veth.clone(), st.table);
+            let ips: Vec<IpAddr> = std::iter::once(st.pod_ip.into()).chain(st.ipv6.map(|v| v.ip.into())).collect();
             run_in(&node_ns(conf), move || {
                 let n = Netlink::open()?;
                 n.delete_link(&host)?;
-                n.delete_rules_for(plan::RULE_TO_POD, ip)?;
-                n.delete_rules_for(plan::RULE_FROM_POD, ip)?;
+                for ip in ips {
+                    n.delete_rules_for(plan::RULE_TO_POD, ip)?;
+                    n.delete_rules_for(plan::RULE_FROM_POD, ip)?;
+                }
                 n.flush_table(table)
             })
             .map_err(io)?;
@@ -230,7 +240,12 @@ impl Cni for EnifabCni {
         let vlan = eni.attachment.as_ref().map_or(0, |a| a.device_index as u32);
         let pod_ip: Ipv4Addr =
             eni.private_ip_address.parse().map_err(|_| Error::FailedToDecode(eni.private_ip_address.clone()))?;
-        let (_, prefix, gateway) = c.vswitch(&eni.v_switch_id).await?;
+        let vsw = c.vswitch(&eni.v_switch_id).await?;
+        let (prefix, gateway) = (vsw.prefix, vsw.gateway);
+        let ipv6 = match req.ip_stack {
+            IpStack::Ipv4 => None,
+            IpStack::Dual => Some(c.pod_ipv6(&req, &eni, vsw).await?),
+        };
         wait_shim_knows(&req.conf.shim_socket, &member, vlan).await?;
 
         // Terway's HostIPSet: the node's own address (eth0, the primary ENI), which the veth
@@ -239,9 +254,12 @@ impl Cni for EnifabCni {
             Datapath::Veth => {
                 let node = node_ns(&req.conf);
                 let eth0 = nic_name(0);
-                run_in(&node, move || Netlink::open()?.addrs(&eth0))
-                    .ok()
-                    .and_then(|a| a.into_iter().map(|(ip, _)| ip).next())
+                run_in(&node, move || Netlink::open()?.addrs(&eth0)).ok().and_then(|a| {
+                    a.into_iter().find_map(|(ip, _)| match ip {
+                        IpAddr::V4(v4) => Some(v4),
+                        IpAddr::V6(_) => None,
+                    })
+                })
             }
             Datapath::Vlan => None,
         };
@@ -257,6 +275,7 @@ impl Cni for EnifabCni {
             host_veth: req.host_veth(),
             ifname: req.ifname.clone(),
             mtu: req.conf.mtu,
+            ipv6,
         };
         let st = PodState {
             container_id: req.container_id.clone(),
@@ -274,6 +293,7 @@ impl Cni for EnifabCni {
             pod_netns: Some(pod_ns.clone()),
             pod_netns_id: crate::driver::netns::id_of(&pod_ns).ok(),
             mtu: req.conf.mtu,
+            ipv6,
         };
         // Recorded before the links exist, so a DEL after a failed ADD knows what to remove.
         state::save(&req.conf.state_dir, &st)?;
@@ -299,21 +319,32 @@ impl Cni for EnifabCni {
             interfaces.push(iface(st.host_veth.clone(), mac(host_mac), None));
         }
         interfaces.push(iface(req.ifname.clone(), mac(pod_mac), Some(pod_ns.display().to_string())));
-        let (addr_prefix, gw) = match req.datapath {
-            Datapath::Veth => (32, plan::POD_GATEWAY),
-            Datapath::Vlan => (prefix, gateway),
-        };
-        Ok(CNIResult {
-            interfaces: interfaces.clone(),
-            ips: vec![IpConfig {
-                interface: Some((interfaces.len() - 1) as u32),
-                address: format!("{pod_ip}/{addr_prefix}")
+        let pod_if = Some((interfaces.len() - 1) as u32);
+        let ip = |address: IpAddr, prefix: u8, gateway: IpAddr| -> Result<IpConfig, Error> {
+            Ok(IpConfig {
+                interface: pod_if,
+                address: format!("{address}/{prefix}")
                     .parse()
-                    .map_err(|_| Error::FailedToDecode(pod_ip.to_string()))?,
-                gateway: Some(std::net::IpAddr::V4(gw)),
-            }],
-            ..Default::default()
-        })
+                    .map_err(|_| Error::FailedToDecode(address.to_string()))?,
+                gateway: Some(gateway),
+            })
+        };
+        let mut ips = Vec::new();
+        match req.datapath {
+            Datapath::Veth => {
+                ips.push(ip(pod_ip.into(), 32, plan::POD_GATEWAY.into())?);
+                if let Some(v6) = ipv6 {
+                    ips.push(ip(v6.ip.into(), 128, plan::POD_GATEWAY6.into())?);
+                }
+            }
+            Datapath::Vlan => {
+                ips.push(ip(pod_ip.into(), prefix, gateway.into())?);
+                if let Some(v6) = ipv6 {
+                    ips.push(ip(v6.ip.into(), v6.prefix, v6.gateway.into())?);
+                }
+            }
+        }
+        Ok(CNIResult { interfaces, ips, ..Default::default() })
     }
 
     async fn del(&self, args: Args) -> Result<(), Error> {
@@ -348,14 +379,26 @@ impl Cni for EnifabCni {
                 format!("{} is {} on VLAN {vlan} with {}", st.member, eni.status, eni.private_ip_address),
             ));
         }
-        let (ifname, ip) = (st.ifname.clone(), st.pod_ip);
-        let addrs = run_in(&pod_ns, move || Netlink::open()?.addrs(&ifname)).map_err(io)?;
-        if !addrs.iter().any(|(a, _)| *a == ip) {
+        let want: Vec<IpAddr> = std::iter::once(st.pod_ip.into()).chain(st.ipv6.map(|v| v.ip.into())).collect();
+        if let Some(v6) = st.ipv6
+            && !eni.ipv6_sets.as_ref().is_some_and(|s| s.ipv6_set.iter().any(|x| x.ipv6_address == v6.ip.to_string()))
+        {
             return Err(Error::Custom(
                 102,
-                "pod address missing".into(),
-                format!("{} has {addrs:?}, not {ip}", st.ifname),
+                "member ENI drifted".into(),
+                format!("{} no longer holds {}", st.member, v6.ip),
             ));
+        }
+        let ifname = st.ifname.clone();
+        let addrs = run_in(&pod_ns, move || Netlink::open()?.addrs(&ifname)).map_err(io)?;
+        for ip in want {
+            if !addrs.iter().any(|(a, _)| *a == ip) {
+                return Err(Error::Custom(
+                    102,
+                    "pod address missing".into(),
+                    format!("{} has {addrs:?}, not {ip}", st.ifname),
+                ));
+            }
         }
         if st.datapath == Datapath::Veth {
             let s = st.clone();
@@ -366,20 +409,25 @@ impl Cni for EnifabCni {
                     p.push(format!("{} is missing", s.host_veth));
                 }
                 let rules = n.rules()?;
-                let want = [
-                    net::RuleInfo { priority: plan::RULE_TO_POD, from: None, to: Some(s.pod_ip), table: 254 },
-                    net::RuleInfo { priority: plan::RULE_FROM_POD, from: Some(s.pod_ip), to: None, table: s.table },
-                ];
-                for w in want {
-                    if !rules.contains(&w) {
-                        p.push(format!("rule {w:?} is missing"));
+                let (main, trunk) = (n.routes(254)?, n.routes(s.table)?);
+                let families = std::iter::once((IpAddr::from(s.pod_ip), IpAddr::from(s.gateway)))
+                    .chain(s.ipv6.map(|v| (v.ip.into(), v.gateway.into())));
+                for (ip, gateway) in families {
+                    let want = [
+                        net::RuleInfo { priority: plan::RULE_TO_POD, from: None, to: Some(ip), table: 254 },
+                        net::RuleInfo { priority: plan::RULE_FROM_POD, from: Some(ip), to: None, table: s.table },
+                    ];
+                    for w in want {
+                        if !rules.contains(&w) {
+                            p.push(format!("rule {w:?} is missing"));
+                        }
                     }
-                }
-                if !n.routes(s.table)?.iter().any(|r| r.prefix == 0 && r.gateway == Some(s.gateway)) {
-                    p.push(format!("table {} has no default route via {}", s.table, s.gateway));
-                }
-                if !n.routes(254)?.iter().any(|r| r.prefix == 32 && r.dst == s.pod_ip) {
-                    p.push(format!("main has no route to {}", s.pod_ip));
+                    if !trunk.iter().any(|r| r.prefix == 0 && r.gateway == Some(gateway)) {
+                        p.push(format!("table {} has no default route via {gateway}", s.table));
+                    }
+                    if !main.iter().any(|r| r.prefix == plan::host_prefix(&ip) && r.dst == ip) {
+                        p.push(format!("main has no route to {ip}"));
+                    }
                 }
                 Ok(p)
             })

@@ -5,7 +5,7 @@
 //!
 //! It knows nothing of ENIs or plans: it is told "route X via Y dev Z table T" and makes it so.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
 use futures::TryStreamExt;
@@ -22,19 +22,43 @@ use crate::driver::netlink::{GSO_MAX_SIZE, Netlink, errno_of, nl_err};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
     pub priority: u32,
-    pub from: Option<Ipv4Addr>,
-    pub to: Option<Ipv4Addr>,
+    pub from: Option<IpAddr>,
+    pub to: Option<IpAddr>,
     pub table: u32,
 }
 
-/// A route as the kernel lists it (IPv4 only).
+/// A route as the kernel lists it, of either family (`A` = `IpAddr`) or of one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteInfo {
-    pub dst: Ipv4Addr,
+pub struct RouteInfo<A = IpAddr> {
+    pub dst: A,
     pub prefix: u8,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<A>,
     pub oif: Option<u32>,
     pub table: u32,
+}
+
+impl RouteInfo {
+    /// The route, if it is an IPv4 one.
+    pub fn v4(self) -> Option<RouteInfo<Ipv4Addr>> {
+        let v4 = |ip: IpAddr| match ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        };
+        let gateway = match self.gateway {
+            Some(g) => Some(v4(g)?),
+            None => None,
+        };
+        Some(RouteInfo { dst: v4(self.dst)?, prefix: self.prefix, gateway, oif: self.oif, table: self.table })
+    }
+}
+
+/// A route message builder refused its input (an address of the wrong family).
+fn invalid_route(link: &str, e: impl std::fmt::Display) -> DriverError {
+    DriverError::Netlink {
+        op: "route",
+        link: link.to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+    }
 }
 
 impl Netlink {
@@ -121,18 +145,18 @@ impl Netlink {
     }
 
     /// `ip addr add IP/PREFIX dev NAME`, unless present.
-    pub fn ensure_addr(&self, name: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), DriverError> {
+    pub fn ensure_addr(&self, name: &str, ip: IpAddr, prefix: u8) -> Result<(), DriverError> {
         let index = self.index_of(name)?;
         let h = self.handle.clone();
-        match self.rt.block_on(async move { h.address().add(index, IpAddr::V4(ip), prefix).execute().await }) {
+        match self.rt.block_on(async move { h.address().add(index, ip, prefix).execute().await }) {
             Ok(()) => Ok(()),
             Err(e) if errno_of(&e) == Some(libc::EEXIST) => Ok(()),
             Err(e) => Err(nl_err("addr add", name, e)),
         }
     }
 
-    /// IPv4 addresses on a link, with prefixes.
-    pub fn addrs(&self, name: &str) -> Result<Vec<(Ipv4Addr, u8)>, DriverError> {
+    /// The addresses of both families on a link, with prefixes.
+    pub fn addrs(&self, name: &str) -> Result<Vec<(IpAddr, u8)>, DriverError> {
         let index = self.index_of(name)?;
         let h = self.handle.clone();
         let msgs: Vec<_> = self
@@ -144,7 +168,7 @@ impl Netlink {
             .flat_map(|m| {
                 let prefix = m.header.prefix_len;
                 m.attributes.into_iter().filter_map(move |a| match a {
-                    rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) => Some((ip, prefix)),
+                    rtnetlink::packet_route::address::AddressAttribute::Address(ip) => Some((ip, prefix)),
                     _ => None,
                 })
             })
@@ -152,13 +176,13 @@ impl Netlink {
     }
 
     /// `ip neigh replace IP lladdr MAC dev NAME nud permanent`.
-    pub fn replace_neigh(&self, name: &str, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), DriverError> {
+    pub fn replace_neigh(&self, name: &str, ip: IpAddr, mac: [u8; 6]) -> Result<(), DriverError> {
         let index = self.index_of(name)?;
         let h = self.handle.clone();
         self.rt
             .block_on(async move {
                 h.neighbours()
-                    .add(index, IpAddr::V4(ip))
+                    .add(index, ip)
                     .link_layer_address(&mac)
                     .state(NeighbourState::Permanent)
                     .replace()
@@ -168,22 +192,27 @@ impl Netlink {
             .map_err(|e| nl_err("neigh replace", name, e))
     }
 
-    /// `ip route replace DST/PREFIX [via GW] dev NAME [scope link] [onlink] [table T]`.
+    /// `ip [-6] route replace DST/PREFIX [via GW] dev NAME [scope link] [onlink] [table T]`; `via`
+    /// is of `dst`'s family. An IPv6 route has no scope of its own.
     #[allow(clippy::too_many_arguments)]
     pub fn replace_route(
         &self,
-        dst: Ipv4Addr,
+        dst: IpAddr,
         prefix: u8,
-        via: Option<Ipv4Addr>,
+        via: Option<IpAddr>,
         dev: &str,
         table: Option<u32>,
         onlink: bool,
     ) -> Result<(), DriverError> {
         let index = self.index_of(dev)?;
-        let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, prefix).output_interface(index);
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst, prefix)
+            .map_err(|e| invalid_route(dev, e))?
+            .output_interface(index);
         b = match via {
-            Some(gw) => b.gateway(gw),
-            None => b.scope(RouteScope::Link),
+            Some(gw) => b.gateway(gw).map_err(|e| invalid_route(dev, e))?,
+            None if dst.is_ipv4() => b.scope(RouteScope::Link),
+            None => b,
         };
         if let Some(t) = table {
             b = b.table_id(t);
@@ -198,41 +227,42 @@ impl Netlink {
             .map_err(|e| nl_err("route replace", dev, e))
     }
 
-    /// Every IPv4 route of `table` (254 is main).
+    /// Every route of `table` (254 is main), both families.
     pub fn routes(&self, table: u32) -> Result<Vec<RouteInfo>, DriverError> {
-        let h = self.handle.clone();
-        let msgs: Vec<_> = self
-            .rt
-            .block_on(async move {
-                let mut req = RouteMessageBuilder::<Ipv4Addr>::new().build();
-                req.header.table = 0;
-                h.route().get(req).execute().try_collect().await
-            })
-            .map_err(|e| nl_err("route get", "all", e))?;
         let mut out = Vec::new();
-        for m in msgs {
-            let mut info = RouteInfo {
-                dst: Ipv4Addr::UNSPECIFIED,
-                prefix: m.header.destination_prefix_length,
-                gateway: None,
-                oif: None,
-                table: u32::from(m.header.table),
+        for mut req in [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<Ipv6Addr>::new().build()]
+        {
+            req.header.table = 0;
+            let h = self.handle.clone();
+            let unspecified = if req.header.address_family == rtnetlink::packet_route::AddressFamily::Inet6 {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
             };
-            for a in &m.attributes {
-                match a {
-                    RouteAttribute::Destination(rtnetlink::packet_route::route::RouteAddress::Inet(ip)) => {
-                        info.dst = *ip
+            let msgs: Vec<_> = self
+                .rt
+                .block_on(async move { h.route().get(req).execute().try_collect().await })
+                .map_err(|e| nl_err("route get", "all", e))?;
+            for m in msgs {
+                let mut info = RouteInfo {
+                    dst: unspecified,
+                    prefix: m.header.destination_prefix_length,
+                    gateway: None,
+                    oif: None,
+                    table: u32::from(m.header.table),
+                };
+                for a in &m.attributes {
+                    match a {
+                        RouteAttribute::Destination(d) => info.dst = route_address(d).unwrap_or(info.dst),
+                        RouteAttribute::Gateway(g) => info.gateway = route_address(g),
+                        RouteAttribute::Oif(i) => info.oif = Some(*i),
+                        RouteAttribute::Table(t) => info.table = *t,
+                        _ => {}
                     }
-                    RouteAttribute::Gateway(rtnetlink::packet_route::route::RouteAddress::Inet(ip)) => {
-                        info.gateway = Some(*ip)
-                    }
-                    RouteAttribute::Oif(i) => info.oif = Some(*i),
-                    RouteAttribute::Table(t) => info.table = *t,
-                    _ => {}
                 }
-            }
-            if info.table == table {
-                out.push(info);
+                if info.table == table {
+                    out.push(info);
+                }
             }
         }
         Ok(out)
@@ -241,7 +271,10 @@ impl Netlink {
     /// Remove every route of `table`.
     pub fn flush_table(&self, table: u32) -> Result<(), DriverError> {
         for r in self.routes(table)? {
-            let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(r.dst, r.prefix).table_id(table);
+            let mut b = RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(r.dst, r.prefix)
+                .map_err(|e| invalid_route("table", e))?
+                .table_id(table);
             if let Some(oif) = r.oif {
                 b = b.output_interface(oif);
             }
@@ -256,22 +289,18 @@ impl Netlink {
         Ok(())
     }
 
-    /// Every IPv4 rule.
+    /// Every rule, both families.
     pub fn rules(&self) -> Result<Vec<RuleInfo>, DriverError> {
-        let h = self.handle.clone();
-        let msgs: Vec<_> = self
-            .rt
-            .block_on(async move { h.rule().get(IpVersion::V4).execute().try_collect().await })
-            .map_err(|e| nl_err("rule get", "all", e))?;
-        Ok(msgs
+        Ok(self
+            .rule_messages()?
             .into_iter()
             .map(|m| {
                 let mut r = RuleInfo { priority: 0, from: None, to: None, table: u32::from(m.header.table) };
                 for a in &m.attributes {
                     match a {
                         RuleAttribute::Priority(p) => r.priority = *p,
-                        RuleAttribute::Source(IpAddr::V4(ip)) => r.from = Some(*ip),
-                        RuleAttribute::Destination(IpAddr::V4(ip)) => r.to = Some(*ip),
+                        RuleAttribute::Source(ip) => r.from = Some(*ip),
+                        RuleAttribute::Destination(ip) => r.to = Some(*ip),
                         RuleAttribute::Table(t) => r.table = *t,
                         _ => {}
                     }
@@ -281,13 +310,27 @@ impl Netlink {
             .collect())
     }
 
-    /// `ip rule add [from IP/32] [to IP/32] lookup TABLE pref PRIORITY`, unless an identical
-    /// rule exists (the kernel would happily add a duplicate).
+    fn rule_messages(&self) -> Result<Vec<rtnetlink::packet_route::rule::RuleMessage>, DriverError> {
+        let mut all = Vec::new();
+        for version in [IpVersion::V4, IpVersion::V6] {
+            let h = self.handle.clone();
+            let msgs: Vec<_> = self
+                .rt
+                .block_on(async move { h.rule().get(version).execute().try_collect().await })
+                .map_err(|e| nl_err("rule get", "all", e))?;
+            all.extend(msgs);
+        }
+        Ok(all)
+    }
+
+    /// `ip [-6] rule add [from IP/32|128] [to IP/32|128] lookup TABLE pref PRIORITY`, unless an
+    /// identical rule exists (the kernel would happily add a duplicate). `from` and `to` are of
+    /// one family.
     pub fn ensure_rule(
         &self,
         priority: u32,
-        from: Option<Ipv4Addr>,
-        to: Option<Ipv4Addr>,
+        from: Option<IpAddr>,
+        to: Option<IpAddr>,
         table: u32,
     ) -> Result<(), DriverError> {
         let want = RuleInfo { priority, from, to, table };
@@ -295,30 +338,49 @@ impl Netlink {
             return Ok(());
         }
         let h = self.handle.clone();
+        let mixed = || DriverError::Netlink {
+            op: "rule add",
+            link: "rule".into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "from and to of different families"),
+        };
+        let ipv6 = match (from, to) {
+            (Some(a), Some(b)) if a.is_ipv6() != b.is_ipv6() => return Err(mixed()),
+            (Some(ip), _) | (None, Some(ip)) => ip.is_ipv6(),
+            (None, None) => false,
+        };
         self.rt
             .block_on(async move {
-                let mut req = h.rule().add().v4().priority(priority).table_id(table).action(RuleAction::ToTable);
-                if let Some(ip) = from {
-                    req = req.source_prefix(ip, 32);
+                let req = h.rule().add().priority(priority).table_id(table).action(RuleAction::ToTable);
+                if ipv6 {
+                    let mut req = req.v6();
+                    if let Some(IpAddr::V6(ip)) = from {
+                        req = req.source_prefix(ip, 128);
+                    }
+                    if let Some(IpAddr::V6(ip)) = to {
+                        req = req.destination_prefix(ip, 128);
+                    }
+                    req.execute().await
+                } else {
+                    let mut req = req.v4();
+                    if let Some(IpAddr::V4(ip)) = from {
+                        req = req.source_prefix(ip, 32);
+                    }
+                    if let Some(IpAddr::V4(ip)) = to {
+                        req = req.destination_prefix(ip, 32);
+                    }
+                    req.execute().await
                 }
-                if let Some(ip) = to {
-                    req = req.destination_prefix(ip, 32);
-                }
-                req.execute().await
             })
             .map_err(|e| nl_err("rule add", "rule", e))
     }
 
     /// Remove the rules at `priority` that name `ip` as source or destination.
-    pub fn delete_rules_for(&self, priority: u32, ip: Ipv4Addr) -> Result<(), DriverError> {
-        let h = self.handle.clone();
-        let msgs: Vec<_> = self
-            .rt
-            .block_on(async move { h.rule().get(IpVersion::V4).execute().try_collect().await })
-            .map_err(|e| nl_err("rule get", "all", e))?;
-        for m in msgs {
+    pub fn delete_rules_for(&self, priority: u32, ip: IpAddr) -> Result<(), DriverError> {
+        for m in self.rule_messages()? {
             let mine = m.attributes.contains(&RuleAttribute::Priority(priority))
-                && m.attributes.iter().any(|a| matches!(a, RuleAttribute::Source(IpAddr::V4(x)) | RuleAttribute::Destination(IpAddr::V4(x)) if *x == ip));
+                && m.attributes
+                    .iter()
+                    .any(|a| matches!(a, RuleAttribute::Source(x) | RuleAttribute::Destination(x) if *x == ip));
             if mine {
                 let h = self.handle.clone();
                 match self.rt.block_on(async move { h.rule().del(m).execute().await }) {
@@ -329,5 +391,14 @@ impl Netlink {
             }
         }
         Ok(())
+    }
+}
+
+/// The address of a route's destination or gateway attribute, of either family.
+fn route_address(a: &rtnetlink::packet_route::route::RouteAddress) -> Option<IpAddr> {
+    match a {
+        rtnetlink::packet_route::route::RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        rtnetlink::packet_route::route::RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
     }
 }

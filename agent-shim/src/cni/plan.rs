@@ -38,9 +38,42 @@
 //! pod:  ip addr add 10.0.4.30/24 dev eth0
 //! pod:  ip route replace default via 10.0.4.253 dev eth0 onlink
 //! ```
+//!
+//! A dual-stack pod (its member ENI holds an IPv6 address of the vSwitch's /64) gets the same
+//! shape in IPv6, after the IPv4 steps. On the veth datapath its next hop is the link-local
+//! `fe80::1`, answered by a permanent neighbour entry as `169.254.1.1` is (Terway's
+//! `LinkIPNetv6`), the node forwards IPv6 (`net.ipv6.conf.all.forwarding=1`, as terwayd sets it)
+//! and Terway's two rules and the trunk table exist once per family:
+//!
+//! ```text
+//! node: sysctl -w net.ipv6.conf.all.forwarding=1
+//! node: sysctl -w net.ipv6.conf.cali….{accept_ra,autoconf,accept_dad}=0 disable_ipv6=0
+//! pod:  sysctl -w net.ipv6.conf.eth0.{accept_ra,autoconf,accept_dad}=0 disable_ipv6=0
+//! pod:  ip -6 addr add 2408:4005:3000:4::30/128 dev eth0
+//! pod:  ip -6 neigh replace fe80::1 lladdr <cali… MAC> dev eth0 nud permanent
+//! pod:  ip -6 route replace default via fe80::1 dev eth0 onlink
+//! node: ip -6 route replace 2408:4005:3000:4::30/128 dev cali…
+//! node: ip -6 rule add to 2408:4005:3000:4::30/128 lookup main pref 512
+//! node: ip -6 rule add from 2408:4005:3000:4::30/128 lookup 1003 pref 2048
+//! node: sysctl -w net.ipv6.conf.eth1.{accept_ra,autoconf,accept_dad}=0 disable_ipv6=0
+//! node: ip -6 route replace 2408:4005:3000:4:ffff:ffff:ffff:fffd/128 dev eth1 table 1003
+//! node: ip -6 route replace default via 2408:4005:3000:4:ffff:ffff:ffff:fffd dev eth1 table 1003
+//! ```
+//!
+//! The trunk's IPv6 table names the gateway on-link with a route of its own rather than
+//! `onlink`: the kernel checks an IPv6 `onlink` gateway against the main table, where the node's
+//! /64 is on eth0, and refuses the mismatch.
+//!
+//! IPv6 is switched on statically on every link it crosses (no router advertisements, no
+//! autoconfiguration, no duplicate address detection: the VPC assigns every address and the
+//! fabric leaves DAD unanswered, so it would only hold the address back a second), before the
+//! address is added. On the vlan datapath the pod's sub-interface gets it before it is up, then
+//! the member's address on the /64 and a default route via the vSwitch's IPv6 gateway.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
 
 use super::conf::Datapath;
 
@@ -62,6 +95,8 @@ impl fmt::Display for Ns {
 
 /// The link-local next hop a veth pod uses, answered by a static neighbour entry.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// Its IPv6 counterpart, link-local.
+pub const POD_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// Terway's rule priorities (policy_router_linux.go): to-pod first, then from-pod.
 pub const RULE_TO_POD: u32 = 512;
 pub const RULE_FROM_POD: u32 = 2048;
@@ -88,30 +123,39 @@ pub enum Step {
     Addr {
         ns: Ns,
         link: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         prefix: u8,
     },
     /// A permanent neighbour whose MAC is that of `mac_of` in the node namespace.
     Neigh {
         link: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         mac_of: String,
     },
+    /// A route of the destination's family; `via` is of the same family.
     Route {
         ns: Ns,
-        dst: Ipv4Addr,
+        dst: IpAddr,
         prefix: u8,
-        via: Option<Ipv4Addr>,
+        via: Option<IpAddr>,
         link: String,
         table: Option<u32>,
         onlink: bool,
     },
+    /// A rule for one host address (/32 or /128) of either family.
     Rule {
         priority: u32,
-        from: Option<Ipv4Addr>,
-        to: Option<Ipv4Addr>,
+        from: Option<IpAddr>,
+        to: Option<IpAddr>,
         table: u32,
     },
+    /// IPv6 on for a link, statically configured (see the module doc).
+    Ipv6On {
+        ns: Ns,
+        link: String,
+    },
+    /// The node forwards IPv6.
+    Forward6,
     VlanDevice {
         member: String,
         vlan: u32,
@@ -129,16 +173,19 @@ impl fmt::Display for Step {
             Step::MoveToPod { link } => write!(f, "node: ip link set {link} netns <pod>"),
             Step::RenameUp { from, to } => write!(f, "pod:  ip link set {from} name {to} up"),
             Step::Up { ns, link } => write!(f, "{ns} ip link set {link} up"),
-            Step::Addr { ns, link, ip, prefix } => write!(f, "{ns} ip addr add {ip}/{prefix} dev {link}"),
+            Step::Addr { ns, link, ip, prefix } => write!(f, "{ns} ip{} addr add {ip}/{prefix} dev {link}", v6(ip)),
             Step::Neigh { link, ip, mac_of } => {
-                write!(f, "pod:  ip neigh replace {ip} lladdr <{mac_of} MAC> dev {link} nud permanent")
+                write!(f, "pod:  ip{} neigh replace {ip} lladdr <{mac_of} MAC> dev {link} nud permanent", v6(ip))
             }
             Step::Route { ns, dst, prefix, via, link, table, onlink } => {
+                let family = v6(dst);
                 let dst = if *prefix == 0 { "default".to_string() } else { format!("{dst}/{prefix}") };
-                write!(f, "{ns} ip route replace {dst}")?;
+                write!(f, "{ns} ip{family} route replace {dst}")?;
                 match via {
                     Some(gw) => write!(f, " via {gw} dev {link}")?,
-                    None => write!(f, " dev {link} scope link")?,
+                    // IPv6 routes have no scope of their own.
+                    None if family.is_empty() => write!(f, " dev {link} scope link")?,
+                    None => write!(f, " dev {link}")?,
                 }
                 if *onlink {
                     f.write_str(" onlink")?;
@@ -149,12 +196,13 @@ impl fmt::Display for Step {
                 Ok(())
             }
             Step::Rule { priority, from, to, table } => {
-                f.write_str("node: ip rule add")?;
+                let family = from.or(*to).map_or("", |ip| v6(&ip));
+                write!(f, "node: ip{family} rule add")?;
                 if let Some(ip) = from {
-                    write!(f, " from {ip}/32")?;
+                    write!(f, " from {ip}/{}", host_prefix(ip))?;
                 }
                 if let Some(ip) = to {
-                    write!(f, " to {ip}/32")?;
+                    write!(f, " to {ip}/{}", host_prefix(ip))?;
                 }
                 let t = if *table == 254 { "main".to_string() } else { table.to_string() };
                 write!(f, " lookup {t} pref {priority}")
@@ -165,8 +213,31 @@ impl fmt::Display for Step {
                     "shim: create the VLAN {vlan} device of member {member} as {link} in <pod> (trunk MAC), mtu {mtu}"
                 )
             }
+            Step::Ipv6On { ns, link } => {
+                write!(f, "{ns} sysctl -w net.ipv6.conf.{link}.{{accept_ra,autoconf,accept_dad}}=0 disable_ipv6=0")
+            }
+            Step::Forward6 => f.write_str("node: sysctl -w net.ipv6.conf.all.forwarding=1"),
         }
     }
+}
+
+/// `ip`'s family flag for an address: `" -6"` for IPv6, nothing for IPv4.
+fn v6(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv6() { " -6" } else { "" }
+}
+
+/// The prefix length of one host of the address's family.
+pub fn host_prefix(ip: &IpAddr) -> u8 {
+    if ip.is_ipv6() { 128 } else { 32 }
+}
+
+/// A dual-stack pod's IPv6 side: its member ENI's first IPv6 address, and the vSwitch's /64 and
+/// IPv6 gateway (the /64's last address − 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodIpv6 {
+    pub ip: Ipv6Addr,
+    pub prefix: u8,
+    pub gateway: Ipv6Addr,
 }
 
 /// What the plan is made from: the member ENI as the cloud describes it, the node's trunk
@@ -186,6 +257,8 @@ pub struct Inputs {
     pub mtu: u32,
     /// The node's primary IP (veth datapath): put on the trunk as a /32. `None`: left alone.
     pub host_ip: Option<Ipv4Addr>,
+    /// A dual-stack pod's IPv6 side; `None` for an IPv4 pod.
+    pub ipv6: Option<PodIpv6>,
 }
 
 impl Inputs {
@@ -199,74 +272,137 @@ impl Inputs {
     }
 }
 
-/// The steps that make the pod's network, in order.
+/// The steps that make the pod's network, in order: IPv4, then a dual-stack pod's IPv6.
 pub fn setup(i: &Inputs) -> Vec<Step> {
     match i.datapath {
-        Datapath::Veth => vec![
-            Step::Veth { host: i.host_veth.clone(), peer: i.peer_tmp() },
-            Step::MoveToPod { link: i.peer_tmp() },
-            Step::RenameUp { from: i.peer_tmp(), to: i.ifname.clone() },
-            Step::Up { ns: Ns::Pod, link: "lo".into() },
-            Step::Addr { ns: Ns::Pod, link: i.ifname.clone(), ip: i.pod_ip, prefix: 32 },
-            Step::Neigh { link: i.ifname.clone(), ip: POD_GATEWAY, mac_of: i.host_veth.clone() },
-            Step::Route {
+        Datapath::Veth => {
+            let mut steps = vec![
+                Step::Veth { host: i.host_veth.clone(), peer: i.peer_tmp() },
+                Step::MoveToPod { link: i.peer_tmp() },
+                Step::RenameUp { from: i.peer_tmp(), to: i.ifname.clone() },
+                Step::Up { ns: Ns::Pod, link: "lo".into() },
+            ];
+            steps.extend(veth_family(i, i.pod_ip.into(), POD_GATEWAY.into(), i.gateway.into(), false));
+            if let Some(v6) = i.ipv6 {
+                steps.push(Step::Forward6);
+                steps.push(Step::Ipv6On { ns: Ns::Node, link: i.host_veth.clone() });
+                steps.push(Step::Ipv6On { ns: Ns::Pod, link: i.ifname.clone() });
+                steps.extend(veth_family(i, v6.ip.into(), POD_GATEWAY6.into(), v6.gateway.into(), true));
+            }
+            steps
+        }
+        Datapath::Vlan => {
+            let route = |gateway: IpAddr| Step::Route {
                 ns: Ns::Pod,
-                dst: POD_GATEWAY,
-                prefix: 32,
-                via: None,
-                link: i.ifname.clone(),
-                table: None,
-                onlink: false,
-            },
-            Step::Route {
-                ns: Ns::Pod,
-                dst: Ipv4Addr::UNSPECIFIED,
+                dst: unspecified(&gateway),
                 prefix: 0,
-                via: Some(POD_GATEWAY),
+                via: Some(gateway),
                 link: i.ifname.clone(),
                 table: None,
                 onlink: true,
-            },
-            Step::Up { ns: Ns::Node, link: i.host_veth.clone() },
-            Step::Route {
-                ns: Ns::Node,
-                dst: i.pod_ip,
-                prefix: 32,
-                via: None,
-                link: i.host_veth.clone(),
-                table: None,
-                onlink: false,
-            },
-            Step::Rule { priority: RULE_TO_POD, from: None, to: Some(i.pod_ip), table: 254 },
-            Step::Rule { priority: RULE_FROM_POD, from: Some(i.pod_ip), to: None, table: i.table() },
-        ]
-        .into_iter()
-        .chain(i.host_ip.map(|ip| Step::Addr { ns: Ns::Node, link: i.trunk_dev.clone(), ip, prefix: 32 }))
-        .chain([Step::Route {
+            };
+            let mut steps = vec![
+                Step::VlanDevice { member: i.member.clone(), vlan: i.vlan, link: i.ifname.clone(), mtu: i.mtu },
+                Step::Up { ns: Ns::Pod, link: "lo".into() },
+            ];
+            if i.ipv6.is_some() {
+                // Before the link is up, so that it sends no router solicitation.
+                steps.push(Step::Ipv6On { ns: Ns::Pod, link: i.ifname.clone() });
+            }
+            steps.extend([
+                Step::Up { ns: Ns::Pod, link: i.ifname.clone() },
+                Step::Addr { ns: Ns::Pod, link: i.ifname.clone(), ip: i.pod_ip.into(), prefix: i.vswitch_prefix },
+                route(i.gateway.into()),
+            ]);
+            if let Some(v6) = i.ipv6 {
+                steps.push(Step::Addr { ns: Ns::Pod, link: i.ifname.clone(), ip: v6.ip.into(), prefix: v6.prefix });
+                steps.push(route(v6.gateway.into()));
+            }
+            steps
+        }
+    }
+}
+
+/// The veth datapath's steps for one family, once the pod's end is in place: the pod's host
+/// address and link-local next hop, the node's route and Terway's two rules, the trunk's table.
+/// The node's address goes on the trunk for IPv4 only (kube-proxy's masquerading source; there
+/// is no IPv6 masquerading here).
+fn veth_family(i: &Inputs, pod_ip: IpAddr, next_hop: IpAddr, gateway: IpAddr, ipv6: bool) -> Vec<Step> {
+    let any = unspecified(&pod_ip);
+    let mut steps = vec![
+        Step::Addr { ns: Ns::Pod, link: i.ifname.clone(), ip: pod_ip, prefix: host_prefix(&pod_ip) },
+        Step::Neigh { link: i.ifname.clone(), ip: next_hop, mac_of: i.host_veth.clone() },
+    ];
+    if !ipv6 {
+        // fe80::/64 is on-link by itself; 169.254.1.1 is not.
+        steps.push(Step::Route {
+            ns: Ns::Pod,
+            dst: next_hop,
+            prefix: 32,
+            via: None,
+            link: i.ifname.clone(),
+            table: None,
+            onlink: false,
+        });
+    }
+    steps.push(Step::Route {
+        ns: Ns::Pod,
+        dst: any,
+        prefix: 0,
+        via: Some(next_hop),
+        link: i.ifname.clone(),
+        table: None,
+        onlink: true,
+    });
+    if !ipv6 {
+        steps.push(Step::Up { ns: Ns::Node, link: i.host_veth.clone() });
+    }
+    steps.extend([
+        Step::Route {
             ns: Ns::Node,
-            dst: Ipv4Addr::UNSPECIFIED,
-            prefix: 0,
-            via: Some(i.gateway),
+            dst: pod_ip,
+            prefix: host_prefix(&pod_ip),
+            via: None,
+            link: i.host_veth.clone(),
+            table: None,
+            onlink: false,
+        },
+        Step::Rule { priority: RULE_TO_POD, from: None, to: Some(pod_ip), table: 254 },
+        Step::Rule { priority: RULE_FROM_POD, from: Some(pod_ip), to: None, table: i.table() },
+    ]);
+    if ipv6 {
+        // The kernel checks an IPv6 `onlink` gateway against the main table, where the node's
+        // own /64 is on eth0: the trunk's table names the gateway on-link itself instead.
+        steps.push(Step::Ipv6On { ns: Ns::Node, link: i.trunk_dev.clone() });
+        steps.push(Step::Route {
+            ns: Ns::Node,
+            dst: gateway,
+            prefix: 128,
+            via: None,
             link: i.trunk_dev.clone(),
             table: Some(i.table()),
-            onlink: true,
-        }])
-        .collect(),
-        Datapath::Vlan => vec![
-            Step::VlanDevice { member: i.member.clone(), vlan: i.vlan, link: i.ifname.clone(), mtu: i.mtu },
-            Step::Up { ns: Ns::Pod, link: "lo".into() },
-            Step::Up { ns: Ns::Pod, link: i.ifname.clone() },
-            Step::Addr { ns: Ns::Pod, link: i.ifname.clone(), ip: i.pod_ip, prefix: i.vswitch_prefix },
-            Step::Route {
-                ns: Ns::Pod,
-                dst: Ipv4Addr::UNSPECIFIED,
-                prefix: 0,
-                via: Some(i.gateway),
-                link: i.ifname.clone(),
-                table: None,
-                onlink: true,
-            },
-        ],
+            onlink: false,
+        });
+    } else if let Some(ip) = i.host_ip {
+        steps.push(Step::Addr { ns: Ns::Node, link: i.trunk_dev.clone(), ip: ip.into(), prefix: 32 });
+    }
+    steps.push(Step::Route {
+        ns: Ns::Node,
+        dst: any,
+        prefix: 0,
+        via: Some(gateway),
+        link: i.trunk_dev.clone(),
+        table: Some(i.table()),
+        onlink: !ipv6,
+    });
+    steps
+}
+
+/// `0.0.0.0` or `::`, the family of `ip`.
+fn unspecified(ip: &IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     }
 }
 
@@ -292,6 +428,18 @@ mod tests {
             ifname: "eth0".into(),
             mtu: 1500,
             host_ip: Some(Ipv4Addr::new(10, 0, 4, 22)),
+            ipv6: None,
+        }
+    }
+
+    fn dual(datapath: Datapath) -> Inputs {
+        Inputs {
+            ipv6: Some(PodIpv6 {
+                ip: "2408:4005:3000:4::30".parse().unwrap(),
+                prefix: 64,
+                gateway: "2408:4005:3000:4:ffff:ffff:ffff:fffd".parse().unwrap(),
+            }),
+            ..inputs(datapath)
         }
     }
 
@@ -326,5 +474,42 @@ pod:  ip addr add 10.0.4.30/24 dev eth0
 pod:  ip route replace default via 10.0.4.253 dev eth0 onlink
 ";
         assert_eq!(render(&setup(&inputs(Datapath::Vlan))), golden);
+    }
+
+    #[test]
+    fn a_dual_stack_veth_pod_gets_both_families_of_the_policy_router() {
+        let plan = render(&setup(&dual(Datapath::Veth)));
+        let ipv4 = render(&setup(&inputs(Datapath::Veth)));
+        assert!(plan.starts_with(&ipv4), "the IPv4 steps come first, unchanged:\n{plan}");
+        let golden = "\
+node: sysctl -w net.ipv6.conf.all.forwarding=1
+node: sysctl -w net.ipv6.conf.cali0123456789a.{accept_ra,autoconf,accept_dad}=0 disable_ipv6=0
+pod:  sysctl -w net.ipv6.conf.eth0.{accept_ra,autoconf,accept_dad}=0 disable_ipv6=0
+pod:  ip -6 addr add 2408:4005:3000:4::30/128 dev eth0
+pod:  ip -6 neigh replace fe80::1 lladdr <cali0123456789a MAC> dev eth0 nud permanent
+pod:  ip -6 route replace default via fe80::1 dev eth0 onlink
+node: ip -6 route replace 2408:4005:3000:4::30/128 dev cali0123456789a
+node: ip -6 rule add to 2408:4005:3000:4::30/128 lookup main pref 512
+node: ip -6 rule add from 2408:4005:3000:4::30/128 lookup 1003 pref 2048
+node: sysctl -w net.ipv6.conf.eth1.{accept_ra,autoconf,accept_dad}=0 disable_ipv6=0
+node: ip -6 route replace 2408:4005:3000:4:ffff:ffff:ffff:fffd/128 dev eth1 table 1003
+node: ip -6 route replace default via 2408:4005:3000:4:ffff:ffff:ffff:fffd dev eth1 table 1003
+";
+        assert_eq!(&plan[ipv4.len()..], golden);
+    }
+
+    #[test]
+    fn a_dual_stack_vlan_pod_has_ipv6_on_before_its_sub_interface_is_up() {
+        let golden = "\
+shim: create the VLAN 3 device of member eni-member as eth0 in <pod> (trunk MAC), mtu 1500
+pod:  ip link set lo up
+pod:  sysctl -w net.ipv6.conf.eth0.{accept_ra,autoconf,accept_dad}=0 disable_ipv6=0
+pod:  ip link set eth0 up
+pod:  ip addr add 10.0.4.30/24 dev eth0
+pod:  ip route replace default via 10.0.4.253 dev eth0 onlink
+pod:  ip -6 addr add 2408:4005:3000:4::30/64 dev eth0
+pod:  ip -6 route replace default via 2408:4005:3000:4:ffff:ffff:ffff:fffd dev eth0 onlink
+";
+        assert_eq!(render(&setup(&dual(Datapath::Vlan))), golden);
     }
 }

@@ -12,6 +12,7 @@ use rscni_plugin::error::Error;
 use serde::{Deserialize, Serialize};
 
 use super::conf::Datapath;
+use super::plan::PodIpv6;
 use crate::driver::netns::NetnsId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +41,9 @@ pub struct PodState {
     /// The pod interface's MTU (the vlan datapath's sub-interface is made with it).
     #[serde(default = "default_mtu")]
     pub mtu: u32,
+    /// A dual-stack pod's IPv6 side.
+    #[serde(default)]
+    pub ipv6: Option<PodIpv6>,
 }
 
 fn default_mtu() -> u32 {
@@ -122,6 +126,7 @@ mod test {
             pod_netns: Some("/run/netns/pod".into()),
             pod_netns_id: Some(NetnsId { dev: 4, ino: 4026532000 }),
             mtu: 1400,
+            ipv6: None,
         }
     }
 
@@ -131,7 +136,7 @@ mod test {
             "prefix": 24, "gateway": "10.0.4.253", "datapath": "veth", "host_veth": "cali0123456789a",
             "trunk_dev": "eth1", "ifname": "eth0", "table": 1003 }"#;
         let s: PodState = serde_json::from_str(old).unwrap();
-        assert_eq!((s.instance_id, s.pod_netns, s.pod_netns_id, s.mtu), (None, None, None, 1500));
+        assert_eq!((s.instance_id, s.pod_netns, s.pod_netns_id, s.mtu, s.ipv6), (None, None, None, 1500, None));
     }
 
     #[test]
