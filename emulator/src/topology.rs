@@ -1568,6 +1568,25 @@ checks:
     }
 
     #[test]
+    fn the_sop_examples_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/terway-trunk-sop/");
+        for name in ["topology.yaml", "topology-vlan.yaml", "topology-dual.yaml", "cloud.yaml"] {
+            Topology::load(Path::new(&format!("{dir}{name}"))).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        let dual = Topology::load(Path::new(&format!("{dir}topology-dual.yaml"))).unwrap();
+        assert!(dual.pods.iter().all(PodSpec::dual) && dual.instances.iter().all(InstanceSpec::has_ipv6));
+        // Scenarios 1–5 over both families, 6–10 over IPv4 only.
+        for c in &dual.checks {
+            let s = c.scenario.expect("every check has its scenario");
+            assert!(!c.ipv6() || s <= 5, "{} is an IPv6 check of scenario {s}", c.name.value);
+        }
+        for s in 1..=5 {
+            assert!(dual.checks.iter().any(|c| c.scenario == Some(s) && c.ipv6()), "scenario {s} over IPv6");
+            assert!(dual.checks.iter().any(|c| c.scenario == Some(s) && !c.ipv6()), "scenario {s} over IPv4");
+        }
+    }
+
+    #[test]
     fn errors_are_located() {
         let bad = GOOD.replace("vswitch: s, privateIp", "vswitch: nope, privateIp");
         let e = Topology::parse("t.yaml", &bad).unwrap_err().to_string();

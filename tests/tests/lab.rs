@@ -83,17 +83,30 @@ async fn assert_nothing_left(env: &mut FullEmulator, opts: &lab::LabOptions, id:
     assert!(!opts.state_dir.join(format!("lab-{id}.json")).exists(), "the lab's state file is gone with it");
 }
 
-async fn end_to_end(example: &str, rows_expected: usize) {
+async fn end_to_end(example: &str, rows_expected: usize) -> Ran {
     let mut env = FullEmulator::start().await;
     let file = example_copy(env.dir.path(), example);
     let guard = LabGuard::new(&file);
     let opts = env.lab_options();
-    run_the_example(&file, &opts, rows_expected).await;
+    let ran = run_the_example(&file, &opts, rows_expected).await;
     assert_nothing_left(&mut env, &opts, &guard.id).await;
+    ran
+}
+
+/// What a run of an example leaves to look at once the lab is down.
+struct Ran {
+    /// The state `up` returned.
+    st: lab::LabState,
+    rows: Vec<lab::CheckRow>,
+    /// The capture of client-web's member ENI: per frame, VLAN id, IPv4 source and destination,
+    /// TCP destination and source ports, IPv6 source and destination.
+    frames: Vec<Vec<String>>,
+    /// client-web's member's VLAN.
+    vlan: i32,
 }
 
 /// Up, check (every row as the example expects, all ten scenarios), down.
-async fn run_the_example(file: &Path, opts: &lab::LabOptions, rows_expected: usize) {
+async fn run_the_example(file: &Path, opts: &lab::LabOptions, rows_expected: usize) -> Ran {
     let mut log = Vec::new();
     let started = Instant::now();
     let up = lab::up(opts, file, &mut |l| log.push(l)).await;
@@ -163,7 +176,8 @@ async fn run_the_example(file: &Path, opts: &lab::LabOptions, rows_expected: usi
     // The capture opens in tshark: the member's frames carry its VLAN on the trunk, and its
     // HTTP exchange with nginx (scenario 4) is there both ways.
     let captured = captured.expect("the capture ran");
-    let lines = tshark(&captured, &["vlan.id", "ip.src", "ip.dst", "tcp.dstport", "tcp.srcport"]);
+    let lines =
+        tshark(&captured, &["vlan.id", "ip.src", "ip.dst", "tcp.dstport", "tcp.srcport", "ipv6.src", "ipv6.dst"]);
     assert!(!lines.is_empty(), "the capture of {member} holds frames");
     let ip = &st.pods["client-web"].ip;
     let nginx = &st.pods["nginx-6f545cb57c-kt7r8"].ip;
@@ -183,6 +197,8 @@ async fn run_the_example(file: &Path, opts: &lab::LabOptions, rows_expected: usi
         "{}",
         lines.join("\n")
     );
+    let frames = fields.iter().map(|f| f.iter().map(|x| x.to_string()).collect()).collect();
+    Ran { st, rows, frames, vlan }
 }
 
 /// `tshark -r FILE -T fields -e …`, one line per packet.
@@ -212,6 +228,42 @@ async fn the_sop_example_vlan_datapath() {
     if root("the_sop_example_vlan_datapath") {
         end_to_end("topology-vlan.yaml", 17).await;
     }
+}
+
+/// The SOP example made dual stack (topology-dual.yaml): every pod and node with an IPv6
+/// address beside its IPv4 one, scenarios 1–5 checked over both families (IPv6 rules naming the
+/// pods' pinned /128s; tcp, udp, http and ICMPv6 echo through the VPC; two vlan-datapath pods),
+/// 6–10 over IPv4 as before, all as the file expects. The pods got the addresses the file pins,
+/// the nodes theirs from the vSwitch's /64, and client-web's IPv6 exchange with nginx crossed
+/// its member ENI tagged with its VLAN, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sop_example_dual_stack() {
+    if !root("the_sop_example_dual_stack") {
+        return;
+    }
+    let Ran { st, rows, frames, vlan } = end_to_end("topology-dual.yaml", 42).await;
+    let table = lab::render(&rows);
+    let six: Vec<&lab::CheckRow> = rows.iter().filter(|r| r.what.contains(" over IPv6")).collect();
+    assert_eq!(six.len(), 19, "{table}");
+    let scenarios: BTreeSet<u32> = six.iter().filter_map(|r| r.scenario).collect();
+    assert_eq!(scenarios, (1..=5).collect(), "scenarios 1–5 over IPv6, no other\n{table}");
+    for proto in ["http/80", "tcp/7", "udp/53", "icmp"] {
+        assert!(six.iter().any(|r| r.what.contains(proto) && r.got == "reachable"), "{proto} over IPv6\n{table}");
+    }
+    assert!(six.iter().any(|r| r.got == "blocked" && r.path.contains("security_group")), "{table}");
+    for (pod, want) in [("nginx-6f545cb57c-kt7r8", "2408:4005:3000:4::30"), ("client-vlan", "2408:4005:3000:4::42")] {
+        assert_eq!(st.pods[pod].ip6, want, "{pod}");
+    }
+    let block: enifab_model::net::Cidr6 = "2408:4005:3000:4::/64".parse().unwrap();
+    for (name, node) in &st.nodes {
+        let ip6: std::net::Ipv6Addr = node.primary_ip6.parse().unwrap_or_else(|_| panic!("{name}: {node:?}"));
+        assert!(block.contains(ip6), "{name}'s {ip6}");
+    }
+    let (client, nginx) = (&st.pods["client-web"].ip6, &st.pods["nginx-6f545cb57c-kt7r8"].ip6);
+    let six_frames: Vec<&Vec<String>> = frames.iter().filter(|f| f[5] == *client || f[6] == *client).collect();
+    assert!(six_frames.iter().all(|f| f[0] == vlan.to_string()), "every IPv6 frame of client-web carries its VLAN");
+    assert!(six_frames.iter().any(|f| f[5] == *client && f[6] == *nginx), "client-web → nginx over IPv6 captured");
+    assert!(six_frames.iter().any(|f| f[5] == *nginx && f[6] == *client), "nginx → client-web over IPv6 captured");
 }
 
 /// `enifab lab up` (the real binary) is killed with SIGKILL once the CCM's load balancer exists —

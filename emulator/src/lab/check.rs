@@ -91,6 +91,14 @@ const DECISIVE_DROPS: &[&str] = &[
     "lb_hairpin",
 ];
 
+/// Drops of frames a host sends on its own account, never a probe's (which are unicast, and
+/// whose neighbour resolution the fabric answers): multicast the VPC does not flood (the MLD
+/// reports a kernel sends when an interface gains IPv6), neighbour discovery it consumes (router
+/// solicitations, unsolicited advertisements, duplicate address detection), gratuitous ARP and
+/// ARP probes. They come whenever a node or pod sets up an address, so also while a check runs
+/// just after `up`; they are kept out of its path (in neither its ports nor its drops).
+const BACKGROUND_DROPS: &[&str] = &["broadcast_or_multicast", "ndp_consumed", "arp_gratuitous", "arp_probe"];
+
 /// How long `check` waits for `up` with agents, unless told.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(180);
 
@@ -477,17 +485,22 @@ fn path_summary(
             names.get(&p.network_interface_id).or_else(|| names.get(&p.instance_id)).cloned().unwrap_or_else(|| {
                 if p.network_interface_id.is_empty() { p.instance_id.clone() } else { p.network_interface_id.clone() }
             });
-        if p.rx_frames > b.map_or(0, |b| b.rx_frames) {
+        let mut background = 0;
+        for d in &p.drops {
+            let was = b.and_then(|b| b.drops.iter().find(|x| x.reason == d.reason)).map_or(0, |x| x.frames);
+            let more = d.frames.saturating_sub(was);
+            if BACKGROUND_DROPS.contains(&d.reason.as_str()) {
+                background += more;
+            } else if more > 0 {
+                drops.push(format!("{} (frame from {name})", d.reason));
+            }
+        }
+        // The frames a port took in, but for the hosts' own chatter the fabric dropped.
+        if p.rx_frames.saturating_sub(b.map_or(0, |b| b.rx_frames)) > background {
             ins.push(name.clone());
         }
         if p.tx_frames > b.map_or(0, |b| b.tx_frames) {
             outs.push(name.clone());
-        }
-        for d in &p.drops {
-            let was = b.and_then(|b| b.drops.iter().find(|x| x.reason == d.reason)).map_or(0, |x| x.frames);
-            if d.frames > was {
-                drops.push(format!("{} (frame from {name})", d.reason));
-            }
         }
     }
     if ins.is_empty() && outs.is_empty() && drops.is_empty() {
@@ -627,6 +640,44 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    fn port(vni: u32, eni: &str, rx: u64, tx: u64, drops: &[(&str, u64)]) -> pb::PortCounters {
+        pb::PortCounters {
+            vni,
+            network_interface_id: eni.into(),
+            rx_frames: rx,
+            tx_frames: tx,
+            drops: drops
+                .iter()
+                .map(|(r, n)| pb::DropCounter { reason: r.to_string(), frames: *n, ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_hosts_own_chatter_is_not_in_a_checks_path() {
+        let names: BTreeMap<String, String> =
+            [("eni-a", "node .22/eth1"), ("eni-b", "node .20/eth1")].map(|(k, v)| (k.into(), v.into())).into();
+        let at = |ports| pb::DescribeFabricCountersResponse { ports, ..Default::default() };
+        let before = at(vec![port(1, "eni-a", 10, 10, &[]), port(2, "eni-b", 5, 5, &[("broadcast_or_multicast", 1)])]);
+        // Node B's kernel reports its multicast groups while a probe stays on node A.
+        let after = at(vec![
+            port(1, "eni-a", 10, 10, &[]),
+            port(2, "eni-b", 8, 5, &[("broadcast_or_multicast", 3), ("ndp_consumed", 1)]),
+        ]);
+        assert_eq!(path_summary(&before, &after, &names), STAYED);
+        // Its own frames beside them still count, and real drops are still said.
+        let after = at(vec![
+            port(1, "eni-a", 12, 11, &[]),
+            port(2, "eni-b", 9, 5, &[("broadcast_or_multicast", 3), ("security_group_ingress", 1)]),
+        ]);
+        assert_eq!(
+            path_summary(&before, &after, &names),
+            "VPC in: node .22/eth1, node .20/eth1 | out: node .22/eth1 | dropped: security_group_ingress (frame from \
+             node .20/eth1)"
+        );
     }
 
     #[test]
