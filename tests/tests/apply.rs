@@ -496,3 +496,80 @@ async fn a_dual_stack_file_applies_and_applies_again_with_nothing_created() {
         DUAL_STACK.replace("    enableIpv6: true\n", "").lines().position(|l| l.contains("ipv6CidrBlock")).unwrap() + 1;
     assert!(err.contains(&format!("bad.yaml:{line}:")) && err.contains("enableIpv6"), "{err}");
 }
+
+/// Nodes with `ipv6: true` beside a pod that pins the /64's first free address.
+const DUAL_NODES: &str = "region: cn-hongkong
+vpcs:
+  - name: v
+    cidr: 10.0.0.0/8
+    enableIpv6: true
+    ipv6CidrBlock: 2408:4005:3000::/56
+    vswitches:
+      - { name: s, zone: cn-hongkong-b, cidr: 10.0.4.0/24, ipv6CidrBlock: 4 }
+securityGroups:
+  - { name: g, vpc: v, ingress: [{ protocol: ALL, peer: \"2408:4005:3000:4::/64\" }] }
+instances:
+  - { name: n1, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.22, ipv6: true, securityGroups: [g],
+      trunk: { vswitch: s, securityGroups: [g] } }
+  - { name: n2, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.20, ipv6: true, securityGroups: [g] }
+pods:
+  - { name: p1, node: n1, ipStack: dual, ipv6: \"2408:4005:3000:4::1\" }
+";
+
+/// `ipv6: true` gives each node's primary ENI one IPv6 address with AssignIpv6Addresses, kept
+/// off the address a pod pins (which its member ENI can then take); applying again assigns
+/// nothing. A /56 another VPC holds, or one that differs from the existing VPC's, is refused at
+/// the file's line, with nothing made.
+#[tokio::test]
+async fn nodes_with_ipv6_get_one_address_once_and_keep_off_pinned_ones() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "dual-nodes.yaml", DUAL_NODES);
+    let first = apply_file(&s.addr().to_string(), &file).await.expect("first apply");
+    assert_eq!(first.created, 1 + 1 + 1 + 2 + 1 + 2, "VPC, vSwitch, group, 2 instances, a trunk, 2 IPv6 addresses");
+    let mut got: Vec<(&str, &str)> = first.ipv6.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    got.sort();
+    assert_eq!(got, [("n1", "2408:4005:3000:4::2"), ("n2", "2408:4005:3000:4::3")], "::1 is the pod's");
+    let once = Snapshot::take(s.channel()).await;
+    for (name, ip6) in &first.ipv6 {
+        let id = &first.instances[name];
+        let primary = once.enis.iter().find(|e| e.instance_id == *id && e.r#type == "Primary").expect("a primary ENI");
+        let held: Vec<&str> =
+            primary.ipv6_sets.as_ref().unwrap().ipv6_set.iter().map(|s| s.ipv6_address.as_str()).collect();
+        assert_eq!(held, [ip6.as_str()], "{name}");
+    }
+    let second = apply_file(&s.addr().to_string(), &file).await.expect("second apply");
+    assert_eq!(second.created, 0);
+    assert_eq!(second.ipv6, first.ipv6);
+    Snapshot::take(s.channel()).await.assert_same(&once, "applying again");
+    // The pod's member ENI can have its pinned address, as the CNI will ask for it.
+    let mut ecs = s.ecs();
+    enifab_tests::ok(
+        ecs.create_network_interface(enifab_tests::v1::CreateNetworkInterfaceRequest {
+            v_switch_id: first.vswitches["s"].clone(),
+            security_group_ids: vec![first.security_groups["g"].clone()],
+            ipv6_address: vec!["2408:4005:3000:4::1".into()],
+            ..Default::default()
+        })
+        .await,
+    );
+    let before = Snapshot::take(s.channel()).await;
+
+    // Another VPC that names the same /56: the server refuses it in the dry run.
+    let other = DUAL_NODES
+        .replace("name: v\n", "name: w\n")
+        .replace("vpc: v,", "vpc: w,")
+        .replace("n1", "m1")
+        .replace("n2", "m2");
+    let bad = write(&dir, "taken.yaml", &other);
+    let err = apply_file(&s.addr().to_string(), &bad).await.unwrap_err().to_string();
+    let line = other.lines().position(|l| l.contains("ipv6CidrBlock: 2408")).unwrap() + 1;
+    assert!(err.contains(&format!("taken.yaml:{line}:")) && err.contains("Overlapped"), "{err}");
+    Snapshot::take(s.channel()).await.assert_same(&before, "a refused /56");
+    // The existing VPC with another /56 in the file.
+    let moved = DUAL_NODES.replace("2408:4005:3000:", "2408:4005:3001:");
+    let bad = write(&dir, "moved.yaml", &moved);
+    let err = apply_file(&s.addr().to_string(), &bad).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("moved.yaml:{line}:")) && err.contains("exists with the IPv6 block"), "{err}");
+    Snapshot::take(s.channel()).await.assert_same(&before, "a VPC the file describes otherwise");
+}

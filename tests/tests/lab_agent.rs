@@ -188,6 +188,9 @@ async fn bad_requests_are_refused_and_the_agent_keeps_serving() {
     // Still serving, and a real probe from the node works: nothing listens on 127.0.0.1:1.
     let r = c.probe(probe("", "127.0.0.1", "tcp", 1, 500)).await.unwrap().into_inner();
     assert_eq!(r.outcome, "refused", "{r:?}");
+    // An IPv6 address is probed too, not refused (whatever a host without IPv6 makes of it).
+    let r = c.probe(probe("", "::1", "tcp", 1, 500)).await.expect("an IPv6 address is a probe's").into_inner();
+    assert!(["refused", "blocked", "error"].contains(&r.outcome.as_str()), "{r:?}");
     let d = c.describe_agent(pb::DescribeAgentRequest {}).await.unwrap().into_inner();
     assert_eq!((d.role.as_str(), d.name.as_str()), ("external", "x"));
     drop(agent);
