@@ -306,6 +306,23 @@ mod test {
     }
 
     #[test]
+    fn a_dual_stack_pod_gets_its_ipv6_side_back_too() {
+        let v6 = plan::PodIpv6 {
+            ip: "2408:4005:3000:8::5".parse().unwrap(),
+            prefix: 64,
+            gateway: "2408:4005:3000:8:ffff:ffff:ffff:fffd".parse().unwrap(),
+        };
+        for datapath in [Datapath::Veth, Datapath::Vlan] {
+            let st = PodState { ipv6: Some(v6), ..pod(datapath) };
+            let (i, _) = rebuilt(decide(&st, &view(), Some(NS)));
+            assert_eq!(i.ipv6, Some(v6));
+            let text = plan::render(&plan::setup(&i));
+            assert!(text.contains("ip -6 addr add 2408:4005:3000:8::5/"), "{text}");
+            assert!(text.contains("pod:  sysctl -w net.ipv6.conf.eth0."), "{text}");
+        }
+    }
+
+    #[test]
     fn the_trunk_is_named_as_the_node_names_it_now() {
         let mut c = config();
         c.nics[1].device_index = 3;
