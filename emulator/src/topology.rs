@@ -1568,10 +1568,15 @@ checks:
     }
 
     #[test]
-    fn the_sop_examples_parse() {
+    fn the_examples_parse() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/terway-trunk-sop/");
         for name in ["topology.yaml", "topology-vlan.yaml", "topology-dual.yaml", "cloud.yaml"] {
             Topology::load(Path::new(&format!("{dir}{name}"))).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        // The benchmarks' labs are topology files too.
+        let bench = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/");
+        for name in ["topology.yaml", "topology-dual.yaml", "slb-topology.yaml"] {
+            Topology::load(Path::new(&format!("{bench}{name}"))).unwrap_or_else(|e| panic!("{e:#}"));
         }
         let dual = Topology::load(Path::new(&format!("{dir}topology-dual.yaml"))).unwrap();
         assert!(dual.pods.iter().all(PodSpec::dual) && dual.instances.iter().all(InstanceSpec::has_ipv6));
