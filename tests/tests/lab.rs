@@ -1,14 +1,16 @@
-//! The lab end to end, as CI runs it: the SOP example (both datapaths) brought up for real
-//! (namespaces, shims, CNI, responders, kube-proxy's rules, the CCM's CLB, an internet client),
-//! all ten scenarios checked as the example expects, torn down, and nothing left: no namespace,
-//! no agent, shim or responder process, no ENI, no IP, no load balancer. The same through the
-//! agents runtime (each node an `enifab lab agent` started before the lab, as node containers
-//! are, reached only through its API). An `up` killed mid-way (and its state file lost) is
-//! cleaned up by `down` all the same. A node's shim killed with SIGKILL is started again by its
-//! agent, which rebuilds the node and its pods' wiring: its pods answer again. A broken topology
-//! is refused with a located error before anything is made. Needs root (skips otherwise); every
-//! lab has its own id (the example is copied into the test's directory) and a guard that
-//! removes its namespaces and processes even when the test panics.
+//! The lab end to end, as CI runs it: the SOP example (both datapaths, and dual stack) brought
+//! up for real (namespaces, shims, CNI, responders, kube-proxy's rules, the CCM's CLB, an
+//! internet client), all ten scenarios checked as the example expects (1–5 over IPv6 too in the
+//! dual-stack one), torn down, and nothing left: no namespace, no agent, shim or responder
+//! process, no ENI, no IP, no load balancer. The same through the agents runtime (each node an
+//! `enifab lab agent` started before the lab, as node containers are, reached only through its
+//! API). An `up` killed mid-way (and its state file lost) is cleaned up by `down` all the same. A
+//! node's shim killed with SIGKILL is started again by its agent, which rebuilds the node and its
+//! pods' wiring: its pods answer again. A broken topology is refused with a located error before
+//! anything is made, and so is a pod's IPv6 address pinned outside the /64 the cloud gave its
+//! vSwitch, before any node is. Needs root (skips otherwise); every lab has its own id (the
+//! example is copied into the test's directory) and a guard that removes its namespaces and
+//! processes even when the test panics.
 
 #[path = "support/lab_guard.rs"]
 mod lab_guard;
@@ -547,4 +549,46 @@ async fn a_killed_shim_is_started_again_and_its_pods_answer() {
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+/// A dual-stack lab whose file leaves the VPC's /56 to the cloud, with a pod's IPv6 address
+/// pinned outside the /64 the cloud then gives its vSwitch.
+const MISPINNED: &str = "region: cn-hongkong
+vpcs:
+  - name: v
+    cidr: 10.0.0.0/8
+    enableIpv6: true
+    vswitches: [{ name: s, zone: cn-hongkong-b, cidr: 10.0.4.0/24, ipv6CidrBlock: 4 }]
+securityGroups:
+  - { name: g, vpc: v, ingress: [{ protocol: ALL, peer: 10.0.0.0/8 }] }
+instances:
+  - { name: node-a, type: ecs.g7.xlarge, vswitch: s, privateIp: 10.0.4.22, securityGroups: [g],
+      trunk: { vswitch: s, securityGroups: [g] } }
+pods:
+  - { name: web, node: node-a, ipStack: dual, ipv6: \"2408:4005:3001:4::30\" }
+";
+
+/// Only the cloud knows that /64 (the file does not name the /56), so the file alone cannot
+/// refuse the pin: `up` does, once the VPC exists, at the pin's line and before any node or pod
+/// is made; `down` removes the cloud side it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_ipv6_address_outside_the_clouds_64_stops_up_at_its_line() {
+    if !root("a_pinned_ipv6_address_outside_the_clouds_64_stops_up_at_its_line") {
+        return;
+    }
+    let mut env = FullEmulator::start().await;
+    let file = env.dir.path().join("mispinned.yaml");
+    std::fs::write(&file, MISPINNED).unwrap();
+    let guard = LabGuard::new(&file);
+    let opts = env.lab_options();
+    let err = format!("{:#}", lab::up(&opts, &file, &mut |_| {}).await.expect_err("a pin outside the /64"));
+    let line = MISPINNED.lines().position(|l| l.contains("3001:4::30")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("mispinned.yaml:{line}:"))
+            && err.contains("2408:4005:3001:4::30 is not an address of vSwitch s's 2408:4005:3000:4::/64"),
+        "{err}"
+    );
+    assert!(netns::list(&format!("efb{}-", guard.id)).is_empty(), "no node or pod was made");
+    lab::down(&opts, &file, &mut |_| {}).await.expect("lab down");
+    assert_nothing_left(&mut env, &opts, &guard.id).await;
 }

@@ -36,7 +36,6 @@ pub(crate) async fn up_pods(
     log: &mut Log<'_>,
 ) -> Result<()> {
     let id = st.id.clone();
-    check_pinned_ipv6(c, topo, applied).await?;
     for (i, pod) in topo.pods.iter().enumerate() {
         let name = &pod.name.value;
         let datapath = pod.datapath.as_ref().map_or("veth", |d| d.value.as_str()).to_string();
@@ -108,11 +107,11 @@ fn addresses(result: &serde_json::Value) -> (String, String) {
     (find(false).unwrap_or_default(), find(true).unwrap_or_default())
 }
 
-/// Pods' pinned IPv6 addresses against the /64s the cloud gave their vSwitches, before any pod
-/// is made. The file checks them itself when it names its VPC's /56; otherwise only now, with
-/// the VPC made, is the /64 known. A pin outside it is the file's error, located as the file's
-/// other errors are.
-async fn check_pinned_ipv6(c: &mut Clients, topo: &Topology, applied: &Applied) -> Result<()> {
+/// Pods' pinned IPv6 addresses against the /64s the cloud gave their vSwitches, before any node
+/// or pod is made. The file checks them itself when it names its VPC's /56; otherwise only now,
+/// with the VPC made, is the /64 known. A pin outside it is the file's error, located as the
+/// file's other errors are.
+pub(crate) async fn check_pinned_ipv6(c: &mut Clients, topo: &Topology, applied: &Applied) -> Result<()> {
     let mut blocks: HashMap<String, Option<Cidr6>> = HashMap::new();
     let mut problems = Vec::new();
     for pod in topo.pods.iter().filter(|p| p.dual()) {

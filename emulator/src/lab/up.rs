@@ -65,6 +65,7 @@ async fn steps(
     let mut c = Clients::new(channel);
     log.line(format!("lab {id}: cloud ({})", file.display()));
     let mut applied = apply::apply(&mut c, topo, &mut |line| log.line(format!("  {line}"))).await?;
+    pods::check_pinned_ipv6(&mut c, topo, &applied).await?;
 
     step(st, "nodes")?;
     log.line(format!("lab {id}: nodes ({} runtime)", rt.kind()));
