@@ -9,6 +9,10 @@
 //! a load balancer with nothing to forward to) ends the probe at once as "blocked" instead of
 //! waiting out its deadline, which keeps a table of many blocked checks fast.
 //!
+//! A check of `family: ipv6` probes the ends' IPv6 addresses (ICMPv6 echo for `icmp`) and says so
+//! in its row, with the address probed; `enifab trace` follows IPv4 frames only, so such a row has
+//! no trace beside it.
+//!
 //! A reachable check through a Service or a load balancer also shows which server answered and
 //! the client address it saw (the built-in responders say both), which is where masquerading and
 //! CLB's client-address preservation become visible.

@@ -20,6 +20,8 @@ use super::process::spawn_daemon;
 
 /// Sysctls of an ECS node as Terway expects them: forwarding for pod traffic, and no reverse-path
 /// filter, since a pod's replies can come back on another device than its requests left by.
+/// IPv6 starts off everywhere: the shim turns it on, statically, on a NIC whose ENI has an IPv6
+/// address, and the CNI on what a dual-stack pod needs (with IPv6 forwarding, as terwayd does).
 pub const NODE_SYSCTLS: &[(&str, &str)] = &[
     ("net/ipv4/ip_forward", "1"),
     ("net/ipv4/conf/all/rp_filter", "0"),
@@ -30,7 +32,9 @@ pub const NODE_SYSCTLS: &[(&str, &str)] = &[
     ("net/ipv4/ping_group_range", "0 2147483647"),
 ];
 
-/// A pod's or an external client's namespace: no IPv6 (the fabric is IPv4), unprivileged ping.
+/// A pod's or an external client's namespace: IPv6 off until the CNI turns it on, statically,
+/// on a dual-stack pod's eth0 (no router or address autoconfiguration to wait for); unprivileged
+/// ping, which governs ICMPv6 echo sockets too.
 pub const HOST_SYSCTLS: &[(&str, &str)] = &[
     ("net/ipv6/conf/all/disable_ipv6", "1"),
     ("net/ipv6/conf/default/disable_ipv6", "1"),
