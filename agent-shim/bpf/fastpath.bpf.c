@@ -54,7 +54,7 @@ struct egress_key {
 struct egress_val {
     __u64 epoch;
     __u64 idle_ns;
-    __u64 last_ns;       // 0 = installed, not used yet
+    __u64 last_ns;       // the last packet's time, or (until the first) the grant's, a second early
     __u64 packets;
     __u64 bytes;
     __u32 remote;        // destination node's fast-path address, host order (tunnel key)
@@ -70,7 +70,7 @@ struct ingress_key {
 struct ingress_val {
     __u64 epoch;
     __u64 idle_ns;
-    __u64 last_ns;
+    __u64 last_ns;       // as egress_val's
     __u32 peer;          // the sending node's fast-path address, host order
     __u32 ifindex;       // the device to deliver into
     __u8 mac[6];         // destination MAC (the pipeline's rewrite)
@@ -262,7 +262,10 @@ static __always_inline int carry(struct __sk_buff *skb) {
     if (!eligible)
         return -1;
     __u64 now = bpf_ktime_get_ns();
-    if (!v || v->epoch != st->epoch || (v->last_ns && now - v->last_ns > v->idle_ns)) {
+    // Idle since the last packet, or since the grant for an entry not used yet: an entry of a
+    // direction that never sends must end with its flow too. (A last_ns ahead of the clock
+    // wraps to idle: on the slow path, never carried.)
+    if (!v || v->epoch != st->epoch || now - v->last_ns > v->idle_ns) {
         count(C_SLOW);
         return -1;
     }
@@ -328,7 +331,7 @@ int fp_ingress(struct __sk_buff *skb) {
         goto refuse;
     struct ingress_val *v = ingress_entry(skb, tk.tunnel_id);
     __u64 now = bpf_ktime_get_ns();
-    if (!v || v->epoch != st->epoch || v->peer != tk.remote_ipv4 || (v->last_ns && now - v->last_ns > v->idle_ns))
+    if (!v || v->epoch != st->epoch || v->peer != tk.remote_ipv4 || now - v->last_ns > v->idle_ns)
         goto refuse;
     __u8 macs[12];
     __builtin_memcpy(macs, v->mac, 6);

@@ -601,6 +601,7 @@ fn install_in<A: Keys>(
     entries: impl Iterator<Item = Entry<A>>,
     devices: &Devices,
 ) -> usize {
+    let since = granted_at();
     let maps = A::maps(inner);
     let mut n = 0;
     for e in entries {
@@ -611,7 +612,7 @@ fn install_in<A: Keys>(
                 let val = bpf::EgressVal {
                     epoch,
                     idle_ns: u64::from(g.idle_secs) * 1_000_000_000,
-                    last_ns: 0, // fresh until its first packet
+                    last_ns: since,
                     packets: 0,
                     bytes: 0,
                     remote: u32::from(g.peer),
@@ -626,7 +627,7 @@ fn install_in<A: Keys>(
                 let val = bpf::IngressVal {
                     epoch,
                     idle_ns: u64::from(g.idle_secs) * 1_000_000_000,
-                    last_ns: 0, // fresh until its first packet
+                    last_ns: since,
                     peer: u32::from(g.peer),
                     ifindex: d.ifindex,
                     mac: g.dst_mac.0,
@@ -640,6 +641,25 @@ fn install_in<A: Keys>(
         n += usize::from(ok);
     }
     n
+}
+
+/// Where a new entry's idle time starts, on the clock the programs read (`bpf_ktime_get_ns` is
+/// CLOCK_MONOTONIC): a second before now. The fabric granted the flow when one of its packets
+/// refreshed conntrack, a moment before the grant got here; counting from then (with a second
+/// to spare for the way here) the kernel stops using an entry no later than conntrack forgets
+/// the flow, also an entry whose direction never sends a packet (the kernel's own clock takes
+/// over at the first). Without a clock, "long ago": the entry is never used, the flow stays on
+/// the slow path.
+#[cfg(enifab_bpf)]
+fn granted_at() -> u64 {
+    const SLACK_NS: u64 = 1_000_000_000;
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .ok()
+        .and_then(|t| {
+            let (secs, nanos) = (u64::try_from(t.tv_sec()).ok()?, u64::try_from(t.tv_nsec()).ok()?);
+            secs.checked_mul(1_000_000_000)?.checked_add(nanos)?.checked_sub(SLACK_NS)
+        })
+        .unwrap_or(1)
 }
 
 /// Forgets entries of family `A` (see [`FastPath::evict`]).

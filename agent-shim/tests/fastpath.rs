@@ -903,7 +903,11 @@ async fn admitted_ipv6_flows_move_into_the_kernel_and_the_group_still_decides() 
     let (carried_before, entries_before) = (fast_a.counters()[0], fast_a.entries6());
     let got = udp(a(40001), b(5001), 300).await.unwrap();
     assert_eq!(got, 0, "the group refuses UDP 5001");
-    assert_eq!((fast_a.counters()[0], fast_a.entries6()), (carried_before, entries_before), "nothing refused is cached");
+    assert_eq!(
+        (fast_a.counters()[0], fast_a.entries6()),
+        (carried_before, entries_before),
+        "nothing refused is cached"
+    );
 
     // A TCP stream over IPv6 (segmentation offloads on): the handshake and the close through the
     // pipeline, the data through the kernels; its FIN evicts the flow from both.
@@ -938,5 +942,80 @@ async fn admitted_ipv6_flows_move_into_the_kernel_and_the_group_still_decides() 
     assert_eq!(fast_a.counters()[0], carried_a, "nothing of them was carried");
     assert_eq!(fast_b.counters()[2], delivered_before, "node B's kernel delivered none of them");
     let _ = carried_before;
+    drop(p);
+}
+
+/// A flow's conntrack entry is the decision that admitted it: once it expires, nothing the
+/// kernels cached for the flow may carry another packet of it, in either direction, of either
+/// family — also the entries for the direction that never sent anything (installed, never
+/// used), which a new flow the other way would otherwise ride on past the groups. Waits out
+/// the UDP timeout (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_verdict_ends_with_its_flow_in_both_directions_and_both_families() {
+    if !privileged("a_cached_verdict_ends_with_its_flow_in_both_directions_and_both_families") {
+        return;
+    }
+    let mut p = DualStackPair::start(["fxa", "fxb"], true).await;
+    let (sg, block) = (p.sg.clone(), p.block.clone());
+    p.ecs.authorize_security_group(admit6(&sg, "udp", "5000/5000", &block)).await.expect("AuthorizeSecurityGroup");
+    p.ecs.authorize_security_group(admit(&sg, "udp", "5000/5000")).await.expect("AuthorizeSecurityGroup");
+    let (fast_a, fast_b) = (p.fast(0), p.fast(1));
+    let off = enifab::serve::fast_path_off_by_env();
+    let families: [(SocketAddr, SocketAddr); 2] = [
+        (SocketAddr::from((p.a.0, 40000)), SocketAddr::from((p.b.0, 5000))),
+        (SocketAddr::from((p.a.1, 40000)), SocketAddr::from((p.b.1, 5000))),
+    ];
+    let (pa, pb_) = (p.na.path(), p.nb.path());
+    // `n` datagrams each way named, of both families: how many arrived, per family.
+    let send = |forward: bool, n: usize| {
+        let (pa, pb_) = (pa.clone(), pb_.clone());
+        tokio::task::spawn_blocking(move || {
+            families.map(|(a, b)| {
+                if forward {
+                    udp_between(&pa, &pb_, a, b, n, Duration::from_millis(500))
+                } else {
+                    udp_between(&pb_, &pa, b, a, n, Duration::from_millis(500))
+                }
+            })
+        })
+    };
+    for (a, b) in families {
+        let (pa, pb_) = (pa.clone(), pb_.clone());
+        assert!(tokio::task::spawn_blocking(move || udp_first(&pa, &pb_, a, b)).await.unwrap(), "{a} → {b}");
+    }
+    if !off {
+        let granted = eventually(5, || (fast_a.entries().0 > 0 && fast_a.entries6().0 > 0).then_some(()));
+        assert!(granted.is_some(), "both flows granted: {:?} {:?}", fast_a.entries(), fast_a.entries6());
+    }
+    assert_eq!(send(true, 200).await.unwrap(), [200, 200]);
+
+    // The group stops admitting UDP 5000. The live flows go on (conntrack vouches for them), are
+    // granted again under the new epoch, both ways, and carried.
+    for source in ["10.0.0.0/8", block.as_str()] {
+        p.ecs.revoke_security_group(unadmit(&sg, "udp", "5000/5000", source)).await.expect("RevokeSecurityGroup");
+    }
+    let carried_before = fast_a.counters()[0];
+    assert_eq!(send(true, 200).await.unwrap(), [200, 200], "live flows, vouched for by conntrack");
+    if !off {
+        assert!(fast_a.counters()[0] > carried_before, "carried again after the change: {:?}", fast_a.counters());
+    }
+
+    // Silence past the UDP timeout (and the last report that refreshed it): the flows are gone
+    // from conntrack. Nothing of them may pass any more, whatever the kernels cached: not the
+    // direction that was carried, and not the one that never sent (B's egress entry and A's
+    // ingress entry for it were granted with the flow and never used).
+    tokio::time::sleep(Duration::from_secs(33)).await;
+    let [carried_b, ..] = fast_b.counters();
+    let [_, _, delivered_a, _] = fast_a.counters();
+    assert_eq!(
+        send(false, 50).await.unwrap(),
+        [0, 0],
+        "B → A on the expired flows' reply tuples: no rule admits it (B {:?}, A {:?})",
+        fast_b.counters(),
+        fast_a.counters()
+    );
+    assert_eq!(send(true, 50).await.unwrap(), [0, 0], "A → B: the rule is gone, and so is the flow");
+    assert_eq!(fast_b.counters()[0], carried_b, "node B's kernel carried none of it");
+    assert_eq!(fast_a.counters()[2], delivered_a, "node A's kernel delivered none of it");
     drop(p);
 }
