@@ -497,8 +497,13 @@ impl Fabric {
     /// their room.
     pub fn expire(&mut self, now: Instant) -> usize {
         self.lb.expire(now.0);
-        self.grants.expire(now);
         let n = self.conntrack.expire(now) + self.conntrack6.expire(now);
+        let (ct, ct6) = (&self.conntrack, &self.conntrack6);
+        self.grants.expire(
+            now,
+            |k| ct.lookup(k, Dirs::Both, now).is_some(),
+            |k| ct6.lookup(k, Dirs::Both, now).is_some(),
+        );
         let conntrack = &self.conntrack;
         self.flow_log.tick(now, |slot| conntrack.holds(slot), &self.config);
         n

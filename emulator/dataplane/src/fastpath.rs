@@ -173,10 +173,14 @@ impl Grants {
         self.queue.push((peer, A::update(false, Entry::Egress(entry))));
     }
 
-    /// Forgets flows not granted for a while (called with conntrack's expiry).
-    pub fn expire(&mut self, now: Instant) {
-        self.last.retain(|_, t| now.0.saturating_sub(*t) < 60 * REGRANT_NS);
-        self.last6.retain(|_, t| now.0.saturating_sub(*t) < 60 * REGRANT_NS);
+    /// Forgets flows not granted for a while that conntrack no longer holds (`live4`, `live6`;
+    /// called with conntrack's expiry). A flow the kernels carry reaches the pipeline only with
+    /// its FIN or RST, maybe hours after its grant: it is remembered as long as it lives, so that
+    /// segment evicts it (`close`). Bounded by the conntrack tables.
+    pub fn expire(&mut self, now: Instant, live4: impl Fn(&FlowKey) -> bool, live6: impl Fn(&FlowKey6) -> bool) {
+        let recent = |t: &u64| now.0.saturating_sub(*t) < 60 * REGRANT_NS;
+        self.last.retain(|k, t| recent(t) || live4(k));
+        self.last6.retain(|k, t| recent(t) || live6(k));
     }
 
     /// Queues the four entries for `c` unless they went out less than a second ago.

@@ -547,3 +547,46 @@ fn reports_keep_an_ipv6_flow_alive_in_its_table_and_count_from_the_right_shim_on
     let gone = evictions6(&mut h);
     assert!(matches!(gone[..], [(NODE_A, Entry::Egress(e))] if e.tuple == record.tuple), "{gone:?}");
 }
+
+#[test]
+fn a_flow_the_kernels_carried_for_minutes_is_still_evicted_by_its_fin_either_family() {
+    let mut h = Harness::new(&lab6());
+    handshake(&mut h);
+    h.forwarded(&POD_A1, &tcp_datagram(&POD_A1, POD_B1.ip, 40000, 80, TCP_ACK), &POD_B1);
+    assert_eq!(grants(&mut h).len(), 4);
+    handshake6(&mut h);
+    h.forwarded(&POD_A1, &tcp6(&POD_A1, POD_A1_V6, POD_B1_V6, 40000, 80, TCP_ACK), &POD_B1);
+    assert_eq!(grants6(&mut h).len(), 4);
+    // Two minutes in the kernels: nothing of the flows reaches the pipeline, the nodes' reports
+    // keep them alive (both twins hear them) and the fabric expires what it may meanwhile.
+    let report = ReportRecord {
+        src_vni: vni(10),
+        src_vlan: 1001,
+        tuple: Tuple { protocol: PROTO_TCP, src: POD_A1.ip, dst: POD_B1.ip, sport: 40000, dport: 80 },
+        packets: 100,
+        bytes: 100_000,
+    };
+    let report6 = ReportRecord {
+        src_vni: vni(10),
+        src_vlan: 1001,
+        tuple: Tuple { protocol: PROTO_TCP, src: POD_A1_V6, dst: POD_B1_V6, sport: 40000, dport: 80 },
+        packets: 100,
+        bytes: 100_000,
+    };
+    for t in (30..=120).step_by(30) {
+        h.now = Instant::from_secs(t);
+        for f in [&mut h.fabric, &mut h.split] {
+            assert!(f.fast_path_report(h.now, NODE_A, &report));
+            assert!(f.fast_path_report6(h.now, NODE_A, &report6));
+        }
+        h.expire();
+    }
+    assert!(updates(&mut h).is_empty());
+    // The FINs (the kernels send them here): each flow's four entries go, however long ago it
+    // was granted, or the kernels would go on carrying the rest of it on a verdict conntrack
+    // is about to forget.
+    h.forwarded(&POD_A1, &tcp_datagram(&POD_A1, POD_B1.ip, 40000, 80, TCP_FIN | TCP_ACK), &POD_B1);
+    assert_eq!(evictions(&mut h).len(), 4, "the IPv4 flow");
+    h.forwarded(&POD_A1, &tcp6(&POD_A1, POD_A1_V6, POD_B1_V6, 40000, 80, TCP_FIN | TCP_ACK), &POD_B1);
+    assert_eq!(evictions6(&mut h).len(), 4, "the IPv6 flow");
+}
