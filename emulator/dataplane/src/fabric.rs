@@ -529,24 +529,43 @@ impl Fabric {
     /// packets count as the pipeline's own would (received from the sender's port, sent to the
     /// receiver's). Ignored (`false`) unless `from` is the shim of the sender's port and the
     /// flow is live between those very ENIs.
-    /// A flow the report names that conntrack does not hold is evicted from that node.
+    /// A flow the report names that conntrack does not hold is evicted from that node, and so
+    /// is one that is closing (its FIN or RST went through and evicted it already: this node
+    /// carried on, so that eviction was lost or late).
     pub fn fast_path_report(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord) -> bool {
-        let known = self.carried(now, from, record);
-        let from_its_shim = self.config.ports.get(&record.src_vni).is_some_and(|p| p.peer == from);
-        if !known && from_its_shim {
-            self.grants.forget(from, record.src_vni, record.src_vlan, record.tuple);
-        }
-        known
+        let state = self.carried(now, from, record);
+        self.after_report(from, record.src_vni, state, |g| {
+            g.forget(from, record.src_vni, record.src_vlan, record.tuple)
+        });
+        state.is_some()
     }
 
     /// [`Fabric::fast_path_report`] for an IPv6 flow: the IPv6 conntrack table vouches for it.
     pub fn fast_path_report6(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord6) -> bool {
-        let known = self.carried6(now, from, record);
-        let from_its_shim = self.config.ports.get(&record.src_vni).is_some_and(|p| p.peer == from);
-        if !known && from_its_shim {
-            self.grants.forget(from, record.src_vni, record.src_vlan, record.tuple);
+        let state = self.carried6(now, from, record);
+        self.after_report(from, record.src_vni, state, |g| {
+            g.forget(from, record.src_vni, record.src_vlan, record.tuple)
+        });
+        state.is_some()
+    }
+
+    /// Evicts (`forget`) the reported entry of port `src_vni` when conntrack does not vouch for
+    /// its flow (`state` `None`) and the report came from that port's shim, or when the flow is
+    /// closing.
+    fn after_report(
+        &mut self,
+        from: SocketAddr,
+        src_vni: Vni,
+        state: Option<FlowState>,
+        forget: impl FnOnce(&mut Grants),
+    ) {
+        let evict = match state {
+            None => self.config.ports.get(&src_vni).is_some_and(|p| p.peer == from),
+            Some(s) => !fastpath::cacheable(s),
+        };
+        if evict {
+            forget(&mut self.grants);
         }
-        known
     }
 
     /// The ENI that sent a report's packets: the port's (or its member's) whose shim `from` is.
@@ -555,8 +574,10 @@ impl Fabric {
         cfg.ports.get(&src_vni).filter(|p| p.peer == from).and(fastpath::reporter(cfg, src_vni, src_vlan))
     }
 
-    fn carried(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord) -> bool {
-        let Some(src_idx) = self.report_sender(from, record.src_vni, record.src_vlan) else { return false };
+    /// The reported flow's state once its packets are counted, or `None` when conntrack does
+    /// not vouch for it.
+    fn carried(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord) -> Option<FlowState> {
+        let src_idx = self.report_sender(from, record.src_vni, record.src_vlan)?;
         let cfg = &*self.config;
         let src = cfg.eni(src_idx);
         let t = record.tuple;
@@ -568,21 +589,21 @@ impl Fabric {
             dport: t.dport,
             proto: t.protocol,
         };
-        let Some(found) = self.conntrack.lookup(&key, Dirs::Both, now) else { return false };
-        let Some(dst_idx) = cfg.by_ip.get(&(src.vpc, t.dst)).copied() else { return false };
+        let found = self.conntrack.lookup(&key, Dirs::Both, now)?;
+        let dst_idx = cfg.by_ip.get(&(src.vpc, t.dst)).copied()?;
         if !self.carried_between(&found.conn.entry, found.dir, src_idx, dst_idx) {
-            return false;
+            return None;
         }
         let timeouts = self.flow_timeouts(src, cfg.eni(dst_idx), None);
         self.conntrack.touch(found.slot, now, &timeouts);
         self.flow_log.count(found.slot, found.dir, record.packets, record.bytes, now);
         self.count_carried(src_idx, dst_idx, record.packets, record.bytes);
-        true
+        Some(found.conn.entry.state)
     }
 
     /// As `carried`, in the IPv6 table (IPv6 flows have no flow log yet).
-    fn carried6(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord6) -> bool {
-        let Some(src_idx) = self.report_sender(from, record.src_vni, record.src_vlan) else { return false };
+    fn carried6(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord6) -> Option<FlowState> {
+        let src_idx = self.report_sender(from, record.src_vni, record.src_vlan)?;
         let cfg = &*self.config;
         let src = cfg.eni(src_idx);
         let t = record.tuple;
@@ -594,15 +615,15 @@ impl Fabric {
             dport: t.dport,
             proto: t.protocol,
         };
-        let Some(found) = self.conntrack6.lookup(&key, Dirs::Both, now) else { return false };
-        let Some(dst_idx) = ipv6::owner6(cfg, src.vpc, t.dst) else { return false };
+        let found = self.conntrack6.lookup(&key, Dirs::Both, now)?;
+        let dst_idx = ipv6::owner6(cfg, src.vpc, t.dst)?;
         if !self.carried_between(&found.conn.entry, found.dir, src_idx, dst_idx) {
-            return false;
+            return None;
         }
         let timeouts = self.flow_timeouts(src, cfg.eni(dst_idx), None);
         self.conntrack6.touch(found.slot, now, &timeouts);
         self.count_carried(src_idx, dst_idx, record.packets, record.bytes);
-        true
+        Some(found.conn.entry.state)
     }
 
     /// Whether a tracked flow (found in direction `dir`) is an untranslated one from `src` to

@@ -590,3 +590,46 @@ fn a_flow_the_kernels_carried_for_minutes_is_still_evicted_by_its_fin_either_fam
     h.forwarded(&POD_A1, &tcp6(&POD_A1, POD_A1_V6, POD_B1_V6, 40000, 80, TCP_FIN | TCP_ACK), &POD_B1);
     assert_eq!(evictions6(&mut h).len(), 4, "the IPv6 flow");
 }
+
+#[test]
+fn a_report_of_a_closing_flow_counts_and_evicts_it_again_in_case_the_first_eviction_was_lost() {
+    let mut h = Harness::new(&lab6());
+    handshake6(&mut h);
+    h.forwarded(&POD_A1, &tcp6(&POD_A1, POD_A1_V6, POD_B1_V6, 40000, 80, TCP_ACK), &POD_B1);
+    assert_eq!(grants6(&mut h).len(), 4);
+    h.forwarded(&POD_A1, &tcp6(&POD_A1, POD_A1_V6, POD_B1_V6, 40000, 80, TCP_FIN | TCP_ACK), &POD_B1);
+    assert_eq!(evictions6(&mut h).len(), 4);
+    // Node B never got its eviction and carried the other side's segments on: they count (the
+    // flow still lives), and node B is told again.
+    let record = ReportRecord {
+        src_vni: vni(21),
+        src_vlan: 1001,
+        tuple: Tuple { protocol: PROTO_TCP, src: POD_B1_V6, dst: POD_A1_V6, sport: 80, dport: 40000 },
+        packets: 3,
+        bytes: 300,
+    };
+    let before = h.stats();
+    // (Both twins hear the reports: the frames sent next must count alike in both.)
+    assert!(h.split.fast_path_report6(h.now, NODE_B, &record));
+    assert!(h.fabric.fast_path_report6(h.now, NODE_B, &record));
+    assert_eq!(port(&h.stats(), 21).rx_frames - port(&before, 21).rx_frames, 3);
+    let gone = evictions6(&mut h);
+    assert!(matches!(gone[..], [(NODE_B, Entry::Egress(e))] if e.tuple == record.tuple), "{gone:?}");
+    // The same for IPv4.
+    handshake(&mut h);
+    h.forwarded(&POD_A1, &tcp_datagram(&POD_A1, POD_B1.ip, 40000, 80, TCP_ACK), &POD_B1);
+    assert_eq!(grants(&mut h).len(), 4);
+    h.forwarded(&POD_B1, &tcp_datagram(&POD_B1, POD_A1.ip, 80, 40000, TCP_RST), &POD_A1);
+    assert_eq!(evictions(&mut h).len(), 4);
+    let record = ReportRecord {
+        src_vni: vni(10),
+        src_vlan: 1001,
+        tuple: Tuple { protocol: PROTO_TCP, src: POD_A1.ip, dst: POD_B1.ip, sport: 40000, dport: 80 },
+        packets: 1,
+        bytes: 100,
+    };
+    assert!(h.split.fast_path_report(h.now, NODE_A, &record));
+    assert!(h.fabric.fast_path_report(h.now, NODE_A, &record));
+    let gone = evictions(&mut h);
+    assert!(matches!(gone[..], [(NODE_A, Entry::Egress(e))] if e.tuple == record.tuple), "{gone:?}");
+}
