@@ -26,7 +26,12 @@
 //! entries for a device in another namespace are not installed (a redirect cannot cross
 //! namespaces), so such flows stay on the slow path.
 //!
-//! Must not: install anything the fabric did not grant, or keep working on an old epoch.
+//! An entry's idle time runs from its last packet, and until the first from its grant (see
+//! `granted_at`): the kernel stops using it no later than conntrack forgets its flow, also when
+//! its direction never sent anything.
+//!
+//! Must not: install anything the fabric did not grant, keep working on an old epoch, or keep
+//! an entry past its flow's idle timeout, used or not.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
