@@ -8,8 +8,12 @@
 //       an untagged IPv4 TCP (not SYN/FIN/RST) or UDP packet, not a fragment, whose
 //       (device, 5-tuple) has an egress entry of the node's current epoch, not idle past its
 //       timeout → counted, tunnel key (destination node, destination port as VXLAN id),
-//       redirected to the node's metadata-mode VXLAN device. Anything else: TC_ACT_OK, the
-//       frame goes on to the TAP and the shim relays it to the pipeline (the slow path).
+//       redirected to the node's metadata-mode VXLAN device. An untagged IPv6 packet whose
+//       next header is TCP (not SYN/FIN/RST) or UDP itself, by the same rules, in maps of its
+//       own (`egress6`, `ingress6`: 16-byte addresses; the IPv4 keys keep their size); one
+//       with any extension header (hop-by-hop, routing, fragment, ...) is not for the fast
+//       path. Anything else: TC_ACT_OK, the frame goes on to the TAP and the shim relays it to
+//       the pipeline (the slow path).
 //   member sub-interface (the VLAN datapath's, a veth pair: the pod's end in its namespace,
 //   the node's end here, and a TAP in the node namespace the shim relays): tc ingress on the
 //   node's end `fp_member_out`: as fp_egress, and what is not carried goes to the TAP's egress
@@ -17,8 +21,9 @@
 //   the node's end's egress (into the pod). So the pod's frames never meet the node's stack,
 //   as a real VLAN sub-interface's never do.
 //   VXLAN device: tc ingress `fp_ingress` (into a member's pod with bpf_redirect_peer)
-//       (VXLAN id, 5-tuple) must have an ingress entry of the current epoch, from the node it
-//       was granted for (outer source), not idle → MACs rewritten as the pipeline rewrites
+//       (VXLAN id, 5-tuple), parsed as on egress (IPv4, or IPv6 with TCP/UDP as its next
+//       header), must have an ingress entry in its family's map, of the current epoch, from
+//       the node it was granted for (outer source), not idle → MACs rewritten as the pipeline rewrites
 //       them (gateway ee:ff:ff:ff:ff:ff → the port's MAC), the member's tag pushed if the
 //       port keeps tags, redirected into the device's ingress as if the fabric had written it.
 //       Anything else is dropped and counted: nothing reaches a node that no verdict of the
@@ -31,6 +36,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -48,7 +54,7 @@ struct egress_key {
 struct egress_val {
     __u64 epoch;
     __u64 idle_ns;
-    __u64 last_ns;       // 0 = installed, not used yet
+    __u64 last_ns;       // the last packet's time, or (until the first) the grant's, a second early
     __u64 packets;
     __u64 bytes;
     __u32 remote;        // destination node's fast-path address, host order (tunnel key)
@@ -64,7 +70,7 @@ struct ingress_key {
 struct ingress_val {
     __u64 epoch;
     __u64 idle_ns;
-    __u64 last_ns;
+    __u64 last_ns;       // as egress_val's
     __u32 peer;          // the sending node's fast-path address, host order
     __u32 ifindex;       // the device to deliver into
     __u8 mac[6];         // destination MAC (the pipeline's rewrite)
@@ -73,11 +79,30 @@ struct ingress_val {
     __u32 pad;
 };
 #define DELIVER_EGRESS 1
+// IPv6 flows: the same values, keys with 16-byte addresses.
+struct egress6_key {
+    __u32 ifindex;
+    __u8 proto;
+    __u8 pad[3];
+    __u8 src[16], dst[16];
+    __u16 sport, dport;  // network order
+};
+struct ingress6_key {
+    __u32 vni;
+    __u8 proto;
+    __u8 pad[3];
+    __u8 src[16], dst[16];
+    __u16 sport, dport;
+};
 struct state {
     __u64 epoch;         // the node's current epoch; 0 = nothing is valid
     __u32 vxlan_ifindex;
     __u32 pad;
 };
+// The sizes fastpath.rs asserts too: a key laid out differently there would never match.
+_Static_assert(sizeof(struct egress_key) == 20 && sizeof(struct ingress_key) == 20, "IPv4 keys");
+_Static_assert(sizeof(struct egress6_key) == 44 && sizeof(struct ingress6_key) == 44, "IPv6 keys");
+_Static_assert(sizeof(struct egress_val) == 48 && sizeof(struct ingress_val) == 48, "values");
 
 // Counters (per CPU), read by the shim.
 enum { C_CARRIED, C_SLOW, C_DELIVERED, C_REFUSED, C_MAX };
@@ -95,6 +120,20 @@ struct {
     __type(key, struct ingress_key);
     __type(value, struct ingress_val);
 } ingress SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct egress6_key);
+    __type(value, struct egress_val);
+} egress6 SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct ingress6_key);
+    __type(value, struct ingress_val);
+} ingress6 SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -126,28 +165,18 @@ static __always_inline void count(__u32 which) {
         *c += 1;
 }
 
-// The 5-tuple of an untagged IPv4 TCP/UDP frame; TCP segments that move conntrack's state
-// (SYN, FIN, RST) and fragments are not for the fast path. Returns 0 when it is one. Read with
-// bpf_skb_load_bytes, not direct access: a TCP segment on its way out is a clone (TCP keeps the
-// original for retransmission), and making its head writable to read it would copy it.
-static __always_inline int tuple(struct __sk_buff *skb, __u8 *proto, __u32 *src, __u32 *dst,
-                                 __u16 *sport, __u16 *dport) {
-    struct ethhdr eth;
-    struct iphdr ip;
-    if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) || eth.h_proto != bpf_htons(ETH_P_IP))
-        return -1;
-    if (bpf_skb_load_bytes(skb, sizeof(eth), &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
-        return -1;
-    if (ip.frag_off & bpf_htons(0x3fff))
-        return -1;
-    __u32 l4 = sizeof(eth) + ip.ihl * 4;
-    if (ip.protocol == IPPROTO_TCP) {
+// The ports of a TCP/UDP header at `l4`; TCP segments that move conntrack's state (SYN, FIN,
+// RST) are not for the fast path. Returns 0 when it is one. Read with bpf_skb_load_bytes, not
+// direct access: a TCP segment on its way out is a clone (TCP keeps the original for
+// retransmission), and making its head writable to read it would copy it.
+static __always_inline int ports(struct __sk_buff *skb, __u32 l4, __u8 proto, __u16 *sport, __u16 *dport) {
+    if (proto == IPPROTO_TCP) {
         struct tcphdr t;
         if (bpf_skb_load_bytes(skb, l4, &t, sizeof(t)) || t.syn || t.fin || t.rst)
             return -1;
         *sport = t.source;
         *dport = t.dest;
-    } else if (ip.protocol == IPPROTO_UDP) {
+    } else if (proto == IPPROTO_UDP) {
         struct udphdr u;
         if (bpf_skb_load_bytes(skb, l4, &u, sizeof(u)))
             return -1;
@@ -156,10 +185,69 @@ static __always_inline int tuple(struct __sk_buff *skb, __u8 *proto, __u32 *src,
     } else {
         return -1;
     }
+    return 0;
+}
+
+// The EtherType of an untagged frame (network order), 0 when unreadable.
+static __always_inline __u16 ethertype(struct __sk_buff *skb) {
+    __u16 proto;
+    if (bpf_skb_load_bytes(skb, __builtin_offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
+        return 0;
+    return proto;
+}
+
+// The 5-tuple of an untagged IPv4 TCP/UDP frame, not a fragment. Returns 0 when it is one.
+static __always_inline int tuple(struct __sk_buff *skb, __u8 *proto, __u32 *src, __u32 *dst,
+                                 __u16 *sport, __u16 *dport) {
+    struct iphdr ip;
+    if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
+        return -1;
+    if (ip.frag_off & bpf_htons(0x3fff))
+        return -1;
+    if (ports(skb, sizeof(struct ethhdr) + ip.ihl * 4, ip.protocol, sport, dport))
+        return -1;
     *proto = ip.protocol;
     *src = ip.saddr;
     *dst = ip.daddr;
     return 0;
+}
+
+// The 5-tuple of an untagged IPv6 frame whose next header is TCP or UDP itself: an extension
+// header (a fragment's included) sends it to the slow path, which walks the chain. Returns 0
+// when it is one.
+static __always_inline int tuple6(struct __sk_buff *skb, __u8 *proto, __u8 *src, __u8 *dst,
+                                  __u16 *sport, __u16 *dport) {
+    struct ipv6hdr ip;
+    if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip)) || ip.version != 6)
+        return -1;
+    if (ports(skb, sizeof(struct ethhdr) + sizeof(ip), ip.nexthdr, sport, dport))
+        return -1;
+    *proto = ip.nexthdr;
+    __builtin_memcpy(src, &ip.saddr, 16);
+    __builtin_memcpy(dst, &ip.daddr, 16);
+    return 0;
+}
+
+// The egress entry of a frame leaving device `ifindex`, of either family: NULL when it has
+// none; *eligible says whether the frame was one the fast path could carry at all.
+static __always_inline struct egress_val *egress_entry(struct __sk_buff *skb, int *eligible) {
+    __u16 proto = ethertype(skb);
+    *eligible = 0;
+    if (proto == bpf_htons(ETH_P_IP)) {
+        struct egress_key k = {.ifindex = skb->ifindex};
+        if (tuple(skb, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
+            return NULL;
+        *eligible = 1;
+        return bpf_map_lookup_elem(&egress, &k);
+    }
+    if (proto == bpf_htons(ETH_P_IPV6)) {
+        struct egress6_key k = {.ifindex = skb->ifindex};
+        if (tuple6(skb, &k.proto, k.src, k.dst, &k.sport, &k.dport))
+            return NULL;
+        *eligible = 1;
+        return bpf_map_lookup_elem(&egress6, &k);
+    }
+    return NULL;
 }
 
 // The fast path for a frame leaving a node device: >= 0 = carried (the redirect's verdict),
@@ -169,12 +257,15 @@ static __always_inline int carry(struct __sk_buff *skb) {
     struct state *st = bpf_map_lookup_elem(&config, &zero);
     if (!st || !st->epoch || skb->vlan_present)
         return -1;
-    struct egress_key k = {.ifindex = skb->ifindex};
-    if (tuple(skb, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
+    int eligible;
+    struct egress_val *v = egress_entry(skb, &eligible);
+    if (!eligible)
         return -1;
-    struct egress_val *v = bpf_map_lookup_elem(&egress, &k);
     __u64 now = bpf_ktime_get_ns();
-    if (!v || v->epoch != st->epoch || (v->last_ns && now - v->last_ns > v->idle_ns)) {
+    // Idle since the last packet, or since the grant for an entry not used yet: an entry of a
+    // direction that never sends must end with its flow too. (A last_ns ahead of the clock
+    // wraps to idle: on the slow path, never carried.)
+    if (!v || v->epoch != st->epoch || now - v->last_ns > v->idle_ns) {
         count(C_SLOW);
         return -1;
     }
@@ -213,6 +304,24 @@ int fp_member_in(struct __sk_buff *skb) {
     return veth ? bpf_redirect(*veth, 0) : TC_ACT_SHOT;
 }
 
+// The ingress entry of a frame that arrived with VXLAN id `vni`, of either family, or NULL.
+static __always_inline struct ingress_val *ingress_entry(struct __sk_buff *skb, __u32 vni) {
+    __u16 proto = ethertype(skb);
+    if (proto == bpf_htons(ETH_P_IP)) {
+        struct ingress_key k = {.vni = vni};
+        if (tuple(skb, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
+            return NULL;
+        return bpf_map_lookup_elem(&ingress, &k);
+    }
+    if (proto == bpf_htons(ETH_P_IPV6)) {
+        struct ingress6_key k = {.vni = vni};
+        if (tuple6(skb, &k.proto, k.src, k.dst, &k.sport, &k.dport))
+            return NULL;
+        return bpf_map_lookup_elem(&ingress6, &k);
+    }
+    return NULL;
+}
+
 SEC("classifier")
 int fp_ingress(struct __sk_buff *skb) {
     __u32 zero = 0;
@@ -220,12 +329,9 @@ int fp_ingress(struct __sk_buff *skb) {
     struct bpf_tunnel_key tk = {};
     if (!st || !st->epoch || bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0))
         goto refuse;
-    struct ingress_key k = {.vni = tk.tunnel_id};
-    if (tuple(skb, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
-        goto refuse;
-    struct ingress_val *v = bpf_map_lookup_elem(&ingress, &k);
+    struct ingress_val *v = ingress_entry(skb, tk.tunnel_id);
     __u64 now = bpf_ktime_get_ns();
-    if (!v || v->epoch != st->epoch || v->peer != tk.remote_ipv4 || (v->last_ns && now - v->last_ns > v->idle_ns))
+    if (!v || v->epoch != st->epoch || v->peer != tk.remote_ipv4 || now - v->last_ns > v->idle_ns)
         goto refuse;
     __u8 macs[12];
     __builtin_memcpy(macs, v->mac, 6);

@@ -12,9 +12,12 @@
 //! The fabric's pipeline decides; this module only writes what it granted into the maps (see
 //! `enifab_net::wire::fastpath`): egress entries keyed by the sending device and the
 //! 5-tuple, ingress entries keyed by the VXLAN id (the receiving port) and the 5-tuple, each
-//! valid while the node's epoch is the one it was granted under. A revocation sets the epoch, so
-//! every cached verdict stops at once; entries are replaced by the next grants. Reports send the
-//! packets and bytes carried since the last report back to the fabric.
+//! valid while the node's epoch is the one it was granted under. IPv6 flows have maps of their
+//! own (`egress6`, `ingress6`, keys with 16-byte addresses), filled from IPv6 grants by the same
+//! code ([`FastPath::install6`]): one epoch covers both families. A revocation sets the epoch,
+//! so every cached verdict stops at once; entries are replaced by the next grants. Reports send
+//! the packets and bytes carried since the last report back to the fabric, each family's in
+//! messages of its own.
 //!
 //! Where the kernel lacks what this needs (no BPF, no VXLAN, no clang at build time, no
 //! underlay address), [`FastPath::start`] fails with the reason; the shim says so once and
@@ -23,16 +26,25 @@
 //! entries for a device in another namespace are not installed (a redirect cannot cross
 //! namespaces), so such flows stay on the slow path.
 //!
-//! Must not: install anything the fabric did not grant, or keep working on an old epoch.
+//! An entry's idle time runs from its last packet, and until the first from its grant (see
+//! `granted_at`): the kernel stops using it no later than conntrack forgets its flow, also when
+//! its direction never sent anything.
+//!
+//! Must not: install anything the fabric did not grant, keep working on an old epoch, or keep
+//! an entry past its flow's idle timeout, used or not.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+#[cfg(enifab_bpf)]
+use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
 use enifab_net::Vni;
-use enifab_net::wire::fastpath::{Entry, ReportRecord, Tuple};
+#[cfg(enifab_bpf)]
+use enifab_net::wire::fastpath::{Addr, Tuple};
+use enifab_net::wire::fastpath::{Entry, Entry6, ReportRecord, ReportRecord6};
 
 use crate::driver::DriverError;
 use crate::driver::netlink::Netlink;
@@ -142,6 +154,28 @@ mod bpf {
     }
     pub const DELIVER_EGRESS: u32 = 1;
     #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct EgressKey6 {
+        pub ifindex: u32,
+        pub proto: u8,
+        pub pad: [u8; 3],
+        pub src: [u8; 16],
+        pub dst: [u8; 16],
+        pub sport: [u8; 2],
+        pub dport: [u8; 2],
+    }
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct IngressKey6 {
+        pub vni: u32,
+        pub proto: u8,
+        pub pad: [u8; 3],
+        pub src: [u8; 16],
+        pub dst: [u8; 16],
+        pub sport: [u8; 2],
+        pub dport: [u8; 2],
+    }
+    #[repr(C)]
     #[derive(Debug, Clone, Copy)]
     pub struct State {
         pub epoch: u64,
@@ -154,6 +188,13 @@ mod bpf {
     unsafe impl aya::Pod for IngressKey {}
     unsafe impl aya::Pod for IngressVal {}
     unsafe impl aya::Pod for State {}
+    unsafe impl aya::Pod for EgressKey6 {}
+    unsafe impl aya::Pod for IngressKey6 {}
+
+    // The C side's sizes: a key that differs would never match.
+    const _: () = assert!(size_of::<EgressKey>() == 20 && size_of::<IngressKey>() == 20);
+    const _: () = assert!(size_of::<EgressKey6>() == 44 && size_of::<IngressKey6>() == 44);
+    const _: () = assert!(size_of::<EgressVal>() == 48 && size_of::<IngressVal>() == 48);
 
     pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath.bpf.o"));
 }
@@ -173,12 +214,137 @@ impl std::fmt::Debug for FastPath {
     }
 }
 
+/// One family's maps, and what of them was reported.
+#[cfg(enifab_bpf)]
+struct Maps<EK, IK> {
+    egress: aya::maps::HashMap<aya::maps::MapData, EK, bpf::EgressVal>,
+    ingress: aya::maps::HashMap<aya::maps::MapData, IK, bpf::IngressVal>,
+    /// Packets and bytes already reported, per egress entry.
+    reported: HashMap<EK, (u64, u64)>,
+}
+
+#[cfg(enifab_bpf)]
+impl<EK: aya::Pod + Eq + std::hash::Hash, IK: aya::Pod> Maps<EK, IK> {
+    fn take(ebpf: &mut aya::Ebpf, egress: &str, ingress: &str) -> Result<Maps<EK, IK>, FastPathError> {
+        let bpf_err = |e: &dyn std::fmt::Display| FastPathError::Bpf(e.to_string());
+        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| bpf_err(&name));
+        Ok(Maps {
+            egress: aya::maps::HashMap::try_from(take(egress)?).map_err(|e| bpf_err(&e))?,
+            ingress: aya::maps::HashMap::try_from(take(ingress)?).map_err(|e| bpf_err(&e))?,
+            reported: HashMap::new(),
+        })
+    }
+}
+
+/// What the maps of an address family are keyed by, and how a tuple of that family becomes a
+/// key (and back).
+#[cfg(enifab_bpf)]
+trait Keys: Addr {
+    type Egress: aya::Pod + Eq + std::hash::Hash;
+    type Ingress: aya::Pod;
+    fn maps(inner: &mut Inner) -> &mut Maps<Self::Egress, Self::Ingress>;
+    fn egress_key(ifindex: u32, t: &Tuple<Self>) -> Self::Egress;
+    fn ingress_key(vni: Vni, t: &Tuple<Self>) -> Self::Ingress;
+    /// The device and the tuple of an egress key.
+    fn from_egress_key(k: &Self::Egress) -> (u32, Tuple<Self>);
+}
+
+#[cfg(enifab_bpf)]
+impl Keys for Ipv4Addr {
+    type Egress = bpf::EgressKey;
+    type Ingress = bpf::IngressKey;
+
+    fn maps(inner: &mut Inner) -> &mut Maps<bpf::EgressKey, bpf::IngressKey> {
+        &mut inner.v4
+    }
+
+    fn egress_key(ifindex: u32, t: &Tuple) -> bpf::EgressKey {
+        bpf::EgressKey {
+            ifindex,
+            proto: t.protocol,
+            pad: [0; 3],
+            src: t.src.octets(),
+            dst: t.dst.octets(),
+            sport: t.sport.to_be_bytes(),
+            dport: t.dport.to_be_bytes(),
+        }
+    }
+
+    fn ingress_key(vni: Vni, t: &Tuple) -> bpf::IngressKey {
+        bpf::IngressKey {
+            vni: vni.get(),
+            proto: t.protocol,
+            pad: [0; 3],
+            src: t.src.octets(),
+            dst: t.dst.octets(),
+            sport: t.sport.to_be_bytes(),
+            dport: t.dport.to_be_bytes(),
+        }
+    }
+
+    fn from_egress_key(k: &bpf::EgressKey) -> (u32, Tuple) {
+        let t = Tuple {
+            protocol: k.proto,
+            src: Ipv4Addr::from(k.src),
+            dst: Ipv4Addr::from(k.dst),
+            sport: u16::from_be_bytes(k.sport),
+            dport: u16::from_be_bytes(k.dport),
+        };
+        (k.ifindex, t)
+    }
+}
+
+#[cfg(enifab_bpf)]
+impl Keys for Ipv6Addr {
+    type Egress = bpf::EgressKey6;
+    type Ingress = bpf::IngressKey6;
+
+    fn maps(inner: &mut Inner) -> &mut Maps<bpf::EgressKey6, bpf::IngressKey6> {
+        &mut inner.v6
+    }
+
+    fn egress_key(ifindex: u32, t: &Tuple<Ipv6Addr>) -> bpf::EgressKey6 {
+        bpf::EgressKey6 {
+            ifindex,
+            proto: t.protocol,
+            pad: [0; 3],
+            src: t.src.octets(),
+            dst: t.dst.octets(),
+            sport: t.sport.to_be_bytes(),
+            dport: t.dport.to_be_bytes(),
+        }
+    }
+
+    fn ingress_key(vni: Vni, t: &Tuple<Ipv6Addr>) -> bpf::IngressKey6 {
+        bpf::IngressKey6 {
+            vni: vni.get(),
+            proto: t.protocol,
+            pad: [0; 3],
+            src: t.src.octets(),
+            dst: t.dst.octets(),
+            sport: t.sport.to_be_bytes(),
+            dport: t.dport.to_be_bytes(),
+        }
+    }
+
+    fn from_egress_key(k: &bpf::EgressKey6) -> (u32, Tuple<Ipv6Addr>) {
+        let t = Tuple {
+            protocol: k.proto,
+            src: Ipv6Addr::from(k.src),
+            dst: Ipv6Addr::from(k.dst),
+            sport: u16::from_be_bytes(k.sport),
+            dport: u16::from_be_bytes(k.dport),
+        };
+        (k.ifindex, t)
+    }
+}
+
 #[cfg(enifab_bpf)]
 struct Inner {
     /// `None` only while it visits the namespace's thread in [`FastPath::attach`].
     ebpf: Option<aya::Ebpf>,
-    egress: aya::maps::HashMap<aya::maps::MapData, bpf::EgressKey, bpf::EgressVal>,
-    ingress: aya::maps::HashMap<aya::maps::MapData, bpf::IngressKey, bpf::IngressVal>,
+    v4: Maps<bpf::EgressKey, bpf::IngressKey>,
+    v6: Maps<bpf::EgressKey6, bpf::IngressKey6>,
     config: aya::maps::Array<aya::maps::MapData, bpf::State>,
     patch: aya::maps::HashMap<aya::maps::MapData, u32, u32>,
     /// Member sub-interfaces' devices (the node's end of the veth, the TAP), with their links.
@@ -187,8 +353,6 @@ struct Inner {
     epoch: u64,
     /// Devices the egress program is attached to (ifindex), with their link.
     attached: HashMap<u32, aya::programs::tc::SchedClassifierLink>,
-    /// Packets and bytes already reported, per egress entry.
-    reported: HashMap<bpf::EgressKey, (u64, u64)>,
 }
 
 impl FastPath {
@@ -317,47 +481,18 @@ impl FastPath {
     /// skipped).
     pub fn install(&self, epoch: u64, entries: impl Iterator<Item = Entry>, devices: &Devices) -> usize {
         #[cfg(enifab_bpf)]
+        return install_in(&mut self.lock(), epoch, entries, devices);
+        #[cfg(not(enifab_bpf))]
         {
-            let mut inner = self.lock();
-            let mut n = 0;
-            for e in entries {
-                let ok = match e {
-                    Entry::Egress(g) => {
-                        let Some(&ifindex) = devices.egress.get(&(g.src_vni, g.src_vlan)) else { continue };
-                        let key = egress_key(ifindex, &g.tuple);
-                        let val = bpf::EgressVal {
-                            epoch,
-                            idle_ns: u64::from(g.idle_secs) * 1_000_000_000,
-                            last_ns: 0, // fresh until its first packet
-                            packets: 0,
-                            bytes: 0,
-                            remote: u32::from(g.peer),
-                            vni: g.dst_vni.get(),
-                        };
-                        inner.reported.remove(&key);
-                        inner.egress.insert(key, val, 0).is_ok()
-                    }
-                    Entry::Ingress(g) => {
-                        let Some(d) = devices.ingress.get(&(g.dst_vni, g.dst_vlan)) else { continue };
-                        let key = ingress_key(g.dst_vni, &g.tuple);
-                        let val = bpf::IngressVal {
-                            epoch,
-                            idle_ns: u64::from(g.idle_secs) * 1_000_000_000,
-                            last_ns: 0, // fresh until its first packet
-                            peer: u32::from(g.peer),
-                            ifindex: d.ifindex,
-                            mac: g.dst_mac.0,
-                            vlan: d.push,
-                            flags: if d.egress { bpf::DELIVER_EGRESS } else { 0 },
-                            pad: 0,
-                        };
-                        inner.ingress.insert(key, val, 0).is_ok()
-                    }
-                };
-                n += usize::from(ok);
-            }
-            n
+            let _ = (epoch, entries, devices);
+            0
         }
+    }
+
+    /// [`FastPath::install`] for the entries of an IPv6 grant, into the IPv6 maps.
+    pub fn install6(&self, epoch: u64, entries: impl Iterator<Item = Entry6>, devices: &Devices) -> usize {
+        #[cfg(enifab_bpf)]
+        return install_in(&mut self.lock(), epoch, entries, devices);
         #[cfg(not(enifab_bpf))]
         {
             let _ = (epoch, entries, devices);
@@ -368,73 +503,25 @@ impl FastPath {
     /// Forgets the entries named (by their keys), from this call's return on.
     pub fn evict(&self, entries: impl Iterator<Item = Entry>, devices: &Devices) {
         #[cfg(enifab_bpf)]
-        {
-            let mut inner = self.lock();
-            for e in entries {
-                match e {
-                    Entry::Egress(g) => {
-                        let Some(&ifindex) = devices.egress.get(&(g.src_vni, g.src_vlan)) else { continue };
-                        let key = egress_key(ifindex, &g.tuple);
-                        let _ = inner.egress.remove(&key);
-                        inner.reported.remove(&key);
-                    }
-                    Entry::Ingress(g) => {
-                        let _ = inner.ingress.remove(&ingress_key(g.dst_vni, &g.tuple));
-                    }
-                }
-            }
-        }
+        evict_in(&mut self.lock(), entries, devices);
         #[cfg(not(enifab_bpf))]
         let _ = (entries, devices);
     }
 
-    /// What the kernel carried since the last call, per egress entry, named as the fabric knows
-    /// the sender (port and VLAN); entries of old epochs (which the kernel no longer uses) are
-    /// removed from the maps on the way, so they hold what is in force.
+    /// [`FastPath::evict`] for IPv6 entries.
+    pub fn evict6(&self, entries: impl Iterator<Item = Entry6>, devices: &Devices) {
+        #[cfg(enifab_bpf)]
+        evict_in(&mut self.lock(), entries, devices);
+        #[cfg(not(enifab_bpf))]
+        let _ = (entries, devices);
+    }
+
+    /// What the kernel carried of IPv4 flows since the last call, per egress entry, named as
+    /// the fabric knows the sender (port and VLAN); entries of old epochs (which the kernel no
+    /// longer uses) are removed from the maps on the way, so they hold what is in force.
     pub fn report(&self, devices: &Devices) -> Vec<ReportRecord> {
         #[cfg(enifab_bpf)]
-        {
-            let by_ifindex: HashMap<u32, (Vni, u16)> = devices.egress.iter().map(|(k, i)| (*i, *k)).collect();
-            let mut inner = self.lock();
-            let epoch = inner.epoch;
-            let mut out = Vec::new();
-            let mut stale = Vec::new();
-            let entries: Vec<(bpf::EgressKey, bpf::EgressVal)> = inner.egress.iter().flatten().collect();
-            for (k, v) in entries {
-                let before = inner.reported.get(&k).copied().unwrap_or((0, 0));
-                if v.packets > before.0
-                    && let Some(&(src_vni, src_vlan)) = by_ifindex.get(&k.ifindex)
-                {
-                    out.push(ReportRecord {
-                        src_vni,
-                        src_vlan,
-                        tuple: Tuple {
-                            protocol: k.proto,
-                            src: Ipv4Addr::from(k.src),
-                            dst: Ipv4Addr::from(k.dst),
-                            sport: u16::from_be_bytes(k.sport),
-                            dport: u16::from_be_bytes(k.dport),
-                        },
-                        packets: v.packets - before.0,
-                        bytes: v.bytes.saturating_sub(before.1),
-                    });
-                    inner.reported.insert(k, (v.packets, v.bytes));
-                }
-                if v.epoch != epoch {
-                    stale.push(k);
-                }
-            }
-            for k in stale {
-                let _ = inner.egress.remove(&k);
-                inner.reported.remove(&k);
-            }
-            let stale: Vec<bpf::IngressKey> =
-                inner.ingress.iter().flatten().filter(|(_, v)| v.epoch != epoch).map(|(k, _)| k).collect();
-            for k in stale {
-                let _ = inner.ingress.remove(&k);
-            }
-            out
-        }
+        return report_in(&mut self.lock(), devices);
         #[cfg(not(enifab_bpf))]
         {
             let _ = devices;
@@ -442,12 +529,34 @@ impl FastPath {
         }
     }
 
-    /// How many egress and ingress entries the maps hold (of any epoch).
+    /// [`FastPath::report`] for IPv6 flows (and the IPv6 maps' old entries).
+    pub fn report6(&self, devices: &Devices) -> Vec<ReportRecord6> {
+        #[cfg(enifab_bpf)]
+        return report_in(&mut self.lock(), devices);
+        #[cfg(not(enifab_bpf))]
+        {
+            let _ = devices;
+            Vec::new()
+        }
+    }
+
+    /// How many IPv4 egress and ingress entries the maps hold (of any epoch).
     pub fn entries(&self) -> (usize, usize) {
         #[cfg(enifab_bpf)]
         {
             let inner = self.lock();
-            (inner.egress.keys().count(), inner.ingress.keys().count())
+            (inner.v4.egress.keys().count(), inner.v4.ingress.keys().count())
+        }
+        #[cfg(not(enifab_bpf))]
+        (0, 0)
+    }
+
+    /// How many IPv6 egress and ingress entries the maps hold (of any epoch).
+    pub fn entries6(&self) -> (usize, usize) {
+        #[cfg(enifab_bpf)]
+        {
+            let inner = self.lock();
+            (inner.v6.egress.keys().count(), inner.v6.ingress.keys().count())
         }
         #[cfg(not(enifab_bpf))]
         (0, 0)
@@ -489,30 +598,132 @@ impl Drop for FastPath {
     }
 }
 
+/// Installs a grant's entries of family `A` (see [`FastPath::install`]).
 #[cfg(enifab_bpf)]
-fn ingress_key(vni: Vni, t: &Tuple) -> bpf::IngressKey {
-    bpf::IngressKey {
-        vni: vni.get(),
-        proto: t.protocol,
-        pad: [0; 3],
-        src: t.src.octets(),
-        dst: t.dst.octets(),
-        sport: t.sport.to_be_bytes(),
-        dport: t.dport.to_be_bytes(),
+fn install_in<A: Keys>(
+    inner: &mut Inner,
+    epoch: u64,
+    entries: impl Iterator<Item = Entry<A>>,
+    devices: &Devices,
+) -> usize {
+    let since = granted_at();
+    let maps = A::maps(inner);
+    let mut n = 0;
+    for e in entries {
+        let ok = match e {
+            Entry::Egress(g) => {
+                let Some(&ifindex) = devices.egress.get(&(g.src_vni, g.src_vlan)) else { continue };
+                let key = A::egress_key(ifindex, &g.tuple);
+                let val = bpf::EgressVal {
+                    epoch,
+                    idle_ns: u64::from(g.idle_secs) * 1_000_000_000,
+                    last_ns: since,
+                    packets: 0,
+                    bytes: 0,
+                    remote: u32::from(g.peer),
+                    vni: g.dst_vni.get(),
+                };
+                maps.reported.remove(&key);
+                maps.egress.insert(key, val, 0).is_ok()
+            }
+            Entry::Ingress(g) => {
+                let Some(d) = devices.ingress.get(&(g.dst_vni, g.dst_vlan)) else { continue };
+                let key = A::ingress_key(g.dst_vni, &g.tuple);
+                let val = bpf::IngressVal {
+                    epoch,
+                    idle_ns: u64::from(g.idle_secs) * 1_000_000_000,
+                    last_ns: since,
+                    peer: u32::from(g.peer),
+                    ifindex: d.ifindex,
+                    mac: g.dst_mac.0,
+                    vlan: d.push,
+                    flags: if d.egress { bpf::DELIVER_EGRESS } else { 0 },
+                    pad: 0,
+                };
+                maps.ingress.insert(key, val, 0).is_ok()
+            }
+        };
+        n += usize::from(ok);
+    }
+    n
+}
+
+/// Where a new entry's idle time starts, on the clock the programs read (`bpf_ktime_get_ns` is
+/// CLOCK_MONOTONIC): a second before now. The fabric granted the flow when one of its packets
+/// refreshed conntrack, a moment before the grant got here; counting from then (with a second
+/// to spare for the way here) the kernel stops using an entry no later than conntrack forgets
+/// the flow, also an entry whose direction never sends a packet (the kernel's own clock takes
+/// over at the first). Without a clock, "long ago": the entry is never used, the flow stays on
+/// the slow path.
+#[cfg(enifab_bpf)]
+fn granted_at() -> u64 {
+    const SLACK_NS: u64 = 1_000_000_000;
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .ok()
+        .and_then(|t| {
+            let (secs, nanos) = (u64::try_from(t.tv_sec()).ok()?, u64::try_from(t.tv_nsec()).ok()?);
+            secs.checked_mul(1_000_000_000)?.checked_add(nanos)?.checked_sub(SLACK_NS)
+        })
+        .unwrap_or(1)
+}
+
+/// Forgets entries of family `A` (see [`FastPath::evict`]).
+#[cfg(enifab_bpf)]
+fn evict_in<A: Keys>(inner: &mut Inner, entries: impl Iterator<Item = Entry<A>>, devices: &Devices) {
+    let maps = A::maps(inner);
+    for e in entries {
+        match e {
+            Entry::Egress(g) => {
+                let Some(&ifindex) = devices.egress.get(&(g.src_vni, g.src_vlan)) else { continue };
+                let key = A::egress_key(ifindex, &g.tuple);
+                let _ = maps.egress.remove(&key);
+                maps.reported.remove(&key);
+            }
+            Entry::Ingress(g) => {
+                let _ = maps.ingress.remove(&A::ingress_key(g.dst_vni, &g.tuple));
+            }
+        }
     }
 }
 
+/// What the kernel carried of family `A` since the last report (see [`FastPath::report`]).
 #[cfg(enifab_bpf)]
-fn egress_key(ifindex: u32, t: &Tuple) -> bpf::EgressKey {
-    bpf::EgressKey {
-        ifindex,
-        proto: t.protocol,
-        pad: [0; 3],
-        src: t.src.octets(),
-        dst: t.dst.octets(),
-        sport: t.sport.to_be_bytes(),
-        dport: t.dport.to_be_bytes(),
+fn report_in<A: Keys>(inner: &mut Inner, devices: &Devices) -> Vec<ReportRecord<A>> {
+    let by_ifindex: HashMap<u32, (Vni, u16)> = devices.egress.iter().map(|(k, i)| (*i, *k)).collect();
+    let epoch = inner.epoch;
+    let maps = A::maps(inner);
+    let mut out = Vec::new();
+    let mut stale = Vec::new();
+    let entries: Vec<(A::Egress, bpf::EgressVal)> = maps.egress.iter().flatten().collect();
+    for (k, v) in entries {
+        let before = maps.reported.get(&k).copied().unwrap_or((0, 0));
+        let (ifindex, tuple) = A::from_egress_key(&k);
+        if v.packets > before.0
+            && let Some(&(src_vni, src_vlan)) = by_ifindex.get(&ifindex)
+        {
+            out.push(ReportRecord {
+                src_vni,
+                src_vlan,
+                tuple,
+                packets: v.packets - before.0,
+                bytes: v.bytes.saturating_sub(before.1),
+            });
+            maps.reported.insert(k, (v.packets, v.bytes));
+        }
+        if v.epoch != epoch {
+            stale.push(k);
+        }
     }
+    for k in stale {
+        let _ = maps.egress.remove(&k);
+        maps.reported.remove(&k);
+    }
+    let stale: Vec<A::Ingress> =
+        maps.ingress.iter().flatten().filter(|(_, v)| v.epoch != epoch).map(|(k, _)| k).collect();
+    for k in stale {
+        let _ = maps.ingress.remove(&k);
+    }
+    out
 }
 
 /// In the node namespace: the underlay address, the VXLAN device, the programs.
@@ -554,22 +765,21 @@ fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathErro
     let _ = aya::programs::tc::qdisc_add_clsact(DEVICE);
     p.attach(DEVICE, TcAttachType::Ingress).map_err(|e| bpf_err(&e))?;
     let take = |ebpf: &mut aya::Ebpf, name: &str| ebpf.take_map(name).ok_or_else(|| bpf_err(&name));
-    let egress = aya::maps::HashMap::try_from(take(&mut ebpf, "egress")?).map_err(|e| bpf_err(&e))?;
-    let ingress = aya::maps::HashMap::try_from(take(&mut ebpf, "ingress")?).map_err(|e| bpf_err(&e))?;
+    let v4 = Maps::take(&mut ebpf, "egress", "ingress")?;
+    let v6 = Maps::take(&mut ebpf, "egress6", "ingress6")?;
     let mut config = aya::maps::Array::try_from(take(&mut ebpf, "config")?).map_err(|e| bpf_err(&e))?;
     let patch = aya::maps::HashMap::try_from(take(&mut ebpf, "patch")?).map_err(|e| bpf_err(&e))?;
     config.set(0, bpf::State { epoch: 0, vxlan_ifindex, pad: 0 }, 0).map_err(|e| bpf_err(&e))?;
     let inner = Inner {
         ebpf: Some(ebpf),
-        egress,
-        ingress,
+        v4,
+        v6,
         config,
         patch,
         patched: HashMap::new(),
         vxlan_ifindex,
         epoch: 0,
         attached: HashMap::new(),
-        reported: HashMap::new(),
     };
     Ok((address, inner))
 }

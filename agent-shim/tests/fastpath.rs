@@ -4,11 +4,12 @@
 //! counters move); a flow the groups refuse never reaches the receiver, carried or not; a
 //! model change revokes every cached verdict (the kernel's epoch changes before the API call
 //! returns) and the flow carries on once judged again; with the fabric's fast path off, the
-//! same traffic goes through the emulator only.
+//! same traffic goes through the emulator only. The same for IPv6 between dual-stack nodes, and
+//! a cached verdict, of either family and in either direction, ends with its flow.
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ use enifab_proto::v1::vpc_client::VpcClient;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::fastpath::FastPathOptions;
 use enifab_shim::{Shim, ShimOptions};
-use support::{Emu, Netns, REGION, eventually, network, privileged, wait_ping};
+use support::{
+    Emu, Netns, REGION, dual_stack_instance, dual_stack_network, eventually, network, privileged, wait_ping,
+};
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 22);
 const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 23);
@@ -652,4 +655,367 @@ async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_membe
     );
     drop(shim_a);
     drop(shim_b);
+}
+
+// ---- IPv6 ------------------------------------------------------------------------------------
+
+/// A rule of `sg` admitting `protocol` on `ports` from the IPv6 block `block`.
+fn admit6(sg: &str, protocol: &str, ports: &str, block: &str) -> pb::AuthorizeSecurityGroupRequest {
+    pb::AuthorizeSecurityGroupRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.into(),
+        permissions: vec![pb::Permission {
+            ip_protocol: protocol.into(),
+            port_range: ports.into(),
+            ipv6_source_cidr_ip: block.into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The rule [`admit6`] (or [`admit`], for an IPv4 `source`) adds, taken away again.
+fn unadmit(sg: &str, protocol: &str, ports: &str, source: &str) -> pb::RevokeSecurityGroupRequest {
+    let v6 = source.contains(':');
+    pb::RevokeSecurityGroupRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.into(),
+        permissions: vec![pb::Permission {
+            ip_protocol: protocol.into(),
+            port_range: ports.into(),
+            source_cidr_ip: if v6 { String::new() } else { source.into() },
+            ipv6_source_cidr_ip: if v6 { source.into() } else { String::new() },
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// `n` datagrams from `src` in `from` to `dst` in `to`, paced; how many arrived within `wait`
+/// of the last.
+fn udp_between(from: &Path, to: &Path, src: SocketAddr, dst: SocketAddr, n: usize, wait: Duration) -> usize {
+    let sink = run_in(to, move || Ok(UdpSocket::bind(dst).unwrap())).unwrap();
+    sink.set_read_timeout(Some(wait)).unwrap();
+    let s = run_in(from, move || Ok(UdpSocket::bind(src).unwrap())).unwrap();
+    let counter = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut got = 0;
+        while sink.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    });
+    for i in 0..n {
+        let _ = s.send_to(&(i as u32).to_be_bytes(), dst);
+        if i % 32 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    counter.join().unwrap()
+}
+
+/// A flow's first datagram, sent again until one arrives (the first waits for neighbour
+/// discovery through the fabric): whether one did.
+fn udp_first(from: &Path, to: &Path, src: SocketAddr, dst: SocketAddr) -> bool {
+    (0..10).any(|_| udp_between(from, to, src, dst, 1, Duration::from_millis(500)) == 1)
+}
+
+/// `bytes` over one TCP connection from `from` to `addr` in `to`: how many the server read, or
+/// why it did not connect.
+fn tcp_to(from: &Path, to: &Path, addr: SocketAddr, bytes: usize) -> Result<usize, String> {
+    let listener = run_in(to, move || Ok(std::net::TcpListener::bind(addr).unwrap())).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let server = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    let mut buf = vec![0u8; 1 << 16];
+                    let mut n = 0;
+                    while let Ok(k) = std::io::Read::read(&mut s, &mut buf) {
+                        if k == 0 {
+                            break;
+                        }
+                        n += k;
+                    }
+                    return n;
+                }
+                Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) => return 0,
+            }
+        }
+    });
+    let c = run_in(from, move || Ok(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)))).unwrap();
+    let mut c = match c {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = server.join();
+            return Err(e.to_string());
+        }
+    };
+    let chunk = vec![0x5au8; 1 << 16];
+    for _ in 0..bytes / chunk.len() {
+        std::io::Write::write_all(&mut c, &chunk).map_err(|e| e.to_string())?;
+    }
+    drop(c);
+    Ok(server.join().unwrap())
+}
+
+/// Two dual-stack nodes with their fast paths over an underlay, in a network whose group admits
+/// nothing between its members yet.
+/// Fields drop in this order: the shims, their namespaces, the emulator, its directory.
+struct DualStackPair {
+    shims: [Shim; 2],
+    na: Netns,
+    nb: Netns,
+    ecs: EcsClient<tonic::transport::Channel>,
+    fabric: FabricClient<tonic::transport::Channel>,
+    _emu: Emu,
+    _dir: tempfile::TempDir,
+    sg: String,
+    /// The VPC's IPv6 /56.
+    block: String,
+    /// Node A's and node B's addresses, IPv4 and IPv6.
+    a: (Ipv4Addr, Ipv6Addr),
+    b: (Ipv4Addr, Ipv6Addr),
+    /// Node A's primary ENI.
+    eni_a: String,
+}
+
+impl DualStackPair {
+    async fn start(tags: [&str; 2], fast: bool) -> DualStackPair {
+        let dir = tempfile::tempdir().unwrap();
+        let emu = Emu::start(&dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).await;
+        let ch = emu.channel().await;
+        let (mut ecs, mut vpc, fabric) =
+            (EcsClient::new(ch.clone()), VpcClient::new(ch.clone()), FabricClient::new(ch));
+        let (vsw, sg, block) = dual_stack_network(&mut ecs, &mut vpc).await;
+        let (ia, a6) = dual_stack_instance(&mut ecs, &vsw, &sg, "10.0.4.22").await;
+        let (ib, b6) = dual_stack_instance(&mut ecs, &vsw, &sg, "10.0.4.23").await;
+        let (na, nb) = (Netns::new(tags[0]), Netns::new(tags[1]));
+        underlay(&na, &nb);
+        if fast && let Err(e) = enifab_shim::fastpath::FastPath::start(&na.path(), &fast_path()) {
+            panic!("this kernel cannot run the fast path: {e}");
+        }
+        let shim_a = Shim::start(shim_options(&emu, dir.path(), &ia, &na, fast)).unwrap();
+        let shim_b = Shim::start(shim_options(&emu, dir.path(), &ib, &nb, fast)).unwrap();
+        for (ns, ip) in [(&na, a6), (&nb, b6)] {
+            let want = format!("{ip}/64");
+            let got = eventually(10, || ns.addrs("eth0", "inet6").contains(&want).then_some(()));
+            assert!(got.is_some(), "eth0 has {want}: {:?}", ns.addrs("eth0", "inet6"));
+        }
+        let eni_a = eventually(10, || {
+            let n = shim_a.node();
+            let n = n.lock().unwrap();
+            n.devices().into_iter().find(|d| d.if_name == "eth0").map(|d| d.eni_id)
+        })
+        .expect("node A's eth0");
+        DualStackPair {
+            shims: [shim_a, shim_b],
+            na,
+            nb,
+            ecs,
+            fabric,
+            _emu: emu,
+            _dir: dir,
+            sg,
+            block,
+            a: (A_IP, a6),
+            b: (B_IP, b6),
+            eni_a,
+        }
+    }
+
+    fn fast(&self, i: usize) -> std::sync::Arc<enifab_shim::fastpath::FastPath> {
+        self.shims[i].node().lock().unwrap().fast_path().cloned().expect("the fast path runs")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_ipv6_flows_move_into_the_kernel_and_the_group_still_decides() {
+    if !privileged("admitted_ipv6_flows_move_into_the_kernel_and_the_group_still_decides") {
+        return;
+    }
+    let mut p = DualStackPair::start(["f6a", "f6b"], true).await;
+    let (sg, block) = (p.sg.clone(), p.block.clone());
+    for (proto, ports) in [("udp", "5000/5000"), ("tcp", "5000/5000")] {
+        p.ecs.authorize_security_group(admit6(&sg, proto, ports, &block)).await.expect("AuthorizeSecurityGroup");
+    }
+    let (fast_a, fast_b) = (p.fast(0), p.fast(1));
+    let (pa, pb_) = (p.na.path(), p.nb.path());
+    let (a6, b6) = (p.a.1, p.b.1);
+    let a = move |port| SocketAddr::from((a6, port));
+    let b = move |port| SocketAddr::from((b6, port));
+    let udp = |src: SocketAddr, dst: SocketAddr, n: usize| {
+        let (pa, pb_) = (pa.clone(), pb_.clone());
+        tokio::task::spawn_blocking(move || udp_between(&pa, &pb_, src, dst, n, Duration::from_millis(700)))
+    };
+
+    if enifab::serve::fast_path_off_by_env() {
+        // The suite's slow-path run (ENIFAB_FAST_PATH=off): the fabric grants nothing, every
+        // IPv6 datagram goes through the emulator.
+        let (pa1, pb1) = (pa.clone(), pb_.clone());
+        let first = tokio::task::spawn_blocking(move || udp_first(&pa1, &pb1, a(40000), b(5000))).await.unwrap();
+        assert!(first, "the flow's first datagram, through the pipeline");
+        let relayed_before = p.shims[0].stats().to_fabric_frames;
+        let got = udp(a(40000), b(5000), 500).await.unwrap();
+        assert!(got >= 475, "the burst crosses the slow path: {got} of 500");
+        assert_eq!((fast_a.counters()[0], fast_a.epoch(), fast_a.entries6()), (0, 0, (0, 0)), "nothing granted");
+        let relayed = p.shims[0].stats().to_fabric_frames - relayed_before;
+        assert!(relayed >= got as u64, "every datagram that arrived went through the fabric: {relayed} < {got}");
+        return;
+    }
+
+    // An admitted IPv6 flow: its first datagram (after neighbour discovery, answered by the
+    // fabric) through the pipeline, which grants it to both kernels' IPv6 maps.
+    let (pa1, pb1) = (pa.clone(), pb_.clone());
+    let first = tokio::task::spawn_blocking(move || udp_first(&pa1, &pb1, a(40000), b(5000))).await.unwrap();
+    assert!(first, "the flow's first datagram, through the pipeline");
+    let granted = eventually(5, || (fast_a.entries6().0 > 0 && fast_b.entries6().1 > 0).then_some(()));
+    assert!(granted.is_some(), "granted to both kernels: A {:?} B {:?}", fast_a.entries6(), fast_b.entries6());
+    assert_eq!((fast_a.entries(), fast_b.entries()), ((0, 0), (0, 0)), "into the IPv6 maps only");
+    let [carried_before, ..] = fast_a.counters();
+    let [_, _, delivered_b_before, _] = fast_b.counters();
+    let relayed_before = p.shims[0].stats().to_fabric_frames;
+    let rx_before = port_rx(&mut p.fabric, &p.eni_a).await;
+    let got = udp(a(40000), b(5000), 2000).await.unwrap();
+    assert_eq!(got, 2000, "every datagram arrives: A {:?} B {:?}", fast_a.counters(), fast_b.counters());
+    let [carried, ..] = fast_a.counters();
+    let [_, _, delivered_b, refused_b] = fast_b.counters();
+    let (carried, delivered_b) = (carried - carried_before, delivered_b - delivered_b_before);
+    assert!(carried >= 1900, "node A's kernel carried the IPv6 flow: {carried} ({:?})", fast_a.counters());
+    assert!(delivered_b >= 1900 && refused_b == 0, "node B's kernel delivered it: {:?}", fast_b.counters());
+    let relayed = p.shims[0].stats().to_fabric_frames - relayed_before;
+    assert!(relayed < 100, "the relay saw only the flow's first frames: {relayed}");
+    // The kernel's packets are the fabric's counters too (IPv6 reports, every second).
+    let mut rx = 0;
+    for _ in 0..50 {
+        rx = port_rx(&mut p.fabric, &p.eni_a).await - rx_before;
+        if rx >= 2000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rx >= 2000, "DescribeFabricCounters counts the carried IPv6 frames: {rx}");
+
+    // A refused IPv6 flow is never granted: all of it goes to the pipeline, none of it arrives.
+    let (carried_before, entries_before) = (fast_a.counters()[0], fast_a.entries6());
+    let got = udp(a(40001), b(5001), 300).await.unwrap();
+    assert_eq!(got, 0, "the group refuses UDP 5001");
+    assert_eq!(
+        (fast_a.counters()[0], fast_a.entries6()),
+        (carried_before, entries_before),
+        "nothing refused is cached"
+    );
+
+    // A TCP stream over IPv6 (segmentation offloads on): the handshake and the close through the
+    // pipeline, the data through the kernels; its FIN evicts the flow from both.
+    let carried_before = fast_a.counters()[0];
+    let entries_before = (fast_a.entries6(), fast_b.entries6());
+    let (pa1, pb1) = (pa.clone(), pb_.clone());
+    let sent = tokio::task::spawn_blocking(move || tcp_to(&pa1, &pb1, b(5000), 64 << 20)).await.unwrap();
+    assert_eq!(sent, Ok(64 << 20), "the whole stream arrived");
+    assert!(fast_a.counters()[0] > carried_before + 100, "the stream's segments were carried: {:?}", fast_a.counters());
+    let evicted = eventually(5, || ((fast_a.entries6(), fast_b.entries6()) == entries_before).then_some(()));
+    assert!(evicted.is_some(), "closed, forgotten: {entries_before:?} → {:?}", (fast_a.entries6(), fast_b.entries6()));
+
+    // The group stops admitting UDP and TCP 5000. Both kernels are at the new epoch before the
+    // call returns, so no IPv6 entry granted before holds. The live UDP flow meets the pipeline
+    // again, which still lets it through (conntrack, as the cloud's keeps it); a new flow to the
+    // port is refused, and none of it is delivered or carried.
+    let (epoch_a, epoch_b) = (fast_a.epoch(), fast_b.epoch());
+    p.ecs.revoke_security_group(unadmit(&sg, "udp", "5000/5000", &block)).await.expect("RevokeSecurityGroup");
+    assert!(fast_a.epoch() != epoch_a && fast_b.epoch() != epoch_b, "revoked on both nodes before the call returned");
+    p.ecs.revoke_security_group(unadmit(&sg, "tcp", "5000/5000", &block)).await.expect("RevokeSecurityGroup");
+    let slow_before = fast_a.counters()[1];
+    let got = udp(a(40000), b(5000), 100).await.unwrap();
+    assert_eq!(got, 100, "the live flow, vouched for by conntrack");
+    assert!(fast_a.counters()[1] > slow_before, "after the change the flow's next frame met the slow path");
+    let [carried_before, _, delivered_before, _] = fast_b.counters();
+    let carried_a = fast_a.counters()[0];
+    let got = udp(a(40002), b(5000), 300).await.unwrap();
+    assert_eq!(got, 0, "a new IPv6 flow to the port the group no longer opens");
+    let (pa1, pb1) = (pa.clone(), pb_.clone());
+    let refused = tokio::task::spawn_blocking(move || tcp_to(&pa1, &pb1, b(5000), 1 << 16)).await.unwrap();
+    assert!(refused.is_err(), "a new IPv6 connection to it: {refused:?}");
+    assert_eq!(fast_a.counters()[0], carried_a, "nothing of them was carried");
+    assert_eq!(fast_b.counters()[2], delivered_before, "node B's kernel delivered none of them");
+    let _ = carried_before;
+    drop(p);
+}
+
+/// A flow's conntrack entry is the decision that admitted it: once it expires, nothing the
+/// kernels cached for the flow may carry another packet of it, in either direction, of either
+/// family — also the entries for the direction that never sent anything (installed, never
+/// used), which a new flow the other way would otherwise ride on past the groups. Waits out
+/// the UDP timeout (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_verdict_ends_with_its_flow_in_both_directions_and_both_families() {
+    if !privileged("a_cached_verdict_ends_with_its_flow_in_both_directions_and_both_families") {
+        return;
+    }
+    let mut p = DualStackPair::start(["fxa", "fxb"], true).await;
+    let (sg, block) = (p.sg.clone(), p.block.clone());
+    p.ecs.authorize_security_group(admit6(&sg, "udp", "5000/5000", &block)).await.expect("AuthorizeSecurityGroup");
+    p.ecs.authorize_security_group(admit(&sg, "udp", "5000/5000")).await.expect("AuthorizeSecurityGroup");
+    let (fast_a, fast_b) = (p.fast(0), p.fast(1));
+    let off = enifab::serve::fast_path_off_by_env();
+    let families: [(SocketAddr, SocketAddr); 2] = [
+        (SocketAddr::from((p.a.0, 40000)), SocketAddr::from((p.b.0, 5000))),
+        (SocketAddr::from((p.a.1, 40000)), SocketAddr::from((p.b.1, 5000))),
+    ];
+    let (pa, pb_) = (p.na.path(), p.nb.path());
+    // `n` datagrams each way named, of both families: how many arrived, per family.
+    let send = |forward: bool, n: usize| {
+        let (pa, pb_) = (pa.clone(), pb_.clone());
+        tokio::task::spawn_blocking(move || {
+            families.map(|(a, b)| {
+                if forward {
+                    udp_between(&pa, &pb_, a, b, n, Duration::from_millis(500))
+                } else {
+                    udp_between(&pb_, &pa, b, a, n, Duration::from_millis(500))
+                }
+            })
+        })
+    };
+    for (a, b) in families {
+        let (pa, pb_) = (pa.clone(), pb_.clone());
+        assert!(tokio::task::spawn_blocking(move || udp_first(&pa, &pb_, a, b)).await.unwrap(), "{a} → {b}");
+    }
+    if !off {
+        let granted = eventually(5, || (fast_a.entries().0 > 0 && fast_a.entries6().0 > 0).then_some(()));
+        assert!(granted.is_some(), "both flows granted: {:?} {:?}", fast_a.entries(), fast_a.entries6());
+    }
+    assert_eq!(send(true, 200).await.unwrap(), [200, 200]);
+
+    // The group stops admitting UDP 5000. The live flows go on (conntrack vouches for them), are
+    // granted again under the new epoch, both ways, and carried.
+    for source in ["10.0.0.0/8", block.as_str()] {
+        p.ecs.revoke_security_group(unadmit(&sg, "udp", "5000/5000", source)).await.expect("RevokeSecurityGroup");
+    }
+    let carried_before = fast_a.counters()[0];
+    assert_eq!(send(true, 200).await.unwrap(), [200, 200], "live flows, vouched for by conntrack");
+    if !off {
+        assert!(fast_a.counters()[0] > carried_before, "carried again after the change: {:?}", fast_a.counters());
+    }
+
+    // Silence past the UDP timeout (and the last report that refreshed it): the flows are gone
+    // from conntrack. Nothing of them may pass any more, whatever the kernels cached: not the
+    // direction that was carried, and not the one that never sent (B's egress entry and A's
+    // ingress entry for it were granted with the flow and never used).
+    tokio::time::sleep(Duration::from_secs(33)).await;
+    let [carried_b, ..] = fast_b.counters();
+    let [_, _, delivered_a, _] = fast_a.counters();
+    assert_eq!(
+        send(false, 50).await.unwrap(),
+        [0, 0],
+        "B → A on the expired flows' reply tuples: no rule admits it (B {:?}, A {:?})",
+        fast_b.counters(),
+        fast_a.counters()
+    );
+    assert_eq!(send(true, 50).await.unwrap(), [0, 0], "A → B: the rule is gone, and so is the flow");
+    assert_eq!(fast_b.counters()[0], carried_b, "node B's kernel carried none of it");
+    assert_eq!(fast_a.counters()[2], delivered_a, "node A's kernel delivered none of it");
+    drop(p);
 }

@@ -435,10 +435,15 @@ fn control(table: &RelayTable, udp: &UdpSocket, d: &[u8]) {
             }
             Err(e) => tracing::warn!(error = %e, "fast path: cannot revoke; not acknowledged"),
         },
+        // A message carries one family's entries; the other family's iterator is empty.
         fastpath_wire::Kind::Grant => {
             fast.install(m.epoch, m.entries().flatten(), devices);
+            fast.install6(m.epoch, m.entries6().flatten(), devices);
         }
-        fastpath_wire::Kind::Evict => fast.evict(m.entries().flatten(), devices),
+        fastpath_wire::Kind::Evict => {
+            fast.evict(m.entries().flatten(), devices);
+            fast.evict6(m.entries6().flatten(), devices);
+        }
         fastpath_wire::Kind::Ack | fastpath_wire::Kind::Report => {}
     }
 }
@@ -446,9 +451,18 @@ fn control(table: &RelayTable, udp: &UdpSocket, d: &[u8]) {
 /// What the node's kernel carried since the last report, to the fabric.
 fn report(table: &RelayTable, udp: &UdpSocket) {
     let (Some((fast, devices)), Some(fabric)) = (&table.fast, table.fabric) else { return };
-    let records = fast.report(devices);
+    send_reports(udp, fabric, &fast.report(devices));
+    send_reports(udp, fabric, &fast.report6(devices));
+}
+
+/// One family's report records, as few datagrams as fit.
+fn send_reports<A: fastpath_wire::Addr>(
+    udp: &UdpSocket,
+    fabric: SocketAddr,
+    records: &[fastpath_wire::ReportRecord<A>],
+) {
     let mut buf = [0u8; fastpath_wire::MAX_LEN];
-    for chunk in records.chunks(fastpath_wire::MAX_RECORDS) {
+    for chunk in records.chunks(A::MAX_RECORDS) {
         if let Ok((len, _)) = fastpath_wire::emit_report(chunk, &mut buf) {
             let _ = udp.send_to(&buf[..len], fabric);
         }

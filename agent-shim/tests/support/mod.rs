@@ -354,3 +354,109 @@ impl Drop for Emu {
         }
     }
 }
+
+/// A dual-stack network: VPC 10.0.0.0/8 with IPv6 (its /56), vSwitch 10.0.4.0/24 in
+/// cn-hongkong-b with /64 number 4, one security group whose members reach each other by rules
+/// only (inner access `Drop`): (vSwitch, group, the VPC's IPv6 /56).
+pub async fn dual_stack_network(
+    ecs: &mut enifab_proto::v1::ecs_client::EcsClient<tonic::transport::Channel>,
+    vpc: &mut enifab_proto::v1::vpc_client::VpcClient<tonic::transport::Channel>,
+) -> (String, String, String) {
+    use enifab_proto::v1 as pb;
+    let v = vpc
+        .create_vpc(pb::CreateVpcRequest {
+            region_id: REGION.into(),
+            cidr_block: "10.0.0.0/8".into(),
+            enable_ipv6: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateVpc")
+        .into_inner();
+    let block = vpc
+        .describe_vpc_attribute(pb::DescribeVpcAttributeRequest {
+            region_id: REGION.into(),
+            vpc_id: v.vpc_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("DescribeVpcAttribute")
+        .into_inner()
+        .ipv6_cidr_block;
+    let vsw = vpc
+        .create_v_switch(pb::CreateVSwitchRequest {
+            region_id: REGION.into(),
+            vpc_id: v.vpc_id.clone(),
+            zone_id: "cn-hongkong-b".into(),
+            cidr_block: "10.0.4.0/24".into(),
+            ipv6_cidr_block: Some(4),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateVSwitch")
+        .into_inner()
+        .v_switch_id;
+    let sg = ecs
+        .create_security_group(pb::CreateSecurityGroupRequest {
+            region_id: REGION.into(),
+            vpc_id: v.vpc_id,
+            ..Default::default()
+        })
+        .await
+        .expect("CreateSecurityGroup")
+        .into_inner()
+        .security_group_id;
+    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        inner_access_policy: "Drop".into(),
+    })
+    .await
+    .expect("ModifySecurityGroupPolicy");
+    (vsw, sg, block)
+}
+
+/// An instance at `ip` whose primary ENI also holds one IPv6 address: (instance, its IPv6).
+pub async fn dual_stack_instance(
+    ecs: &mut enifab_proto::v1::ecs_client::EcsClient<tonic::transport::Channel>,
+    vsw: &str,
+    sg: &str,
+    ip: &str,
+) -> (String, std::net::Ipv6Addr) {
+    use enifab_proto::v1 as pb;
+    let id = ecs
+        .create_instance(pb::CreateInstanceRequest {
+            region_id: REGION.into(),
+            instance_type: "ecs.g7.xlarge".into(),
+            v_switch_id: vsw.into(),
+            security_group_ids: vec![sg.into()],
+            private_ip_address: ip.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateInstance")
+        .into_inner()
+        .instance_id;
+    let enis = ecs
+        .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+            region_id: REGION.into(),
+            instance_id: id.clone(),
+            r#type: "Primary".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("DescribeNetworkInterfaces")
+        .into_inner();
+    let primary = enis.network_interface_sets.unwrap().network_interface_set[0].network_interface_id.clone();
+    let got = ecs
+        .assign_ipv6_addresses(pb::AssignIpv6AddressesRequest {
+            region_id: REGION.into(),
+            network_interface_id: primary,
+            ipv6_address_count: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("AssignIpv6Addresses")
+        .into_inner();
+    (id, got.ipv6_sets.unwrap().ipv6_address[0].parse().unwrap())
+}

@@ -71,7 +71,7 @@ use crate::wire::arp::{self, ArpError};
 use crate::wire::ethernet::{
     self, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame, GATEWAY_MAC, L2Error, Mac,
 };
-use crate::wire::fastpath::ReportRecord;
+use crate::wire::fastpath::{ReportRecord, ReportRecord6};
 use crate::wire::geneve::{self, Vni};
 use crate::wire::ipv4::{self, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::wire::l4::{self, Icmp, Tcp, TcpRepr, Udp, UdpRepr};
@@ -327,7 +327,7 @@ struct Outcome {
     health: Option<Answer>,
     /// A flow the nodes' kernels may carry from now on, with its idle timeout; or (`None`) a
     /// flow that is closing, which they must stop carrying.
-    grant: Option<(fastpath::Candidate, Option<u64>)>,
+    grant: Option<(fastpath::AnyCandidate, Option<u64>)>,
     /// For flow logs: the ENIs a new flow (or a refused packet) is between, the groups'
     /// judgements of each side, and the packet's tuple.
     judged: Option<Judged>,
@@ -497,8 +497,13 @@ impl Fabric {
     /// their room.
     pub fn expire(&mut self, now: Instant) -> usize {
         self.lb.expire(now.0);
-        self.grants.expire(now);
         let n = self.conntrack.expire(now) + self.conntrack6.expire(now);
+        let (ct, ct6) = (&self.conntrack, &self.conntrack6);
+        self.grants.expire(
+            now,
+            |k| ct.lookup(k, Dirs::Both, now).is_some(),
+            |k| ct6.lookup(k, Dirs::Both, now).is_some(),
+        );
         let conntrack = &self.conntrack;
         self.flow_log.tick(now, |slot| conntrack.holds(slot), &self.config);
         n
@@ -524,25 +529,56 @@ impl Fabric {
     /// packets count as the pipeline's own would (received from the sender's port, sent to the
     /// receiver's). Ignored (`false`) unless `from` is the shim of the sender's port and the
     /// flow is live between those very ENIs.
-    /// A flow the report names that conntrack does not hold is evicted from that node.
+    /// A flow the report names that conntrack does not hold is evicted from that node, and so
+    /// is one that is closing (its FIN or RST went through and evicted it already: this node
+    /// carried on, so that eviction was lost or late).
     pub fn fast_path_report(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord) -> bool {
-        let known = self.carried(now, from, record);
-        let from_its_shim = self.config.ports.get(&record.src_vni).is_some_and(|p| p.peer == from);
-        if !known && from_its_shim {
-            self.grants.forget(from, record.src_vni, record.src_vlan, record.tuple);
-        }
-        known
+        let state = self.carried(now, from, record);
+        self.after_report(from, record.src_vni, state, |g| {
+            g.forget(from, record.src_vni, record.src_vlan, record.tuple)
+        });
+        state.is_some()
     }
 
-    fn carried(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord) -> bool {
-        let cfg = &*self.config;
-        let Some(src_idx) = cfg.ports.get(&record.src_vni).filter(|p| p.peer == from).and(fastpath::reporter(
-            cfg,
-            record.src_vni,
-            record.src_vlan,
-        )) else {
-            return false;
+    /// [`Fabric::fast_path_report`] for an IPv6 flow: the IPv6 conntrack table vouches for it.
+    pub fn fast_path_report6(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord6) -> bool {
+        let state = self.carried6(now, from, record);
+        self.after_report(from, record.src_vni, state, |g| {
+            g.forget(from, record.src_vni, record.src_vlan, record.tuple)
+        });
+        state.is_some()
+    }
+
+    /// Evicts (`forget`) the reported entry of port `src_vni` when conntrack does not vouch for
+    /// its flow (`state` `None`) and the report came from that port's shim, or when the flow is
+    /// closing.
+    fn after_report(
+        &mut self,
+        from: SocketAddr,
+        src_vni: Vni,
+        state: Option<FlowState>,
+        forget: impl FnOnce(&mut Grants),
+    ) {
+        let evict = match state {
+            None => self.config.ports.get(&src_vni).is_some_and(|p| p.peer == from),
+            Some(s) => !fastpath::cacheable(s),
         };
+        if evict {
+            forget(&mut self.grants);
+        }
+    }
+
+    /// The ENI that sent a report's packets: the port's (or its member's) whose shim `from` is.
+    fn report_sender(&self, from: SocketAddr, src_vni: Vni, src_vlan: u16) -> Option<EniIdx> {
+        let cfg = &*self.config;
+        cfg.ports.get(&src_vni).filter(|p| p.peer == from).and(fastpath::reporter(cfg, src_vni, src_vlan))
+    }
+
+    /// The reported flow's state once its packets are counted, or `None` when conntrack does
+    /// not vouch for it.
+    fn carried(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord) -> Option<FlowState> {
+        let src_idx = self.report_sender(from, record.src_vni, record.src_vlan)?;
+        let cfg = &*self.config;
         let src = cfg.eni(src_idx);
         let t = record.tuple;
         let key = FlowKey {
@@ -553,27 +589,64 @@ impl Fabric {
             dport: t.dport,
             proto: t.protocol,
         };
-        let Some(found) = self.conntrack.lookup(&key, Dirs::Both, now) else { return false };
-        let e = found.conn.entry;
-        let (sender, receiver) = match found.dir {
+        let found = self.conntrack.lookup(&key, Dirs::Both, now)?;
+        let dst_idx = cfg.by_ip.get(&(src.vpc, t.dst)).copied()?;
+        if !self.carried_between(&found.conn.entry, found.dir, src_idx, dst_idx) {
+            return None;
+        }
+        let timeouts = self.flow_timeouts(src, cfg.eni(dst_idx), None);
+        self.conntrack.touch(found.slot, now, &timeouts);
+        self.flow_log.count(found.slot, found.dir, record.packets, record.bytes, now);
+        self.count_carried(src_idx, dst_idx, record.packets, record.bytes);
+        Some(found.conn.entry.state)
+    }
+
+    /// As `carried`, in the IPv6 table (IPv6 flows have no flow log yet).
+    fn carried6(&mut self, now: Instant, from: SocketAddr, record: &ReportRecord6) -> Option<FlowState> {
+        let src_idx = self.report_sender(from, record.src_vni, record.src_vlan)?;
+        let cfg = &*self.config;
+        let src = cfg.eni(src_idx);
+        let t = record.tuple;
+        let key = FlowKey6 {
+            ns: conntrack::ns(src.vpc),
+            src: t.src,
+            dst: t.dst,
+            sport: t.sport,
+            dport: t.dport,
+            proto: t.protocol,
+        };
+        let found = self.conntrack6.lookup(&key, Dirs::Both, now)?;
+        let dst_idx = ipv6::owner6(cfg, src.vpc, t.dst)?;
+        if !self.carried_between(&found.conn.entry, found.dir, src_idx, dst_idx) {
+            return None;
+        }
+        let timeouts = self.flow_timeouts(src, cfg.eni(dst_idx), None);
+        self.conntrack6.touch(found.slot, now, &timeouts);
+        self.count_carried(src_idx, dst_idx, record.packets, record.bytes);
+        Some(found.conn.entry.state)
+    }
+
+    /// Whether a tracked flow (found in direction `dir`) is an untranslated one from `src` to
+    /// `dst`: what a report may vouch for.
+    fn carried_between(&self, e: &Entry, dir: FlowDir, src: EniIdx, dst: EniIdx) -> bool {
+        let (sender, receiver) = match dir {
             FlowDir::Original => (e.src_eni, e.dst_eni),
             FlowDir::Reply => (e.dst_eni, e.src_eni),
         };
-        let Some(dst_idx) = cfg.by_ip.get(&(src.vpc, t.dst)).copied() else { return false };
-        let dst = cfg.eni(dst_idx);
-        if e.nat.is_some() || sender != src.key || receiver != dst.key {
-            return false;
-        }
-        let timeouts = self.flow_timeouts(src, dst, None);
+        let cfg = &*self.config;
+        e.nat.is_none() && sender == cfg.eni(src).key && receiver == cfg.eni(dst).key
+    }
+
+    /// Carried packets in the counters, as the pipeline would have counted them.
+    fn count_carried(&mut self, src_idx: EniIdx, dst_idx: EniIdx, packets: u64, bytes: u64) {
+        let cfg = &*self.config;
+        let (src, dst) = (cfg.eni(src_idx), cfg.eni(dst_idx));
         // The kernel sees frames untagged; on the fabric's wire a member's carry its tag.
-        let tagged = |e: &Eni| if e.tag.is_some() { record.packets.saturating_mul(vlan::TAG_LEN as u64) } else { 0 };
-        let (rx_bytes, tx_bytes) = (record.bytes.saturating_add(tagged(src)), record.bytes.saturating_add(tagged(dst)));
+        let tagged = |e: &Eni| if e.tag.is_some() { packets.saturating_mul(vlan::TAG_LEN as u64) } else { 0 };
+        let (rx_bytes, tx_bytes) = (bytes.saturating_add(tagged(src)), bytes.saturating_add(tagged(dst)));
         let (src_vni, dst_vni) = (src.vni, dst.vni);
-        self.conntrack.touch(found.slot, now, &timeouts);
-        self.stats.carried_enis(src_idx, dst_idx, record.packets, (rx_bytes, tx_bytes));
-        self.flow_log.count(found.slot, found.dir, record.packets, record.bytes, now);
-        self.stats.carried(src_vni, dst_vni, record.packets, (rx_bytes, tx_bytes));
-        true
+        self.stats.carried_enis(src_idx, dst_idx, packets, (rx_bytes, tx_bytes));
+        self.stats.carried(src_vni, dst_vni, packets, (rx_bytes, tx_bytes));
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -976,7 +1049,10 @@ impl Fabric {
         let header_len = write_headers(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV4, room_after)?;
         o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
         o.tx_eni = Some(path.dst);
-        o.grant = self.grant_candidate(src_idx, path.dst, &track, o);
+        if let Track::Flow { key, .. } = track {
+            let c = fastpath::Candidate { key, src: src_idx, dst: path.dst };
+            o.grant = self.grant_candidate(fastpath::AnyCandidate::V4(c), key.proto, o);
+        }
         Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload })
     }
 
@@ -1163,33 +1239,34 @@ impl Fabric {
         self.config.namespaces.get(&n.reply_ns).copied()
     }
 
-    /// A flow's timeouts: the shorter of its two ends' (either end's tracker forgetting it ends
-    /// it), and for a load-balanced TCP flow the listener's `EstablishedTimeout` too.
     /// An untranslated TCP/UDP flow between two ENIs, in a state the kernel can carry (see
-    /// [`crate::fastpath`]), with its idle timeout. Both nodes having a fast path is checked
-    /// when the grant is made.
+    /// [`crate::fastpath`]), with its idle timeout; `c` is the packet's flow, of either family,
+    /// and `proto` its protocol. Both nodes having a fast path is checked when the grant is made.
     fn grant_candidate(
         &self,
-        src: EniIdx,
-        dst: EniIdx,
-        track: &Track,
+        c: fastpath::AnyCandidate,
+        proto: u8,
         o: &Outcome,
-    ) -> Option<(fastpath::Candidate, Option<u64>)> {
-        let Track::Flow { key, .. } = *track else { return None };
-        if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
+    ) -> Option<(fastpath::AnyCandidate, Option<u64>)> {
+        if proto != PROTO_TCP && proto != PROTO_UDP {
             return None;
         }
-        let entry = match o.flow? {
-            FlowCommit::Update { entry, .. } => entry,
-            FlowCommit::New { conn, .. } => conn.entry,
-            // IPv6 flows stay on this path (see `ipv6`).
-            FlowCommit::Update6 { .. } | FlowCommit::New6 { .. } => return None,
+        let (src, dst, entry) = match (c, o.flow?) {
+            (
+                fastpath::AnyCandidate::V4(c),
+                FlowCommit::Update { entry, .. } | FlowCommit::New { conn: Conn { entry, .. }, .. },
+            ) => (c.src, c.dst, entry),
+            (
+                fastpath::AnyCandidate::V6(c),
+                FlowCommit::Update6 { entry, .. } | FlowCommit::New6 { conn: Conn { entry, .. }, .. },
+            ) => (c.src, c.dst, entry),
+            // A flow of the other family's table: never this packet's.
+            _ => return None,
         };
         let (a, b) = (self.config.eni(src), self.config.eni(dst));
         if entry.nat.is_some() || a.external || b.external {
             return None;
         }
-        let c = fastpath::Candidate { key, src, dst };
         if matches!(entry.state, FlowState::TcpHalfClosed | FlowState::TcpClosed) {
             return Some((c, None));
         }
@@ -1199,6 +1276,8 @@ impl Fabric {
         Some((c, Some(entry.state.timeout(&self.flow_timeouts(a, b, None)))))
     }
 
+    /// A flow's timeouts: the shorter of its two ends' (either end's tracker forgetting it ends
+    /// it), and for a load-balanced TCP flow the listener's `EstablishedTimeout` too.
     fn flow_timeouts(&self, a: &Eni, b: &Eni, nat: Option<&Nat>) -> Timeouts {
         let mut t = a.timeouts.min(&b.timeouts);
         if let Some((_, l)) = nat.and_then(|n| self.config.listener(n.listener))

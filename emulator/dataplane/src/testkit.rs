@@ -483,6 +483,46 @@ pub fn tcp6_datagram(from: &Endpoint, src: Ipv6Addr, dst: Ipv6Addr, sport: u16, 
     })
 }
 
+/// A TCP segment over IPv6 with `flags` (`wire::l4::TCP_*`; an ACK acknowledges 1), carrying
+/// `hello` unless it is a SYN.
+pub fn tcp6_flags_datagram(
+    from: &Endpoint,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+) -> Vec<u8> {
+    use crate::wire::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+    frame6(from, GATEWAY_MAC, |b| {
+        let mut t = b.ipv6(src, dst, 64).tcp(sport, dport, 1, 64240);
+        if flags & TCP_SYN != 0 {
+            t = t.syn();
+        }
+        if flags & TCP_ACK != 0 {
+            t = t.ack(1);
+        }
+        if flags & TCP_FIN != 0 {
+            t = t.fin();
+        }
+        if flags & TCP_RST != 0 {
+            t = t.rst();
+        }
+        let mut v = Vec::new();
+        let _ = t.write(&mut v, if flags & TCP_SYN != 0 { &[] } else { b"hello" });
+        v
+    })
+}
+
+/// A UDP datagram over IPv6 carrying `hello`.
+pub fn udp6_datagram(from: &Endpoint, src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
+    frame6(from, GATEWAY_MAC, |b| {
+        let mut v = Vec::new();
+        let _ = b.ipv6(src, dst, 64).udp(sport, dport).write(&mut v, b"hello");
+        v
+    })
+}
+
 /// An ICMPv6 echo request (or reply) with identifier `id`.
 pub fn echo6_datagram(from: &Endpoint, src: Ipv6Addr, dst: Ipv6Addr, id: u16, reply: bool) -> Vec<u8> {
     frame6(from, GATEWAY_MAC, |b| {

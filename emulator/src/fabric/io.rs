@@ -46,7 +46,7 @@ use std::time::Duration;
 use enifab_dataplane::explain::{Explained, Probe, ProbeError};
 use enifab_dataplane::fabric::SplitVerdict;
 use enifab_dataplane::fastpath::Update;
-use enifab_dataplane::wire::fastpath::{self, Kind, Message};
+use enifab_dataplane::wire::fastpath::{self, Addr, Kind, Message};
 use enifab_dataplane::{BackendHealth, Fabric, FabricConfig, FabricOptions, Instant, StatsSnapshot};
 use tokio::sync::{oneshot, watch};
 
@@ -154,7 +154,7 @@ pub fn spawn(
         // snapshot does not restart a node's clock.
         let mut owing: std::collections::HashMap<SocketAddr, std::time::Instant> = Default::default();
         // Egress entries granted in the previous round (see `send_grants`).
-        let mut held = Vec::new();
+        let mut held = Held::default();
         loop {
             while let Ok(req) = requests.try_recv() {
                 match req {
@@ -358,6 +358,9 @@ fn control(
             for record in m.reports().flatten() {
                 fabric.fast_path_report(now, from, &record);
             }
+            for record in m.reports6().flatten() {
+                fabric.fast_path_report6(now, from, &record);
+            }
         }
         Kind::Revoke | Kind::Grant | Kind::Evict => {}
     }
@@ -376,57 +379,95 @@ fn send_revocations(sock: &UdpSocket, tx: &mut SendBatch, r: &Revoking) {
     queue.flush(sock);
 }
 
+/// Egress entries granted in the previous round, each family's (see `send_grants`).
+#[derive(Default)]
+struct Held {
+    v4: Vec<(SocketAddr, fastpath::Entry)>,
+    v6: Vec<(SocketAddr, fastpath::Entry6)>,
+}
+
+impl Held {
+    fn clear(&mut self) {
+        self.v4.clear();
+        self.v6.clear();
+    }
+}
+
 /// The pipeline's grants and evictions, as few datagrams as fit, each shim's entries in the
 /// order they came. Evictions and ingress entries leave at once; egress entries (which start a
 /// node sending through its kernel) wait for the next round (one batch, or a poll at most), so
 /// the receiving node has installed its entry before the sending one uses its own: otherwise
 /// the first carried frames could meet a receiver that does not know them yet and be refused.
-/// A held entry whose flow was evicted meanwhile is not sent.
-fn send_grants(
-    sock: &UdpSocket,
-    tx: &mut SendBatch,
-    fabric: &mut Fabric,
-    held: &mut Vec<(SocketAddr, fastpath::Entry)>,
-) {
+/// A held entry whose flow was evicted meanwhile is not sent. IPv4 and IPv6 entries go in
+/// messages of their own family, by the same rules.
+fn send_grants(sock: &UdpSocket, tx: &mut SendBatch, fabric: &mut Fabric, held: &mut Held) {
     let epoch = fabric.config().epoch();
-    let mut grants: Vec<(SocketAddr, fastpath::Entry)> = std::mem::take(held);
-    let mut evictions = Vec::new();
+    let (mut v4, mut v6) = (Outgoing::new(&mut held.v4), Outgoing::new(&mut held.v6));
     for (peer, u) in fabric.take_grants() {
         match u {
-            Update::Grant(e @ fastpath::Entry::Ingress(_)) => grants.push((peer, e)),
-            Update::Grant(e @ fastpath::Entry::Egress(_)) => held.push((peer, e)),
-            Update::Evict(e) => evictions.push((peer, e)),
+            Update::Grant(e) => v4.granted(peer, e, &mut held.v4),
+            Update::Evict(e) => v4.evictions.push((peer, e)),
+            Update::Grant6(e) => v6.granted(peer, e, &mut held.v6),
+            Update::Evict6(e) => v6.evictions.push((peer, e)),
         }
     }
-    if !evictions.is_empty() {
-        let tuple = |e: &fastpath::Entry| match e {
-            fastpath::Entry::Egress(g) => g.tuple,
-            fastpath::Entry::Ingress(g) => g.tuple,
-        };
-        let gone: std::collections::HashSet<_> = evictions.iter().map(|(p, e)| (*p, tuple(e))).collect();
-        grants.retain(|(p, e)| !gone.contains(&(*p, tuple(e))));
-        held.retain(|(p, e)| !gone.contains(&(*p, tuple(e))));
-        send_entries(sock, tx, &mut evictions, fastpath::emit_evict);
+    v4.send(sock, tx, epoch, &mut held.v4);
+    v6.send(sock, tx, epoch, &mut held.v6);
+}
+
+/// One family's entries to send this round.
+struct Outgoing<A: Addr> {
+    grants: Vec<(SocketAddr, fastpath::Entry<A>)>,
+    evictions: Vec<(SocketAddr, fastpath::Entry<A>)>,
+}
+
+impl<A: Addr> Outgoing<A> {
+    /// Starts with the egress entries held from the last round.
+    fn new(held: &mut Vec<(SocketAddr, fastpath::Entry<A>)>) -> Outgoing<A> {
+        Outgoing { grants: std::mem::take(held), evictions: Vec::new() }
     }
-    send_entries(sock, tx, &mut grants, |entries, buf| fastpath::emit_grant(epoch, entries, buf));
+
+    /// An ingress entry goes now, an egress entry next round.
+    fn granted(&mut self, peer: SocketAddr, e: fastpath::Entry<A>, held: &mut Vec<(SocketAddr, fastpath::Entry<A>)>) {
+        match e {
+            fastpath::Entry::Ingress(_) => self.grants.push((peer, e)),
+            fastpath::Entry::Egress(_) => held.push((peer, e)),
+        }
+    }
+
+    fn send(
+        mut self,
+        sock: &UdpSocket,
+        tx: &mut SendBatch,
+        epoch: u64,
+        held: &mut Vec<(SocketAddr, fastpath::Entry<A>)>,
+    ) {
+        if !self.evictions.is_empty() {
+            let gone: std::collections::HashSet<_> = self.evictions.iter().map(|(p, e)| (*p, e.tuple())).collect();
+            self.grants.retain(|(p, e)| !gone.contains(&(*p, e.tuple())));
+            held.retain(|(p, e)| !gone.contains(&(*p, e.tuple())));
+            send_entries(sock, tx, &mut self.evictions, fastpath::emit_evict);
+        }
+        send_entries(sock, tx, &mut self.grants, |entries, buf| fastpath::emit_grant(epoch, entries, buf));
+    }
 }
 
 /// `entries`, grouped by shim, as datagrams `emit` writes.
-fn send_entries(
+fn send_entries<A: Addr>(
     sock: &UdpSocket,
     tx: &mut SendBatch,
-    entries: &mut [(SocketAddr, fastpath::Entry)],
-    emit: impl Fn(&[fastpath::Entry], &mut [u8]) -> Result<(usize, usize), enifab_dataplane::wire::BufferTooSmall>,
+    entries: &mut [(SocketAddr, fastpath::Entry<A>)],
+    emit: impl Fn(&[fastpath::Entry<A>], &mut [u8]) -> Result<(usize, usize), enifab_dataplane::wire::BufferTooSmall>,
 ) {
     if entries.is_empty() {
         return;
     }
     entries.sort_by_key(|(peer, _)| *peer);
-    let mut batch = Vec::with_capacity(fastpath::MAX_RECORDS);
+    let mut batch = Vec::with_capacity(A::MAX_RECORDS);
     let mut queue = tx.queue();
     for run in entries.chunk_by(|a, b| a.0 == b.0) {
         let peer = run[0].0;
-        for chunk in run.chunks(fastpath::MAX_RECORDS) {
+        for chunk in run.chunks(A::MAX_RECORDS) {
             batch.clear();
             batch.extend(chunk.iter().map(|(_, e)| *e));
             if let Ok((len, _)) = emit(&batch, queue.next_buf()) {

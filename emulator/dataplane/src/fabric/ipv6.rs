@@ -22,15 +22,16 @@
 //!    ingress rules: rules with an IPv6 peer, group peers by their members' IPv6 addresses and
 //!    prefixes, inner access as for IPv4;
 //! 7. leaves with a new Ethernet header only (gateway MAC as source, the receiving port's MAC,
-//!    the member's tag); the IPv6 packet is the input's tail, hop limit untouched.
+//!    the member's tag); the IPv6 packet is the input's tail, hop limit untouched. A TCP flow
+//!    once established, or a UDP flow, is then granted to the nodes' kernels as an IPv4 one is
+//!    (`crate::fastpath`: the same candidate, from this table).
 //!
 //! ICMPv6 errors (unreachable, packet too big, time exceeded, parameter problem) that quote a
 //! packet of a live TCP or UDP flow pass like the flow's own packets when the flow's other end
 //! sends them back to where the quoted packet came from (Path MTU discovery needs "too big" to
 //! get through whatever the rules say); any other error is judged by the groups.
 //!
-//! Not for IPv6 yet: load balancers, the nodes' kernel fast path (these flows stay here), flow
-//! logs and `enifab trace` (both speak IPv4 tuples).
+//! Not for IPv6 yet: load balancers, flow logs and `enifab trace` (both speak IPv4 tuples).
 //!
 //! Parsing uses etherparse (the design card's choice), which walks the extension chain without
 //! copying; neighbour discovery's rules and its answer are `enifab_net::wire::ipv6`'s (shared
@@ -53,6 +54,7 @@ use crate::Instant;
 use crate::config::{Eni, EniIdx, FabricConfig, prefix80};
 use crate::conntrack::{self, Conn, Dirs, FlowDir, FlowKey6, InsertError, L4Info, PROTO_ICMPV6};
 use crate::drop::{DropReason, Layer};
+use crate::fastpath;
 use crate::security_group::PacketMeta;
 use crate::wire::ethernet::{ETHERTYPE_IPV6, Frame, GATEWAY_MAC};
 use crate::wire::geneve;
@@ -220,6 +222,10 @@ impl Fabric {
         let header_len = write_headers(out, &oh, dst_port.mac, tag, ETHERTYPE_IPV6, room_after)?;
         o.tx = Some((dst.vni, header_len - oh.len() + payload.len()));
         o.tx_eni = Some(dst_idx);
+        if let Track6::Flow { key, .. } = track {
+            let c = fastpath::Candidate { key, src: src_idx, dst: dst_idx };
+            o.grant = self.grant_candidate(fastpath::AnyCandidate::V6(c), key.proto, o);
+        }
         Ok(SplitVerdict::Forward { to: dst_port.peer, header_len, payload })
     }
 
@@ -290,7 +296,7 @@ impl Fabric {
 }
 
 /// The ENI holding `ip` in VPC `vpc`: as an address, or inside one of its /80 prefixes.
-fn owner6(cfg: &FabricConfig, vpc: u64, ip: Ipv6Addr) -> Option<EniIdx> {
+pub(super) fn owner6(cfg: &FabricConfig, vpc: u64, ip: Ipv6Addr) -> Option<EniIdx> {
     cfg.by_ip6.get(&(vpc, ip)).or_else(|| cfg.by_prefix6.get(&(vpc, prefix80(ip)))).copied()
 }
 
