@@ -61,13 +61,15 @@ RAW="$TMP/raw.txt" # one line per run: metric path value, the path naming mode a
 : >"$RAW"
 
 lab_down() { # the current lab and emulator, also half made
-  ((${#SERVERS[@]})) && stop "${SERVERS[@]}"
+  # `stop` ends on a `kill -9` that fails for a process already gone: called outside an `||`,
+  # `set -e` would end the script there.
+  if ((${#SERVERS[@]})); then stop "${SERVERS[@]}" || true; fi
   SERVERS=()
   if [ -n "$EP" ] && [ -f "$TOPO" ]; then
     timeout 60 "$BIN/enifab" --endpoint "$EP" lab down "$TOPO" --state-dir "$LAB_STATE" >>"$TMP/down.log" 2>&1 ||
       say "lab down failed (see $TMP/down.log)"
   fi
-  [ -n "$EMULATOR" ] && stop "$EMULATOR"
+  if [ -n "$EMULATOR" ]; then stop "$EMULATOR" || true; fi
   EMULATOR=""
   EP=""
 }
