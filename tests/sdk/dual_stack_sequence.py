@@ -133,6 +133,22 @@ def main():
     code, _ = error_code(lambda: ecs.create_network_interface(ecs_models.CreateNetworkInterfaceRequest(
         region_id=REGION, v_switch_id=v4only, security_group_ids=[sg], ipv_6address_count=1)))
     check("IPv6 on an IPv4-only vSwitch is refused", code == "InvalidParameter", code)
+    vpc.modify_vswitch_attribute(vpc_models.ModifyVSwitchAttributeRequest(
+        region_id=REGION, v_switch_id=v4only, enable_ipv_6=True))
+    got6 = vpc.describe_vswitches(vpc_models.DescribeVSwitchesRequest(
+        region_id=REGION, v_switch_id=v4only)).body.v_switches.v_switch[0].ipv_6cidr_block
+    check("ModifyVSwitchAttribute EnableIPv6=true: a free /64 of the VPC's /56",
+          ipaddress.ip_network(got6).subnet_of(block) and ipaddress.ip_network(got6) != sub, got6)
+    made = ecs.create_network_interface(ecs_models.CreateNetworkInterfaceRequest(
+        region_id=REGION, v_switch_id=v4only, security_group_ids=[sg], ipv_6address_count=1)).body
+    check("... and its ENIs take IPv6 addresses of it",
+          ipaddress.ip_address(made.ipv_6sets.ipv_6set[0].ipv_6address) in ipaddress.ip_network(got6), made.to_map())
+    plain = vpc.create_vpc(vpc_models.CreateVpcRequest(region_id=REGION, cidr_block="192.168.0.0/16")).body.vpc_id
+    vpc.modify_vpc_attribute(vpc_models.ModifyVpcAttributeRequest(region_id=REGION, vpc_id=plain, enable_ipv_6=True))
+    later = vpc.describe_vpcs(vpc_models.DescribeVpcsRequest(region_id=REGION, vpc_id=plain)).body.vpcs.vpc[0]
+    check("ModifyVpcAttribute EnableIPv6=true on an IPv4 VPC: a /56 of its own",
+          later.enabled_ipv_6 and ipaddress.ip_network(later.ipv_6cidr_block).prefixlen == 56
+          and ipaddress.ip_network(later.ipv_6cidr_block) != block, later.to_map())
 
     ecs.authorize_security_group(ecs_models.AuthorizeSecurityGroupRequest(
         region_id=REGION, security_group_id=sg, permissions=[

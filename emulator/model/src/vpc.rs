@@ -102,6 +102,30 @@ pub struct DescribeVpcs {
     pub page: PageRequest,
 }
 
+/// ModifyVpcAttribute: what is named changes, the rest stays.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModifyVpc {
+    pub vpc_id: String,
+    pub vpc_name: Option<String>,
+    pub description: Option<String>,
+    /// `EnableIPv6`.
+    pub enable_ipv6: Option<bool>,
+    /// The /56 wanted when IPv6 is switched on.
+    pub ipv6_cidr_block: Option<String>,
+}
+
+/// ModifyVSwitchAttribute: what is named changes, the rest stays.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModifyVSwitch {
+    pub v_switch_id: String,
+    pub v_switch_name: Option<String>,
+    pub description: Option<String>,
+    /// `Ipv6CidrBlock`: which /64 of the VPC's /56 (0–255).
+    pub ipv6_cidr_block: Option<u32>,
+    /// `EnableIPv6`.
+    pub enable_ipv6: Option<bool>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateVSwitch {
     pub vpc_id: String,
@@ -183,6 +207,149 @@ impl Region {
         let pool: Cidr6 = IPV6_POOL.parse().expect("a valid constant");
         let free = (0..1u128 << 16).filter_map(|i| pool.subnet(56, i)).find(|b| !taken.contains(b));
         free.map(Some).ok_or_else(|| ModelError::invalid("EnableIpv6", "the emulator's IPv6 pool is exhausted"))
+    }
+
+    /// ModifyVpcAttribute. IPv6 is switched on as at creation (a /56 from the pool, or the named
+    /// one); a VPC that has IPv6 keeps its block ("you cannot modify the IPv6 CIDR block of a
+    /// VPC that has IPv6 enabled", the API reference), and gives it up only while none of its
+    /// vSwitches has a /64 of it. Everything is checked before anything changes.
+    pub fn modify_vpc_attribute(&mut self, req: ModifyVpc, now: Millis) -> Result<()> {
+        self.advance(now);
+        if req.vpc_id.is_empty() {
+            return Err(ModelError::MissingParameter("VpcId"));
+        }
+        let vpc = self.vpcs.get(&req.vpc_id).ok_or_else(|| ModelError::VpcNotFound(req.vpc_id.clone()))?;
+        if let Some(name) = &req.vpc_name {
+            check_text("VpcName", name, 128)?;
+        }
+        let wanted = req.ipv6_cidr_block.as_deref().filter(|s| !s.is_empty());
+        let ipv6 = match (req.enable_ipv6, vpc.ipv6_cidr_block) {
+            (Some(true), None) => self.plan_vpc_ipv6(true, wanted)?,
+            (Some(true), Some(have)) => {
+                if wanted.is_some_and(|w| w.parse::<Cidr6>().ok() != Some(have)) {
+                    return Err(ModelError::invalid("Ipv6CidrBlock", format!("{} already has {have}", req.vpc_id)));
+                }
+                Some(have)
+            }
+            (Some(false), have) => {
+                if wanted.is_some() {
+                    return Err(ModelError::invalid("Ipv6CidrBlock", "requires EnableIPv6=true"));
+                }
+                if let Some(v) = self.vswitches.values().find(|v| v.vpc_id == req.vpc_id && v.ipv6_cidr.is_some()) {
+                    return Err(ModelError::DependencyViolation(format!(
+                        "vSwitch {} has an IPv6 CIDR block of {:?}",
+                        v.v_switch_id, have
+                    )));
+                }
+                None
+            }
+            (None, have) => {
+                if wanted.is_some() {
+                    return Err(ModelError::invalid("Ipv6CidrBlock", "requires EnableIPv6=true"));
+                }
+                have
+            }
+        };
+        let vpc = self.vpcs.get_mut(&req.vpc_id).expect("looked up above");
+        if let Some(name) = req.vpc_name {
+            vpc.vpc_name = name;
+        }
+        if let Some(d) = req.description {
+            vpc.description = d;
+        }
+        vpc.ipv6_cidr_block = ipv6;
+        self.mark(Kind::Vpc, &req.vpc_id);
+        Ok(())
+    }
+
+    /// ModifyVSwitchAttribute. A vSwitch without IPv6 gets a /64 of its VPC's /56: the one
+    /// `Ipv6CidrBlock` numbers, or with `EnableIPv6=true` alone the lowest one no sibling holds.
+    /// A vSwitch's /64 is not changed ("after an IPv6 CIDR block is allocated, it cannot be
+    /// modified"), and is given up (`EnableIPv6=false`) only while no ENI holds an address or a
+    /// prefix of it. Everything is checked before anything changes.
+    pub fn modify_vswitch_attribute(&mut self, req: ModifyVSwitch, now: Millis) -> Result<()> {
+        self.advance(now);
+        if req.v_switch_id.is_empty() {
+            return Err(ModelError::MissingParameter("VSwitchId"));
+        }
+        let vsw =
+            self.vswitches.get(&req.v_switch_id).ok_or_else(|| ModelError::VSwitchNotFound(req.v_switch_id.clone()))?;
+        if let Some(name) = &req.v_switch_name {
+            check_text("VSwitchName", name, 128)?;
+        }
+        let siblings =
+            || self.vswitches.values().filter(|v| v.vpc_id == vsw.vpc_id && v.v_switch_id != vsw.v_switch_id);
+        let carve = |bits: u32| -> Result<Cidr6> {
+            let vpc6 = self.vpcs.get(&vsw.vpc_id).and_then(|v| v.ipv6_cidr_block).ok_or_else(|| {
+                ModelError::invalid("Ipv6CidrBlock", format!("{} has no IPv6 CIDR block", vsw.vpc_id))
+            })?;
+            let block = vpc6
+                .subnet(64, u128::from(bits))
+                .ok_or_else(|| ModelError::invalid("Ipv6CidrBlock", "must be 0 to 255"))?;
+            if siblings().any(|v| v.ipv6_cidr == Some(block)) {
+                return Err(ModelError::CidrOverlapped);
+            }
+            Ok(block)
+        };
+        let ipv6 = match (req.enable_ipv6, req.ipv6_cidr_block, vsw.ipv6_cidr) {
+            (Some(false), Some(_), _) => {
+                return Err(ModelError::invalid("Ipv6CidrBlock", "requires EnableIPv6 not false"));
+            }
+            (Some(false), None, have) => {
+                let holder = self.enis.values().find(|e| {
+                    e.v_switch_id == vsw.v_switch_id && (!e.ipv6_addresses.is_empty() || !e.ipv6_prefixes.is_empty())
+                });
+                if let (Some(e), Some(have)) = (holder, have) {
+                    return Err(ModelError::DependencyViolation(format!(
+                        "{} holds IPv6 addresses of {have}",
+                        e.network_interface_id
+                    )));
+                }
+                None
+            }
+            (_, Some(bits), None) => Some(carve(bits)?),
+            (_, Some(bits), Some(have)) => {
+                // Naming the /64 it has already is no change.
+                let vpc6 = self.vpcs.get(&vsw.vpc_id).and_then(|v| v.ipv6_cidr_block);
+                if vpc6.and_then(|c| c.subnet(64, u128::from(bits))) != Some(have) {
+                    return Err(ModelError::invalid(
+                        "Ipv6CidrBlock",
+                        format!("{} already has {have}", vsw.v_switch_id),
+                    ));
+                }
+                Some(have)
+            }
+            (Some(true), None, None) => {
+                let lowest = (0..=255u32).find_map(|bits| carve(bits).ok());
+                Some(lowest.ok_or_else(|| match carve(0) {
+                    Err(e @ ModelError::InvalidParameter { .. }) => e,
+                    _ => ModelError::invalid("EnableIPv6", "every /64 of the VPC's /56 is taken"),
+                })?)
+            }
+            (_, None, have) => have,
+        };
+        let changed_ipv6 = ipv6 != vsw.ipv6_cidr;
+        let id = req.v_switch_id.clone();
+        let vsw = self.vswitches.get_mut(&id).expect("looked up above");
+        if let Some(name) = req.v_switch_name {
+            vsw.v_switch_name = name;
+        }
+        if let Some(d) = req.description {
+            vsw.description = d;
+        }
+        vsw.ipv6_cidr = ipv6;
+        if changed_ipv6 {
+            match ipv6 {
+                Some(c6) => {
+                    self.ipam6.insert(id.clone(), Ipam6::new(c6));
+                }
+                None => {
+                    self.ipam6.remove(&id);
+                }
+            }
+        }
+        self.mark(Kind::VSwitch, &id);
+        Ok(())
     }
 
     pub fn describe_vpcs(&mut self, req: &DescribeVpcs, now: Millis) -> Result<(Vec<Vpc>, PageInfo)> {

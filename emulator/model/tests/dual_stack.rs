@@ -575,3 +575,92 @@ mod quota_arithmetic {
         }
     }
 }
+
+#[test]
+fn ipv6_is_switched_on_for_an_existing_vpc_and_vswitch() {
+    let mut l = lab();
+    let r = &mut l.r;
+    let plain =
+        r.create_vpc(CreateVpc { cidr_block: Some("192.168.0.0/16".into()), ..Default::default() }, T0).unwrap();
+    let vsw = r
+        .create_vswitch(
+            CreateVSwitch {
+                vpc_id: plain.vpc_id.clone(),
+                zone_id: "cn-hongkong-b".into(),
+                cidr_block: "192.168.1.0/24".into(),
+                ..Default::default()
+            },
+            T0,
+        )
+        .unwrap()
+        .v_switch_id;
+    let modify_vsw = |r: &mut Region, f: &dyn Fn(&mut ModifyVSwitch)| {
+        let mut q = ModifyVSwitch { v_switch_id: vsw.clone(), ..Default::default() };
+        f(&mut q);
+        r.modify_vswitch_attribute(q, T0).map_err(|e| e.code().to_string())
+    };
+    // The vSwitch cannot have a /64 before its VPC has a /56.
+    assert_eq!(modify_vsw(r, &|q| q.enable_ipv6 = Some(true)), Err("InvalidParameter".into()));
+    assert_eq!(r.vswitch(&vsw).unwrap().ipv6_cidr, None);
+
+    let on = ModifyVpc { vpc_id: plain.vpc_id.clone(), enable_ipv6: Some(true), ..Default::default() };
+    r.modify_vpc_attribute(on.clone(), T0).unwrap();
+    let block = r.vpc(&plain.vpc_id).unwrap().ipv6_cidr_block.expect("a /56");
+    assert_eq!(block.prefix(), 56);
+    assert_ne!(Some(block), r.vpc(&l.vpc).unwrap().ipv6_cidr_block, "not the other VPC's");
+    // Again: no change. Another block: refused, the block kept.
+    r.modify_vpc_attribute(on, T0).unwrap();
+    let other = ModifyVpc {
+        vpc_id: plain.vpc_id.clone(),
+        enable_ipv6: Some(true),
+        ipv6_cidr_block: Some("2408:4005:30ff:ff00::/56".into()),
+        ..Default::default()
+    };
+    assert_eq!(r.modify_vpc_attribute(other, T0).map_err(|e| e.code()), Err("InvalidParameter"));
+    assert_eq!(r.vpc(&plain.vpc_id).unwrap().ipv6_cidr_block, Some(block));
+
+    // EnableIPv6 alone gives the lowest free /64; naming it again is no change; another is refused.
+    modify_vsw(r, &|q| q.enable_ipv6 = Some(true)).unwrap();
+    let v6 = r.vswitch(&vsw).unwrap().ipv6_cidr.expect("a /64");
+    assert_eq!(Some(v6), block.subnet(64, 0));
+    modify_vsw(r, &|q| q.ipv6_cidr_block = Some(0)).unwrap();
+    assert_eq!(modify_vsw(r, &|q| q.ipv6_cidr_block = Some(9)), Err("InvalidParameter".into()));
+    assert_eq!(r.vswitch(&vsw).unwrap().ipv6_cidr, Some(v6));
+
+    // The /64 allocates: an ENI of the vSwitch gets an IPv6 address of it.
+    let sg = r
+        .create_security_group(CreateSecurityGroup { vpc_id: plain.vpc_id.clone(), ..Default::default() }, T0)
+        .unwrap()
+        .security_group_id;
+    let e = r
+        .create_network_interface(
+            CreateNetworkInterface {
+                v_switch_id: vsw.clone(),
+                security_group_ids: vec![sg],
+                ipv6_address_count: Some(1),
+                ..Default::default()
+            },
+            T0,
+        )
+        .unwrap();
+    assert!(v6.contains(e.ipv6_addresses[0]), "{:?}", e.ipv6_addresses);
+
+    // Given up only when nothing holds an address of it, and the VPC's only when no vSwitch has a /64.
+    assert_eq!(modify_vsw(r, &|q| q.enable_ipv6 = Some(false)), Err("DependencyViolation".into()));
+    let off = ModifyVpc { vpc_id: plain.vpc_id.clone(), enable_ipv6: Some(false), ..Default::default() };
+    assert_eq!(r.modify_vpc_attribute(off.clone(), T0).map_err(|e| e.code()), Err("DependencyViolation"));
+    r.delete_network_interface(&e.network_interface_id, T0).unwrap();
+    modify_vsw(r, &|q| q.enable_ipv6 = Some(false)).unwrap();
+    assert_eq!(r.vswitch(&vsw).unwrap().ipv6_cidr, None);
+    r.modify_vpc_attribute(off, T0).unwrap();
+    assert_eq!(r.vpc(&plain.vpc_id).unwrap().ipv6_cidr_block, None);
+
+    // Names and descriptions change alone; bad ones change nothing.
+    let named = ModifyVpc { vpc_id: plain.vpc_id.clone(), vpc_name: Some("renamed".into()), ..Default::default() };
+    r.modify_vpc_attribute(named, T0).unwrap();
+    assert_eq!(r.vpc(&plain.vpc_id).unwrap().vpc_name, "renamed");
+    assert_eq!(modify_vsw(r, &|q| q.v_switch_name = Some("bad\u{7}name".into())), Err("InvalidParameter".into()));
+    let missing = ModifyVSwitch { v_switch_id: "vsw-nope".into(), ..Default::default() };
+    assert_eq!(r.modify_vswitch_attribute(missing, T0).map_err(|e| e.code()), Err("InvalidVSwitchId.NotFound"));
+    r.check_invariants().unwrap();
+}

@@ -166,4 +166,38 @@ impl Vpc for VpcService {
         self.ctx.call(&rid, &q.region_id, move |r, now| r.delete_vswitch(&q.v_switch_id, now)).await?;
         Ok(Response::new(pb::DeleteVSwitchResponse { request_id: rid }))
     }
+
+    async fn modify_vpc_attribute(
+        &self,
+        req: Request<pb::ModifyVpcAttributeRequest>,
+    ) -> Res<pb::ModifyVpcAttributeResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let req = m::ModifyVpc {
+            vpc_id: q.vpc_id,
+            vpc_name: q.vpc_name,
+            description: q.description,
+            enable_ipv6: q.enable_i_pv6,
+            ipv6_cidr_block: opt(q.ipv6_cidr_block),
+        };
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.modify_vpc_attribute(req, now)).await?;
+        Ok(Response::new(pb::ModifyVpcAttributeResponse { request_id: rid }))
+    }
+
+    async fn modify_v_switch_attribute(
+        &self,
+        req: Request<pb::ModifyVSwitchAttributeRequest>,
+    ) -> Res<pb::ModifyVSwitchAttributeResponse> {
+        let q = req.into_inner();
+        let rid = request_id();
+        let req = m::ModifyVSwitch {
+            v_switch_id: q.v_switch_id,
+            v_switch_name: q.v_switch_name,
+            description: q.description,
+            ipv6_cidr_block: q.ipv6_cidr_block.map(|b| u32::try_from(b).unwrap_or(u32::MAX)),
+            enable_ipv6: q.enable_i_pv6,
+        };
+        self.ctx.call(&rid, &q.region_id, move |r, now| r.modify_vswitch_attribute(req, now)).await?;
+        Ok(Response::new(pb::ModifyVSwitchAttributeResponse { request_id: rid }))
+    }
 }

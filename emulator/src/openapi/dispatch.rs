@@ -148,6 +148,8 @@ impl Services {
                 "CreateVSwitch" => create_v_switch,
                 "DescribeVSwitches" => describe_v_switches,
                 "DeleteVSwitch" => delete_v_switch,
+                "ModifyVpcAttribute" => modify_vpc_attribute,
+                "ModifyVSwitchAttribute" => modify_v_switch_attribute,
             ),
             Api::Slb => table!(self.slb, action, msg;
                 "CreateLoadBalancer" => create_load_balancer,

@@ -470,6 +470,25 @@ const CLOUD_PARAMS: &[(Api, &str, &[&str])] = &[
         ],
     ),
     (Api::Vpc, "DeleteVSwitch", &["DryRun", "VSwitchId"]),
+    (
+        Api::Vpc,
+        "ModifyVpcAttribute",
+        &[
+            "CidrBlock",
+            "Description",
+            "EnableDnsHostname",
+            "EnableIPv6",
+            "Ipv6CidrBlock",
+            "Ipv6Isp",
+            "VpcId",
+            "VpcName",
+        ],
+    ),
+    (
+        Api::Vpc,
+        "ModifyVSwitchAttribute",
+        &["Description", "EnableIPv6", "Ipv6CidrBlock", "Ipv6CidrMask", "VSwitchId", "VSwitchName", "VpcIpv6CidrBlock"],
+    ),
     (Api::Vpc, "DeleteVpc", &["ClientToken", "DryRun", "ForceDelete", "VpcId"]),
 ];
 
@@ -541,6 +560,11 @@ mod tests {
         assert_eq!(gap(Api::Ecs, create, &fine), None);
         assert_eq!(gap(Api::Vpc, "CreateVSwitch", &[("Ipv6CidrBlock", "3")]), None);
         assert_eq!(gap(Api::Vpc, "CreateVSwitch", &[("VpcIpv6CidrBlock", "x")]).as_deref(), Some("VpcIpv6CidrBlock"));
+        // The cloud's "EnableIPv6" is the proto's `enable_i_pv6`: implemented, so not a gap.
+        assert_eq!(gap(Api::Vpc, "ModifyVpcAttribute", &[("EnableIPv6", "true"), ("VpcId", "vpc-1")]), None);
+        assert_eq!(gap(Api::Vpc, "ModifyVpcAttribute", &[("CidrBlock", "10.0.0.0/8")]).as_deref(), Some("CidrBlock"));
+        assert_eq!(gap(Api::Vpc, "ModifyVSwitchAttribute", &[("EnableIPv6", "true"), ("Ipv6CidrBlock", "3")]), None);
+        assert_eq!(gap(Api::Vpc, "ModifyVSwitchAttribute", &[("Ipv6CidrMask", "64")]).as_deref(), Some("Ipv6CidrMask"));
         // One level down: a permission's members.
         let sg = "AuthorizeSecurityGroup";
         let fine = [("Permissions.1.Ipv6SourceCidrIp", "::/0"), ("Permissions.1.IpProtocol", "ALL")];
