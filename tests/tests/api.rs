@@ -220,6 +220,105 @@ async fn vpc_and_vswitch_lifecycle() {
 }
 
 #[tokio::test]
+async fn modify_attributes_rename_and_switch_ipv6_on() {
+    let s = TestServer::start().await;
+    let mut vpc = s.vpc();
+    let vpc_id = ok(vpc
+        .create_vpc(pb::CreateVpcRequest {
+            region_id: REGION.into(),
+            cidr_block: "192.168.0.0/16".into(),
+            ..Default::default()
+        })
+        .await)
+    .vpc_id;
+    let vsw = ok(vpc
+        .create_v_switch(pb::CreateVSwitchRequest {
+            region_id: REGION.into(),
+            vpc_id: vpc_id.clone(),
+            zone_id: "cn-hongkong-c".into(),
+            cidr_block: "192.168.1.0/24".into(),
+            ..Default::default()
+        })
+        .await)
+    .v_switch_id;
+    let vsw_ipv6 = ok(vpc
+        .describe_v_switches(pb::DescribeVSwitchesRequest {
+            region_id: REGION.into(),
+            v_switch_id: vsw.clone(),
+            ..Default::default()
+        })
+        .await)
+    .v_switches
+    .unwrap()
+    .v_switch[0]
+        .clone();
+    assert_eq!((vsw_ipv6.ipv6_cidr_block.as_str(), vsw_ipv6.enabled_ipv6), ("", false));
+
+    // The vSwitch first: its VPC has no /56 yet, so nothing changes.
+    let early = vpc
+        .modify_v_switch_attribute(pb::ModifyVSwitchAttributeRequest {
+            region_id: REGION.into(),
+            v_switch_id: vsw.clone(),
+            ipv6_cidr_block: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&early), "InvalidParameter");
+
+    ok(vpc
+        .modify_vpc_attribute(pb::ModifyVpcAttributeRequest {
+            region_id: REGION.into(),
+            vpc_id: vpc_id.clone(),
+            vpc_name: Some("renamed".into()),
+            enable_i_pv6: Some(true),
+            ..Default::default()
+        })
+        .await);
+    let a = ok(vpc
+        .describe_vpc_attribute(pb::DescribeVpcAttributeRequest {
+            region_id: REGION.into(),
+            vpc_id: vpc_id.clone(),
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(a.vpc_name, "renamed");
+    assert!(a.ipv6_cidr_block.ends_with("/56"), "{a:?}");
+    ok(vpc
+        .modify_v_switch_attribute(pb::ModifyVSwitchAttributeRequest {
+            region_id: REGION.into(),
+            v_switch_id: vsw.clone(),
+            ipv6_cidr_block: Some(3),
+            description: Some("now dual stack".into()),
+            ..Default::default()
+        })
+        .await);
+    let v = ok(vpc
+        .describe_v_switches(pb::DescribeVSwitchesRequest {
+            region_id: REGION.into(),
+            v_switch_id: vsw.clone(),
+            ..Default::default()
+        })
+        .await)
+    .v_switches
+    .unwrap()
+    .v_switch[0]
+        .clone();
+    assert!(v.enabled_ipv6 && v.ipv6_cidr_block.ends_with(":3::/64"), "{v:?}");
+    assert_eq!(v.description, "now dual stack");
+    let gone = vpc
+        .modify_vpc_attribute(pb::ModifyVpcAttributeRequest {
+            region_id: REGION.into(),
+            vpc_id: "vpc-nope".into(),
+            vpc_name: Some("x".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&gone), "InvalidVpcId.NotFound");
+}
+
+#[tokio::test]
 async fn vpc_and_vswitch_client_tokens_replay() {
     let s = TestServer::start().await;
     let mut vpc = s.vpc();
@@ -2006,6 +2105,8 @@ const COVERED: &[(&str, &[&str])] = &[
             "CreateVSwitch",
             "DescribeVSwitches",
             "DeleteVSwitch",
+            "ModifyVpcAttribute",
+            "ModifyVSwitchAttribute",
         ],
     ),
     (
