@@ -327,7 +327,12 @@ impl Node {
         for a in &actions {
             match a {
                 Action::RemoveVlanDevice { member_eni_id, .. } => {
-                    released.extend(self.vlans.remove(member_eni_id).map(|v| v.tap));
+                    if let Some(v) = self.vlans.remove(member_eni_id) {
+                        // Its veth pair too (a fast-path node's sub-interface): left behind, the
+                        // pod would keep an eth0 wired to a TAP that no longer exists.
+                        self.unwire_vlan(&v);
+                        released.push(v.tap);
+                    }
                 }
                 Action::RemoveNic { eni_id, .. } => released.extend(self.nics.remove(eni_id).map(|n| n.tap)),
                 _ => continue,
@@ -598,13 +603,18 @@ impl Node {
 
     /// Removes a sub-interface: its wiring, its veth pair, its TAP (with the relay's handle).
     fn remove_vlan(&mut self, v: VlanDevice) {
+        self.unwire_vlan(&v);
+        self.release(vec![v.tap]);
+    }
+
+    /// A sub-interface's fast-path wiring and veth pair (the pod's end goes with the node's).
+    fn unwire_vlan(&self, v: &VlanDevice) {
         if let (Some(veth), Some(fast)) = (&v.veth, &self.fast) {
             fast.unpatch(veth.ifindex, v.tap.ifindex());
         }
         if let Some(veth) = &v.veth {
             delete_link(&self.netns_path, &veth.name);
         }
-        self.release(vec![v.tap]);
     }
 
     /// `DeleteVlanDevice`: idempotent; returns whether there was a device.

@@ -5,7 +5,8 @@
 //! model change revokes every cached verdict (the kernel's epoch changes before the API call
 //! returns) and the flow carries on once judged again; with the fabric's fast path off, the
 //! same traffic goes through the emulator only. The same for IPv6 between dual-stack nodes, and
-//! a cached verdict, of either family and in either direction, ends with its flow.
+//! a cached verdict, of either family and in either direction, ends with its flow; detaching a
+//! member ENI revokes what the kernels carried for it before the call returns.
 
 mod support;
 
@@ -644,9 +645,55 @@ async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_membe
         );
     }
 
-    // Gone with DeleteVlanDevice: the pod's end, the node's end, the TAP.
-    api.delete_vlan_device(pb::DeleteVlanDeviceRequest { network_interface_id: member.clone() }).await.unwrap();
+    // Detaching the member revokes what both kernels cached before the call returns: node B's
+    // datagrams to the pod's address, on the reply tuple node A's kernel was carrying, are no
+    // longer delivered by it (nor by the fabric: the address has no port now).
+    let fast_b = shim_b.node().lock().unwrap().fast_path().cloned().unwrap();
+    let (epoch_a, epoch_b) = (fast_a.epoch(), fast_b.epoch());
+    let delivered_before = fast_a.counters()[2];
+    ecs.detach_network_interface(pb::DetachNetworkInterfaceRequest {
+        region_id: REGION.into(),
+        instance_id: ia.clone(),
+        network_interface_id: member.clone(),
+        trunk_network_instance_id: trunk.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("DetachNetworkInterface");
+    if !enifab::serve::fast_path_off_by_env() {
+        assert!(
+            fast_a.epoch() != epoch_a && fast_b.epoch() != epoch_b,
+            "both kernels revoked before DetachNetworkInterface returned: A {epoch_a:#x} → {:#x}, B {epoch_b:#x} → {:#x}",
+            fast_a.epoch(),
+            fast_b.epoch()
+        );
+    }
+    let (pp, pb_) = (pod.path(), nb.path());
+    let after = tokio::task::spawn_blocking(move || {
+        // The pod listens where the flow's echoes went; node B sends from the flow's own port.
+        let Ok(sink) = run_in(&pp, move || Ok(UdpSocket::bind((pod_ip, 40000)))).unwrap() else { return 0 };
+        sink.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let src = run_in(&pb_, || Ok(UdpSocket::bind((B_IP, 5000)).unwrap())).unwrap();
+        for i in 0..100u32 {
+            let _ = src.send_to(&i.to_be_bytes(), (pod_ip, 40000));
+        }
+        let (mut got, mut buf) = (0, [0u8; 64]);
+        while sink.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(after, 0, "nothing reaches a detached member's pod");
+    assert_eq!(fast_a.counters()[2], delivered_before, "node A's kernel delivered nothing more to the pod");
+
+    // The member left the node's configuration, and its sub-interface with it: the pod's end,
+    // the node's end, the TAP (DeleteVlanDevice, the CNI's DEL, has nothing left to do).
     let vid = m.vlan_id;
+    let gone = eventually(10, || (pod.link("eth0").is_none() && na.link(&format!("fpv{vid}")).is_none()).then_some(()));
+    assert!(gone.is_some(), "pod: {} node: {}", pod.ip(&["-br", "link"]), na.ip(&["-br", "link"]));
+    api.delete_vlan_device(pb::DeleteVlanDeviceRequest { network_interface_id: member.clone() }).await.unwrap();
     assert!(pod.link("eth0").is_none(), "the pod's end went");
     assert!(
         na.link(&format!("fpt{vid}")).is_none() && na.link(&format!("fpv{vid}")).is_none(),
