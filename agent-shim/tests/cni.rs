@@ -7,9 +7,7 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
@@ -19,7 +17,7 @@ use enifab::serve::{Emulator, ServeConfig};
 use enifab_model::TransitionDelays;
 use enifab_proto::v1 as pb;
 use serde_json::{Value, json};
-use support::{Netns, eventually, privileged};
+use support::{Netns, cni, eventually, privileged};
 
 struct Cluster {
     clients: Clients,
@@ -139,33 +137,6 @@ impl Cluster {
             "stateDir": self.dir.path().join("cni-state"),
         })
     }
-}
-
-/// One CNI invocation: (exit success, stdout parsed as JSON, stderr).
-fn cni(command: &str, container: &str, netns: Option<&Path>, args: &str, conf: &Value) -> (bool, Value, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_enifab-cni"));
-    cmd.env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env("CNI_ARGS", args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(ns) = netns {
-        cmd.env("CNI_NETNS", ns);
-    }
-    let mut child = cmd.spawn().expect("run enifab-cni");
-    // The plugin may answer before reading stdin (VERSION, a usage error): a closed pipe is fine.
-    let _ = child.stdin.take().unwrap().write_all(conf.to_string().as_bytes());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let json = if stdout.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&stdout).unwrap_or(Value::String(stdout))
-    };
-    (out.status.success(), json, String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 async fn members(c: &mut Clients) -> Vec<pb::NetworkInterfaceSet> {

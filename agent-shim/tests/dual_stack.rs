@@ -15,16 +15,15 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use enifab_proto::v1 as pb;
 use enifab_proto::v1::ecs_client::EcsClient;
 use enifab_proto::v1::vpc_client::VpcClient;
+use enifab_shim::Shim;
 use enifab_shim::driver::netns::run_in;
-use enifab_shim::{Shim, ShimOptions};
-use serde_json::{Value, json};
-use support::{Emu, Netns, REGION, dual_stack_instance, dual_stack_network, eventually, privileged};
+use serde_json::json;
+use support::{Emu, Netns, REGION, cni, dual_stack_instance, dual_stack_network, eventually, privileged, shim_options};
 use tonic::transport::Channel;
 
 /// The dual-stack network (see `support::dual_stack_network`) with a group admitting TCP 8080
@@ -45,21 +44,6 @@ async fn network(ecs: &mut EcsClient<Channel>, vpc: &mut VpcClient<Channel>) -> 
     .await
     .expect("AuthorizeSecurityGroup");
     (vsw, sg)
-}
-
-fn shim_options(emu: &Emu, instance: &str, ns: &Netns, dir: &Path) -> ShimOptions {
-    ShimOptions {
-        endpoint: emu.grpc.to_string(),
-        instance_id: instance.into(),
-        netns: ns.name.clone(),
-        control_socket: Some(dir.join(format!("{instance}.sock"))),
-        geneve_listen: "127.0.0.1:0".parse().unwrap(),
-        metadata: None,
-        external_address: None,
-        underlay: None,
-        cni_state_dir: None,
-        fast_path: None,
-    }
 }
 
 /// `payload` over TCP from `from` to `to_ip:port` in `to`; what the server read, or the error.
@@ -95,8 +79,8 @@ async fn dual_stack_nodes_talk_over_ipv6_through_the_fabric() {
     let (ia, a6) = dual_stack_instance(&mut ecs, &vsw, &sg, "10.0.4.22").await;
     let (ib, b6) = dual_stack_instance(&mut ecs, &vsw, &sg, "10.0.4.23").await;
     let (na, nb) = (Netns::new("d6a"), Netns::new("d6b"));
-    let shim_a = Shim::start(shim_options(&emu, &ia, &na, dir.path())).expect("shim A");
-    let shim_b = Shim::start(shim_options(&emu, &ib, &nb, dir.path())).expect("shim B");
+    let shim_a = Shim::start(shim_options(&emu, dir.path(), &ia, &na, None)).expect("shim A");
+    let shim_b = Shim::start(shim_options(&emu, dir.path(), &ib, &nb, None)).expect("shim B");
 
     for (ns, ip) in [(&na, a6), (&nb, b6)] {
         let want = format!("{ip}/64");
@@ -160,27 +144,6 @@ async fn trunk_for(ecs: &mut EcsClient<Channel>, instance: &str, vsw: &str, sg: 
     trunk
 }
 
-/// `enifab-cni COMMAND` for `container` in `pod`: (success, stdout as JSON, stderr).
-fn cni(command: &str, container: &str, pod: &Path, args: &str, conf: &Value) -> (bool, Value, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enifab-cni"))
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env("CNI_ARGS", args)
-        .env("CNI_NETNS", pod)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run enifab-cni");
-    let _ = child.stdin.take().unwrap().write_all(conf.to_string().as_bytes());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let json = serde_json::from_str(&stdout).unwrap_or(Value::String(stdout));
-    (out.status.success(), json, String::from_utf8_lossy(&out.stderr).to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_stack_pods_talk_over_ipv6_on_both_datapaths() {
     if !privileged("dual_stack_pods_talk_over_ipv6_on_both_datapaths") {
@@ -196,8 +159,8 @@ async fn dual_stack_pods_talk_over_ipv6_on_both_datapaths() {
     trunk_for(&mut ecs, &ia, &vsw, &sg).await;
     trunk_for(&mut ecs, &ib, &vsw, &sg).await;
     let (na, nb) = (Netns::new("p6a"), Netns::new("p6b"));
-    let shim_a = Shim::start(shim_options(&emu, &ia, &na, dir.path())).expect("shim A");
-    let shim_b = Shim::start(shim_options(&emu, &ib, &nb, dir.path())).expect("shim B");
+    let shim_a = Shim::start(shim_options(&emu, dir.path(), &ia, &na, None)).expect("shim A");
+    let shim_b = Shim::start(shim_options(&emu, dir.path(), &ib, &nb, None)).expect("shim B");
     for ns in [&na, &nb] {
         assert!(eventually(20, || ns.link("eth1")).is_some(), "the shim did not plug the trunk in as eth1");
     }
@@ -215,9 +178,9 @@ async fn dual_stack_pods_talk_over_ipv6_on_both_datapaths() {
     let (conf_a, conf_b) = (conf(&ia, &na, "veth"), conf(&ib, &nb, "vlan"));
     let args_a = "K8S_POD_NAME=web-a;ENIFAB_IP=10.0.4.30;ENIFAB_IP6=2408:4005:3000:4::30";
     let args_b = "K8S_POD_NAME=web-b;ENIFAB_IP=10.0.4.40";
-    let (ok_a, res_a, err_a) = cni("ADD", "c-a", &pod_a.path(), args_a, &conf_a);
+    let (ok_a, res_a, err_a) = cni("ADD", "c-a", Some(&pod_a.path()), args_a, &conf_a);
     assert!(ok_a, "ADD veth: {res_a} {err_a}");
-    let (ok_b, res_b, err_b) = cni("ADD", "c-b", &pod_b.path(), args_b, &conf_b);
+    let (ok_b, res_b, err_b) = cni("ADD", "c-b", Some(&pod_b.path()), args_b, &conf_b);
     assert!(ok_b, "ADD vlan: {res_b} {err_b}");
 
     // The results: IPv4 first, then IPv6, with each datapath's next hop.
@@ -268,14 +231,14 @@ async fn dual_stack_pods_talk_over_ipv6_on_both_datapaths() {
 
     // CHECK knows the IPv6 side; DEL takes it all away, rules of both families included.
     for (c, pod, args, conf) in [("c-a", &pod_a, args_a, &conf_a), ("c-b", &pod_b, args_b, &conf_b)] {
-        let (ok, out, err) = cni("CHECK", c, &pod.path(), args, conf);
+        let (ok, out, err) = cni("CHECK", c, Some(&pod.path()), args, conf);
         assert!(ok, "CHECK {c}: {out} {err}");
     }
     na.ip(&["-6", "rule", "del", "pref", "512", "to", &a6.to_string()]);
-    let (ok, out, _) = cni("CHECK", "c-a", &pod_a.path(), args_a, &conf_a);
+    let (ok, out, _) = cni("CHECK", "c-a", Some(&pod_a.path()), args_a, &conf_a);
     assert!(!ok && out.to_string().contains("rule"), "CHECK misses a lost IPv6 rule: {out}");
     for (c, pod, args, conf) in [("c-a", &pod_a, args_a, &conf_a), ("c-b", &pod_b, args_b, &conf_b)] {
-        let (ok, out, err) = cni("DEL", c, &pod.path(), args, conf);
+        let (ok, out, err) = cni("DEL", c, Some(&pod.path()), args, conf);
         assert!(ok, "DEL {c}: {out} {err}");
     }
     let rules = na.ip(&["-6", "rule", "show"]);

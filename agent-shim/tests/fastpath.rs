@@ -18,11 +18,12 @@ use enifab_proto::v1 as pb;
 use enifab_proto::v1::ecs_client::EcsClient;
 use enifab_proto::v1::fabric_client::FabricClient;
 use enifab_proto::v1::vpc_client::VpcClient;
+use enifab_shim::Shim;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::fastpath::FastPathOptions;
-use enifab_shim::{Shim, ShimOptions};
 use support::{
-    Emu, Netns, REGION, dual_stack_instance, dual_stack_network, eventually, network, privileged, wait_ping,
+    Emu, Netns, REGION, dual_stack_instance, dual_stack_network, eventually, network, privileged, shim_options,
+    wait_ping,
 };
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 22);
@@ -60,21 +61,6 @@ fn fast_path() -> FastPathOptions {
 }
 
 /// An in-process shim for `instance` in `ns`, with or without its fast path.
-fn shim_options(emu: &Emu, dir: &Path, instance: &str, ns: &Netns, fast: bool) -> ShimOptions {
-    ShimOptions {
-        endpoint: emu.grpc.to_string(),
-        instance_id: instance.into(),
-        netns: ns.name.clone(),
-        control_socket: Some(dir.join(format!("{instance}.sock"))),
-        geneve_listen: "127.0.0.1:0".parse().unwrap(),
-        metadata: None,
-        external_address: None,
-        underlay: None,
-        cni_state_dir: None,
-        fast_path: fast.then(fast_path),
-    }
-}
-
 /// A rule of `sg` admitting `protocol` on `ports` from the VPC.
 fn admit(sg: &str, protocol: &str, ports: &str) -> pb::AuthorizeSecurityGroupRequest {
     pb::AuthorizeSecurityGroupRequest {
@@ -175,7 +161,7 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     let ib = instance(&mut ecs, &vsw, &sg, B_IP).await;
     let (na, nb) = (Netns::new("fpa"), Netns::new("fpb"));
     underlay(&na, &nb);
-    let opts = |instance: &str, ns: &Netns| shim_options(&emu, dir.path(), instance, ns, true);
+    let opts = |instance: &str, ns: &Netns| shim_options(&emu, dir.path(), instance, ns, Some(fast_path()));
     // The shim would only warn (and relay everything): say why here, plainly.
     if let Err(e) = enifab_shim::fastpath::FastPath::start(&na.path(), &fast_path()) {
         panic!("this kernel cannot run the fast path: {e}");
@@ -454,7 +440,9 @@ async fn the_same_random_flows_meet_the_same_fate_with_and_without_the_fast_path
     }
     let ns: Vec<Netns> = ["dfa", "dfb", "dsa", "dsb"].into_iter().map(Netns::new).collect();
     underlay(&ns[0], &ns[1]);
-    let shim = |i: usize, fast: bool| Shim::start(shim_options(&emu, dir.path(), &ids[i], &ns[i], fast)).unwrap();
+    let shim = |i: usize, fast: bool| {
+        Shim::start(shim_options(&emu, dir.path(), &ids[i], &ns[i], fast.then(fast_path))).unwrap()
+    };
     let shims = [shim(0, true), shim(1, true), shim(2, false), shim(3, false)];
     for (i, n) in ns.iter().enumerate() {
         let (p, to) = (n.path(), ips[i ^ 1]);
@@ -574,7 +562,7 @@ async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_membe
     }
     let (na, nb, pod) = (Netns::new("fva"), Netns::new("fvb"), Netns::new("fvpod"));
     underlay(&na, &nb);
-    let opts = |instance: &str, ns: &Netns| shim_options(&emu, dir.path(), instance, ns, true);
+    let opts = |instance: &str, ns: &Netns| shim_options(&emu, dir.path(), instance, ns, Some(fast_path()));
     let shim_a = Shim::start(opts(&ia, &na)).unwrap();
     let shim_b = Shim::start(opts(&ib, &nb)).unwrap();
     assert!(eventually(10, || na.link("eth1")).is_some(), "the trunk is eth1 on node A");
@@ -656,7 +644,6 @@ async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_membe
         instance_id: ia.clone(),
         network_interface_id: member.clone(),
         trunk_network_instance_id: trunk.clone(),
-        ..Default::default()
     })
     .await
     .expect("DetachNetworkInterface");
@@ -845,8 +832,8 @@ impl DualStackPair {
         if fast && let Err(e) = enifab_shim::fastpath::FastPath::start(&na.path(), &fast_path()) {
             panic!("this kernel cannot run the fast path: {e}");
         }
-        let shim_a = Shim::start(shim_options(&emu, dir.path(), &ia, &na, fast)).unwrap();
-        let shim_b = Shim::start(shim_options(&emu, dir.path(), &ib, &nb, fast)).unwrap();
+        let shim_a = Shim::start(shim_options(&emu, dir.path(), &ia, &na, fast.then(fast_path))).unwrap();
+        let shim_b = Shim::start(shim_options(&emu, dir.path(), &ib, &nb, fast.then(fast_path))).unwrap();
         for (ns, ip) in [(&na, a6), (&nb, b6)] {
             let want = format!("{ip}/64");
             let got = eventually(10, || ns.addrs("eth0", "inet6").contains(&want).then_some(()));

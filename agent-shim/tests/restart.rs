@@ -21,7 +21,7 @@ use enifab_proto::v1::vpc_client::VpcClient;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::{Shim, ShimOptions};
 use serde_json::{Value, json};
-use support::{Emu, Netns, REGION, eventually, ping, privileged, wait_ping};
+use support::{Emu, Netns, REGION, cni, eventually, ping, privileged, wait_ping};
 
 /// How soon after the new shim starts everything must work again.
 const REBUILT_WITHIN: Duration = Duration::from_secs(10);
@@ -63,26 +63,6 @@ impl Drop for ShimProcess {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// One CNI invocation of the real plugin: (success, stdout as JSON).
-fn cni(command: &str, container: &str, netns: &Path, args: &str, conf: &Value) -> (bool, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enifab-cni"))
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env("CNI_ARGS", args)
-        .env("CNI_NETNS", netns)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run enifab-cni");
-    let _ = child.stdin.take().unwrap().write_all(conf.to_string().as_bytes());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    (out.status.success(), serde_json::from_str(&stdout).unwrap_or(Value::String(stdout)))
 }
 
 /// GET a metadata path from inside `ns`: the body of a 200 reply.
@@ -200,9 +180,11 @@ async fn a_restarted_shim_rebuilds_its_node_and_pods() {
     };
     let (veth_ip, vlan_ip, b_ip): (Ipv4Addr, Ipv4Addr, Ipv4Addr) =
         ("10.0.4.30".parse().unwrap(), "10.0.4.31".parse().unwrap(), "10.0.4.23".parse().unwrap());
-    let (ok_veth, out) = cni("ADD", "c-veth", &pod_veth.path(), &format!("ENIFAB_IP={veth_ip}"), &conf("veth"));
+    let (ok_veth, out, _) =
+        cni("ADD", "c-veth", Some(&pod_veth.path()), &format!("ENIFAB_IP={veth_ip}"), &conf("veth"));
     assert!(ok_veth, "ADD veth: {out}");
-    let (ok_vlan, out) = cni("ADD", "c-vlan", &pod_vlan.path(), &format!("ENIFAB_IP={vlan_ip}"), &conf("vlan"));
+    let (ok_vlan, out, _) =
+        cni("ADD", "c-vlan", Some(&pod_vlan.path()), &format!("ENIFAB_IP={vlan_ip}"), &conf("vlan"));
     assert!(ok_vlan, "ADD vlan: {out}");
     let (pv, pl, pa) = (pod_veth.path(), pod_vlan.path(), na.path());
     let both = {

@@ -570,6 +570,31 @@ async fn ensure_ipv6(
     Ok((ip6.ok_or_else(|| anyhow!("AssignIpv6Addresses for {name} answered no address"))?, true))
 }
 
+/// Every ENI in a vSwitch, all pages (what `steer` and `steer6` keep clear of).
+async fn enis_in(c: &mut Clients, region: &str, vswitch_id: &str) -> Result<Vec<pb::NetworkInterfaceSet>> {
+    let mut all = Vec::new();
+    let mut next_token = String::new();
+    loop {
+        let r = c
+            .ecs
+            .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
+                region_id: region.into(),
+                v_switch_id: vswitch_id.into(),
+                max_results: Some(500),
+                next_token: next_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(api("DescribeNetworkInterfaces"))?
+            .into_inner();
+        all.extend(r.network_interface_sets.unwrap_or_default().network_interface_set);
+        if r.next_token.is_empty() {
+            return Ok(all);
+        }
+        next_token = r.next_token;
+    }
+}
+
 /// The IPv6 address to ask for on behalf of an instance when the file pins pods' addresses in
 /// its vSwitch (the lowest neither held nor pinned), or `None` to let the vSwitch choose.
 async fn steer6(
@@ -594,29 +619,10 @@ async fn steer6(
         .v_switch;
     let Some(cidr) = vsw.first().and_then(|v| v.ipv6_cidr_block.parse::<Cidr6>().ok()) else { return Ok(None) };
     let mut held: HashSet<Ipv6Addr> = HashSet::new();
-    let mut next_token = String::new();
-    loop {
-        let r = c
-            .ecs
-            .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
-                region_id: region.into(),
-                v_switch_id: vswitch_id.into(),
-                max_results: Some(500),
-                next_token: next_token.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(api("DescribeNetworkInterfaces"))?
-            .into_inner();
-        for e in r.network_interface_sets.unwrap_or_default().network_interface_set {
-            held.extend(
-                e.ipv6_sets.unwrap_or_default().ipv6_set.iter().filter_map(|s| s.ipv6_address.parse::<Ipv6Addr>().ok()),
-            );
-        }
-        if r.next_token.is_empty() {
-            break;
-        }
-        next_token = r.next_token;
+    for e in enis_in(c, region, vswitch_id).await? {
+        held.extend(
+            e.ipv6_sets.unwrap_or_default().ipv6_set.iter().filter_map(|s| s.ipv6_address.parse::<Ipv6Addr>().ok()),
+        );
     }
     // A /64 is never full of pins: the first few thousand addresses hold a free one.
     let free = (cidr.first()..cidr.first().saturating_add(1 << 16))
@@ -667,30 +673,11 @@ async fn steer(
     let Some(pins) = pins.filter(|p| !p.is_empty()) else { return Ok(String::new()) };
     let Ok(cidr) = cidr.parse::<enifab_model::Cidr>() else { return Ok(String::new()) };
     let mut held: HashSet<Ipv4Addr> = HashSet::new();
-    let mut next_token = String::new();
-    loop {
-        let r = c
-            .ecs
-            .describe_network_interfaces(pb::DescribeNetworkInterfacesRequest {
-                region_id: region.into(),
-                v_switch_id: vswitch_id.into(),
-                max_results: Some(500),
-                next_token: next_token.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(api("DescribeNetworkInterfaces"))?
-            .into_inner();
-        for e in r.network_interface_sets.unwrap_or_default().network_interface_set {
-            held.extend(e.private_ip_address.parse::<Ipv4Addr>());
-            for p in e.private_ip_sets.unwrap_or_default().private_ip_set {
-                held.extend(p.private_ip_address.parse::<Ipv4Addr>());
-            }
+    for e in enis_in(c, region, vswitch_id).await? {
+        held.extend(e.private_ip_address.parse::<Ipv4Addr>());
+        for p in e.private_ip_sets.unwrap_or_default().private_ip_set {
+            held.extend(p.private_ip_address.parse::<Ipv4Addr>());
         }
-        if r.next_token.is_empty() {
-            break;
-        }
-        next_token = r.next_token;
     }
     for page in 1.. {
         let r = c

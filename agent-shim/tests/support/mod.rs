@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
@@ -459,4 +459,55 @@ pub async fn dual_stack_instance(
         .expect("AssignIpv6Addresses")
         .into_inner();
     (id, got.ipv6_sets.unwrap().ipv6_address[0].parse().unwrap())
+}
+
+/// One invocation of the real `enifab-cni`, as a container runtime makes it (`CNI_*` in the
+/// environment, the configuration on stdin): (exit success, stdout parsed as JSON, stderr).
+pub fn cni(command: &str, container: &str, netns: Option<&Path>, args: &str, conf: &Value) -> (bool, Value, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_enifab-cni"));
+    cmd.env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env("CNI_ARGS", args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(ns) = netns {
+        cmd.env("CNI_NETNS", ns);
+    }
+    let mut child = cmd.spawn().expect("run enifab-cni");
+    // The plugin may answer before reading stdin (VERSION, a usage error): a closed pipe is fine.
+    let _ = child.stdin.take().unwrap().write_all(conf.to_string().as_bytes());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).unwrap_or(Value::String(stdout))
+    };
+    (out.status.success(), json, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// The options of an in-process shim for `instance` in `ns` against `emu`, its control socket in
+/// `dir`, with or without a kernel fast path.
+pub fn shim_options(
+    emu: &Emu,
+    dir: &Path,
+    instance: &str,
+    ns: &Netns,
+    fast_path: Option<enifab_shim::fastpath::FastPathOptions>,
+) -> enifab_shim::ShimOptions {
+    enifab_shim::ShimOptions {
+        endpoint: emu.grpc.to_string(),
+        instance_id: instance.into(),
+        netns: ns.name.clone(),
+        control_socket: Some(dir.join(format!("{instance}.sock"))),
+        geneve_listen: "127.0.0.1:0".parse().unwrap(),
+        metadata: None,
+        external_address: None,
+        underlay: None,
+        cni_state_dir: None,
+        fast_path,
+    }
 }
