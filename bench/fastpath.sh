@@ -10,6 +10,8 @@
 #   options: --secs N    seconds per iperf3/sockperf run (default 5)
 #            --repeat N  runs of every number, the report shows the median (default 3)
 #            --no-build  use target/release as it is
+#            --only M,…  measure only these of tcp1 tcp4 pps64 udprr cps sg blocked (to try a
+#                        change quickly; the report then lacks the others, so not with --write)
 #
 # What it builds, under names unique to this run, all removed on exit (also on failure or ^C):
 #   * fast:  `enifab serve` and the lab of bench/fastpath/topology.yaml: two nodes (a namespace,
@@ -48,21 +50,25 @@ SECS=5
 REPEAT=3
 BUILD=1
 WRITE=0
+ONLY=""
 while (($#)); do
   case "$1" in
     --secs) SECS="$2"; shift 2 ;;
     --repeat) REPEAT="$2"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --write) WRITE=1; shift ;;
+    --only) ONLY=",$2,"; shift 2 ;;
     -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 say() { printf 'bench [%4ss] %s\n' "$SECONDS" "$*" >&2; }
+wanted() { [ -z "$ONLY" ] || [[ "$ONLY" == *",$1,"* ]]; }
 die() { say "error: $*"; exit 1; }
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
+[ -n "$ONLY" ] && ((WRITE)) && die "--only leaves numbers out of the report: not with --write"
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, TAP devices, BPF)"
 for c in ip iperf3 sockperf ping python3 ovsdb-server ovs-vswitchd ovs-vsctl ovs-ofctl ovsdb-tool; do
@@ -318,6 +324,7 @@ say "measuring: $REPEAT runs of each number, ${SECS} s each (load average $LOAD_
 for r in $(seq 1 "$REPEAT"); do
   say "run $r of $REPEAT"
   for m in tcp1 tcp4 pps64 udprr; do
+    wanted "$m" || continue
     case "$m" in
       tcp1) cmd=(tcp) extra=(1) ;;
       tcp4) cmd=(tcp) extra=(4) ;;
@@ -330,14 +337,20 @@ for r in $(seq 1 "$REPEAT"); do
     measure "$m" slow "${cmd[@]}" "${CLIENT[slow]}" "$S_IP" "${extra[@]}"
     measure "$m" ovs "${cmd[@]}" "$OVA" "$OV_S_IP" "${extra[@]}"
   done
-  record_cps fast
-  record_cps slow
-  measure sg10 fast tcp "${CLIENT[fast]}" "$S_IP" 1
-  measure sg1000 fast tcp "${CLIENT[fast]}" "$S1K_IP" 1
-  v="$(blocked)"
-  echo "blocked fast ${v% *}" >>"$RAW"
-  echo "blocked_arrived fast ${v#* }" >>"$RAW"
-  say "blocked flood: ${v% *} datagrams/s sent, ${v#* } reached the server"
+  if wanted cps; then
+    record_cps fast
+    record_cps slow
+  fi
+  if wanted sg; then
+    measure sg10 fast tcp "${CLIENT[fast]}" "$S_IP" 1
+    measure sg1000 fast tcp "${CLIENT[fast]}" "$S1K_IP" 1
+  fi
+  if wanted blocked; then
+    v="$(blocked)"
+    echo "blocked fast ${v% *}" >>"$RAW"
+    echo "blocked_arrived fast ${v#* }" >>"$RAW"
+    say "blocked flood: ${v% *} datagrams/s sent, ${v#* } reached the server"
+  fi
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 CARRIED="$(grep -h "fast path" "$TMP"/fast/lab/*.log | tail -n 3 | sed 's/\x1b\[[0-9;]*m//g' | tr '\n' ' ')"
@@ -345,6 +358,11 @@ CARRIED="$(grep -h "fast path" "$TMP"/fast/lab/*.log | tail -n 3 | sed 's/\x1b\[
 # ---- report --------------------------------------------------------------------------------------
 
 REPORT="$TMP/report.md"
+if [ -n "$ONLY" ]; then
+  say "--only: the raw numbers, no report"
+  sort -s -k1,2 "$RAW"
+  exit 0
+fi
 BENCH_DATE="$(date -u +%Y-%m-%d)" BENCH_CORES="$(nproc)" BENCH_KERNEL="$(uname -r)" \
   BENCH_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
   BENCH_OVS="$(ovs-vswitchd --version | head -1)" \

@@ -29,6 +29,19 @@
 //       Anything else is dropped and counted: nothing reaches a node that no verdict of the
 //       current configuration admitted.
 //
+//   underlay device: the fast path's own VXLAN, both ways. A carried frame is encapsulated here
+//       (outer IPv4/UDP/VXLAN, inner Ethernet, as the kernel's VXLAN device would build it) and
+//       sent out of the underlay device with bpf_redirect_neigh; tc ingress `fp_wire` takes
+//       apart a VXLAN datagram addressed to this node and judges its inner frame as
+//       `fp_ingress` does. The kernel's VXLAN device costs a route lookup, the node's netfilter
+//       hooks and a UDP socket on the way out, and the IP stack, a UDP socket and a GRO cell on
+//       the way in, per packet: for small packets that is most of the fast path's cost. The
+//       VXLAN device stays for what this does not do: a frame that would not fit the underlay
+//       encapsulated (the device fragments), no underlay device, and on the way in anything
+//       but a plain unfragmented datagram: a GSO aggregate above all, whose tunnel offload
+//       state only the device's decapsulation resets on this kernel (bpf_skb_adjust_room
+//       learns to reset it with BPF_F_ADJ_ROOM_DECAP_L4_UDP, after 6.18).
+//
 // Sections are named `classifier` (what aya 0.14 loads as tc programs). Written in C: BPF in
 // Rust needs a nightly toolchain.
 
@@ -97,12 +110,16 @@ struct ingress6_key {
 struct state {
     __u64 epoch;         // the node's current epoch; 0 = nothing is valid
     __u32 vxlan_ifindex;
-    __u32 pad;
+    __u32 underlay_ifindex; // 0 = send through the VXLAN device only
+    __u32 local;         // the node's underlay address, network order
+    __u16 port;          // the VXLAN port, network order
+    __u16 pad;
 };
 // The sizes fastpath.rs asserts too: a key laid out differently there would never match.
 _Static_assert(sizeof(struct egress_key) == 20 && sizeof(struct ingress_key) == 20, "IPv4 keys");
 _Static_assert(sizeof(struct egress6_key) == 44 && sizeof(struct ingress6_key) == 44, "IPv6 keys");
 _Static_assert(sizeof(struct egress_val) == 48 && sizeof(struct ingress_val) == 48, "values");
+_Static_assert(sizeof(struct state) == 24, "state");
 
 // Counters (per CPU), read by the shim.
 enum { C_CARRIED, C_SLOW, C_DELIVERED, C_REFUSED, C_MAX };
@@ -188,23 +205,24 @@ static __always_inline int ports(struct __sk_buff *skb, __u32 l4, __u8 proto, __
     return 0;
 }
 
-// The EtherType of an untagged frame (network order), 0 when unreadable.
-static __always_inline __u16 ethertype(struct __sk_buff *skb) {
+// The EtherType of an untagged frame at `eth` (network order), 0 when unreadable.
+static __always_inline __u16 ethertype(struct __sk_buff *skb, __u32 eth) {
     __u16 proto;
-    if (bpf_skb_load_bytes(skb, __builtin_offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
+    if (bpf_skb_load_bytes(skb, eth + __builtin_offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
         return 0;
     return proto;
 }
 
-// The 5-tuple of an untagged IPv4 TCP/UDP frame, not a fragment. Returns 0 when it is one.
-static __always_inline int tuple(struct __sk_buff *skb, __u8 *proto, __u32 *src, __u32 *dst,
+// The 5-tuple of an untagged IPv4 TCP/UDP frame at `eth`, not a fragment. Returns 0 when it is
+// one.
+static __always_inline int tuple(struct __sk_buff *skb, __u32 eth, __u8 *proto, __u32 *src, __u32 *dst,
                                  __u16 *sport, __u16 *dport) {
     struct iphdr ip;
-    if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
+    if (bpf_skb_load_bytes(skb, eth + sizeof(struct ethhdr), &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
         return -1;
     if (ip.frag_off & bpf_htons(0x3fff))
         return -1;
-    if (ports(skb, sizeof(struct ethhdr) + ip.ihl * 4, ip.protocol, sport, dport))
+    if (ports(skb, eth + sizeof(struct ethhdr) + ip.ihl * 4, ip.protocol, sport, dport))
         return -1;
     *proto = ip.protocol;
     *src = ip.saddr;
@@ -215,12 +233,12 @@ static __always_inline int tuple(struct __sk_buff *skb, __u8 *proto, __u32 *src,
 // The 5-tuple of an untagged IPv6 frame whose next header is TCP or UDP itself: an extension
 // header (a fragment's included) sends it to the slow path, which walks the chain. Returns 0
 // when it is one.
-static __always_inline int tuple6(struct __sk_buff *skb, __u8 *proto, __u8 *src, __u8 *dst,
+static __always_inline int tuple6(struct __sk_buff *skb, __u32 eth, __u8 *proto, __u8 *src, __u8 *dst,
                                   __u16 *sport, __u16 *dport) {
     struct ipv6hdr ip;
-    if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip)) || ip.version != 6)
+    if (bpf_skb_load_bytes(skb, eth + sizeof(struct ethhdr), &ip, sizeof(ip)) || ip.version != 6)
         return -1;
-    if (ports(skb, sizeof(struct ethhdr) + sizeof(ip), ip.nexthdr, sport, dport))
+    if (ports(skb, eth + sizeof(struct ethhdr) + sizeof(ip), ip.nexthdr, sport, dport))
         return -1;
     *proto = ip.nexthdr;
     __builtin_memcpy(src, &ip.saddr, 16);
@@ -231,23 +249,108 @@ static __always_inline int tuple6(struct __sk_buff *skb, __u8 *proto, __u8 *src,
 // The egress entry of a frame leaving device `ifindex`, of either family: NULL when it has
 // none; *eligible says whether the frame was one the fast path could carry at all.
 static __always_inline struct egress_val *egress_entry(struct __sk_buff *skb, int *eligible) {
-    __u16 proto = ethertype(skb);
+    __u16 proto = ethertype(skb, 0);
     *eligible = 0;
     if (proto == bpf_htons(ETH_P_IP)) {
         struct egress_key k = {.ifindex = skb->ifindex};
-        if (tuple(skb, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
+        if (tuple(skb, 0, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
             return NULL;
         *eligible = 1;
         return bpf_map_lookup_elem(&egress, &k);
     }
     if (proto == bpf_htons(ETH_P_IPV6)) {
         struct egress6_key k = {.ifindex = skb->ifindex};
-        if (tuple6(skb, &k.proto, k.src, k.dst, &k.sport, &k.dport))
+        if (tuple6(skb, 0, &k.proto, k.src, k.dst, &k.sport, &k.dport))
             return NULL;
         *eligible = 1;
         return bpf_map_lookup_elem(&egress6, &k);
     }
     return NULL;
+}
+
+// What the fast path's VXLAN puts before a frame: outer Ethernet (the neighbour's, filled in on
+// the way out), IPv4, UDP, VXLAN.
+#define ENCAP_LEN 50
+// A GSO aggregate is encapsulated here only when its segments surely fit: its inner headers are
+// taken at their largest (IPv6 or IPv4 with options, TCP with options).
+#define MAX_INNER_HEADERS 120
+#define VXLAN_FLAG_VNI bpf_htonl(0x08000000)
+// Not in every uapi header this is built against; the kernel has had it since 6.3.
+#define ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
+
+struct vxlan_headers {
+    struct ethhdr eth;
+    struct iphdr ip;
+    struct udphdr udp;
+    __u32 flags, vni;
+} __attribute__((packed));
+_Static_assert(sizeof(struct vxlan_headers) == ENCAP_LEN, "the fast path's VXLAN headers");
+
+static __always_inline __u16 ip_checksum(const struct iphdr *ip) {
+    const __u16 *w = (const __u16 *)ip;
+    __u32 sum = 0;
+#pragma unroll
+    for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
+        sum += w[i];
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return ~sum;
+}
+
+// Encapsulates the frame for entry `v` and sends it out of the underlay device: >= 0 = sent
+// (the redirect's verdict), -1 = left as it was, for the VXLAN device.
+static __always_inline int encap(struct __sk_buff *skb, const struct state *st, const struct egress_val *v) {
+    if (!st->underlay_ifindex)
+        return -1;
+    // Too big for the underlay once encapsulated (the device would fragment it), or no such
+    // device (re-created under another index): the VXLAN device's way.
+    __u32 mtu = 0;
+    if (bpf_check_mtu(skb, st->underlay_ifindex, &mtu, ENCAP_LEN, 0))
+        return -1;
+    if (skb->gso_size && skb->gso_size + ENCAP_LEN + MAX_INNER_HEADERS > mtu)
+        return -1;
+    __u32 len = skb->len;
+    struct ethhdr inner;
+    if (bpf_skb_load_bytes(skb, 0, &inner, sizeof(inner)))
+        return -1;
+    // Room after the Ethernet header, marked as a UDP tunnel with an inner Ethernet header so
+    // that a GSO aggregate is segmented as the VXLAN device's would be.
+    __u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+                  BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr));
+    if (bpf_skb_adjust_room(skb, ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags))
+        return -1;
+    struct iphdr ip = {
+        .version = 4,
+        .ihl = 5,
+        .tot_len = bpf_htons(len + ENCAP_LEN - sizeof(struct ethhdr)),
+        .frag_off = bpf_htons(0x4000), // DF: what does not fit was left to the device above
+        .ttl = 64,
+        .protocol = IPPROTO_UDP,
+        .saddr = st->local,
+        .daddr = bpf_htonl(v->remote),
+    };
+    ip.check = ip_checksum(&ip);
+    struct {
+        struct vxlan_headers outer;
+        struct ethhdr inner;
+    } __attribute__((packed)) h = {
+        // The MACs are the neighbour's, filled in by bpf_redirect_neigh; the destination must
+        // only not be a multicast one.
+        .outer.eth.h_proto = bpf_htons(ETH_P_IP),
+        .outer.ip = ip,
+        // The source port spreads flows over the underlay's paths, as the VXLAN device's does.
+        .outer.udp = {.source = bpf_htons(0xc000 | (bpf_get_hash_recalc(skb) & 0x3fff)),
+                      .dest = st->port,
+                      .len = bpf_htons(len + ENCAP_LEN - sizeof(struct ethhdr) - sizeof(struct iphdr))},
+        .outer.flags = VXLAN_FLAG_VNI,
+        .outer.vni = bpf_htonl(v->vni << 8),
+        .inner = inner,
+    };
+    // From here on the frame is encapsulated: a failure drops it rather than send it on as a
+    // half-made one.
+    if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0))
+        return TC_ACT_SHOT;
+    return bpf_redirect_neigh(st->underlay_ifindex, NULL, 0, 0);
 }
 
 // The fast path for a frame leaving a node device: >= 0 = carried (the redirect's verdict),
@@ -269,14 +372,21 @@ static __always_inline int carry(struct __sk_buff *skb) {
         count(C_SLOW);
         return -1;
     }
-    struct bpf_tunnel_key tk = {.remote_ipv4 = v->remote, .tunnel_id = v->vni, .tunnel_ttl = 64};
-    if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0))
-        return -1;
+    __u32 len = skb->len;
+    int sent = encap(skb, st, v);
+    if (sent < 0) {
+        struct bpf_tunnel_key tk = {.remote_ipv4 = v->remote, .tunnel_id = v->vni, .tunnel_ttl = 64};
+        if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0))
+            return -1;
+        sent = bpf_redirect(st->vxlan_ifindex, 0);
+    }
+    if (sent == TC_ACT_SHOT)
+        return sent;
     v->last_ns = now;
     __sync_fetch_and_add(&v->packets, 1);
-    __sync_fetch_and_add(&v->bytes, skb->len);
+    __sync_fetch_and_add(&v->bytes, len);
     count(C_CARRIED);
-    return bpf_redirect(st->vxlan_ifindex, 0);
+    return sent;
 }
 
 SEC("classifier")
@@ -304,22 +414,47 @@ int fp_member_in(struct __sk_buff *skb) {
     return veth ? bpf_redirect(*veth, 0) : TC_ACT_SHOT;
 }
 
-// The ingress entry of a frame that arrived with VXLAN id `vni`, of either family, or NULL.
-static __always_inline struct ingress_val *ingress_entry(struct __sk_buff *skb, __u32 vni) {
-    __u16 proto = ethertype(skb);
-    if (proto == bpf_htons(ETH_P_IP)) {
+// The ingress entry of a frame at `eth` that arrived with VXLAN id `vni`, of either family, or
+// NULL; *proto is its EtherType.
+static __always_inline struct ingress_val *ingress_entry(struct __sk_buff *skb, __u32 eth, __u32 vni, __u16 *proto) {
+    *proto = ethertype(skb, eth);
+    if (*proto == bpf_htons(ETH_P_IP)) {
         struct ingress_key k = {.vni = vni};
-        if (tuple(skb, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
+        if (tuple(skb, eth, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))
             return NULL;
         return bpf_map_lookup_elem(&ingress, &k);
     }
-    if (proto == bpf_htons(ETH_P_IPV6)) {
+    if (*proto == bpf_htons(ETH_P_IPV6)) {
         struct ingress6_key k = {.vni = vni};
-        if (tuple6(skb, &k.proto, k.src, k.dst, &k.sport, &k.dport))
+        if (tuple6(skb, eth, &k.proto, k.src, k.dst, &k.sport, &k.dport))
             return NULL;
         return bpf_map_lookup_elem(&ingress6, &k);
     }
     return NULL;
+}
+
+// Whether entry `v` admits a frame from node `peer` (host order) now.
+static __always_inline int admits(const struct state *st, const struct ingress_val *v, __u32 peer, __u64 now) {
+    return v && v->epoch == st->epoch && v->peer == peer && now - v->last_ns <= v->idle_ns;
+}
+
+// Delivers a decapsulated frame (Ethernet header first, `proto` its EtherType) as entry `v`
+// says: the pipeline's MACs, the member's tag, into the device.
+static __always_inline int deliver(struct __sk_buff *skb, struct ingress_val *v, __u16 proto, __u64 now) {
+    struct ethhdr eth = {.h_proto = proto};
+    __builtin_memcpy(eth.h_dest, v->mac, 6);
+    __builtin_memcpy(eth.h_source, gateway_mac, 6);
+    if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
+        return -1;
+    if (v->vlan && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), v->vlan))
+        return -1;
+    v->last_ns = now;
+    count(C_DELIVERED);
+    // A member's veth: straight into the pod's end, in the pod's namespace (no pass through
+    // the node's end and a backlog queue), as bpf_redirect_peer allows from a tc ingress hook.
+    if (v->flags & DELIVER_EGRESS)
+        return bpf_redirect_peer(v->ifindex, 0);
+    return bpf_redirect(v->ifindex, BPF_F_INGRESS);
 }
 
 SEC("classifier")
@@ -329,24 +464,49 @@ int fp_ingress(struct __sk_buff *skb) {
     struct bpf_tunnel_key tk = {};
     if (!st || !st->epoch || bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0))
         goto refuse;
-    struct ingress_val *v = ingress_entry(skb, tk.tunnel_id);
+    __u16 proto;
+    struct ingress_val *v = ingress_entry(skb, 0, tk.tunnel_id, &proto);
     __u64 now = bpf_ktime_get_ns();
-    if (!v || v->epoch != st->epoch || v->peer != tk.remote_ipv4 || now - v->last_ns > v->idle_ns)
+    if (!admits(st, v, tk.remote_ipv4, now))
         goto refuse;
-    __u8 macs[12];
-    __builtin_memcpy(macs, v->mac, 6);
-    __builtin_memcpy(macs + 6, gateway_mac, 6);
-    if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0))
+    int delivered = deliver(skb, v, proto, now);
+    if (delivered >= 0)
+        return delivered;
+refuse:
+    count(C_REFUSED);
+    return TC_ACT_SHOT;
+}
+
+// A datagram arriving on the underlay device: the fast path's VXLAN for this node is judged
+// and delivered here as fp_ingress would (see the top); anything else goes on to the stack.
+SEC("classifier")
+int fp_wire(struct __sk_buff *skb) {
+    __u32 zero = 0;
+    struct state *st = bpf_map_lookup_elem(&config, &zero);
+    // A GSO aggregate, and anything not plainly ours, takes the VXLAN device's way.
+    if (!st || skb->gso_size)
+        return TC_ACT_OK;
+    struct vxlan_headers h;
+    if (bpf_skb_load_bytes(skb, 0, &h, sizeof(h)))
+        return TC_ACT_OK;
+    if (h.eth.h_proto != bpf_htons(ETH_P_IP) || h.ip.version != 4 || h.ip.ihl != 5 ||
+        h.ip.protocol != IPPROTO_UDP || (h.ip.frag_off & bpf_htons(0x3fff)) || h.ip.daddr != st->local ||
+        h.udp.dest != st->port || h.flags != VXLAN_FLAG_VNI)
+        return TC_ACT_OK;
+    if (!st->epoch)
         goto refuse;
-    if (v->vlan && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), v->vlan))
+    __u16 proto;
+    struct ingress_val *v = ingress_entry(skb, ENCAP_LEN, bpf_ntohl(h.vni) >> 8, &proto);
+    __u64 now = bpf_ktime_get_ns();
+    if (!admits(st, v, bpf_ntohl(h.ip.saddr), now))
         goto refuse;
-    v->last_ns = now;
-    count(C_DELIVERED);
-    // A member's veth: straight into the pod's end, in the pod's namespace (no pass through
-    // the node's end and a backlog queue), as bpf_redirect_peer allows from a tc ingress hook.
-    if (v->flags & DELIVER_EGRESS)
-        return bpf_redirect_peer(v->ifindex, 0);
-    return bpf_redirect(v->ifindex, BPF_F_INGRESS);
+    // Unchanged when it fails (a kernel without the flag): the device takes it apart instead.
+    __u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | (proto == bpf_htons(ETH_P_IPV6) ? ADJ_ROOM_DECAP_L3_IPV6 : 0);
+    if (bpf_skb_adjust_room(skb, -ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags))
+        return TC_ACT_OK;
+    int delivered = deliver(skb, v, proto, now);
+    if (delivered >= 0)
+        return delivered;
 refuse:
     count(C_REFUSED);
     return TC_ACT_SHOT;

@@ -180,7 +180,12 @@ mod bpf {
     pub struct State {
         pub epoch: u64,
         pub vxlan_ifindex: u32,
-        pub pad: u32,
+        pub underlay_ifindex: u32,
+        /// Network order, as the C side compares it with a header's bytes.
+        pub local: u32,
+        /// Network order, likewise.
+        pub port: u16,
+        pub pad: u16,
     }
     // SAFETY: plain `repr(C)` integers and byte arrays with every padding byte a named field.
     unsafe impl aya::Pod for EgressKey {}
@@ -195,6 +200,7 @@ mod bpf {
     const _: () = assert!(size_of::<EgressKey>() == 20 && size_of::<IngressKey>() == 20);
     const _: () = assert!(size_of::<EgressKey6>() == 44 && size_of::<IngressKey6>() == 44);
     const _: () = assert!(size_of::<EgressVal>() == 48 && size_of::<IngressVal>() == 48);
+    const _: () = assert!(size_of::<State>() == 24);
 
     pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath.bpf.o"));
 }
@@ -349,8 +355,8 @@ struct Inner {
     patch: aya::maps::HashMap<aya::maps::MapData, u32, u32>,
     /// Member sub-interfaces' devices (the node's end of the veth, the TAP), with their links.
     patched: HashMap<u32, aya::programs::tc::SchedClassifierLink>,
-    vxlan_ifindex: u32,
-    epoch: u64,
+    /// What the kernel is told (the epoch changes, the rest is set at start).
+    state: bpf::State,
     /// Devices the egress program is attached to (ifindex), with their link.
     attached: HashMap<u32, aya::programs::tc::SchedClassifierLink>,
 }
@@ -460,9 +466,9 @@ impl FastPath {
         #[cfg(enifab_bpf)]
         {
             let mut inner = self.lock();
-            let state = bpf::State { epoch, vxlan_ifindex: inner.vxlan_ifindex, pad: 0 };
+            let state = bpf::State { epoch, ..inner.state };
             inner.config.set(0, state, 0).map_err(|e| FastPathError::Bpf(e.to_string()))?;
-            inner.epoch = epoch;
+            inner.state = state;
         }
         let _ = epoch;
         Ok(())
@@ -471,7 +477,7 @@ impl FastPath {
     /// The epoch the kernel checks entries against (0 until the fabric's first revocation).
     pub fn epoch(&self) -> u64 {
         #[cfg(enifab_bpf)]
-        return self.lock().epoch;
+        return self.lock().state.epoch;
         #[cfg(not(enifab_bpf))]
         0
     }
@@ -690,7 +696,7 @@ fn evict_in<A: Keys>(inner: &mut Inner, entries: impl Iterator<Item = Entry<A>>,
 #[cfg(enifab_bpf)]
 fn report_in<A: Keys>(inner: &mut Inner, devices: &Devices) -> Vec<ReportRecord<A>> {
     let by_ifindex: HashMap<u32, (Vni, u16)> = devices.egress.iter().map(|(k, i)| (*i, *k)).collect();
-    let epoch = inner.epoch;
+    let epoch = inner.state.epoch;
     let maps = A::maps(inner);
     let mut out = Vec::new();
     let mut stale = Vec::new();
@@ -742,9 +748,9 @@ fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathErro
     // A device left by a shim that was killed is replaced. Not tied to the underlay link (no
     // `dev`): the route picks it, and the device outlives the link going and coming back.
     let _ = Command::new("ip").args(["link", "del", DEVICE]).output();
-    let port = port.to_string();
+    let dstport = port.to_string();
     for args in [
-        &["link", "add", DEVICE, "type", "vxlan", "external", "dstport", &port][..],
+        &["link", "add", DEVICE, "type", "vxlan", "external", "dstport", &dstport][..],
         &["link", "set", DEVICE, "up"][..],
     ] {
         let out = Command::new("ip").args(args).output().map_err(|e| FastPathError::Vxlan(format!("ip: {e}")))?;
@@ -755,7 +761,7 @@ fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathErro
     let vxlan_ifindex = nl.index(DEVICE)?.ok_or_else(|| FastPathError::Vxlan("the device vanished".into()))?;
     let bpf_err = |e: &dyn std::fmt::Display| FastPathError::Bpf(e.to_string());
     let mut ebpf = aya::Ebpf::load(bpf::OBJECT).map_err(|e| bpf_err(&e))?;
-    for name in ["fp_egress", "fp_ingress", "fp_member_out", "fp_member_in"] {
+    for name in ["fp_egress", "fp_ingress", "fp_member_out", "fp_member_in", "fp_wire"] {
         let p: &mut SchedClassifier =
             ebpf.program_mut(name).ok_or_else(|| bpf_err(&name))?.try_into().map_err(|e| bpf_err(&e))?;
         p.load().map_err(|e| bpf_err(&e))?;
@@ -764,23 +770,31 @@ fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathErro
         ebpf.program_mut("fp_ingress").ok_or_else(|| bpf_err(&"fp_ingress"))?.try_into().map_err(|e| bpf_err(&e))?;
     let _ = aya::programs::tc::qdisc_add_clsact(DEVICE);
     p.attach(DEVICE, TcAttachType::Ingress).map_err(|e| bpf_err(&e))?;
+    // The fast path's own VXLAN on the underlay (see the C file's top). Sending needs nothing
+    // attached, and what it sends is plain VXLAN for any receiver: without `fp_wire` this node
+    // only receives through the VXLAN device, more slowly.
+    let p: &mut SchedClassifier =
+        ebpf.program_mut("fp_wire").ok_or_else(|| bpf_err(&"fp_wire"))?.try_into().map_err(|e| bpf_err(&e))?;
+    let _ = aya::programs::tc::qdisc_add_clsact(device);
+    if let Err(e) = p.attach(device, TcAttachType::Ingress) {
+        tracing::warn!(device, error = %e, "fast path: receiving through the VXLAN device only");
+    }
     let take = |ebpf: &mut aya::Ebpf, name: &str| ebpf.take_map(name).ok_or_else(|| bpf_err(&name));
     let v4 = Maps::take(&mut ebpf, "egress", "ingress")?;
     let v6 = Maps::take(&mut ebpf, "egress6", "ingress6")?;
     let mut config = aya::maps::Array::try_from(take(&mut ebpf, "config")?).map_err(|e| bpf_err(&e))?;
     let patch = aya::maps::HashMap::try_from(take(&mut ebpf, "patch")?).map_err(|e| bpf_err(&e))?;
-    config.set(0, bpf::State { epoch: 0, vxlan_ifindex, pad: 0 }, 0).map_err(|e| bpf_err(&e))?;
-    let inner = Inner {
-        ebpf: Some(ebpf),
-        v4,
-        v6,
-        config,
-        patch,
-        patched: HashMap::new(),
-        vxlan_ifindex,
+    let state = bpf::State {
         epoch: 0,
-        attached: HashMap::new(),
+        vxlan_ifindex,
+        underlay_ifindex: index,
+        local: u32::from_ne_bytes(address.octets()),
+        port: port.to_be(),
+        pad: 0,
     };
+    config.set(0, state, 0).map_err(|e| bpf_err(&e))?;
+    let inner =
+        Inner { ebpf: Some(ebpf), v4, v6, config, patch, patched: HashMap::new(), state, attached: HashMap::new() };
     Ok((address, inner))
 }
 

@@ -55,6 +55,12 @@ fn underlay(a: &Netns, b: &Netns) {
     }
 }
 
+/// Packets the kernel's VXLAN device of the fast path counted in direction `dir` ("rx", "tx").
+fn vxlan_device_packets(ns: &Netns, dir: &str) -> u64 {
+    let link = ns.link(enifab_shim::fastpath::DEVICE).expect("the fast path's VXLAN device");
+    link["stats64"][dir]["packets"].as_u64().unwrap_or(0)
+}
+
 /// The fast path on the `fp0` underlay [`underlay`] makes.
 fn fast_path() -> FastPathOptions {
     FastPathOptions { device: "fp0".into(), port: 4789 }
@@ -211,6 +217,7 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     );
     let [carried_before, _, _, _] = fast_a.counters();
     let [_, _, delivered_b_before, _] = fast_b.counters();
+    let device_before = (vxlan_device_packets(&na, "tx"), vxlan_device_packets(&nb, "rx"));
     let relayed_before = shim_a.stats().to_fabric_frames;
     let rx_before = port_rx(&mut fabric, &eni_a).await;
     let (pa, pb_) = (na.path(), pb_.clone());
@@ -232,6 +239,10 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     assert!(carried >= 1900, "node A's kernel carried the flow: {carried} ({:?})", fast_a.counters());
     assert!(delivered_b >= 1900 && refused_b == 0, "node B's kernel delivered it: {:?}", fast_b.counters());
     let _ = (delivered, refused);
+    // In the fast path's own VXLAN, built and taken apart by the programs on the underlay: the
+    // kernel's VXLAN device is only for what they leave to it.
+    let device = (vxlan_device_packets(&na, "tx") - device_before.0, vxlan_device_packets(&nb, "rx") - device_before.1);
+    assert!(device.0 < 20 && device.1 < 20, "the VXLAN devices carried {device:?} of the 2000 (tx on A, rx on B)");
     let relayed = shim_a.stats().to_fabric_frames - relayed_before;
     assert!(relayed < 100, "the relay saw only the flow's first frames: {relayed}");
     // The kernel's packets are the fabric's counters too (reported every second).
@@ -274,6 +285,18 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     // Its FIN went through the pipeline, which evicted the flow from both kernels.
     let evicted = eventually(5, || ((fast_a.entries(), fast_b.entries()) == entries_before).then_some(()));
     assert!(evicted.is_some(), "closed, forgotten: {entries_before:?} → {:?}", (fast_a.entries(), fast_b.entries()));
+
+    // An underlay whose MTU leaves no room for the encapsulation: the programs leave full-size
+    // segments to the VXLAN device, which fragments them, and the stream still arrives whole.
+    for ns in [&na, &nb] {
+        ns.ip(&["link", "set", "fp0", "mtu", "1500"]);
+    }
+    let (carried_before, device_before) = (fast_a.counters()[0], vxlan_device_packets(&na, "tx"));
+    let (pa, pb_) = (na.path(), nb.path());
+    let sent = tokio::task::spawn_blocking(move || tcp_stream(&pa, &pb_, 5000, 8 << 20)).await.unwrap();
+    assert_eq!(sent, 8 << 20, "the whole stream arrived over a 1500-byte underlay");
+    let (carried, device) = (fast_a.counters()[0] - carried_before, vxlan_device_packets(&na, "tx") - device_before);
+    assert!(carried > 100 && device > 100, "carried {carried}, {device} of them through the VXLAN device");
 
     drop(shim_a);
     drop(shim_b);
