@@ -1,12 +1,13 @@
 //! The node's kernel fast path: the BPF programs of `bpf/fastpath.bpf.c` (compiled by
-//! `build.rs`), loaded with aya, and the metadata-mode VXLAN device they send through.
+//! `build.rs`), loaded with aya, and the metadata-mode VXLAN device they fall back on.
 //!
 //! ```text
 //!   node device (eth0, eth1, sub-interfaces in the node namespace)
-//!       tc egress fp_egress ── granted flow ──▶ enifab-fp (VXLAN, external) ══ underlay ══▶ peer node
-//!            │ anything else                                                              │
-//!            ▼                                                    tc ingress fp_ingress ◀─┘
-//!       the TAP: the shim relays it to the pipeline (slow path)   granted → into the device
+//!       tc egress fp_egress ── granted flow, VXLAN pushed ──▶ underlay NIC ══▶ peer node's underlay NIC
+//!            │   └─ too big once encapsulated ─▶ enifab-fp (VXLAN, external) ─┘   tc ingress fp_wire
+//!            │ anything else                                                       │ granted → popped,
+//!            ▼                                                                     ▼ into the device
+//!       the TAP: the shim relays it to the pipeline (slow path)   (a GSO aggregate: enifab-fp, fp_ingress)
 //! ```
 //!
 //! The fabric's pipeline decides; this module only writes what it granted into the maps (see
