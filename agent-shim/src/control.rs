@@ -10,6 +10,14 @@
 //! not blink when the control plane has a hiccup. A reconcile that left errors is retried every
 //! [`RETRY`] with the latest config until it applies cleanly.
 //!
+//! The node's kernel fast path is another matter: what it carries are verdicts of the
+//! emulator's pipeline, good only while the emulator can take them back. So the moment a
+//! session ends, the fast path is revoked to epoch 0, where nothing cached is used: its flows
+//! go to the relay and, like every frame with the fast path off, reach no one until an
+//! emulator serves the fabric again. A new process may accept changes (a rule removed) before
+//! this node finds it, and could not revoke them here; it grants afresh once the node has
+//! registered again.
+//!
 //! Credentials (ARCHITECTURE.md §7: a node is its own principal). With an emulator that requires
 //! them, RegisterNode and WatchNode are signed with the node's token as AccessKeyId
 //! `node:<instance-id>` (enifab's gRPC scheme, `enifab_proto::auth`: HMAC-SHA256 over
@@ -23,9 +31,9 @@
 //! wildcard bind) this host's address toward the emulator: the source the kernel gives the
 //! relay's datagrams to the fabric, which the emulator checks them against.
 //!
-//! Must not: touch devices itself (that is [`crate::node`], run on a blocking thread), or give
-//! up while the shim runs (a refused registration is retried like an unreachable emulator,
-//! and logged with the cloud's code).
+//! Must not: touch devices itself (that is [`crate::node`], run on a blocking thread), give up
+//! while the shim runs (a refused registration is retried like an unreachable emulator, and
+//! logged with the cloud's code), or leave the kernel carrying flows between sessions.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -165,6 +173,8 @@ pub async fn run(
             },
             _ = stop.wait_for(|s| *s) => return,
         }
+        let node = node.clone();
+        let _ = tokio::task::spawn_blocking(move || forget_verdicts(&node)).await;
         if registered {
             backoff = MIN_BACKOFF;
         }
@@ -173,6 +183,21 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Puts the node's fast path, if any, at epoch 0 (see the module docs); says so once per loss,
+/// not at every failed attempt to reconnect.
+fn forget_verdicts(node: &Mutex<Node>) {
+    let fast = node.lock().unwrap_or_else(|p| p.into_inner()).fast_path().cloned();
+    let Some(fast) = fast else { return };
+    let epoch = fast.epoch();
+    match fast.revoke(0) {
+        Ok(()) if epoch != 0 => {
+            tracing::warn!(epoch, "lost the emulator: the kernel fast path carries nothing until it speaks again")
+        }
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "lost the emulator, and the kernel fast path cannot be revoked"),
     }
 }
 

@@ -462,7 +462,8 @@ impl FastPath {
     }
 
     /// The fabric's configuration is now `epoch`: nothing granted under another is used from
-    /// this call's return on.
+    /// this call's return on. Epoch 0, which the fabric never grants under, is for when there
+    /// is no fabric to answer for what the kernel carries (the control session ended).
     pub fn revoke(&self, epoch: u64) -> Result<(), FastPathError> {
         #[cfg(enifab_bpf)]
         {

@@ -7,45 +7,25 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use enifab::cli::{AccessKey as CliKey, Clients};
 use enifab_proto::v1 as pb;
 use enifab_shim::control::{AccessKey, ControlOptions};
 use enifab_shim::{Shim, ShimOptions};
-use support::{Netns, REGION, enifab_binary, eventually, ping, privileged};
+use support::{EmuProcess, Netns, REGION, enifab_binary, eventually, free_port, ping, privileged};
 
 const AK: &str = "LTAI5tShimTestKey";
 const SECRET: &str = "shim-test-secret";
 
 /// `enifab serve` requiring [`AK`], as a child process (so that it can be killed and started
 /// again on the same port and data directory).
-struct EmuProcess(Child);
-
-impl EmuProcess {
-    fn spawn(data_dir: &Path, grpc: SocketAddr, log: &Path) -> EmuProcess {
-        let child = Command::new(enifab_binary())
-            .args(["serve", "--no-delays", "--listen", &grpc.to_string(), "--fabric-listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("ENIFAB_ACCESS_KEY_ID", AK)
-            .env("ENIFAB_ACCESS_KEY_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
-            .spawn()
-            .expect("spawn enifab serve");
-        EmuProcess(child)
-    }
-}
-
-impl Drop for EmuProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn serve(data_dir: &Path, grpc: SocketAddr, log: &Path) -> EmuProcess {
+    let key = [("ENIFAB_ACCESS_KEY_ID", AK), ("ENIFAB_ACCESS_KEY_SECRET", SECRET)];
+    EmuProcess::spawn(&enifab_binary(), data_dir, grpc, log, &key)
 }
 
 /// Clients signed with the AccessKey, once the emulator answers.
@@ -121,9 +101,9 @@ async fn shims_sign_as_their_nodes_and_survive_an_emulator_restart() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let grpc = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let grpc = free_port();
     let (data, log) = (dir.path().join("data"), dir.path().join("serve.log"));
-    let emu = EmuProcess::spawn(&data, grpc, &log);
+    let emu = serve(&data, grpc, &log);
     let c = admin(grpc).await;
     let (vsw, sg) = network(&c).await;
     let (ia, ib) = (instance(&c, &vsw, &sg, "10.0.4.22").await, instance(&c, &vsw, &sg, "10.0.4.23").await);
@@ -167,7 +147,7 @@ async fn shims_sign_as_their_nodes_and_survive_an_emulator_restart() {
 
     // The emulator dies and comes back: the shims register again, with the same tokens.
     drop(emu);
-    let emu = EmuProcess::spawn(&data, grpc, &log);
+    let emu = serve(&data, grpc, &log);
     let _ = admin(grpc).await;
     assert!(
         eventually(20, || pings(&na, "10.0.4.23").then_some(())).is_some(),
@@ -211,8 +191,8 @@ async fn the_cni_plugin_signs_its_cloud_calls() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let grpc = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let _emu = EmuProcess::spawn(&dir.path().join("data"), grpc, &dir.path().join("serve.log"));
+    let grpc = free_port();
+    let _emu = serve(&dir.path().join("data"), grpc, &dir.path().join("serve.log"));
     let c = admin(grpc).await;
     let (vsw, sg) = network(&c).await;
     let node_id = instance(&c, &vsw, &sg, "10.0.4.22").await;

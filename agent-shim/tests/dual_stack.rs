@@ -79,8 +79,8 @@ async fn dual_stack_nodes_talk_over_ipv6_through_the_fabric() {
     let (ia, a6) = dual_stack_instance(&mut ecs, &vsw, &sg, "10.0.4.22").await;
     let (ib, b6) = dual_stack_instance(&mut ecs, &vsw, &sg, "10.0.4.23").await;
     let (na, nb) = (Netns::new("d6a"), Netns::new("d6b"));
-    let shim_a = Shim::start(shim_options(&emu, dir.path(), &ia, &na, None)).expect("shim A");
-    let shim_b = Shim::start(shim_options(&emu, dir.path(), &ib, &nb, None)).expect("shim B");
+    let shim_a = Shim::start(shim_options(emu.grpc, dir.path(), &ia, &na, None)).expect("shim A");
+    let shim_b = Shim::start(shim_options(emu.grpc, dir.path(), &ib, &nb, None)).expect("shim B");
 
     for (ns, ip) in [(&na, a6), (&nb, b6)] {
         let want = format!("{ip}/64");
@@ -159,8 +159,8 @@ async fn dual_stack_pods_talk_over_ipv6_on_both_datapaths() {
     trunk_for(&mut ecs, &ia, &vsw, &sg).await;
     trunk_for(&mut ecs, &ib, &vsw, &sg).await;
     let (na, nb) = (Netns::new("p6a"), Netns::new("p6b"));
-    let shim_a = Shim::start(shim_options(&emu, dir.path(), &ia, &na, None)).expect("shim A");
-    let shim_b = Shim::start(shim_options(&emu, dir.path(), &ib, &nb, None)).expect("shim B");
+    let shim_a = Shim::start(shim_options(emu.grpc, dir.path(), &ia, &na, None)).expect("shim A");
+    let shim_b = Shim::start(shim_options(emu.grpc, dir.path(), &ib, &nb, None)).expect("shim B");
     for ns in [&na, &nb] {
         assert!(eventually(20, || ns.link("eth1")).is_some(), "the shim did not plug the trunk in as eth1");
     }

@@ -24,58 +24,8 @@ use enifab_proto::v1::vpc_client::VpcClient;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::{Shim, ShimOptions};
 use hyper_util::rt::TokioIo;
-use support::{Emu, Netns, REGION, enifab_binary, eventually, ping, privileged, wait_ping};
+use support::{Emu, EmuProcess, Netns, REGION, enifab_binary, eventually, free_port, ping, privileged, wait_ping};
 use tonic::transport::{Channel, Endpoint};
-
-// ---- the emulator ---------------------------------------------------------------------------
-
-/// `enifab serve` as a child process, for what only a process can do: die (SIGKILL) and come
-/// back on the same API port and data directory.
-struct EmuProcess {
-    child: Child,
-    grpc: SocketAddr,
-}
-
-impl EmuProcess {
-    fn spawn(bin: &Path, data_dir: &Path, grpc: SocketAddr, log: &Path) -> EmuProcess {
-        let child = Command::new(bin)
-            .args(["serve", "--no-delays", "--listen", &grpc.to_string(), "--fabric-listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
-            .spawn()
-            .expect("spawn enifab serve");
-        EmuProcess { child, grpc }
-    }
-
-    async fn channel(&self) -> Channel {
-        let url = format!("http://{}", self.grpc);
-        for _ in 0..200 {
-            if let Ok(ch) = Endpoint::from_shared(url.clone()).unwrap().connect().await {
-                return ch;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("enifab serve did not come up on {}", self.grpc);
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for EmuProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 // ---- the cloud side -------------------------------------------------------------------------
 
@@ -352,7 +302,7 @@ async fn two_nodes_talk_through_the_emulator() {
     let dir = tempfile::tempdir().unwrap();
     let bin = tokio::task::spawn_blocking(enifab_binary).await.unwrap();
     let (data, emu_log) = (dir.path().join("data"), dir.path().join("enifab.log"));
-    let mut emu = EmuProcess::spawn(&bin, &data, free_port(), &emu_log);
+    let mut emu = EmuProcess::spawn(&bin, &data, free_port(), &emu_log, &[]);
     let mut cloud = Cloud::build(emu.channel().await).await;
     let (ia, ib) = (cloud.instance("10.0.4.22").await, cloud.instance("10.0.4.23").await);
     let (na, nb) = (Netns::new("e2ea"), Netns::new("e2eb"));
@@ -403,7 +353,7 @@ async fn two_nodes_talk_through_the_emulator() {
     .await
     .unwrap();
     assert!(down.is_empty(), "nothing answers while the VPC is down");
-    let emu = EmuProcess::spawn(&bin, &data, emu.grpc, &emu_log);
+    let emu = EmuProcess::spawn(&bin, &data, emu.grpc, &emu_log, &[]);
     emu.channel().await;
     let resumed = tokio::task::spawn_blocking({
         let pa = pa.clone();

@@ -6,7 +6,8 @@
 //! returns) and the flow carries on once judged again; with the fabric's fast path off, the
 //! same traffic goes through the emulator only. The same for IPv6 between dual-stack nodes, and
 //! a cached verdict, of either family and in either direction, ends with its flow; detaching a
-//! member ENI revokes what the kernels carried for it before the call returns.
+//! member ENI revokes what the kernels carried for it before the call returns. And a killed
+//! emulator leaves the kernels carrying nothing until a new one has granted afresh.
 
 mod support;
 
@@ -22,8 +23,8 @@ use enifab_shim::Shim;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::fastpath::FastPathOptions;
 use support::{
-    Emu, Netns, REGION, dual_stack_instance, dual_stack_network, eventually, network, privileged, shim_options,
-    wait_ping,
+    Emu, EmuProcess, Netns, REGION, dual_stack_instance, dual_stack_network, enifab_binary, eventually, free_port,
+    network, privileged, shim_options, wait_ping,
 };
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 22);
@@ -167,7 +168,7 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     let ib = instance(&mut ecs, &vsw, &sg, B_IP).await;
     let (na, nb) = (Netns::new("fpa"), Netns::new("fpb"));
     underlay(&na, &nb);
-    let opts = |instance: &str, ns: &Netns| shim_options(&emu, dir.path(), instance, ns, Some(fast_path()));
+    let opts = |instance: &str, ns: &Netns| shim_options(emu.grpc, dir.path(), instance, ns, Some(fast_path()));
     // The shim would only warn (and relay everything): say why here, plainly.
     if let Err(e) = enifab_shim::fastpath::FastPath::start(&na.path(), &fast_path()) {
         panic!("this kernel cannot run the fast path: {e}");
@@ -464,7 +465,7 @@ async fn the_same_random_flows_meet_the_same_fate_with_and_without_the_fast_path
     let ns: Vec<Netns> = ["dfa", "dfb", "dsa", "dsb"].into_iter().map(Netns::new).collect();
     underlay(&ns[0], &ns[1]);
     let shim = |i: usize, fast: bool| {
-        Shim::start(shim_options(&emu, dir.path(), &ids[i], &ns[i], fast.then(fast_path))).unwrap()
+        Shim::start(shim_options(emu.grpc, dir.path(), &ids[i], &ns[i], fast.then(fast_path))).unwrap()
     };
     let shims = [shim(0, true), shim(1, true), shim(2, false), shim(3, false)];
     for (i, n) in ns.iter().enumerate() {
@@ -585,7 +586,7 @@ async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_membe
     }
     let (na, nb, pod) = (Netns::new("fva"), Netns::new("fvb"), Netns::new("fvpod"));
     underlay(&na, &nb);
-    let opts = |instance: &str, ns: &Netns| shim_options(&emu, dir.path(), instance, ns, Some(fast_path()));
+    let opts = |instance: &str, ns: &Netns| shim_options(emu.grpc, dir.path(), instance, ns, Some(fast_path()));
     let shim_a = Shim::start(opts(&ia, &na)).unwrap();
     let shim_b = Shim::start(opts(&ib, &nb)).unwrap();
     assert!(eventually(10, || na.link("eth1")).is_some(), "the trunk is eth1 on node A");
@@ -855,8 +856,8 @@ impl DualStackPair {
         if fast && let Err(e) = enifab_shim::fastpath::FastPath::start(&na.path(), &fast_path()) {
             panic!("this kernel cannot run the fast path: {e}");
         }
-        let shim_a = Shim::start(shim_options(&emu, dir.path(), &ia, &na, fast.then(fast_path))).unwrap();
-        let shim_b = Shim::start(shim_options(&emu, dir.path(), &ib, &nb, fast.then(fast_path))).unwrap();
+        let shim_a = Shim::start(shim_options(emu.grpc, dir.path(), &ia, &na, fast.then(fast_path))).unwrap();
+        let shim_b = Shim::start(shim_options(emu.grpc, dir.path(), &ib, &nb, fast.then(fast_path))).unwrap();
         for (ns, ip) in [(&na, a6), (&nb, b6)] {
             let want = format!("{ip}/64");
             let got = eventually(10, || ns.addrs("eth0", "inet6").contains(&want).then_some(()));
@@ -1075,4 +1076,148 @@ async fn a_cached_verdict_ends_with_its_flow_in_both_directions_and_both_familie
     assert_eq!(fast_b.counters()[0], carried_b, "node B's kernel carried none of it");
     assert_eq!(fast_a.counters()[2], delivered_a, "node A's kernel delivered none of it");
     drop(p);
+}
+
+// ---- the emulator's death -------------------------------------------------------------------
+
+/// The kernels carry what a live emulator decided, and no longer: once its process is killed,
+/// both nodes' fast paths are at epoch 0 and the flow they carried goes nowhere, as it does
+/// through the relay with the fast path off. A new process on the same API port and data
+/// directory grants the flow afresh, under an epoch of its own run, and its revocations reach
+/// the kernels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_emulator_leaves_nothing_cached_and_a_new_one_grants_afresh() {
+    if !privileged("a_dead_emulator_leaves_nothing_cached_and_a_new_one_grants_afresh") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = tokio::task::spawn_blocking(enifab_binary).await.unwrap();
+    let (data, log) = (dir.path().join("data"), dir.path().join("serve.log"));
+    let mut emu = EmuProcess::spawn(&bin, &data, free_port(), &log, &[]);
+    let ch = emu.channel().await;
+    let (mut ecs, mut vpc) = (EcsClient::new(ch.clone()), VpcClient::new(ch));
+    let (vsw, sg) = network(&mut ecs, &mut vpc).await;
+    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        inner_access_policy: "Drop".into(),
+    })
+    .await
+    .expect("ModifySecurityGroupPolicy");
+    ecs.authorize_security_group(admit(&sg, "udp", "5000/5000")).await.expect("AuthorizeSecurityGroup");
+    ecs.authorize_security_group(admit(&sg, "icmp", "-1/-1")).await.expect("AuthorizeSecurityGroup");
+    let ia = instance(&mut ecs, &vsw, &sg, A_IP).await;
+    let ib = instance(&mut ecs, &vsw, &sg, B_IP).await;
+    let (na, nb) = (Netns::new("fka"), Netns::new("fkb"));
+    underlay(&na, &nb);
+    let shim_a = Shim::start(shim_options(emu.grpc, dir.path(), &ia, &na, Some(fast_path()))).unwrap();
+    let shim_b = Shim::start(shim_options(emu.grpc, dir.path(), &ib, &nb, Some(fast_path()))).unwrap();
+    let fast = |s: &Shim| s.node().lock().unwrap().fast_path().cloned().expect("the fast path runs");
+    let (fast_a, fast_b) = (fast(&shim_a), fast(&shim_b));
+    let (pa, pb_) = (na.path(), nb.path());
+    let off = enifab::serve::fast_path_off_by_env();
+    let (a, b) = (SocketAddr::from((A_IP, 40000)), SocketAddr::from((B_IP, 5000)));
+    let udp = |sport: u16, n: usize| {
+        let (pa, pb_) = (pa.clone(), pb_.clone());
+        tokio::task::spawn_blocking(move || udp_burst(&pa, &pb_, sport, 5000, n))
+    };
+    // The flow goes through the pipeline once the nodes reach each other; with the fast path,
+    // it is then granted to both kernels (waited for, so that the burst's count does not depend
+    // on how soon the grant lands) and carried.
+    let carried_with = |grant_after: u64| {
+        let (pa, pb_, fast_a, fast_b) = (pa.clone(), pb_.clone(), fast_a.clone(), fast_b.clone());
+        tokio::task::spawn_blocking(move || {
+            assert!(wait_ping(&pa, None, B_IP, Duration::from_secs(20)), "A reaches B");
+            assert!(udp_first(&pa, &pb_, a, b), "the flow's first datagram, through the pipeline");
+            if off {
+                return;
+            }
+            let granted = eventually(5, || {
+                let fresh = [fast_a.epoch(), fast_b.epoch()].iter().all(|e| ![0, grant_after].contains(e));
+                (fresh && fast_a.entries().0 > 0 && fast_b.entries().1 > 0).then_some(())
+            });
+            assert!(granted.is_some(), "granted to both kernels: A {:?} B {:?}", fast_a.entries(), fast_b.entries());
+        })
+    };
+    let burst = |what: &'static str| {
+        let (udp, fast_a) = (&udp, fast_a.clone());
+        async move {
+            let carried_before = fast_a.counters()[0];
+            let got = udp(40000, 500).await.unwrap();
+            if off {
+                // UDP through two user-space relays on a loaded machine may lose a few.
+                assert!(got >= 475, "{what}: the burst crosses the slow path: {got} of 500");
+            } else {
+                assert_eq!(got, 500, "{what}: every datagram arrives");
+                let carried = fast_a.counters()[0] - carried_before;
+                assert!(
+                    carried >= 450,
+                    "{what}: node A's kernel carried the flow: {carried} ({:?})",
+                    fast_a.counters()
+                );
+            }
+        }
+    };
+    carried_with(0).await.unwrap();
+    burst("before").await;
+    let epoch = fast_a.epoch();
+
+    // The emulator is killed: both shims see their sessions end (the kernel closes the dead
+    // process's connections) and put their fast paths at epoch 0. Nothing of the flow is
+    // delivered, carried or not, as nothing is when every frame goes through the emulator.
+    emu.kill9();
+    let killed = std::time::Instant::now();
+    let forgotten = eventually(5, || (fast_a.epoch() == 0 && fast_b.epoch() == 0).then(|| killed.elapsed()));
+    let [carried_before, ..] = fast_a.counters();
+    let [_, _, delivered_before, _] = fast_b.counters();
+    let got = udp(40000, 300).await.unwrap();
+    assert_eq!(
+        got,
+        0,
+        "nothing is delivered while the emulator is down: epochs {:#x} {:#x}, A {:?} B {:?}",
+        fast_a.epoch(),
+        fast_b.epoch(),
+        fast_a.counters(),
+        fast_b.counters()
+    );
+    assert_eq!(fast_a.counters()[0], carried_before, "node A's kernel carried none of it");
+    assert_eq!(fast_b.counters()[2], delivered_before, "node B's kernel delivered none of it");
+    let forgotten = forgotten.expect("both fast paths at epoch 0 within 5 s");
+    println!("both fast paths at epoch 0 {forgotten:?} after the kill");
+
+    // A new process, same port and data directory: the shims register again and the flow is
+    // judged and granted by it, under an epoch of its own run.
+    let emu = EmuProcess::spawn(&bin, &data, emu.grpc, &log, &[]);
+    let mut ecs = EcsClient::new(emu.channel().await);
+    carried_with(epoch).await.unwrap();
+    burst("after the restart").await;
+    if off {
+        assert_eq!((fast_a.epoch(), fast_b.epoch()), (0, 0), "nothing granted, with the fast path off");
+    } else {
+        assert!(
+            fast_a.epoch() != 0 && fast_a.epoch() != epoch,
+            "a new run's epoch: {epoch:#x} → {:#x}",
+            fast_a.epoch()
+        );
+    }
+
+    // The new process takes the rule away: both kernels have revoked before the call returns,
+    // and a new flow to the port is refused, none of it carried or delivered by the kernels.
+    // (The live flow is still admitted, by the new process's conntrack, as the cloud's keeps it.)
+    let (epoch_a, epoch_b) = (fast_a.epoch(), fast_b.epoch());
+    ecs.revoke_security_group(unadmit(&sg, "udp", "5000/5000", "10.0.0.0/8")).await.expect("RevokeSecurityGroup");
+    if !off {
+        assert!(
+            fast_a.epoch() != epoch_a && fast_b.epoch() != epoch_b,
+            "revoked on both nodes before the call returned"
+        );
+    }
+    let [carried_before, ..] = fast_a.counters();
+    let [_, _, delivered_before, _] = fast_b.counters();
+    assert_eq!(udp(40001, 300).await.unwrap(), 0, "a new flow to the port the group no longer opens");
+    assert_eq!(fast_a.counters()[0], carried_before, "node A's kernel carried none of it");
+    assert_eq!(fast_b.counters()[2], delivered_before, "node B's kernel delivered none of it");
+    drop(shim_a);
+    drop(shim_b);
+    drop(emu);
 }

@@ -1,7 +1,7 @@
 //! Helpers shared by the privileged and end-to-end tests: network namespaces with unique names
 //! that are removed by a guard (also when the test panics), `ip -j` queries, frames and fds, an
 //! ICMP echo sent from inside a namespace on a raw socket (no `ping` binary needed), and an
-//! in-process emulator ([`Emu`]).
+//! emulator in this process ([`Emu`]) or in a child process that can be killed ([`EmuProcess`]).
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -355,6 +355,63 @@ impl Drop for Emu {
     }
 }
 
+/// `enifab serve` as a child process, for what only a process can do: die (SIGKILL) and come
+/// back on the same API port and data directory (with a new fabric port, which the shims learn
+/// when they register again). `env` is added to its environment.
+pub struct EmuProcess {
+    child: std::process::Child,
+    pub grpc: std::net::SocketAddr,
+}
+
+impl EmuProcess {
+    pub fn spawn(
+        bin: &Path,
+        data_dir: &Path,
+        grpc: std::net::SocketAddr,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> EmuProcess {
+        let child = Command::new(bin)
+            .args(["serve", "--no-delays", "--listen", &grpc.to_string(), "--fabric-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
+            .spawn()
+            .expect("spawn enifab serve");
+        EmuProcess { child, grpc }
+    }
+
+    /// A channel to its API, once it answers.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        let url = format!("http://{}", self.grpc);
+        for _ in 0..200 {
+            if let Ok(ch) = tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect().await {
+                return ch;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("enifab serve did not come up on {}", self.grpc);
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for EmuProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
 /// A dual-stack network: VPC 10.0.0.0/8 with IPv6 (its /56), vSwitch 10.0.4.0/24 in
 /// cn-hongkong-b with /64 number 4, one security group whose members reach each other by rules
 /// only (inner access `Drop`): (vSwitch, group, the VPC's IPv6 /56).
@@ -489,17 +546,17 @@ pub fn cni(command: &str, container: &str, netns: Option<&Path>, args: &str, con
     (out.status.success(), json, String::from_utf8_lossy(&out.stderr).to_string())
 }
 
-/// The options of an in-process shim for `instance` in `ns` against `emu`, its control socket in
-/// `dir`, with or without a kernel fast path.
+/// The options of an in-process shim for `instance` in `ns` against the emulator whose API is
+/// on `grpc`, its control socket in `dir`, with or without a kernel fast path.
 pub fn shim_options(
-    emu: &Emu,
+    grpc: std::net::SocketAddr,
     dir: &Path,
     instance: &str,
     ns: &Netns,
     fast_path: Option<enifab_shim::fastpath::FastPathOptions>,
 ) -> enifab_shim::ShimOptions {
     enifab_shim::ShimOptions {
-        endpoint: emu.grpc.to_string(),
+        endpoint: grpc.to_string(),
         instance_id: instance.into(),
         netns: ns.name.clone(),
         control_socket: Some(dir.join(format!("{instance}.sock"))),
