@@ -21,6 +21,8 @@
 #     stack), member ENIs with their security groups. After a flow's first packets (through the
 #     pipeline), packets go pod → node A's kernel (BPF: flow entry, epoch, tunnel key) → VXLAN
 #     → node B's kernel → pod.
+#   * fast-dev: the same lab with ENIFAB_FAST_PATH_ENCAP=device: the kernel's VXLAN device builds and
+#     takes apart every carried frame instead of the programs (the fast path's first design).
 #   * slow:  the same lab again, with `enifab serve --fast-path=off` and `ENIFAB_FAST_PATH=off`
 #     for its shims: every packet pod → shim A → the emulator's pipeline → shim B → pod.
 #   * vxlan: two namespaces joined by a veth pair, a kernel VXLAN device in each (bench/common.sh).
@@ -105,7 +107,7 @@ cleanup() {
   set +e
   say "cleaning up"
   local p
-  for p in fast slow; do
+  for p in fast fastdev slow; do
     [ -n "${EP[$p]:-}" ] && [ -f "$TMP/$p/topology.yaml" ] &&
       timeout 60 "$BIN/enifab" --endpoint "${EP[$p]}" lab down "$TMP/$p/topology.yaml" --state-dir "$TMP/$p/lab" \
         >"$TMP/$p-down.log" 2>&1
@@ -128,17 +130,19 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # ---- the two labs --------------------------------------------------------------------------------
 
-for p in fast slow; do
+for p in fast fastdev slow; do
   mkdir -p "$TMP/$p"
   EP[$p]="127.0.0.1:$(free_port)"
   mode=on
   [ "$p" = slow ] && mode=off
+  encap=program
+  [ "$p" = fastdev ] && encap=device
   ENIFAB_FAST_PATH=$mode "$BIN/enifab" serve --listen "${EP[$p]}" --fabric-listen 127.0.0.1:0 \
     --data-dir "$TMP/$p/data" --no-delays --fast-path "$mode" >"$TMP/$p-emulator.log" 2>&1 &
   PIDS+=($!)
   cp "$ROOT/bench/fastpath/topology.yaml" "$TMP/$p/topology.yaml"
-  say "lab $p up (emulator on ${EP[$p]}, fast path $mode)"
-  ENIFAB_FAST_PATH=$mode "$BIN/enifab" --endpoint "${EP[$p]}" lab up "$TMP/$p/topology.yaml" \
+  say "lab $p up (emulator on ${EP[$p]}, fast path $mode, VXLAN by the $encap)"
+  ENIFAB_FAST_PATH=$mode ENIFAB_FAST_PATH_ENCAP=$encap "$BIN/enifab" --endpoint "${EP[$p]}" lab up "$TMP/$p/topology.yaml" \
     --state-dir "$TMP/$p/lab" >"$TMP/$p-up.log" 2>&1 || die "lab $p up failed"
 done
 efb() { local p="$1"; shift; "$BIN/enifab" --endpoint "${EP[$p]}" "$@"; }
@@ -148,10 +152,12 @@ import glob, json, sys
 s = json.load(open(glob.glob(sys.argv[1] + "/lab-*.json")[0]))
 print(s["pods"][sys.argv[2]]["netns"])' "$TMP/$1/lab" "$2"
 }
-grep -q "kernel fast path on" "$TMP"/fast/lab/*.log || die "the fast lab's shims did not start their fast path"
+for p in fast fastdev; do
+  grep -q "kernel fast path on" "$TMP"/$p/lab/*.log || die "the $p lab's shims did not start their fast path"
+done
 if grep -q "kernel fast path on" "$TMP"/slow/lab/*.log; then die "the slow lab's shims run a fast path"; fi
 declare -A CLIENT=() SERVER=() SERVER1K=()
-for p in fast slow; do
+for p in fast fastdev slow; do
   CLIENT[$p]="$(pod_ns "$p" bench-client)"
   SERVER[$p]="$(pod_ns "$p" bench-server)"
   SERVER1K[$p]="$(pod_ns "$p" bench-server-1k)"
@@ -260,12 +266,12 @@ OV_S_IP=10.0.8.30
 
 # ---- servers, reachability -----------------------------------------------------------------------
 
-SERVER_NS=("$VXB" "$PXB" "$OVB" "${SERVER[fast]}" "${SERVER[slow]}" "${SERVER1K[fast]}" "$VETH_S")
+SERVER_NS=("$VXB" "$PXB" "$OVB" "${SERVER[fast]}" "${SERVER[fastdev]}" "${SERVER[slow]}" "${SERVER1K[fast]}" "$VETH_S")
 for ns in "${SERVER_NS[@]}"; do
   ip netns exec "$ns" iperf3 -s -p 5201 >"$TMP/iperf3-$ns.log" 2>&1 &
   PIDS+=($!)
 done
-for ns in "$VXB" "$PXB" "$OVB" "${SERVER[fast]}" "${SERVER[slow]}" "$VETH_S"; do
+for ns in "$VXB" "$PXB" "$OVB" "${SERVER[fast]}" "${SERVER[fastdev]}" "${SERVER[slow]}" "$VETH_S"; do
   ip netns exec "$ns" sockperf server -i 0.0.0.0 -p 11111 >"$TMP/sockperf-$ns.log" 2>&1 &
   PIDS+=($!)
 done
@@ -280,7 +286,7 @@ reach() { # ns ip
 reach "$VXA" "$VX_S_IP"
 reach "$PXA" "$PX_B"
 reach "$OVA" "$OV_S_IP"
-for p in fast slow; do reach "${CLIENT[$p]}" "$S_IP"; done
+for p in fast fastdev slow; do reach "${CLIENT[$p]}" "$S_IP"; done
 reach "${CLIENT[fast]}" "$S1K_IP"
 reach "$VETH_C" "$VETH_S_IP"
 sleep 0.5
@@ -333,6 +339,7 @@ for r in $(seq 1 "$REPEAT"); do
     measure "$m" vxlan "${cmd[@]}" "$VXA" "$VX_S_IP" "${extra[@]}"
     measure "$m" vxlan-veth "${cmd[@]}" "$PXA" "$PX_B" "${extra[@]}"
     measure "$m" fast "${cmd[@]}" "${CLIENT[fast]}" "$S_IP" "${extra[@]}"
+    measure "$m" fast-dev "${cmd[@]}" "${CLIENT[fastdev]}" "$S_IP" "${extra[@]}"
     measure "$m" fast-veth "${cmd[@]}" "$VETH_C" "$VETH_S_IP" "${extra[@]}"
     measure "$m" slow "${cmd[@]}" "${CLIENT[slow]}" "$S_IP" "${extra[@]}"
     measure "$m" ovs "${cmd[@]}" "$OVA" "$OV_S_IP" "${extra[@]}"

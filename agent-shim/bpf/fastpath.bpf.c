@@ -5,7 +5,8 @@
 // maps are filled only from the fabric's grants.
 //
 //   node device (eth0, eth1, a sub-interface in the node namespace): tc egress `fp_egress`
-//       an untagged IPv4 TCP (not SYN/FIN/RST) or UDP packet, not a fragment, whose
+//       an untagged IPv4 TCP (not SYN/FIN/RST) or UDP packet to the gateway's MAC (the
+//       pipeline takes no other), not a fragment, whose
 //       (device, 5-tuple) has an egress entry of the node's current epoch, not idle past its
 //       timeout → counted, tunnel key (destination node, destination port as VXLAN id),
 //       redirected to the node's metadata-mode VXLAN device. An untagged IPv6 packet whose
@@ -176,6 +177,14 @@ struct {
 
 static const __u8 gateway_mac[6] = {0xee, 0xff, 0xff, 0xff, 0xff, 0xff};
 
+static __always_inline int is_gateway(const __u8 *mac) {
+    int same = 1;
+#pragma unroll
+    for (int i = 0; i < 6; i++)
+        same &= mac[i] == gateway_mac[i];
+    return same;
+}
+
 static __always_inline void count(__u32 which) {
     __u64 *c = bpf_map_lookup_elem(&counters, &which);
     if (c)
@@ -249,8 +258,13 @@ static __always_inline int tuple6(struct __sk_buff *skb, __u32 eth, __u8 *proto,
 // The egress entry of a frame leaving device `ifindex`, of either family: NULL when it has
 // none; *eligible says whether the frame was one the fast path could carry at all.
 static __always_inline struct egress_val *egress_entry(struct __sk_buff *skb, int *eligible) {
-    __u16 proto = ethertype(skb, 0);
     *eligible = 0;
+    // Only what the pipeline would take: it drops unicast to any MAC but the gateway's as not
+    // for it, and so must the cache (by leaving such a frame to it).
+    struct ethhdr eth;
+    if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) || !is_gateway(eth.h_dest))
+        return NULL;
+    __u16 proto = eth.h_proto;
     if (proto == bpf_htons(ETH_P_IP)) {
         struct egress_key k = {.ifindex = skb->ifindex};
         if (tuple(skb, 0, &k.proto, &k.src, &k.dst, &k.sport, &k.dport))

@@ -55,6 +55,18 @@ use aya::programs::TcAttachType;
 
 /// The VXLAN device the fast path sends through and receives on.
 pub const DEVICE: &str = "enifab-fp";
+/// A bridge that is never up, whose only job is to lend its ports headroom. Room for the
+/// encapsulation in front of a frame is made by copying the whole packet when the socket that
+/// sent it left too little, and a pod's socket leaves what its device asks for: a veth asks
+/// for 16 bytes, the fast path needs 50. Linux has no knob for a veth's headroom, but a bridge
+/// gives every port the largest any of its ports needs, and a veth passes it to its peer: so
+/// the node's end of each member sub-interface joins this bridge beside [`HEADROOM_DONOR`], and
+/// the pod's `eth0` asks for room for VXLAN. The bridge never sees a frame: the fast path's
+/// programs take every one at the node's end first. (Worth about a tenth more 64-byte
+/// datagrams a second, BENCHMARKS.md.)
+pub const HEADROOM_BRIDGE: &str = "enifab-fphr";
+/// A VXLAN device that is never up (so it has no socket), there for its headroom.
+pub const HEADROOM_DONOR: &str = "enifab-fphr0";
 /// VXLAN's IANA port: every node's fast path listens on it, on its own underlay address.
 pub const DEFAULT_PORT: u16 = 4789;
 
@@ -64,6 +76,20 @@ pub struct FastPathOptions {
     /// The node namespace's device whose IPv4 address is the node's underlay address.
     pub device: String,
     pub port: u16,
+    pub encap: Encap,
+}
+
+/// Who builds and takes apart the fast path's VXLAN. Both speak the same VXLAN, so nodes of
+/// either kind carry each other's flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encap {
+    /// The programs, on the underlay device; the VXLAN device takes what they leave to it.
+    #[default]
+    Program,
+    /// The kernel's VXLAN device, for everything: the first design, kept to measure against
+    /// (`bench/fastpath.sh`) and for an underlay whose driver would mishandle what a program
+    /// built.
+    Device,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -368,8 +394,8 @@ impl FastPath {
     /// revokes to a first epoch and grants flows.
     #[cfg(enifab_bpf)]
     pub fn start(netns: &Path, opts: &FastPathOptions) -> Result<FastPath, FastPathError> {
-        let (device, port) = (opts.device.clone(), opts.port);
-        let (address, inner) = run_in(netns, move || Ok(start_here(&device, port)))??;
+        let (device, port, encap) = (opts.device.clone(), opts.port, opts.encap);
+        let (address, inner) = run_in(netns, move || Ok(start_here(&device, port, encap)))??;
         Ok(FastPath { address, netns: netns.to_path_buf(), inner: Mutex::new(inner) })
     }
 
@@ -435,6 +461,13 @@ impl FastPath {
                         Ok::<(), FastPathError>(())
                     })
                     .map(|()| links);
+                // Only once the programs take its frames (see HEADROOM_BRIDGE); without the
+                // room, the encapsulation copies each packet, which is slower, not wrong.
+                if result.is_ok()
+                    && let Err(e) = ip(&["link", "set", &wires[0].1, "master", HEADROOM_BRIDGE])
+                {
+                    tracing::debug!(device = %wires[0].1, error = %e, "fast path: no headroom lent");
+                }
                 Ok((ebpf, result))
             })?;
             inner.ebpf = Some(ebpf);
@@ -598,9 +631,11 @@ impl FastPath {
 
 impl Drop for FastPath {
     fn drop(&mut self) {
-        // The programs detach with their links; the device is ours to remove.
+        // The programs detach with their links; the devices are ours to remove.
         let _ = run_in(&self.netns, || {
-            let _ = Command::new("ip").args(["link", "del", DEVICE]).output();
+            for name in [DEVICE, HEADROOM_BRIDGE, HEADROOM_DONOR] {
+                let _ = Command::new("ip").args(["link", "del", name]).output();
+            }
             Ok(())
         });
     }
@@ -736,7 +771,7 @@ fn report_in<A: Keys>(inner: &mut Inner, devices: &Devices) -> Vec<ReportRecord<
 
 /// In the node namespace: the underlay address, the VXLAN device, the programs.
 #[cfg(enifab_bpf)]
-fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathError> {
+fn start_here(device: &str, port: u16, encap: Encap) -> Result<(Ipv4Addr, Inner), FastPathError> {
     use aya::programs::{SchedClassifier, TcAttachType};
 
     let nl = Netlink::open()?;
@@ -747,18 +782,26 @@ fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathErro
         .find(|a| a.index == index)
         .map(|a| a.address)
         .ok_or_else(|| FastPathError::NoAddress(device.to_string()))?;
-    // A device left by a shim that was killed is replaced. Not tied to the underlay link (no
-    // `dev`): the route picks it, and the device outlives the link going and coming back.
-    let _ = Command::new("ip").args(["link", "del", DEVICE]).output();
+    // Devices left by a shim that was killed are replaced. The VXLAN device is not tied to the
+    // underlay link (no `dev`): the route picks it, and the device outlives the link going and
+    // coming back.
+    for name in [DEVICE, HEADROOM_BRIDGE, HEADROOM_DONOR] {
+        let _ = ip(&["link", "del", name]);
+    }
     let dstport = port.to_string();
     for args in [
         &["link", "add", DEVICE, "type", "vxlan", "external", "dstport", &dstport][..],
         &["link", "set", DEVICE, "up"][..],
     ] {
-        let out = Command::new("ip").args(args).output().map_err(|e| FastPathError::Vxlan(format!("ip: {e}")))?;
-        if !out.status.success() {
-            return Err(FastPathError::Vxlan(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-        }
+        ip(args).map_err(FastPathError::Vxlan)?;
+    }
+    let donor = [
+        &["link", "add", HEADROOM_BRIDGE, "type", "bridge"][..],
+        &["link", "add", HEADROOM_DONOR, "type", "vxlan", "id", "1", "dstport", &dstport][..],
+        &["link", "set", HEADROOM_DONOR, "master", HEADROOM_BRIDGE][..],
+    ];
+    if let Err(e) = donor.iter().try_for_each(|args| ip(args)) {
+        tracing::warn!(error = %e, "fast path: the pods' sub-interfaces get no headroom for VXLAN (slower, not wrong)");
     }
     let vxlan_ifindex = nl.index(DEVICE)?.ok_or_else(|| FastPathError::Vxlan("the device vanished".into()))?;
     let bpf_err = |e: &dyn std::fmt::Display| FastPathError::Bpf(e.to_string());
@@ -775,11 +818,13 @@ fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathErro
     // The fast path's own VXLAN on the underlay (see the C file's top). Sending needs nothing
     // attached, and what it sends is plain VXLAN for any receiver: without `fp_wire` this node
     // only receives through the VXLAN device, more slowly.
-    let p: &mut SchedClassifier =
-        ebpf.program_mut("fp_wire").ok_or_else(|| bpf_err(&"fp_wire"))?.try_into().map_err(|e| bpf_err(&e))?;
-    let _ = aya::programs::tc::qdisc_add_clsact(device);
-    if let Err(e) = p.attach(device, TcAttachType::Ingress) {
-        tracing::warn!(device, error = %e, "fast path: receiving through the VXLAN device only");
+    if encap == Encap::Program {
+        let p: &mut SchedClassifier =
+            ebpf.program_mut("fp_wire").ok_or_else(|| bpf_err(&"fp_wire"))?.try_into().map_err(|e| bpf_err(&e))?;
+        let _ = aya::programs::tc::qdisc_add_clsact(device);
+        if let Err(e) = p.attach(device, TcAttachType::Ingress) {
+            tracing::warn!(device, error = %e, "fast path: receiving through the VXLAN device only");
+        }
     }
     let take = |ebpf: &mut aya::Ebpf, name: &str| ebpf.take_map(name).ok_or_else(|| bpf_err(&name));
     let v4 = Maps::take(&mut ebpf, "egress", "ingress")?;
@@ -789,7 +834,7 @@ fn start_here(device: &str, port: u16) -> Result<(Ipv4Addr, Inner), FastPathErro
     let state = bpf::State {
         epoch: 0,
         vxlan_ifindex,
-        underlay_ifindex: index,
+        underlay_ifindex: if encap == Encap::Program { index } else { 0 },
         local: u32::from_ne_bytes(address.octets()),
         port: port.to_be(),
         pad: 0,
@@ -828,4 +873,15 @@ fn attach_one(
     let _ = aya::programs::tc::qdisc_add_clsact(device);
     let id = p.attach(device, at).map_err(|e| bpf_err(&format!("{device}: {e}")))?;
     p.take_link(id).map_err(|e| bpf_err(&e))
+}
+
+/// `ip ARGS` in the calling thread's namespace; the error is its complaint.
+#[cfg(enifab_bpf)]
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
 }

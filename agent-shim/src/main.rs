@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use enifab_shim::control::{AccessKey, ControlOptions};
-use enifab_shim::fastpath::FastPathOptions;
+use enifab_shim::fastpath::{Encap, FastPathOptions};
 use enifab_shim::metadata::MetadataOptions;
 use enifab_shim::{DEFAULT_GENEVE_LISTEN, Shim, ShimOptions};
 use tokio::signal::unix::{SignalKind, signal};
@@ -96,6 +96,10 @@ struct Args {
     /// The fast path's VXLAN port, the same on every node.
     #[arg(long, default_value_t = enifab_shim::fastpath::DEFAULT_PORT)]
     fast_path_port: u16,
+    /// Who builds and takes apart the fast path's VXLAN: `program` (the BPF programs, on the
+    /// underlay device; the fastest) or `device` (the kernel's VXLAN device for every frame).
+    #[arg(long, env = "ENIFAB_FAST_PATH_ENCAP", default_value = "program", value_parser = ["program", "device"])]
+    fast_path_encap: String,
     /// How log lines look on stderr: `text` for people, `json` (one object per line) for log
     /// collectors. `RUST_LOG` still chooses which lines.
     #[arg(long, env = "ENIFAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -164,7 +168,11 @@ fn main() -> Result<()> {
                     .then_some(MetadataOptions { token_required: args.metadata_token_required }),
                 external_address: args.external_address,
                 fast_path: match (args.fast_path.as_str(), args.fast_path_device.or(args.underlay.clone())) {
-                    ("on", Some(device)) if !external => Some(FastPathOptions { device, port: args.fast_path_port }),
+                    ("on", Some(device)) if !external => Some(FastPathOptions {
+                        device,
+                        port: args.fast_path_port,
+                        encap: if args.fast_path_encap == "device" { Encap::Device } else { Encap::Program },
+                    }),
                     ("on", None) if !external => {
                         tracing::info!("kernel fast path off: no underlay device (--fast-path-device)");
                         None

@@ -21,7 +21,7 @@ use enifab_proto::v1::fabric_client::FabricClient;
 use enifab_proto::v1::vpc_client::VpcClient;
 use enifab_shim::Shim;
 use enifab_shim::driver::netns::run_in;
-use enifab_shim::fastpath::FastPathOptions;
+use enifab_shim::fastpath::{Encap, FastPathOptions};
 use support::{
     Emu, EmuProcess, Netns, REGION, dual_stack_instance, dual_stack_network, enifab_binary, eventually, free_port,
     network, privileged, shim_options, wait_ping,
@@ -64,7 +64,7 @@ fn vxlan_device_packets(ns: &Netns, dir: &str) -> u64 {
 
 /// The fast path on the `fp0` underlay [`underlay`] makes.
 fn fast_path() -> FastPathOptions {
-    FastPathOptions { device: "fp0".into(), port: 4789 }
+    FastPathOptions { device: "fp0".into(), port: 4789, encap: Encap::Program }
 }
 
 /// An in-process shim for `instance` in `ns`, with or without its fast path.
@@ -263,6 +263,16 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     let got = tokio::task::spawn_blocking(move || udp_burst(&pa, &pb_, 40001, 5001, 300)).await.unwrap();
     assert_eq!(got, 0, "the group refuses UDP 5001");
     assert_eq!(fast_a.counters()[0], carried_before, "nothing refused is carried");
+
+    // The admitted flow's datagrams sent to another MAC than the gateway's: the pipeline drops
+    // them as not for it, so the kernel leaves them to the pipeline instead of carrying them.
+    let b_ip = B_IP.to_string();
+    na.ip(&["neigh", "replace", &b_ip, "lladdr", "02:00:00:00:00:01", "dev", "eth0", "nud", "permanent"]);
+    let carried_before = fast_a.counters()[0];
+    let (pa, pb_) = (na.path(), nb.path());
+    let got = tokio::task::spawn_blocking(move || udp_burst(&pa, &pb_, 40000, 5000, 100)).await.unwrap();
+    assert_eq!((got, fast_a.counters()[0] - carried_before), (0, 0), "(arrived, carried) to a stranger's MAC");
+    na.ip(&["neigh", "del", &b_ip, "dev", "eth0"]);
 
     // Any change revokes: the call returns after both kernels moved to the new epoch; the
     // admitted flow is judged again (conntrack still vouches for it) and carried again.
@@ -616,6 +626,9 @@ async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_membe
     let pp = pod.path();
     assert!(tokio::task::spawn_blocking(move || wait_ping(&pp, None, B_IP, Duration::from_secs(10))).await.unwrap());
     let fast_a = shim_a.node().lock().unwrap().fast_path().cloned().unwrap();
+    // The node's end lends the pod's end room for the encapsulation (fastpath::HEADROOM_BRIDGE).
+    let node_end = na.link(&format!("fpv{}", m.vlan_id)).expect("the node's end of the pod's veth");
+    assert_eq!(node_end["master"], enifab_shim::fastpath::HEADROOM_BRIDGE, "{node_end}");
     // From the pod's sub-interface to node B: a UDP flow, its first datagram through the
     // pipeline, the rest from the node's end of the pod's veth straight into the kernel.
     let (pp, pb_) = (pod.path(), nb.path());
