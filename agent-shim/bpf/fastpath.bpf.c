@@ -507,6 +507,10 @@ int fp_wire(struct __sk_buff *skb) {
         h.ip.protocol != IPPROTO_UDP || (h.ip.frag_off & bpf_htons(0x3fff)) || h.ip.daddr != st->local ||
         h.udp.dest != st->port || h.flags != VXLAN_FLAG_VNI)
         return TC_ACT_OK;
+    // A damaged outer header is for the IP stack to drop, as it would have.
+    struct iphdr outer = h.ip;
+    if (ip_checksum(&outer))
+        return TC_ACT_OK;
     if (!st->epoch)
         goto refuse;
     __u16 proto;
