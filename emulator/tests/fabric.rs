@@ -172,6 +172,141 @@ async fn a_change_waits_for_the_fast_path_nodes_and_a_silent_one_only_once() {
     assert!(told, "revocations still go to the silent node");
 }
 
+/// A fast-path node that lets a revocation time out may still be carrying flows on the old
+/// verdicts: its watch is ended, with why, so that its shim forgets them and registers again.
+/// A node that answers keeps its watch, and so does the late one once it registered again and
+/// answers: what it was late for before is not held against its new watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_acknowledge_loses_its_watch() {
+    if enifab::serve::fast_path_off_by_env() {
+        return; // the suite's slow-path run: nothing is revoked
+    }
+    let (mut c, _emu, _dir, _stop) = start().await;
+    let (vsw, sg) = network(&mut c).await;
+    let answering = FakeRelay::new(true);
+    let silent = FakeRelay::new(false);
+    let a = instance(&mut c, &vsw, &sg, "10.0.4.22").await;
+    let b = instance(&mut c, &vsw, &sg, "10.0.4.20").await;
+    let register = |c: &Clients, instance: &str, relay: &FakeRelay, fast_path: &str| {
+        let mut fabric = c.fabric.clone();
+        let req = pb::RegisterNodeRequest {
+            instance_id: instance.into(),
+            geneve_address: relay.at.to_string(),
+            fast_path_address: fast_path.into(),
+        };
+        async move { fabric.register_node(req).await.unwrap() }
+    };
+    let watch = |c: &Clients, instance: &str| {
+        let mut fabric = c.fabric.clone();
+        let req = pb::WatchNodeRequest { instance_id: instance.into() };
+        async move {
+            let mut stream = fabric.watch_node(req).await.unwrap().into_inner();
+            stream.message().await.unwrap().expect("the node's config first");
+            stream
+        }
+    };
+    let change = |c: &Clients, n: u32| {
+        let mut ecs = c.ecs.clone();
+        let sg = sg.clone();
+        async move {
+            let t = std::time::Instant::now();
+            ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
+                security_group_id: sg,
+                ip_protocol: "tcp".into(),
+                port_range: format!("{n}/{n}"),
+                source_cidr_ip: "10.0.0.0/8".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            t.elapsed()
+        }
+    };
+    register(&c, &a, &answering, "198.18.0.9").await;
+    register(&c, &b, &silent, "198.18.0.10").await;
+    let mut watch_a = watch(&c, &a).await;
+    let mut watch_b = watch(&c, &b).await;
+
+    change(&c, 22).await;
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match watch_b.message().await {
+                Ok(Some(_)) => continue,
+                end => return end,
+            }
+        }
+    })
+    .await
+    .expect("the silent node's watch ends");
+    let status = ended.expect_err("with an error that says why");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("did not acknowledge revocation of epoch") && status.message().contains("in 500 ms"),
+        "{status:?}"
+    );
+    assert!(still_open(&mut watch_a).await, "the answering node keeps its watch");
+
+    // Its shim registers again, now answering: its new watch outlives further changes.
+    silent.answer.store(true, std::sync::atomic::Ordering::Relaxed);
+    register(&c, &b, &silent, "198.18.0.10").await;
+    let mut watch_b = watch(&c, &b).await;
+    let took = change(&c, 23).await;
+    assert!(took < Duration::from_millis(400), "both nodes answered: {took:?}");
+    change(&c, 24).await;
+    assert!(still_open(&mut watch_b).await, "the node that answers again keeps its new watch");
+    assert!(still_open(&mut watch_a).await, "the answering node keeps its watch");
+}
+
+/// Whether a watch neither ends nor fails within a second (a new config is fine).
+async fn still_open(stream: &mut tonic::Streaming<pb::NodeConfig>) -> bool {
+    match tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
+        Err(_elapsed) => true,
+        Ok(got) => got.is_ok_and(|c| c.is_some()),
+    }
+}
+
+/// A fake node's relay socket, on a thread of its own: it acknowledges every revocation while
+/// `answer` is set, and ignores them otherwise.
+struct FakeRelay {
+    at: std::net::SocketAddr,
+    answer: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeRelay {
+    fn new(answer: bool) -> FakeRelay {
+        use enifab_dataplane::wire::fastpath::{self, Kind, Message};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let relay = FakeRelay {
+            at: sock.local_addr().unwrap(),
+            answer: Arc::new(AtomicBool::new(answer)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (answer, stop) = (relay.answer.clone(), relay.stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                let Some(m) = Message::parse(&buf[..n]).ok().filter(|m| m.kind == Kind::Revoke) else { continue };
+                if answer.load(Ordering::Relaxed) {
+                    let mut ack = [0u8; fastpath::HEADER_LEN];
+                    let len = fastpath::emit_bare(Kind::Ack, m.epoch, &mut ack).unwrap();
+                    sock.send_to(&ack[..len], from).unwrap();
+                }
+            }
+        });
+        relay
+    }
+}
+
+impl Drop for FakeRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Prefix mode: an address inside an ENI's /28 is routed to that ENI, and the ENI may send from
 /// it (anti-spoof counts the prefix as its own); unassigning the prefix takes the route away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,14 +27,16 @@
 //! pipeline's grants leave after each batch, to the shims they are for; a node's reports of
 //! what its kernel carried go back into the pipeline (conntrack, counters); and every new
 //! snapshot is first *revoked* on every fast-path node — its new epoch sent, and sent again
-//! every poll until the node acknowledges it — while the publisher waits on [`Acks`]. Control
-//! datagrams are accepted from registered shims only (the pipeline checks reports; an
-//! acknowledgement from anyone else is ignored).
+//! every poll until the node acknowledges it — while the publisher waits on [`Acks`]. A node
+//! that lets a revocation go unacknowledged for [`ACK_TIMEOUT`] is posted in [`Acks::late`], for
+//! its WatchNode streams to end (see [`Late`]). Control datagrams are accepted from registered
+//! shims only (the pipeline checks reports; an acknowledgement from anyone else is ignored).
 //!
 //! Captures (`enifab capture`, [`super::capture`]) are registered here too: every frame
 //! datagram received, and every one sent to a port, is offered to them — after one check that
 //! there are any, so a fabric nobody captures does nothing more per datagram.
 
+use std::collections::HashMap;
 use std::hash::RandomState;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -71,17 +73,29 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// How long a new snapshot waits for the fast-path nodes' acknowledgements. A node that has
 /// not answered by then is named in the log and not waited for again until it answers; its
 /// peers have revoked, and their kernels refuse what it sends under the old epoch (the
-/// receiving side checks its own epoch too).
+/// receiving side checks its own epoch too). Its own kernel may still carry flows on the old
+/// verdicts, though, so its WatchNode streams are ended (see [`Late`]): its shim, having lost
+/// the emulator, revokes its kernel to epoch 0 and registers again. The same holds for a node
+/// already not waited for, at every revocation it lets time out.
 pub const ACK_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often an unacknowledged revocation is sent again.
 const RESEND: Duration = Duration::from_millis(20);
 
+/// Fast-path nodes that let a revocation go unacknowledged for [`ACK_TIMEOUT`], by the address
+/// their revocations go to, each with the epoch of the newest one it let time out. Kept for
+/// the current peers only. A WatchNode stream ends when its node appears here with an epoch
+/// newer than the stream: the shim applied its registration before it asked to watch, so a
+/// revocation published after that found it ready to answer, and one published before (its
+/// registration's, say, while it was still making its devices) is not held against it.
+pub type Late = HashMap<SocketAddr, u64>;
+
 /// The newest epoch every fast-path node has acknowledged (or that timed out), and a condition
-/// variable to wait for it on.
+/// variable to wait for it on; and the nodes that were late ([`Late`]).
 #[derive(Default)]
 pub struct Acks {
     done: Mutex<u64>,
     cv: Condvar,
+    late: watch::Sender<Late>,
 }
 
 impl Acks {
@@ -95,6 +109,25 @@ impl Acks {
         let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
         *done = (*done).max(epoch);
         self.cv.notify_all();
+    }
+
+    /// The nodes that were late, as that changes.
+    pub fn late(&self) -> watch::Receiver<Late> {
+        self.late.subscribe()
+    }
+
+    fn overdue(&self, nodes: &[(SocketAddr, u64)]) {
+        self.late.send_modify(|late| late.extend(nodes.iter().copied()));
+    }
+
+    /// Forgets the lateness of nodes no longer in the snapshot (re-registered elsewhere, or
+    /// without a fast path now): nothing would look it up.
+    fn keep_late(&self, peers: &[SocketAddr]) {
+        self.late.send_if_modified(|late| {
+            let before = late.len();
+            late.retain(|p, _| peers.contains(p));
+            late.len() != before
+        });
     }
 }
 
@@ -150,9 +183,11 @@ pub fn spawn(
         let mut revoking: Option<Revoking> = None;
         // Nodes that let a revocation time out (see `Revoking::quiet`).
         let mut silent: std::collections::HashSet<SocketAddr> = Default::default();
-        // Since when each node owes an acknowledgement: a revocation superseded by the next
-        // snapshot does not restart a node's clock.
-        let mut owing: std::collections::HashMap<SocketAddr, std::time::Instant> = Default::default();
+        // Since when each node owes an acknowledgement, and of which epoch: a revocation
+        // superseded by the next snapshot does not restart a node's clock. Every node of the
+        // revocation in flight owes until it answers or its clock runs out (a node not waited
+        // for too: its lateness still ends its watch).
+        let mut owing: HashMap<SocketAddr, (std::time::Instant, u64)> = Default::default();
         // Egress entries granted in the previous round (see `send_grants`).
         let mut held = Held::default();
         loop {
@@ -192,14 +227,15 @@ pub fn spawn(
                     if let Some(r) = revoking.take() {
                         acks.complete(r.epoch);
                     }
+                    acks.keep_late(&peers);
                     let (quiet, pending): (Vec<_>, Vec<_>) = peers.into_iter().partition(|p| silent.contains(p));
                     if pending.is_empty() {
                         acks.complete(epoch);
                     }
                     let now = std::time::Instant::now();
-                    owing.retain(|p, _| pending.contains(p));
-                    for p in &pending {
-                        owing.entry(*p).or_insert(now);
+                    owing.retain(|p, _| pending.contains(p) || quiet.contains(p));
+                    for p in pending.iter().chain(&quiet) {
+                        owing.entry(*p).or_insert((now, epoch));
                     }
                     if !(pending.is_empty() && quiet.is_empty()) {
                         let r = Revoking { epoch, pending, quiet, started: now, sent: now };
@@ -284,28 +320,39 @@ pub fn spawn(
                 next_check = fabric.next_health_check().unwrap_or(Instant(u64::MAX));
             }
             if let Some(r) = &mut revoking {
-                let late: Vec<SocketAddr> = r
-                    .pending
-                    .iter()
-                    .filter(|p| owing.get(*p).is_none_or(|t| t.elapsed() >= ACK_TIMEOUT))
-                    .copied()
+                let late: Vec<(SocketAddr, u64)> = r
+                    .peers()
+                    .filter_map(|p| match owing.get(p) {
+                        Some((since, epoch)) if since.elapsed() >= ACK_TIMEOUT => Some((*p, *epoch)),
+                        _ => None,
+                    })
                     .collect();
                 if !late.is_empty() {
-                    tracing::warn!(
-                        epoch = r.epoch, nodes = ?late,
-                        "fast-path nodes did not acknowledge a revocation; not waited for until they do"
-                    );
-                    r.pending.retain(|p| !late.contains(p));
-                    for p in late {
-                        owing.remove(&p);
-                        silent.insert(p);
-                        r.quiet.push(p);
+                    let waited: Vec<SocketAddr> =
+                        late.iter().map(|(p, _)| *p).filter(|p| r.pending.contains(p)).collect();
+                    if !waited.is_empty() {
+                        tracing::warn!(
+                            epoch = r.epoch, nodes = ?waited,
+                            "fast-path nodes did not acknowledge a revocation; not waited for until they do"
+                        );
+                        r.pending.retain(|p| !waited.contains(p));
+                        silent.extend(&waited);
+                        r.quiet.extend(waited);
+                        if r.pending.is_empty() {
+                            acks.complete(r.epoch);
+                        }
                     }
-                    if r.pending.is_empty() {
-                        acks.complete(r.epoch);
+                    for (p, epoch) in &late {
+                        owing.remove(p);
+                        // A clock that ran from an older epoch says nothing of the one in
+                        // flight, sent later: that one gets a clock of its own.
+                        if *epoch != r.epoch {
+                            owing.insert(*p, (r.started, r.epoch));
+                        }
                     }
+                    acks.overdue(&late);
                 }
-                if r.pending.is_empty() && r.started.elapsed() >= ACK_TIMEOUT {
+                if r.pending.is_empty() && r.peers().all(|p| !owing.contains_key(p)) {
                     revoking = None;
                 } else if r.sent.elapsed() >= RESEND {
                     r.sent = std::time::Instant::now();
@@ -334,7 +381,7 @@ fn control(
     data: &[u8],
     revoking: &mut Option<Revoking>,
     silent: &mut std::collections::HashSet<SocketAddr>,
-    owing: &mut std::collections::HashMap<SocketAddr, std::time::Instant>,
+    owing: &mut HashMap<SocketAddr, (std::time::Instant, u64)>,
     acks: &Acks,
 ) {
     let Ok(m) = Message::parse(data) else { return };

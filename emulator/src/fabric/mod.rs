@@ -426,6 +426,24 @@ impl FabricShell {
         rx.await.ok()
     }
 
+    /// The newest snapshot epoch handed out: a revocation sent after this call is of a later
+    /// one.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.publisher.epoch.load(Ordering::Relaxed)
+    }
+
+    /// The fast-path nodes that let a revocation time out, as that changes ([`io::Late`]).
+    pub(crate) fn late(&self) -> watch::Receiver<io::Late> {
+        self.publisher.acks.late()
+    }
+
+    /// The epoch of a revocation newer than `since` that the node now registered for
+    /// `instance_id` let time out, if it did ([`io::Late`]).
+    pub(crate) fn overdue(&self, instance_id: &str, since: u64, late: &io::Late) -> Option<u64> {
+        let at = *self.peers.lock().expect("peer registry lock").nodes.get(instance_id)?;
+        late.get(&at).copied().filter(|epoch| *epoch > since)
+    }
+
     /// Whether the shim of `instance_id` is registered (its ports carry frames).
     pub fn is_registered(&self, instance_id: &str) -> bool {
         self.peers.lock().expect("peer registry lock").nodes.contains_key(instance_id)

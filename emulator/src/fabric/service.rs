@@ -7,6 +7,10 @@
 //! external hosts are the AccessKey holder's. Addresses are checked by
 //! [`FabricShell::check_shim_address`] before anything is recorded. CaptureFrames is the
 //! AccessKey holder's (a node sees its own frames anyway; it must not see another's).
+//!
+//! A node's WatchNode is also how it is told to start over: when its kernel fast path lets a
+//! revocation time out (`io::Late`), the stream ends with an error that says so, and its shim
+//! revokes to epoch 0 and registers again.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -181,6 +185,9 @@ impl Fabric for FabricService {
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
         check_node(caller.as_ref(), &q.instance_id).map_err(|e| denied(e, &rid))?;
+        // The revocations this stream answers for: the ones sent from now on (see `io::Late`).
+        let opened = self.shell.epoch();
+        let mut late = self.shell.late();
         let first = self.node(&q.instance_id).await.map_err(|e| err(e, &rid))?;
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
@@ -194,11 +201,32 @@ impl Fabric for FabricService {
                 return;
             }
             loop {
-                tokio::select! {
-                    changed = epochs.changed() => if changed.is_err() { return },
+                let overdue = tokio::select! {
+                    changed = epochs.changed() => if changed.is_err() { return } else { None },
                     _ = closing.wait_for(|c| *c) => return,
                     // The node went away: the stream ends now, not at the next change.
                     _ = tx.closed() => return,
+                    Ok(()) = late.changed() => {
+                        let overdue = this.shell.overdue(&q.instance_id, opened, &late.borrow_and_update());
+                        if overdue.is_none() {
+                            continue;
+                        }
+                        overdue
+                    }
+                };
+                if let Some(epoch) = overdue {
+                    // Its kernel may still be carrying flows on verdicts that no longer hold: a
+                    // shim that loses its watch revokes to epoch 0 first, then registers again.
+                    tracing::warn!(
+                        instance = %q.instance_id, epoch,
+                        "a fast path did not acknowledge a revocation in time; its node's watch is ended"
+                    );
+                    let why = format!(
+                        "this node's fast path did not acknowledge revocation of epoch {epoch} in {} ms; register again",
+                        super::io::ACK_TIMEOUT.as_millis()
+                    );
+                    let _ = tx.send(Err(Status::unavailable(why))).await;
+                    return;
                 }
                 match this.node(&q.instance_id).await {
                     Ok(cfg) => {
