@@ -38,7 +38,8 @@
 //       hooks and a UDP socket on the way out, and the IP stack, a UDP socket and a GRO cell on
 //       the way in, per packet: for small packets that is most of the fast path's cost. The
 //       VXLAN device stays for what this does not do: a frame that would not fit the underlay
-//       encapsulated (the device fragments), no underlay device, and on the way in anything
+//       encapsulated (the device fragments), a flow between two ports of this node (the device
+//       sends it to itself), no underlay device, and on the way in anything
 //       but a plain unfragmented datagram: a GSO aggregate above all, whose tunnel offload
 //       state only the device's decapsulation resets on this kernel (bpf_skb_adjust_room
 //       learns to reset it with BPF_F_ADJ_ROOM_DECAP_L4_UDP, after 6.18).
@@ -314,7 +315,9 @@ static __always_inline __u16 ip_checksum(const struct iphdr *ip) {
 // Encapsulates the frame for entry `v` and sends it out of the underlay device: >= 0 = sent
 // (the redirect's verdict), -1 = left as it was, for the VXLAN device.
 static __always_inline int encap(struct __sk_buff *skb, const struct state *st, const struct egress_val *v) {
-    if (!st->underlay_ifindex)
+    // No underlay device; or a flow between two ports of this node, whose datagrams the
+    // underlay would never bring back (the VXLAN device hands them to itself).
+    if (!st->underlay_ifindex || bpf_htonl(v->remote) == st->local)
         return -1;
     // Too big for the underlay once encapsulated (the device would fragment it), or no such
     // device (re-created under another index): the VXLAN device's way.

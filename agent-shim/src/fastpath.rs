@@ -4,7 +4,7 @@
 //! ```text
 //!   node device (eth0, eth1, sub-interfaces in the node namespace)
 //!       tc egress fp_egress ── granted flow, VXLAN pushed ──▶ underlay NIC ══▶ peer node's underlay NIC
-//!            │   └─ too big once encapsulated ─▶ enifab-fp (VXLAN, external) ─┘   tc ingress fp_wire
+//!            │   └─ too big encapsulated, or local ─▶ enifab-fp (VXLAN) ──┘   tc ingress fp_wire
 //!            │ anything else                                                       │ granted → popped,
 //!            ▼                                                                     ▼ into the device
 //!       the TAP: the shim relays it to the pipeline (slow path)   (a GSO aggregate: enifab-fp, fp_ingress)

@@ -68,6 +68,27 @@ fn fast_path() -> FastPathOptions {
 }
 
 /// An in-process shim for `instance` in `ns`, with or without its fast path.
+/// The tests' network (see `support::network`) with its group closed between its own members
+/// (inner policy `Drop`) but for the `(protocol, ports)` in `admitted`, from the VPC.
+async fn closed_network(
+    ecs: &mut EcsClient<tonic::transport::Channel>,
+    vpc: &mut VpcClient<tonic::transport::Channel>,
+    admitted: &[(&str, &str)],
+) -> (String, String) {
+    let (vsw, sg) = network(ecs, vpc).await;
+    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.clone(),
+        inner_access_policy: "Drop".into(),
+    })
+    .await
+    .expect("ModifySecurityGroupPolicy");
+    for (protocol, ports) in admitted {
+        ecs.authorize_security_group(admit(&sg, protocol, ports)).await.expect("AuthorizeSecurityGroup");
+    }
+    (vsw, sg)
+}
+
 /// A rule of `sg` admitting `protocol` on `ports` from the VPC.
 fn admit(sg: &str, protocol: &str, ports: &str) -> pb::AuthorizeSecurityGroupRequest {
     pb::AuthorizeSecurityGroupRequest {
@@ -101,6 +122,32 @@ fn udp_burst(from: &Path, to: &Path, sport: u16, port: u16, n: usize) -> usize {
         }
     }
     counter.join().unwrap()
+}
+
+/// `n` datagrams from `src` (in namespace `from`) to `dst` (in `to`), each echoed back before
+/// the next leaves: (how many arrived, how many echoes came back).
+fn echoes(from: &Path, to: &Path, src: SocketAddr, dst: SocketAddr, n: u32) -> (usize, usize) {
+    let sink = run_in(to, move || Ok(UdpSocket::bind(dst).unwrap())).unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let src = run_in(from, move || Ok(UdpSocket::bind(src).unwrap())).unwrap();
+    let echo = std::thread::spawn(move || {
+        let (mut got, mut buf) = (0, [0u8; 64]);
+        while let Ok((len, from)) = sink.recv_from(&mut buf) {
+            got += 1;
+            let _ = sink.send_to(&buf[..len], from);
+        }
+        got
+    });
+    src.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut back = 0;
+    for i in 0..n {
+        let _ = src.send_to(&i.to_be_bytes(), dst);
+        let mut buf = [0u8; 64];
+        if src.recv(&mut buf).is_ok() {
+            back += 1;
+        }
+    }
+    (echo.join().unwrap(), back)
 }
 
 /// `bytes` over one TCP connection from A to B:`port`; how many the server read.
@@ -152,18 +199,9 @@ async fn admitted_flows_move_into_the_kernel_and_every_change_revokes_them() {
     let ch = emu.channel().await;
     let (mut ecs, mut vpc, mut fabric) =
         (EcsClient::new(ch.clone()), VpcClient::new(ch.clone()), FabricClient::new(ch));
-    let (vsw, sg) = network(&mut ecs, &mut vpc).await;
     // Members do not reach each other by being members: only port 5000 and ICMP are admitted.
-    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
-        region_id: REGION.into(),
-        security_group_id: sg.clone(),
-        inner_access_policy: "Drop".into(),
-    })
-    .await
-    .expect("ModifySecurityGroupPolicy");
-    ecs.authorize_security_group(admit(&sg, "udp", "5000/5000")).await.expect("AuthorizeSecurityGroup");
-    ecs.authorize_security_group(admit(&sg, "tcp", "5000/5000")).await.expect("AuthorizeSecurityGroup");
-    ecs.authorize_security_group(admit(&sg, "icmp", "-1/-1")).await.expect("AuthorizeSecurityGroup");
+    let (vsw, sg) =
+        closed_network(&mut ecs, &mut vpc, &[("udp", "5000/5000"), ("tcp", "5000/5000"), ("icmp", "-1/-1")]).await;
     let ia = instance(&mut ecs, &vsw, &sg, A_IP).await;
     let ib = instance(&mut ecs, &vsw, &sg, B_IP).await;
     let (na, nb) = (Netns::new("fpa"), Netns::new("fpb"));
@@ -430,14 +468,7 @@ async fn the_same_random_flows_meet_the_same_fate_with_and_without_the_fast_path
     let emu = Emu::start(&dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).await;
     let ch = emu.channel().await;
     let (mut ecs, mut vpc) = (EcsClient::new(ch.clone()), VpcClient::new(ch));
-    let (vsw, sg) = network(&mut ecs, &mut vpc).await;
-    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
-        region_id: REGION.into(),
-        security_group_id: sg.clone(),
-        inner_access_policy: "Drop".into(),
-    })
-    .await
-    .unwrap();
+    let (vsw, sg) = closed_network(&mut ecs, &mut vpc, &[]).await;
     // Random rules over ports 6000–6015, both protocols: accepts at priority 50, some drops
     // above them (priority 10), from the node vSwitch. ICMP for the reachability check.
     let rule = |proto: &str, port: String, policy: &str, priority: &str| pb::AuthorizeSecurityGroupRequest {
@@ -632,31 +663,8 @@ async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_membe
     // From the pod's sub-interface to node B: a UDP flow, its first datagram through the
     // pipeline, the rest from the node's end of the pod's veth straight into the kernel.
     let (pp, pb_) = (pod.path(), nb.path());
-    let got = tokio::task::spawn_blocking(move || {
-        let sink = run_in(&pb_, || Ok(UdpSocket::bind((B_IP, 5000)).unwrap())).unwrap();
-        sink.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-        let src = run_in(&pp, move || Ok(UdpSocket::bind((pod_ip, 40000)).unwrap())).unwrap();
-        let echo = std::thread::spawn(move || {
-            let (mut got, mut buf) = (0, [0u8; 64]);
-            while let Ok((n, from)) = sink.recv_from(&mut buf) {
-                got += 1;
-                let _ = sink.send_to(&buf[..n], from);
-            }
-            got
-        });
-        src.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-        let mut back = 0;
-        for i in 0..500u32 {
-            let _ = src.send_to(&i.to_be_bytes(), (B_IP, 5000));
-            let mut buf = [0u8; 64];
-            if src.recv(&mut buf).is_ok() {
-                back += 1;
-            }
-        }
-        (echo.join().unwrap(), back)
-    })
-    .await
-    .unwrap();
+    let from = SocketAddr::from((pod_ip, 40000));
+    let got = tokio::task::spawn_blocking(move || echoes(&pp, &pb_, from, (B_IP, 5000).into(), 500)).await.unwrap();
     assert_eq!(got, (500, 500), "every datagram arrived and every echo came back");
     let [carried, _, delivered, refused] = fast_a.counters();
     if enifab::serve::fast_path_off_by_env() {
@@ -668,6 +676,17 @@ async fn a_member_sub_interface_is_carried_by_the_kernel_and_gone_with_its_membe
             "both ways in node A's kernel: {:?}",
             fast_a.counters()
         );
+    }
+    // And to its own node's address: both ends on node A, the flow carried by the same kernel
+    // it is delivered by (the encapsulation is left to the VXLAN device, which hands a datagram
+    // for its own host straight back).
+    let (pp, pa) = (pod.path(), na.path());
+    let carried_before = fast_a.counters()[0];
+    let got = tokio::task::spawn_blocking(move || echoes(&pp, &pa, from, (A_IP, 5001).into(), 500)).await.unwrap();
+    assert_eq!(got, (500, 500), "every datagram to the pod's own node arrived and came back");
+    if !enifab::serve::fast_path_off_by_env() {
+        let carried = fast_a.counters()[0] - carried_before;
+        assert!(carried >= 900, "both ways in node A's kernel: {carried} ({:?})", fast_a.counters());
     }
 
     // Detaching the member revokes what both kernels cached before the call returns: node B's
@@ -1109,16 +1128,7 @@ async fn a_dead_emulator_leaves_nothing_cached_and_a_new_one_grants_afresh() {
     let mut emu = EmuProcess::spawn(&bin, &data, free_port(), &log, &[]);
     let ch = emu.channel().await;
     let (mut ecs, mut vpc) = (EcsClient::new(ch.clone()), VpcClient::new(ch));
-    let (vsw, sg) = network(&mut ecs, &mut vpc).await;
-    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
-        region_id: REGION.into(),
-        security_group_id: sg.clone(),
-        inner_access_policy: "Drop".into(),
-    })
-    .await
-    .expect("ModifySecurityGroupPolicy");
-    ecs.authorize_security_group(admit(&sg, "udp", "5000/5000")).await.expect("AuthorizeSecurityGroup");
-    ecs.authorize_security_group(admit(&sg, "icmp", "-1/-1")).await.expect("AuthorizeSecurityGroup");
+    let (vsw, sg) = closed_network(&mut ecs, &mut vpc, &[("udp", "5000/5000"), ("icmp", "-1/-1")]).await;
     let ia = instance(&mut ecs, &vsw, &sg, A_IP).await;
     let ib = instance(&mut ecs, &vsw, &sg, B_IP).await;
     let (na, nb) = (Netns::new("fka"), Netns::new("fkb"));

@@ -92,6 +92,24 @@ async fn nodes_arp_ping_and_are_filtered_by_security_groups() {
     assert!(recv_frame(&b.sock).is_none());
 }
 
+/// A model change that revokes on every fast-path node (a rule admitting TCP `port` added to
+/// `sg`); how long the call took.
+async fn change(c: &Clients, sg: &str, port: u32) -> Duration {
+    let t = std::time::Instant::now();
+    c.ecs
+        .clone()
+        .authorize_security_group(pb::AuthorizeSecurityGroupRequest {
+            security_group_id: sg.into(),
+            ip_protocol: "tcp".into(),
+            port_range: format!("{port}/{port}"),
+            source_cidr_ip: "10.0.0.0/8".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    t.elapsed()
+}
+
 /// Revocations: a model change is answered once every fast-path node acknowledged the new
 /// epoch; a node that does not answer holds one call up (for the timeout) and then no more,
 /// until it answers again. Refused fast-path addresses are the API's error.
@@ -116,23 +134,6 @@ async fn a_change_waits_for_the_fast_path_nodes_and_a_silent_one_only_once() {
         assert!(e.message().contains("FastPathAddress"), "{bad}: {e:?}");
     }
     c.fabric.register_node(register("198.18.0.9")).await.unwrap();
-    let change = |c: &mut Clients, n: u32| {
-        let mut ecs = c.ecs.clone();
-        let sg = sg.clone();
-        async move {
-            let t = std::time::Instant::now();
-            ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
-                security_group_id: sg,
-                ip_protocol: "tcp".into(),
-                port_range: format!("{n}/{n}"),
-                source_cidr_ip: "10.0.0.0/8".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            t.elapsed()
-        }
-    };
     // The node answers every revocation: the call returns as soon as it has.
     let answering = {
         let sock = sock.try_clone().unwrap();
@@ -154,15 +155,15 @@ async fn a_change_waits_for_the_fast_path_nodes_and_a_silent_one_only_once() {
         });
         (stop, t)
     };
-    let took = change(&mut c, 22).await;
+    let took = change(&c, &sg, 22).await;
     answering.0.store(true, std::sync::atomic::Ordering::Relaxed);
     let revoked = answering.1.join().unwrap();
     assert!(!revoked.is_empty() && took < Duration::from_millis(400), "{took:?} {revoked:?}");
     assert!(revoked.windows(2).all(|w| w[0] <= w[1]), "epochs only grow: {revoked:?}");
     // Silent from now on: one call waits the whole timeout, the next ones do not.
-    let first = change(&mut c, 23).await;
+    let first = change(&c, &sg, 23).await;
     assert!(first >= Duration::from_millis(450), "waited for the node: {first:?}");
-    let second = change(&mut c, 24).await;
+    let second = change(&c, &sg, 24).await;
     assert!(second < Duration::from_millis(400), "not waited for again: {second:?}");
     // Yet it is still told.
     let mut buf = [0u8; 2048];
@@ -205,29 +206,12 @@ async fn a_node_that_does_not_acknowledge_loses_its_watch() {
             stream
         }
     };
-    let change = |c: &Clients, n: u32| {
-        let mut ecs = c.ecs.clone();
-        let sg = sg.clone();
-        async move {
-            let t = std::time::Instant::now();
-            ecs.authorize_security_group(pb::AuthorizeSecurityGroupRequest {
-                security_group_id: sg,
-                ip_protocol: "tcp".into(),
-                port_range: format!("{n}/{n}"),
-                source_cidr_ip: "10.0.0.0/8".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            t.elapsed()
-        }
-    };
     register(&c, &a, &answering, "198.18.0.9").await;
     register(&c, &b, &silent, "198.18.0.10").await;
     let mut watch_a = watch(&c, &a).await;
     let mut watch_b = watch(&c, &b).await;
 
-    change(&c, 22).await;
+    change(&c, &sg, 22).await;
     let ended = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             match watch_b.message().await {
@@ -250,9 +234,9 @@ async fn a_node_that_does_not_acknowledge_loses_its_watch() {
     silent.answer.store(true, std::sync::atomic::Ordering::Relaxed);
     register(&c, &b, &silent, "198.18.0.10").await;
     let mut watch_b = watch(&c, &b).await;
-    let took = change(&c, 23).await;
+    let took = change(&c, &sg, 23).await;
     assert!(took < Duration::from_millis(400), "both nodes answered: {took:?}");
-    change(&c, 24).await;
+    change(&c, &sg, 24).await;
     assert!(still_open(&mut watch_b).await, "the node that answers again keeps its new watch");
     assert!(still_open(&mut watch_a).await, "the answering node keeps its watch");
 }
