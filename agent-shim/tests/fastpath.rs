@@ -967,6 +967,7 @@ async fn admitted_ipv6_flows_move_into_the_kernel_and_the_group_still_decides() 
     assert_eq!((fast_a.entries(), fast_b.entries()), ((0, 0), (0, 0)), "into the IPv6 maps only");
     let [carried_before, ..] = fast_a.counters();
     let [_, _, delivered_b_before, _] = fast_b.counters();
+    let device_before = (vxlan_device_packets(&p.na, "tx"), vxlan_device_packets(&p.nb, "rx"));
     let relayed_before = p.shims[0].stats().to_fabric_frames;
     let rx_before = port_rx(&mut p.fabric, &p.eni_a).await;
     let got = udp(a(40000), b(5000), 2000).await.unwrap();
@@ -976,6 +977,10 @@ async fn admitted_ipv6_flows_move_into_the_kernel_and_the_group_still_decides() 
     let (carried, delivered_b) = (carried - carried_before, delivered_b - delivered_b_before);
     assert!(carried >= 1900, "node A's kernel carried the IPv6 flow: {carried} ({:?})", fast_a.counters());
     assert!(delivered_b >= 1900 && refused_b == 0, "node B's kernel delivered it: {:?}", fast_b.counters());
+    // In IPv4 VXLAN built and taken apart by the programs, as IPv4 flows are.
+    let device =
+        (vxlan_device_packets(&p.na, "tx") - device_before.0, vxlan_device_packets(&p.nb, "rx") - device_before.1);
+    assert!(device.0 < 20 && device.1 < 20, "the VXLAN devices carried {device:?} of the 2000 (tx on A, rx on B)");
     let relayed = p.shims[0].stats().to_fabric_frames - relayed_before;
     assert!(relayed < 100, "the relay saw only the flow's first frames: {relayed}");
     // The kernel's packets are the fabric's counters too (IPv6 reports, every second).
