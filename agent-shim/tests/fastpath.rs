@@ -23,8 +23,8 @@ use enifab_shim::Shim;
 use enifab_shim::driver::netns::run_in;
 use enifab_shim::fastpath::{Encap, FastPathOptions};
 use support::{
-    Emu, EmuProcess, Netns, REGION, dual_stack_instance, dual_stack_network, enifab_binary, eventually, free_port,
-    network, privileged, shim_options, wait_ping,
+    Emu, EmuProcess, Netns, REGION, close_group, dual_stack_instance, dual_stack_network, enifab_binary, eventually,
+    free_port, network, privileged, shim_options, wait_ping,
 };
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 22);
@@ -76,13 +76,7 @@ async fn closed_network(
     admitted: &[(&str, &str)],
 ) -> (String, String) {
     let (vsw, sg) = network(ecs, vpc).await;
-    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
-        region_id: REGION.into(),
-        security_group_id: sg.clone(),
-        inner_access_policy: "Drop".into(),
-    })
-    .await
-    .expect("ModifySecurityGroupPolicy");
+    close_group(ecs, &sg).await;
     for (protocol, ports) in admitted {
         ecs.authorize_security_group(admit(&sg, protocol, ports)).await.expect("AuthorizeSecurityGroup");
     }

@@ -241,17 +241,7 @@ async fn modify_attributes_rename_and_switch_ipv6_on() {
         })
         .await)
     .v_switch_id;
-    let vsw_ipv6 = ok(vpc
-        .describe_v_switches(pb::DescribeVSwitchesRequest {
-            region_id: REGION.into(),
-            v_switch_id: vsw.clone(),
-            ..Default::default()
-        })
-        .await)
-    .v_switches
-    .unwrap()
-    .v_switch[0]
-        .clone();
+    let vsw_ipv6 = vswitch(&mut vpc, &vsw).await;
     assert_eq!((vsw_ipv6.ipv6_cidr_block.as_str(), vsw_ipv6.enabled_ipv6), ("", false));
 
     // The vSwitch first: its VPC has no /56 yet, so nothing changes.
@@ -293,17 +283,7 @@ async fn modify_attributes_rename_and_switch_ipv6_on() {
             ..Default::default()
         })
         .await);
-    let v = ok(vpc
-        .describe_v_switches(pb::DescribeVSwitchesRequest {
-            region_id: REGION.into(),
-            v_switch_id: vsw.clone(),
-            ..Default::default()
-        })
-        .await)
-    .v_switches
-    .unwrap()
-    .v_switch[0]
-        .clone();
+    let v = vswitch(&mut vpc, &vsw).await;
     assert!(v.enabled_ipv6 && v.ipv6_cidr_block.ends_with(":3::/64"), "{v:?}");
     assert_eq!(v.description, "now dual stack");
     let gone = vpc

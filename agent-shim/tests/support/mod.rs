@@ -415,6 +415,19 @@ pub fn free_port() -> std::net::SocketAddr {
 /// A dual-stack network: VPC 10.0.0.0/8 with IPv6 (its /56), vSwitch 10.0.4.0/24 in
 /// cn-hongkong-b with /64 number 4, one security group whose members reach each other by rules
 /// only (inner access `Drop`): (vSwitch, group, the VPC's IPv6 /56).
+/// Closes `sg` between its own members (inner access policy `Drop`): they reach each other only
+/// by the rules it is given.
+pub async fn close_group(ecs: &mut enifab_proto::v1::ecs_client::EcsClient<tonic::transport::Channel>, sg: &str) {
+    use enifab_proto::v1 as pb;
+    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
+        region_id: REGION.into(),
+        security_group_id: sg.into(),
+        inner_access_policy: "Drop".into(),
+    })
+    .await
+    .expect("ModifySecurityGroupPolicy");
+}
+
 pub async fn dual_stack_network(
     ecs: &mut enifab_proto::v1::ecs_client::EcsClient<tonic::transport::Channel>,
     vpc: &mut enifab_proto::v1::vpc_client::VpcClient<tonic::transport::Channel>,
@@ -463,13 +476,7 @@ pub async fn dual_stack_network(
         .expect("CreateSecurityGroup")
         .into_inner()
         .security_group_id;
-    ecs.modify_security_group_policy(pb::ModifySecurityGroupPolicyRequest {
-        region_id: REGION.into(),
-        security_group_id: sg.clone(),
-        inner_access_policy: "Drop".into(),
-    })
-    .await
-    .expect("ModifySecurityGroupPolicy");
+    close_group(ecs, &sg).await;
     (vsw, sg, block)
 }
 
